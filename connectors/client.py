@@ -1,0 +1,256 @@
+"""The client SDK: call the gateway from a connecting system.
+
+Built on zeep over a requests session that presents the organisation's TLS certificate. Each
+request gets a wsu:Timestamp and a WS-Security signature over Body + Timestamp (RSA-SHA256 or
+ECDSA-SHA256, SHA-256 digests) with the same organisation's key. Each response must be signed by the
+gateway's response-signing certificate (pinned) and carry the SHA-256 digest of the exact bytes that
+were sent; otherwise `ResponseNotTrusted` is raised. Faults raise a `GatewayFault` subclass named
+after the contract's fault code (e.g. `ScopeDeniedFault`), with ``.code``.
+
+    client = GatewayClient.from_directory("https://gateway:8443", "certs/LA1")
+    client.submit_updates([{"SourceRecordId": "r1", "Identity": {...}}])
+    client.find_child(user_id="u1", role="gp", reason_code="referral", reason_text="...",
+                      family_name="Smith", date_of_birth="2015-04-01")
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import threading
+from pathlib import Path
+from typing import Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+import zeep
+from cryptography import x509
+from lxml import etree
+from zeep.helpers import serialize_object
+from zeep.transports import Transport
+from zeep.wsdl.utils import etree_to_string
+
+from gateway import schemas
+from gateway.errors import FAULT_CODES, Refusal
+from gateway.security import wsse
+from gateway.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
+from gateway.trust.pki import ChainError, TrustAnchors, fingerprint
+
+BINDING = f"{{{CG}}}ContactGateBinding"
+SOAP_PATH = "/soap/v1"
+
+
+class GatewayError(Exception):
+    """Anything that stopped a call from producing a trusted answer."""
+
+
+class ResponseNotTrusted(GatewayError):
+    """The response was not signed by the pinned gateway certificate, or not bound to our request."""
+
+
+class GatewayFault(GatewayError):
+    """The gateway refused the request. ``code`` is the contract's fault code."""
+
+    code = "Unknown"
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+FAULT_CLASSES: dict[str, type[GatewayFault]] = {
+    code: type(f"{code}Fault", (GatewayFault,), {"code": code, "__doc__": f"The gateway answered {code}."})
+    for code in FAULT_CODES
+}
+globals().update({cls.__name__: cls for cls in FAULT_CLASSES.values()})
+
+
+def fault_from(code: str, message: str) -> GatewayFault:
+    return FAULT_CLASSES.get(code, GatewayFault)(code, message)
+
+
+def request_digest(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class _GatewayCAAdapter(HTTPAdapter):
+    def __init__(self, ca_file: str):
+        self._ca_file = ca_file
+        super().__init__()
+
+    def send(self, request, **kwargs):
+        kwargs["verify"] = self._ca_file
+        return super().send(request, **kwargs)
+
+
+class _RecordingTransport(Transport):
+    """Remembers (per thread) the digest of the exact bytes posted, to check the answer's
+    RequestDigest against."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent = threading.local()
+
+    def post_xml(self, address, envelope, headers):
+        message = etree_to_string(envelope)
+        self.sent.digest = request_digest(message)
+        return self.post(address, message, headers)
+
+
+class ResponseVerifier:
+    """Checks a gateway response: pinned signer, chain to the CA, fresh Timestamp, digest binding."""
+
+    def __init__(self, ca: TrustAnchors, gateway_signing_cert: x509.Certificate, *, max_age_s: int = 300,
+                 skew_s: int = 60):
+        self._ca = ca
+        self._pinned = fingerprint(gateway_signing_cert)
+        self._max_age_s = max_age_s
+        self._skew_s = skew_s
+
+    def verify(self, envelope: etree._Element, expected_digest: str | None,
+               now: dt.datetime | None = None) -> wsse.VerifiedMessage:
+        try:
+            signer = wsse.extract_signer_certificate(envelope)
+            if fingerprint(signer) != self._pinned:
+                raise ResponseNotTrusted("response signed by a certificate other than the gateway's")
+            self._ca.verify_signer(signer)
+            verified = wsse.verify(envelope, signer)
+            wsse.check_timestamp(verified.timestamp, now or dt.datetime.now(dt.timezone.utc),
+                                 max_lifetime_s=self._max_age_s, skew_s=self._skew_s)
+        except (Refusal, ChainError) as exc:
+            raise ResponseNotTrusted(f"response signature not trusted: {getattr(exc, 'detail', exc)}") from None
+        digests = [e.text for e in verified.body.iter(q(CG, "RequestDigest"))]
+        if expected_digest is not None and digests != [expected_digest]:
+            raise ResponseNotTrusted("response is not bound to the request that was sent")
+        return verified
+
+
+class _WsSecurity:
+    """zeep's wsse hook: sign outgoing envelopes, verify incoming ones."""
+
+    def __init__(self, signer: wsse.EnvelopeSigner, verifier: ResponseVerifier,
+                 transport: _RecordingTransport, clock: Callable[[], dt.datetime]):
+        self._signer = signer
+        self._verifier = verifier
+        self._transport = transport
+        self._clock = clock
+
+    def apply(self, envelope, headers):
+        self._signer.sign(envelope, created=self._clock())
+        return envelope, headers
+
+    def verify(self, envelope):
+        self._verifier.verify(envelope, getattr(self._transport.sent, "digest", None))
+        return envelope
+
+
+_SNAKE = {
+    "family_name": "FamilyName", "given_name": "GivenName", "date_of_birth": "DateOfBirth",
+    "gender": "Gender", "postcode": "Postcode", "nhs_number": "NhsNumber", "pupil_number": "PupilNumber",
+}
+
+
+class GatewayClient:
+    def __init__(self, base_url: str, *, cert: Path | str, key: Path | str, ca: Path | str,
+                 gateway_signing_cert: Path | str, binary_token: bool = True, timeout: float = 60,
+                 clock: Callable[[], dt.datetime] | None = None, wsdl: str | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.endpoint = self.base_url + SOAP_PATH
+        self.session = requests.Session()
+        self.session.cert = (str(cert), str(key))
+        self.session.verify = str(ca)
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override session.verify (requests #3829):
+        # the gateway's CA must win, whatever the environment says.
+        self.session.mount("https://", _GatewayCAAdapter(str(ca)))
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.signer = wsse.EnvelopeSigner(Path(key).read_bytes(), Path(cert).read_bytes(),
+                                          binary_token=binary_token)
+        self.verifier = ResponseVerifier(
+            TrustAnchors.from_files([Path(ca)]),
+            x509.load_pem_x509_certificate(Path(gateway_signing_cert).read_bytes()))
+        self.transport = _RecordingTransport(session=self.session, timeout=timeout,
+                                             operation_timeout=timeout)
+        wsdl = wsdl or self._packaged_wsdl()  # same version as this SDK; or pass "<base>/soap/v1?wsdl"
+        self.zeep = zeep.Client(wsdl, transport=self.transport,
+                                wsse=_WsSecurity(self.signer, self.verifier, self.transport, self._now))
+        self.service = self.zeep.create_service(BINDING, self.endpoint)
+
+    @staticmethod
+    def _packaged_wsdl() -> str:
+        from importlib import resources
+
+        return str(resources.files("contactgate_schemas").joinpath(schemas.WSDL_NAME))
+
+    def _now(self) -> dt.datetime:
+        return self.clock()
+
+    @classmethod
+    def from_directory(cls, base_url: str, directory: Path | str, **kwargs) -> "GatewayClient":
+        """Use the files `contactgate cert issue CODE --out-dir DIR` wrote."""
+        d = Path(directory)
+        return cls(base_url, cert=d / "cert.pem", key=d / "key.pem", ca=d / "ca.pem",
+                   gateway_signing_cert=d / "gateway-signing.pem", **kwargs)
+
+    # ---- operations ------------------------------------------------------------------------------
+
+    def _call(self, operation: str, **kwargs):
+        try:
+            result = getattr(self.service, operation)(**kwargs)
+        except zeep.exceptions.Fault as fault:
+            raise self._fault(fault) from None
+        return serialize_object(result, dict)
+
+    @staticmethod
+    def _fault(fault: zeep.exceptions.Fault) -> GatewayError:
+        detail = fault.detail
+        code = detail.findtext(f"{{{CG}}}Error/{{{CG}}}Code") if detail is not None else None
+        return fault_from(code or "Unknown", fault.message or "")
+
+    @staticmethod
+    def _who(user_id: str, role: str, reason_code: str | None, reason_text: str | None) -> dict:
+        call = {"Requester": {"UserId": user_id, "Role": role}}
+        if reason_code is not None or reason_text is not None:
+            call["Reason"] = {"_value_1": reason_text or "", "code": reason_code or ""}
+        return call
+
+    def submit_updates(self, updates: list[dict]) -> list[dict]:
+        """Push child records; returns one Result dict per update (ChildId, Outcome, Detail)."""
+        return self._call("SubmitUpdates", ChildUpdate=updates)["Result"]
+
+    def find_child(self, *, user_id: str, role: str, reason_code: str | None, reason_text: str | None,
+                   **criteria) -> list[dict]:
+        """Find candidates by family_name + date_of_birth, or nhs_number / pupil_number."""
+        call = self._who(user_id, role, reason_code, reason_text)
+        call.update({_SNAKE[k]: v for k, v in criteria.items() if v is not None})
+        return self._call("FindChild", **call).get("Candidate") or []
+
+    def get_contacts(self, child_id: str, *, user_id: str, role: str, reason_code: str | None,
+                     reason_text: str | None) -> dict:
+        """The child's identity and current involvements with contact details."""
+        call = self._who(user_id, role, reason_code, reason_text)
+        return self._call("GetContacts", ChildId=child_id, **call)["Child"]
+
+    # ---- lower level: for tools and tests that need the exact bytes ------------------------------
+
+    def build_request(self, operation: str, *, sign: bool = True, created: dt.datetime | None = None,
+                      **kwargs) -> bytes:
+        """The signed request bytes zeep would send for ``operation``."""
+        envelope = self.zeep.create_message(self.service, operation, **kwargs)
+        if sign:
+            self.signer.sign(envelope, created=created or self.clock())
+        return etree_to_string(envelope)
+
+    def post_raw(self, operation: str, data: bytes, *, verify_response: bool = True) -> tuple[int, etree._Element]:
+        """POST bytes as-is; return (HTTP status, response envelope), the signature checked."""
+        response = self.session.post(self.endpoint, data=data, headers={
+            "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'})
+        envelope = etree.fromstring(response.content, etree.XMLParser(resolve_entities=False, no_network=True))
+        if verify_response:
+            self.verifier.verify(envelope, request_digest(data))
+        return response.status_code, envelope
+
+    @staticmethod
+    def fault_code(envelope: etree._Element) -> str | None:
+        return envelope.findtext(f"{q(SOAP_ENV, 'Body')}/{q(SOAP_ENV, 'Fault')}/detail/{q(CG, 'Error')}/{q(CG, 'Code')}")

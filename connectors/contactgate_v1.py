@@ -1,0 +1,260 @@
+"""The gateway's own wire dialect (urn:contactgate:v1) mapped to and from the canonical model.
+
+Inputs are schema-valid signed payloads, so the mapping can rely on the XSD's shape.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from lxml import etree
+
+from gateway.index.model import (
+    Address, Candidate, Carer, ChildUpdate, ChildView, FindQuery, Identity, Involvement, Setting,
+    UpdateResult,
+)
+from gateway.soap import CG
+
+_NS = {"cg": CG}
+
+
+def _t(element: etree._Element | None, name: str) -> str | None:
+    if element is None:
+        return None
+    child = element.find(f"{{{CG}}}{name}")
+    return child.text if child is not None and child.text is not None else (None if child is None else "")
+
+
+def _all(element: etree._Element, name: str) -> list[etree._Element]:
+    return element.findall(f"{{{CG}}}{name}")
+
+
+def _date(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text.strip()[:10]) if text else None
+
+
+def _bool(text: str | None) -> bool:
+    return (text or "").strip() in ("true", "1")
+
+
+def _opt(text: str | None) -> str | None:
+    return text if text else None
+
+
+@dataclass(frozen=True)
+class Requester:
+    user_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    text: str
+
+
+def read_requester(payload: etree._Element) -> Requester | None:
+    element = payload.find(f"{{{CG}}}Requester")
+    if element is None:
+        return None
+    return Requester(user_id=(_t(element, "UserId") or "").strip(), role=(_t(element, "Role") or "").strip())
+
+
+def read_reason(payload: etree._Element) -> Reason | None:
+    element = payload.find(f"{{{CG}}}Reason")
+    if element is None:
+        return None
+    return Reason(code=(element.get("code") or "").strip(), text=(element.text or "").strip())
+
+
+def _address(element: etree._Element | None) -> Address | None:
+    if element is None:
+        return None
+    lines = tuple(t for t in (_t(element, f"Line{i}") for i in range(1, 6)) if t)
+    return Address(lines=lines, postcode=_t(element, "Postcode") or "", town=_opt(_t(element, "Town")))
+
+
+def _setting(element: etree._Element | None) -> Setting | None:
+    if element is None:
+        return None
+    return Setting(name=_t(element, "Name") or "", code=_opt(_t(element, "Code")), phone=_opt(_t(element, "Phone")))
+
+
+def _identity(element: etree._Element) -> Identity:
+    return Identity(
+        family_name=_t(element, "FamilyName") or "",
+        given_names=tuple(g.text or "" for g in _all(element, "GivenName")),
+        preferred_name=_opt(_t(element, "PreferredName")),
+        previous_names=tuple(p.text or "" for p in _all(element, "PreviousName")),
+        date_of_birth=_date(_t(element, "DateOfBirth")),
+        gender=_t(element, "Gender") or "unknown",
+        nhs_number=_opt(_t(element, "NhsNumber")),
+        pupil_number=_opt(_t(element, "PupilNumber")),
+    )
+
+
+def _involvement(element: etree._Element) -> Involvement:
+    return Involvement(
+        service=_t(element, "Service") or "",
+        practitioner_name=_opt(_t(element, "PractitionerName")),
+        role=_opt(_t(element, "Role")),
+        phone=_opt(_t(element, "Phone")),
+        email=_opt(_t(element, "Email")),
+        start=_date(_t(element, "Start")),
+        end=_date(_t(element, "End")),
+        caf_assessment=_bool(_t(element, "CafAssessment")),
+        lead_professional=_bool(_t(element, "LeadProfessional")),
+    )
+
+
+def read_submit_updates(payload: etree._Element) -> list[ChildUpdate]:
+    updates = []
+    for element in _all(payload, "ChildUpdate"):
+        updates.append(ChildUpdate(
+            source_record_id=(_t(element, "SourceRecordId") or "").strip(),
+            identity=_identity(element.find(f"{{{CG}}}Identity")),
+            address=_address(element.find(f"{{{CG}}}Address")),
+            carers=tuple(Carer(name=_t(c, "Name") or "", relationship=_t(c, "Relationship") or "",
+                               phone=_opt(_t(c, "Phone")), email=_opt(_t(c, "Email")),
+                               address=_address(c.find(f"{{{CG}}}Address")))
+                         for c in _all(element, "Carer")),
+            educational_setting=_setting(element.find(f"{{{CG}}}EducationalSetting")),
+            gp_practice=_setting(element.find(f"{{{CG}}}GpPractice")),
+            involvements=tuple(_involvement(i) for i in _all(element, "Involvement")),
+        ))
+    return updates
+
+
+def read_find_child(payload: etree._Element) -> FindQuery:
+    return FindQuery(
+        family_name=_opt(_t(payload, "FamilyName")),
+        given_name=_opt(_t(payload, "GivenName")),
+        date_of_birth=_date(_t(payload, "DateOfBirth")),
+        gender=_opt(_t(payload, "Gender")),
+        postcode=_opt(_t(payload, "Postcode")),
+        nhs_number=_opt(_t(payload, "NhsNumber")),
+        pupil_number=_opt(_t(payload, "PupilNumber")),
+    )
+
+
+def read_get_contacts(payload: etree._Element) -> str:
+    return (_t(payload, "ChildId") or "").strip()
+
+
+# ---- responses -------------------------------------------------------------------------------
+
+def _el(parent: etree._Element, name: str, text: str | None = None) -> etree._Element:
+    element = etree.SubElement(parent, f"{{{CG}}}{name}")
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _opt_el(parent: etree._Element, name: str, text: str | None) -> None:
+    if text:
+        _el(parent, name, text)
+
+
+def _response(operation: str, request_digest: str) -> etree._Element:
+    root = etree.Element(f"{{{CG}}}{operation}Response", nsmap={"cg": CG})
+    _el(root, "RequestDigest", request_digest)
+    return root
+
+
+def _write_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def write_submit_updates_response(results: list[UpdateResult], request_digest: str) -> etree._Element:
+    root = _response("SubmitUpdates", request_digest)
+    for result in results:
+        element = _el(root, "Result")
+        _el(element, "SourceRecordId", result.source_record_id)
+        _opt_el(element, "ChildId", result.child_id)
+        _el(element, "Outcome", result.outcome)
+        _opt_el(element, "Detail", result.detail)
+    return root
+
+
+def write_find_child_response(candidates: list[Candidate], request_digest: str) -> etree._Element:
+    root = _response("FindChild", request_digest)
+    for candidate in candidates:
+        element = _el(root, "Candidate")
+        _el(element, "ChildId", candidate.child_id)
+        _el(element, "FamilyName", candidate.family_name)
+        for given in candidate.given_names:
+            _el(element, "GivenName", given)
+        _el(element, "DateOfBirth", candidate.date_of_birth.isoformat())
+        _el(element, "Gender", candidate.gender)
+        _opt_el(element, "Locality", candidate.locality)
+    return root
+
+
+def _write_identity(parent: etree._Element, identity: Identity) -> None:
+    element = _el(parent, "Identity")
+    _el(element, "FamilyName", identity.family_name)
+    for given in identity.given_names:
+        _el(element, "GivenName", given)
+    _opt_el(element, "PreferredName", identity.preferred_name)
+    for previous in identity.previous_names:
+        _el(element, "PreviousName", previous)
+    _el(element, "DateOfBirth", identity.date_of_birth.isoformat())
+    _el(element, "Gender", identity.gender)
+    _opt_el(element, "NhsNumber", identity.nhs_number)
+    _opt_el(element, "PupilNumber", identity.pupil_number)
+
+
+def _write_address(parent: etree._Element, address: Address | None) -> None:
+    if address is None:
+        return
+    element = _el(parent, "Address")
+    for index, line in enumerate(address.lines[:5], start=1):
+        _el(element, f"Line{index}", line)
+    _opt_el(element, "Town", address.town)
+    _el(element, "Postcode", address.postcode)
+
+
+def _write_setting(parent: etree._Element, name: str, setting: Setting | None) -> None:
+    if setting is None:
+        return
+    element = _el(parent, name)
+    _el(element, "Name", setting.name)
+    _opt_el(element, "Code", setting.code)
+    _opt_el(element, "Phone", setting.phone)
+
+
+def _write_involvement(parent: etree._Element, involvement: Involvement) -> None:
+    element = _el(parent, "Involvement")
+    _el(element, "Service", involvement.service)
+    _opt_el(element, "PractitionerName", involvement.practitioner_name)
+    _opt_el(element, "Role", involvement.role)
+    _opt_el(element, "Phone", involvement.phone)
+    _opt_el(element, "Email", involvement.email)
+    _el(element, "Start", involvement.start.isoformat())
+    _opt_el(element, "End", involvement.end.isoformat() if involvement.end else None)
+    _el(element, "CafAssessment", _write_bool(involvement.caf_assessment))
+    _el(element, "LeadProfessional", _write_bool(involvement.lead_professional))
+
+
+def write_get_contacts_response(child: ChildView, request_digest: str) -> etree._Element:
+    root = _response("GetContacts", request_digest)
+    element = _el(root, "Child")
+    _el(element, "ChildId", child.child_id)
+    _el(element, "Shielded", _write_bool(child.shielded))
+    _write_identity(element, child.identity)
+    _write_address(element, child.address)
+    for carer in child.carers:
+        carer_el = _el(element, "Carer")
+        _el(carer_el, "Name", carer.name)
+        _el(carer_el, "Relationship", carer.relationship)
+        _opt_el(carer_el, "Phone", carer.phone)
+        _opt_el(carer_el, "Email", carer.email)
+        _write_address(carer_el, carer.address)
+    _write_setting(element, "EducationalSetting", child.educational_setting)
+    _write_setting(element, "GpPractice", child.gp_practice)
+    for contact in child.contacts:
+        contact_el = _el(element, "Contact")
+        _el(contact_el, "Organisation", contact.org_code)
+        _write_involvement(contact_el, contact.involvement)
+    return root

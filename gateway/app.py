@@ -1,0 +1,85 @@
+"""The application factory: everything heavy (keys, trust anchors, schemas, database engine) is
+loaded here, once per worker process, never per message."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+
+from gateway import schemas
+from gateway.config import Settings
+from gateway.db import make_engine
+from gateway.pipeline import handle
+from gateway.pipeline.context import Services
+from gateway.security.wsse import EnvelopeSigner
+from gateway.store import make_store
+from gateway.trust.pki import TrustAnchors
+
+SOAP_PATH = "/soap/v1"
+XML = "text/xml; charset=utf-8"
+
+
+def trust_anchor_files(settings: Settings) -> list:
+    layout = settings.layout
+    return [layout.ca_cert, *sorted(layout.trusted_cas_dir.glob("*.pem"))]
+
+
+def build_services(settings: Settings) -> Services:
+    layout = settings.layout
+    engine = make_engine(settings.database_url)
+    return Services(
+        settings=settings,
+        engine=engine,
+        store=make_store(settings, engine),
+        anchors=TrustAnchors.from_files(trust_anchor_files(settings)),
+        signer=EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes()),
+        schema_source=schemas.read(schemas.XSD_NAME),
+    )
+
+
+def peer_certificate_der(environ: dict) -> bytes | None:
+    """The TLS client certificate gunicorn verified (gunicorn does not put it in the environ)."""
+    sock = environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return getpeercert(binary_form=True)
+    except (ValueError, OSError):
+        return None
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    services = services or build_services(settings)
+    services.schema  # compile the XSD now, so a broken schema fails at start-up
+    app = Flask("gateway")
+    app.config["SERVICES"] = services
+    limit = settings.max_message_bytes
+
+    @app.post(SOAP_PATH)
+    def soap_endpoint():
+        raw = request.stream.read(limit + 1)  # one byte over the limit is enough to refuse
+        answer = handle(raw, request.headers.get("SOAPAction"), peer_certificate_der(request.environ),
+                        services)
+        return Response(answer.body, status=answer.status, content_type=XML)
+
+    @app.get(SOAP_PATH)
+    def wsdl():
+        if "wsdl" not in {k.lower() for k in request.args}:
+            return Response("use ?wsdl\n", status=404, content_type="text/plain")
+        address = request.host_url.rstrip("/") + SOAP_PATH
+        return Response(schemas.wsdl_for(address), content_type=XML)
+
+    @app.get("/soap/" + schemas.XSD_NAME)
+    @app.get(SOAP_PATH + "/" + schemas.XSD_NAME)
+    def xsd():
+        return Response(schemas.read(schemas.XSD_NAME), content_type=XML)
+
+    @app.get("/healthz")
+    def healthz():
+        return Response("ok\n", content_type="text/plain")
+
+    logging.getLogger("contactgate").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,11 @@
+"""The tamper-evident audit trail: an append-only, hash-chained log of every exchange.
+
+Each entry's hash covers its fields and the previous entry's hash, so altering, removing or
+reordering any entry breaks the chain from that point; the single-row head (last seq and hash)
+catches a truncated tail. ``append`` must be called inside the transaction that carries the
+exchange's effect: no audit, no effect.
+"""
+
+from gateway.audit.chain import Entry, VerifyResult, append, report_for_child, report_for_user, verify
+
+__all__ = ["Entry", "VerifyResult", "append", "verify", "report_for_child", "report_for_user"]

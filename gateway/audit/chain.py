@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+
+from gateway.db import audit_children, audit_head, audit_log
+
+GENESIS = "0" * 64
+HASHED_FIELDS = (
+    "seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
+    "reason_text", "child_ids", "outcome", "fault_code", "request_digest", "detail",
+)
+
+
+@dataclass
+class Entry:
+    operation: str
+    outcome: str  # "accepted", "done", "repeat" or "refused"
+    org_code: str | None = None
+    cert_fingerprint: str | None = None
+    user_id: str | None = None
+    role: str | None = None
+    reason_code: str | None = None
+    reason_text: str | None = None
+    child_ids: list[str] = field(default_factory=list)
+    fault_code: str | None = None
+    request_digest: str | None = None
+    detail: str | None = None
+
+
+def _timestamp(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_hash(prev_hash: str, row: dict) -> str:
+    material = json.dumps({k: row[k] for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(prev_hash.encode() + b"\n" + material.encode()).hexdigest()
+
+
+def append(conn: Connection, entry: Entry, *, now: dt.datetime | None = None) -> int:
+    """Append ``entry`` to the chain inside the caller's transaction; returns its sequence number.
+
+    The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions already hold the write
+    lock), so concurrent appends queue and the chain stays linear.
+    """
+    head = conn.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).one()
+    row = {
+        "seq": head.seq + 1,
+        "at": _timestamp(now),
+        "org_code": entry.org_code,
+        "cert_fingerprint": entry.cert_fingerprint,
+        "user_id": entry.user_id,
+        "role": entry.role,
+        "operation": entry.operation,
+        "reason_code": entry.reason_code,
+        "reason_text": entry.reason_text,
+        "child_ids": " ".join(dict.fromkeys(entry.child_ids)),
+        "outcome": entry.outcome,
+        "fault_code": entry.fault_code,
+        "request_digest": entry.request_digest,
+        "detail": entry.detail,
+    }
+    row["prev_hash"] = head.entry_hash
+    row["entry_hash"] = entry_hash(head.entry_hash, row)
+    conn.execute(audit_log.insert().values(**row))
+    if entry.child_ids:
+        conn.execute(audit_children.insert(),
+                     [{"child_id": c, "seq": row["seq"]} for c in dict.fromkeys(entry.child_ids)])
+    conn.execute(update(audit_head).where(audit_head.c.id == 1)
+                 .values(seq=row["seq"], entry_hash=row["entry_hash"]))
+    return row["seq"]
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def verify(engine: Engine, batch: int = 5000) -> VerifyResult:
+    """Recompute the whole chain; report the first entry that does not fit."""
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    with engine.connect() as conn:
+        head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
+        last = 0
+        while True:
+            rows = conn.execute(select(audit_log).where(audit_log.c.seq > last)
+                                .order_by(audit_log.c.seq).limit(batch)).mappings().all()
+            if not rows:
+                break
+            for row in rows:
+                if row["seq"] != expected_seq:
+                    return VerifyResult(False, count, expected_seq, f"entry {expected_seq} is missing")
+                if row["prev_hash"] != prev:
+                    return VerifyResult(False, count, row["seq"], "link to the previous entry is broken")
+                if entry_hash(prev, row) != row["entry_hash"]:
+                    return VerifyResult(False, count, row["seq"], "entry was altered")
+                prev = row["entry_hash"]
+                expected_seq += 1
+                count += 1
+            last = rows[-1]["seq"]
+        if head.seq != count or head.entry_hash != prev:
+            return VerifyResult(False, count, count + 1 if head.seq > count else head.seq,
+                                "chain head does not match the last entry (entries removed?)")
+    return VerifyResult(True, count)
+
+
+def report_for_child(conn: Connection, child_id: str) -> list[dict]:
+    query = (select(audit_log).join(audit_children, audit_children.c.seq == audit_log.c.seq)
+             .where(audit_children.c.child_id == child_id).order_by(audit_log.c.seq))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def report_for_user(conn: Connection, org_code: str, user_id: str) -> list[dict]:
+    query = (select(audit_log).where(audit_log.c.org_code == org_code, audit_log.c.user_id == user_id)
+             .order_by(audit_log.c.seq))
+    return [dict(r) for r in conn.execute(query).mappings()]

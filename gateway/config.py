@@ -1,0 +1,92 @@
+"""Settings from the environment (CONTRACT.md "Configuration"), with the home's layout in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    """Where `contactgate init` puts things under CONTACTGATE_HOME."""
+
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca" / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca" / "ca-key.pem"
+
+    @property
+    def trusted_cas_dir(self) -> Path:
+        """Extra CAs (PEM files) whose certificates may be registered with `cert register`."""
+        return self.root / "trust"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.root / "tls" / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "tls" / "server-key.pem"
+
+    @property
+    def client_ca_bundle(self) -> Path:
+        """Every CA the TLS layer accepts client certificates from (gateway CA + trust/*.pem)."""
+        return self.root / "tls" / "client-cas.pem"
+
+    @property
+    def signing_cert(self) -> Path:
+        return self.root / "signing" / "cert.pem"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "signing" / "key.pem"
+
+    def default_database_url(self) -> str:
+        return f"sqlite:///{(self.root / 'contactgate.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    redis_url: str | None = None
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_timestamp_lifetime_s: int = 300
+    clock_skew_s: int = 60
+    # Requests per minute; generous defaults, meant to stop runaway or scraping clients.
+    rate_limit_per_org: int = 60_000
+    rate_limit_per_user: int = 600
+    redis_prefix: str = "contactgate"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def layout(self) -> HomeLayout:
+        return HomeLayout(self.home)
+
+    @classmethod
+    def from_env(cls, env: os._Environ | dict | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        home = Path(overrides.pop("home", None) or env.get("CONTACTGATE_HOME") or "./var").resolve()
+        database_url = (
+            overrides.pop("database_url", None)
+            or env.get("CONTACTGATE_DATABASE_URL")
+            or HomeLayout(home).default_database_url()
+        )
+        redis_url = overrides.pop("redis_url", None) or env.get("CONTACTGATE_REDIS_URL") or None
+        ints = {
+            "rate_limit_per_org": "CONTACTGATE_RATE_LIMIT_PER_ORG",
+            "rate_limit_per_user": "CONTACTGATE_RATE_LIMIT_PER_USER",
+            "max_message_bytes": "CONTACTGATE_MAX_MESSAGE_BYTES",
+        }
+        for name, var in ints.items():
+            if name not in overrides and env.get(var):
+                overrides[name] = int(env[var])
+        if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
+            overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
+        return cls(home=home, database_url=database_url, redis_url=redis_url, **overrides)

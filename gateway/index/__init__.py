@@ -1,0 +1,1 @@
+"""The canonical index: child records, source-record links and involvements."""

@@ -1,0 +1,189 @@
+"""The canonical model: exactly the fields the contract allows, nothing else (no case information)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Address:
+    lines: tuple[str, ...]
+    postcode: str
+    town: str | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    family_name: str
+    given_names: tuple[str, ...]
+    date_of_birth: dt.date
+    gender: str
+    preferred_name: str | None = None
+    previous_names: tuple[str, ...] = ()
+    nhs_number: str | None = None
+    pupil_number: str | None = None
+
+
+@dataclass(frozen=True)
+class Carer:
+    name: str
+    relationship: str
+    phone: str | None = None
+    email: str | None = None
+    address: Address | None = None
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    code: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True)
+class Involvement:
+    service: str
+    start: dt.date
+    caf_assessment: bool
+    lead_professional: bool
+    practitioner_name: str | None = None
+    role: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    end: dt.date | None = None
+
+    def is_current(self, today: dt.date) -> bool:
+        return self.start <= today and (self.end is None or self.end >= today)
+
+
+@dataclass(frozen=True)
+class ChildUpdate:
+    source_record_id: str
+    identity: Identity
+    address: Address | None = None
+    carers: tuple[Carer, ...] = ()
+    educational_setting: Setting | None = None
+    gp_practice: Setting | None = None
+    involvements: tuple[Involvement, ...] = ()
+
+    def record(self) -> dict:
+        """The stored canonical record (JSON-ready): identity and location, not involvements."""
+        data = asdict(self)
+        data.pop("involvements")
+        data.pop("source_record_id")
+        return _jsonable(data)
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    source_record_id: str
+    outcome: str  # created | updated | matched | review | rejected
+    child_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class FindQuery:
+    family_name: str | None = None
+    given_name: str | None = None
+    date_of_birth: dt.date | None = None
+    gender: str | None = None
+    postcode: str | None = None
+    nhs_number: str | None = None
+    pupil_number: str | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    child_id: str
+    family_name: str
+    given_names: tuple[str, ...]
+    date_of_birth: dt.date
+    gender: str
+    locality: str | None
+
+
+@dataclass(frozen=True)
+class Contact:
+    org_code: str
+    involvement: Involvement
+
+
+@dataclass(frozen=True)
+class ChildView:
+    child_id: str
+    shielded: bool
+    identity: Identity
+    address: Address | None
+    carers: tuple[Carer, ...]
+    educational_setting: Setting | None
+    gp_practice: Setting | None
+    contacts: tuple[Contact, ...] = field(default_factory=tuple)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def address_from_json(data: dict | None) -> Address | None:
+    if not data:
+        return None
+    return Address(lines=tuple(data["lines"]), postcode=data["postcode"], town=data.get("town"))
+
+
+def setting_from_json(data: dict | None) -> Setting | None:
+    return Setting(**data) if data else None
+
+
+def identity_from_json(data: dict) -> Identity:
+    return Identity(
+        family_name=data["family_name"], given_names=tuple(data["given_names"]),
+        date_of_birth=dt.date.fromisoformat(data["date_of_birth"]), gender=data["gender"],
+        preferred_name=data.get("preferred_name"), previous_names=tuple(data.get("previous_names") or ()),
+        nhs_number=data.get("nhs_number"), pupil_number=data.get("pupil_number"),
+    )
+
+
+def carer_from_json(data: dict) -> Carer:
+    return Carer(name=data["name"], relationship=data["relationship"], phone=data.get("phone"),
+                 email=data.get("email"), address=address_from_json(data.get("address")))
+
+
+def normalise_name(name: str) -> str:
+    """Case-, accent-, space- and punctuation-insensitive form for exact matching."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[^a-z]", "", stripped.casefold())
+
+
+def normalise_postcode(postcode: str) -> str:
+    return re.sub(r"\s+", "", postcode).upper()
+
+
+def locality(address: Address | None) -> str | None:
+    """Town, or else the postcode's outward code: enough to tell candidates apart, never an address."""
+    if address is None:
+        return None
+    if address.town:
+        return address.town
+    compact = normalise_postcode(address.postcode)
+    return compact[:-3] if len(compact) > 3 else None
+
+
+def nhs_number_is_valid(number: str) -> bool:
+    """Modulus 11 check digit of the NHS number."""
+    if not re.fullmatch(r"\d{10}", number):
+        return False
+    total = sum(int(d) * w for d, w in zip(number[:9], range(10, 1, -1)))
+    check = 11 - total % 11
+    check = 0 if check == 11 else check
+    return check != 10 and check == int(number[9])

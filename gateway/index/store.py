@@ -1,0 +1,225 @@
+"""Index operations. Each takes a Connection so that it runs inside the exchange's transaction,
+together with the audit entry that records it.
+
+Lookups stay index lookups at national scale: by child id (primary key), by source record
+(primary key), by NHS / pupil number (unique indexes), by normalised family name + date of birth
+(composite index).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+
+from gateway.db import children, involvements, review_queue, source_records
+from gateway.index import ids
+from gateway.index.model import (
+    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Involvement, UpdateResult,
+    address_from_json, carer_from_json, identity_from_json, locality, nhs_number_is_valid,
+    normalise_name, normalise_postcode, setting_from_json,
+)
+
+MAX_CANDIDATES = 10
+
+
+def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate],
+                  now: dt.datetime) -> list[UpdateResult]:
+    return [_apply_update(conn, org_code, update_, now) for update_ in updates]
+
+
+def _rejection(update_: ChildUpdate, today: dt.date) -> str | None:
+    identity = update_.identity
+    if identity.nhs_number and not nhs_number_is_valid(identity.nhs_number):
+        return "NHS number fails its check digit"
+    if identity.date_of_birth > today:
+        return "date of birth is in the future"
+    if not normalise_name(identity.family_name):
+        return "family name has no letters"
+    for involvement in update_.involvements:
+        if involvement.end is not None and involvement.end < involvement.start:
+            return "an involvement ends before it starts"
+    return None
+
+
+def _child_by_identifier(conn: Connection, update_: ChildUpdate) -> set[str]:
+    found = set()
+    identity = update_.identity
+    if identity.nhs_number:
+        found.update(conn.execute(select(children.c.child_id)
+                                  .where(children.c.nhs_number == identity.nhs_number)).scalars())
+    if identity.pupil_number:
+        found.update(conn.execute(select(children.c.child_id)
+                                  .where(children.c.pupil_number == identity.pupil_number)).scalars())
+    return found
+
+
+def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, now: dt.datetime) -> UpdateResult:
+    srid = update_.source_record_id
+    reason = _rejection(update_, now.date())
+    if reason:
+        return UpdateResult(srid, "rejected", detail=reason)
+    linked = conn.execute(select(source_records.c.child_id).where(
+        source_records.c.org_code == org_code, source_records.c.source_record_id == srid)).scalar()
+    by_identifier = _child_by_identifier(conn, update_)
+
+    if linked is not None:
+        if by_identifier - {linked}:
+            return _hold_for_review(conn, org_code, update_, sorted(by_identifier - {linked})[0], now)
+        _write_child(conn, linked, update_, now)
+        _replace_involvements(conn, linked, org_code, update_.involvements)
+        return UpdateResult(srid, "updated", linked)
+
+    if len(by_identifier) > 1:
+        return _hold_for_review(conn, org_code, update_, sorted(by_identifier)[0], now)
+    if by_identifier:
+        child_id = by_identifier.pop()
+        _link(conn, org_code, srid, child_id)
+        _write_child(conn, child_id, update_, now)
+        _replace_involvements(conn, child_id, org_code, update_.involvements)
+        return UpdateResult(srid, "matched", child_id)
+
+    possible = _possible_duplicate(conn, update_)
+    if possible is not None:
+        return _hold_for_review(conn, org_code, update_, possible, now)
+
+    child_id = ids.new_child_id()
+    _write_child(conn, child_id, update_, now, create=True)
+    _link(conn, org_code, srid, child_id)
+    _replace_involvements(conn, child_id, org_code, update_.involvements)
+    return UpdateResult(srid, "created", child_id)
+
+
+def _possible_duplicate(conn: Connection, update_: ChildUpdate) -> str | None:
+    """A record with the same family name, first given name and birth date, and no identifier
+    that tells them apart, is probably the same child: a person decides."""
+    identity = update_.identity
+    rows = conn.execute(select(children.c.child_id, children.c.record, children.c.nhs_number,
+                               children.c.pupil_number).where(
+        children.c.family_name_norm == normalise_name(identity.family_name),
+        children.c.date_of_birth == identity.date_of_birth)).all()
+    first_given = normalise_name(identity.given_names[0])
+    for row in rows:
+        record = json.loads(row.record)
+        if normalise_name(record["identity"]["given_names"][0]) != first_given:
+            continue
+        if identity.nhs_number and row.nhs_number and row.nhs_number != identity.nhs_number:
+            continue
+        if identity.pupil_number and row.pupil_number and row.pupil_number != identity.pupil_number:
+            continue
+        return row.child_id
+    return None
+
+
+def _hold_for_review(conn: Connection, org_code: str, update_: ChildUpdate, candidate: str,
+                     now: dt.datetime) -> UpdateResult:
+    conn.execute(review_queue.insert().values(
+        org_code=org_code, source_record_id=update_.source_record_id, candidate_child_id=candidate,
+        submitted=json.dumps({"record": update_.record(), "involvements": [
+            {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in vars(i).items()}
+            for i in update_.involvements]}),
+        created_at=now))
+    return UpdateResult(update_.source_record_id, "review",
+                        detail="possible duplicate of an existing record; held for review")
+
+
+def _link(conn: Connection, org_code: str, srid: str, child_id: str) -> None:
+    conn.execute(source_records.insert().values(org_code=org_code, source_record_id=srid, child_id=child_id))
+
+
+def _write_child(conn: Connection, child_id: str, update_: ChildUpdate, now: dt.datetime,
+                 create: bool = False) -> None:
+    identity = update_.identity
+    values = dict(
+        record=json.dumps(update_.record(), sort_keys=True),
+        family_name_norm=normalise_name(identity.family_name),
+        date_of_birth=identity.date_of_birth,
+        nhs_number=identity.nhs_number,
+        pupil_number=identity.pupil_number,
+        updated_at=now,
+    )
+    if create:
+        conn.execute(children.insert().values(child_id=child_id, shielded=False, created_at=now, **values))
+    else:
+        conn.execute(update(children).where(children.c.child_id == child_id).values(**values))
+
+
+def _replace_involvements(conn: Connection, child_id: str, org_code: str,
+                          new: tuple[Involvement, ...]) -> None:
+    """A source system owns its own involvements: each update states the whole current set."""
+    conn.execute(delete(involvements).where(involvements.c.child_id == child_id,
+                                            involvements.c.org_code == org_code))
+    if new:
+        conn.execute(involvements.insert(), [
+            dict(child_id=child_id, org_code=org_code, service=i.service,
+                 practitioner_name=i.practitioner_name, role=i.role, phone=i.phone, email=i.email,
+                 start=i.start, end=i.end, caf_assessment=i.caf_assessment,
+                 lead_professional=i.lead_professional)
+            for i in new])
+
+
+def find_children(conn: Connection, query: FindQuery) -> list[Candidate]:
+    """Exact matching on an identifier, or on normalised family name + date of birth, narrowed by
+    whatever else was given."""
+    select_ = select(children.c.child_id, children.c.record, children.c.shielded)
+    if query.nhs_number:
+        select_ = select_.where(children.c.nhs_number == query.nhs_number)
+    elif query.pupil_number:
+        select_ = select_.where(children.c.pupil_number == query.pupil_number)
+    else:
+        select_ = select_.where(children.c.family_name_norm == normalise_name(query.family_name or ""),
+                                children.c.date_of_birth == query.date_of_birth)
+    candidates = []
+    for row in conn.execute(select_.order_by(children.c.child_id).limit(200)):
+        record = json.loads(row.record)
+        identity = identity_from_json(record["identity"])
+        address = address_from_json(record.get("address"))
+        if query.family_name and normalise_name(identity.family_name) != normalise_name(query.family_name):
+            continue
+        if query.date_of_birth and identity.date_of_birth != query.date_of_birth:
+            continue
+        if query.given_name and normalise_name(query.given_name) not in {
+                normalise_name(n) for n in (*identity.given_names, identity.preferred_name or "")}:
+            continue
+        if query.gender and identity.gender != query.gender:
+            continue
+        if query.postcode and (address is None or normalise_postcode(address.postcode)
+                               != normalise_postcode(query.postcode)):
+            continue
+        candidates.append(Candidate(
+            child_id=row.child_id, family_name=identity.family_name, given_names=identity.given_names,
+            date_of_birth=identity.date_of_birth, gender=identity.gender,
+            locality=None if row.shielded else locality(address)))
+        if len(candidates) == MAX_CANDIDATES:
+            break
+    return candidates
+
+
+def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | None:
+    canonical = ids.normalise(child_id)
+    if canonical is None:
+        return None
+    row = conn.execute(select(children).where(children.c.child_id == canonical)).first()
+    if row is None:
+        return None
+    record = json.loads(row.record)
+    contacts = []
+    for inv in conn.execute(select(involvements).where(involvements.c.child_id == canonical)
+                            .order_by(involvements.c.org_code, involvements.c.id)):
+        involvement = Involvement(
+            service=inv.service, start=inv.start, caf_assessment=inv.caf_assessment,
+            lead_professional=inv.lead_professional, practitioner_name=inv.practitioner_name,
+            role=inv.role, phone=inv.phone, email=inv.email, end=inv.end)
+        if involvement.is_current(today):
+            contacts.append(Contact(inv.org_code, involvement))
+    return ChildView(
+        child_id=canonical, shielded=bool(row.shielded),
+        identity=identity_from_json(record["identity"]),
+        address=address_from_json(record.get("address")),
+        carers=tuple(carer_from_json(c) for c in record.get("carers") or ()),
+        educational_setting=setting_from_json(record.get("educational_setting")),
+        gp_practice=setting_from_json(record.get("gp_practice")),
+        contacts=tuple(contacts),
+    )

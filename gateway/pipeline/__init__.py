@@ -1,0 +1,101 @@
+"""The message pipeline (DESIGN.md "How a message flows"): one module per step, each of which can
+refuse with a `gateway.errors.Refusal`. `handle` runs them in order and is the one place refusals
+become audited, signed SOAP faults."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gateway import audit
+from gateway.errors import Refusal, Unavailable
+from gateway.pipeline.accreditation import check_accreditation
+from gateway.pipeline.authorisation import authorise
+from gateway.pipeline.context import Exchange, Services
+from gateway.pipeline.dispatch import dispatch
+from gateway.pipeline.parse import parse_message
+from gateway.pipeline.replay import check_replay, ttl_seconds
+from gateway.pipeline.respond import signed_fault, signed_response
+from gateway.pipeline.schema import validate_schema
+from gateway.pipeline.tls_client import identify_client
+from gateway.pipeline.wssecurity import verify_security
+from gateway.soap import digest_b64
+
+log = logging.getLogger("contactgate.pipeline")
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+
+
+def handle(raw: bytes, soap_action: str | None, peer_der: bytes | None, services: Services) -> Answer:
+    exchange = Exchange(raw=raw, soap_action=soap_action, peer_der=peer_der,
+                        received_at=services.clock(), request_digest=digest_b64(raw))
+    try:
+        identify_client(exchange, services)
+        parse_message(exchange, services)
+        validate_schema(exchange, services)
+        verify_security(exchange, services)
+        first_answer = check_replay(exchange, services)
+        if first_answer is not None:
+            _audit_alone(exchange, services, audit.Entry(
+                operation=exchange.operation, outcome="repeat", org_code=exchange.org_code,
+                cert_fingerprint=exchange.tls_fingerprint, request_digest=exchange.request_digest,
+                detail="retry of a processed message: first answer returned, nothing applied"))
+            status, _, body = first_answer.partition(b"\n")
+            return Answer(int(status), body)
+        check_accreditation(exchange, services)
+        authorise(exchange, services)
+        answer = Answer(200, signed_response(dispatch(exchange, services), services))
+    except Refusal as refusal:
+        answer = _refuse(exchange, refusal, services)
+    except Exception:  # a bug or a backend failure: fail closed, tell nothing
+        log.exception("unexpected failure while handling a message")
+        answer = _refuse(exchange, Unavailable("internal error"), services)
+    _remember_answer(exchange, answer, services)
+    return answer
+
+
+def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> None:
+    if not exchange.claimed_for_idempotency:
+        return
+    try:
+        if answer.status == 503:
+            services.store.release(exchange.replay_key)  # nothing was applied; let a retry run
+        else:
+            services.store.save_response(exchange.replay_key, b"%d\n" % answer.status + answer.body,
+                                         ttl_seconds(exchange))
+    except Exception:
+        log.exception("could not store the answer for idempotent retries")
+
+
+def _audit_alone(exchange: Exchange, services: Services, entry: audit.Entry) -> None:
+    with services.engine.begin() as conn:
+        audit.append(conn, entry)
+
+
+def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
+    entry = audit.Entry(
+        operation=exchange.operation or "unknown", outcome="refused", org_code=exchange.org_code,
+        cert_fingerprint=exchange.tls_fingerprint, user_id=exchange.user_id, role=exchange.role,
+        reason_code=exchange.reason_code, reason_text=exchange.reason_text,
+        fault_code=refusal.code, request_digest=exchange.request_digest, detail=refusal.detail,
+    )
+    try:
+        _audit_alone(exchange, services, entry)
+    except Exception:
+        log.exception("could not audit a refusal")
+        refusal = Unavailable("audit unavailable")
+    try:
+        body = signed_fault(refusal, exchange.request_digest, services)
+    except Exception:
+        log.exception("could not sign a fault")
+        from gateway.soap import fault_payload, new_envelope, to_bytes
+
+        unavailable = Unavailable()
+        body = to_bytes(new_envelope(fault_payload(unavailable.faultcode, unavailable.public_message,
+                                                   unavailable.code, exchange.request_digest)))
+        return Answer(503, body)
+    return Answer(refusal.http_status, body)

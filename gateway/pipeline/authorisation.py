@@ -1,0 +1,30 @@
+"""Step 7: who is asking (practitioner and role, from the signed Body), why (every read states a
+reason), and how often (per-organisation and per-user rate limits)."""
+
+from __future__ import annotations
+
+from connectors import contactgate_v1 as dialect
+from gateway.errors import RateLimited, ReasonRequired
+from gateway.pipeline.context import Exchange, Services
+
+READ_OPERATIONS = frozenset({"FindChild", "GetContacts"})
+RATE_WINDOW_S = 60
+
+
+def authorise(exchange: Exchange, services: Services) -> None:
+    requester = dialect.read_requester(exchange.payload)
+    if requester is not None:
+        exchange.user_id, exchange.role = requester.user_id, requester.role
+    if exchange.operation in READ_OPERATIONS:
+        reason = dialect.read_reason(exchange.payload)
+        if reason is not None:
+            exchange.reason_code, exchange.reason_text = reason.code, reason.text
+        if reason is None or not reason.code or not reason.text:
+            raise ReasonRequired("read without a reason code and text")
+    settings = services.settings
+    store = services.store
+    if store.hit(f"org:{exchange.org_code}", RATE_WINDOW_S) > settings.rate_limit_per_org:
+        raise RateLimited(f"organisation over {settings.rate_limit_per_org} messages a minute")
+    if exchange.user_id and store.hit(f"user:{exchange.org_code}:{exchange.user_id}",
+                                      RATE_WINDOW_S) > settings.rate_limit_per_user:
+        raise RateLimited(f"user over {settings.rate_limit_per_user} messages a minute")

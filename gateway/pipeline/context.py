@@ -1,0 +1,64 @@
+"""What the pipeline steps share: the per-worker services and the per-message exchange."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lxml import etree
+from sqlalchemy.engine import Engine
+
+from gateway.config import Settings
+from gateway.security.wsse import EnvelopeSigner
+from gateway.store import MessageStore
+from gateway.trust.pki import TrustAnchors
+
+
+@dataclass
+class Services:
+    """Built once per worker process by the application factory; never per message."""
+
+    settings: Settings
+    engine: Engine
+    store: MessageStore
+    anchors: TrustAnchors
+    signer: EnvelopeSigner
+    schema_source: bytes
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @property
+    def schema(self) -> etree.XMLSchema:
+        """The compiled XSD, one per thread (validation contexts are not shared across threads)."""
+        schema = getattr(self._local, "schema", None)
+        if schema is None:
+            schema = self._local.schema = etree.XMLSchema(etree.fromstring(self.schema_source))
+        return schema
+
+
+@dataclass
+class Exchange:
+    """One request/response, filled in as it passes the steps. Only verified data goes in
+    ``payload``; ``envelope`` is the untrusted parse."""
+
+    raw: bytes
+    soap_action: str | None
+    peer_der: bytes | None
+    received_at: dt.datetime
+    request_digest: str
+    tls_fingerprint: str | None = None
+    org_code: str | None = None
+    envelope: etree._Element | None = None
+    operation: str | None = None
+    payload: etree._Element | None = None
+    signature_id: str | None = None
+    timestamp_expires: dt.datetime | None = None
+    replay_key: str | None = None
+    claimed_for_idempotency: bool = False
+    user_id: str | None = None
+    role: str | None = None
+    reason_code: str | None = None
+    reason_text: str | None = None
+    child_ids: list[str] = field(default_factory=list)

@@ -1,0 +1,82 @@
+"""Steps 8 and 9: the connector maps the verified request to the canonical model; the index
+operation and its audit entry commit in one transaction (no audit, no effect, no answer)."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from connectors import contactgate_v1 as dialect
+from gateway import audit
+from gateway.errors import NotFound, SchemaInvalid
+from gateway.index import store as index
+from gateway.index.model import ChildView
+from gateway.pipeline.context import Exchange, Services
+
+# Location details of a shielded child; withheld from every role not listed in the settings.
+SHIELD_PERMITTED_ROLES: frozenset[str] = frozenset()
+
+
+def accepted_entry(exchange: Exchange, detail: str | None = None) -> audit.Entry:
+    return audit.Entry(
+        operation=exchange.operation or "unknown", outcome="accepted", org_code=exchange.org_code,
+        cert_fingerprint=exchange.tls_fingerprint, user_id=exchange.user_id, role=exchange.role,
+        reason_code=exchange.reason_code, reason_text=exchange.reason_text,
+        child_ids=exchange.child_ids, request_digest=exchange.request_digest, detail=detail,
+    )
+
+
+def dispatch(exchange: Exchange, services: Services) -> etree._Element:
+    handler = {"SubmitUpdates": _submit_updates, "FindChild": _find_child,
+               "GetContacts": _get_contacts}[exchange.operation]
+    return handler(exchange, services)
+
+
+def _submit_updates(exchange: Exchange, services: Services) -> etree._Element:
+    updates = dialect.read_submit_updates(exchange.payload)
+    with services.engine.begin() as conn:
+        results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at)
+        exchange.child_ids = [r.child_id for r in results if r.child_id]
+        tally: dict[str, int] = {}
+        for result in results:
+            tally[result.outcome] = tally.get(result.outcome, 0) + 1
+        audit.append(conn, accepted_entry(
+            exchange, " ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
+    return dialect.write_submit_updates_response(results, exchange.request_digest)
+
+
+def _find_child(exchange: Exchange, services: Services) -> etree._Element:
+    query = dialect.read_find_child(exchange.payload)
+    if not (query.nhs_number or query.pupil_number or (query.family_name and query.date_of_birth)):
+        raise SchemaInvalid("FindChild without family name + date of birth or an identifier",
+                            public_message="FindChild needs FamilyName and DateOfBirth, or NhsNumber "
+                                           "or PupilNumber")
+    with services.engine.begin() as conn:
+        candidates = index.find_children(conn, query)
+        exchange.child_ids = [c.child_id for c in candidates]
+        audit.append(conn, accepted_entry(exchange, f"candidates={len(candidates)}"))
+    return dialect.write_find_child_response(candidates, exchange.request_digest)
+
+
+def _get_contacts(exchange: Exchange, services: Services) -> etree._Element:
+    requested = dialect.read_get_contacts(exchange.payload)
+    with services.engine.begin() as conn:
+        child = index.get_child(conn, requested, exchange.received_at.date())
+        if child is None:
+            # Refused (and audited by the caller) exactly like any other missing record.
+            raise NotFound("no such child id")
+        if child.shielded and exchange.role not in SHIELD_PERMITTED_ROLES:
+            child = withhold_location(child)
+        exchange.child_ids = [child.child_id]
+        audit.append(conn, accepted_entry(exchange, f"contacts={len(child.contacts)}"))
+    return dialect.write_get_contacts_response(child, exchange.request_digest)
+
+
+def withhold_location(child: ChildView) -> ChildView:
+    from dataclasses import replace
+
+    return replace(
+        child, address=None, educational_setting=None, gp_practice=None,
+        carers=tuple(replace(c, address=None, phone=None, email=None) for c in child.carers),
+        contacts=tuple(replace(c, involvement=replace(c.involvement, phone=None, email=None))
+                       for c in child.contacts),
+    )

@@ -1,0 +1,37 @@
+"""Step 2: size limit, hardened parse, SOAP 1.1 envelope shape, operation named by SOAPAction."""
+
+from __future__ import annotations
+
+from gateway.errors import MalformedMessage, TooLarge
+from gateway.pipeline.context import Exchange, Services
+from gateway.soap import CG, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, UnsafeXML, parse_untrusted, q
+
+
+def parse_message(exchange: Exchange, services: Services) -> None:
+    if len(exchange.raw) > services.settings.max_message_bytes:
+        raise TooLarge(f"{len(exchange.raw)} bytes exceeds {services.settings.max_message_bytes}")
+    try:
+        envelope = parse_untrusted(exchange.raw)
+    except UnsafeXML as exc:
+        raise MalformedMessage(str(exc)) from None
+    if envelope.tag != q(SOAP_ENV, "Envelope"):
+        raise MalformedMessage("the document is not a SOAP 1.1 Envelope")
+    parts = [child for child in envelope if isinstance(child.tag, str)]
+    if [p.tag for p in parts] != [q(SOAP_ENV, "Header"), q(SOAP_ENV, "Body")]:
+        raise MalformedMessage("the Envelope must hold exactly a Header and a Body")
+    header, body = parts
+    for block in header:
+        if isinstance(block.tag, str) and block.tag != q(WSSE, "Security"):
+            raise MalformedMessage(f"unsupported header block {block.tag}")
+    payloads = [child for child in body if isinstance(child.tag, str)]
+    if len(payloads) != 1:
+        raise MalformedMessage("the Body must hold exactly one request element")
+    payload = payloads[0]
+    operation = payload.tag[len(CG) + 2:] if payload.tag.startswith(f"{{{CG}}}") else None
+    if operation not in OPERATIONS:
+        raise MalformedMessage("the Body does not hold a ContactGate request")
+    action = (exchange.soap_action or "").strip().strip('"')
+    if action and action != SOAP_ACTION_PREFIX + operation:
+        raise MalformedMessage("SOAPAction does not match the request element")
+    exchange.envelope = envelope
+    exchange.operation = operation

@@ -1,0 +1,40 @@
+"""Step 5: replay and idempotency.
+
+A message is named by its organisation and the hash of its SignatureValue, and remembered until its
+Timestamp could no longer be accepted. A read seen before is refused as a replay. A SubmitUpdates
+seen before gets the first answer again, without being applied twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from gateway.errors import Replay, Unavailable
+from gateway.pipeline.context import Exchange, Services
+
+IDEMPOTENT_OPERATIONS = frozenset({"SubmitUpdates"})
+FIRST_ANSWER_WAIT_S = 10.0
+
+
+def ttl_seconds(exchange: Exchange) -> int:
+    return max(1, math.ceil((exchange.timestamp_expires - exchange.received_at).total_seconds()) + 1)
+
+
+def check_replay(exchange: Exchange, services: Services) -> bytes | None:
+    """None for a new message; for a repeated SubmitUpdates, the stored first answer
+    (b"<HTTP status>\n<body>")."""
+    exchange.replay_key = f"{exchange.org_code}:{exchange.signature_id}"
+    if services.store.claim(exchange.replay_key, ttl_seconds(exchange)):
+        exchange.claimed_for_idempotency = exchange.operation in IDEMPOTENT_OPERATIONS
+        return None
+    if exchange.operation not in IDEMPOTENT_OPERATIONS:
+        raise Replay("read message received before")
+    deadline = time.monotonic() + FIRST_ANSWER_WAIT_S
+    while True:
+        answer = services.store.get_response(exchange.replay_key)
+        if answer is not None:
+            return answer
+        if time.monotonic() > deadline:
+            raise Unavailable("the first copy of this message is still being processed")
+        time.sleep(0.05)

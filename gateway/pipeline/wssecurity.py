@@ -1,0 +1,41 @@
+"""Step 4: WS-Security. The signer's certificate must chain to a configured CA, be registered and
+not revoked, and belong to the TLS client's organisation; the signature must cover exactly the Body
+and the Timestamp; the Timestamp must be fresh. Afterwards only the verified Body is used."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway.errors import CertificateRejected, SignatureInvalid, SignerMismatch
+from gateway.pipeline.context import Exchange, Services
+from gateway.security import wsse
+from gateway.trust import pki, registry
+from gateway.trust.pki import ChainError
+
+
+def verify_security(exchange: Exchange, services: Services) -> None:
+    signer = wsse.extract_signer_certificate(exchange.envelope)
+    fingerprint = pki.fingerprint(signer)
+    try:
+        services.anchors.verify_client(signer, at=exchange.received_at)
+    except ChainError as exc:
+        raise CertificateRejected(f"signing certificate {fingerprint} rejected: {exc}") from None
+    with services.engine.connect() as conn:
+        record = registry.get_cert(conn, fingerprint)
+    if record is None:
+        raise CertificateRejected(f"signing certificate {fingerprint} is not registered")
+    if record.revoked_at is not None:
+        raise CertificateRejected(f"signing certificate {fingerprint} was revoked")
+    if record.org_code != exchange.org_code:
+        raise SignerMismatch(f"signed by {record.org_code}, TLS client is {exchange.org_code}")
+    verified = wsse.verify(exchange.envelope, signer)
+    settings = services.settings
+    _, expires = wsse.check_timestamp(verified.timestamp, exchange.received_at,
+                                      max_lifetime_s=settings.max_timestamp_lifetime_s,
+                                      skew_s=settings.clock_skew_s)
+    payload = verified.payload
+    if payload is None or payload.tag != f"{{urn:contactgate:v1}}{exchange.operation}":
+        raise SignatureInvalid("the signed Body does not hold the request")
+    exchange.payload = payload
+    exchange.signature_id = verified.signature_id
+    exchange.timestamp_expires = expires + dt.timedelta(seconds=settings.clock_skew_s)

@@ -1,0 +1,109 @@
+"""SOAP 1.1 plumbing shared by the gateway and the SDK: namespaces, the hardened parser, building
+envelopes and faults.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+
+from lxml import etree
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+CG = "urn:contactgate:v1"
+NSMAP = {"soap": SOAP_ENV, "wsse": WSSE, "wsu": WSU, "ds": DS, "cg": CG}
+
+OPERATIONS = ("SubmitUpdates", "FindChild", "GetContacts")
+SOAP_ACTION_PREFIX = "urn:contactgate:v1#"
+
+MAX_DEPTH = 64
+
+
+def q(ns: str, tag: str) -> str:
+    return f"{{{ns}}}{tag}"
+
+
+def hardened_parser() -> etree.XMLParser:
+    """No DTDs, no entities, no network, no huge trees. Build once per process and reuse.
+
+    lxml parsers are not thread-safe to share across threads concurrently in every version, so the
+    gateway keeps one per thread (see `parse_untrusted`).
+    """
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+        huge_tree=False, remove_comments=False, remove_pis=False, collect_ids=False,
+    )
+
+
+class UnsafeXML(ValueError):
+    """The document is not well-formed, carries a DTD, or nests too deeply."""
+
+
+_parsers = threading.local()
+
+
+def parse_untrusted(data: bytes) -> etree._Element:
+    """Parse bytes from outside with the hardened parser and structural limits."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = hardened_parser()
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise UnsafeXML(f"not well-formed XML: {exc.msg}") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise UnsafeXML("DOCTYPE declarations are not accepted")
+    for element in root.iter():
+        if not isinstance(element.tag, str):  # entity references, processing instructions
+            if isinstance(element, etree._Entity):
+                raise UnsafeXML("entity references are not accepted")
+            if isinstance(element, etree._ProcessingInstruction):
+                raise UnsafeXML("processing instructions are not accepted")
+    if _depth(root) > MAX_DEPTH:
+        raise UnsafeXML(f"document nests deeper than {MAX_DEPTH} levels")
+    return root
+
+
+def _depth(root: etree._Element) -> int:
+    depth = deepest = 0
+    for event, _ in etree.iterwalk(root, events=("start", "end")):
+        if event == "start":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def digest_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def new_envelope(payload: etree._Element) -> etree._Element:
+    envelope = etree.Element(q(SOAP_ENV, "Envelope"), nsmap={"soap": SOAP_ENV})
+    etree.SubElement(envelope, q(SOAP_ENV, "Header"))
+    body = etree.SubElement(envelope, q(SOAP_ENV, "Body"))
+    body.append(payload)
+    return envelope
+
+
+def fault_payload(faultcode: str, faultstring: str, code: str, request_digest: str | None) -> etree._Element:
+    fault = etree.Element(q(SOAP_ENV, "Fault"), nsmap={"soap": SOAP_ENV})
+    etree.SubElement(fault, "faultcode").text = faultcode
+    etree.SubElement(fault, "faultstring").text = faultstring
+    detail = etree.SubElement(fault, "detail")
+    error = etree.SubElement(detail, q(CG, "Error"), nsmap={"cg": CG})
+    etree.SubElement(error, q(CG, "Code")).text = code
+    etree.SubElement(error, q(CG, "Message")).text = faultstring
+    if request_digest:
+        etree.SubElement(error, q(CG, "RequestDigest")).text = request_digest
+    return fault
+
+
+def to_bytes(element: etree._Element) -> bytes:
+    return etree.tostring(element, xml_declaration=True, encoding="utf-8")

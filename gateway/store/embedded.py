@@ -1,0 +1,69 @@
+"""The embedded store: rows in the gateway's own database, so a single host needs no Redis."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from gateway.db import rate_counters, replay_keys
+
+
+class EmbeddedStore:
+    def __init__(self, engine: Engine, clock=time.time):
+        self._engine = engine
+        self._clock = clock
+
+    def claim(self, key: str, ttl_s: int) -> bool:
+        now = int(self._clock())
+        try:
+            with self._engine.begin() as conn:
+                existing = conn.execute(select(replay_keys.c.expires_at).where(replay_keys.c.key == key)).first()
+                if existing is not None:
+                    if existing.expires_at > now:
+                        return False
+                    conn.execute(delete(replay_keys).where(replay_keys.c.key == key))
+                conn.execute(replay_keys.insert().values(key=key, expires_at=now + ttl_s, response=None))
+                if random.random() < 0.01:  # amortised clean-up of expired keys
+                    conn.execute(delete(replay_keys).where(replay_keys.c.expires_at <= now))
+            return True
+        except IntegrityError:  # a concurrent claim won the race (PostgreSQL)
+            return False
+
+    def save_response(self, key: str, response: bytes, ttl_s: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(replay_keys).where(replay_keys.c.key == key)
+                         .values(response=response, expires_at=int(self._clock()) + ttl_s))
+
+    def get_response(self, key: str) -> bytes | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(replay_keys.c.response).where(
+                replay_keys.c.key == key, replay_keys.c.expires_at > int(self._clock()))).first()
+        return row.response if row else None
+
+    def release(self, key: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(replay_keys).where(replay_keys.c.key == key))
+
+    def hit(self, key: str, window_s: int) -> int:
+        window = int(self._clock()) // window_s
+        with self._engine.begin() as conn:
+            updated = conn.execute(update(rate_counters)
+                                   .where(rate_counters.c.key == key, rate_counters.c.window == window)
+                                   .values(count=rate_counters.c.count + 1))
+            if updated.rowcount == 0:
+                conn.execute(delete(rate_counters).where(rate_counters.c.key == key,
+                                                         rate_counters.c.window < window))
+                try:
+                    with conn.begin_nested():
+                        conn.execute(rate_counters.insert().values(key=key, window=window, count=1))
+                    return 1
+                except IntegrityError:
+                    conn.execute(update(rate_counters)
+                                 .where(rate_counters.c.key == key, rate_counters.c.window == window)
+                                 .values(count=rate_counters.c.count + 1))
+            return conn.execute(select(rate_counters.c.count).where(
+                rate_counters.c.key == key, rate_counters.c.window == window)).scalar_one()

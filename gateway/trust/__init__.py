@@ -1,0 +1,1 @@
+"""Trust: the PKI (certificates and chains) and the accreditation registry."""

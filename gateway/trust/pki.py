@@ -1,0 +1,265 @@
+"""Certificates with `cryptography`: the gateway CA, server and signing certificates, organisation
+certificates (new key or CSR), fingerprints, and chain validation against configured CAs.
+
+Chain validation uses cryptography's X.509 verification (RFC 5280 path building). It has no
+revocation checking: revocation is the registry's job (`gateway.trust.registry`), consulted on every
+message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import (
+    Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError,
+)
+
+SIGNING_CN = "ContactGate response signing"
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER encoding, lower-case hex: how certificates are named everywhere."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def fingerprint_der(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def load_cert_pem(data: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(data)
+
+
+def load_certs_pem(data: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(data)
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key) -> bytes:
+    # Keys written by `init` and `cert issue` live in the gateway home or the organisation's
+    # out-dir with mode 0600; they are never committed.
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_key_pem(data: bytes):
+    return serialization.load_pem_private_key(data, password=None)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def new_ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _name(cn: str, org: str | None = None) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def make_ca(cn: str = "ContactGate Gateway CA", days: int = 3650, key=None):
+    key = key or new_ec_key()
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _leaf_builder(ca_key, ca_cert, subject: x509.Name, public_key, days: int):
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
+def _key_usage(*, key_encipherment: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=key_encipherment,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def issue_server_cert(ca_key, ca_cert, names: list[str], days: int = 825):
+    key = new_ec_key()
+    sans: list[x509.GeneralName] = []
+    for name in dict.fromkeys(["localhost", "127.0.0.1", *names]):
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    cert = (
+        _leaf_builder(ca_key, ca_cert, _name(names[0] if names else "localhost"), key.public_key(), days)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(_key_usage(key_encipherment=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue_signing_cert(ca_key, ca_cert, days: int = 825):
+    """The gateway's response-signing certificate (RSA, so any WS-Security client can verify it)."""
+    key = new_rsa_key()
+    cert = (
+        _leaf_builder(ca_key, ca_cert, _name(SIGNING_CN, "ContactGate"), key.public_key(), days)
+        .add_extension(_key_usage(key_encipherment=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def issue_org_cert(ca_key, ca_cert, org_code: str, org_name: str, public_key, days: int = 397):
+    """An organisation's certificate: TLS client authentication and message signing.
+
+    The subject is always set by the gateway (CN = organisation code), whatever a CSR asked for.
+    """
+    cert = (
+        _leaf_builder(ca_key, ca_cert, _name(org_code, org_name), public_key, days)
+        .add_extension(_key_usage(key_encipherment=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    csr = x509.load_pem_x509_csr(data)
+    if not csr.is_signature_valid:
+        raise ValueError("the CSR's self-signature is invalid")
+    return csr
+
+
+# Web PKI defaults for end-entity certificates, except that a client certificate need not carry a
+# subjectAltName (organisations are named by the registry, not by SAN).
+_CLIENT_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
+
+
+class ChainError(Exception):
+    """The certificate does not chain to a configured CA, is outside its validity, or is unfit."""
+
+
+@dataclass
+class TrustAnchors:
+    """The CAs an organisation's certificate may chain to. Built once per process."""
+
+    roots: list[x509.Certificate]
+
+    def __post_init__(self):
+        self._store = Store(self.roots) if self.roots else None
+
+    @classmethod
+    def from_files(cls, paths: list[Path]) -> "TrustAnchors":
+        roots: list[x509.Certificate] = []
+        for path in paths:
+            roots.extend(load_certs_pem(path.read_bytes()))
+        return cls(roots)
+
+    def verify_client(self, leaf: x509.Certificate, *, at: dt.datetime | None = None) -> None:
+        """Raise ChainError unless ``leaf`` chains to a root and may authenticate a client."""
+        if self._store is None:
+            raise ChainError("no trusted CA is configured")
+        verifier = (
+            PolicyBuilder().store(self._store).time(at or _now())
+            .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_CLIENT_EE_POLICY)
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(leaf, [])
+        except VerificationError as exc:
+            raise ChainError(str(exc)) from exc
+
+    def verify_signer(self, leaf: x509.Certificate, *, at: dt.datetime | None = None) -> None:
+        """Raise ChainError unless ``leaf`` (a response signer) chains to a root and is in date.
+
+        Signing certificates carry no clientAuth EKU, so this checks the path and validity itself.
+        """
+        at = at or _now()
+        if not (leaf.not_valid_before_utc <= at <= leaf.not_valid_after_utc):
+            raise ChainError("certificate is outside its validity period")
+        for root in self.roots:
+            if root.subject != leaf.issuer:
+                continue
+            try:
+                leaf.verify_directly_issued_by(root)
+                return
+            except (InvalidSignature, ValueError, TypeError):  # wrong signature or key type
+                continue
+        raise ChainError("certificate was not issued by a trusted CA")
+
+
+def describe(cert: x509.Certificate) -> dict:
+    return {
+        "fingerprint": fingerprint(cert),
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc,
+        "not_after": cert.not_valid_after_utc,
+        "pem": cert_pem(cert).decode(),
+    }

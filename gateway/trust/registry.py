@@ -1,0 +1,217 @@
+"""The accreditation registry: organisations, their certificates, and the accreditation lifecycle.
+
+registered --accredit--> pending_approval --approve (a second officer)--> accredited
+accredited --suspend--> suspended --reinstate--> accredited
+
+Every change is written to the audit chain in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from gateway import audit
+from gateway.db import certificates, organisations
+from gateway.trust import pki
+
+KINDS = ("local_authority", "health", "education", "youth_offending", "police", "other")
+SCOPES = ("push", "query", "shield")
+OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query"}
+
+
+class RegistryError(Exception):
+    """An accreditation officer's request that cannot be carried out (message says why)."""
+
+
+@dataclass(frozen=True)
+class Organisation:
+    code: str
+    name: str
+    kind: str
+    status: str
+    scopes: frozenset[str]
+    expires: dt.date | None
+    proposed_by: str | None
+    approved_by: str | None
+    evidence: str | None
+    status_reason: str | None
+
+    def refusal_reason(self, today: dt.date) -> str | None:
+        """Why this organisation may not exchange messages today, or None if it may."""
+        if self.status != "accredited":
+            return f"organisation status is {self.status}"
+        if self.expires is None or self.expires < today:
+            return f"accreditation expired on {self.expires}"
+        return None
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    fingerprint: str
+    org_code: str
+    subject: str
+    issuer: str
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_reason: str | None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _org_from_row(row) -> Organisation:
+    return Organisation(
+        code=row.code, name=row.name, kind=row.kind, status=row.status,
+        scopes=frozenset(s for s in row.scopes.split(",") if s), expires=row.expires,
+        proposed_by=row.proposed_by, approved_by=row.approved_by, evidence=row.evidence,
+        status_reason=row.status_reason,
+    )
+
+
+def _cert_from_row(row) -> CertificateRecord:
+    return CertificateRecord(
+        fingerprint=row.fingerprint, org_code=row.org_code, subject=row.subject, issuer=row.issuer,
+        serial=row.serial, not_before=row.not_before, not_after=row.not_after,
+        revoked_at=row.revoked_at, revoked_reason=row.revoked_reason,
+    )
+
+
+def get_org(conn: Connection, code: str) -> Organisation | None:
+    row = conn.execute(select(organisations).where(organisations.c.code == code)).first()
+    return _org_from_row(row) if row else None
+
+
+def _require_org(conn: Connection, code: str) -> Organisation:
+    org = get_org(conn, code)
+    if org is None:
+        raise RegistryError(f"no organisation with code {code!r}")
+    return org
+
+
+def list_orgs(conn: Connection) -> list[Organisation]:
+    return [_org_from_row(r) for r in conn.execute(select(organisations).order_by(organisations.c.code))]
+
+
+def _record(conn: Connection, operation: str, officer: str | None, org_code: str, detail: str) -> None:
+    audit.append(
+        conn, audit.Entry(operation=operation, outcome="done", org_code=org_code, user_id=officer,
+                          role="accreditation_officer" if officer else "operator", detail=detail)
+    )
+
+
+def add_org(conn: Connection, code: str, name: str, kind: str) -> Organisation:
+    if kind not in KINDS:
+        raise RegistryError(f"kind must be one of {', '.join(KINDS)}")
+    if not code or len(code) > 32 or not all(c.isalnum() or c in "-_" for c in code):
+        raise RegistryError("code must be 1-32 letters, digits, '-' or '_'")
+    if get_org(conn, code) is not None:
+        raise RegistryError(f"organisation {code!r} already exists")
+    now = _now()
+    conn.execute(organisations.insert().values(
+        code=code, name=name, kind=kind, status="registered", scopes="", created_at=now, updated_at=now,
+    ))
+    _record(conn, "org.add", None, code, f"registered {name!r} ({kind})")
+    return _require_org(conn, code)
+
+
+def _set(conn: Connection, code: str, **values) -> None:
+    conn.execute(update(organisations).where(organisations.c.code == code)
+                 .values(updated_at=_now(), **values))
+
+
+def propose_accreditation(conn: Connection, code: str, scopes: list[str], expires: dt.date,
+                          officer: str, evidence: str | None, today: dt.date) -> Organisation:
+    org = _require_org(conn, code)
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad or not scopes:
+        raise RegistryError(f"scopes must be among {', '.join(SCOPES)}")
+    if expires <= today:
+        raise RegistryError("expiry must be in the future")
+    if not officer:
+        raise RegistryError("an officer id is required")
+    if org.status == "suspended":
+        raise RegistryError("organisation is suspended; reinstate it first")
+    _set(conn, code, status="pending_approval", scopes=",".join(sorted(set(scopes))),
+         expires=expires, proposed_by=officer, approved_by=None, evidence=evidence, status_reason=None)
+    _record(conn, "org.accredit", officer, code,
+            f"proposed scopes={','.join(sorted(set(scopes)))} expires={expires}")
+    return _require_org(conn, code)
+
+
+def approve(conn: Connection, code: str, officer: str) -> Organisation:
+    org = _require_org(conn, code)
+    if org.status != "pending_approval":
+        raise RegistryError(f"nothing to approve: status is {org.status}")
+    if not officer or officer == org.proposed_by:
+        raise RegistryError("approval needs a second officer, different from the proposer")
+    _set(conn, code, status="accredited", approved_by=officer)
+    _record(conn, "org.approve", officer, code, f"approved proposal by {org.proposed_by}")
+    return _require_org(conn, code)
+
+
+def suspend(conn: Connection, code: str, officer: str, reason: str) -> Organisation:
+    org = _require_org(conn, code)
+    if org.status not in ("accredited", "pending_approval"):
+        raise RegistryError(f"cannot suspend: status is {org.status}")
+    if not reason:
+        raise RegistryError("a reason is required")
+    _set(conn, code, status="suspended", status_reason=reason)
+    _record(conn, "org.suspend", officer, code, f"suspended: {reason}")
+    return _require_org(conn, code)
+
+
+def reinstate(conn: Connection, code: str, officer: str) -> Organisation:
+    org = _require_org(conn, code)
+    if org.status != "suspended":
+        raise RegistryError(f"cannot reinstate: status is {org.status}")
+    if org.approved_by is None:
+        raise RegistryError("organisation was never approved; propose and approve accreditation")
+    _set(conn, code, status="accredited", status_reason=None)
+    _record(conn, "org.reinstate", officer, code, "reinstated")
+    return _require_org(conn, code)
+
+
+def register_cert(conn: Connection, code: str, cert: x509.Certificate) -> CertificateRecord:
+    _require_org(conn, code)
+    info = pki.describe(cert)
+    existing = get_cert(conn, info["fingerprint"])
+    if existing is not None:
+        raise RegistryError(f"certificate already registered to {existing.org_code}")
+    conn.execute(certificates.insert().values(org_code=code, created_at=_now(), **info))
+    _record(conn, "cert.register", None, code, f"certificate {info['fingerprint']} {info['subject']}")
+    return get_cert(conn, info["fingerprint"])
+
+
+def get_cert(conn: Connection, fp: str) -> CertificateRecord | None:
+    row = conn.execute(select(certificates).where(certificates.c.fingerprint == fp)).first()
+    return _cert_from_row(row) if row else None
+
+
+def list_certs(conn: Connection, code: str | None = None) -> list[CertificateRecord]:
+    query = select(certificates).order_by(certificates.c.org_code, certificates.c.created_at)
+    if code:
+        query = query.where(certificates.c.org_code == code)
+    return [_cert_from_row(r) for r in conn.execute(query)]
+
+
+def revoke_cert(conn: Connection, fp: str, reason: str) -> CertificateRecord:
+    fp = fp.lower().replace(":", "")
+    record = get_cert(conn, fp)
+    if record is None:
+        raise RegistryError("no certificate with that fingerprint")
+    if record.revoked_at is not None:
+        raise RegistryError("certificate is already revoked")
+    if not reason:
+        raise RegistryError("a reason is required")
+    conn.execute(update(certificates).where(certificates.c.fingerprint == fp)
+                 .values(revoked_at=_now(), revoked_reason=reason))
+    _record(conn, "cert.revoke", None, record.org_code, f"revoked {fp}: {reason}")
+    return get_cert(conn, fp)
