@@ -176,6 +176,8 @@ class GatewayClient:
         self.zeep = zeep.Client(wsdl, transport=self.transport,
                                 wsse=_WsSecurity(self.signer, self.verifier, self.transport, self._now))
         self.service = self.zeep.create_service(BINDING, self.endpoint)
+        self._wsdl = wsdl
+        self._unsigned: zeep.Client | None = None
 
     @staticmethod
     def _packaged_wsdl() -> str:
@@ -237,7 +239,10 @@ class GatewayClient:
     def build_request(self, operation: str, *, sign: bool = True, created: dt.datetime | None = None,
                       **kwargs) -> bytes:
         """The signed request bytes zeep would send for ``operation``."""
-        envelope = self.zeep.create_message(self.service, operation, **kwargs)
+        if self._unsigned is None:  # zeep applies its wsse hook in create_message: use a plain twin
+            self._unsigned = zeep.Client(self._wsdl, transport=self.transport)
+        envelope = self._unsigned.create_message(self._unsigned.create_service(BINDING, self.endpoint),
+                                                 operation, **kwargs)
         if sign:
             self.signer.sign(envelope, created=created or self.clock())
         return etree_to_string(envelope)

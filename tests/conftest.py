@@ -1,0 +1,64 @@
+import datetime as dt
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import update
+
+from gateway.db import organisations
+from tests.support import REDIS_URL, Gateway, postgres_database, sqlite_database
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def gateway(request, tmp_path_factory):
+    """A running gateway per backend: SQLite + embedded store, PostgreSQL + Redis.
+
+    Organisations (all made through the CLI):
+      la       local authority, push + query         health  health provider, query only
+      pending  accreditation proposed, not approved  unacc   registered, never accredited
+      susp     accredited then suspended             expired accredited, expiry passed
+      la_revoked   a second LA certificate, revoked
+    """
+    backend = request.param
+    home = tmp_path_factory.mktemp(f"home-{backend}")
+    with _database(backend) as url:
+        gw = Gateway(backend=backend, home=home, database_url=url,
+                     redis_url=REDIS_URL if backend == "postgresql" else None)
+        gw.cli("init")
+        gw.add_org("LA", "local_authority", ["push", "query"])
+        gw.add_org("HEALTH", "health", ["query"])
+        gw.add_org("PENDING", "education", ["query"], approve=False)
+        gw.add_org("UNACC", "other")
+        gw.add_org("SUSP", "youth_offending", ["push", "query"])
+        gw.cli("org", "suspend", "SUSP", "--officer", "officer-a", "--reason", "test suspension")
+        gw.add_org("EXPIRED", "police", ["query"])
+        with gw.engine.begin() as conn:  # let the accreditation lapse (officers cannot set a past date)
+            conn.execute(update(organisations).where(organisations.c.code == "EXPIRED")
+                         .values(expires=dt.date.today() - dt.timedelta(days=1)))
+        revoked_dir = gw.issue_cert("LA", "la_revoked")
+        fp = _fingerprint(revoked_dir)
+        gw.cli("cert", "revoke", fp, "--reason", "laptop stolen")
+        gw.start()
+        try:
+            yield gw
+        finally:
+            gw.stop()
+            if gw.redis_url:
+                _drop_redis_keys(gw.redis_url, gw.redis_prefix)
+
+
+def _fingerprint(directory):
+    from gateway.trust import pki
+
+    return pki.fingerprint(pki.load_cert_pem((directory / "cert.pem").read_bytes()))
+
+
+def _database(backend):
+    return postgres_database() if backend == "postgresql" else sqlite_database()
+
+
+def _drop_redis_keys(url, prefix):
+    client = redis_lib.Redis.from_url(url)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)

@@ -1,0 +1,111 @@
+"""Happy paths for the three operations, through the zeep SDK, mutual TLS and real gunicorn, on
+SQLite and PostgreSQL."""
+
+import datetime as dt
+
+import zeep
+from zeep.transports import Transport
+
+from gateway.soap import CG
+from tests.support import child_update, nhs_number, unique
+
+REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
+
+
+def test_submit_find_and_get_contacts(gateway):
+    la = gateway.client("la")
+    health = gateway.client("health")
+    family = unique("Okafor")
+    nhs = nhs_number(int(unique()[:6], 16))
+    results = la.submit_updates([
+        child_update("la-1", family, "Ada", "2016-03-04", nhs=nhs),
+        child_update("la-2", family, "Ben", "2018-07-09", gender="male"),
+    ])
+    assert [r["Outcome"] for r in results] == ["created", "created"]
+    ada_id = results[0]["ChildId"]
+
+    candidates = health.find_child(user_id="dr.jones", role="gp", family_name=family.upper(),
+                                   date_of_birth="2016-03-04", **REASON)
+    assert [c["ChildId"] for c in candidates] == [ada_id]
+    assert candidates[0]["Locality"] == "Leeds"
+    assert "Address" not in candidates[0]
+
+    by_nhs = health.find_child(user_id="dr.jones", role="gp", nhs_number=nhs, **REASON)
+    assert [c["ChildId"] for c in by_nhs] == [ada_id]
+
+    child = health.get_contacts(ada_id, user_id="dr.jones", role="gp", **REASON)
+    assert child["ChildId"] == ada_id
+    assert child["Identity"]["FamilyName"] == family
+    assert child["Address"]["Postcode"] == "LS1 1AA"
+    assert child["GpPractice"]["Name"] == "Park Surgery"
+    [contact] = child["Contact"]
+    assert contact["Organisation"] == "LA"
+    assert contact["Involvement"]["LeadProfessional"] is True
+    assert contact["Involvement"]["Email"] == "sam.worker@la.example"
+
+
+def test_update_replaces_the_sources_involvements_and_matches_by_identifier(gateway):
+    la = gateway.client("la")
+    family = unique("Nowak")
+    nhs = nhs_number(int(unique()[:6], 16))
+    [created] = la.submit_updates([child_update("r-10", family, "Cara", "2015-01-02", nhs=nhs)])
+    ended = [{"Service": "Early help", "Start": "2023-01-01", "End": "2023-06-01",
+              "CafAssessment": False, "LeadProfessional": False},
+             {"Service": "Youth service", "Start": "2024-02-01", "CafAssessment": False,
+              "LeadProfessional": False}]
+    [updated] = la.submit_updates([child_update("r-10", family, "Cara", "2015-01-02", nhs=nhs,
+                                                involvements_=ended)])
+    assert updated["Outcome"] == "updated" and updated["ChildId"] == created["ChildId"]
+    # Another record id with the same NHS number is the same child.
+    [matched] = la.submit_updates([child_update("r-11", family, "Cara", "2015-01-02", nhs=nhs)])
+    assert matched["Outcome"] == "matched" and matched["ChildId"] == created["ChildId"]
+
+    child = gateway.client("health").get_contacts(created["ChildId"], user_id="u", role="gp", **REASON)
+    services = sorted(c["Involvement"]["Service"] for c in child["Contact"])
+    assert services == ["Children's social care"]  # r-11 restated the set; ended ones are not current
+
+
+def test_possible_duplicate_is_held_for_review_and_bad_records_rejected(gateway):
+    la = gateway.client("la")
+    family = unique("Silva")
+    la.submit_updates([child_update("d-1", family, "Dee", "2014-05-06")])
+    before = gateway.child_count()
+    results = la.submit_updates([
+        child_update("d-2", family, "Dee", "2014-05-06"),
+        child_update("d-3", family, "Eve", "2014-05-06", nhs="1234567890"),
+        child_update("d-4", family, "Fay", (dt.date.today() + dt.timedelta(days=3)).isoformat()),
+    ])
+    assert [r["Outcome"] for r in results] == ["review", "rejected", "rejected"]
+    assert all(r["ChildId"] is None for r in results)
+    assert "check digit" in results[1]["Detail"]
+    assert gateway.child_count() == before
+
+
+def test_submit_retry_returns_the_first_answer_without_applying_twice(gateway):
+    la = gateway.client("la")
+    family = unique("Retry")
+    data = la.build_request("SubmitUpdates", ChildUpdate=[child_update("rt-1", family, "Gus", "2017-02-03")])
+    status1, first = la.post_raw("SubmitUpdates", data)
+    count = gateway.child_count()
+    status2, second = la.post_raw("SubmitUpdates", data)
+    assert status1 == status2 == 200
+    outcome = f"{{{CG}}}Outcome"
+    assert [e.text for e in first.iter(outcome)] == ["created"]
+    assert [e.text for e in second.iter(outcome)] == ["created"]  # the first answer, not "updated"
+    assert [e.text for e in first.iter(f"{{{CG}}}ChildId")] == [e.text for e in second.iter(f"{{{CG}}}ChildId")]
+    assert gateway.child_count() == count
+    assert gateway.audit_entries_after(gateway.audit_seq() - 1)[-1]["outcome"] == "repeat"
+
+
+def test_signature_in_x509data_form_is_accepted(gateway):
+    client = gateway.client("health", binary_token=False)
+    assert client.find_child(user_id="u", role="gp", family_name="Nobody", date_of_birth="2010-01-01",
+                             **REASON) == []
+
+
+def test_wsdl_is_served_and_zeep_loads_it(gateway):
+    la = gateway.client("la")
+    client = zeep.Client(f"{gateway.url}/soap/v1?wsdl", transport=Transport(session=la.session))
+    operations = set(client.wsdl.bindings[f"{{{CG}}}ContactGateBinding"]._operations)
+    assert operations == {"SubmitUpdates", "FindChild", "GetContacts"}
+    assert client.service._binding_options["address"] == f"{gateway.url}/soap/v1"

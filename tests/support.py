@@ -1,0 +1,140 @@
+"""Test support: a real gateway (gunicorn, mutual TLS) over a real database, set up with the CLI.
+
+Nothing here is a stand-in: organisations and certificates are made with `contactgate` commands,
+the server is `contactgate serve`, and clients are the zeep-based SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, func, select, text
+
+from gateway.local import LocalGateway, free_port  # noqa: F401 (re-exported for tests)
+from gateway.db import audit_head, audit_log, children, involvements, make_engine, review_queue, source_records
+from gateway.trust import pki
+
+POSTGRES_ADMIN_URL = os.environ.get("CONTACTGATE_TEST_POSTGRES_URL",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CONTACTGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A fresh, uniquely named PostgreSQL database, dropped afterwards."""
+    name = f"cg_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def sqlite_database():
+    with tempfile.TemporaryDirectory(prefix="cg-sqlite-") as directory:
+        yield f"sqlite:///{directory}/contactgate.db"
+
+
+def child_update(srid: str, family: str, given: str, dob: str, *, nhs: str | None = None,
+                 gender: str = "female", postcode: str = "LS1 1AA", town: str = "Leeds",
+                 involvements_: list[dict] | None = None, **extra) -> dict:
+    identity = {"FamilyName": family, "GivenName": [given], "DateOfBirth": dob, "Gender": gender}
+    if nhs:
+        identity["NhsNumber"] = nhs
+    update = {
+        "SourceRecordId": srid,
+        "Identity": identity,
+        "Address": {"Line1": "1 High Street", "Town": town, "Postcode": postcode},
+        "Carer": [{"Name": "Pat Parent", "Relationship": "mother", "Phone": "0113 496 0000"}],
+        "EducationalSetting": {"Name": "Hillside Primary", "Code": "URN100001"},
+        "GpPractice": {"Name": "Park Surgery", "Code": "B86001", "Phone": "0113 496 0001"},
+        "Involvement": involvements_ if involvements_ is not None else [{
+            "Service": "Children's social care", "PractitionerName": "Sam Worker", "Role": "social worker",
+            "Phone": "0113 496 0002", "Email": "sam.worker@la.example", "Start": "2024-01-10",
+            "CafAssessment": True, "LeadProfessional": True}],
+    }
+    update.update(extra)
+    return update
+
+
+def nhs_number(seed: int) -> str:
+    """A valid (mod 11) NHS number derived from ``seed``."""
+    while True:
+        digits = f"{seed:09d}"[-9:]
+        total = sum(int(d) * w for d, w in zip(digits, range(10, 1, -1)))
+        check = 11 - total % 11
+        check = 0 if check == 11 else check
+        if check != 10:
+            return digits + str(check)
+        seed += 1
+
+
+class Gateway(LocalGateway):
+    """A running gateway and the organisations the tests use, plus ways to look inside it."""
+
+    def __init__(self, backend: str, home: Path, database_url: str, redis_url: str | None):
+        super().__init__(home=home, database_url=database_url, redis_url=redis_url,
+                         redis_prefix=f"cgtest-{home.name}-{secrets.token_hex(3)}")
+        self.backend = backend
+        self._engine = None
+
+    def __repr__(self) -> str:
+        return f"Gateway({self.backend})"
+
+    def stop(self) -> None:
+        super().stop()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = make_engine(self.database_url)
+        return self._engine
+
+    def index_snapshot(self) -> tuple:
+        """Everything a refused message must leave untouched."""
+        with self.engine.connect() as conn:
+            return tuple(
+                tuple(sorted(tuple(str(v) for v in row) for row in conn.execute(select(table))))
+                for table in (children, involvements, source_records, review_queue))
+
+    def audit_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(audit_head.c.seq)).scalar_one()
+
+    def audit_entries_after(self, seq: int) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                select(audit_log).where(audit_log.c.seq > seq).order_by(audit_log.c.seq)).mappings()]
+
+    def child_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(children)).scalar_one()
+
+
+def unique(prefix: str = "") -> str:
+    return prefix + secrets.token_hex(4)
+
+
+def foreign_ca_client_material(directory: Path, org_code: str = "ROGUE") -> Path:
+    """A key and certificate from a CA the gateway does not trust (plus the gateway's own ca.pem
+    and signing certificate, so the client side can still verify the server)."""
+    ca_key, ca_cert = pki.make_ca("Rogue CA")
+    key = pki.new_rsa_key()
+    cert = pki.issue_org_cert(ca_key, ca_cert, org_code, "Rogue", key.public_key())
+    directory.mkdir(parents=True, exist_ok=True)
+    pki.write_private(directory / "key.pem", pki.key_pem(key))
+    pki.write_public(directory / "cert.pem", pki.cert_pem(cert))
+    return directory
