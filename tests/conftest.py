@@ -62,3 +62,22 @@ def _drop_redis_keys(url, prefix):
     client = redis_lib.Redis.from_url(url)
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request):
+    """A fresh database with the schema migrated to head, on each backend."""
+    from gateway.db import migrate
+
+    with _database(request.param) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+def engine(database_url):
+    from gateway.db import make_engine
+
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()

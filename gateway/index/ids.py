@@ -2,7 +2,7 @@
 
 Format ``XXXX-XXXX-XXXX-XXXC``: 15 random Crockford base-32 characters (75 bits from `secrets`)
 and a Luhn mod 32 check character, which catches every single-character error and every
-transposition of adjacent characters. Input is normalised (case, hyphens, Crockford's I/L -> 1 and
+transposition of adjacent characters except 0<->Z (Luhn's own blind spot, like 09<->90 in mod 10). Input is normalised (case, hyphens, Crockford's I/L -> 1 and
 O -> 0) before checking.
 """
 

@@ -1,0 +1,132 @@
+"""The accreditation lifecycle and certificate rules, through the CLI an officer uses."""
+
+import datetime as dt
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from gateway.cli import main as cli_main
+from gateway.db import audit_log
+from gateway.trust import pki, registry
+
+
+@pytest.fixture
+def officer(tmp_path, database_url):
+    """Run `contactgate ...` against a fresh home and database."""
+    runner = CliRunner()
+
+    def run(*args, ok=True):
+        result = runner.invoke(cli_main, ["--home", str(tmp_path), "--database-url", database_url, *args])
+        assert (result.exit_code == 0) == ok, result.output
+        return result
+
+    run("init")
+    return run
+
+
+def future(days=200):
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
+
+
+def test_accreditation_needs_two_different_officers(officer, engine):
+    officer("org", "add", "LA9", "--name", "Lambeth", "--kind", "local_authority")
+    officer("org", "accredit", "LA9", "--scope", "push", "--expires", future(), "--officer", "alice")
+    refused = officer("org", "approve", "LA9", "--officer", "alice", ok=False)
+    assert "second officer" in refused.output
+    officer("org", "approve", "LA9", "--officer", "bob")
+    with engine.connect() as conn:
+        org = registry.get_org(conn, "LA9")
+        assert org.status == "accredited" and org.proposed_by == "alice" and org.approved_by == "bob"
+        operations = [r.operation for r in conn.execute(select(audit_log).order_by(audit_log.c.seq))]
+    assert operations == ["org.add", "org.accredit", "org.approve"]
+
+
+def test_officer_errors_are_refused_without_change(officer, engine):
+    officer("org", "add", "H1", "--name", "Trust", "--kind", "health")
+    assert "already exists" in officer("org", "add", "H1", "--name", "Again", "--kind", "health", ok=False).output
+    officer("org", "add", "BAD", "--name", "x", "--kind", "bank", ok=False)
+    assert "future" in officer("org", "accredit", "H1", "--scope", "query", "--expires", "2020-01-01",
+                               "--officer", "alice", ok=False).output
+    officer("org", "approve", "H1", "--officer", "bob", ok=False)  # nothing proposed
+    with engine.connect() as conn:
+        assert registry.get_org(conn, "H1").status == "registered"
+
+
+def test_suspend_and_reinstate(officer, engine):
+    officer("org", "add", "Y1", "--name", "YOT", "--kind", "youth_offending")
+    officer("org", "accredit", "Y1", "--scope", "query", "--expires", future(), "--officer", "alice")
+    officer("org", "approve", "Y1", "--officer", "bob")
+    officer("org", "suspend", "Y1", "--officer", "carol", "--reason", "data breach under investigation")
+    with engine.connect() as conn:
+        org = registry.get_org(conn, "Y1")
+        assert org.status == "suspended" and org.refusal_reason(dt.date.today())
+    officer("org", "reinstate", "Y1", "--officer", "carol")
+    with engine.connect() as conn:
+        assert registry.get_org(conn, "Y1").refusal_reason(dt.date.today()) is None
+    shown = officer("org", "show", "Y1").output
+    assert "proposed by alice, approved by bob" in shown
+
+
+def test_cert_issue_from_csr_register_foreign_ca_and_revoke(officer, engine, tmp_path):
+    officer("org", "add", "S1", "--name", "School", "--kind", "education")
+    key = pki.new_ec_key()
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "i-am-someone-else")]))
+           .sign(key, hashes.SHA256()))
+    (tmp_path / "s1.csr").write_bytes(csr.public_bytes(pki.serialization.Encoding.PEM))
+    officer("cert", "issue", "S1", "--csr", str(tmp_path / "s1.csr"), "--out", str(tmp_path / "s1.pem"))
+    issued = pki.load_cert_pem((tmp_path / "s1.pem").read_bytes())
+    assert issued.subject.rfc4514_string().startswith("O=School,CN=S1")  # the gateway names it
+
+    # A certificate from a CA nobody trusts cannot be registered; once the CA is trusted, it can.
+    ca_key, ca_cert = pki.make_ca("Regional Health CA")
+    other_key = pki.new_rsa_key()
+    other = pki.issue_org_cert(ca_key, ca_cert, "S1", "School", other_key.public_key())
+    (tmp_path / "other.pem").write_bytes(pki.cert_pem(other))
+    (tmp_path / "regional-ca.pem").write_bytes(pki.cert_pem(ca_cert))
+    assert "trusted CA" in officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"), ok=False).output
+    officer("trust", "add-ca", str(tmp_path / "regional-ca.pem"))
+    officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"))
+
+    fingerprint = pki.fingerprint(other)
+    officer("cert", "revoke", fingerprint, "--reason", "key lost")
+    officer("cert", "revoke", fingerprint, "--reason", "again", ok=False)
+    listing = officer("cert", "list", "S1").output
+    assert "REVOKED" in listing and pki.fingerprint(issued) in listing
+
+
+def test_init_is_safe_to_run_twice(officer, tmp_path):
+    ca_before = (tmp_path / "ca" / "ca.pem").read_bytes()
+    second = officer("init")
+    assert "kept     gateway CA" in second.output
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() == ca_before
+    assert oct((tmp_path / "ca" / "ca-key.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_init_server_names_go_into_the_server_certificate(officer, tmp_path):
+    officer("init", "--server-name", "gateway.example.org")
+    cert = pki.load_cert_pem((tmp_path / "tls" / "server.pem").read_bytes())
+    from cryptography import x509
+
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "gateway.example.org" in names.get_values_for_type(x509.DNSName)
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+
+
+def test_chain_validation_rejects_foreign_and_expired_certificates():
+    ca_key, ca_cert = pki.make_ca()
+    anchors = pki.TrustAnchors([ca_cert])
+    good_key = pki.new_rsa_key()
+    good = pki.issue_org_cert(ca_key, ca_cert, "A", "A", good_key.public_key())
+    anchors.verify_client(good)
+    rogue_key, rogue_ca = pki.make_ca("Rogue")
+    rogue = pki.issue_org_cert(rogue_key, rogue_ca, "A", "A", good_key.public_key())
+    with pytest.raises(pki.ChainError):
+        anchors.verify_client(rogue)
+    with pytest.raises(pki.ChainError):
+        anchors.verify_client(good, at=good.not_valid_after_utc + dt.timedelta(days=1))
