@@ -3,6 +3,8 @@ loaded here, once per worker process, never per message."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 
 from flask import Flask, Response, request
@@ -10,7 +12,7 @@ from flask import Flask, Response, request
 from gateway import schemas
 from gateway.config import Settings
 from gateway.db import make_engine
-from gateway.pipeline import handle
+from gateway.pipeline import ReceivedBody, handle
 from gateway.pipeline.context import Services
 from gateway.security.wsse import EnvelopeSigner
 from gateway.store import make_store
@@ -18,6 +20,7 @@ from gateway.trust.pki import TrustAnchors
 
 SOAP_PATH = "/soap/v1"
 XML = "text/xml; charset=utf-8"
+OVERSIZE_FACTOR = 8
 
 
 def trust_anchor_files(settings: Settings) -> list:
@@ -50,6 +53,22 @@ def peer_certificate_der(environ: dict) -> bytes | None:
         return None
 
 
+def read_body(stream, limit: int, chunk_size: int = 64 * 1024) -> ReceivedBody:
+    """Read the request, keeping at most ``limit + 1`` bytes but hashing all of it (up to
+    OVERSIZE_FACTOR x limit), so that even a TooLarge fault is bound to what the client sent."""
+    hasher = hashlib.sha256()
+    kept = bytearray()
+    size = 0
+    while chunk := stream.read(chunk_size):
+        size += len(chunk)
+        if size > limit * OVERSIZE_FACTOR:
+            return ReceivedBody(bytes(kept), size, None)  # stop reading: no honest client sends this
+        hasher.update(chunk)
+        if len(kept) <= limit:
+            kept += chunk[: limit + 1 - len(kept)]
+    return ReceivedBody(bytes(kept), size, base64.b64encode(hasher.digest()).decode())
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Flask:
     settings = settings or Settings.from_env()
     services = services or build_services(settings)
@@ -60,8 +79,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @app.post(SOAP_PATH)
     def soap_endpoint():
-        raw = request.stream.read(limit + 1)  # one byte over the limit is enough to refuse
-        answer = handle(raw, request.headers.get("SOAPAction"), peer_certificate_der(request.environ),
+        body = read_body(request.stream, limit)
+        answer = handle(body, request.headers.get("SOAPAction"), peer_certificate_der(request.environ),
                         services)
         return Response(answer.body, status=answer.status, content_type=XML)
 

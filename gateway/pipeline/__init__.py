@@ -25,14 +25,24 @@ log = logging.getLogger("contactgate.pipeline")
 
 
 @dataclass
+class ReceivedBody:
+    """The request as read: ``data`` holds at most limit + 1 bytes; ``size`` and ``digest`` (base64
+    SHA-256) describe everything received (digest None if reading stopped early)."""
+
+    data: bytes
+    size: int
+    digest: str | None
+
+
+@dataclass
 class Answer:
     status: int
     body: bytes
 
 
-def handle(raw: bytes, soap_action: str | None, peer_der: bytes | None, services: Services) -> Answer:
-    exchange = Exchange(raw=raw, soap_action=soap_action, peer_der=peer_der,
-                        received_at=services.clock(), request_digest=digest_b64(raw))
+def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, services: Services) -> Answer:
+    exchange = Exchange(raw=body.data, size=body.size, soap_action=soap_action, peer_der=peer_der,
+                        received_at=services.clock(), request_digest=body.digest)
     try:
         identify_client(exchange, services)
         parse_message(exchange, services)

@@ -43,11 +43,12 @@ class Exchange:
     """One request/response, filled in as it passes the steps. Only verified data goes in
     ``payload``; ``envelope`` is the untrusted parse."""
 
-    raw: bytes
+    raw: bytes                      # at most max_message_bytes + 1 of what was received
+    size: int                       # how many bytes were received
     soap_action: str | None
     peer_der: bytes | None
     received_at: dt.datetime
-    request_digest: str
+    request_digest: str | None
     tls_fingerprint: str | None = None
     org_code: str | None = None
     envelope: etree._Element | None = None

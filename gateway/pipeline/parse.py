@@ -8,8 +8,8 @@ from gateway.soap import CG, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, Uns
 
 
 def parse_message(exchange: Exchange, services: Services) -> None:
-    if len(exchange.raw) > services.settings.max_message_bytes:
-        raise TooLarge(f"{len(exchange.raw)} bytes exceeds {services.settings.max_message_bytes}")
+    if exchange.size > services.settings.max_message_bytes:
+        raise TooLarge(f"{exchange.size} bytes exceeds {services.settings.max_message_bytes}")
     try:
         envelope = parse_untrusted(exchange.raw)
     except UnsafeXML as exc:

@@ -113,7 +113,7 @@ class VerifiedMessage:
     body: etree._Element           # the signed soap:Body, re-parsed from its canonical form
     timestamp: etree._Element      # the signed wsu:Timestamp, likewise
     signer: x509.Certificate
-    signature_id: str              # SHA-256 of the SignatureValue: names this message for replay
+    signature_id: str              # SHA-256 of the canonical SignedInfo: names the message for replay
 
     @property
     def payload(self) -> etree._Element | None:
@@ -229,12 +229,15 @@ def verify(envelope: etree._Element, signer: x509.Certificate) -> VerifiedMessag
         if element.tag in signed:
             raise SignatureInvalid("the same element is referenced twice")
         signed[element.tag] = element
-    value = _the_one(signature.findall(q(DS, "SignatureValue")), "ds:SignatureValue").text or ""
+    # The message's identity for replay detection is what was signed, not how the signature is
+    # spelled: base64 text and ECDSA values (s -> n-s) can be re-spelled and still verify, but the
+    # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change.
+    signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
     return VerifiedMessage(
         body=signed[q(SOAP_ENV, "Body")],
         timestamp=signed[q(WSU, "Timestamp")],
         signer=signer,
-        signature_id=hashlib.sha256("".join(value.split()).encode()).hexdigest(),
+        signature_id=hashlib.sha256(signed_info_c14n).hexdigest(),
     )
 
 

@@ -1,0 +1,682 @@
+"""Throughput of signed GetContacts over real mutual TLS, next to the bare cost of the signatures.
+
+    python bench/throughput.py                      # SQLite + embedded store, 10 s, 4 clients
+    python bench/throughput.py --seconds 30 --clients 8 --workers 4
+    python bench/throughput.py --requests 2000
+    python bench/throughput.py --database-url postgresql+psycopg://u@host/scratch \\
+                               --redis-url redis://127.0.0.1:6379/0
+
+One run does two things (DESIGN.md "Scale and speed": the per-message cost should be dominated by
+the XML signature work):
+
+1. Gateway, end to end. A temporary home is set up with the real CLI (`contactgate init`, an LA
+   organisation with push + query, a HEALTH organisation with query, certificates from `cert
+   issue`), `python -m gateway serve` is started on a free loopback port, LA pushes some children
+   with SubmitUpdates, and then several client *processes* each build one `GatewayClient` (keys
+   loaded once) and call `get_contacts` in a loop: a freshly signed request each time, sent over
+   the client's one keep-alive TLS connection, with the signed response verified. Latency is per
+   call, client-side signing and response verification included.
+2. Bare cost, in this process, no gateway: the same kind of message signed by the client, parsed
+   and verified as the gateway does, and the gateway's response signed; from that, how many
+   exchanges one core could do if signatures were the only work.
+
+The ratio of the two (gateway exchanges/s per core / bare exchanges/s per core) is the share of
+each exchange's CPU that is signature work. Server and client CPU are also measured (from /proc and
+`time.process_time`), so the server's own share can be read without the clients in the way.
+
+With --database-url the run's organisations and children stay in that database: use a scratch one.
+Redis keys are written under a per-run prefix and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import datetime as dt
+import math
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_module
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+ROLE = "gp"
+REASON = dict(reason_code="care_coordination", reason_text="throughput benchmark")
+# The gateway limits each user to 600 messages a minute: spread the load over enough practitioners
+# that no user comes near it (each client process has its own).
+USERS_PER_CLIENT = 1000
+WARMUP_REQUESTS = 3  # per client, before the clock starts: TLS handshake, zeep caches
+SEED_BATCH = 50
+
+
+# ---- set-up through the CLI, and the server ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class GatewayUnderTest:
+    """A temporary gateway home made with the CLI, and `python -m gateway serve` running on it."""
+
+    home: Path
+    database_url: str
+    redis_url: str | None
+    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    port: int = 0
+    process: subprocess.Popen | None = None
+    certs: dict[str, Path] = field(default_factory=dict)
+    codes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"cgbench-{self.run_id}"
+
+    def cli(self, *args: str) -> str:
+        """Run a `contactgate` command in-process (click's runner, as tests/support.py does)."""
+        from click.testing import CliRunner
+
+        from gateway.cli import main as cli_main
+
+        base = ["--home", str(self.home), "--database-url", self.database_url]
+        if self.redis_url:
+            base += ["--redis-url", self.redis_url]
+        result = CliRunner().invoke(cli_main, [*base, *args], catch_exceptions=False)
+        if result.exit_code != 0:
+            raise RuntimeError(f"contactgate {' '.join(args)} failed:\n{result.output}")
+        return result.output
+
+    def add_org(self, name: str, kind: str, scopes: list[str]) -> Path:
+        # Suffixed codes, so a shared --database-url can take several runs.
+        code = self.codes[name] = f"{name.upper()}-{self.run_id}"
+        self.cli("org", "add", code, "--name", f"Bench {name} organisation", "--kind", kind)
+        expires = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+        self.cli("org", "accredit", code, *[a for s in scopes for a in ("--scope", s)],
+                 "--expires", expires, "--officer", "bench-officer-a", "--evidence", "benchmark")
+        self.cli("org", "approve", code, "--officer", "bench-officer-b")
+        out = self.certs[name] = self.home / "clients" / name
+        self.cli("cert", "issue", code, "--out-dir", str(out))
+        return out
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update(CONTACTGATE_HOME=str(self.home), CONTACTGATE_DATABASE_URL=self.database_url,
+                   # The organisation limit (60 000 a minute) is within reach of a big machine: lift
+                   # it. The counter is still incremented on every message, so the work is the same.
+                   CONTACTGATE_RATE_LIMIT_PER_ORG=str(10**9))
+        env.pop("CONTACTGATE_REDIS_URL", None)
+        if self.redis_url:
+            env.update(CONTACTGATE_REDIS_URL=self.redis_url, CONTACTGATE_REDIS_PREFIX=self.redis_prefix)
+        return env
+
+    def start(self, workers: int) -> None:
+        import requests
+
+        self.port = free_port()
+        with open(self.home / "server.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
+                 "--workers", str(workers)],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C in the terminal reaches only the benchmark, which then
+                # stops the clients first and the server last (see `stop`).
+                start_new_session=True)
+        client_dir = next(iter(self.certs.values()))
+        deadline = time.monotonic() + 60
+        with requests.Session() as session:
+            session.cert = (str(client_dir / "cert.pem"), str(client_dir / "key.pem"))
+            while True:
+                try:
+                    if session.get(f"{self.url}/healthz", verify=str(client_dir / "ca.pem"), timeout=2).ok:
+                        return
+                except requests.RequestException:
+                    pass
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the gateway did not start:\n" + self.server_log())
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # gunicorn: graceful stop of master and workers
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def server_log(self, tail: int = 4000) -> str:
+        path = self.home / "server.log"
+        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
+
+    def drop_redis_keys(self) -> None:
+        if not self.redis_url:
+            return
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            keys = list(client.scan_iter(f"{self.redis_prefix}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start:start + 1000])
+        finally:
+            client.close()
+
+
+def child_update(n: int, run_id: str) -> dict:
+    """One child record as a local authority would push it: identity, address, carer, settings and
+    two current involvements (so GetContacts has contacts to return)."""
+    return {
+        "SourceRecordId": f"bench-{run_id}-{n}",
+        "Identity": {"FamilyName": f"Benchmark{n}", "GivenName": ["Alex"],
+                     "DateOfBirth": (dt.date(2012, 1, 1) + dt.timedelta(days=n * 7 % 3000)).isoformat(),
+                     "Gender": "female" if n % 2 else "male"},
+        "Address": {"Line1": f"{n} High Street", "Town": "Leeds", "Postcode": "LS1 1AA"},
+        "Carer": [{"Name": "Pat Parent", "Relationship": "mother", "Phone": "0113 496 0000"}],
+        "EducationalSetting": {"Name": "Hillside Primary", "Code": "URN100001"},
+        "GpPractice": {"Name": "Park Surgery", "Code": "B86001", "Phone": "0113 496 0001"},
+        "Involvement": [
+            {"Service": "Children's social care", "PractitionerName": "Sam Worker", "Role": "social worker",
+             "Phone": "0113 496 0002", "Email": "sam.worker@la.example", "Start": "2024-01-10",
+             "CafAssessment": True, "LeadProfessional": True},
+            {"Service": "Early help", "PractitionerName": "Jo Helper", "Role": "family support worker",
+             "Phone": "0113 496 0003", "Start": "2024-03-01", "CafAssessment": False,
+             "LeadProfessional": False},
+        ],
+    }
+
+
+# ---- CPU accounting of the server (master + workers) --------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a process, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used since boot (every CPU, idle excluded)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS  # user..steal; guest time is already in user
+
+
+def server_cpu(master_pid: int) -> dict[int, float]:
+    """CPU seconds used so far by the gunicorn master and each of its workers, by pid."""
+    usage = {}
+    master = _proc_stat(master_pid)
+    if master is not None:
+        usage[master_pid] = master[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[0] == master_pid:
+                usage[int(entry.name)] = stat[1]
+    return usage
+
+
+# ---- the client processes ---------------------------------------------------------------------------
+
+@dataclass
+class ClientResult:
+    index: int
+    latencies: list[float] = field(default_factory=list)  # seconds, successful calls only
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    started: float = 0.0    # time.monotonic(): comparable across processes on Linux
+    finished: float = 0.0
+    cpu_s: float = 0.0      # this process's CPU during the measured window
+    connections: int = 0    # TLS connections the session's pool opened (warm-up included)
+    pool_requests: int = 0
+    failure: str | None = None  # set-up failed: nothing was measured
+
+
+def client_process(index: int, url: str, cert_dir: str, child_ids: list[str], quota: int | None,
+                   seconds: float | None, barrier, results) -> None:
+    """One client: one GatewayClient (keys and WSDL loaded once), one requests session, a loop of
+    signed GetContacts. Runs in its own process (spawned), so client-side crypto runs in parallel."""
+    result = ClientResult(index)
+    try:
+        import requests
+
+        from connectors.client import GatewayClient, GatewayFault, ResponseNotTrusted
+
+        client = GatewayClient.from_directory(url, cert_dir)
+
+        def call(i: int) -> None:
+            # A different child (and a fresh Timestamp and signature) each time: never a Replay.
+            client.get_contacts(child_ids[(index * 7919 + i) % len(child_ids)],
+                                user_id=f"bench.c{index}.u{i % USERS_PER_CLIENT}", role=ROLE, **REASON)
+
+        for i in range(WARMUP_REQUESTS):
+            call(i)
+    except KeyboardInterrupt:
+        return
+    except BaseException as exc:  # report, and release everyone waiting at the barrier
+        result.failure = f"client {index} could not start: {type(exc).__name__}: {exc}"
+        barrier.abort()
+        results.put(result)
+        return
+
+    try:
+        barrier.wait()
+        deadline = time.monotonic() + seconds if seconds else math.inf
+        cpu0 = time.process_time()
+        result.started = time.monotonic()
+        i = WARMUP_REQUESTS
+        while (quota is None or i - WARMUP_REQUESTS < quota) and time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            try:
+                call(i)
+            except GatewayFault as fault:
+                result.errors[f"fault {fault.code}"] += 1
+            except ResponseNotTrusted:
+                result.errors["response not trusted"] += 1
+            except requests.RequestException as exc:
+                result.errors[f"transport {type(exc).__name__}"] += 1
+            except Exception as exc:  # count it and go on: the run reports errors, never hides them
+                result.errors[f"client {type(exc).__name__}"] += 1
+            else:
+                result.latencies.append(time.perf_counter() - t0)
+            i += 1
+        result.finished = time.monotonic()
+        result.cpu_s = time.process_time() - cpu0
+        # Keep-alive check: how many connections the session's pool actually opened.
+        pools = client.session.get_adapter(client.endpoint).poolmanager.pools
+        for key in pools.keys():
+            pool = pools[key]
+            result.connections += pool.num_connections
+            result.pool_requests += pool.num_requests
+    except KeyboardInterrupt:
+        return
+    except BaseException as exc:
+        result.failure = f"client {index} failed: {type(exc).__name__}: {exc}"
+    results.put(result)
+
+
+@dataclass
+class LoadResult:
+    clients: list[ClientResult]
+    wall_s: float
+    server_cpu_s: float
+    worker_cpu_s: list[float]
+    machine_cpu_s: float  # everything on the machine: server, clients, database, Redis, ...
+
+    @property
+    def latencies(self) -> list[float]:
+        return sorted(x for c in self.clients for x in c.latencies)
+
+    @property
+    def ok(self) -> int:
+        return sum(len(c.latencies) for c in self.clients)
+
+    @property
+    def errors(self) -> collections.Counter:
+        total = collections.Counter()
+        for c in self.clients:
+            total.update(c.errors)
+        return total
+
+    @property
+    def client_cpu_s(self) -> float:
+        return sum(c.cpu_s for c in self.clients)
+
+
+def run_load(gateway: GatewayUnderTest, child_ids: list[str], *, clients: int, seconds: float | None,
+             requests: int | None) -> LoadResult:
+    ctx = mp.get_context("spawn")  # fresh interpreters: nothing of this process's state is shared
+    barrier = ctx.Barrier(clients + 1)
+    results = ctx.Queue()
+    quotas = [None] * clients
+    if requests:
+        quotas = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
+    processes = [
+        ctx.Process(target=client_process, name=f"bench-client-{i}",
+                    args=(i, gateway.url, str(gateway.certs["health"]), child_ids, quotas[i],
+                          None if requests else seconds, barrier, results))
+        for i in range(clients)
+    ]
+    try:
+        for p in processes:
+            p.start()
+        try:
+            barrier.wait(timeout=300)  # every client warmed up and connected
+        except threading.BrokenBarrierError:
+            failures = _drain(results, processes, timeout=10)
+            raise RuntimeError("\n".join(r.failure for r in failures if r.failure)
+                               or "a client process died during set-up") from None
+        cpu_before, machine_before = server_cpu(gateway.process.pid), machine_busy_s()
+        collected = _drain(results, processes, timeout=(seconds or 0) + 3600)
+        cpu_after, machine_after = server_cpu(gateway.process.pid), machine_busy_s()
+    finally:
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+            p.join(10)
+    failed = [r.failure for r in collected if r.failure]
+    if failed or len(collected) != clients:
+        raise RuntimeError("\n".join(failed) or "a client process died without reporting")
+    common = cpu_before.keys() & cpu_after.keys()  # a worker restarted mid-run would drop out
+    workers = [cpu_after[pid] - cpu_before[pid] for pid in sorted(common) if pid != gateway.process.pid]
+    return LoadResult(
+        clients=sorted(collected, key=lambda r: r.index),
+        wall_s=max(r.finished for r in collected) - min(r.started for r in collected),
+        server_cpu_s=sum(cpu_after[pid] - cpu_before[pid] for pid in common),
+        worker_cpu_s=workers,
+        machine_cpu_s=machine_after - machine_before,
+    )
+
+
+def _drain(results, processes, timeout: float) -> list[ClientResult]:
+    """Collect one result per client (before joining them: a full queue would block the child)."""
+    collected = []
+    deadline = time.monotonic() + timeout
+    while len(collected) < len(processes) and time.monotonic() < deadline:
+        try:
+            collected.append(results.get(timeout=1))
+        except queue_module.Empty:
+            if not any(p.is_alive() for p in processes) and results.empty():
+                break
+    return collected
+
+
+# ---- the bare cost of the signatures, without the gateway -------------------------------------------
+
+@dataclass
+class BareCost:
+    """Mean seconds per message of each step."""
+
+    client_sign: float
+    gateway_verify: float
+    gateway_sign: float
+    client_verify: float
+    signer_chain_check: float
+    request_bytes: int
+    response_bytes: int
+
+    @property
+    def sign_verify_sign(self) -> float:
+        return self.client_sign + self.gateway_verify + self.gateway_sign
+
+
+def _timed(fn, prepare, iterations: int) -> float:
+    """Mean seconds of ``fn(prepare(i))`` over ``iterations`` (``prepare`` is not timed)."""
+    for i in range(min(20, iterations)):  # warm-up
+        fn(prepare(i))
+    total = 0.0
+    for i in range(iterations):
+        argument = prepare(i)
+        t0 = time.perf_counter()
+        fn(argument)
+        total += time.perf_counter() - t0
+    return total / iterations
+
+
+def measure_bare_cost(gateway: GatewayUnderTest, child_ids: list[str], iterations: int) -> BareCost:
+    """Time the signature steps of one exchange in this process, with the keys the run uses.
+
+    (a) client: EnvelopeSigner.sign of a GetContacts envelope as zeep builds it, serialised;
+    (b) gateway: parse_untrusted + extract_signer_certificate + wsse.verify of those bytes;
+    (c) gateway: respond.signed_response of a real GetContacts answer (captured from the server);
+    (d) client: ResponseVerifier.verify of the signed answer (chain, pin, signature, timestamp) —
+        reported, but not in the sign+verify+sign ceiling;
+    and the gateway's chain check of the signer (TrustAnchors.verify_client), likewise.
+    """
+    import zeep
+    from lxml import etree
+    from zeep.wsdl.utils import etree_to_string
+
+    from connectors.client import BINDING, GatewayClient
+    from gateway.app import trust_anchor_files
+    from gateway.config import Settings
+    from gateway.pipeline.respond import signed_response
+    from gateway.security import wsse
+    from gateway.soap import SOAP_ACTION_PREFIX, SOAP_ENV, parse_untrusted, q
+    from gateway.trust.pki import TrustAnchors
+
+    client = GatewayClient.from_directory(gateway.url, gateway.certs["health"])
+    org_signer = client.signer  # the health organisation's key, loaded once
+    settings = Settings(home=gateway.home, database_url=gateway.database_url)
+    gateway_signer = wsse.EnvelopeSigner(settings.layout.signing_key.read_bytes(),
+                                         settings.layout.signing_cert.read_bytes())
+    anchors = TrustAnchors.from_files(trust_anchor_files(settings))
+
+    # Unsigned GetContacts envelopes, one per child, exactly as zeep builds them for the SDK (a zeep
+    # client without the wsse hook, so they come out unsigned).
+    plain = zeep.Client(GatewayClient._packaged_wsdl())
+    service = plain.create_service(BINDING, client.endpoint)
+    templates = [
+        plain.create_message(service, "GetContacts", ChildId=child_id,
+                             Requester={"UserId": f"bench.bare.u{n}", "Role": ROLE},
+                             Reason={"_value_1": REASON["reason_text"], "code": REASON["reason_code"]})
+        for n, child_id in enumerate(child_ids[:50])
+    ]
+
+    def sign_request(envelope):
+        org_signer.sign(envelope)
+        return etree_to_string(envelope)
+
+    signed = [sign_request(copy.deepcopy(t)) for t in templates]
+
+    # One real exchange, to have the gateway's actual GetContacts answer to re-sign and verify.
+    response = client.session.post(client.endpoint, data=signed[0], headers={
+        "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}GetContacts"'})
+    answer = etree.fromstring(response.content)
+    client.verifier.verify(answer, None)
+    payload = answer.find(q(SOAP_ENV, "Body"))[0]
+    if response.status_code != 200 or not payload.tag.endswith("GetContactsResponse"):
+        raise RuntimeError(f"the sample exchange failed ({response.status_code}): {response.text[:500]}")
+    services = SimpleNamespace(signer=gateway_signer, clock=lambda: dt.datetime.now(dt.timezone.utc))
+    responses = [signed_response(copy.deepcopy(payload), services) for _ in range(10)]
+
+    def gateway_verify(data: bytes):
+        envelope = parse_untrusted(data)
+        return wsse.verify(envelope, wsse.extract_signer_certificate(envelope))
+
+    return BareCost(
+        client_sign=_timed(sign_request, lambda i: copy.deepcopy(templates[i % len(templates)]), iterations),
+        gateway_verify=_timed(gateway_verify, lambda i: signed[i % len(signed)], iterations),
+        gateway_sign=_timed(lambda p: signed_response(p, services), lambda i: copy.deepcopy(payload),
+                            iterations),
+        client_verify=_timed(lambda data: client.verifier.verify(etree.fromstring(data), None),
+                             lambda i: responses[i % len(responses)], iterations),
+        signer_chain_check=_timed(anchors.verify_client, lambda i: org_signer.certificate, iterations),
+        request_bytes=len(signed[0]),
+        response_bytes=len(responses[0]),
+    )
+
+
+# ---- report -----------------------------------------------------------------------------------------
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{len(os.sched_getaffinity(0))} CPUs (nproc), {model}; {platform.system()} "
+            f"{platform.release()}; Python {platform.python_version()}")
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load: LoadResult) -> None:
+    from gateway.server import GatewayServer
+    import inspect
+
+    threads = inspect.signature(GatewayServer.__init__).parameters["threads"].default
+    cores = len(os.sched_getaffinity(0))
+    backend = ("PostgreSQL" if gateway.database_url.startswith("postgresql") else "SQLite") + \
+        (" + Redis" if gateway.redis_url else " + embedded store")
+    ok, errors, lat = load.ok, load.errors, load.latencies
+    rate = ok / load.wall_s if load.wall_s > 0 else 0.0
+    bound = f"{args.requests} requests" if args.requests else f"{args.seconds:g} s"
+    us = lambda s: f"{s * 1e6:7.0f} µs"  # noqa: E731
+    ms = lambda s: f"{s * 1e3:.2f}"  # noqa: E731
+
+    print("ContactGate throughput: signed GetContacts over mutual TLS, keep-alive")
+    print(f"machine      {machine()}")
+    print(f"gateway      {backend}; {args.workers} workers x {threads} threads (gunicorn gthread); "
+          f"{children} children seeded")
+    print(f"load         {args.clients} client processes, {bound}, loopback")
+    print()
+    print("Gateway, end to end (latency includes client signing and response verification)")
+    print(f"  requests        {ok + sum(errors.values())}   ok {ok}   errors {sum(errors.values())}"
+          + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if errors else ""))
+    print(f"  exchanges/s     {rate:.1f}   ({rate / cores:.1f} per core, over {load.wall_s:.2f} s)")
+    if lat:
+        print(f"  latency ms      p50 {ms(percentile(lat, 50))}   p90 {ms(percentile(lat, 90))}   "
+              f"p99 {ms(percentile(lat, 99))}   max {ms(lat[-1])}")
+    connections = sum(c.connections for c in load.clients)
+    print(f"  TLS connections {connections} opened by {args.clients} clients for "
+          f"{sum(c.pool_requests for c in load.clients)} requests (warm-up included)"
+          + ("" if connections == args.clients else "   <-- keep-alive NOT holding"))
+    if ok:
+        other = max(0.0, load.machine_cpu_s - load.server_cpu_s - load.client_cpu_s)
+        print(f"  CPU/exchange    server {ms(load.server_cpu_s / ok)} ms + clients "
+              f"{ms(load.client_cpu_s / ok)} ms + rest of machine {ms(other / ok)} ms"
+              f"   (machine {load.machine_cpu_s / (load.wall_s * cores):.0%} busy)")
+        total = sum(load.worker_cpu_s) or 1.0
+        print(f"  worker CPU      {'  '.join(f'{w:.2f} s ({w / total:.0%})' for w in load.worker_cpu_s)}")
+    print()
+    print(f"Bare signature work, in-process, mean per message (request {bare.request_bytes} B, "
+          f"response {bare.response_bytes} B)")
+    print(f"  (a) client signs the GetContacts request        {us(bare.client_sign)}")
+    print(f"  (b) gateway parses and verifies it              {us(bare.gateway_verify)}")
+    print(f"  (c) gateway signs the response                  {us(bare.gateway_sign)}")
+    ceiling = 1 / bare.sign_verify_sign
+    print(f"  sign+verify+sign (a+b+c)                        {us(bare.sign_verify_sign)}"
+          f"  = {ms(bare.sign_verify_sign)} ms -> {ceiling:.0f} exchanges/s on one core")
+    print(f"  not in the ceiling: (d) client verifies response {us(bare.client_verify)};"
+          f" gateway chain check of signer {us(bare.signer_chain_check)}")
+    print()
+    print("Ratio")
+    share = (rate / cores) / ceiling
+    print(f"  gateway {rate / cores:.1f} exchanges/s per core / bare {ceiling:.0f} per core = {share:.3f}"
+          f"  -> sign+verify+sign is {share:.0%} of the machine time each exchange takes here")
+    if ok:
+        server_ms = load.server_cpu_s / ok
+        server_crypto = bare.gateway_verify + bare.gateway_sign
+        print(f"  server alone: (b+c) {ms(server_crypto)} ms of {ms(server_ms)} ms server CPU per exchange"
+              f" = {server_crypto / server_ms:.0%}")
+        client_crypto = bare.client_sign + bare.client_verify
+        print(f"  clients alone: (a+d) {ms(client_crypto)} ms of {ms(load.client_cpu_s / ok)} ms client CPU "
+              f"per exchange = {client_crypto / (load.client_cpu_s / ok):.0%}")
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="gunicorn worker processes (default: CPU count)")
+    parser.add_argument("--clients", type=int, default=4, help="client processes (default: 4)")
+    bound = parser.add_mutually_exclusive_group()
+    bound.add_argument("--seconds", type=float, default=10.0, help="measure for this long (default: 10)")
+    bound.add_argument("--requests", type=int, default=None, help="or: send this many requests in all")
+    parser.add_argument("--children", type=int, default=200, help="children to seed (default: 200)")
+    parser.add_argument("--bare-iterations", type=int, default=500,
+                        help="messages per step for the bare cost (default: 500)")
+    parser.add_argument("--database-url", default=None,
+                        help="SQLAlchemy URL of a scratch database (default: SQLite in the temp home)")
+    parser.add_argument("--redis-url", default=None, help="Redis for replay/rate limits (default: embedded)")
+    parser.add_argument("--keep-home", action="store_true", help="keep the temporary home and print where")
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.workers < 1 or args.children < 1 or (args.requests is not None and args.requests < 1):
+        parser.error("--clients, --workers, --children and --requests must be at least 1")
+    return args
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # so the finally blocks stop the server and remove the home
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    home = Path(tempfile.mkdtemp(prefix="cg-bench-"))
+    gateway = GatewayUnderTest(home=home, database_url=args.database_url or f"sqlite:///{home}/contactgate.db",
+                               redis_url=args.redis_url)
+    try:
+        print(f"setting up a gateway home in {home} ...", file=sys.stderr)
+        gateway.cli("init")
+        gateway.add_org("la", "local_authority", ["push", "query"])
+        gateway.add_org("health", "health", ["query"])
+        gateway.start(args.workers)
+
+        from connectors.client import GatewayClient
+
+        print(f"seeding {args.children} children ...", file=sys.stderr)
+        la = GatewayClient.from_directory(gateway.url, gateway.certs["la"])
+        child_ids = []
+        for start in range(0, args.children, SEED_BATCH):
+            batch = [child_update(n, gateway.run_id) for n in range(start, min(start + SEED_BATCH, args.children))]
+            results = la.submit_updates(batch)
+            child_ids += [r["ChildId"] for r in results if r["Outcome"] == "created" and r["ChildId"]]
+        if len(child_ids) != args.children:
+            raise RuntimeError(f"seeding created {len(child_ids)} of {args.children} children")
+
+        # Bare cost first, while the gateway is idle, so nothing competes for the cores.
+        print("measuring the bare signature cost ...", file=sys.stderr)
+        bare = measure_bare_cost(gateway, child_ids, args.bare_iterations)
+
+        print(f"driving the gateway with {args.clients} clients ...", file=sys.stderr)
+        load = run_load(gateway, child_ids, clients=args.clients, seconds=args.seconds, requests=args.requests)
+        print(file=sys.stderr)
+        report(args, gateway, len(child_ids), bare, load)
+        return 1 if load.errors or not load.ok else 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the gateway", file=sys.stderr)
+        return 130
+    except Exception:
+        log = gateway.server_log()
+        if log:
+            print(f"--- server log (tail) ---\n{log}", file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the clean-up
+        gateway.stop()
+        try:
+            gateway.drop_redis_keys()
+        except Exception as exc:
+            print(f"could not delete Redis keys {gateway.redis_prefix}:*: {exc}", file=sys.stderr)
+        if args.keep_home:
+            print(f"home kept: {home}", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
