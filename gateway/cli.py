@@ -11,7 +11,7 @@ import click
 
 from gateway import audit
 from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.db import make_engine, reader
 from gateway.home import init_home, load_ca
 from gateway.trust import pki, registry
 from gateway.trust.registry import RegistryError
@@ -27,6 +27,10 @@ class Context:
         if self._engine is None:
             self._engine = make_engine(self.settings.database_url)
         return self._engine
+
+    @property
+    def reader(self):
+        return reader(self.engine)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -138,7 +142,7 @@ def org_reinstate(ctx: Context, code: str, officer: str) -> None:
 @org.command("list")
 @pass_ctx
 def org_list(ctx: Context) -> None:
-    with ctx.engine.connect() as conn:
+    with ctx.reader.connect() as conn:
         for o in registry.list_orgs(conn):
             _show_org(o)
 
@@ -147,7 +151,7 @@ def org_list(ctx: Context) -> None:
 @click.argument("code")
 @pass_ctx
 def org_show(ctx: Context, code: str) -> None:
-    with ctx.engine.connect() as conn:
+    with ctx.reader.connect() as conn:
         o = registry.get_org(conn, code)
         if o is None:
             _fail(f"no organisation with code {code!r}")
@@ -186,7 +190,7 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
     if bool(csr) == bool(out_dir) or (csr and not out):
         _fail("use either --out-dir DIR, or --csr FILE --out FILE")
     ca_key, ca_cert = load_ca(ctx.settings)
-    with ctx.engine.connect() as conn:
+    with ctx.reader.connect() as conn:
         organisation = registry.get_org(conn, code)
     if organisation is None:
         _fail(f"no organisation with code {code!r}")
@@ -243,7 +247,7 @@ def cert_revoke(ctx: Context, fingerprint: str, reason: str) -> None:
 @click.argument("code", required=False)
 @pass_ctx
 def cert_list(ctx: Context, code: str | None) -> None:
-    with ctx.engine.connect() as conn:
+    with ctx.reader.connect() as conn:
         for c in registry.list_certs(conn, code):
             _show_cert(c)
 
@@ -311,7 +315,7 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, as_json: 
     """Who accessed what, when, and why."""
     if bool(child_id) == bool(user):
         _fail("give exactly one of --child ID or --user ORG:USER")
-    with ctx.engine.connect() as conn:
+    with ctx.reader.connect() as conn:
         if child_id:
             rows = audit.report_for_child(conn, child_id.strip().upper())
         else:

@@ -147,6 +147,15 @@ rate_counters = Table(
 )
 
 
+READ_ONLY_OPTION = "contactgate_read_only"
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine (and pool) for read-only work: on SQLite its transactions start deferred, so
+    lookups never queue behind, or block, the writers."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
 def make_engine(url: str) -> Engine:
     """An engine for either backend. SQLite gets WAL and write-locking transactions.
 
@@ -171,7 +180,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)

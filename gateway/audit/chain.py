@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
 
-from gateway.db import audit_children, audit_head, audit_log
+from gateway.db import audit_children, audit_head, audit_log, reader
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (
@@ -90,7 +90,7 @@ def verify(engine: Engine, batch: int = 5000) -> VerifyResult:
     prev = GENESIS
     expected_seq = 1
     count = 0
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:  # a long verification must not block writers
         head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
         last = 0
         while True:

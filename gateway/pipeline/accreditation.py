@@ -9,7 +9,7 @@ from gateway.trust import registry
 
 
 def check_accreditation(exchange: Exchange, services: Services) -> None:
-    with services.engine.connect() as conn:
+    with services.reader.connect() as conn:
         org = registry.get_org(conn, exchange.org_code)
     if org is None:
         raise NotAccredited("organisation is not registered")

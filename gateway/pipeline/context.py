@@ -10,6 +10,7 @@ from typing import Callable
 from lxml import etree
 from sqlalchemy.engine import Engine
 
+from gateway import db
 from gateway.config import Settings
 from gateway.security.wsse import EnvelopeSigner
 from gateway.store import MessageStore
@@ -28,6 +29,13 @@ class Services:
     schema_source: bytes
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @property
+    def reader(self) -> Engine:
+        reader = getattr(self, "_reader", None)
+        if reader is None:
+            reader = self._reader = db.reader(self.engine)
+        return reader
 
     @property
     def schema(self) -> etree.XMLSchema:

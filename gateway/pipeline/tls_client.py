@@ -23,7 +23,7 @@ def identify_client(exchange: Exchange, services: Services) -> None:
         services.anchors.verify_client(certificate, at=exchange.received_at)
     except (ValueError, ChainError) as exc:
         raise CertificateRejected(f"TLS client certificate rejected: {exc}") from None
-    with services.engine.connect() as conn:
+    with services.reader.connect() as conn:
         record = registry.get_cert(conn, exchange.tls_fingerprint)
     if record is None:
         raise CertificateRejected("TLS client certificate is not registered to any organisation")

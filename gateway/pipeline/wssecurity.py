@@ -20,7 +20,7 @@ def verify_security(exchange: Exchange, services: Services) -> None:
         services.anchors.verify_client(signer, at=exchange.received_at)
     except ChainError as exc:
         raise CertificateRejected(f"signing certificate {fingerprint} rejected: {exc}") from None
-    with services.engine.connect() as conn:
+    with services.reader.connect() as conn:
         record = registry.get_cert(conn, fingerprint)
     if record is None:
         raise CertificateRejected(f"signing certificate {fingerprint} is not registered")

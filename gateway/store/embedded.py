@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from gateway.db import rate_counters, replay_keys
+from gateway.db import rate_counters, reader, replay_keys
 
 
 class EmbeddedStore:
@@ -39,7 +39,7 @@ class EmbeddedStore:
                          .values(response=response, expires_at=int(self._clock()) + ttl_s))
 
     def get_response(self, key: str) -> bytes | None:
-        with self._engine.connect() as conn:
+        with reader(self._engine).connect() as conn:
             row = conn.execute(select(replay_keys.c.response).where(
                 replay_keys.c.key == key, replay_keys.c.expires_at > int(self._clock()))).first()
         return row.response if row else None
