@@ -241,6 +241,35 @@ def server_cpu(master_pid: int) -> dict[int, float]:
     return usage
 
 
+def connections_per_worker(master_pid: int, port: int) -> dict[int, int]:
+    """Established TLS connections each gunicorn worker holds on ``port`` (from /proc/net/tcp and
+    the workers' file descriptors). With keep-alive a connection stays on the worker that accepted
+    it, so this is how the load is split between workers."""
+    local = f"0100007F:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "01":  # ESTABLISHED, server side
+            inodes.add(fields[9])
+    held = {}
+    for pid in server_cpu(master_pid):
+        if pid == master_pid:
+            continue
+        count = 0
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    count += 1
+        except OSError:
+            continue
+        held[pid] = count
+    return held
+
+
 # ---- the client processes ---------------------------------------------------------------------------
 
 @dataclass
@@ -325,6 +354,7 @@ class LoadResult:
     wall_s: float
     server_cpu_s: float
     worker_cpu_s: list[float]
+    worker_connections: list[int]  # client connections each worker held, same order
     machine_cpu_s: float  # everything on the machine: server, clients, database, Redis, ...
 
     @property
@@ -371,6 +401,7 @@ def run_load(gateway: GatewayUnderTest, child_ids: list[str], *, clients: int, s
             raise RuntimeError("\n".join(r.failure for r in failures if r.failure)
                                or "a client process died during set-up") from None
         cpu_before, machine_before = server_cpu(gateway.process.pid), machine_busy_s()
+        held = connections_per_worker(gateway.process.pid, gateway.port)
         collected = _drain(results, processes, timeout=(seconds or 0) + 3600)
         cpu_after, machine_after = server_cpu(gateway.process.pid), machine_busy_s()
     finally:
@@ -382,12 +413,13 @@ def run_load(gateway: GatewayUnderTest, child_ids: list[str], *, clients: int, s
     if failed or len(collected) != clients:
         raise RuntimeError("\n".join(failed) or "a client process died without reporting")
     common = cpu_before.keys() & cpu_after.keys()  # a worker restarted mid-run would drop out
-    workers = [cpu_after[pid] - cpu_before[pid] for pid in sorted(common) if pid != gateway.process.pid]
+    worker_pids = [pid for pid in sorted(common) if pid != gateway.process.pid]
     return LoadResult(
         clients=sorted(collected, key=lambda r: r.index),
         wall_s=max(r.finished for r in collected) - min(r.started for r in collected),
         server_cpu_s=sum(cpu_after[pid] - cpu_before[pid] for pid in common),
-        worker_cpu_s=workers,
+        worker_cpu_s=[cpu_after[pid] - cpu_before[pid] for pid in worker_pids],
+        worker_connections=[held.get(pid, 0) for pid in worker_pids],
         machine_cpu_s=machine_after - machine_before,
     )
 
@@ -451,7 +483,8 @@ def measure_bare_cost(gateway: GatewayUnderTest, child_ids: list[str], iteration
     from lxml import etree
     from zeep.wsdl.utils import etree_to_string
 
-    from connectors.client import BINDING, GatewayClient
+    from connectors.client import BINDING, GatewayClient, request_digest
+    from gateway import schemas
     from gateway.app import trust_anchor_files
     from gateway.config import Settings
     from gateway.pipeline.respond import signed_response
@@ -468,7 +501,9 @@ def measure_bare_cost(gateway: GatewayUnderTest, child_ids: list[str], iteration
 
     # Unsigned GetContacts envelopes, one per child, exactly as zeep builds them for the SDK (a zeep
     # client without the wsse hook, so they come out unsigned).
-    plain = zeep.Client(GatewayClient._packaged_wsdl())
+    from importlib import resources
+
+    plain = zeep.Client(str(resources.files("contactgate_schemas").joinpath(schemas.WSDL_NAME)))
     service = plain.create_service(BINDING, client.endpoint)
     templates = [
         plain.create_message(service, "GetContacts", ChildId=child_id,
@@ -486,11 +521,11 @@ def measure_bare_cost(gateway: GatewayUnderTest, child_ids: list[str], iteration
     # One real exchange, to have the gateway's actual GetContacts answer to re-sign and verify.
     response = client.session.post(client.endpoint, data=signed[0], headers={
         "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}GetContacts"'})
-    answer = etree.fromstring(response.content)
-    client.verifier.verify(answer, None)
-    payload = answer.find(q(SOAP_ENV, "Body"))[0]
-    if response.status_code != 200 or not payload.tag.endswith("GetContactsResponse"):
+    if response.status_code != 200:
         raise RuntimeError(f"the sample exchange failed ({response.status_code}): {response.text[:500]}")
+    answer = etree.fromstring(response.content)
+    client.verifier.verify(answer, request_digest(signed[0]))
+    payload = answer.find(q(SOAP_ENV, "Body"))[0]
     services = SimpleNamespace(signer=gateway_signer, clock=lambda: dt.datetime.now(dt.timezone.utc))
     responses = [signed_response(copy.deepcopy(payload), services) for _ in range(10)]
 
@@ -498,6 +533,7 @@ def measure_bare_cost(gateway: GatewayUnderTest, child_ids: list[str], iteration
         envelope = parse_untrusted(data)
         return wsse.verify(envelope, wsse.extract_signer_certificate(envelope))
 
+    client.session.close()
     return BareCost(
         client_sign=_timed(sign_request, lambda i: copy.deepcopy(templates[i % len(templates)]), iterations),
         gateway_verify=_timed(gateway_verify, lambda i: signed[i % len(signed)], iterations),
@@ -532,9 +568,11 @@ def percentile(ordered: list[float], p: float) -> float:
 
 
 def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load: LoadResult) -> None:
-    from gateway.server import GatewayServer
     import inspect
 
+    from gateway.server import GatewayServer
+
+    # `serve` has no --threads option: the server runs with GatewayServer's default.
     threads = inspect.signature(GatewayServer.__init__).parameters["threads"].default
     cores = len(os.sched_getaffinity(0))
     backend = ("PostgreSQL" if gateway.database_url.startswith("postgresql") else "SQLite") + \
@@ -568,7 +606,12 @@ def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load:
               f"{ms(load.client_cpu_s / ok)} ms + rest of machine {ms(other / ok)} ms"
               f"   (machine {load.machine_cpu_s / (load.wall_s * cores):.0%} busy)")
         total = sum(load.worker_cpu_s) or 1.0
-        print(f"  worker CPU      {'  '.join(f'{w:.2f} s ({w / total:.0%})' for w in load.worker_cpu_s)}")
+        split = "   ".join(f"{cpu:.2f} s ({cpu / total:.0%}, {n} conn)"
+                           for cpu, n in zip(load.worker_cpu_s, load.worker_connections))
+        print(f"  worker CPU      {split}")
+        if len(load.worker_connections) > 1 and max(load.worker_connections) - min(load.worker_connections) > 1:
+            print("                  (keep-alive connections stay on the worker that accepted them: this split"
+                  " is uneven, so this run is slower than a balanced one would be)")
     print()
     print(f"Bare signature work, in-process, mean per message (request {bare.request_bytes} B, "
           f"response {bare.response_bytes} B)")
@@ -645,6 +688,7 @@ def main(argv=None) -> int:
             batch = [child_update(n, gateway.run_id) for n in range(start, min(start + SEED_BATCH, args.children))]
             results = la.submit_updates(batch)
             child_ids += [r["ChildId"] for r in results if r["Outcome"] == "created" and r["ChildId"]]
+        la.session.close()  # only the load's connections should be open on the workers
         if len(child_ids) != args.children:
             raise RuntimeError(f"seeding created {len(child_ids)} of {args.children} children")
 

@@ -54,18 +54,24 @@ class Reason:
     text: str
 
 
+def token(text: str | None) -> str:
+    """The value of an xs:token as the schema sees it: whitespace collapsed. Identifiers are used in
+    this form everywhere (audit, rate limits, links), so "dr  who" and "dr who" are one user."""
+    return " ".join((text or "").split())
+
+
 def read_requester(payload: etree._Element) -> Requester | None:
     element = payload.find(f"{{{CG}}}Requester")
     if element is None:
         return None
-    return Requester(user_id=(_t(element, "UserId") or "").strip(), role=(_t(element, "Role") or "").strip())
+    return Requester(user_id=token(_t(element, "UserId")), role=token(_t(element, "Role")))
 
 
 def read_reason(payload: etree._Element) -> Reason | None:
     element = payload.find(f"{{{CG}}}Reason")
     if element is None:
         return None
-    return Reason(code=(element.get("code") or "").strip(), text=(element.text or "").strip())
+    return Reason(code=token(element.get("code")), text=(element.text or "").strip())
 
 
 def _address(element: etree._Element | None) -> Address | None:
@@ -112,7 +118,7 @@ def read_submit_updates(payload: etree._Element) -> list[ChildUpdate]:
     updates = []
     for element in _all(payload, "ChildUpdate"):
         updates.append(ChildUpdate(
-            source_record_id=(_t(element, "SourceRecordId") or "").strip(),
+            source_record_id=token(_t(element, "SourceRecordId")),
             identity=_identity(element.find(f"{{{CG}}}Identity")),
             address=_address(element.find(f"{{{CG}}}Address")),
             carers=tuple(Carer(name=_t(c, "Name") or "", relationship=_t(c, "Relationship") or "",
@@ -139,7 +145,7 @@ def read_find_child(payload: etree._Element) -> FindQuery:
 
 
 def read_get_contacts(payload: etree._Element) -> str:
-    return (_t(payload, "ChildId") or "").strip()
+    return token(_t(payload, "ChildId"))
 
 
 # ---- responses -------------------------------------------------------------------------------

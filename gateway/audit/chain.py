@@ -66,6 +66,10 @@ def append(conn: Connection, entry: Entry, *, now: dt.datetime | None = None) ->
         "request_digest": entry.request_digest,
         "detail": entry.detail,
     }
+    for name, value in row.items():  # an over-long field must never stop the entry being written
+        limit = getattr(audit_log.c[name].type, "length", None)
+        if limit and isinstance(value, str) and len(value) > limit:
+            row[name] = value[: limit - 1] + "…"
     row["prev_hash"] = head.entry_hash
     row["entry_hash"] = entry_hash(head.entry_hash, row)
     conn.execute(audit_log.insert().values(**row))

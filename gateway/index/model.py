@@ -165,6 +165,14 @@ def normalise_name(name: str) -> str:
     return re.sub(r"[^a-z]", "", stripped.casefold())
 
 
+FAMILY_NAME_KEY_LENGTH = 100
+
+
+def family_name_key(name: str) -> str:
+    """The indexed matching key: normalised, and bounded (normalising can lengthen: "ß" -> "ss")."""
+    return normalise_name(name)[:FAMILY_NAME_KEY_LENGTH]
+
+
 def normalise_postcode(postcode: str) -> str:
     return re.sub(r"\s+", "", postcode).upper()
 

@@ -9,16 +9,18 @@ Lookups stay index lookups at national scale: by child id (primary key), by sour
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DataError, IntegrityError
 
 from gateway.db import children, involvements, review_queue, source_records
 from gateway.index import ids
 from gateway.index.model import (
     Candidate, ChildUpdate, ChildView, Contact, FindQuery, Involvement, UpdateResult,
-    address_from_json, carer_from_json, identity_from_json, locality, nhs_number_is_valid,
+    address_from_json, carer_from_json, family_name_key, identity_from_json, locality, nhs_number_is_valid,
     normalise_name, normalise_postcode, setting_from_json,
 )
 
@@ -27,7 +29,39 @@ MAX_CANDIDATES = 10
 
 def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate],
                   now: dt.datetime) -> list[UpdateResult]:
-    return [_apply_update(conn, org_code, update_, now) for update_ in updates]
+    """Apply a batch inside the caller's transaction. Each update runs in its own savepoint, so one
+    record the database will not take is rejected alone instead of failing the batch."""
+    _lock_identities(conn, org_code, updates)
+    results = []
+    for update_ in updates:
+        try:
+            with conn.begin_nested():
+                results.append(_apply_update(conn, org_code, update_, now))
+        except (IntegrityError, DataError):
+            results.append(UpdateResult(update_.source_record_id, "rejected",
+                                        detail="the record could not be stored as sent"))
+    return results
+
+
+def _lock_identities(conn: Connection, org_code: str, updates: list[ChildUpdate]) -> None:
+    """Serialise concurrent batches that touch the same child (PostgreSQL; SQLite transactions
+    already hold the write lock). Matching is check-then-insert, so two batches carrying the same
+    new child must not interleave. All keys are taken up front in one order: no deadlocks."""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = set()
+    for update_ in updates:
+        identity = update_.identity
+        keys.add(("source", org_code, update_.source_record_id))
+        keys.add(("name", family_name_key(identity.family_name), str(identity.date_of_birth)))
+        if identity.nhs_number:
+            keys.add(("nhs", identity.nhs_number))
+        if identity.pupil_number:
+            keys.add(("pupil", identity.pupil_number))
+    numbers = sorted(int.from_bytes(hashlib.sha256(repr(k).encode()).digest()[:8], "big", signed=True)
+                     for k in keys)
+    for number in numbers:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
 
 
 def _rejection(update_: ChildUpdate, today: dt.date) -> str | None:
@@ -98,7 +132,7 @@ def _possible_duplicate(conn: Connection, update_: ChildUpdate) -> str | None:
     identity = update_.identity
     rows = conn.execute(select(children.c.child_id, children.c.record, children.c.nhs_number,
                                children.c.pupil_number).where(
-        children.c.family_name_norm == normalise_name(identity.family_name),
+        children.c.family_name_norm == family_name_key(identity.family_name),
         children.c.date_of_birth == identity.date_of_birth)).all()
     first_given = normalise_name(identity.given_names[0])
     for row in rows:
@@ -129,15 +163,38 @@ def _link(conn: Connection, org_code: str, srid: str, child_id: str) -> None:
     conn.execute(source_records.insert().values(org_code=org_code, source_record_id=srid, child_id=child_id))
 
 
+def _merged_record(existing: dict, incoming: dict) -> dict:
+    """What an update states replaces what was held; what it leaves out is kept. Sources differ in
+    what they know (a school knows the pupil number, a GP the NHS number): a later update from one
+    must not erase what another supplied."""
+    merged = dict(existing)
+    for key, value in incoming.items():
+        if key == "identity":
+            identity = dict(existing.get("identity") or {})
+            for field, held in value.items():
+                if field == "previous_names":
+                    identity[field] = list(dict.fromkeys([*(identity.get(field) or []), *held]))
+                elif held not in (None, [], ""):
+                    identity[field] = held
+            merged["identity"] = identity
+        elif value not in (None, [], ""):
+            merged[key] = value
+    return merged
+
+
 def _write_child(conn: Connection, child_id: str, update_: ChildUpdate, now: dt.datetime,
                  create: bool = False) -> None:
-    identity = update_.identity
+    record = update_.record()
+    if not create:
+        held = conn.execute(select(children.c.record).where(children.c.child_id == child_id)).scalar_one()
+        record = _merged_record(json.loads(held), record)
+    identity = record["identity"]
     values = dict(
-        record=json.dumps(update_.record(), sort_keys=True),
-        family_name_norm=normalise_name(identity.family_name),
-        date_of_birth=identity.date_of_birth,
-        nhs_number=identity.nhs_number,
-        pupil_number=identity.pupil_number,
+        record=json.dumps(record, sort_keys=True),
+        family_name_norm=family_name_key(identity["family_name"]),
+        date_of_birth=update_.identity.date_of_birth,
+        nhs_number=identity.get("nhs_number"),
+        pupil_number=identity.get("pupil_number"),
         updated_at=now,
     )
     if create:
@@ -169,7 +226,7 @@ def find_children(conn: Connection, query: FindQuery) -> list[Candidate]:
     elif query.pupil_number:
         select_ = select_.where(children.c.pupil_number == query.pupil_number)
     else:
-        select_ = select_.where(children.c.family_name_norm == normalise_name(query.family_name or ""),
+        select_ = select_.where(children.c.family_name_norm == family_name_key(query.family_name or ""),
                                 children.c.date_of_birth == query.date_of_birth)
     candidates = []
     for row in conn.execute(select_.order_by(children.c.child_id).limit(200)):
@@ -185,8 +242,10 @@ def find_children(conn: Connection, query: FindQuery) -> list[Candidate]:
             continue
         if query.gender and identity.gender != query.gender:
             continue
-        if query.postcode and (address is None or normalise_postcode(address.postcode)
-                               != normalise_postcode(query.postcode)):
+        # A shielded child's location must not be confirmable by guessing: location criteria
+        # neither narrow nor exclude a shielded record.
+        if query.postcode and not row.shielded and (
+                address is None or normalise_postcode(address.postcode) != normalise_postcode(query.postcode)):
             continue
         candidates.append(Candidate(
             child_id=row.child_id, family_name=identity.family_name, given_names=identity.given_names,

@@ -231,8 +231,9 @@ def verify(envelope: etree._Element, signer: x509.Certificate) -> VerifiedMessag
         signed[element.tag] = element
     # The message's identity for replay detection is what was signed, not how the signature is
     # spelled: base64 text and ECDSA values (s -> n-s) can be re-spelled and still verify, but the
-    # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change.
-    signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True)
+    # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change. Comments are
+    # dropped, as the verifier drops them (exc-c14n without comments).
+    signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
     return VerifiedMessage(
         body=signed[q(SOAP_ENV, "Body")],
         timestamp=signed[q(WSU, "Timestamp")],

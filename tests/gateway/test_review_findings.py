@@ -111,9 +111,6 @@ def _concurrent_submits(gw, pg_clients, batches: list[list[dict]]) -> list[tuple
 
 # ==== 1. Replay detection is bypassed by a comment in SignedInfo ==================================
 
-@pytest.mark.xfail(strict=True, reason="BUG: replay id hashes SignedInfo c14n WITH comments (lxml default); "
-                                       "a comment added to ds:SignedInfo keeps the signature valid but "
-                                       "changes the id, so a captured read is answered again")
 def test_read_replayed_with_a_comment_in_signed_info_is_refused(gateway, clients):
     health = clients("health")
     data = health.build_request("FindChild", **find_kwargs())
@@ -129,8 +126,6 @@ def test_read_replayed_with_a_comment_in_signed_info_is_refused(gateway, clients
 
 # ==== 2. FindChild's Postcode filter reveals a shielded child's location ===========================
 
-@pytest.mark.xfail(strict=True, reason="BUG: find_children filters shielded children by postcode, so "
-                                       "guessing postcodes reveals where a shielded child lives")
 def test_find_child_postcode_is_not_an_oracle_for_a_shielded_childs_location(gateway, clients):
     family = unique("Hidden")
     [created] = clients("la").submit_updates([
@@ -147,8 +142,6 @@ def test_find_child_postcode_is_not_an_oracle_for_a_shielded_childs_location(gat
 
 # ==== 3. Concurrent SubmitUpdates on PostgreSQL: duplicate children; one clash loses a batch ======
 
-@pytest.mark.xfail(strict=True, reason="BUG: _possible_duplicate is check-then-insert under READ COMMITTED; "
-                                       "two concurrent pushes of the same child create two records")
 def test_concurrent_pushes_of_the_same_child_do_not_create_two_records(pg_gateway, pg_clients):
     family = unique("Twin")
     results = _concurrent_submits(pg_gateway, pg_clients, [
@@ -159,9 +152,6 @@ def test_concurrent_pushes_of_the_same_child_do_not_create_two_records(pg_gatewa
     assert _children_named(pg_gateway, family) == 1, "two index records for one child"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a unique NHS-number clash (IntegrityError) mid-batch rolls back "
-                                       "the whole SubmitUpdates and is answered 503 Unavailable "
-                                       "('internal error'); unrelated updates in the batch are lost")
 def test_nhs_number_clash_between_concurrent_batches_does_not_fail_the_whole_batch(pg_gateway, pg_clients):
     nhs = nhs_number(int(unique()[:7], 16))
     results = _concurrent_submits(pg_gateway, pg_clients, [
@@ -176,9 +166,6 @@ def test_nhs_number_clash_between_concurrent_batches_does_not_fail_the_whole_bat
 
 # ==== 4. A client data problem poisons a batch on PostgreSQL and is called "retry later" ==========
 
-@pytest.mark.xfail(strict=True, reason="BUG: normalise_name can double the length ('ß' -> 'ss'); on PostgreSQL "
-                                       "family_name_norm VARCHAR(100) overflows, the whole batch rolls back "
-                                       "and the client is told 503 'retry later' (forever)")
 def test_schema_valid_long_name_does_not_fail_the_whole_batch_on_postgresql(pg_gateway, pg_clients):
     la = pg_clients("la")
     data = la.build_request("SubmitUpdates", ChildUpdate=[
@@ -211,26 +198,18 @@ def _check_spaced_user_id_is_audited_as_its_token_value(gw, client: GatewayClien
     assert [e["user_id"] for e in entries] == [token]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: UserId/Role kept raw (only .strip()); SQLite audits and rate-limits "
-                                       "'dr<200 spaces>who' as a different user from 'dr who'")
 def test_spaced_user_id_is_audited_as_its_token_value_sqlite(gateway, clients):
     if gateway.backend != "sqlite":
         pytest.skip("the PostgreSQL variant runs on a private gateway")
     _check_spaced_user_id_is_audited_as_its_token_value(gateway, clients("health"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on PostgreSQL the raw UserId overflows audit_log.user_id "
-                                       "VARCHAR(128): 503, and the refusal cannot be audited either -- "
-                                       "the exchange leaves no audit row at all")
 def test_spaced_user_id_is_audited_as_its_token_value_postgresql(pg_gateway, pg_clients):
     _check_spaced_user_id_is_audited_as_its_token_value(pg_gateway, pg_clients("health"))
 
 
 # ==== 6. A matched update from another organisation wipes what it did not send ===================
 
-@pytest.mark.xfail(strict=True, reason="BUG: the 'matched' path replaces the whole canonical record (and "
-                                       "nulls nhs/pupil numbers it did not send): last writer wins across "
-                                       "organisations, a pupil number is lost")
 def test_matched_update_from_another_organisation_keeps_identifiers_it_did_not_send(gateway, clients):
     code = unique("SCH").upper()
     gateway.add_org(code, "education", ["push"])
