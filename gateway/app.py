@@ -10,6 +10,7 @@ import logging
 from flask import Flask, Response, request
 
 from gateway import schemas
+from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.pipeline import ReceivedBody, handle
@@ -36,6 +37,7 @@ def build_services(settings: Settings) -> Services:
         engine=engine,
         store=make_store(settings, engine),
         anchors=TrustAnchors.from_files(trust_anchor_files(settings)),
+        audit=AuditTrail.from_file(layout.audit_key),
         signer=EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes()),
         schema_source=schemas.read(schemas.XSD_NAME),
     )

@@ -29,6 +29,10 @@ class Context:
         return self._engine
 
     @property
+    def trail(self) -> audit.AuditTrail:
+        return audit.AuditTrail.from_file(self.settings.layout.audit_key)
+
+    @property
     def reader(self):
         return reader(self.engine)
 
@@ -76,9 +80,13 @@ def org() -> None:
 
 
 def _registry_call(ctx: Context, fn, *args, **kwargs):
+    """Run a registry change (which audits itself) in one transaction."""
     try:
+        trail = ctx.trail
         with ctx.engine.begin() as conn:
-            return fn(conn, *args, **kwargs)
+            return fn(conn, trail, *args, **kwargs)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
     except RegistryError as exc:
         _fail(str(exc))
 
@@ -297,7 +305,10 @@ def audit_group() -> None:
 @pass_ctx
 def audit_verify(ctx: Context) -> None:
     """Check the whole chain; exit 1 naming the first bad entry."""
-    result = audit.verify(ctx.engine)
+    try:
+        result = ctx.trail.verify(ctx.engine)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
     if result.ok:
         click.echo(f"audit chain intact: {result.entries} entries")
         return

@@ -47,6 +47,11 @@ class HomeLayout:
     def signing_key(self) -> Path:
         return self.root / "signing" / "key.pem"
 
+    @property
+    def audit_key(self) -> Path:
+        """The audit chain's HMAC key: outside the database, so its administrators cannot forge."""
+        return self.root / "keys" / "audit-chain.key"
+
     def default_database_url(self) -> str:
         return f"sqlite:///{(self.root / 'contactgate.db').resolve()}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.audit import new_key
 from gateway.config import Settings
 from gateway.db import migrate
 from gateway.trust import pki
@@ -47,6 +48,12 @@ def init_home(settings: Settings, server_names: list[str] | None = None) -> Init
         pki.write_private(layout.signing_key, pki.key_pem(key))
         pki.write_public(layout.signing_cert, pki.cert_pem(cert))
         report.created.append("response-signing key")
+
+    if layout.audit_key.exists():
+        report.kept.append("audit chain key")
+    else:
+        pki.write_private(layout.audit_key, new_key())
+        report.created.append("audit chain key")
 
     migrate(settings.database_url)
     report.created.append("database schema (migrated to head)")

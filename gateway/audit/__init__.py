@@ -2,10 +2,11 @@
 
 Each entry's hash covers its fields and the previous entry's hash, so altering, removing or
 reordering any entry breaks the chain from that point; the single-row head (last seq and hash)
-catches a truncated tail. ``append`` must be called inside the transaction that carries the
-exchange's effect: no audit, no effect.
+catches a truncated tail. Links are HMACs under a key kept in the gateway's home, outside the
+database. ``AuditTrail.append`` must be called inside the transaction that carries the exchange's
+effect: no audit, no effect.
 """
 
-from gateway.audit.chain import Entry, VerifyResult, append, report_for_child, report_for_user, verify
+from gateway.audit.chain import AuditTrail, Entry, VerifyResult, new_key, report_for_child, report_for_user
 
-__all__ = ["Entry", "VerifyResult", "append", "verify", "report_for_child", "report_for_user"]
+__all__ = ["AuditTrail", "Entry", "VerifyResult", "new_key", "report_for_child", "report_for_user"]

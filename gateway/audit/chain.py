@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
@@ -38,12 +41,43 @@ def _timestamp(now: dt.datetime | None = None) -> str:
     return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def entry_hash(prev_hash: str, row: dict) -> str:
+KEY_BYTES = 32
+
+
+def entry_hash(key: bytes, prev_hash: str, row: dict) -> str:
     material = json.dumps({k: row[k] for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(prev_hash.encode() + b"\n" + material.encode()).hexdigest()
+    return hmac.new(key, prev_hash.encode() + b"\n" + material.encode(), hashlib.sha256).hexdigest()
 
 
-def append(conn: Connection, entry: Entry, *, now: dt.datetime | None = None) -> int:
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+class AuditTrail:
+    """Writes and verifies the chain with a key kept outside the database (in the gateway's home),
+    so that someone who can write to the database — a DBA, a report writer — cannot rewrite
+    entries and recompute the chain: each link is an HMAC, not a bare hash."""
+
+    def __init__(self, key: bytes):
+        if len(key) < KEY_BYTES:
+            raise ValueError("the audit chain key is too short")
+        self._key = key
+
+    @classmethod
+    def from_file(cls, path: Path) -> "AuditTrail":
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no audit chain key at {path}: run `contactgate init`") from None
+
+    def append(self, conn: Connection, entry: Entry, *, now: dt.datetime | None = None) -> int:
+        return _append(conn, entry, self._key, now)
+
+    def verify(self, engine: Engine, batch: int = 5000) -> VerifyResult:
+        return _verify(engine, self._key, batch)
+
+
+def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None) -> int:
     """Append ``entry`` to the chain inside the caller's transaction; returns its sequence number.
 
     The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions already hold the write
@@ -71,7 +105,7 @@ def append(conn: Connection, entry: Entry, *, now: dt.datetime | None = None) ->
         if limit and isinstance(value, str) and len(value) > limit:
             row[name] = value[: limit - 1] + "…"
     row["prev_hash"] = head.entry_hash
-    row["entry_hash"] = entry_hash(head.entry_hash, row)
+    row["entry_hash"] = entry_hash(key, head.entry_hash, row)
     conn.execute(audit_log.insert().values(**row))
     if entry.child_ids:
         conn.execute(audit_children.insert(),
@@ -89,33 +123,43 @@ class VerifyResult:
     problem: str | None = None
 
 
-def verify(engine: Engine, batch: int = 5000) -> VerifyResult:
-    """Recompute the whole chain; report the first entry that does not fit."""
+def _verify(engine: Engine, key: bytes, batch: int) -> VerifyResult:
+    """Recompute the chain up to the head as read first (appends made meanwhile are left for the
+    next run); check that the child index `audit report --child` reads matches the entries; report
+    the first entry that does not fit."""
     prev = GENESIS
-    expected_seq = 1
     count = 0
     with reader(engine).connect() as conn:  # a long verification must not block writers
         head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
-        last = 0
-        while True:
-            rows = conn.execute(select(audit_log).where(audit_log.c.seq > last)
-                                .order_by(audit_log.c.seq).limit(batch)).mappings().all()
-            if not rows:
-                break
+        while count < head.seq:
+            upper = min(head.seq, count + batch)
+            rows = conn.execute(select(audit_log).where(audit_log.c.seq > count, audit_log.c.seq <= upper)
+                                .order_by(audit_log.c.seq)).mappings().all()
+            indexed: dict[int, set[str]] = {}
+            for child_id, seq in conn.execute(select(audit_children.c.child_id, audit_children.c.seq).where(
+                    audit_children.c.seq > count, audit_children.c.seq <= upper)):
+                indexed.setdefault(seq, set()).add(child_id)
+            expected_seq = count + 1
             for row in rows:
                 if row["seq"] != expected_seq:
                     return VerifyResult(False, count, expected_seq, f"entry {expected_seq} is missing")
                 if row["prev_hash"] != prev:
                     return VerifyResult(False, count, row["seq"], "link to the previous entry is broken")
-                if entry_hash(prev, row) != row["entry_hash"]:
+                if not hmac.compare_digest(entry_hash(key, prev, row), row["entry_hash"]):
                     return VerifyResult(False, count, row["seq"], "entry was altered")
+                if set(row["child_ids"].split()) != indexed.pop(row["seq"], set()):
+                    return VerifyResult(False, count, row["seq"],
+                                        "the child index does not match the entry (report rows removed?)")
                 prev = row["entry_hash"]
                 expected_seq += 1
                 count += 1
-            last = rows[-1]["seq"]
-        if head.seq != count or head.entry_hash != prev:
-            return VerifyResult(False, count, count + 1 if head.seq > count else head.seq,
-                                "chain head does not match the last entry (entries removed?)")
+            if count < upper:
+                return VerifyResult(False, count, count + 1, f"entry {count + 1} is missing")
+            if indexed:
+                return VerifyResult(False, count, min(indexed), "the child index names an entry that "
+                                                                  "does not list that child")
+        if head.entry_hash != prev:
+            return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
     return VerifyResult(True, count)
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from connectors import contactgate_v1 as dialect
 from gateway import audit
 from gateway.errors import Refusal, Unavailable
+from gateway.index import ids
 from gateway.pipeline.accreditation import check_accreditation
 from gateway.pipeline.authorisation import authorise
 from gateway.pipeline.context import Exchange, Services
@@ -19,7 +21,7 @@ from gateway.pipeline.respond import signed_fault, signed_response
 from gateway.pipeline.schema import validate_schema
 from gateway.pipeline.tls_client import identify_client
 from gateway.pipeline.wssecurity import verify_security
-from gateway.soap import digest_b64
+
 
 log = logging.getLogger("contactgate.pipeline")
 
@@ -83,7 +85,16 @@ def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> 
 
 def _audit_alone(exchange: Exchange, services: Services, entry: audit.Entry) -> None:
     with services.engine.begin() as conn:
-        audit.append(conn, entry)
+        services.audit.append(conn, entry)
+
+
+def _requested_child(exchange: Exchange) -> list[str]:
+    """The child a refused GetContacts asked for, so the attempt shows in that child's audit report.
+    Taken only from a verified Body: an unsigned message cannot put entries in a child's report."""
+    if exchange.payload is None or exchange.operation != "GetContacts":
+        return []
+    child_id = ids.normalise(dialect.read_get_contacts(exchange.payload))
+    return [child_id] if child_id else []
 
 
 def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
@@ -91,6 +102,7 @@ def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
         operation=exchange.operation or "unknown", outcome="refused", org_code=exchange.org_code,
         cert_fingerprint=exchange.tls_fingerprint, user_id=exchange.user_id, role=exchange.role,
         reason_code=exchange.reason_code, reason_text=exchange.reason_text,
+        child_ids=exchange.child_ids or _requested_child(exchange),
         fault_code=refusal.code, request_digest=exchange.request_digest, detail=refusal.detail,
     )
     try:

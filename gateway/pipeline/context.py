@@ -11,6 +11,7 @@ from lxml import etree
 from sqlalchemy.engine import Engine
 
 from gateway import db
+from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.security.wsse import EnvelopeSigner
 from gateway.store import MessageStore
@@ -25,6 +26,7 @@ class Services:
     engine: Engine
     store: MessageStore
     anchors: TrustAnchors
+    audit: AuditTrail
     signer: EnvelopeSigner
     schema_source: bytes
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)

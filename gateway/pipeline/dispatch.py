@@ -39,7 +39,7 @@ def _submit_updates(exchange: Exchange, services: Services) -> etree._Element:
         tally: dict[str, int] = {}
         for result in results:
             tally[result.outcome] = tally.get(result.outcome, 0) + 1
-        audit.append(conn, accepted_entry(
+        services.audit.append(conn, accepted_entry(
             exchange, " ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
     return dialect.write_submit_updates_response(results, exchange.request_digest)
 
@@ -53,7 +53,7 @@ def _find_child(exchange: Exchange, services: Services) -> etree._Element:
     with services.engine.begin() as conn:
         candidates = index.find_children(conn, query)
         exchange.child_ids = [c.child_id for c in candidates]
-        audit.append(conn, accepted_entry(exchange, f"candidates={len(candidates)}"))
+        services.audit.append(conn, accepted_entry(exchange, f"candidates={len(candidates)}"))
     return dialect.write_find_child_response(candidates, exchange.request_digest)
 
 
@@ -67,7 +67,7 @@ def _get_contacts(exchange: Exchange, services: Services) -> etree._Element:
         if child.shielded and exchange.role not in SHIELD_PERMITTED_ROLES:
             child = withhold_location(child)
         exchange.child_ids = [child.child_id]
-        audit.append(conn, accepted_entry(exchange, f"contacts={len(child.contacts)}"))
+        services.audit.append(conn, accepted_entry(exchange, f"contacts={len(child.contacts)}"))
     return dialect.write_get_contacts_response(child, exchange.request_digest)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from gateway import audit
+from gateway.audit import AuditTrail
 from gateway.db import certificates, organisations
 from gateway.trust import pki
 
@@ -100,14 +101,15 @@ def list_orgs(conn: Connection) -> list[Organisation]:
     return [_org_from_row(r) for r in conn.execute(select(organisations).order_by(organisations.c.code))]
 
 
-def _record(conn: Connection, operation: str, officer: str | None, org_code: str, detail: str) -> None:
-    audit.append(
+def _record(conn: Connection, trail: AuditTrail, operation: str, officer: str | None, org_code: str,
+            detail: str) -> None:
+    trail.append(
         conn, audit.Entry(operation=operation, outcome="done", org_code=org_code, user_id=officer,
                           role="accreditation_officer" if officer else "operator", detail=detail)
     )
 
 
-def add_org(conn: Connection, code: str, name: str, kind: str) -> Organisation:
+def add_org(conn: Connection, trail: AuditTrail, code: str, name: str, kind: str) -> Organisation:
     if kind not in KINDS:
         raise RegistryError(f"kind must be one of {', '.join(KINDS)}")
     if not code or len(code) > 32 or not all(c.isalnum() or c in "-_" for c in code):
@@ -118,7 +120,7 @@ def add_org(conn: Connection, code: str, name: str, kind: str) -> Organisation:
     conn.execute(organisations.insert().values(
         code=code, name=name, kind=kind, status="registered", scopes="", created_at=now, updated_at=now,
     ))
-    _record(conn, "org.add", None, code, f"registered {name!r} ({kind})")
+    _record(conn, trail, "org.add", None, code, f"registered {name!r} ({kind})")
     return _require_org(conn, code)
 
 
@@ -127,7 +129,7 @@ def _set(conn: Connection, code: str, **values) -> None:
                  .values(updated_at=_now(), **values))
 
 
-def propose_accreditation(conn: Connection, code: str, scopes: list[str], expires: dt.date,
+def propose_accreditation(conn: Connection, trail: AuditTrail, code: str, scopes: list[str], expires: dt.date,
                           officer: str, evidence: str | None, today: dt.date) -> Organisation:
     org = _require_org(conn, code)
     bad = [s for s in scopes if s not in SCOPES]
@@ -141,52 +143,52 @@ def propose_accreditation(conn: Connection, code: str, scopes: list[str], expire
         raise RegistryError("organisation is suspended; reinstate it first")
     _set(conn, code, status="pending_approval", scopes=",".join(sorted(set(scopes))),
          expires=expires, proposed_by=officer, approved_by=None, evidence=evidence, status_reason=None)
-    _record(conn, "org.accredit", officer, code,
+    _record(conn, trail, "org.accredit", officer, code,
             f"proposed scopes={','.join(sorted(set(scopes)))} expires={expires}")
     return _require_org(conn, code)
 
 
-def approve(conn: Connection, code: str, officer: str) -> Organisation:
+def approve(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
     org = _require_org(conn, code)
     if org.status != "pending_approval":
         raise RegistryError(f"nothing to approve: status is {org.status}")
     if not officer or officer == org.proposed_by:
         raise RegistryError("approval needs a second officer, different from the proposer")
     _set(conn, code, status="accredited", approved_by=officer)
-    _record(conn, "org.approve", officer, code, f"approved proposal by {org.proposed_by}")
+    _record(conn, trail, "org.approve", officer, code, f"approved proposal by {org.proposed_by}")
     return _require_org(conn, code)
 
 
-def suspend(conn: Connection, code: str, officer: str, reason: str) -> Organisation:
+def suspend(conn: Connection, trail: AuditTrail, code: str, officer: str, reason: str) -> Organisation:
     org = _require_org(conn, code)
     if org.status not in ("accredited", "pending_approval"):
         raise RegistryError(f"cannot suspend: status is {org.status}")
     if not reason:
         raise RegistryError("a reason is required")
     _set(conn, code, status="suspended", status_reason=reason)
-    _record(conn, "org.suspend", officer, code, f"suspended: {reason}")
+    _record(conn, trail, "org.suspend", officer, code, f"suspended: {reason}")
     return _require_org(conn, code)
 
 
-def reinstate(conn: Connection, code: str, officer: str) -> Organisation:
+def reinstate(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
     org = _require_org(conn, code)
     if org.status != "suspended":
         raise RegistryError(f"cannot reinstate: status is {org.status}")
     if org.approved_by is None:
         raise RegistryError("organisation was never approved; propose and approve accreditation")
     _set(conn, code, status="accredited", status_reason=None)
-    _record(conn, "org.reinstate", officer, code, "reinstated")
+    _record(conn, trail, "org.reinstate", officer, code, "reinstated")
     return _require_org(conn, code)
 
 
-def register_cert(conn: Connection, code: str, cert: x509.Certificate) -> CertificateRecord:
+def register_cert(conn: Connection, trail: AuditTrail, code: str, cert: x509.Certificate) -> CertificateRecord:
     _require_org(conn, code)
     info = pki.describe(cert)
     existing = get_cert(conn, info["fingerprint"])
     if existing is not None:
         raise RegistryError(f"certificate already registered to {existing.org_code}")
     conn.execute(certificates.insert().values(org_code=code, created_at=_now(), **info))
-    _record(conn, "cert.register", None, code, f"certificate {info['fingerprint']} {info['subject']}")
+    _record(conn, trail, "cert.register", None, code, f"certificate {info['fingerprint']} {info['subject']}")
     return get_cert(conn, info["fingerprint"])
 
 
@@ -202,7 +204,7 @@ def list_certs(conn: Connection, code: str | None = None) -> list[CertificateRec
     return [_cert_from_row(r) for r in conn.execute(query)]
 
 
-def revoke_cert(conn: Connection, fp: str, reason: str) -> CertificateRecord:
+def revoke_cert(conn: Connection, trail: AuditTrail, fp: str, reason: str) -> CertificateRecord:
     fp = fp.lower().replace(":", "")
     record = get_cert(conn, fp)
     if record is None:
@@ -213,5 +215,5 @@ def revoke_cert(conn: Connection, fp: str, reason: str) -> CertificateRecord:
         raise RegistryError("a reason is required")
     conn.execute(update(certificates).where(certificates.c.fingerprint == fp)
                  .values(revoked_at=_now(), revoked_reason=reason))
-    _record(conn, "cert.revoke", None, record.org_code, f"revoked {fp}: {reason}")
+    _record(conn, trail, "cert.revoke", None, record.org_code, f"revoked {fp}: {reason}")
     return get_cert(conn, fp)

@@ -1,5 +1,6 @@
 """The audit chain detects altered, removed and reordered entries, on both backends."""
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import delete, update
 
@@ -8,57 +9,66 @@ from gateway.cli import main as cli_main
 from gateway.db import audit_children, audit_head, audit_log
 
 
-def _fill(engine, n=5):
+@pytest.fixture
+def trail(tmp_path):
+    """A chain key where `contactgate --home tmp_path` finds it."""
+    key = audit.new_key()
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "audit-chain.key").write_bytes(key)
+    return audit.AuditTrail(key)
+
+
+def _fill(engine, trail, n=5):
     with engine.begin() as conn:
         for i in range(n):
-            audit.append(conn, audit.Entry(operation="GetContacts", outcome="accepted", org_code="LA",
+            trail.append(conn, audit.Entry(operation="GetContacts", outcome="accepted", org_code="LA",
                                            user_id=f"user{i}", reason_code="referral", reason_text="why",
                                            child_ids=[f"CHILD-{i}"]))
 
 
-def test_intact_chain_verifies(engine):
-    _fill(engine)
-    result = audit.verify(engine)
+def test_intact_chain_verifies(trail, engine):
+    _fill(engine, trail)
+    result = trail.verify(engine)
     assert result.ok and result.entries == 5
 
 
-def test_altered_entry_is_named(engine):
-    _fill(engine)
+def test_altered_entry_is_named(trail, engine):
+    _fill(engine, trail)
     with engine.begin() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 3).values(reason_text="innocent"))
-    result = audit.verify(engine)
+    result = trail.verify(engine)
     assert not result.ok and result.first_bad_seq == 3 and "altered" in result.problem
 
 
-def test_removed_entry_is_detected(engine):
-    _fill(engine)
+def test_removed_entry_is_detected(trail, engine):
+    _fill(engine, trail)
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq == 2))
         conn.execute(delete(audit_log).where(audit_log.c.seq == 2))
-    result = audit.verify(engine)
+    result = trail.verify(engine)
     assert not result.ok and result.first_bad_seq == 2
 
 
-def test_truncated_tail_is_detected(engine):
-    _fill(engine)
+def test_truncated_tail_is_detected(trail, engine):
+    _fill(engine, trail)
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq == 5))
         conn.execute(delete(audit_log).where(audit_log.c.seq == 5))
-    result = audit.verify(engine)
-    assert not result.ok and "head" in result.problem
+    result = trail.verify(engine)
+    assert not result.ok and result.first_bad_seq == 5 and "missing" in result.problem
 
 
-def test_rewritten_tail_with_recomputed_hashes_is_detected_by_the_head(engine):
-    _fill(engine)
+def test_rewritten_tail_with_recomputed_hashes_is_detected_by_the_head(trail, engine):
+    _fill(engine, trail)
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq >= 4))
         conn.execute(delete(audit_log).where(audit_log.c.seq >= 4))
         conn.execute(update(audit_head).values(seq=3))  # a forger who forgets nothing else
-    assert not audit.verify(engine).ok
+    assert not trail.verify(engine).ok
 
 
-def test_cli_audit_verify_exits_1_naming_the_entry(engine, database_url, tmp_path):
-    _fill(engine)
+def test_cli_audit_verify_exits_1_naming_the_entry(trail, engine, database_url, tmp_path):
+    _fill(engine, trail)
     runner = CliRunner()
     args = ["--home", str(tmp_path), "--database-url", database_url, "audit", "verify"]
     ok = runner.invoke(cli_main, args)
@@ -69,9 +79,37 @@ def test_cli_audit_verify_exits_1_naming_the_entry(engine, database_url, tmp_pat
     assert bad.exit_code == 1 and "entry 4" in bad.output
 
 
-def test_reports_by_child_and_by_user(engine):
-    _fill(engine)
+def test_reports_by_child_and_by_user(trail, engine):
+    _fill(engine, trail)
     with engine.connect() as conn:
         [row] = audit.report_for_child(conn, "CHILD-2")
         assert row["user_id"] == "user2"
         assert [r["seq"] for r in audit.report_for_user(conn, "LA", "user4")] == [5]
+
+
+def test_a_chain_recomputed_without_the_key_is_detected(trail, engine):
+    """A database administrator can recompute plain hashes, but not HMACs under the home's key."""
+    from gateway.audit.chain import entry_hash
+
+    _fill(engine, trail)
+    forged_key = audit.new_key()
+    with engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(audit_log.select().order_by(audit_log.c.seq)).mappings()]
+        rows[1]["reason_text"] = "innocent"
+        prev = rows[0]["entry_hash"]
+        for row in rows[1:]:
+            row["prev_hash"] = prev
+            row["entry_hash"] = prev = entry_hash(forged_key, prev, row)
+            conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(
+                reason_text=row["reason_text"], prev_hash=row["prev_hash"], entry_hash=row["entry_hash"]))
+        conn.execute(update(audit_head).values(entry_hash=prev))
+    result = trail.verify(engine)
+    assert not result.ok and result.first_bad_seq == 2
+
+
+def test_removed_child_index_rows_are_detected(trail, engine):
+    _fill(engine, trail)
+    with engine.begin() as conn:
+        conn.execute(delete(audit_children).where(audit_children.c.seq == 3))
+    result = trail.verify(engine)
+    assert not result.ok and result.first_bad_seq == 3
