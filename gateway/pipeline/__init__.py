@@ -17,7 +17,7 @@ from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.dispatch import dispatch
 from gateway.pipeline.parse import parse_message
 from gateway.pipeline.replay import check_replay, ttl_seconds
-from gateway.pipeline.respond import signed_fault, signed_response
+from gateway.pipeline.respond import signed_fault
 from gateway.pipeline.schema import validate_schema
 from gateway.pipeline.tls_client import identify_client
 from gateway.pipeline.wssecurity import verify_security
@@ -60,7 +60,7 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
             return Answer(int(status), body)
         check_accreditation(exchange, services)
         authorise(exchange, services)
-        answer = Answer(200, signed_response(dispatch(exchange, services), services))
+        answer = Answer(200, dispatch(exchange, services))
     except Refusal as refusal:
         answer = _refuse(exchange, refusal, services)
     except Exception:  # a bug or a backend failure: fail closed, tell nothing
@@ -73,12 +73,15 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
 def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> None:
     if not exchange.claimed_for_idempotency:
         return
+    # Only an answer whose effect committed is replayed to retries. A refusal applied nothing (the
+    # answer is signed inside the effect's transaction), so a retry may run again: a suspension
+    # lifted or a rate window passed must not leave the message refused until it expires.
     try:
-        if answer.status == 503:
-            services.store.release(exchange.replay_key)  # nothing was applied; let a retry run
-        else:
+        if answer.status == 200:
             services.store.save_response(exchange.replay_key, b"%d\n" % answer.status + answer.body,
                                          ttl_seconds(exchange))
+        else:
+            services.store.release(exchange.replay_key)
     except Exception:
         log.exception("could not store the answer for idempotent retries")
 

@@ -1,9 +1,8 @@
 """Steps 8 and 9: the connector maps the verified request to the canonical model; the index
-operation and its audit entry commit in one transaction (no audit, no effect, no answer)."""
+operation, its audit entry and the signed answer are made in one transaction (no audit, no effect;
+no answer, no effect)."""
 
 from __future__ import annotations
-
-from lxml import etree
 
 from connectors import contactgate_v1 as dialect
 from gateway import audit
@@ -11,6 +10,7 @@ from gateway.errors import NotFound, SchemaInvalid
 from gateway.index import store as index
 from gateway.index.model import ChildView
 from gateway.pipeline.context import Exchange, Services
+from gateway.pipeline.respond import signed_response
 
 # Location details of a shielded child; withheld from every role not listed in the settings.
 SHIELD_PERMITTED_ROLES: frozenset[str] = frozenset()
@@ -25,13 +25,13 @@ def accepted_entry(exchange: Exchange, detail: str | None = None) -> audit.Entry
     )
 
 
-def dispatch(exchange: Exchange, services: Services) -> etree._Element:
+def dispatch(exchange: Exchange, services: Services) -> bytes:
     handler = {"SubmitUpdates": _submit_updates, "FindChild": _find_child,
                "GetContacts": _get_contacts}[exchange.operation]
     return handler(exchange, services)
 
 
-def _submit_updates(exchange: Exchange, services: Services) -> etree._Element:
+def _submit_updates(exchange: Exchange, services: Services) -> bytes:
     updates = dialect.read_submit_updates(exchange.payload)
     with services.engine.begin() as conn:
         results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at)
@@ -41,10 +41,11 @@ def _submit_updates(exchange: Exchange, services: Services) -> etree._Element:
             tally[result.outcome] = tally.get(result.outcome, 0) + 1
         services.audit.append(conn, accepted_entry(
             exchange, " ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
-    return dialect.write_submit_updates_response(results, exchange.request_digest)
+        return signed_response(dialect.write_submit_updates_response(results, exchange.request_digest),
+                               services)
 
 
-def _find_child(exchange: Exchange, services: Services) -> etree._Element:
+def _find_child(exchange: Exchange, services: Services) -> bytes:
     query = dialect.read_find_child(exchange.payload)
     if not (query.nhs_number or query.pupil_number or (query.family_name and query.date_of_birth)):
         raise SchemaInvalid("FindChild without family name + date of birth or an identifier",
@@ -54,10 +55,11 @@ def _find_child(exchange: Exchange, services: Services) -> etree._Element:
         candidates = index.find_children(conn, query)
         exchange.child_ids = [c.child_id for c in candidates]
         services.audit.append(conn, accepted_entry(exchange, f"candidates={len(candidates)}"))
-    return dialect.write_find_child_response(candidates, exchange.request_digest)
+        return signed_response(dialect.write_find_child_response(candidates, exchange.request_digest),
+                               services)
 
 
-def _get_contacts(exchange: Exchange, services: Services) -> etree._Element:
+def _get_contacts(exchange: Exchange, services: Services) -> bytes:
     requested = dialect.read_get_contacts(exchange.payload)
     with services.engine.begin() as conn:
         child = index.get_child(conn, requested, exchange.received_at.date())
@@ -68,7 +70,7 @@ def _get_contacts(exchange: Exchange, services: Services) -> etree._Element:
             child = withhold_location(child)
         exchange.child_ids = [child.child_id]
         services.audit.append(conn, accepted_entry(exchange, f"contacts={len(child.contacts)}"))
-    return dialect.write_get_contacts_response(child, exchange.request_digest)
+        return signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
 
 
 def withhold_location(child: ChildView) -> ChildView:

@@ -233,6 +233,15 @@ class TrustAnchors:
             verifier.verify(leaf, [])
         except VerificationError as exc:
             raise ChainError(str(exc)) from exc
+        # The Web PKI profile lets a certificate without extendedKeyUsage through; an organisation's
+        # certificate must say it is for client authentication (the gateway's own signing
+        # certificate, from the same CA, does not).
+        try:
+            usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            raise ChainError("certificate has no extendedKeyUsage clientAuth") from None
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+            raise ChainError("certificate is not for client authentication")
 
     def verify_signer(self, leaf: x509.Certificate, *, at: dt.datetime | None = None) -> None:
         """Raise ChainError unless ``leaf`` (a response signer) chains to a root and is in date.

@@ -109,3 +109,16 @@ def test_wsdl_is_served_and_zeep_loads_it(gateway):
     operations = set(client.wsdl.bindings[f"{{{CG}}}ContactGateBinding"]._operations)
     assert operations == {"SubmitUpdates", "FindChild", "GetContacts"}
     assert client.service._binding_options["address"] == f"{gateway.url}/soap/v1"
+
+
+def test_a_refused_push_is_not_remembered_so_its_retry_runs_once_the_refusal_is_lifted(gateway):
+    code = unique("FLIP").upper()
+    gateway.add_org(code, "local_authority", ["push"])
+    gateway.cli("org", "suspend", code, "--officer", "officer-a", "--reason", "paperwork")
+    client = gateway.client(code.lower())
+    data = client.build_request("SubmitUpdates", ChildUpdate=[child_update("f-1", unique("Flip"), "Kim", "2016-01-01")])
+    status, refused = client.post_raw("SubmitUpdates", data)
+    assert status == 500 and client.fault_code(refused) == "NotAccredited"
+    gateway.cli("org", "reinstate", code, "--officer", "officer-a")
+    status, answer = client.post_raw("SubmitUpdates", data)
+    assert status == 200 and [e.text for e in answer.iter(f"{{{CG}}}Outcome")] == ["created"]

@@ -130,3 +130,12 @@ def test_chain_validation_rejects_foreign_and_expired_certificates():
         anchors.verify_client(rogue)
     with pytest.raises(pki.ChainError):
         anchors.verify_client(good, at=good.not_valid_after_utc + dt.timedelta(days=1))
+
+
+def test_the_gateways_signing_certificate_is_not_a_client_certificate():
+    ca_key, ca_cert = pki.make_ca()
+    _, signing = pki.issue_signing_cert(ca_key, ca_cert)
+    anchors = pki.TrustAnchors([ca_cert])
+    with pytest.raises(pki.ChainError, match="extendedKeyUsage"):
+        anchors.verify_client(signing)
+    anchors.verify_signer(signing)  # but it does chain, for clients checking responses
