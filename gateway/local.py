@@ -33,6 +33,7 @@ class LocalGateway:
     redis_url: str | None = None
     redis_prefix: str | None = None
     echo: bool = False  # print each command and its output, as the demo does
+    extra_env: dict = field(default_factory=dict)  # e.g. CONTACTGATE_RATE_LIMIT_PER_USER for the server
     port: int = 0
     process: subprocess.Popen | None = None
     certs: dict[str, Path] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class LocalGateway:
             env["CONTACTGATE_REDIS_URL"] = self.redis_url
         if self.redis_prefix:
             env["CONTACTGATE_REDIS_PREFIX"] = self.redis_prefix
+        env.update(self.extra_env)
         return env
 
     def add_org(self, code: str, kind: str, scopes: list[str] | None = None, *, approve: bool = True,

@@ -9,8 +9,7 @@ from gateway.trust import registry
 
 
 def check_accreditation(exchange: Exchange, services: Services) -> None:
-    with services.reader.connect() as conn:
-        org = registry.get_org(conn, exchange.org_code)
+    org = exchange.organisation
     if org is None:
         raise NotAccredited("organisation is not registered")
     refusal = org.refusal_reason(exchange.received_at.date())

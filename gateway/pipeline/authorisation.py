@@ -22,9 +22,11 @@ def authorise(exchange: Exchange, services: Services) -> None:
         if reason is None or not reason.code or not reason.text:
             raise ReasonRequired("read without a reason code and text")
     settings = services.settings
-    store = services.store
-    if store.hit(f"org:{exchange.org_code}", RATE_WINDOW_S) > settings.rate_limit_per_org:
+    keys = [f"org:{exchange.org_code}"]
+    if exchange.user_id:
+        keys.append(f"user:{exchange.org_code}:{exchange.user_id}")
+    counts = services.store.hit(keys, RATE_WINDOW_S)
+    if counts[0] > settings.rate_limit_per_org:
         raise RateLimited(f"organisation over {settings.rate_limit_per_org} messages a minute")
-    if exchange.user_id and store.hit(f"user:{exchange.org_code}:{exchange.user_id}",
-                                      RATE_WINDOW_S) > settings.rate_limit_per_user:
+    if len(counts) > 1 and counts[1] > settings.rate_limit_per_user:
         raise RateLimited(f"user over {settings.rate_limit_per_user} messages a minute")

@@ -16,6 +16,7 @@ from gateway.config import Settings
 from gateway.security.wsse import EnvelopeSigner
 from gateway.store import MessageStore
 from gateway.trust.pki import TrustAnchors
+from gateway.trust.registry import Organisation
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Exchange:
     request_digest: str | None
     tls_fingerprint: str | None = None
     org_code: str | None = None
+    organisation: Organisation | None = None  # as registered when the message arrived
     envelope: etree._Element | None = None
     operation: str | None = None
     payload: etree._Element | None = None

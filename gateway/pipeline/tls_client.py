@@ -25,6 +25,8 @@ def identify_client(exchange: Exchange, services: Services) -> None:
         raise CertificateRejected(f"TLS client certificate rejected: {exc}") from None
     with services.reader.connect() as conn:
         record = registry.get_cert(conn, exchange.tls_fingerprint)
+        # Read with the certificate, in the same transaction; step 6 judges it.
+        exchange.organisation = registry.get_org(conn, record.org_code) if record else None
     if record is None:
         raise CertificateRejected("TLS client certificate is not registered to any organisation")
     if record.revoked_at is not None:

@@ -16,6 +16,24 @@ from gateway.trust.pki import ChainError
 def verify_security(exchange: Exchange, services: Services) -> None:
     signer = wsse.extract_signer_certificate(exchange.envelope)
     fingerprint = pki.fingerprint(signer)
+    if fingerprint != exchange.tls_fingerprint:  # the TLS certificate was checked in step 1
+        check_signing_certificate(signer, fingerprint, exchange, services)
+    verified = wsse.verify(exchange.envelope, signer)
+    settings = services.settings
+    _, expires = wsse.check_timestamp(verified.timestamp, exchange.received_at,
+                                      max_lifetime_s=settings.max_timestamp_lifetime_s,
+                                      skew_s=settings.clock_skew_s)
+    payload = verified.payload
+    if payload is None or payload.tag != f"{{urn:contactgate:v1}}{exchange.operation}":
+        raise SignatureInvalid("the signed Body does not hold the request")
+    exchange.payload = payload
+    exchange.signature_id = verified.signature_id
+    exchange.timestamp_expires = expires + dt.timedelta(seconds=settings.clock_skew_s)
+
+
+def check_signing_certificate(signer, fingerprint: str, exchange: Exchange, services: Services) -> None:
+    """A signing certificate other than the TLS one: it too must chain, be registered, not be
+    revoked, and belong to the TLS client's organisation."""
     try:
         services.anchors.verify_client(signer, at=exchange.received_at)
     except ChainError as exc:
@@ -28,14 +46,3 @@ def verify_security(exchange: Exchange, services: Services) -> None:
         raise CertificateRejected(f"signing certificate {fingerprint} was revoked")
     if record.org_code != exchange.org_code:
         raise SignerMismatch(f"signed by {record.org_code}, TLS client is {exchange.org_code}")
-    verified = wsse.verify(exchange.envelope, signer)
-    settings = services.settings
-    _, expires = wsse.check_timestamp(verified.timestamp, exchange.received_at,
-                                      max_lifetime_s=settings.max_timestamp_lifetime_s,
-                                      skew_s=settings.clock_skew_s)
-    payload = verified.payload
-    if payload is None or payload.tag != f"{{urn:contactgate:v1}}{exchange.operation}":
-        raise SignatureInvalid("the signed Body does not hold the request")
-    exchange.payload = payload
-    exchange.signature_id = verified.signature_id
-    exchange.timestamp_expires = expires + dt.timedelta(seconds=settings.clock_skew_s)

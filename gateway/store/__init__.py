@@ -25,8 +25,9 @@ class MessageStore(Protocol):
     def release(self, key: str) -> None:
         """Forget a claim whose processing failed before any effect (the retry may proceed)."""
 
-    def hit(self, key: str, window_s: int) -> int:
-        """Count one event against ``key`` in the current fixed window; return the window's count."""
+    def hit(self, keys: list[str], window_s: int) -> list[int]:
+        """Count one event against each key in the current fixed window (one round trip); return
+        each window's count."""
 
 
 def make_store(settings: Settings, engine: Engine) -> MessageStore:

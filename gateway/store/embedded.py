@@ -6,6 +6,8 @@ import random
 import time
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -48,22 +50,18 @@ class EmbeddedStore:
         with self._engine.begin() as conn:
             conn.execute(delete(replay_keys).where(replay_keys.c.key == key))
 
-    def hit(self, key: str, window_s: int) -> int:
+    def hit(self, keys: list[str], window_s: int) -> list[int]:
         window = int(self._clock()) // window_s
         with self._engine.begin() as conn:
-            updated = conn.execute(update(rate_counters)
-                                   .where(rate_counters.c.key == key, rate_counters.c.window == window)
-                                   .values(count=rate_counters.c.count + 1))
-            if updated.rowcount == 0:
-                conn.execute(delete(rate_counters).where(rate_counters.c.key == key,
-                                                         rate_counters.c.window < window))
-                try:
-                    with conn.begin_nested():
-                        conn.execute(rate_counters.insert().values(key=key, window=window, count=1))
-                    return 1
-                except IntegrityError:
-                    conn.execute(update(rate_counters)
-                                 .where(rate_counters.c.key == key, rate_counters.c.window == window)
-                                 .values(count=rate_counters.c.count + 1))
-            return conn.execute(select(rate_counters.c.count).where(
-                rate_counters.c.key == key, rate_counters.c.window == window)).scalar_one()
+            insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+            counts = []
+            for key in keys:
+                upsert = insert(rate_counters).values(key=key, window=window, count=1)
+                upsert = upsert.on_conflict_do_update(
+                    index_elements=[rate_counters.c.key, rate_counters.c.window],
+                    set_={"count": rate_counters.c.count + 1},
+                ).returning(rate_counters.c.count)
+                counts.append(conn.execute(upsert).scalar_one())
+            if random.random() < 0.01:  # amortised clean-up of past windows
+                conn.execute(delete(rate_counters).where(rate_counters.c.window < window))
+        return counts

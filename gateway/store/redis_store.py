@@ -34,10 +34,11 @@ class RedisStore:
     def release(self, key: str) -> None:
         self._redis.delete(self._key("replay", key))
 
-    def hit(self, key: str, window_s: int) -> int:
-        name = self._key("rate", f"{key}:{int(time.time()) // window_s}")
+    def hit(self, keys: list[str], window_s: int) -> list[int]:
+        window = int(time.time()) // window_s
         pipe = self._redis.pipeline()
-        pipe.incr(name)
-        pipe.expire(name, window_s * 2)
-        count, _ = pipe.execute()
-        return int(count)
+        for key in keys:
+            name = self._key("rate", f"{key}:{window}")
+            pipe.incr(name)
+            pipe.expire(name, window_s * 2)
+        return [int(count) for count in pipe.execute()[::2]]

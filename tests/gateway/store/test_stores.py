@@ -38,9 +38,18 @@ def test_response_saved_for_retries_and_release_forgets(store):
 
 
 def test_rate_counter_counts_within_a_window(store):
-    counts = [store.hit("org:LA", 60) for _ in range(5)]
-    assert counts == [1, 2, 3, 4, 5]
-    assert store.hit("org:OTHER", 60) == 1
+    counts = [store.hit(["org:LA", "user:LA:u1"], 60) for _ in range(5)]
+    assert counts == [[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]
+    assert store.hit(["org:OTHER", "org:LA"], 60) == [1, 6]
+
+
+def test_rate_counter_starts_again_in_a_new_window(engine):
+    now = [1_000_000.0]
+    store = EmbeddedStore(engine, clock=lambda: now[0])
+    assert store.hit(["k"], 60) == [1]
+    assert store.hit(["k"], 60) == [2]
+    now[0] += 60
+    assert store.hit(["k"], 60) == [1]
 
 
 def test_embedded_claim_expires(engine):
