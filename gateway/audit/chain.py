@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.db import audit_children, audit_head, audit_log, reader
@@ -42,6 +42,13 @@ def _timestamp(now: dt.datetime | None = None) -> str:
 
 
 KEY_BYTES = 32
+
+# Built once: every exchange appends, and building statements costs more than running them.
+_LOCK_HEAD = select(audit_head).where(audit_head.c.id == 1).with_for_update()
+_INSERT_ENTRY = audit_log.insert()
+_INSERT_CHILD = audit_children.insert()
+_MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
+              .values(seq=bindparam("new_seq"), entry_hash=bindparam("new_hash")))
 
 
 def entry_hash(key: bytes, prev_hash: str, row: dict) -> str:
@@ -83,7 +90,7 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
     The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions already hold the write
     lock), so concurrent appends queue and the chain stays linear.
     """
-    head = conn.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).one()
+    head = conn.execute(_LOCK_HEAD).one()
     row = {
         "seq": head.seq + 1,
         "at": _timestamp(now),
@@ -106,12 +113,10 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
             row[name] = value[: limit - 1] + "…"
     row["prev_hash"] = head.entry_hash
     row["entry_hash"] = entry_hash(key, head.entry_hash, row)
-    conn.execute(audit_log.insert().values(**row))
+    conn.execute(_INSERT_ENTRY, row)
     if entry.child_ids:
-        conn.execute(audit_children.insert(),
-                     [{"child_id": c, "seq": row["seq"]} for c in dict.fromkeys(entry.child_ids)])
-    conn.execute(update(audit_head).where(audit_head.c.id == 1)
-                 .values(seq=row["seq"], entry_hash=row["entry_hash"]))
+        conn.execute(_INSERT_CHILD, [{"child_id": c, "seq": row["seq"]} for c in dict.fromkeys(entry.child_ids)])
+    conn.execute(_MOVE_HEAD, {"new_seq": row["seq"], "new_hash": row["entry_hash"]})
     return row["seq"]
 
 

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -25,6 +25,10 @@ from gateway.index.model import (
 )
 
 MAX_CANDIDATES = 10
+
+_CHILD_BY_ID = select(children).where(children.c.child_id == bindparam("child_id"))
+_INVOLVEMENTS_OF = (select(involvements).where(involvements.c.child_id == bindparam("child_id"))
+                    .order_by(involvements.c.org_code, involvements.c.id))
 
 
 def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate],
@@ -260,13 +264,12 @@ def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | No
     canonical = ids.normalise(child_id)
     if canonical is None:
         return None
-    row = conn.execute(select(children).where(children.c.child_id == canonical)).first()
+    row = conn.execute(_CHILD_BY_ID, {"child_id": canonical}).first()
     if row is None:
         return None
     record = json.loads(row.record)
     contacts = []
-    for inv in conn.execute(select(involvements).where(involvements.c.child_id == canonical)
-                            .order_by(involvements.c.org_code, involvements.c.id)):
+    for inv in conn.execute(_INVOLVEMENTS_OF, {"child_id": canonical}):
         involvement = Involvement(
             service=inv.service, start=inv.start, caf_assessment=inv.caf_assessment,
             lead_professional=inv.lead_professional, practitioner_name=inv.practitioner_name,

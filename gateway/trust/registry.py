@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from gateway import audit
@@ -85,8 +85,12 @@ def _cert_from_row(row) -> CertificateRecord:
     )
 
 
+_ORG_BY_CODE = select(organisations).where(organisations.c.code == bindparam("code"))
+_CERT_BY_FINGERPRINT = select(certificates).where(certificates.c.fingerprint == bindparam("fp"))
+
+
 def get_org(conn: Connection, code: str) -> Organisation | None:
-    row = conn.execute(select(organisations).where(organisations.c.code == code)).first()
+    row = conn.execute(_ORG_BY_CODE, {"code": code}).first()
     return _org_from_row(row) if row else None
 
 
@@ -193,7 +197,7 @@ def register_cert(conn: Connection, trail: AuditTrail, code: str, cert: x509.Cer
 
 
 def get_cert(conn: Connection, fp: str) -> CertificateRecord | None:
-    row = conn.execute(select(certificates).where(certificates.c.fingerprint == fp)).first()
+    row = conn.execute(_CERT_BY_FINGERPRINT, {"fp": fp}).first()
     return _cert_from_row(row) if row else None
 
 
