@@ -30,11 +30,16 @@ def check_replay(exchange: Exchange, services: Services) -> bytes | None:
         return None
     if exchange.operation not in IDEMPOTENT_OPERATIONS:
         raise Replay("read message received before")
+    # The first copy is being processed: wait for its answer. If it was refused (nothing applied,
+    # claim released), this copy takes the claim and runs.
     deadline = time.monotonic() + FIRST_ANSWER_WAIT_S
     while True:
         answer = services.store.get_response(exchange.replay_key)
         if answer is not None:
             return answer
+        if services.store.claim(exchange.replay_key, ttl_seconds(exchange)):
+            exchange.claimed_for_idempotency = True
+            return None
         if time.monotonic() > deadline:
             raise Unavailable("the first copy of this message is still being processed")
         time.sleep(0.05)
