@@ -42,8 +42,6 @@ import queue as queue_module
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,6 +49,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+
+from gateway.local import LocalGateway
 
 ROLE = "gp"
 REASON = dict(reason_code="care_coordination", reason_text="throughput benchmark")
@@ -64,109 +64,32 @@ SEED_BATCH = 50
 # ---- set-up through the CLI, and the server ---------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
-class GatewayUnderTest:
-    """A temporary gateway home made with the CLI, and `python -m gateway serve` running on it."""
+class GatewayUnderTest(LocalGateway):
+    """A temporary gateway home made with the CLI and `python -m gateway serve` running on it
+    (gateway.local.LocalGateway, as `contactgate demo` and the tests use), with what the benchmark
+    adds: organisation codes suffixed with a run id, the server in its own session, the organisation
+    rate limit lifted, and its Redis keys under a per-run prefix, deleted afterwards."""
 
-    home: Path
-    database_url: str
-    redis_url: str | None
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
-    port: int = 0
-    process: subprocess.Popen | None = None
-    certs: dict[str, Path] = field(default_factory=dict)
-    codes: dict[str, str] = field(default_factory=dict)
+    # Its own session: a Ctrl-C in the terminal reaches only the benchmark, which then stops the
+    # clients first and the server last (see `main`).
+    start_new_session: bool = True
 
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def redis_prefix(self) -> str:
-        return f"cgbench-{self.run_id}"
-
-    def cli(self, *args: str) -> str:
-        """Run a `contactgate` command in-process (click's runner, as tests/support.py does)."""
-        from click.testing import CliRunner
-
-        from gateway.cli import main as cli_main
-
-        base = ["--home", str(self.home), "--database-url", self.database_url]
-        if self.redis_url:
-            base += ["--redis-url", self.redis_url]
-        result = CliRunner().invoke(cli_main, [*base, *args], catch_exceptions=False)
-        if result.exit_code != 0:
-            raise RuntimeError(f"contactgate {' '.join(args)} failed:\n{result.output}")
-        return result.output
+    def __post_init__(self) -> None:
+        if self.redis_url and self.redis_prefix is None:
+            self.redis_prefix = f"cgbench-{self.run_id}"
+        # The organisation limit (60 000 a minute) is within reach of a big machine: lift it. The
+        # counter is still incremented on every message, so the work is the same.
+        self.extra_env.setdefault("CONTACTGATE_RATE_LIMIT_PER_ORG", str(10**9))
 
     def add_org(self, name: str, kind: str, scopes: list[str]) -> Path:
-        # Suffixed codes, so a shared --database-url can take several runs.
-        code = self.codes[name] = f"{name.upper()}-{self.run_id}"
-        self.cli("org", "add", code, "--name", f"Bench {name} organisation", "--kind", kind)
-        expires = (dt.date.today() + dt.timedelta(days=30)).isoformat()
-        self.cli("org", "accredit", code, *[a for s in scopes for a in ("--scope", s)],
-                 "--expires", expires, "--officer", "bench-officer-a", "--evidence", "benchmark")
-        self.cli("org", "approve", code, "--officer", "bench-officer-b")
-        out = self.certs[name] = self.home / "clients" / name
-        self.cli("cert", "issue", code, "--out-dir", str(out))
+        """Register, accredit and approve NAME-<run id> (suffixed, so a shared --database-url can take
+        several runs), with its certificate in ``certs[name]``."""
+        code = f"{name.upper()}-{self.run_id}"
+        super().add_org(code, kind, scopes, proposer="bench-officer-a", approver="bench-officer-b")
+        out = self.certs[name] = self.certs.pop(code.lower())
         return out
-
-    def env(self) -> dict:
-        env = dict(os.environ)
-        env.update(CONTACTGATE_HOME=str(self.home), CONTACTGATE_DATABASE_URL=self.database_url,
-                   # The organisation limit (60 000 a minute) is within reach of a big machine: lift
-                   # it. The counter is still incremented on every message, so the work is the same.
-                   CONTACTGATE_RATE_LIMIT_PER_ORG=str(10**9))
-        env.pop("CONTACTGATE_REDIS_URL", None)
-        if self.redis_url:
-            env.update(CONTACTGATE_REDIS_URL=self.redis_url, CONTACTGATE_REDIS_PREFIX=self.redis_prefix)
-        return env
-
-    def start(self, workers: int) -> None:
-        import requests
-
-        self.port = free_port()
-        with open(self.home / "server.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
-                 "--workers", str(workers)],
-                env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                # Its own session: a Ctrl-C in the terminal reaches only the benchmark, which then
-                # stops the clients first and the server last (see `stop`).
-                start_new_session=True)
-        client_dir = next(iter(self.certs.values()))
-        deadline = time.monotonic() + 60
-        with requests.Session() as session:
-            session.cert = (str(client_dir / "cert.pem"), str(client_dir / "key.pem"))
-            while True:
-                try:
-                    if session.get(f"{self.url}/healthz", verify=str(client_dir / "ca.pem"), timeout=2).ok:
-                        return
-                except requests.RequestException:
-                    pass
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the gateway did not start:\n" + self.server_log())
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # gunicorn: graceful stop of master and workers
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def server_log(self, tail: int = 4000) -> str:
-        path = self.home / "server.log"
-        return path.read_text(errors="replace")[-tail:] if path.exists() else ""
 
     def drop_redis_keys(self) -> None:
         if not self.redis_url:
@@ -677,7 +600,7 @@ def main(argv=None) -> int:
         gateway.cli("init")
         gateway.add_org("la", "local_authority", ["push", "query"])
         gateway.add_org("health", "health", ["query"])
-        gateway.start(args.workers)
+        gateway.start(args.workers, timeout_s=60)
 
         from connectors.client import GatewayClient
 

@@ -34,6 +34,7 @@ class LocalGateway:
     redis_prefix: str | None = None
     echo: bool = False  # print each command and its output, as the demo does
     extra_env: dict = field(default_factory=dict)  # e.g. CONTACTGATE_RATE_LIMIT_PER_USER for the server
+    start_new_session: bool = False  # the server in its own session: a terminal's Ctrl-C does not reach it
     port: int = 0
     process: subprocess.Popen | None = None
     certs: dict[str, Path] = field(default_factory=dict)
@@ -95,7 +96,7 @@ class LocalGateway:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(workers)],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=self.start_new_session)
         log.close()
         client_dir = next(iter(self.certs.values()))
         session = requests.Session()

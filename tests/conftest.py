@@ -4,6 +4,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import update
 
+from connectors.client import GatewayClient
 from gateway.db import organisations
 from tests.support import REDIS_URL, Gateway, postgres_database, sqlite_database
 
@@ -81,3 +82,16 @@ def engine(database_url):
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def clients(gateway):
+    """One SDK client per certificate directory and backend (building zeep clients is not free)."""
+    made: dict[str, GatewayClient] = {}
+
+    def get(name: str) -> GatewayClient:
+        if name not in made:
+            made[name] = gateway.client(name)
+        return made[name]
+
+    return get

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 
-from gateway.local import LocalGateway, free_port  # noqa: F401 (re-exported for tests)
+from gateway import audit
+from gateway.local import LocalGateway
 from gateway.db import audit_head, audit_log, children, involvements, make_engine, review_queue, source_records
 from gateway.trust import pki
 
@@ -124,6 +125,15 @@ class Gateway(LocalGateway):
             return conn.execute(select(func.count()).select_from(children)).scalar_one()
 
 
+def fill_audit(engine, trail: audit.AuditTrail, n: int = 5) -> None:
+    """Append ``n`` accepted GetContacts entries (user0.., CHILD-0..) to ``trail`` in one transaction."""
+    with engine.begin() as conn:
+        for i in range(n):
+            trail.append(conn, audit.Entry(operation="GetContacts", outcome="accepted", org_code="LA",
+                                           user_id=f"user{i}", reason_code="referral", reason_text="why",
+                                           child_ids=[f"CHILD-{i}"]))
+
+
 def unique(prefix: str = "") -> str:
     return prefix + secrets.token_hex(4)
 
@@ -138,3 +148,23 @@ def foreign_ca_client_material(directory: Path, org_code: str = "ROGUE") -> Path
     pki.write_private(directory / "key.pem", pki.key_pem(key))
     pki.write_public(directory / "cert.pem", pki.cert_pem(cert))
     return directory
+
+
+@contextlib.contextmanager
+def private_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, list[str]]],
+                    extra_env: dict | None = None, workers: int = 1):
+    """A gateway of a test's own (fresh database, own home), for tests that change its settings or
+    its database under it. ``orgs`` maps code -> (kind, scopes)."""
+    database = postgres_database() if backend == "postgresql" else sqlite_database()
+    with database as url:
+        home.mkdir(parents=True, exist_ok=True)
+        gw = Gateway(backend, home, url, None)
+        gw.extra_env.update(extra_env or {})
+        gw.cli("init")
+        for code, (kind, scopes) in orgs.items():
+            gw.add_org(code, kind, scopes)
+        gw.start(workers=workers)
+        try:
+            yield gw
+        finally:
+            gw.stop()

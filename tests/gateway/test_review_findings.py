@@ -20,10 +20,8 @@ from gateway import audit
 from gateway.db import audit_head, children, make_engine
 from gateway.soap import CG, DS, q
 from tests.conftest import _database, _drop_redis_keys
-from tests.gateway.pipeline.test_refusals import (  # noqa: F401  (clients is a fixture)
-    REQUESTER, assert_refused, baseline, clients, find_kwargs, post, resign,
-)
-from tests.support import REDIS_URL, Gateway, child_update, nhs_number, unique
+from tests.gateway.pipeline.attacks import REQUESTER, assert_post_refused, find_kwargs, resign, sent_once
+from tests.support import REDIS_URL, Gateway, child_update, fill_audit, nhs_number, unique
 
 READ = dict(user_id="reviewer", role="gp", reason_code="referral", reason_text="security review")
 
@@ -112,15 +110,11 @@ def _concurrent_submits(gw, pg_clients, batches: list[list[dict]]) -> list[tuple
 
 def test_read_replayed_with_a_comment_in_signed_info_is_refused(gateway, clients):
     health = clients("health")
-    data = health.build_request("FindChild", **find_kwargs())
-    status, _ = health.post_raw("FindChild", data)
-    assert status == 200
+    data, _ = sent_once(health, "FindChild", **find_kwargs())
     envelope = etree.fromstring(data)
     next(envelope.iter(q(DS, "SignedInfo"))).append(etree.Comment("same message, new replay id"))
     replayed = etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(health, "FindChild", replayed), "Replay",
-                   org_code="HEALTH", sent=replayed)
+    assert_post_refused(gateway, health, "FindChild", replayed, "Replay", org_code="HEALTH")
 
 
 # ==== 2. FindChild's Postcode filter reveals a shielded child's location ===========================
@@ -231,18 +225,10 @@ def test_matched_update_from_another_organisation_keeps_identifiers_it_did_not_s
 TRAIL = audit.AuditTrail(audit.new_key())
 
 
-def _fill(engine, n: int = 5) -> None:
-    with engine.begin() as conn:
-        for i in range(n):
-            TRAIL.append(conn, audit.Entry(operation="GetContacts", outcome="accepted", org_code="LA",
-                                           user_id=f"user{i}", reason_code="referral", reason_text="why",
-                                           child_ids=[f"CHILD-{i}"]))
-
-
 def test_audit_verify_on_a_live_postgresql_database_is_not_a_false_alarm(database_url, engine):
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite's BEGIN IMMEDIATE makes verify exclusive")
-    _fill(engine, 3)
+    fill_audit(engine, TRAIL, 3)
     writer = make_engine(database_url)
     appended = []
 

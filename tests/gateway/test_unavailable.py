@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from connectors.client import UnavailableFault
-from tests.support import POSTGRES_ADMIN_URL, Gateway, postgres_database
+from tests.support import POSTGRES_ADMIN_URL, private_gateway
 
 READ = dict(user_id="u1", role="gp", reason_code="referral", reason_text="checking",
             family_name="Nobody", date_of_birth="2010-01-01")
@@ -13,16 +13,9 @@ READ = dict(user_id="u1", role="gp", reason_code="referral", reason_text="checki
 
 @pytest.fixture
 def pg_only_gateway(tmp_path):
-    with postgres_database() as url:
-        gw = Gateway("postgresql", tmp_path / "home", url, None)  # embedded store: in PostgreSQL too
-        gw.home.mkdir()
-        gw.cli("init")
-        gw.add_org("HEALTH", "health", ["query"])
-        gw.start(workers=1)
-        try:
-            yield gw
-        finally:
-            gw.stop()
+    # embedded store: in PostgreSQL too, so the outage takes it away as well
+    with private_gateway("postgresql", tmp_path / "home", orgs={"HEALTH": ("health", ["query"])}) as gw:
+        yield gw
 
 
 def _take_database_away(name: str):

@@ -7,6 +7,7 @@ from sqlalchemy import delete, update
 from gateway import audit
 from gateway.cli import main as cli_main
 from gateway.db import audit_children, audit_head, audit_log
+from tests.support import fill_audit
 
 
 @pytest.fixture
@@ -18,48 +19,48 @@ def trail(tmp_path):
     return audit.AuditTrail(key)
 
 
-def _fill(engine, trail, n=5):
+def _remove_entry(engine, seq: int) -> None:
+    """Delete entry ``seq`` and its child index rows, as anyone with write access to the database could."""
     with engine.begin() as conn:
-        for i in range(n):
-            trail.append(conn, audit.Entry(operation="GetContacts", outcome="accepted", org_code="LA",
-                                           user_id=f"user{i}", reason_code="referral", reason_text="why",
-                                           child_ids=[f"CHILD-{i}"]))
+        conn.execute(delete(audit_children).where(audit_children.c.seq == seq))
+        conn.execute(delete(audit_log).where(audit_log.c.seq == seq))
+
+
+def _assert_first_bad(trail, engine, seq: int, problem: str | None = None) -> None:
+    """Verification fails, and names entry ``seq`` first (with ``problem`` in what it says)."""
+    result = trail.verify(engine)
+    assert not result.ok and result.first_bad_seq == seq
+    if problem is not None:
+        assert problem in result.problem
 
 
 def test_intact_chain_verifies(trail, engine):
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     result = trail.verify(engine)
     assert result.ok and result.entries == 5
 
 
 def test_altered_entry_is_named(trail, engine):
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     with engine.begin() as conn:
         conn.execute(update(audit_log).where(audit_log.c.seq == 3).values(reason_text="innocent"))
-    result = trail.verify(engine)
-    assert not result.ok and result.first_bad_seq == 3 and "altered" in result.problem
+    _assert_first_bad(trail, engine, 3, "altered")
 
 
 def test_removed_entry_is_detected(trail, engine):
-    _fill(engine, trail)
-    with engine.begin() as conn:
-        conn.execute(delete(audit_children).where(audit_children.c.seq == 2))
-        conn.execute(delete(audit_log).where(audit_log.c.seq == 2))
-    result = trail.verify(engine)
-    assert not result.ok and result.first_bad_seq == 2
+    fill_audit(engine, trail)
+    _remove_entry(engine, 2)
+    _assert_first_bad(trail, engine, 2)
 
 
 def test_truncated_tail_is_detected(trail, engine):
-    _fill(engine, trail)
-    with engine.begin() as conn:
-        conn.execute(delete(audit_children).where(audit_children.c.seq == 5))
-        conn.execute(delete(audit_log).where(audit_log.c.seq == 5))
-    result = trail.verify(engine)
-    assert not result.ok and result.first_bad_seq == 5 and "missing" in result.problem
+    fill_audit(engine, trail)
+    _remove_entry(engine, 5)
+    _assert_first_bad(trail, engine, 5, "missing")
 
 
 def test_rewritten_tail_with_recomputed_hashes_is_detected_by_the_head(trail, engine):
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq >= 4))
         conn.execute(delete(audit_log).where(audit_log.c.seq >= 4))
@@ -68,7 +69,7 @@ def test_rewritten_tail_with_recomputed_hashes_is_detected_by_the_head(trail, en
 
 
 def test_cli_audit_verify_exits_1_naming_the_entry(trail, engine, database_url, tmp_path):
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     runner = CliRunner()
     args = ["--home", str(tmp_path), "--database-url", database_url, "audit", "verify"]
     ok = runner.invoke(cli_main, args)
@@ -80,7 +81,7 @@ def test_cli_audit_verify_exits_1_naming_the_entry(trail, engine, database_url, 
 
 
 def test_reports_by_child_and_by_user(trail, engine):
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     with engine.connect() as conn:
         [row] = audit.report_for_child(conn, "CHILD-2")
         assert row["user_id"] == "user2"
@@ -91,7 +92,7 @@ def test_a_chain_recomputed_without_the_key_is_detected(trail, engine):
     """A database administrator can recompute plain hashes, but not HMACs under the home's key."""
     from gateway.audit.chain import entry_hash
 
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     forged_key = audit.new_key()
     with engine.begin() as conn:
         rows = [dict(r) for r in conn.execute(audit_log.select().order_by(audit_log.c.seq)).mappings()]
@@ -103,13 +104,11 @@ def test_a_chain_recomputed_without_the_key_is_detected(trail, engine):
             conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(
                 reason_text=row["reason_text"], prev_hash=row["prev_hash"], entry_hash=row["entry_hash"]))
         conn.execute(update(audit_head).values(entry_hash=prev))
-    result = trail.verify(engine)
-    assert not result.ok and result.first_bad_seq == 2
+    _assert_first_bad(trail, engine, 2)
 
 
 def test_removed_child_index_rows_are_detected(trail, engine):
-    _fill(engine, trail)
+    fill_audit(engine, trail)
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq == 3))
-    result = trail.verify(engine)
-    assert not result.ok and result.first_bad_seq == 3
+    _assert_first_bad(trail, engine, 3)

@@ -3,7 +3,7 @@
 import pytest
 
 from connectors.client import RateLimitedFault
-from tests.support import Gateway, sqlite_database
+from tests.support import private_gateway
 
 READ = dict(user_id="busy.user", role="gp", reason_code="referral", reason_text="checking",
             family_name="Nobody", date_of_birth="2010-01-01")
@@ -11,16 +11,10 @@ READ = dict(user_id="busy.user", role="gp", reason_code="referral", reason_text=
 
 @pytest.fixture(scope="module")
 def limited_gateway(tmp_path_factory):
-    with sqlite_database() as url:
-        gw = Gateway("sqlite", tmp_path_factory.mktemp("home-limited"), url, None)
-        gw.extra_env["CONTACTGATE_RATE_LIMIT_PER_USER"] = "3"
-        gw.cli("init")
-        gw.add_org("HEALTH", "health", ["query"])
-        gw.start(workers=2)
-        try:
-            yield gw
-        finally:
-            gw.stop()
+    with private_gateway("sqlite", tmp_path_factory.mktemp("home-limited"), workers=2,
+                         orgs={"HEALTH": ("health", ["query"])},
+                         extra_env={"CONTACTGATE_RATE_LIMIT_PER_USER": "3"}) as gw:
+        yield gw
 
 
 def test_a_practitioner_over_the_limit_is_refused_and_audited(limited_gateway):

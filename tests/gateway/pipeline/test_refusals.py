@@ -3,8 +3,8 @@
 Every refusal must (DESIGN.md "Security baseline", CONTRACT.md "Faults"): come back as a signed SOAP
 fault bound to the request (``post_raw`` verifies both) with the contract's code, be audited by
 exactly one "refused" row naming the caller's organisation, leave the index untouched, and reveal
-nothing internal. `assert_refused` checks all of that for one attack; `test_xml_attacks.py` uses it
-too.
+nothing internal. `assert_refused` (in attacks.py, shared with `test_xml_attacks.py`) checks all of
+that for one attack.
 """
 
 from __future__ import annotations
@@ -12,125 +12,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import requests
 from lxml import etree
 
-from connectors.client import GatewayClient, ScopeDeniedFault, request_digest
+from connectors.client import GatewayClient, ScopeDeniedFault
 from gateway.index import ids
 from gateway.security import wsse
 from gateway.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
-from tests.support import child_update, foreign_ca_client_material, unique
-
-# The attack never got past the TLS handshake: no fault, no audit row (nobody to attribute it to).
-TLS_HANDSHAKE = "tls-handshake"
-
-REASON = {"_value_1": "checking who is involved before a visit", "code": "safeguarding"}
-REQUESTER = {"UserId": "sw.attacker", "Role": "social worker"}
-
-Attack = Callable[[], "tuple[int, etree._Element] | None"]
-
-
-# ---- the one assertion helper --------------------------------------------------------------------
-
-def baseline(gateway) -> tuple[tuple, int]:
-    """What a refused message must leave as it was: the index, and the audit chain's head."""
-    return gateway.index_snapshot(), gateway.audit_seq()
-
-
-def assert_refused(gateway, before: tuple, seq: int, attack: Attack, code: str | tuple[str, ...], *,
-                   org_code: str | None, sent: bytes | None = None) -> etree._Element | None:
-    """Run ``attack`` and assert: refused with ``code`` (or one of the codes), exactly one audit row
-    (outcome "refused", that fault code, ``org_code``), and the index unchanged.
-
-    ``attack`` returns ``post_raw``'s (status, envelope) -- the response signature and RequestDigest
-    already verified -- or None when it checked the fault itself (the SDK raising its typed
-    exception). With ``code=TLS_HANDSHAKE`` the attack must fail in the TLS layer and nothing at all
-    may be audited.
-    """
-    if code == TLS_HANDSHAKE:
-        with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is one
-            attack()
-        assert gateway.audit_seq() == seq, "a refused handshake must not reach the application"
-        assert gateway.index_snapshot() == before
-        return None
-
-    codes = (code,) if isinstance(code, str) else tuple(code)
-    result = attack()
-    envelope = None
-    if result is None:
-        [got] = codes  # the attack checked the (single) code itself
-    else:
-        status, envelope = result
-        got = GatewayClient.fault_code(envelope)
-        assert got in codes, f"expected {codes}, got {got}: {etree.tostring(envelope)[:600]!r}"
-        assert status == 500
-        fault = envelope.find(f"{q(SOAP_ENV, 'Body')}/{q(SOAP_ENV, 'Fault')}")
-        assert fault.findtext("faultcode") == "soap:Client"
-        assert_no_leak(etree.tostring(envelope))
-
-    entries = gateway.audit_entries_after(seq)
-    assert len(entries) == 1, f"expected exactly one audit row, got {entries}"
-    [entry] = entries
-    assert entry["outcome"] == "refused"
-    assert entry["fault_code"] == got
-    assert entry["org_code"] == org_code
-    if sent is not None:
-        assert entry["request_digest"] == request_digest(sent)
-    assert gateway.index_snapshot() == before, "a refused message changed the index"
-    return envelope
-
-
-def assert_no_leak(fault_bytes: bytes) -> None:
-    assert b"Traceback" not in fault_bytes
-    assert b"/work/" not in fault_bytes
-    assert b'File "' not in fault_bytes
-
-
-# ---- building and posting messages ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def clients(gateway):
-    """One SDK client per certificate directory and backend (building zeep clients is not free)."""
-    made: dict[str, GatewayClient] = {}
-
-    def get(name: str) -> GatewayClient:
-        if name not in made:
-            made[name] = gateway.client(name)
-        return made[name]
-
-    return get
-
-
-def post(client: GatewayClient, operation: str, data: bytes) -> Attack:
-    return lambda: client.post_raw(operation, data)
-
-
-def submit_kwargs(family: str | None = None) -> dict:
-    return {"ChildUpdate": [child_update(unique("atk-"), family or unique("Attack"), "Zed", "2016-02-03")]}
-
-
-def find_kwargs(**overrides) -> dict:
-    call = {"Requester": REQUESTER, "Reason": REASON, "FamilyName": unique("Nobody"),
-            "DateOfBirth": "2012-01-01"}
-    call.update(overrides)
-    return {k: v for k, v in call.items() if v is not None}
-
-
-def get_contacts_kwargs(child_id: str) -> dict:
-    return {"Requester": REQUESTER, "Reason": REASON, "ChildId": child_id}
-
-
-def resign(signer: wsse.EnvelopeSigner, unsigned: bytes,
-           mutate: Callable[[etree._Element], None] | None = None, **sign_options) -> bytes:
-    """Parse zeep's unsigned request, optionally change it, then sign it (Body + Timestamp)."""
-    envelope = etree.fromstring(unsigned)
-    if mutate is not None:
-        mutate(envelope)
-    signer.sign(envelope, **sign_options)
-    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+from tests.gateway.pipeline.attacks import (
+    REQUESTER, TLS_HANDSHAKE, assert_no_leak, assert_post_refused, assert_refused, baseline, find_kwargs,
+    get_contacts_kwargs, resign, sent_once, submit_kwargs,
+)
+from tests.support import foreign_ca_client_material, unique
 
 
 def now() -> dt.datetime:
@@ -154,40 +49,42 @@ def _handshake_control(gateway, ca: str) -> None:
                         verify=ca, timeout=10).ok
 
 
-def test_no_client_certificate_is_refused_at_the_handshake(gateway, clients):
+def _assert_refused_at_the_handshake(gateway, clients, **tls) -> None:
+    """A signed SubmitUpdates posted with plain requests and ``tls`` (the client certificate, if
+    any) never gets past the handshake, where an accepted certificate does."""
     data = clients("la").build_request("SubmitUpdates", **submit_kwargs())
     ca = str(gateway.certs["la"] / "ca.pem")
     _handshake_control(gateway, ca)
     before, seq = baseline(gateway)
     assert_refused(gateway, before, seq,
                    lambda: requests.post(soap_url(gateway), data=data, headers=soap_headers("SubmitUpdates"),
-                                         verify=ca, timeout=10),
+                                         verify=ca, timeout=10, **tls),
                    TLS_HANDSHAKE, org_code=None)
+
+
+def test_no_client_certificate_is_refused_at_the_handshake(gateway, clients):
+    _assert_refused_at_the_handshake(gateway, clients)
 
 
 def test_client_certificate_from_an_unknown_ca_is_refused_at_the_handshake(gateway, clients, tmp_path):
     rogue = foreign_ca_client_material(tmp_path / "rogue")
-    data = clients("la").build_request("SubmitUpdates", **submit_kwargs())
-    ca = str(gateway.certs["la"] / "ca.pem")
-    _handshake_control(gateway, ca)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq,
-                   lambda: requests.post(soap_url(gateway), data=data, headers=soap_headers("SubmitUpdates"),
-                                         cert=(str(rogue / "cert.pem"), str(rogue / "key.pem")),
-                                         verify=ca, timeout=10),
-                   TLS_HANDSHAKE, org_code=None)
+    _assert_refused_at_the_handshake(gateway, clients, cert=(str(rogue / "cert.pem"), str(rogue / "key.pem")))
 
 
 # ---- 3-8: certificates and accreditation ---------------------------------------------------------
+
+def _assert_submit_refused(gateway, client: GatewayClient, code: str, *, org_code: str) -> None:
+    """An ordinary signed SubmitUpdates from ``client`` is refused with ``code``."""
+    data = client.build_request("SubmitUpdates", **submit_kwargs())
+    assert_post_refused(gateway, client, "SubmitUpdates", data, code, org_code=org_code)
+
 
 def test_signing_certificate_from_an_unknown_ca_is_rejected(gateway, clients, tmp_path):
     rogue = foreign_ca_client_material(tmp_path / "rogue-signer", org_code="LA")
     signer = wsse.EnvelopeSigner((rogue / "key.pem").read_bytes(), (rogue / "cert.pem").read_bytes())
     la = clients("la")
     data = resign(signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()))
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "CertificateRejected",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "CertificateRejected", org_code="LA")
 
 
 @pytest.mark.parametrize("name, org_code", [
@@ -197,27 +94,17 @@ def test_signing_certificate_from_an_unknown_ca_is_rejected(gateway, clients, tm
     ("expired", "EXPIRED"),    # accreditation lapsed
 ])
 def test_organisation_without_a_current_accreditation_is_refused(gateway, clients, name, org_code):
-    client = clients(name)
-    data = client.build_request("SubmitUpdates", **submit_kwargs())
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(client, "SubmitUpdates", data), "NotAccredited",
-                   org_code=org_code, sent=data)
+    _assert_submit_refused(gateway, clients(name), "NotAccredited", org_code=org_code)
 
 
 def test_revoked_certificate_is_rejected(gateway, clients):
-    revoked = clients("la_revoked")
-    data = revoked.build_request("SubmitUpdates", **submit_kwargs())
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(revoked, "SubmitUpdates", data), "CertificateRejected",
-                   org_code="LA", sent=data)
+    _assert_submit_refused(gateway, clients("la_revoked"), "CertificateRejected", org_code="LA")
 
 
 def test_signer_from_another_organisation_than_the_tls_client_is_refused(gateway, clients):
     health = clients("health")
     data = health.build_request("SubmitUpdates", **submit_kwargs())  # signed with HEALTH's key
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(clients("la"), "SubmitUpdates", data), "SignerMismatch",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, clients("la"), "SubmitUpdates", data, "SignerMismatch", org_code="LA")
 
 
 # ---- 10, 11: integrity and freshness -------------------------------------------------------------
@@ -228,9 +115,7 @@ def test_body_altered_after_signing_is_refused(gateway, clients):
     data = la.build_request("SubmitUpdates", **submit_kwargs(family))
     tampered = data.replace(family.encode(), unique("Forged").encode())
     assert tampered != data
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", tampered), "SignatureInvalid",
-                   org_code="LA", sent=tampered)
+    assert_post_refused(gateway, la, "SubmitUpdates", tampered, "SignatureInvalid", org_code="LA")
 
 
 def _expired(client):
@@ -250,21 +135,16 @@ def _long_lived(client):
 def test_stale_future_or_long_lived_timestamp_is_refused(gateway, clients, build):
     la = clients("la")
     data = build(la)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "MessageExpired",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "MessageExpired", org_code="LA")
 
 
 # ---- 12, 13: replay and purpose ------------------------------------------------------------------
 
 def test_read_sent_twice_is_refused_as_a_replay(gateway, clients):
     health = clients("health")
-    data = health.build_request("FindChild", **find_kwargs())
-    status, first = health.post_raw("FindChild", data)
-    assert status == 200 and GatewayClient.fault_code(first) is None
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(health, "FindChild", data), "Replay",
-                   org_code="HEALTH", sent=data)
+    data, first = sent_once(health, "FindChild", **find_kwargs())
+    assert GatewayClient.fault_code(first) is None
+    assert_post_refused(gateway, health, "FindChild", data, "Replay", org_code="HEALTH")
 
 
 def _reencoded_signature_value(data: bytes) -> bytes:
@@ -284,20 +164,14 @@ def _reencoded_signature_value(data: bytes) -> bytes:
 
 def test_read_replayed_with_a_respelled_signature_value_is_refused(gateway, clients):
     health = clients("health")
-    data = health.build_request("FindChild", **find_kwargs())
-    status, _ = health.post_raw("FindChild", data)
-    assert status == 200
+    data, _ = sent_once(health, "FindChild", **find_kwargs())
     replayed = _reencoded_signature_value(data)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(health, "FindChild", replayed), "Replay",
-                   org_code="HEALTH", sent=replayed)
+    assert_post_refused(gateway, health, "FindChild", replayed, "Replay", org_code="HEALTH")
 
 
 def test_submit_replayed_with_a_respelled_signature_value_is_not_applied_twice(gateway, clients):
     la = clients("la")
-    data = la.build_request("SubmitUpdates", **submit_kwargs())
-    status, first = la.post_raw("SubmitUpdates", data)
-    assert status == 200
+    data, first = sent_once(la, "SubmitUpdates", **submit_kwargs())
     replayed = _reencoded_signature_value(data)
     before, seq = baseline(gateway)
     status, second = la.post_raw("SubmitUpdates", replayed, verify_response=False)
@@ -320,19 +194,13 @@ def test_read_without_a_reason_is_refused(gateway, clients, reason, operation):
         if reason is not None:
             kwargs["Reason"] = reason
     data = health.build_request(operation, **kwargs)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(health, operation, data), "ReasonRequired",
-                   org_code="HEALTH", sent=data)
+    assert_post_refused(gateway, health, operation, data, "ReasonRequired", org_code="HEALTH")
 
 
 # ---- 14-16: scope, schema, well-formedness -------------------------------------------------------
 
 def test_health_organisation_cannot_submit_updates(gateway, clients):
-    health = clients("health")
-    data = health.build_request("SubmitUpdates", **submit_kwargs())
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(health, "SubmitUpdates", data), "ScopeDenied",
-                   org_code="HEALTH", sent=data)
+    _assert_submit_refused(gateway, clients("health"), "ScopeDenied", org_code="HEALTH")
 
 
 def test_sdk_raises_the_typed_fault(gateway, clients):
@@ -358,9 +226,7 @@ def test_element_outside_the_schema_is_refused_even_when_signed(gateway, clients
 
     data = resign(la.signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()), add_case_notes)
     assert b"CaseNotes" in data
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "SchemaInvalid",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "SchemaInvalid", org_code="LA")
 
 
 @pytest.mark.parametrize("data", [
@@ -373,9 +239,7 @@ def test_element_outside_the_schema_is_refused_even_when_signed(gateway, clients
 ], ids=["truncated", "not-xml", "empty", "non-soap-root", "soap-1.2"])
 def test_malformed_document_is_refused(gateway, clients, data):
     la = clients("la")
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "MalformedMessage",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "MalformedMessage", org_code="LA")
 
 
 # ---- NotFound without an existence oracle --------------------------------------------------------
@@ -401,9 +265,7 @@ def test_unknown_child_and_bad_check_character_get_the_same_not_found(gateway, c
     answers = []
     for child_id in (unknown, _wrong_check_character(ids.new_child_id())):
         data = health.build_request("GetContacts", **get_contacts_kwargs(child_id))
-        before, seq = baseline(gateway)
-        answers.append(assert_refused(gateway, before, seq, post(health, "GetContacts", data), "NotFound",
-                                      org_code="HEALTH", sent=data))
+        answers.append(assert_post_refused(gateway, health, "GetContacts", data, "NotFound", org_code="HEALTH"))
     assert _fault_text(answers[0]) == _fault_text(answers[1])
     assert unknown not in etree.tostring(answers[0]).decode()
 

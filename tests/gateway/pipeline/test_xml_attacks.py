@@ -1,6 +1,6 @@
 """XML-level attacks: entities, size, depth, signature wrapping, duplicate ids, weak or partial
 signatures, a lying SOAPAction. Each must be refused with the contract's code, audited once, change
-nothing, and leak nothing (`assert_refused` from test_refusals.py checks all of it)."""
+nothing, and leak nothing (`assert_refused` from attacks.py checks all of it)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from zeep.wsse.signature import _sign_envelope_with_key_binary
 
 from gateway.security import wsse
 from gateway.soap import CG, DS, SOAP_ENV, WSSE, WSU, q
-from tests.gateway.pipeline.test_refusals import (  # noqa: F401  (clients is a fixture)
-    assert_refused, baseline, clients, find_kwargs, post, resign, submit_kwargs,
+from tests.gateway.pipeline.attacks import (
+    assert_post_refused, assert_refused, baseline, find_kwargs, resign, submit_kwargs,
 )
 from tests.support import unique
 
@@ -78,9 +78,7 @@ def test_doctype_and_entities_are_refused_without_leaking_files(gateway, clients
     family = unique("Entity")
     signed = la.build_request("FindChild", **find_kwargs(FamilyName=family))
     data = _with_doctype(signed, family, doctype, reference)
-    before, seq = baseline(gateway)
-    fault = assert_refused(gateway, before, seq, post(la, "FindChild", data), "MalformedMessage",
-                           org_code="LA", sent=data)
+    fault = assert_post_refused(gateway, la, "FindChild", data, "MalformedMessage", org_code="LA")
     text = etree.tostring(fault)
     for fragment in _passwd_fragments():
         assert fragment not in text
@@ -146,8 +144,7 @@ def _oversized(la) -> bytes:
 def test_message_over_the_size_limit_is_refused_and_the_fault_bound_to_it(gateway, clients):
     la = clients("la")
     data = _oversized(la)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "TooLarge", org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "TooLarge", org_code="LA")
 
 
 def test_deeply_nested_body_is_refused(gateway, clients):
@@ -160,9 +157,8 @@ def test_deeply_nested_body_is_refused(gateway, clients):
             node = etree.SubElement(node, f"{{{CG}}}Nest")
 
     data = resign(la.signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()), nest)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), ("MalformedMessage", "SchemaInvalid"),
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, ("MalformedMessage", "SchemaInvalid"),
+                        org_code="LA")
 
 
 # ---- signature wrapping and ids --------------------------------------------------------------
@@ -208,9 +204,7 @@ def test_signature_wrapping_is_refused_and_nothing_applied(gateway, clients, wra
     envelope = _parse(la.build_request("SubmitUpdates", **submit_kwargs()))
     wrap(envelope, _evil_body(la, unique("Wrapped")))
     data = _bytes(envelope)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), WRAPPING_CODES,
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, WRAPPING_CODES, org_code="LA")
 
 
 def _decoy_with_body_id(envelope):
@@ -230,9 +224,7 @@ def test_duplicate_wsu_id_is_refused(gateway, clients, stolen_id):
     decoy = etree.SubElement(security, f"{{{ATTACKER}}}Decoy")
     decoy.set(q(WSU, "Id"), stolen_id(envelope))
     data = _bytes(envelope)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), WRAPPING_CODES,
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, WRAPPING_CODES, org_code="LA")
 
 
 # ---- partial, missing and weak signatures ----------------------------------------------------
@@ -246,9 +238,7 @@ def test_signature_covering_only_the_body_is_refused(gateway, clients):
     references = envelope.findall(f".//{{{DS}}}SignedInfo/{{{DS}}}Reference")
     assert [r.get("URI") for r in references] == ["#" + envelope.find(q(SOAP_ENV, "Body")).get(q(WSU, "Id"))]
     data = _bytes(envelope)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "SignatureInvalid",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
 
 
 def test_unsigned_message_with_a_timestamp_is_refused(gateway, clients):
@@ -256,9 +246,7 @@ def test_unsigned_message_with_a_timestamp_is_refused(gateway, clients):
     envelope = _parse(la.build_request("SubmitUpdates", sign=False, **submit_kwargs()))
     wsse.add_timestamp(envelope)
     data = _bytes(envelope)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "SignatureInvalid",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
 
 
 @pytest.mark.parametrize("method, digest", [
@@ -273,9 +261,7 @@ def test_sha1_signature_or_digest_is_refused(gateway, clients, method, digest):
     _sign_envelope_with_key_binary(envelope, _org_key(gateway.certs["la"]), method, digest)
     data = _bytes(envelope)
     assert b"sha1" in data
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, "SubmitUpdates", data), "SignatureInvalid",
-                   org_code="LA", sent=data)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
 
 
 # ---- SOAPAction ------------------------------------------------------------------------------
@@ -286,8 +272,7 @@ def test_soap_action_not_matching_the_body_is_refused(gateway, clients, operatio
     la = clients("la")
     kwargs = find_kwargs() if operation == "FindChild" else submit_kwargs()
     data = la.build_request(operation, **kwargs)
-    before, seq = baseline(gateway)
-    assert_refused(gateway, before, seq, post(la, claimed, data), "MalformedMessage", org_code="LA", sent=data)
+    assert_post_refused(gateway, la, claimed, data, "MalformedMessage", org_code="LA")
 
 
 def test_server_log_has_no_unexpected_failures(gateway):
