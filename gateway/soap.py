@@ -30,8 +30,8 @@ def q(ns: str, tag: str) -> str:
 def hardened_parser() -> etree.XMLParser:
     """No DTDs, no entities, no network, no huge trees. Build once per process and reuse.
 
-    lxml parsers are not thread-safe to share across threads concurrently in every version, so the
-    gateway keeps one per thread (see `parse_untrusted`).
+    A parser must not be used by two threads at once, so the gateway keeps one per thread
+    (`thread_parser`).
     """
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
@@ -55,13 +55,18 @@ class UnsafeXML(ValueError):
 _parsers = threading.local()
 
 
-def parse_untrusted(data: bytes) -> etree._Element:
-    """Parse bytes from outside with the hardened parser and structural limits."""
+def thread_parser() -> etree.XMLParser:
+    """This thread's hardened parser (built once per thread, reused for every message)."""
     parser = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = hardened_parser()
+    return parser
+
+
+def parse_untrusted(data: bytes) -> etree._Element:
+    """Parse bytes from outside with the hardened parser and structural limits."""
     try:
-        root = etree.fromstring(data, parser)
+        root = etree.fromstring(data, thread_parser())
     except etree.XMLSyntaxError as exc:
         raise UnsafeXML(f"not well-formed XML: {exc.msg}") from None
     docinfo = root.getroottree().docinfo

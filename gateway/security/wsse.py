@@ -27,7 +27,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from zeep.wsse.signature import _sign_envelope_with_key, _sign_envelope_with_key_binary
 
 from gateway.errors import MessageExpired, SignatureInvalid
-from gateway.soap import DS, SOAP_ENV, WSSE, WSU, q
+from gateway.soap import DS, SOAP_ENV, WSSE, WSU, q, thread_parser
 
 X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
@@ -218,7 +218,7 @@ def verify(envelope: etree._Element, signer: x509.Certificate) -> VerifiedMessag
             raise SignatureInvalid("references may only use the exclusive C14N transform")
     try:
         results = XMLVerifier().verify(envelope, x509_cert=signer, expect_config=_VERIFY_CONFIG,
-                                       validate_schema=False)
+                                       validate_schema=False, parser=thread_parser())
     except (SignXMLException, InvalidInput, ValueError) as exc:
         raise SignatureInvalid(f"signature verification failed: {exc}") from None
     signed = {}
