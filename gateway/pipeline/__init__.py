@@ -21,7 +21,7 @@ from gateway.pipeline.respond import signed_fault
 from gateway.pipeline.schema import validate_schema
 from gateway.pipeline.tls_client import identify_client
 from gateway.pipeline.wssecurity import verify_security
-
+from gateway.soap import fault_payload, new_envelope, to_bytes
 
 log = logging.getLogger("contactgate.pipeline")
 
@@ -56,8 +56,7 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
                 operation=exchange.operation, outcome="repeat", org_code=exchange.org_code,
                 cert_fingerprint=exchange.tls_fingerprint, request_digest=exchange.request_digest,
                 detail="retry of a processed message: first answer returned, nothing applied"))
-            status, _, body = first_answer.partition(b"\n")
-            return Answer(int(status), body)
+            return Answer(200, first_answer)
         check_accreditation(exchange, services)
         authorise(exchange, services)
         answer = Answer(200, dispatch(exchange, services))
@@ -78,8 +77,7 @@ def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> 
     # lifted or a rate window passed must not leave the message refused until it expires.
     try:
         if answer.status == 200:
-            services.store.save_response(exchange.replay_key, b"%d\n" % answer.status + answer.body,
-                                         ttl_seconds(exchange))
+            services.store.save_response(exchange.replay_key, answer.body, ttl_seconds(exchange))
         else:
             services.store.release(exchange.replay_key)
     except Exception:
@@ -117,8 +115,6 @@ def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
         body = signed_fault(refusal, exchange.request_digest, services)
     except Exception:
         log.exception("could not sign a fault")
-        from gateway.soap import fault_payload, new_envelope, to_bytes
-
         unavailable = Unavailable()
         body = to_bytes(new_envelope(fault_payload(unavailable.faultcode, unavailable.public_message,
                                                    unavailable.code, exchange.request_digest)))

@@ -32,13 +32,10 @@ class Services:
     schema_source: bytes
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     _local: threading.local = field(default_factory=threading.local, repr=False)
+    reader: Engine = field(init=False, repr=False)  # the engine for lookups (see gateway.db.reader)
 
-    @property
-    def reader(self) -> Engine:
-        reader = getattr(self, "_reader", None)
-        if reader is None:
-            reader = self._reader = db.reader(self.engine)
-        return reader
+    def __post_init__(self) -> None:
+        self.reader = db.reader(self.engine)
 
     @property
     def schema(self) -> etree.XMLSchema:

@@ -22,8 +22,7 @@ def ttl_seconds(exchange: Exchange) -> int:
 
 
 def check_replay(exchange: Exchange, services: Services) -> bytes | None:
-    """None for a new message; for a repeated SubmitUpdates, the stored first answer
-    (b"<HTTP status>\n<body>")."""
+    """None for a new message; for a repeated SubmitUpdates, the stored first answer."""
     exchange.replay_key = f"{exchange.org_code}:{exchange.signature_id}"
     if services.store.claim(exchange.replay_key, ttl_seconds(exchange)):
         exchange.claimed_for_idempotency = exchange.operation in IDEMPOTENT_OPERATIONS

@@ -19,11 +19,18 @@ def limited_gateway(tmp_path_factory):
 
 def test_a_practitioner_over_the_limit_is_refused_and_audited(limited_gateway):
     client = limited_gateway.client("health")
-    for _ in range(3):
-        assert client.find_child(**READ) == []
-    seq = limited_gateway.audit_seq()
-    with pytest.raises(RateLimitedFault):
-        client.find_child(**READ)
+    # Fixed one-minute windows: a boundary may fall inside the test, so allow a second window's 3.
+    answered = 0
+    for _ in range(7):
+        seq = limited_gateway.audit_seq()
+        try:
+            client.find_child(**READ)
+            answered += 1
+        except RateLimitedFault:
+            break
+    else:
+        pytest.fail("never refused")
+    assert 3 <= answered <= 6
     [entry] = limited_gateway.audit_entries_after(seq)
     assert entry["fault_code"] == "RateLimited" and entry["user_id"] == "busy.user"
     # another practitioner of the same organisation is not affected
