@@ -10,9 +10,11 @@ from __future__ import annotations
 import ssl
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from gateway.app import create_app, trust_anchor_files
 from gateway.config import Settings
+from gateway.pipeline import REFUSED_CERTIFICATE_REASONS, refuse_handshake
 
 
 def write_client_ca_bundle(settings: Settings) -> str:
@@ -29,6 +31,18 @@ def _ssl_context(config, default_ssl_context_factory):
     return context
 
 
+class AuditingThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, which also writes a handshake it refused for want of a trusted
+    client certificate to the audit trail (the application never sees such a connection)."""
+
+    def handle_error(self, req, client, addr, exc):
+        if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in REFUSED_CERTIFICATE_REASONS:
+            services = getattr(self.wsgi, "config", {}).get("SERVICES")
+            if services is not None:
+                refuse_handshake(services, (addr or ("?",))[0], exc.reason)
+        super().handle_error(req, client, addr, exc)
+
+
 class GatewayServer(BaseApplication):
     def __init__(self, settings: Settings, bind: str, workers: int, threads: int = 4,
                  log_level: str = "info"):
@@ -37,7 +51,8 @@ class GatewayServer(BaseApplication):
         self.options = {
             "bind": bind,
             "workers": workers,
-            "worker_class": "gthread",  # keep-alive, and getpeercert() on the socket
+            # gthread: keep-alive, and getpeercert() on the socket; audits refused handshakes
+            "worker_class": f"{__name__}.AuditingThreadWorker",
             "threads": threads,
             "keepalive": 30,
             "timeout": 60,

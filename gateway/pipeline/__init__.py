@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from connectors import contactgate_v1 as dialect
 from gateway import audit
-from gateway.errors import Refusal, Unavailable
+from gateway.errors import CertificateRejected, Refusal, Unavailable
 from gateway.index import ids
 from gateway.pipeline.accreditation import check_accreditation
 from gateway.pipeline.authorisation import authorise
@@ -87,6 +87,22 @@ def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> 
 def _audit_alone(exchange: Exchange, services: Services, entry: audit.Entry) -> None:
     with services.engine.begin() as conn:
         services.audit.append(conn, entry)
+
+
+# OpenSSL's reasons for a handshake the server refused over the client certificate.
+REFUSED_CERTIFICATE_REASONS = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED"})
+
+
+def refuse_handshake(services: Services, peer_ip: str, reason: str) -> None:
+    """Audit a TLS handshake refused for want of a trusted client certificate. Nobody can be named
+    (no certificate was accepted), so the entry carries the address and OpenSSL's reason."""
+    try:
+        with services.engine.begin() as conn:
+            services.audit.append(conn, audit.Entry(
+                operation="tls_handshake", outcome="refused", fault_code=CertificateRejected.code,
+                detail=f"TLS handshake from {peer_ip} refused: {reason}"))
+    except Exception:
+        log.exception("could not audit a refused TLS handshake")
 
 
 def _requested_child(exchange: Exchange) -> list[str]:

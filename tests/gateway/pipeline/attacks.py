@@ -9,6 +9,7 @@ usual case of it (a message posted by an SDK client). The `clients` fixture is i
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import pytest
@@ -20,7 +21,8 @@ from gateway.security import wsse
 from gateway.soap import SOAP_ENV, q
 from tests.support import child_update, unique
 
-# The attack never got past the TLS handshake: no fault, no audit row (nobody to attribute it to).
+# The attack never got past the TLS handshake: no fault; one audit row, CertificateRejected, naming
+# nobody (no certificate was accepted) but the address.
 TLS_HANDSHAKE = "tls-handshake"
 
 REASON = {"_value_1": "checking who is involved before a visit", "code": "safeguarding"}
@@ -30,6 +32,15 @@ Attack = Callable[[], "tuple[int, etree._Element] | None"]
 
 
 # ---- the assertion helpers -----------------------------------------------------------------------
+
+def _entries_soon(gateway, seq: int, timeout_s: float = 5.0) -> list[dict]:
+    """The handshake is audited by the worker after the client has seen the refusal: wait a little."""
+    deadline = time.monotonic() + timeout_s
+    while not (entries := gateway.audit_entries_after(seq)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # and make sure no second entry follows
+    return gateway.audit_entries_after(seq)
+
 
 def baseline(gateway) -> tuple[tuple, int]:
     """What a refused message must leave as it was: the index, and the audit chain's head."""
@@ -43,13 +54,18 @@ def assert_refused(gateway, before: tuple, seq: int, attack: Attack, code: str |
 
     ``attack`` returns ``post_raw``'s (status, envelope) -- the response signature and RequestDigest
     already verified -- or None when it checked the fault itself (the SDK raising its typed
-    exception). With ``code=TLS_HANDSHAKE`` the attack must fail in the TLS layer and nothing at all
-    may be audited.
+    exception). With ``code=TLS_HANDSHAKE`` the attack must fail in the TLS layer, and the worker
+    audits the refused handshake.
     """
     if code == TLS_HANDSHAKE:
         with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is one
             attack()
-        assert gateway.audit_seq() == seq, "a refused handshake must not reach the application"
+        entries = _entries_soon(gateway, seq)
+        assert len(entries) == 1, entries
+        [entry] = entries
+        assert (entry["operation"], entry["outcome"], entry["fault_code"]) == (
+            "tls_handshake", "refused", "CertificateRejected")
+        assert entry["org_code"] is None and "127.0.0.1" in entry["detail"]
         assert gateway.index_snapshot() == before
         return None
 
