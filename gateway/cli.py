@@ -92,8 +92,12 @@ def _registry_call(ctx: Context, fn, *args, **kwargs):
 
 
 def _show_org(o: registry.Organisation) -> None:
+    pending = ""
+    if o.pending_scopes is not None:
+        pending = (f"  proposed: scopes={','.join(sorted(o.pending_scopes))} expires={o.pending_expires} "
+                   f"by {o.pending_by}, awaiting a second officer")
     click.echo(f"{o.code}  {o.name}  kind={o.kind}  status={o.status}  "
-               f"scopes={','.join(sorted(o.scopes)) or '-'}  expires={o.expires or '-'}")
+               f"scopes={','.join(sorted(o.scopes)) or '-'}  expires={o.expires or '-'}{pending}")
 
 
 @org.command("add")

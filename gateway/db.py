@@ -31,6 +31,12 @@ organisations = Table(
     Column("status_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # A proposal awaiting a second officer. For an accredited organisation (a renewal or a change of
+    # scopes) the current accreditation stays in force until the proposal is approved.
+    Column("pending_scopes", String(200), nullable=True),
+    Column("pending_expires", Date, nullable=True),
+    Column("pending_by", String(64), nullable=True),
+    Column("pending_evidence", Text, nullable=True),
 )
 
 certificates = Table(

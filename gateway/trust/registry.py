@@ -41,6 +41,9 @@ class Organisation:
     approved_by: str | None
     evidence: str | None
     status_reason: str | None
+    pending_scopes: frozenset[str] | None = None  # a proposal awaiting approval, if any
+    pending_expires: dt.date | None = None
+    pending_by: str | None = None
 
     def refusal_reason(self, today: dt.date) -> str | None:
         """Why this organisation may not exchange messages today, or None if it may."""
@@ -74,6 +77,8 @@ def _org_from_row(row) -> Organisation:
         scopes=frozenset(s for s in row.scopes.split(",") if s), expires=row.expires,
         proposed_by=row.proposed_by, approved_by=row.approved_by, evidence=row.evidence,
         status_reason=row.status_reason,
+        pending_scopes=None if row.pending_scopes is None else frozenset(row.pending_scopes.split(",")),
+        pending_expires=row.pending_expires, pending_by=row.pending_by,
     )
 
 
@@ -145,21 +150,34 @@ def propose_accreditation(conn: Connection, trail: AuditTrail, code: str, scopes
         raise RegistryError("an officer id is required")
     if org.status == "suspended":
         raise RegistryError("organisation is suspended; reinstate it first")
-    _set(conn, code, status="pending_approval", scopes=",".join(sorted(set(scopes))),
-         expires=expires, proposed_by=officer, approved_by=None, evidence=evidence, status_reason=None)
+    scope_list = ",".join(sorted(set(scopes)))
+    # A first accreditation waits in pending_approval; a renewal or change of an accredited
+    # organisation waits beside the accreditation in force, which carries on until approval.
+    status = "accredited" if org.status == "accredited" else "pending_approval"
+    _set(conn, code, status=status, pending_scopes=scope_list, pending_expires=expires,
+         pending_by=officer, pending_evidence=evidence)
+    kind = "renewal" if status == "accredited" else "accreditation"
     _record(conn, trail, "org.accredit", officer, code,
-            f"proposed scopes={','.join(sorted(set(scopes)))} expires={expires}")
+            f"proposed {kind}: scopes={scope_list} expires={expires}")
     return _require_org(conn, code)
 
 
 def approve(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
     org = _require_org(conn, code)
-    if org.status != "pending_approval":
-        raise RegistryError(f"nothing to approve: status is {org.status}")
-    if not officer or officer == org.proposed_by:
+    if org.pending_scopes is None:
+        raise RegistryError(f"nothing to approve (status is {org.status})")
+    if org.status == "suspended":
+        raise RegistryError("organisation is suspended; reinstate it first")
+    if not officer or officer == org.pending_by:
         raise RegistryError("approval needs a second officer, different from the proposer")
-    _set(conn, code, status="accredited", approved_by=officer)
-    _record(conn, trail, "org.approve", officer, code, f"approved proposal by {org.proposed_by}")
+    conn.execute(update(organisations).where(organisations.c.code == code).values(
+        status="accredited", scopes=organisations.c.pending_scopes, expires=organisations.c.pending_expires,
+        proposed_by=organisations.c.pending_by, evidence=organisations.c.pending_evidence,
+        approved_by=officer, status_reason=None, pending_scopes=None, pending_expires=None,
+        pending_by=None, pending_evidence=None, updated_at=_now()))
+    _record(conn, trail, "org.approve", officer, code,
+            f"approved proposal by {org.pending_by}: scopes={','.join(sorted(org.pending_scopes))} "
+            f"expires={org.pending_expires}")
     return _require_org(conn, code)
 
 

@@ -139,3 +139,22 @@ def test_the_gateways_signing_certificate_is_not_a_client_certificate():
     with pytest.raises(pki.ChainError, match="extendedKeyUsage"):
         anchors.verify_client(signing)
     anchors.verify_signer(signing)  # but it does chain, for clients checking responses
+
+
+def test_renewal_keeps_the_accreditation_in_force_until_a_second_officer_approves(officer, engine):
+    officer("org", "add", "R1", "--name", "Renewing", "--kind", "health")
+    officer("org", "accredit", "R1", "--scope", "query", "--expires", future(30), "--officer", "alice")
+    officer("org", "approve", "R1", "--officer", "bob")
+    shown = officer("org", "accredit", "R1", "--scope", "query", "--scope", "push", "--expires", future(400),
+                    "--officer", "carol").output
+    assert "status=accredited" in shown and "proposed: scopes=push,query" in shown
+    with engine.connect() as conn:
+        org = registry.get_org(conn, "R1")
+    assert org.refusal_reason(dt.date.today()) is None  # traffic carries on meanwhile
+    assert org.scopes == {"query"} and org.expires == dt.date.fromisoformat(future(30))
+    assert "second officer" in officer("org", "approve", "R1", "--officer", "carol", ok=False).output
+    officer("org", "approve", "R1", "--officer", "alice")
+    with engine.connect() as conn:
+        org = registry.get_org(conn, "R1")
+    assert org.scopes == {"query", "push"} and org.expires == dt.date.fromisoformat(future(400))
+    assert (org.proposed_by, org.approved_by, org.pending_scopes) == ("carol", "alice", None)
