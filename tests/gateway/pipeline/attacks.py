@@ -36,7 +36,7 @@ Attack = Callable[[], "tuple[int, etree._Element] | None"]
 def _entries_soon(gateway, seq: int, timeout_s: float = 5.0) -> list[dict]:
     """The handshake is audited by the worker after the client has seen the refusal: wait a little."""
     deadline = time.monotonic() + timeout_s
-    while not (entries := gateway.audit_entries_after(seq)) and time.monotonic() < deadline:
+    while not gateway.audit_entries_after(seq) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)  # and make sure no second entry follows
     return gateway.audit_entries_after(seq)
