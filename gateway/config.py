@@ -52,6 +52,11 @@ class HomeLayout:
         """The audit chain's HMAC key: outside the database, so its administrators cannot forge."""
         return self.root / "keys" / "audit-chain.key"
 
+    @property
+    def audit_checkpoints(self) -> Path:
+        """Heads recorded by each successful `audit verify`, outside the database."""
+        return self.root / "audit" / "checkpoints"
+
     def default_database_url(self) -> str:
         return f"sqlite:///{(self.root / 'contactgate.db').resolve()}"
 

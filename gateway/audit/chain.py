@@ -65,15 +65,16 @@ class AuditTrail:
     so that someone who can write to the database — a DBA, a report writer — cannot rewrite
     entries and recompute the chain: each link is an HMAC, not a bare hash."""
 
-    def __init__(self, key: bytes):
+    def __init__(self, key: bytes, *, checkpoints: Path | None = None):
         if len(key) < KEY_BYTES:
             raise ValueError("the audit chain key is too short")
         self._key = key
+        self._checkpoints = checkpoints
 
     @classmethod
-    def from_file(cls, path: Path) -> "AuditTrail":
+    def from_file(cls, path: Path, *, checkpoints: Path | None = None) -> "AuditTrail":
         try:
-            return cls(path.read_bytes())
+            return cls(path.read_bytes(), checkpoints=checkpoints)
         except FileNotFoundError:
             raise FileNotFoundError(f"no audit chain key at {path}: run `contactgate init`") from None
 
@@ -81,7 +82,26 @@ class AuditTrail:
         return _append(conn, entry, self._key, now)
 
     def verify(self, engine: Engine, batch: int = 5000) -> VerifyResult:
-        return _verify(engine, self._key, batch)
+        """Verify the chain. With a checkpoints file (outside the database), the chain must also still
+        hold the head the last successful run recorded — so cutting the tail and moving the head back
+        is detected — and a successful run records the new head there."""
+        checkpoint = self._last_checkpoint()
+        result = _verify(engine, self._key, batch, checkpoint)
+        if result.ok and self._checkpoints is not None:
+            self._checkpoints.parent.mkdir(parents=True, exist_ok=True)
+            with self._checkpoints.open("a") as log:
+                log.write(f"{result.entries} {result.head_hash} {_timestamp()}\n")
+        return result
+
+    def _last_checkpoint(self) -> tuple[int, str] | None:
+        if self._checkpoints is None or not self._checkpoints.exists():
+            return None
+        lines = self._checkpoints.read_text().split("\n")
+        last = next((line for line in reversed(lines) if line.strip()), None)
+        if last is None:
+            return None
+        seq, entry_hash = last.split()[:2]
+        return int(seq), entry_hash
 
 
 def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None) -> int:
@@ -126,9 +146,10 @@ class VerifyResult:
     entries: int
     first_bad_seq: int | None = None
     problem: str | None = None
+    head_hash: str | None = None
 
 
-def _verify(engine: Engine, key: bytes, batch: int) -> VerifyResult:
+def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] | None = None) -> VerifyResult:
     """Recompute the chain up to the head as read first (appends made meanwhile are left for the
     next run); check that the child index `audit report --child` reads matches the entries; report
     the first entry that does not fit."""
@@ -155,6 +176,9 @@ def _verify(engine: Engine, key: bytes, batch: int) -> VerifyResult:
                 if set(row["child_ids"].split()) != indexed.pop(row["seq"], set()):
                     return VerifyResult(False, count, row["seq"],
                                         "the child index does not match the entry (report rows removed?)")
+                if checkpoint is not None and row["seq"] == checkpoint[0] and row["entry_hash"] != checkpoint[1]:
+                    return VerifyResult(False, count, row["seq"], "entry differs from when the chain was "
+                                                                  "last verified")
                 prev = row["entry_hash"]
                 expected_seq += 1
                 count += 1
@@ -165,7 +189,11 @@ def _verify(engine: Engine, key: bytes, batch: int) -> VerifyResult:
                                                                   "does not list that child")
         if head.entry_hash != prev:
             return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
-    return VerifyResult(True, count)
+        if checkpoint is not None and checkpoint[0] > head.seq:
+            return VerifyResult(False, count, head.seq + 1,
+                                f"the chain ends at entry {head.seq} but held {checkpoint[0]} entries when "
+                                f"last verified (entries removed?)")
+    return VerifyResult(True, count, head_hash=prev)
 
 
 def report_for_child(conn: Connection, child_id: str) -> list[dict]:

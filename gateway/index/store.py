@@ -19,7 +19,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from gateway.db import children, involvements, review_queue, source_records
 from gateway.index import ids
 from gateway.index.model import (
-    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Involvement, UpdateResult,
+    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Identity, Involvement, UpdateResult,
     address_from_json, carer_from_json, family_name_key, identity_from_json, locality, nhs_number_is_valid,
     normalise_name, normalise_postcode, setting_from_json,
 )
@@ -27,6 +27,9 @@ from gateway.index.model import (
 MAX_CANDIDATES = 10
 
 _CHILD_BY_ID = select(children).where(children.c.child_id == bindparam("child_id"))
+_RECORD_FOR_UPDATE = (select(children.c.record).where(children.c.child_id == bindparam("child_id"))
+                      .with_for_update())
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :bucket)")
 _INVOLVEMENTS_OF = (select(involvements).where(involvements.c.child_id == bindparam("child_id"))
                     .order_by(involvements.c.org_code, involvements.c.id))
 
@@ -47,10 +50,18 @@ def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate],
     return results
 
 
+LOCK_BUCKETS = 256  # bounds the advisory locks one batch takes, whatever its size
+_LOCK_NAMESPACE = 0x4347  # "CG": the first key of pg_advisory_xact_lock(int, int)
+
+
 def _lock_identities(conn: Connection, org_code: str, updates: list[ChildUpdate]) -> None:
     """Serialise concurrent batches that touch the same child (PostgreSQL; SQLite transactions
     already hold the write lock). Matching is check-then-insert, so two batches carrying the same
-    new child must not interleave. All keys are taken up front in one order: no deadlocks."""
+    new child must not interleave; two batches writing the same existing child must not lose each
+    other's changes. Every key a batch could meet a child by (its source records, name + birth
+    date, identifiers, and the children those already lead to) is hashed into one of
+    LOCK_BUCKETS buckets, and the buckets are locked up front in one order: no deadlock among
+    batches, and never more than LOCK_BUCKETS locks however large the batch."""
     if conn.dialect.name != "postgresql":
         return
     keys = set()
@@ -62,10 +73,26 @@ def _lock_identities(conn: Connection, org_code: str, updates: list[ChildUpdate]
             keys.add(("nhs", identity.nhs_number))
         if identity.pupil_number:
             keys.add(("pupil", identity.pupil_number))
-    numbers = sorted(int.from_bytes(hashlib.sha256(repr(k).encode()).digest()[:8], "big", signed=True)
-                     for k in keys)
-    for number in numbers:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": number})
+    keys.update(("child", child_id) for child_id in _children_reached(conn, org_code, updates))
+    buckets = sorted({int.from_bytes(hashlib.sha256(repr(k).encode()).digest()[:4], "big") % LOCK_BUCKETS
+                      for k in keys})
+    for bucket in buckets:
+        conn.execute(_ADVISORY_LOCK, {"namespace": _LOCK_NAMESPACE, "bucket": bucket})
+
+
+def _children_reached(conn: Connection, org_code: str, updates: list[ChildUpdate]) -> set[str]:
+    """The existing children a batch will write: through its source links and identifiers."""
+    srids = [u.source_record_id for u in updates]
+    nhs = [u.identity.nhs_number for u in updates if u.identity.nhs_number]
+    pupils = [u.identity.pupil_number for u in updates if u.identity.pupil_number]
+    reached = set(conn.execute(select(source_records.c.child_id).where(
+        source_records.c.org_code == org_code, source_records.c.source_record_id.in_(srids))).scalars())
+    if nhs:
+        reached.update(conn.execute(select(children.c.child_id).where(children.c.nhs_number.in_(nhs))).scalars())
+    if pupils:
+        reached.update(conn.execute(select(children.c.child_id)
+                                    .where(children.c.pupil_number.in_(pupils))).scalars())
+    return reached
 
 
 def _rejection(update_: ChildUpdate, today: dt.date) -> str | None:
@@ -106,6 +133,8 @@ def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, now: dt
     if linked is not None:
         if by_identifier - {linked}:
             return _hold_for_review(conn, org_code, update_, sorted(by_identifier - {linked})[0], now)
+        if _identifiers_disagree(_held_identity(conn, linked), update_.identity):
+            return _hold_for_review(conn, org_code, update_, linked, now)
         _write_child(conn, linked, update_, now)
         _replace_involvements(conn, linked, org_code, update_.involvements)
         return UpdateResult(srid, "updated", linked)
@@ -114,6 +143,11 @@ def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, now: dt
         return _hold_for_review(conn, org_code, update_, sorted(by_identifier)[0], now)
     if by_identifier:
         child_id = by_identifier.pop()
+        held = _held_identity(conn, child_id)
+        if _identifiers_disagree(held, update_.identity) or not _same_person(held, update_.identity):
+            # One identifier in common but the rest disagrees: a keying error or a different child.
+            # Merging would overwrite one child with another; a person decides.
+            return _hold_for_review(conn, org_code, update_, child_id, now)
         _link(conn, org_code, srid, child_id)
         _write_child(conn, child_id, update_, now)
         _replace_involvements(conn, child_id, org_code, update_.involvements)
@@ -128,6 +162,26 @@ def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, now: dt
     _link(conn, org_code, srid, child_id)
     _replace_involvements(conn, child_id, org_code, update_.involvements)
     return UpdateResult(srid, "created", child_id)
+
+
+def _held_identity(conn: Connection, child_id: str) -> dict:
+    return json.loads(conn.execute(_CHILD_BY_ID, {"child_id": child_id}).first().record)["identity"]
+
+
+def _identifiers_disagree(held: dict, incoming: Identity) -> bool:
+    return any(getattr(incoming, field) and held.get(field) and held[field] != getattr(incoming, field)
+               for field in ("nhs_number", "pupil_number"))
+
+
+def _same_person(held: dict, incoming: Identity) -> bool:
+    """Birth date equal, a family name in common (current or previous), a given name in common."""
+    if held["date_of_birth"] != incoming.date_of_birth.isoformat():
+        return False
+    held_families = {family_name_key(n) for n in (held["family_name"], *(held.get("previous_names") or ()))}
+    incoming_families = {family_name_key(n) for n in (incoming.family_name, *incoming.previous_names)}
+    held_given = {normalise_name(n) for n in (*held["given_names"], held.get("preferred_name") or "") if n}
+    incoming_given = {normalise_name(n) for n in (*incoming.given_names, incoming.preferred_name or "") if n}
+    return bool(held_families & incoming_families) and bool(held_given & incoming_given)
 
 
 def _possible_duplicate(conn: Connection, update_: ChildUpdate) -> str | None:
@@ -175,11 +229,13 @@ def _merged_record(existing: dict, incoming: dict) -> dict:
     for key, value in incoming.items():
         if key == "identity":
             identity = dict(existing.get("identity") or {})
-            for field, held in value.items():
+            for field, stated in value.items():
                 if field == "previous_names":
-                    identity[field] = list(dict.fromkeys([*(identity.get(field) or []), *held]))
-                elif held not in (None, [], ""):
-                    identity[field] = held
+                    identity[field] = list(dict.fromkeys([*(identity.get(field) or []), *stated]))
+                elif field == "gender" and stated == "unknown" and identity.get(field):
+                    continue  # "unknown" is the schema's way of not saying: keep what is known
+                elif stated not in (None, [], ""):
+                    identity[field] = stated
             merged["identity"] = identity
         elif value not in (None, [], ""):
             merged[key] = value
@@ -189,8 +245,8 @@ def _merged_record(existing: dict, incoming: dict) -> dict:
 def _write_child(conn: Connection, child_id: str, update_: ChildUpdate, now: dt.datetime,
                  create: bool = False) -> None:
     record = update_.record()
-    if not create:
-        held = conn.execute(select(children.c.record).where(children.c.child_id == child_id)).scalar_one()
+    if not create:  # read for update: a concurrent writer of this child waits, nothing is lost
+        held = conn.execute(_RECORD_FOR_UPDATE, {"child_id": child_id}).scalar_one()
         record = _merged_record(json.loads(held), record)
     identity = record["identity"]
     values = dict(

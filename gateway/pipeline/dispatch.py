@@ -4,6 +4,11 @@ no answer, no effect)."""
 
 from __future__ import annotations
 
+import random
+import time
+
+from sqlalchemy.exc import OperationalError
+
 from connectors import contactgate_v1 as dialect
 from gateway import audit
 from gateway.errors import NotFound, SchemaInvalid
@@ -31,8 +36,24 @@ def dispatch(exchange: Exchange, services: Services) -> bytes:
     return handler(exchange, services)
 
 
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+ATTEMPTS = 3
+
+
 def _submit_updates(exchange: Exchange, services: Services) -> bytes:
+    """Apply the batch; if PostgreSQL aborts it as a deadlock victim (nothing applied), run it again."""
     updates = dialect.read_submit_updates(exchange.payload)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _apply_batch(exchange, services, updates)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in TRANSIENT_SQLSTATES or attempt == ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
+def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
     with services.engine.begin() as conn:
         results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at)
         exchange.child_ids = [r.child_id for r in results if r.child_id]

@@ -91,6 +91,9 @@ def _cert_from_row(row) -> CertificateRecord:
 
 
 _ORG_BY_CODE = select(organisations).where(organisations.c.code == bindparam("code"))
+# Officers' changes read the row they judge FOR UPDATE: a concurrent change waits, and is judged
+# on what this one leaves (no approving a proposal that changed under the check).
+_ORG_FOR_CHANGE = _ORG_BY_CODE.with_for_update()
 _CERT_BY_FINGERPRINT = select(certificates).where(certificates.c.fingerprint == bindparam("fp"))
 
 
@@ -104,6 +107,13 @@ def _require_org(conn: Connection, code: str) -> Organisation:
     if org is None:
         raise RegistryError(f"no organisation with code {code!r}")
     return org
+
+
+def _org_for_change(conn: Connection, code: str) -> Organisation:
+    row = conn.execute(_ORG_FOR_CHANGE, {"code": code}).first()
+    if row is None:
+        raise RegistryError(f"no organisation with code {code!r}")
+    return _org_from_row(row)
 
 
 def list_orgs(conn: Connection) -> list[Organisation]:
@@ -140,7 +150,7 @@ def _set(conn: Connection, code: str, **values) -> None:
 
 def propose_accreditation(conn: Connection, trail: AuditTrail, code: str, scopes: list[str], expires: dt.date,
                           officer: str, evidence: str | None, today: dt.date) -> Organisation:
-    org = _require_org(conn, code)
+    org = _org_for_change(conn, code)
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise RegistryError(f"scopes must be among {', '.join(SCOPES)}")
@@ -163,7 +173,7 @@ def propose_accreditation(conn: Connection, trail: AuditTrail, code: str, scopes
 
 
 def approve(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
-    org = _require_org(conn, code)
+    org = _org_for_change(conn, code)
     if org.pending_scopes is None:
         raise RegistryError(f"nothing to approve (status is {org.status})")
     if org.status == "suspended":
@@ -182,7 +192,7 @@ def approve(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Org
 
 
 def suspend(conn: Connection, trail: AuditTrail, code: str, officer: str, reason: str) -> Organisation:
-    org = _require_org(conn, code)
+    org = _org_for_change(conn, code)
     if org.status not in ("accredited", "pending_approval"):
         raise RegistryError(f"cannot suspend: status is {org.status}")
     if not reason:
@@ -193,13 +203,16 @@ def suspend(conn: Connection, trail: AuditTrail, code: str, officer: str, reason
 
 
 def reinstate(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
-    org = _require_org(conn, code)
+    org = _org_for_change(conn, code)
     if org.status != "suspended":
         raise RegistryError(f"cannot reinstate: status is {org.status}")
-    if org.approved_by is None:
-        raise RegistryError("organisation was never approved; propose and approve accreditation")
-    _set(conn, code, status="accredited", status_reason=None)
-    _record(conn, trail, "org.reinstate", officer, code, "reinstated")
+    # Back to where it was: accredited if it ever was approved, else still onboarding.
+    if org.approved_by is not None:
+        status = "accredited"
+    else:
+        status = "pending_approval" if org.pending_scopes is not None else "registered"
+    _set(conn, code, status=status, status_reason=None)
+    _record(conn, trail, "org.reinstate", officer, code, f"reinstated ({status})")
     return _require_org(conn, code)
 
 

@@ -1,5 +1,6 @@
-"""Security review findings: each test demonstrates one defect and is marked xfail(strict=True), so
-the suite stays green until the defect is fixed (then the test XPASSes and must be un-marked).
+"""First security review's findings: each test once demonstrated a defect, now fixed, and keeps it
+fixed. The one still marked xfail(strict=True) is a design promise not built yet (encryption at
+rest); it will XPASS, and must be un-marked, when it is.
 
 Tests that make the gateway fail with an internal error (503, "unexpected failure" in the log) use a
 private PostgreSQL gateway (`pg_gateway`), so the shared one's log checks stay meaningful.
