@@ -45,6 +45,11 @@ class GatewayError(Exception):
     """Anything that stopped a call from producing a trusted answer."""
 
 
+class GatewayUnreachable(GatewayError):
+    """No SOAP answer came back: the connection or the TLS handshake failed (a certificate the
+    gateway does not accept ends here), or the answer was not a SOAP envelope."""
+
+
 class ResponseNotTrusted(GatewayError):
     """The response was not signed by the pinned gateway certificate, or not bound to our request."""
 
@@ -202,6 +207,8 @@ class GatewayClient:
             result = getattr(self.service, operation)(**kwargs)
         except zeep.exceptions.Fault as fault:
             raise self._fault(fault) from None
+        except (zeep.exceptions.TransportError, requests.RequestException, etree.XMLSyntaxError) as exc:
+            raise GatewayUnreachable(f"{operation}: {exc}") from exc
         return serialize_object(result, dict)
 
     @staticmethod

@@ -122,3 +122,17 @@ def test_a_refused_push_is_not_remembered_so_its_retry_runs_once_the_refusal_is_
     gateway.cli("org", "reinstate", code, "--officer", "officer-a")
     status, answer = client.post_raw("SubmitUpdates", data)
     assert status == 200 and [e.text for e in answer.iter(f"{{{CG}}}Outcome")] == ["created"]
+
+
+def test_a_client_whose_certificate_the_gateway_refuses_gets_a_gateway_error(gateway, tmp_path):
+    from connectors.client import GatewayClient, GatewayUnreachable
+    from tests.support import foreign_ca_client_material
+
+    rogue = foreign_ca_client_material(tmp_path / "rogue")
+    la = gateway.certs["la"]
+    client = GatewayClient(gateway.url, cert=rogue / "cert.pem", key=rogue / "key.pem", ca=la / "ca.pem",
+                           gateway_signing_cert=la / "gateway-signing.pem")
+    import pytest
+
+    with pytest.raises(GatewayUnreachable):
+        client.find_child(user_id="u", role="gp", family_name="X", date_of_birth="2010-01-01", **REASON)
