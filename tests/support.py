@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -168,3 +169,17 @@ def private_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, list
             yield gw
         finally:
             gw.stop()
+
+
+def wait_for_lock_waiters(engine, n: int = 1, timeout_s: float = 20) -> None:
+    """Wait until ``n`` PostgreSQL transactions are blocked on a lock (to stage a race exactly)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:  # a new transaction each time: pg_stat_activity is snapshotted
+            waiting = conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar_one()
+        if waiting >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} transactions reached the lock")

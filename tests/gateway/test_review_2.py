@@ -25,7 +25,7 @@ from gateway.db import audit_children, audit_head, audit_log, children
 from gateway.index import store
 from gateway.index.model import Address, ChildUpdate, Identity
 from gateway.trust import registry
-from tests.support import child_update, fill_audit, nhs_number, unique
+from tests.support import child_update, fill_audit, nhs_number, unique, wait_for_lock_waiters
 
 READ = dict(user_id="reviewer", role="gp", reason_code="referral", reason_text="second security review")
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -56,19 +56,6 @@ def _apply(engine, org: str, updates: list[ChildUpdate]):
 def _record(engine, child_id: str) -> dict:
     with engine.connect() as conn:
         return json.loads(conn.execute(select(children.c.record).where(children.c.child_id == child_id)).scalar_one())
-
-
-def _wait_for_lock_waiters(engine, n: int = 1, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            waiting = conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one()
-        if waiting >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} transactions reached the lock")
 
 
 @contextlib.contextmanager
@@ -113,7 +100,7 @@ def test_concurrent_updates_of_one_child_from_two_organisations_lose_nothing(dat
         assert [r.outcome for r in store.apply_updates(conn, "SCH", [school], NOW)] == ["updated"]
         with ThreadPoolExecutor(1) as pool:
             other = pool.submit(_apply, engine, "LA", [la])
-            _wait_for_lock_waiters(engine)  # the LA batch has read the record and waits to write it
+            wait_for_lock_waiters(engine)  # the LA batch has read the record and waits to write it
             transaction.commit()
             assert [r.outcome for r in other.result(timeout=30)] == ["updated"]
 
@@ -249,6 +236,24 @@ def _accredited(conn, code: str, scopes: list[str]) -> None:
     registry.approve(conn, TRAIL, code, "bob")
 
 
+def _approval_refused_after(engine, held_change, approve) -> None:
+    """``held_change`` runs in a transaction that holds its row lock; ``approve`` starts meanwhile
+    and must wait for it, then be judged on what it left: refused."""
+    with _held(engine) as (conn, transaction):
+        held_change(conn)
+
+        def approval():
+            with engine.begin() as other:
+                return approve(other)
+
+        with ThreadPoolExecutor(1) as pool:
+            racing = pool.submit(approval)
+            wait_for_lock_waiters(engine)
+            transaction.commit()
+            with pytest.raises(registry.RegistryError):
+                racing.result(timeout=30)
+
+
 def test_an_officer_cannot_approve_their_own_proposal_by_racing_it(database_url, engine):
     _postgresql_only(database_url)
     today = dt.date.today()
@@ -256,21 +261,12 @@ def test_an_officer_cannot_approve_their_own_proposal_by_racing_it(database_url,
         registry.add_org(conn, TRAIL, "EDU1", "School", "education")
         registry.propose_accreditation(conn, TRAIL, "EDU1", ["query"], today + dt.timedelta(days=30),
                                        "alice", None, today)
-    with _held(engine) as (conn, transaction):
+    _approval_refused_after(
+        engine,
         # bob proposes every scope for a year...
-        registry.propose_accreditation(conn, TRAIL, "EDU1", ["push", "query", "shield"],
-                                       today + dt.timedelta(days=365), "bob", None, today)
-
-        def bob_approves():
-            with engine.begin() as other:
-                return registry.approve(other, TRAIL, "EDU1", "bob")  # ...and "approves alice's" proposal
-
-        with ThreadPoolExecutor(1) as pool:
-            approval = pool.submit(bob_approves)
-            _wait_for_lock_waiters(engine)
-            transaction.commit()
-            with pytest.raises(registry.RegistryError):  # judged on what the other change left
-                approval.result(timeout=30)
+        lambda conn: registry.propose_accreditation(conn, TRAIL, "EDU1", ["push", "query", "shield"],
+                                                    today + dt.timedelta(days=365), "bob", None, today),
+        lambda conn: registry.approve(conn, TRAIL, "EDU1", "bob"))  # ...and "approves alice's" proposal
     with engine.connect() as conn:
         org = registry.get_org(conn, "EDU1")
     # bob's own proposal stands, unapproved: nobody accredited anything alone
@@ -284,19 +280,10 @@ def test_an_approval_racing_a_suspension_does_not_lift_it(database_url, engine):
         _accredited(conn, "EDU2", ["query"])
         registry.propose_accreditation(conn, TRAIL, "EDU2", ["query"], today + dt.timedelta(days=365),
                                        "alice", None, today)  # a renewal awaiting approval
-    with _held(engine) as (conn, transaction):
-        registry.suspend(conn, TRAIL, "EDU2", "carol", "data breach under investigation")
-
-        def bob_approves_the_renewal():
-            with engine.begin() as other:
-                return registry.approve(other, TRAIL, "EDU2", "bob")
-
-        with ThreadPoolExecutor(1) as pool:
-            approval = pool.submit(bob_approves_the_renewal)
-            _wait_for_lock_waiters(engine)
-            transaction.commit()
-            with pytest.raises(registry.RegistryError):  # judged on what the other change left
-                approval.result(timeout=30)
+    _approval_refused_after(
+        engine,
+        lambda conn: registry.suspend(conn, TRAIL, "EDU2", "carol", "data breach under investigation"),
+        lambda conn: registry.approve(conn, TRAIL, "EDU2", "bob"))
     with engine.connect() as conn:
         org = registry.get_org(conn, "EDU2")
     assert org.status == "suspended", org.status

@@ -9,12 +9,11 @@ private PostgreSQL gateway (`pg_gateway`), so the shared one's log checks stay m
 from __future__ import annotations
 
 import contextlib
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from lxml import etree
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import event, func, select, update
 
 from connectors.client import GatewayClient
 from gateway import audit
@@ -22,7 +21,7 @@ from gateway.db import audit_head, children, make_engine
 from gateway.soap import CG, DS, q
 from tests.conftest import _database, _drop_redis_keys
 from tests.gateway.pipeline.attacks import REQUESTER, assert_post_refused, find_kwargs, resign, sent_once
-from tests.support import REDIS_URL, Gateway, child_update, fill_audit, nhs_number, unique
+from tests.support import REDIS_URL, Gateway, child_update, fill_audit, nhs_number, unique, wait_for_lock_waiters
 
 READ = dict(user_id="reviewer", role="gp", reason_code="referral", reason_text="security review")
 
@@ -84,26 +83,13 @@ def audit_head_locked(gw):
             transaction.rollback()
 
 
-def wait_for_lock_waiters(gw, n: int, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with gw.engine.connect() as conn:  # a new transaction each time: pg_stat_activity is snapshotted
-            waiting = conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one()
-        if waiting >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"fewer than {n} transactions reached the lock")
-
-
 def _concurrent_submits(gw, pg_clients, batches: list[list[dict]]) -> list[tuple[int, etree._Element]]:
     posters = [pg_clients("la", fresh=True) for _ in batches]
     messages = [c.build_request("SubmitUpdates", ChildUpdate=b) for c, b in zip(posters, batches)]
     with ThreadPoolExecutor(len(batches)) as pool:
         with audit_head_locked(gw):
             futures = [pool.submit(c.post_raw, "SubmitUpdates", m) for c, m in zip(posters, messages)]
-            wait_for_lock_waiters(gw, len(batches))
+            wait_for_lock_waiters(gw.engine, len(batches))
         return [f.result(timeout=60) for f in futures]
 
 
