@@ -16,7 +16,7 @@ from gateway.pipeline.authorisation import authorise
 from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.dispatch import dispatch
 from gateway.pipeline.parse import parse_message
-from gateway.pipeline.replay import check_replay, ttl_seconds
+from gateway.pipeline.replay import IDEMPOTENT_OPERATIONS, check_replay, ttl_seconds
 from gateway.pipeline.respond import signed_fault
 from gateway.pipeline.schema import validate_schema
 from gateway.pipeline.tls_client import identify_client
@@ -52,10 +52,8 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
         verify_security(exchange, services)
         first_answer = check_replay(exchange, services)
         if first_answer is not None:
-            _audit_alone(exchange, services, audit.Entry(
-                operation=exchange.operation, outcome="repeat", org_code=exchange.org_code,
-                cert_fingerprint=exchange.tls_fingerprint, request_digest=exchange.request_digest,
-                detail="retry of a processed message: first answer returned, nothing applied"))
+            _audit_alone(exchange, services, exchange.audit_entry(
+                "repeat", detail="retry of a processed message: first answer returned, nothing applied"))
             return Answer(200, first_answer)
         check_accreditation(exchange, services)
         authorise(exchange, services)
@@ -70,16 +68,17 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
 
 
 def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> None:
-    if not exchange.claimed_for_idempotency:
+    if not exchange.claimed:
         return
-    # Only an answer whose effect committed is replayed to retries. A refusal applied nothing (the
-    # answer is signed inside the effect's transaction), so a retry may run again: a suspension
-    # lifted or a rate window passed must not leave the message refused until it expires.
+    # An answered message keeps its claim (a read replayed is refused; a SubmitUpdates retried gets
+    # this answer). A refusal applied nothing (answers are signed inside the effect's transaction),
+    # so it gives the claim back: a suspension lifted or a rate window passed must not leave the
+    # message refused until it expires.
     try:
-        if answer.status == 200:
-            services.store.save_response(exchange.replay_key, answer.body, ttl_seconds(exchange))
-        else:
+        if answer.status != 200:
             services.store.release(exchange.replay_key)
+        elif exchange.operation in IDEMPOTENT_OPERATIONS:
+            services.store.save_response(exchange.replay_key, answer.body, ttl_seconds(exchange))
     except Exception:
         log.exception("could not store the answer for idempotent retries")
 
@@ -125,13 +124,8 @@ def _requested_child(exchange: Exchange) -> list[str]:
 
 
 def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
-    entry = audit.Entry(
-        operation=exchange.operation or "unknown", outcome="refused", org_code=exchange.org_code,
-        cert_fingerprint=exchange.tls_fingerprint, user_id=exchange.user_id, role=exchange.role,
-        reason_code=exchange.reason_code, reason_text=exchange.reason_text,
-        child_ids=exchange.child_ids or _requested_child(exchange),
-        fault_code=refusal.code, request_digest=exchange.request_digest, detail=refusal.detail,
-    )
+    entry = exchange.audit_entry("refused", fault_code=refusal.code, detail=refusal.detail,
+                                 child_ids=exchange.child_ids or _requested_child(exchange))
     try:
         _audit_alone(exchange, services, entry)
     except Exception:

@@ -10,7 +10,7 @@ from typing import Callable
 from lxml import etree
 from sqlalchemy.engine import Engine
 
-from gateway import db
+from gateway import audit, db
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.security.wsse import EnvelopeSigner
@@ -66,9 +66,20 @@ class Exchange:
     signature_id: str | None = None
     timestamp_expires: dt.datetime | None = None
     replay_key: str | None = None
-    claimed_for_idempotency: bool = False
+    claimed: bool = False           # this copy holds the replay claim (see pipeline.replay)
     user_id: str | None = None
     role: str | None = None
     reason_code: str | None = None
     reason_text: str | None = None
     child_ids: list[str] = field(default_factory=list)
+
+    def audit_entry(self, outcome: str, *, fault_code: str | None = None, detail: str | None = None,
+                    child_ids: list[str] | None = None) -> audit.Entry:
+        """The audit entry for this exchange as far as it got: only verified facts are in it."""
+        return audit.Entry(
+            operation=self.operation or "unknown", outcome=outcome, org_code=self.org_code,
+            cert_fingerprint=self.tls_fingerprint, user_id=self.user_id, role=self.role,
+            reason_code=self.reason_code, reason_text=self.reason_text,
+            child_ids=self.child_ids if child_ids is None else child_ids, fault_code=fault_code,
+            request_digest=self.request_digest, detail=detail,
+        )

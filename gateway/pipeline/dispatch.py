@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
+from dataclasses import replace
 
 from sqlalchemy.exc import OperationalError
 
 from connectors import contactgate_v1 as dialect
-from gateway import audit
 from gateway.errors import NotFound, SchemaInvalid
 from gateway.index import store as index
 from gateway.index.model import ChildView
@@ -19,15 +20,6 @@ from gateway.pipeline.respond import signed_response
 
 # Location details of a shielded child; withheld from every role not listed in the settings.
 SHIELD_PERMITTED_ROLES: frozenset[str] = frozenset()
-
-
-def accepted_entry(exchange: Exchange, detail: str | None = None) -> audit.Entry:
-    return audit.Entry(
-        operation=exchange.operation or "unknown", outcome="accepted", org_code=exchange.org_code,
-        cert_fingerprint=exchange.tls_fingerprint, user_id=exchange.user_id, role=exchange.role,
-        reason_code=exchange.reason_code, reason_text=exchange.reason_text,
-        child_ids=exchange.child_ids, request_digest=exchange.request_digest, detail=detail,
-    )
 
 
 def dispatch(exchange: Exchange, services: Services) -> bytes:
@@ -43,25 +35,23 @@ ATTEMPTS = 3
 def _submit_updates(exchange: Exchange, services: Services) -> bytes:
     """Apply the batch; if PostgreSQL aborts it as a deadlock victim (nothing applied), run it again."""
     updates = dialect.read_submit_updates(exchange.payload)
-    for attempt in range(1, ATTEMPTS + 1):
+    for attempt in range(1, ATTEMPTS):
         try:
             return _apply_batch(exchange, services, updates)
         except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in TRANSIENT_SQLSTATES or attempt == ATTEMPTS:
+            if getattr(exc.orig, "sqlstate", None) not in TRANSIENT_SQLSTATES:
                 raise
             time.sleep(random.uniform(0.005, 0.05) * attempt)
-    raise AssertionError("unreachable")
+    return _apply_batch(exchange, services, updates)
 
 
 def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
     with services.engine.begin() as conn:
         results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at)
         exchange.child_ids = [r.child_id for r in results if r.child_id]
-        tally: dict[str, int] = {}
-        for result in results:
-            tally[result.outcome] = tally.get(result.outcome, 0) + 1
-        services.audit.append(conn, accepted_entry(
-            exchange, " ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
+        tally = Counter(result.outcome for result in results)
+        services.audit.append(conn, exchange.audit_entry(
+            "accepted", detail=" ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
         return signed_response(dialect.write_submit_updates_response(results, exchange.request_digest),
                                services)
 
@@ -75,7 +65,7 @@ def _find_child(exchange: Exchange, services: Services) -> bytes:
     with services.engine.begin() as conn:
         candidates = index.find_children(conn, query)
         exchange.child_ids = [c.child_id for c in candidates]
-        services.audit.append(conn, accepted_entry(exchange, f"candidates={len(candidates)}"))
+        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"candidates={len(candidates)}"))
         return signed_response(dialect.write_find_child_response(candidates, exchange.request_digest),
                                services)
 
@@ -90,13 +80,11 @@ def _get_contacts(exchange: Exchange, services: Services) -> bytes:
         if child.shielded and exchange.role not in SHIELD_PERMITTED_ROLES:
             child = withhold_location(child)
         exchange.child_ids = [child.child_id]
-        services.audit.append(conn, accepted_entry(exchange, f"contacts={len(child.contacts)}"))
+        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"contacts={len(child.contacts)}"))
         return signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
 
 
 def withhold_location(child: ChildView) -> ChildView:
-    from dataclasses import replace
-
     return replace(
         child, address=None, educational_setting=None, gp_practice=None,
         carers=tuple(replace(c, address=None, phone=None, email=None) for c in child.carers),

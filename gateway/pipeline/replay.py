@@ -1,8 +1,10 @@
 """Step 5: replay and idempotency.
 
-A message is named by its organisation and the hash of its SignatureValue, and remembered until its
-Timestamp could no longer be accepted. A read seen before is refused as a replay. A SubmitUpdates
-seen before gets the first answer again, without being applied twice.
+A message is named by its organisation and the hash of its canonical SignedInfo (what was signed,
+not how the signature is spelled), and remembered until its Timestamp could no longer be accepted.
+A read answered before is refused as a replay. A SubmitUpdates answered before gets the first
+answer again, without being applied twice. A refused message leaves no claim behind (a refusal
+changes nothing), so its copies are judged afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def check_replay(exchange: Exchange, services: Services) -> bytes | None:
     """None for a new message; for a repeated SubmitUpdates, the stored first answer."""
     exchange.replay_key = f"{exchange.org_code}:{exchange.signature_id}"
     if services.store.claim(exchange.replay_key, ttl_seconds(exchange)):
-        exchange.claimed_for_idempotency = exchange.operation in IDEMPOTENT_OPERATIONS
+        exchange.claimed = True
         return None
     if exchange.operation not in IDEMPOTENT_OPERATIONS:
         raise Replay("read message received before")
@@ -37,7 +39,7 @@ def check_replay(exchange: Exchange, services: Services) -> bytes | None:
         if answer is not None:
             return answer
         if services.store.claim(exchange.replay_key, ttl_seconds(exchange)):
-            exchange.claimed_for_idempotency = True
+            exchange.claimed = True
             return None
         if time.monotonic() > deadline:
             raise Unavailable("the first copy of this message is still being processed")

@@ -20,16 +20,28 @@ def identify_client(exchange: Exchange, services: Services) -> None:
     exchange.tls_fingerprint = pki.fingerprint_der(exchange.peer_der)
     try:
         certificate = x509.load_der_x509_certificate(exchange.peer_der)
+    except ValueError as exc:
+        raise CertificateRejected(f"TLS client certificate unreadable: {exc}") from None
+    accept_certificate(certificate, exchange.tls_fingerprint, "TLS client certificate", exchange, services,
+                       names_the_client=True)
+
+
+def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: str, exchange: Exchange,
+                       services: Services, *, names_the_client: bool = False) -> registry.CertificateRecord:
+    """A certificate must chain to a configured CA (as a client certificate), be registered and not
+    be revoked. For the TLS certificate (``names_the_client``) its organisation is read in the same
+    transaction and put on the exchange, before the revocation check, so a refusal names it."""
+    try:
         services.anchors.verify_client(certificate, at=exchange.received_at)
-    except (ValueError, ChainError) as exc:
-        raise CertificateRejected(f"TLS client certificate rejected: {exc}") from None
+    except ChainError as exc:
+        raise CertificateRejected(f"{what} {fingerprint} rejected: {exc}") from None
     with services.reader.connect() as conn:
-        record = registry.get_cert(conn, exchange.tls_fingerprint)
-        # Read with the certificate, in the same transaction; step 6 judges it.
-        exchange.organisation = registry.get_org(conn, record.org_code) if record else None
+        record = registry.get_cert(conn, fingerprint)
+        if record is not None and names_the_client:
+            exchange.org_code = record.org_code
+            exchange.organisation = registry.get_org(conn, record.org_code)  # step 6 judges it
     if record is None:
-        raise CertificateRejected("TLS client certificate is not registered to any organisation")
+        raise CertificateRejected(f"{what} {fingerprint} is not registered to any organisation")
     if record.revoked_at is not None:
-        exchange.org_code = record.org_code
-        raise CertificateRejected(f"TLS client certificate was revoked: {record.revoked_reason}")
-    exchange.org_code = record.org_code
+        raise CertificateRejected(f"{what} {fingerprint} was revoked: {record.revoked_reason}")
+    return record

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from gateway.errors import CertificateRejected, SignatureInvalid, SignerMismatch
+from gateway.errors import SignatureInvalid, SignerMismatch
 from gateway.pipeline.context import Exchange, Services
 from gateway.security import wsse
-from gateway.trust import pki, registry
-from gateway.trust.pki import ChainError
+from gateway.pipeline.tls_client import accept_certificate
+from gateway.trust import pki
 
 
 def verify_security(exchange: Exchange, services: Services) -> None:
@@ -32,17 +32,8 @@ def verify_security(exchange: Exchange, services: Services) -> None:
 
 
 def check_signing_certificate(signer, fingerprint: str, exchange: Exchange, services: Services) -> None:
-    """A signing certificate other than the TLS one: it too must chain, be registered, not be
-    revoked, and belong to the TLS client's organisation."""
-    try:
-        services.anchors.verify_client(signer, at=exchange.received_at)
-    except ChainError as exc:
-        raise CertificateRejected(f"signing certificate {fingerprint} rejected: {exc}") from None
-    with services.reader.connect() as conn:
-        record = registry.get_cert(conn, fingerprint)
-    if record is None:
-        raise CertificateRejected(f"signing certificate {fingerprint} is not registered")
-    if record.revoked_at is not None:
-        raise CertificateRejected(f"signing certificate {fingerprint} was revoked")
+    """A signing certificate other than the TLS one: it too must be accepted, and belong to the TLS
+    client's organisation."""
+    record = accept_certificate(signer, fingerprint, "signing certificate", exchange, services)
     if record.org_code != exchange.org_code:
         raise SignerMismatch(f"signed by {record.org_code}, TLS client is {exchange.org_code}")

@@ -136,3 +136,12 @@ def test_a_client_whose_certificate_the_gateway_refuses_gets_a_gateway_error(gat
 
     with pytest.raises(GatewayUnreachable):
         client.find_child(user_id="u", role="gp", family_name="X", date_of_birth="2010-01-01", **REASON)
+
+
+def test_a_refused_read_leaves_no_replay_claim_so_its_copy_is_judged_afresh(gateway):
+    health = gateway.client("health")
+    data = health.build_request("FindChild", Requester={"UserId": "u", "Role": "gp"},
+                                FamilyName="Nobody", DateOfBirth="2010-01-01")  # no Reason
+    for _ in range(2):
+        status, envelope = health.post_raw("FindChild", data)
+        assert status == 500 and health.fault_code(envelope) == "ReasonRequired"  # not Replay
