@@ -15,9 +15,7 @@ after the contract's fault code (e.g. `ScopeDeniedFault`), with ``.code``.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import threading
 from pathlib import Path
 from typing import Callable
@@ -35,6 +33,7 @@ from gateway import schemas
 from gateway.errors import FAULT_CODES, Refusal
 from gateway.security import wsse
 from gateway.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
+from gateway.soap import digest_b64 as request_digest  # SHA-256, base64: what RequestDigest carries
 from gateway.trust.pki import ChainError, TrustAnchors, fingerprint
 
 BINDING = f"{{{CG}}}ContactGateBinding"
@@ -74,10 +73,6 @@ globals().update({cls.__name__: cls for cls in FAULT_CLASSES.values()})
 
 def fault_from(code: str, message: str) -> GatewayFault:
     return FAULT_CLASSES.get(code, GatewayFault)(code, message)
-
-
-def request_digest(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 class _GatewayCAAdapter(HTTPAdapter):
