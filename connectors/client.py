@@ -100,12 +100,20 @@ class _RecordingTransport(Transport):
 
 
 class ResponseVerifier:
-    """Checks a gateway response: pinned signer, chain to the CA, fresh Timestamp, digest binding."""
+    """Checks a gateway response: pinned signer, chain to the CA, fresh Timestamp, digest binding.
 
-    def __init__(self, ca: TrustAnchors, gateway_signing_cert: x509.Certificate, *, max_age_s: int = 300,
-                 skew_s: int = 60):
+    Several certificates may be pinned at once: while the gateway rotates its signing key, the
+    published bundle holds the current certificate and the staged (or previous) one, and answers
+    signed by either are accepted."""
+
+    def __init__(self, ca: TrustAnchors, gateway_signing_certs: x509.Certificate | list[x509.Certificate],
+                 *, max_age_s: int = 300, skew_s: int = 60):
         self._ca = ca
-        self._pinned = fingerprint(gateway_signing_cert)
+        if isinstance(gateway_signing_certs, x509.Certificate):
+            gateway_signing_certs = [gateway_signing_certs]
+        if not gateway_signing_certs:
+            raise ValueError("no gateway signing certificate to pin")
+        self._pinned = frozenset(fingerprint(c) for c in gateway_signing_certs)
         self._max_age_s = max_age_s
         self._skew_s = skew_s
 
@@ -113,7 +121,7 @@ class ResponseVerifier:
                now: dt.datetime | None = None) -> wsse.VerifiedMessage:
         try:
             signer = wsse.extract_signer_certificate(envelope)
-            if fingerprint(signer) != self._pinned:
+            if fingerprint(signer) not in self._pinned:
                 raise ResponseNotTrusted("response signed by a certificate other than the gateway's")
             self._ca.verify_signer(signer)
             verified = wsse.verify(envelope, signer)
@@ -169,7 +177,7 @@ class GatewayClient:
                                           binary_token=binary_token)
         self.verifier = ResponseVerifier(
             TrustAnchors.from_files([Path(ca)]),
-            x509.load_pem_x509_certificate(Path(gateway_signing_cert).read_bytes()))
+            x509.load_pem_x509_certificates(Path(gateway_signing_cert).read_bytes()))
         self.transport = _RecordingTransport(session=self.session, timeout=timeout,
                                              operation_timeout=timeout)
         wsdl = wsdl or self._packaged_wsdl()  # same version as this SDK; or pass "<base>/soap/v1?wsdl"

@@ -48,6 +48,20 @@ class HomeLayout:
         return self.root / "signing" / "key.pem"
 
     @property
+    def signing_next_key(self) -> Path:
+        """A signing key staged by `signing-key rotate`: published, not yet used to sign."""
+        return self.root / "signing" / "next-key.pem"
+
+    @property
+    def signing_next_cert(self) -> Path:
+        return self.root / "signing" / "next-cert.pem"
+
+    @property
+    def signing_previous_cert(self) -> Path:
+        """The certificate of the key before the current one, still published after a promotion."""
+        return self.root / "signing" / "previous-cert.pem"
+
+    @property
     def audit_key(self) -> Path:
         """The audit chain's HMAC key: outside the database, so its administrators cannot forge."""
         return self.root / "keys" / "audit-chain.key"

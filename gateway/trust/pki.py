@@ -161,9 +161,10 @@ def issue_server_cert(ca_key, ca_cert, names: list[str], days: int = 825):
     return key, cert
 
 
-def issue_signing_cert(ca_key, ca_cert, days: int = 825):
-    """The gateway's response-signing certificate (RSA, so any WS-Security client can verify it)."""
-    key = new_rsa_key()
+def issue_signing_cert(ca_key, ca_cert, days: int = 825, *, ec: bool = False):
+    """The gateway's response-signing certificate: RSA by default, so any WS-Security client can
+    verify it; ECDSA P-256 (``ec``) signs far faster, for clients that accept it."""
+    key = new_ec_key() if ec else new_rsa_key()
     cert = (
         _leaf_builder(ca_key, ca_cert, _name(SIGNING_CN, "ContactGate"), key.public_key(), days)
         .add_extension(_key_usage(key_encipherment=False), critical=True)

@@ -1,0 +1,113 @@
+"""The gateway's response-signing key and its rotation with a grace period.
+
+Clients pin the gateway's signing certificate (`gateway-signing.pem`) and refuse answers signed by
+anything else. A key is therefore rotated in three steps, so that no client is ever left pinning a
+certificate the gateway no longer signs with:
+
+1. ``stage_next``: a new key and certificate are made beside the current one (``signing/next-*``);
+   the gateway keeps signing with the current key. The *published bundle* (``published``) now
+   holds both certificates: officers send it to every organisation, whose systems pin both.
+2. ``promote``: after the grace period, the staged key becomes the current one; the old
+   certificate stays in the bundle as ``previous`` (its private key is deleted). The gateway signs
+   with the new key from its next (re)start or reload.
+3. ``retire_previous``: once no client needs it, the old certificate leaves the bundle.
+
+Every step keeps a certificate and its key consistent on disk: files are written beside their
+target and moved into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from gateway.config import HomeLayout
+from gateway.trust import pki
+
+
+class SigningKeyError(Exception):
+    """A rotation step that cannot be taken now (the message says what to do instead)."""
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    current: x509.Certificate
+    next: x509.Certificate | None = None
+    previous: x509.Certificate | None = None
+
+    def published(self) -> list[x509.Certificate]:
+        """Every certificate a client should pin now: current, then staged, then previous."""
+        return [c for c in (self.current, self.next, self.previous) if c is not None]
+
+
+def _load(path: Path) -> x509.Certificate | None:
+    return pki.load_cert_pem(path.read_bytes()) if path.exists() else None
+
+
+def load(layout: HomeLayout) -> SigningKeys:
+    current = _load(layout.signing_cert)
+    if current is None:
+        raise SigningKeyError(f"no signing certificate under {layout.root}: run `contactgate init` first")
+    return SigningKeys(current=current, next=_load(layout.signing_next_cert),
+                       previous=_load(layout.signing_previous_cert))
+
+
+def bundle_pem(layout: HomeLayout) -> bytes:
+    """The published bundle, as clients pin it (`gateway-signing.pem`)."""
+    return b"".join(pki.cert_pem(c) for c in load(layout).published())
+
+
+def stage_next(layout: HomeLayout, ca_key, ca_cert, *, ec: bool = False) -> x509.Certificate:
+    keys = load(layout)
+    if keys.next is not None:
+        raise SigningKeyError("a new signing key is already staged: promote it (`contactgate signing-key "
+                              "promote`) or discard it (`contactgate signing-key discard`)")
+    key, cert = pki.issue_signing_cert(ca_key, ca_cert, ec=ec)
+    pki.write_private(layout.signing_next_key, pki.key_pem(key))
+    pki.write_public(layout.signing_next_cert, pki.cert_pem(cert))
+    return cert
+
+
+def discard_next(layout: HomeLayout) -> x509.Certificate:
+    keys = load(layout)
+    if keys.next is None:
+        raise SigningKeyError("no signing key is staged")
+    layout.signing_next_key.unlink(missing_ok=True)
+    layout.signing_next_cert.unlink()
+    return keys.next
+
+
+def promote(layout: HomeLayout, *, now: dt.datetime | None = None, min_grace: dt.timedelta = dt.timedelta(0),
+            ) -> SigningKeys:
+    """Make the staged key current. Refused before ``min_grace`` has passed since it was staged, and
+    while an older ``previous`` is still published (retire it first: a bundle holds at most three)."""
+    keys = load(layout)
+    if keys.next is None:
+        raise SigningKeyError("no signing key is staged: run `contactgate signing-key rotate` first")
+    if keys.previous is not None:
+        raise SigningKeyError("the certificate before the current one is still published: retire it "
+                              "first (`contactgate signing-key retire`)")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    staged_at = keys.next.not_valid_before_utc
+    if now - staged_at < min_grace:
+        raise SigningKeyError(f"the staged key was published on {staged_at:%Y-%m-%d %H:%M} UTC; the grace "
+                              f"period of {min_grace.days} days has not passed (use --grace-days 0 to "
+                              f"promote anyway)")
+    pki.write_public(layout.signing_previous_cert, pki.cert_pem(keys.current))
+    # The certificate first, then the key: each rename is atomic, and the gateway loads both only
+    # when it (re)starts, which the operator does after this command.
+    os.replace(layout.signing_next_cert, layout.signing_cert)
+    os.replace(layout.signing_next_key, layout.signing_key)
+    return load(layout)
+
+
+def retire_previous(layout: HomeLayout) -> x509.Certificate:
+    keys = load(layout)
+    if keys.previous is None:
+        raise SigningKeyError("no previous signing certificate is published")
+    layout.signing_previous_cert.unlink()
+    return keys.previous
