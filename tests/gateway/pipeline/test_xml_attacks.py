@@ -264,6 +264,26 @@ def test_sha1_signature_or_digest_is_refused(gateway, clients, method, digest):
     assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
 
 
+# ---- degenerate signature values (issue 5) ---------------------------------------------------
+
+def _emptied(element_name: str):
+    def mutate(envelope):
+        for element in envelope.iter(q(DS, element_name)):
+            element.text = None
+    return mutate
+
+
+@pytest.mark.xfail(strict=True, reason="issue 5: an empty SignatureValue reaches b64decode(None) in signxml: "
+                                       "503 Unavailable with a traceback")
+@pytest.mark.parametrize("element_name", ["SignatureValue"])
+def test_empty_signature_or_digest_value_is_signature_invalid(gateway, clients, element_name):
+    la = clients("la")
+    envelope = _parse(la.build_request("FindChild", **find_kwargs()))
+    _emptied(element_name)(envelope)
+    data = _bytes(envelope)
+    assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA")
+
+
 # ---- SOAPAction ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("operation, claimed", [("FindChild", "SubmitUpdates"),
