@@ -22,6 +22,7 @@ from tests.gateway.pipeline.attacks import (
     assert_post_refused, assert_refused, baseline, fault_message, find_kwargs, resign, submit_kwargs,
 )
 from tests.gateway.security import signing
+from tests.gateway.security.degenerate import DEGENERATE
 from tests.support import unique
 
 ATTACKER = "urn:attacker"
@@ -300,6 +301,19 @@ def test_empty_or_missing_signature_or_digest_value_is_signature_invalid(gateway
     data = _bytes(envelope)
     fault = assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA")
     assert fault_message(fault).startswith(message)
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE))
+def test_degenerate_signature_structure_is_signature_invalid_never_unavailable(gateway, clients, name):
+    """Odd base64, odd KeyInfo, missing or doubled parts, unknown algorithms, huge values: each is the
+    caller's own bad input, refused with SignatureInvalid and a message saying what to fix."""
+    mutate, expected = DEGENERATE[name]
+    la = clients("la")
+    envelope = _parse(la.build_request("FindChild", **find_kwargs()))
+    mutate(envelope)
+    data = _bytes(envelope)
+    fault = assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA")
+    assert expected in fault_message(fault)
 
 
 # ---- reference transforms: enveloped-signature only where it is a no-op ---------------------------

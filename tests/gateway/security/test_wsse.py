@@ -6,7 +6,6 @@ nothing else. The same checks run end to end in tests/gateway/pipeline and tests
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as dt
 import hashlib
 
@@ -16,16 +15,12 @@ from lxml import etree
 
 from gateway.errors import MessageExpired, Refusal, SignatureInvalid
 from gateway.security import wsse
-from gateway.soap import CG, DS, SOAP_ENV, WSSE, WSU, new_envelope, q
+from gateway.soap import CG, DS, SOAP_ENV, WSU, new_envelope, q
 from gateway.trust import pki
+from tests.gateway.security.degenerate import DEGENERATE, REFERENCE, SECURITY, SIGNATURE_VALUE, set_text
 from tests.gateway.security.signing import ENVELOPED, EXC_C14N, sign, xmlsec_key
 
 NOW = dt.datetime.now(dt.timezone.utc)
-SECURITY = f"{q(SOAP_ENV, 'Header')}/{q(WSSE, 'Security')}"
-SIGNATURE = f"{SECURITY}/{q(DS, 'Signature')}"
-SIGNED_INFO = f"{SIGNATURE}/{q(DS, 'SignedInfo')}"
-REFERENCE = f"{SIGNED_INFO}/{q(DS, 'Reference')}"
-DS_NS = "http://www.w3.org/2000/09/xmldsig#"
 
 # Text from libraries or internals that must never reach a caller.
 INTERNAL_WORDS = ("signxml", "Expected to find", "XPath", "Traceback", "{http", "lxml", "cryptography",
@@ -112,144 +107,6 @@ def test_inclusive_namespaces_prefix_list_in_exclusive_c14n_is_accepted(material
 
 # ---- degenerate signature structures -------------------------------------------------------------
 
-def _first(envelope, path):
-    return envelope.find(path)
-
-
-def _set_text(path, text):
-    def mutate(envelope):
-        envelope.find(path).text = text
-    return mutate
-
-
-def _remove(path):
-    def mutate(envelope):
-        element = envelope.find(path)
-        element.getparent().remove(element)
-    return mutate
-
-
-def _duplicate(path):
-    def mutate(envelope):
-        element = envelope.find(path)
-        element.addnext(copy.deepcopy(element))
-    return mutate
-
-
-def _set_attribute(path, name, value):
-    def mutate(envelope):
-        if value is None:
-            envelope.find(path).attrib.pop(name, None)
-        else:
-            envelope.find(path).set(name, value)
-    return mutate
-
-
-def _append(path, element_factory):
-    def mutate(envelope):
-        envelope.find(path).append(element_factory())
-    return mutate
-
-
-def _transforms(*algorithms):
-    def mutate(envelope):
-        for transforms in envelope.findall(f"{REFERENCE}/{q(DS, 'Transforms')}"):
-            for transform in list(transforms):
-                transforms.remove(transform)
-            for algorithm in algorithms:
-                etree.SubElement(transforms, q(DS, "Transform"), Algorithm=algorithm)
-    return mutate
-
-
-def _key_value():
-    key_value = etree.Element(q(DS, "KeyValue"))
-    rsa_value = etree.SubElement(key_value, q(DS, "RSAKeyValue"))
-    etree.SubElement(rsa_value, q(DS, "Modulus")).text = base64.b64encode(b"\xff" * 100_000).decode()
-    etree.SubElement(rsa_value, q(DS, "Exponent")).text = "AQAB"
-    return key_value
-
-
-def _der_key_value():
-    element = etree.Element("{http://www.w3.org/2009/xmldsig11#}DEREncodedKeyValue")
-    element.text = base64.b64encode(b"\x30\x03\x02\x01\x01").decode()
-    return element
-
-
-SIGNATURE_VALUE = f"{SIGNATURE}/{q(DS, 'SignatureValue')}"
-DIGEST_VALUE = f"{REFERENCE}/{q(DS, 'DigestValue')}"
-DIGEST_METHOD = f"{REFERENCE}/{q(DS, 'DigestMethod')}"
-SIGNATURE_METHOD = f"{SIGNED_INFO}/{q(DS, 'SignatureMethod')}"
-C14N_METHOD = f"{SIGNED_INFO}/{q(DS, 'CanonicalizationMethod')}"
-KEY_INFO = f"{SIGNATURE}/{q(DS, 'KeyInfo')}"
-TOKEN = f"{SECURITY}/{q(WSSE, 'BinarySecurityToken')}"
-
-DEGENERATE = {
-    # SignatureValue
-    "signature-value-empty-element": (_set_text(SIGNATURE_VALUE, None), "SignatureValue"),
-    "signature-value-blank": (_set_text(SIGNATURE_VALUE, "  \n "), "SignatureValue"),
-    "signature-value-not-base64": (_set_text(SIGNATURE_VALUE, "!!!not base64!!!"), "SignatureValue"),
-    "signature-value-odd-base64": (_set_text(SIGNATURE_VALUE, "abc"), "SignatureValue"),
-    "signature-value-short": (_set_text(SIGNATURE_VALUE, base64.b64encode(b"x" * 10).decode()), "SignatureValue"),
-    "signature-value-huge": (_set_text(SIGNATURE_VALUE, base64.b64encode(b"\xff" * 70_000).decode()),
-                             "SignatureValue"),
-    "signature-value-missing": (_remove(SIGNATURE_VALUE), "ds:Signature must hold"),
-    "signature-value-twice": (_duplicate(SIGNATURE_VALUE), "ds:Signature must hold"),
-    # DigestValue and DigestMethod
-    "digest-value-empty-element": (_set_text(DIGEST_VALUE, None), "DigestValue"),
-    "digest-value-not-base64": (_set_text(DIGEST_VALUE, "%%%"), "DigestValue"),
-    "digest-value-wrong-length": (_set_text(DIGEST_VALUE, base64.b64encode(b"x" * 20).decode()), "DigestValue"),
-    "digest-value-missing": (_remove(DIGEST_VALUE), "ds:Reference must hold"),
-    "digest-method-missing": (_remove(DIGEST_METHOD), "ds:Reference must hold"),
-    "digest-method-no-algorithm": (_set_attribute(DIGEST_METHOD, "Algorithm", None), "DigestMethod must be SHA-256"),
-    "digest-method-unknown": (_set_attribute(DIGEST_METHOD, "Algorithm", "urn:nonsense"),
-                              "DigestMethod must be SHA-256"),
-    "digest-method-sha512": (_set_attribute(DIGEST_METHOD, "Algorithm", "http://www.w3.org/2001/04/xmlenc#sha512"),
-                             "DigestMethod must be SHA-256"),
-    # SignedInfo
-    "signature-method-missing": (_remove(SIGNATURE_METHOD), "ds:SignedInfo must hold"),
-    "signature-method-no-algorithm": (_set_attribute(SIGNATURE_METHOD, "Algorithm", None),
-                                      "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256"),
-    "signature-method-hmac": (_set_attribute(SIGNATURE_METHOD, "Algorithm",
-                                             "http://www.w3.org/2001/04/xmldsig-more#hmac-sha256"),
-                              "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256"),
-    "signature-method-ecdsa-with-rsa-key": (_set_attribute(SIGNATURE_METHOD, "Algorithm",
-                                                           "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"),
-                                            "the certificate's key"),
-    "c14n-missing": (_remove(C14N_METHOD), "ds:SignedInfo must hold"),
-    "c14n-inclusive": (_set_attribute(C14N_METHOD, "Algorithm", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"),
-                       "exclusive C14N"),
-    "signed-info-missing": (_remove(f"{SIGNATURE}/{q(DS, 'SignedInfo')}"), "ds:Signature must hold"),
-    "reference-without-uri": (_set_attribute(REFERENCE, "URI", None), "must reference soap:Body and wsu:Timestamp"),
-    "reference-to-the-document": (_set_attribute(REFERENCE, "URI", ""), "must reference soap:Body and wsu:Timestamp"),
-    "reference-xpointer": (_set_attribute(REFERENCE, "URI", "#xpointer(/)"),
-                           "must reference soap:Body and wsu:Timestamp"),
-    "third-reference": (_duplicate(REFERENCE), "must reference soap:Body and wsu:Timestamp"),
-    # Transforms
-    "no-transforms": (_transforms(), "Transforms"),
-    "enveloped-alone": (_transforms(ENVELOPED.href), "Transforms"),
-    "c14n-then-enveloped": (_transforms(EXC_C14N.href, ENVELOPED.href), "Transforms"),
-    "c14n-twice": (_transforms(ENVELOPED.href, EXC_C14N.href, EXC_C14N.href), "Transforms"),
-    "inclusive-c14n": (_transforms("http://www.w3.org/TR/2001/REC-xml-c14n-20010315"), "Transforms"),
-    "exc-c14n-with-comments": (_transforms("http://www.w3.org/2001/10/xml-exc-c14n#WithComments"), "Transforms"),
-    "base64": (_transforms("http://www.w3.org/2000/09/xmldsig#base64", EXC_C14N.href), "Transforms"),
-    "xpath": (_transforms("http://www.w3.org/TR/1999/REC-xpath-19991116", EXC_C14N.href), "Transforms"),
-    "transforms-missing": (_remove(f"{REFERENCE}/{q(DS, 'Transforms')}"), "ds:Reference must hold"),
-    # KeyInfo and the token
-    "key-value-with-huge-modulus": (_append(KEY_INFO, _key_value), "ds:KeyInfo must hold"),
-    "der-encoded-key-value": (_append(KEY_INFO, _der_key_value), "ds:KeyInfo must hold"),
-    "key-info-missing": (_remove(KEY_INFO), "ds:Signature must hold"),
-    "key-info-empty": (_remove(f"{KEY_INFO}/{q(WSSE, 'SecurityTokenReference')}"), "ds:KeyInfo must hold"),
-    "token-empty": (_set_text(TOKEN, None), "signing certificate in the message cannot be read"),
-    "token-not-base64": (_set_text(TOKEN, "***"), "signing certificate in the message cannot be read"),
-    "token-not-a-certificate": (_set_text(TOKEN, base64.b64encode(b"\x30\x03\x02\x01\x01").decode()),
-                                "signing certificate in the message cannot be read"),
-    "token-missing": (_remove(TOKEN), "ds:KeyInfo must hold"),
-    # the Signature element
-    "ds-object-appended": (_append(SIGNATURE, lambda: etree.Element(q(DS, "Object"))), "ds:Signature must hold"),
-    "manifest-appended": (_append(SIGNATURE, lambda: etree.Element(q(DS, "Manifest"))), "ds:Signature must hold"),
-}
-
-
 @pytest.mark.parametrize("name", list(DEGENERATE))
 def test_degenerate_signature_structure_is_signature_invalid_with_a_fixable_message(material, name):
     mutate, expected = DEGENERATE[name]
@@ -260,7 +117,7 @@ def test_degenerate_signature_structure_is_signature_invalid_with_a_fixable_mess
 
 
 def _ecdsa_value(raw: bytes):
-    return _set_text(SIGNATURE_VALUE, base64.b64encode(raw).decode())
+    return set_text(SIGNATURE_VALUE, base64.b64encode(raw).decode())
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x00" * 64, b"\x01" * 63, b"\x01" * 65, b"\xff" * 64, b"\x00" * 4096],
