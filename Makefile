@@ -15,14 +15,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# node-soap for the interoperability tests (tests/interop), pinned by package-lock.json; no global
+# installs. Without node the tests skip themselves.
+NODE_INTEROP := tests/interop/node
+NODE_STAMP := $(NODE_INTEROP)/node_modules/.installed
+
+$(NODE_STAMP): $(NODE_INTEROP)/package.json $(NODE_INTEROP)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(NODE_INTEROP) --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
+	else echo "npm not found: the node-soap interoperability tests will be skipped"; fi
+
 demo: $(STAMP)
 	$(BIN)/contactgate demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info $(NODE_INTEROP)/node_modules

@@ -44,7 +44,7 @@ class SignerMismatch(Refusal):
 
 class MessageExpired(Refusal):
     code = "MessageExpired"
-    public_message = "The message timestamp is missing, expired, too long-lived or in the future."
+    public_message = "The message's wsu:Timestamp is unreadable, expired or in the future."
 
 
 class Replay(Refusal):

@@ -1,12 +1,17 @@
 """Step 4: WS-Security. The signer's certificate must chain to a configured CA, be registered and
 not revoked, and belong to the TLS client's organisation; the signature must cover exactly the Body
-and the Timestamp; the Timestamp must be fresh. Afterwards only the verified Body is used."""
+and the Timestamp; the Timestamp must be fresh. Afterwards only the verified Body is used.
+
+Every refusal here tells the caller, in the fault's message, what is wrong with their own security
+header (`gateway.security.wsse` words those); the audit keeps the exact reason."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from gateway.errors import SignatureInvalid, SignerMismatch
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from gateway.errors import CertificateRejected, SignatureInvalid, SignerMismatch
 from gateway.pipeline.context import Exchange, Services
 from gateway.security import wsse
 from gateway.pipeline.tls_client import accept_certificate
@@ -20,20 +25,32 @@ def verify_security(exchange: Exchange, services: Services) -> None:
         check_signing_certificate(signer, fingerprint, exchange, services)
     verified = wsse.verify(exchange.envelope, signer)
     settings = services.settings
-    _, expires = wsse.check_timestamp(verified.timestamp, exchange.received_at,
-                                      max_lifetime_s=settings.max_timestamp_lifetime_s,
-                                      skew_s=settings.clock_skew_s)
+    # node-soap always sends a 10-minute Timestamp and WSS4J sets no cap: a longer Expires is
+    # accepted, but the message is treated as expiring at Created + the maximum lifetime.
+    _, accepted_until = wsse.check_timestamp(verified.timestamp, exchange.received_at,
+                                             max_lifetime_s=settings.max_timestamp_lifetime_s,
+                                             skew_s=settings.clock_skew_s, accept_longer_expires=True)
     payload = verified.payload
     if payload is None or payload.tag != f"{{urn:contactgate:v1}}{exchange.operation}":
-        raise SignatureInvalid("the signed Body does not hold the request")
+        raise SignatureInvalid("the signed Body does not hold the request",
+                               public_message="The signed soap:Body must hold exactly the one request element.")
     exchange.payload = payload
     exchange.signature_id = verified.signature_id
-    exchange.timestamp_expires = expires + dt.timedelta(seconds=settings.clock_skew_s)
+    # The moment after which this message can no longer be accepted: how long replay remembers it.
+    exchange.timestamp_expires = accepted_until + dt.timedelta(seconds=settings.clock_skew_s)
 
 
 def check_signing_certificate(signer, fingerprint: str, exchange: Exchange, services: Services) -> None:
     """A signing certificate other than the TLS one: it too must be accepted, and belong to the TLS
     client's organisation."""
-    record = accept_certificate(signer, fingerprint, "signing certificate", exchange, services)
+    try:
+        record = accept_certificate(signer, fingerprint, "signing certificate", exchange, services)
+    except (ValueError, UnsupportedAlgorithm) as exc:  # parsed lazily: odd extensions or key types
+        raise CertificateRejected(f"signing certificate {fingerprint} unusable: {exc}",
+                                  public_message="The signing certificate cannot be used (malformed or "
+                                                 "unsupported).") from None
     if record.org_code != exchange.org_code:
-        raise SignerMismatch(f"signed by {record.org_code}, TLS client is {exchange.org_code}")
+        raise SignerMismatch(
+            f"signed by {record.org_code}, TLS client is {exchange.org_code}",
+            public_message="The message is signed with a certificate registered to another organisation "
+                           "than the TLS client certificate's: sign with your own organisation's certificate.")

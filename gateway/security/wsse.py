@@ -14,15 +14,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 
 import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
-from signxml.exceptions import InvalidInput, SignXMLException
+from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 from zeep.wsse.signature import _sign_envelope_with_key, _sign_envelope_with_key_binary
 
@@ -32,6 +33,12 @@ from gateway.soap import DS, SOAP_ENV, WSSE, WSU, q, thread_parser
 X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 EXC_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0.value
+ENVELOPED_SIGNATURE = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+# A reference's transforms: exclusive C14N, optionally after enveloped-signature (node-soap's
+# default). The Signature is a child of wsse:Security, outside the Body and beside the Timestamp,
+# so removing it from either changes nothing: signxml 5.2 applies enveloped-signature first (removing
+# the Signature from its copy of the document) and then the C14N, whatever the order written.
+ACCEPTED_TRANSFORMS = frozenset({(EXC_C14N,), (ENVELOPED_SIGNATURE, EXC_C14N)})
 SIGNATURE_LOCATION = f"./{{{SOAP_ENV}}}Header/{{{WSSE}}}Security/"
 ACCEPTED_SIGNATURE_METHODS = frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA_SHA256})
 ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256})
@@ -121,14 +128,24 @@ class VerifiedMessage:
         return children[0] if len(children) == 1 else None
 
 
-def _the_one(elements: list, what: str) -> etree._Element:
+def _refused(public: str, detail: str | None = None) -> SignatureInvalid:
+    """A SignatureInvalid whose public message says what is wrong with the caller's own security
+    header (and nothing else); ``detail`` (for the audit) defaults to the same text."""
+    return SignatureInvalid(detail or public, public_message=public)
+
+
+def _the_one(elements: list, public: str) -> etree._Element:
     if len(elements) != 1:
-        raise SignatureInvalid(f"expected exactly one {what}, found {len(elements)}")
+        raise _refused(public, f"{public} (found {len(elements)})")
     return elements[0]
 
 
 def _element_id(element: etree._Element) -> str | None:
     return element.get(q(WSU, "Id"))
+
+
+def _children(element: etree._Element) -> list[etree._Element]:
+    return [child for child in element if isinstance(child.tag, str)]
 
 
 def check_unique_ids(envelope: etree._Element) -> None:
@@ -139,25 +156,33 @@ def check_unique_ids(envelope: etree._Element) -> None:
             if value is None:
                 continue
             if value in seen:
-                raise SignatureInvalid(f"duplicate id {value!r}")
+                raise _refused("An Id value appears more than once in the message; every Id must be unique.",
+                               f"duplicate id {value!r}")
             seen.add(value)
 
 
 def _structure(envelope: etree._Element):
     header = envelope.find(q(SOAP_ENV, "Header"))
     if header is None:
-        raise SignatureInvalid("no soap:Header")
-    security = _the_one(header.findall(q(WSSE, "Security")), "wsse:Security header")
-    signature = _the_one(list(envelope.iter(q(DS, "Signature"))), "ds:Signature in the message")
+        raise _refused("The message has no soap:Header with a wsse:Security header.")
+    security = _the_one(header.findall(q(WSSE, "Security")),
+                        "soap:Header must hold exactly one wsse:Security header.")
+    signature = _the_one(list(envelope.iter(q(DS, "Signature"))),
+                         "The message must hold exactly one ds:Signature, in wsse:Security.")
     if signature.getparent() is not security:
-        raise SignatureInvalid("ds:Signature is not a child of wsse:Security")
-    timestamp = _the_one(list(envelope.iter(q(WSU, "Timestamp"))), "wsu:Timestamp in the message")
+        raise _refused("ds:Signature must be a child of wsse:Security.")
+    timestamp = _the_one(list(envelope.iter(q(WSU, "Timestamp"))),
+                         "wsse:Security must hold exactly one wsu:Timestamp, signed with soap:Body.")
     if timestamp.getparent() is not security:
-        raise SignatureInvalid("wsu:Timestamp is not a child of wsse:Security")
-    body = _the_one(envelope.findall(q(SOAP_ENV, "Body")), "soap:Body")
+        raise _refused("wsu:Timestamp must be a child of wsse:Security.")
+    body = _the_one(envelope.findall(q(SOAP_ENV, "Body")), "The envelope must hold exactly one soap:Body.")
     if len(list(envelope.iter(q(SOAP_ENV, "Body")))) != 1:
-        raise SignatureInvalid("more than one soap:Body in the message")
+        raise _refused("The message must hold exactly one soap:Body.")
     return security, signature, timestamp, body
+
+
+_KEY_INFO_SHAPE = ("ds:KeyInfo must hold one wsse:SecurityTokenReference (to a wsse:BinarySecurityToken, "
+                   "or with ds:X509Data) or one ds:X509Data with the certificate.")
 
 
 def extract_signer_certificate(envelope: etree._Element) -> x509.Certificate:
@@ -166,73 +191,197 @@ def extract_signer_certificate(envelope: etree._Element) -> x509.Certificate:
     Not trusted by being returned: the caller validates it before calling `verify`.
     """
     security, signature, _, _ = _structure(envelope)
-    key_info = _the_one(signature.findall(q(DS, "KeyInfo")), "ds:KeyInfo")
+    key_info = _the_one(signature.findall(q(DS, "KeyInfo")), "ds:Signature must hold one ds:KeyInfo.")
+    key_info_children = _children(key_info)
+    if len(key_info_children) != 1 or key_info_children[0].tag not in (q(WSSE, "SecurityTokenReference"),
+                                                                        q(DS, "X509Data")):
+        raise _refused(_KEY_INFO_SHAPE, f"KeyInfo holds {[c.tag for c in key_info_children]}")
     token_refs = key_info.findall(q(WSSE, "SecurityTokenReference"))
     direct_x509 = key_info.findall(f"{q(DS, 'X509Data')}/{q(DS, 'X509Certificate')}")
-    if direct_x509 and token_refs:
-        raise SignatureInvalid("ambiguous key information")
     if direct_x509:
-        der_text = _the_one(direct_x509, "ds:X509Certificate").text
+        der_text = _the_one(direct_x509, "ds:X509Data must hold exactly one ds:X509Certificate.").text
     else:
-        token_ref = _the_one(token_refs, "wsse:SecurityTokenReference")
+        token_ref = _the_one(token_refs, _KEY_INFO_SHAPE)
         embedded = token_ref.findall(f"{q(DS, 'X509Data')}/{q(DS, 'X509Certificate')}")
         references = token_ref.findall(q(WSSE, "Reference"))
         if embedded and references:
-            raise SignatureInvalid("ambiguous key information")
+            raise _refused("wsse:SecurityTokenReference must hold either a wsse:Reference or ds:X509Data, "
+                           "not both.")
         if embedded:
-            der_text = _the_one(embedded, "ds:X509Certificate").text
+            der_text = _the_one(embedded, "ds:X509Data must hold exactly one ds:X509Certificate.").text
         else:
-            reference = _the_one(references, "wsse:Reference")
+            reference = _the_one(references, _KEY_INFO_SHAPE)
             uri = reference.get("URI") or ""
             if not uri.startswith("#") or reference.get("ValueType") not in (None, X509V3):
-                raise SignatureInvalid("unsupported security token reference")
+                raise _refused("wsse:Reference must point by URI=\"#id\" to an X.509 v3 "
+                               "wsse:BinarySecurityToken in wsse:Security.")
             tokens = [t for t in security.findall(q(WSSE, "BinarySecurityToken")) if _element_id(t) == uri[1:]]
-            token = _the_one(tokens, "referenced wsse:BinarySecurityToken")
+            token = _the_one(tokens, _KEY_INFO_SHAPE + " The referenced wsse:BinarySecurityToken was not "
+                                     "found in wsse:Security by its wsu:Id.")
             if token.get("ValueType") != X509V3 or token.get("EncodingType") not in (None, BASE64):
-                raise SignatureInvalid("the security token is not a base64 X.509 v3 certificate")
+                raise _refused("wsse:BinarySecurityToken must be an X.509 v3 certificate in base64 "
+                               "(ValueType X509v3, EncodingType Base64Binary).")
             der_text = token.text
     try:
         return x509.load_der_x509_certificate(base64.b64decode("".join((der_text or "").split()), validate=True))
+    except ValueError as exc:
+        raise _refused("The signing certificate in the message cannot be read (base64 of a DER X.509 "
+                       "certificate expected).", f"signing certificate unreadable: {exc}") from None
+
+
+def _strict_base64(element: etree._Element) -> bytes | None:
+    """The element's base64 content, or None if it is missing, empty, not base64, or mixed with
+    child nodes (comments would make the text the verifier reads differ from the whole)."""
+    if len(element):
+        return None
+    text = "".join((element.text or "").split())
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
     except ValueError:
-        raise SignatureInvalid("the signing certificate cannot be read") from None
+        return None
+
+
+def _key_description(signer: x509.Certificate) -> tuple[str, int | None]:
+    """("RSA"/"EC"/other, the byte length of a signature by this key) -- None if not RSA or EC."""
+    key = signer.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA", (key.key_size + 7) // 8
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC", 2 * ((key.curve.key_size + 7) // 8)
+    return type(key).__name__, None
+
+
+_SIGNATURE_SHAPE = ("ds:Signature must hold ds:SignedInfo, ds:SignatureValue and ds:KeyInfo, in that order, "
+                    "and nothing else.")
+_SIGNED_INFO_SHAPE = ("ds:SignedInfo must hold ds:CanonicalizationMethod, ds:SignatureMethod and two "
+                      "ds:Reference elements, in that order.")
+_REFERENCE_SHAPE = "Each ds:Reference must hold ds:Transforms, ds:DigestMethod and ds:DigestValue, in that order."
+_REFERENCES = ("The signature must reference soap:Body and wsu:Timestamp, each exactly once, as "
+               "URI=\"#\" + its wsu:Id.")
+_TRANSFORMS = ("Each ds:Reference's Transforms must be exclusive C14N "
+               "(http://www.w3.org/2001/10/xml-exc-c14n#), optionally preceded by enveloped-signature.")
+_SIGNATURE_METHODS = "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256 (SHA-1 is refused)."
+_DIGEST_METHOD = "DigestMethod must be SHA-256 (http://www.w3.org/2001/04/xmlenc#sha256; SHA-1 is refused)."
+_KEY_FOR_METHOD = {SignatureMethod.RSA_SHA256.value: "RSA", SignatureMethod.ECDSA_SHA256.value: "EC"}
+_EXC_C14N_OPTIONS = (q(EXC_C14N, "InclusiveNamespaces"),)
+
+
+def _check_c14n_element(element: etree._Element, public: str) -> None:
+    """An exclusive C14N CanonicalizationMethod or Transform: only ec:InclusiveNamespaces inside."""
+    if element.get("Algorithm") != EXC_C14N:
+        raise _refused(public, f"{public} (got {element.get('Algorithm')!r})")
+    for child in _children(element):
+        if child.tag not in _EXC_C14N_OPTIONS or child.get("PrefixList") is None or _children(child):
+            raise _refused(public + " Only ec:InclusiveNamespaces PrefixList may appear inside it.")
+
+
+def check_signature_shape(signature: etree._Element, body: etree._Element, timestamp: etree._Element,
+                          signer: x509.Certificate) -> list[etree._Element]:
+    """Everything the verifier will read must be there, once, and in the accepted algorithms, before
+    any cryptography: so that an odd structure is a `SignatureInvalid` that says what to fix, never a
+    library error. Returns the references in document order."""
+    if [c.tag for c in _children(signature)] != [q(DS, "SignedInfo"), q(DS, "SignatureValue"), q(DS, "KeyInfo")]:
+        raise _refused(_SIGNATURE_SHAPE)
+    signed_info, signature_value, _ = _children(signature)
+    parts = _children(signed_info)
+    if [c.tag for c in parts] != [q(DS, "CanonicalizationMethod"), q(DS, "SignatureMethod"),
+                                  q(DS, "Reference"), q(DS, "Reference")]:
+        if len(parts) >= 2 and [c.tag for c in parts[:2]] == [q(DS, "CanonicalizationMethod"),
+                                                              q(DS, "SignatureMethod")] \
+                and all(c.tag == q(DS, "Reference") for c in parts[2:]):
+            raise _refused(_REFERENCES, f"{len(parts) - 2} references")
+        raise _refused(_SIGNED_INFO_SHAPE)
+    c14n, method, *references = parts
+    _check_c14n_element(c14n, "SignedInfo's CanonicalizationMethod must be exclusive C14N "
+                              "(http://www.w3.org/2001/10/xml-exc-c14n#).")
+    algorithm = method.get("Algorithm")
+    if algorithm not in _KEY_FOR_METHOD or _children(method):
+        raise _refused(_SIGNATURE_METHODS, f"SignatureMethod {algorithm!r}")
+    key_kind, signature_length = _key_description(signer)
+    if _KEY_FOR_METHOD[algorithm] != key_kind:
+        raise _refused(f"SignatureMethod is {algorithm.rsplit('#', 1)[-1]} but the certificate's key is "
+                       f"{key_kind}: use RSA-SHA256 with an RSA key, ECDSA-SHA256 with an EC key.")
+
+    wanted = {"soap:Body": _element_id(body), "wsu:Timestamp": _element_id(timestamp)}
+    for name, element_id in wanted.items():
+        if element_id is None:
+            raise _refused(f"{name} must carry wsu:Id, and the signature must reference it by that Id.")
+    uris = [r.get("URI") or "" for r in references]
+    if sorted(uris) != sorted("#" + i for i in wanted.values()):
+        raise _refused(_REFERENCES, f"references {uris}")
+    for reference in references:
+        if [c.tag for c in _children(reference)] != [q(DS, "Transforms"), q(DS, "DigestMethod"),
+                                                     q(DS, "DigestValue")]:
+            raise _refused(_REFERENCE_SHAPE)
+        transforms_element, digest_method, digest_value = _children(reference)
+        transforms = _children(transforms_element)
+        algorithms = tuple(t.get("Algorithm") for t in transforms)
+        if any(t.tag != q(DS, "Transform") for t in transforms) or algorithms not in ACCEPTED_TRANSFORMS:
+            raise _refused(_TRANSFORMS, f"transforms {algorithms}")
+        if len(transforms) == 2 and _children(transforms[0]):
+            raise _refused(_TRANSFORMS)
+        _check_c14n_element(transforms[-1], _TRANSFORMS)
+        if digest_method.get("Algorithm") != DigestAlgorithm.SHA256.value or _children(digest_method):
+            raise _refused(_DIGEST_METHOD, f"DigestMethod {digest_method.get('Algorithm')!r}")
+        digest = _strict_base64(digest_value)
+        if digest is None or len(digest) != 32:
+            raise _refused("ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes).")
+
+    raw_signature = _strict_base64(signature_value)
+    if raw_signature is None:
+        raise _refused("ds:SignatureValue is missing, empty or not base64.")
+    if signature_length is not None and len(raw_signature) != signature_length:
+        raise _refused(f"ds:SignatureValue holds {len(raw_signature)} bytes; a signature by the certificate's "
+                       f"{key_kind} key has {signature_length}.")
+    return references
+
+
+def _reference_name(references: list[etree._Element], body: etree._Element, message: str) -> str:
+    """Which element a signxml digest mismatch ("... for reference N (...)") is about."""
+    match = re.search(r"reference (\d+)", message)
+    if match and int(match.group(1)) < len(references):
+        uri = references[int(match.group(1))].get("URI") or ""
+        return "soap:Body" if uri[1:] == _element_id(body) else "wsu:Timestamp"
+    return "a referenced element"
 
 
 def verify(envelope: etree._Element, signer: x509.Certificate) -> VerifiedMessage:
     """Verify the WS-Security signature with ``signer`` (already validated by the caller)."""
     check_unique_ids(envelope)
     _, signature, timestamp, body = _structure(envelope)
-    signed_info = _the_one(signature.findall(q(DS, "SignedInfo")), "ds:SignedInfo")
-    c14n = _the_one(signed_info.findall(q(DS, "CanonicalizationMethod")), "CanonicalizationMethod")
-    if c14n.get("Algorithm") != EXC_C14N:
-        raise SignatureInvalid("SignedInfo must use exclusive C14N")
-    references = signed_info.findall(q(DS, "Reference"))
-    wanted = {_element_id(body), _element_id(timestamp)}
-    if None in wanted:
-        raise SignatureInvalid("soap:Body and wsu:Timestamp must carry wsu:Id")
-    uris = [r.get("URI") or "" for r in references]
-    if len(references) != 2 or {u[1:] for u in uris if u.startswith("#")} != wanted:
-        raise SignatureInvalid("the signature must reference exactly soap:Body and wsu:Timestamp")
-    for reference in references:
-        transforms = reference.findall(f"{q(DS, 'Transforms')}/{q(DS, 'Transform')}")
-        if any(t.get("Algorithm") != EXC_C14N for t in transforms):
-            raise SignatureInvalid("references may only use the exclusive C14N transform")
+    references = check_signature_shape(signature, body, timestamp, signer)
     try:
         results = XMLVerifier().verify(envelope, x509_cert=signer, expect_config=_VERIFY_CONFIG,
                                        validate_schema=False, parser=thread_parser())
+    except InvalidDigest as exc:
+        name = _reference_name(references, body, str(exc))
+        raise _refused(f"The digest of {name} does not match its ds:DigestValue: it was changed after "
+                       "signing, or not canonicalised with exclusive C14N.",
+                       f"signature verification failed: {exc}") from None
+    except InvalidCertificate as exc:
+        raise _refused("The signing certificate is not valid at this time.",
+                       f"signature verification failed: {exc}") from None
+    except InvalidSignature as exc:
+        raise _refused("The signature value does not verify with the certificate in the message.",
+                       f"signature verification failed: {exc}") from None
     except (SignXMLException, InvalidInput, ValueError) as exc:
-        raise SignatureInvalid(f"signature verification failed: {exc}") from None
+        raise _refused("The signature could not be verified: check it against the published "
+                       "WS-SecurityPolicy.", f"signature verification failed: {exc}") from None
     signed = {}
     for result in results:
         element = result.signed_xml
         if element is None or element.tag not in (q(SOAP_ENV, "Body"), q(WSU, "Timestamp")):
-            raise SignatureInvalid("a reference resolved to an unexpected element")
+            raise _refused(_REFERENCES, "a reference resolved to an unexpected element")
         if element.tag in signed:
-            raise SignatureInvalid("the same element is referenced twice")
+            raise _refused(_REFERENCES, "the same element is referenced twice")
         signed[element.tag] = element
     # The message's identity for replay detection is what was signed, not how the signature is
     # spelled: base64 text and ECDSA values (s -> n-s) can be re-spelled and still verify, but the
     # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change. Comments are
     # dropped, as the verifier drops them (exc-c14n without comments).
+    signed_info = signature.find(q(DS, "SignedInfo"))
     signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
     return VerifiedMessage(
         body=signed[q(SOAP_ENV, "Body")],
@@ -242,21 +391,47 @@ def verify(envelope: etree._Element, signer: x509.Certificate) -> VerifiedMessag
     )
 
 
-def check_timestamp(timestamp: etree._Element, now: dt.datetime, *, max_lifetime_s: int,
-                    skew_s: int) -> tuple[dt.datetime, dt.datetime]:
-    """Created/Expires of the signed Timestamp must be present, sane, and cover ``now``."""
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 and seconds >= 120 else f"{seconds} s"
+
+
+def check_timestamp(timestamp: etree._Element, now: dt.datetime, *, max_lifetime_s: int, skew_s: int,
+                    accept_longer_expires: bool = False) -> tuple[dt.datetime, dt.datetime]:
+    """The signed Timestamp's Created and Expires must be present, in a zone, and cover ``now``
+    (with ``skew_s`` either way). Returns (Created, the moment after which the message is no longer
+    accepted, before skew).
+
+    A message lives at most ``max_lifetime_s`` from Created. With ``accept_longer_expires`` a later
+    Expires is not an error (node-soap always sends 10 minutes; WSS4J sets no cap): the message is
+    treated as expiring at Created + ``max_lifetime_s``. Without it (the SDK checking the gateway's
+    own responses), a longer lifetime is refused.
+    """
+    limit = _duration(max_lifetime_s)
     try:
         created = parse_time(timestamp.findtext(q(WSU, "Created")))
         expires = parse_time(timestamp.findtext(q(WSU, "Expires")))
-    except ValueError:
-        raise MessageExpired("Timestamp needs Created and Expires in UTC") from None
+        latest_by_age = created + dt.timedelta(seconds=max_lifetime_s)
+    except (ValueError, OverflowError) as exc:
+        raise MessageExpired(f"unreadable Timestamp: {exc}", public_message=(
+            "wsu:Timestamp must carry Created and Expires as UTC date-times (e.g. 2026-01-31T12:00:00Z)."
+        )) from None
     skew = dt.timedelta(seconds=skew_s)
+    clock = f"the gateway's time is {format_time(now)}"
     if expires <= created:
-        raise MessageExpired("Timestamp expires before it is created")
-    if expires - created > dt.timedelta(seconds=max_lifetime_s):
-        raise MessageExpired(f"Timestamp lifetime exceeds {max_lifetime_s} s")
+        raise MessageExpired(f"Timestamp Expires {format_time(expires)} <= Created {format_time(created)}",
+                             public_message="wsu:Timestamp Expires must be later than Created.")
+    if expires > latest_by_age and not accept_longer_expires:
+        raise MessageExpired(f"Timestamp lifetime exceeds {max_lifetime_s} s",
+                             public_message=f"wsu:Timestamp lives longer than {limit} (Expires - Created).")
     if created > now + skew:
-        raise MessageExpired("Timestamp is in the future")
-    if expires < now - skew:
-        raise MessageExpired("Timestamp has expired")
-    return created, expires
+        raise MessageExpired(f"Timestamp Created {format_time(created)} is in the future",
+                             public_message=f"wsu:Timestamp Created is in the future (check the clock): {clock}.")
+    accepted_until = min(expires, latest_by_age)
+    if now - skew > accepted_until:
+        if expires <= latest_by_age:
+            raise MessageExpired(f"Timestamp expired at {format_time(expires)}", public_message=(
+                f"wsu:Timestamp has expired (Expires has passed; check the clock): {clock}."))
+        raise MessageExpired(f"Timestamp Created {format_time(created)} is older than {max_lifetime_s} s",
+                             public_message=(f"wsu:Timestamp is older than {limit} (Created + {max_lifetime_s} s "
+                                             f"has passed): create it just before sending; {clock}."))
+    return created, accepted_until

@@ -18,7 +18,7 @@ from lxml import etree
 
 from connectors.client import GatewayClient, request_digest
 from gateway.security import wsse
-from gateway.soap import SOAP_ENV, q
+from gateway.soap import CG, SOAP_ENV, q
 from tests.support import child_update, unique
 
 # The attack never got past the TLS handshake: no fault; one audit row, CertificateRejected, naming
@@ -102,6 +102,14 @@ def assert_post_refused(gateway, client: GatewayClient, operation: str, data: by
     before, seq = baseline(gateway)
     return assert_refused(gateway, before, seq, post(client, operation, data), code,
                           org_code=org_code, sent=data)
+
+
+def fault_message(envelope: etree._Element) -> str:
+    """The fault's message (``detail/cg:Error/cg:Message``, the same text as ``faultstring``)."""
+    fault = envelope.find(f"{q(SOAP_ENV, 'Body')}/{q(SOAP_ENV, 'Fault')}")
+    message = fault.findtext(f"detail/{q(CG, 'Error')}/{q(CG, 'Message')}")
+    assert message == fault.findtext("faultstring")
+    return message
 
 
 def assert_no_leak(fault_bytes: bytes) -> None:

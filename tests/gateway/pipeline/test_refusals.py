@@ -22,8 +22,8 @@ from gateway.index import ids
 from gateway.security import wsse
 from gateway.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
 from tests.gateway.pipeline.attacks import (
-    REQUESTER, TLS_HANDSHAKE, assert_no_leak, assert_post_refused, assert_refused, baseline, find_kwargs,
-    get_contacts_kwargs, resign, sent_once, submit_kwargs,
+    REQUESTER, TLS_HANDSHAKE, assert_no_leak, assert_post_refused, assert_refused, baseline, fault_message,
+    find_kwargs, get_contacts_kwargs, resign, sent_once, submit_kwargs,
 )
 from tests.support import foreign_ca_client_material, unique
 
@@ -84,7 +84,9 @@ def test_signing_certificate_from_an_unknown_ca_is_rejected(gateway, clients, tm
     signer = wsse.EnvelopeSigner((rogue / "key.pem").read_bytes(), (rogue / "cert.pem").read_bytes())
     la = clients("la")
     data = resign(signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()))
-    assert_post_refused(gateway, la, "SubmitUpdates", data, "CertificateRejected", org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, "CertificateRejected", org_code="LA")
+    assert "The signing certificate is not accepted: it must be issued by a CA the gateway trusts" in (
+        fault_message(fault))
 
 
 @pytest.mark.parametrize("name, org_code", [
@@ -101,10 +103,20 @@ def test_revoked_certificate_is_rejected(gateway, clients):
     _assert_submit_refused(gateway, clients("la_revoked"), "CertificateRejected", org_code="LA")
 
 
+def test_message_signed_with_a_revoked_certificate_says_so_without_the_reason(gateway, clients):
+    la = clients("la")
+    data = resign(clients("la_revoked").signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()))
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, "CertificateRejected", org_code="LA")
+    assert fault_message(fault) == "The signing certificate has been revoked."  # not the officer's note
+
+
 def test_signer_from_another_organisation_than_the_tls_client_is_refused(gateway, clients):
     health = clients("health")
     data = health.build_request("SubmitUpdates", **submit_kwargs())  # signed with HEALTH's key
-    assert_post_refused(gateway, clients("la"), "SubmitUpdates", data, "SignerMismatch", org_code="LA")
+    fault = assert_post_refused(gateway, clients("la"), "SubmitUpdates", data, "SignerMismatch", org_code="LA")
+    message = fault_message(fault)
+    assert "sign with your own organisation's certificate" in message
+    assert "HEALTH" not in message  # whose certificate it is stays in the audit trail
 
 
 # ---- 10, 11: integrity and freshness -------------------------------------------------------------
@@ -115,7 +127,8 @@ def test_body_altered_after_signing_is_refused(gateway, clients):
     data = la.build_request("SubmitUpdates", **submit_kwargs(family))
     tampered = data.replace(family.encode(), unique("Forged").encode())
     assert tampered != data
-    assert_post_refused(gateway, la, "SubmitUpdates", tampered, "SignatureInvalid", org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", tampered, "SignatureInvalid", org_code="LA")
+    assert "The digest of soap:Body does not match its ds:DigestValue" in fault_message(fault)
 
 
 def _expired(client):
@@ -126,16 +139,31 @@ def _future(client):
     return client.build_request("SubmitUpdates", created=now() + dt.timedelta(minutes=10), **submit_kwargs())
 
 
-def _long_lived(client):
+def _long_lived_but_old(client):
+    """node-soap's 10-minute Timestamp, sent 6 minutes after it was made."""
     return resign(client.signer, client.build_request("SubmitUpdates", sign=False, **submit_kwargs()),
-                  created=now(), lifetime_s=600)
+                  created=now() - dt.timedelta(minutes=6), lifetime_s=600)
 
 
-@pytest.mark.parametrize("build", [_expired, _future, _long_lived], ids=["expired", "future", "lifetime-600s"])
-def test_stale_future_or_long_lived_timestamp_is_refused(gateway, clients, build):
+@pytest.mark.parametrize("build, message", [
+    (_expired, "wsu:Timestamp has expired (Expires has passed; check the clock)"),
+    (_future, "wsu:Timestamp Created is in the future (check the clock)"),
+    (_long_lived_but_old, "wsu:Timestamp is older than 5 minutes"),
+], ids=["expired", "future", "lifetime-600s-sent-after-6-minutes"])
+def test_stale_or_future_timestamp_is_refused_saying_what_to_fix(gateway, clients, build, message):
     la = clients("la")
     data = build(la)
-    assert_post_refused(gateway, la, "SubmitUpdates", data, "MessageExpired", org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, "MessageExpired", org_code="LA")
+    assert message in fault_message(fault)
+
+
+def test_timestamp_living_longer_than_five_minutes_is_accepted_while_fresh(gateway, clients):
+    """node-soap hard-codes 10 minutes and WSS4J sets no cap: a longer Expires is not an error."""
+    la = clients("la")
+    data = resign(la.signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()),
+                  created=now(), lifetime_s=600)
+    status, answer = la.post_raw("SubmitUpdates", data)
+    assert status == 200 and GatewayClient.fault_code(answer) is None
 
 
 # ---- 12, 13: replay and purpose ------------------------------------------------------------------

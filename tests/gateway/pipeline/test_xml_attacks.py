@@ -19,8 +19,10 @@ from zeep.wsse.signature import _sign_envelope_with_key_binary
 from gateway.security import wsse
 from gateway.soap import CG, DS, SOAP_ENV, WSSE, WSU, q
 from tests.gateway.pipeline.attacks import (
-    assert_post_refused, assert_refused, baseline, find_kwargs, resign, submit_kwargs,
+    assert_post_refused, assert_refused, baseline, fault_message, find_kwargs, resign, submit_kwargs,
 )
+from tests.gateway.security import signing
+from tests.gateway.security.degenerate import DEGENERATE
 from tests.support import unique
 
 ATTACKER = "urn:attacker"
@@ -224,7 +226,9 @@ def test_duplicate_wsu_id_is_refused(gateway, clients, stolen_id):
     decoy = etree.SubElement(security, f"{{{ATTACKER}}}Decoy")
     decoy.set(q(WSU, "Id"), stolen_id(envelope))
     data = _bytes(envelope)
-    assert_post_refused(gateway, la, "SubmitUpdates", data, WRAPPING_CODES, org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, WRAPPING_CODES, org_code="LA")
+    message = fault_message(fault)
+    assert "appears more than once" in message and decoy.get(q(WSU, "Id")) not in message
 
 
 # ---- partial, missing and weak signatures ----------------------------------------------------
@@ -238,7 +242,8 @@ def test_signature_covering_only_the_body_is_refused(gateway, clients):
     references = envelope.findall(f".//{{{DS}}}SignedInfo/{{{DS}}}Reference")
     assert [r.get("URI") for r in references] == ["#" + envelope.find(q(SOAP_ENV, "Body")).get(q(WSU, "Id"))]
     data = _bytes(envelope)
-    assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
+    assert "The signature must reference soap:Body and wsu:Timestamp" in fault_message(fault)
 
 
 def test_unsigned_message_with_a_timestamp_is_refused(gateway, clients):
@@ -246,22 +251,98 @@ def test_unsigned_message_with_a_timestamp_is_refused(gateway, clients):
     envelope = _parse(la.build_request("SubmitUpdates", sign=False, **submit_kwargs()))
     wsse.add_timestamp(envelope)
     data = _bytes(envelope)
-    assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
+    assert fault_message(fault) == "The message must hold exactly one ds:Signature, in wsse:Security."
 
 
-@pytest.mark.parametrize("method, digest", [
-    (xmlsec.Transform.RSA_SHA1, xmlsec.Transform.SHA1),
-    (xmlsec.Transform.RSA_SHA1, xmlsec.Transform.SHA256),
-    (xmlsec.Transform.RSA_SHA256, xmlsec.Transform.SHA1),
+@pytest.mark.parametrize("method, digest, message", [
+    (xmlsec.Transform.RSA_SHA1, xmlsec.Transform.SHA1, "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256"),
+    (xmlsec.Transform.RSA_SHA1, xmlsec.Transform.SHA256, "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256"),
+    (xmlsec.Transform.RSA_SHA256, xmlsec.Transform.SHA1, "DigestMethod must be SHA-256"),
 ], ids=["rsa-sha1+sha1", "rsa-sha1+sha256", "rsa-sha256+sha1"])
-def test_sha1_signature_or_digest_is_refused(gateway, clients, method, digest):
+def test_sha1_signature_or_digest_is_refused(gateway, clients, method, digest, message):
     la = clients("la")
     envelope = _parse(la.build_request("SubmitUpdates", sign=False, **submit_kwargs()))
     wsse.add_timestamp(envelope)
     _sign_envelope_with_key_binary(envelope, _org_key(gateway.certs["la"]), method, digest)
     data = _bytes(envelope)
     assert b"sha1" in data
-    assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
+    fault = assert_post_refused(gateway, la, "SubmitUpdates", data, "SignatureInvalid", org_code="LA")
+    assert message in fault_message(fault) and "SHA-1 is refused" in fault_message(fault)
+
+
+# ---- degenerate signature values (issue 5) ---------------------------------------------------
+
+def _emptied(element_name: str):
+    def mutate(envelope):
+        for element in envelope.iter(q(DS, element_name)):
+            element.text = None
+    return mutate
+
+
+def _removed(element_name: str):
+    def mutate(envelope):
+        for element in list(envelope.iter(q(DS, element_name))):
+            element.getparent().remove(element)
+    return mutate
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_emptied("SignatureValue"), "ds:SignatureValue is missing, empty or not base64."),
+    (_emptied("DigestValue"), "ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes)."),
+    (_removed("SignatureValue"), "ds:Signature must hold ds:SignedInfo, ds:SignatureValue and ds:KeyInfo"),
+    (_removed("DigestValue"), "Each ds:Reference must hold ds:Transforms, ds:DigestMethod and ds:DigestValue"),
+], ids=["empty-signature-value", "empty-digest-value", "no-signature-value", "no-digest-value"])
+def test_empty_or_missing_signature_or_digest_value_is_signature_invalid(gateway, clients, mutate, message):
+    """Issue 5: an empty SignatureValue reached b64decode(None) in signxml and was answered 503."""
+    la = clients("la")
+    envelope = _parse(la.build_request("FindChild", **find_kwargs()))
+    mutate(envelope)
+    data = _bytes(envelope)
+    fault = assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA")
+    assert fault_message(fault).startswith(message)
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE))
+def test_degenerate_signature_structure_is_signature_invalid_never_unavailable(gateway, clients, name):
+    """Odd base64, odd KeyInfo, missing or doubled parts, unknown algorithms, huge values: each is the
+    caller's own bad input, refused with SignatureInvalid and a message saying what to fix."""
+    mutate, expected = DEGENERATE[name]
+    la = clients("la")
+    envelope = _parse(la.build_request("FindChild", **find_kwargs()))
+    mutate(envelope)
+    data = _bytes(envelope)
+    fault = assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA")
+    assert expected in fault_message(fault)
+
+
+# ---- reference transforms: enveloped-signature only where it is a no-op ---------------------------
+
+def _signed_with_transforms(gateway, la, transforms) -> bytes:
+    envelope = _parse(la.build_request("FindChild", sign=False, **find_kwargs()))
+    signing.sign(envelope, _org_key(gateway.certs["la"]), transforms=transforms)
+    return _bytes(envelope)
+
+
+def test_enveloped_signature_transform_is_accepted_for_body_and_timestamp(gateway, clients):
+    """node-soap's default transforms; the Signature is outside the Body and beside the Timestamp."""
+    la = clients("la")
+    data = _signed_with_transforms(gateway, la, (signing.ENVELOPED, signing.EXC_C14N))
+    assert data.count(b"xmldsig#enveloped-signature") == 2
+    status, answer = la.post_raw("FindChild", data)
+    assert status == 200 and answer.find(f".//{{{CG}}}FindChildResponse") is not None
+
+
+@pytest.mark.parametrize("transforms", [
+    (signing.ENVELOPED,),
+    (xmlsec.Transform.C14N,),
+    (xmlsec.Transform.EXCL_C14N_COMMENTS,),
+], ids=["enveloped-alone", "inclusive-c14n", "exc-c14n-with-comments"])  # more in tests/gateway/security
+def test_other_reference_transforms_are_refused(gateway, clients, transforms):
+    la = clients("la")
+    data = _signed_with_transforms(gateway, la, transforms)
+    fault = assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA")
+    assert "Transforms must be exclusive C14N" in fault_message(fault)
 
 
 # ---- SOAPAction ------------------------------------------------------------------------------
