@@ -302,6 +302,8 @@ class TcpRelay:
 
     def cut(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the blocked accept() and stops listening (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:

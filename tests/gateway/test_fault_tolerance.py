@@ -17,13 +17,14 @@ import time
 
 import pytest
 from lxml import etree
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from gateway import audit
 from gateway.db import audit_log
 from gateway.soap import CG, digest_b64, q
 from tests.support import (
-    REDIS_URL, child_pids, child_update, private_gateway, redis_server, unique,
+    REDIS_URL, TcpRelay, child_pids, child_update, postgres_database, private_gateway, redis_server,
+    unique,
 )
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -235,3 +236,138 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
         assert status == 200 and same_answer(again, first)
         assert gw.index_snapshot() == snapshot
         assert_audit_sound(gw, exchanges.answered)
+
+
+# ---- two copies of one SubmitUpdates in flight at once -------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_copy_sent_while_the_first_is_in_flight_is_never_applied_twice(backend, tmp_path):
+    with private_gateway(backend, tmp_path / "home", orgs=LA, workers=2,
+                         redis_url=REDIS_URL if backend == "postgresql" else None) as gw:
+        client = gw.client("la")
+        exchanges = Exchanges(client)
+        push = client.build_request("SubmitUpdates", ChildUpdate=batch(1000))
+        thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
+        assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
+
+        status, second, elapsed = exchanges.send("SubmitUpdates", push)
+        thread.join(120)
+        status_first, first, _ = outcome[0]
+        assert status_first == 200 and len(results(first)) == 1000
+        if backend == "postgresql":
+            # answered at once (no thread parked on the first copy's lock): retry shortly
+            assert status == 503 and client.fault_code(second) == "Unavailable", status
+            assert elapsed < 3, f"the copy in flight was held {elapsed:.1f} s"
+        else:
+            # SQLite: the copy queued on the write lock, then got the first answer (or, had the
+            # first taken longer than the database timeout, Unavailable)
+            assert (status == 200 and same_answer(second, first)) or (
+                status == 503 and client.fault_code(second) == "Unavailable")
+        status, again, _ = exchanges.send("SubmitUpdates", push)
+        assert status == 200 and same_answer(again, first)
+        assert gw.child_count() == 1000
+        assert_audit_sound(gw, exchanges.answered)
+
+
+# ---- Redis stopped or hung: fail fast and closed, recover by itself ------------------------------
+
+def find_child(client, family: str | None = None) -> bytes:
+    """A fresh read (a new Timestamp, so never a replay)."""
+    return client.build_request("FindChild", FamilyName=family or f"Nobody{letters(int(unique(), 16))}",
+                                DateOfBirth="2010-01-01", **READER)
+
+
+def assert_unavailable_quickly(gw, exchanges: Exchanges, within_s: float, attempts: int = 3) -> None:
+    """Each request is answered a signed Unavailable (post_raw checks the signature) within
+    ``within_s``, and each refusal is audited."""
+    seq = gw.audit_seq()
+    for _ in range(attempts):
+        status, envelope, elapsed = exchanges.send("FindChild", find_child(exchanges.client))
+        assert status == 503 and exchanges.client.fault_code(envelope) == "Unavailable"
+        assert elapsed < within_s, f"Unavailable took {elapsed:.2f} s"
+    refused = [e for e in gw.audit_entries_after(seq) if e["fault_code"] == "Unavailable"]
+    assert len(refused) == attempts, "each Unavailable is audited"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stopped_redis_is_answered_unavailable_at_once_and_the_gateway_recovers(backend, tmp_path):
+    with redis_server(tmp_path / "redis") as redis, \
+            private_gateway(backend, tmp_path / "home", orgs=LA, redis_url=redis.url,
+                            extra_env={"CONTACTGATE_REDIS_TIMEOUT": "0.5"}) as gw:
+        exchanges = Exchanges(gw.client("la"))
+        assert exchanges.send("FindChild", find_child(exchanges.client))[0] == 200
+        redis.stop()
+        assert_unavailable_quickly(gw, exchanges, within_s=0.8)
+        redis.start()
+        status, _, _ = exchanges.send("FindChild", find_child(exchanges.client))
+        assert status == 200, "the gateway did not recover by itself"
+        assert_audit_sound(gw, exchanges.answered)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hung_redis_costs_each_request_about_the_configured_timeout(backend, tmp_path):
+    with redis_server(tmp_path / "redis") as redis, \
+            private_gateway(backend, tmp_path / "home", orgs=LA, redis_url=redis.url,
+                            extra_env={"CONTACTGATE_REDIS_TIMEOUT": "0.5"}) as gw:
+        exchanges = Exchanges(gw.client("la"))
+        assert exchanges.send("FindChild", find_child(exchanges.client))[0] == 200
+        redis.pause()
+        try:
+            assert_unavailable_quickly(gw, exchanges, within_s=0.5 + 0.8)
+        finally:
+            redis.resume()
+        status, _, _ = exchanges.send("FindChild", find_child(exchanges.client))
+        assert status == 200, "the gateway did not recover by itself"
+        assert_audit_sound(gw, exchanges.answered)
+
+
+# ---- the database unreachable and back -----------------------------------------------------------
+
+def test_database_unreachable_gives_unavailable_and_the_gateway_recovers_by_itself(tmp_path):
+    """PostgreSQL reached through a relay the test cuts: every relayed connection closed and new
+    ones refused, as when the database host is lost — here in the middle of a SubmitUpdates."""
+    with postgres_database() as direct_url:
+        target = make_url(direct_url)
+        relay = TcpRelay(target.host, target.port)
+        relay.start()
+        relayed_url = target.set(port=relay.port).render_as_string(hide_password=False)
+        direct = create_engine(direct_url)
+        try:
+            with private_gateway("postgresql", tmp_path / "home", orgs=LA, redis_url=REDIS_URL,
+                                 database_url=relayed_url) as gw:
+                gw._engine = direct  # the test looks inside without the relay
+                client = gw.client("la")
+                exchanges = Exchanges(client)
+                assert exchanges.send("FindChild", find_child(client))[0] == 200
+
+                push = client.build_request("SubmitUpdates", ChildUpdate=batch(1000))
+                thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
+                assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
+                relay.cut()
+                thread.join(60)
+                status, envelope, _ = outcome[0]
+                assert status == 503 and client.fault_code(envelope) == "Unavailable"
+                assert gw.child_count() == 0  # nothing of it applied
+                assert_unavailable_unaudited_quickly(exchanges, within_s=2)
+
+                relay.restore()
+                status, first, _ = exchanges.send("SubmitUpdates", push)  # the client's retry
+                assert status == 200, "the gateway did not recover by itself"
+                assert gw.child_count() == 1000
+                status, again, _ = exchanges.send("SubmitUpdates", push)
+                assert status == 200 and same_answer(again, first)
+                assert exchanges.send("FindChild", find_child(client))[0] == 200
+                assert_audit_sound(gw, exchanges.answered)
+                verify = gw.cli("audit", "verify", expect_ok=False)
+                assert verify.exit_code == 0, verify.output
+        finally:
+            relay.cut()
+            direct.dispose()
+
+
+def assert_unavailable_unaudited_quickly(exchanges: Exchanges, within_s: float, attempts: int = 3) -> None:
+    """With the database gone nothing can be audited: a signed Unavailable, quickly, and nothing else."""
+    for _ in range(attempts):
+        status, envelope, elapsed = exchanges.send("FindChild", find_child(exchanges.client))
+        assert status == 503 and exchanges.client.fault_code(envelope) == "Unavailable"
+        assert elapsed < within_s, f"Unavailable took {elapsed:.2f} s"
