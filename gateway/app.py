@@ -31,7 +31,7 @@ def trust_anchor_files(settings: Settings) -> list:
 
 def build_services(settings: Settings) -> Services:
     layout = settings.layout
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s)
     return Services(
         settings=settings,
         engine=engine,

@@ -87,6 +87,10 @@ class Settings:
     rate_limit_per_org: int = 60_000
     rate_limit_per_user: int = 600
     redis_prefix: str = "contactgate"
+    # Fail fast: how long one Redis round trip, or one database step (connect, pooled connection,
+    # lock, statement, SQLite's write lock), may take before the request is answered Unavailable.
+    redis_timeout_s: float = 0.5
+    database_timeout_s: float = 10.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -111,6 +115,23 @@ class Settings:
         for name, var in ints.items():
             if name not in overrides and env.get(var):
                 overrides[name] = int(env[var])
+        seconds = {
+            "redis_timeout_s": "CONTACTGATE_REDIS_TIMEOUT",
+            "database_timeout_s": "CONTACTGATE_DATABASE_TIMEOUT",
+        }
+        for name, var in seconds.items():
+            if name not in overrides and env.get(var):
+                overrides[name] = positive_seconds(var, env[var])
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
         return cls(home=home, database_url=database_url, redis_url=redis_url, **overrides)
+
+
+def positive_seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 3600:
+        raise ValueError(f"{name} must be a number of seconds greater than 0, not {value!r}")
+    return seconds

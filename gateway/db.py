@@ -6,6 +6,7 @@ describe it for queries, and a test checks the two agree.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sqlalchemy import (
@@ -138,11 +139,15 @@ audit_head = Table(
     Column("entry_hash", String(64), nullable=False),
 )
 
-replay_keys = Table(
-    "replay_keys", metadata,
-    Column("key", String(128), primary_key=True),
+# What was answered (gateway.pipeline.replay): one row per accepted exchange, inserted in the
+# exchange's own transaction with its effect, audit entry and signed answer, and kept until the
+# message could no longer be accepted. Its primary key refuses a second copy.
+processed_messages = Table(
+    "processed_messages", metadata,
+    Column("org_code", String(32), primary_key=True),
+    Column("signature_id", String(64), primary_key=True),  # SHA-256 of the canonical SignedInfo
     Column("expires_at", Integer, nullable=False, index=True),  # unix seconds
-    Column("response", LargeBinary, nullable=True),
+    Column("answer", LargeBinary, nullable=True),  # a SubmitUpdates' signed first answer
 )
 
 rate_counters = Table(
@@ -162,17 +167,25 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
-def make_engine(url: str) -> Engine:
+TOOL_WAIT_S = 30.0  # how long the command line and migrations wait for SQLite's write lock
+
+
+def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
     """An engine for either backend. SQLite gets WAL and write-locking transactions.
 
     Every SQLite transaction starts with BEGIN IMMEDIATE so that concurrent writers queue on the
     database lock (busy_timeout) instead of failing to upgrade a read lock mid-transaction.
+
+    ``timeout_s`` is how long the serving gateway lets one database step wait — connecting, taking
+    a pooled connection, a lock, a statement, SQLite's write lock — before it fails (and the
+    request is answered Unavailable). None (the command line, migrations) waits as before.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        busy_s = TOOL_WAIT_S if timeout_s is None else timeout_s
+        engine = create_engine(url, connect_args={"timeout": busy_s, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn, _record):
@@ -181,7 +194,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -190,7 +203,29 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    if timeout_s is None:
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=timeout_s,
+                         connect_args=postgresql_timeouts(timeout_s))
+
+
+def postgresql_timeouts(timeout_s: float) -> dict:
+    """libpq settings that bound each step. The server enforces statement_timeout and lock_timeout;
+    connect_timeout (whole seconds, at least 2 in libpq), TCP keepalives and tcp_user_timeout let
+    the client give up on a server host or network that is gone. None of these bounds a server that
+    is alive at the TCP level but does not run (a SIGSTOPped or frozen postgres): its kernel still
+    acknowledges every packet, so a request in flight waits until it runs again (README, "What
+    survives a fault")."""
+    ms = max(1, int(timeout_s * 1000))
+    return {
+        "connect_timeout": max(2, math.ceil(timeout_s)),
+        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        "keepalives": 1,
+        "keepalives_idle": max(1, math.ceil(timeout_s)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": ms,
+    }
 
 
 def migrate(url: str) -> None:

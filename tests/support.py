@@ -9,15 +9,20 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
+import socket
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import redis as redis_lib
 from sqlalchemy import create_engine, func, select, text
 
 from gateway import audit
-from gateway.local import LocalGateway
+from gateway.local import LocalGateway, free_port
 from gateway.db import audit_head, audit_log, children, involvements, make_engine, review_queue, source_records
 from gateway.trust import pki
 
@@ -153,13 +158,18 @@ def foreign_ca_client_material(directory: Path, org_code: str = "ROGUE") -> Path
 
 @contextlib.contextmanager
 def private_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, list[str]]],
-                    extra_env: dict | None = None, workers: int = 1):
+                    extra_env: dict | None = None, workers: int = 1, redis_url: str | None = None,
+                    database_url: str | None = None):
     """A gateway of a test's own (fresh database, own home), for tests that change its settings or
-    its database under it. ``orgs`` maps code -> (kind, scopes)."""
-    database = postgres_database() if backend == "postgresql" else sqlite_database()
+    its database under it. ``orgs`` maps code -> (kind, scopes). ``redis_url``: a Redis instead of
+    the embedded rate store; ``database_url``: a database the test made (else a fresh one)."""
+    if database_url is not None:
+        database = contextlib.nullcontext(database_url)
+    else:
+        database = postgres_database() if backend == "postgresql" else sqlite_database()
     with database as url:
         home.mkdir(parents=True, exist_ok=True)
-        gw = Gateway(backend, home, url, None)
+        gw = Gateway(backend, home, url, redis_url)
         gw.extra_env.update(extra_env or {})
         gw.cli("init")
         for code, (kind, scopes) in orgs.items():
@@ -183,3 +193,141 @@ def wait_for_lock_waiters(engine, n: int = 1, timeout_s: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"fewer than {n} transactions reached the lock")
+
+
+# ---- real processes and connections that tests break on purpose ---------------------------------
+
+class RedisServer:
+    """A redis-server of the test's own on a spare loopback port, without persistence: stopping or
+    restarting it loses every key, as a production Redis without persistence would."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis_lib.Redis:
+        return redis_lib.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self, timeout_s: float = 10) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis_lib.RedisError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case it was paused
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the kernel still accepts connections, nothing answers (a hung Redis)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path):
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TcpRelay:
+    """A loopback TCP relay to a server (e.g. PostgreSQL), which a test can cut — every relayed
+    connection closed and new ones refused, as when the database host is lost — and restore."""
+
+    def __init__(self, target_host: str, target_port: int):
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the blocked accept() and stops listening (Linux)
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        self.start()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a server's workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found

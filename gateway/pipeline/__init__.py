@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+
 from connectors import contactgate_v1 as dialect
 from gateway import audit
 from gateway.errors import CertificateRejected, Refusal, Unavailable
@@ -16,7 +19,7 @@ from gateway.pipeline.authorisation import authorise
 from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.dispatch import dispatch
 from gateway.pipeline.parse import parse_message
-from gateway.pipeline.replay import IDEMPOTENT_OPERATIONS, check_replay, ttl_seconds
+from gateway.pipeline.replay import AlreadyAnswered, check_replay
 from gateway.pipeline.respond import signed_fault
 from gateway.pipeline.schema import validate_schema
 from gateway.pipeline.tls_client import identify_client
@@ -50,37 +53,36 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
         parse_message(exchange, services)
         validate_schema(exchange, services)
         verify_security(exchange, services)
-        first_answer = check_replay(exchange, services)
-        if first_answer is not None:
-            _audit_alone(exchange, services, exchange.audit_entry(
-                "repeat", detail="retry of a processed message: first answer returned, nothing applied"))
-            return Answer(200, first_answer)
+        check_replay(exchange, services)
         check_accreditation(exchange, services)
         authorise(exchange, services)
-        answer = Answer(200, dispatch(exchange, services))
+        return Answer(200, dispatch(exchange, services))
+    except AlreadyAnswered as repeat:
+        return _repeat(exchange, repeat.answer, services)
     except Refusal as refusal:
-        answer = _refuse(exchange, refusal, services)
-    except Exception:  # a bug or a backend failure: fail closed, tell nothing
+        return _refuse(exchange, refusal, services)
+    except (OperationalError, SQLAlchemyTimeoutError) as exc:  # the database failed or timed out
+        log.warning("database unavailable: %s", _first_line(exc))
+        return _refuse(exchange, Unavailable(f"database unavailable ({type(getattr(exc, 'orig', None) or exc).__name__})"),
+                       services)
+    except Exception:  # a bug: fail closed, tell nothing
         log.exception("unexpected failure while handling a message")
-        answer = _refuse(exchange, Unavailable("internal error"), services)
-    _remember_answer(exchange, answer, services)
-    return answer
+        return _refuse(exchange, Unavailable("internal error"), services)
 
 
-def _remember_answer(exchange: Exchange, answer: Answer, services: Services) -> None:
-    if not exchange.claimed:
-        return
-    # An answered message keeps its claim (a read replayed is refused; a SubmitUpdates retried gets
-    # this answer). A refusal applied nothing (answers are signed inside the effect's transaction),
-    # so it gives the claim back: a suspension lifted or a rate window passed must not leave the
-    # message refused until it expires.
+def _repeat(exchange: Exchange, first_answer: bytes, services: Services) -> Answer:
+    """A retry of a SubmitUpdates already answered: the first answer again, once it is audited."""
     try:
-        if answer.status != 200:
-            services.store.release(exchange.replay_key)
-        elif exchange.operation in IDEMPOTENT_OPERATIONS:
-            services.store.save_response(exchange.replay_key, answer.body, ttl_seconds(exchange))
+        _audit_alone(exchange, services, exchange.audit_entry(
+            "repeat", detail="retry of a processed message: first answer returned, nothing applied"))
     except Exception:
-        log.exception("could not store the answer for idempotent retries")
+        log.exception("could not audit a repeated message")
+        return _refuse(exchange, Unavailable("audit unavailable"), services)
+    return Answer(200, first_answer)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _audit_alone(exchange: Exchange, services: Services, entry: audit.Entry) -> None:

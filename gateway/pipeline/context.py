@@ -66,7 +66,6 @@ class Exchange:
     signature_id: str | None = None
     timestamp_expires: dt.datetime | None = None
     replay_key: str | None = None
-    claimed: bool = False           # this copy holds the replay claim (see pipeline.replay)
     user_id: str | None = None
     role: str | None = None
     reason_code: str | None = None

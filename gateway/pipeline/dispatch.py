@@ -1,6 +1,6 @@
 """Steps 8 and 9: the connector maps the verified request to the canonical model; the index
-operation, its audit entry and the signed answer are made in one transaction (no audit, no effect;
-no answer, no effect)."""
+operation, its audit entry, the signed answer and the record that the message was answered
+(gateway.pipeline.replay) are made in one transaction (no audit, no effect; no answer, no effect)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway.errors import NotFound, SchemaInvalid
 from gateway.index import store as index
 from gateway.index.model import ChildView
 from gateway.pipeline.context import Exchange, Services
+from gateway.pipeline.replay import exchange_transaction, remember
 from gateway.pipeline.respond import signed_response
 
 # Location details of a shielded child; withheld from every role not listed in the settings.
@@ -46,14 +47,14 @@ def _submit_updates(exchange: Exchange, services: Services) -> bytes:
 
 
 def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
-    with services.engine.begin() as conn:
+    with exchange_transaction(exchange, services) as conn:
         results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at)
         exchange.child_ids = [r.child_id for r in results if r.child_id]
         tally = Counter(result.outcome for result in results)
         services.audit.append(conn, exchange.audit_entry(
             "accepted", detail=" ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
-        return signed_response(dialect.write_submit_updates_response(results, exchange.request_digest),
-                               services)
+        return remember(conn, exchange, signed_response(
+            dialect.write_submit_updates_response(results, exchange.request_digest), services))
 
 
 def _find_child(exchange: Exchange, services: Services) -> bytes:
@@ -62,17 +63,17 @@ def _find_child(exchange: Exchange, services: Services) -> bytes:
         raise SchemaInvalid("FindChild without family name + date of birth or an identifier",
                             public_message="FindChild needs FamilyName and DateOfBirth, or NhsNumber "
                                            "or PupilNumber")
-    with services.engine.begin() as conn:
+    with exchange_transaction(exchange, services) as conn:
         candidates = index.find_children(conn, query)
         exchange.child_ids = [c.child_id for c in candidates]
         services.audit.append(conn, exchange.audit_entry("accepted", detail=f"candidates={len(candidates)}"))
-        return signed_response(dialect.write_find_child_response(candidates, exchange.request_digest),
-                               services)
+        return remember(conn, exchange, signed_response(
+            dialect.write_find_child_response(candidates, exchange.request_digest), services))
 
 
 def _get_contacts(exchange: Exchange, services: Services) -> bytes:
     requested = dialect.read_get_contacts(exchange.payload)
-    with services.engine.begin() as conn:
+    with exchange_transaction(exchange, services) as conn:
         child = index.get_child(conn, requested, exchange.received_at.date())
         if child is None:
             # Refused (and audited by the caller) exactly like any other missing record.
@@ -81,7 +82,8 @@ def _get_contacts(exchange: Exchange, services: Services) -> bytes:
             child = withhold_location(child)
         exchange.child_ids = [child.child_id]
         services.audit.append(conn, exchange.audit_entry("accepted", detail=f"contacts={len(child.contacts)}"))
-        return signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
+        return remember(conn, exchange, signed_response(
+            dialect.write_get_contacts_response(child, exchange.request_digest), services))
 
 
 def withhold_location(child: ChildView) -> ChildView:

@@ -1,6 +1,13 @@
-"""The replay, idempotency and rate-limit store: embedded (in the gateway's database) or Redis.
+"""The rate-limit store: counters in the gateway's own database (embedded) or in Redis.
 
-Both implement `MessageStore`; `tests/store/test_stores.py` runs one contract suite against each.
+Only rate counting lives here. What was answered — replay refusal and idempotent retries — lives in
+the database, in each exchange's own transaction (gateway.pipeline.replay), so nothing correctness
+needs is in Redis: losing its data (a restart without persistence, a failover to a lagging replica,
+an eviction) only resets rate limits. A Redis that cannot be reached, or does not answer within
+CONTACTGATE_REDIS_TIMEOUT, fails closed: the count raises `gateway.errors.Unavailable`.
+
+Both implement `MessageStore`; `tests/gateway/store/test_stores.py` runs one contract suite against
+each.
 """
 
 from __future__ import annotations
@@ -13,28 +20,18 @@ from gateway.config import Settings
 
 
 class MessageStore(Protocol):
-    def claim(self, key: str, ttl_s: int) -> bool:
-        """Record ``key`` as seen; True only for the first claim while it lives (atomic)."""
-
-    def save_response(self, key: str, response: bytes, ttl_s: int) -> None:
-        """Keep the answer to a claimed message so a retry gets the same answer."""
-
-    def get_response(self, key: str) -> bytes | None:
-        """The saved answer for ``key``, or None while it is being processed (or unknown)."""
-
-    def release(self, key: str) -> None:
-        """Forget a claim whose processing failed before any effect (the retry may proceed)."""
-
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         """Count one event against each key in the current fixed window (one round trip); return
-        each window's count."""
+        each window's count. Raises `gateway.errors.Unavailable` if the counters cannot be reached
+        in time (fail closed: no count, no answer)."""
 
 
 def make_store(settings: Settings, engine: Engine) -> MessageStore:
     if settings.redis_url:
         from gateway.store.redis_store import RedisStore
 
-        return RedisStore.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
+                                   timeout_s=settings.redis_timeout_s)
     from gateway.store.embedded import EmbeddedStore
 
     return EmbeddedStore(engine)

@@ -1,12 +1,27 @@
-"""The Redis store, shared by any number of gateway processes and hosts."""
+"""The Redis store, shared by any number of gateway processes and hosts: rate counters only.
+
+Fail fast and closed: every socket operation and connection attempt is bounded by ``timeout_s``
+(CONTACTGATE_REDIS_TIMEOUT), a timeout is never retried (retries would multiply the wait), and a
+refused or broken connection is retried once at once — which is what lets the gateway recover by
+itself when Redis comes back (the first use of a pooled connection Redis closed when it went away
+fails, and a new connection is made). Whatever still fails becomes `Unavailable`: no count, no
+answer.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-_PENDING = b""
+from gateway.errors import Unavailable
+
+log = logging.getLogger("contactgate.store")
+
+DEFAULT_TIMEOUT_S = 0.5
 
 
 class RedisStore:
@@ -15,24 +30,14 @@ class RedisStore:
         self._prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "contactgate") -> "RedisStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix)
+    def from_url(cls, url: str, prefix: str = "contactgate", timeout_s: float = DEFAULT_TIMEOUT_S) -> "RedisStore":
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+        return cls(client, prefix)
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}:{kind}:{key}"
-
-    def claim(self, key: str, ttl_s: int) -> bool:
-        return bool(self._redis.set(self._key("replay", key), _PENDING, nx=True, ex=ttl_s))
-
-    def save_response(self, key: str, response: bytes, ttl_s: int) -> None:
-        self._redis.set(self._key("replay", key), response, ex=ttl_s)
-
-    def get_response(self, key: str) -> bytes | None:
-        value = self._redis.get(self._key("replay", key))
-        return value or None
-
-    def release(self, key: str) -> None:
-        self._redis.delete(self._key("replay", key))
 
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         window = int(time.time()) // window_s
@@ -41,4 +46,9 @@ class RedisStore:
             name = self._key("rate", f"{key}:{window}")
             pipe.incr(name)
             pipe.expire(name, window_s * 2)
-        return [int(count) for count in pipe.execute()[::2]]
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable for rate counting: %s", exc)
+            raise Unavailable(f"rate counters unavailable ({type(exc).__name__})") from None
+        return [int(count) for count in replies[::2]]

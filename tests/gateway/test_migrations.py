@@ -16,3 +16,32 @@ def test_migrating_again_is_a_no_op(database_url):
     from gateway.db import migrate
 
     migrate(database_url)
+
+
+def test_0003_carries_unexpired_replay_keys_into_processed_messages(database_url):
+    """Messages answered just before the upgrade stay answered (refused, or their first answer)."""
+    import time
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, select, text
+
+    from gateway.db import processed_messages
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "gateway:migrations")
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.downgrade(cfg, "0002")
+    engine = create_engine(database_url)
+    now = int(time.time())
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO replay_keys (key, expires_at, response) VALUES "
+                          "(:a, :live, :answer), (:b, :live, NULL), (:c, :dead, NULL)"),
+                     {"a": "LA:" + "a" * 64, "b": "HEALTH:" + "b" * 64, "c": "LA:" + "c" * 64,
+                      "live": now + 300, "dead": now - 1, "answer": b"<first answer/>"})
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        rows = sorted(tuple(r) for r in conn.execute(select(
+            processed_messages.c.org_code, processed_messages.c.signature_id, processed_messages.c.answer)))
+    engine.dispose()
+    assert rows == [("HEALTH", "b" * 64, None), ("LA", "a" * 64, b"<first answer/>")]

@@ -1,10 +1,14 @@
-"""One contract suite for every replay/idempotency/rate store implementation."""
+"""One contract suite for every rate store implementation (replay and idempotency are not here:
+they live in the database, see tests/gateway/test_fault_tolerance.py)."""
 
 import secrets
+import socket
+import time
 
 import pytest
 import redis as redis_lib
 
+from gateway.errors import Unavailable
 from gateway.store.embedded import EmbeddedStore
 from gateway.store.redis_store import RedisStore
 from tests.support import REDIS_URL
@@ -16,25 +20,10 @@ def store(request, engine):
         yield EmbeddedStore(engine)
         return
     prefix = f"cgtest-store-{secrets.token_hex(4)}"
+    yield RedisStore.from_url(REDIS_URL, prefix=prefix)
     client = redis_lib.Redis.from_url(REDIS_URL)
-    yield RedisStore(client, prefix)
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
-
-
-def test_claim_is_true_once(store):
-    assert store.claim("k1", 60) is True
-    assert store.claim("k1", 60) is False
-    assert store.claim("k2", 60) is True
-
-
-def test_response_saved_for_retries_and_release_forgets(store):
-    store.claim("k", 60)
-    assert store.get_response("k") is None  # still being processed
-    store.save_response("k", b"<answer/>", 60)
-    assert store.get_response("k") == b"<answer/>"
-    store.release("k")
-    assert store.claim("k", 60) is True
 
 
 def test_rate_counter_counts_within_a_window(store):
@@ -52,9 +41,22 @@ def test_rate_counter_starts_again_in_a_new_window(engine):
     assert store.hit(["k"], 60) == [1]
 
 
-def test_embedded_claim_expires(engine):
-    now = [1_000_000.0]
-    store = EmbeddedStore(engine, clock=lambda: now[0])
-    assert store.claim("k", 10)
-    now[0] += 11
-    assert store.claim("k", 10)
+def test_unreachable_redis_fails_closed_at_once():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        store.hit(["org:LA"], 60)
+    assert time.monotonic() - started < 0.5
+
+
+def test_silent_redis_fails_closed_within_the_timeout():
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts, never answers
+        port = listener.getsockname()[1]
+        store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", timeout_s=0.3)
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            store.hit(["org:LA"], 60)
+        assert time.monotonic() - started < 0.9  # one timeout, not one per retry
