@@ -73,6 +73,14 @@ class Settings:
     rate_limit_per_org: int = 60_000
     rate_limit_per_user: int = 600
     redis_prefix: str = "contactgate"
+    # `serve`'s front (gateway/front.py, README "Slow and idle clients"): seconds, and caps per worker.
+    handshake_timeout_s: float = 5.0
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_connections: int = 1000
+    max_connections_per_address: int = 64
+    threads: int = 4
     extra: dict = field(default_factory=dict)
 
     @property
@@ -97,6 +105,18 @@ class Settings:
         for name, var in ints.items():
             if name not in overrides and env.get(var):
                 overrides[name] = int(env[var])
+        front = {
+            "handshake_timeout_s": ("CONTACTGATE_HANDSHAKE_TIMEOUT", float),
+            "header_timeout_s": ("CONTACTGATE_HEADER_TIMEOUT", float),
+            "body_timeout_s": ("CONTACTGATE_BODY_TIMEOUT", float),
+            "keepalive_timeout_s": ("CONTACTGATE_KEEPALIVE_TIMEOUT", float),
+            "max_connections": ("CONTACTGATE_MAX_CONNECTIONS", int),
+            "max_connections_per_address": ("CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS", int),
+            "threads": ("CONTACTGATE_THREADS", int),
+        }
+        for name, (var, parse) in front.items():
+            if name not in overrides and env.get(var):
+                overrides[name] = parse(env[var])
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
         return cls(home=home, database_url=database_url, redis_url=redis_url, **overrides)
