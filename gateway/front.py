@@ -288,7 +288,8 @@ class Front:
             try:
                 exchange = await self._read_request(conn, reader, writer)
             except h11.RemoteProtocolError as error:
-                await self._bad_request(writer, error)
+                if not reader.at_eof():  # the peer gave up mid-request: nothing to answer
+                    await self._bad_request(writer, error)
                 return
             if exchange is None:
                 return
@@ -317,7 +318,7 @@ class Front:
             return None
         except (ConnectionError, TimeoutError, OSError) as error:
             self.quiet_log.warning("tls-timeout", "TLS handshake from %s not completed: %s", address,
-                                   error or type(error).__name__)
+                                   str(error) or type(error).__name__)
             writer.transport.abort()
             return None
         ssl_object = writer.get_extra_info("ssl_object")

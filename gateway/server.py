@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import contextlib
 import os
 import resource
 import signal
@@ -51,7 +52,16 @@ class FrontWorker(Worker):
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self._quick_exit = False
+        self._stopped = asyncio.Event()
         super().init_process()  # loads the app, then calls run()
+
+    def load_wsgi(self):
+        """Build the app, then the TLS context: a broken key or certificate stops the worker at boot
+        (and gunicorn with it), not at the first connection."""
+        super().load_wsgi()
+        layout = self.wsgi.config["SERVICES"].settings.layout
+        self.tls_context = server_ssl_context(str(layout.server_cert), str(layout.server_key),
+                                              str(layout.client_ca_bundle))
 
     def init_signals(self):
         for sig in self.SIGNALS:
@@ -65,10 +75,12 @@ class FrontWorker(Worker):
 
     def _graceful_stop(self):
         self.alive = False
+        self._stopped.set()
 
     def _quick_stop(self):
         self.alive = False
         self._quick_exit = True
+        self._stopped.set()
         self.cfg.worker_int(self)
 
     def _abort(self):
@@ -90,17 +102,14 @@ class FrontWorker(Worker):
         if soft != resource.RLIM_INFINITY and limits.max_connections > soft - FD_RESERVE:
             self.log.warning("CONTACTGATE_MAX_CONNECTIONS=%d is above what the open-files limit (%d) "
                              "allows: using %d", limits.max_connections, soft, max(soft - FD_RESERVE, 1))
-            limits = FrontLimits(**{**limits.__dict__, "max_connections": max(soft - FD_RESERVE, 1)})
+            limits = replace(limits, max_connections=max(soft - FD_RESERVE, 1))
         return limits
 
     async def _serve(self):
         services = self.wsgi.config["SERVICES"]
         settings = services.settings
-        layout = settings.layout
-        context = server_ssl_context(str(layout.server_cert), str(layout.server_key),
-                                     str(layout.client_ca_bundle))
         app_pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="contactgate-app")
-        front = Front(self.wsgi, self._limits(settings), context, app_pool,
+        front = Front(self.wsgi, self._limits(settings), self.tls_context, app_pool,
                       audit_refused_handshake=lambda ip, reason: refuse_handshake(services, ip, reason),
                       access_log=self.log.access_log if self.cfg.accesslog else None)
         servers = [await asyncio.start_server(front.handle, sock=listener.sock, backlog=self.cfg.backlog)
@@ -111,20 +120,20 @@ class FrontWorker(Worker):
                 if self.ppid != os.getppid():
                     self.log.info("parent changed, shutting down: %s", self)
                     break
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), 1.0)
         finally:
             for server in servers:
                 server.close()
-            await front.drain(0.0 if self._quick_exit else self.cfg.graceful_timeout)
+            # within gunicorn's graceful_timeout, after which the master kills the worker
+            await front.drain(0.0 if self._quick_exit else max(self.cfg.graceful_timeout - 1, 0))
             app_pool.shutdown(wait=not self._quick_exit, cancel_futures=True)
 
 
 class GatewayServer(BaseApplication):
-    def __init__(self, settings: Settings, bind: str, workers: int, threads: int | None = None,
+    def __init__(self, settings: Settings, bind: str, workers: int, threads: int = Settings.threads,
                  log_level: str = "info"):
-        self.settings = settings
-        if threads is not None:
-            self.settings = replace(settings, threads=threads)
+        self.settings = replace(settings, threads=threads)
         write_client_ca_bundle(settings)
         self.options = {
             "bind": bind,
@@ -149,4 +158,4 @@ class GatewayServer(BaseApplication):
 
 
 def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None) -> None:
-    GatewayServer(settings, bind, workers, threads).run()
+    GatewayServer(settings, bind, workers, settings.threads if threads is None else threads).run()
