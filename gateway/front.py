@@ -440,7 +440,7 @@ class Front:
         environ["CONTENT_LENGTH"] = str(len(exchange.body.data))
         return environ
 
-    def _call_app(self, environ: dict) -> tuple[int, list, bytes]:
+    def _call_app(self, environ: dict) -> tuple[str, list, bytes]:
         """Run the WSGI app (in a pool thread) and collect its whole answer."""
         started = time.monotonic()
         captured: dict = {}
@@ -458,28 +458,29 @@ class Front:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-            status = int(captured["status"].split(" ", 1)[0])
-            headers = captured["headers"]
+            status, headers = captured["status"], captured["headers"]
         except Exception:
             log.exception("the application failed on %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"])
-            status, headers, chunks = 500, [("Content-Type", "text/plain")], [b"internal error\n"]
+            status, headers = "500 Internal Server Error", [("Content-Type", "text/plain")]
+            chunks = [b"internal error\n"]
         body = b"".join(chunks)
         if self.access_log is not None:
-            self.access_log.info('%s - - "%s %s %s" %d %d %.3fs', environ["REMOTE_ADDR"],
+            self.access_log.info('%s - - "%s %s %s" %s %d %.3fs', environ["REMOTE_ADDR"],
                                  environ["REQUEST_METHOD"], environ["RAW_URI"], environ["SERVER_PROTOCOL"],
-                                 status, len(body), time.monotonic() - started)
+                                 status.split(" ", 1)[0], len(body), time.monotonic() - started)
         return status, headers, body
 
     # ---- writing ---------------------------------------------------------------------------------
 
-    async def _respond(self, conn: h11.Connection, writer, request: h11.Request, status: int, headers: list,
+    async def _respond(self, conn: h11.Connection, writer, request: h11.Request, status: str, headers: list,
                        body: bytes, must_close: bool) -> None:
+        code, _, reason = status.partition(" ")
         head = [(name, value) for name, value in headers
                 if name.lower() not in ("content-length", "connection", "transfer-encoding")]
         head.append(("Content-Length", str(len(body))))
         if must_close:
             head.append(("Connection", "close"))
-        data = conn.send(h11.Response(status_code=status, headers=head))
+        data = conn.send(h11.Response(status_code=int(code), headers=head, reason=reason.encode("latin-1")))
         if request.method != b"HEAD":
             data += conn.send(h11.Data(data=body)) if body else b""
         data += conn.send(h11.EndOfMessage())

@@ -23,6 +23,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from gateway.db import rate_counters
+from gateway.soap import SOAP_ACTION_PREFIX
 from tests.support import child_update, foreign_ca_client_material, private_gateway, unique
 
 STALLERS = 500
@@ -103,7 +104,7 @@ def _partial_head(gateway, sock):
 def _stalled_body(gateway, sock):
     tls = _tls(gateway, sock)
     tls.sendall(b"POST /soap/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\n"
-                b"SOAPAction: \"urn:contactgate:v1/GetContacts\"\r\nContent-Length: 100000\r\n\r\n<soap:Env")
+                b"SOAPAction: \"urn:contactgate:v1#GetContacts\"\r\nContent-Length: 100000\r\n\r\n<soap:Env")
     return tls
 
 
@@ -318,3 +319,27 @@ def test_200_refused_handshakes_from_one_address_write_a_handful_of_audit_rows_a
     assert all(e["fault_code"] == "CertificateRejected" and e["outcome"] == "refused" for e in mine)
     assert len(mine) <= 10, f"{len(mine)} audit rows for 200 refused handshakes from one address"
     assert not _shared_store_keys_mentioning(gateway, source), "a refused handshake wrote to the store"
+
+
+# ---- graceful stop ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigterm_lets_a_request_in_progress_finish_then_stops(backend, tmp_path):
+    with private_gateway(backend, tmp_path / "home", orgs={"LA": ("local_authority", ["push", "query"])}) as gw:
+        la = gw.client("la")
+        data = la.build_request("SubmitUpdates", ChildUpdate=[
+            child_update(unique("stop-"), unique("F"), "Ann", "2015-01-02") for _ in range(300)])
+        with stallers(gw, _tls, ["127.0.0.1"], n=1) as [tls]:
+            tls.sendall(b"POST /soap/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\n"
+                        b"SOAPAction: \"%sSubmitUpdates\"\r\nContent-Length: %d\r\n\r\n"
+                        % (SOAP_ACTION_PREFIX.encode(), len(data)) + data)
+            time.sleep(1.0)  # read and in the application (300 records take a few seconds)
+            gw.process.terminate()
+            tls.settimeout(15)
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
+        assert body.count(b"<cg:Result>") == 300  # the whole answer
+        assert gw.process.wait(15) == 0
