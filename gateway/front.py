@@ -280,7 +280,7 @@ class Front:
         while not self.stopping:
             self.connections[task] = "idle"
             if not conn.trailing_data[0]:
-                data = await self._read(reader, loop.time() + wait_s, "no request")
+                data = await self._read(reader, loop.time() + wait_s, "no request in time")
                 if not data:
                     return
                 conn.receive_data(data)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
+import logging
 import os
 import resource
 import signal
@@ -59,6 +60,11 @@ class FrontWorker(Worker):
         """Build the app, then the TLS context: a broken key or certificate stops the worker at boot
         (and gunicorn with it), not at the first connection."""
         super().load_wsgi()
+        # The gateway's own log lines (contactgate.*) go where gunicorn's error log goes, formatted alike.
+        gateway_log = logging.getLogger("contactgate")
+        if not gateway_log.handlers:
+            gateway_log.handlers = list(self.log.error_log.handlers)
+            gateway_log.propagate = False
         layout = self.wsgi.config["SERVICES"].settings.layout
         self.tls_context = server_ssl_context(str(layout.server_cert), str(layout.server_key),
                                               str(layout.client_ca_bundle))
