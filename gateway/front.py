@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http
 import io
 import logging
 import ssl
@@ -394,7 +395,7 @@ class Front:
         status = error.error_status_hint or 400
         self.quiet_log.warning("bad-request", "malformed HTTP from %s: %s",
                                (writer.get_extra_info("peername") or ("?",))[0], error)
-        reason = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}.get(status, b"Bad Request")
+        reason = http.HTTPStatus(status).phrase.encode("ascii")
         text = b"bad request\n"
         await self._write(writer, b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                           b"Connection: close\r\n\r\n%s" % (status, reason, len(text), text), len(text))

@@ -241,6 +241,13 @@ def test_malformed_http_gets_a_plain_400_and_is_closed(front):
     assert data.startswith(b"HTTP/1.1 400 ") and data.endswith(b"bad request\n")
 
 
+def test_an_oversize_head_is_refused_and_closed(front):
+    with front.tls_socket() as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\n\r\n")
+        data = read_all(tls)
+    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
 def test_a_refused_handshake_is_audited_a_few_times_a_minute_per_address(front):
     for _ in range(HANDSHAKE_AUDITS_PER_MINUTE + 5):
         raw = socket.create_connection(("127.0.0.1", front.port), timeout=5, source_address=("127.0.7.7", 0))
