@@ -22,6 +22,10 @@ from gateway.trust.pki import TrustAnchors
 SOAP_PATH = "/soap/v1"
 XML = "text/xml; charset=utf-8"
 OVERSIZE_FACTOR = 8
+# Set by the front (gateway/front.py): the verified TLS client certificate (DER) and the body it
+# has already read and hashed (a ReceivedBody).
+PEER_CERT_DER_KEY = "contactgate.peer_cert_der"
+RECEIVED_BODY_KEY = "contactgate.received_body"
 
 
 def trust_anchor_files(settings: Settings) -> list:
@@ -44,7 +48,10 @@ def build_services(settings: Settings) -> Services:
 
 
 def peer_certificate_der(environ: dict) -> bytes | None:
-    """The TLS client certificate gunicorn verified (gunicorn does not put it in the environ)."""
+    """The verified TLS client certificate: from our front's environ key, else (under a plain
+    gunicorn sync/gthread worker, which does not put it in the environ) from the socket."""
+    if environ.get(PEER_CERT_DER_KEY):
+        return environ[PEER_CERT_DER_KEY]
     sock = environ.get("gunicorn.socket")
     getpeercert = getattr(sock, "getpeercert", None)
     if getpeercert is None:
@@ -81,7 +88,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @app.post(SOAP_PATH)
     def soap_endpoint():
-        body = read_body(request.stream, limit)
+        body = request.environ.get(RECEIVED_BODY_KEY) or read_body(request.stream, limit)
         answer = handle(body, request.headers.get("SOAPAction"), peer_certificate_der(request.environ),
                         services)
         return Response(answer.body, status=answer.status, content_type=XML)

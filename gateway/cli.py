@@ -395,14 +395,16 @@ def signing_key_bundle(ctx: Context, out: Path | None) -> None:
 @main.command()
 @click.option("--bind", default="127.0.0.1:8443", show_default=True)
 @click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--threads", default=None, type=int,
+              help="Request threads per worker [default: $CONTACTGATE_THREADS or 4].")
 @pass_ctx
-def serve(ctx: Context, bind: str, workers: int) -> None:
+def serve(ctx: Context, bind: str, workers: int, threads: int | None) -> None:
     """Run the gateway with mutual TLS."""
     from gateway.server import serve as run_server
 
     if not ctx.settings.layout.server_cert.exists():
         _fail("no server certificate: run `contactgate init` first")
-    run_server(ctx.settings, bind, workers)
+    run_server(ctx.settings, bind, workers, threads)
 
 
 # ---- audit ---------------------------------------------------------------------------------------

@@ -91,6 +91,14 @@ class Settings:
     # lock, statement, SQLite's write lock), may take before the request is answered Unavailable.
     redis_timeout_s: float = 0.5
     database_timeout_s: float = 10.0
+    # `serve`'s front (gateway/front.py, README "Slow and idle clients"): seconds, and caps per worker.
+    handshake_timeout_s: float = 5.0
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
+    max_connections: int = 1000
+    max_connections_per_address: int = 64
+    threads: int = 4
     extra: dict = field(default_factory=dict)
 
     @property
@@ -118,10 +126,22 @@ class Settings:
         seconds = {
             "redis_timeout_s": "CONTACTGATE_REDIS_TIMEOUT",
             "database_timeout_s": "CONTACTGATE_DATABASE_TIMEOUT",
+            "handshake_timeout_s": "CONTACTGATE_HANDSHAKE_TIMEOUT",
+            "header_timeout_s": "CONTACTGATE_HEADER_TIMEOUT",
+            "body_timeout_s": "CONTACTGATE_BODY_TIMEOUT",
+            "keepalive_timeout_s": "CONTACTGATE_KEEPALIVE_TIMEOUT",
         }
         for name, var in seconds.items():
             if name not in overrides and env.get(var):
                 overrides[name] = positive_seconds(var, env[var])
+        counts = {
+            "max_connections": "CONTACTGATE_MAX_CONNECTIONS",
+            "max_connections_per_address": "CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS",
+            "threads": "CONTACTGATE_THREADS",
+        }
+        for name, var in counts.items():
+            if name not in overrides and env.get(var):
+                overrides[name] = int(env[var])
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
         return cls(home=home, database_url=database_url, redis_url=redis_url, **overrides)

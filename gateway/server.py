@@ -1,20 +1,38 @@
-"""`contactgate serve`: gunicorn with mutual TLS.
+"""`contactgate serve`: gunicorn as the process manager, our asyncio front in each worker.
 
-The TLS layer refuses, at the handshake, any client without a certificate chaining to a configured
-CA (the gateway CA plus any in $CONTACTGATE_HOME/trust). TLS 1.2 is the minimum. Each worker builds
-the application (and so loads keys, trust anchors and schemas) once.
+gunicorn's master binds the port, forks the workers, respawns a dead or hung one (heartbeat,
+``timeout``) and stops them gracefully. Each worker is a `FrontWorker`: an event loop that accepts
+plain TCP on the inherited listeners and does TLS and HTTP itself (gateway/front.py), bounding the
+handshake, the request's head and body, idle keep-alive connections and the connections per
+address, and runs the WSGI app in a small thread pool only for complete requests. gunicorn does no
+TLS here (no certfile/keyfile in its config): the front's `ssl.SSLContext` requires a client
+certificate chaining to a configured CA (the gateway CA plus any in $CONTACTGATE_HOME/trust), TLS
+1.2 at least. Each worker builds the application (keys, trust anchors, schemas) once.
 """
 
 from __future__ import annotations
 
-import ssl
+import asyncio
+import asyncio.sslproto
+import contextlib
+import logging
+import os
+import resource
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.base import Worker
 
 from gateway.app import create_app, trust_anchor_files
 from gateway.config import Settings
-from gateway.pipeline import REFUSED_CERTIFICATE_REASONS, refuse_handshake
+from gateway.front import Front, FrontLimits, server_ssl_context
+from gateway.pipeline import refuse_handshake
+
+TLS_READ_BUFFER = 32 * 1024
+FD_RESERVE = 64  # files a worker needs besides client connections (listeners, logs, database, Redis)
 
 
 def write_client_ca_bundle(settings: Settings) -> str:
@@ -24,44 +42,112 @@ def write_client_ca_bundle(settings: Settings) -> str:
     return str(bundle)
 
 
-def _ssl_context(config, default_ssl_context_factory):
-    context = default_ssl_context_factory()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+class FrontWorker(Worker):
+    """A gunicorn worker whose connections live on an asyncio loop (see gateway/front.py)."""
 
+    def init_process(self):
+        # asyncio's TLS layer preallocates a read buffer of SSLProtocol.max_size (256 KiB) for every
+        # connection, stalled ones included: 500 of them cost ~150 MiB. One TLS record is at most
+        # 16 KiB, so 32 KiB loses nothing but a few loop turns on large bodies.
+        asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self._quick_exit = False
+        self._stopped = asyncio.Event()
+        super().init_process()  # loads the app, then calls run()
 
-class AuditingThreadWorker(ThreadWorker):
-    """gunicorn's gthread worker, which also writes a handshake it refused for want of a trusted
-    client certificate to the audit trail (the application never sees such a connection)."""
+    def load_wsgi(self):
+        """Build the app, then the TLS context: a broken key or certificate stops the worker at boot
+        (and gunicorn with it), not at the first connection."""
+        super().load_wsgi()
+        # The gateway's own log lines (contactgate.*) go where gunicorn's error log goes, formatted alike.
+        gateway_log = logging.getLogger("contactgate")
+        if not gateway_log.handlers:
+            gateway_log.handlers = list(self.log.error_log.handlers)
+            gateway_log.propagate = False
+        layout = self.wsgi.config["SERVICES"].settings.layout
+        self.tls_context = server_ssl_context(str(layout.server_cert), str(layout.server_key),
+                                              str(layout.client_ca_bundle))
 
-    def handle_error(self, req, client, addr, exc):
-        if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in REFUSED_CERTIFICATE_REASONS:
-            services = getattr(self.wsgi, "config", {}).get("SERVICES")
-            if services is not None:
-                refuse_handshake(services, (addr or ("?",))[0], exc.reason)
-        super().handle_error(req, client, addr, exc)
+    def init_signals(self):
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        self.loop.add_signal_handler(signal.SIGTERM, self._graceful_stop)
+        self.loop.add_signal_handler(signal.SIGQUIT, self._quick_stop)
+        self.loop.add_signal_handler(signal.SIGINT, self._quick_stop)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
+        self.loop.add_signal_handler(signal.SIGWINCH, lambda: None)
+        self.loop.add_signal_handler(signal.SIGABRT, self._abort)
+
+    def _graceful_stop(self):
+        self.alive = False
+        self._stopped.set()
+
+    def _quick_stop(self):
+        self.alive = False
+        self._quick_exit = True
+        self._stopped.set()
+        self.cfg.worker_int(self)
+
+    def _abort(self):
+        self.alive = False
+        self.cfg.worker_abort(self)
+        sys.exit(1)
+
+    def run(self):
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
+            for listener in self.sockets:
+                listener.close()
+
+    def _limits(self, settings: Settings) -> FrontLimits:
+        limits = FrontLimits.from_settings(settings)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and limits.max_connections > soft - FD_RESERVE:
+            self.log.warning("CONTACTGATE_MAX_CONNECTIONS=%d is above what the open-files limit (%d) "
+                             "allows: using %d", limits.max_connections, soft, max(soft - FD_RESERVE, 1))
+            limits = replace(limits, max_connections=max(soft - FD_RESERVE, 1))
+        return limits
+
+    async def _serve(self):
+        services = self.wsgi.config["SERVICES"]
+        settings = services.settings
+        app_pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="contactgate-app")
+        front = Front(self.wsgi, self._limits(settings), self.tls_context, app_pool,
+                      audit_refused_handshake=lambda ip, reason: refuse_handshake(services, ip, reason),
+                      access_log=self.log.access_log if self.cfg.accesslog else None)
+        servers = [await asyncio.start_server(front.handle, sock=listener.sock, backlog=self.cfg.backlog)
+                   for listener in self.sockets]
+        try:
+            while self.alive:
+                self.notify()
+                if self.ppid != os.getppid():
+                    self.log.info("parent changed, shutting down: %s", self)
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), 1.0)
+        finally:
+            for server in servers:
+                server.close()
+            # within gunicorn's graceful_timeout, after which the master kills the worker
+            await front.drain(0.0 if self._quick_exit else max(self.cfg.graceful_timeout - 1, 0))
+            app_pool.shutdown(wait=not self._quick_exit, cancel_futures=True)
 
 
 class GatewayServer(BaseApplication):
-    def __init__(self, settings: Settings, bind: str, workers: int, threads: int = 4,
+    def __init__(self, settings: Settings, bind: str, workers: int, threads: int = Settings.threads,
                  log_level: str = "info"):
-        self.settings = settings
-        layout = settings.layout
+        self.settings = replace(settings, threads=threads)
+        write_client_ca_bundle(settings)
         self.options = {
             "bind": bind,
             "workers": workers,
-            # gthread: keep-alive, and getpeercert() on the socket; audits refused handshakes
-            "worker_class": f"{__name__}.AuditingThreadWorker",
-            "threads": threads,
-            "keepalive": 30,
+            "worker_class": f"{__name__}.FrontWorker",
             "timeout": 60,
             "graceful_timeout": 10,
-            "certfile": str(layout.server_cert),
-            "keyfile": str(layout.server_key),
-            "ca_certs": write_client_ca_bundle(settings),
-            "cert_reqs": ssl.CERT_REQUIRED,
-            "ssl_context": _ssl_context,
+            "backlog": 2048,
             "accesslog": "-",
             "errorlog": "-",
             "loglevel": log_level,
@@ -77,5 +163,5 @@ class GatewayServer(BaseApplication):
         return create_app(self.settings)
 
 
-def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2) -> None:
-    GatewayServer(settings, bind, workers).run()
+def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None) -> None:
+    GatewayServer(settings, bind, workers, settings.threads if threads is None else threads).run()

@@ -94,20 +94,18 @@ def _audit_alone(exchange: Exchange, services: Services, entry: audit.Entry) -> 
 REFUSED_CERTIFICATE_REASONS = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED"})
 
 
+# Refused handshakes audited per source address and minute (per worker process); the server's
+# front counts them in memory and only logs the rest (gateway/front.py).
 HANDSHAKE_AUDITS_PER_MINUTE = 5
 
 
 def refuse_handshake(services: Services, peer_ip: str, reason: str) -> None:
     """Audit a TLS handshake refused for want of a trusted client certificate. Nobody can be named
     (no certificate was accepted), so the entry carries the address and OpenSSL's reason. Anyone
-    who can reach the port can cause these, so only the first few a minute per address go into the
-    chain; the rest are in the server log."""
+    who can reach the port can cause these: the caller decides which are worth an entry (the first
+    HANDSHAKE_AUDITS_PER_MINUTE a minute per address, counted in memory, never in the shared store)
+    and calls this off the event loop."""
     try:
-        [count] = services.store.hit([f"tls:{peer_ip}"], 60)
-        if count > HANDSHAKE_AUDITS_PER_MINUTE:
-            log.warning("refused TLS handshake from %s (%s): not audited, over %d a minute", peer_ip,
-                        reason, HANDSHAKE_AUDITS_PER_MINUTE)
-            return
         with services.engine.begin() as conn:
             services.audit.append(conn, audit.Entry(
                 operation="tls_handshake", outcome="refused", fault_code=CertificateRejected.code,
