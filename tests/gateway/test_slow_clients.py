@@ -339,7 +339,10 @@ def test_sigterm_lets_a_request_in_progress_finish_then_stops(backend, tmp_path)
             answer = b""
             while chunk := tls.recv(65536):
                 answer += chunk
+        # The whole answer, then the server closes the connection (the read loop ended) and exits.
+        # (Whether the head says `Connection: close` depends on whether the answer was ready before
+        # the drain began: a fast machine can finish 300 records within the sleep.)
         head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower(), head
+        assert head.startswith(b"HTTP/1.1 200"), head
         assert body.count(b"<cg:Result>") == 300  # the whole answer
         assert gw.process.wait(15) == 0
