@@ -14,6 +14,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from gateway import files
+
 metadata = MetaData()
 
 organisations = Table(
@@ -171,7 +173,9 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # SQLite would create the file 0644 less the umask; made 0600 here, its -wal and -shm
+            # get the same mode from SQLite.
+            files.create_private(Path(path))
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

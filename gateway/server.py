@@ -14,13 +14,13 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from gateway.app import create_app, trust_anchor_files
 from gateway.config import Settings
+from gateway.files import write_private
 from gateway.pipeline import REFUSED_CERTIFICATE_REASONS, refuse_handshake
 
 
 def write_client_ca_bundle(settings: Settings) -> str:
     bundle = settings.layout.client_ca_bundle
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    bundle.write_bytes(b"".join(path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)))
+    write_private(bundle, b"".join(path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)))
     return str(bundle)
 
 

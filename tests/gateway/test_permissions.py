@@ -26,7 +26,6 @@ from tests.support import postgres_database
 UMASKS = [0o000, 0o022]
 BACKENDS = ["sqlite", "postgresql"]
 
-FILES_NOT_YET = pytest.mark.xfail(strict=True, reason="issue 5 part 4: files in the home follow the umask (database 0644 in a 0755 home) and serve does not check them")
 
 
 @contextlib.contextmanager
@@ -89,7 +88,6 @@ def running_server(env: dict, client_dir: Path, umask: int):
 
 # ---- a new home, used: every file 0600 -----------------------------------------------------------
 
-@FILES_NOT_YET
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("umask", UMASKS, ids=["umask000", "umask022"])
 def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend, tmp_path):
@@ -117,7 +115,6 @@ def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend
         assert loose(home) == {}
 
 
-@FILES_NOT_YET
 def test_sqlite_gives_wal_and_shm_the_database_files_mode(tmp_path):
     """SQLite creates -wal and -shm with the database file's mode, whatever the umask: so a database
     created 0600 keeps all three private."""
@@ -138,7 +135,6 @@ def test_sqlite_gives_wal_and_shm_the_database_files_mode(tmp_path):
             engine.dispose()
 
 
-@FILES_NOT_YET
 def test_file_writers_are_private_under_umask_000(tmp_path):
     home = tmp_path / "home"
     settings = Settings.from_env({}, home=str(home), database_url=f"sqlite:///{home}/contactgate.db")
@@ -157,7 +153,6 @@ def test_file_writers_are_private_under_umask_000(tmp_path):
     assert loose(home) == {}
 
 
-@FILES_NOT_YET
 def test_cert_issue_out_dir_keeps_the_key_private_whatever_the_umask(tmp_path):
     env = clean_env(CONTACTGATE_HOME=str(tmp_path / "home"))
     assert contactgate("init", env=env).code == 0
@@ -170,7 +165,6 @@ def test_cert_issue_out_dir_keeps_the_key_private_whatever_the_umask(tmp_path):
     assert (out / "cert.pem").stat().st_mode & 0o777 == 0o644  # public material, meant to be handed over
 
 
-@FILES_NOT_YET
 def test_make_engine_creates_a_private_database_and_directory(tmp_path):
     with process_umask(0o000):
         engine = make_engine(f"sqlite:///{tmp_path}/new/contactgate.db")
@@ -194,7 +188,6 @@ def _loosen(home: Path) -> list[Path]:
     return [*loosened, checkpoints]
 
 
-@FILES_NOT_YET
 def test_init_tightens_an_older_home_and_says_so(tmp_path):
     home = tmp_path / "home"
     env = clean_env(CONTACTGATE_HOME=str(home))
@@ -209,7 +202,6 @@ def test_init_tightens_an_older_home_and_says_so(tmp_path):
     assert "tightened" not in contactgate("init", env=env).out
 
 
-@FILES_NOT_YET
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_serve_refuses_a_loose_home_naming_the_file_and_the_fix(backend, tmp_path):
     home = tmp_path / "home"
@@ -229,12 +221,12 @@ def test_serve_refuses_a_loose_home_naming_the_file_and_the_fix(backend, tmp_pat
             database.chmod(0o644)
             contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(
                 2, f"chmod 600 {database}")
+            database.chmod(0o600)
         (home / "notes.txt").write_text("left by an operator")
         (home / "notes.txt").chmod(0o644)
         contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(2, "notes.txt")
 
 
-@FILES_NOT_YET
 def test_serve_checks_a_sqlite_database_outside_the_home(tmp_path):
     database = tmp_path / "data" / "gateway.db"
     env = clean_env(CONTACTGATE_HOME=str(tmp_path / "home"), CONTACTGATE_DATABASE_URL=f"sqlite:///{database}")
