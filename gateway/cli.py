@@ -244,8 +244,13 @@ class CommandGroup(click.Group):
         except Exception as exc:
             if _debug():
                 traceback.print_exc()
-            state = ctx.find_object(Context)
-            raise _as_cli_error(exc, state.settings_if_valid if state else None) from None
+            try:
+                state = ctx.find_object(Context)
+                error = _as_cli_error(exc, state.settings_if_valid if state else None)
+            except Exception:  # describing it failed too: say only what it was
+                error = CannotRun(f"unexpected {type(exc).__name__}; run again with {DEBUG_VARIABLE}=1 "
+                                  f"for the traceback, and report it")
+            raise error from None
 
 
 def _fail(message: str) -> None:
@@ -270,7 +275,7 @@ def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str
     ctx.obj = Context(home, database_url, redis_url)
 
 
-@main.command(needs_home=False)
+@main.command(needs_home=False, short_help="Create the home and database schema (or repair them).")
 @click.option("--server-name", "server_names", multiple=True,
               help="Extra DNS name or IP for the server certificate (repeatable); replaces the "
                    "server certificate.")
@@ -288,7 +293,7 @@ def init(ctx: Context, server_names: tuple[str, ...]) -> None:
         click.echo(f"{verb:<8} {item}")
 
 
-@main.command(needs_home=False)
+@main.command(needs_home=False, short_help="Upgrade the database schema to the newest revision.")
 @click.option("--check", is_flag=True,
               help="Change nothing: exit 0 if the schema is at the newest revision, 1 if not.")
 @pass_ctx

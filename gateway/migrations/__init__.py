@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+
 from sqlalchemy.engine import Engine
+
+
+@functools.cache
+def _scripts():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "gateway:migrations")
+    return ScriptDirectory.from_config(cfg)
 
 
 def head_revision() -> str:
     """The newest revision this version of ContactGate knows."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", "gateway:migrations")
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return _scripts().get_current_head()
 
 
 def known_revisions() -> set[str]:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    cfg = Config()
-    cfg.set_main_option("script_location", "gateway:migrations")
-    return {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+    return {script.revision for script in _scripts().walk_revisions()}
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway.audit import AuditTrail, new_key
+from gateway.audit import AuditTrail
 from gateway.config import Settings
-from gateway.db import make_engine, migrate
+from gateway.db import make_engine
 from gateway.local import free_port
 from gateway.server import write_client_ca_bundle
 from gateway.trust import pki
