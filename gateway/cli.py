@@ -121,6 +121,9 @@ class Context:
                 self._settings = Settings.from_env(**self._options)
             except SettingError as exc:
                 raise Refused(str(exc)) from None
+            except ValueError as exc:  # a setting parsed without a SettingError of its own
+                raise Refused(f"a setting has a value that cannot be used ({_one_line(exc)}): check "
+                              f"the CONTACTGATE_* environment variables") from None
         return self._settings
 
     @property
