@@ -1,3 +1,5 @@
+"""`python -m gateway`: the same as the `contactgate` console script."""
+
 from gateway.cli import main
 
-main()
+main(prog_name="contactgate")

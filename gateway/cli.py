@@ -1,33 +1,142 @@
-"""The `contactgate` command line (CONTRACT.md "Command line")."""
+"""The `contactgate` command line (CONTRACT.md "Command line").
+
+Exit codes: 0 done, 1 a check found a problem (`audit verify`, `migrate --check`), 2 usage or
+refused (a bad option or setting, an officer's request the registry refuses, a loose home for
+`serve`), 3 could not run (no home, database unreachable or not at the schema head, a file that
+cannot be read or written, or anything unexpected). Whatever goes wrong is one line on stderr that
+says what to do; a traceback only with CONTACTGATE_DEBUG=1.
+
+Commands are made with `main`'s decorators (`@main.command()`, `@main.group()` and their own
+`.command()`), so every command gets the same preflight: before it runs, the home must exist and
+the database must be reachable and at the newest schema revision (`needs_home=False` for the few
+commands that make or repair those, `init`, `migrate`, `demo`, and for `serve`, which checks the
+home's permissions before it opens the database).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
+import traceback
+from functools import cached_property
 from pathlib import Path
 
 import click
 from cryptography import x509
 
-from gateway import audit
-from gateway.config import Settings
+from gateway import __version__, audit, files
+from gateway.config import Settings, SettingError, safe_url
 from gateway.db import make_engine, reader
-from gateway.home import init_home, load_ca
+from gateway.home import HomeError, init_home, load_ca, permission_problems, sqlite_database_path
 from gateway.trust import pki, registry, signing_keys
 from gateway.trust.registry import RegistryError
 
+DEBUG_VARIABLE = "CONTACTGATE_DEBUG"
+
+
+# ---- errors and exit codes ---------------------------------------------------------------------
+
+class Refused(click.ClickException):
+    """Exit 2: the request is refused (a bad setting, or something an officer may not do)."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class CannotRun(Refused):
+    """Exit 3: the command could not run (missing home, unreachable database, unreadable file…)."""
+
+    exit_code = 3
+
+
+class CheckFailed(Refused):
+    """Exit 1: the command ran and found a problem."""
+
+    exit_code = 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _as_cli_error(exc: Exception, settings: Settings | None) -> click.ClickException:
+    """What the operator is told about an exception a command did not handle itself."""
+    from sqlalchemy.exc import DBAPIError
+
+    from gateway.migrations import UnknownRevision
+
+    if isinstance(exc, SettingError):
+        return Refused(str(exc))
+    if isinstance(exc, (HomeError, UnknownRevision)):
+        return CannotRun(str(exc))
+    if isinstance(exc, DBAPIError):
+        return CannotRun(_database_problem(exc, settings))
+    if _is_redis_unreachable(exc):
+        return CannotRun(f"cannot reach Redis ({_one_line(exc)}): check CONTACTGATE_REDIS_URL and that "
+                         f"Redis is running, or unset it to use the embedded store")
+    if isinstance(exc, PermissionError):
+        return CannotRun(f"permission denied: {exc.filename or 'a file in the home'}: run contactgate "
+                         f"as the gateway's user, with a home it may read and write")
+    if isinstance(exc, FileNotFoundError) and exc.filename is None:
+        return CannotRun(str(exc))  # our own "no … at …: run `contactgate init`" messages
+    if isinstance(exc, OSError):
+        return CannotRun(f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": "))
+    return CannotRun(f"unexpected {type(exc).__name__}, nothing was changed by it; run again with "
+                     f"{DEBUG_VARIABLE}=1 for the traceback, and report it")
+
+
+def _is_redis_unreachable(exc: Exception) -> bool:
+    # By name: this handler must work even where the redis package cannot be imported.
+    return any(cls.__module__.startswith("redis.") and cls.__name__ in ("ConnectionError", "TimeoutError")
+               for cls in type(exc).__mro__)
+
+
+def _database_problem(exc: Exception, settings: Settings | None) -> str:
+    path = sqlite_database_path(settings.database_url) if settings else None
+    if path is not None:
+        return (f"cannot use the database {path} ({_one_line(exc)}): check that it is ContactGate's "
+                f"database and that this user may read and write it and its directory")
+    where = safe_url(settings.database_url) if settings else "the database"
+    return (f"cannot reach or use the database {where} ({_one_line(exc)}): check "
+            f"CONTACTGATE_DATABASE_URL and that the database server is running")
+
+
+# ---- the shared state of one invocation --------------------------------------------------------
 
 class Context:
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._engine = None
+    """Settings and connections, made when a command first needs them (so `--help` needs nothing)."""
+
+    def __init__(self, home: str, database_url: str | None, redis_url: str | None):
+        self._options = {"home": home, "database_url": database_url, "redis_url": redis_url}
+        self._settings: Settings | None = None
 
     @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = Settings.from_env(**self._options)
+            except SettingError as exc:
+                raise Refused(str(exc)) from None
+            except ValueError as exc:  # a setting parsed without a SettingError of its own
+                raise Refused(f"a setting has a value that cannot be used ({_one_line(exc)}): check "
+                              f"the CONTACTGATE_* environment variables") from None
+        return self._settings
+
+    @property
+    def settings_if_valid(self) -> Settings | None:
+        try:
+            return self.settings
+        except Refused:
+            return None
+
+    @cached_property
     def engine(self):
-        if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
-        return self._engine
+        return make_engine(self.settings.database_url)
 
     @property
     def trail(self) -> audit.AuditTrail:
@@ -38,40 +147,176 @@ class Context:
     def reader(self):
         return reader(self.engine)
 
+    # -- preconditions --
+
+    def require_home(self) -> None:
+        root = self.settings.layout.root
+        if not root.is_dir():
+            raise CannotRun(f"no ContactGate home at {root}: run `contactgate init` first (or point "
+                            f"--home / CONTACTGATE_HOME at the home)")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise CannotRun(f"cannot read the home {root} (permission denied): run contactgate as the "
+                            f"gateway's user")
+
+    def require_database(self) -> None:
+        """The database exists (never create an empty SQLite file here) and answers."""
+        path = sqlite_database_path(self.settings.database_url)
+        if path is not None and not path.exists():
+            raise CannotRun(f"no database at {path}: run `contactgate init` first")
+        with self.reader.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        """(revision of the database, head revision); refuses a revision newer than this version."""
+        from gateway.migrations import UnknownRevision, current_revision, head_revision, known_revisions
+
+        self.require_database()
+        current = current_revision(self.reader)
+        if current is not None and current not in known_revisions():
+            raise CannotRun(str(UnknownRevision(current)))
+        if current is None:
+            raise CannotRun("the database has no ContactGate schema: run `contactgate init` first")
+        return current, head_revision()
+
+    def require_schema_at_head(self) -> None:
+        current, head = self.schema_revision()
+        if current != head:
+            raise CannotRun(f"the database schema is at revision {current}, this version needs {head}: "
+                            f"run `contactgate migrate`")
+
+    def preflight(self) -> None:
+        self.require_home()
+        self.require_schema_at_head()
+
+    def check_database_reachable(self) -> None:
+        """For `init`: a server database must answer before anything is made (SQLite is made by init)."""
+        if sqlite_database_path(self.settings.database_url) is not None:
+            return
+        engine = make_engine(self.settings.database_url)
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        finally:
+            engine.dispose()
+
+    def check_redis_reachable(self) -> None:
+        url = self.settings.redis_url
+        if url is None:
+            return
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _debug() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+class Command(click.Command):
+    """A command that, unless made with ``needs_home=False``, runs only on an initialised home whose
+    database is at the newest schema revision."""
+
+    def __init__(self, *args, needs_home: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.needs_home = needs_home
+
+    def invoke(self, ctx: click.Context):
+        if self.needs_home:
+            ctx.find_object(Context).preflight()
+        return super().invoke(ctx)
+
+
+class CommandGroup(click.Group):
+    """`contactgate` and its command groups. Turns whatever a command did not handle into one line
+    and exit 3 (exit 1 is kept for checks that found a problem)."""
+
+    command_class = Command
+    group_class = type  # subgroups are CommandGroups too
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if _debug():
+                traceback.print_exc()
+            try:
+                state = ctx.find_object(Context)
+                error = _as_cli_error(exc, state.settings_if_valid if state else None)
+            except Exception:  # describing it failed too: say only what it was
+                error = CannotRun(f"unexpected {type(exc).__name__}; run again with {DEBUG_VARIABLE}=1 "
+                                  f"for the traceback, and report it")
+            raise error from None
+
+
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    raise Refused(message)
 
 
-@click.group()
-@click.option("--home", envvar="CONTACTGATE_HOME", default="./var", show_default=True,
+@click.group(cls=CommandGroup)
+@click.version_option(__version__, prog_name="contactgate", message="%(prog)s %(version)s")
+@click.option("--home", envvar="CONTACTGATE_HOME", default="./var", show_default=True, show_envvar=True,
               help="The gateway's home: config, SQLite database, certificates.")
-@click.option("--database-url", envvar="CONTACTGATE_DATABASE_URL", default=None,
-              help="SQLAlchemy URL (default: SQLite under the home).")
-@click.option("--redis-url", envvar="CONTACTGATE_REDIS_URL", default=None,
-              help="Redis for replay, idempotency and rate limits (default: embedded).")
+@click.option("--database-url", envvar="CONTACTGATE_DATABASE_URL", default=None, show_envvar=True,
+              help="SQLAlchemy URL, e.g. postgresql+psycopg://USER@HOST/DB (default: SQLite under "
+                   "the home).")
+@click.option("--redis-url", envvar="CONTACTGATE_REDIS_URL", default=None, show_envvar=True,
+              help="Redis for the rate-limit counters shared by every gateway process (default: the "
+                   "embedded store).")
 @click.pass_context
 def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str | None) -> None:
-    """ContactGate: accredited organisations exchange signed SOAP messages with the contact index."""
-    ctx.obj = Context(Settings.from_env(home=home, database_url=database_url, redis_url=redis_url))
+    """ContactGate: accredited organisations exchange signed SOAP messages with the contact index.
+
+    Exit codes: 0 done, 1 a check found a problem, 2 usage or refused, 3 could not run.
+    Set CONTACTGATE_DEBUG=1 to see the traceback of an unexpected error."""
+    ctx.obj = Context(home, database_url, redis_url)
 
 
-@main.command()
+@main.command(needs_home=False, short_help="Create the home and database schema (or repair them).")
 @click.option("--server-name", "server_names", multiple=True,
-              help="Extra DNS name or IP for the server certificate (repeatable).")
+              help="Extra DNS name or IP for the server certificate (repeatable); replaces the "
+                   "server certificate.")
 @pass_ctx
 def init(ctx: Context, server_names: tuple[str, ...]) -> None:
-    """Create the home: CA, server TLS certificate, signing key, database schema."""
+    """Create the home: CA, server TLS certificate, signing key, database schema.
+
+    Safe to run twice: what exists is kept, the schema is migrated to the newest revision, and
+    files readable by others are tightened (home and directories 0700, files 0600)."""
+    ctx.settings  # a bad setting stops here, before anything is made
+    ctx.check_database_reachable()
+    ctx.check_redis_reachable()
     report = init_home(ctx.settings, list(server_names))
-    for item in report.created:
-        click.echo(f"created  {item}")
-    for item in report.kept:
-        click.echo(f"kept     {item}")
-    click.echo(f"home     {ctx.settings.home}")
+    for verb, item in report.lines:
+        click.echo(f"{verb:<8} {item}")
+
+
+@main.command(needs_home=False, short_help="Upgrade the database schema to the newest revision.")
+@click.option("--check", is_flag=True,
+              help="Change nothing: exit 0 if the schema is at the newest revision, 1 if not.")
+@pass_ctx
+def migrate(ctx: Context, check: bool) -> None:
+    """Upgrade the database schema to the newest revision (run after upgrading contactgate)."""
+    from gateway.migrations import upgrade
+
+    current, head = ctx.schema_revision()
+    if check:
+        if current != head:
+            raise CheckFailed(f"database schema at {current}, head is {head}: run `contactgate migrate`")
+        click.echo(f"database schema at head ({head})")
+        return
+    if current == head:
+        click.echo(f"database schema: already at head ({head})")
+        return
+    before, after = upgrade(ctx.settings.database_url)
+    click.echo(f"database schema: migrated from {before} to {after}")
 
 
 # ---- organisations -------------------------------------------------------------------------------
@@ -83,14 +328,12 @@ def org() -> None:
 
 def _registry_call(ctx: Context, fn, *args, **kwargs):
     """Run a registry change (which audits itself) in one transaction."""
+    trail = ctx.trail
     try:
-        trail = ctx.trail
         with ctx.engine.begin() as conn:
             return fn(conn, trail, *args, **kwargs)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
     except RegistryError as exc:
-        _fail(str(exc))
+        raise Refused(str(exc)) from None
 
 
 def _show_org(o: registry.Organisation) -> None:
@@ -104,20 +347,22 @@ def _show_org(o: registry.Organisation) -> None:
 
 @org.command("add")
 @click.argument("code")
-@click.option("--name", required=True)
-@click.option("--kind", required=True, type=click.Choice(registry.KINDS))
+@click.option("--name", required=True, help="The organisation's name.")
+@click.option("--kind", required=True, type=click.Choice(registry.KINDS), help="What kind of organisation.")
 @pass_ctx
 def org_add(ctx: Context, code: str, name: str, kind: str) -> None:
-    """Register an organisation."""
+    """Register an organisation under CODE."""
     _show_org(_registry_call(ctx, registry.add_org, code, name, kind))
 
 
 @org.command("accredit")
 @click.argument("code")
-@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(registry.SCOPES))
-@click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
-@click.option("--officer", required=True)
-@click.option("--evidence", default=None)
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(registry.SCOPES),
+              help="What it may do (repeatable): push, query, shield.")
+@click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="When the accreditation ends (a future date).")
+@click.option("--officer", required=True, help="The proposing officer's id.")
+@click.option("--evidence", default=None, help="What the accreditation rests on (e.g. the agreement).")
 @pass_ctx
 def org_accredit(ctx: Context, code, scopes, expires, officer, evidence) -> None:
     """Propose accreditation (a second officer must approve)."""
@@ -127,7 +372,7 @@ def org_accredit(ctx: Context, code, scopes, expires, officer, evidence) -> None
 
 @org.command("approve")
 @click.argument("code")
-@click.option("--officer", required=True)
+@click.option("--officer", required=True, help="The approving officer's id (not the proposer).")
 @pass_ctx
 def org_approve(ctx: Context, code: str, officer: str) -> None:
     """Approve a proposed accreditation (a different officer from the proposer)."""
@@ -136,8 +381,8 @@ def org_approve(ctx: Context, code: str, officer: str) -> None:
 
 @org.command("suspend")
 @click.argument("code")
-@click.option("--officer", required=True)
-@click.option("--reason", required=True)
+@click.option("--officer", required=True, help="The suspending officer's id.")
+@click.option("--reason", required=True, help="Why its traffic is stopped.")
 @pass_ctx
 def org_suspend(ctx: Context, code: str, officer: str, reason: str) -> None:
     """Stop all of the organisation's traffic at once."""
@@ -146,7 +391,7 @@ def org_suspend(ctx: Context, code: str, officer: str, reason: str) -> None:
 
 @org.command("reinstate")
 @click.argument("code")
-@click.option("--officer", required=True)
+@click.option("--officer", required=True, help="The reinstating officer's id.")
 @pass_ctx
 def org_reinstate(ctx: Context, code: str, officer: str) -> None:
     """Restart a suspended organisation's traffic."""
@@ -156,6 +401,7 @@ def org_reinstate(ctx: Context, code: str, officer: str) -> None:
 @org.command("list")
 @pass_ctx
 def org_list(ctx: Context) -> None:
+    """Every organisation: status, scopes, expiry."""
     with ctx.reader.connect() as conn:
         for o in registry.list_orgs(conn):
             _show_org(o)
@@ -165,6 +411,7 @@ def org_list(ctx: Context) -> None:
 @click.argument("code")
 @pass_ctx
 def org_show(ctx: Context, code: str) -> None:
+    """One organisation: status, scopes, expiry, officers, certificates."""
     with ctx.reader.connect() as conn:
         o = registry.get_org(conn, code)
         if o is None:
@@ -208,30 +455,44 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
         organisation = registry.get_org(conn, code)
     if organisation is None:
         _fail(f"no organisation with code {code!r}")
+    home = ctx.settings.layout.root
     if csr:
         try:
             request = pki.load_csr(csr.read_bytes())
         except ValueError as exc:
             _fail(f"unreadable CSR: {exc}")
         certificate = pki.issue_org_cert(ca_key, ca_cert, code, organisation.name, request.public_key())
-        record = _registry_call(ctx, registry.register_cert, code, certificate)
-        pki.write_public(out, pki.cert_pem(certificate))
-        click.echo(f"wrote {out}")
+        outputs = {out: pki.cert_pem(certificate)}
+        secret: set[Path] = set()
     else:
         key = pki.new_rsa_key()
         certificate = pki.issue_org_cert(ca_key, ca_cert, code, organisation.name, key.public_key())
+        outputs = {out_dir / "key.pem": pki.key_pem(key),
+                   out_dir / "cert.pem": pki.cert_pem(certificate),
+                   out_dir / "ca.pem": pki.cert_pem(ca_cert),
+                   out_dir / "gateway-signing.pem": signing_keys.bundle_pem(ctx.settings.layout)}
+        secret = {out_dir / "key.pem"}
+    # Files first, then the registration: a certificate is never registered without its files (they
+    # are removed again if the registration is refused). Anything written into the home is 0600.
+    written: list[Path] = []
+    try:
+        for path, data in outputs.items():
+            private = path in secret or files.is_under(path, home)
+            (pki.write_private if private else pki.write_public)(path, data)
+            written.append(path)
         record = _registry_call(ctx, registry.register_cert, code, certificate)
-        pki.write_private(out_dir / "key.pem", pki.key_pem(key))
-        pki.write_public(out_dir / "cert.pem", pki.cert_pem(certificate))
-        pki.write_public(out_dir / "ca.pem", pki.cert_pem(ca_cert))
-        pki.write_public(out_dir / "gateway-signing.pem", signing_keys.bundle_pem(ctx.settings.layout))
-        click.echo(f"wrote {out_dir}/key.pem, cert.pem, ca.pem, gateway-signing.pem")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {', '.join(str(p) for p in outputs)}")
     _show_cert(record)
 
 
 @cert.command("register")
 @click.argument("code")
-@click.option("--cert", "cert_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--cert", "cert_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate (PEM).")
 @pass_ctx
 def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
     """Bind a certificate issued by another trusted CA (a PEM file in $CONTACTGATE_HOME/trust)."""
@@ -250,7 +511,7 @@ def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
 
 @cert.command("revoke")
 @click.argument("fingerprint")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, help="Why it is revoked.")
 @pass_ctx
 def cert_revoke(ctx: Context, fingerprint: str, reason: str) -> None:
     """Revoke a certificate; the next message using it is refused."""
@@ -261,6 +522,7 @@ def cert_revoke(ctx: Context, fingerprint: str, reason: str) -> None:
 @click.argument("code", required=False)
 @pass_ctx
 def cert_list(ctx: Context, code: str | None) -> None:
+    """Certificates, of one organisation (CODE) or of all."""
     with ctx.reader.connect() as conn:
         for c in registry.list_certs(conn, code):
             _show_cert(c)
@@ -275,13 +537,13 @@ def trust() -> None:
 @click.argument("pem", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @pass_ctx
 def trust_add_ca(ctx: Context, pem: Path) -> None:
-    """Trust another CA (takes effect when the gateway is next started)."""
+    """Trust the CA in the PEM file (takes effect when the gateway is next started)."""
     try:
         certs = pki.load_certs_pem(pem.read_bytes())
     except ValueError as exc:
         _fail(f"unreadable certificate: {exc}")
     target = ctx.settings.layout.trusted_cas_dir / f"{pki.fingerprint(certs[0])[:16]}.pem"
-    pki.write_public(target, b"".join(pki.cert_pem(c) for c in certs))
+    pki.write_private(target, b"".join(pki.cert_pem(c) for c in certs))
     click.echo(f"trusted {certs[0].subject.rfc4514_string()} ({target})")
 
 
@@ -392,18 +654,32 @@ def signing_key_bundle(ctx: Context, out: Path | None) -> None:
 
 # ---- serving -------------------------------------------------------------------------------------
 
-@main.command()
-@click.option("--bind", default="127.0.0.1:8443", show_default=True)
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=None, type=int,
+@main.command(needs_home=False)  # its own preflight: the permissions are checked before the database is opened
+@click.option("--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Request threads per worker [default: $CONTACTGATE_THREADS or 4].")
 @pass_ctx
 def serve(ctx: Context, bind: str, workers: int, threads: int | None) -> None:
-    """Run the gateway with mutual TLS."""
+    """Run the gateway with mutual TLS.
+
+    Refuses to start (exit 2) if the home, or anything in it, is open to other users."""
     from gateway.server import serve as run_server
 
-    if not ctx.settings.layout.server_cert.exists():
-        _fail("no server certificate: run `contactgate init` first")
+    ctx.require_home()
+    layout = ctx.settings.layout
+    if not (layout.server_cert.exists() and layout.server_key.exists()):
+        raise CannotRun("no server certificate: run `contactgate init` first")
+    loose = permission_problems(ctx.settings)
+    if loose:
+        first = loose[0]
+        more = f" ({len(loose) - 1} more open to other users)" if len(loose) > 1 else ""
+        raise Refused(f"refusing to serve: {first.path} is open to other users (mode "
+                      f"{first.mode & 0o777:04o}): run `{first.fix}`, or `contactgate init` to repair "
+                      f"the permissions of the whole home{more}")
+    ctx.require_schema_at_head()
+    ctx.check_redis_reachable()
     run_server(ctx.settings, bind, workers, threads)
 
 
@@ -421,10 +697,7 @@ def audit_verify(ctx: Context) -> None:
 
     Each successful run records the head in $CONTACTGATE_HOME/audit/checkpoints; later runs also
     check that the chain still holds it. Run it regularly."""
-    try:
-        result = ctx.trail.verify(ctx.engine)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
+    result = ctx.trail.verify(ctx.engine)
     if result.ok:
         click.echo(f"audit chain intact: {result.entries} entries")
         return
@@ -463,7 +736,7 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, as_json: 
         click.echo("no entries")
 
 
-@main.command()
+@main.command(needs_home=False)
 @click.option("--keep", is_flag=True, help="Keep the temporary home afterwards and print where it is.")
 def demo(keep: bool) -> None:
     """Run the end-to-end demonstration and print what happened."""

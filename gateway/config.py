@@ -122,7 +122,7 @@ class Settings:
         }
         for name, var in ints.items():
             if name not in overrides and env.get(var):
-                overrides[name] = int(env[var])
+                overrides[name] = positive_int(var, env[var])
         seconds = {
             "redis_timeout_s": "CONTACTGATE_REDIS_TIMEOUT",
             "database_timeout_s": "CONTACTGATE_DATABASE_TIMEOUT",
@@ -141,17 +141,82 @@ class Settings:
         }
         for name, var in counts.items():
             if name not in overrides and env.get(var):
-                overrides[name] = int(env[var])
+                overrides[name] = positive_int(var, env[var])
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
+        check_database_url(database_url)
+        if redis_url is not None:
+            check_redis_url(redis_url)
         return cls(home=home, database_url=database_url, redis_url=redis_url, **overrides)
 
 
-def positive_seconds(name: str, value: str) -> float:
+# ---- validation of settings: a bad value is named, with what it should look like ------------------
+
+class SettingError(ValueError):
+    """A setting (an environment variable or its flag) has a value the gateway cannot use. The
+    message names the setting and says what a good value looks like; it never echoes a password."""
+
+
+def positive_int(variable: str, value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise SettingError(f"{variable} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise SettingError(f"{variable} must be 1 or more, not {number}")
+    return number
+
+
+def positive_seconds(variable: str, value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
         seconds = 0.0
     if not 0 < seconds < 3600:
-        raise ValueError(f"{name} must be a number of seconds greater than 0, not {value!r}")
+        raise SettingError(f"{variable} must be a number of seconds greater than 0 (and under an hour), "
+                           f"not {value!r}")
     return seconds
+
+
+DATABASE_URL_HELP = ("use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, or "
+                     "sqlite:////absolute/path/contactgate.db")
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password hidden, fit for a message."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not even a URL: say nothing of what it holds
+        return "(unparseable)"
+
+
+def check_database_url(url: str) -> None:
+    """Raise SettingError unless ``url`` is a SQLAlchemy URL whose dialect and driver are installed."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise SettingError(f"CONTACTGATE_DATABASE_URL (--database-url) is not a database URL: "
+                           f"{DATABASE_URL_HELP}") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except Exception:
+        raise SettingError(f"CONTACTGATE_DATABASE_URL (--database-url): no installed driver for "
+                           f"{parsed.drivername!r}: {DATABASE_URL_HELP}") from None
+
+
+def check_redis_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("redis", "rediss", "unix"):
+        raise SettingError("CONTACTGATE_REDIS_URL (--redis-url) is not a Redis URL: use "
+                           "redis://HOST:PORT/DB (rediss:// for TLS), or leave it unset for the "
+                           "embedded store")

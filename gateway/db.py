@@ -15,6 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from gateway import files
+
 metadata = MetaData()
 
 organisations = Table(
@@ -183,7 +185,9 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # SQLite would create the file 0644 less the umask; made 0600 here, its -wal and -shm
+            # get the same mode from SQLite.
+            files.create_private(Path(path))
         busy_s = TOOL_WAIT_S if timeout_s is None else timeout_s
         engine = create_engine(url, connect_args={"timeout": busy_s, "check_same_thread": False})
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
+from gateway.files import write_private
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -92,7 +94,9 @@ class LocalGateway:
 
     def start(self, workers: int = 2, timeout_s: float = 30) -> None:
         self.port = free_port()
-        log = open(self.home / "server.log", "wb")
+        log_path = self.home / "server.log"
+        write_private(log_path, b"")  # 0600: `serve` refuses a home holding files others can read
+        log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(workers)],

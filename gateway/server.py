@@ -28,6 +28,7 @@ from gunicorn.workers.base import Worker
 
 from gateway.app import create_app, trust_anchor_files
 from gateway.config import Settings
+from gateway.files import write_private
 from gateway.front import Front, FrontLimits, server_ssl_context
 from gateway.pipeline import refuse_handshake
 
@@ -37,8 +38,7 @@ FD_RESERVE = 64  # files a worker needs besides client connections (listeners, l
 
 def write_client_ca_bundle(settings: Settings) -> str:
     bundle = settings.layout.client_ca_bundle
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    bundle.write_bytes(b"".join(path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)))
+    write_private(bundle, b"".join(path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)))
     return str(bundle)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from gateway import files
 from gateway.db import audit_children, audit_head, audit_log, reader
 
 GENESIS = "0" * 64
@@ -88,9 +89,7 @@ class AuditTrail:
         checkpoint = self._last_checkpoint()
         result = _verify(engine, self._key, batch, checkpoint)
         if result.ok and self._checkpoints is not None:
-            self._checkpoints.parent.mkdir(parents=True, exist_ok=True)
-            with self._checkpoints.open("a") as log:
-                log.write(f"{result.entries} {result.head_hash} {_timestamp()}\n")
+            files.append_private(self._checkpoints, f"{result.entries} {result.head_hash} {_timestamp()}\n".encode())
         return result
 
     def _last_checkpoint(self) -> tuple[int, str] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import (
     Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError,
 )
+
+from gateway import files
 
 SIGNING_CN = "ContactGate response signing"
 
@@ -61,15 +62,14 @@ def load_key_pem(data: bytes):
 
 
 def write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    """Write a key, or anything kept in the gateway's home: mode 0600 (missing directories 0700),
+    whatever the umask."""
+    files.write_private(path, data)
 
 
 def write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    """Write a certificate meant to be handed over (never a key, never into the home): mode 0644."""
+    files.write_public(path, data)
 
 
 def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:

@@ -1,0 +1,131 @@
+"""Files only the gateway can read (DESIGN.md "Files are closed").
+
+Everything the gateway writes into its home — the SQLite database, keys, certificates, the audit
+checkpoints, the client CA bundle, trusted CAs — is created 0600 in directories created 0700, with
+the mode set explicitly: the process umask (0022 on most systems, 0000 under some service managers)
+never decides it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+PUBLIC_FILE = 0o644  # certificates handed to an organisation, outside the home
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents 0700 (existing directories are left as they are)."""
+    missing = []
+    for directory in (path, *path.parents):
+        if directory.exists():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        os.chmod(directory, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+
+
+def _write(path: Path, data: bytes, mode: int, flags: int) -> None:
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, mode)
+    try:
+        os.fchmod(fd, mode)  # an existing file keeps its mode through O_TRUNC; set it anyway
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1
+            fh.write(data)
+    finally:
+        if fd != -1:
+            os.close(fd)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, mode 0600, replacing what was there."""
+    _write(path, data, PRIVATE_FILE, os.O_TRUNC)
+
+
+def append_private(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path``, created 0600 if missing."""
+    _write(path, data, PRIVATE_FILE, os.O_APPEND)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Write ``data`` (a certificate, never a key) to ``path``, mode 0644."""
+    _write(path, data, PUBLIC_FILE, os.O_TRUNC)
+
+
+def create_private(path: Path) -> None:
+    """Create an empty ``path`` 0600 if it does not exist yet (e.g. a SQLite database, so that SQLite,
+    which creates the file 0644 less the umask and gives -wal/-shm the database's mode, keeps all
+    three private)."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return
+    os.fchmod(fd, PRIVATE_FILE)
+    os.close(fd)
+
+
+@dataclass(frozen=True)
+class LoosePath:
+    """A file or directory that someone other than its owner may use."""
+
+    path: Path
+    mode: int
+
+    @property
+    def wanted(self) -> int:
+        return PRIVATE_DIR if stat.S_ISDIR(self.mode) else PRIVATE_FILE
+
+    @property
+    def fix(self) -> str:
+        return f"chmod {self.wanted:o} {self.path}"
+
+    def __str__(self) -> str:
+        return f"{self.path} is mode {stat.S_IMODE(self.mode):04o}"
+
+
+def loose_paths(root: Path, *extra: Path) -> list[LoosePath]:
+    """``root``, everything under it and each existing ``extra`` path whose group or other bits are
+    set. Symbolic links are not followed (their own mode means nothing)."""
+    found: list[LoosePath] = []
+
+    def check(path: Path) -> None:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+            found.append(LoosePath(path, st.st_mode))
+
+    if root.exists():
+        check(root)
+        for directory, dirs, files in os.walk(root):
+            for name in sorted(dirs) + sorted(files):
+                check(Path(directory) / name)
+    for path in extra:
+        if path.exists() and not is_under(path, root):
+            check(path)
+    return found
+
+
+def tighten(loose: list[LoosePath]) -> None:
+    for item in loose:
+        os.chmod(item.path, item.wanted)
+
+
+def is_under(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies inside it."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False

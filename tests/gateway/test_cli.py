@@ -1,0 +1,381 @@
+"""The command line as an operator meets it: the real `contactgate` script in a subprocess, with a
+clean environment. No traceback, ever; one line saying what is wrong and what to do; nothing created
+by a command that could not run; exit codes 0 done, 1 a check found a problem, 2 usage or refused,
+3 could not run. On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from gateway.cli import main
+from gateway.trust import pki
+from tests.gateway.cli_runner import SETPRIV, clean_env, contactgate, tree
+from tests.support import postgres_database
+
+BACKENDS = ["sqlite", "postgresql"]
+
+UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+
+def _commands(group: click.Group = main, prefix: tuple[str, ...] = ()):
+    """Every command reachable from `contactgate`, as its path of names."""
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, path)
+        else:
+            yield path, command
+
+
+def _future() -> str:
+    return (dt.date.today() + dt.timedelta(days=100)).isoformat()
+
+
+# Arguments that get each command past click's own checks, so that it reaches the point where it
+# needs the home or the database. {material} is a directory of real PEM files outside the home;
+# {out} is inside the workspace that must stay untouched.
+SAMPLE_ARGS: dict[str, list[str]] = {
+    "audit report": ["--child", "CHILD"],
+    "audit verify": [],
+    "cert issue": ["LA", "--out-dir", "{out}/la"],
+    "cert list": [],
+    "cert register": ["LA", "--cert", "{material}/cert.pem"],
+    "cert revoke": ["ab" * 32, "--reason", "lost"],
+    "migrate": [],
+    "org accredit": ["LA", "--scope", "push", "--expires", _future(), "--officer", "alice"],
+    "org add": ["LA", "--name", "Leeds", "--kind", "local_authority"],
+    "org approve": ["LA", "--officer", "bob"],
+    "org list": [],
+    "org reinstate": ["LA", "--officer", "bob"],
+    "org show": ["LA"],
+    "org suspend": ["LA", "--officer", "bob", "--reason", "breach"],
+    "serve": ["--bind", "192.0.2.1:9"],
+    "trust add-ca": ["{material}/ca.pem"],
+    "signing-key status": [],
+    "signing-key rotate": [],
+    "signing-key promote": ["--grace-days", "0"],
+    "signing-key discard": [],
+    "signing-key retire": [],
+    "signing-key bundle": ["--out", "{out}/bundle.pem"],
+}
+# Commands that do not need an initialised home: `init` makes it, `demo` makes its own.
+NEED_NO_HOME = {"init", "demo"}
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("material")
+    ca_key, ca_cert = pki.make_ca("Regional CA")
+    key = pki.new_rsa_key()
+    pki.write_public(directory / "ca.pem", pki.cert_pem(ca_cert))
+    pki.write_public(directory / "cert.pem", pki.cert_pem(
+        pki.issue_org_cert(ca_key, ca_cert, "LA", "Leeds", key.public_key())))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def empty_postgres():
+    with postgres_database() as url:
+        yield url
+
+
+def _tables(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def _database_url(backend: str, empty_postgres: str) -> str | None:
+    return empty_postgres if backend == "postgresql" else None
+
+
+# ---- help, version -------------------------------------------------------------------------------
+
+def test_sample_arguments_cover_every_command():
+    """A new command must be added to SAMPLE_ARGS (or NEED_NO_HOME) so the tests below run it."""
+    names = {" ".join(path) for path, _ in _commands()}
+    assert names - NEED_NO_HOME == set(SAMPLE_ARGS), "add the new command to SAMPLE_ARGS"
+
+
+def test_every_command_and_option_has_help_and_settings_show_their_variable():
+    for path, command in [((), main), *_commands()]:
+        assert command.help, f"`contactgate {' '.join(path)}` has no help text"
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{'/'.join(param.opts)} of `contactgate {' '.join(path)}` has no help"
+                if param.envvar:
+                    assert param.show_envvar, f"{'/'.join(param.opts)} does not show {param.envvar}"
+    for group in [main, *(c for _, c in _commands() if isinstance(c, click.Group))]:
+        for name, sub in group.commands.items():
+            if isinstance(sub, click.Group):
+                assert sub.help, f"group {name} has no help text"
+
+
+def test_help_names_the_environment_variables_and_touches_nothing(tmp_path):
+    run = contactgate("--help", cwd=tmp_path)
+    assert run.code == 0, run
+    for variable in ("CONTACTGATE_HOME", "CONTACTGATE_DATABASE_URL", "CONTACTGATE_REDIS_URL"):
+        assert variable in run.out, run
+    assert "migrate" in run.out
+    assert tree(tmp_path) == {".": tree(tmp_path)["."]}
+
+
+def test_version(tmp_path):
+    run = contactgate("--version", cwd=tmp_path)
+    assert run.code == 0 and "0.1.0" in run.out, run
+
+
+# ---- before init ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("command", sorted(SAMPLE_ARGS))
+def test_every_command_before_init_says_run_init_and_creates_nothing(command, backend, material,
+                                                                     empty_postgres, tmp_path):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    home = workspace / "home"
+    args = [a.format(material=material, out=workspace / "out") for a in SAMPLE_ARGS[command]]
+    env = clean_env(CONTACTGATE_HOME=str(home),
+                    CONTACTGATE_DATABASE_URL=_database_url(backend, empty_postgres))
+    before = tree(workspace)
+    run = contactgate(*command.split(), *args, env=env, cwd=workspace)
+    run.assert_clean_failure(3, "contactgate init")
+    assert tree(workspace) == before
+    if backend == "postgresql":
+        assert _tables(empty_postgres) == []
+
+
+def test_default_home_is_not_created_by_a_command_before_init(tmp_path):
+    run = contactgate("org", "list", cwd=tmp_path)
+    run.assert_clean_failure(3, "contactgate init", str(tmp_path / "var"))
+    assert not (tmp_path / "var").exists()
+
+
+# ---- bad settings --------------------------------------------------------------------------------
+
+BAD_SETTINGS = [
+    ("CONTACTGATE_RATE_LIMIT_PER_USER", "abc"),
+    ("CONTACTGATE_RATE_LIMIT_PER_ORG", "-5"),
+    ("CONTACTGATE_MAX_MESSAGE_BYTES", "8MB"),
+    ("CONTACTGATE_DATABASE_URL", "not a url"),
+    ("CONTACTGATE_DATABASE_URL", "postgres://postgres@127.0.0.1/test"),  # SQLAlchemy says postgresql
+    ("CONTACTGATE_DATABASE_URL", "mysql://root@127.0.0.1/contactgate"),   # no driver installed
+    ("CONTACTGATE_REDIS_URL", "http://127.0.0.1:6379"),
+]
+
+
+@pytest.mark.parametrize("variable,value", BAD_SETTINGS)
+def test_a_bad_setting_is_named_exit_2_and_nothing_created(variable, value, tmp_path):
+    home = tmp_path / "home"
+    env = clean_env(CONTACTGATE_HOME=str(home), **{variable: value})
+    for args in (["init"], ["org", "list"]):
+        run = contactgate(*args, env=env, cwd=tmp_path)
+        run.assert_clean_failure(2, variable)
+        assert "password" not in run.err
+        assert tree(tmp_path) == {".": tree(tmp_path)["."]}
+    assert contactgate("org", "list", "--help", env=env, cwd=tmp_path).code == 0
+
+
+def test_unreachable_postgresql_exit_3_and_nothing_created(tmp_path):
+    home = tmp_path / "home"
+    for args in (["init"], ["migrate"]):
+        run = contactgate("--home", str(home), "--database-url", UNREACHABLE_POSTGRES, *args, cwd=tmp_path)
+        run.assert_clean_failure(3, "database", "CONTACTGATE_DATABASE_URL")
+        assert not home.exists()
+    with postgres_database() as url:  # a home made against a database that has gone away since
+        assert contactgate("--home", str(home), "--database-url", url, "init").code == 0
+    before = tree(home)
+    run = contactgate("--home", str(home), "--database-url", UNREACHABLE_POSTGRES, "org", "list")
+    run.assert_clean_failure(3, "database", "CONTACTGATE_DATABASE_URL")
+    assert tree(home) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unreachable_redis_stops_init_and_serve_before_anything_is_made(backend, empty_postgres, tmp_path):
+    home = tmp_path / "home"
+    env = clean_env(CONTACTGATE_HOME=str(home), CONTACTGATE_REDIS_URL=UNREACHABLE_REDIS,
+                    CONTACTGATE_DATABASE_URL=_database_url(backend, empty_postgres))
+    contactgate("init", env=env).assert_clean_failure(3, "Redis", "CONTACTGATE_REDIS_URL")
+    assert not home.exists()
+    if backend == "postgresql":
+        assert _tables(empty_postgres) == []
+
+
+@pytest.fixture(params=BACKENDS)
+def initialised(request, tmp_path):
+    """An initialised home (and database); yields the environment that reaches it."""
+    home = tmp_path / "home"
+    if request.param == "postgresql":
+        with postgres_database() as url:
+            env = clean_env(CONTACTGATE_HOME=str(home), CONTACTGATE_DATABASE_URL=url)
+            run = contactgate("init", env=env)
+            assert run.code == 0, run
+            yield env
+    else:
+        env = clean_env(CONTACTGATE_HOME=str(home))
+        run = contactgate("init", env=env)
+        assert run.code == 0, run
+        yield env
+
+
+def test_serve_with_unreachable_redis_exit_3(initialised):
+    env = {**initialised, "CONTACTGATE_REDIS_URL": UNREACHABLE_REDIS}
+    contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(3, "Redis")
+
+
+# ---- init, migrate, the schema at head -----------------------------------------------------------
+
+def _downgrade(env: dict, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from gateway.config import Settings
+
+    url = Settings.from_env(env).database_url
+    cfg = Config()
+    cfg.set_main_option("script_location", "gateway:migrations")
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.downgrade(cfg, revision)
+
+
+def test_init_says_what_it_created_then_what_it_kept(initialised):
+    home = Path(initialised["CONTACTGATE_HOME"])
+    shutil.rmtree(home / "signing")
+    again = contactgate("init", env=initialised)
+    assert again.code == 0, again
+    assert "created  response-signing key" in again.out
+    assert "kept     gateway CA" in again.out
+    assert "kept     database schema (already at head: 0002)" in again.out
+
+
+def test_fresh_init_reports_the_schema_it_created(tmp_path):
+    run = contactgate("init", env=clean_env(CONTACTGATE_HOME=str(tmp_path / "home")))
+    assert run.code == 0, run
+    for item in ("gateway CA", "server TLS certificate", "response-signing key", "audit chain key"):
+        assert f"created  {item}" in run.out, run
+    assert "created  database schema at 0002" in run.out, run
+
+
+def test_schema_behind_head_refuses_until_migrate(initialised):
+    _downgrade(initialised, "0001")
+    contactgate("org", "list", env=initialised).assert_clean_failure(3, "contactgate migrate")
+    check = contactgate("migrate", "--check", env=initialised)
+    assert check.code == 1 and "0001" in check.out + check.err, check
+    migrated = contactgate("migrate", env=initialised)
+    assert migrated.code == 0 and "migrated from 0001 to 0002" in migrated.out, migrated
+    assert contactgate("migrate", "--check", env=initialised).code == 0
+    assert "already at head" in contactgate("migrate", env=initialised).out
+    assert contactgate("org", "list", env=initialised).code == 0
+
+
+def test_init_migrates_an_older_schema_and_says_so(initialised):
+    _downgrade(initialised, "0001")
+    run = contactgate("init", env=initialised)
+    assert run.code == 0 and "migrated database schema from 0001 to 0002" in run.out, run
+
+
+def test_refusals_exit_2(initialised):
+    contactgate("org", "show", "NOBODY", env=initialised).assert_clean_failure(2, "NOBODY")
+    assert contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "bank", env=initialised).code == 2
+    contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=initialised)
+    contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority",
+                env=initialised).assert_clean_failure(2, "already exists")
+
+
+# ---- crashes -------------------------------------------------------------------------------------
+
+def test_an_unexpected_error_exits_3_in_one_line_and_the_traceback_only_with_debug(initialised):
+    key = Path(initialised["CONTACTGATE_HOME"]) / "keys" / "audit-chain.key"
+    key.write_bytes(b"short")  # the trail refuses a key this short: an error the CLI does not expect
+    args = ["org", "add", "LA", "--name", "Leeds", "--kind", "local_authority"]
+    run = contactgate(*args, env=initialised)
+    run.assert_clean_failure(3, "CONTACTGATE_DEBUG=1")
+    debug = contactgate(*args, env={**initialised, "CONTACTGATE_DEBUG": "1"})
+    assert debug.code == 3 and "Traceback" in debug.err, debug
+
+
+def test_a_corrupt_sqlite_database_exits_3_without_a_traceback(tmp_path):
+    env = clean_env(CONTACTGATE_HOME=str(tmp_path / "home"))
+    assert contactgate("init", env=env).code == 0
+    (tmp_path / "home" / "contactgate.db").write_bytes(b"this is not a database" * 100)
+    contactgate("org", "list", env=env).assert_clean_failure(3)
+
+
+# ---- a home this user cannot write ---------------------------------------------------------------
+
+@pytest.fixture
+def world_reachable_tmp():
+    """A temporary directory the unprivileged user can reach (pytest's tmp_path is root-only)."""
+    directory = Path(tempfile.mkdtemp(prefix="cg-ro-", dir="/tmp"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _chown_tree(root: Path, user: str = "nobody", group: str = "nogroup") -> None:
+    for directory, dirs, files in os.walk(root):
+        shutil.chown(directory, user, group)
+        for name in files:
+            shutil.chown(Path(directory) / name, user, group)
+
+
+def _read_only_tree(root: Path) -> None:
+    for directory, dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            (Path(directory) / name).chmod(0o400)
+        Path(directory).chmod(0o500)
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="needs setpriv to run the CLI as an unprivileged user")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_only_home_as_an_unprivileged_user(backend, world_reachable_tmp, material):
+    """The operator runs `contactgate` as a user who may read but not write the home: commands that
+    only read work or say why not; commands that write say so; nothing is created; no traceback."""
+    home = world_reachable_tmp / "home"
+    database = postgres_database() if backend == "postgresql" else None
+    url = database.__enter__() if database else None
+    try:
+        env = clean_env(CONTACTGATE_HOME=str(home), CONTACTGATE_DATABASE_URL=url)
+        assert contactgate("init", env=env).code == 0
+        assert contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=env).code == 0
+        _chown_tree(home)
+        _read_only_tree(home)
+        regional_ca = world_reachable_tmp / "regional-ca.pem"
+        shutil.copy(material / "ca.pem", regional_ca)
+        regional_ca.chmod(0o644)
+        before = tree(world_reachable_tmp)
+        out = world_reachable_tmp / "out"
+        runs = {
+            "init": contactgate("init", env=env, as_nobody=True),
+            "trust add-ca": contactgate("trust", "add-ca", str(regional_ca), env=env, as_nobody=True),
+            "cert issue": contactgate("cert", "issue", "LA", "--out-dir", str(out), env=env, as_nobody=True),
+            "org list": contactgate("org", "list", env=env, as_nobody=True),
+            "audit verify": contactgate("audit", "verify", env=env, as_nobody=True),
+        }
+        if backend == "sqlite":  # the database itself is in the home
+            runs["org add"] = contactgate("org", "add", "LB", "--name", "Leeds", "--kind", "local_authority",
+                                          env=env, as_nobody=True)
+        for name, run in runs.items():
+            if run.code != 0:
+                run.assert_clean_failure(3)
+                assert "Traceback" not in run.err
+        # With PostgreSQL, `init` on a complete home has nothing to write: it may succeed.
+        for name in ("trust add-ca",) + (("init", "org add") if backend == "sqlite" else ()):
+            assert runs[name].code == 3, runs[name]
+        assert tree(world_reachable_tmp) == before
+    finally:
+        if database:
+            database.__exit__(None, None, None)
