@@ -648,7 +648,8 @@ def signing_key_bundle(ctx: Context, out: Path | None) -> None:
     if out is None:
         click.echo(bundle.decode(), nl=False)
     else:
-        pki.write_public(out, bundle)
+        write = pki.write_private if files.is_under(out, ctx.settings.layout.root) else pki.write_public
+        write(out, bundle)
         click.echo(f"wrote {out}")
 
 

@@ -68,7 +68,7 @@ def stage_next(layout: HomeLayout, ca_key, ca_cert, *, ec: bool = False) -> x509
                               "promote`) or discard it (`contactgate signing-key discard`)")
     key, cert = pki.issue_signing_cert(ca_key, ca_cert, ec=ec)
     pki.write_private(layout.signing_next_key, pki.key_pem(key))
-    pki.write_public(layout.signing_next_cert, pki.cert_pem(cert))
+    pki.write_private(layout.signing_next_cert, pki.cert_pem(cert))
     return cert
 
 
@@ -97,7 +97,7 @@ def promote(layout: HomeLayout, *, now: dt.datetime | None = None, min_grace: dt
         raise SigningKeyError(f"the staged key was published on {staged_at:%Y-%m-%d %H:%M} UTC; the grace "
                               f"period of {min_grace.days} days has not passed (use --grace-days 0 to "
                               f"promote anyway)")
-    pki.write_public(layout.signing_previous_cert, pki.cert_pem(keys.current))
+    pki.write_private(layout.signing_previous_cert, pki.cert_pem(keys.current))
     # The certificate first, then the key: each rename is atomic, and the gateway loads both only
     # when it (re)starts, which the operator does after this command.
     os.replace(layout.signing_next_cert, layout.signing_cert)

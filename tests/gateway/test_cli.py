@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from gateway.cli import main
+from gateway.migrations import head_revision
 from gateway.trust import pki
 from tests.gateway.cli_runner import SETPRIV, clean_env, contactgate, tree
 from tests.support import postgres_database
@@ -43,6 +44,8 @@ def _future() -> str:
 # Arguments that get each command past click's own checks, so that it reaches the point where it
 # needs the home or the database. {material} is a directory of real PEM files outside the home;
 # {out} is inside the workspace that must stay untouched.
+HEAD = head_revision()  # the newest schema revision
+
 SAMPLE_ARGS: dict[str, list[str]] = {
     "audit report": ["--child", "CHILD"],
     "audit verify": [],
@@ -256,7 +259,7 @@ def test_init_says_what_it_created_then_what_it_kept(initialised):
     assert again.code == 0, again
     assert "created  response-signing key" in again.out
     assert "kept     gateway CA" in again.out
-    assert "kept     database schema (already at head: 0002)" in again.out
+    assert f"kept     database schema (already at head: {HEAD})" in again.out
 
 
 def test_fresh_init_reports_the_schema_it_created(tmp_path):
@@ -264,7 +267,7 @@ def test_fresh_init_reports_the_schema_it_created(tmp_path):
     assert run.code == 0, run
     for item in ("gateway CA", "server TLS certificate", "response-signing key", "audit chain key"):
         assert f"created  {item}" in run.out, run
-    assert "created  database schema at 0002" in run.out, run
+    assert f"created  database schema at {HEAD}" in run.out, run
 
 
 def test_schema_behind_head_refuses_until_migrate(initialised):
@@ -273,7 +276,7 @@ def test_schema_behind_head_refuses_until_migrate(initialised):
     check = contactgate("migrate", "--check", env=initialised)
     assert check.code == 1 and "0001" in check.out + check.err, check
     migrated = contactgate("migrate", env=initialised)
-    assert migrated.code == 0 and "migrated from 0001 to 0002" in migrated.out, migrated
+    assert migrated.code == 0 and f"migrated from 0001 to {HEAD}" in migrated.out, migrated
     assert contactgate("migrate", "--check", env=initialised).code == 0
     assert "already at head" in contactgate("migrate", env=initialised).out
     assert contactgate("org", "list", env=initialised).code == 0
@@ -282,7 +285,7 @@ def test_schema_behind_head_refuses_until_migrate(initialised):
 def test_init_migrates_an_older_schema_and_says_so(initialised):
     _downgrade(initialised, "0001")
     run = contactgate("init", env=initialised)
-    assert run.code == 0 and "migrated database schema from 0001 to 0002" in run.out, run
+    assert run.code == 0 and f"migrated database schema from 0001 to {HEAD}" in run.out, run
 
 
 def test_refusals_exit_2(initialised):

@@ -19,7 +19,7 @@ def _pinning(gw, source: str, name: str, bundle: bytes) -> str:
     """A copy of ``source``'s client material that pins ``bundle``."""
     target = gw.home / "clients" / name
     shutil.copytree(gw.certs[source], target)
-    pki.write_public(target / "gateway-signing.pem", bundle)
+    pki.write_private(target / "gateway-signing.pem", bundle)  # in the home: 0600, or serve refuses
     gw.certs[name] = target
     return name
 

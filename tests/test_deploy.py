@@ -1,0 +1,57 @@
+"""The systemd units in deploy/ are valid for systemd and call the CLI as it really is."""
+
+import configparser
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import main as cli_main
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+UNITS = sorted(DEPLOY.glob("*.service")) + sorted(DEPLOY.glob("*.timer"))
+INSTALLED_CLI = "/opt/contactgate/bin/contactgate"
+
+
+def _unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(path)
+    return parser
+
+
+def _contactgate_commands():
+    for path in DEPLOY.glob("*.service"):
+        service = _unit(path)["Service"]
+        for key in ("ExecStartPre", "ExecStart"):
+            if key in service and service[key].startswith(INSTALLED_CLI):
+                yield pytest.param(shlex.split(service[key])[1:], id=f"{path.name}:{key}")
+
+
+@pytest.mark.parametrize("args", list(_contactgate_commands()))
+def test_unit_commands_are_real_cli_commands(args):
+    """Each contactgate command line in a unit parses: click rejects an unknown command or option
+    (exit 2) before it honours the trailing --help."""
+    result = CliRunner().invoke(cli_main, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_passes_systemd_analyze_verify(unit, tmp_path):
+    """`systemd-analyze verify`, with the install paths pointed at this checkout's CLI."""
+    env_file = tmp_path / "contactgate.env"
+    env_file.write_text("CONTACTGATE_HOME=/tmp\n")
+    cli = Path(sys.executable).with_name("contactgate")
+    for source in UNITS:
+        text = (source.read_text().replace(INSTALLED_CLI, str(cli))
+                .replace("/etc/contactgate/contactgate.env", str(env_file)))
+        (tmp_path / source.name).write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / unit.name)],
+                            capture_output=True, text=True, timeout=60)
+    problems = [line for line in result.stderr.splitlines() if unit.stem in line or "contactgate" in line]
+    assert result.returncode == 0 and not problems, result.stderr
