@@ -47,7 +47,6 @@ def _outcomes(results: list[dict]) -> list[str]:
     return [r["Outcome"] for r in results]
 
 
-@pytest.mark.xfail(strict=True, reason="a date Python cannot hold fails the whole batch with 503")
 @pytest.mark.parametrize("date", DATES_PYTHON_CANNOT_HOLD)
 def test_birth_date_python_cannot_hold_rejects_that_record_alone(gateway, clients, date):
     la = clients("la")
@@ -62,7 +61,6 @@ def test_birth_date_python_cannot_hold_rejects_that_record_alone(gateway, client
     assert gateway.child_count() == before + 2
 
 
-@pytest.mark.xfail(strict=True, reason="a date Python cannot hold fails the whole batch with 503")
 @pytest.mark.parametrize("field", ["Start", "End"])
 def test_involvement_date_python_cannot_hold_rejects_that_record_alone(gateway, clients, field):
     la = clients("la")
@@ -77,7 +75,6 @@ def test_involvement_date_python_cannot_hold_rejects_that_record_alone(gateway, 
                                     "(0001 to 9999)")
 
 
-@pytest.mark.xfail(strict=True, reason="FindChild with a date Python cannot hold is answered 503")
 @pytest.mark.parametrize("date", DATES_PYTHON_CANNOT_HOLD)
 def test_find_child_birth_date_python_cannot_hold_is_schema_invalid(gateway, clients, date):
     la = clients("la")
