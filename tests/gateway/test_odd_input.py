@@ -13,6 +13,12 @@ import secrets
 import string
 
 import pytest
+import xmlsec
+from lxml import etree
+from zeep.wsse.signature import _sign_envelope_with_key_binary
+
+from gateway.security import wsse
+from gateway.soap import WSU, q
 
 from gateway.soap import CG
 from tests.gateway.pipeline.attacks import assert_post_refused, find_kwargs
@@ -190,3 +196,30 @@ def test_every_value_at_its_maximum_length_is_stored_and_read_back(gateway, clie
     assert len(involvements) == 3
     assert involvements[0]["Service"] == v["service"] and involvements[0]["Email"] == v["email"]
     assert involvements[0]["Role"] == v["role"] and involvements[0]["Phone"] == v["phone"]
+
+
+# ---- found by the property tests (tests/gateway/test_properties.py) ------------------------------
+
+def _signed_with_timestamp(client, unsigned: bytes, created: str, expires: str) -> bytes:
+    """A correctly signed message whose wsu:Timestamp says ``created`` and ``expires`` verbatim."""
+    envelope = etree.fromstring(unsigned)
+    timestamp = wsse.add_timestamp(envelope)
+    timestamp.find(q(WSU, "Created")).text = created
+    timestamp.find(q(WSU, "Expires")).text = expires
+    _sign_envelope_with_key_binary(envelope, client.signer._key, client.signer._method, xmlsec.Transform.SHA256)
+    return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "gateway/security/wsse.py parse_time: astimezone(utc) of a zoned time in year 1 or 9999 raises "
+    "OverflowError, which check_timestamp does not catch: 503 Unavailable with a traceback. "
+    "wsse.py is being changed by another engineer; reported, not fixed here."))
+@pytest.mark.parametrize("created, expires", [
+    ("0001-01-01T00:00:00+01:00", "0001-01-01T00:05:00+01:00"),
+    ("9999-12-31T23:59:00-01:00", "9999-12-31T23:59:30-01:00"),
+], ids=["year-1-east", "year-9999-west"])
+def test_signed_timestamp_outside_the_years_python_holds_in_utc_is_message_expired(gateway, clients,
+                                                                                     created, expires):
+    la = clients("la")
+    data = _signed_with_timestamp(la, la.build_request("FindChild", sign=False, **find_kwargs()), created, expires)
+    assert_post_refused(gateway, la, "FindChild", data, "MessageExpired", org_code="LA")
