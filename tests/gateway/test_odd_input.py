@@ -225,8 +225,6 @@ def test_signed_timestamp_outside_the_years_python_holds_in_utc_is_message_expir
     assert_post_refused(gateway, la, "FindChild", data, "MessageExpired", org_code="LA")
 
 
-@pytest.mark.xfail(strict=True, reason="the schema fault quotes libxml2's message whole, value and all: "
-                                       "past the contract's 1000-character cg:Error/Message")
 @pytest.mark.parametrize("operation", ["FindChild", "SubmitUpdates"])
 def test_schema_fault_for_a_huge_value_stays_within_the_contracts_message_length(gateway, clients, operation):
     from gateway import schemas

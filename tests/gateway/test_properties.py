@@ -117,6 +117,7 @@ def exchange(gateway, client: GatewayClient, operation: str, data: bytes) -> tup
     code = GatewayClient.fault_code(envelope)
     assert status != 503 and code != "Unavailable", (
         f"Unavailable for the caller's own input: {etree.tostring(envelope)[:800]!r}")
+    _assert_answer_follows_the_schema(envelope)
     entries = gateway.audit_entries_after(seq)
     assert len(entries) == 1, f"expected one audit entry, got {entries}"
     [entry] = entries
@@ -129,6 +130,16 @@ def exchange(gateway, client: GatewayClient, operation: str, data: bytes) -> tup
         assert_no_leak(etree.tostring(envelope))
         assert gateway.index_snapshot() == before, f"a refused message ({code}) changed the index"
     return code, envelope
+
+
+def _assert_answer_follows_the_schema(envelope: etree._Element) -> None:
+    """The answer's payload (a response element, or a fault's cg:Error) is valid by the same XSD."""
+    body = envelope.find(q(SOAP_ENV, "Body"))
+    fault = body.find(q(SOAP_ENV, "Fault"))
+    answer = fault.find(f"detail/{{{CG}}}Error") if fault is not None else next(
+        (c for c in body if isinstance(c.tag, str)), None)
+    assert answer is not None and XSD.validate(answer), (
+        f"the answer does not follow the schema ({XSD.error_log.last_error}): {etree.tostring(answer)[:600]!r}")
 
 
 def _text(element: etree._Element | None) -> str | None:
