@@ -240,3 +240,39 @@ def test_schema_fault_for_a_huge_value_stays_within_the_contracts_message_length
     assert etree.XMLSchema(etree.fromstring(schemas.read(schemas.XSD_NAME))).validate(error)
     message = error.findtext(f"{{{CG}}}Message")
     assert "DateOfBirth" in message and len(message) <= 500
+
+
+# ---- characters and whitespace XML or the schema refuse -------------------------------------------
+
+@pytest.mark.parametrize("reference", ["&#0;", "&#x1;", "&#x1F;", "&#xD800;", "&#xFFFE;", "\x00", "\x1b"],
+                         ids=["nul", "soh", "unit-separator", "surrogate", "fffe", "raw-nul", "raw-escape"])
+def test_characters_xml_forbids_are_malformed_not_stored(gateway, clients, reference):
+    """NUL (which PostgreSQL text cannot hold), C0 controls and surrogates cannot reach the index:
+    XML 1.0 forbids them, even as character references."""
+    la = clients("la")
+    family = _name("Ctrl")
+    data = la.build_request("SubmitUpdates", ChildUpdate=[child_update(unique("odd-"), family, "Ann", "2016-02-03")])
+    data = data.replace(family.encode(), family.encode() + reference.encode(), 1)
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "MalformedMessage", org_code="LA")
+
+
+@pytest.mark.parametrize("field", ["SourceRecordId", "UserId"])
+def test_whitespace_only_tokens_are_schema_invalid(gateway, clients, field):
+    la = clients("la")
+    if field == "SourceRecordId":
+        data = la.build_request("SubmitUpdates", ChildUpdate=[child_update(" \t\n ", _name("Blank"), "Ann", "2016-02-03")])
+        operation = "SubmitUpdates"
+    else:
+        data = la.build_request("FindChild", **find_kwargs(Requester={"UserId": " \n ", "Role": "gp"}))
+        operation = "FindChild"
+    assert_post_refused(gateway, la, operation, data, "SchemaInvalid", org_code="LA")
+
+
+def test_a_source_record_id_is_one_record_however_its_whitespace_is_spelled(gateway, clients):
+    la = clients("la")
+    family, srid = _name("Spaced"), unique("odd-")
+    [first] = la.submit_updates([child_update(f"  {srid}\t x ", family, "Ann", "2016-02-03")])
+    [second] = la.submit_updates([child_update(f"{srid} x", family, "Ann", "2016-02-03")])
+    assert (first["Outcome"], second["Outcome"]) == ("created", "updated")
+    assert first["SourceRecordId"] == second["SourceRecordId"] == f"{srid} x"
+    assert first["ChildId"] == second["ChildId"]
