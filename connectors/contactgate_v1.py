@@ -44,7 +44,7 @@ class ValueOutOfRange(ValueError):
 
 # xs:date's lexical form, as the schema step has already accepted it: year, month, day, and an
 # optional time zone, which a calendar date ignores.
-_XS_DATE = re.compile(r"(-?\d{4,})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:\d{2})?")
+_XS_DATE = re.compile(r"(-?[0-9]{4,})-([0-9]{2})-([0-9]{2})(?:Z|[+-][0-9]{2}:[0-9]{2})?")
 
 
 def _date(text: str | None, what: str) -> dt.date | None:

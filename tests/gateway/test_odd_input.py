@@ -44,6 +44,23 @@ def test_the_out_of_range_dates_are_schema_valid():
         assert schema.validate(payload), date
 
 
+def test_the_connector_reads_a_record_it_cannot_hold_as_unreadable_and_the_rest_as_usual():
+    from connectors import contactgate_v1 as dialect
+    from gateway.index.model import ChildUpdate, UnreadableUpdate
+
+    def record(srid: str, dob: str) -> str:
+        return (f"<ChildUpdate><SourceRecordId> {srid} </SourceRecordId><Identity><FamilyName>F</FamilyName>"
+                f"<GivenName>G</GivenName><DateOfBirth>{dob}</DateOfBirth><Gender>male</Gender></Identity>"
+                "</ChildUpdate>")
+
+    payload = etree.fromstring(f'<SubmitUpdates xmlns="{CG}">{record("a", "2015-01-01Z")}'
+                               f'{record("b", "-0001-01-01")}{record("c", "0001-12-31+14:00")}</SubmitUpdates>')
+    ok_a, bad, ok_c = dialect.read_submit_updates(payload)
+    assert isinstance(ok_a, ChildUpdate) and ok_a.identity.date_of_birth == dt.date(2015, 1, 1)
+    assert bad == UnreadableUpdate("b", "date of birth is outside the years the index holds (0001 to 9999)")
+    assert isinstance(ok_c, ChildUpdate) and ok_c.identity.date_of_birth == dt.date(1, 12, 31)
+
+
 def _name(prefix: str) -> str:
     """A family name unique after normalisation (which drops digits, so unique()'s hex is not enough)."""
     return prefix + "".join(secrets.choice(string.ascii_lowercase) for _ in range(12))
