@@ -6,13 +6,15 @@ Inputs are schema-valid signed payloads, so the mapping can rely on the XSD's sh
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from lxml import etree
 
+from gateway.errors import SchemaInvalid
 from gateway.index.model import (
     Address, Candidate, Carer, ChildUpdate, ChildView, FindQuery, Identity, Involvement, Setting,
-    UpdateResult,
+    UnreadableUpdate, UpdateResult,
 )
 from gateway.soap import CG
 
@@ -30,8 +32,34 @@ def _all(element: etree._Element, name: str) -> list[etree._Element]:
     return element.findall(f"{{{CG}}}{name}")
 
 
-def _date(text: str | None) -> dt.date | None:
-    return dt.date.fromisoformat(text.strip()[:10]) if text else None
+class ValueOutOfRange(ValueError):
+    """A schema-valid value the canonical model cannot hold. xs:date allows any number of year
+    digits and negative years ("10000-01-01", "-0001-01-01"); a Python date holds 0001 to 9999.
+    ``what`` names the value for the caller ("date of birth")."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} is outside the years the index holds (0001 to 9999)")
+        self.what = what
+
+
+# xs:date's lexical form, as the schema step has already accepted it: year, month, day, and an
+# optional time zone, which a calendar date ignores.
+_XS_DATE = re.compile(r"(-?[0-9]{4,})-([0-9]{2})-([0-9]{2})(?:Z|[+-][0-9]{2}:[0-9]{2})?")
+
+
+def _date(text: str | None, what: str) -> dt.date | None:
+    if not text:
+        return None
+    match = _XS_DATE.fullmatch(text.strip())
+    if match is None:  # the schema step lets only xs:date through; refuse rather than guess
+        raise ValueOutOfRange(what)
+    year, month, day = (int(part) for part in match.groups())
+    if not dt.MINYEAR <= year <= dt.MAXYEAR:
+        raise ValueOutOfRange(what)
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        raise ValueOutOfRange(what) from None
 
 
 def _bool(text: str | None) -> bool:
@@ -93,7 +121,7 @@ def _identity(element: etree._Element) -> Identity:
         given_names=tuple(g.text or "" for g in _all(element, "GivenName")),
         preferred_name=_opt(_t(element, "PreferredName")),
         previous_names=tuple(p.text or "" for p in _all(element, "PreviousName")),
-        date_of_birth=_date(_t(element, "DateOfBirth")),
+        date_of_birth=_date(_t(element, "DateOfBirth"), "date of birth"),
         gender=_t(element, "Gender") or "unknown",
         nhs_number=_opt(_t(element, "NhsNumber")),
         pupil_number=_opt(_t(element, "PupilNumber")),
@@ -107,18 +135,24 @@ def _involvement(element: etree._Element) -> Involvement:
         role=_opt(_t(element, "Role")),
         phone=_opt(_t(element, "Phone")),
         email=_opt(_t(element, "Email")),
-        start=_date(_t(element, "Start")),
-        end=_date(_t(element, "End")),
+        start=_date(_t(element, "Start"), "an involvement's Start date"),
+        end=_date(_t(element, "End"), "an involvement's End date"),
         caf_assessment=_bool(_t(element, "CafAssessment")),
         lead_professional=_bool(_t(element, "LeadProfessional")),
     )
 
 
-def read_submit_updates(payload: etree._Element) -> list[ChildUpdate]:
-    updates = []
-    for element in _all(payload, "ChildUpdate"):
-        updates.append(ChildUpdate(
-            source_record_id=token(_t(element, "SourceRecordId")),
+def read_submit_updates(payload: etree._Element) -> list[ChildUpdate | UnreadableUpdate]:
+    """One entry per ChildUpdate, in order. A record holding a value the model cannot hold comes
+    back as an UnreadableUpdate: it is rejected alone, and the rest of the batch is applied."""
+    return [_child_update(element) for element in _all(payload, "ChildUpdate")]
+
+
+def _child_update(element: etree._Element) -> ChildUpdate | UnreadableUpdate:
+    source_record_id = token(_t(element, "SourceRecordId"))
+    try:
+        return ChildUpdate(
+            source_record_id=source_record_id,
             identity=_identity(element.find(f"{{{CG}}}Identity")),
             address=_address(element.find(f"{{{CG}}}Address")),
             carers=tuple(Carer(name=_t(c, "Name") or "", relationship=_t(c, "Relationship") or "",
@@ -128,15 +162,23 @@ def read_submit_updates(payload: etree._Element) -> list[ChildUpdate]:
             educational_setting=_setting(element.find(f"{{{CG}}}EducationalSetting")),
             gp_practice=_setting(element.find(f"{{{CG}}}GpPractice")),
             involvements=tuple(_involvement(i) for i in _all(element, "Involvement")),
-        ))
-    return updates
+        )
+    except ValueOutOfRange as exc:
+        return UnreadableUpdate(source_record_id, reason=str(exc))
 
 
 def read_find_child(payload: etree._Element) -> FindQuery:
+    """The search criteria; a criterion the index cannot hold is SchemaInvalid (it could match
+    nothing, and the caller should learn that its value was the problem)."""
+    try:
+        date_of_birth = _date(_t(payload, "DateOfBirth"), "DateOfBirth")
+    except ValueOutOfRange as exc:
+        raise SchemaInvalid(f"FindChild: {exc}", public_message=(
+            f"{exc.what} is outside the years the gateway holds (0001 to 9999)")) from None
     return FindQuery(
         family_name=_opt(_t(payload, "FamilyName")),
         given_name=_opt(_t(payload, "GivenName")),
-        date_of_birth=_date(_t(payload, "DateOfBirth")),
+        date_of_birth=date_of_birth,
         gender=_opt(_t(payload, "Gender")),
         postcode=_opt(_t(payload, "Postcode")),
         nhs_number=_opt(_t(payload, "NhsNumber")),

@@ -78,6 +78,15 @@ class ChildUpdate:
 
 
 @dataclass(frozen=True)
+class UnreadableUpdate:
+    """A ChildUpdate the schema accepts but the canonical model cannot hold (a date in the year
+    10000, say): rejected on its own with ``reason``, while the rest of its batch is applied."""
+
+    source_record_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class UpdateResult:
     source_record_id: str
     outcome: str  # created | updated | matched | review | rejected

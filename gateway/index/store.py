@@ -19,7 +19,8 @@ from sqlalchemy.exc import DataError, IntegrityError
 from gateway.db import children, involvements, review_queue, source_records
 from gateway.index import ids
 from gateway.index.model import (
-    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Identity, Involvement, UpdateResult,
+    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Identity, Involvement, UnreadableUpdate,
+    UpdateResult,
     address_from_json, carer_from_json, family_name_key, identity_from_json, locality, nhs_number_is_valid,
     normalise_name, normalise_postcode, setting_from_json,
 )
@@ -34,13 +35,17 @@ _INVOLVEMENTS_OF = (select(involvements).where(involvements.c.child_id == bindpa
                     .order_by(involvements.c.org_code, involvements.c.id))
 
 
-def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate],
+def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | UnreadableUpdate],
                   now: dt.datetime) -> list[UpdateResult]:
-    """Apply a batch inside the caller's transaction. Each update runs in its own savepoint, so one
-    record the database will not take is rejected alone instead of failing the batch."""
-    _lock_identities(conn, org_code, updates)
+    """Apply a batch inside the caller's transaction, one result per update in order. Each update
+    runs in its own savepoint, so one record the database will not take is rejected alone instead
+    of failing the batch; so is one the connector could not read (an UnreadableUpdate)."""
+    _lock_identities(conn, org_code, [u for u in updates if isinstance(u, ChildUpdate)])
     results = []
     for update_ in updates:
+        if isinstance(update_, UnreadableUpdate):
+            results.append(UpdateResult(update_.source_record_id, "rejected", detail=update_.reason))
+            continue
         try:
             with conn.begin_nested():
                 results.append(_apply_update(conn, org_code, update_, now))

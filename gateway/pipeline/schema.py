@@ -7,6 +7,12 @@ from gateway.errors import SchemaInvalid
 from gateway.pipeline.context import Exchange, Services
 from gateway.soap import SOAP_ENV, q
 
+# libxml2 quotes the offending value in its message, and a value can be megabytes long. The
+# caller is told at most this much of it (the contract's cg:Error/Message holds 1000 characters);
+# the audit trail keeps a little more.
+PUBLIC_REASON_CHARS = 300
+AUDIT_REASON_CHARS = 2000
+
 
 def validate_schema(exchange: Exchange, services: Services) -> None:
     body = exchange.envelope.find(q(SOAP_ENV, "Body"))
@@ -15,4 +21,9 @@ def validate_schema(exchange: Exchange, services: Services) -> None:
     if not schema.validate(payload):
         error = schema.error_log.last_error
         message = f"line {error.line}: {error.message}" if error else "schema validation failed"
-        raise SchemaInvalid(message, public_message=f"The message does not conform to the schema ({message})")
+        raise SchemaInvalid(_shortened(message, AUDIT_REASON_CHARS), public_message=(
+            f"The message does not conform to the schema ({_shortened(message, PUBLIC_REASON_CHARS)})"))
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
