@@ -426,8 +426,8 @@ def test_tampered_envelopes_get_a_contract_fault(gateway, clients, requests_, da
             ("", ""), ("yesterday", "tomorrow"), ("2015-01-01T00:00:00", "2015-01-01T00:05:00"),
             ("10000-01-01T00:00:00Z", "10000-01-01T00:05:00Z"), ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
             ("2015-01-01T00:00:00+25:00", "2015-01-01T00:05:00Z"),
-            # Not yet: a zoned time in year 1 or 9999 overflows converting to UTC in wsse.py (503);
-            # tests/gateway/test_odd_input.py holds it as an expected failure for wsse's owner.
+            ("0001-01-01T00:00:00+01:00", "0001-01-01T00:05:00+01:00"),  # overflow converting to UTC
+            ("9999-12-31T23:59:00-01:00", "9999-12-31T23:59:30-01:00"),
         ]), label="timestamp")
         message = _signed_odd_timestamp(la, payload, created, expires)
     elif how == "foreign_signer":  # signed by another organisation's key over LA's TLS
