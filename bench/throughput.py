@@ -491,12 +491,9 @@ def percentile(ordered: list[float], p: float) -> float:
 
 
 def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load: LoadResult) -> None:
-    import inspect
+    from gateway.config import Settings
 
-    from gateway.server import GatewayServer
-
-    # `serve` has no --threads option: the server runs with GatewayServer's default.
-    threads = inspect.signature(GatewayServer.__init__).parameters["threads"].default
+    threads = Settings.threads  # `serve` runs with the default unless --threads is given
     cores = len(os.sched_getaffinity(0))
     backend = ("PostgreSQL" if gateway.database_url.startswith("postgresql") else "SQLite") + \
         (" + Redis" if gateway.redis_url else " + embedded store")
@@ -508,7 +505,7 @@ def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load:
 
     print("ContactGate throughput: signed GetContacts over mutual TLS, keep-alive")
     print(f"machine      {machine()}")
-    print(f"gateway      {backend}; {args.workers} workers x {threads} threads (gunicorn gthread); "
+    print(f"gateway      {backend}; {args.workers} workers x {threads} threads (gunicorn, ContactGate's asyncio front); "
           f"{children} children seeded")
     print(f"load         {args.clients} client processes, {bound}, loopback")
     print()
