@@ -115,33 +115,23 @@ class Settings:
             or HomeLayout(home).default_database_url()
         )
         redis_url = overrides.pop("redis_url", None) or env.get("CONTACTGATE_REDIS_URL") or None
-        ints = {
-            "rate_limit_per_org": "CONTACTGATE_RATE_LIMIT_PER_ORG",
-            "rate_limit_per_user": "CONTACTGATE_RATE_LIMIT_PER_USER",
-            "max_message_bytes": "CONTACTGATE_MAX_MESSAGE_BYTES",
+        parsed = {  # setting: (environment variable, parser that names the variable in its error)
+            "rate_limit_per_org": ("CONTACTGATE_RATE_LIMIT_PER_ORG", positive_int),
+            "rate_limit_per_user": ("CONTACTGATE_RATE_LIMIT_PER_USER", positive_int),
+            "max_message_bytes": ("CONTACTGATE_MAX_MESSAGE_BYTES", positive_int),
+            "redis_timeout_s": ("CONTACTGATE_REDIS_TIMEOUT", positive_seconds),
+            "database_timeout_s": ("CONTACTGATE_DATABASE_TIMEOUT", positive_seconds),
+            "handshake_timeout_s": ("CONTACTGATE_HANDSHAKE_TIMEOUT", positive_seconds),
+            "header_timeout_s": ("CONTACTGATE_HEADER_TIMEOUT", positive_seconds),
+            "body_timeout_s": ("CONTACTGATE_BODY_TIMEOUT", positive_seconds),
+            "keepalive_timeout_s": ("CONTACTGATE_KEEPALIVE_TIMEOUT", positive_seconds),
+            "max_connections": ("CONTACTGATE_MAX_CONNECTIONS", positive_int),
+            "max_connections_per_address": ("CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS", positive_int),
+            "threads": ("CONTACTGATE_THREADS", positive_int),
         }
-        for name, var in ints.items():
-            if name not in overrides and env.get(var):
-                overrides[name] = positive_int(var, env[var])
-        seconds = {
-            "redis_timeout_s": "CONTACTGATE_REDIS_TIMEOUT",
-            "database_timeout_s": "CONTACTGATE_DATABASE_TIMEOUT",
-            "handshake_timeout_s": "CONTACTGATE_HANDSHAKE_TIMEOUT",
-            "header_timeout_s": "CONTACTGATE_HEADER_TIMEOUT",
-            "body_timeout_s": "CONTACTGATE_BODY_TIMEOUT",
-            "keepalive_timeout_s": "CONTACTGATE_KEEPALIVE_TIMEOUT",
-        }
-        for name, var in seconds.items():
-            if name not in overrides and env.get(var):
-                overrides[name] = positive_seconds(var, env[var])
-        counts = {
-            "max_connections": "CONTACTGATE_MAX_CONNECTIONS",
-            "max_connections_per_address": "CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS",
-            "threads": "CONTACTGATE_THREADS",
-        }
-        for name, var in counts.items():
-            if name not in overrides and env.get(var):
-                overrides[name] = positive_int(var, env[var])
+        for name, (variable, parse) in parsed.items():
+            if name not in overrides and env.get(variable):
+                overrides[name] = parse(variable, env[variable])
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
         check_database_url(database_url)
