@@ -168,10 +168,12 @@ def carer_from_json(data: dict) -> Carer:
 
 
 def normalise_name(name: str) -> str:
-    """Case-, accent-, space- and punctuation-insensitive form for exact matching."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return re.sub(r"[^a-z]", "", stripped.casefold())
+    """Case-, accent-, space- and punctuation-insensitive form for exact matching, in every script:
+    the letters are kept (Latin, Cyrillic, Greek, Arabic, CJK, …: a child's name is not always
+    written in a-z), marks, digits, spaces and punctuation are dropped. Compatibility forms fold
+    (NFKD: "ﬃ" -> "ffi"), and case folds fully ("ß" -> "ss")."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in decomposed if c.isalpha() and not unicodedata.combining(c))
 
 
 FAMILY_NAME_KEY_LENGTH = 100

@@ -291,11 +291,6 @@ def test_a_source_record_id_is_one_record_however_its_whitespace_is_spelled(gate
     assert first["ChildId"] == second["ChildId"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "FINDING, not fixed: normalise_name keeps only a-z after NFKD, so a family name in Cyrillic, "
-    "Greek, Arabic or CJK script has 'no letters' and the record is rejected. Keeping every letter "
-    "changes the stored family_name_norm of existing rows (e.g. 'Søren'), so it needs a data "
-    "migration and a decision on matching across scripts."))
 @pytest.mark.parametrize("family, given", [("Иванов", "Анна"), ("Παπαδόπουλος", "Ελένη"), ("محمد", "فاطمة")],
                          ids=["cyrillic", "greek", "arabic"])
 def test_a_family_name_in_a_non_latin_script_is_stored_and_found(gateway, clients, family, given):
