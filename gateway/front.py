@@ -31,6 +31,7 @@ import base64
 import hashlib
 import http
 import io
+import ipaddress
 import logging
 import ssl
 import sys
@@ -53,6 +54,11 @@ BODY_MIN_BYTES_PER_S = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
 TLS_SHUTDOWN_GRACE_S = 2.0
+# Every connection may keep this much of a body without asking the budget (so small requests are
+# never refused for want of it); larger bodies share BODY_BUDGET_MESSAGES x the message limit per
+# worker. Memory for bodies is then at most that budget + max_connections x FREE_BODY_BYTES.
+FREE_BODY_BYTES = 64 * 1024
+BODY_BUDGET_MESSAGES = 16
 AUDIT_BACKLOG = 64  # refused-handshake audits waiting for the audit thread; beyond, only logged
 
 
@@ -65,6 +71,9 @@ class FrontLimits:
     max_connections: int
     max_connections_per_address: int
     max_body_bytes: int  # the message limit; bodies are read (hashed) up to OVERSIZE_FACTOR times it
+    # Bytes of request bodies one worker keeps in memory at once, beyond FREE_BODY_BYTES each: a
+    # large body that would go past it is refused 503 (Retry-After) instead of being buffered.
+    body_budget_bytes: int = 0  # 0: BODY_BUDGET_MESSAGES x max_body_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FrontLimits":
@@ -74,7 +83,8 @@ class FrontLimits:
                    keepalive_timeout_s=settings.keepalive_timeout_s,
                    max_connections=settings.max_connections,
                    max_connections_per_address=settings.max_connections_per_address,
-                   max_body_bytes=settings.max_message_bytes)
+                   max_body_bytes=settings.max_message_bytes,
+                   body_budget_bytes=settings.max_message_bytes * BODY_BUDGET_MESSAGES)
 
 
 def server_ssl_context(cert_file: str, key_file: str, client_ca_bundle: str) -> ssl.SSLContext:
@@ -96,9 +106,10 @@ class ConnectionCaps:
         self.total = 0
         self.by_address: dict[str, int] = defaultdict(int)
 
-    def admit(self, address: str) -> str | None:
-        """Count a new connection, or say which cap refuses it."""
-        if self.total >= self.total_cap:
+    def admit(self, address: str, *, room_made: bool = False) -> str | None:
+        """Count a new connection, or say which cap refuses it. ``room_made``: the caller has just
+        evicted a connection to make room (its release follows), so the total cap is not checked."""
+        if self.total >= self.total_cap and not room_made:
             return "total"
         if self.by_address[address] >= self.per_address_cap:
             return "per-address"
@@ -182,6 +193,27 @@ class BodyReader:
         return ReceivedBody(bytes(self.kept), self.size, digest)
 
 
+class BodyBudget:
+    """Bytes of request bodies held in memory by one worker (one event loop, so no locks)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+
+    def take(self, amount: int) -> bool:
+        if self.used + amount > self.total:
+            return False
+        self.used += amount
+        return True
+
+    def give(self, amount: int) -> None:
+        self.used -= amount
+
+
+class _Busy(Exception):
+    """The worker holds as many buffered bodies as it may: answer 503, then close."""
+
+
 class _Stalled(Exception):
     """The peer did not send what it had to within its time."""
 
@@ -195,6 +227,7 @@ class _Exchange:
     request: h11.Request
     body: ReceivedBody
     must_close: bool
+    budget_taken: int = 0  # given back to the worker's BodyBudget once the exchange is answered
 
 
 # ---- the front -------------------------------------------------------------------------------------
@@ -213,6 +246,7 @@ class Front:
         self.audit_refused_handshake = audit_refused_handshake
         self.access_log = access_log
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_address)
+        self.body_budget = BodyBudget(limits.body_budget_bytes or BODY_BUDGET_MESSAGES * limits.max_body_bytes)
         self.handshake_audits = RecentAllowance(HANDSHAKE_AUDITS_PER_MINUTE)
         self.audits_pending = 0
         self.quiet_log = RateLimitedLog(log)
@@ -241,8 +275,10 @@ class Front:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
-        address = str(peer[0])
+        address = address_key(str(peer[0]))
         refused_by = "stopping" if self.stopping else self.caps.admit(address)
+        if refused_by == "total" and self._evict_one():
+            refused_by = self.caps.admit(address, room_made=True)
         if refused_by is not None:
             if refused_by != "stopping":
                 self.quiet_log.warning(f"cap-{refused_by}", "connection from %s closed at once: the %s "
@@ -269,6 +305,24 @@ class Front:
             self.connections.pop(task, None)
             self.caps.release(address)
 
+    EVICTABLE = ("tls", "idle")  # in this order: not yet authenticated, then waiting for a request
+
+    def _evict_one(self) -> bool:
+        """At the total cap, close the oldest connection that has not finished its TLS handshake
+        (else the oldest one idle between requests) so that a newcomer is not refused: silent
+        connections from many addresses can then never lock accredited clients out, they only
+        push each other out. Connections reading a request or running one are never evicted."""
+        for state in self.EVICTABLE:
+            for task, current in self.connections.items():  # insertion order: oldest first
+                if current == state:
+                    self.connections[task] = "evicted"
+                    task.cancel()
+                    self.quiet_log.warning("evicted", "at the total connection cap: closed the oldest "
+                                           "connection %s to admit a new one",
+                                           "still in its TLS handshake" if state == "tls" else "idle")
+                    return True
+        return False
+
     async def _serve(self, reader, writer, peer) -> None:
         address = str(peer[0])
         peer_der = await self._handshake(writer, address)
@@ -292,11 +346,17 @@ class Front:
                 if not reader.at_eof():  # the peer gave up mid-request: nothing to answer
                     await self._bad_request(writer, error)
                 return
+            except _Busy:
+                await self._busy(writer)
+                return
             if exchange is None:
                 return
             self.connections[task] = "busy"
-            environ = self._environ(exchange, peer, peer_der, writer)
-            status, headers, body = await loop.run_in_executor(self.app_pool, self._call_app, environ)
+            try:
+                environ = self._environ(exchange, peer, peer_der, writer)
+                status, headers, body = await loop.run_in_executor(self.app_pool, self._call_app, environ)
+            finally:
+                self.body_budget.give(exchange.budget_taken)
             must_close = exchange.must_close or self.stopping
             await self._respond(conn, writer, exchange.request, status, headers, body, must_close)
             if must_close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -367,6 +427,7 @@ class Front:
         if isinstance(request, h11.ConnectionClosed):
             return None
         assert isinstance(request, h11.Request), request
+        _refuse_ambiguous_framing(request)
         limit = self.limits.max_body_bytes
         body = BodyReader(limit)
         declared = _content_length(request)
@@ -376,20 +437,45 @@ class Front:
         if conn.they_are_waiting_for_100_continue:
             await self._write(writer, conn.send(h11.InformationalResponse(status_code=100, headers=[])), 0)
         started = loop.time()
+        last_progress = started
 
         def body_deadline() -> float:
-            return started + self.limits.body_timeout_s + body.size / BODY_MIN_BYTES_PER_S
+            # The whole body within the body time plus a minimum pace; and never a pause longer
+            # than the body time (a body sent fast and then stalled must not be kept for minutes).
+            return min(started + self.limits.body_timeout_s + body.size / BODY_MIN_BYTES_PER_S,
+                       last_progress + self.limits.body_timeout_s)
 
-        while True:
-            event = await self._next_event(conn, reader, body_deadline, "request body too slow")
-            if isinstance(event, h11.Data):
-                body.add(event.data)
-                if body.overflowed:
-                    return _Exchange(request, body.received(), must_close=True)
-            elif isinstance(event, h11.EndOfMessage):
-                return _Exchange(request, body.received(), must_close=False)
-            else:  # ConnectionClosed mid-body is a RemoteProtocolError in h11; anything else: stop
-                return None
+        taken = 0
+        try:
+            while True:
+                event = await self._next_event(conn, reader, body_deadline, "request body too slow")
+                if isinstance(event, h11.Data):
+                    last_progress = loop.time()
+                    body.add(event.data)
+                    needed = max(0, len(body.kept) - FREE_BODY_BYTES) - taken
+                    if needed > 0:
+                        if not self.body_budget.take(needed):
+                            raise _Busy()
+                        taken += needed
+                    if body.overflowed:
+                        return _Exchange(request, body.received(), must_close=True, budget_taken=taken)
+                elif isinstance(event, h11.EndOfMessage):
+                    return _Exchange(request, body.received(), must_close=False, budget_taken=taken)
+                else:  # ConnectionClosed mid-body is a RemoteProtocolError in h11; anything else: stop
+                    break
+        except BaseException:
+            self.body_budget.give(taken)
+            raise
+        self.body_budget.give(taken)
+        return None
+
+    async def _busy(self, writer) -> None:
+        self.quiet_log.warning("body-budget", "refused a large body from %s: the worker holds as many "
+                               "buffered bodies as it may", (writer.get_extra_info("peername") or ("?",))[0])
+        text = b"busy: retry later\n"
+        await self._write(writer, b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                          b"Retry-After: 5\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                          % (len(text), text), len(text))
 
     async def _bad_request(self, writer, error: h11.RemoteProtocolError) -> None:
         status = error.error_status_hint or 400
@@ -501,6 +587,30 @@ class Front:
         transport = writer.transport
         writer.close()
         asyncio.get_running_loop().call_later(TLS_SHUTDOWN_GRACE_S, transport.abort)
+
+
+def _refuse_ambiguous_framing(request: h11.Request) -> None:
+    """A request framed two ways (Content-Length and Transfer-Encoding) could be read differently by a
+    proxy in front: refuse it (RFC 9112 6.3), so nothing can be smuggled. (h11 already refuses
+    differing Content-Length values, and folds identical ones, as RFC 9110 8.6 allows.)"""
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise h11.RemoteProtocolError("a request framed by both Content-Length and Transfer-Encoding",
+                                      error_status_hint=400)
+
+
+def address_key(address: str) -> str:
+    """What the per-address cap counts: an IPv4 address, or an IPv6 /64 (anyone can hold a /64, so
+    single IPv6 addresses would be no cap at all); an IPv4-mapped IPv6 address as its IPv4 one."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def _content_length(request: h11.Request) -> int | None:
