@@ -12,8 +12,9 @@ certificate the gateway no longer signs with:
    with the new key from its next (re)start or reload.
 3. ``retire_previous``: once no client needs it, the old certificate leaves the bundle.
 
-Every step keeps a certificate and its key consistent on disk: files are written beside their
-target and moved into place.
+Staging writes new files only (``signing/next-*``, 0600); promotion moves them over the current
+ones with atomic renames (the certificate first, then the key), so the gateway, which loads both
+when it (re)starts, never reads a half-written file.
 """
 
 from __future__ import annotations
