@@ -9,6 +9,7 @@ Workers are found as child processes of the server, whatever worker model serves
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -292,36 +293,38 @@ def assert_unavailable_quickly(gw, exchanges: Exchanges, within_s: float, attemp
     assert len(refused) == attempts, "each Unavailable is audited"
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_stopped_redis_is_answered_unavailable_at_once_and_the_gateway_recovers(backend, tmp_path):
+@contextlib.contextmanager
+def redis_fault_then_recovery(backend: str, tmp_path, *, within_s: float):
+    """A gateway on a Redis of its own (0.5 s timeout), answering before the fault; the test causes
+    the fault inside the block and lifts it on leaving. While it lasts, each request is answered
+    `Unavailable` within ``within_s`` and audited; afterwards the gateway answers again by itself."""
     with redis_server(tmp_path / "redis") as redis, \
             private_gateway(backend, tmp_path / "home", orgs=LA, redis_url=redis.url,
                             extra_env={"CONTACTGATE_REDIS_TIMEOUT": "0.5"}) as gw:
         exchanges = Exchanges(gw.client("la"))
         assert exchanges.send("FindChild", find_child(exchanges.client))[0] == 200
-        redis.stop()
-        assert_unavailable_quickly(gw, exchanges, within_s=0.8)
-        redis.start()
+        yield redis, lambda: assert_unavailable_quickly(gw, exchanges, within_s=within_s)
         status, _, _ = exchanges.send("FindChild", find_child(exchanges.client))
         assert status == 200, "the gateway did not recover by itself"
         assert_audit_sound(gw, exchanges.answered)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stopped_redis_is_answered_unavailable_at_once_and_the_gateway_recovers(backend, tmp_path):
+    with redis_fault_then_recovery(backend, tmp_path, within_s=0.8) as (redis, check_unavailable):
+        redis.stop()
+        check_unavailable()
+        redis.start()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hung_redis_costs_each_request_about_the_configured_timeout(backend, tmp_path):
-    with redis_server(tmp_path / "redis") as redis, \
-            private_gateway(backend, tmp_path / "home", orgs=LA, redis_url=redis.url,
-                            extra_env={"CONTACTGATE_REDIS_TIMEOUT": "0.5"}) as gw:
-        exchanges = Exchanges(gw.client("la"))
-        assert exchanges.send("FindChild", find_child(exchanges.client))[0] == 200
+    with redis_fault_then_recovery(backend, tmp_path, within_s=0.5 + 0.8) as (redis, check_unavailable):
         redis.pause()
         try:
-            assert_unavailable_quickly(gw, exchanges, within_s=0.5 + 0.8)
+            check_unavailable()
         finally:
             redis.resume()
-        status, _, _ = exchanges.send("FindChild", find_child(exchanges.client))
-        assert status == 200, "the gateway did not recover by itself"
-        assert_audit_sound(gw, exchanges.answered)
 
 
 # ---- the database unreachable and back -----------------------------------------------------------

@@ -6,6 +6,15 @@ from alembic.migration import MigrationContext
 from gateway.db import metadata
 
 
+def _alembic_config(database_url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "gateway:migrations")
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
 def test_migrated_schema_matches_the_tables_in_code(engine):
     with engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)
@@ -23,14 +32,11 @@ def test_0003_carries_unexpired_replay_keys_into_processed_messages(database_url
     import time
 
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import create_engine, select, text
 
     from gateway.db import processed_messages
 
-    cfg = Config()
-    cfg.set_main_option("script_location", "gateway:migrations")
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    cfg = _alembic_config(database_url)
     command.downgrade(cfg, "0002")
     engine = create_engine(database_url)
     now = int(time.time())
@@ -53,15 +59,12 @@ def test_0004_recomputes_the_family_name_key_for_letters_outside_a_to_z(database
     import json
 
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import create_engine, select
 
     from gateway.db import children
     from gateway.index.model import family_name_key
 
-    cfg = Config()
-    cfg.set_main_option("script_location", "gateway:migrations")
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    cfg = _alembic_config(database_url)
     command.downgrade(cfg, "0003")
     engine = create_engine(database_url)
     now = dt.datetime.now(dt.timezone.utc)
