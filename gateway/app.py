@@ -48,18 +48,8 @@ def build_services(settings: Settings) -> Services:
 
 
 def peer_certificate_der(environ: dict) -> bytes | None:
-    """The verified TLS client certificate: from our front's environ key, else (under a plain
-    gunicorn sync/gthread worker, which does not put it in the environ) from the socket."""
-    if environ.get(PEER_CERT_DER_KEY):
-        return environ[PEER_CERT_DER_KEY]
-    sock = environ.get("gunicorn.socket")
-    getpeercert = getattr(sock, "getpeercert", None)
-    if getpeercert is None:
-        return None
-    try:
-        return getpeercert(binary_form=True)
-    except (ValueError, OSError):
-        return None
+    """The TLS client certificate the front verified (None under any other server: refused)."""
+    return environ.get(PEER_CERT_DER_KEY)
 
 
 def read_body(stream, limit: int, chunk_size: int = 64 * 1024) -> ReceivedBody:

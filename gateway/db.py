@@ -207,10 +207,9 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    if timeout_s is None:
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=timeout_s,
-                         connect_args=postgresql_timeouts(timeout_s))
+    bounded = {} if timeout_s is None else {"pool_timeout": timeout_s,
+                                            "connect_args": postgresql_timeouts(timeout_s)}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **bounded)
 
 
 def postgresql_timeouts(timeout_s: float) -> dict:

@@ -10,10 +10,16 @@ and a few objects on the event loop, and is closed after a bounded time:
 - the request head within ``header_timeout_s``; an idle keep-alive connection is closed after
   ``keepalive_timeout_s``;
 - the body within ``body_timeout_s`` plus one second per BODY_MIN_BYTES_PER_S received (a minimum
-  pace, so a large honest upload is not cut but a trickle is); the answer is written under the same
-  rule;
-- at most ``max_connections_per_address`` connections from one address and ``max_connections`` in
-  all, per worker process (over the caps a connection is closed at once, before any TLS work).
+  pace, so a large honest upload is not cut but a trickle is), with no pause longer than
+  ``body_timeout_s``; the answer is written under the same rule;
+- at most ``max_connections_per_address`` connections from one address (an IPv6 /64 counts as one)
+  per worker process: over it a connection is closed at once, before any TLS work;
+- at most ``max_connections`` in all per worker: at that cap the oldest connection still in its
+  handshake (else the oldest idle one) is closed to admit the newcomer, so silent connections from
+  many addresses push each other out and never lock accredited clients out;
+- bodies kept in memory: FREE_BODY_BYTES per connection, and beyond that a per-worker budget
+  (BODY_BUDGET_MESSAGES x the message limit); a large body past the budget is answered 503;
+- a request framed by both Content-Length and Transfer-Encoding is refused 400 (no smuggling).
 
 Only a complete request reaches a thread of the pool (``threads``), with its body already read and
 hashed (the same `ReceivedBody` as `gateway.app.read_body` makes). The verified client certificate
@@ -472,19 +478,20 @@ class Front:
     async def _busy(self, writer) -> None:
         self.quiet_log.warning("body-budget", "refused a large body from %s: the worker holds as many "
                                "buffered bodies as it may", (writer.get_extra_info("peername") or ("?",))[0])
-        text = b"busy: retry later\n"
-        await self._write(writer, b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                          b"Retry-After: 5\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                          % (len(text), text), len(text))
+        await self._plain_answer(writer, 503, b"busy: retry later\n", b"Retry-After: 5\r\n")
 
     async def _bad_request(self, writer, error: h11.RemoteProtocolError) -> None:
-        status = error.error_status_hint or 400
         self.quiet_log.warning("bad-request", "malformed HTTP from %s: %s",
                                (writer.get_extra_info("peername") or ("?",))[0], error)
+        await self._plain_answer(writer, error.error_status_hint or 400, b"bad request\n")
+
+    async def _plain_answer(self, writer, status: int, text: bytes, extra_headers: bytes = b"") -> None:
+        """A short text answer outside any SOAP exchange (the request never reached the pipeline),
+        after which the connection is closed."""
         reason = http.HTTPStatus(status).phrase.encode("ascii")
-        text = b"bad request\n"
-        await self._write(writer, b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                          b"Connection: close\r\n\r\n%s" % (status, reason, len(text), text), len(text))
+        await self._write(writer, b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n%sContent-Length: %d\r\n"
+                          b"Connection: close\r\n\r\n%s" % (status, reason, extra_headers, len(text), text),
+                          len(text))
 
     # ---- the application -------------------------------------------------------------------------
 

@@ -137,9 +137,8 @@ class FrontWorker(Worker):
 
 
 class GatewayServer(BaseApplication):
-    def __init__(self, settings: Settings, bind: str, workers: int, threads: int = Settings.threads,
-                 log_level: str = "info"):
-        self.settings = replace(settings, threads=threads)
+    def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info"):
+        self.settings = settings
         write_client_ca_bundle(settings)
         self.options = {
             "bind": bind,
@@ -164,4 +163,6 @@ class GatewayServer(BaseApplication):
 
 
 def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None) -> None:
-    GatewayServer(settings, bind, workers, settings.threads if threads is None else threads).run()
+    if threads is not None:
+        settings = replace(settings, threads=threads)
+    GatewayServer(settings, bind, workers).run()

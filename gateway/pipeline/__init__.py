@@ -28,6 +28,9 @@ from gateway.soap import fault_payload, new_envelope, to_bytes
 
 log = logging.getLogger("contactgate.pipeline")
 
+# A backend failure, not a bug: answered Unavailable with one line in the log, not a traceback.
+DATABASE_FAILURES = (OperationalError, SQLAlchemyTimeoutError)
+
 
 @dataclass
 class ReceivedBody:
@@ -61,10 +64,10 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
         return _repeat(exchange, repeat.answer, services)
     except Refusal as refusal:
         return _refuse(exchange, refusal, services)
-    except (OperationalError, SQLAlchemyTimeoutError) as exc:  # the database failed or timed out
+    except DATABASE_FAILURES as exc:  # the database failed or timed out
         log.warning("database unavailable: %s", _first_line(exc))
-        return _refuse(exchange, Unavailable(f"database unavailable ({type(getattr(exc, 'orig', None) or exc).__name__})"),
-                       services)
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        return _refuse(exchange, Unavailable(f"database unavailable ({cause})"), services)
     except Exception:  # a bug: fail closed, tell nothing
         log.exception("unexpected failure while handling a message")
         return _refuse(exchange, Unavailable("internal error"), services)
@@ -128,6 +131,9 @@ def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
                                  child_ids=exchange.child_ids or _requested_child(exchange))
     try:
         _audit_alone(exchange, services, entry)
+    except DATABASE_FAILURES as exc:  # during an outage: one line per refusal, not a traceback
+        log.warning("could not audit a refusal (%s): database unavailable: %s", refusal.code, _first_line(exc))
+        refusal = Unavailable("audit unavailable")
     except Exception:
         log.exception("could not audit a refusal")
         refusal = Unavailable("audit unavailable")

@@ -14,7 +14,7 @@ from gateway import audit, db
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.security.wsse import EnvelopeSigner
-from gateway.store import MessageStore
+from gateway.store import RateStore
 from gateway.trust.pki import TrustAnchors
 from gateway.trust.registry import Organisation
 
@@ -25,7 +25,7 @@ class Services:
 
     settings: Settings
     engine: Engine
-    store: MessageStore
+    store: RateStore
     anchors: TrustAnchors
     audit: AuditTrail
     signer: EnvelopeSigner

@@ -6,7 +6,7 @@ needs is in Redis: losing its data (a restart without persistence, a failover to
 an eviction) only resets rate limits. A Redis that cannot be reached, or does not answer within
 CONTACTGATE_REDIS_TIMEOUT, fails closed: the count raises `gateway.errors.Unavailable`.
 
-Both implement `MessageStore`; `tests/gateway/store/test_stores.py` runs one contract suite against
+Both implement `RateStore`; `tests/gateway/store/test_stores.py` runs one contract suite against
 each.
 """
 
@@ -19,14 +19,14 @@ from sqlalchemy.engine import Engine
 from gateway.config import Settings
 
 
-class MessageStore(Protocol):
+class RateStore(Protocol):
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         """Count one event against each key in the current fixed window (one round trip); return
         each window's count. Raises `gateway.errors.Unavailable` if the counters cannot be reached
         in time (fail closed: no count, no answer)."""
 
 
-def make_store(settings: Settings, engine: Engine) -> MessageStore:
+def make_store(settings: Settings, engine: Engine) -> RateStore:
     if settings.redis_url:
         from gateway.store.redis_store import RedisStore
 
