@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench bench-linkage bench-scale clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -33,6 +33,14 @@ test: $(STAMP) $(NODE_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+
+# Linkage quality through the real gateway (bench/linkage.py); e.g. make bench-linkage LINKAGE_ARGS="--mix harsh"
+bench-linkage: $(STAMP)
+	$(BIN)/python bench/linkage.py $(LINKAGE_ARGS)
+
+# The index at national scale on PostgreSQL (bench/index_scale.py); e.g. make bench-scale SCALE_ARGS="--children 100000"
+bench-scale: $(STAMP)
+	$(BIN)/python bench/index_scale.py $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info $(NODE_INTEROP)/node_modules

@@ -105,12 +105,22 @@ class GatewayUnderTest(LocalGateway):
             client.close()
 
 
+def _distinct_name(n: int, multiplier: int) -> str:
+    """A name of letters for each n, unlike every other n's (the gateway compares names by their
+    letters, typos allowed: "Benchmark1" and "Benchmark2" would be one child)."""
+    letters, value, name = "bcdfghjklmnprstvwz", (n + 1) * multiplier, ""
+    for _ in range(8):
+        value, digit = divmod(value * 2654435761 % 2**32 + n, len(letters))
+        name += letters[digit] + "aeiou"[digit % 5]
+    return name.title()
+
+
 def child_update(n: int, run_id: str) -> dict:
     """One child record as a local authority would push it: identity, address, carer, settings and
     two current involvements (so GetContacts has contacts to return)."""
     return {
         "SourceRecordId": f"bench-{run_id}-{n}",
-        "Identity": {"FamilyName": f"Benchmark{n}", "GivenName": ["Alex"],
+        "Identity": {"FamilyName": _distinct_name(n, 7919), "GivenName": [_distinct_name(n, 104729)],
                      "DateOfBirth": (dt.date(2012, 1, 1) + dt.timedelta(days=n * 7 % 3000)).isoformat(),
                      "Gender": "female" if n % 2 else "male"},
         "Address": {"Line1": f"{n} High Street", "Town": "Leeds", "Postcode": "LS1 1AA"},

@@ -157,6 +157,7 @@ class _WsSecurity:
 _SNAKE = {
     "family_name": "FamilyName", "given_name": "GivenName", "date_of_birth": "DateOfBirth",
     "gender": "Gender", "postcode": "Postcode", "nhs_number": "NhsNumber", "pupil_number": "PupilNumber",
+    "include_score": "IncludeScore",
 }
 
 
@@ -236,6 +237,7 @@ class GatewayClient:
         """Find candidates by family_name + date_of_birth, or nhs_number / pupil_number."""
         call = self._who(user_id, role, reason_code, reason_text)
         call.update({_SNAKE[k]: v for k, v in criteria.items() if v is not None})
+        call.setdefault("IncludeScore", True)
         return self._call("FindChild", **call).get("Candidate") or []
 
     def get_contacts(self, child_id: str, *, user_id: str, role: str, reason_code: str | None,
@@ -243,6 +245,12 @@ class GatewayClient:
         """The child's identity and current involvements with contact details."""
         call = self._who(user_id, role, reason_code, reason_text)
         return self._call("GetContacts", ChildId=child_id, **call)["Child"]
+
+    def set_shielding(self, child_id: str, shielded: bool, *, user_id: str, role: str, reason_code: str | None,
+                      reason_text: str | None) -> dict:
+        """Shield (or unshield) a child: its location is then withheld from every role not allowed."""
+        call = self._who(user_id, role, reason_code, reason_text)
+        return self._call("SetShielding", ChildId=child_id, Shielded=shielded, **call)
 
     # ---- lower level: for tools and tests that need the exact bytes ------------------------------
 

@@ -84,8 +84,13 @@ class Reason:
 
 def token(text: str | None) -> str:
     """The value of an xs:token as the schema sees it: whitespace collapsed. Identifiers are used in
-    this form everywhere (audit, rate limits, links), so "dr  who" and "dr who" are one user."""
-    return " ".join((text or "").split())
+    this form everywhere (audit, rate limits, links), so "dr  who" and "dr who" are one user.
+    Only XML's whitespace (space, tab, CR, LF) collapses, as in the schema: a value the schema
+    accepts (say, an ideographic space alone) is never emptied here, nor answered empty."""
+    return _XML_SPACE.sub(" ", text or "").strip(" ")
+
+
+_XML_SPACE = re.compile(r"[ \t\r\n]+")
 
 
 def read_requester(payload: etree._Element) -> Requester | None:
@@ -125,6 +130,7 @@ def _identity(element: etree._Element) -> Identity:
         gender=_t(element, "Gender") or "unknown",
         nhs_number=_opt(_t(element, "NhsNumber")),
         pupil_number=_opt(_t(element, "PupilNumber")),
+        date_of_death=_date(_t(element, "DateOfDeath"), "date of death"),
     )
 
 
@@ -183,11 +189,17 @@ def read_find_child(payload: etree._Element) -> FindQuery:
         postcode=_opt(_t(payload, "Postcode")),
         nhs_number=_opt(_t(payload, "NhsNumber")),
         pupil_number=_opt(_t(payload, "PupilNumber")),
+        include_score=(_t(payload, "IncludeScore") or "").strip() in ("true", "1"),
     )
 
 
 def read_get_contacts(payload: etree._Element) -> str:
     return token(_t(payload, "ChildId"))
+
+
+def read_set_shielding(payload: etree._Element) -> tuple[str, bool]:
+    """(the child id asked for, whether it is to be shielded)."""
+    return token(_t(payload, "ChildId")), token(_t(payload, "Shielded")) in ("true", "1")
 
 
 # ---- responses -------------------------------------------------------------------------------
@@ -225,7 +237,8 @@ def write_submit_updates_response(results: list[UpdateResult], request_digest: s
     return root
 
 
-def write_find_child_response(candidates: list[Candidate], request_digest: str) -> etree._Element:
+def write_find_child_response(candidates: list[Candidate], request_digest: str,
+                              include_score: bool = False) -> etree._Element:
     root = _response("FindChild", request_digest)
     for candidate in candidates:
         element = _el(root, "Candidate")
@@ -236,6 +249,8 @@ def write_find_child_response(candidates: list[Candidate], request_digest: str) 
         _el(element, "DateOfBirth", candidate.date_of_birth.isoformat())
         _el(element, "Gender", candidate.gender)
         _opt_el(element, "Locality", candidate.locality)
+        if include_score and candidate.score is not None:
+            _el(element, "Score", str(candidate.score))
     return root
 
 
@@ -283,6 +298,13 @@ def _write_involvement(parent: etree._Element, involvement: Involvement) -> None
     _opt_el(element, "End", involvement.end.isoformat() if involvement.end else None)
     _el(element, "CafAssessment", _write_bool(involvement.caf_assessment))
     _el(element, "LeadProfessional", _write_bool(involvement.lead_professional))
+
+
+def write_set_shielding_response(child_id: str, shielded: bool, request_digest: str) -> etree._Element:
+    root = _response("SetShielding", request_digest)
+    _el(root, "ChildId", child_id)
+    _el(root, "Shielded", _write_bool(shielded))
+    return root
 
 
 def write_get_contacts_response(child: ChildView, request_digest: str) -> etree._Element:

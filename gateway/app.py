@@ -13,6 +13,8 @@ from gateway import schemas
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
+from gateway.index import disclosure
+from gateway.security import vault
 from gateway.pipeline import ReceivedBody, handle
 from gateway.pipeline.context import Services
 from gateway.security.wsse import EnvelopeSigner
@@ -35,7 +37,8 @@ def trust_anchor_files(settings: Settings) -> list:
 
 def build_services(settings: Settings) -> Services:
     layout = settings.layout
-    engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s)
+    vault.for_home(layout.data_keys)  # read once, now: a gateway without its data keys does not start
+    engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s, keys=layout.data_keys)
     return Services(
         settings=settings,
         engine=engine,
@@ -44,6 +47,7 @@ def build_services(settings: Settings) -> Services:
         audit=AuditTrail.from_file(layout.audit_key),
         signer=EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes()),
         schema_source=schemas.read(schemas.XSD_NAME),
+        roles=disclosure.load(settings.roles_path),  # a bad roles file: the gateway does not start
     )
 
 

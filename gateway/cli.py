@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import traceback
+import time
 from functools import cached_property
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from gateway.db import make_engine, reader
 from gateway.home import HomeError, init_home, load_ca, permission_problems, sqlite_database_path
 from gateway.trust import pki, registry, signing_keys
 from gateway.trust.registry import RegistryError
+from gateway.security import vault
 
 DEBUG_VARIABLE = "CONTACTGATE_DEBUG"
 
@@ -136,7 +138,7 @@ class Context:
 
     @cached_property
     def engine(self):
-        return make_engine(self.settings.database_url)
+        return make_engine(self.settings.database_url, keys=self.settings.layout.data_keys)
 
     @property
     def trail(self) -> audit.AuditTrail:
@@ -315,7 +317,7 @@ def migrate(ctx: Context, check: bool) -> None:
     if current == head:
         click.echo(f"database schema: already at head ({head})")
         return
-    before, after = upgrade(ctx.settings.database_url)
+    before, after = upgrade(ctx.settings.database_url, keys=ctx.settings.layout.data_keys)
     click.echo(f"database schema: migrated from {before} to {after}")
 
 
@@ -653,6 +655,132 @@ def signing_key_bundle(ctx: Context, out: Path | None) -> None:
         click.echo(f"wrote {out}")
 
 
+# ---- data keys (encryption at rest) --------------------------------------------------------------
+
+@main.group("keys")
+def keys_group() -> None:
+    """The data keys that seal identifying values at rest (keys/data-keys.json in the home).
+
+    rotate (a new key; every value re-sealed under it in batches while the gateway serves) ->
+    status (how many values each key seals) -> retire KEY (drop a key no value uses)."""
+
+
+def _keyring_file(ctx: Context) -> Path:
+    if os.environ.get(vault.ENV_VAR):
+        _fail(f"the data keys come from {vault.ENV_VAR}: rotate them where that secret is kept "
+              f"(docs/operations.md, \"Data keys\")")
+    path = ctx.settings.layout.data_keys
+    try:
+        vault.read_keyring(path)
+    except vault.KeyringError as exc:
+        _fail(str(exc))
+    return path
+
+
+def _key_usage(ctx: Context) -> dict[str, int]:
+    from gateway.index import at_rest
+
+    with ctx.reader.connect() as conn:
+        return at_rest.key_usage(conn)
+
+
+@keys_group.command("status")
+@pass_ctx
+def keys_status(ctx: Context) -> None:
+    """Each data key, whether it is active, and how many stored values it seals."""
+    path = ctx.settings.layout.data_keys
+    try:
+        env = os.environ.get(vault.ENV_VAR)
+        ring = vault.Keyring.from_json(env) if env else vault.read_keyring(path)  # as it is now, not as cached
+    except vault.KeyringError as exc:
+        _fail(str(exc))
+    usage = _key_usage(ctx)
+    for kid in sorted(ring.data_keys):
+        click.echo(f"{kid}  {'active ' if kid == ring.active else 'old    '}  {usage.get(kid, 0)} value(s)")
+    unknown = sorted(set(usage) - set(ring.data_keys))
+    if unknown:
+        click.echo(f"values sealed under keys this keyring does not hold: {', '.join(unknown)}")
+
+
+@keys_group.command("rotate")
+@click.option("--resume", is_flag=True, help="Do not add a key: finish re-sealing under the active one.")
+@pass_ctx
+def keys_rotate(ctx: Context, resume: bool) -> None:
+    """Add a new data key and make it active; then re-seal every stored value under it, a batch per
+    transaction, while the gateway serves (its workers take up the new key within seconds). Old
+    keys stay in the keyring until `keys retire`: nothing sealed under them is lost."""
+    from gateway.index import at_rest
+
+    path = _keyring_file(ctx)
+    ring = vault.read_keyring(path)
+    trail = ctx.trail
+    if not resume:
+        ring = ring.with_new_active_key()
+        vault.write_keyring(path, ring)
+        with ctx.engine.begin() as conn:
+            trail.append(conn, audit.Entry(operation="keys", outcome="done", detail=f"data key {ring.active} added, active"))
+        click.echo(f"new data key {ring.active} is active")
+        time.sleep(vault.RELOAD_CHECK_S + 0.5)  # serving workers take it up before values move to it
+    v = vault.Vault(ring)
+    total = 0
+    for _ in range(3):  # a value a worker sealed under the old key meanwhile is taken on the next pass
+        moved = at_rest.rekey(ctx.engine, v)
+        total += moved
+        if moved == 0:
+            break
+    with ctx.engine.begin() as conn:
+        trail.append(conn, audit.Entry(operation="keys", outcome="done",
+                                       detail=f"{total} value(s) re-sealed under data key {ring.active}"))
+    click.echo(f"{total} value(s) re-sealed under {ring.active}")
+    left = {kid: n for kid, n in _key_usage(ctx).items() if kid != ring.active}
+    if left:
+        click.echo("still sealed under older keys (run `keys rotate --resume`): "
+                   + ", ".join(f"{k}: {n}" for k, n in sorted(left.items())))
+    else:
+        click.echo("no value uses an older key: `keys retire KEY` removes one")
+
+
+@keys_group.command("retire")
+@click.argument("key_id")
+@pass_ctx
+def keys_retire(ctx: Context, key_id: str) -> None:
+    """Remove an old data key from the keyring; refused while any stored value is sealed under it."""
+    path = _keyring_file(ctx)
+    ring = vault.read_keyring(path)
+    if key_id not in ring.data_keys:
+        _fail(f"no data key {key_id} in the keyring")
+    if key_id == ring.active:
+        _fail(f"{key_id} is the active key: rotate first")
+    used = _key_usage(ctx).get(key_id, 0)
+    if used:
+        _fail(f"{used} stored value(s) are still sealed under {key_id}: run `keys rotate --resume` first")
+    vault.write_keyring(path, ring.without(key_id))
+    with ctx.engine.begin() as conn:
+        ctx.trail.append(conn, audit.Entry(operation="keys", outcome="done", detail=f"data key {key_id} retired"))
+    click.echo(f"data key {key_id} retired")
+
+
+# ---- practitioner roles --------------------------------------------------------------------------
+
+@main.group("roles")
+def roles_group() -> None:
+    """Which fields of a child's record each practitioner role may see (the home's roles.json)."""
+
+
+@roles_group.command("show")
+@pass_ctx
+def roles_show(ctx: Context) -> None:
+    """Print the table in force: each role and the field groups it may see beyond the minimum."""
+    from gateway.index import disclosure
+
+    try:
+        rules = disclosure.load(ctx.settings.roles_path)
+    except disclosure.RolesFileError as exc:
+        _fail(str(exc))
+    for line in disclosure.table(rules):
+        click.echo(line)
+
+
 # ---- serving -------------------------------------------------------------------------------------
 
 @main.command(needs_home=False)  # its own preflight: the permissions are checked before the database is opened
@@ -735,6 +863,219 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, as_json: 
                    f"{what}  reason [{why}]  children [{row['child_ids'] or '-'}]")
     if not rows:
         click.echo("no entries")
+
+
+# ---- the data-quality review queue ---------------------------------------------------------------
+
+@main.group()
+def review() -> None:
+    """Work the data-quality review queue: pairs of children that may be one child."""
+
+
+def _review_call(ctx: Context, fn, *args):
+    """Run a review action (which audits itself) in one transaction, as the officer named."""
+    from gateway.index.review import ReviewError
+
+    try:
+        with ctx.engine.begin() as conn:
+            return fn(conn, ctx.trail, *args, dt.datetime.now(dt.timezone.utc))
+    except ReviewError as exc:
+        raise Refused(str(exc)) from None
+
+
+@review.command("list")
+@click.option("--status", type=click.Choice(["open", "linked", "distinct", "merged", "all"]), default="open",
+              show_default=True, help="Which entries.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_ctx
+def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
+    """Entries in the queue, oldest first."""
+    from gateway.index import review as queue
+
+    with ctx.reader.connect() as conn:
+        entries = queue.list_entries(conn, None if status == "all" else status, limit)
+    for e in entries:
+        if as_json:
+            click.echo(json.dumps(e, sort_keys=True))
+        else:
+            click.echo(f"#{e['id']}  {e['status']:<8}  {e['child_id']} ~ {e['candidate_child_id']}  "
+                       f"score={e['score']:.3f}  from {e['org']}:{e['source_record_id']}  {e['created_at']}")
+    if not entries and not as_json:
+        click.echo("no entries")
+
+
+@review.command("show")
+@click.argument("review_id", type=int)
+@click.option("--officer", required=True, help="The data-quality officer's id (reading the records is audited).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@pass_ctx
+def review_show(ctx: Context, review_id: int, officer: str, as_json: bool) -> None:
+    """The two records side by side, with the field agreements and the score."""
+    from gateway.index import review as queue
+
+    try:
+        with ctx.engine.begin() as conn:
+            entry = queue.show(conn, ctx.trail, review_id, officer)
+    except queue.ReviewError as exc:
+        raise Refused(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(entry, sort_keys=True, default=str))
+        return
+    click.echo(f"review #{entry['id']}  {entry['status']}  score {entry['score']:.4f} "
+               f"(model {entry['model_version']}; now {entry['comparison_now']['probability']:.4f})  "
+               f"sent by {entry['org']}:{entry['source_record_id']} at {entry['created_at']}")
+    left, right = entry["stored_as"], entry["candidate"]
+    rows = [("child id", left["child_id"], right["child_id"])]
+    for name, pick in _REVIEW_FIELDS:
+        rows.append((name, pick(left["record"]), pick(right["record"])))
+    width = max(len(str(a)) for _, a, _ in rows) + 2
+    levels = entry["comparison_now"]["levels"]
+    weights = entry["comparison_now"]["weights"]
+    for name, a, b in rows:
+        click.echo(f"{name:<16} {str(a):<{width}} {b}")
+    click.echo("agreement: " + ", ".join(f"{f}={levels[f]} ({weights.get(f, 0):+.1f})" for f in sorted(levels)))
+    if entry["comparison_now"]["identifiers"]:
+        click.echo(f"NHS / pupil numbers: {entry['comparison_now']['identifiers']}")
+    if entry["comparison_now"]["twins"]:
+        click.echo("looks like twins or siblings: never linked automatically")
+
+
+def _identity_field(name):
+    return lambda record: _plain((record.get("identity") or {}).get(name))
+
+
+def _plain(value):
+    if value in (None, [], ""):
+        return "-"
+    return " ".join(value) if isinstance(value, list) else value
+
+
+_REVIEW_FIELDS = [
+    ("family name", _identity_field("family_name")),
+    ("given names", _identity_field("given_names")),
+    ("preferred name", _identity_field("preferred_name")),
+    ("previous names", _identity_field("previous_names")),
+    ("date of birth", _identity_field("date_of_birth")),
+    ("gender", _identity_field("gender")),
+    ("NHS number", _identity_field("nhs_number")),
+    ("pupil number", _identity_field("pupil_number")),
+    ("address", lambda r: ", ".join([*(r.get("address") or {}).get("lines", []), (r.get("address") or {}).get("postcode", "")]) or "-"),
+]
+
+
+@review.command("link")
+@click.argument("review_id", type=int)
+@click.option("--officer", required=True, help="The data-quality officer's id.")
+@pass_ctx
+def review_link(ctx: Context, review_id: int, officer: str) -> None:
+    """The pair are one child: the record held for review joins the existing child."""
+    from gateway.index import review as queue
+
+    merge_id = _review_call(ctx, queue.link, review_id, officer)
+    click.echo(f"review #{review_id} linked (merge {merge_id}; undo with `contactgate review unmerge {merge_id}`)")
+
+
+@review.command("distinct")
+@click.argument("review_id", type=int)
+@click.option("--officer", required=True, help="The data-quality officer's id.")
+@pass_ctx
+def review_distinct(ctx: Context, review_id: int, officer: str) -> None:
+    """The pair are different children: never linked or queued again."""
+    from gateway.index import review as queue
+
+    _review_call(ctx, queue.distinct, review_id, officer)
+    click.echo(f"review #{review_id}: recorded as different children")
+
+
+@review.command("merge")
+@click.argument("survivor")
+@click.argument("merged")
+@click.option("--officer", required=True, help="The data-quality officer's id.")
+@pass_ctx
+def review_merge(ctx: Context, survivor: str, merged: str, officer: str) -> None:
+    """Merge child MERGED into SURVIVOR (MERGED's id then resolves to SURVIVOR)."""
+    from gateway.index import review as queue
+
+    merge_id = _review_call(ctx, queue.merge, survivor, merged, officer)
+    click.echo(f"merge {merge_id}: {merged} merged into {survivor} "
+               f"(undo with `contactgate review unmerge {merge_id}`)")
+
+
+@review.command("unmerge")
+@click.argument("merge_id", type=int)
+@click.option("--officer", required=True, help="The data-quality officer's id.")
+@pass_ctx
+def review_unmerge(ctx: Context, merge_id: int, officer: str) -> None:
+    """Undo a merge: both children as they were, each with its own records and involvements."""
+    from gateway.index import review as queue
+
+    _review_call(ctx, queue.unmerge, merge_id, officer)
+    click.echo(f"merge {merge_id} undone")
+
+
+# ---- retention: archive at 18, purge after the retention period -------------------------------------
+
+@main.group("retention")
+def retention_group() -> None:
+    """Archive children at 18 (or on a recorded death); purge them after the retention period."""
+
+
+@retention_group.command("run")
+@click.option("--compact", is_flag=True,
+              help="PostgreSQL: VACUUM FULL the purged tables so that no freed bytes stay in their files "
+                   "(locks each table while it is rewritten: for a maintenance window).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with the counts.")
+@pass_ctx
+def retention_run(ctx: Context, compact: bool, as_json: bool) -> None:
+    """Archive every child now due and purge every archived child past its purge day; print counts.
+
+    Idempotent, and safe to run from cron while the gateway serves (small batches, one transaction
+    each, every child locked and checked again). Settings: CONTACTGATE_RETENTION_VIEW_DAYS,
+    CONTACTGATE_RETENTION_PURGE_YEARS."""
+    from gateway.index import retention
+
+    counts = retention.run(ctx.engine, ctx.trail, retention.Policy.from_settings(ctx.settings), compact=compact)
+    if as_json:
+        click.echo(json.dumps({"archived": counts.archived, "purged": counts.purged}))
+    else:
+        click.echo(f"archived {counts.archived}, purged {counts.purged}")
+
+
+@retention_group.command("show")
+@click.argument("child_id")
+@click.option("--officer", required=True, help="The data manager's id (reading an archived record is audited).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@pass_ctx
+def retention_show(ctx: Context, child_id: str, officer: str, as_json: bool) -> None:
+    """A child's retention state (live, archived or purged) and dates; for an archived child still
+    in its viewing period, its record and involvements."""
+    from gateway.index import retention
+
+    with ctx.engine.begin() as conn:
+        state = retention.show(conn, ctx.trail, child_id, officer, retention.Policy.from_settings(ctx.settings))
+    if state is None:
+        _fail(f"no child {child_id.strip()}")
+    if as_json:
+        click.echo(json.dumps(state, sort_keys=True, default=str))
+        return
+    click.echo(f"{state['child_id']}: {state['state']}"
+               + (f" (merged into {state['merged_into']})" if state.get("merged_into") else ""))
+    for name in ("reason", "archive_due", "archived_at", "sealed_from", "purge_after", "purged_at"):
+        if state.get(name):
+            click.echo(f"  {name.replace('_', ' ')}: {state[name]}")
+    if state.get("sealed"):
+        click.echo("  record sealed: the viewing period is over; it is kept, shown to no one, until purged")
+    if "record" in state:
+        for name, pick in _REVIEW_FIELDS:
+            click.echo(f"  {name:<16} {pick(state['record'])}")
+        death = (state["record"].get("identity") or {}).get("date_of_death")
+        if death:
+            click.echo(f"  {'date of death':<16} {death}")
+        for inv in state["involvements"]:
+            click.echo(f"  involvement: {inv['org']} {inv['service']} from {inv['start']}"
+                       + (f" to {inv['end']}" if inv["end"] else "")
+                       + (f", {inv['practitioner_name']}" if inv["practitioner_name"] else ""))
 
 
 @main.command(needs_home=False)

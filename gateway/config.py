@@ -67,6 +67,17 @@ class HomeLayout:
         return self.root / "keys" / "audit-chain.key"
 
     @property
+    def roles_file(self) -> Path:
+        """Which fields each practitioner role may see (gateway.index.disclosure); optional."""
+        return self.root / "roles.json"
+
+    @property
+    def data_keys(self) -> Path:
+        """The keyring that seals identifying values at rest (gateway.security.vault), outside the
+        database, so that those who run the database cannot read it."""
+        return self.root / "keys" / "data-keys.json"
+
+    @property
     def audit_checkpoints(self) -> Path:
         """Heads recorded by each successful `audit verify`, outside the database."""
         return self.root / "audit" / "checkpoints"
@@ -99,11 +110,29 @@ class Settings:
     max_connections: int = 1000
     max_connections_per_address: int = 64
     threads: int = 4
+    # Linkage (README "Linkage"): match probabilities at or above link_upper link automatically,
+    # below link_lower make a new child, between make a new child and a pair for review; FindChild
+    # answers candidates scoring at least find_floor (0-100).
+    # Roles (Requester/Role) that see a shielded child's location; every other role does not.
+    shield_roles: frozenset = frozenset()
+    # Which fields each role may see (gateway.index.disclosure); None: the home's roles.json, if any.
+    roles_file: Path | None = None
+    link_upper: float = 0.95
+    link_lower: float = 0.05
+    find_floor: int = 40
+    # Retention (README "Retention"): data managers can read an archived record for
+    # retention_view_days; it is purged retention_purge_years after archiving.
+    retention_view_days: int = 365
+    retention_purge_years: int = 6
     extra: dict = field(default_factory=dict)
 
     @property
     def layout(self) -> HomeLayout:
         return HomeLayout(self.home)
+
+    @property
+    def roles_path(self) -> Path:
+        return self.roles_file or self.layout.roles_file
 
     @classmethod
     def from_env(cls, env: os._Environ | dict | None = None, **overrides) -> "Settings":
@@ -128,12 +157,27 @@ class Settings:
             "max_connections": ("CONTACTGATE_MAX_CONNECTIONS", positive_int),
             "max_connections_per_address": ("CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS", positive_int),
             "threads": ("CONTACTGATE_THREADS", positive_int),
+            "link_upper": ("CONTACTGATE_LINK_UPPER", probability),
+            "link_lower": ("CONTACTGATE_LINK_LOWER", probability),
+            "find_floor": ("CONTACTGATE_FIND_FLOOR", percentage),
+            "retention_view_days": ("CONTACTGATE_RETENTION_VIEW_DAYS", positive_int),
+            "retention_purge_years": ("CONTACTGATE_RETENTION_PURGE_YEARS", positive_int),
+            "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
+            "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
         }
         for name, (variable, parse) in parsed.items():
             if name not in overrides and env.get(variable):
                 overrides[name] = parse(variable, env[variable])
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
+        upper, lower = overrides.get("link_upper", cls.link_upper), overrides.get("link_lower", cls.link_lower)
+        if not lower < upper:
+            raise SettingError(f"CONTACTGATE_LINK_LOWER ({lower}) must be below CONTACTGATE_LINK_UPPER ({upper})")
+        view, purge = (overrides.get("retention_view_days", cls.retention_view_days),
+                       overrides.get("retention_purge_years", cls.retention_purge_years))
+        if view > purge * 365:
+            raise SettingError(f"CONTACTGATE_RETENTION_VIEW_DAYS ({view}) must not be longer than "
+                               f"CONTACTGATE_RETENTION_PURGE_YEARS ({purge} years)")
         check_database_url(database_url)
         if redis_url is not None:
             check_redis_url(redis_url)
@@ -157,15 +201,39 @@ def positive_int(variable: str, value: str) -> int:
     return number
 
 
-def positive_seconds(variable: str, value: str) -> float:
+def role_list(variable: str, value: str) -> frozenset[str]:
+    """Practitioner roles, comma-separated (as sent in Requester/Role)."""
+    roles = frozenset(part.strip() for part in value.split(",") if part.strip())
+    if any(len(role) > 100 for role in roles):
+        raise SettingError(f"{variable} holds a role longer than 100 characters (the schema's limit)")
+    return roles
+
+
+def _number_between(variable: str, value: str, low: float, high: float, what: str) -> float:
+    """A number strictly between ``low`` and ``high``, or a SettingError saying ``what`` it must be."""
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < 3600:
-        raise SettingError(f"{variable} must be a number of seconds greater than 0 (and under an hour), "
-                           f"not {value!r}")
-    return seconds
+        number = low
+    if not low < number < high:
+        raise SettingError(f"{variable} must be {what}, not {value!r}")
+    return number
+
+
+def probability(variable: str, value: str) -> float:
+    return _number_between(variable, value, 0, 1, "a probability between 0 and 1 (exclusive), e.g. 0.999")
+
+
+def percentage(variable: str, value: str) -> int:
+    number = positive_int(variable, value)
+    if number > 100:
+        raise SettingError(f"{variable} must be a score from 1 to 100, not {number}")
+    return number
+
+
+def positive_seconds(variable: str, value: str) -> float:
+    return _number_between(variable, value, 0, 3600,
+                           "a number of seconds greater than 0 (and under an hour)")
 
 
 DATABASE_URL_HELP = ("use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, or "

@@ -6,11 +6,12 @@ describe it for queries, and a test checks the two agree.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 from sqlalchemy import (
-    Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
+    Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
     Table, Text, create_engine, event,
 )
 from sqlalchemy.engine import Engine
@@ -61,15 +62,36 @@ children = Table(
     "children", metadata,
     Column("child_id", String(19), primary_key=True),
     Column("shielded", Boolean, nullable=False, default=False),
-    # The canonical record (identity, address, carers, settings) as JSON.
+    # What the index shows (identity, address, carers, settings) as JSON: derived from the child's
+    # source records by precedence (gateway.index.store), with which source supplied each value.
     Column("record", Text, nullable=False),
+    # Retired in 0007 ("" and 0001-01-01): the record is sealed, candidates come by blind keys.
     Column("family_name_norm", String(100), nullable=False),
     Column("date_of_birth", Date, nullable=False),
+    # Retired in 0005 (always NULL): identifiers are blocking keys.
     Column("nhs_number", String(10), nullable=True, unique=True),
     Column("pupil_number", String(13), nullable=True, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_children_name_dob", "family_name_norm", "date_of_birth"),
+    Column("provenance", Text, nullable=True),
+    Column("merged_into", String(19), nullable=True),  # a merged child's id resolves to the survivor
+    # ---- retention (gateway.index.retention, migration 0006) ----
+    Column("archive_due", Date, nullable=True),  # first day of the month of the 18th birthday (or death)
+    Column("archived_at", DateTime(timezone=True), nullable=True),  # archived: returned to no one
+    Column("archive_reason", String(16), nullable=True),  # age | death
+    Column("purge_after", Date, nullable=True),  # the day an archived child's rows are destroyed
+    Index("ix_children_archive_due", "archive_due"),
+    Index("ix_children_purge_after", "purge_after"),
+    # ---- end retention ----
+)
+
+# Every key a child is filed under (gateway.index.linkage.blocking_keys of each of its source
+# records); candidates are found only through these, by equality.
+blocking_keys = Table(
+    "blocking_keys", metadata,
+    Column("key", String(80), primary_key=True),
+    Column("child_id", String(19), ForeignKey("children.child_id"), primary_key=True),
+    Index("ix_blocking_keys_child_id", "child_id"),
 )
 
 source_records = Table(
@@ -77,6 +99,8 @@ source_records = Table(
     Column("org_code", String(32), primary_key=True),
     Column("source_record_id", String(64), primary_key=True),
     Column("child_id", String(19), ForeignKey("children.child_id"), nullable=False, index=True),
+    Column("record", Text, nullable=True),  # this source's own record, as it last sent it
+    Column("received_at", DateTime(timezone=True), nullable=True),
 )
 
 involvements = Table(
@@ -93,7 +117,12 @@ involvements = Table(
     Column("end", Date, nullable=True),
     Column("caf_assessment", Boolean, nullable=False),
     Column("lead_professional", Boolean, nullable=False),
+    Column("source_record_id", String(64), nullable=True),
+    # From 0007: the practitioner's name, phone and email, sealed (gateway.index.sealed); the clear
+    # columns above are NULL.
+    Column("sealed", Text, nullable=True),
     Index("ix_involvements_child_org", "child_id", "org_code"),
+    Index("ix_involvements_source", "org_code", "source_record_id"),  # a source restates its own set
 )
 
 review_queue = Table(
@@ -101,9 +130,42 @@ review_queue = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("org_code", String(32), nullable=False),
     Column("source_record_id", String(64), nullable=False),
-    Column("candidate_child_id", String(19), nullable=False),
-    Column("submitted", Text, nullable=False),  # the update as JSON, held until a person decides
+    Column("candidate_child_id", String(19), nullable=False),  # the child it may duplicate
+    Column("submitted", Text, nullable=True),  # before 0005: the update held, unstored
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("child_id", String(19), nullable=True),  # the child the record was stored as
+    Column("score", Float, nullable=True),  # match probability
+    Column("comparison", Text, nullable=True),  # field levels and weights (JSON)
+    Column("model_version", String(40), nullable=True),
+    Column("status", String(16), nullable=False, server_default="open"),  # open|linked|distinct|merged
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Index("ix_review_queue_status", "status"),
+    Index("ix_review_queue_pair", "child_id", "candidate_child_id"),  # 0008: is the pair open already
+    Index("ix_review_queue_candidate", "candidate_child_id"),  # 0008: the pairs naming a child
+)
+
+# Pairs a person has said are different children: never linked or queued again.
+distinct_pairs = Table(
+    "distinct_pairs", metadata,
+    Column("child_a", String(19), primary_key=True),
+    Column("child_b", String(19), primary_key=True),
+    Column("decided_by", String(64), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+)
+
+# What each merge changed, so that unmerge restores both children exactly.
+merges = Table(
+    "merges", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("survivor", String(19), nullable=False),
+    Column("merged", String(19), nullable=False),
+    Column("officer", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("snapshot", Text, nullable=False),
+    Column("undone_by", String(64), nullable=True),
+    Column("undone_at", DateTime(timezone=True), nullable=True),
+    Index("ix_merges_merged", "merged"),
 )
 
 audit_log = Table(
@@ -172,11 +234,15 @@ def reader(engine: Engine) -> Engine:
 TOOL_WAIT_S = 30.0  # how long the command line and migrations wait for SQLite's write lock
 
 
-def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
+def make_engine(url: str, *, timeout_s: float | None = None, keys: Path | None = None) -> Engine:
     """An engine for either backend. SQLite gets WAL and write-locking transactions.
 
     Every SQLite transaction starts with BEGIN IMMEDIATE so that concurrent writers queue on the
     database lock (busy_timeout) instead of failing to upgrade a read lock mid-transaction.
+
+    ``keys``: the keyring file that seals and opens values on this engine's connections
+    (gateway.security.vault.for_home: CONTACTGATE_DATA_KEYS, when set, wins); without it, the
+    process's vault (gateway.security.vault.current).
 
     ``timeout_s`` is how long the serving gateway lets one database step wait — connecting, taking
     a pooled connection, a lock, a statement, SQLite's write lock — before it fails (and the
@@ -195,6 +261,11 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
         def _sqlite_connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
+            # Retention (gateway.index.retention): deleted content is overwritten, and freed pages
+            # can be given back to the file system. auto_vacuum takes effect only on a file with no
+            # tables yet; an older file is converted once by `retention run`.
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            cur.execute("PRAGMA secure_delete=ON")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -206,10 +277,24 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
             read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
-        return engine
+        return _with_keys(engine, keys)
     bounded = {} if timeout_s is None else {"pool_timeout": timeout_s,
                                             "connect_args": postgresql_timeouts(timeout_s)}
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **bounded)
+    return _with_keys(create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, **bounded), keys)
+
+
+def _with_keys(engine: Engine, keys: Path | None) -> Engine:
+    if keys is not None:
+        from gateway.index.sealed import VAULT_INFO
+        from gateway.security import vault
+
+        loader = functools.partial(vault.for_home, keys)
+
+        @event.listens_for(engine, "connect")
+        def _attach_keys(_dbapi_conn, record):
+            record.info[VAULT_INFO] = loader
+
+    return engine
 
 
 def postgresql_timeouts(timeout_s: float) -> dict:

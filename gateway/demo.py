@@ -67,8 +67,11 @@ def _children() -> list[dict]:
     ]
 
 
-def run_demo(keep: bool = False) -> int:
-    home = Path(tempfile.mkdtemp(prefix="contactgate-demo-"))
+def run_demo(keep: bool = False, home: Path | None = None) -> int:
+    """``home``: run in this (new) home and keep it (tests read what the demo left at rest)."""
+    if home is not None:
+        keep = True
+    home = home or Path(tempfile.mkdtemp(prefix="contactgate-demo-"))
     gateway = LocalGateway(home=home, echo=True)
     demo = Demo()
     try:
@@ -127,6 +130,34 @@ def run_demo(keep: bool = False) -> int:
                   f"({inv['Role']}) {inv['Phone'] or ''} lead={inv['LeadProfessional']} "
                   f"CAF={inv['CafAssessment']}")
         demo.expect(len(child["Contact"]) == 2, "both current involvements returned")
+
+        demo.step("Linkage: another system's record of Chidi, with no NHS number, a typo and a nickname")
+        typo = dict(_children()[0], SourceRecordId="LA-0101", Identity={
+            "FamilyName": "Okonkow", "GivenName": ["Chid"], "DateOfBirth": "2016-11-02", "Gender": "male"},
+                    Involvement=[])
+        [linked] = la.submit_updates([typo])
+        print(f"   LA-0101 (Chid Okonkow, born 2016-11-02 - day and month swapped): {linked['Outcome']} "
+              f"{linked['ChildId']}")
+        demo.expect(linked["Outcome"] == "matched" and linked["ChildId"] == results[0]["ChildId"],
+                    "linked to the same child, not a duplicate")
+        fuzzy = health.find_child(user_id="dr.ahmed", role="paediatrician", family_name="Okonkow",
+                                  given_name="Chidi", date_of_birth="2016-02-11", **REASON)
+        for c in fuzzy:
+            print(f"   FindChild 'Okonkow': {c['ChildId']} {c['GivenName'][0]} {c['FamilyName']} score {c['Score']}")
+        demo.expect(bool(fuzzy) and fuzzy[0]["ChildId"] == results[0]["ChildId"],
+                    "a misspelt family name still finds the child, with a score")
+
+        demo.step("A record that meets Maja's NHS number but not her identity: stored, and held for review")
+        clash = dict(_children()[2], SourceRecordId="LA-0102", Identity={
+            "FamilyName": "Novak", "GivenName": ["Tomas"], "DateOfBirth": "2010-01-20", "Gender": "male",
+            "NhsNumber": "9434765870"}, Involvement=[])
+        [held] = la.submit_updates([clash])
+        print(f"   LA-0102: {held['Outcome']} {held['ChildId']} - {held['Detail']}")
+        demo.expect(held["Outcome"] == "review" and held["ChildId"] not in (None, results[1]["ChildId"]),
+                    "stored as its own child (visible at once), the pair queued for a person")
+        gateway.cli("review", "list")
+        gateway.cli("review", "show", "1", "--officer", "dq-officer")
+        gateway.cli("review", "distinct", "1", "--officer", "dq-officer")
 
         demo.step("What the gateway refuses")
         demo.refused(lambda: health.get_contacts(child_id, user_id="dr.ahmed", role="paediatrician",

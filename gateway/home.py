@@ -8,6 +8,7 @@ Everything in the home is the gateway's alone: the home and its directories 0700
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from gateway import files
 from gateway.audit import new_key
 from gateway.config import Settings
 from gateway.migrations import upgrade
+from gateway.security import vault
 from gateway.trust import pki
 
 
@@ -111,7 +113,15 @@ def init_home(settings: Settings, server_names: list[str] | None = None) -> Init
         files.write_private(layout.audit_key, new_key())
         report.add("created", "audit chain key")
 
-    before, head = upgrade(settings.database_url)
+    if os.environ.get(vault.ENV_VAR):
+        report.add("kept", f"data keys (from {vault.ENV_VAR})")
+    elif layout.data_keys.exists():
+        report.add("kept", "data keys")
+    else:
+        vault.write_keyring(layout.data_keys, vault.Keyring.generate())
+        report.add("created", "data keys (values at rest are sealed under them: back them up)")
+
+    before, head = upgrade(settings.database_url, keys=layout.data_keys)
     if before is None:
         report.add("created", f"database schema at {head}")
     elif before == head:

@@ -9,6 +9,17 @@ from gateway.db import organisations
 from tests.support import REDIS_URL, Gateway, postgres_database, sqlite_database
 
 BACKENDS = ["sqlite", "postgresql"]
+SHIELD_ROLE = "designated safeguarding lead"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_keys():
+    """Keys for what the tests store in-process (engines without a home's keyring): generated now,
+    held in memory only. A running gateway seals with its own home's keyring."""
+    from gateway.security import vault
+
+    with vault.using(vault.throwaway()) as keys:
+        yield keys
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -20,6 +31,8 @@ def gateway(request, tmp_path_factory):
       pending  accreditation proposed, not approved  unacc   registered, never accredited
       susp     accredited then suspended             expired accredited, expiry passed
       la_revoked   a second LA certificate, revoked
+      shielder local authority, query + shield
+    The role "designated safeguarding lead" may see a shielded child's location (CONTACTGATE_SHIELD_ROLES).
     """
     backend = request.param
     home = tmp_path_factory.mktemp(f"home-{backend}")
@@ -29,6 +42,8 @@ def gateway(request, tmp_path_factory):
         gw.cli("init")
         gw.add_org("LA", "local_authority", ["push", "query"])
         gw.add_org("HEALTH", "health", ["query"])
+        gw.add_org("SHIELDER", "local_authority", ["query", "shield"])
+        gw.extra_env["CONTACTGATE_SHIELD_ROLES"] = SHIELD_ROLE
         gw.add_org("PENDING", "education", ["query"], approve=False)
         gw.add_org("UNACC", "other")
         gw.add_org("SUSP", "youth_offending", ["push", "query"])

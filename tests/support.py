@@ -7,6 +7,8 @@ the server is `contactgate serve`, and clients are the zeep-based SDK.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import secrets
 import signal
@@ -53,16 +55,43 @@ def sqlite_database():
         yield f"sqlite:///{directory}/contactgate.db"
 
 
+STREETS = ("High Street", "Mill Lane", "Church Road", "Station Road", "Park Avenue", "Victoria Road",
+           "Green Lane", "Manor Road", "Kings Road", "Queens Drive", "Orchard Way", "Brook Close")
+STREET_NAMES = ("Acorn", "Beech", "Cedar", "Dale", "Elm", "Fern", "Glebe", "Hazel", "Ivy", "Juniper", "Kestrel",
+                "Larch", "Maple", "Nutwood", "Oak", "Poplar", "Quarry", "Rowan", "Sycamore", "Thorn", "Upland",
+                "Vale", "Willow", "Yew", "Ash", "Birch", "Clover", "Dene", "Ember", "Foxglove", "Garth", "Heath",
+                "Inkerman", "Jubilee", "Kiln", "Linden", "Moor", "Nettle", "Orchid", "Pine", "Quay", "Rush",
+                "Sorrel", "Tansy", "Usher", "Violet", "Wren", "Yarrow", "Alder", "Bramble")
+POSTCODE_AREAS = ("LS", "BD", "HX", "HD", "WF", "YO", "HG", "S", "M", "B", "L", "NE", "SR", "DH", "TS", "DL",
+                  "CA", "LA", "PR", "BB", "OL", "SK", "WA", "CH", "ST", "DE", "NG", "LE", "CV", "WS", "WV", "DY")
+
+
+def home_of(family: str, given: str, dob: str) -> tuple[str, str]:
+    """A first address line and postcode that are the same for one child (the same name and birth
+    date) and differ between children: records the tests mean as different children do not share a
+    household, which the gateway's linkage would rightly count as evidence of one child."""
+    digest = hashlib.sha256(f"{family.casefold()}|{given.casefold()}|{dob}".encode()).digest()
+    letters = "ABDEFGHJLNPQRSTUWXYZ"
+    # Thousands of postcode sectors, as in the country: linkage rightly counts a shared sector as
+    # evidence, so a toy geography of a few hundred sectors would make unrelated children alike.
+    area = POSTCODE_AREAS[digest[6] % len(POSTCODE_AREAS)]
+    # and thousands of street names: a shared first line is evidence too.
+    return (f"{1 + digest[0] % 200} {STREET_NAMES[digest[7] % len(STREET_NAMES)]} {STREETS[digest[1] % len(STREETS)]}",
+            f"{area}{1 + digest[2] % 99} {digest[3] % 10}{letters[digest[4] % 20]}{letters[digest[5] % 20]}")
+
+
 def child_update(srid: str, family: str, given: str, dob: str, *, nhs: str | None = None,
-                 gender: str = "female", postcode: str = "LS1 1AA", town: str = "Leeds",
+                 gender: str = "female", postcode: str | None = None, town: str = "Leeds",
                  involvements_: list[dict] | None = None, **extra) -> dict:
+    """A ChildUpdate (zeep dict). Unless given, the address is the child's own (``home_of``)."""
     identity = {"FamilyName": family, "GivenName": [given], "DateOfBirth": dob, "Gender": gender}
     if nhs:
         identity["NhsNumber"] = nhs
+    line1, home_postcode = home_of(family, given, dob)
     update = {
         "SourceRecordId": srid,
         "Identity": identity,
-        "Address": {"Line1": "1 High Street", "Town": town, "Postcode": postcode},
+        "Address": {"Line1": line1, "Town": town, "Postcode": postcode or home_postcode},
         "Carer": [{"Name": "Pat Parent", "Relationship": "mother", "Phone": "0113 496 0000"}],
         "EducationalSetting": {"Name": "Hillside Primary", "Code": "URN100001"},
         "GpPractice": {"Name": "Park Surgery", "Code": "B86001", "Phone": "0113 496 0001"},
@@ -87,6 +116,14 @@ def nhs_number(seed: int) -> str:
         seed += 1
 
 
+def pupil_number(seed: int) -> str:
+    """A valid unique pupil number (check letter, LA 201, 9 digits) derived from ``seed``."""
+    from stdnum.gb import upn
+
+    body = "201" + f"{seed:09d}"[-9:]
+    return upn.calc_check_digit(body) + body
+
+
 class Gateway(LocalGateway):
     """A running gateway and the organisations the tests use, plus ways to look inside it."""
 
@@ -107,7 +144,7 @@ class Gateway(LocalGateway):
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = make_engine(self.database_url)
+            self._engine = make_engine(self.database_url, keys=self.home / "keys" / "data-keys.json")
         return self._engine
 
     def index_snapshot(self) -> tuple:
@@ -131,6 +168,25 @@ class Gateway(LocalGateway):
             return conn.execute(select(func.count()).select_from(children)).scalar_one()
 
 
+def shown_record(conn, child_id: str, column: str = "record") -> dict:
+    """A child's shown record (or provenance) as the store holds it, opened with the connection's keys."""
+    from gateway.index import sealed
+
+    token = conn.execute(select(children.c[column]).where(children.c.child_id == child_id)).scalar_one()
+    return json.loads(sealed.vault_of(conn).open(token, sealed.child_context(column, child_id)))
+
+
+def source_record(conn, org_code: str, source_record_id: str) -> dict:
+    """A source's own record as stored (its source record id is stored blinded)."""
+    from gateway.index import sealed
+
+    v = sealed.vault_of(conn)
+    stored = sealed.blind_source_id(v, org_code, source_record_id)
+    token = conn.execute(select(source_records.c.record).where(
+        source_records.c.org_code == org_code, source_records.c.source_record_id == stored)).scalar_one()
+    return json.loads(sealed.open_source(v, org_code, stored, token)[1])
+
+
 def fill_audit(engine, trail: audit.AuditTrail, n: int = 5) -> None:
     """Append ``n`` accepted GetContacts entries (user0.., CHILD-0..) to ``trail`` in one transaction."""
     with engine.begin() as conn:
@@ -140,8 +196,35 @@ def fill_audit(engine, trail: audit.AuditTrail, n: int = 5) -> None:
                                            child_ids=[f"CHILD-{i}"]))
 
 
+_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def in_clear(needle: str, blob: bytes, encoding: str = "utf-8") -> bool:
+    """Whether ``needle`` is in ``blob`` in clear. Sealed values and blind keys are random base64url
+    text, which spells a short word now and then ("LS6" once did): a needle short enough for that
+    (under 8 characters, all base64url) counts only where no token character touches it."""
+    raw = needle.encode(encoding)
+    if len(needle) >= 8 or not set(needle.encode()) <= _TOKEN_CHARS:
+        return raw in blob
+    width = len(raw) // len(needle)
+    start = blob.find(raw)
+    while start != -1:
+        before = blob[start - width] if start >= width else None
+        after = blob[start + len(raw)] if start + len(raw) < len(blob) else None
+        if before not in _TOKEN_CHARS and after not in _TOKEN_CHARS:
+            return True
+        start = blob.find(raw, start + 1)
+    return False
+
+
 def unique(prefix: str = "") -> str:
     return prefix + secrets.token_hex(4)
+
+
+def unique_name(prefix: str = "") -> str:
+    """A name no other test's is like: names are compared by their letters (digits are dropped), so
+    the suffix is ten random letters, not hex."""
+    return prefix + "".join(secrets.choice("bcdfghjklmnpqrstvwxz") for _ in range(10))
 
 
 def foreign_ca_client_material(directory: Path, org_code: str = "ROGUE") -> Path:

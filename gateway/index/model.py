@@ -7,6 +7,8 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
+from stdnum.gb import nhs
+
 
 @dataclass(frozen=True)
 class Address:
@@ -25,6 +27,7 @@ class Identity:
     previous_names: tuple[str, ...] = ()
     nhs_number: str | None = None
     pupil_number: str | None = None
+    date_of_death: dt.date | None = None  # a recorded death archives the child (gateway.index.retention)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class ChildUpdate:
         data = asdict(self)
         data.pop("involvements")
         data.pop("source_record_id")
+        if data["identity"].get("date_of_death") is None:  # records without a death stay as they were
+            data["identity"].pop("date_of_death", None)
         return _jsonable(data)
 
 
@@ -92,6 +97,7 @@ class UpdateResult:
     outcome: str  # created | updated | matched | review | rejected
     child_id: str | None = None
     detail: str | None = None
+    withheld_child_id: str | None = None  # a child this record archived (a recorded death): audited, never answered
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class FindQuery:
     postcode: str | None = None
     nhs_number: str | None = None
     pupil_number: str | None = None
+    include_score: bool = False  # answer each candidate's Score (clients that know the element ask)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,8 @@ class Candidate:
     date_of_birth: dt.date
     gender: str
     locality: str | None
+    score: int | None = None  # 0-100: how well the child matches the query
+    shielded: bool = False  # not answered: for the audit's mark
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,7 @@ def identity_from_json(data: dict) -> Identity:
         date_of_birth=dt.date.fromisoformat(data["date_of_birth"]), gender=data["gender"],
         preferred_name=data.get("preferred_name"), previous_names=tuple(data.get("previous_names") or ()),
         nhs_number=data.get("nhs_number"), pupil_number=data.get("pupil_number"),
+        date_of_death=dt.date.fromisoformat(data["date_of_death"]) if data.get("date_of_death") else None,
     )
 
 
@@ -199,10 +209,5 @@ def locality(address: Address | None) -> str | None:
 
 
 def nhs_number_is_valid(number: str) -> bool:
-    """Modulus 11 check digit of the NHS number."""
-    if not re.fullmatch(r"\d{10}", number):
-        return False
-    total = sum(int(d) * w for d, w in zip(number[:9], range(10, 1, -1)))
-    check = 11 - total % 11
-    check = 0 if check == 11 else check
-    return check != 10 and check == int(number[9])
+    """Ten digits with a valid modulus 11 check digit (python-stdnum's gb.nhs)."""
+    return re.fullmatch(r"\d{10}", number) is not None and nhs.is_valid(number)

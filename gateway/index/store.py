@@ -1,340 +1,662 @@
 """Index operations. Each takes a Connection so that it runs inside the exchange's transaction,
 together with the audit entry that records it.
 
-Lookups stay index lookups at national scale: by child id (primary key), by source record
-(primary key), by NHS / pupil number (unique indexes), by normalised family name + date of birth
-(composite index).
+Who is who (gateway.index.linkage): every incoming record is matched on every push.
+
+1. The same organisation's source record id: an update of what it sent before.
+2. A valid NHS number or unique pupil number already in the index: the same child, unless the rest
+   of the identity disagrees (the match probability without the identifier is below the review
+   band, the other identifier differs, or the pair looks like twins): then it is held for review
+   like any other uncertain record, so that pushing is no way to test whether a number is known.
+3. Otherwise the candidates filed under the record's blocking keys (never a scan) are compared
+   field by field (Fellegi–Sunter, gateway/index/linkage) and the best decides: at or above the
+   upper threshold, linked (``matched``); below the lower, a new child (``created``); between, a
+   new child **and** the pair in the review queue (``review``), so that nothing sent is invisible
+   while a person decides. A pair that looks like twins is never linked automatically.
+
+Each source keeps its own record; what the index shows is derived by precedence
+(gateway.index.precedence), with who supplied each value. An organisation restates its own
+involvements and values only.
+
+Lookups are index lookups at national scale: by child id, by source record, by blocking key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
+import time
+from dataclasses import dataclass, replace
 
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 
-from gateway.db import children, involvements, review_queue, source_records
-from gateway.index import ids
-from gateway.index.model import (
-    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Identity, Involvement, UnreadableUpdate,
-    UpdateResult,
-    address_from_json, carer_from_json, family_name_key, identity_from_json, locality, nhs_number_is_valid,
-    normalise_name, normalise_postcode, setting_from_json,
-)
+from stdnum.gb import upn
 
-MAX_CANDIDATES = 10
+from gateway.config import Settings
+from gateway.db import (
+    blocking_keys, children, distinct_pairs, involvements, organisations, review_queue, source_records,
+)
+from gateway.index import ids, linkage, retention, sealed
+from gateway.index.model import (
+    Candidate, ChildUpdate, ChildView, Contact, FindQuery, Involvement,
+    UnreadableUpdate, UpdateResult,
+    address_from_json, carer_from_json, family_name_key, identity_from_json, locality, nhs_number_is_valid,
+    normalise_name, setting_from_json,
+)
+from gateway.index.precedence import Source, derive
+from gateway.security import vault as vault_mod
+
+MAX_CANDIDATES = 10  # FindChild's answer
+COMPARED_PER_RECORD = 50  # children compared with one incoming record or query, most keys shared first
+COMPARED_SOURCES_PER_CHILD = 20  # a child's most recent source records an incoming record is compared with
+MAX_MERGE_HOPS = 16  # an old id resolves through at most this many merges
+
+
+@dataclass(frozen=True)
+class LinkPolicy:
+    """Thresholds on the match probability; the defaults are the settings' (README "Linkage" for
+    how they were chosen)."""
+
+    upper: float = Settings.link_upper  # at or above: linked automatically
+    lower: float = Settings.link_lower  # below: a new child; between: a new child and a pair for review
+    find_floor: int = Settings.find_floor  # FindChild answers only candidates scoring at least this (0-100)
+
+
+DEFAULT_POLICY = LinkPolicy()
+
+REVIEW_DETAIL = "possible duplicate of an existing record: stored, and held for a person to review"
 
 _CHILD_BY_ID = select(children).where(children.c.child_id == bindparam("child_id"))
-_RECORD_FOR_UPDATE = (select(children.c.record).where(children.c.child_id == bindparam("child_id"))
-                      .with_for_update())
+_CHILD_FOR_UPDATE = (select(children.c.child_id).where(children.c.child_id == bindparam("child_id"))
+                     .with_for_update())
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :bucket)")
 _INVOLVEMENTS_OF = (select(involvements).where(involvements.c.child_id == bindparam("child_id"))
                     .order_by(involvements.c.org_code, involvements.c.id))
 
 
+# ---- SubmitUpdates ---------------------------------------------------------------------------------
+
 def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | UnreadableUpdate],
-                  now: dt.datetime) -> list[UpdateResult]:
+                  now: dt.datetime, policy: LinkPolicy = DEFAULT_POLICY,
+                  purge_years: int = retention.Policy.purge_years) -> list[UpdateResult]:
     """Apply a batch inside the caller's transaction, one result per update in order. Each update
     runs in its own savepoint, so one record the database will not take is rejected alone instead
     of failing the batch; so is one the connector could not read (an UnreadableUpdate)."""
-    _lock_identities(conn, org_code, [u for u in updates if isinstance(u, ChildUpdate)])
+    readable = [u for u in updates if isinstance(u, ChildUpdate)]
+    v = sealed.vault_of(conn)
+    people = {id(u): linkage.person_from_update(u) for u in readable}
+    keys = {id(u): _blinded_keys(v, linkage.blocking_keys(people[id(u)])) for u in readable}
+    _lock_identities(conn, org_code, readable, keys)
     results = []
+    changed: set[str] = set()  # children whose shown record is derived again once, at the end
     for update_ in updates:
         if isinstance(update_, UnreadableUpdate):
             results.append(UpdateResult(update_.source_record_id, "rejected", detail=update_.reason))
             continue
         try:
             with conn.begin_nested():
-                results.append(_apply_update(conn, org_code, update_, now))
+                results.append(_apply_update(conn, org_code, update_, people[id(update_)],
+                                             keys[id(update_)], now, policy, changed))
         except (IntegrityError, DataError):
             results.append(UpdateResult(update_.source_record_id, "rejected",
                                         detail="the record could not be stored as sent"))
-    return results
+    for child_id in sorted(changed):
+        _refresh_child(conn, child_id, now)
+    return retention.settle_deaths(conn, updates, results, now, purge_years)  # a recorded death archives
+
+
+def _blinded_keys(v, keys) -> "_Keys":
+    """The record's blocking keys as stored (blind indexes), and which of them are identifiers."""
+    identifiers = {k for k in keys if k.startswith(linkage.IDENTIFIER_KEY_PREFIXES)}
+    return _Keys(sealed.blind_keys(v, keys), frozenset(sealed.blind_keys(v, identifiers)))
+
+
+class _Keys(frozenset):
+    """Blinded blocking keys; ``identifiers``: those of NHS and pupil numbers."""
+
+    def __new__(cls, keys, identifiers):
+        made = super().__new__(cls, keys)
+        made.identifiers = identifiers
+        return made
 
 
 LOCK_BUCKETS = 256  # bounds the advisory locks one batch takes, whatever its size
 _LOCK_NAMESPACE = 0x4347  # "CG": the first key of pg_advisory_xact_lock(int, int)
 
 
-def _lock_identities(conn: Connection, org_code: str, updates: list[ChildUpdate]) -> None:
-    """Serialise concurrent batches that touch the same child (PostgreSQL; SQLite transactions
+def _lock_identities(conn: Connection, org_code: str, updates: list[ChildUpdate],
+                     keys: dict[int, set[str]] | None = None) -> None:
+    """Serialise concurrent batches that could meet the same child (PostgreSQL; SQLite transactions
     already hold the write lock). Matching is check-then-insert, so two batches carrying the same
-    new child must not interleave; two batches writing the same existing child must not lose each
-    other's changes. Every key a batch could meet a child by (its source records, name + birth
-    date, identifiers, and the children those already lead to) is hashed into one of
-    LOCK_BUCKETS buckets, and the buckets are locked up front in one order: no deadlock among
-    batches, and never more than LOCK_BUCKETS locks however large the batch."""
+    new child must not interleave. Every key a batch could meet a child by (its source records and
+    every blocking key, identifiers included: two records that could match share one) is hashed
+    into one of LOCK_BUCKETS buckets, and the buckets are locked up front in one order: no deadlock
+    among batches, and never more than LOCK_BUCKETS locks however large the batch."""
     if conn.dialect.name != "postgresql":
         return
-    keys = set()
+    if keys is None:
+        v = sealed.vault_of(conn)
+        keys = {id(u): _blinded_keys(v, linkage.blocking_keys(linkage.person_from_update(u))) for u in updates}
+    lock_keys = set()
     for update_ in updates:
-        identity = update_.identity
-        keys.add(("source", org_code, update_.source_record_id))
-        keys.add(("name", family_name_key(identity.family_name), str(identity.date_of_birth)))
-        if identity.nhs_number:
-            keys.add(("nhs", identity.nhs_number))
-        if identity.pupil_number:
-            keys.add(("pupil", identity.pupil_number))
-    keys.update(("child", child_id) for child_id in _children_reached(conn, org_code, updates))
+        lock_keys.add(("source", org_code, update_.source_record_id))
+        lock_keys.update(("key", k) for k in keys[id(update_)])
     buckets = sorted({int.from_bytes(hashlib.sha256(repr(k).encode()).digest()[:4], "big") % LOCK_BUCKETS
-                      for k in keys})
+                      for k in lock_keys})
     for bucket in buckets:
         conn.execute(_ADVISORY_LOCK, {"namespace": _LOCK_NAMESPACE, "bucket": bucket})
-
-
-def _children_reached(conn: Connection, org_code: str, updates: list[ChildUpdate]) -> set[str]:
-    """The existing children a batch will write: through its source links and identifiers."""
-    srids = [u.source_record_id for u in updates]
-    nhs = [u.identity.nhs_number for u in updates if u.identity.nhs_number]
-    pupils = [u.identity.pupil_number for u in updates if u.identity.pupil_number]
-    reached = set(conn.execute(select(source_records.c.child_id).where(
-        source_records.c.org_code == org_code, source_records.c.source_record_id.in_(srids))).scalars())
-    if nhs:
-        reached.update(conn.execute(select(children.c.child_id).where(children.c.nhs_number.in_(nhs))).scalars())
-    if pupils:
-        reached.update(conn.execute(select(children.c.child_id)
-                                    .where(children.c.pupil_number.in_(pupils))).scalars())
-    return reached
 
 
 def _rejection(update_: ChildUpdate, today: dt.date) -> str | None:
     identity = update_.identity
     if identity.nhs_number and not nhs_number_is_valid(identity.nhs_number):
         return "NHS number fails its check digit"
+    if identity.pupil_number and not upn.is_valid(identity.pupil_number):
+        return "pupil number fails its check letter"
     if identity.date_of_birth > today:
         return "date of birth is in the future"
+    # ---- retention (gateway.index.retention): decided by the record alone, never by the index ----
+    if identity.date_of_death is not None and identity.date_of_death > today:
+        return "date of death is in the future"
+    if identity.date_of_death is not None and identity.date_of_death < identity.date_of_birth:
+        return "date of death is before the date of birth"
+    if retention.is_adult(identity.date_of_birth, today):
+        return retention.NOT_HELD
+    # ---- end retention ----
     if not normalise_name(identity.family_name):
         return "family name has no letters"
+    if not any(normalise_name(name) for name in identity.given_names):
+        return "given name has no letters"
     for involvement in update_.involvements:
         if involvement.end is not None and involvement.end < involvement.start:
             return "an involvement ends before it starts"
     return None
 
 
-def _child_by_identifier(conn: Connection, update_: ChildUpdate) -> set[str]:
-    found = set()
-    identity = update_.identity
-    if identity.nhs_number:
-        found.update(conn.execute(select(children.c.child_id)
-                                  .where(children.c.nhs_number == identity.nhs_number)).scalars())
-    if identity.pupil_number:
-        found.update(conn.execute(select(children.c.child_id)
-                                  .where(children.c.pupil_number == identity.pupil_number)).scalars())
-    return found
-
-
-def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, now: dt.datetime) -> UpdateResult:
+def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, person: linkage.Person,
+                  keys: set[str], now: dt.datetime, policy: LinkPolicy, changed: set[str]) -> UpdateResult:
+    """Match and store one record. A child it joins is locked first (and followed if it was merged
+    meanwhile), gets the record's keys at once (a later record of the batch finds it by them), and
+    is derived again once at the end of the batch (``changed``)."""
     srid = update_.source_record_id
     reason = _rejection(update_, now.date())
     if reason:
         return UpdateResult(srid, "rejected", detail=reason)
+    stored_id = sealed.blind_source_id(sealed.vault_of(conn), org_code, srid)
     linked = conn.execute(select(source_records.c.child_id).where(
-        source_records.c.org_code == org_code, source_records.c.source_record_id == srid)).scalar()
-    by_identifier = _child_by_identifier(conn, update_)
+        source_records.c.org_code == org_code, source_records.c.source_record_id == stored_id)).scalar()
+    hits = _key_hits(conn, keys)
 
     if linked is not None:
-        if by_identifier - {linked}:
-            return _hold_for_review(conn, org_code, update_, sorted(by_identifier - {linked})[0], now)
-        if _identifiers_disagree(_held_identity(conn, linked), update_.identity):
-            return _hold_for_review(conn, org_code, update_, linked, now)
-        _write_child(conn, linked, update_, now)
-        _replace_involvements(conn, linked, org_code, update_.involvements)
+        # The organisation restates its own record. If it now carries an identifier another child
+        # holds, the update still lands on its own child and a person looks at the pair.
+        linked = _lock_live_child(conn, linked)
+        linked = conn.execute(select(source_records.c.child_id).where(  # a merge may have moved it
+            source_records.c.org_code == org_code, source_records.c.source_record_id == stored_id)).scalar_one()
+        if retention.is_archived(conn, linked):  # ---- retention: its own record, no longer held
+            return UpdateResult(srid, "rejected", detail=retention.NOT_HELD)
+        _store_source(conn, org_code, update_, linked, now, existing=True)
+        _file_under(conn, linked, keys, remove=False)
+        changed.add(linked)
+        others = sorted(hits.by_identifier - {linked})
+        for other, comparison in zip(others, _compare_with(conn, person, others)):
+            if comparison is not None and _queue_for_review(conn, org_code, stored_id, linked, other,
+                                                            comparison, now):
+                return UpdateResult(srid, "review", linked, detail=REVIEW_DETAIL)
         return UpdateResult(srid, "updated", linked)
 
-    if len(by_identifier) > 1:
-        return _hold_for_review(conn, org_code, update_, sorted(by_identifier)[0], now)
-    if by_identifier:
-        child_id = by_identifier.pop()
-        held = _held_identity(conn, child_id)
-        if _identifiers_disagree(held, update_.identity) or not _same_person(held, update_.identity):
-            # One identifier in common but the rest disagrees: a keying error or a different child.
-            # Merging would overwrite one child with another; a person decides.
-            return _hold_for_review(conn, org_code, update_, child_id, now)
-        _link(conn, org_code, srid, child_id)
-        _write_child(conn, child_id, update_, now)
-        _replace_involvements(conn, child_id, org_code, update_.involvements)
-        return UpdateResult(srid, "matched", child_id)
-
-    possible = _possible_duplicate(conn, update_)
-    if possible is not None:
-        return _hold_for_review(conn, org_code, update_, possible, now)
-
-    child_id = ids.new_child_id()
-    _write_child(conn, child_id, update_, now, create=True)
-    _link(conn, org_code, srid, child_id)
-    _replace_involvements(conn, child_id, org_code, update_.involvements)
+    decision, candidate, comparison = _decide(conn, person, hits, policy)
+    if decision == "link":
+        candidate = _lock_live_child(conn, candidate)
+        _store_source(conn, org_code, update_, candidate, now)
+        _file_under(conn, candidate, keys, remove=False)
+        changed.add(candidate)
+        return UpdateResult(srid, "matched", candidate)
+    child_id = _create_child(conn, org_code, update_, keys, now)
+    if decision == "review" and _queue_for_review(conn, org_code, stored_id, child_id, candidate, comparison, now):
+        return UpdateResult(srid, "review", child_id, detail=REVIEW_DETAIL)
     return UpdateResult(srid, "created", child_id)
 
 
-def _held_identity(conn: Connection, child_id: str) -> dict:
-    return json.loads(conn.execute(_CHILD_BY_ID, {"child_id": child_id}).first().record)["identity"]
+@dataclass(frozen=True)
+class _Hits:
+    by_identifier: set[str]  # children holding one of the record's valid NHS / pupil numbers
+    ranked: list[str]  # every child under any key, most keys shared first, at most COMPARED_PER_RECORD
 
 
-def _identifiers_disagree(held: dict, incoming: Identity) -> bool:
-    return any(getattr(incoming, field) and held.get(field) and held[field] != getattr(incoming, field)
-               for field in ("nhs_number", "pupil_number"))
+def _key_hits(conn: Connection, keys: _Keys) -> _Hits:
+    """One lookup of every key: who holds the identifiers, and the candidates."""
+    if not keys:
+        return _Hits(set(), [])
+    shared: dict[str, int] = {}
+    by_identifier = set()
+    for row in conn.execute(select(blocking_keys.c.key, blocking_keys.c.child_id)
+                            .join(children, children.c.child_id == blocking_keys.c.child_id)  # retention:
+                            .where(blocking_keys.c.key.in_(sorted(keys)), children.c.archived_at.is_(None))):
+        shared[row.child_id] = shared.get(row.child_id, 0) + 1
+        if row.key in keys.identifiers:
+            by_identifier.add(row.child_id)
+    ranked = sorted(shared, key=lambda child: (-shared[child], child))[:COMPARED_PER_RECORD]
+    return _Hits(by_identifier, ranked)
 
 
-def _same_person(held: dict, incoming: Identity) -> bool:
-    """Birth date equal, a family name in common (current or previous), a given name in common."""
-    if held["date_of_birth"] != incoming.date_of_birth.isoformat():
-        return False
-    held_families = {family_name_key(n) for n in (held["family_name"], *(held.get("previous_names") or ()))}
-    incoming_families = {family_name_key(n) for n in (incoming.family_name, *incoming.previous_names)}
-    held_given = {normalise_name(n) for n in (*held["given_names"], held.get("preferred_name") or "") if n}
-    incoming_given = {normalise_name(n) for n in (*incoming.given_names, incoming.preferred_name or "") if n}
-    return bool(held_families & incoming_families) and bool(held_given & incoming_given)
+def _decide(conn: Connection, person: linkage.Person, hits: _Hits,
+            policy: LinkPolicy) -> tuple[str, str | None, linkage.Comparison | None]:
+    """("link" | "review" | "create", the candidate, its comparison)."""
+    if hits.by_identifier:
+        children_ = sorted(hits.by_identifier)
+        compared = sorted(((c, child) for child, c in zip(children_, _compare_with(
+            conn, person, children_, demographic=True)) if c is not None),
+            key=lambda pair: (-pair[0].weight, pair[1]))
+        if not compared:
+            return "create", None, None
+        comparison, child = compared[0]
+        if (len(hits.by_identifier) == 1 and comparison.identifiers != "disagree" and not comparison.twins
+                and comparison.probability >= policy.lower and not _looks_like_a_sibling(comparison)):
+            return "link", child, comparison
+        return "review", child, comparison  # one number, two children, or a number the rest denies
+
+    best = None
+    for child, comparison in zip(hits.ranked, _compare_with(conn, person, hits.ranked)):
+        if comparison is None or comparison.identifiers == "disagree":
+            continue  # two valid, different NHS (or pupil) numbers: two children
+        if best is None or (comparison.weight, child) > (best[0].weight, best[1]):
+            best = (comparison, child)
+    if best is None:
+        return "create", None, None
+    comparison, child = best
+    if comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison):
+        return "link", child, comparison
+    if comparison.probability >= policy.lower and not comparison.twins and not _looks_like_a_sibling(comparison):
+        return "review", child, comparison
+    return "create", None, None
 
 
-def _possible_duplicate(conn: Connection, update_: ChildUpdate) -> str | None:
-    """A record with the same family name, first given name and birth date, and no identifier
-    that tells them apart, is probably the same child: a person decides."""
-    identity = update_.identity
-    rows = conn.execute(select(children.c.child_id, children.c.record, children.c.nhs_number,
-                               children.c.pupil_number).where(
-        children.c.family_name_norm == family_name_key(identity.family_name),
-        children.c.date_of_birth == identity.date_of_birth)).all()
-    first_given = normalise_name(identity.given_names[0])
-    for row in rows:
-        record = json.loads(row.record)
-        if normalise_name(record["identity"]["given_names"][0]) != first_given:
-            continue
-        if identity.nhs_number and row.nhs_number and row.nhs_number != identity.nhs_number:
-            continue
-        if identity.pupil_number and row.pupil_number and row.pupil_number != identity.pupil_number:
-            continue
-        return row.child_id
-    return None
+def _given_names_differ(comparison: linkage.Comparison) -> bool:
+    """Given names that are not the same name by any measure (spelling, nickname, initial, order):
+    siblings share everything else a record holds but their given names and birth dates, so such
+    a pair is never linked automatically, however well the rest agrees; with birth dates that
+    disagree too it is two children (siblings), not a question for a person."""
+    return comparison.levels.get("given") == "disagree"
 
 
-def _hold_for_review(conn: Connection, org_code: str, update_: ChildUpdate, candidate: str,
-                     now: dt.datetime) -> UpdateResult:
-    conn.execute(review_queue.insert().values(
-        org_code=org_code, source_record_id=update_.source_record_id, candidate_child_id=candidate,
-        submitted=json.dumps({"record": update_.record(), "involvements": [
-            {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in vars(i).items()}
-            for i in update_.involvements]}),
-        created_at=now))
-    return UpdateResult(update_.source_record_id, "review",
-                        detail="possible duplicate of an existing record; held for review")
+def _looks_like_a_sibling(comparison: linkage.Comparison) -> bool:
+    """Neither the given names nor the birth date agree by any measure: another child of the
+    household, whatever else (family name, address, carers) is shared."""
+    return _given_names_differ(comparison) and comparison.levels.get("dob") == "disagree"
 
 
-def _link(conn: Connection, org_code: str, srid: str, child_id: str) -> None:
-    conn.execute(source_records.insert().values(org_code=org_code, source_record_id=srid, child_id=child_id))
+def _sources(conn: Connection, child_id: str) -> list[Source]:
+    return _sources_of(conn, [child_id]).get(child_id, [])
 
 
-def _merged_record(existing: dict, incoming: dict) -> dict:
-    """What an update states replaces what was held; what it leaves out is kept. Sources differ in
-    what they know (a school knows the pupil number, a GP the NHS number): a later update from one
-    must not erase what another supplied."""
-    merged = dict(existing)
-    for key, value in incoming.items():
-        if key == "identity":
-            identity = dict(existing.get("identity") or {})
-            for field, stated in value.items():
-                if field == "previous_names":
-                    identity[field] = list(dict.fromkeys([*(identity.get(field) or []), *stated]))
-                elif field == "gender" and stated == "unknown" and identity.get(field):
-                    continue  # "unknown" is the schema's way of not saying: keep what is known
-                elif stated not in (None, [], ""):
-                    identity[field] = stated
-            merged["identity"] = identity
-        elif value not in (None, [], ""):
-            merged[key] = value
-    return merged
+def _sources_of(conn: Connection, child_ids: list[str]) -> dict[str, list[Source]]:
+    if not child_ids:
+        return {}
+    found: dict[str, list[Source]] = {}
+    v = sealed.vault_of(conn)
+    query = (select(source_records.c.child_id, source_records.c.org_code, source_records.c.source_record_id,
+                    source_records.c.record, source_records.c.received_at, organisations.c.kind)
+             .select_from(source_records.outerjoin(organisations, organisations.c.code == source_records.c.org_code))
+             .where(source_records.c.child_id.in_(child_ids)))
+    for row in conn.execute(query):
+        if row.record is not None:
+            sent_id, record_text = sealed.open_source(v, row.org_code, row.source_record_id, row.record)
+            found.setdefault(row.child_id, []).append(
+                Source(row.org_code, row.source_record_id, row.kind, row.received_at, record_text, sent_id))
+    return found
 
 
-def _write_child(conn: Connection, child_id: str, update_: ChildUpdate, now: dt.datetime,
-                 create: bool = False) -> None:
-    record = update_.record()
-    if not create:  # read for update: a concurrent writer of this child waits, nothing is lost
-        held = conn.execute(_RECORD_FOR_UPDATE, {"child_id": child_id}).scalar_one()
-        record = _merged_record(json.loads(held), record)
-    identity = record["identity"]
-    values = dict(
-        record=json.dumps(record, sort_keys=True),
-        family_name_norm=family_name_key(identity["family_name"]),
-        date_of_birth=update_.identity.date_of_birth,
-        nhs_number=identity.get("nhs_number"),
-        pupil_number=identity.get("pupil_number"),
-        updated_at=now,
-    )
-    if create:
-        conn.execute(children.insert().values(child_id=child_id, shielded=False, created_at=now, **values))
+@functools.lru_cache(maxsize=20_000)
+def _person_and_keys(record_text: str) -> tuple[linkage.Person, frozenset[str]]:
+    """A stored source record's comparable form and keys (pure functions of its JSON: cached, so a
+    child's other records are not normalised again on each update)."""
+    person = linkage.person_from_record(json.loads(record_text))
+    return person, frozenset(linkage.blocking_keys(person))
+
+
+def _most_recent_first(source: Source):
+    at = source.received_at
+    return (-(at.replace(tzinfo=dt.timezone.utc) if at.tzinfo is None else at).timestamp(),
+            source.org_code, source.source_record_id)
+
+
+def _person_of(source: Source) -> linkage.Person:
+    return _person_and_keys(source.text)[0]
+
+
+def _keys_of(v, source: Source) -> frozenset[str]:
+    """The source's blocking keys as stored (blind indexes)."""
+    return frozenset(sealed.blind_keys(v, _person_and_keys(source.text)[1]))
+
+
+_MODEL_FOR_SIZE: dict = {"model": None, "until": 0.0}
+MODEL_REFRESH_S = 600.0  # how often a process re-counts the index to rescale the prior
+
+
+def scoring_model(conn: Connection) -> linkage.Model:
+    """The shipped model with its prior for this index's size: the chance that a held record is the
+    incoming child falls as the index grows. Never rescaled below the size the model was trained
+    at, so a small index is not made link-happy. Counted once per MODEL_REFRESH_S per process."""
+    now = time.monotonic()
+    if _MODEL_FOR_SIZE["model"] is None or now >= _MODEL_FOR_SIZE["until"]:
+        base = linkage.default_model()
+        reference = int(base.raw.get("prior_reference_records") or 0)
+        held = conn.execute(select(func.count()).select_from(source_records)).scalar_one()
+        _MODEL_FOR_SIZE.update(model=base.for_index_size(max(held, reference)) if reference else base,
+                               until=now + MODEL_REFRESH_S)
+    return _MODEL_FOR_SIZE["model"]
+
+
+def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str],
+                  demographic: bool = False) -> list[linkage.Comparison | None]:
+    """The incoming record compared with each child: with each of the child's source records, the
+    strongest agreement standing (each source may know the child by another spelling or address),
+    but looking like a twin of any one of them, or holding another NHS or pupil number than any one
+    of them, counts against the child (so that a child holding one wrongly linked record does not
+    draw in that record's siblings). ``demographic``: see ``demographic_comparison``."""
+    model = scoring_model(conn)
+    sources = _sources_of(conn, child_ids)
+    results = []
+    for child_id in child_ids:
+        best, twins, disagree = None, False, False
+        recent = sorted(sources.get(child_id, ()), key=_most_recent_first)[:COMPARED_SOURCES_PER_CHILD]
+        for source in recent:
+            held = _person_of(source)
+            comparison = (demographic_comparison(person, held, model) if demographic
+                          else linkage.compare(person, held, model))
+            twins |= comparison.twins
+            disagree |= comparison.identifiers == "disagree"
+            if best is None or comparison.weight > best.weight:
+                best = comparison
+        if best is not None and (twins or disagree):
+            best = replace(best, twins=twins, identifiers="disagree" if disagree else best.identifiers)
+        results.append(best)
+    return results
+
+
+def demographic_comparison(incoming: linkage.Person, held: linkage.Person, model: linkage.Model) -> linkage.Comparison:
+    """The pair compared on everything but their identifiers (how a record that meets a known NHS or
+    pupil number is judged), with ``identifiers`` saying whether the numbers agree."""
+    comparison = linkage.compare(replace(incoming, nhs_number=None, pupil_number=None), held, model)
+    return replace(comparison, identifiers=_identifier_verdict(incoming, held))
+
+
+def _identifier_verdict(incoming: linkage.Person, held: linkage.Person) -> str | None:
+    pairs = [(incoming.nhs_number, held.nhs_number), (incoming.pupil_number, held.pupil_number)]
+    stated = [(a, b) for a, b in pairs if a and b]
+    if not stated:
+        return None
+    return "agree" if all(a == b for a, b in stated) else "disagree"
+
+
+def _create_child(conn: Connection, org_code: str, update_: ChildUpdate, keys: set[str], now: dt.datetime,
+                  retention_schema: bool = True) -> str:
+    """A new child whose one source is this record: its shown record is the record itself."""
+    child_id = ids.new_child_id()
+    text_ = _record_text(update_)
+    v = sealed.vault_of(conn)
+    stored_id = sealed.blind_source_id(v, org_code, update_.source_record_id)
+    record, provenance = derive([Source(org_code, stored_id, None, now, text_)])
+    conn.execute(children.insert().values(
+        child_id=child_id, shielded=False, created_at=now, updated_at=now,
+        **_shown_values(v, child_id, record, provenance),
+        **({"archive_due": retention.archive_due(record)} if retention_schema else {})))
+    _store_source(conn, org_code, update_, child_id, now, text_)
+    _file_under(conn, child_id, keys, held=set())
+    return child_id
+
+
+def _shown_values(v, child_id: str, record: dict, provenance: dict) -> dict:
+    """The columns of a child's shown record: sealed under the child's id. The clear columns of
+    before 0007 (the family name's key, the birth date) are retired."""
+    if isinstance(v, linkage_plain_type()):  # migration 0005, before anything was sealed
+        identity = record["identity"]
+        return dict(record=json.dumps(record, sort_keys=True), provenance=json.dumps(provenance, sort_keys=True),
+                    family_name_norm=family_name_key(identity["family_name"]),
+                    date_of_birth=dt.date.fromisoformat(identity["date_of_birth"]))
+    return dict(record=v.seal(json.dumps(record, sort_keys=True), sealed.child_context("record", child_id)),
+                provenance=v.seal(json.dumps(provenance, sort_keys=True), sealed.child_context("provenance", child_id)),
+                family_name_norm="", date_of_birth=sealed.RETIRED_DATE)
+
+
+def linkage_plain_type():
+    from gateway.security.vault import Plain
+
+    return Plain
+
+
+def _open_shown(v, row, column: str = "record") -> dict:
+    value = getattr(row, column)
+    if value is None:
+        return {}
+    return json.loads(v.open(value, sealed.child_context(column, row.child_id)))
+
+
+def _record_text(update_: ChildUpdate) -> str:
+    return json.dumps(update_.record(), sort_keys=True)
+
+
+def _store_source(conn: Connection, org_code: str, update_: ChildUpdate, child_id: str, now: dt.datetime,
+                  record: str | None = None, existing: bool = False) -> None:
+    record = record or _record_text(update_)
+    v = sealed.vault_of(conn)
+    stored_id = sealed.blind_source_id(v, org_code, update_.source_record_id)
+    if isinstance(v, linkage_plain_type()):
+        token = record  # migration 0005: as before 0007
     else:
-        conn.execute(update(children).where(children.c.child_id == child_id).values(**values))
+        token = sealed.seal_source(v, org_code, stored_id, update_.source_record_id, record)
+    if existing:
+        conn.execute(update(source_records).where(
+            source_records.c.org_code == org_code,
+            source_records.c.source_record_id == stored_id).values(record=token, received_at=now))
+    else:
+        conn.execute(source_records.insert().values(
+            org_code=org_code, source_record_id=stored_id, child_id=child_id,
+            record=token, received_at=now))
+    _replace_involvements(conn, child_id, org_code, stored_id, update_.involvements)
 
 
-def _replace_involvements(conn: Connection, child_id: str, org_code: str,
+_LIVE_CHILD = (select(children.c.merged_into).where(children.c.child_id == bindparam("child_id"))
+               .with_for_update())
+
+
+def _lock_live_child(conn: Connection, child_id: str) -> str:
+    """Lock the child's row; if it was merged meanwhile, the survivor's instead (which is returned).
+    A merge locks both rows, so a record is never stored on a child that has just been merged away."""
+    for _ in range(MAX_MERGE_HOPS):
+        merged_into = conn.execute(_LIVE_CHILD, {"child_id": child_id}).scalar_one()
+        if merged_into is None:
+            return child_id
+        child_id = merged_into
+    raise RuntimeError("merge chain too long")  # merges keep chains flat: not reached
+
+
+def _refresh_child(conn: Connection, child_id: str, now: dt.datetime, retention_schema: bool = True) -> None:
+    """Derive what the index shows for the child from its source records, and file it under every
+    key any of them gives. The child's row is locked first: a concurrent writer waits.
+    ``retention_schema=False``: only for migration 0005, which runs before the retention columns."""
+    conn.execute(_CHILD_FOR_UPDATE, {"child_id": child_id}).scalar_one()
+    sources = _sources(conn, child_id)
+    if not sources:  # every record moved to another child (merged): nothing to show under this id
+        return
+    record, provenance = derive(sources)
+    v = sealed.vault_of(conn)
+    conn.execute(update(children).where(children.c.child_id == child_id).values(
+        updated_at=now, **_shown_values(v, child_id, record, provenance),
+        **({"archive_due": retention.archive_due(record)} if retention_schema else {})))
+    if retention_schema and retention.is_archived(conn, child_id):  # ---- retention: filed under no key
+        return
+    wanted = set()
+    for source in sources:
+        wanted |= _keys_of(v, source)
+    _file_under(conn, child_id, wanted)
+
+
+def _file_under(conn: Connection, child_id: str, wanted: set[str], held: set[str] | None = None,
+                remove: bool = True) -> None:
+    """File the child under ``wanted`` keys; with ``remove``, under no others."""
+    if held is None:
+        held = set(conn.execute(select(blocking_keys.c.key).where(blocking_keys.c.child_id == child_id)).scalars())
+    if remove and held - wanted:
+        conn.execute(delete(blocking_keys).where(blocking_keys.c.child_id == child_id,
+                                                 blocking_keys.c.key.in_(sorted(held - wanted))))
+    if wanted - held:
+        conn.execute(insert(blocking_keys), [{"key": k, "child_id": child_id} for k in sorted(wanted - held)])
+
+
+def _replace_involvements(conn: Connection, child_id: str, org_code: str, srid: str,
                           new: tuple[Involvement, ...]) -> None:
-    """A source system owns its own involvements: each update states the whole current set."""
-    conn.execute(delete(involvements).where(involvements.c.child_id == child_id,
-                                            involvements.c.org_code == org_code))
+    """A source record owns its own involvements: each update states its whole current set. No
+    other organisation's, nor another record's of the same organisation, is touched."""
+    conn.execute(delete(involvements).where(involvements.c.org_code == org_code,
+                                            involvements.c.source_record_id == srid))
+    # Involvements from before 0005 whose source record is not known (the organisation had several
+    # records of the child): each update then restated the organisation's whole set, so it still does.
+    conn.execute(delete(involvements).where(involvements.c.child_id == child_id, involvements.c.org_code == org_code,
+                                            involvements.c.source_record_id.is_(None)))
     if new:
+        v = sealed.vault_of(conn)
+        if isinstance(v, linkage_plain_type()):  # migration 0005, before the sealed column
+            people = [dict(practitioner_name=i.practitioner_name, phone=i.phone, email=i.email) for i in new]
+        else:
+            people = [dict(sealed=sealed.seal_involvement(v, org_code, srid, dict(
+                practitioner_name=i.practitioner_name, phone=i.phone, email=i.email))) for i in new]
         conn.execute(involvements.insert(), [
-            dict(child_id=child_id, org_code=org_code, service=i.service,
-                 practitioner_name=i.practitioner_name, role=i.role, phone=i.phone, email=i.email,
-                 start=i.start, end=i.end, caf_assessment=i.caf_assessment,
-                 lead_professional=i.lead_professional)
-            for i in new])
+            dict(child_id=child_id, org_code=org_code, source_record_id=srid, service=i.service,
+                 role=i.role, start=i.start, end=i.end, caf_assessment=i.caf_assessment,
+                 lead_professional=i.lead_professional, **person)
+            for i, person in zip(new, people)])
 
 
-def find_children(conn: Connection, query: FindQuery) -> list[Candidate]:
-    """Exact matching on an identifier, or on normalised family name + date of birth, narrowed by
-    whatever else was given."""
-    select_ = select(children.c.child_id, children.c.record, children.c.shielded)
-    if query.nhs_number:
-        select_ = select_.where(children.c.nhs_number == query.nhs_number)
-    elif query.pupil_number:
-        select_ = select_.where(children.c.pupil_number == query.pupil_number)
-    else:
-        select_ = select_.where(children.c.family_name_norm == family_name_key(query.family_name or ""),
-                                children.c.date_of_birth == query.date_of_birth)
+def is_distinct(conn: Connection, a: str, b: str) -> bool:
+    low, high = sorted((a, b))
+    return conn.execute(select(distinct_pairs.c.child_a).where(
+        distinct_pairs.c.child_a == low, distinct_pairs.c.child_b == high)).first() is not None
+
+
+def _queue_for_review(conn: Connection, org_code: str, srid: str, child_id: str, candidate: str,
+                      comparison: linkage.Comparison, now: dt.datetime) -> bool:
+    """Pair ``child_id`` (where the record was stored) with ``candidate`` for a person to decide;
+    False when a person already said they are different children."""
+    if child_id == candidate or is_distinct(conn, child_id, candidate):
+        return False
+    already = conn.execute(select(review_queue.c.id).where(
+        review_queue.c.status == "open", review_queue.c.child_id == child_id,
+        review_queue.c.candidate_child_id == candidate)).first()
+    if already is None:
+        conn.execute(review_queue.insert().values(
+            org_code=org_code, source_record_id=srid, child_id=child_id, candidate_child_id=candidate,
+            score=comparison.probability, comparison=json.dumps(comparison_json(comparison), sort_keys=True),
+            model_version=linkage.default_model().version, status="open", created_at=now))
+    return True
+
+
+def comparison_json(comparison: linkage.Comparison) -> dict:
+    return {"levels": dict(comparison.levels), "weights": {k: round(v, 3) for k, v in comparison.weights.items()},
+            "weight": round(comparison.weight, 3), "probability": comparison.probability,
+            "twins": comparison.twins, "identifiers": comparison.identifiers}
+
+
+# ---- FindChild ----------------------------------------------------------------------------------
+
+def find_children(conn: Connection, query: FindQuery, policy: LinkPolicy = DEFAULT_POLICY,
+                  today: dt.date | None = None) -> list[Candidate]:
+    """The children the query most likely means, best first: at most MAX_CANDIDATES, each scoring at
+    least the policy's floor. A shielded child's location can not be confirmed by guessing: a
+    location in the query neither finds nor ranks it."""
+    model = linkage.default_model()
+    v = sealed.vault_of(conn)
+    located = sealed.blind_keys(v, linkage.query_keys(query))
+    unlocated = sealed.blind_keys(v, linkage.query_keys(replace(query, postcode=None))) if query.postcode else located
+    # A shielded child is a candidate only by the keys without the location, ranked among them
+    # alone, so that the postcode cannot lift it into (or push it out of) the window compared.
+    found = {**_candidate_rows(conn, unlocated),
+             **(_candidate_rows(conn, located, shielded=False) if located != unlocated else {})}
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    shown = {c: _open_shown(v, row) for c, row in found.items()}
+    found = {c: row for c, row in found.items()  # ---- retention: 18 today, before the run archives it
+             if not retention.is_withheld(shown[c], today)}
+    sources = _sources_of(conn, sorted(found))
+    scored = []
+    for child_id, row in found.items():
+        asked = replace(query, postcode=None) if row.shielded else query
+        recent = sorted(sources.get(child_id, ()), key=_most_recent_first)[:COMPARED_SOURCES_PER_CHILD]
+        people = [linkage.person_from_record(shown[child_id]), *(_person_of(s) for s in recent)]
+        score = max(linkage.query_score(asked, person, model) for person in people)
+        if score >= policy.find_floor:
+            scored.append((score, child_id, row))
+    scored.sort(key=lambda item: (-item[0], item[1]))
     candidates = []
-    for row in conn.execute(select_.order_by(children.c.child_id).limit(200)):
-        record = json.loads(row.record)
+    for score, child_id, row in scored[:MAX_CANDIDATES]:
+        record = shown[child_id]
         identity = identity_from_json(record["identity"])
-        address = address_from_json(record.get("address"))
-        if query.family_name and normalise_name(identity.family_name) != normalise_name(query.family_name):
-            continue
-        if query.date_of_birth and identity.date_of_birth != query.date_of_birth:
-            continue
-        if query.given_name and normalise_name(query.given_name) not in {
-                normalise_name(n) for n in (*identity.given_names, identity.preferred_name or "")}:
-            continue
-        if query.gender and identity.gender != query.gender:
-            continue
-        # A shielded child's location must not be confirmable by guessing: location criteria
-        # neither narrow nor exclude a shielded record.
-        if query.postcode and not row.shielded and (
-                address is None or normalise_postcode(address.postcode) != normalise_postcode(query.postcode)):
-            continue
         candidates.append(Candidate(
-            child_id=row.child_id, family_name=identity.family_name, given_names=identity.given_names,
+            child_id=child_id, family_name=identity.family_name, given_names=identity.given_names,
             date_of_birth=identity.date_of_birth, gender=identity.gender,
-            locality=None if row.shielded else locality(address)))
-        if len(candidates) == MAX_CANDIDATES:
-            break
+            locality=None if row.shielded else locality(address_from_json(record.get("address"))),
+            score=score, shielded=bool(row.shielded)))
     return candidates
 
 
+def _candidate_rows(conn: Connection, keys: set[str], shielded: bool | None = None) -> dict:
+    """The live children under ``keys`` sharing the most of them (at most COMPARED_PER_RECORD);
+    ``shielded=False``: unshielded children only."""
+    if not keys:
+        return {}
+    ranked = (select(blocking_keys.c.child_id, func.count().label("shared"))
+              .join(children, children.c.child_id == blocking_keys.c.child_id)
+              .where(blocking_keys.c.key.in_(sorted(keys)), children.c.merged_into.is_(None),
+                     children.c.archived_at.is_(None)))  # retention
+    if shielded is not None:
+        ranked = ranked.where(children.c.shielded == shielded)
+    ranked = (ranked.group_by(blocking_keys.c.child_id).order_by(func.count().desc(), blocking_keys.c.child_id)
+              .limit(COMPARED_PER_RECORD).subquery())
+    rows = conn.execute(select(children.c.child_id, children.c.record, children.c.shielded)
+                        .join(ranked, ranked.c.child_id == children.c.child_id))
+    return {row.child_id: row for row in rows}
+
+
+# ---- GetContacts --------------------------------------------------------------------------------
+
+def resolve(conn: Connection, child_id: str) -> str | None:
+    """The id a child is held under now: itself, or the survivor of the merges it went into."""
+    for _ in range(MAX_MERGE_HOPS):
+        row = conn.execute(select(children.c.merged_into).where(children.c.child_id == child_id)).first()
+        if row is None:
+            return None
+        if row.merged_into is None:
+            return child_id
+        child_id = row.merged_into
+    return None
+
+
 def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | None:
+    """The child (a merged child's old id answers with the survivor's id and record)."""
     canonical = ids.normalise(child_id)
     if canonical is None:
         return None
     row = conn.execute(_CHILD_BY_ID, {"child_id": canonical}).first()
+    if row is not None and row.merged_into is not None:  # merges keep chains flat: one more step
+        canonical = resolve(conn, row.merged_into)
+        row = conn.execute(_CHILD_BY_ID, {"child_id": canonical}).first() if canonical else None
     if row is None:
         return None
-    record = json.loads(row.record)
+    v = sealed.vault_of(conn)
+    record = _open_shown(v, row)
+    if row.archived_at is not None or retention.is_withheld(record, today):  # ---- retention: as unknown
+        return None
     contacts = []
     for inv in conn.execute(_INVOLVEMENTS_OF, {"child_id": canonical}):
+        person = (sealed.open_involvement(v, inv.org_code, inv.source_record_id, inv.sealed) if inv.sealed
+                  else dict(practitioner_name=inv.practitioner_name, phone=inv.phone, email=inv.email))
         involvement = Involvement(
             service=inv.service, start=inv.start, caf_assessment=inv.caf_assessment,
-            lead_professional=inv.lead_professional, practitioner_name=inv.practitioner_name,
-            role=inv.role, phone=inv.phone, email=inv.email, end=inv.end)
+            lead_professional=inv.lead_professional, role=inv.role, end=inv.end, **person)
         if involvement.is_current(today):
             contacts.append(Contact(inv.org_code, involvement))
     return ChildView(
@@ -346,3 +668,164 @@ def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | No
         gp_practice=setting_from_json(record.get("gp_practice")),
         contacts=tuple(contacts),
     )
+
+
+def set_shielding(conn: Connection, child_id: str, shielded: bool, today: dt.date) -> str | None:
+    """Shield or unshield the child (a merged child's old id: its survivor); its id, or None for an
+    id the index does not hold or no longer returns (the same answer GetContacts gives)."""
+    child = get_child(conn, child_id, today)
+    if child is None:
+        return None
+    _lock_live_child(conn, child.child_id)
+    conn.execute(update(children).where(children.c.child_id == child.child_id).values(shielded=shielded))
+    return child.child_id
+
+
+def provenance(conn: Connection, child_id: str) -> dict:
+    """What the index shows for the child, who supplied each value, and every source's own record."""
+    row = conn.execute(_CHILD_BY_ID, {"child_id": child_id}).first()
+    v = sealed.vault_of(conn)
+    sources = _sources(conn, child_id)
+    sent = {(s.org_code, s.source_record_id): s.sent_id or s.source_record_id for s in sources}
+
+    def supplier(entry: dict) -> dict:  # stored (blinded) source record ids shown as sent
+        return {**entry, "source_record_id": sent.get((entry.get("org"), entry.get("source_record_id")),
+                                                      entry.get("source_record_id"))}
+
+    shown = {field: [supplier(e) for e in who] if isinstance(who, list) else supplier(who)
+             for field, who in _open_shown(v, row, "provenance").items()}
+    return {"record": _open_shown(v, row), "shown": shown,
+            "sources": sorted(({"org": s.org_code, "source_record_id": sent[(s.org_code, s.source_record_id)],
+                                "kind": s.kind, "received_at": s.received_at.isoformat(), "record": s.record}
+                               for s in sources), key=lambda s: (s["org"], s["source_record_id"]))}
+
+
+def sent_source_id(conn: Connection, org_code: str, stored_id: str) -> str | None:
+    """The source record id as its organisation sent it (stored blinded), or None if not held."""
+    row = conn.execute(select(source_records.c.record).where(
+        source_records.c.org_code == org_code, source_records.c.source_record_id == stored_id)).first()
+    if row is None or row.record is None:
+        return None
+    return sealed.open_source(sealed.vault_of(conn), org_code, stored_id, row.record)[0]
+
+
+# ---- Carrying data over from before 0005 (the migration calls these) ---------------------------
+
+def adopt_legacy_rows(conn: Connection) -> None:
+    """Each source record gets its child's record; each involvement a source record of its
+    organisation; every child its shown record, provenance and keys; a record held unstored by the
+    old review queue becomes a child of its own, paired with its candidate. The identifier columns
+    are retired (identifiers are keys now; their unique constraints would refuse a held record)."""
+    conn.execute(update(children).values(nhs_number=None, pupil_number=None))
+    conn.execute(text(
+        "UPDATE source_records SET record = (SELECT record FROM children "
+        "WHERE children.child_id = source_records.child_id), "
+        "received_at = (SELECT updated_at FROM children WHERE children.child_id = source_records.child_id) "
+        "WHERE record IS NULL"))
+    # An involvement belonged to (child, organisation): it is the source record's when the
+    # organisation has one record of the child; else it stays unassigned, and the organisation's
+    # next update of any of its records of the child restates it (as before 0005).
+    conn.execute(text(
+        "UPDATE involvements SET source_record_id = (SELECT min(s.source_record_id) FROM source_records s "
+        "WHERE s.child_id = involvements.child_id AND s.org_code = involvements.org_code) "
+        "WHERE source_record_id IS NULL AND (SELECT count(*) FROM source_records s "
+        "WHERE s.child_id = involvements.child_id AND s.org_code = involvements.org_code) = 1"))
+    last = ""
+    while True:
+        batch = conn.execute(select(children.c.child_id, children.c.updated_at).where(children.c.child_id > last)
+                             .order_by(children.c.child_id).limit(1000)).all()
+        if not batch:
+            break
+        for child_id, updated_at in batch:
+            _refresh_child(conn, child_id, updated_at, retention_schema=False)  # no source record: left as it is
+        last = batch[-1].child_id
+    for row in conn.execute(select(review_queue).where(review_queue.c.child_id.is_(None))).all():
+        update_ = _update_from_held(row.source_record_id, json.loads(row.submitted))
+        taken = conn.execute(select(source_records.c.child_id).where(
+            source_records.c.org_code == row.org_code,
+            source_records.c.source_record_id == row.source_record_id)).scalar()
+        keys = _blinded_keys(sealed.vault_of(conn), linkage.blocking_keys(linkage.person_from_update(update_)))
+        child_id = taken or _create_child(conn, row.org_code, update_, keys, row.created_at, retention_schema=False)
+        conn.execute(update(review_queue).where(review_queue.c.id == row.id).values(child_id=child_id))
+
+
+def _update_from_held(srid: str, held: dict) -> ChildUpdate:
+    record = held["record"]
+    address = address_from_json(record.get("address"))
+    return ChildUpdate(
+        source_record_id=srid, identity=identity_from_json(record["identity"]),
+        address=address, carers=tuple(carer_from_json(c) for c in record.get("carers") or ()),
+        educational_setting=setting_from_json(record.get("educational_setting")),
+        gp_practice=setting_from_json(record.get("gp_practice")),
+        involvements=tuple(Involvement(
+            service=i["service"], start=dt.date.fromisoformat(i["start"]), caf_assessment=i["caf_assessment"],
+            lead_professional=i["lead_professional"], practitioner_name=i.get("practitioner_name"),
+            role=i.get("role"), phone=i.get("phone"), email=i.get("email"),
+            end=dt.date.fromisoformat(i["end"]) if i.get("end") else None)
+            for i in held.get("involvements") or ()))
+
+
+def restore_legacy_identifiers(conn: Connection) -> None:
+    """For a downgrade below 0005: identifiers back in their unique columns, where still unique."""
+    # Where two children claim one number, the one not stored as a held record keeps it (an explicit
+    # order: the rows' physical order changes with every update, e.g. 0006's backfill).
+    held = select(review_queue.c.child_id).where(review_queue.c.child_id.is_not(None))
+    for row in conn.execute(select(children.c.child_id, children.c.record)
+                            .where(children.c.merged_into.is_(None))
+                            .order_by(children.c.child_id.in_(held), children.c.created_at,
+                                      children.c.child_id)).all():
+        identity = json.loads(row.record).get("identity") or {}
+        try:
+            with conn.begin_nested():
+                conn.execute(update(children).where(children.c.child_id == row.child_id).values(
+                    nhs_number=identity.get("nhs_number"), pupil_number=identity.get("pupil_number")))
+        except IntegrityError:
+            pass  # two children now claim one number (a pair held for review): left for a person
+
+
+
+# ---- Bulk loading (bench/index_scale.py, bench/linkage_scale.py --fill bulk) -------------------
+# THE ONE PLACE rows are built outside the per-record path above. It must write exactly what
+# apply_updates writes for children whose every record links to them (the shown record and
+# provenance derived by precedence, every source record, every key, every involvement): whatever
+# _create_child / _store_source / _refresh_child / _file_under / _replace_involvements come to do
+# to a value before it is stored (encryption, blind indexes) must be done here too.
+# tests/bench/test_index_scale.py checks that a child loaded here reads back exactly as the same
+# records pushed through apply_updates.
+
+BulkSource = tuple[str, "str | None", ChildUpdate]  # (organisation code, its kind, its record)
+
+
+def bulk_rows(sources_per_child: list[list[BulkSource]], now: dt.datetime, v=None) -> dict[str, list[dict]]:
+    """The rows of each table (by table name, in an order foreign keys allow) for new children, one
+    per list of source records: no matching (the caller says which records are one child).
+    Sealed and blinded with ``v`` (default: the process's vault), as _create_child and
+    _refresh_child store them. Involvement ids are left to the database."""
+    v = v or vault_mod.current()
+    rows: dict[str, list[dict]] = {"children": [], "source_records": [], "blocking_keys": [], "involvements": []}
+    for child_sources in sources_per_child:
+        child_id = ids.new_child_id()
+        sources, keys = [], set()
+        for org_code, kind, update_ in child_sources:
+            text_ = _record_text(update_)
+            stored_id = sealed.blind_source_id(v, org_code, update_.source_record_id)
+            sources.append(Source(org_code, stored_id, kind, now, text_))
+            keys |= _blinded_keys(v, linkage.blocking_keys(linkage.person_from_update(update_)))
+            rows["source_records"].append(dict(
+                org_code=org_code, source_record_id=stored_id, child_id=child_id, received_at=now,
+                record=sealed.seal_source(v, org_code, stored_id, update_.source_record_id, text_)))
+            rows["involvements"].extend(
+                dict(child_id=child_id, org_code=org_code, source_record_id=stored_id, service=i.service,
+                     practitioner_name=None, role=i.role, phone=None, email=None, start=i.start, end=i.end,
+                     caf_assessment=i.caf_assessment, lead_professional=i.lead_professional,
+                     sealed=sealed.seal_involvement(v, org_code, stored_id, dict(
+                         practitioner_name=i.practitioner_name, phone=i.phone, email=i.email)))
+                for i in update_.involvements)
+        record, provenance = derive(sources)
+        rows["children"].append(dict(
+            child_id=child_id, shielded=False, created_at=now, updated_at=now,
+            archive_due=retention.archive_due(record), archived_at=None, archive_reason=None, purge_after=None,
+            merged_into=None, nhs_number=None, pupil_number=None,
+            **_shown_values(v, child_id, record, provenance)))
+        rows["blocking_keys"].extend(dict(key=k, child_id=child_id) for k in sorted(keys))
+    return rows

@@ -43,9 +43,10 @@ class UnknownRevision(Exception):
         self.revision = revision
 
 
-def upgrade(url: str) -> tuple[str | None, str]:
+def upgrade(url: str, keys=None) -> tuple[str | None, str]:
     """Bring the database at ``url`` to the head revision; returns (revision before, revision after).
-    The revision before is None for a database that had no ContactGate schema."""
+    The revision before is None for a database that had no ContactGate schema. ``keys``: the home's
+    keyring file, which seals what earlier versions stored in clear (0007)."""
     from gateway.db import make_engine, migrate, reader
 
     engine = make_engine(url)
@@ -57,5 +58,13 @@ def upgrade(url: str) -> tuple[str | None, str]:
         raise UnknownRevision(before)
     head = head_revision()
     if before != head:
-        migrate(url)
+        import contextlib
+        import os
+
+        from gateway.security import vault
+
+        with contextlib.ExitStack() as stack:
+            if keys is not None and (os.environ.get(vault.ENV_VAR) or keys.exists()):
+                stack.enter_context(vault.using(vault.for_home(keys)))
+            migrate(url)
     return before, head

@@ -118,9 +118,10 @@ def refuse_handshake(services: Services, peer_ip: str, reason: str) -> None:
 
 
 def _requested_child(exchange: Exchange) -> list[str]:
-    """The child a refused GetContacts asked for, so the attempt shows in that child's audit report.
-    Taken only from a verified Body: an unsigned message cannot put entries in a child's report."""
-    if exchange.payload is None or exchange.operation != "GetContacts":
+    """The child a refused GetContacts or SetShielding asked for, so the attempt shows in that
+    child's audit report. Taken only from a verified Body: an unsigned message cannot put entries
+    in a child's report."""
+    if exchange.payload is None or exchange.operation not in ("GetContacts", "SetShielding"):
         return []
     child_id = ids.normalise(dialect.read_get_contacts(exchange.payload))
     return [child_id] if child_id else []

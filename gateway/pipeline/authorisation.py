@@ -8,6 +8,7 @@ from gateway.errors import RateLimited, ReasonRequired
 from gateway.pipeline.context import Exchange, Services
 
 READ_OPERATIONS = frozenset({"FindChild", "GetContacts"})
+REASONED_OPERATIONS = READ_OPERATIONS | {"SetShielding"}  # a reason code and text are required
 RATE_WINDOW_S = 60
 
 
@@ -15,7 +16,7 @@ def authorise(exchange: Exchange, services: Services) -> None:
     requester = dialect.read_requester(exchange.payload)
     if requester is not None:
         exchange.user_id, exchange.role = requester.user_id, requester.role
-    if exchange.operation in READ_OPERATIONS:
+    if exchange.operation in REASONED_OPERATIONS:
         reason = dialect.read_reason(exchange.payload)
         if reason is not None:
             exchange.reason_code, exchange.reason_text = reason.code, reason.text

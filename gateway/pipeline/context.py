@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from gateway import audit, db
 from gateway.audit import AuditTrail
 from gateway.config import Settings
+from gateway.index import disclosure
 from gateway.security.wsse import EnvelopeSigner
 from gateway.store import RateStore
 from gateway.trust.pki import TrustAnchors
@@ -31,6 +32,7 @@ class Services:
     signer: EnvelopeSigner
     schema_source: bytes
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    roles: disclosure.RoleRules = disclosure.UNCONFIGURED  # which fields each practitioner role may see
     _local: threading.local = field(default_factory=threading.local, repr=False)
     reader: Engine = field(init=False, repr=False)  # the engine for lookups (see gateway.db.reader)
 

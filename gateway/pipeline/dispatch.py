@@ -13,19 +13,16 @@ from sqlalchemy.exc import OperationalError
 
 from connectors import contactgate_v1 as dialect
 from gateway.errors import NotFound, SchemaInvalid
+from gateway.index import disclosure
 from gateway.index import store as index
 from gateway.index.model import ChildView
 from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.replay import exchange_transaction, remember
 from gateway.pipeline.respond import signed_response
 
-# Location details of a shielded child; withheld from every role not listed in the settings.
-SHIELD_PERMITTED_ROLES: frozenset[str] = frozenset()
-
-
 def dispatch(exchange: Exchange, services: Services) -> bytes:
     handler = {"SubmitUpdates": _submit_updates, "FindChild": _find_child,
-               "GetContacts": _get_contacts}[exchange.operation]
+               "GetContacts": _get_contacts, "SetShielding": _set_shielding}[exchange.operation]
     return handler(exchange, services)
 
 
@@ -48,13 +45,22 @@ def _submit_updates(exchange: Exchange, services: Services) -> bytes:
 
 def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
     with exchange_transaction(exchange, services) as conn:
-        results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at)
-        exchange.child_ids = [r.child_id for r in results if r.child_id]
+        results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at,
+                                      link_policy(services), services.settings.retention_purge_years)
+        exchange.child_ids = [r.child_id or r.withheld_child_id for r in results if r.child_id or r.withheld_child_id]
         tally = Counter(result.outcome for result in results)
+        archived = sum(1 for r in results if r.withheld_child_id)  # retention: a recorded death archived them
+        if archived:
+            tally["archived"] = archived
         services.audit.append(conn, exchange.audit_entry(
             "accepted", detail=" ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
         return remember(conn, exchange, signed_response(
             dialect.write_submit_updates_response(results, exchange.request_digest), services))
+
+
+def link_policy(services: Services) -> index.LinkPolicy:
+    settings = services.settings
+    return index.LinkPolicy(upper=settings.link_upper, lower=settings.link_lower, find_floor=settings.find_floor)
 
 
 def _find_child(exchange: Exchange, services: Services) -> bytes:
@@ -64,11 +70,13 @@ def _find_child(exchange: Exchange, services: Services) -> bytes:
                             public_message="FindChild needs FamilyName and DateOfBirth, or NhsNumber "
                                            "or PupilNumber")
     with exchange_transaction(exchange, services) as conn:
-        candidates = index.find_children(conn, query)
+        candidates = index.find_children(conn, query, link_policy(services), exchange.received_at.date())
         exchange.child_ids = [c.child_id for c in candidates]
-        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"candidates={len(candidates)}"))
+        shielded = sum(c.shielded for c in candidates)  # each answered without its locality: marked
+        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"candidates={len(candidates)}" + (
+            f" shielded={shielded} location=withheld" if shielded else "")))
         return remember(conn, exchange, signed_response(
-            dialect.write_find_child_response(candidates, exchange.request_digest), services))
+            dialect.write_find_child_response(candidates, exchange.request_digest, query.include_score), services))
 
 
 def _get_contacts(exchange: Exchange, services: Services) -> bytes:
@@ -78,12 +86,33 @@ def _get_contacts(exchange: Exchange, services: Services) -> bytes:
         if child is None:
             # Refused (and audited by the caller) exactly like any other missing record.
             raise NotFound("no such child id")
-        if child.shielded and exchange.role not in SHIELD_PERMITTED_ROLES:
-            child = withhold_location(child)
+        mark = ""
+        if child.shielded:  # every access to a shielded child is marked in the audit
+            shown = exchange.role in services.settings.shield_roles
+            mark = f" shielded=yes location={'shown-to-role' if shown else 'withheld'}"
+            if not shown:
+                child = withhold_location(child)
+        groups = services.roles.groups_for(exchange.role)
+        if not groups >= set(disclosure.GROUPS):  # the role's field rules (gateway.index.disclosure)
+            child = disclosure.limit(child, groups)
+            mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
         exchange.child_ids = [child.child_id]
-        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"contacts={len(child.contacts)}"))
+        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"contacts={len(child.contacts)}{mark}"))
         return remember(conn, exchange, signed_response(
             dialect.write_get_contacts_response(child, exchange.request_digest), services))
+
+
+def _set_shielding(exchange: Exchange, services: Services) -> bytes:
+    requested, shielded = dialect.read_set_shielding(exchange.payload)
+    with exchange_transaction(exchange, services) as conn:
+        child_id = index.set_shielding(conn, requested, shielded, exchange.received_at.date())
+        if child_id is None:
+            raise NotFound("no such child id")  # as GetContacts: existence is never told apart
+        exchange.child_ids = [child_id]
+        services.audit.append(conn, exchange.audit_entry(
+            "accepted", detail=f"shielding {'set' if shielded else 'cleared'}"))
+        return remember(conn, exchange, signed_response(
+            dialect.write_set_shielding_response(child_id, shielded, exchange.request_digest), services))
 
 
 def withhold_location(child: ChildView) -> ChildView:

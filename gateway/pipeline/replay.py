@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.db import processed_messages
 from gateway.errors import Replay, Unavailable
+from gateway.index import sealed
 from gateway.pipeline.context import Exchange, Services
 
 IDEMPOTENT_OPERATIONS = frozenset({"SubmitUpdates"})
@@ -93,7 +94,9 @@ def remember(conn: Connection, exchange: Exchange, answer: bytes) -> bytes:
     conn.execute(_REMEMBER, {
         "org_code": exchange.org_code, "signature_id": exchange.signature_id,
         "expires_at": math.ceil(exchange.timestamp_expires.timestamp()),
-        "answer": answer if exchange.operation in IDEMPOTENT_OPERATIONS else None,
+        # Sealed: the answer lists the sender's source record ids with the children they landed on.
+        "answer": sealed.vault_of(conn).seal(answer, sealed.answer_context(exchange.org_code, exchange.signature_id)
+                                             ).encode("ascii") if exchange.operation in IDEMPOTENT_OPERATIONS else None,
     })
     if random.random() < CLEAN_UP_PROBABILITY:
         conn.execute(delete(processed_messages).where(processed_messages.c.expires_at < int(now)))
@@ -106,7 +109,8 @@ def _judge_copy(conn: Connection, exchange: Exchange) -> None:
     if row is None:
         return
     if exchange.operation in IDEMPOTENT_OPERATIONS and row.answer is not None:
-        raise AlreadyAnswered(row.answer)
+        raise AlreadyAnswered(sealed.vault_of(conn).open_bytes(
+            bytes(row.answer).decode("ascii"), sealed.answer_context(exchange.org_code, exchange.signature_id)))
     raise Replay(f"{exchange.operation} message received before")
 
 

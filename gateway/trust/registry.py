@@ -22,7 +22,7 @@ from gateway.trust import pki
 
 KINDS = ("local_authority", "health", "education", "youth_offending", "police", "other")
 SCOPES = ("push", "query", "shield")
-OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query"}
+OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query", "SetShielding": "shield"}
 
 
 class RegistryError(Exception):

@@ -5,13 +5,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from click.testing import CliRunner
 
-from tests.support import child_update, unique
+from tests.support import unique_name, child_update
 
 READ = dict(user_id="load.tester", role="gp", reason_code="data_quality", reason_text="concurrency test")
 
 
 def test_parallel_pushes_and_reads_keep_the_audit_chain_and_the_index_consistent(gateway):
-    family = unique("Para")
+    family = unique_name("Para")
     seq = gateway.audit_seq()
     children_before = gateway.child_count()
     la_clients = [gateway.client("la") for _ in range(4)]
@@ -20,8 +20,9 @@ def test_parallel_pushes_and_reads_keep_the_audit_chain_and_the_index_consistent
     def push(i: int):
         # every pusher sends the same three children: they must exist once each
         client = la_clients[i % 4]
-        return client.submit_updates([child_update(f"par-{n}", family, f"Kid{n}", f"2015-0{n + 1}-01")
-                                      for n in range(3)])
+        # three siblings (names are compared by their letters: "Kid1" and "Kid2" would be one name)
+        return client.submit_updates([child_update(f"par-{n}", family, ("Ada", "Bartholomew", "Cressida")[n],
+                                                   f"201{n + 1}-0{n + 4}-1{n + 5}") for n in range(3)])
 
     def read(i: int):
         return health_clients[i % 4].find_child(family_name=family, date_of_birth="2015-01-01", **READ)
@@ -49,7 +50,7 @@ def test_parallel_pushes_and_reads_keep_the_audit_chain_and_the_index_consistent
 def test_the_same_push_sent_four_times_at_once_is_applied_once(gateway):
     senders = [gateway.client("la") for _ in range(4)]
     data = senders[0].build_request("SubmitUpdates", ChildUpdate=[
-        child_update("dup-1", unique("Quad"), "Liv", "2017-07-07")])
+        child_update("dup-1", unique_name("Quad"), "Liv", "2017-07-07")])
     before = gateway.child_count()
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda c: c.post_raw("SubmitUpdates", data), senders))

@@ -7,7 +7,7 @@ import zeep
 from zeep.transports import Transport
 
 from gateway.soap import CG
-from tests.support import child_update, nhs_number, unique
+from tests.support import unique_name, child_update, nhs_number, unique
 
 REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
 
@@ -15,10 +15,10 @@ REASON = dict(reason_code="care_coordination", reason_text="planning a joint vis
 def test_submit_find_and_get_contacts(gateway):
     la = gateway.client("la")
     health = gateway.client("health")
-    family = unique("Okafor")
+    family = unique_name("Okafor")
     nhs = nhs_number(int(unique()[:6], 16))
     results = la.submit_updates([
-        child_update("la-1", family, "Ada", "2016-03-04", nhs=nhs),
+        child_update("la-1", family, "Ada", "2016-03-04", nhs=nhs, postcode="LS1 1AA"),
         child_update("la-2", family, "Ben", "2018-07-09", gender="male"),
     ])
     assert [r["Outcome"] for r in results] == ["created", "created"]
@@ -46,7 +46,7 @@ def test_submit_find_and_get_contacts(gateway):
 
 def test_update_replaces_the_sources_involvements_and_matches_by_identifier(gateway):
     la = gateway.client("la")
-    family = unique("Nowak")
+    family = unique_name("Nowak")
     nhs = nhs_number(int(unique()[:6], 16))
     [created] = la.submit_updates([child_update("r-10", family, "Cara", "2015-01-02", nhs=nhs)])
     ended = [{"Service": "Early help", "Start": "2023-01-01", "End": "2023-06-01",
@@ -62,28 +62,31 @@ def test_update_replaces_the_sources_involvements_and_matches_by_identifier(gate
 
     child = gateway.client("health").get_contacts(created["ChildId"], user_id="u", role="gp", **REASON)
     services = sorted(c["Involvement"]["Service"] for c in child["Contact"])
-    assert services == ["Children's social care"]  # r-11 restated the set; ended ones are not current
+    # Each source record restates its own set: r-10's current involvement and r-11's are both shown,
+    # r-10's ended one is not current.
+    assert services == ["Children's social care", "Youth service"]
 
 
-def test_possible_duplicate_is_held_for_review_and_bad_records_rejected(gateway):
+def test_same_child_from_another_record_is_matched_and_bad_records_rejected(gateway):
     la = gateway.client("la")
-    family = unique("Silva")
-    la.submit_updates([child_update("d-1", family, "Dee", "2014-05-06")])
+    family = unique_name("Silva")
+    [first] = la.submit_updates([child_update("d-1", family, "Dee", "2014-05-06")])
     before = gateway.child_count()
     results = la.submit_updates([
         child_update("d-2", family, "Dee", "2014-05-06"),
         child_update("d-3", family, "Eve", "2014-05-06", nhs="1234567890"),
         child_update("d-4", family, "Fay", (dt.date.today() + dt.timedelta(days=3)).isoformat()),
     ])
-    assert [r["Outcome"] for r in results] == ["review", "rejected", "rejected"]
-    assert all(r["ChildId"] is None for r in results)
+    assert [r["Outcome"] for r in results] == ["matched", "rejected", "rejected"]
+    assert results[0]["ChildId"] == first["ChildId"]
+    assert [r["ChildId"] for r in results[1:]] == [None, None]
     assert "check digit" in results[1]["Detail"]
     assert gateway.child_count() == before
 
 
 def test_submit_retry_returns_the_first_answer_without_applying_twice(gateway):
     la = gateway.client("la")
-    family = unique("Retry")
+    family = unique_name("Retry")
     data = la.build_request("SubmitUpdates", ChildUpdate=[child_update("rt-1", family, "Gus", "2017-02-03")])
     status1, first = la.post_raw("SubmitUpdates", data)
     count = gateway.child_count()
@@ -107,16 +110,16 @@ def test_wsdl_is_served_and_zeep_loads_it(gateway):
     la = gateway.client("la")
     client = zeep.Client(f"{gateway.url}/soap/v1?wsdl", transport=Transport(session=la.session))
     operations = set(client.wsdl.bindings[f"{{{CG}}}ContactGateBinding"]._operations)
-    assert operations == {"SubmitUpdates", "FindChild", "GetContacts"}
+    assert operations == {"SubmitUpdates", "FindChild", "GetContacts", "SetShielding"}
     assert client.service._binding_options["address"] == f"{gateway.url}/soap/v1"
 
 
 def test_a_refused_push_is_not_remembered_so_its_retry_runs_once_the_refusal_is_lifted(gateway):
-    code = unique("FLIP").upper()
+    code = unique_name("FLIP").upper()
     gateway.add_org(code, "local_authority", ["push"])
     gateway.cli("org", "suspend", code, "--officer", "officer-a", "--reason", "paperwork")
     client = gateway.client(code.lower())
-    data = client.build_request("SubmitUpdates", ChildUpdate=[child_update("f-1", unique("Flip"), "Kim", "2016-01-01")])
+    data = client.build_request("SubmitUpdates", ChildUpdate=[child_update("f-1", unique_name("Flip"), "Kim", "2016-01-01")])
     status, refused = client.post_raw("SubmitUpdates", data)
     assert status == 500 and client.fault_code(refused) == "NotAccredited"
     gateway.cli("org", "reinstate", code, "--officer", "officer-a")
@@ -145,3 +148,13 @@ def test_a_refused_read_leaves_no_replay_claim_so_its_copy_is_judged_afresh(gate
     for _ in range(2):
         status, envelope = health.post_raw("FindChild", data)
         assert status == 500 and health.fault_code(envelope) == "ReasonRequired"  # not Replay
+
+
+def test_token_collapses_xml_whitespace_only_as_the_schema_does():
+    """A SourceRecordId of an ideographic space is valid xs:token: it must not be answered empty
+    (the answer would break the schema the client validates it against)."""
+    from connectors.contactgate_v1 import token
+
+    assert token("  dr \t who\r\n ") == "dr who"
+    assert token("\u3000") == "\u3000" and token("a\u00a0b") == "a\u00a0b"
+    assert token(None) == ""

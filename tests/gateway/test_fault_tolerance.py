@@ -10,6 +10,7 @@ Workers are found as child processes of the server, whatever worker model serves
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -26,7 +27,7 @@ from gateway.db import audit_log
 from gateway.soap import CG, digest_b64, q
 from tests.support import (
     REDIS_URL, TcpRelay, child_pids, child_update, postgres_database, private_gateway, redis_server,
-    unique,
+    unique, unique_name,
 )
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -75,8 +76,10 @@ def letters(n: int) -> str:
 def batch(n: int) -> list[dict]:
     """``n`` updates, each creating a new child."""
     tag = letters(int(unique(), 16))
-    return [child_update(f"{tag}-{i}", f"Fault{tag}{letters(i)}", "Alex", "2015-03-04", involvements_=[])
-            for i in range(n)]
+    born = dt.date.today() - dt.timedelta(days=17 * 365)  # children: the index holds no one of 18 or over
+    # Different names (random letters, not one letter apart) and birth dates: different children.
+    return [child_update(f"{tag}-{i}", unique_name().title(), unique_name().title(),
+                         (born + dt.timedelta(days=i)).isoformat(), involvements_=[]) for i in range(n)]
 
 
 def assert_audit_sound(gw, answered: list[str]) -> None:

@@ -76,8 +76,8 @@ def test_birth_date_python_cannot_hold_rejects_that_record_alone(gateway, client
     before = gateway.child_count()
     good = child_update(unique("odd-"), _name("Good"), "Ann", "2016-02-03")
     bad = child_update(unique("odd-"), _name("Bad"), "Ben", date)
-    results = la.submit_updates([good, bad, dict(good, SourceRecordId=unique("odd-"),
-                                                 Identity=dict(good["Identity"], FamilyName=_name("Also")))])
+    also = child_update(unique("odd-"), _name("Also"), "Cal", "2016-02-04")  # another child
+    results = la.submit_updates([good, bad, also])
     assert _outcomes(results) == ["created", "rejected", "created"]
     assert results[1]["Detail"] == "date of birth is outside the years the index holds (0001 to 9999)"
     assert results[1].get("ChildId") is None
@@ -125,15 +125,18 @@ def test_dates_with_time_zones_are_taken_as_calendar_dates(gateway, clients):
 
 def test_the_first_and_last_years_python_holds_are_judged_like_any_date(gateway, clients):
     la = clients("la")
-    first = child_update(unique("odd-"), _name("Early"), "Eve", "0001-01-01", involvements_=[
+    first = child_update(unique("odd-"), _name("Early"), "Eve", "2015-01-01", involvements_=[
         {"Service": "Early help", "Start": "0001-01-01", "End": "9999-12-31",
          "CafAssessment": False, "LeadProfessional": False}])
+    oldest = child_update(unique("odd-"), _name("Earliest"), "Ida", "0001-01-01")
     last = child_update(unique("odd-"), _name("Late"), "Lou", "9999-12-31")
-    results = la.submit_updates([first, last])
-    assert _outcomes(results) == ["created", "rejected"]
-    assert results[1]["Detail"] == "date of birth is in the future"
+    results = la.submit_updates([first, oldest, last])
+    assert _outcomes(results) == ["created", "rejected", "rejected"]
+    assert results[1]["Detail"] == "the child is 18 or over, or has died: not held by the index"  # retention
+    assert results[2]["Detail"] == "date of birth is in the future"
     child = la.get_contacts(results[0]["ChildId"], **READ)
-    assert child["Identity"]["DateOfBirth"] == dt.date(1, 1, 1)
+    [contact] = child["Contact"]
+    assert (contact["Involvement"]["Start"], contact["Involvement"]["End"]) == (dt.date(1, 1, 1), dt.date(9999, 12, 31))
 
 
 @pytest.mark.parametrize("date", ["0000-01-01", " 2015-01-01", "2015-01-01+14:01", "2015-02-29"])

@@ -173,10 +173,14 @@ def _check_valid_answer(payload: etree._Element, code: str | None, envelope: etr
         for result in results:
             outcome = result.findtext(f"{{{CG}}}Outcome")
             assert outcome in ("created", "updated", "matched", "review", "rejected")
-            # A child id for what was stored; a reason for what was not.
-            assert (result.findtext(f"{{{CG}}}ChildId") is None) == (outcome in ("review", "rejected"))
+            # A child id for what was stored (a record held for review is stored as its own child);
+            # a reason for what was not, and for what waits for a person.
+            assert (result.findtext(f"{{{CG}}}ChildId") is None) == (outcome == "rejected")
             if outcome in ("review", "rejected"):
                 assert result.findtext(f"{{{CG}}}Detail")
+        return
+    if operation == "SetShielding":  # the sender (LA) is not accredited for scope shield
+        assert code == "ScopeDenied", f"SetShielding answered {code}"
         return
     if payload.find(f"{{{CG}}}Reason") is None:
         assert code == "ReasonRequired"

@@ -25,7 +25,7 @@ from gateway.db import audit_children, audit_head, audit_log, children
 from gateway.index import store
 from gateway.index.model import Address, ChildUpdate, Identity
 from gateway.trust import registry
-from tests.support import child_update, fill_audit, nhs_number, unique, wait_for_lock_waiters
+from tests.support import unique_name, child_update, fill_audit, nhs_number, pupil_number, shown_record, unique, wait_for_lock_waiters
 
 READ = dict(user_id="reviewer", role="gp", reason_code="referral", reason_text="second security review")
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -48,14 +48,14 @@ def _update(srid: str, family: str, given: str, dob: str, *, nhs: str | None = N
         address=address)
 
 
-def _apply(engine, org: str, updates: list[ChildUpdate]):
+def _apply(engine, org: str, updates: list[ChildUpdate], now: dt.datetime = NOW):
     with engine.begin() as conn:
-        return store.apply_updates(conn, org, updates, NOW)
+        return store.apply_updates(conn, org, updates, now)
 
 
 def _record(engine, child_id: str) -> dict:
     with engine.connect() as conn:
-        return json.loads(conn.execute(select(children.c.record).where(children.c.child_id == child_id)).scalar_one())
+        return shown_record(conn, child_id)
 
 
 @contextlib.contextmanager
@@ -77,7 +77,7 @@ def _letters(n: int) -> str:
 
 
 def _pupil(seed: str) -> str:
-    return "A" + f"{int(seed, 16):011d}"[-11:] + "Z"
+    return pupil_number(int(seed, 16))
 
 
 # ==== 1. Lost update: two batches about one child under different advisory-lock keys ============
@@ -99,7 +99,8 @@ def test_concurrent_updates_of_one_child_from_two_organisations_lose_nothing(dat
     with _held(engine) as (conn, transaction):
         assert [r.outcome for r in store.apply_updates(conn, "SCH", [school], NOW)] == ["updated"]
         with ThreadPoolExecutor(1) as pool:
-            other = pool.submit(_apply, engine, "LA", [la])
+            # Sent a moment later: the most recent family name is shown (gateway.index.precedence).
+            other = pool.submit(_apply, engine, "LA", [la], NOW + dt.timedelta(seconds=1))
             wait_for_lock_waiters(engine)  # the LA batch has read the record and waits to write it
             transaction.commit()
             assert [r.outcome for r in other.result(timeout=30)] == ["updated"]
@@ -127,8 +128,8 @@ def test_batches_updating_the_same_children_in_opposite_order_do_not_deadlock(da
     original = store._apply_update
     done = threading.local()
 
-    def paced(conn, org_code, update_, now):
-        result = original(conn, org_code, update_, now)
+    def paced(conn, org_code, update_, *rest):
+        result = original(conn, org_code, update_, *rest)
         if not getattr(done, "first", False):
             done.first = True
             try:
@@ -183,13 +184,13 @@ def test_concurrent_full_size_batches_do_not_exhaust_the_lock_table(database_url
 def test_identifier_match_with_different_demographics_does_not_overwrite_the_child(gateway, clients):
     la = clients("la")
     pupil = _pupil(unique())
-    family = unique("Alpha")
+    family = unique_name("Alpha")
     first = child_update(unique("pa-"), family, "Ann", "2014-01-01")
     first["Identity"]["PupilNumber"] = pupil
     [created] = la.submit_updates([first])
     # Another record -- another child, same pupil number (a keying error; the check letter is not
     # validated) -- from a second source record.
-    other = child_update(unique("pb-"), unique("Beta"), "Bob", "2016-06-06", gender="male")
+    other = child_update(unique("pb-"), unique_name("Beta"), "Bob", "2016-06-06", gender="male")
     other["Identity"]["PupilNumber"] = pupil
     [second] = la.submit_updates([other])
     found = clients("health").find_child(family_name=family, date_of_birth="2014-01-01", **READ)
@@ -201,7 +202,7 @@ def test_identifier_match_with_a_conflicting_nhs_number_is_held_for_review(gatew
     la = clients("la")
     pupil = _pupil(unique())
     nhs1, nhs2 = nhs_number(int(unique()[:7], 16)), nhs_number(int(unique()[:7], 16) + 7)
-    family = unique("Gamma")
+    family = unique_name("Gamma")
     first = child_update(unique("g1-"), family, "Cal", "2015-05-05", nhs=nhs1)
     first["Identity"]["PupilNumber"] = pupil
     [created] = la.submit_updates([first])
@@ -218,7 +219,7 @@ def test_identifier_match_with_a_conflicting_nhs_number_is_held_for_review(gatew
 def test_unknown_gender_from_another_source_does_not_erase_a_known_gender(gateway, clients):
     la = clients("la")
     nhs = nhs_number(int(unique()[:7], 16))
-    family = unique("Delta")
+    family = unique_name("Delta")
     [created] = la.submit_updates([child_update(unique("d1-"), family, "Dee", "2013-07-07", nhs=nhs)])
     [second] = la.submit_updates([child_update(unique("d2-"), family, "Dee", "2013-07-07", nhs=nhs,
                                                gender="unknown")])

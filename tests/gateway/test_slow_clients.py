@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from gateway.db import rate_counters
 from gateway.soap import SOAP_ACTION_PREFIX
-from tests.support import child_update, foreign_ca_client_material, private_gateway, unique
+from tests.support import unique_name, child_update, foreign_ca_client_material, private_gateway, unique
 
 STALLERS = 500
 SPREAD = [f"127.0.{i}.{j}" for i in range(1, 5) for j in range(2, 7)]  # 20 addresses, 25 each
@@ -155,7 +155,7 @@ def assert_answers_promptly(gateway) -> None:
         timings[name] = time.monotonic() - started
         return result
 
-    family, given = unique("F"), unique("G")  # nobody like this child yet: "created", not "review"
+    family, given = unique_name("F"), unique_name("G")  # nobody like this child yet: "created", not "review"
     dob = f"20{random.randint(10, 23)}-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"
     [result] = timed("SubmitUpdates", lambda: la.submit_updates(
         [child_update(unique("src-"), family, given, dob)]))
@@ -328,7 +328,7 @@ def test_sigterm_lets_a_request_in_progress_finish_then_stops(backend, tmp_path)
     with private_gateway(backend, tmp_path / "home", orgs={"LA": ("local_authority", ["push", "query"])}) as gw:
         la = gw.client("la")
         data = la.build_request("SubmitUpdates", ChildUpdate=[
-            child_update(unique("stop-"), unique("F"), "Ann", "2015-01-02") for _ in range(300)])
+            child_update(unique("stop-"), unique_name("F"), "Ann", "2015-01-02") for _ in range(300)])
         with stallers(gw, _tls, ["127.0.0.1"], n=1) as [tls]:
             tls.sendall(b"POST /soap/v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml; charset=utf-8\r\n"
                         b"SOAPAction: \"%sSubmitUpdates\"\r\nContent-Length: %d\r\n\r\n"

@@ -36,8 +36,10 @@ class UnknownConstruct(Exception):
 
 @dataclass(frozen=True)
 class SimpleType:
-    base: str                       # string | token | date | boolean | base64Binary
+    base: str                       # string | token | date | boolean | base64Binary | int
     min_length: int | None = None
+    min_inclusive: int | None = None
+    max_inclusive: int | None = None
     max_length: int | None = None
     pattern: str | None = None
     enumeration: tuple[str, ...] = ()
@@ -111,7 +113,7 @@ def _simple(node: etree._Element) -> SimpleType:
     if etree.QName(restriction).localname != "restriction":
         raise UnknownConstruct(f"simpleType {node.get('name')}: xs:{etree.QName(restriction).localname}")
     base = restriction.get("base")
-    if base not in ("xs:string", "xs:token"):
+    if base not in ("xs:string", "xs:token", "xs:int"):
         raise UnknownConstruct(f"simpleType {node.get('name')} restricting {base}")
     facets: dict = {"enumeration": []}
     for facet in restriction:
@@ -122,10 +124,13 @@ def _simple(node: etree._Element) -> SimpleType:
             facets["pattern"] = value
         elif name == "enumeration":
             facets["enumeration"].append(value)
+        elif name in ("minInclusive", "maxInclusive") and base == "xs:int":
+            facets[name] = int(value)
         else:
             raise UnknownConstruct(f"facet xs:{name}")
     return SimpleType(base=base[3:], min_length=facets.get("minLength"), max_length=facets.get("maxLength"),
-                      pattern=facets.get("pattern"), enumeration=tuple(facets["enumeration"]))
+                      pattern=facets.get("pattern"), enumeration=tuple(facets["enumeration"]),
+                      min_inclusive=facets.get("minInclusive"), max_inclusive=facets.get("maxInclusive"))
 
 
 def _occurs(value: str | None, default: int) -> int | None:
@@ -240,6 +245,12 @@ def value_strategy(simple: SimpleType) -> st.SearchStrategy[str]:
         return xs_dates()
     if simple.base == "boolean":
         return BOOLEANS
+    if simple.base == "int":  # lexical variants the schema accepts: a sign, leading zeros, spaces
+        low = -2**31 if simple.min_inclusive is None else simple.min_inclusive
+        high = 2**31 - 1 if simple.max_inclusive is None else simple.max_inclusive
+        return st.tuples(st.sampled_from(["", " "]), st.integers(low, high),
+                         st.sampled_from(["{}", "+{}", "0{}"])).map(
+            lambda t: t[0] + (t[2].format(t[1]) if t[1] >= 0 else str(t[1])))
     if simple.base == "base64Binary":
         return st.binary(max_size=48).map(lambda b: __import__("base64").b64encode(b).decode())
     if simple.base == "token":

@@ -12,7 +12,7 @@ import zeep
 
 from tests.interop.conftest import node_job
 from tests.interop.zeep_wsse import fault_code, zeep_client
-from tests.support import unique
+from tests.support import unique_name
 
 READER = {"UserId": "mistake.user", "Role": "gp"}
 REASON = {"_value_1": "new referral", "code": "referral"}
@@ -22,7 +22,7 @@ WSSE_NS = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-se
 def _find_with_zeep(gateway, **options):
     client = zeep_client(gateway, "health", **options)
     with pytest.raises(zeep.exceptions.Fault) as raised:
-        client.service.FindChild(Requester=READER, Reason=REASON, FamilyName=unique("Mistake"),
+        client.service.FindChild(Requester=READER, Reason=REASON, FamilyName=unique_name("Mistake"),
                                  DateOfBirth="2015-01-01")
     return fault_code(raised.value), raised.value.message
 
@@ -30,7 +30,7 @@ def _find_with_zeep(gateway, **options):
 def _find_with_node_soap(gateway, node_soap, **security):
     [answer] = node_soap(node_job(gateway, "health", [{"operation": "FindChild", "args": {
         "Requester": READER, "Reason": {"attributes": {"code": "referral"}, "$value": "new referral"},
-        "FamilyName": unique("Mistake"), "DateOfBirth": "2015-01-01"}}], **security))
+        "FamilyName": unique_name("Mistake"), "DateOfBirth": "2015-01-01"}}], **security))
     assert not answer["ok"], "the mistake was accepted"
     return answer["fault"]["code"], answer["fault"]["message"]
 

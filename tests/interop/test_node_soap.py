@@ -6,7 +6,7 @@ options, calls the three operations against the real gateway and reads the gatew
 from __future__ import annotations
 
 from tests.interop.conftest import node_job
-from tests.support import child_update, unique
+from tests.support import unique_name, child_update, unique
 
 READER = {"UserId": "node.user", "Role": "social worker"}
 
@@ -17,7 +17,7 @@ def reason(code: str = "safeguarding", text: str = "checking who is involved bef
 
 
 def test_node_soap_submits_finds_and_reads_a_child(gateway, node_soap):
-    family = unique("Node")
+    family = unique_name("Node")
     update = child_update(unique("node-"), family, "Ada", "2016-05-04")
     [submitted] = node_soap(node_job(gateway, "la", [{"operation": "SubmitUpdates", "args": {"ChildUpdate": [update]}}]))
     assert submitted["ok"], submitted.get("fault")
@@ -45,7 +45,7 @@ def test_node_soap_submits_finds_and_reads_a_child(gateway, node_soap):
 def test_node_soap_reads_the_fault_of_get_contacts_without_a_reason(gateway, node_soap):
     [submitted] = node_soap(node_job(gateway, "la", [
         {"operation": "SubmitUpdates",
-         "args": {"ChildUpdate": [child_update(unique("node-"), unique("Node"), "Bea", "2017-06-05")]}}]))
+         "args": {"ChildUpdate": [child_update(unique("node-"), unique_name("Node"), "Bea", "2017-06-05")]}}]))
     child_id = submitted["result"]["Result"][0]["ChildId"]
     no_reason, blank_reason = node_soap(node_job(gateway, "health", [
         {"operation": "GetContacts", "args": {"Requester": READER, "ChildId": child_id}},

@@ -19,7 +19,7 @@ from lxml import etree
 from connectors.client import GatewayClient, request_digest
 from gateway.security import wsse
 from gateway.soap import CG, SOAP_ENV, q
-from tests.support import child_update, unique
+from tests.support import unique_name, child_update, unique
 
 # The attack never got past the TLS handshake: no fault; one audit row, CertificateRejected, naming
 # nobody (no certificate was accepted) but the address.
@@ -134,11 +134,11 @@ def sent_once(client: GatewayClient, operation: str, **kwargs) -> tuple[bytes, e
 
 
 def submit_kwargs(family: str | None = None) -> dict:
-    return {"ChildUpdate": [child_update(unique("atk-"), family or unique("Attack"), "Zed", "2016-02-03")]}
+    return {"ChildUpdate": [child_update(unique("atk-"), family or unique_name("Attack"), "Zed", "2016-02-03")]}
 
 
 def find_kwargs(**overrides) -> dict:
-    call = {"Requester": REQUESTER, "Reason": REASON, "FamilyName": unique("Nobody"),
+    call = {"Requester": REQUESTER, "Reason": REASON, "FamilyName": unique_name("Nobody"),
             "DateOfBirth": "2012-01-01"}
     call.update(overrides)
     return {k: v for k, v in call.items() if v is not None}

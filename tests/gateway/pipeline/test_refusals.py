@@ -25,7 +25,7 @@ from tests.gateway.pipeline.attacks import (
     REQUESTER, TLS_HANDSHAKE, assert_no_leak, assert_post_refused, assert_refused, baseline, fault_message,
     find_kwargs, get_contacts_kwargs, resign, sent_once, submit_kwargs,
 )
-from tests.support import foreign_ca_client_material, unique
+from tests.support import unique_name, foreign_ca_client_material
 
 
 def now() -> dt.datetime:
@@ -123,9 +123,9 @@ def test_signer_from_another_organisation_than_the_tls_client_is_refused(gateway
 
 def test_body_altered_after_signing_is_refused(gateway, clients):
     la = clients("la")
-    family = unique("Signed")
+    family = unique_name("Signed")
     data = la.build_request("SubmitUpdates", **submit_kwargs(family))
-    tampered = data.replace(family.encode(), unique("Forged").encode())
+    tampered = data.replace(family.encode(), unique_name("Forged").encode())
     assert tampered != data
     fault = assert_post_refused(gateway, la, "SubmitUpdates", tampered, "SignatureInvalid", org_code="LA")
     assert "The digest of soap:Body does not match its ds:DigestValue" in fault_message(fault)

@@ -23,7 +23,7 @@ from tests.gateway.pipeline.attacks import (
 )
 from tests.gateway.security import signing
 from tests.gateway.security.degenerate import DEGENERATE
-from tests.support import unique
+from tests.support import unique_name
 
 ATTACKER = "urn:attacker"
 SECURITY = f"{q(SOAP_ENV, 'Header')}/{q(WSSE, 'Security')}"
@@ -77,7 +77,7 @@ def _passwd_fragments() -> list[bytes]:
 ], ids=["xxe-file", "external-dtd", "parameter-entity", "billion-laughs"])
 def test_doctype_and_entities_are_refused_without_leaking_files(gateway, clients, doctype, reference):
     la = clients("la")
-    family = unique("Entity")
+    family = unique_name("Entity")
     signed = la.build_request("FindChild", **find_kwargs(FamilyName=family))
     data = _with_doctype(signed, family, doctype, reference)
     fault = assert_post_refused(gateway, la, "FindChild", data, "MalformedMessage", org_code="LA")
@@ -115,7 +115,7 @@ def test_parser_never_opens_a_file_named_in_a_doctype(gateway, clients, tmp_path
     fifo = tmp_path / "probe.fifo"
     os.mkfifo(fifo)
     la = clients("la")
-    family = unique("Fifo")
+    family = unique_name("Fifo")
     data = _with_doctype(la.build_request("FindChild", **find_kwargs(FamilyName=family)), family,
                          doctype.format(fifo=fifo), "Nobody")
     seen = {}
@@ -204,7 +204,7 @@ def _wrap_in_signature_object(envelope, evil):
 def test_signature_wrapping_is_refused_and_nothing_applied(gateway, clients, wrap):
     la = clients("la")
     envelope = _parse(la.build_request("SubmitUpdates", **submit_kwargs()))
-    wrap(envelope, _evil_body(la, unique("Wrapped")))
+    wrap(envelope, _evil_body(la, unique_name("Wrapped")))
     data = _bytes(envelope)
     assert_post_refused(gateway, la, "SubmitUpdates", data, WRAPPING_CODES, org_code="LA")
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from connectors.client import ResponseNotTrusted
 from gateway.db import audit_log
 from gateway.trust import pki
-from tests.support import child_update, private_gateway, unique
+from tests.support import unique_name, child_update, private_gateway, unique
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -28,9 +28,9 @@ _DAYS = iter(range(1, 28))
 
 
 def _push(client) -> str:
-    """A new child each time (a different birth date, so never a possible duplicate)."""
+    """A new child each time (another name and birth date, so never a possible duplicate)."""
     dob = f"2015-03-{next(_DAYS):02d}"
-    [result] = client.submit_updates([child_update(unique("SR-"), "Rotation", "Ada", dob)])
+    [result] = client.submit_updates([child_update(unique("SR-"), unique_name("Rotation"), unique_name("Ada"), dob)])
     return result["Outcome"]
 
 

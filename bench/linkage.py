@@ -1,0 +1,501 @@
+"""Linkage quality of the gateway: a synthetic population with known truth, pushed by two or three
+organisations through the real gateway, and how well their records ended up on the same child.
+
+    python bench/linkage.py                                 # 5000 children, 3 organisations, SQLite
+    python bench/linkage.py --people 2000 --orgs 2 --mix harsh --seed 99
+    python bench/linkage.py --database-url postgresql+psycopg://u@host/scratch
+    python bench/linkage.py --json                          # one JSON document on stdout
+    python bench/linkage.py --direct                        # NOT the real path: see below
+
+The real path (default). A temporary home is set up with the real CLI (`contactgate init`, one
+organisation per source: LA (local authority), HEALTH, SCHOOL (education), each accredited to push,
+with certificates from `cert issue`), `python -m gateway serve` is started on a loopback port
+(gateway.local.LocalGateway via bench/throughput.py's GatewayUnderTest), and each organisation in turn
+sends its records with signed SubmitUpdates over mutual TLS, --batch records per message.
+
+The population comes from bench/population.py: families with siblings and twins, UK-style names
+with realistic frequencies, NHS and pupil numbers for some, and per-record corruption (typos,
+nicknames, swapped names, day/month swaps, moves, name changes, missing fields, ...) from --mix.
+
+What it prints, from the ChildId each record was answered with:
+- precision, recall and F1 of automatic links: pairs of records from different organisations that
+  ended on the same ChildId, against pairs that are the same child in truth;
+- the share of records answered `review` (and, reading the gateway's review queue, how many of the
+  pairs held for review are truly the same child);
+- twins wrongly merged (a twin pair on one ChildId), siblings wrongly merged, duplicates (one true
+  child on more than one ChildId), records rejected;
+- time per record (wall) and per SubmitUpdates message, and counts per outcome per organisation;
+- recall per corruption (of the true pairs a corruption touched, the share linked), to show where
+  the matcher loses.
+
+--direct calls gateway.index.store.apply_updates in this process on a SQLite file (one transaction
+per batch), with no TLS, signatures, schema or audit: quick iteration for the engine's author. Its
+figures are labelled "direct (store only, NOT the real path)" and its times are not the gateway's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import math
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable (bench.*)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import population  # noqa: E402
+from gateway.index.model import ChildUpdate  # noqa: E402
+
+DEFAULT_SEED = 20260601  # distinct from the seeds of tests/bench (and of any engine test)
+DIRECT_LABEL = "direct (store only, NOT the real path)"
+
+
+# ---- the wire form ------------------------------------------------------------------------------
+
+def _drop_empty(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v not in (None, [], "")}
+
+
+def _address_wire(address) -> dict | None:
+    if address is None:
+        return None
+    data = {f"Line{i}": line for i, line in enumerate(address.lines[:5], 1)}
+    data.update(Town=address.town, Postcode=address.postcode)
+    return _drop_empty(data)
+
+
+def _setting_wire(setting) -> dict | None:
+    return None if setting is None else _drop_empty({"Name": setting.name, "Code": setting.code,
+                                                      "Phone": setting.phone})
+
+
+def wire_update(update: ChildUpdate) -> dict:
+    """A ChildUpdate as the SDK (connectors.client.GatewayClient.submit_updates) takes it."""
+    identity = update.identity
+    return _drop_empty({
+        "SourceRecordId": update.source_record_id,
+        "Identity": _drop_empty({
+            "FamilyName": identity.family_name, "GivenName": list(identity.given_names),
+            "PreferredName": identity.preferred_name, "PreviousName": list(identity.previous_names),
+            "DateOfBirth": identity.date_of_birth.isoformat(), "Gender": identity.gender,
+            "NhsNumber": identity.nhs_number, "PupilNumber": identity.pupil_number}),
+        "Address": _address_wire(update.address),
+        "Carer": [_drop_empty({"Name": c.name, "Relationship": c.relationship, "Phone": c.phone,
+                               "Email": c.email, "Address": _address_wire(c.address)}) for c in update.carers],
+        "EducationalSetting": _setting_wire(update.educational_setting),
+        "GpPractice": _setting_wire(update.gp_practice),
+        "Involvement": [_drop_empty({
+            "Service": i.service, "PractitionerName": i.practitioner_name, "Role": i.role, "Phone": i.phone,
+            "Email": i.email, "Start": i.start.isoformat(), "End": i.end.isoformat() if i.end else None,
+            "CafAssessment": i.caf_assessment, "LeadProfessional": i.lead_professional})
+            for i in update.involvements],
+    })
+
+
+# ---- pushing ------------------------------------------------------------------------------------
+
+@dataclass
+class Answer:
+    org: str
+    source_record_id: str
+    person_id: str
+    corruptions: tuple[str, ...]
+    outcome: str
+    child_id: str | None
+    detail: str | None = None
+
+
+@dataclass
+class PushRun:
+    path: str
+    answers: list[Answer] = field(default_factory=list)
+    message_seconds: list[float] = field(default_factory=list)  # one per SubmitUpdates (or batch)
+    wall_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    review_pairs: list[tuple[str, str, str]] | None = None  # (org, source record id, candidate child id)
+    org_codes: dict[str, str] = field(default_factory=dict)  # our org name -> code in the gateway
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def push_through_gateway(per_org: dict[str, list[population.SourceRecord]], args) -> PushRun:
+    """Each organisation sends its records with signed SubmitUpdates over mutual TLS."""
+    from bench.throughput import GatewayUnderTest
+    from connectors.client import GatewayClient
+
+    home = Path(tempfile.mkdtemp(prefix="cg-linkage-"))
+    gateway = GatewayUnderTest(home=home, database_url=args.database_url or f"sqlite:///{home}/contactgate.db")
+    run = PushRun(path="gateway (signed SubmitUpdates over mutual TLS)")
+    kinds = {spec.code: spec.kind for spec in population.ORGS}
+    try:
+        t0 = time.perf_counter()
+        _log(args, f"setting up a gateway home in {home} ...")
+        gateway.cli("init")
+        for org in per_org:
+            gateway.add_org(org.lower(), kinds[org], ["push"])
+            run.org_codes[org] = f"{org}-{gateway.run_id}"
+        gateway.start(args.workers, timeout_s=60)
+        run.setup_seconds = time.perf_counter() - t0
+        wall0 = time.perf_counter()
+        for org, records in per_org.items():
+            client = GatewayClient.from_directory(gateway.url, gateway.certs[org.lower()])
+            _log(args, f"{org}: pushing {len(records)} records in batches of {args.batch} ...")
+            for batch in _batches(records, args.batch):
+                payload = [wire_update(r.update) for r in batch]
+                m0 = time.perf_counter()
+                results = client.submit_updates(payload)
+                run.message_seconds.append(time.perf_counter() - m0)
+                by_id = {r["SourceRecordId"]: r for r in results}
+                for record in batch:
+                    result = by_id[record.update.source_record_id]
+                    run.answers.append(Answer(org, record.update.source_record_id, record.person_id,
+                                              record.corruptions, result["Outcome"], result.get("ChildId"),
+                                              result.get("Detail")))
+            client.session.close()
+        run.wall_seconds = time.perf_counter() - wall0
+        run.review_pairs = _read_review_queue(gateway.database_url, run.org_codes,
+                                              keys=gateway.home / "keys" / "data-keys.json")
+        return run
+    except Exception:
+        log = gateway.server_log()
+        if log:
+            print(f"--- server log (tail) ---\n{log}", file=sys.stderr)
+        raise
+    finally:
+        gateway.stop()
+        if args.keep_home:
+            print(f"home kept: {home}", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def push_direct(per_org: dict[str, list[population.SourceRecord]], args) -> PushRun:
+    """NOT the real path: gateway.index.store.apply_updates in this process, on a SQLite file."""
+    from gateway.db import make_engine, migrate
+    from gateway.index import store
+
+    home = Path(tempfile.mkdtemp(prefix="cg-linkage-direct-"))
+    url = args.database_url or f"sqlite:///{home}/index.db"
+    run = PushRun(path=DIRECT_LABEL, org_codes={org: org for org in per_org})
+    try:
+        t0 = time.perf_counter()
+        migrate(url)
+        engine = make_engine(url)
+        run.setup_seconds = time.perf_counter() - t0
+        wall0 = time.perf_counter()
+        for org, records in per_org.items():
+            _log(args, f"{org}: applying {len(records)} records in batches of {args.batch} (direct) ...")
+            for batch in _batches(records, args.batch):
+                m0 = time.perf_counter()
+                with engine.begin() as conn:
+                    results = store.apply_updates(conn, org, [r.update for r in batch],
+                                                  dt.datetime.now(dt.timezone.utc))
+                run.message_seconds.append(time.perf_counter() - m0)
+                for record, result in zip(batch, results):
+                    run.answers.append(Answer(org, record.update.source_record_id, record.person_id,
+                                              record.corruptions, result.outcome, result.child_id, result.detail))
+        run.wall_seconds = time.perf_counter() - wall0
+        engine.dispose()
+        run.review_pairs = _read_review_queue(url, run.org_codes)
+        return run
+    finally:
+        if args.keep_home:
+            print(f"database kept: {url}", file=sys.stderr)
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _read_review_queue(url: str, org_codes: dict[str, str], keys=None) -> list[tuple[str, str, str]] | None:
+    """The pairs the gateway held for review, read from its database after the run (None when the
+    table is not there in this shape). Source record ids are stored blinded: each is read back as
+    sent, with the gateway's keys (``keys``: its home's keyring; else this process's)."""
+    try:
+        from sqlalchemy import text
+
+        from gateway.db import make_engine
+        from gateway.index import store
+
+        name_of = {code: org for org, code in org_codes.items()}
+        engine = make_engine(url, keys=keys)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT org_code, source_record_id, candidate_child_id FROM review_queue")).all()
+                rows = [(r[0], store.sent_source_id(conn, r[0], r[1]) or r[1], r[2]) for r in rows]
+        finally:
+            engine.dispose()
+        return [(name_of[r[0]], r[1], r[2]) for r in rows if r[0] in name_of]
+    except Exception:
+        return None
+
+
+def _log(args, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def evaluate(people: list[population.Person], run: PushRun) -> dict:
+    """Pairwise quality of automatic links, and the rest of the report, from the answers."""
+    person = {p.person_id: p for p in people}
+    answers = run.answers
+    by_person: dict[str, list[Answer]] = collections.defaultdict(list)
+    by_child: dict[str, list[Answer]] = collections.defaultdict(list)
+    for a in answers:
+        by_person[a.person_id].append(a)
+        if a.child_id and a.outcome != "rejected":
+            by_child[a.child_id].append(a)
+
+    # True pairs: two records of one child from different organisations.
+    true_pairs = [(x, y) for recs in by_person.values() for x, y in combinations(recs, 2) if x.org != y.org]
+    true_keys = {_pair_key(x, y) for x, y in true_pairs}
+    # Automatic links: two records from different organisations on one ChildId.
+    linked_keys, false_links = set(), collections.Counter()
+    for recs in by_child.values():
+        for x, y in combinations(recs, 2):
+            if x.org == y.org:
+                continue
+            key = _pair_key(x, y)
+            linked_keys.add(key)
+            if x.person_id != y.person_id:
+                false_links[_relation(person[x.person_id], person[y.person_id])] += 1
+    tp = len(linked_keys & true_keys)
+    fp, fn = len(linked_keys) - tp, len(true_keys) - tp
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = (2 * precision * recall / (precision + recall)) if precision and recall else None
+
+    # Twins and siblings wrongly merged: two different children of one family on one ChildId.
+    twins_merged, siblings_merged = set(), set()
+    for recs in by_child.values():
+        ids = {a.person_id for a in recs}
+        for x, y in combinations(sorted(ids), 2):
+            px, py = person[x], person[y]
+            if px.twin_id == py.person_id:
+                twins_merged.add((x, y))
+            elif px.family_id == py.family_id:
+                siblings_merged.add((x, y))
+
+    # Duplicates: one true child on more than one ChildId.
+    duplicated, extra_ids = 0, 0
+    for recs in by_person.values():
+        ids = {a.child_id for a in recs if a.child_id and a.outcome != "rejected"}
+        if len(ids) > 1:
+            duplicated += 1
+            extra_ids += len(ids) - 1
+
+    # Review: share of records, and whether the held pairs are truly the same child.
+    outcomes = collections.Counter(a.outcome for a in answers)
+    per_org = {org: dict(collections.Counter(a.outcome for a in answers if a.org == org))
+               for org in dict.fromkeys(a.org for a in answers)}
+    review = {"records": outcomes.get("review", 0), "share": _ratio(outcomes.get("review", 0), len(answers))}
+    if run.review_pairs is not None:
+        record_person = {(a.org, a.source_record_id): a.person_id for a in answers}
+        true_review = sum(1 for org, srid, candidate in run.review_pairs
+                          if record_person.get((org, srid)) in {a.person_id for a in by_child.get(candidate, ())})
+        review.update(queued_pairs=len(run.review_pairs), queued_pairs_truly_same_child=true_review)
+    else:
+        review.update(queued_pairs=None, queued_pairs_truly_same_child=None)
+
+    # Recall per corruption: of the true pairs touching a corruption, the share linked.
+    touched, linked_touched = collections.Counter(), collections.Counter()
+    for x, y in true_pairs:
+        kinds = set(x.corruptions) | set(y.corruptions) or {"(none)"}
+        hit = _pair_key(x, y) in linked_keys
+        for kind in kinds:
+            touched[kind] += 1
+            linked_touched[kind] += hit
+    per_corruption = {k: {"pairs": touched[k], "recall": linked_touched[k] / touched[k]}
+                      for k in sorted(touched, key=lambda k: (-touched[k], k))}
+
+    seconds = run.message_seconds
+    ordered = sorted(seconds)
+    return {
+        "path": run.path,
+        "records": len(answers),
+        "true_pairs": len(true_keys),
+        "auto_links": len(linked_keys),
+        "true_positives": tp, "false_positives": fp, "false_negatives": fn,
+        "precision": precision, "recall": recall, "f1": f1,
+        "false_links_by_relation": dict(false_links),
+        "review": review,
+        "twin_pairs": sum(1 for p in people if p.twin_id) // 2,
+        "twins_merged": len(twins_merged),
+        "siblings_merged": len(siblings_merged),
+        "duplicated_children": duplicated, "extra_child_ids": extra_ids,
+        "rejected": outcomes.get("rejected", 0),
+        "rejected_details": dict(collections.Counter(a.detail for a in answers if a.outcome == "rejected")),
+        "outcomes": dict(outcomes), "outcomes_per_org": per_org,
+        "time": {
+            "setup_s": run.setup_seconds, "push_wall_s": run.wall_seconds,
+            "ms_per_record": 1000 * run.wall_seconds / len(answers) if answers else None,
+            "messages": len(seconds),
+            "ms_per_message_mean": 1000 * sum(seconds) / len(seconds) if seconds else None,
+            "ms_per_message_p50": 1000 * _percentile(ordered, 50) if ordered else None,
+            "ms_per_message_p95": 1000 * _percentile(ordered, 95) if ordered else None,
+        },
+        "recall_per_corruption": per_corruption,
+    }
+
+
+def _pair_key(x: Answer, y: Answer) -> tuple:
+    return tuple(sorted(((x.org, x.source_record_id), (y.org, y.source_record_id))))
+
+
+def _relation(a: population.Person, b: population.Person) -> str:
+    if a.twin_id == b.person_id:
+        return "twins"
+    if a.family_id == b.family_id:
+        return "siblings"
+    if a.family_name == b.family_name and a.date_of_birth == b.date_of_birth:
+        return "unrelated, same family name and birth date"
+    return "unrelated"
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def print_report(result: dict, settings: dict) -> None:
+    t = result["time"]
+    print(f"ContactGate linkage benchmark — path: {result['path']}")
+    print(f"population   {settings['people']} children, seed {settings['seed']}, mix {settings['mix']}, "
+          f"{settings['orgs']} organisations ({', '.join(settings['org_names'])}), overlap {settings['overlap']}, "
+          f"{settings['population']['twin_pairs']} twin pairs, {settings['population']['families']} families")
+    print(f"records      {result['records']} pushed ({', '.join(f'{o} {n}' for o, n in settings['records_per_org'].items())})"
+          f"; {result['true_pairs']} true cross-organisation pairs")
+    print()
+    print("Automatic links (pairs of records from different organisations on one ChildId)")
+    print(f"  precision    {_fmt(result['precision'])}   ({result['true_positives']} true of {result['auto_links']} links)")
+    print(f"  recall       {_fmt(result['recall'])}   ({result['false_negatives']} true pairs not linked)")
+    print(f"  F1           {_fmt(result['f1'])}")
+    if result["false_links_by_relation"]:
+        print(f"  false links  {', '.join(f'{k}: {v}' for k, v in result['false_links_by_relation'].items())}")
+    review = result["review"]
+    print(f"  review       {review['records']} records = {_fmt(review['share'], 3)} of all"
+          + ("" if review["queued_pairs"] is None else
+             f"; {review['queued_pairs']} pairs queued, {review['queued_pairs_truly_same_child']} truly the same child"))
+    print(f"  twins merged {result['twins_merged']} of {result['twin_pairs']} pairs;   siblings merged "
+          f"{result['siblings_merged']}")
+    print(f"  duplicates   {result['duplicated_children']} children on more than one ChildId "
+          f"({result['extra_child_ids']} extra ids)")
+    print(f"  rejected     {result['rejected']}" + (f"  ({'; '.join(f'{k}: {v}' for k, v in result['rejected_details'].items())})"
+                                                    if result["rejected_details"] else ""))
+    print(f"  outcomes     {', '.join(f'{k} {v}' for k, v in sorted(result['outcomes'].items()))}")
+    for org, counts in result["outcomes_per_org"].items():
+        print(f"    {org:<8} {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
+    print()
+    print(f"Time ({result['path']})")
+    print(f"  set-up {t['setup_s']:.1f} s; pushing {t['push_wall_s']:.1f} s wall = {_fmt(t['ms_per_record'], 2)} ms per record")
+    print(f"  per message ({settings['batch']} records): mean {_fmt(t['ms_per_message_mean'], 1)} ms, "
+          f"p50 {_fmt(t['ms_per_message_p50'], 1)} ms, p95 {_fmt(t['ms_per_message_p95'], 1)} ms over {t['messages']} messages")
+    print()
+    print("Recall per corruption (true pairs where either record carries it)")
+    for kind, row in list(result["recall_per_corruption"].items())[: settings.get("top", 40)]:
+        print(f"  {kind:<28} {row['pairs']:>6} pairs   recall {row['recall']:.3f}")
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=5000, help="children in the population (default 5000)")
+    parser.add_argument("--orgs", type=int, choices=(2, 3), default=3,
+                        help="2: LA and HEALTH; 3: and SCHOOL (default 3)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"default {DEFAULT_SEED}")
+    parser.add_argument("--mix", default="default", choices=sorted(population.MIXES),
+                        help="corruption mix (bench/population.py MIXES; default 'default')")
+    parser.add_argument("--overlap", type=float, default=0.8,
+                        help="probability that an organisation holds a given child (default 0.8)")
+    parser.add_argument("--twin-rate", type=float, default=population.TWIN_RATE,
+                        help=f"twin maternities per maternity (default {population.TWIN_RATE}, ONS)")
+    parser.add_argument("--batch", type=int, default=250, help="records per SubmitUpdates (default 250, max 1000)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--database-url", default=None,
+                        help="SQLAlchemy URL of a scratch database (default: SQLite in the temporary home)")
+    parser.add_argument("--direct", action="store_true",
+                        help="NOT the real path: store.apply_updates in-process on SQLite (engine iteration)")
+    parser.add_argument("--today", type=dt.date.fromisoformat, default=None,
+                        help="reference date of the population (default today; pin it to reproduce a run)")
+    parser.add_argument("--write-jsonl", metavar="DIR", default=None,
+                        help="also write each organisation's records (ChildUpdate.record() per line, and a "
+                             "labelled <org>.truth.jsonl) into DIR")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    parser.add_argument("--keep-home", action="store_true", help="keep the temporary home / database")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+    if args.people < 2 or not 1 <= args.batch <= 1000 or not 0 < args.overlap <= 1:
+        parser.error("--people >= 2, 1 <= --batch <= 1000, 0 < --overlap <= 1")
+    return args
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    from gateway.security import vault
+
+    with vault.using(vault.throwaway()):  # --direct's in-process store: keys held in memory only
+        return _main(args)
+
+
+def _main(args) -> int:
+    today = args.today or dt.date.today()
+    t0 = time.perf_counter()
+    people = population.generate(args.people, args.seed, args.mix, today=today, twin_rate=args.twin_rate)
+    per_org = population.views(people, args.orgs, args.seed, overlap=args.overlap, mix=args.mix, today=today)
+    generated_s = time.perf_counter() - t0
+    _log(args, f"generated {len(people)} children and {sum(map(len, per_org.values()))} records in {generated_s:.1f} s")
+    if args.write_jsonl:
+        out = Path(args.write_jsonl)
+        out.mkdir(parents=True, exist_ok=True)
+        for org, records in per_org.items():
+            population.write_jsonl(records, out / f"{org.lower()}.jsonl")
+            population.write_jsonl(records, out / f"{org.lower()}.truth.jsonl", with_truth=True)
+    try:
+        run = push_direct(per_org, args) if args.direct else push_through_gateway(per_org, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    result = evaluate(people, run)
+    settings = {"people": args.people, "seed": args.seed, "mix": args.mix, "orgs": args.orgs,
+                "org_names": list(per_org), "overlap": args.overlap, "batch": args.batch,
+                "today": today.isoformat(), "database": "PostgreSQL" if (args.database_url or "").startswith(
+                    "postgresql") else "SQLite", "generated_s": generated_s,
+                "population": population.summary(people),
+                "records_per_org": {org: len(records) for org, records in per_org.items()}}
+    if args.json:
+        print(json.dumps({"settings": settings, "result": result}, indent=1, default=str))
+    else:
+        print_report(result, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

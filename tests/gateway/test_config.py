@@ -1,0 +1,25 @@
+"""Linkage settings: read from the environment, refused with a clear message when unusable."""
+
+import pytest
+
+from gateway.config import Settings, SettingError
+
+
+def settings(**env) -> Settings:
+    return Settings.from_env({"CONTACTGATE_HOME": "/tmp/cg-config-test", **env})
+
+
+def test_linkage_thresholds_and_floor_are_read_from_the_environment():
+    s = settings(CONTACTGATE_LINK_UPPER="0.99", CONTACTGATE_LINK_LOWER="0.2", CONTACTGATE_FIND_FLOOR="55")
+    assert (s.link_upper, s.link_lower, s.find_floor) == (0.99, 0.2, 55)
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"CONTACTGATE_LINK_UPPER": "1.5"}, "CONTACTGATE_LINK_UPPER must be a probability"),
+    ({"CONTACTGATE_LINK_LOWER": "abc"}, "CONTACTGATE_LINK_LOWER must be a probability"),
+    ({"CONTACTGATE_LINK_UPPER": "0.3", "CONTACTGATE_LINK_LOWER": "0.4"}, "must be below CONTACTGATE_LINK_UPPER"),
+    ({"CONTACTGATE_FIND_FLOOR": "101"}, "CONTACTGATE_FIND_FLOOR must be a score from 1 to 100"),
+])
+def test_unusable_linkage_settings_are_refused_by_name(env, needle):
+    with pytest.raises(SettingError, match=needle):
+        settings(**env)
