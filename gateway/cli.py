@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 from cryptography import x509
 
-from gateway import __version__, audit, files
+from gateway import __version__, audit, files, officers
 from gateway.config import Settings, SettingError, safe_url
 from gateway.db import make_engine, reader
 from gateway.home import HomeError, init_home, load_ca, permission_problems, sqlite_database_path
@@ -190,6 +190,32 @@ class Context:
         self.require_home()
         self.require_schema_at_head()
 
+    def signed_in(self, roles: tuple[str, ...] = registry.READ_ROLES, *, action: str = "this command",
+                  named: str | None = None) -> officers.Officer:
+        """The officer signed in on this terminal (their session's idle clock restarts), holding one
+        of ``roles``; refused without a good session. ``named``: the retired --officer flag, still
+        accepted as a check that it names the signed-in officer."""
+        path = officers.session_path()
+        try:
+            _, token = officers.read_session(path, officers.database_identity(self.settings.database_url))
+            with self.engine.begin() as conn:
+                actor = officers.resume(conn, token, settings=self.settings)
+        except officers.OfficerError as exc:
+            raise Refused(str(exc)) from None
+        if named is not None:
+            try:
+                same = officers.canonical_id(named) == actor.officer_id
+            except officers.OfficerError:
+                same = False
+            if not same:
+                _fail(f"--officer {named!r} is not the officer signed in ({actor.officer_id}); the acting "
+                      f"officer is whoever is signed in (the flag is retired)")
+        if actor.must_change_password:
+            _fail("the password must be changed first: run `contactgate officer password`")
+        if not actor.holds(*roles):
+            _fail(f"{action} needs the role {' or '.join(roles)}; {actor.officer_id} holds {actor.role_text}")
+        return actor
+
     def check_database_reachable(self) -> None:
         """For `init`: a server database must answer before anything is made (SQLite is made by init)."""
         if sqlite_database_path(self.settings.database_url) is not None:
@@ -215,6 +241,11 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+OFFICER_FLAG = click.option("--officer", "named", default=None, metavar="ID",
+                            help="Retired: the acting officer is whoever is signed in (`contactgate login`); "
+                                 "if given, it must name that officer.")
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 
 
 def _debug() -> bool:
@@ -286,18 +317,247 @@ def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str
 @click.option("--server-name", "server_names", multiple=True,
               help="Extra DNS name or IP for the server certificate (repeatable); replaces the "
                    "server certificate.")
+@click.option("--officers", "officers_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="JSON list of the first officers ({id, name, roles, password, totp_secret}) "
+                                 "for automated set-up; without it, init asks for the first senior officer.")
 @pass_ctx
-def init(ctx: Context, server_names: tuple[str, ...]) -> None:
-    """Create the home: CA, server TLS certificate, signing key, database schema.
+def init(ctx: Context, server_names: tuple[str, ...], officers_file: Path | None) -> None:
+    """Create the home: CA, server TLS certificate, signing key, database schema, first officers.
 
     Safe to run twice: what exists is kept, the schema is migrated to the newest revision, and
-    files readable by others are tightened (home and directories 0700, files 0600)."""
+    files readable by others are tightened (home and directories 0700, files 0600). The first
+    senior officer is asked for (or read from --officers) only while there is no officer at all."""
     ctx.settings  # a bad setting stops here, before anything is made
     ctx.check_database_reachable()
     ctx.check_redis_reachable()
+    wanted = _read_officers_file(officers_file) if officers_file else None
     report = init_home(ctx.settings, list(server_names))
     for verb, item in report.lines:
         click.echo(f"{verb:<8} {item}")
+    _first_officers(ctx, wanted)
+
+
+def _read_officers_file(path: Path) -> list[dict]:
+    try:
+        entries = json.loads(path.read_text())
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("not a JSON list of objects")
+        for e in entries:
+            missing = {"id", "name", "roles", "password", "totp_secret"} - set(e)
+            if missing:
+                raise ValueError(f"an entry lacks {', '.join(sorted(missing))}")
+    except ValueError as exc:
+        _fail(f"--officers {path}: {exc}")
+    if not any("senior_officer" in (e.get("roles") or ()) for e in entries):
+        _fail(f"--officers {path}: at least one officer must hold senior_officer")
+    return entries
+
+
+def _first_officers(ctx: Context, wanted: list[dict] | None) -> None:
+    with ctx.engine.begin() as conn:
+        existing = officers.count(conn)
+    if existing:
+        if wanted:
+            click.echo(f"kept     {existing} officer account(s); --officers ignored (officers are added "
+                       f"with `contactgate officer add`)")
+        return
+    if wanted is None:
+        if not sys.stdin.isatty():
+            click.echo("note     no officer yet: run `contactgate init` on a terminal, or with --officers FILE")
+            return
+        wanted = [_ask_first_officer()]
+    try:
+        with ctx.engine.begin() as conn:
+            for entry in wanted:
+                made = officers.create(conn, ctx.trail, None, entry["id"], entry["name"], entry["roles"],
+                                       entry["password"], entry["totp_secret"],
+                                       must_change_password=bool(entry.get("must_change_password", False)))
+                click.echo(f"created  officer {made.officer_id} ({made.role_text})")
+    except officers.OfficerError as exc:
+        raise Refused(f"first officers: {exc}") from None
+
+
+def _ask_first_officer() -> dict:
+    click.echo("The first senior officer (they add the others with `contactgate officer add`):")
+    officer_id = click.prompt("  officer id")
+    name = click.prompt("  full name")
+    password = click.prompt(f"  password (at least {officers.MIN_PASSWORD} characters)", hide_input=True,
+                            confirmation_prompt=True)
+    secret = officers.new_totp_secret()
+    _enrol(officer_id, secret)
+    while not officers.code_matches(secret, click.prompt("  code from the authenticator app")):
+        click.echo("  that code does not match: check the app's clock and try again")
+    return {"id": officer_id, "name": name, "roles": ["senior_officer", "officer"], "password": password,
+            "totp_secret": secret}
+
+
+def _enrol(officer_id: str, secret: str) -> None:
+    uri = officers.provisioning_uri(officers.canonical_id(officer_id), secret)
+    click.echo("  scan this with an authenticator app (or type the secret in):")
+    click.echo(officers.terminal_qr(uri))
+    click.echo(f"  secret: {secret}")
+
+
+# ---- officers and their sessions ---------------------------------------------------------------------
+
+@main.command()
+@click.option("--officer", "officer_id", default=None, help="The officer's id (asked for if not given).")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (and, when a change is due, "
+                   "the new password from the second).")
+@click.option("--code", default=None, help="The current code from the authenticator app (asked for if not given).")
+@pass_ctx
+def login(ctx: Context, officer_id: str | None, password_stdin: bool, code: str | None) -> None:
+    """Sign in: password and authenticator code; the session lasts while used (see `whoami`)."""
+    officer_id = officer_id or click.prompt("officer id")
+    new_password = None
+    if password_stdin:
+        lines = sys.stdin.read().splitlines()
+        password = lines[0] if lines else ""
+        new_password = lines[1] if len(lines) > 1 else None
+    else:
+        password = click.prompt("password", hide_input=True)
+    code = code or click.prompt("code")
+    with ctx.engine.begin() as conn:
+        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings)
+    if result.officer is None:
+        _fail("sign-in refused: the officer id, password or code is wrong, or the account is locked or "
+              "disabled (every attempt is audited)")
+    path = officers.session_path()
+    officers.write_session(path, result.officer.officer_id, result.token,
+                           officers.database_identity(ctx.settings.database_url))
+    click.echo(f"signed in as {result.officer.officer_id} ({result.officer.role_text}); session in {path}")
+    if result.officer.must_change_password:
+        if new_password is None:
+            if password_stdin:
+                _fail("a new password is due: give it on the second line of standard input")
+            new_password = click.prompt("a new password is due; new password", hide_input=True,
+                                        confirmation_prompt=True)
+        _change_password(ctx, result.officer, new_password)
+
+
+def _change_password(ctx: Context, actor: officers.Officer, new_password: str) -> None:
+    try:
+        with ctx.engine.begin() as conn:
+            officers.change_password(conn, ctx.trail, actor, new_password)
+    except officers.OfficerError as exc:
+        raise Refused(str(exc)) from None
+    click.echo("password changed")
+
+
+@main.command()
+@pass_ctx
+def logout(ctx: Context) -> None:
+    """End the session on this terminal."""
+    path = officers.session_path()
+    try:
+        _, token = officers.read_session(path, officers.database_identity(ctx.settings.database_url))
+    except officers.NotSignedIn:
+        path.unlink(missing_ok=True)
+        click.echo("not signed in")
+        return
+    with ctx.engine.begin() as conn:
+        officers.end_session(conn, ctx.trail, token)
+    path.unlink(missing_ok=True)
+    click.echo("signed out")
+
+
+@main.command()
+@pass_ctx
+def whoami(ctx: Context) -> None:
+    """Who is signed in, with which roles."""
+    actor = ctx.signed_in(tuple(officers.ROLES), action="whoami")
+    click.echo(f"{actor.officer_id} ({actor.name}): {actor.role_text}")
+
+
+@main.group("officer")
+def officer_group() -> None:
+    """Officer accounts (a senior officer adds, disables and resets them)."""
+
+
+def _officer_call(ctx: Context, fn, *args, **kwargs):
+    try:
+        with ctx.engine.begin() as conn:
+            return fn(conn, ctx.trail, *args, **kwargs)
+    except officers.OfficerError as exc:
+        raise Refused(str(exc)) from None
+
+
+@officer_group.command("add")
+@click.argument("officer_id")
+@click.option("--name", required=True, help="The officer's full name.")
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(officers.ROLES),
+              help="A role (repeatable).")
+@pass_ctx
+def officer_add(ctx: Context, officer_id: str, name: str, roles: tuple[str, ...]) -> None:
+    """Add an officer: prints a one-time password (changed at first sign-in) and the TOTP enrolment."""
+    actor = ctx.signed_in(("senior_officer",), action="officer add")
+    password, secret = officers.one_time_password(), officers.new_totp_secret()
+    made = _officer_call(ctx, officers.create, actor, officer_id, name, roles, password, secret,
+                         must_change_password=True)
+    click.echo(f"added officer {made.officer_id} ({made.role_text})")
+    click.echo(f"  one-time password (give it to them in person; changed at first sign-in): {password}")
+    _enrol(made.officer_id, secret)
+
+
+@officer_group.command("disable")
+@click.argument("officer_id")
+@click.option("--reason", required=True, help="Why the account is disabled.")
+@pass_ctx
+def officer_disable(ctx: Context, officer_id: str, reason: str) -> None:
+    """Disable an account: its sessions end and it signs in no more."""
+    actor = ctx.signed_in(("senior_officer",), action="officer disable")
+    made = _officer_call(ctx, officers.disable, actor, officer_id, reason)
+    click.echo(f"disabled officer {made.officer_id}")
+
+
+@officer_group.command("reset")
+@click.argument("officer_id")
+@pass_ctx
+def officer_reset(ctx: Context, officer_id: str) -> None:
+    """New one-time password and TOTP secret for an officer (also enables a disabled or locked account)."""
+    actor = ctx.signed_in(("senior_officer",), action="officer reset")
+    password, secret = officers.one_time_password(), officers.new_totp_secret()
+    made = _officer_call(ctx, officers.reset, actor, officer_id, password, secret)
+    click.echo(f"reset officer {made.officer_id}")
+    click.echo(f"  one-time password (changed at first sign-in): {password}")
+    _enrol(made.officer_id, secret)
+
+
+@officer_group.command("password")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@pass_ctx
+def officer_password(ctx: Context, password_stdin: bool) -> None:
+    """Change your own password."""
+    path = officers.session_path()
+    try:
+        _, token = officers.read_session(path, officers.database_identity(ctx.settings.database_url))
+        with ctx.engine.begin() as conn:
+            actor = officers.resume(conn, token, settings=ctx.settings)
+    except officers.OfficerError as exc:
+        raise Refused(str(exc)) from None
+    new = (sys.stdin.readline().rstrip("\n") if password_stdin
+           else click.prompt("new password", hide_input=True, confirmation_prompt=True))
+    _change_password(ctx, actor, new)
+
+
+@officer_group.command("list")
+@JSON_FLAG
+@pass_ctx
+def officer_list(ctx: Context, as_json: bool) -> None:
+    """Every officer account, its roles and state."""
+    ctx.signed_in(tuple(officers.ROLES), action="officer list")
+    with ctx.reader.connect() as conn:
+        found = officers.list_all(conn)
+    if as_json:
+        _echo_json([{"id": o.officer_id, "name": o.name, "roles": sorted(o.roles), "disabled": o.disabled,
+                     "locked_until": o.locked_until, "must_change_password": o.must_change_password}
+                    for o in found])
+        return
+    for o in found:
+        state = "disabled" if o.disabled else ("locked" if o.locked_until and o.locked_until > officers._now()
+                                               else "active")
+        click.echo(f"{o.officer_id}  {o.name}  roles={o.role_text}  {state}")
 
 
 @main.command(needs_home=False, short_help="Upgrade the database schema to the newest revision.")
@@ -334,17 +594,41 @@ def _registry_call(ctx: Context, fn, *args, **kwargs):
     try:
         with ctx.engine.begin() as conn:
             return fn(conn, trail, *args, **kwargs)
-    except RegistryError as exc:
+    except (RegistryError, officers.OfficerError) as exc:
         raise Refused(str(exc)) from None
 
 
-def _show_org(o: registry.Organisation) -> None:
-    pending = ""
-    if o.pending_scopes is not None:
-        pending = (f"  proposed: scopes={','.join(sorted(o.pending_scopes))} expires={o.pending_expires} "
-                   f"by {o.pending_by}, awaiting a second officer")
-    click.echo(f"{o.code}  {o.name}  kind={o.kind}  status={o.status}  "
-               f"scopes={','.join(sorted(o.scopes)) or '-'}  expires={o.expires or '-'}{pending}")
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _show_org(o: registry.Organisation, today: dt.date | None = None) -> None:
+    today = today or dt.date.today()
+    click.echo(f"{o.code}  {o.name}  kind={o.kind}  status={o.effective_status(today)}  "
+               f"scopes={','.join(sorted(o.scopes)) or '-'}  expires={o.expires or '-'}")
+    for p in o.pending:
+        click.echo(f"  proposal {p.id} ({p.kind}) by {p.proposed_by}, awaiting a second officer: {p.summary()}")
+
+
+def _show_proposal(p: registry.Proposal) -> None:
+    click.echo(f"proposal {p.id} ({p.kind}) for {p.org_code or 'the trust list'} by {p.proposed_by}: {p.status}")
+    click.echo(f"  {p.summary()}")
+    if p.status == "pending":
+        target = f"org approve {p.org_code}" if p.org_code else "trust approve"
+        click.echo(f"  a second officer approves it with: contactgate {target} --proposal {p.id}")
+
+
+def _evidence_digests(paths: tuple[Path, ...]) -> list[dict]:
+    import hashlib
+
+    digests = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests.append({"name": path.name, "sha256": digest.hexdigest()})
+    return digests
 
 
 @org.command("add")
@@ -353,8 +637,9 @@ def _show_org(o: registry.Organisation) -> None:
 @click.option("--kind", required=True, type=click.Choice(registry.KINDS), help="What kind of organisation.")
 @pass_ctx
 def org_add(ctx: Context, code: str, name: str, kind: str) -> None:
-    """Register an organisation under CODE."""
-    _show_org(_registry_call(ctx, registry.add_org, code, name, kind))
+    """Register an organisation under CODE (unique whatever its case)."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org add")
+    _show_org(_registry_call(ctx, registry.add_org, code, name, kind, actor))
 
 
 @org.command("accredit")
@@ -362,69 +647,137 @@ def org_add(ctx: Context, code: str, name: str, kind: str) -> None:
 @click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(registry.SCOPES),
               help="What it may do (repeatable): push, query, shield.")
 @click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
-              help="When the accreditation ends (a future date).")
-@click.option("--officer", required=True, help="The proposing officer's id.")
-@click.option("--evidence", default=None, help="What the accreditation rests on (e.g. the agreement).")
+              help="When the accreditation ends (a future date, at most CONTACTGATE_MAX_ACCREDITATION_DAYS ahead).")
+@click.option("--evidence", default=None, help="What the accreditation rests on (e.g. the agreement's reference).")
+@click.option("--evidence-file", "evidence_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A document the accreditation rests on (repeatable): its SHA-256 is recorded.")
+@OFFICER_FLAG
 @pass_ctx
-def org_accredit(ctx: Context, code, scopes, expires, officer, evidence) -> None:
-    """Propose accreditation (a second officer must approve)."""
-    _show_org(_registry_call(ctx, registry.propose_accreditation, code, list(scopes), expires.date(),
-                             officer, evidence, dt.date.today()))
+def org_accredit(ctx: Context, code, scopes, expires, evidence, evidence_files, named) -> None:
+    """Propose accreditation, renewal or a change of scopes: a second officer approves it by its id."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org accredit", named=named)
+    proposal = _registry_call(ctx, registry.propose_accreditation, code, list(scopes), expires.date(), actor,
+                              evidence, dt.date.today(), evidence_files=_evidence_digests(evidence_files),
+                              max_days=ctx.settings.max_accreditation_days)
+    _show_proposal(proposal)
+
+
+def _only_proposal(ctx: Context, code: str) -> int:
+    """With no --proposal: refuse, showing what is pending, so the approver names what they saw."""
+    with ctx.reader.connect() as conn:
+        org = registry.get_org(conn, code)
+    if org is None:
+        _fail(f"no organisation with code {code!r}")
+    if not org.pending:
+        _fail(f"nothing to approve for {org.code} (status is {org.status})")
+    shown = "; ".join(f"proposal {p.id} ({p.kind}) by {p.proposed_by}: {p.summary()}" for p in org.pending)
+    _fail(f"name the proposal you approve with --proposal ID: {shown}")
 
 
 @org.command("approve")
 @click.argument("code")
-@click.option("--officer", required=True, help="The approving officer's id (not the proposer).")
+@click.option("--proposal", "proposal_id", type=int, default=None,
+              help="The id of the proposal approved (as `org show` prints it with what it does).")
+@OFFICER_FLAG
 @pass_ctx
-def org_approve(ctx: Context, code: str, officer: str) -> None:
-    """Approve a proposed accreditation (a different officer from the proposer)."""
-    _show_org(_registry_call(ctx, registry.approve, code, officer))
+def org_approve(ctx: Context, code: str, proposal_id: int | None, named) -> None:
+    """Approve a proposal (accreditation, renewal, reinstatement): a different officer from the proposer."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org approve", named=named)
+    if proposal_id is None:
+        _only_proposal(ctx, code)
+    _show_org(_registry_call(ctx, registry.approve, code, proposal_id, actor))
+
+
+@org.command("decline")
+@click.argument("code")
+@click.option("--proposal", "proposal_id", type=int, required=True, help="The id of the proposal declined.")
+@click.option("--reason", required=True, help="Why it is declined (or withdrawn, by its proposer).")
+@pass_ctx
+def org_decline(ctx: Context, code: str, proposal_id: int, reason: str) -> None:
+    """Decline a pending proposal, with a reason."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org decline")
+    _show_org(_registry_call(ctx, registry.decline, code, proposal_id, actor, reason))
 
 
 @org.command("suspend")
 @click.argument("code")
-@click.option("--officer", required=True, help="The suspending officer's id.")
 @click.option("--reason", required=True, help="Why its traffic is stopped.")
+@OFFICER_FLAG
 @pass_ctx
-def org_suspend(ctx: Context, code: str, officer: str, reason: str) -> None:
+def org_suspend(ctx: Context, code: str, reason: str, named) -> None:
     """Stop all of the organisation's traffic at once."""
-    _show_org(_registry_call(ctx, registry.suspend, code, officer, reason))
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org suspend", named=named)
+    _show_org(_registry_call(ctx, registry.suspend, code, actor, reason))
 
 
 @org.command("reinstate")
 @click.argument("code")
-@click.option("--officer", required=True, help="The reinstating officer's id.")
+@click.option("--reason", required=True, help="Why its traffic may restart.")
+@OFFICER_FLAG
 @pass_ctx
-def org_reinstate(ctx: Context, code: str, officer: str) -> None:
-    """Restart a suspended organisation's traffic."""
-    _show_org(_registry_call(ctx, registry.reinstate, code, officer))
+def org_reinstate(ctx: Context, code: str, reason: str, named) -> None:
+    """Propose restarting a suspended organisation's traffic (a second officer approves it)."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org reinstate", named=named)
+    _show_proposal(_registry_call(ctx, registry.reinstate, code, actor, reason))
+
+
+@org.command("revoke")
+@click.argument("code")
+@click.option("--reason", required=True, help="Why the organisation is ended.")
+@pass_ctx
+def org_revoke(ctx: Context, code: str, reason: str) -> None:
+    """End an organisation for good: its traffic stops and its certificates are revoked."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org revoke")
+    _show_org(_registry_call(ctx, registry.revoke_org, code, actor, reason))
 
 
 @org.command("list")
+@click.option("--pending", is_flag=True, help="Only organisations with a proposal awaiting approval.")
+@click.option("--expiring", "expiring_days", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="Only those whose accreditation or a certificate ends within DAYS (or has ended).")
+@JSON_FLAG
 @pass_ctx
-def org_list(ctx: Context) -> None:
-    """Every organisation: status, scopes, expiry."""
+def org_list(ctx: Context, pending: bool, expiring_days: int | None, as_json: bool) -> None:
+    """Every organisation: status (expired once its date has passed), scopes, expiry, proposals."""
+    ctx.signed_in(action="org list")
+    today = dt.date.today()
     with ctx.reader.connect() as conn:
-        for o in registry.list_orgs(conn):
-            _show_org(o)
+        found = registry.list_orgs(conn, pending=pending, expiring_days=expiring_days, today=today)
+    if as_json:
+        _echo_json([o.as_json(today) for o in found])
+        return
+    for o in found:
+        _show_org(o, today)
 
 
 @org.command("show")
 @click.argument("code")
+@JSON_FLAG
 @pass_ctx
-def org_show(ctx: Context, code: str) -> None:
-    """One organisation: status, scopes, expiry, officers, certificates."""
+def org_show(ctx: Context, code: str, as_json: bool) -> None:
+    """One organisation: status, scopes, expiry, proposals, certificates and its full history."""
+    ctx.signed_in(action="org show")
+    today = dt.date.today()
     with ctx.reader.connect() as conn:
         o = registry.get_org(conn, code)
         if o is None:
             _fail(f"no organisation with code {code!r}")
-        _show_org(o)
-        click.echo(f"  proposed by {o.proposed_by or '-'}, approved by {o.approved_by or '-'}"
-                   + (f", reason: {o.status_reason}" if o.status_reason else ""))
-        if o.evidence:
-            click.echo(f"  evidence: {o.evidence}")
-        for c in registry.list_certs(conn, code):
-            _show_cert(c)
+        certs = registry.list_certs(conn, o.code)
+        past = registry.history(conn, o.code)
+    if as_json:
+        _echo_json({**o.as_json(today), "certificates": [c.as_json() for c in certs], "history": past})
+        return
+    _show_org(o, today)
+    click.echo(f"  proposed by {o.proposed_by or '-'}, approved by {o.approved_by or '-'}"
+               + (f", reason: {o.status_reason}" if o.status_reason else ""))
+    if o.evidence:
+        click.echo(f"  evidence: {o.evidence}")
+    for c in certs:
+        _show_cert(c)
+    click.echo("  history:")
+    for event in past:
+        click.echo(f"    {event['at']}  {event['operation']:<16} {event['officer'] or 'operator':<14} {event['detail']}")
 
 
 # ---- certificates --------------------------------------------------------------------------------
@@ -450,6 +803,7 @@ def _show_cert(c: registry.CertificateRecord) -> None:
 @pass_ctx
 def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, out: Path | None) -> None:
     """Issue a certificate for an organisation, signed by the gateway CA, and register it."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert issue")
     if bool(csr) == bool(out_dir) or (csr and not out):
         _fail("use either --out-dir DIR, or --csr FILE --out FILE")
     ca_key, ca_cert = load_ca(ctx.settings)
@@ -482,7 +836,7 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
             private = path in secret or files.is_under(path, home)
             (pki.write_private if private else pki.write_public)(path, data)
             written.append(path)
-        record = _registry_call(ctx, registry.register_cert, code, certificate)
+        record = _registry_call(ctx, registry.register_cert, code, certificate, actor, "issue")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -500,6 +854,7 @@ def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
     """Bind a certificate issued by another trusted CA (a PEM file in $CONTACTGATE_HOME/trust)."""
     from gateway.app import trust_anchor_files
 
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert register")
     try:
         certificate = pki.load_cert_pem(cert_file.read_bytes())
     except ValueError as exc:
@@ -508,7 +863,7 @@ def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
         pki.TrustAnchors.from_files(trust_anchor_files(ctx.settings)).verify_client(certificate)
     except pki.ChainError as exc:
         _fail(f"certificate does not chain to a trusted CA: {exc}")
-    _show_cert(_registry_call(ctx, registry.register_cert, code, certificate))
+    _show_cert(_registry_call(ctx, registry.register_cert, code, certificate, actor))
 
 
 @cert.command("revoke")
@@ -517,17 +872,26 @@ def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
 @pass_ctx
 def cert_revoke(ctx: Context, fingerprint: str, reason: str) -> None:
     """Revoke a certificate; the next message using it is refused."""
-    _show_cert(_registry_call(ctx, registry.revoke_cert, fingerprint, reason))
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert revoke")
+    _show_cert(_registry_call(ctx, registry.revoke_cert, fingerprint, reason, actor))
 
 
 @cert.command("list")
 @click.argument("code", required=False)
+@click.option("--expiring", "expiring_days", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="Only active certificates ending within DAYS (or already ended).")
+@JSON_FLAG
 @pass_ctx
-def cert_list(ctx: Context, code: str | None) -> None:
+def cert_list(ctx: Context, code: str | None, expiring_days: int | None, as_json: bool) -> None:
     """Certificates, of one organisation (CODE) or of all."""
+    ctx.signed_in(action="cert list")
     with ctx.reader.connect() as conn:
-        for c in registry.list_certs(conn, code):
-            _show_cert(c)
+        found = registry.list_certs(conn, code, expiring_days=expiring_days)
+    if as_json:
+        _echo_json([c.as_json() for c in found])
+        return
+    for c in found:
+        _show_cert(c)
 
 
 @main.group()
@@ -841,7 +1205,8 @@ def audit_verify(ctx: Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @pass_ctx
 def audit_report(ctx: Context, child_id: str | None, user: str | None, as_json: bool) -> None:
-    """Who accessed what, when, and why."""
+    """Who accessed what, when, and why (an auditor's command)."""
+    ctx.signed_in(("auditor",), action="audit report")
     if bool(child_id) == bool(user):
         _fail("give exactly one of --child ID or --user ORG:USER")
     with ctx.reader.connect() as conn:
@@ -891,6 +1256,7 @@ def _review_call(ctx: Context, fn, *args):
 @pass_ctx
 def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
     """Entries in the queue, oldest first."""
+    ctx.signed_in(("data_quality",), action="review list")
     from gateway.index import review as queue
 
     with ctx.reader.connect() as conn:
@@ -907,11 +1273,12 @@ def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
 
 @review.command("show")
 @click.argument("review_id", type=int)
-@click.option("--officer", required=True, help="The data-quality officer's id (reading the records is audited).")
+@OFFICER_FLAG
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_ctx
-def review_show(ctx: Context, review_id: int, officer: str, as_json: bool) -> None:
+def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
     """The two records side by side, with the field agreements and the score."""
+    officer = ctx.signed_in(("data_quality",), action="review show", named=named).officer_id
     from gateway.index import review as queue
 
     try:
@@ -966,10 +1333,11 @@ _REVIEW_FIELDS = [
 
 @review.command("link")
 @click.argument("review_id", type=int)
-@click.option("--officer", required=True, help="The data-quality officer's id.")
+@OFFICER_FLAG
 @pass_ctx
-def review_link(ctx: Context, review_id: int, officer: str) -> None:
+def review_link(ctx: Context, review_id: int, named) -> None:
     """The pair are one child: the record held for review joins the existing child."""
+    officer = ctx.signed_in(("data_quality",), action="review link", named=named).officer_id
     from gateway.index import review as queue
 
     merge_id = _review_call(ctx, queue.link, review_id, officer)
@@ -978,10 +1346,11 @@ def review_link(ctx: Context, review_id: int, officer: str) -> None:
 
 @review.command("distinct")
 @click.argument("review_id", type=int)
-@click.option("--officer", required=True, help="The data-quality officer's id.")
+@OFFICER_FLAG
 @pass_ctx
-def review_distinct(ctx: Context, review_id: int, officer: str) -> None:
+def review_distinct(ctx: Context, review_id: int, named) -> None:
     """The pair are different children: never linked or queued again."""
+    officer = ctx.signed_in(("data_quality",), action="review distinct", named=named).officer_id
     from gateway.index import review as queue
 
     _review_call(ctx, queue.distinct, review_id, officer)
@@ -991,10 +1360,11 @@ def review_distinct(ctx: Context, review_id: int, officer: str) -> None:
 @review.command("merge")
 @click.argument("survivor")
 @click.argument("merged")
-@click.option("--officer", required=True, help="The data-quality officer's id.")
+@OFFICER_FLAG
 @pass_ctx
-def review_merge(ctx: Context, survivor: str, merged: str, officer: str) -> None:
+def review_merge(ctx: Context, survivor: str, merged: str, named) -> None:
     """Merge child MERGED into SURVIVOR (MERGED's id then resolves to SURVIVOR)."""
+    officer = ctx.signed_in(("data_quality",), action="review merge", named=named).officer_id
     from gateway.index import review as queue
 
     merge_id = _review_call(ctx, queue.merge, survivor, merged, officer)
@@ -1004,10 +1374,11 @@ def review_merge(ctx: Context, survivor: str, merged: str, officer: str) -> None
 
 @review.command("unmerge")
 @click.argument("merge_id", type=int)
-@click.option("--officer", required=True, help="The data-quality officer's id.")
+@OFFICER_FLAG
 @pass_ctx
-def review_unmerge(ctx: Context, merge_id: int, officer: str) -> None:
+def review_unmerge(ctx: Context, merge_id: int, named) -> None:
     """Undo a merge: both children as they were, each with its own records and involvements."""
+    officer = ctx.signed_in(("data_quality",), action="review unmerge", named=named).officer_id
     from gateway.index import review as queue
 
     _review_call(ctx, queue.unmerge, merge_id, officer)
@@ -1044,12 +1415,13 @@ def retention_run(ctx: Context, compact: bool, as_json: bool) -> None:
 
 @retention_group.command("show")
 @click.argument("child_id")
-@click.option("--officer", required=True, help="The data manager's id (reading an archived record is audited).")
+@OFFICER_FLAG
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @pass_ctx
-def retention_show(ctx: Context, child_id: str, officer: str, as_json: bool) -> None:
+def retention_show(ctx: Context, child_id: str, named, as_json: bool) -> None:
     """A child's retention state (live, archived or purged) and dates; for an archived child still
     in its viewing period, its record and involvements."""
+    officer = ctx.signed_in(("data_quality",), action="retention show", named=named).officer_id
     from gateway.index import retention
 
     with ctx.engine.begin() as conn:

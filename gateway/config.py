@@ -124,6 +124,14 @@ class Settings:
     # retention_view_days; it is purged retention_purge_years after archiving.
     retention_view_days: int = 365
     retention_purge_years: int = 6
+    # Officers (README "Officers"): an accreditation's expiry at most this far ahead; a sign-in session
+    # ends after session_idle_minutes without a command and session_max_hours after sign-in; an
+    # account is locked for lockout_minutes after lockout_failures failed sign-ins in a row.
+    max_accreditation_days: int = 3 * 365 + 1
+    session_idle_minutes: int = 15
+    session_max_hours: int = 8
+    lockout_failures: int = 5
+    lockout_minutes: int = 15
     extra: dict = field(default_factory=dict)
 
     @property
@@ -162,6 +170,11 @@ class Settings:
             "find_floor": ("CONTACTGATE_FIND_FLOOR", percentage),
             "retention_view_days": ("CONTACTGATE_RETENTION_VIEW_DAYS", positive_int),
             "retention_purge_years": ("CONTACTGATE_RETENTION_PURGE_YEARS", positive_int),
+            "max_accreditation_days": ("CONTACTGATE_MAX_ACCREDITATION_DAYS", positive_int),
+            "session_idle_minutes": ("CONTACTGATE_SESSION_IDLE_MINUTES", positive_int),
+            "session_max_hours": ("CONTACTGATE_SESSION_MAX_HOURS", positive_int),
+            "lockout_failures": ("CONTACTGATE_LOCKOUT_FAILURES", positive_int),
+            "lockout_minutes": ("CONTACTGATE_LOCKOUT_MINUTES", positive_int),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
         }

@@ -35,13 +35,60 @@ organisations = Table(
     Column("status_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    # A proposal awaiting a second officer. For an accredited organisation (a renewal or a change of
-    # scopes) the current accreditation stays in force until the proposal is approved.
+    # Retired in 0009 (always NULL): proposals awaiting a second officer are rows of `proposals`.
     Column("pending_scopes", String(200), nullable=True),
     Column("pending_expires", Date, nullable=True),
     Column("pending_by", String(64), nullable=True),
     Column("pending_evidence", Text, nullable=True),
+    Column("code_key", String(32), nullable=False),
 )
+
+# Organisation codes are unique whatever their case: `code_key` is the code upper-cased (0009).
+Index("ix_organisations_code_key", organisations.c.code_key, unique=True)
+
+# ---- officers, their sessions, and what they propose (migration 0009) ----
+
+officers = Table(
+    "officers", metadata,
+    Column("officer_id", String(64), primary_key=True),  # lower-case: one account whatever the spelling
+    Column("name", String(200), nullable=False),
+    Column("roles", String(200), nullable=False),  # comma-separated: officer, senior_officer, data_quality, auditor
+    Column("password_hash", String(200), nullable=False),  # argon2id
+    Column("must_change_password", Boolean, nullable=False, default=False),
+    Column("totp_secret", Text, nullable=False),  # sealed (gateway.security.vault)
+    Column("totp_last_step", Integer, nullable=True),  # a code is good once
+    Column("failed_signins", Integer, nullable=False, default=0),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+    Column("created_by", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+officer_sessions = Table(
+    "officer_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),  # SHA-256 of the token in the session file
+    Column("officer_id", String(64), ForeignKey("officers.officer_id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+proposals = Table(
+    "proposals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # accreditation, renewal, reinstatement, trust_add, trust_remove
+    Column("org_code", String(32), nullable=True, index=True),
+    Column("payload", Text, nullable=False),  # JSON: what is to be done, exactly as shown to the approver
+    Column("status", String(16), nullable=False),  # pending, approved, declined, superseded
+    Column("proposed_by", String(64), nullable=False),
+    Column("proposed_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("decision_reason", Text, nullable=True),
+)
+Index("ix_proposals_status", proposals.c.status)
 
 certificates = Table(
     "certificates", metadata,

@@ -7,7 +7,9 @@ Used by `contactgate demo`, the benchmark and the tests.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -19,13 +21,38 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from gateway.files import write_private
+from gateway.files import private_dir, write_private
+
+# Throwaway officer accounts for a local gateway (the demo, the tests, the benchmarks): passwords
+# and TOTP secrets are made fresh for each home, kept in <home>/local/officers.json (0600), their
+# sessions beside it.
+LOCAL_OFFICERS = {
+    "officer-a": ("Officer A", ["officer", "data_quality", "auditor"]),
+    "officer-b": ("Officer B", ["officer", "data_quality", "auditor"]),
+    "senior-s": ("Senior Officer S", ["senior_officer"]),
+    "senior-t": ("Senior Officer T", ["senior_officer"]),
+    "alice": ("Alice", ["officer"]), "bob": ("Bob", ["officer"]), "carol": ("Carol", ["officer"]),
+    "dora": ("Dora", ["data_quality"]), "dm-1": ("Data Manager 1", ["data_quality"]),
+    "dq-officer": ("DQ Officer", ["data_quality"]), "auditor-1": ("Auditor 1", ["auditor"]),
+}
+DEFAULT_OFFICER = "officer-a"
+# Commands that act as a signed-in officer (the rest need no session).
+_OFFICER_COMMANDS = {"org", "cert", "review", "officer", "whoami", "trust"}
+_SESSIONLESS = {("cert", "crl"), ("audit", "verify")}
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def proposal_id(output: str) -> str:
+    """The id of the proposal a command printed ("proposal 7 (accreditation) ...")."""
+    found = re.search(r"proposal (\d+) \(", output)
+    if not found:
+        raise RuntimeError(f"no proposal in:\n{output}")
+    return found.group(1)
 
 
 @dataclass
@@ -41,15 +68,23 @@ class LocalGateway:
     process: subprocess.Popen | None = None
     certs: dict[str, Path] = field(default_factory=dict)
 
-    def cli(self, *args: str, expect_ok: bool = True):
+    def cli(self, *args: str, expect_ok: bool = True, officer: str | None = None, input: str | None = None):
+        """Run `contactgate ARGS` on this home. An officer command runs signed in as ``officer`` (or
+        the one its --officer names, or DEFAULT_OFFICER), signing in first when needed."""
         from gateway.cli import main
 
-        base = ["--home", str(self.home)]
-        if self.database_url:
-            base += ["--database-url", self.database_url]
-        if self.redis_url:
-            base += ["--redis-url", self.redis_url]
-        result = CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
+        args = list(args)
+        if args[:1] == ["init"] and "--officers" not in args:
+            args += ["--officers", str(self._local_officers_file())]
+        env = {}
+        if officer is None and "--officer" in args:
+            officer = args[args.index("--officer") + 1]
+        if self._needs_officer(args) or officer is not None:
+            env["CONTACTGATE_SESSION"] = str(self.session(officer or DEFAULT_OFFICER))
+        result = self._invoke(main, args, env, input)
+        if result.exit_code != 0 and env and "sign in again" in result.output:  # idle past the session's limit
+            env["CONTACTGATE_SESSION"] = str(self.session(officer or DEFAULT_OFFICER, fresh=True))
+            result = self._invoke(main, args, env, input)
         if self.echo:
             print(f"$ contactgate {shlex.join(args)}")
             for line in result.output.rstrip().splitlines():
@@ -57,6 +92,67 @@ class LocalGateway:
         if expect_ok and result.exit_code != 0:
             raise RuntimeError(f"contactgate {' '.join(args)} failed:\n{result.output}")
         return result
+
+    def _invoke(self, main, args, env, input):
+        base = ["--home", str(self.home)]
+        if self.database_url:
+            base += ["--database-url", self.database_url]
+        if self.redis_url:
+            base += ["--redis-url", self.redis_url]
+        return CliRunner().invoke(main, [*base, *args], catch_exceptions=False, env=env, input=input)
+
+    @staticmethod
+    def _needs_officer(args: list[str]) -> bool:
+        if not args or args[0] not in _OFFICER_COMMANDS and tuple(args[:2]) != ("audit", "report"):
+            return False
+        return tuple(args[:2]) not in _SESSIONLESS and "--help" not in args
+
+    def _local_officers_file(self) -> Path:
+        import pyotp
+
+        directory = self.home / "local"
+        for d in (self.home, directory):
+            if not d.exists():
+                private_dir(d)
+        path = directory / "officers.json"
+        if not path.exists():
+            entries = [{"id": officer_id, "name": name, "roles": roles,
+                        "password": f"local-{officer_id}-" + os.urandom(9).hex(), "totp_secret": pyotp.random_base32(32)}
+                       for officer_id, (name, roles) in LOCAL_OFFICERS.items()]
+            write_private(path, json.dumps(entries).encode())
+        return path
+
+    def officer_secrets(self, officer_id: str) -> tuple[str, str]:
+        """(password, TOTP secret) of a local officer."""
+        for entry in json.loads(self._local_officers_file().read_text()):
+            if entry["id"] == officer_id:
+                return entry["password"], entry["totp_secret"]
+        raise KeyError(officer_id)
+
+    def totp_code(self, officer_id: str) -> str:
+        """A code the officer has not used yet: TOTP codes are good once, and tests sign in fast."""
+        import pyotp
+
+        _, secret = self.officer_secrets(officer_id)
+        used = getattr(self, "_totp_steps", {})
+        self._totp_steps = used
+        step = max(int(time.time()) // 30, used.get(officer_id, -1) + 1)
+        used[officer_id] = step
+        return pyotp.TOTP(secret).at(step * 30)
+
+    def session(self, officer_id: str, fresh: bool = False) -> Path:
+        """The session file of a local officer, signed in on first use."""
+        from gateway.cli import main
+
+        path = self.home / "local" / f"session-{officer_id}.json"
+        if fresh or not path.exists():
+            password, _ = self.officer_secrets(officer_id)
+            result = self._invoke(main, ["login", "--officer", officer_id, "--password-stdin", "--code",
+                                         self.totp_code(officer_id)], {"CONTACTGATE_SESSION": str(path)},
+                                  password + "\n")
+            if result.exit_code != 0:
+                raise RuntimeError(f"local officer {officer_id} could not sign in:\n{result.output}")
+        return path
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTGATE_")}
@@ -76,10 +172,11 @@ class LocalGateway:
         self.cli("org", "add", code, "--name", f"{code} organisation", "--kind", kind)
         if scopes:
             expires = (dt.date.today() + dt.timedelta(days=365)).isoformat()
-            self.cli("org", "accredit", code, *[a for s in scopes for a in ("--scope", s)],
-                     "--expires", expires, "--officer", proposer, "--evidence", "information sharing agreement")
+            proposed = self.cli("org", "accredit", code, *[a for s in scopes for a in ("--scope", s)],
+                                "--expires", expires, "--evidence", "information sharing agreement",
+                                officer=proposer)
             if approve:
-                self.cli("org", "approve", code, "--officer", approver)
+                self.cli("org", "approve", code, "--proposal", proposal_id(proposed.output), officer=approver)
         return self.issue_cert(code, code.lower())
 
     def issue_cert(self, code: str, name: str) -> Path:

@@ -41,7 +41,7 @@ def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: st
         record = registry.get_cert(conn, fingerprint)
         if record is not None and names_the_client:
             exchange.org_code = record.org_code
-            exchange.organisation = registry.get_org(conn, record.org_code)  # step 6 judges it
+            exchange.organisation = registry.get_org(conn, record.org_code, with_pending=False)  # step 6 judges it
     if record is None:
         raise CertificateRejected(f"{what} {fingerprint} is not registered to any organisation",
                                   public_message=f"The {what} is not registered with the gateway.")

@@ -1,32 +1,91 @@
 """The accreditation registry: organisations, their certificates, and the accreditation lifecycle.
 
 registered --accredit--> pending_approval --approve (a second officer)--> accredited
-accredited --suspend--> suspended --reinstate--> accredited
+accredited --(expiry passes)--> expired (shown so, and refused on every message)
+accredited/expired --accredit (renewal or a change of scopes)--> approved by a second officer
+accredited/pending_approval/expired --suspend--> suspended --reinstate (approved by a second)--> back
+any but revoked --revoke--> revoked (final; its certificates are revoked with it)
 
-Every change is written to the audit chain in the same transaction as the change itself.
+Who acts is a signed-in officer account (gateway.officers), re-read here: a disabled or unknown
+account acts on nothing. A change that widens what an organisation may do (an accreditation, a
+renewal or change of scopes, a reinstatement) is a *proposal* with an id, shown to the approver with
+exactly what it does; approving names that id, so the approver approves what they saw. Another
+proposal for the same organisation supersedes a pending one (whose id then approves nothing). The
+approver is a different account holding a role that permits it. Stopping traffic (suspend, revoke)
+needs one officer.
+
+Every change is written to the audit chain in the same transaction as the change itself, with the
+officer who made it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from cryptography import x509
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from gateway import audit
+from gateway import audit, officers as officers_mod
 from gateway.audit import AuditTrail
-from gateway.db import certificates, organisations
+from gateway.db import audit_log, certificates, organisations, proposals
+from gateway.officers import Officer
 from gateway.trust import pki
 
 KINDS = ("local_authority", "health", "education", "youth_offending", "police", "other")
 SCOPES = ("push", "query", "shield")
 OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query", "SetShielding": "shield"}
+ORG_PROPOSALS = ("accreditation", "renewal", "reinstatement")
+TRUST_PROPOSALS = ("trust_add", "trust_remove")
+# Who may do what (a senior officer holds the officer's permissions too).
+ORGANISATION_ROLES = ("officer",)
+TRUST_ROLES = ("senior_officer",)
+READ_ROLES = ("officer", "senior_officer", "auditor", "data_quality")
 
 
 class RegistryError(Exception):
     """An accreditation officer's request that cannot be carried out (message says why)."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: int
+    kind: str
+    org_code: str | None
+    payload: dict
+    status: str
+    proposed_by: str
+    proposed_at: dt.datetime
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    decision_reason: str | None = None
+
+    def summary(self) -> str:
+        """What the proposal does, as the approver is shown it (and the audit trail records it)."""
+        p = self.payload
+        if self.kind in ("accreditation", "renewal"):
+            text = f"scopes={','.join(p['scopes'])} expires={p['expires']}"
+            if p.get("evidence"):
+                text += f" evidence={p['evidence']!r}"
+            for item in p.get("evidence_files", ()):
+                text += f" file={item['name']} sha256={item['sha256']}"
+            return text
+        if self.kind == "reinstatement":
+            return f"reinstate: {p['reason']}"
+        if self.kind == "trust_add":
+            return f"trust CA {p['subject']} sha256={p['fingerprint']}"
+        if self.kind == "trust_remove":
+            return f"remove trusted CA {p.get('subject', '')} sha256={p['fingerprint']}".replace("  ", " ")
+        return json.dumps(p, sort_keys=True)
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "org_code": self.org_code, "status": self.status,
+                "proposed_by": self.proposed_by, "proposed_at": _iso(self.proposed_at),
+                "decided_by": self.decided_by, "decided_at": _iso(self.decided_at),
+                "decision_reason": self.decision_reason, "summary": self.summary(),
+                "payload": {k: v for k, v in self.payload.items() if k not in ("pem", "crl")}}
 
 
 @dataclass(frozen=True)
@@ -41,9 +100,7 @@ class Organisation:
     approved_by: str | None
     evidence: str | None
     status_reason: str | None
-    pending_scopes: frozenset[str] | None = None  # a proposal awaiting approval, if any
-    pending_expires: dt.date | None = None
-    pending_by: str | None = None
+    pending: tuple[Proposal, ...] = field(default=())  # proposals awaiting a second officer
 
     def refusal_reason(self, today: dt.date) -> str | None:
         """Why this organisation may not exchange messages today, or None if it may."""
@@ -52,6 +109,18 @@ class Organisation:
         if self.expires is None or self.expires < today:
             return f"accreditation expired on {self.expires}"
         return None
+
+    def effective_status(self, today: dt.date) -> str:
+        """The status as an officer should read it: an accreditation whose date has passed is expired."""
+        if self.status == "accredited" and (self.expires is None or self.expires < today):
+            return "expired"
+        return self.status
+
+    def as_json(self, today: dt.date) -> dict:
+        return {"code": self.code, "name": self.name, "kind": self.kind, "status": self.effective_status(today),
+                "scopes": sorted(self.scopes), "expires": _iso(self.expires), "proposed_by": self.proposed_by,
+                "approved_by": self.approved_by, "evidence": self.evidence, "status_reason": self.status_reason,
+                "pending": [p.as_json() for p in self.pending]}
 
 
 @dataclass(frozen=True)
@@ -66,19 +135,33 @@ class CertificateRecord:
     revoked_at: dt.datetime | None
     revoked_reason: str | None
 
+    def as_json(self) -> dict:
+        return {"fingerprint": self.fingerprint, "org_code": self.org_code, "subject": self.subject,
+                "issuer": self.issuer, "serial": self.serial, "not_before": _iso(self.not_before),
+                "not_after": _iso(self.not_after), "revoked_at": _iso(self.revoked_at),
+                "revoked_reason": self.revoked_reason}
+
+
+def _iso(value) -> str | None:
+    return None if value is None else value.isoformat()
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _org_from_row(row) -> Organisation:
+def _proposal_from_row(row) -> Proposal:
+    return Proposal(id=row.id, kind=row.kind, org_code=row.org_code, payload=json.loads(row.payload),
+                    status=row.status, proposed_by=row.proposed_by, proposed_at=row.proposed_at,
+                    decided_by=row.decided_by, decided_at=row.decided_at, decision_reason=row.decision_reason)
+
+
+def _org_from_row(row, pending: tuple[Proposal, ...] = ()) -> Organisation:
     return Organisation(
         code=row.code, name=row.name, kind=row.kind, status=row.status,
         scopes=frozenset(s for s in row.scopes.split(",") if s), expires=row.expires,
         proposed_by=row.proposed_by, approved_by=row.approved_by, evidence=row.evidence,
-        status_reason=row.status_reason,
-        pending_scopes=None if row.pending_scopes is None else frozenset(row.pending_scopes.split(",")),
-        pending_expires=row.pending_expires, pending_by=row.pending_by,
+        status_reason=row.status_reason, pending=pending,
     )
 
 
@@ -90,16 +173,27 @@ def _cert_from_row(row) -> CertificateRecord:
     )
 
 
-_ORG_BY_CODE = select(organisations).where(organisations.c.code == bindparam("code"))
+# Codes are unique whatever their case: every lookup goes by the upper-cased key.
+_ORG_BY_CODE = select(organisations).where(organisations.c.code_key == func.upper(bindparam("code")))
 # Officers' changes read the row they judge FOR UPDATE: a concurrent change waits, and is judged
 # on what this one leaves (no approving a proposal that changed under the check).
 _ORG_FOR_CHANGE = _ORG_BY_CODE.with_for_update()
 _CERT_BY_FINGERPRINT = select(certificates).where(certificates.c.fingerprint == bindparam("fp"))
 
 
-def get_org(conn: Connection, code: str) -> Organisation | None:
+def _pending(conn: Connection, code: str) -> tuple[Proposal, ...]:
+    rows = conn.execute(select(proposals).where(proposals.c.org_code == code, proposals.c.status == "pending")
+                        .order_by(proposals.c.id))
+    return tuple(_proposal_from_row(r) for r in rows)
+
+
+def get_org(conn: Connection, code: str, *, with_pending: bool = True) -> Organisation | None:
+    """The organisation whose code is ``code`` in any case; ``with_pending=False`` on the message path
+    (one query: the proposals awaiting approval do not decide a message)."""
     row = conn.execute(_ORG_BY_CODE, {"code": code}).first()
-    return _org_from_row(row) if row else None
+    if row is None:
+        return None
+    return _org_from_row(row, _pending(conn, row.code) if with_pending else ())
 
 
 def _require_org(conn: Connection, code: str) -> Organisation:
@@ -113,33 +207,81 @@ def _org_for_change(conn: Connection, code: str) -> Organisation:
     row = conn.execute(_ORG_FOR_CHANGE, {"code": code}).first()
     if row is None:
         raise RegistryError(f"no organisation with code {code!r}")
-    return _org_from_row(row)
+    return _org_from_row(row, _pending(conn, row.code))
 
 
-def list_orgs(conn: Connection) -> list[Organisation]:
-    return [_org_from_row(r) for r in conn.execute(select(organisations).order_by(organisations.c.code))]
+def list_orgs(conn: Connection, *, pending: bool = False, expiring_days: int | None = None,
+              today: dt.date | None = None) -> list[Organisation]:
+    """Every organisation; ``pending``: those with a proposal awaiting approval; ``expiring_days``:
+    those whose accreditation, or an active certificate, ends within that many days (or has ended)."""
+    today = today or dt.date.today()
+    found = []
+    for row in conn.execute(select(organisations).order_by(organisations.c.code)):
+        org = _org_from_row(row, _pending(conn, row.code))
+        if pending and not org.pending:
+            continue
+        if expiring_days is not None and not _expiring(conn, org, today, expiring_days):
+            continue
+        found.append(org)
+    return found
 
 
-def _record(conn: Connection, trail: AuditTrail, operation: str, officer: str | None, org_code: str,
+def _expiring(conn: Connection, org: Organisation, today: dt.date, days: int) -> bool:
+    horizon = today + dt.timedelta(days=days)
+    if org.status == "accredited" and org.expires is not None and org.expires <= horizon:
+        return True
+    return bool(list_certs(conn, org.code, expiring_days=days, today=today))
+
+
+def _record(conn: Connection, trail: AuditTrail, operation: str, actor: Officer | None, org_code: str | None,
             detail: str) -> None:
     trail.append(
-        conn, audit.Entry(operation=operation, outcome="done", org_code=org_code, user_id=officer,
-                          role="accreditation_officer" if officer else "operator", detail=detail)
+        conn, audit.Entry(operation=operation, outcome="done", org_code=org_code,
+                          user_id=actor.officer_id if actor else None,
+                          role=actor.role_text if actor else "operator", detail=detail)
     )
 
 
-def add_org(conn: Connection, trail: AuditTrail, code: str, name: str, kind: str) -> Organisation:
+def acting(conn: Connection, actor: Officer, roles: tuple[str, ...], action: str) -> Officer:
+    """The actor as the registry knows them now: an account that exists, is not disabled, and holds
+    one of ``roles``. The session was checked by the caller; this is the registry's own check."""
+    if not isinstance(actor, Officer):
+        raise RegistryError("an officer's action needs a signed-in officer account")
+    current = officers_mod.get(conn, actor.officer_id)
+    if current is None or current.disabled:
+        raise RegistryError(f"officer account {actor.officer_id!r} is not active")
+    if not current.holds(*roles):
+        raise RegistryError(f"{action} needs the role {' or '.join(roles)}; "
+                            f"{current.officer_id} holds {current.role_text or 'none'}")
+    return current
+
+
+def _text(value: str | None, what: str, limit: int = 2000) -> str:
+    cleaned = (value or "").strip()
+    if not cleaned or not cleaned.isprintable():
+        raise RegistryError(f"{what} must not be blank (printable text)")
+    if len(cleaned) > limit:
+        raise RegistryError(f"{what} has at most {limit} characters")
+    return cleaned
+
+
+def add_org(conn: Connection, trail: AuditTrail, code: str, name: str, kind: str, actor: Officer) -> Organisation:
+    actor = acting(conn, actor, ORGANISATION_ROLES, "registering an organisation")
     if kind not in KINDS:
         raise RegistryError(f"kind must be one of {', '.join(KINDS)}")
-    if not code or len(code) > 32 or not all(c.isalnum() or c in "-_" for c in code):
+    if not code or len(code) > 32 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in code):
         raise RegistryError("code must be 1-32 letters, digits, '-' or '_'")
-    if get_org(conn, code) is not None:
-        raise RegistryError(f"organisation {code!r} already exists")
+    name = _text(name, "the organisation's name", 200)
+    existing = get_org(conn, code)
+    if existing is not None:
+        same = "" if existing.code == code else f" (as {existing.code!r}: codes are the same whatever their case)"
+        raise RegistryError(f"organisation {code!r} already exists{same}")
     now = _now()
     conn.execute(organisations.insert().values(
-        code=code, name=name, kind=kind, status="registered", scopes="", created_at=now, updated_at=now,
+        code=code, code_key=code.upper(), name=name, kind=kind, status="registered", scopes="", created_at=now,
+        updated_at=now,
     ))
-    _record(conn, trail, "org.add", None, code, f"registered {name!r} ({kind})")
+    _record(conn, trail, "org.add", actor, code, f"registered {name!r} ({kind})")
     return _require_org(conn, code)
 
 
@@ -148,82 +290,215 @@ def _set(conn: Connection, code: str, **values) -> None:
                  .values(updated_at=_now(), **values))
 
 
+def _new_proposal(conn: Connection, kind: str, org_code: str | None, payload: dict, actor: Officer) -> Proposal:
+    result = conn.execute(proposals.insert().values(
+        kind=kind, org_code=org_code, payload=json.dumps(payload, sort_keys=True), status="pending",
+        proposed_by=actor.officer_id, proposed_at=_now()))
+    return get_proposal(conn, result.inserted_primary_key[0])
+
+
+def get_proposal(conn: Connection, proposal_id: int) -> Proposal | None:
+    row = conn.execute(select(proposals).where(proposals.c.id == proposal_id)).first()
+    return _proposal_from_row(row) if row else None
+
+
+def list_proposals(conn: Connection, *, kinds: tuple[str, ...] | None = None, status: str | None = "pending") -> list[Proposal]:
+    query = select(proposals).order_by(proposals.c.id)
+    if kinds:
+        query = query.where(proposals.c.kind.in_(kinds))
+    if status:
+        query = query.where(proposals.c.status == status)
+    return [_proposal_from_row(r) for r in conn.execute(query)]
+
+
+def _supersede(conn: Connection, trail: AuditTrail, actor: Officer, old: Proposal, new_id: int) -> None:
+    conn.execute(update(proposals).where(proposals.c.id == old.id).values(
+        status="superseded", decided_by=actor.officer_id, decided_at=_now(),
+        decision_reason=f"replaced by proposal {new_id}"))
+    _record(conn, trail, "org.supersede", actor, old.org_code,
+            f"proposal {old.id} ({old.kind}: {old.summary()}) replaced by proposal {new_id}")
+
+
 def propose_accreditation(conn: Connection, trail: AuditTrail, code: str, scopes: list[str], expires: dt.date,
-                          officer: str, evidence: str | None, today: dt.date) -> Organisation:
+                          actor: Officer, evidence: str | None, today: dt.date, *,
+                          evidence_files: list[dict] | None = None, max_days: int = 3 * 365 + 1) -> Proposal:
+    """A proposal to accredit (or renew, or change the scopes of) an organisation: its id is what a
+    second officer approves."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "proposing an accreditation")
     org = _org_for_change(conn, code)
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise RegistryError(f"scopes must be among {', '.join(SCOPES)}")
     if expires <= today:
         raise RegistryError("expiry must be in the future")
-    if not officer:
-        raise RegistryError("an officer id is required")
+    if expires > today + dt.timedelta(days=max_days):
+        raise RegistryError(f"expiry must be at most {max_days} days ahead (until "
+                            f"{today + dt.timedelta(days=max_days)}; CONTACTGATE_MAX_ACCREDITATION_DAYS)")
+    if evidence is not None:
+        evidence = _text(evidence, "the evidence reference")
     if org.status == "suspended":
         raise RegistryError("organisation is suspended; reinstate it first")
-    scope_list = ",".join(sorted(set(scopes)))
+    if org.status == "revoked":
+        raise RegistryError("organisation is revoked; a revoked organisation is registered again under a new code")
     # A first accreditation waits in pending_approval; a renewal or change of an accredited
     # organisation waits beside the accreditation in force, which carries on until approval.
-    status = "accredited" if org.status == "accredited" else "pending_approval"
-    _set(conn, code, status=status, pending_scopes=scope_list, pending_expires=expires,
-         pending_by=officer, pending_evidence=evidence)
-    kind = "renewal" if status == "accredited" else "accreditation"
-    _record(conn, trail, "org.accredit", officer, code,
-            f"proposed {kind}: scopes={scope_list} expires={expires}")
-    return _require_org(conn, code)
+    kind = "renewal" if org.status == "accredited" else "accreditation"
+    payload = {"scopes": sorted(set(scopes)), "expires": expires.isoformat(), "evidence": evidence,
+               "evidence_files": list(evidence_files or ())}
+    proposal = _new_proposal(conn, kind, org.code, payload, actor)
+    for old in org.pending:
+        if old.kind in ("accreditation", "renewal"):
+            _supersede(conn, trail, actor, old, proposal.id)
+    if org.status == "registered":
+        _set(conn, org.code, status="pending_approval")
+    _record(conn, trail, "org.accredit", actor, org.code, f"proposal {proposal.id} ({kind}): {proposal.summary()}")
+    return proposal
 
 
-def approve(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
+def _proposal_for_decision(conn: Connection, proposal_id: int, org: Organisation | None) -> Proposal:
+    row = conn.execute(select(proposals).where(proposals.c.id == proposal_id).with_for_update()).first()
+    if row is None or (org is not None and row.org_code != org.code):
+        where = f" for {org.code}" if org is not None else ""
+        raise RegistryError(f"no proposal {proposal_id}{where}")
+    proposal = _proposal_from_row(row)
+    if proposal.status != "pending":
+        why = f" ({proposal.decision_reason})" if proposal.decision_reason else ""
+        raise RegistryError(f"proposal {proposal_id} is {proposal.status}{why}: there is nothing to approve")
+    return proposal
+
+
+def _decide(conn: Connection, proposal: Proposal, actor: Officer, status: str, reason: str | None) -> None:
+    conn.execute(update(proposals).where(proposals.c.id == proposal.id).values(
+        status=status, decided_by=actor.officer_id, decided_at=_now(), decision_reason=reason))
+
+
+def _second_officer(proposal: Proposal, actor: Officer) -> None:
+    if actor.officer_id == proposal.proposed_by:
+        raise RegistryError(f"proposal {proposal.id} was made by {actor.officer_id}: "
+                            f"approval needs a second officer, a different account")
+
+
+def approve(conn: Connection, trail: AuditTrail, code: str, proposal_id: int, actor: Officer) -> Organisation:
+    """A second officer approves the organisation's proposal ``proposal_id``, exactly as proposed."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "approving a proposal")
     org = _org_for_change(conn, code)
-    if org.pending_scopes is None:
-        raise RegistryError(f"nothing to approve (status is {org.status})")
-    if org.status == "suspended":
-        raise RegistryError("organisation is suspended; reinstate it first")
-    if not officer or officer == org.pending_by:
-        raise RegistryError("approval needs a second officer, different from the proposer")
-    conn.execute(update(organisations).where(organisations.c.code == code).values(
-        status="accredited", scopes=organisations.c.pending_scopes, expires=organisations.c.pending_expires,
-        proposed_by=organisations.c.pending_by, evidence=organisations.c.pending_evidence,
-        approved_by=officer, status_reason=None, pending_scopes=None, pending_expires=None,
-        pending_by=None, pending_evidence=None, updated_at=_now()))
-    _record(conn, trail, "org.approve", officer, code,
-            f"approved proposal by {org.pending_by}: scopes={','.join(sorted(org.pending_scopes))} "
-            f"expires={org.pending_expires}")
-    return _require_org(conn, code)
+    proposal = _proposal_for_decision(conn, proposal_id, org)
+    _second_officer(proposal, actor)
+    p = proposal.payload
+    if proposal.kind in ("accreditation", "renewal"):
+        if org.status == "suspended":
+            raise RegistryError("organisation is suspended; reinstate it first")
+        if org.status == "revoked":
+            raise RegistryError("organisation is revoked")
+        expires = dt.date.fromisoformat(p["expires"])
+        if expires <= dt.date.today():
+            raise RegistryError(f"proposal {proposal.id} expires on {expires}, which has passed: propose again")
+        _set(conn, org.code, status="accredited", scopes=",".join(p["scopes"]), expires=expires,
+             proposed_by=proposal.proposed_by, evidence=p.get("evidence"), approved_by=actor.officer_id,
+             status_reason=None)
+    elif proposal.kind == "reinstatement":
+        if org.status != "suspended":
+            raise RegistryError(f"cannot reinstate: status is {org.status}")
+        # Back to where it was: accredited if it ever was approved, else still onboarding.
+        if org.approved_by is not None:
+            status = "accredited"
+        else:
+            status = "pending_approval" if any(q.kind == "accreditation" for q in org.pending) else "registered"
+        _set(conn, org.code, status=status, status_reason=None)
+    else:
+        raise RegistryError(f"proposal {proposal.id} is not an organisation's proposal")
+    _decide(conn, proposal, actor, "approved", None)
+    _record(conn, trail, "org.approve", actor, org.code,
+            f"approved proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {proposal.summary()}")
+    return _require_org(conn, org.code)
 
 
-def suspend(conn: Connection, trail: AuditTrail, code: str, officer: str, reason: str) -> Organisation:
+def decline(conn: Connection, trail: AuditTrail, code: str, proposal_id: int, actor: Officer,
+            reason: str) -> Organisation:
+    """Decline (or, by its proposer, withdraw) a pending proposal, with a reason."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "declining a proposal")
+    org = _org_for_change(conn, code)
+    proposal = _proposal_for_decision(conn, proposal_id, org)
+    reason = _text(reason, "the reason")
+    _decide(conn, proposal, actor, "declined", reason)
+    if org.status == "pending_approval" and not any(
+            q.kind == "accreditation" and q.id != proposal.id for q in org.pending):
+        _set(conn, org.code, status="registered")
+    _record(conn, trail, "org.decline", actor, org.code,
+            f"declined proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {reason}")
+    return _require_org(conn, org.code)
+
+
+def suspend(conn: Connection, trail: AuditTrail, code: str, actor: Officer, reason: str) -> Organisation:
+    actor = acting(conn, actor, ORGANISATION_ROLES, "suspending an organisation")
     org = _org_for_change(conn, code)
     if org.status not in ("accredited", "pending_approval"):
         raise RegistryError(f"cannot suspend: status is {org.status}")
-    if not reason:
-        raise RegistryError("a reason is required")
-    _set(conn, code, status="suspended", status_reason=reason)
-    _record(conn, trail, "org.suspend", officer, code, f"suspended: {reason}")
-    return _require_org(conn, code)
+    reason = _text(reason, "the reason")
+    _set(conn, org.code, status="suspended", status_reason=reason)
+    _record(conn, trail, "org.suspend", actor, org.code, f"suspended: {reason}")
+    return _require_org(conn, org.code)
 
 
-def reinstate(conn: Connection, trail: AuditTrail, code: str, officer: str) -> Organisation:
+def reinstate(conn: Connection, trail: AuditTrail, code: str, actor: Officer, reason: str) -> Proposal:
+    """Propose lifting a suspension: a second officer approves it."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "proposing a reinstatement")
     org = _org_for_change(conn, code)
     if org.status != "suspended":
         raise RegistryError(f"cannot reinstate: status is {org.status}")
-    # Back to where it was: accredited if it ever was approved, else still onboarding.
-    if org.approved_by is not None:
-        status = "accredited"
-    else:
-        status = "pending_approval" if org.pending_scopes is not None else "registered"
-    _set(conn, code, status=status, status_reason=None)
-    _record(conn, trail, "org.reinstate", officer, code, f"reinstated ({status})")
-    return _require_org(conn, code)
+    reason = _text(reason, "the reason")
+    proposal = _new_proposal(conn, "reinstatement", org.code, {"reason": reason}, actor)
+    for old in org.pending:
+        if old.kind == "reinstatement":
+            _supersede(conn, trail, actor, old, proposal.id)
+    _record(conn, trail, "org.reinstate", actor, org.code, f"proposal {proposal.id} (reinstatement): {reason}")
+    return proposal
 
 
-def register_cert(conn: Connection, trail: AuditTrail, code: str, cert: x509.Certificate) -> CertificateRecord:
-    _require_org(conn, code)
+def revoke_org(conn: Connection, trail: AuditTrail, code: str, actor: Officer, reason: str) -> Organisation:
+    """End an organisation for good: its traffic stops, its certificates are revoked, its proposals lapse."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "revoking an organisation")
+    org = _org_for_change(conn, code)
+    if org.status == "revoked":
+        raise RegistryError("organisation is already revoked")
+    reason = _text(reason, "the reason")
+    _set(conn, org.code, status="revoked", status_reason=reason)
+    for proposal in org.pending:
+        _decide(conn, proposal, actor, "declined", "organisation revoked")
+    for record in list_certs(conn, org.code):
+        if record.revoked_at is None:
+            conn.execute(update(certificates).where(certificates.c.fingerprint == record.fingerprint)
+                         .values(revoked_at=_now(), revoked_reason=f"organisation revoked: {reason}"))
+            _record(conn, trail, "cert.revoke", actor, org.code, f"revoked {record.fingerprint}: organisation revoked")
+    _record(conn, trail, "org.revoke", actor, org.code, f"revoked: {reason}")
+    return _require_org(conn, org.code)
+
+
+def history(conn: Connection, code: str) -> list[dict]:
+    """Everything officers did to the organisation and its certificates, oldest first (from the audit chain)."""
+    org = _require_org(conn, code)
+    rows = conn.execute(select(audit_log.c.seq, audit_log.c.at, audit_log.c.operation, audit_log.c.user_id,
+                               audit_log.c.detail)
+                        .where(audit_log.c.org_code == org.code,
+                               or_(audit_log.c.operation.like("org.%"), audit_log.c.operation.like("cert.%")))
+                        .order_by(audit_log.c.seq))
+    return [{"seq": r.seq, "at": r.at, "operation": r.operation, "officer": r.user_id, "detail": r.detail}
+            for r in rows]
+
+
+def register_cert(conn: Connection, trail: AuditTrail, code: str, cert: x509.Certificate,
+                  actor: Officer, how: str = "register") -> CertificateRecord:
+    actor = acting(conn, actor, ORGANISATION_ROLES, "registering a certificate")
+    org = _require_org(conn, code)
+    if org.status == "revoked":
+        raise RegistryError("organisation is revoked")
     info = pki.describe(cert)
     existing = get_cert(conn, info["fingerprint"])
     if existing is not None:
         raise RegistryError(f"certificate already registered to {existing.org_code}")
-    conn.execute(certificates.insert().values(org_code=code, created_at=_now(), **info))
-    _record(conn, trail, "cert.register", None, code, f"certificate {info['fingerprint']} {info['subject']}")
+    conn.execute(certificates.insert().values(org_code=org.code, created_at=_now(), **info))
+    _record(conn, trail, f"cert.{how}", actor, org.code, f"certificate {info['fingerprint']} {info['subject']} "
+                                                         f"until {info['not_after']:%Y-%m-%d}")
     return get_cert(conn, info["fingerprint"])
 
 
@@ -232,23 +507,30 @@ def get_cert(conn: Connection, fp: str) -> CertificateRecord | None:
     return _cert_from_row(row) if row else None
 
 
-def list_certs(conn: Connection, code: str | None = None) -> list[CertificateRecord]:
+def list_certs(conn: Connection, code: str | None = None, *, expiring_days: int | None = None,
+               today: dt.date | None = None) -> list[CertificateRecord]:
+    """Certificates (of one organisation); ``expiring_days``: the active ones ending within that many days."""
     query = select(certificates).order_by(certificates.c.org_code, certificates.c.created_at)
     if code:
-        query = query.where(certificates.c.org_code == code)
+        org = get_org(conn, code)
+        query = query.where(certificates.c.org_code == (org.code if org else code))
+    if expiring_days is not None:
+        horizon = dt.datetime.combine((today or dt.date.today()) + dt.timedelta(days=expiring_days),
+                                      dt.time.max, tzinfo=dt.timezone.utc)
+        query = query.where(certificates.c.revoked_at.is_(None), certificates.c.not_after <= horizon)
     return [_cert_from_row(r) for r in conn.execute(query)]
 
 
-def revoke_cert(conn: Connection, trail: AuditTrail, fp: str, reason: str) -> CertificateRecord:
-    fp = fp.lower().replace(":", "")
+def revoke_cert(conn: Connection, trail: AuditTrail, fp: str, reason: str, actor: Officer) -> CertificateRecord:
+    actor = acting(conn, actor, ORGANISATION_ROLES, "revoking a certificate")
+    fp = (fp or "").strip().lower().replace(":", "")
     record = get_cert(conn, fp)
     if record is None:
         raise RegistryError("no certificate with that fingerprint")
     if record.revoked_at is not None:
         raise RegistryError("certificate is already revoked")
-    if not reason:
-        raise RegistryError("a reason is required")
+    reason = _text(reason, "the reason")
     conn.execute(update(certificates).where(certificates.c.fingerprint == fp)
                  .values(revoked_at=_now(), revoked_reason=reason))
-    _record(conn, trail, "cert.revoke", None, record.org_code, f"revoked {fp}: {reason}")
+    _record(conn, trail, "cert.revoke", actor, record.org_code, f"revoked {fp}: {reason}")
     return get_cert(conn, fp)

@@ -1,0 +1,427 @@
+"""Officers as accounts: roles, an argon2id password and a TOTP second factor, sign-in sessions.
+
+An officer command acts as the officer signed in (`contactgate login`), never as a name typed on
+the command line. Four-eyes rules (gateway.trust.registry) compare these accounts.
+
+- Ids are lower-case letters, digits, '.', '-' and '_' (2-64): ``Officer.A`` signs in as
+  ``officer.a``; an id with spaces or control characters is refused, never trimmed into another.
+- Passwords: argon2id (argon2-cffi's defaults), at least 12 characters. TOTP: RFC 6238, 6 digits,
+  30 s, one step of drift either way, and each code is good once (the step is remembered).
+- A failed sign-in (unknown officer, wrong password, wrong code, disabled, locked) is audited and
+  answered the same way; `Settings.lockout_failures` failures in a row lock the account for
+  `Settings.lockout_minutes`. An unknown officer costs the same hash as a known one.
+- Sessions: a random token in a 0600 file (``CONTACTGATE_SESSION``, default under the user's config
+  directory); the database keeps only its SHA-256. A session ends after
+  `Settings.session_idle_minutes` without a command, `Settings.session_max_hours` after sign-in, at
+  `logout`, or when the officer is disabled or reset.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+
+from gateway import audit, files
+from gateway.db import officer_sessions, officers
+from gateway.index import sealed
+
+ROLES = ("officer", "senior_officer", "data_quality", "auditor")
+MIN_PASSWORD = 12
+TOTP_INTERVAL = 30
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
+_HASHER = PasswordHasher()  # argon2id
+SESSION_VARIABLE = "CONTACTGATE_SESSION"
+
+
+class OfficerError(Exception):
+    """An officer request that is refused (the message says why; it never says which factor failed)."""
+
+
+class NotSignedIn(OfficerError):
+    """No valid session: the command needs `contactgate login`."""
+
+
+@dataclass(frozen=True)
+class Officer:
+    officer_id: str
+    name: str
+    roles: frozenset[str]
+    must_change_password: bool = False
+    disabled: bool = False
+    locked_until: dt.datetime | None = None
+
+    def holds(self, *roles: str) -> bool:
+        """Whether the officer holds any of ``roles`` (a senior officer can do what an officer can)."""
+        held = set(self.roles) | ({"officer"} if "senior_officer" in self.roles else set())
+        return bool(held & set(roles))
+
+    @property
+    def role_text(self) -> str:
+        return ",".join(sorted(self.roles))
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive datetimes: they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def canonical_id(text: str) -> str:
+    """The account an id names: NFKC, lower-case. Whitespace or anything else odd is refused, not trimmed."""
+    folded = unicodedata.normalize("NFKC", text or "").lower()
+    if not _ID.fullmatch(folded):
+        raise OfficerError("an officer id is 2-64 letters, digits, '.', '-' or '_' (no spaces)")
+    return folded
+
+
+def check_roles(roles) -> frozenset[str]:
+    chosen = frozenset(r.strip().lower() for r in roles)
+    if not chosen or not chosen <= set(ROLES):
+        raise OfficerError(f"roles must be one or more of {', '.join(ROLES)}")
+    return chosen
+
+
+def check_password(password: str) -> str:
+    if password is None or len(password) < MIN_PASSWORD or not password.strip():
+        raise OfficerError(f"a password has at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise OfficerError("a password has at most 1024 characters")
+    return password
+
+
+def check_totp_secret(secret: str) -> str:
+    cleaned = (secret or "").replace(" ", "").upper()
+    try:
+        raw = base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
+    except ValueError:
+        raise OfficerError("a TOTP secret is base32 (A-Z, 2-7)") from None
+    if len(raw) < 16:
+        raise OfficerError("a TOTP secret has at least 128 bits (26 base32 characters)")
+    return cleaned
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32(32)  # 160 bits, as RFC 4226 recommends
+
+
+def provisioning_uri(officer_id: str, secret: str, issuer: str = "ContactGate") -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=officer_id, issuer_name=issuer)
+
+
+def terminal_qr(uri: str) -> str:
+    """The enrolment QR code as text for a terminal (an authenticator app scans it)."""
+    import io
+
+    import qrcode
+
+    code = qrcode.QRCode(border=2)
+    code.add_data(uri)
+    out = io.StringIO()
+    code.print_ascii(out=out, invert=True)
+    return out.getvalue()
+
+
+def _totp_context(officer_id: str) -> str:
+    return f"officer:{officer_id}:totp"
+
+
+def _officer_from_row(row) -> Officer:
+    return Officer(officer_id=row.officer_id, name=row.name, roles=frozenset(r for r in row.roles.split(",") if r),
+                   must_change_password=bool(row.must_change_password), disabled=row.disabled_at is not None,
+                   locked_until=_aware(row.locked_until))
+
+
+def get(conn: Connection, officer_id: str) -> Officer | None:
+    row = conn.execute(select(officers).where(officers.c.officer_id == officer_id)).first()
+    return _officer_from_row(row) if row else None
+
+
+def list_all(conn: Connection) -> list[Officer]:
+    return [_officer_from_row(r) for r in conn.execute(select(officers).order_by(officers.c.officer_id))]
+
+
+def count(conn: Connection) -> int:
+    return len(conn.execute(select(officers.c.officer_id)).all())
+
+
+def _audit(conn: Connection, trail: audit.AuditTrail, operation: str, actor: Officer | None, detail: str,
+           outcome: str = "done", user_id: str | None = None) -> None:
+    trail.append(conn, audit.Entry(
+        operation=operation, outcome=outcome, user_id=actor.officer_id if actor else user_id,
+        role=actor.role_text if actor else ("operator" if user_id is None else None), detail=detail))
+
+
+def require(actor: Officer, *roles: str, action: str) -> None:
+    if not actor.holds(*roles):
+        raise OfficerError(f"{action} needs the role {' or '.join(roles)}; {actor.officer_id} holds "
+                           f"{actor.role_text or 'none'}")
+
+
+def create(conn: Connection, trail: audit.AuditTrail, actor: Officer | None, officer_id: str, name: str,
+           roles, password: str, totp_secret: str, *, must_change_password: bool) -> Officer:
+    """A new account. ``actor`` None only when `init` makes the first officers (audited as the operator)."""
+    if actor is not None:
+        require(actor, "senior_officer", action="adding an officer")
+    officer_id = canonical_id(officer_id)
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise OfficerError("an officer's name must not be blank (at most 200 characters)")
+    chosen = check_roles(roles)
+    check_password(password)
+    secret = check_totp_secret(totp_secret)
+    if get(conn, officer_id) is not None:
+        raise OfficerError(f"officer {officer_id!r} already exists")
+    now = _now()
+    conn.execute(officers.insert().values(
+        officer_id=officer_id, name=name, roles=",".join(sorted(chosen)), password_hash=_HASHER.hash(password),
+        must_change_password=must_change_password,
+        totp_secret=sealed.vault_of(conn).seal(secret, _totp_context(officer_id)),
+        failed_signins=0, created_by=actor.officer_id if actor else None, created_at=now, updated_at=now))
+    _audit(conn, trail, "officer.add", actor, f"added officer {officer_id} ({name}) roles={','.join(sorted(chosen))}")
+    return get(conn, officer_id)
+
+
+def _for_change(conn: Connection, officer_id: str) -> Officer:
+    row = conn.execute(select(officers).where(officers.c.officer_id == canonical_id(officer_id))
+                       .with_for_update()).first()
+    if row is None:
+        raise OfficerError(f"no officer {canonical_id(officer_id)!r}")
+    return _officer_from_row(row)
+
+
+def disable(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_id: str, reason: str) -> Officer:
+    require(actor, "senior_officer", action="disabling an officer")
+    target = _for_change(conn, officer_id)
+    if not (reason or "").strip():
+        raise OfficerError("a reason is required")
+    if target.officer_id == actor.officer_id:
+        raise OfficerError("an officer cannot disable their own account; ask another senior officer")
+    if target.disabled:
+        raise OfficerError(f"officer {target.officer_id} is already disabled")
+    conn.execute(update(officers).where(officers.c.officer_id == target.officer_id).values(
+        disabled_at=_now(), disabled_reason=reason.strip(), updated_at=_now()))
+    conn.execute(delete(officer_sessions).where(officer_sessions.c.officer_id == target.officer_id))
+    _audit(conn, trail, "officer.disable", actor, f"disabled officer {target.officer_id}: {reason.strip()}")
+    return get(conn, target.officer_id)
+
+
+def reset(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_id: str, password: str,
+          totp_secret: str) -> Officer:
+    """A new one-time password (changed at the next sign-in) and a new TOTP secret; sessions end; an
+    account that was disabled or locked is enabled again."""
+    require(actor, "senior_officer", action="resetting an officer")
+    target = _for_change(conn, officer_id)
+    if target.officer_id == actor.officer_id:
+        raise OfficerError("an officer cannot reset their own account; ask another senior officer")
+    check_password(password)
+    secret = check_totp_secret(totp_secret)
+    conn.execute(update(officers).where(officers.c.officer_id == target.officer_id).values(
+        password_hash=_HASHER.hash(password), must_change_password=True,
+        totp_secret=sealed.vault_of(conn).seal(secret, _totp_context(target.officer_id)), totp_last_step=None,
+        failed_signins=0, locked_until=None, disabled_at=None, disabled_reason=None, updated_at=_now()))
+    conn.execute(delete(officer_sessions).where(officer_sessions.c.officer_id == target.officer_id))
+    _audit(conn, trail, "officer.reset", actor, f"reset officer {target.officer_id} (new password and TOTP secret)")
+    return get(conn, target.officer_id)
+
+
+# ---- signing in ------------------------------------------------------------------------------------
+
+_DUMMY_HASH = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+    return _DUMMY_HASH
+
+
+def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
+    code = (code or "").strip()
+    if not re.fullmatch(r"\d{6}", code):
+        return None
+    totp = pyotp.TOTP(secret)
+    current = int(now.timestamp()) // TOTP_INTERVAL
+    for step in (current - 1, current, current + 1):
+        if hmac.compare_digest(totp.at(step * TOTP_INTERVAL), code):
+            return step
+    return None
+
+
+@dataclass(frozen=True)
+class SignIn:
+    officer: Officer | None  # None: refused
+    refusal: str | None = None  # for the audit trail only; the officer is told just "refused"
+    token: str | None = None
+
+
+def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password: str, code: str, *,
+            settings, now: dt.datetime | None = None) -> SignIn:
+    """Check password and code; audit the attempt either way. The caller commits whatever the answer:
+    a failure's count and audit record must stay."""
+    now = now or _now()
+    try:
+        wanted = canonical_id(officer_id)
+    except OfficerError:
+        wanted = None
+    row = None if wanted is None else conn.execute(
+        select(officers).where(officers.c.officer_id == wanted).with_for_update()).first()
+
+    def refuse(why: str) -> SignIn:
+        _audit(conn, trail, "officer.login", None, f"sign-in refused: {why}", outcome="refused",
+               user_id=wanted or "(invalid id)")
+        return SignIn(None, why)
+
+    if row is None:
+        try:
+            _HASHER.verify(_dummy_hash(), password or "")
+        except (VerificationError, InvalidHashError):
+            pass
+        return refuse("no such officer")
+    officer = _officer_from_row(row)
+    if officer.disabled:
+        return refuse("account disabled")
+    if officer.locked_until is not None and officer.locked_until > now:
+        return refuse(f"account locked until {officer.locked_until:%Y-%m-%d %H:%M:%S}Z")
+    try:
+        password_ok = _HASHER.verify(row.password_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        password_ok = False
+    secret = sealed.vault_of(conn).open(row.totp_secret, _totp_context(officer.officer_id))
+    step = _matching_step(secret, code, now)
+    code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
+    if not (password_ok and code_ok):
+        failures = (row.failed_signins or 0) + 1
+        values = {"failed_signins": failures, "updated_at": now}
+        why = "wrong password" if not password_ok else ("code already used" if step is not None else "wrong code")
+        if failures >= settings.lockout_failures:
+            values.update(failed_signins=0, locked_until=now + dt.timedelta(minutes=settings.lockout_minutes))
+            why += f"; locked for {settings.lockout_minutes} minutes after {failures} failures"
+        conn.execute(update(officers).where(officers.c.officer_id == officer.officer_id).values(**values))
+        return refuse(why)
+    values = {"failed_signins": 0, "locked_until": None, "totp_last_step": step, "updated_at": now}
+    if _HASHER.check_needs_rehash(row.password_hash):
+        values["password_hash"] = _HASHER.hash(password)
+    conn.execute(update(officers).where(officers.c.officer_id == officer.officer_id).values(**values))
+    token = secrets.token_urlsafe(32)
+    conn.execute(officer_sessions.insert().values(
+        token_hash=_token_hash(token), officer_id=officer.officer_id, created_at=now, last_seen=now,
+        expires_at=now + dt.timedelta(hours=settings.session_max_hours)))
+    _audit(conn, trail, "officer.login", officer, "signed in")
+    return SignIn(officer, None, token)
+
+
+def change_password(conn: Connection, trail: audit.AuditTrail, actor: Officer, new_password: str) -> Officer:
+    check_password(new_password)
+    row = conn.execute(select(officers.c.password_hash).where(officers.c.officer_id == actor.officer_id)).one()
+    try:
+        if _HASHER.verify(row.password_hash, new_password):
+            raise OfficerError("the new password must differ from the old one")
+    except (VerificationError, InvalidHashError):
+        pass
+    conn.execute(update(officers).where(officers.c.officer_id == actor.officer_id).values(
+        password_hash=_HASHER.hash(new_password), must_change_password=False, updated_at=_now()))
+    _audit(conn, trail, "officer.password", actor, "changed own password")
+    return get(conn, actor.officer_id)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = None) -> Officer:
+    """The officer whose session ``token`` is, if it is still good; the session's idle clock restarts."""
+    now = now or _now()
+    row = conn.execute(select(officer_sessions).where(officer_sessions.c.token_hash == _token_hash(token))).first()
+    if row is None:
+        raise NotSignedIn("not signed in (the session ended or was never opened): run `contactgate login`")
+    idle_limit = _aware(row.last_seen) + dt.timedelta(minutes=settings.session_idle_minutes)
+    if now >= _aware(row.expires_at) or now >= idle_limit:
+        conn.execute(delete(officer_sessions).where(officer_sessions.c.token_hash == row.token_hash))
+        why = ("idle for more than %d minutes" % settings.session_idle_minutes if now >= idle_limit
+               else "older than %d hours" % settings.session_max_hours)
+        raise NotSignedIn(f"the session has expired ({why}): run `contactgate login` again")
+    officer = get(conn, row.officer_id)
+    if officer is None or officer.disabled:
+        conn.execute(delete(officer_sessions).where(officer_sessions.c.token_hash == row.token_hash))
+        raise NotSignedIn("the signed-in account is disabled")
+    conn.execute(update(officer_sessions).where(officer_sessions.c.token_hash == row.token_hash)
+                 .values(last_seen=now))
+    return officer
+
+
+def end_session(conn: Connection, trail: audit.AuditTrail, token: str) -> Officer | None:
+    row = conn.execute(select(officer_sessions).where(officer_sessions.c.token_hash == _token_hash(token))).first()
+    if row is None:
+        return None
+    conn.execute(delete(officer_sessions).where(officer_sessions.c.token_hash == row.token_hash))
+    officer = get(conn, row.officer_id)
+    _audit(conn, trail, "officer.logout", officer, "signed out")
+    return officer
+
+
+# ---- the session file --------------------------------------------------------------------------------
+
+def session_path(env=None) -> Path:
+    env = os.environ if env is None else env
+    if env.get(SESSION_VARIABLE):
+        return Path(env[SESSION_VARIABLE])
+    config = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "contactgate" / "session.json"
+
+
+def write_session(path: Path, officer_id: str, token: str, database: str) -> None:
+    if not path.parent.exists():
+        files.private_dir(path.parent)
+    files.write_private(path, json.dumps({"officer": officer_id, "token": token, "database": database}).encode())
+
+
+def read_session(path: Path, database: str) -> tuple[str, str]:
+    """(officer id, token) from the session file, refused if missing, loose or for another gateway."""
+    try:
+        mode = path.stat().st_mode
+        data = json.loads(path.read_text())
+        token, officer_id, made_for = data["token"], data["officer"], data.get("database")
+    except FileNotFoundError:
+        raise NotSignedIn("not signed in: run `contactgate login`") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise NotSignedIn(f"the session file {path} is unreadable: run `contactgate login`") from None
+    if mode & 0o077:
+        raise NotSignedIn(f"the session file {path} can be read by others: remove it and sign in again")
+    if made_for != database:
+        raise NotSignedIn("the session is for another gateway: run `contactgate login`")
+    return officer_id, token
+
+
+def database_identity(database_url: str) -> str:
+    """Which gateway a session belongs to, without writing the URL (it may hold a password) to the file."""
+    return hashlib.sha256(database_url.encode()).hexdigest()[:16]
+
+
+def code_matches(secret: str, code: str, now: dt.datetime | None = None) -> bool:
+    """Whether ``code`` is the secret's code now (enrolment's check that the app was set up right)."""
+    return _matching_step(secret, code, now or _now()) is not None
+
+
+def one_time_password() -> str:
+    return secrets.token_urlsafe(15)  # 20 characters, 120 bits
