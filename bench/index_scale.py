@@ -156,7 +156,7 @@ def _register_organisations(conn, orgs: int) -> None:
     from gateway.db import organisations
     now = dt.datetime.now(dt.timezone.utc)
     conn.execute(organisations.insert(), [
-        dict(code=org.code, name=f"Bench {org.code}", kind=org.kind, status="accredited",
+        dict(code=org.code, code_key=org.code.upper(), name=f"Bench {org.code}", kind=org.kind, status="accredited",
              scopes="read find submit", created_at=now, updated_at=now) for org in population.ORGS[:orgs]])
 
 

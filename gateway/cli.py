@@ -190,18 +190,27 @@ class Context:
         self.require_home()
         self.require_schema_at_head()
 
+    def session_officer(self) -> officers.Officer:
+        """The officer whose session this terminal holds; an ended session is removed (committed) and refused."""
+        try:
+            _, token = officers.read_session(officers.session_path(),
+                                             officers.database_identity(self.settings.database_url))
+        except officers.OfficerError as exc:
+            raise Refused(str(exc)) from None
+        refusal = None
+        with self.engine.begin() as conn:
+            try:
+                return officers.resume(conn, token, settings=self.settings)
+            except officers.OfficerError as exc:
+                refusal = str(exc)  # the transaction commits: an expired session is deleted
+        raise Refused(refusal)
+
     def signed_in(self, roles: tuple[str, ...] = registry.READ_ROLES, *, action: str = "this command",
                   named: str | None = None) -> officers.Officer:
         """The officer signed in on this terminal (their session's idle clock restarts), holding one
         of ``roles``; refused without a good session. ``named``: the retired --officer flag, still
         accepted as a check that it names the signed-in officer."""
-        path = officers.session_path()
-        try:
-            _, token = officers.read_session(path, officers.database_identity(self.settings.database_url))
-            with self.engine.begin() as conn:
-                actor = officers.resume(conn, token, settings=self.settings)
-        except officers.OfficerError as exc:
-            raise Refused(str(exc)) from None
+        actor = self.session_officer()
         if named is not None:
             try:
                 same = officers.canonical_id(named) == actor.officer_id
@@ -529,13 +538,7 @@ def officer_reset(ctx: Context, officer_id: str) -> None:
 @pass_ctx
 def officer_password(ctx: Context, password_stdin: bool) -> None:
     """Change your own password."""
-    path = officers.session_path()
-    try:
-        _, token = officers.read_session(path, officers.database_identity(ctx.settings.database_url))
-        with ctx.engine.begin() as conn:
-            actor = officers.resume(conn, token, settings=ctx.settings)
-    except officers.OfficerError as exc:
-        raise Refused(str(exc)) from None
+    actor = ctx.session_officer()
     new = (sys.stdin.readline().rstrip("\n") if password_stdin
            else click.prompt("new password", hide_input=True, confirmation_prompt=True))
     _change_password(ctx, actor, new)

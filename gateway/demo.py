@@ -82,7 +82,8 @@ def run_demo(keep: bool = False, home: Path | None = None) -> int:
         la_dir = gateway.add_org("LEEDS_LA", "local_authority", ["push", "query"])
         gateway.add_org("LTHT", "health", ["query"])
         gateway.add_org("ST_MARYS", "education", ["query"], approve=False)
-        result = gateway.cli("org", "approve", "ST_MARYS", "--officer", "officer-a", expect_ok=False)
+        proposal = gateway.pending_proposal("ST_MARYS")
+        result = gateway.cli("org", "approve", "ST_MARYS", "--proposal", proposal, officer="officer-a", expect_ok=False)
         demo.expect(result.exit_code != 0 and "second officer" in result.output,
                     "an officer cannot approve what they proposed themselves")
         gateway.cli("org", "list")

@@ -137,6 +137,8 @@ class LocalGateway:
         used = getattr(self, "_totp_steps", {})
         self._totp_steps = used
         step = max(int(time.time()) // 30, used.get(officer_id, -1) + 1)
+        while step > int(time.time()) // 30 + 1:  # beyond the drift allowed: wait for the clock
+            time.sleep(0.5)
         used[officer_id] = step
         return pyotp.TOTP(secret).at(step * 30)
 
@@ -178,6 +180,16 @@ class LocalGateway:
             if approve:
                 self.cli("org", "approve", code, "--proposal", proposal_id(proposed.output), officer=approver)
         return self.issue_cert(code, code.lower())
+
+    def pending_proposal(self, code: str) -> str:
+        """The id of the organisation's (first) pending proposal."""
+        return proposal_id(self.cli("org", "show", code).output)
+
+    def reinstate(self, code: str, proposer: str = "officer-a", approver: str = "officer-b",
+                  reason: str = "the cause of the suspension is resolved") -> None:
+        """Propose a reinstatement and have a second officer approve it."""
+        proposed = self.cli("org", "reinstate", code, "--reason", reason, officer=proposer)
+        self.cli("org", "approve", code, "--proposal", proposal_id(proposed.output), officer=approver)
 
     def issue_cert(self, code: str, name: str) -> Path:
         out = self.home / "clients" / name

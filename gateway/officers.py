@@ -141,10 +141,6 @@ def terminal_qr(uri: str) -> str:
     return out.getvalue()
 
 
-def _totp_context(officer_id: str) -> str:
-    return f"officer:{officer_id}:totp"
-
-
 def _officer_from_row(row) -> Officer:
     return Officer(officer_id=row.officer_id, name=row.name, roles=frozenset(r for r in row.roles.split(",") if r),
                    must_change_password=bool(row.must_change_password), disabled=row.disabled_at is not None,
@@ -195,7 +191,7 @@ def create(conn: Connection, trail: audit.AuditTrail, actor: Officer | None, off
     conn.execute(officers.insert().values(
         officer_id=officer_id, name=name, roles=",".join(sorted(chosen)), password_hash=_HASHER.hash(password),
         must_change_password=must_change_password,
-        totp_secret=sealed.vault_of(conn).seal(secret, _totp_context(officer_id)),
+        totp_secret=sealed.vault_of(conn).seal(secret, sealed.officer_totp_context(officer_id)),
         failed_signins=0, created_by=actor.officer_id if actor else None, created_at=now, updated_at=now))
     _audit(conn, trail, "officer.add", actor, f"added officer {officer_id} ({name}) roles={','.join(sorted(chosen))}")
     return get(conn, officer_id)
@@ -237,7 +233,7 @@ def reset(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_id:
     secret = check_totp_secret(totp_secret)
     conn.execute(update(officers).where(officers.c.officer_id == target.officer_id).values(
         password_hash=_HASHER.hash(password), must_change_password=True,
-        totp_secret=sealed.vault_of(conn).seal(secret, _totp_context(target.officer_id)), totp_last_step=None,
+        totp_secret=sealed.vault_of(conn).seal(secret, sealed.officer_totp_context(target.officer_id)), totp_last_step=None,
         failed_signins=0, locked_until=None, disabled_at=None, disabled_reason=None, updated_at=_now()))
     conn.execute(delete(officer_sessions).where(officer_sessions.c.officer_id == target.officer_id))
     _audit(conn, trail, "officer.reset", actor, f"reset officer {target.officer_id} (new password and TOTP secret)")
@@ -307,7 +303,7 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
         password_ok = _HASHER.verify(row.password_hash, password or "")
     except (VerificationError, InvalidHashError):
         password_ok = False
-    secret = sealed.vault_of(conn).open(row.totp_secret, _totp_context(officer.officer_id))
+    secret = sealed.vault_of(conn).open(row.totp_secret, sealed.officer_totp_context(officer.officer_id))
     step = _matching_step(secret, code, now)
     code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
     if not (password_ok and code_ok):

@@ -196,6 +196,17 @@ def fill_audit(engine, trail: audit.AuditTrail, n: int = 5) -> None:
                                            child_ids=[f"CHILD-{i}"]))
 
 
+def officer_account(conn, trail: audit.AuditTrail, officer_id: str = "test-officer", roles=("officer",)):
+    """An officer account for tests that call the registry directly (made once per database)."""
+    from gateway import officers
+
+    found = officers.get(conn, officer_id)
+    if found is None:
+        found = officers.create(conn, trail, None, officer_id, officer_id.replace("-", " ").title(), roles,
+                                "test officer password", officers.new_totp_secret(), must_change_password=False)
+    return found
+
+
 _TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 

@@ -57,6 +57,10 @@ def involvement_context(org_code: str, stored_source_id: str | None) -> str:
     return f"involvements.sealed|{org_code}|{stored_source_id or ''}"
 
 
+def officer_totp_context(officer_id: str) -> str:
+    return f"officer:{officer_id}:totp"
+
+
 def submitted_context(review_id: int) -> str:
     return f"review_queue.submitted|{review_id}"
 

@@ -122,7 +122,7 @@ def test_a_refused_push_is_not_remembered_so_its_retry_runs_once_the_refusal_is_
     data = client.build_request("SubmitUpdates", ChildUpdate=[child_update("f-1", unique_name("Flip"), "Kim", "2016-01-01")])
     status, refused = client.post_raw("SubmitUpdates", data)
     assert status == 500 and client.fault_code(refused) == "NotAccredited"
-    gateway.cli("org", "reinstate", code, "--officer", "officer-a")
+    gateway.reinstate(code)
     status, answer = client.post_raw("SubmitUpdates", data)
     assert status == 200 and [e.text for e in answer.iter(f"{{{CG}}}Outcome")] == ["created"]
 

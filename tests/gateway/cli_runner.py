@@ -44,12 +44,12 @@ def clean_env(**settings: str | None) -> dict:
 
 
 def contactgate(*args: str, env: dict | None = None, cwd: Path | None = None, umask: int | None = None,
-                as_nobody: bool = False, timeout: float = 120) -> Run:
+                as_nobody: bool = False, timeout: float = 120, input: str | None = None) -> Run:
     command = [CONTACTGATE, *args]
     if as_nobody:
         command = [SETPRIV, *UNPRIVILEGED, *command]
     proc = subprocess.run(
-        command, env=clean_env() if env is None else env, cwd=cwd, capture_output=True, text=True,
+        command, env=clean_env() if env is None else env, cwd=cwd, capture_output=True, text=True, input=input,
         timeout=timeout, preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
     return Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
 
@@ -64,3 +64,53 @@ def tree(root: Path) -> dict[str, int]:
             path = Path(directory) / name
             found[str(path.relative_to(root))] = path.lstat().st_mode & 0o7777
     return found
+
+
+# ---- an officer, signed in (officer commands refuse without a session) ---------------------------------
+
+OFFICER = "operator-1"
+_USED_STEPS: dict[str, int] = {}
+
+
+def officers_file(directory: Path) -> Path:
+    """A throwaway first officer for `init --officers` (every role), made at test time."""
+    import json
+    import secrets
+
+    import pyotp
+
+    path = directory / "officers.json"
+    if not path.exists():
+        path.write_text(json.dumps([{"id": OFFICER, "name": "Operator One", "password": secrets.token_urlsafe(16),
+                                     "roles": ["senior_officer", "officer", "data_quality", "auditor"],
+                                     "totp_secret": pyotp.random_base32(32)}]))
+        path.chmod(0o600)
+    return path
+
+
+def init_and_sign_in(env: dict, directory: Path, umask: int | None = None) -> dict:
+    """`contactgate init --officers ...` then `login`: the environment, with CONTACTGATE_SESSION, of a
+    signed-in officer holding every role."""
+    officers = officers_file(directory)
+    run = contactgate("init", "--officers", str(officers), env=env, umask=umask)
+    assert run.code == 0, run
+    return sign_in(env, directory, umask=umask)
+
+
+def sign_in(env: dict, directory: Path, umask: int | None = None) -> dict:
+    import json
+    import time
+
+    import pyotp
+
+    entry = json.loads(officers_file(directory).read_text())[0]
+    step = max(int(time.time()) // 30, _USED_STEPS.get(entry["totp_secret"], -1) + 1)
+    while step > int(time.time()) // 30 + 1:
+        time.sleep(0.5)
+    _USED_STEPS[entry["totp_secret"]] = step
+    signed = {**env, "CONTACTGATE_SESSION": str(directory / "session.json")}
+    run = contactgate("login", "--officer", entry["id"], "--password-stdin", "--code",
+                      pyotp.TOTP(entry["totp_secret"]).at(step * 30), env=signed, umask=umask,
+                      input=entry["password"] + "\n")
+    assert run.code == 0, run
+    return signed

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect
 from gateway.cli import main
 from gateway.migrations import head_revision
 from gateway.trust import pki
-from tests.gateway.cli_runner import SETPRIV, clean_env, contactgate, tree
+from tests.gateway.cli_runner import SETPRIV, clean_env, contactgate, init_and_sign_in, tree
 from tests.support import postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -54,15 +54,25 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "cert register": ["LA", "--cert", "{material}/cert.pem"],
     "cert revoke": ["ab" * 32, "--reason", "lost"],
     "keys retire": ["k00000000"],
+    "login": ["--officer", "alice", "--password-stdin", "--code", "123456"],
+    "logout": [],
+    "whoami": [],
+    "officer add": ["eve", "--name", "Eve", "--role", "officer"],
+    "officer disable": ["eve", "--reason", "left"],
+    "officer list": [],
+    "officer password": ["--password-stdin"],
+    "officer reset": ["eve"],
     "keys rotate": [],
     "keys status": [],
     "migrate": [],
     "roles show": [],
     "org accredit": ["LA", "--scope", "push", "--expires", _future(), "--officer", "alice"],
     "org add": ["LA", "--name", "Leeds", "--kind", "local_authority"],
-    "org approve": ["LA", "--officer", "bob"],
+    "org approve": ["LA", "--proposal", "1", "--officer", "bob"],
+    "org decline": ["LA", "--proposal", "1", "--reason", "no agreement"],
     "org list": [],
-    "org reinstate": ["LA", "--officer", "bob"],
+    "org reinstate": ["LA", "--reason", "resolved"],
+    "org revoke": ["LA", "--reason", "dissolved"],
     "org show": ["LA"],
     "org suspend": ["LA", "--officer", "bob", "--reason", "breach"],
     "review distinct": ["1", "--officer", "dora"],
@@ -234,13 +244,9 @@ def initialised(request, tmp_path):
     if request.param == "postgresql":
         with postgres_database() as url:
             env = clean_env(CONTACTGATE_HOME=str(home), CONTACTGATE_DATABASE_URL=url)
-            run = contactgate("init", env=env)
-            assert run.code == 0, run
-            yield env
+            yield init_and_sign_in(env, tmp_path)
     else:
-        env = clean_env(CONTACTGATE_HOME=str(home))
-        run = contactgate("init", env=env)
-        assert run.code == 0, run
+        env = init_and_sign_in(clean_env(CONTACTGATE_HOME=str(home)), tmp_path)
         yield env
 
 
@@ -291,7 +297,10 @@ def test_schema_behind_head_refuses_until_migrate(initialised):
     assert migrated.code == 0 and f"migrated from 0001 to {HEAD}" in migrated.out, migrated
     assert contactgate("migrate", "--check", env=initialised).code == 0
     assert "already at head" in contactgate("migrate", env=initialised).out
-    assert contactgate("org", "list", env=initialised).code == 0
+    # 0001 had no officer accounts: they are made again, and signed in again
+    unsigned = {k: v for k, v in initialised.items() if k != "CONTACTGATE_SESSION"}
+    signed = init_and_sign_in(unsigned, Path(initialised["CONTACTGATE_SESSION"]).parent)
+    assert contactgate("org", "list", env=signed).code == 0
 
 
 def test_init_migrates_an_older_schema_and_says_so(initialised):
@@ -363,10 +372,12 @@ def test_read_only_home_as_an_unprivileged_user(backend, world_reachable_tmp, ma
     database = postgres_database() if backend == "postgresql" else None
     url = database.__enter__() if database else None
     try:
-        env = clean_env(CONTACTGATE_HOME=str(home), CONTACTGATE_DATABASE_URL=url)
-        assert contactgate("init", env=env).code == 0
+        officer = world_reachable_tmp / "officer"
+        officer.mkdir()
+        env = init_and_sign_in(clean_env(CONTACTGATE_HOME=str(home), CONTACTGATE_DATABASE_URL=url), officer)
         assert contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=env).code == 0
         _chown_tree(home)
+        _chown_tree(officer)
         _read_only_tree(home)
         regional_ca = world_reachable_tmp / "regional-ca.pem"
         shutil.copy(material / "ca.pem", regional_ca)

@@ -20,7 +20,7 @@ from gateway.db import make_engine
 from gateway.local import free_port
 from gateway.server import write_client_ca_bundle
 from gateway.trust import pki
-from tests.gateway.cli_runner import CONTACTGATE, clean_env, contactgate, tree
+from tests.gateway.cli_runner import CONTACTGATE, clean_env, contactgate, init_and_sign_in, tree
 from tests.support import postgres_database
 
 UMASKS = [0o000, 0o022]
@@ -95,12 +95,13 @@ def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend
     ca = pki.make_ca("Regional CA")[1]
     pki.write_public(tmp_path / "regional-ca.pem", pki.cert_pem(ca))
     with backend_env(backend, home) as env:
+        env = init_and_sign_in(env, tmp_path, umask=umask)
+
         def cg(*args):
             run = contactgate(*args, env=env, umask=umask)
             assert run.code == 0, run
             return run
 
-        cg("init")
         cg("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority")
         cg("cert", "issue", "LA", "--out-dir", str(home / "clients" / "la"))  # inside the home: private
         cg("trust", "add-ca", str(tmp_path / "regional-ca.pem"))
@@ -154,8 +155,7 @@ def test_file_writers_are_private_under_umask_000(tmp_path):
 
 
 def test_cert_issue_out_dir_keeps_the_key_private_whatever_the_umask(tmp_path):
-    env = clean_env(CONTACTGATE_HOME=str(tmp_path / "home"))
-    assert contactgate("init", env=env).code == 0
+    env = init_and_sign_in(clean_env(CONTACTGATE_HOME=str(tmp_path / "home")), tmp_path)
     assert contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=env).code == 0
     out = tmp_path / "handover" / "la"
     run = contactgate("cert", "issue", "LA", "--out-dir", str(out), env=env, umask=0o000)

@@ -24,6 +24,7 @@ from gateway import audit
 from gateway.db import audit_children, audit_head, audit_log, children
 from gateway.index import store
 from gateway.index.model import Address, ChildUpdate, Identity
+from gateway import officers
 from gateway.trust import registry
 from tests.support import unique_name, child_update, fill_audit, nhs_number, pupil_number, shown_record, unique, wait_for_lock_waiters
 
@@ -230,11 +231,23 @@ def test_unknown_gender_from_another_source_does_not_erase_a_known_gender(gatewa
 
 # ==== 6. Approval acts on the row as it is when it writes, not as it was checked =================
 
-def _accredited(conn, code: str, scopes: list[str]) -> None:
+def _officer(engine, officer_id: str) -> officers.Officer:
+    """An officer account in this database (made once)."""
+    with engine.begin() as conn:
+        made = officers.get(conn, officer_id)
+        if made is None:
+            made = officers.create(conn, TRAIL, None, officer_id, officer_id.title(), ["officer"],
+                                   "a long enough password", officers.new_totp_secret(), must_change_password=False)
+    return made
+
+
+def _accredited(engine, conn, code: str, scopes: list[str]) -> None:
     today = dt.date.today()
-    registry.add_org(conn, TRAIL, code, "Org", "education")
-    registry.propose_accreditation(conn, TRAIL, code, scopes, today + dt.timedelta(days=100), "alice", None, today)
-    registry.approve(conn, TRAIL, code, "bob")
+    alice, bob = _officer(engine, "alice"), _officer(engine, "bob")
+    registry.add_org(conn, TRAIL, code, "Org", "education", alice)
+    proposal = registry.propose_accreditation(conn, TRAIL, code, scopes, today + dt.timedelta(days=100), alice,
+                                              None, today)
+    registry.approve(conn, TRAIL, code, proposal.id, bob)
 
 
 def _approval_refused_after(engine, held_change, approve) -> None:
@@ -258,33 +271,35 @@ def _approval_refused_after(engine, held_change, approve) -> None:
 def test_an_officer_cannot_approve_their_own_proposal_by_racing_it(database_url, engine):
     _postgresql_only(database_url)
     today = dt.date.today()
+    alice, bob = _officer(engine, "alice"), _officer(engine, "bob")
     with engine.begin() as conn:
-        registry.add_org(conn, TRAIL, "EDU1", "School", "education")
-        registry.propose_accreditation(conn, TRAIL, "EDU1", ["query"], today + dt.timedelta(days=30),
-                                       "alice", None, today)
+        registry.add_org(conn, TRAIL, "EDU1", "School", "education", alice)
+        first = registry.propose_accreditation(conn, TRAIL, "EDU1", ["query"], today + dt.timedelta(days=30),
+                                               alice, None, today)
     _approval_refused_after(
         engine,
-        # bob proposes every scope for a year...
+        # bob proposes every scope for a year (superseding alice's proposal)...
         lambda conn: registry.propose_accreditation(conn, TRAIL, "EDU1", ["push", "query", "shield"],
-                                                    today + dt.timedelta(days=365), "bob", None, today),
-        lambda conn: registry.approve(conn, TRAIL, "EDU1", "bob"))  # ...and "approves alice's" proposal
+                                                    today + dt.timedelta(days=365), bob, None, today),
+        lambda conn: registry.approve(conn, TRAIL, "EDU1", first.id, bob))  # ...and "approves alice's" proposal
     with engine.connect() as conn:
         org = registry.get_org(conn, "EDU1")
     # bob's own proposal stands, unapproved: nobody accredited anything alone
-    assert (org.status, org.approved_by, org.pending_by) == ("pending_approval", None, "bob"), org
+    assert (org.status, org.approved_by, [p.proposed_by for p in org.pending]) == ("pending_approval", None, ["bob"])
 
 
 def test_an_approval_racing_a_suspension_does_not_lift_it(database_url, engine):
     _postgresql_only(database_url)
     today = dt.date.today()
+    alice, bob, carol = _officer(engine, "alice"), _officer(engine, "bob"), _officer(engine, "carol")
     with engine.begin() as conn:
-        _accredited(conn, "EDU2", ["query"])
-        registry.propose_accreditation(conn, TRAIL, "EDU2", ["query"], today + dt.timedelta(days=365),
-                                       "alice", None, today)  # a renewal awaiting approval
+        _accredited(engine, conn, "EDU2", ["query"])
+        renewal = registry.propose_accreditation(conn, TRAIL, "EDU2", ["query"], today + dt.timedelta(days=365),
+                                                 alice, None, today)  # a renewal awaiting approval
     _approval_refused_after(
         engine,
-        lambda conn: registry.suspend(conn, TRAIL, "EDU2", "carol", "data breach under investigation"),
-        lambda conn: registry.approve(conn, TRAIL, "EDU2", "bob"))
+        lambda conn: registry.suspend(conn, TRAIL, "EDU2", carol, "data breach under investigation"),
+        lambda conn: registry.approve(conn, TRAIL, "EDU2", renewal.id, bob))
     with engine.connect() as conn:
         org = registry.get_org(conn, "EDU2")
     assert org.status == "suspended", org.status
@@ -292,16 +307,18 @@ def test_an_approval_racing_a_suspension_does_not_lift_it(database_url, engine):
 
 def test_an_organisation_suspended_during_onboarding_is_not_stuck_forever(engine):
     today = dt.date.today()
+    alice, bob, carol = _officer(engine, "alice"), _officer(engine, "bob"), _officer(engine, "carol")
     with engine.begin() as conn:
-        registry.add_org(conn, TRAIL, "EDU3", "School", "education")
+        registry.add_org(conn, TRAIL, "EDU3", "School", "education", alice)
         registry.propose_accreditation(conn, TRAIL, "EDU3", ["query"], today + dt.timedelta(days=30),
-                                       "alice", None, today)
-        registry.suspend(conn, TRAIL, "EDU3", "carol", "evidence under review")
+                                       alice, None, today)
+        registry.suspend(conn, TRAIL, "EDU3", carol, "evidence under review")
     refusals = []
-    for step in (lambda c: registry.reinstate(c, TRAIL, "EDU3", "carol"),
-                 lambda c: registry.propose_accreditation(c, TRAIL, "EDU3", ["query"],
-                                                          today + dt.timedelta(days=60), "alice", None, today),
-                 lambda c: registry.approve(c, TRAIL, "EDU3", "bob")):
+    steps = (lambda c: registry.approve(c, TRAIL, "EDU3", registry.reinstate(c, TRAIL, "EDU3", carol, "reviewed").id,
+                                        bob),
+             lambda c: registry.approve(c, TRAIL, "EDU3", registry.propose_accreditation(
+                 c, TRAIL, "EDU3", ["query"], today + dt.timedelta(days=60), alice, None, today).id, bob))
+    for step in steps:
         try:
             with engine.begin() as conn:
                 step(conn)

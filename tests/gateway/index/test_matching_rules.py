@@ -15,7 +15,7 @@ from gateway.db import blocking_keys, children, involvements, review_queue, sour
 from gateway.index import sealed, store
 from gateway.index.model import Address, ChildUpdate, Identity, Involvement, Setting
 from gateway.trust import registry
-from tests.support import nhs_number, pupil_number, shown_record, source_record
+from tests.support import nhs_number, pupil_number, shown_record, source_record, officer_account
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.timezone.utc)
 TRAIL = audit.AuditTrail(audit.new_key())
@@ -44,8 +44,9 @@ def involvement(service: str, start: str = "2025-01-01", end: str | None = None)
 
 def orgs(engine) -> None:
     with engine.begin() as conn:
+        actor = officer_account(conn, TRAIL)
         for code, kind in (("LA", "local_authority"), ("GP", "health"), ("SCH", "education")):
-            registry.add_org(conn, TRAIL, code, code, kind)
+            registry.add_org(conn, TRAIL, code, code, kind, actor)
 
 
 def push(engine, org: str, *updates: ChildUpdate, now: dt.datetime = T0):

@@ -3,26 +3,31 @@
 import datetime as dt
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from gateway.cli import main as cli_main
 from gateway.db import audit_log
+from gateway.local import LocalGateway, proposal_id
 from gateway.trust import pki, registry
 
 
 @pytest.fixture
 def officer(tmp_path, database_url):
-    """Run `contactgate ...` against a fresh home and database."""
-    runner = CliRunner()
+    """Run `contactgate ...` against a fresh home and database, signed in as the officer its
+    --officer names (or the default local officer)."""
+    gateway = LocalGateway(home=tmp_path, database_url=database_url)
 
     def run(*args, ok=True):
-        result = runner.invoke(cli_main, ["--home", str(tmp_path), "--database-url", database_url, *args])
+        result = gateway.cli(*args, expect_ok=False)
         assert (result.exit_code == 0) == ok, result.output
         return result
 
     run("init")
     return run
+
+
+def pending(officer, code: str) -> str:
+    """The id of the organisation's pending proposal, as `org show` prints it."""
+    return proposal_id(officer("org", "show", code).output)
 
 
 def future(days=200):
@@ -31,15 +36,16 @@ def future(days=200):
 
 def test_accreditation_needs_two_different_officers(officer, engine):
     officer("org", "add", "LA9", "--name", "Lambeth", "--kind", "local_authority")
-    officer("org", "accredit", "LA9", "--scope", "push", "--expires", future(), "--officer", "alice")
-    refused = officer("org", "approve", "LA9", "--officer", "alice", ok=False)
+    proposal = proposal_id(officer("org", "accredit", "LA9", "--scope", "push", "--expires", future(),
+                                   "--officer", "alice").output)
+    refused = officer("org", "approve", "LA9", "--proposal", proposal, "--officer", "alice", ok=False)
     assert "second officer" in refused.output
-    officer("org", "approve", "LA9", "--officer", "bob")
+    officer("org", "approve", "LA9", "--proposal", proposal, "--officer", "bob")
     with engine.connect() as conn:
         org = registry.get_org(conn, "LA9")
         assert org.status == "accredited" and org.proposed_by == "alice" and org.approved_by == "bob"
         operations = [r.operation for r in conn.execute(select(audit_log).order_by(audit_log.c.seq))]
-    assert operations == ["org.add", "org.accredit", "org.approve"]
+    assert [o for o in operations if not o.startswith("officer.")] == ["org.add", "org.accredit", "org.approve"]
 
 
 def test_officer_errors_are_refused_without_change(officer, engine):
@@ -56,12 +62,16 @@ def test_officer_errors_are_refused_without_change(officer, engine):
 def test_suspend_and_reinstate(officer, engine):
     officer("org", "add", "Y1", "--name", "YOT", "--kind", "youth_offending")
     officer("org", "accredit", "Y1", "--scope", "query", "--expires", future(), "--officer", "alice")
-    officer("org", "approve", "Y1", "--officer", "bob")
+    officer("org", "approve", "Y1", "--proposal", pending(officer, "Y1"), "--officer", "bob")
     officer("org", "suspend", "Y1", "--officer", "carol", "--reason", "data breach under investigation")
     with engine.connect() as conn:
         org = registry.get_org(conn, "Y1")
         assert org.status == "suspended" and org.refusal_reason(dt.date.today())
-    officer("org", "reinstate", "Y1", "--officer", "carol")
+    officer("org", "reinstate", "Y1", "--officer", "carol", "--reason", "investigation closed")
+    with engine.connect() as conn:
+        assert registry.get_org(conn, "Y1").status == "suspended"  # until a second officer approves
+    officer("org", "approve", "Y1", "--proposal", pending(officer, "Y1"), "--officer", "carol", ok=False)
+    officer("org", "approve", "Y1", "--proposal", pending(officer, "Y1"), "--officer", "alice")
     with engine.connect() as conn:
         assert registry.get_org(conn, "Y1").refusal_reason(dt.date.today()) is None
     shown = officer("org", "show", "Y1").output
@@ -144,17 +154,20 @@ def test_the_gateways_signing_certificate_is_not_a_client_certificate():
 def test_renewal_keeps_the_accreditation_in_force_until_a_second_officer_approves(officer, engine):
     officer("org", "add", "R1", "--name", "Renewing", "--kind", "health")
     officer("org", "accredit", "R1", "--scope", "query", "--expires", future(30), "--officer", "alice")
-    officer("org", "approve", "R1", "--officer", "bob")
-    shown = officer("org", "accredit", "R1", "--scope", "query", "--scope", "push", "--expires", future(400),
-                    "--officer", "carol").output
-    assert "status=accredited" in shown and "proposed: scopes=push,query" in shown
+    officer("org", "approve", "R1", "--proposal", pending(officer, "R1"), "--officer", "bob")
+    officer("org", "accredit", "R1", "--scope", "query", "--scope", "push", "--expires", future(400),
+            "--officer", "carol")
+    shown = officer("org", "show", "R1").output
+    assert "status=accredited" in shown and "(renewal) by carol" in shown and "scopes=push,query" in shown
+    renewal = pending(officer, "R1")
     with engine.connect() as conn:
         org = registry.get_org(conn, "R1")
     assert org.refusal_reason(dt.date.today()) is None  # traffic carries on meanwhile
     assert org.scopes == {"query"} and org.expires == dt.date.fromisoformat(future(30))
-    assert "second officer" in officer("org", "approve", "R1", "--officer", "carol", ok=False).output
-    officer("org", "approve", "R1", "--officer", "alice")
+    assert "second officer" in officer("org", "approve", "R1", "--proposal", renewal, "--officer", "carol",
+                                      ok=False).output
+    officer("org", "approve", "R1", "--proposal", renewal, "--officer", "alice")
     with engine.connect() as conn:
         org = registry.get_org(conn, "R1")
     assert org.scopes == {"query", "push"} and org.expires == dt.date.fromisoformat(future(400))
-    assert (org.proposed_by, org.approved_by, org.pending_scopes) == ("carol", "alice", None)
+    assert (org.proposed_by, org.approved_by, org.pending) == ("carol", "alice", ())

@@ -1,0 +1,260 @@
+"""Officers are accounts: password + TOTP sign-in, sessions, lockout, roles, and four-eyes between
+accounts (not between spellings of a name). Every case through the CLI an officer uses, on SQLite
+and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pyotp
+import pytest
+from sqlalchemy import select, update
+
+from gateway.db import audit_log, officer_sessions, officers as officers_table, organisations
+from gateway.local import LocalGateway, proposal_id
+from gateway.trust import registry
+
+
+@pytest.fixture
+def gw(tmp_path, database_url):
+    gateway = LocalGateway(home=tmp_path / "home", database_url=database_url)
+    gateway.cli("init")
+    return gateway
+
+
+def run(gw, *args, officer=None, ok=True, input=None):
+    result = gw.cli(*args, expect_ok=False, officer=officer, input=input)
+    assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def login(gw, officer_id, password=None, code=None, session=None, ok=True, extra_lines=()):
+    password = gw.officer_secrets(officer_id)[0] if password is None else password
+    code = gw.totp_code(officer_id) if code is None else code
+    session = session or gw.home / "local" / f"manual-{officer_id}.json"
+    result = gw._invoke(_main(), ["login", "--officer", officer_id, "--password-stdin", "--code", code],
+                        {"CONTACTGATE_SESSION": str(session)}, "\n".join([password, *extra_lines]) + "\n")
+    assert (result.exit_code == 0) == ok, result.output
+    return result, session
+
+
+def as_session(gw, session, *args, ok=True):
+    result = gw._invoke(_main(), list(args), {"CONTACTGATE_SESSION": str(session)}, None)
+    assert (result.exit_code == 0) == ok, result.output
+    return result
+
+
+def _main():
+    from gateway.cli import main
+
+    return main
+
+
+def audit_rows(gw, operation):
+    with gw_engine(gw).connect() as conn:
+        return conn.execute(select(audit_log).where(audit_log.c.operation == operation)
+                            .order_by(audit_log.c.seq)).all()
+
+
+def gw_engine(gw):
+    from gateway.db import make_engine
+
+    engine = make_engine(gw.database_url, keys=gw.home / "keys" / "data-keys.json")
+    return engine
+
+
+def future(days=200):
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
+
+
+# ---- accounts and sign-in ---------------------------------------------------------------------------
+
+def test_passwords_are_argon2id_and_totp_secrets_are_sealed(gw):
+    with gw_engine(gw).connect() as conn:
+        rows = conn.execute(select(officers_table)).all()
+    assert {r.officer_id for r in rows} >= {"officer-a", "senior-s"}
+    for row in rows:
+        password, secret = gw.officer_secrets(row.officer_id)
+        assert row.password_hash.startswith("$argon2id$") and password not in row.password_hash
+        assert secret not in row.totp_secret and row.totp_secret.startswith("cg1:")
+    assert [r.detail for r in audit_rows(gw, "officer.add")][0].startswith("added officer")
+
+
+def test_sign_in_with_password_and_code_then_whoami(gw):
+    result, session = login(gw, "officer-a")
+    assert "signed in as officer-a" in result.output
+    assert os.stat(session).st_mode & 0o077 == 0
+    assert "officer-a (Officer A)" in as_session(gw, session, "whoami").output
+    as_session(gw, session, "logout")
+    assert not session.exists()
+    assert "not signed in" in as_session(gw, session, "whoami", ok=False).output
+
+
+@pytest.mark.parametrize("wrong", ["password", "code", "officer"])
+def test_a_wrong_factor_is_refused_the_same_way_and_audited(gw, wrong):
+    officer_id = "ghost" if wrong == "officer" else "officer-b"
+    password = "not the password at all" if wrong == "password" else None
+    code = None
+    if wrong == "code":
+        _, secret = gw.officer_secrets("officer-b")
+        code = str((int(pyotp.TOTP(secret).now()) + 1) % 1_000_000).zfill(6)
+    if officer_id == "ghost":
+        password = "whatever password"
+        code = "123456"
+    result, session = login(gw, officer_id, password=password, code=code, ok=False)
+    assert "sign-in refused" in result.output and "password or code" in result.output
+    assert not session.exists()
+    refused = audit_rows(gw, "officer.login")[-1]
+    assert refused.outcome == "refused" and refused.user_id == officer_id
+
+
+def test_a_code_is_good_only_once(gw):
+    _, secret = gw.officer_secrets("officer-b")
+    code = gw.totp_code("officer-b")
+    login(gw, "officer-b", code=code)
+    result, _ = login(gw, "officer-b", code=code, session=gw.home / "local" / "again.json", ok=False)
+    assert "already used" in audit_rows(gw, "officer.login")[-1].detail
+
+
+def test_repeated_failures_lock_the_account_even_for_the_right_password(gw):
+    for _ in range(5):
+        login(gw, "carol", password="wrong password!!", code="000000", ok=False)
+    result, _ = login(gw, "carol", ok=False)  # the right password and code, but locked
+    assert "locked" in audit_rows(gw, "officer.login")[-1].detail
+    with gw_engine(gw).begin() as conn:  # the lockout passes (its clock, moved)
+        conn.execute(update(officers_table).where(officers_table.c.officer_id == "carol")
+                     .values(locked_until=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+    login(gw, "carol")
+
+
+def test_an_officer_command_without_a_session_is_refused(gw, tmp_path):
+    result = gw._invoke(_main(), ["org", "add", "LA", "--name", "Leeds", "--kind", "local_authority"],
+                        {"CONTACTGATE_SESSION": str(tmp_path / "none.json")}, None)
+    assert result.exit_code == 2 and "not signed in" in result.output
+    with gw_engine(gw).connect() as conn:
+        assert conn.execute(select(organisations)).all() == []
+
+
+def test_a_session_file_others_can_read_is_refused(gw):
+    _, session = login(gw, "officer-a")
+    os.chmod(session, 0o644)
+    assert "read by others" in as_session(gw, session, "whoami", ok=False).output
+
+
+@pytest.mark.parametrize("limit", ["idle", "absolute"])
+def test_a_session_expires_when_idle_and_after_its_maximum(gw, limit):
+    _, session = login(gw, "officer-a")
+    now = dt.datetime.now(dt.timezone.utc)
+    values = ({"last_seen": now - dt.timedelta(minutes=16)} if limit == "idle"
+              else {"expires_at": now - dt.timedelta(seconds=1)})
+    with gw_engine(gw).begin() as conn:
+        conn.execute(update(officer_sessions).values(**values))
+    result = as_session(gw, session, "org", "list", ok=False)
+    assert "expired" in result.output and "login" in result.output
+    with gw_engine(gw).connect() as conn:
+        assert conn.execute(select(officer_sessions)).all() == []
+
+
+def test_each_command_restarts_the_idle_clock(gw):
+    _, session = login(gw, "officer-a")
+    with gw_engine(gw).begin() as conn:
+        conn.execute(update(officer_sessions).values(
+            last_seen=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=14)))
+    as_session(gw, session, "org", "list")
+    with gw_engine(gw).connect() as conn:
+        seen = conn.execute(select(officer_sessions.c.last_seen)).scalar_one()
+    if seen.tzinfo is None:
+        seen = seen.replace(tzinfo=dt.timezone.utc)
+    assert dt.datetime.now(dt.timezone.utc) - seen < dt.timedelta(minutes=1)
+
+
+# ---- four-eyes between accounts ----------------------------------------------------------------------
+
+def _proposed(gw, code="LA9", proposer="officer-a", **extra):
+    run(gw, "org", "add", code, "--name", "Lambeth", "--kind", "local_authority", officer=proposer)
+    result = run(gw, "org", "accredit", code, "--scope", "push", "--expires", future(), officer=proposer)
+    return proposal_id(result.output)
+
+
+@pytest.mark.parametrize("spelling", ["Officer-A", "OFFICER-A", "officer-a"])
+def test_an_officer_cannot_approve_their_own_proposal_however_they_spell_their_id(gw, spelling):
+    proposal = _proposed(gw)
+    result = run(gw, "org", "approve", "LA9", "--proposal", proposal, "--officer", spelling, ok=False,
+                 officer="officer-a")
+    assert "second officer" in result.output
+
+
+@pytest.mark.parametrize("spelling", [" officer-a", "officer-a\t", "", "officer a"])
+def test_a_blank_or_padded_officer_id_is_refused(gw, spelling):
+    result, _ = login(gw, "officer-a")
+    proposal = _proposed(gw)
+    refused = run(gw, "org", "approve", "LA9", "--proposal", proposal, "--officer", spelling, ok=False,
+                  officer="officer-a")
+    assert "--officer" in refused.output
+    _, session = login(gw, spelling or "x", password="a long enough password", code="123456",
+                       session=gw.home / "local" / "padded.json", ok=False)
+    assert not session.exists()
+
+
+def test_the_approver_must_hold_a_role_that_permits_it(gw):
+    proposal = _proposed(gw)
+    for who in ("dora", "auditor-1"):  # data quality, auditor: not accreditation officers
+        result = run(gw, "org", "approve", "LA9", "--proposal", proposal, officer=who, ok=False)
+        assert "needs the role officer" in result.output
+    run(gw, "org", "approve", "LA9", "--proposal", proposal, officer="senior-s")  # a senior officer may
+
+
+def test_a_disabled_officer_can_neither_act_nor_sign_in(gw):
+    proposal = _proposed(gw)
+    _, bob = login(gw, "bob")
+    run(gw, "officer", "disable", "bob", "--reason", "left the team", officer="senior-s")
+    assert "not signed in" in as_session(gw, bob, "org", "approve", "LA9", "--proposal", proposal, ok=False).output
+    login(gw, "bob", session=gw.home / "local" / "bob-again.json", ok=False)
+    assert "disabled" in audit_rows(gw, "officer.login")[-1].detail
+    with gw_engine(gw).connect() as conn:
+        assert registry.get_org(conn, "LA9").status == "pending_approval"
+
+
+def test_only_a_senior_officer_adds_disables_or_resets_officers(gw):
+    for args in (["officer", "add", "eve", "--name", "Eve", "--role", "officer"],
+                 ["officer", "disable", "bob", "--reason", "no"], ["officer", "reset", "bob"]):
+        assert "senior_officer" in run(gw, *args, officer="officer-a", ok=False).output
+    assert "cannot disable their own" in run(gw, "officer", "disable", "senior-s", "--reason", "x",
+                                             officer="senior-s", ok=False).output
+
+
+def test_a_new_officer_signs_in_with_the_one_time_password_and_must_change_it(gw):
+    added = run(gw, "officer", "add", "eve", "--name", "Eve Example", "--role", "officer", officer="senior-s").output
+    one_time = added.split("first sign-in): ")[1].split()[0]
+    secret = added.split("secret: ")[1].split()[0]
+    code = pyotp.TOTP(secret).now()
+    session = gw.home / "local" / "eve.json"
+    result = gw._invoke(_main(), ["login", "--officer", "eve", "--password-stdin", "--code", code],
+                        {"CONTACTGATE_SESSION": str(session)}, one_time + "\n")
+    assert result.exit_code == 2 and "new password" in result.output
+    assert "password must be changed" in as_session(gw, session, "org", "list", ok=False).output
+    result = gw._invoke(_main(), ["officer", "password", "--password-stdin"], {"CONTACTGATE_SESSION": str(session)},
+                        "eve's own new password\n")
+    assert result.exit_code == 0, result.output
+    as_session(gw, session, "org", "list")
+    assert [r.user_id for r in audit_rows(gw, "officer.password")] == ["eve"]
+
+
+def test_init_without_officers_on_no_terminal_says_how_to_make_them(tmp_path, database_url):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(_main(), ["--home", str(tmp_path / "h"), "--database-url", database_url, "init"])
+    assert result.exit_code == 0 and "no officer yet" in result.output
+
+
+def test_init_officers_file_needs_a_senior_officer(tmp_path, database_url):
+    from click.testing import CliRunner
+
+    path = tmp_path / "officers.json"
+    path.write_text(json.dumps([{"id": "only", "name": "Only", "roles": ["officer"], "password": "x" * 14,
+                                 "totp_secret": pyotp.random_base32(32)}]))
+    result = CliRunner().invoke(_main(), ["--home", str(tmp_path / "h"), "--database-url", database_url,
+                                          "init", "--officers", str(path)])
+    assert result.exit_code == 2 and "senior_officer" in result.output
