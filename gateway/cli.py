@@ -803,9 +803,15 @@ def _show_cert(c: registry.CertificateRecord) -> None:
               help="Sign this CSR instead of making a key.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --csr: where to write the certificate.")
+@click.option("--force", is_flag=True, help="Replace files that already exist (never done otherwise).")
 @pass_ctx
-def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, out: Path | None) -> None:
-    """Issue a certificate for an organisation, signed by the gateway CA, and register it."""
+def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, out: Path | None,
+               force: bool) -> None:
+    """Issue a certificate for an organisation, signed by the gateway CA, and register it.
+
+    Several certificates may be active at once (rotation: issue the new one, switch the client,
+    revoke the old). Files are written before the certificate is registered, never over existing
+    files without --force; if anything fails, nothing is registered and what was written is removed."""
     actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert issue")
     if bool(csr) == bool(out_dir) or (csr and not out):
         _fail("use either --out-dir DIR, or --csr FILE --out FILE")
@@ -814,12 +820,18 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
         organisation = registry.get_org(conn, code)
     if organisation is None:
         _fail(f"no organisation with code {code!r}")
+    if organisation.status == "revoked":
+        _fail(f"organisation {organisation.code} is revoked")
+    code = organisation.code
     home = ctx.settings.layout.root
     if csr:
         try:
             request = pki.load_csr(csr.read_bytes())
         except ValueError as exc:
             _fail(f"unreadable CSR: {exc}")
+        problem = pki.csr_problem(request, code)
+        if problem:
+            _fail(problem)
         certificate = pki.issue_org_cert(ca_key, ca_cert, code, organisation.name, request.public_key())
         outputs = {out: pki.cert_pem(certificate)}
         secret: set[Path] = set()
@@ -831,6 +843,10 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
                    out_dir / "ca.pem": pki.cert_pem(ca_cert),
                    out_dir / "gateway-signing.pem": signing_keys.bundle_pem(ctx.settings.layout)}
         secret = {out_dir / "key.pem"}
+    existing = [str(p) for p in outputs if p.exists() or p.is_symlink()]
+    if existing and not force:
+        _fail(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: nothing was issued "
+              f"(choose another --out-dir, or --force to replace them)")
     # Files first, then the registration: a certificate is never registered without its files (they
     # are removed again if the registration is refused). Anything written into the home is 0600.
     written: list[Path] = []

@@ -78,7 +78,8 @@ def run_demo(keep: bool = False, home: Path | None = None) -> int:
         demo.step("An operator creates the gateway's home (CA, server certificate, signing key, database)")
         gateway.cli("init")
 
-        demo.step("Accreditation officers onboard three organisations; the third is never approved")
+        demo.step("Accreditation officers (accounts with a password and an authenticator code) onboard "
+                  "three organisations; the third is never approved")
         la_dir = gateway.add_org("LEEDS_LA", "local_authority", ["push", "query"])
         gateway.add_org("LTHT", "health", ["query"])
         gateway.add_org("ST_MARYS", "education", ["query"], approve=False)

@@ -152,6 +152,10 @@ class LocalGateway:
             result = self._invoke(main, ["login", "--officer", officer_id, "--password-stdin", "--code",
                                          self.totp_code(officer_id)], {"CONTACTGATE_SESSION": str(path)},
                                   password + "\n")
+            if self.echo:
+                print(f"$ contactgate login --officer {officer_id} --password-stdin --code ******")
+                for line in result.output.rstrip().splitlines():
+                    print(f"    {line}")
             if result.exit_code != 0:
                 raise RuntimeError(f"local officer {officer_id} could not sign in:\n{result.output}")
         return path

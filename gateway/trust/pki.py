@@ -194,6 +194,37 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     return csr
 
 
+MIN_RSA_BITS = 2048
+STRONG_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+def key_weakness(public_key) -> str | None:
+    """Why a key is too weak for an organisation's certificate, or None: RSA of at least 2048 bits,
+    or ECDSA on P-256, P-384 or P-521 (nothing else: DSA, small RSA, other curves)."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < MIN_RSA_BITS:
+            return f"an RSA key of {public_key.key_size} bits (at least {MIN_RSA_BITS} are needed)"
+        return None
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, STRONG_CURVES):
+            return f"an EC key on {public_key.curve.name} (P-256, P-384 or P-521 are accepted)"
+        return None
+    return f"a {type(public_key).__name__.replace('PublicKey', '').strip('_') or 'key'} key (RSA or ECDSA are accepted)"
+
+
+def csr_problem(csr: x509.CertificateSigningRequest, org_code: str) -> str | None:
+    """Why a CSR cannot be signed for ``org_code``, or None: its key is weak, or its subject does not
+    name the organisation (its common name must be the code, in any case; another code is refused)."""
+    weakness = key_weakness(csr.public_key())
+    if weakness:
+        return f"the CSR has {weakness}"
+    names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if len(names) != 1 or str(names[0]).upper() != org_code.upper():
+        shown = ", ".join(repr(n) for n in names) or "none"
+        return f"the CSR's subject must name the organisation (CN={org_code}); its common name is {shown}"
+    return None
+
+
 # Web PKI defaults for end-entity certificates, except that a client certificate need not carry a
 # subjectAltName (organisations are named by the registry, not by SAN).
 _CLIENT_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(

@@ -534,3 +534,42 @@ def revoke_cert(conn: Connection, trail: AuditTrail, fp: str, reason: str, actor
                  .values(revoked_at=_now(), revoked_reason=reason))
     _record(conn, trail, "cert.revoke", actor, record.org_code, f"revoked {fp}: {reason}")
     return get_cert(conn, fp)
+
+
+# ---- the trust list: changes proposed by a senior officer, approved by a second ----------------------
+
+def propose_trust_change(conn: Connection, trail: AuditTrail, actor: Officer, kind: str, payload: dict) -> Proposal:
+    """``kind`` trust_add (payload: fingerprint, subject, pem[, crl]) or trust_remove (fingerprint,
+    subject). Checked by the caller (gateway.trust.anchors) before it is proposed, and again when applied."""
+    actor = acting(conn, actor, TRUST_ROLES, "proposing a trust change")
+    if kind not in TRUST_PROPOSALS:
+        raise RegistryError(f"not a trust change: {kind}")
+    for old in list_proposals(conn, kinds=TRUST_PROPOSALS):
+        if old.payload.get("fingerprint") == payload["fingerprint"]:
+            raise RegistryError(f"proposal {old.id} for that CA awaits a decision: approve or decline it first")
+    proposal = _new_proposal(conn, kind, None, payload, actor)
+    _record(conn, trail, "trust.propose", actor, None, f"proposal {proposal.id} ({kind}): {proposal.summary()}")
+    return proposal
+
+
+def decide_trust_change(conn: Connection, trail: AuditTrail, proposal_id: int, actor: Officer, *, approve: bool,
+                        reason: str | None = None, apply=None) -> Proposal:
+    """A second senior officer approves (``apply(proposal)`` then makes the change, in this
+    transaction's scope: if it fails, nothing is recorded) or declines, with a reason."""
+    actor = acting(conn, actor, TRUST_ROLES, "deciding a trust change")
+    proposal = _proposal_for_decision(conn, proposal_id, None)
+    if proposal.kind not in TRUST_PROPOSALS:
+        raise RegistryError(f"proposal {proposal.id} is not a trust change (see `org show {proposal.org_code}`)")
+    if approve:
+        _second_officer(proposal, actor)
+        if apply is not None:
+            apply(proposal)
+        _decide(conn, proposal, actor, "approved", None)
+        _record(conn, trail, "trust.approve", actor, None,
+                f"approved proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {proposal.summary()}")
+    else:
+        reason = _text(reason, "the reason")
+        _decide(conn, proposal, actor, "declined", reason)
+        _record(conn, trail, "trust.decline", actor, None,
+                f"declined proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {reason}")
+    return get_proposal(conn, proposal.id)

@@ -85,11 +85,19 @@ def test_cert_issue_from_csr_register_foreign_ca_and_revoke(officer, engine, tmp
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "i-am-someone-else")]))
-           .sign(key, hashes.SHA256()))
-    (tmp_path / "s1.csr").write_bytes(csr.public_bytes(pki.serialization.Encoding.PEM))
-    officer("cert", "issue", "S1", "--csr", str(tmp_path / "s1.csr"), "--out", str(tmp_path / "s1.pem"))
+    def csr_for(cn, signing_key=key):
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Anything"),
+                                        x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+               .sign(signing_key, hashes.SHA256()))
+        path = tmp_path / f"{cn}.csr"
+        path.write_bytes(csr.public_bytes(pki.serialization.Encoding.PEM))
+        return str(path)
+
+    refused = officer("cert", "issue", "S1", "--csr", csr_for("i-am-someone-else"), "--out", str(tmp_path / "x.pem"),
+                      ok=False).output
+    assert "must name the organisation" in refused and not (tmp_path / "x.pem").exists()
+    officer("cert", "issue", "S1", "--csr", csr_for("s1"), "--out", str(tmp_path / "s1.pem"))
     issued = pki.load_cert_pem((tmp_path / "s1.pem").read_bytes())
     assert issued.subject.rfc4514_string().startswith("O=School,CN=S1")  # the gateway names it
 

@@ -1,0 +1,104 @@
+"""`cert issue`: a CSR's key must be strong and its subject must name the organisation; files are
+never written over without --force, and a certificate is registered only with its files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.x509.oid import NameOID
+
+from gateway.local import LocalGateway
+from gateway.trust import pki
+
+
+@pytest.fixture
+def gw(tmp_path, database_url):
+    gateway = LocalGateway(home=tmp_path / "home", database_url=database_url)
+    gateway.cli("init")
+    gateway.cli("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority")
+    gateway.cli("org", "add", "OTHER", "--name", "Other", "--kind", "health")
+    return gateway
+
+
+def csr(tmp_path, key, cn="LA", name="la"):
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+               .sign(key, hashes.SHA256()))
+    path = tmp_path / f"{name}.csr"
+    path.write_bytes(request.public_bytes(pki.serialization.Encoding.PEM))
+    return str(path)
+
+
+def certs(gw):
+    return json.loads(gw.cli("cert", "list", "--json").output)
+
+
+@pytest.mark.parametrize("key, why", [
+    (lambda: rsa.generate_private_key(65537, 1024), "1024 bits"),
+    (lambda: ec.generate_private_key(ec.SECP192R1()), "secp192r1"),
+    (lambda: ec.generate_private_key(ec.SECP256K1()), "secp256k1"),
+    (lambda: dsa.generate_private_key(2048), "RSA or ECDSA"),
+], ids=["rsa1024", "p192", "secp256k1", "dsa"])
+def test_a_csr_with_a_weak_key_is_refused(gw, tmp_path, key, why):
+    result = gw.cli("cert", "issue", "LA", "--csr", csr(tmp_path, key()), "--out", str(tmp_path / "la.pem"),
+                    expect_ok=False)
+    assert result.exit_code == 2 and why in result.output
+    assert not (tmp_path / "la.pem").exists() and certs(gw) == []
+
+
+@pytest.mark.parametrize("key", [lambda: rsa.generate_private_key(65537, 2048),
+                                 lambda: ec.generate_private_key(ec.SECP256R1()),
+                                 lambda: ec.generate_private_key(ec.SECP384R1())], ids=["rsa2048", "p256", "p384"])
+def test_a_csr_with_a_strong_key_naming_the_organisation_is_signed(gw, tmp_path, key):
+    gw.cli("cert", "issue", "LA", "--csr", csr(tmp_path, key(), cn="la"), "--out", str(tmp_path / "la.pem"))
+    issued = pki.load_cert_pem((tmp_path / "la.pem").read_bytes())
+    assert issued.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "LA"
+    assert [c["fingerprint"] for c in certs(gw)] == [pki.fingerprint(issued)]
+
+
+def test_a_csr_naming_another_organisation_is_refused(gw, tmp_path):
+    result = gw.cli("cert", "issue", "LA", "--csr", csr(tmp_path, pki.new_ec_key(), cn="OTHER"),
+                    "--out", str(tmp_path / "la.pem"), expect_ok=False)
+    assert result.exit_code == 2 and "must name the organisation" in result.output and certs(gw) == []
+
+
+def test_a_csr_with_a_bad_self_signature_is_refused(gw, tmp_path):
+    path = csr(tmp_path, pki.new_ec_key())
+    der = x509.load_pem_x509_csr(open(path, "rb").read()).public_bytes(pki.serialization.Encoding.DER)
+    tampered = der[:-3] + bytes([der[-3] ^ 1]) + der[-2:]
+    forged = tmp_path / "forged.csr"
+    import base64
+
+    forged.write_text("-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(tampered).decode()
+                      + "-----END CERTIFICATE REQUEST-----\n")
+    result = gw.cli("cert", "issue", "LA", "--csr", str(forged), "--out", str(tmp_path / "la.pem"), expect_ok=False)
+    assert result.exit_code == 2 and "CSR" in result.output and certs(gw) == []
+
+
+def test_existing_files_are_never_overwritten_without_force(gw, tmp_path):
+    other = gw.issue_cert("OTHER", "other")
+    key_before = (other / "key.pem").read_bytes()
+    result = gw.cli("cert", "issue", "LA", "--out-dir", str(other), expect_ok=False)  # the other's folder
+    assert result.exit_code == 2 and "already exist" in result.output
+    assert (other / "key.pem").read_bytes() == key_before
+    assert [c["org_code"] for c in certs(gw)] == ["OTHER"]  # nothing registered for LA
+    gw.cli("cert", "issue", "OTHER", "--out-dir", str(other), "--force")
+    assert (other / "key.pem").read_bytes() != key_before and len(certs(gw)) == 2
+
+
+def test_a_failed_registration_leaves_no_files(gw, tmp_path):
+    gw.cli("org", "revoke", "OTHER", "--reason", "dissolved")
+    out = tmp_path / "out"
+    result = gw.cli("cert", "issue", "OTHER", "--out-dir", str(out), expect_ok=False)
+    assert result.exit_code == 2 and not any(out.glob("*")) if out.exists() else True
+
+
+def test_an_organisation_holds_several_valid_certificates_for_rotation(gw):
+    gw.cli("org", "accredit", "LA", "--scope", "query", "--expires", "2027-06-30")
+    first, second = gw.issue_cert("LA", "la-old"), gw.issue_cert("LA", "la-new")
+    active = [c for c in certs(gw) if c["org_code"] == "LA" and not c["revoked_at"]]
+    assert len(active) == 2
