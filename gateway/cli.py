@@ -327,8 +327,9 @@ def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str
               help="Extra DNS name or IP for the server certificate (repeatable); replaces the "
                    "server certificate.")
 @click.option("--officers", "officers_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="JSON list of the first officers ({id, name, roles, password, totp_secret}) "
-                                 "for automated set-up; without it, init asks for the first senior officer.")
+              default=None, help="JSON list of the first officers ({id, name, roles, password, totp_secret}; "
+                                 "password_hash, argon2id, instead of password) for automated set-up; without "
+                                 "it, init asks for the first senior officer.")
 @pass_ctx
 def init(ctx: Context, server_names: tuple[str, ...], officers_file: Path | None) -> None:
     """Create the home: CA, server TLS certificate, signing key, database schema, first officers.
@@ -352,7 +353,9 @@ def _read_officers_file(path: Path) -> list[dict]:
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ValueError("not a JSON list of objects")
         for e in entries:
-            missing = {"id", "name", "roles", "password", "totp_secret"} - set(e)
+            missing = {"id", "name", "roles", "totp_secret"} - set(e)
+            if "password" not in e and "password_hash" not in e:
+                missing.add("password (or password_hash, argon2id)")
             if missing:
                 raise ValueError(f"an entry lacks {', '.join(sorted(missing))}")
     except ValueError as exc:
@@ -379,8 +382,9 @@ def _first_officers(ctx: Context, wanted: list[dict] | None) -> None:
         with ctx.engine.begin() as conn:
             for entry in wanted:
                 made = officers.create(conn, ctx.trail, None, entry["id"], entry["name"], entry["roles"],
-                                       entry["password"], entry["totp_secret"],
-                                       must_change_password=bool(entry.get("must_change_password", False)))
+                                       entry.get("password"), entry["totp_secret"],
+                                       must_change_password=bool(entry.get("must_change_password", False)),
+                                       password_hash=entry.get("password_hash"))
                 click.echo(f"created  officer {made.officer_id} ({made.role_text})")
     except officers.OfficerError as exc:
         raise Refused(f"first officers: {exc}") from None

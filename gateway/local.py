@@ -47,6 +47,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_LOCAL_PASSWORDS: dict[str, tuple[str, str]] = {}
+
+
+def _local_password(officer_id: str) -> tuple[str, str]:
+    """A local officer's password and its argon2id hash, made once per process (hashing costs ~0.1 s,
+    and the tests make many homes)."""
+    if officer_id not in _LOCAL_PASSWORDS:
+        from argon2 import PasswordHasher
+
+        password = f"local-{officer_id}-" + os.urandom(9).hex()
+        _LOCAL_PASSWORDS[officer_id] = (password, PasswordHasher().hash(password))
+    return _LOCAL_PASSWORDS[officer_id]
+
+
 def proposal_id(output: str) -> str:
     """The id of the proposal a command printed ("proposal 7 (accreditation) ...")."""
     found = re.search(r"proposal (\d+) \(", output)
@@ -116,9 +130,10 @@ class LocalGateway:
                 private_dir(d)
         path = directory / "officers.json"
         if not path.exists():
-            entries = [{"id": officer_id, "name": name, "roles": roles,
-                        "password": f"local-{officer_id}-" + os.urandom(9).hex(), "totp_secret": pyotp.random_base32(32)}
-                       for officer_id, (name, roles) in LOCAL_OFFICERS.items()]
+            entries = [{"id": officer_id, "name": name, "roles": roles, "local_password": password,
+                        "password_hash": password_hash, "totp_secret": pyotp.random_base32(32)}
+                       for officer_id, (name, roles) in LOCAL_OFFICERS.items()
+                       for password, password_hash in [_local_password(officer_id)]]
             write_private(path, json.dumps(entries).encode())
         return path
 
@@ -126,7 +141,7 @@ class LocalGateway:
         """(password, TOTP secret) of a local officer."""
         for entry in json.loads(self._local_officers_file().read_text()):
             if entry["id"] == officer_id:
-                return entry["password"], entry["totp_secret"]
+                return entry["local_password"], entry["totp_secret"]
         raise KeyError(officer_id)
 
     def totp_code(self, officer_id: str) -> str:

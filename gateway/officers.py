@@ -173,9 +173,22 @@ def require(actor: Officer, *roles: str, action: str) -> None:
                            f"{actor.role_text or 'none'}")
 
 
+def check_password_hash(encoded: str) -> str:
+    """An argon2id hash made elsewhere (`init --officers` may carry one instead of the password)."""
+    if not isinstance(encoded, str) or not encoded.startswith("$argon2id$"):
+        raise OfficerError("a password hash must be an argon2id hash ($argon2id$...)")
+    try:
+        _HASHER.check_needs_rehash(encoded)
+    except (ValueError, InvalidHashError):
+        raise OfficerError("the password hash is not a readable argon2id hash") from None
+    return encoded
+
+
 def create(conn: Connection, trail: audit.AuditTrail, actor: Officer | None, officer_id: str, name: str,
-           roles, password: str, totp_secret: str, *, must_change_password: bool) -> Officer:
-    """A new account. ``actor`` None only when `init` makes the first officers (audited as the operator)."""
+           roles, password: str | None, totp_secret: str, *, must_change_password: bool,
+           password_hash: str | None = None) -> Officer:
+    """A new account. ``actor`` None only when `init` makes the first officers (audited as the operator).
+    ``password_hash`` (argon2id) instead of ``password``: for automated set-up that keeps no password."""
     if actor is not None:
         require(actor, "senior_officer", action="adding an officer")
     officer_id = canonical_id(officer_id)
@@ -183,13 +196,16 @@ def create(conn: Connection, trail: audit.AuditTrail, actor: Officer | None, off
     if not name or len(name) > 200:
         raise OfficerError("an officer's name must not be blank (at most 200 characters)")
     chosen = check_roles(roles)
-    check_password(password)
+    if password_hash is not None and password is None:
+        encoded = check_password_hash(password_hash)
+    else:
+        encoded = _HASHER.hash(check_password(password))
     secret = check_totp_secret(totp_secret)
     if get(conn, officer_id) is not None:
         raise OfficerError(f"officer {officer_id!r} already exists")
     now = _now()
     conn.execute(officers.insert().values(
-        officer_id=officer_id, name=name, roles=",".join(sorted(chosen)), password_hash=_HASHER.hash(password),
+        officer_id=officer_id, name=name, roles=",".join(sorted(chosen)), password_hash=encoded,
         must_change_password=must_change_password,
         totp_secret=sealed.vault_of(conn).seal(secret, sealed.officer_totp_context(officer_id)),
         failed_signins=0, created_by=actor.officer_id if actor else None, created_at=now, updated_at=now))

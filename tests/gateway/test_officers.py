@@ -258,3 +258,23 @@ def test_init_officers_file_needs_a_senior_officer(tmp_path, database_url):
     result = CliRunner().invoke(_main(), ["--home", str(tmp_path / "h"), "--database-url", database_url,
                                           "init", "--officers", str(path)])
     assert result.exit_code == 2 and "senior_officer" in result.output
+
+
+def test_init_officers_file_may_carry_an_argon2id_hash_instead_of_the_password(tmp_path, database_url):
+    from argon2 import PasswordHasher
+    from click.testing import CliRunner
+
+    path = tmp_path / "officers.json"
+    secret = pyotp.random_base32(32)
+    entry = {"id": "first", "name": "First", "roles": ["senior_officer"], "totp_secret": secret}
+    path.write_text(json.dumps([{**entry, "password_hash": "md5:5f4dcc3b5aa765d61d8327deb882cf99"}]))
+    args = ["--home", str(tmp_path / "h"), "--database-url", database_url, "init", "--officers", str(path)]
+    result = CliRunner().invoke(_main(), args)
+    assert result.exit_code == 2 and "argon2id" in result.output
+    path.write_text(json.dumps([{**entry, "password_hash": PasswordHasher().hash("first's long password")}]))
+    assert CliRunner().invoke(_main(), args).exit_code == 0
+    session = tmp_path / "s.json"
+    result = CliRunner().invoke(_main(), ["--home", str(tmp_path / "h"), "--database-url", database_url, "login",
+                                          "--officer", "first", "--password-stdin", "--code", pyotp.TOTP(secret).now()],
+                                input="first's long password\n", env={"CONTACTGATE_SESSION": str(session)})
+    assert result.exit_code == 0, result.output
