@@ -252,6 +252,11 @@ class GatewayClient:
         call = self._who(user_id, role, reason_code, reason_text)
         return self._call("SetShielding", ChildId=child_id, Shielded=shielded, **call)
 
+    def ping(self, *, user_id: str, role: str) -> dict:
+        """The onboarding check: the organisation the gateway sees, its accreditation expiry and scopes,
+        and the gateway's time (accreditation needed, no scope)."""
+        return self._call("Ping", Requester={"UserId": user_id, "Role": role})
+
     # ---- lower level: for tools and tests that need the exact bytes ------------------------------
 
     def build_request(self, operation: str, *, sign: bool = True, created: dt.datetime | None = None,

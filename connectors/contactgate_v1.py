@@ -307,6 +307,16 @@ def write_set_shielding_response(child_id: str, shielded: bool, request_digest: 
     return root
 
 
+def write_ping_response(org_code: str, expires, scopes, now, request_digest: str) -> etree._Element:
+    root = _response("Ping", request_digest)
+    _el(root, "Organisation", org_code)
+    _el(root, "AccreditationExpires", expires.isoformat())
+    for scope in sorted(scopes):
+        _el(root, "Scope", scope)
+    _el(root, "GatewayTime", now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return root
+
+
 def write_get_contacts_response(child: ChildView, request_digest: str) -> etree._Element:
     root = _response("GetContacts", request_digest)
     element = _el(root, "Child")

@@ -17,7 +17,7 @@ DS = "http://www.w3.org/2000/09/xmldsig#"
 CG = "urn:contactgate:v1"
 NSMAP = {"soap": SOAP_ENV, "wsse": WSSE, "wsu": WSU, "ds": DS, "cg": CG}
 
-OPERATIONS = ("SubmitUpdates", "FindChild", "GetContacts", "SetShielding")
+OPERATIONS = ("SubmitUpdates", "FindChild", "GetContacts", "SetShielding", "Ping")
 SOAP_ACTION_PREFIX = "urn:contactgate:v1#"
 
 MAX_DEPTH = 64

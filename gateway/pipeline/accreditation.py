@@ -16,5 +16,5 @@ def check_accreditation(exchange: Exchange, services: Services) -> None:
     if refusal:
         raise NotAccredited(refusal)
     needed = registry.OPERATION_SCOPES[exchange.operation]
-    if needed not in org.scopes:
+    if needed is not None and needed not in org.scopes:
         raise ScopeDenied(f"{exchange.operation} needs scope {needed}; accredited for {sorted(org.scopes)}")

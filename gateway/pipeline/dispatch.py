@@ -22,7 +22,7 @@ from gateway.pipeline.respond import signed_response
 
 def dispatch(exchange: Exchange, services: Services) -> bytes:
     handler = {"SubmitUpdates": _submit_updates, "FindChild": _find_child,
-               "GetContacts": _get_contacts, "SetShielding": _set_shielding}[exchange.operation]
+               "GetContacts": _get_contacts, "SetShielding": _set_shielding, "Ping": _ping}[exchange.operation]
     return handler(exchange, services)
 
 
@@ -113,6 +113,17 @@ def _set_shielding(exchange: Exchange, services: Services) -> bytes:
             "accepted", detail=f"shielding {'set' if shielded else 'cleared'}"))
         return remember(conn, exchange, signed_response(
             dialect.write_set_shielding_response(child_id, shielded, exchange.request_digest), services))
+
+
+def _ping(exchange: Exchange, services: Services) -> bytes:
+    """The onboarding check: what the gateway sees of the caller (its accreditation was checked in
+    step 6, as for every operation), and the gateway's time."""
+    org = exchange.organisation
+    with exchange_transaction(exchange, services) as conn:
+        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"ping scopes={','.join(sorted(org.scopes))}"))
+        return remember(conn, exchange, signed_response(
+            dialect.write_ping_response(org.code, org.expires, org.scopes, exchange.received_at,
+                                        exchange.request_digest), services))
 
 
 def withhold_location(child: ChildView) -> ChildView:

@@ -36,7 +36,9 @@ from gateway.trust import pki
 
 KINDS = ("local_authority", "health", "education", "youth_offending", "police", "other")
 SCOPES = ("push", "query", "shield")
-OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query", "SetShielding": "shield"}
+# Ping needs an accreditation in force but no scope.
+OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query", "SetShielding": "shield",
+                    "Ping": None}
 ORG_PROPOSALS = ("accreditation", "renewal", "reinstatement")
 TRUST_PROPOSALS = ("trust_add", "trust_remove")
 # Who may do what (a senior officer holds the officer's permissions too).

@@ -110,7 +110,7 @@ def test_wsdl_is_served_and_zeep_loads_it(gateway):
     la = gateway.client("la")
     client = zeep.Client(f"{gateway.url}/soap/v1?wsdl", transport=Transport(session=la.session))
     operations = set(client.wsdl.bindings[f"{{{CG}}}ContactGateBinding"]._operations)
-    assert operations == {"SubmitUpdates", "FindChild", "GetContacts", "SetShielding"}
+    assert operations == {"SubmitUpdates", "FindChild", "GetContacts", "SetShielding", "Ping"}
     assert client.service._binding_options["address"] == f"{gateway.url}/soap/v1"
 
 

@@ -182,6 +182,10 @@ def _check_valid_answer(payload: etree._Element, code: str | None, envelope: etr
     if operation == "SetShielding":  # the sender (LA) is not accredited for scope shield
         assert code == "ScopeDenied", f"SetShielding answered {code}"
         return
+    if operation == "Ping":  # no reason, no scope: the accredited sender always gets its answer
+        assert code is None, f"a schema-valid Ping was refused: {code}"
+        assert envelope.find(f".//{{{CG}}}Organisation").text == "LA"
+        return
     if payload.find(f"{{{CG}}}Reason") is None:
         assert code == "ReasonRequired"
         return

@@ -48,7 +48,7 @@ def test_binding_policy_is_an_asymmetric_x509_binding_with_a_signed_timestamp():
 def test_every_message_of_every_operation_signs_the_body():
     wsdl = _wsdl()
     operations = wsdl.findall("wsdl:binding/wsdl:operation", NS)
-    assert {o.get("name") for o in operations} == {"SubmitUpdates", "FindChild", "GetContacts", "SetShielding"}
+    assert {o.get("name") for o in operations} == {"SubmitUpdates", "FindChild", "GetContacts", "SetShielding", "Ping"}
     for operation in operations:
         for message in ("wsdl:input", "wsdl:output"):
             [reference] = operation.findall(f"{message}/wsp:PolicyReference", NS)
