@@ -35,6 +35,34 @@ def trust_anchor_files(settings: Settings) -> list:
     return [layout.ca_cert, *sorted(layout.trusted_cas_dir.glob("*.pem"))]
 
 
+class FollowingAnchors:
+    """The trust anchors as the trust list stands: reloaded (at most once a second) when a CA is added
+    to or removed from the home, so an approved trust change applies without a restart."""
+
+    def __init__(self, settings: Settings, interval_s: float = 1.0):
+        self._settings = settings
+        self._interval_s = interval_s
+        self._stamp = None
+        self._anchors = None
+        self._checked = 0.0
+        self._current()
+
+    def _current(self) -> TrustAnchors:
+        import time
+
+        now = time.monotonic()
+        if self._anchors is None or now - self._checked >= self._interval_s:
+            files = trust_anchor_files(self._settings)
+            stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
+            if stamp != self._stamp:
+                self._anchors, self._stamp = TrustAnchors.from_files(files), stamp
+            self._checked = now
+        return self._anchors
+
+    def __getattr__(self, name):
+        return getattr(self._current(), name)
+
+
 def build_services(settings: Settings) -> Services:
     layout = settings.layout
     vault.for_home(layout.data_keys)  # read once, now: a gateway without its data keys does not start
@@ -43,7 +71,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         engine=engine,
         store=make_store(settings, engine),
-        anchors=TrustAnchors.from_files(trust_anchor_files(settings)),
+        anchors=FollowingAnchors(settings),
         audit=AuditTrail.from_file(layout.audit_key),
         signer=EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes()),
         schema_source=schemas.read(schemas.XSD_NAME),
@@ -102,6 +130,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @app.get("/healthz")
     def healthz():
         return Response("ok\n", content_type="text/plain")
+
+    @app.get("/crl")
+    def crl():
+        """The gateway CA's current revocation list: DER (application/pkix-crl), or ?format=pem."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        path = services.settings.layout.crl
+        if not path.exists():
+            return Response("no CRL published yet\n", status=404, content_type="text/plain")
+        pem = path.read_bytes()
+        if request.args.get("format") == "pem":
+            return Response(pem, content_type="application/x-pem-file")
+        return Response(x509.load_pem_x509_crl(pem).public_bytes(Encoding.DER), content_type="application/pkix-crl")
 
     logging.getLogger("contactgate").setLevel(logging.INFO)
     return app

@@ -344,7 +344,17 @@ def init(ctx: Context, server_names: tuple[str, ...], officers_file: Path | None
     report = init_home(ctx.settings, list(server_names))
     for verb, item in report.lines:
         click.echo(f"{verb:<8} {item}")
+    _publish_crl(ctx)
     _first_officers(ctx, wanted)
+
+
+def _publish_crl(ctx: Context) -> None:
+    """A new CRL of the gateway CA (after a revocation, and at init): the running gateway loads it
+    for new connections within a second."""
+    from gateway.trust import crl
+
+    if ctx.settings.layout.ca_key.exists():
+        crl.publish(ctx.settings, ctx.engine)
 
 
 def _read_officers_file(path: Path) -> list[dict]:
@@ -737,6 +747,37 @@ def org_revoke(ctx: Context, code: str, reason: str) -> None:
     """End an organisation for good: its traffic stops and its certificates are revoked."""
     actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="org revoke")
     _show_org(_registry_call(ctx, registry.revoke_org, code, actor, reason))
+    _publish_crl(ctx)
+
+
+@org.command("check")
+@click.argument("code")
+@click.option("--cert", "cert_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The organisation's certificate (PEM).")
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Its private key (PEM, unencrypted).")
+@click.option("--url", default="https://127.0.0.1:8443", show_default=True, help="The gateway, as the organisation calls it.")
+@click.option("--ca", "ca_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The CA that signed the gateway's server certificate (default: the home's gateway CA).")
+@JSON_FLAG
+@pass_ctx
+def org_check(ctx: Context, code: str, cert_file: Path, key_file: Path, url: str, ca_file: Path | None,
+              as_json: bool) -> None:
+    """The onboarding check: a signed Ping with the organisation's certificate, reported stage by stage.
+
+    Exit 0 when every stage passes (warnings allowed), 1 when one fails."""
+    from gateway import onboarding
+
+    ctx.signed_in(registry.ORGANISATION_ROLES, action="org check")
+    stages = onboarding.check(ctx.engine, ctx.settings, code, cert_file, key_file, url,
+                              ca_file or ctx.settings.layout.ca_cert, signing_keys.bundle_pem(ctx.settings.layout))
+    if as_json:
+        _echo_json([s.as_json() for s in stages])
+    else:
+        for s in stages:
+            click.echo(f"[{s.status:^7}] {s.name}: {s.detail}" + (f"\n          fix: {s.fix}" if s.fix else ""))
+    if not onboarding.passed(stages):
+        sys.exit(1)
 
 
 @org.command("list")
@@ -897,6 +938,25 @@ def cert_revoke(ctx: Context, fingerprint: str, reason: str) -> None:
     """Revoke a certificate; the next message using it is refused."""
     actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert revoke")
     _show_cert(_registry_call(ctx, registry.revoke_cert, fingerprint, reason, actor))
+    _publish_crl(ctx)
+
+
+@cert.command("crl")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the CRL (PEM) here too (default: print it).")
+@pass_ctx
+def cert_crl(ctx: Context, out: Path | None) -> None:
+    """Renew the gateway CA's CRL (run daily, and on hosts without the CA key copy it over); also GET /crl."""
+    from gateway.trust import crl
+
+    if not ctx.settings.layout.ca_key.exists():
+        _fail(f"no CA key at {ctx.settings.layout.ca_key}: renew the CRL where officers issue certificates")
+    pem = crl.publish(ctx.settings, ctx.engine)
+    if out:
+        pki.write_public(out, pem)
+        click.echo(f"wrote {out} (valid until {crl.next_update(pem):%Y-%m-%d %H:%M}Z)")
+    else:
+        click.echo(pem.decode(), nl=False)
 
 
 @cert.command("list")
@@ -922,18 +982,103 @@ def trust() -> None:
     """Certificate authorities whose certificates may be registered."""
 
 
+def _show_anchor(a) -> None:
+    crl = f"CRL until {a.crl_next_update:%Y-%m-%d}" if a.crl_next_update else (
+        "no CRL: its clients are refused at the handshake while other CAs have CRLs")
+    kind = "gateway CA" if a.gateway_ca else "trusted CA"
+    click.echo(f"{a.fingerprint}  {kind}  {a.subject}  until {a.not_after:%Y-%m-%d}  {crl}")
+
+
+@trust.command("list")
+@JSON_FLAG
+@pass_ctx
+def trust_list(ctx: Context, as_json: bool) -> None:
+    """The trusted CAs: fingerprint, subject, expiry, CRL; and trust changes awaiting approval."""
+    from gateway.trust import anchors
+
+    ctx.signed_in(action="trust list")
+    found = anchors.list_anchors(ctx.settings)
+    with ctx.reader.connect() as conn:
+        pending = registry.list_proposals(conn, kinds=registry.TRUST_PROPOSALS)
+    if as_json:
+        _echo_json({"anchors": [a.as_json() for a in found], "pending": [p.as_json() for p in pending]})
+        return
+    for a in found:
+        _show_anchor(a)
+    for p in pending:
+        click.echo(f"  proposal {p.id} ({p.kind}) by {p.proposed_by}, awaiting a second senior officer: {p.summary()}")
+
+
 @trust.command("add-ca")
 @click.argument("pem", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--crl", "crl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The CA's current CRL (PEM): without one, its clients are refused at the handshake.")
 @pass_ctx
-def trust_add_ca(ctx: Context, pem: Path) -> None:
-    """Trust the CA in the PEM file (takes effect when the gateway is next started)."""
+def trust_add_ca(ctx: Context, pem: Path, crl_file: Path | None) -> None:
+    """Propose trusting a CA (a senior officer; a second senior officer approves with `trust approve`)."""
+    from gateway.trust import anchors
+
+    actor = ctx.signed_in(registry.TRUST_ROLES, action="trust add-ca")
+    crl_pem = crl_file.read_bytes() if crl_file else None
     try:
-        certs = pki.load_certs_pem(pem.read_bytes())
-    except ValueError as exc:
-        _fail(f"unreadable certificate: {exc}")
-    target = ctx.settings.layout.trusted_cas_dir / f"{pki.fingerprint(certs[0])[:16]}.pem"
-    pki.write_private(target, b"".join(pki.cert_pem(c) for c in certs))
-    click.echo(f"trusted {certs[0].subject.rfc4514_string()} ({target})")
+        cert = anchors.validate_ca(pem.read_bytes(), crl_pem)
+    except anchors.TrustError as exc:
+        raise Refused(str(exc)) from None
+    payload = {"fingerprint": pki.fingerprint(cert), "subject": cert.subject.rfc4514_string(),
+               "pem": pki.cert_pem(cert).decode(), "crl": crl_pem.decode() if crl_pem else None}
+    _show_proposal(_registry_call(ctx, registry.propose_trust_change, actor, "trust_add", payload))
+
+
+@trust.command("remove")
+@click.argument("fingerprint")
+@pass_ctx
+def trust_remove(ctx: Context, fingerprint: str) -> None:
+    """Propose removing a CA from the trust list (a second senior officer approves)."""
+    from gateway.trust import anchors
+
+    actor = ctx.signed_in(registry.TRUST_ROLES, action="trust remove")
+    wanted = fingerprint.strip().lower().replace(":", "")
+    anchor = next((a for a in anchors.list_anchors(ctx.settings) if a.fingerprint == wanted), None)
+    if anchor is None:
+        _fail("no trusted CA with that fingerprint (see `contactgate trust list`)")
+    if anchor.gateway_ca:
+        _fail("the gateway's own CA cannot be removed from the trust list")
+    payload = {"fingerprint": anchor.fingerprint, "subject": anchor.subject}
+    _show_proposal(_registry_call(ctx, registry.propose_trust_change, actor, "trust_remove", payload))
+
+
+@trust.command("approve")
+@click.option("--proposal", "proposal_id", type=int, required=True, help="The trust change approved.")
+@pass_ctx
+def trust_approve(ctx: Context, proposal_id: int) -> None:
+    """Approve a trust change (a second senior officer): the running gateway follows within a second."""
+    from gateway.trust import anchors
+
+    actor = ctx.signed_in(registry.TRUST_ROLES, action="trust approve")
+
+    def apply(proposal) -> None:
+        p = proposal.payload
+        try:
+            if proposal.kind == "trust_add":
+                anchors.add_anchor(ctx.settings, p["pem"].encode(), p["crl"].encode() if p.get("crl") else None)
+            else:
+                anchors.remove_anchor(ctx.settings, p["fingerprint"])
+        except anchors.TrustError as exc:
+            raise RegistryError(str(exc)) from None
+
+    decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True, apply=apply)
+    _show_proposal(decided)
+
+
+@trust.command("decline")
+@click.option("--proposal", "proposal_id", type=int, required=True, help="The trust change declined.")
+@click.option("--reason", required=True, help="Why.")
+@pass_ctx
+def trust_decline(ctx: Context, proposal_id: int, reason: str) -> None:
+    """Decline a trust change, with a reason."""
+    actor = ctx.signed_in(registry.TRUST_ROLES, action="trust decline")
+    _show_proposal(_registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=False,
+                                  reason=reason))
 
 
 # ---- the gateway's response-signing key ---------------------------------------------------------

@@ -22,6 +22,11 @@ class HomeLayout:
         return self.root / "ca" / "ca-key.pem"
 
     @property
+    def crl(self) -> Path:
+        """The gateway CA's revocation list (PEM): in the TLS context, served at GET /crl."""
+        return self.root / "ca" / "crl.pem"
+
+    @property
     def trusted_cas_dir(self) -> Path:
         """Extra CAs (PEM files) whose certificates may be registered with `cert register`."""
         return self.root / "trust"
@@ -128,6 +133,8 @@ class Settings:
     # ends after session_idle_minutes without a command and session_max_hours after sign-in; an
     # account is locked for lockout_minutes after lockout_failures failed sign-ins in a row.
     max_accreditation_days: int = 3 * 365 + 1
+    # The gateway CA's CRL is valid this many days: `serve`, `cert revoke` and `cert crl` renew it.
+    crl_days: int = 30
     session_idle_minutes: int = 15
     session_max_hours: int = 8
     lockout_failures: int = 5
@@ -171,6 +178,7 @@ class Settings:
             "retention_view_days": ("CONTACTGATE_RETENTION_VIEW_DAYS", positive_int),
             "retention_purge_years": ("CONTACTGATE_RETENTION_PURGE_YEARS", positive_int),
             "max_accreditation_days": ("CONTACTGATE_MAX_ACCREDITATION_DAYS", positive_int),
+            "crl_days": ("CONTACTGATE_CRL_DAYS", positive_int),
             "session_idle_minutes": ("CONTACTGATE_SESSION_IDLE_MINUTES", positive_int),
             "session_max_hours": ("CONTACTGATE_SESSION_MAX_HOURS", positive_int),
             "lockout_failures": ("CONTACTGATE_LOCKOUT_FAILURES", positive_int),

@@ -39,6 +39,7 @@ import http
 import io
 import ipaddress
 import logging
+import os
 import ssl
 import sys
 import time
@@ -94,12 +95,55 @@ class FrontLimits:
 
 
 def server_ssl_context(cert_file: str, key_file: str, client_ca_bundle: str) -> ssl.SSLContext:
-    """Mutual TLS: TLS 1.2 at least, a client certificate chaining to one of the configured CAs."""
+    """Mutual TLS: TLS 1.2 at least, a client certificate chaining to one of the configured CAs and,
+    when the bundle carries CRLs, not revoked (checked at the handshake; a CA without a CRL in the
+    bundle then refuses its clients: fail closed)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca_bundle)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
+    with open(client_ca_bundle, "rb") as bundle:
+        if b"-----BEGIN X509 CRL-----" in bundle.read():
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+class ReloadingContext:
+    """The TLS context for new connections, rebuilt when a watched file (the client CA and CRL
+    bundle) changes: checked at most once a second; open connections keep the context they had. A
+    bundle that cannot be loaded leaves the previous context in use (and says so)."""
+
+    def __init__(self, build: Callable[[], ssl.SSLContext], watched: list, interval_s: float = 1.0):
+        self._build = build
+        self._watched = [str(p) for p in watched]
+        self._interval_s = interval_s
+        self._stamp = self._stamps()
+        self._context = build()
+        self._checked = time.monotonic()
+
+    def _stamps(self):
+        stamps = []
+        for path in self._watched:
+            try:
+                st = os.stat(path)
+                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append(None)
+        return stamps
+
+    def current(self) -> ssl.SSLContext:
+        now = time.monotonic()
+        if now - self._checked >= self._interval_s:
+            self._checked = now
+            stamp = self._stamps()
+            if stamp != self._stamp:
+                try:
+                    self._context = self._build()
+                    self._stamp = stamp
+                    logging.getLogger("contactgate.tls").info("TLS context reloaded (trust list or CRL changed)")
+                except (OSError, ssl.SSLError) as error:
+                    logging.getLogger("contactgate.tls").error("TLS context not reloaded, the previous one stays: %s", error)
+        return self._context
 
 
 # ---- small in-memory book-keeping (one event loop, so no locks) ----------------------------------
@@ -373,7 +417,8 @@ class Front:
     async def _handshake(self, writer, address: str) -> bytes | None:
         """The TLS handshake, bounded; the verified client certificate (DER), or None if refused."""
         try:
-            await writer.start_tls(self.ssl_context, ssl_handshake_timeout=self.limits.handshake_timeout_s)
+            context = self.ssl_context.current() if isinstance(self.ssl_context, ReloadingContext) else self.ssl_context
+            await writer.start_tls(context, ssl_handshake_timeout=self.limits.handshake_timeout_s)
         except ssl.SSLError as error:
             reason = getattr(error, "reason", None)
             if reason in REFUSED_CERTIFICATE_REASONS:

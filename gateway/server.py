@@ -29,7 +29,7 @@ from gunicorn.workers.base import Worker
 from gateway.app import create_app, trust_anchor_files
 from gateway.config import Settings
 from gateway.files import write_private
-from gateway.front import Front, FrontLimits, server_ssl_context
+from gateway.front import Front, FrontLimits, ReloadingContext, server_ssl_context
 from gateway.pipeline import refuse_handshake
 
 TLS_READ_BUFFER = 32 * 1024
@@ -37,9 +37,10 @@ FD_RESERVE = 64  # files a worker needs besides client connections (listeners, l
 
 
 def write_client_ca_bundle(settings: Settings) -> str:
-    bundle = settings.layout.client_ca_bundle
-    write_private(bundle, b"".join(path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)))
-    return str(bundle)
+    """The trusted CAs and their CRLs, as the front's TLS context loads them (gateway.trust.crl)."""
+    from gateway.trust.crl import write_client_bundle
+
+    return write_client_bundle(settings)
 
 
 class FrontWorker(Worker):
@@ -66,8 +67,9 @@ class FrontWorker(Worker):
             gateway_log.handlers = list(self.log.error_log.handlers)
             gateway_log.propagate = False
         layout = self.wsgi.config["SERVICES"].settings.layout
-        self.tls_context = server_ssl_context(str(layout.server_cert), str(layout.server_key),
-                                              str(layout.client_ca_bundle))
+        self.tls_context = ReloadingContext(
+            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), str(layout.client_ca_bundle)),
+            [layout.client_ca_bundle])
 
     def init_signals(self):
         for sig in self.SIGNALS:
@@ -136,9 +138,32 @@ class FrontWorker(Worker):
             app_pool.shutdown(wait=not self._quick_exit, cancel_futures=True)
 
 
+def _renew_crl(settings: Settings) -> None:
+    """A fresh CRL at start, where the CA key is (an officers' host); a serving host without it uses
+    the CRL it was given, and says how long that lasts."""
+    log = logging.getLogger("contactgate.crl")
+    if settings.layout.ca_key.exists():
+        from gateway.db import make_engine
+        from gateway.trust import crl
+
+        engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s)
+        try:
+            crl.publish(settings, engine)
+        finally:
+            engine.dispose()
+    elif settings.layout.crl.exists():
+        from gateway.trust import crl
+
+        log.warning("no CA key on this host: the CRL in %s is used until %s; renew it with `contactgate cert crl`",
+                    settings.layout.crl, crl.next_update(settings.layout.crl.read_bytes()))
+    else:
+        log.warning("no CRL: revoked certificates are refused by the application only, not at the TLS handshake")
+
+
 class GatewayServer(BaseApplication):
     def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info"):
         self.settings = settings
+        _renew_crl(settings)
         write_client_ca_bundle(settings)
         self.options = {
             "bind": bind,

@@ -158,6 +158,20 @@ class Gateway(LocalGateway):
         with self.engine.connect() as conn:
             return conn.execute(select(audit_head.c.seq)).scalar_one()
 
+    def settle_audit(self, seq: int, quiet_s: float = 0.5, timeout_s: float = 5) -> list[dict]:
+        """The entries after ``seq`` once no new one has come for ``quiet_s``: the front audits a
+        refused handshake in the background (and only a few a minute per address), and a test must
+        not leave it to the next test's count."""
+        deadline = time.monotonic() + timeout_s
+        seen = self.audit_entries_after(seq)
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = self.audit_entries_after(seq)
+            if len(now) == len(seen):
+                break
+            seen = now
+        return seen
+
     def audit_entries_after(self, seq: int) -> list[dict]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(

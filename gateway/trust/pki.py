@@ -225,6 +225,19 @@ def csr_problem(csr: x509.CertificateSigningRequest, org_code: str) -> str | Non
     return None
 
 
+def make_crl(ca_key, ca_cert, revoked: list[tuple[int, dt.datetime]], days: int, number: int) -> bytes:
+    """The CA's certificate revocation list (PEM): ``revoked`` as (serial, revocation time), valid
+    ``days`` ahead. Loaded into the server's TLS context, it refuses those certificates at the handshake."""
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days))
+               .add_extension(x509.CRLNumber(number), critical=False))
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
 # Web PKI defaults for end-entity certificates, except that a client certificate need not carry a
 # subjectAltName (organisations are named by the registry, not by SAN).
 _CLIENT_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(

@@ -69,6 +69,7 @@ def tree(root: Path) -> dict[str, int]:
 # ---- an officer, signed in (officer commands refuse without a session) ---------------------------------
 
 OFFICER = "operator-1"
+SECOND = "operator-2"  # for what needs a second officer
 _USED_STEPS: dict[str, int] = {}
 
 
@@ -81,9 +82,10 @@ def officers_file(directory: Path) -> Path:
 
     path = directory / "officers.json"
     if not path.exists():
-        path.write_text(json.dumps([{"id": OFFICER, "name": "Operator One", "password": secrets.token_urlsafe(16),
+        path.write_text(json.dumps([{"id": officer_id, "name": f"Operator {officer_id[-1]}",
+                                     "password": secrets.token_urlsafe(16),
                                      "roles": ["senior_officer", "officer", "data_quality", "auditor"],
-                                     "totp_secret": pyotp.random_base32(32)}]))
+                                     "totp_secret": pyotp.random_base32(32)} for officer_id in (OFFICER, SECOND)]))
         path.chmod(0o600)
     return path
 
@@ -97,18 +99,18 @@ def init_and_sign_in(env: dict, directory: Path, umask: int | None = None) -> di
     return sign_in(env, directory, umask=umask)
 
 
-def sign_in(env: dict, directory: Path, umask: int | None = None) -> dict:
+def sign_in(env: dict, directory: Path, umask: int | None = None, officer: str = OFFICER) -> dict:
     import json
     import time
 
     import pyotp
 
-    entry = json.loads(officers_file(directory).read_text())[0]
+    entry = next(e for e in json.loads(officers_file(directory).read_text()) if e["id"] == officer)
     step = max(int(time.time()) // 30, _USED_STEPS.get(entry["totp_secret"], -1) + 1)
     while step > int(time.time()) // 30 + 1:
         time.sleep(0.5)
     _USED_STEPS[entry["totp_secret"]] = step
-    signed = {**env, "CONTACTGATE_SESSION": str(directory / "session.json")}
+    signed = {**env, "CONTACTGATE_SESSION": str(directory / f"session-{officer}.json")}
     run = contactgate("login", "--officer", entry["id"], "--password-stdin", "--code",
                       pyotp.TOTP(entry["totp_secret"]).at(step * 30), env=signed, umask=umask,
                       input=entry["password"] + "\n")

@@ -20,7 +20,7 @@ from gateway.db import make_engine
 from gateway.local import free_port
 from gateway.server import write_client_ca_bundle
 from gateway.trust import pki
-from tests.gateway.cli_runner import CONTACTGATE, clean_env, contactgate, init_and_sign_in, tree
+from tests.gateway.cli_runner import SECOND, CONTACTGATE, clean_env, contactgate, init_and_sign_in, sign_in, tree
 from tests.support import postgres_database
 
 UMASKS = [0o000, 0o022]
@@ -104,7 +104,11 @@ def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend
 
         cg("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority")
         cg("cert", "issue", "LA", "--out-dir", str(home / "clients" / "la"))  # inside the home: private
-        cg("trust", "add-ca", str(tmp_path / "regional-ca.pem"))
+        proposed = cg("trust", "add-ca", str(tmp_path / "regional-ca.pem")).out
+        second = sign_in({k: v for k, v in env.items() if k != "CONTACTGATE_SESSION"}, tmp_path, umask=umask,
+                         officer=SECOND)
+        approved = contactgate("trust", "approve", "--proposal", proposed.split()[1], env=second, umask=umask)
+        assert approved.code == 0, approved
         cg("audit", "verify")  # writes the checkpoints file
         with running_server(env, home / "clients" / "la", umask):  # writes the client CA bundle
             if backend == "sqlite":  # the server holds the database open: -wal and -shm exist now

@@ -99,8 +99,17 @@ def test_organisation_without_a_current_accreditation_is_refused(gateway, client
     _assert_submit_refused(gateway, clients(name), "NotAccredited", org_code=org_code)
 
 
-def test_revoked_certificate_is_rejected(gateway, clients):
-    _assert_submit_refused(gateway, clients("la_revoked"), "CertificateRejected", org_code="LA")
+def test_revoked_certificate_is_refused_at_the_tls_handshake(gateway, clients):
+    """The CRL is in the server's TLS context: a revoked client certificate gets no HTTP at all (the
+    application's own refusal, CertificateRejected, below and in tests/gateway/test_tls_revocation.py)."""
+    data = clients("la").build_request("SubmitUpdates", **submit_kwargs())
+    revoked = gateway.certs["la_revoked"]
+    before, seq = baseline(gateway)
+    assert_refused(gateway, before, seq,
+                   lambda: requests.post(soap_url(gateway), data=data, headers=soap_headers("SubmitUpdates"),
+                                         verify=str(revoked / "ca.pem"), timeout=10,
+                                         cert=(str(revoked / "cert.pem"), str(revoked / "key.pem"))),
+                   TLS_HANDSHAKE, org_code=None)
 
 
 def test_message_signed_with_a_revoked_certificate_says_so_without_the_reason(gateway, clients):

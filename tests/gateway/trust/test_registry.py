@@ -16,8 +16,8 @@ def officer(tmp_path, database_url):
     --officer names (or the default local officer)."""
     gateway = LocalGateway(home=tmp_path, database_url=database_url)
 
-    def run(*args, ok=True):
-        result = gateway.cli(*args, expect_ok=False)
+    def run(*args, ok=True, as_=None):
+        result = gateway.cli(*args, expect_ok=False, officer=as_)
         assert (result.exit_code == 0) == ok, result.output
         return result
 
@@ -108,7 +108,10 @@ def test_cert_issue_from_csr_register_foreign_ca_and_revoke(officer, engine, tmp
     (tmp_path / "other.pem").write_bytes(pki.cert_pem(other))
     (tmp_path / "regional-ca.pem").write_bytes(pki.cert_pem(ca_cert))
     assert "trusted CA" in officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"), ok=False).output
-    officer("trust", "add-ca", str(tmp_path / "regional-ca.pem"))
+    proposal = proposal_id(officer("trust", "add-ca", str(tmp_path / "regional-ca.pem"), as_="senior-s").output)
+    assert "trusted CA" in officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"), ok=False).output
+    officer("trust", "approve", "--proposal", proposal, as_="senior-s", ok=False)  # not by its proposer
+    officer("trust", "approve", "--proposal", proposal, as_="senior-t")
     officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"))
 
     fingerprint = pki.fingerprint(other)

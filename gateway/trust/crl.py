@@ -1,0 +1,63 @@
+"""The gateway CA's certificate revocation list: made from the registry's revoked certificates that
+the gateway CA issued, signed with the CA key (so only where officers work: `init`, `serve` at
+start, `cert revoke`, `org revoke`, `cert crl`), written to the home, and put in the client CA
+bundle with the CAs: the server's TLS context (gateway.front) loads it and refuses a revoked or
+expired client certificate at the handshake; each worker picks a new bundle up for new connections
+without a restart. The application still refuses revoked certificates itself (gateway.pipeline.tls_client).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from sqlalchemy import select
+
+from gateway.config import Settings
+from gateway.db import certificates
+from gateway.files import write_private
+from gateway.home import load_ca
+from gateway.trust import pki
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def make(settings: Settings, conn) -> bytes:
+    ca_key, ca_cert = load_ca(settings)
+    issuer = ca_cert.subject.rfc4514_string()
+    rows = conn.execute(select(certificates.c.serial, certificates.c.revoked_at, certificates.c.issuer)
+                        .where(certificates.c.revoked_at.is_not(None)))
+    revoked = [(int(r.serial, 16), _aware(r.revoked_at))  # stored as hex (pki.describe)
+               for r in rows if r.issuer == issuer]
+    number = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    return pki.make_crl(ca_key, ca_cert, revoked, settings.crl_days, number)
+
+
+def publish(settings: Settings, engine) -> bytes:
+    """Make the CRL, write it to the home, and rewrite the client CA bundle the TLS context loads."""
+    with engine.connect() as conn:
+        pem = make(settings, conn)
+    write_private(settings.layout.crl, pem)
+    write_client_bundle(settings)
+    return pem
+
+
+def write_client_bundle(settings: Settings) -> str:
+    """The CAs a client certificate may chain to, and their CRLs, in one PEM file (replaced whole)."""
+    from gateway.app import trust_anchor_files
+
+    parts = [path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)]
+    for path in [settings.layout.crl, *sorted(settings.layout.trusted_cas_dir.glob("*.crl"))]:
+        if path.exists():
+            parts.append(path.read_bytes().rstrip() + b"\n")
+    bundle = settings.layout.client_ca_bundle
+    temporary = bundle.with_name(bundle.name + ".new")
+    write_private(temporary, b"".join(parts))
+    temporary.replace(bundle)  # whole or not at all: a worker never loads half a bundle
+    return str(bundle)
+
+
+def next_update(pem: bytes) -> dt.datetime:
+    return x509.load_pem_x509_crl(pem).next_update_utc
