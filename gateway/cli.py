@@ -1315,6 +1315,29 @@ def roles_show(ctx: Context) -> None:
 
 # ---- serving -------------------------------------------------------------------------------------
 
+@main.command(needs_home=False)
+@click.option("--bind", default="127.0.0.1:8444", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@pass_ctx
+def console(ctx: Context, bind: str, workers: int) -> None:
+    """Run the officers' web console (HTTPS with the gateway's server certificate).
+
+    For the officers' network, not for connecting systems: officers sign in with their password and
+    a TOTP code, as with `contactgate login`. Refuses to start if the home is open to other users."""
+    from gateway.console.server import serve_console
+
+    ctx.require_home()
+    layout = ctx.settings.layout
+    if not (layout.server_cert.exists() and layout.server_key.exists()):
+        raise CannotRun("no server certificate: run `contactgate init` first")
+    loose = permission_problems(ctx.settings)
+    if loose:
+        raise Refused(f"refusing to serve: {loose[0].path} is open to other users: run `{loose[0].fix}`")
+    ctx.require_schema_at_head()
+    click.echo(f"console on https://{bind}/ (sign in with an officer account)")
+    serve_console(ctx.settings, bind, workers)
+
+
 @main.command(needs_home=False)  # its own preflight: the permissions are checked before the database is opened
 @click.option("--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),

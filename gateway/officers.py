@@ -288,9 +288,14 @@ class SignIn:
 
 
 def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password: str, code: str, *,
-            settings, now: dt.datetime | None = None) -> SignIn:
+            settings, now: dt.datetime | None = None, open_session: bool = True) -> SignIn:
     """Check password and code; audit the attempt either way. The caller commits whatever the answer:
-    a failure's count and audit record must stay."""
+    a failure's count and audit record must stay.
+
+    ``open_session=False`` is a step-up: a signed-in officer proves again that they are at the
+    keyboard before an approval, a revocation or a trust change (the web console). The same rules
+    hold (each code good once, failures count towards lockout); no new session is opened."""
+    operation = "officer.login" if open_session else "officer.step_up"
     now = now or _now()
     try:
         wanted = canonical_id(officer_id)
@@ -300,8 +305,8 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
         select(officers).where(officers.c.officer_id == wanted).with_for_update()).first()
 
     def refuse(why: str) -> SignIn:
-        _audit(conn, trail, "officer.login", None, f"sign-in refused: {why}", outcome="refused",
-               user_id=wanted or "(invalid id)")
+        _audit(conn, trail, operation, None, f"{'sign-in' if open_session else 'step-up'} refused: {why}",
+               outcome="refused", user_id=wanted or "(invalid id)")
         return SignIn(None, why)
 
     if row is None:
@@ -335,6 +340,9 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
     if _HASHER.check_needs_rehash(row.password_hash):
         values["password_hash"] = _HASHER.hash(password)
     conn.execute(update(officers).where(officers.c.officer_id == officer.officer_id).values(**values))
+    if not open_session:
+        _audit(conn, trail, operation, officer, "confirmed password and code")
+        return SignIn(officer, None, None)
     token = secrets.token_urlsafe(32)
     conn.execute(officer_sessions.insert().values(
         token_hash=_token_hash(token), officer_id=officer.officer_id, created_at=now, last_seen=now,

@@ -1,0 +1,115 @@
+"""The officers' web console: the registry's lifecycle, the review queue and the audit in a browser.
+
+Served by `contactgate console` as its own process (gateway.console.server), HTTPS with the
+gateway's server certificate, for the officers' network only. Pages are rendered on the server
+(Flask blueprints, Jinja templates); no script at all, and nothing fetched from elsewhere.
+
+- **Sign-in** uses the registry's officer accounts (gateway.officers): password + TOTP, the same
+  lockout, and the same server-side sessions as `contactgate login` (15 minutes idle, 8 hours at
+  most). The cookie holds the session token only, signed; the database holds its SHA-256.
+- **Step-up**: an approval, a decline, a revocation, a suspension or a trust change asks for the
+  password and a fresh code again in the form that does it (audited as ``officer.step_up``).
+- **Authorisation on the server**, for every page and action, by role (``_needs``); four-eyes is the
+  registry's own rule, so a forged approval by the proposer is refused there too.
+- **Web hardening**: the cookie is ``Secure; HttpOnly; SameSite=Strict``; every form carries a CSRF
+  token (flask-wtf); a Content-Security-Policy without inline script or style and with
+  ``frame-ancestors 'none'``; ``no-store`` on every answer; no child data in any URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from pathlib import Path
+
+from flask import Flask, g, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from gateway import audit, files
+from gateway.config import Settings
+from gateway.db import make_engine
+
+SESSION_COOKIE = "contactgate_console"
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+
+
+def secret_key_path(settings: Settings) -> Path:
+    return settings.layout.root / "keys" / "console-secret"
+
+
+def _secret_key(settings: Settings) -> bytes:
+    """The key that signs the console's cookies: made once (0600) and shared by its workers."""
+    path = secret_key_path(settings)
+    if not path.exists():
+        files.write_private(path, secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
+
+
+def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(settings),
+        SESSION_COOKIE_NAME=SESSION_COOKIE,
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=settings.session_max_hours),
+        WTF_CSRF_TIME_LIMIT=settings.session_max_hours * 3600,
+        WTF_CSRF_SSL_STRICT=True,
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,  # a CSR, an evidence document
+        TEMPLATES_AUTO_RELOAD=False,
+    )
+    app.extensions["contactgate"] = {
+        "settings": settings,
+        "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),
+        "trail": audit.AuditTrail.from_file(settings.layout.audit_key,
+                                            checkpoints=settings.layout.audit_checkpoints),
+        "clock": clock or (lambda: dt.datetime.now(dt.timezone.utc)),
+    }
+    CSRFProtect(app)
+
+    from gateway.console import views
+
+    app.register_blueprint(views.auth)
+    app.register_blueprint(views.pages)
+
+    @app.after_request
+    def _headers(response):
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        return response
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc):
+        return render_template("error.html", title="Form expired",
+                               message="The form was not accepted (its security token is missing or "
+                                       "expired). Reload the page and try again."), 400
+
+    @app.errorhandler(403)
+    def _forbidden(exc):
+        return render_template("error.html", title="Not permitted", message=getattr(exc, "description", "")), 403
+
+    @app.errorhandler(404)
+    def _missing(exc):
+        return render_template("error.html", title="Not found", message="There is no such page."), 404
+
+    @app.errorhandler(413)
+    def _too_large(exc):
+        return render_template("error.html", title="Too large", message="The upload is larger than 2 MB."), 413
+
+    @app.errorhandler(500)
+    def _broken(exc):
+        return render_template("error.html", title="Something went wrong",
+                               message="The console could not do that; nothing was changed. "
+                                       "The operator can find the cause in the console's log."), 500
+
+    @app.context_processor
+    def _officer():
+        return {"officer": g.get("officer")}
+
+    return app

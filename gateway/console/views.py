@@ -1,0 +1,384 @@
+"""The console's pages and actions. Every route authorises on the server (``_needs``); every change
+goes through the registry (which audits it and applies the four-eyes rule) in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import zipfile
+from functools import wraps
+
+from flask import (Blueprint, abort, current_app, flash, g, redirect, render_template, request, send_file,
+                   session, url_for)
+from sqlalchemy import func, select
+
+from gateway import officers
+from gateway.db import audit_log
+from gateway.trust import pki, registry, signing_keys
+from gateway.trust.registry import RegistryError
+
+auth = Blueprint("auth", __name__)
+pages = Blueprint("pages", __name__)
+
+STEP_UP_ACTIONS = "approving, declining, suspending and revoking"
+
+
+def _app():
+    return current_app.extensions["contactgate"]
+
+
+def _now() -> dt.datetime:
+    return _app()["clock"]()
+
+
+# ---- signing in ----------------------------------------------------------------------------------
+
+@auth.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    if request.method == "POST":
+        form = request.form
+        with _app()["engine"].begin() as conn:  # a refusal's count and audit record are committed too
+            result = officers.sign_in(conn, _app()["trail"], form.get("officer", ""), form.get("password", ""),
+                                      form.get("code", "").strip(), settings=_app()["settings"], now=_now())
+        if result.officer is not None:
+            session.clear()
+            session["token"] = result.token
+            session.permanent = True
+            return redirect(url_for("pages.dashboard"))
+        # The same answer whatever failed: the audit trail records which.
+        error = "Sign-in refused: check the officer id, password and code (after repeated failures " \
+                "the account is locked for a while)."
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@auth.route("/logout", methods=["POST"])
+def logout():
+    token = session.pop("token", None)
+    if token:
+        with _app()["engine"].begin() as conn:
+            officers.end_session(conn, _app()["trail"], token)
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@pages.before_request
+def _signed_in():
+    token = session.get("token")
+    if not token:
+        return redirect(url_for("auth.login"))
+    refusal = None
+    with _app()["engine"].begin() as conn:  # an ended session is deleted (committed) and refused
+        try:
+            g.officer = officers.resume(conn, token, settings=_app()["settings"], now=_now())
+        except officers.OfficerError as exc:
+            refusal = str(exc)
+    if refusal is not None:
+        session.clear()
+        flash("Your session has ended; sign in again.", "error")
+        return redirect(url_for("auth.login"))
+    if g.officer.must_change_password:
+        session.clear()
+        flash("Your password must be changed first: run `contactgate officer password`.", "error")
+        return redirect(url_for("auth.login"))
+    return None
+
+
+def _needs(*roles: str):
+    """The route is for officers holding one of ``roles`` (checked on the server, every request)."""
+    def wrap(view):
+        @wraps(view)
+        def checked(*args, **kwargs):
+            if not g.officer.holds(*roles):
+                abort(403, f"This needs the role {' or '.join(roles)}; you hold {g.officer.role_text or 'none'}.")
+            return view(*args, **kwargs)
+        checked.roles = roles
+        return checked
+    return wrap
+
+
+def _stepped_up() -> bool:
+    """The password and a fresh code, given again in the form of a sensitive action."""
+    with _app()["engine"].begin() as conn:
+        result = officers.sign_in(conn, _app()["trail"], g.officer.officer_id, request.form.get("password", ""),
+                                  request.form.get("code", "").strip(), settings=_app()["settings"],
+                                  now=_now(), open_session=False)
+    if result.officer is None:
+        flash("Not done: confirm with your password and a current code (each code works once).", "error")
+        return False
+    return True
+
+
+def _change(fn, *args, **kwargs):
+    """A registry change in one transaction (audited by the registry); its refusal is shown, not raised."""
+    try:
+        with _app()["engine"].begin() as conn:
+            return fn(conn, _app()["trail"], *args, **kwargs)
+    except (RegistryError, officers.OfficerError) as exc:
+        flash(f"Not done: {exc}", "error")
+        return None
+
+
+def _read():
+    return _app()["engine"].connect()
+
+
+# ---- dashboard -----------------------------------------------------------------------------------
+
+def _audit_since(hours: int) -> str:
+    return (_now() - dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pages.route("/")
+@_needs(*registry.READ_ROLES)
+def dashboard():
+    today = _now().date()
+    since = _audit_since(24)
+    with _read() as conn:
+        pending = registry.list_proposals(conn)
+        expiring_orgs = registry.list_orgs(conn, expiring_days=30, today=today)
+        expiring_certs = registry.list_certs(conn, expiring_days=30, today=today)
+        refusals = conn.execute(
+            select(audit_log.c.org_code, audit_log.c.fault_code, func.count())
+            .where(audit_log.c.at >= since, audit_log.c.outcome == "refused", audit_log.c.fault_code.is_not(None))
+            .group_by(audit_log.c.org_code, audit_log.c.fault_code)
+            .order_by(func.count().desc())).all()
+        traffic = conn.execute(
+            select(audit_log.c.org_code, func.count())
+            .where(audit_log.c.at >= since, audit_log.c.org_code.is_not(None),
+                   audit_log.c.cert_fingerprint.is_not(None))
+            .group_by(audit_log.c.org_code).order_by(func.count().desc())).all()
+    top = max((n for _, n in traffic), default=0)
+    bars = [{"org": org, "count": n, "width": round(400 * n / top) if top else 0, "y": 28 * i}
+            for i, (org, n) in enumerate(traffic[:20])]
+    return render_template("dashboard.html", pending=pending, expiring_orgs=expiring_orgs,
+                           expiring_certs=expiring_certs, refusals=refusals, bars=bars, today=today)
+
+
+# ---- organisations -------------------------------------------------------------------------------
+
+STATUSES = ("registered", "pending_approval", "accredited", "suspended", "revoked", "expired")
+
+
+@pages.route("/organisations")
+@_needs(*registry.READ_ROLES)
+def organisations():
+    today = _now().date()
+    wanted = request.args.get("status") or None
+    if wanted is not None and wanted not in STATUSES:
+        wanted = None
+    with _read() as conn:
+        orgs = registry.list_orgs(conn)
+    if wanted:
+        orgs = [o for o in orgs if o.effective_status(today) == wanted]
+    return render_template("organisations.html", orgs=orgs, statuses=STATUSES, wanted=wanted, today=today,
+                           kinds=registry.KINDS)
+
+
+@pages.route("/organisations/new", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def organisation_new():
+    form = request.form
+    org = _change(registry.add_org, form.get("code", ""), form.get("name", ""), form.get("kind", ""), g.officer)
+    if org is None:
+        return redirect(url_for("pages.organisations"))
+    flash(f"Registered {org.code}. Next: propose its accreditation.", "ok")
+    return redirect(url_for("pages.organisation", code=org.code))
+
+
+@pages.route("/organisations/<code>")
+@_needs(*registry.READ_ROLES)
+def organisation(code: str):
+    today = _now().date()
+    with _read() as conn:
+        org = registry.get_org(conn, code)
+        if org is None:
+            abort(404)
+        history = registry.history(conn, org.code)
+        certs = registry.list_certs(conn, org.code)
+        exchanges = conn.execute(
+            select(audit_log.c.seq, audit_log.c.at, audit_log.c.operation, audit_log.c.outcome,
+                   audit_log.c.fault_code)
+            .where(audit_log.c.org_code == org.code, audit_log.c.cert_fingerprint.is_not(None))
+            .order_by(audit_log.c.seq.desc()).limit(20)).all()
+    default_expiry = min(today + dt.timedelta(days=365),
+                         today + dt.timedelta(days=_app()["settings"].max_accreditation_days))
+    return render_template("organisation.html", org=org, history=history, certs=certs, exchanges=exchanges,
+                           today=today, scopes=registry.SCOPES, default_expiry=default_expiry)
+
+
+def _evidence_digests() -> list[dict]:
+    digests = []
+    for upload in request.files.getlist("evidence_file"):
+        if upload and upload.filename:
+            digests.append({"name": upload.filename.rsplit("/", 1)[-1][:200],
+                            "sha256": hashlib.sha256(upload.read()).hexdigest()})
+    return digests
+
+
+@pages.route("/organisations/<code>/accredit", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def organisation_accredit(code: str):
+    form = request.form
+    try:
+        expires = dt.date.fromisoformat(form.get("expires", ""))
+    except ValueError:
+        flash("Not done: the expiry must be a date (YYYY-MM-DD).", "error")
+        return redirect(url_for("pages.organisation", code=code))
+    evidence = form.get("evidence") or None
+    proposal = _change(registry.propose_accreditation, code, form.getlist("scope"), expires, g.officer,
+                       evidence, _now().date(), evidence_files=_evidence_digests(),
+                       max_days=_app()["settings"].max_accreditation_days)
+    if proposal is not None:
+        flash(f"Proposal {proposal.id} made: a second officer approves it.", "ok")
+    return redirect(url_for("pages.organisation", code=code))
+
+
+@pages.route("/organisations/<code>/suspend", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def organisation_suspend(code: str):
+    if _stepped_up() and _change(registry.suspend, code, g.officer, request.form.get("reason", "")):
+        flash(f"{code} is suspended: its messages are refused from now on.", "ok")
+    return redirect(url_for("pages.organisation", code=code))
+
+
+@pages.route("/organisations/<code>/reinstate", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def organisation_reinstate(code: str):
+    proposal = _change(registry.reinstate, code, g.officer, request.form.get("reason", ""))
+    if proposal is not None:
+        flash(f"Proposal {proposal.id} made: a second officer approves the reinstatement.", "ok")
+    return redirect(url_for("pages.organisation", code=code))
+
+
+@pages.route("/organisations/<code>/revoke", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def organisation_revoke(code: str):
+    if _stepped_up() and _change(registry.revoke_org, code, g.officer, request.form.get("reason", "")):
+        _publish_crl()
+        flash(f"{code} is revoked, with its certificates.", "ok")
+    return redirect(url_for("pages.organisation", code=code))
+
+
+# ---- proposals -----------------------------------------------------------------------------------
+
+@pages.route("/proposals")
+@_needs(*registry.READ_ROLES)
+def proposals():
+    with _read() as conn:
+        pending = registry.list_proposals(conn)
+    return render_template("proposals.html", pending=pending)
+
+
+def _proposal(proposal_id: int) -> registry.Proposal:
+    with _read() as conn:
+        proposal = registry.get_proposal(conn, proposal_id)
+    if proposal is None:
+        abort(404)
+    return proposal
+
+
+def _back(proposal: registry.Proposal):
+    if proposal.org_code:
+        return redirect(url_for("pages.organisation", code=proposal.org_code))
+    return redirect(url_for("pages.proposals"))
+
+
+@pages.route("/proposals/<int:proposal_id>/approve", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES, *registry.TRUST_ROLES)
+def proposal_approve(proposal_id: int):
+    proposal = _proposal(proposal_id)
+    if proposal.kind in registry.TRUST_PROPOSALS:
+        abort(403, "Trust changes are approved with `contactgate trust approve` (it writes the trust files).")
+    if not _stepped_up():
+        return _back(proposal)
+    if _change(registry.approve, proposal.org_code, proposal.id, g.officer) is not None:
+        flash(f"Approved proposal {proposal.id} ({proposal.kind}): {proposal.summary()}", "ok")
+    return _back(proposal)
+
+
+@pages.route("/proposals/<int:proposal_id>/decline", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES, *registry.TRUST_ROLES)
+def proposal_decline(proposal_id: int):
+    proposal = _proposal(proposal_id)
+    if not _stepped_up():
+        return _back(proposal)
+    reason = request.form.get("reason", "")
+    if proposal.kind in registry.TRUST_PROPOSALS:
+        done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=False, reason=reason)
+    else:
+        done = _change(registry.decline, proposal.org_code, proposal.id, g.officer, reason)
+    if done is not None:
+        flash(f"Declined proposal {proposal.id}.", "ok")
+    return _back(proposal)
+
+
+# ---- certificates --------------------------------------------------------------------------------
+
+def _publish_crl() -> None:
+    from gateway.trust import crl
+
+    settings = _app()["settings"]
+    if settings.layout.ca_key.exists():
+        crl.publish(settings, _app()["engine"])
+
+
+@pages.route("/organisations/<code>/certificates", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def certificate_issue(code: str):
+    """From an uploaded CSR (the certificate is downloaded), or a new key pair (a zip bundle: key,
+    certificate, CA, the gateway's signing certificates). The answer is made before the certificate
+    is registered; if the registration is refused, nothing is registered and nothing is sent."""
+    from gateway.home import load_ca
+
+    settings = _app()["settings"]
+    with _read() as conn:
+        org = registry.get_org(conn, code)
+    if org is None:
+        abort(404)
+    if org.status == "revoked":
+        flash(f"Not done: organisation {org.code} is revoked.", "error")
+        return redirect(url_for("pages.organisation", code=org.code))
+    ca_key, ca_cert = load_ca(settings)
+    upload = request.files.get("csr")
+    if upload is not None and upload.filename:
+        try:
+            csr = pki.load_csr(upload.read())
+        except ValueError:
+            flash("Not done: the file is not a readable certificate signing request (PEM).", "error")
+            return redirect(url_for("pages.organisation", code=org.code))
+        problem = pki.csr_problem(csr, org.code)
+        if problem:
+            flash(f"Not done: {problem}", "error")
+            return redirect(url_for("pages.organisation", code=org.code))
+        certificate = pki.issue_org_cert(ca_key, ca_cert, org.code, org.name, csr.public_key())
+        body, name, mimetype = pki.cert_pem(certificate), f"{org.code.lower()}-cert.pem", "application/x-pem-file"
+    else:
+        key = pki.new_rsa_key()
+        certificate = pki.issue_org_cert(ca_key, ca_cert, org.code, org.name, key.public_key())
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr("key.pem", pki.key_pem(key))
+            bundle.writestr("cert.pem", pki.cert_pem(certificate))
+            bundle.writestr("ca.pem", pki.cert_pem(ca_cert))
+            bundle.writestr("gateway-signing.pem", signing_keys.bundle_pem(settings.layout))
+        body, name, mimetype = buffer.getvalue(), f"{org.code.lower()}-bundle.zip", "application/zip"
+    if _change(registry.register_cert, org.code, certificate, g.officer, "issue") is None:
+        return redirect(url_for("pages.organisation", code=org.code))
+    return send_file(io.BytesIO(body), mimetype=mimetype, as_attachment=True, download_name=name)
+
+
+@pages.route("/certificates/<fingerprint>/revoke", methods=["POST"])
+@_needs(*registry.ORGANISATION_ROLES)
+def certificate_revoke(fingerprint: str):
+    with _read() as conn:
+        record = registry.get_cert(conn, fingerprint)
+    if record is None:
+        abort(404)
+    if _stepped_up() and _change(registry.revoke_cert, fingerprint, request.form.get("reason", ""),
+                                 g.officer) is not None:
+        _publish_crl()
+        flash(f"Certificate {fingerprint[:16]}… revoked; the gateway refuses it at the handshake within "
+              f"a second.", "ok")
+    return redirect(url_for("pages.organisation", code=record.org_code))

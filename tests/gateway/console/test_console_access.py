@@ -1,0 +1,222 @@
+"""The console's sign-in, sessions and authorisation: every page and action against every role,
+forged requests without a CSRF token, the proposer approving their own proposal, the step-up."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+from sqlalchemy import select
+
+from gateway.db import audit_log, certificates, officers as officers_table
+from gateway.trust import pki
+
+PAGES = ["/", "/organisations", "/organisations/LA", "/proposals"]
+# Actions that change the registry: what each needs (officer; a senior officer can do what an officer can).
+ACTIONS = [
+    ("/organisations/new", {"code": "X_FORGED", "name": "Forged", "kind": "other"}),
+    ("/organisations/LA/accredit", {"scope": "query", "expires": "2030-01-01", "evidence": "x"}),
+    ("/organisations/LA/suspend", {"reason": "forged"}),
+    ("/organisations/LA/revoke", {"reason": "forged"}),
+    ("/organisations/LA/reinstate", {"reason": "forged"}),
+    ("/organisations/LA/certificates", {}),
+    ("/proposals/1/approve", {}),
+    ("/proposals/1/decline", {"reason": "forged"}),
+]
+
+
+def last_audit(gateway, operation: str):
+    with gateway.engine.connect() as conn:
+        return conn.execute(select(audit_log).where(audit_log.c.operation == operation)
+                            .order_by(audit_log.c.seq.desc()).limit(1)).first()
+
+
+def test_every_answer_is_hardened(browser):
+    response = browser().get("/login")
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src" not in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
+    html = response.get_data(as_text=True)
+    assert "<script" not in html and " style=" not in html
+    for field in ("officer", "password", "code"):
+        assert f'<label for="{field}">' in html and f'id="{field}"' in html
+
+
+def test_the_session_cookie_is_secure_httponly_strict(browser):
+    b = browser()
+    b.get("/login")
+    response = b.post("/login", {"officer": "alice", "password": b.password("alice"), "code": b.code("alice")})
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert b.password("alice") not in cookie
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_need_a_session(browser, path):
+    response = browser().get(path)
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+
+
+def test_a_wrong_code_is_refused_and_audited(browser, registry_home):
+    b = browser()
+    b.get("/login")
+    response = b.post("/login", {"officer": "bob", "password": b.password("bob"), "code": "000000"})
+    assert response.status_code == 401
+    assert "Sign-in refused" in response.get_data(as_text=True)
+    row = last_audit(registry_home, "officer.login")
+    assert row.outcome == "refused" and row.user_id == "bob" and "wrong code" in row.detail
+    assert browser().get("/").status_code == 302
+
+
+def test_a_wrong_password_and_an_unknown_officer_get_the_same_answer(browser):
+    b = browser()
+    b.get("/login")
+    wrong = b.post("/login", {"officer": "carol", "password": "not-her-password", "code": b.code("carol")})
+    b.get("/login")
+    unknown = b.post("/login", {"officer": "nobody-here", "password": "whatever-password", "code": "123456"})
+    assert wrong.status_code == unknown.status_code == 401
+    def message(response):
+        return response.get_data(as_text=True).split('role="alert">', 1)[1].split("<", 1)[0]
+    assert message(wrong) == message(unknown) and "Sign-in refused" in message(wrong)
+
+
+def test_repeated_failures_lock_the_account(browser, registry_home):
+    b = browser()
+    for _ in range(5):
+        b.get("/login")
+        b.post("/login", {"officer": "dm-1", "password": "wrong-password-x", "code": "000000"})
+    b.get("/login")
+    response = b.post("/login", {"officer": "dm-1", "password": b.password("dm-1"), "code": b.code("dm-1")})
+    assert response.status_code == 401  # right password and code, but locked
+    assert "locked" in last_audit(registry_home, "officer.login").detail
+    with registry_home.engine.begin() as conn:  # unlock for the other tests
+        conn.execute(officers_table.update().where(officers_table.c.officer_id == "dm-1")
+                     .values(locked_until=None, failed_signins=0))
+
+
+def test_a_form_without_its_csrf_token_is_refused(browser, registry_home):
+    b = browser("officer-a")
+    response = b.post("/organisations/new", {"code": "NO_CSRF", "name": "No token", "kind": "other"}, csrf=False)
+    assert response.status_code == 400
+    response = b.post("/organisations/new", {"code": "NO_CSRF", "name": "No token", "kind": "other",
+                                             "csrf_token": "forged" + b.csrf[6:]}, csrf=False)
+    assert response.status_code == 400
+    assert "NO_CSRF" not in b.get("/organisations").get_data(as_text=True)
+
+
+def test_sign_in_itself_needs_the_csrf_token(browser):
+    b = browser()
+    response = b.post("/login", {"officer": "alice", "password": b.password("alice"), "code": b.code("alice")},
+                      csrf=False)
+    assert response.status_code == 400 and browser().get("/").status_code == 302
+
+
+@pytest.mark.parametrize("officer_id", ["dora", "auditor-1"])
+def test_readers_without_the_officer_role_see_but_cannot_act(browser, registry_home, officer_id):
+    b = browser(officer_id)
+    for path in PAGES:
+        assert b.get(path).status_code == 200, path
+    for path in PAGES:  # no form but signing out
+        assert b.get(path).get_data(as_text=True).count('method="post"') == 1, path
+    before = registry_home.cli("org", "show", "LA", "--json").output
+    for path, data in ACTIONS:
+        response = b.post(path, data, step_up=path.endswith(("suspend", "revoke", "approve", "decline")))
+        assert response.status_code == 403, (path, response.status_code)
+        assert "needs the role officer" in response.get_data(as_text=True)
+    assert registry_home.cli("org", "show", "LA", "--json").output == before
+
+
+def test_the_proposer_has_no_approve_button_and_a_forged_approval_is_refused(browser, registry_home):
+    alice = browser("alice")
+    alice.post("/organisations/new", {"code": "school_1", "name": "School One", "kind": "education"})
+    response = alice.post("/organisations/SCHOOL_1/accredit",
+                          {"scope": ["query"], "expires": "2027-06-30", "evidence": "ISA-2026-17"})
+    page = alice.get("/organisations/SCHOOL_1").get_data(as_text=True)
+    assert "You made this proposal" in page and "Approve proposal" not in page
+    proposal = int(registry_home.pending_proposal("SCHOOL_1"))
+    forged = alice.post(f"/proposals/{proposal}/approve", step_up=True)
+    assert forged.status_code == 302
+    assert "Not done" in alice.get("/organisations/SCHOOL_1").get_data(as_text=True)
+    assert '"status": "pending_approval"' in registry_home.cli("org", "show", "SCHOOL_1", "--json").output
+
+    bob = browser("bob")
+    page = bob.get("/organisations/SCHOOL_1").get_data(as_text=True)
+    assert f"Approve proposal {proposal}" in page and "alice" in page and "expires=2027-06-30" in page
+    # Without the step-up (a used code), nothing is approved.
+    bob.post(f"/proposals/{proposal}/approve", {"password": bob.password(), "code": "000000"})
+    assert '"status": "pending_approval"' in registry_home.cli("org", "show", "SCHOOL_1", "--json").output
+    assert last_audit(registry_home, "officer.step_up").outcome == "refused"
+    bob.post(f"/proposals/{proposal}/approve", step_up=True)
+    shown = registry_home.cli("org", "show", "SCHOOL_1", "--json").output
+    assert '"status": "accredited"' in shown and '"approved_by": "bob"' in shown
+    approval = last_audit(registry_home, "org.approve")
+    assert approval.user_id == "bob" and f"proposal {proposal}" in approval.detail
+
+
+def test_a_key_pair_bundle_is_issued_and_registered(browser, registry_home):
+    b = browser("carol")
+    response = b.post("/organisations/LA/certificates")
+    assert response.status_code == 200 and response.mimetype == "application/zip"
+    bundle = zipfile.ZipFile(io.BytesIO(response.data))
+    assert sorted(bundle.namelist()) == ["ca.pem", "cert.pem", "gateway-signing.pem", "key.pem"]
+    cert = pki.load_cert_pem(bundle.read("cert.pem"))
+    with registry_home.engine.connect() as conn:
+        row = conn.execute(select(certificates).where(certificates.c.fingerprint == pki.fingerprint(cert))).one()
+    assert row.org_code == "LA" and row.revoked_at is None
+
+
+def test_a_weak_or_foreign_csr_is_refused_and_nothing_registered(browser, registry_home):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    b = browser("carol")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "HEALTH")]))
+           .sign(key, hashes.SHA256()))
+    with registry_home.engine.connect() as conn:
+        before = len(conn.execute(select(certificates)).all())
+    response = b.post("/organisations/LA/certificates",
+                      {"csr": (io.BytesIO(csr.public_bytes(serialization.Encoding.PEM)), "la.csr")},
+                      content_type="multipart/form-data")
+    assert response.status_code == 302
+    assert "Not done" in b.get("/organisations/LA").get_data(as_text=True)
+    with registry_home.engine.connect() as conn:
+        assert len(conn.execute(select(certificates)).all()) == before
+
+
+def test_a_certificate_is_revoked_with_a_reason_after_the_step_up(browser, registry_home):
+    b = browser("carol")
+    bundle = zipfile.ZipFile(io.BytesIO(b.post("/organisations/LA/certificates").data))
+    fp = pki.fingerprint(pki.load_cert_pem(bundle.read("cert.pem")))
+    b.post(f"/certificates/{fp}/revoke", {"reason": "laptop lost"}, step_up=True)
+    with registry_home.engine.connect() as conn:
+        row = conn.execute(select(certificates).where(certificates.c.fingerprint == fp)).one()
+    assert row.revoked_at is not None and row.revoked_reason == "laptop lost"
+    crl = (registry_home.home / "ca" / "crl.pem").read_bytes()
+    from cryptography import x509
+    assert x509.load_pem_x509_crl(crl).get_revoked_certificate_by_serial_number(
+        int(row.serial, 16) if not row.serial.isdigit() else int(row.serial)) is not None
+
+
+def test_an_idle_session_ends(browser, clock):
+    b = browser("officer-b")
+    assert b.get("/").status_code == 200
+    clock.advance(minutes=16)
+    response = b.get("/")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+
+
+def test_signing_out_ends_the_session_on_the_server(browser):
+    b = browser("senior-s")
+    cookie = b.client.get_cookie("contactgate_console", domain="localhost")
+    b.post("/logout")
+    assert b.get("/").status_code == 302
+    replay = browser()
+    replay.client.set_cookie("contactgate_console", cookie.value, domain="localhost")
+    assert replay.get("/").status_code == 302  # the old cookie no longer opens a session
