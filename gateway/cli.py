@@ -1485,7 +1485,7 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
                f"sent by {entry['org']}:{entry['source_record_id']} at {entry['created_at']}")
     left, right = entry["stored_as"], entry["candidate"]
     rows = [("child id", left["child_id"], right["child_id"])]
-    for name, pick in _REVIEW_FIELDS:
+    for name, pick in queue.DISPLAY_FIELDS:
         rows.append((name, pick(left["record"]), pick(right["record"])))
     width = max(len(str(a)) for _, a, _ in rows) + 2
     levels = entry["comparison_now"]["levels"]
@@ -1497,29 +1497,6 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
         click.echo(f"NHS / pupil numbers: {entry['comparison_now']['identifiers']}")
     if entry["comparison_now"]["twins"]:
         click.echo("looks like twins or siblings: never linked automatically")
-
-
-def _identity_field(name):
-    return lambda record: _plain((record.get("identity") or {}).get(name))
-
-
-def _plain(value):
-    if value in (None, [], ""):
-        return "-"
-    return " ".join(value) if isinstance(value, list) else value
-
-
-_REVIEW_FIELDS = [
-    ("family name", _identity_field("family_name")),
-    ("given names", _identity_field("given_names")),
-    ("preferred name", _identity_field("preferred_name")),
-    ("previous names", _identity_field("previous_names")),
-    ("date of birth", _identity_field("date_of_birth")),
-    ("gender", _identity_field("gender")),
-    ("NHS number", _identity_field("nhs_number")),
-    ("pupil number", _identity_field("pupil_number")),
-    ("address", lambda r: ", ".join([*(r.get("address") or {}).get("lines", []), (r.get("address") or {}).get("postcode", "")]) or "-"),
-]
 
 
 @review.command("link")
@@ -1630,7 +1607,9 @@ def retention_show(ctx: Context, child_id: str, named, as_json: bool) -> None:
     if state.get("sealed"):
         click.echo("  record sealed: the viewing period is over; it is kept, shown to no one, until purged")
     if "record" in state:
-        for name, pick in _REVIEW_FIELDS:
+        from gateway.index.review import DISPLAY_FIELDS
+
+        for name, pick in DISPLAY_FIELDS:
             click.echo(f"  {name:<16} {pick(state['record'])}")
         death = (state["record"].get("identity") or {}).get("date_of_death")
         if death:

@@ -382,3 +382,173 @@ def certificate_revoke(fingerprint: str):
         flash(f"Certificate {fingerprint[:16]}… revoked; the gateway refuses it at the handshake within "
               f"a second.", "ok")
     return redirect(url_for("pages.organisation", code=record.org_code))
+
+
+# ---- the data-quality review queue ---------------------------------------------------------------
+
+REVIEW_STATUSES = ("open", "linked", "distinct", "merged")
+
+
+@pages.route("/review")
+@_needs("data_quality")
+def review_queue():
+    from gateway.index import review
+
+    wanted = request.args.get("status", "open")
+    if wanted not in (*REVIEW_STATUSES, "all"):
+        wanted = "open"
+    with _read() as conn:
+        entries = review.list_entries(conn, None if wanted == "all" else wanted, 200)
+    return render_template("review_list.html", entries=entries, statuses=REVIEW_STATUSES, wanted=wanted)
+
+
+@pages.route("/review/<int:review_id>")
+@_needs("data_quality")
+def review_entry(review_id: int):
+    """Both children's records side by side: reading them is access to both, audited in this transaction."""
+    from gateway.index import review
+
+    try:
+        with _app()["engine"].begin() as conn:
+            entry = review.show(conn, _app()["trail"], review_id, g.officer.officer_id)
+    except review.ReviewError:
+        abort(404)
+    left, right = entry["stored_as"]["record"], entry["candidate"]["record"]
+    rows = [(name, pick(left), pick(right)) for name, pick in review.DISPLAY_FIELDS]
+    now = entry["comparison_now"]
+    agreements = [(f, now["levels"][f], now["weights"].get(f, 0.0)) for f in sorted(now["levels"])]
+    return render_template("review_entry.html", entry=entry, rows=rows, agreements=agreements)
+
+
+def _review_action(fn, *args):
+    from gateway.index import review
+
+    try:
+        with _app()["engine"].begin() as conn:
+            return fn(conn, _app()["trail"], *args, g.officer.officer_id, _now()), True
+    except review.ReviewError as exc:
+        flash(f"Not done: {exc}", "error")
+        return None, False
+
+
+@pages.route("/review/<int:review_id>/link", methods=["POST"])
+@_needs("data_quality")
+def review_link(review_id: int):
+    from gateway.index import review
+
+    merge_id, done = _review_action(review.link, review_id)
+    if done:
+        flash(f"Review {review_id}: linked as one child (merge {merge_id}; it can be undone).", "ok")
+    return redirect(url_for("pages.review_queue"))
+
+
+@pages.route("/review/<int:review_id>/distinct", methods=["POST"])
+@_needs("data_quality")
+def review_distinct(review_id: int):
+    from gateway.index import review
+
+    if _review_action(review.distinct, review_id)[1]:
+        flash(f"Review {review_id}: recorded as different children.", "ok")
+    return redirect(url_for("pages.review_queue"))
+
+
+@pages.route("/review/merge", methods=["POST"])
+@_needs("data_quality")
+def review_merge():
+    """Child ids come in the form's body, never in a URL."""
+    from gateway.index import review
+
+    survivor, merged = request.form.get("survivor", "").strip(), request.form.get("merged", "").strip()
+    merge_id, done = _review_action(review.merge, survivor, merged)
+    if done:
+        flash(f"Merge {merge_id} done (it can be undone).", "ok")
+    return redirect(url_for("pages.review_queue"))
+
+
+@pages.route("/review/unmerge", methods=["POST"])
+@_needs("data_quality")
+def review_unmerge():
+    from gateway.index import review
+
+    try:
+        merge_id = int(request.form.get("merge_id", ""))
+    except ValueError:
+        flash("Not done: a merge id is a number.", "error")
+        return redirect(url_for("pages.review_queue"))
+    if _review_action(review.unmerge, merge_id)[1]:
+        flash(f"Merge {merge_id} undone.", "ok")
+    return redirect(url_for("pages.review_queue"))
+
+
+# ---- audit ---------------------------------------------------------------------------------------
+
+REPORT_COLUMNS = ("seq", "at", "org_code", "user_id", "role", "operation", "outcome", "fault_code",
+                  "reason_code", "reason_text", "child_ids")
+
+
+@pages.route("/audit")
+@_needs("auditor")
+def audit_page():
+    return render_template("audit.html", rows=None, verified=None)
+
+
+@pages.route("/audit/verify", methods=["POST"])
+@_needs("auditor")
+def audit_verify():
+    result = _app()["trail"].verify(_app()["engine"])
+    return render_template("audit.html", rows=None, verified=result)
+
+
+def _report():
+    """(rows, what) for the form's subject; the auditor's look-up is itself audited (a child's
+    report is access to who saw that child). Subjects travel in POST bodies, never in URLs."""
+    from gateway import audit
+
+    kind, subject = request.form.get("kind"), request.form.get("subject", "").strip()
+    if not subject or kind not in ("child", "user") or len(subject) > 200:
+        return None, "Give a child id, or ORG:USER for a user."
+    if kind == "user" and ":" not in subject:
+        return None, "A user is given as ORG:USER (the organisation's code and the user's id)."
+    with _app()["engine"].begin() as conn:
+        if kind == "child":
+            subject = subject.upper()
+            rows = audit.report_for_child(conn, subject)
+        else:
+            org_code, _, user_id = subject.partition(":")
+            rows = audit.report_for_user(conn, org_code.upper(), user_id)
+        _app()["trail"].append(conn, audit.Entry(
+            operation="audit.report", outcome="done", user_id=g.officer.officer_id, role=g.officer.role_text,
+            child_ids=[subject] if kind == "child" and rows else [],
+            detail=f"{kind} report in the console: {len(rows)} entries"
+                   + ("" if kind == "child" else f" for {subject}")))
+    return rows, None
+
+
+@pages.route("/audit/report", methods=["POST"])
+@_needs("auditor")
+def audit_report():
+    rows, problem = _report()
+    if problem:
+        return render_template("audit.html", rows=None, verified=None, problem=problem,
+                               kind=request.form.get("kind"), subject=request.form.get("subject", "")), 400
+    return render_template("audit.html", rows=rows, verified=None, columns=REPORT_COLUMNS,
+                           kind=request.form.get("kind"), subject=request.form.get("subject", ""))
+
+
+@pages.route("/audit/report.csv", methods=["POST"])
+@_needs("auditor")
+def audit_report_csv():
+    import csv
+
+    rows, problem = _report()
+    if problem:
+        abort(400, problem)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for row in rows:
+        # Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
+        writer.writerow([("'" + v) if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+                         for v in (row.get(c) for c in REPORT_COLUMNS)])
+    return send_file(io.BytesIO(out.getvalue().encode()), mimetype="text/csv", as_attachment=True,
+                     download_name="audit-report.csv")

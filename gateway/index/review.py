@@ -274,3 +274,29 @@ def _restore_child(conn: Connection, child_id: str, before: dict, snapshot: dict
             record=before["record"], provenance=before["provenance"], family_name_norm=before["family_name_norm"],
             date_of_birth=dt.date.fromisoformat(before["date_of_birth"]),
             updated_at=dt.datetime.fromisoformat(before["updated_at"])))
+
+
+# ---- how a reviewer is shown a record (the CLI's `review show`, the console) -------------------------
+
+def _identity_field(name):
+    return lambda record: _plain((record.get("identity") or {}).get(name))
+
+
+def _plain(value):
+    if value in (None, [], ""):
+        return "-"
+    return " ".join(value) if isinstance(value, list) else value
+
+
+# The fields a reviewer compares, as (label, how to read it from a stored record).
+DISPLAY_FIELDS = [
+    ("family name", _identity_field("family_name")),
+    ("given names", _identity_field("given_names")),
+    ("preferred name", _identity_field("preferred_name")),
+    ("previous names", _identity_field("previous_names")),
+    ("date of birth", _identity_field("date_of_birth")),
+    ("gender", _identity_field("gender")),
+    ("NHS number", _identity_field("nhs_number")),
+    ("pupil number", _identity_field("pupil_number")),
+    ("address", lambda r: ", ".join([*(r.get("address") or {}).get("lines", []), (r.get("address") or {}).get("postcode", "")]) or "-"),
+]
