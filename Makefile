@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench bench-linkage bench-scale clean
+.PHONY: demo test install browser bench bench-linkage bench-scale clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -25,10 +25,22 @@ $(NODE_STAMP): $(NODE_INTEROP)/package.json $(NODE_INTEROP)/package-lock.json
 		npm ci --prefix $(NODE_INTEROP) --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
 	else echo "npm not found: the node-soap interoperability tests will be skipped"; fi
 
+# The distribution's Chromium for the console's browser tests (tests/gateway/console/test_console_browser.py,
+# Playwright driving the system binary: Playwright's own browser download is not used). Installed when
+# missing and this user may (root with apt-get); otherwise those tests skip, except under .ci/run.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (apt-get)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+		else echo "chromium not found and cannot be installed here: the browser tests will be skipped"; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/contactgate demo
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -515,7 +515,8 @@ def _report():
             rows = audit.report_for_child(conn, subject)
         else:
             org_code, _, user_id = subject.partition(":")
-            rows = audit.report_for_user(conn, org_code.upper(), user_id)
+            org = registry.get_org(conn, org_code.strip(), with_pending=False)  # codes are case-free
+            rows = audit.report_for_user(conn, org.code if org else org_code.strip(), user_id.strip())
         _app()["trail"].append(conn, audit.Entry(
             operation="audit.report", outcome="done", user_id=g.officer.officer_id, role=g.officer.role_text,
             child_ids=[subject] if kind == "child" and rows else [],
