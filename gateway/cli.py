@@ -1057,12 +1057,8 @@ def trust_approve(ctx: Context, proposal_id: int) -> None:
     actor = ctx.signed_in(registry.TRUST_ROLES, action="trust approve")
 
     def apply(proposal) -> None:
-        p = proposal.payload
         try:
-            if proposal.kind == "trust_add":
-                anchors.add_anchor(ctx.settings, p["pem"].encode(), p["crl"].encode() if p.get("crl") else None)
-            else:
-                anchors.remove_anchor(ctx.settings, p["fingerprint"])
+            anchors.apply_proposal(ctx.settings, proposal)
         except anchors.TrustError as exc:
             raise RegistryError(str(exc)) from None
 

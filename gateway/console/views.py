@@ -282,18 +282,29 @@ def _proposal(proposal_id: int) -> registry.Proposal:
 def _back(proposal: registry.Proposal):
     if proposal.org_code:
         return redirect(url_for("pages.organisation", code=proposal.org_code))
-    return redirect(url_for("pages.proposals"))
+    return redirect(url_for("pages.trust"))
+
+
+def _apply_trust(proposal: registry.Proposal) -> None:
+    from gateway.trust import anchors
+
+    try:
+        anchors.apply_proposal(_app()["settings"], proposal)
+    except anchors.TrustError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 @pages.route("/proposals/<int:proposal_id>/approve", methods=["POST"])
 @_needs(*registry.ORGANISATION_ROLES, *registry.TRUST_ROLES)
 def proposal_approve(proposal_id: int):
     proposal = _proposal(proposal_id)
-    if proposal.kind in registry.TRUST_PROPOSALS:
-        abort(403, "Trust changes are approved with `contactgate trust approve` (it writes the trust files).")
     if not _stepped_up():
         return _back(proposal)
-    if _change(registry.approve, proposal.org_code, proposal.id, g.officer) is not None:
+    if proposal.kind in registry.TRUST_PROPOSALS:
+        done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True, apply=_apply_trust)
+    else:
+        done = _change(registry.approve, proposal.org_code, proposal.id, g.officer)
+    if done is not None:
         flash(f"Approved proposal {proposal.id} ({proposal.kind}): {proposal.summary()}", "ok")
     return _back(proposal)
 
@@ -553,3 +564,53 @@ def audit_report_csv():
                          for v in (row.get(c) for c in REPORT_COLUMNS)])
     return send_file(io.BytesIO(out.getvalue().encode()), mimetype="text/csv", as_attachment=True,
                      download_name="audit-report.csv")
+
+
+# ---- the trust list ------------------------------------------------------------------------------
+
+@pages.route("/trust")
+@_needs(*registry.READ_ROLES)
+def trust():
+    from gateway.trust import anchors
+
+    with _read() as conn:
+        pending = registry.list_proposals(conn, kinds=registry.TRUST_PROPOSALS)
+    return render_template("trust.html", anchors=anchors.list_anchors(_app()["settings"]), pending=pending)
+
+
+@pages.route("/trust/add", methods=["POST"])
+@_needs(*registry.TRUST_ROLES)
+def trust_add():
+    """Propose trusting a CA (uploaded PEM, and its CRL): a second senior officer approves it."""
+    from gateway.trust import anchors
+
+    upload, crl_upload = request.files.get("ca"), request.files.get("crl")
+    crl_pem = crl_upload.read() if crl_upload is not None and crl_upload.filename else None
+    try:
+        cert = anchors.validate_ca(upload.read() if upload is not None else b"", crl_pem)
+    except anchors.TrustError as exc:
+        flash(f"Not done: {exc}", "error")
+        return redirect(url_for("pages.trust"))
+    payload = {"fingerprint": pki.fingerprint(cert), "subject": cert.subject.rfc4514_string(),
+               "pem": pki.cert_pem(cert).decode(), "crl": crl_pem.decode() if crl_pem else None}
+    proposal = _change(registry.propose_trust_change, g.officer, "trust_add", payload)
+    if proposal is not None:
+        flash(f"Proposal {proposal.id} made: a second senior officer approves it.", "ok")
+    return redirect(url_for("pages.trust"))
+
+
+@pages.route("/trust/remove", methods=["POST"])
+@_needs(*registry.TRUST_ROLES)
+def trust_remove():
+    from gateway.trust import anchors
+
+    wanted = request.form.get("fingerprint", "").strip().lower().replace(":", "")
+    anchor = next((a for a in anchors.list_anchors(_app()["settings"]) if a.fingerprint == wanted), None)
+    if anchor is None or anchor.gateway_ca:
+        flash("Not done: no trusted CA with that fingerprint (the gateway's own CA cannot be removed).", "error")
+        return redirect(url_for("pages.trust"))
+    proposal = _change(registry.propose_trust_change, g.officer, "trust_remove",
+                       {"fingerprint": anchor.fingerprint, "subject": anchor.subject})
+    if proposal is not None:
+        flash(f"Proposal {proposal.id} made: a second senior officer approves the removal.", "ok")
+    return redirect(url_for("pages.trust"))

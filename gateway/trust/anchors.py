@@ -118,3 +118,13 @@ def _rewrite_bundle(settings: Settings) -> None:
     from gateway.trust.crl import write_client_bundle
 
     write_client_bundle(settings)
+
+
+def apply_proposal(settings: Settings, proposal) -> None:
+    """Make an approved trust change (registry.decide_trust_change's ``apply``): the CA checked
+    again and written, or removed; the running gateway follows within a second."""
+    p = proposal.payload
+    if proposal.kind == "trust_add":
+        add_anchor(settings, p["pem"].encode(), p["crl"].encode() if p.get("crl") else None)
+    else:
+        remove_anchor(settings, p["fingerprint"])

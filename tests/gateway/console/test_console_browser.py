@@ -32,7 +32,23 @@ from playwright import sync_api as playwright_api  # noqa: E402  (pinned in the 
 
 
 @pytest.fixture(scope="module")
-def console_url(registry_home):
+def traffic(registry_home):
+    """Real exchanges for the dashboard: LA pings the running gateway, and is refused a shielding
+    (LA holds no shield scope)."""
+    from connectors.client import GatewayError
+
+    registry_home.start(workers=1)
+    client = registry_home.client("la")
+    for user in ("sw.jones", "sw.patel", "sw.jones"):
+        client.ping(user_id=user, role="social worker")
+    with pytest.raises(GatewayError):
+        client.set_shielding("7K2M-9XD4-T1BZ-R8Q3", True, user_id="sw.jones", role="social worker",
+                             reason_code="other", reason_text="dashboard test")
+    registry_home.stop()
+
+
+@pytest.fixture(scope="module")
+def console_url(registry_home, traffic):
     port = free_port()
     log = registry_home.home / "console.log"
     write_private(log, b"")
@@ -114,7 +130,9 @@ def test_two_officers_onboard_an_organisation_and_an_auditor_downloads_a_report(
         chromium, console_url, registry_home, shots, tmp_path):
     alice = Officer(chromium, console_url, registry_home, "alice").sign_in(by_keyboard=True)
     page = alice.page
-    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+    refusals = page.locator("section", has_text="Refusals in the last 24 hours").inner_text()
+    assert "LA" in refusals and "ScopeDenied" in refusals  # the refused shielding, by organisation and code
+    assert page.locator("svg.chart rect").count() == 1  # LA's exchanges, drawn on the server
 
     # Register, then propose accreditation with an evidence document.
     page.get_by_role("link", name="Organisations").click()
@@ -165,6 +183,9 @@ def test_two_officers_onboard_an_organisation_and_an_auditor_downloads_a_report(
     row.get_by_role("button", name="Revoke").click()
     assert "revoked" in page.get_by_role("status").first.inner_text()
     assert "revoked" in page.locator("#certificates tr", has_text=fp).inner_text()
+
+    page.get_by_role("link", name="Dashboard").click()
+    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
 
     # An auditor downloads what alice did to the organisation.
     auditor = Officer(chromium, console_url, registry_home, "auditor-1").sign_in()
