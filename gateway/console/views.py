@@ -522,7 +522,9 @@ def _report():
         return None, "A user is given as ORG:USER (the organisation's code and the user's id)."
     with _app()["engine"].begin() as conn:
         if kind == "child":
-            subject = subject.upper()
+            from gateway.index import ids
+
+            subject = ids.normalise(subject) or subject.upper()  # as the gateway reads ids
             rows = audit.report_for_child(conn, subject)
         else:
             org_code, _, user_id = subject.partition(":")

@@ -86,6 +86,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "retention run": [],
     "retention show": ["0000-0000-0000-0000", "--officer", "dora"],
     "serve": ["--bind", "192.0.2.1:9"],
+    "console": ["--bind", "192.0.2.1:9"],
     "trust add-ca": ["{material}/ca.pem"],
     "trust approve": ["--proposal", "1"],
     "trust decline": ["--proposal", "1", "--reason", "unknown CA"],
