@@ -817,15 +817,18 @@ def org_show(ctx: Context, code: str, as_json: bool) -> None:
         _echo_json({**o.as_json(today), "certificates": [c.as_json() for c in certs], "history": past})
         return
     _show_org(o, today)
+    from gateway.audit.report import safe_text
+
     click.echo(f"  proposed by {o.proposed_by or '-'}, approved by {o.approved_by or '-'}"
-               + (f", reason: {o.status_reason}" if o.status_reason else ""))
+               + (f", reason: {safe_text(o.status_reason)}" if o.status_reason else ""))
     if o.evidence:
-        click.echo(f"  evidence: {o.evidence}")
+        click.echo(f"  evidence: {safe_text(o.evidence)}")
     for c in certs:
         _show_cert(c)
     click.echo("  history:")
     for event in past:
-        click.echo(f"    {event['at']}  {event['operation']:<16} {event['officer'] or 'operator':<14} {event['detail']}")
+        click.echo(f"    {event['at']}  {event['operation']:<16} {event['officer'] or 'operator':<14} "
+                   f"{safe_text(event['detail'])}")
 
 
 # ---- certificates --------------------------------------------------------------------------------
@@ -1373,48 +1376,63 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @pass_ctx
 def audit_verify(ctx: Context) -> None:
-    """Check the whole chain; exit 1 naming the first bad entry.
+    """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry), 3 could
+    not check (database, key or files unavailable), 2 usage.
 
     Each successful run records the head in $CONTACTGATE_HOME/audit/checkpoints; later runs also
-    check that the chain still holds it. Run it regularly."""
-    result = ctx.trail.verify(ctx.engine)
+    check that the chain still holds it. Run it regularly (cron can tell tampering from an outage
+    by the exit code)."""
+    try:
+        trail = ctx.trail
+    except FileNotFoundError as exc:
+        raise CannotRun(f"could not check: {exc}") from None
+    result = trail.verify(ctx.engine)
     if result.ok:
         click.echo(f"audit chain intact: {result.entries} entries")
         return
-    click.echo(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.problem} "
-               f"({result.entries} entries verified before it)")
+    where = f"at entry {result.first_bad_seq}" if result.first_bad_seq is not None else "outside the database"
+    click.echo(f"audit chain BROKEN {where}: {result.problem} ({result.entries} entries verified before it)")
     sys.exit(1)
 
 
 @audit_group.command("report")
-@click.option("--child", "child_id", default=None, help="Who accessed this child's record.")
+@click.option("--child", "child_id", default=None, help="Who accessed this child's record (any spelling of its id).")
 @click.option("--user", "user", default=None, metavar="ORG:USER", help="What this user accessed.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--org", "org_code", default=None, metavar="CODE", help="Everything of one organisation.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+              help="Only entries from this day (UTC) on.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="table (for people: every control or direction character shown escaped), csv or json (one object a line).")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @pass_ctx
-def audit_report(ctx: Context, child_id: str | None, user: str | None, as_json: bool) -> None:
-    """Who accessed what, when, and why (an auditor's command)."""
+def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code: str | None, since, fmt: str,
+                 as_json: bool) -> None:
+    """Who accessed what, when, why, and what was disclosed (an auditor's command)."""
+    from gateway.audit import report
+    from gateway.index import ids
+
     ctx.signed_in(("auditor",), action="audit report")
-    if bool(child_id) == bool(user):
-        _fail("give exactly one of --child ID or --user ORG:USER")
+    if sum(bool(x) for x in (child_id, user, org_code)) != 1:
+        _fail("give exactly one of --child ID, --user ORG:USER or --org CODE")
+    since = since.replace(tzinfo=dt.timezone.utc) if since else None
     with ctx.reader.connect() as conn:
         if child_id:
-            rows = audit.report_for_child(conn, child_id.strip().upper())
-        else:
-            org_code, _, user_id = user.partition(":")
-            if not user_id:
+            wanted = ids.normalise(child_id)
+            if wanted is None:
+                _fail("not a child id (16 characters with a check character, e.g. 7K2M-9XD4-T1BZ-R8Q3)")
+            rows = audit.report_for_child(conn, wanted, since)
+        elif user:
+            code, _, user_id = user.partition(":")
+            if not user_id or not code:
                 _fail("--user takes ORG:USER")
-            rows = audit.report_for_user(conn, org_code, user_id)
-    for row in rows:
-        if as_json:
-            click.echo(json.dumps({k: row[k] for k in audit.chain.HASHED_FIELDS}))
-            continue
-        who = f"{row['org_code'] or '-'}:{row['user_id'] or '-'}"
-        why = f"{row['reason_code']}: {row['reason_text']}" if row["reason_code"] else "-"
-        what = row["fault_code"] or row["outcome"]
-        click.echo(f"{row['at']}  #{row['seq']}  {who} ({row['role'] or '-'})  {row['operation']}  "
-                   f"{what}  reason [{why}]  children [{row['child_ids'] or '-'}]")
-    if not rows:
-        click.echo("no entries")
+            org = registry.get_org(conn, code.strip(), with_pending=False)
+            rows = audit.report_for_user(conn, org.code if org else code.strip(), user_id, since)
+        else:
+            org = registry.get_org(conn, org_code.strip(), with_pending=False)
+            if org is None:
+                _fail(f"no organisation with code {report.safe_text(org_code)!r}")
+            rows = audit.report_for_org(conn, org.code, since)
+    click.echo(report.render(rows, "json" if as_json else fmt), nl=False)
 
 
 # ---- the data-quality review queue ---------------------------------------------------------------

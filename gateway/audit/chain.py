@@ -86,7 +86,10 @@ class AuditTrail:
         """Verify the chain. With a checkpoints file (outside the database), the chain must also still
         hold the head the last successful run recorded — so cutting the tail and moving the head back
         is detected — and a successful run records the new head there."""
-        checkpoint = self._last_checkpoint()
+        try:
+            checkpoint = self._last_checkpoint()
+        except ValueError as exc:  # the file outside the database was altered: that is tampering too
+            return VerifyResult(False, 0, None, f"the checkpoints file {self._checkpoints} is altered ({exc})")
         result = _verify(engine, self._key, batch, checkpoint)
         if result.ok and self._checkpoints is not None:
             files.append_private(self._checkpoints, f"{result.entries} {result.head_hash} {_timestamp()}\n".encode())
@@ -99,8 +102,11 @@ class AuditTrail:
         last = next((line for line in reversed(lines) if line.strip()), None)
         if last is None:
             return None
-        seq, entry_hash = last.split()[:2]
-        return int(seq), entry_hash
+        fields = last.split()
+        if len(fields) < 2 or not fields[0].isdigit() or len(fields[1]) != 64 or any(
+                c not in "0123456789abcdef" for c in fields[1]):
+            raise ValueError(f"its last line is not a checkpoint: {last[:80]!r}")
+        return int(fields[0]), fields[1]
 
 
 def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None) -> int:
@@ -195,13 +201,24 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] 
     return VerifyResult(True, count, head_hash=prev)
 
 
-def report_for_child(conn: Connection, child_id: str) -> list[dict]:
+def _since(query, since: dt.datetime | None):
+    return query if since is None else query.where(audit_log.c.at >= _timestamp(since))
+
+
+def report_for_child(conn: Connection, child_id: str, since: dt.datetime | None = None) -> list[dict]:
+    """Every entry that names the child (its id as stored: normalise it first, gateway.index.ids)."""
     query = (select(audit_log).join(audit_children, audit_children.c.seq == audit_log.c.seq)
              .where(audit_children.c.child_id == child_id).order_by(audit_log.c.seq))
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return [dict(r) for r in conn.execute(_since(query, since)).mappings()]
 
 
-def report_for_user(conn: Connection, org_code: str, user_id: str) -> list[dict]:
+def report_for_user(conn: Connection, org_code: str, user_id: str, since: dt.datetime | None = None) -> list[dict]:
     query = (select(audit_log).where(audit_log.c.org_code == org_code, audit_log.c.user_id == user_id)
              .order_by(audit_log.c.seq))
-    return [dict(r) for r in conn.execute(query).mappings()]
+    return [dict(r) for r in conn.execute(_since(query, since)).mappings()]
+
+
+def report_for_org(conn: Connection, org_code: str, since: dt.datetime | None = None) -> list[dict]:
+    """Every entry of one organisation: its exchanges and what officers did to it."""
+    query = select(audit_log).where(audit_log.c.org_code == org_code).order_by(audit_log.c.seq)
+    return [dict(r) for r in conn.execute(_since(query, since)).mappings()]

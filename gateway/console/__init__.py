@@ -108,6 +108,11 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
                                message="The console could not do that; nothing was changed. "
                                        "The operator can find the cause in the console's log."), 500
 
+    from gateway.audit.report import safe_text
+
+    # Text from callers and officers shown as one visible line: no direction or control characters.
+    app.jinja_env.filters["plain"] = safe_text
+
     @app.context_processor
     def _officer():
         return {"officer": g.get("officer")}

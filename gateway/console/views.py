@@ -493,8 +493,6 @@ def review_unmerge():
 
 # ---- audit ---------------------------------------------------------------------------------------
 
-REPORT_COLUMNS = ("seq", "at", "org_code", "user_id", "role", "operation", "outcome", "fault_code",
-                  "reason_code", "reason_text", "child_ids")
 
 
 @pages.route("/audit")
@@ -545,26 +543,21 @@ def audit_report():
     if problem:
         return render_template("audit.html", rows=None, verified=None, problem=problem,
                                kind=request.form.get("kind"), subject=request.form.get("subject", "")), 400
-    return render_template("audit.html", rows=rows, verified=None, columns=REPORT_COLUMNS,
+    from gateway.audit.report import COLUMNS
+
+    return render_template("audit.html", rows=rows, verified=None, columns=COLUMNS,
                            kind=request.form.get("kind"), subject=request.form.get("subject", ""))
 
 
 @pages.route("/audit/report.csv", methods=["POST"])
 @_needs("auditor")
 def audit_report_csv():
-    import csv
+    from gateway.audit import report
 
     rows, problem = _report()
     if problem:
         abort(400, problem)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(REPORT_COLUMNS)
-    for row in rows:
-        # Cells that a spreadsheet would run as a formula are quoted with a leading apostrophe.
-        writer.writerow([("'" + v) if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
-                         for v in (row.get(c) for c in REPORT_COLUMNS)])
-    return send_file(io.BytesIO(out.getvalue().encode()), mimetype="text/csv", as_attachment=True,
+    return send_file(io.BytesIO(report.render(rows, "csv").encode()), mimetype="text/csv", as_attachment=True,
                      download_name="audit-report.csv")
 
 

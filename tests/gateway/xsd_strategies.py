@@ -15,7 +15,7 @@ schema collapses, and xs:dates Python cannot hold (years past 9999 or before 1, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace, field
 
 from hypothesis import strategies as st
 from lxml import etree
@@ -232,7 +232,28 @@ def xs_dates() -> st.SearchStrategy[str]:
 BOOLEANS = st.sampled_from(["true", "false", "1", "0", " true", "false\n"])
 
 
+# The schema's "visible text" pattern (user ids, roles, reasons): no control, format or line or
+# paragraph separator character in the (collapsed, for xs:token) value.
+VISIBLE_PATTERN = "[^\\p{Cc}\\p{Cf}\\p{Zl}\\p{Zp}\u061c\u2066-\u2069]*"
+_INVISIBLE = {"Cc", "Cf", "Zl", "Zp"}
+
+
+def _visible(simple: SimpleType) -> st.SearchStrategy[str]:
+    """Values of the type with the characters the pattern refuses taken out (whitespace that
+    xs:token collapses away stays: the pattern sees the collapsed value)."""
+    import unicodedata
+
+    keep = WHITESPACE if simple.base == "token" else ""
+    low = simple.min_length or 0
+    plain = replace(simple, pattern=None)
+    return value_strategy(plain).map(
+        lambda v: "".join(c for c in v if c in keep or unicodedata.category(c) not in _INVISIBLE)).filter(
+        lambda v: len(v.split() if simple.base == "token" else v) >= (1 if low else 0))
+
+
 def value_strategy(simple: SimpleType) -> st.SearchStrategy[str]:
+    if simple.pattern == VISIBLE_PATTERN:
+        return _visible(simple)
     if simple.enumeration:
         values = st.sampled_from(simple.enumeration)
         return values if simple.base == "string" else st.tuples(

@@ -102,6 +102,7 @@ class Officer:
         assert page.url.endswith("/login")
         password, _ = self.gateway.officer_secrets(self.officer_id)
         if by_keyboard:  # the officer field has the focus; Tab moves through the form; Enter submits
+            page.wait_for_function("document.activeElement && document.activeElement.id === 'officer'")
             page.keyboard.type(self.officer_id)
             page.keyboard.press("Tab")
             page.keyboard.type(password)
@@ -113,7 +114,11 @@ class Officer:
             page.get_by_label("Password").fill(password)
             page.get_by_label("Code from your authenticator app").fill(self.code())
             page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{self.url}/")
+        try:
+            page.wait_for_url(f"{self.url}/", timeout=15_000)
+        except playwright_api.TimeoutError:
+            raise AssertionError(f"{self.officer_id} was not signed in: {page.url}\n"
+                                 f"{page.locator('main').inner_text()}") from None
         assert page.get_by_role("heading", name="Dashboard").is_visible()
         return self
 
