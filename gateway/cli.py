@@ -225,6 +225,22 @@ class Context:
             _fail(f"{action} needs the role {' or '.join(roles)}; {actor.officer_id} holds {actor.role_text}")
         return actor
 
+    def preflight_serving(self) -> None:
+        """What `serve` and `console` check before they listen: the home and its server certificate,
+        nothing in the home open to other users (exit 2), the schema at head."""
+        self.require_home()
+        layout = self.settings.layout
+        if not (layout.server_cert.exists() and layout.server_key.exists()):
+            raise CannotRun("no server certificate: run `contactgate init` first")
+        loose = permission_problems(self.settings)
+        if loose:
+            first = loose[0]
+            more = f" ({len(loose) - 1} more open to other users)" if len(loose) > 1 else ""
+            raise Refused(f"refusing to serve: {first.path} is open to other users (mode "
+                          f"{first.mode & 0o777:04o}): run `{first.fix}`, or `contactgate init` to repair "
+                          f"the permissions of the whole home{more}")
+        self.require_schema_at_head()
+
     def check_database_reachable(self) -> None:
         """For `init`: a server database must answer before anything is made (SQLite is made by init)."""
         if sqlite_database_path(self.settings.database_url) is not None:
@@ -1325,14 +1341,7 @@ def console(ctx: Context, bind: str, workers: int) -> None:
     a TOTP code, as with `contactgate login`. Refuses to start if the home is open to other users."""
     from gateway.console.server import serve_console
 
-    ctx.require_home()
-    layout = ctx.settings.layout
-    if not (layout.server_cert.exists() and layout.server_key.exists()):
-        raise CannotRun("no server certificate: run `contactgate init` first")
-    loose = permission_problems(ctx.settings)
-    if loose:
-        raise Refused(f"refusing to serve: {loose[0].path} is open to other users: run `{loose[0].fix}`")
-    ctx.require_schema_at_head()
+    ctx.preflight_serving()
     click.echo(f"console on https://{bind}/ (sign in with an officer account)")
     serve_console(ctx.settings, bind, workers)
 
@@ -1350,18 +1359,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None) -> None:
     Refuses to start (exit 2) if the home, or anything in it, is open to other users."""
     from gateway.server import serve as run_server
 
-    ctx.require_home()
-    layout = ctx.settings.layout
-    if not (layout.server_cert.exists() and layout.server_key.exists()):
-        raise CannotRun("no server certificate: run `contactgate init` first")
-    loose = permission_problems(ctx.settings)
-    if loose:
-        first = loose[0]
-        more = f" ({len(loose) - 1} more open to other users)" if len(loose) > 1 else ""
-        raise Refused(f"refusing to serve: {first.path} is open to other users (mode "
-                      f"{first.mode & 0o777:04o}): run `{first.fix}`, or `contactgate init` to repair "
-                      f"the permissions of the whole home{more}")
-    ctx.require_schema_at_head()
+    ctx.preflight_serving()
     ctx.check_redis_reachable()
     run_server(ctx.settings, bind, workers, threads)
 
