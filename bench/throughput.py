@@ -87,7 +87,7 @@ class GatewayUnderTest(LocalGateway):
         """Register, accredit and approve NAME-<run id> (suffixed, so a shared --database-url can take
         several runs), with its certificate in ``certs[name]``."""
         code = f"{name.upper()}-{self.run_id}"
-        super().add_org(code, kind, scopes, proposer="bench-officer-a", approver="bench-officer-b")
+        super().add_org(code, kind, scopes)  # proposed and approved by two of the local officers
         out = self.certs[name] = self.certs.pop(code.lower())
         return out
 
