@@ -215,6 +215,8 @@ def test_no_script_runs_and_the_page_fits_a_narrow_window(chromium, console_url,
     narrow.page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     narrow.sign_in()
     narrow.page.get_by_role("link", name="Organisations").click()
+    narrow.page.wait_for_url(f"{console_url}/organisations")
+    narrow.page.wait_for_load_state("load")  # the stylesheet applied before the width is measured
     assert narrow.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     narrow.page.screenshot(path=str(shots / "organisations-narrow.png"), full_page=True)
     assert narrow.page.evaluate("document.scripts.length") == 0
