@@ -13,6 +13,7 @@ from gateway import schemas
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
+from gateway.files import ChangeWatch
 from gateway.index import disclosure
 from gateway.security import vault
 from gateway.pipeline import ReceivedBody, handle
@@ -41,26 +42,13 @@ class FollowingAnchors:
 
     def __init__(self, settings: Settings, interval_s: float = 1.0):
         self._settings = settings
-        self._interval_s = interval_s
-        self._stamp = None
-        self._anchors = None
-        self._checked = 0.0
-        self._current()
-
-    def _current(self) -> TrustAnchors:
-        import time
-
-        now = time.monotonic()
-        if self._anchors is None or now - self._checked >= self._interval_s:
-            files = trust_anchor_files(self._settings)
-            stamp = tuple((str(p), p.stat().st_mtime_ns) for p in files)
-            if stamp != self._stamp:
-                self._anchors, self._stamp = TrustAnchors.from_files(files), stamp
-            self._checked = now
-        return self._anchors
+        self._watch = ChangeWatch(lambda: trust_anchor_files(settings), interval_s)
+        self._anchors = TrustAnchors.from_files(trust_anchor_files(settings))
 
     def __getattr__(self, name):
-        return getattr(self._current(), name)
+        if self._watch.changed():
+            self._anchors = TrustAnchors.from_files(trust_anchor_files(self._settings))
+        return getattr(self._anchors, name)
 
 
 def build_services(settings: Settings) -> Services:

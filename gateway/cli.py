@@ -222,7 +222,9 @@ class Context:
         if actor.must_change_password:
             _fail("the password must be changed first: run `contactgate officer password`")
         if not actor.holds(*roles):
-            _fail(f"{action} needs the role {' or '.join(roles)}; {actor.officer_id} holds {actor.role_text}")
+            why = f"{action} needs the role {' or '.join(roles)}; {actor.officer_id} holds {actor.role_text}"
+            registry.record_refusal(self.engine, self.trail, actor, action, why)
+            _fail(why)
         return actor
 
     def preflight_serving(self) -> None:
@@ -369,8 +371,7 @@ def _publish_crl(ctx: Context) -> None:
     for new connections within a second."""
     from gateway.trust import crl
 
-    if ctx.settings.layout.ca_key.exists():
-        crl.publish(ctx.settings, ctx.engine)
+    crl.renew(ctx.settings, ctx.engine)
 
 
 def _read_officers_file(path: Path) -> list[dict]:
@@ -622,11 +623,9 @@ def org() -> None:
 
 
 def _registry_call(ctx: Context, fn, *args, **kwargs):
-    """Run a registry change (which audits itself) in one transaction."""
-    trail = ctx.trail
+    """Run a registry change (which audits itself) in one transaction; a refusal is audited too."""
     try:
-        with ctx.engine.begin() as conn:
-            return fn(conn, trail, *args, **kwargs)
+        return registry.run_change(ctx.engine, ctx.trail, fn, *args, **kwargs)
     except (RegistryError, officers.OfficerError) as exc:
         raise Refused(str(exc)) from None
 
@@ -879,34 +878,24 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
     actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert issue")
     if bool(csr) == bool(out_dir) or (csr and not out):
         _fail("use either --out-dir DIR, or --csr FILE --out FILE")
-    ca_key, ca_cert = load_ca(ctx.settings)
+    from gateway.trust import issuing
+
     with ctx.reader.connect() as conn:
         organisation = registry.get_org(conn, code)
     if organisation is None:
         _fail(f"no organisation with code {code!r}")
-    if organisation.status == "revoked":
-        _fail(f"organisation {organisation.code} is revoked")
-    code = organisation.code
     home = ctx.settings.layout.root
+    try:
+        issued = issuing.issue(ctx.settings, organisation, csr.read_bytes() if csr else None)
+    except issuing.IssueError as exc:
+        _fail(str(exc))
+    certificate = issued.certificate
     if csr:
-        try:
-            request = pki.load_csr(csr.read_bytes())
-        except ValueError as exc:
-            _fail(f"unreadable CSR: {exc}")
-        problem = pki.csr_problem(request, code)
-        if problem:
-            _fail(problem)
-        certificate = pki.issue_org_cert(ca_key, ca_cert, code, organisation.name, request.public_key())
-        outputs = {out: pki.cert_pem(certificate)}
+        outputs = {out: issued.files["cert.pem"]}
         secret: set[Path] = set()
     else:
-        key = pki.new_rsa_key()
-        certificate = pki.issue_org_cert(ca_key, ca_cert, code, organisation.name, key.public_key())
-        outputs = {out_dir / "key.pem": pki.key_pem(key),
-                   out_dir / "cert.pem": pki.cert_pem(certificate),
-                   out_dir / "ca.pem": pki.cert_pem(ca_cert),
-                   out_dir / "gateway-signing.pem": signing_keys.bundle_pem(ctx.settings.layout)}
-        secret = {out_dir / "key.pem"}
+        outputs = {out_dir / name: data for name, data in issued.files.items()}
+        secret = {out_dir / name for name in issued.secret}
     existing = [str(p) for p in outputs if p.exists() or p.is_symlink()]
     if existing and not force:
         _fail(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: nothing was issued "
@@ -919,7 +908,7 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
             private = path in secret or files.is_under(path, home)
             (pki.write_private if private else pki.write_public)(path, data)
             written.append(path)
-        record = _registry_call(ctx, registry.register_cert, code, certificate, actor, "issue")
+        record = _registry_call(ctx, registry.register_cert, organisation.code, certificate, actor, "issue")
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -1038,13 +1027,10 @@ def trust_add_ca(ctx: Context, pem: Path, crl_file: Path | None) -> None:
     from gateway.trust import anchors
 
     actor = ctx.signed_in(registry.TRUST_ROLES, action="trust add-ca")
-    crl_pem = crl_file.read_bytes() if crl_file else None
     try:
-        cert = anchors.validate_ca(pem.read_bytes(), crl_pem)
+        payload = anchors.add_payload(pem.read_bytes(), crl_file.read_bytes() if crl_file else None)
     except anchors.TrustError as exc:
         raise Refused(str(exc)) from None
-    payload = {"fingerprint": pki.fingerprint(cert), "subject": cert.subject.rfc4514_string(),
-               "pem": pki.cert_pem(cert).decode(), "crl": crl_pem.decode() if crl_pem else None}
     _show_proposal(_registry_call(ctx, registry.propose_trust_change, actor, "trust_add", payload))
 
 
@@ -1056,13 +1042,10 @@ def trust_remove(ctx: Context, fingerprint: str) -> None:
     from gateway.trust import anchors
 
     actor = ctx.signed_in(registry.TRUST_ROLES, action="trust remove")
-    wanted = fingerprint.strip().lower().replace(":", "")
-    anchor = next((a for a in anchors.list_anchors(ctx.settings) if a.fingerprint == wanted), None)
-    if anchor is None:
-        _fail("no trusted CA with that fingerprint (see `contactgate trust list`)")
-    if anchor.gateway_ca:
-        _fail("the gateway's own CA cannot be removed from the trust list")
-    payload = {"fingerprint": anchor.fingerprint, "subject": anchor.subject}
+    try:
+        payload = anchors.remove_payload(ctx.settings, fingerprint)
+    except anchors.TrustError as exc:
+        raise Refused(str(exc)) from None
     _show_proposal(_registry_call(ctx, registry.propose_trust_change, actor, "trust_remove", payload))
 
 
@@ -1074,14 +1057,8 @@ def trust_approve(ctx: Context, proposal_id: int) -> None:
     from gateway.trust import anchors
 
     actor = ctx.signed_in(registry.TRUST_ROLES, action="trust approve")
-
-    def apply(proposal) -> None:
-        try:
-            anchors.apply_proposal(ctx.settings, proposal)
-        except anchors.TrustError as exc:
-            raise RegistryError(str(exc)) from None
-
-    decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True, apply=apply)
+    decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True,
+                             apply=anchors.applier(ctx.settings))
     _show_proposal(decided)
 
 

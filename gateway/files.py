@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -129,3 +131,37 @@ def is_under(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+class ChangeWatch:
+    """Whether files have changed since the last look, looking at most once every ``interval_s``:
+    what the running gateway reloads without a restart (the TLS bundle, the trust anchors) uses it.
+    ``paths`` is called at each look, so files added to a folder are seen too; a missing file
+    counts as a state of its own."""
+
+    def __init__(self, paths: Callable[[], Iterable], interval_s: float = 1.0):
+        self._paths = paths
+        self._interval_s = interval_s
+        self._stamp = self._stamps()
+        self._checked = time.monotonic()
+
+    def _stamps(self) -> tuple:
+        stamps = []
+        for path in self._paths():
+            try:
+                st = os.stat(path)
+                stamps.append((str(path), st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((str(path), None))
+        return tuple(stamps)
+
+    def changed(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked < self._interval_s:
+            return False
+        self._checked = now
+        stamp = self._stamps()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        return True

@@ -39,7 +39,6 @@ import http
 import io
 import ipaddress
 import logging
-import os
 import ssl
 import sys
 import time
@@ -53,6 +52,7 @@ import h11
 
 from gateway.app import OVERSIZE_FACTOR, PEER_CERT_DER_KEY, RECEIVED_BODY_KEY
 from gateway.config import Settings
+from gateway.files import ChangeWatch
 from gateway.pipeline import HANDSHAKE_AUDITS_PER_MINUTE, REFUSED_CERTIFICATE_REASONS, ReceivedBody
 
 log = logging.getLogger("contactgate.front")
@@ -115,34 +115,16 @@ class ReloadingContext:
 
     def __init__(self, build: Callable[[], ssl.SSLContext], watched: list, interval_s: float = 1.0):
         self._build = build
-        self._watched = [str(p) for p in watched]
-        self._interval_s = interval_s
-        self._stamp = self._stamps()
+        self._watch = ChangeWatch(lambda: watched, interval_s)
         self._context = build()
-        self._checked = time.monotonic()
-
-    def _stamps(self):
-        stamps = []
-        for path in self._watched:
-            try:
-                st = os.stat(path)
-                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamps.append(None)
-        return stamps
 
     def current(self) -> ssl.SSLContext:
-        now = time.monotonic()
-        if now - self._checked >= self._interval_s:
-            self._checked = now
-            stamp = self._stamps()
-            if stamp != self._stamp:
-                try:
-                    self._context = self._build()
-                    self._stamp = stamp
-                    logging.getLogger("contactgate.tls").info("TLS context reloaded (trust list or CRL changed)")
-                except (OSError, ssl.SSLError) as error:
-                    logging.getLogger("contactgate.tls").error("TLS context not reloaded, the previous one stays: %s", error)
+        if self._watch.changed():
+            try:
+                self._context = self._build()
+                logging.getLogger("contactgate.tls").info("TLS context reloaded (trust list or CRL changed)")
+            except (OSError, ssl.SSLError) as error:
+                logging.getLogger("contactgate.tls").error("TLS context not reloaded, the previous one stays: %s", error)
         return self._context
 
 
@@ -285,12 +267,14 @@ class _Exchange:
 class Front:
     """Serves connections accepted by ``asyncio.start_server`` (plain TCP) for one worker process."""
 
-    def __init__(self, app, limits: FrontLimits, ssl_context: ssl.SSLContext, app_pool: ThreadPoolExecutor,
+    def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext",
+                 app_pool: ThreadPoolExecutor,
                  *, audit_refused_handshake: Callable[[str, str], None] | None = None,
                  access_log: logging.Logger | None = None):
         self.app = app
         self.limits = limits
-        self.ssl_context = ssl_context
+        # The context for the next handshake: a ReloadingContext follows its files, a plain one stays.
+        self.tls_context = ssl_context.current if isinstance(ssl_context, ReloadingContext) else lambda: ssl_context
         self.app_pool = app_pool
         self.audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactgate-audit")
         self.audit_refused_handshake = audit_refused_handshake
@@ -417,8 +401,7 @@ class Front:
     async def _handshake(self, writer, address: str) -> bytes | None:
         """The TLS handshake, bounded; the verified client certificate (DER), or None if refused."""
         try:
-            context = self.ssl_context.current() if isinstance(self.ssl_context, ReloadingContext) else self.ssl_context
-            await writer.start_tls(context, ssl_handshake_timeout=self.limits.handshake_timeout_s)
+            await writer.start_tls(self.tls_context(), ssl_handshake_timeout=self.limits.handshake_timeout_s)
         except ssl.SSLError as error:
             reason = getattr(error, "reason", None)
             if reason in REFUSED_CERTIFICATE_REASONS:

@@ -26,21 +26,14 @@ from dataclasses import replace
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.base import Worker
 
-from gateway.app import create_app, trust_anchor_files
+from gateway.app import create_app
 from gateway.config import Settings
-from gateway.files import write_private
 from gateway.front import Front, FrontLimits, ReloadingContext, server_ssl_context
 from gateway.pipeline import refuse_handshake
+from gateway.trust import crl
 
 TLS_READ_BUFFER = 32 * 1024
 FD_RESERVE = 64  # files a worker needs besides client connections (listeners, logs, database, Redis)
-
-
-def write_client_ca_bundle(settings: Settings) -> str:
-    """The trusted CAs and their CRLs, as the front's TLS context loads them (gateway.trust.crl)."""
-    from gateway.trust.crl import write_client_bundle
-
-    return write_client_bundle(settings)
 
 
 class FrontWorker(Worker):
@@ -141,30 +134,36 @@ class FrontWorker(Worker):
 def _renew_crl(settings: Settings) -> None:
     """A fresh CRL at start, where the CA key is (an officers' host); a serving host without it uses
     the CRL it was given, and says how long that lasts."""
+    from gateway.db import make_engine
+
+    engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s)
+    try:
+        renewed = crl.renew(settings, engine)
+    finally:
+        engine.dispose()
     log = logging.getLogger("contactgate.crl")
-    if settings.layout.ca_key.exists():
-        from gateway.db import make_engine
-        from gateway.trust import crl
-
-        engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s)
-        try:
-            crl.publish(settings, engine)
-        finally:
-            engine.dispose()
-    elif settings.layout.crl.exists():
-        from gateway.trust import crl
-
+    if renewed is None and settings.layout.crl.exists():
         log.warning("no CA key on this host: the CRL in %s is used until %s; renew it with `contactgate cert crl`",
                     settings.layout.crl, crl.next_update(settings.layout.crl.read_bytes()))
-    else:
+    elif renewed is None:
         log.warning("no CRL: revoked certificates are refused by the application only, not at the TLS handshake")
 
 
-class GatewayServer(BaseApplication):
+class ConfiguredApplication(BaseApplication):
+    """A gunicorn application configured from ``self.options`` (set before ``__init__`` runs)."""
+
+    options: dict
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+
+class GatewayServer(ConfiguredApplication):
     def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info"):
         self.settings = settings
         _renew_crl(settings)
-        write_client_ca_bundle(settings)
+        crl.write_client_bundle(settings)
         self.options = {
             "bind": bind,
             "workers": workers,
@@ -178,10 +177,6 @@ class GatewayServer(BaseApplication):
             "proc_name": "contactgate",
         }
         super().__init__()
-
-    def load_config(self):
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
 
     def load(self):
         return create_app(self.settings)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import ssl
 
-from gunicorn.app.base import BaseApplication
-
 from gateway.config import Settings
+from gateway.server import ConfiguredApplication
 
 
-class ConsoleServer(BaseApplication):
+class ConsoleServer(ConfiguredApplication):
     def __init__(self, settings: Settings, bind: str, workers: int = 2, log_level: str = "info"):
         self.settings = settings
         layout = settings.layout
@@ -35,10 +34,6 @@ class ConsoleServer(BaseApplication):
             "proc_name": "contactgate-console",
         }
         super().__init__()
-
-    def load_config(self):
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
 
     def load(self):
         from gateway.console import create_console

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from gateway import officers
 from gateway.db import audit_log
-from gateway.trust import pki, registry, signing_keys
+from gateway.trust import registry
 from gateway.trust.registry import RegistryError
 
 auth = Blueprint("auth", __name__)
@@ -91,6 +91,8 @@ def _needs(*roles: str):
         @wraps(view)
         def checked(*args, **kwargs):
             if not g.officer.holds(*roles):
+                registry.record_refusal(_app()["engine"], _app()["trail"], g.officer, f"console {request.path}",
+                                        f"needs the role {' or '.join(roles)}")
                 abort(403, f"This needs the role {' or '.join(roles)}; you hold {g.officer.role_text or 'none'}.")
             return view(*args, **kwargs)
         checked.roles = roles
@@ -111,10 +113,10 @@ def _stepped_up() -> bool:
 
 
 def _change(fn, *args, **kwargs):
-    """A registry change in one transaction (audited by the registry); its refusal is shown, not raised."""
+    """A registry change in one transaction (audited by the registry, a refusal too); its refusal is
+    shown, not raised."""
     try:
-        with _app()["engine"].begin() as conn:
-            return fn(conn, _app()["trail"], *args, **kwargs)
+        return registry.run_change(_app()["engine"], _app()["trail"], fn, *args, **kwargs)
     except (RegistryError, officers.OfficerError) as exc:
         flash(f"Not done: {exc}", "error")
         return None
@@ -285,15 +287,6 @@ def _back(proposal: registry.Proposal):
     return redirect(url_for("pages.trust"))
 
 
-def _apply_trust(proposal: registry.Proposal) -> None:
-    from gateway.trust import anchors
-
-    try:
-        anchors.apply_proposal(_app()["settings"], proposal)
-    except anchors.TrustError as exc:
-        raise RegistryError(str(exc)) from None
-
-
 @pages.route("/proposals/<int:proposal_id>/approve", methods=["POST"])
 @_needs(*registry.ORGANISATION_ROLES, *registry.TRUST_ROLES)
 def proposal_approve(proposal_id: int):
@@ -301,7 +294,10 @@ def proposal_approve(proposal_id: int):
     if not _stepped_up():
         return _back(proposal)
     if proposal.kind in registry.TRUST_PROPOSALS:
-        done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True, apply=_apply_trust)
+        from gateway.trust import anchors
+
+        done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True,
+                       apply=anchors.applier(_app()["settings"]))
     else:
         done = _change(registry.approve, proposal.org_code, proposal.id, g.officer)
     if done is not None:
@@ -330,9 +326,17 @@ def proposal_decline(proposal_id: int):
 def _publish_crl() -> None:
     from gateway.trust import crl
 
-    settings = _app()["settings"]
-    if settings.layout.ca_key.exists():
-        crl.publish(settings, _app()["engine"])
+    if _app()["settings"].layout.ca_key.exists():
+        crl.renew(_app()["settings"], _app()["engine"], ca=_gateway_ca())
+
+
+def _gateway_ca():
+    """The gateway CA's key and certificate, read from the home once per process."""
+    if "ca" not in _app():
+        from gateway.home import load_ca
+
+        _app()["ca"] = load_ca(_app()["settings"])
+    return _app()["ca"]
 
 
 @pages.route("/organisations/<code>/certificates", methods=["POST"])
@@ -341,41 +345,28 @@ def certificate_issue(code: str):
     """From an uploaded CSR (the certificate is downloaded), or a new key pair (a zip bundle: key,
     certificate, CA, the gateway's signing certificates). The answer is made before the certificate
     is registered; if the registration is refused, nothing is registered and nothing is sent."""
-    from gateway.home import load_ca
+    from gateway.trust import issuing
 
-    settings = _app()["settings"]
     with _read() as conn:
         org = registry.get_org(conn, code)
     if org is None:
         abort(404)
-    if org.status == "revoked":
-        flash(f"Not done: organisation {org.code} is revoked.", "error")
-        return redirect(url_for("pages.organisation", code=org.code))
-    ca_key, ca_cert = load_ca(settings)
     upload = request.files.get("csr")
-    if upload is not None and upload.filename:
-        try:
-            csr = pki.load_csr(upload.read())
-        except ValueError:
-            flash("Not done: the file is not a readable certificate signing request (PEM).", "error")
-            return redirect(url_for("pages.organisation", code=org.code))
-        problem = pki.csr_problem(csr, org.code)
-        if problem:
-            flash(f"Not done: {problem}", "error")
-            return redirect(url_for("pages.organisation", code=org.code))
-        certificate = pki.issue_org_cert(ca_key, ca_cert, org.code, org.name, csr.public_key())
-        body, name, mimetype = pki.cert_pem(certificate), f"{org.code.lower()}-cert.pem", "application/x-pem-file"
-    else:
-        key = pki.new_rsa_key()
-        certificate = pki.issue_org_cert(ca_key, ca_cert, org.code, org.name, key.public_key())
+    try:
+        issued = issuing.issue(_app()["settings"], org, upload.read() if upload and upload.filename else None,
+                               ca=_gateway_ca())
+    except issuing.IssueError as exc:
+        flash(f"Not done: {exc}", "error")
+        return redirect(url_for("pages.organisation", code=org.code))
+    if issued.secret:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
-            bundle.writestr("key.pem", pki.key_pem(key))
-            bundle.writestr("cert.pem", pki.cert_pem(certificate))
-            bundle.writestr("ca.pem", pki.cert_pem(ca_cert))
-            bundle.writestr("gateway-signing.pem", signing_keys.bundle_pem(settings.layout))
+            for name, data in issued.files.items():
+                bundle.writestr(name, data)
         body, name, mimetype = buffer.getvalue(), f"{org.code.lower()}-bundle.zip", "application/zip"
-    if _change(registry.register_cert, org.code, certificate, g.officer, "issue") is None:
+    else:
+        body, name, mimetype = issued.files["cert.pem"], f"{org.code.lower()}-cert.pem", "application/x-pem-file"
+    if _change(registry.register_cert, org.code, issued.certificate, g.officer, "issue") is None:
         return redirect(url_for("pages.organisation", code=org.code))
     return send_file(io.BytesIO(body), mimetype=mimetype, as_attachment=True, download_name=name)
 
@@ -438,6 +429,7 @@ def _review_action(fn, *args):
         with _app()["engine"].begin() as conn:
             return fn(conn, _app()["trail"], *args, g.officer.officer_id, _now()), True
     except review.ReviewError as exc:
+        registry.record_refusal(_app()["engine"], _app()["trail"], g.officer, fn.__name__, str(exc))
         flash(f"Not done: {exc}", "error")
         return None, False
 
@@ -580,14 +572,12 @@ def trust_add():
     from gateway.trust import anchors
 
     upload, crl_upload = request.files.get("ca"), request.files.get("crl")
-    crl_pem = crl_upload.read() if crl_upload is not None and crl_upload.filename else None
     try:
-        cert = anchors.validate_ca(upload.read() if upload is not None else b"", crl_pem)
+        payload = anchors.add_payload(upload.read() if upload is not None else b"",
+                                      crl_upload.read() if crl_upload is not None and crl_upload.filename else None)
     except anchors.TrustError as exc:
         flash(f"Not done: {exc}", "error")
         return redirect(url_for("pages.trust"))
-    payload = {"fingerprint": pki.fingerprint(cert), "subject": cert.subject.rfc4514_string(),
-               "pem": pki.cert_pem(cert).decode(), "crl": crl_pem.decode() if crl_pem else None}
     proposal = _change(registry.propose_trust_change, g.officer, "trust_add", payload)
     if proposal is not None:
         flash(f"Proposal {proposal.id} made: a second senior officer approves it.", "ok")
@@ -599,13 +589,12 @@ def trust_add():
 def trust_remove():
     from gateway.trust import anchors
 
-    wanted = request.form.get("fingerprint", "").strip().lower().replace(":", "")
-    anchor = next((a for a in anchors.list_anchors(_app()["settings"]) if a.fingerprint == wanted), None)
-    if anchor is None or anchor.gateway_ca:
-        flash("Not done: no trusted CA with that fingerprint (the gateway's own CA cannot be removed).", "error")
+    try:
+        payload = anchors.remove_payload(_app()["settings"], request.form.get("fingerprint", ""))
+    except anchors.TrustError as exc:
+        flash(f"Not done: {exc}", "error")
         return redirect(url_for("pages.trust"))
-    proposal = _change(registry.propose_trust_change, g.officer, "trust_remove",
-                       {"fingerprint": anchor.fingerprint, "subject": anchor.subject})
+    proposal = _change(registry.propose_trust_change, g.officer, "trust_remove", payload)
     if proposal is not None:
         flash(f"Proposal {proposal.id} made: a second senior officer approves the removal.", "ok")
     return redirect(url_for("pages.trust"))

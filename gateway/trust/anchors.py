@@ -120,11 +120,37 @@ def _rewrite_bundle(settings: Settings) -> None:
     write_client_bundle(settings)
 
 
-def apply_proposal(settings: Settings, proposal) -> None:
-    """Make an approved trust change (registry.decide_trust_change's ``apply``): the CA checked
-    again and written, or removed; the running gateway follows within a second."""
-    p = proposal.payload
-    if proposal.kind == "trust_add":
-        add_anchor(settings, p["pem"].encode(), p["crl"].encode() if p.get("crl") else None)
-    else:
-        remove_anchor(settings, p["fingerprint"])
+def add_payload(pem: bytes, crl_pem: bytes | None) -> dict:
+    """What a proposal to trust a CA carries, once the certificate is checked to be a CA (TrustError if not)."""
+    cert = validate_ca(pem, crl_pem)
+    return {"fingerprint": pki.fingerprint(cert), "subject": cert.subject.rfc4514_string(),
+            "pem": pki.cert_pem(cert).decode(), "crl": crl_pem.decode() if crl_pem else None}
+
+
+def remove_payload(settings: Settings, fingerprint: str) -> dict:
+    """What a proposal to remove a trusted CA carries (TrustError for an unknown CA or the gateway's own)."""
+    wanted = fingerprint.strip().lower().replace(":", "")
+    anchor = next((a for a in list_anchors(settings) if a.fingerprint == wanted), None)
+    if anchor is None:
+        raise TrustError("no trusted CA with that fingerprint (see `contactgate trust list`)")
+    if anchor.gateway_ca:
+        raise TrustError("the gateway's own CA cannot be removed from the trust list")
+    return {"fingerprint": anchor.fingerprint, "subject": anchor.subject}
+
+
+def applier(settings: Settings):
+    """registry.decide_trust_change's ``apply``: makes an approved trust change (the CA checked again
+    and written, or removed; the running gateway follows within a second). A change that cannot be
+    made is a RegistryError, so nothing of the decision is recorded."""
+    from gateway.trust.registry import RegistryError
+
+    def apply(proposal) -> None:
+        p = proposal.payload
+        try:
+            if proposal.kind == "trust_add":
+                add_anchor(settings, p["pem"].encode(), p["crl"].encode() if p.get("crl") else None)
+            else:
+                remove_anchor(settings, p["fingerprint"])
+        except TrustError as exc:
+            raise RegistryError(str(exc)) from None
+    return apply

@@ -24,8 +24,8 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def make(settings: Settings, conn) -> bytes:
-    ca_key, ca_cert = load_ca(settings)
+def make(settings: Settings, conn, ca=None) -> bytes:
+    ca_key, ca_cert = ca or load_ca(settings)
     issuer = ca_cert.subject.rfc4514_string()
     rows = conn.execute(select(certificates.c.serial, certificates.c.revoked_at, certificates.c.issuer)
                         .where(certificates.c.revoked_at.is_not(None)))
@@ -35,13 +35,22 @@ def make(settings: Settings, conn) -> bytes:
     return pki.make_crl(ca_key, ca_cert, revoked, settings.crl_days, number)
 
 
-def publish(settings: Settings, engine) -> bytes:
-    """Make the CRL, write it to the home, and rewrite the client CA bundle the TLS context loads."""
+def publish(settings: Settings, engine, ca=None) -> bytes:
+    """Make the CRL, write it to the home, and rewrite the client CA bundle the TLS context loads
+    (``ca``: the CA's (key, certificate) when the caller holds them, else read from the home)."""
     with engine.connect() as conn:
-        pem = make(settings, conn)
+        pem = make(settings, conn, ca)
     write_private(settings.layout.crl, pem)
     write_client_bundle(settings)
     return pem
+
+
+def renew(settings: Settings, engine, ca=None) -> bytes | None:
+    """Publish a new CRL where the CA key is (after a revocation, at init, at serve's start); None on a
+    host without it, which keeps the CRL it was given."""
+    if not settings.layout.ca_key.exists():
+        return None
+    return publish(settings, engine, ca)
 
 
 def write_client_bundle(settings: Settings) -> str:

@@ -244,6 +244,28 @@ def _record(conn: Connection, trail: AuditTrail, operation: str, actor: Officer 
     )
 
 
+def record_refusal(engine, trail: AuditTrail, actor: Officer | None, action: str, why: str) -> None:
+    """An officer's action that was refused, in the audit chain (its own transaction: the refused
+    change itself was rolled back, and changed nothing)."""
+    with engine.begin() as conn:
+        trail.append(conn, audit.Entry(operation="officer.refused", outcome="refused",
+                                       user_id=actor.officer_id if actor else None,
+                                       role=actor.role_text if actor else None, detail=f"{action}: {why}"))
+
+
+def run_change(engine, trail: AuditTrail, fn, *args, **kwargs):
+    """``fn(conn, trail, *args, **kwargs)``, a registry change that audits itself, in one transaction;
+    if it is refused (RegistryError, OfficerError), nothing of it stays, the refusal is audited with
+    the acting officer, and the error goes on to the caller."""
+    try:
+        with engine.begin() as conn:
+            return fn(conn, trail, *args, **kwargs)
+    except (RegistryError, officers_mod.OfficerError) as exc:
+        actor = next((a for a in (*args, *kwargs.values()) if isinstance(a, Officer)), None)
+        record_refusal(engine, trail, actor, fn.__name__.replace("_", " "), str(exc))
+        raise
+
+
 def acting(conn: Connection, actor: Officer, roles: tuple[str, ...], action: str) -> Officer:
     """The actor as the registry knows them now: an account that exists, is not disabled, and holds
     one of ``roles``. The session was checked by the caller; this is the registry's own check."""

@@ -203,7 +203,19 @@ def test_the_approver_must_hold_a_role_that_permits_it(gw):
     for who in ("dora", "auditor-1"):  # data quality, auditor: not accreditation officers
         result = run(gw, "org", "approve", "LA9", "--proposal", proposal, officer=who, ok=False)
         assert "needs the role officer" in result.output
+    refused = audit_rows(gw, "officer.refused")
+    assert [(r.user_id, r.outcome) for r in refused] == [("dora", "refused"), ("auditor-1", "refused")]
+    assert all("org approve" in r.detail and "needs the role officer" in r.detail for r in refused)
     run(gw, "org", "approve", "LA9", "--proposal", proposal, officer="senior-s")  # a senior officer may
+
+
+def test_a_change_the_registry_refuses_is_audited_with_its_officer(gw):
+    proposal = _proposed(gw)
+    run(gw, "org", "approve", "LA9", "--proposal", proposal, officer="officer-a", ok=False)  # own proposal
+    refused = audit_rows(gw, "officer.refused")
+    assert len(refused) == 1 and refused[0].user_id == "officer-a" and "second officer" in refused[0].detail
+    with gw_engine(gw).connect() as conn:
+        assert registry.get_org(conn, "LA9").status == "pending_approval"
 
 
 def test_a_disabled_officer_can_neither_act_nor_sign_in(gw):

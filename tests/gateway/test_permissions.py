@@ -18,7 +18,7 @@ from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.local import free_port
-from gateway.server import write_client_ca_bundle
+from gateway.trust.crl import write_client_bundle
 from gateway.trust import pki
 from tests.gateway.cli_runner import SECOND, CONTACTGATE, clean_env, contactgate, init_and_sign_in, sign_in, tree
 from tests.support import postgres_database
@@ -147,7 +147,7 @@ def test_file_writers_are_private_under_umask_000(tmp_path):
         from gateway.home import init_home
 
         init_home(settings, [])
-        write_client_ca_bundle(settings)
+        write_client_bundle(settings)
         trail = AuditTrail.from_file(settings.layout.audit_key, checkpoints=settings.layout.audit_checkpoints)
         engine = make_engine(settings.database_url)
         assert trail.verify(engine).ok

@@ -127,6 +127,10 @@ def test_readers_without_the_officer_role_see_but_cannot_act(browser, registry_h
         assert response.status_code == 403, (path, response.status_code)
         assert "needs the role officer" in response.get_data(as_text=True)
     assert registry_home.cli("org", "show", "LA", "--json").output == before
+    with registry_home.engine.connect() as conn:  # each refusal is in the chain, with its officer
+        rows = conn.execute(select(audit_log).where(audit_log.c.operation == "officer.refused",
+                                                    audit_log.c.user_id == officer_id)).all()
+    assert len(rows) == len(ACTIONS) and all(r.outcome == "refused" for r in rows)
 
 
 def test_the_proposer_has_no_approve_button_and_a_forged_approval_is_refused(browser, registry_home):
