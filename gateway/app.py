@@ -100,8 +100,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     def soap_endpoint():
         body = request.environ.get(RECEIVED_BODY_KEY) or read_body(request.stream, limit)
         answer = handle(body, request.headers.get("SOAPAction"), peer_certificate_der(request.environ),
-                        services)
-        return Response(answer.body, status=answer.status, content_type=XML)
+                        services, source_address=request.remote_addr)
+        response = Response(answer.body, status=answer.status, content_type=XML)
+        response.headers["X-Request-Id"] = answer.request_id
+        return response
 
     @app.get(SOAP_PATH)
     def wsdl():

@@ -338,6 +338,17 @@ def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str
     Exit codes: 0 done, 1 a check found a problem, 2 usage or refused, 3 could not run.
     Set CONTACTGATE_DEBUG=1 to see the traceback of an unexpected error."""
     ctx.obj = Context(home, database_url, redis_url)
+    audit.set_origin(_local_origin())
+
+
+def _local_origin() -> str:
+    """Where a command's audit entries say it came from: this machine's account that ran it."""
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return f"local:uid {os.getuid()}"
 
 
 @main.command(needs_home=False, short_help="Create the home and database schema (or repair them).")

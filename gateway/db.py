@@ -233,7 +233,12 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False),
+    Column("source_address", String(64), nullable=True),
+    Column("request_id", String(32), nullable=True),
+    Column("response_digest", String(44), nullable=True),
+    Column("public_hash", String(64), nullable=False),  # the public chain (gateway.audit.chain.public_hash)
     Index("ix_audit_user", "org_code", "user_id"),
+    Index("ix_audit_at", "at"),  # reviews, reports and exports by date
 )
 
 audit_children = Table(
@@ -248,6 +253,7 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", Integer, nullable=False),
     Column("entry_hash", String(64), nullable=False),
+    Column("public_hash", String(64), nullable=False),
 )
 
 # What was answered (gateway.pipeline.replay): one row per accepted exchange, inserted in the

@@ -7,7 +7,8 @@ database. ``AuditTrail.append`` must be called inside the transaction that carri
 effect: no audit, no effect.
 """
 
-from gateway.audit.chain import (AuditTrail, Entry, VerifyResult, new_key, report_for_child, report_for_org,
-                                 report_for_user)
+from gateway.audit.chain import (AuditTrail, Entry, VerifyResult, new_key, new_request_id, report_for_child,
+                                 report_for_org, report_for_user, set_origin)
 
-__all__ = ["AuditTrail", "Entry", "VerifyResult", "new_key", "report_for_child", "report_for_org", "report_for_user"]
+__all__ = ["AuditTrail", "Entry", "VerifyResult", "new_key", "new_request_id", "report_for_child", "report_for_org",
+           "report_for_user", "set_origin"]

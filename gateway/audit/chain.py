@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import hmac
@@ -19,6 +20,9 @@ HASHED_FIELDS = (
     "seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
     "reason_text", "child_ids", "outcome", "fault_code", "request_digest", "detail",
 )
+# Fields added later (migration 0010): hashed when present, so entries written before them verify
+# as they were written, and removing one from a later entry breaks its link like any other edit.
+EXTENDED_FIELDS = ("source_address", "request_id", "response_digest")
 
 
 @dataclass
@@ -35,6 +39,24 @@ class Entry:
     fault_code: str | None = None
     request_digest: str | None = None
     detail: str | None = None
+    source_address: str | None = None  # the client's IP address, or "local:<user>" for a command
+    request_id: str | None = None  # the id given to the request (X-Request-Id on the answer)
+    response_digest: str | None = None  # base64 SHA-256 of the answer sent
+
+
+# Where the action being audited came from, for entries whose writer does not say: set once per
+# command (the CLI) or per request (the console), read by AuditTrail.append.
+_ORIGIN: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
+    "audit_origin", default=(None, None))
+
+
+def set_origin(source_address: str | None, request_id: str | None = None) -> contextvars.Token:
+    """Name where the following appends in this context come from (source address, request id)."""
+    return _ORIGIN.set((source_address, request_id))
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
 
 
 def _timestamp(now: dt.datetime | None = None) -> str:
@@ -49,12 +71,27 @@ _LOCK_HEAD = select(audit_head).where(audit_head.c.id == 1).with_for_update()
 _INSERT_ENTRY = audit_log.insert()
 _INSERT_CHILD = audit_children.insert()
 _MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
-              .values(seq=bindparam("new_seq"), entry_hash=bindparam("new_hash")))
+              .values(seq=bindparam("new_seq"), entry_hash=bindparam("new_hash"),
+                      public_hash=bindparam("new_public")))
+
+
+def material(row) -> bytes:
+    """The canonical text of an entry's fields, as its links cover them."""
+    fields = {k: row[k] for k in HASHED_FIELDS}
+    fields.update({k: row[k] for k in EXTENDED_FIELDS if row.get(k) is not None})
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def entry_hash(key: bytes, prev_hash: str, row: dict) -> str:
-    material = json.dumps({k: row[k] for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"))
-    return hmac.new(key, prev_hash.encode() + b"\n" + material.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, prev_hash.encode() + b"\n" + material(row), hashlib.sha256).hexdigest()
+
+
+def public_hash(prev_public: str, row: dict) -> str:
+    """The entry's link in the public chain: a plain SHA-256 over the previous public link, the
+    entry's fields and its HMAC link. Anyone can recompute it (no key), so it proves nothing alone;
+    checkpoints signed with the gateway's signing key (gateway.audit.checkpoints) make it evidence
+    that a holder of the signing certificate can check offline."""
+    return hashlib.sha256(prev_public.encode() + b"\n" + material(row) + b"\n" + row["entry_hash"].encode()).hexdigest()
 
 
 def new_key() -> bytes:
@@ -131,17 +168,23 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
         "fault_code": entry.fault_code,
         "request_digest": entry.request_digest,
         "detail": entry.detail,
+        "source_address": entry.source_address,
+        "request_id": entry.request_id,
+        "response_digest": entry.response_digest,
     }
+    if entry.source_address is None and entry.request_id is None:
+        row["source_address"], row["request_id"] = _ORIGIN.get()
     for name, value in row.items():  # an over-long field must never stop the entry being written
         limit = getattr(audit_log.c[name].type, "length", None)
         if limit and isinstance(value, str) and len(value) > limit:
             row[name] = value[: limit - 1] + "…"
     row["prev_hash"] = head.entry_hash
     row["entry_hash"] = entry_hash(key, head.entry_hash, row)
+    row["public_hash"] = public_hash(head.public_hash, row)
     conn.execute(_INSERT_ENTRY, row)
     if entry.child_ids:
         conn.execute(_INSERT_CHILD, [{"child_id": c, "seq": row["seq"]} for c in dict.fromkeys(entry.child_ids)])
-    conn.execute(_MOVE_HEAD, {"new_seq": row["seq"], "new_hash": row["entry_hash"]})
+    conn.execute(_MOVE_HEAD, {"new_seq": row["seq"], "new_hash": row["entry_hash"], "new_public": row["public_hash"]})
     return row["seq"]
 
 
@@ -152,13 +195,14 @@ class VerifyResult:
     first_bad_seq: int | None = None
     problem: str | None = None
     head_hash: str | None = None
+    public_head: str | None = None
 
 
 def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] | None = None) -> VerifyResult:
     """Recompute the chain up to the head as read first (appends made meanwhile are left for the
     next run); check that the child index `audit report --child` reads matches the entries; report
     the first entry that does not fit."""
-    prev = GENESIS
+    prev = prev_public = GENESIS
     count = 0
     with reader(engine).connect() as conn:  # a long verification must not block writers
         head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
@@ -178,13 +222,15 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] 
                     return VerifyResult(False, count, row["seq"], "link to the previous entry is broken")
                 if not hmac.compare_digest(entry_hash(key, prev, row), row["entry_hash"]):
                     return VerifyResult(False, count, row["seq"], "entry was altered")
+                if row["public_hash"] != public_hash(prev_public, row):
+                    return VerifyResult(False, count, row["seq"], "the entry's public link was altered")
                 if set(row["child_ids"].split()) != indexed.pop(row["seq"], set()):
                     return VerifyResult(False, count, row["seq"],
                                         "the child index does not match the entry (report rows removed?)")
                 if checkpoint is not None and row["seq"] == checkpoint[0] and row["entry_hash"] != checkpoint[1]:
                     return VerifyResult(False, count, row["seq"], "entry differs from when the chain was "
                                                                   "last verified")
-                prev = row["entry_hash"]
+                prev, prev_public = row["entry_hash"], row["public_hash"]
                 expected_seq += 1
                 count += 1
             if count < upper:
@@ -192,13 +238,13 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] 
             if indexed:
                 return VerifyResult(False, count, min(indexed), "the child index names an entry that "
                                                                   "does not list that child")
-        if head.entry_hash != prev:
+        if head.entry_hash != prev or head.public_hash != prev_public:
             return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
         if checkpoint is not None and checkpoint[0] > head.seq:
             return VerifyResult(False, count, head.seq + 1,
                                 f"the chain ends at entry {head.seq} but held {checkpoint[0]} entries when "
                                 f"last verified (entries removed?)")
-    return VerifyResult(True, count, head_hash=prev)
+    return VerifyResult(True, count, head_hash=prev, public_head=prev_public)
 
 
 def _since(query, since: dt.datetime | None):

@@ -20,7 +20,9 @@ from typing import Iterable
 # What a report shows of an entry: who, when, why and what (the detail says what was disclosed:
 # the number of contacts, the field groups a role was limited to, a shielded child's location).
 COLUMNS = ("seq", "at", "org_code", "user_id", "role", "operation", "outcome", "fault_code",
-           "reason_code", "reason_text", "child_ids", "detail")
+           "reason_code", "reason_text", "child_ids", "detail",
+           # where from, and which exchange: to match an entry to a client's own log
+           "source_address", "cert_fingerprint", "request_id", "request_digest", "response_digest")
 FORMATS = ("table", "csv", "json")
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 _FORMULA = ("=", "+", "-", "@")
@@ -54,8 +56,9 @@ def table_line(row: dict) -> str:
     why = f"{safe_text(row['reason_code'])}: {safe_text(row['reason_text'])}" if row["reason_code"] else "-"
     what = safe_text(row["fault_code"] or row["outcome"])
     detail = f"  [{safe_text(row['detail'])}]" if row.get("detail") else ""
+    source = f"  from {safe_text(row['source_address'])}" if row.get("source_address") else ""
     return (f"{row['at']}  #{row['seq']}  {who} ({safe_text(row['role']) or '-'})  {safe_text(row['operation'])}  "
-            f"{what}  reason [{why}]  children [{safe_text(row['child_ids']) or '-'}]{detail}")
+            f"{what}  reason [{why}]  children [{safe_text(row['child_ids']) or '-'}]{detail}{source}")
 
 
 def render(rows: Iterable[dict], fmt: str) -> str:

@@ -22,7 +22,7 @@ import datetime as dt
 import secrets
 from pathlib import Path
 
-from flask import Flask, g, render_template
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from gateway import audit, files
@@ -74,8 +74,14 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
     app.register_blueprint(views.auth)
     app.register_blueprint(views.pages)
 
+    @app.before_request
+    def _origin():  # what this request audits says where it came from, and which request it was
+        g.request_id = audit.new_request_id()
+        audit.set_origin(request.remote_addr, g.request_id)
+
     @app.after_request
     def _headers(response):
+        response.headers["X-Request-Id"] = g.get("request_id", "")
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"

@@ -46,11 +46,20 @@ class ReceivedBody:
 class Answer:
     status: int
     body: bytes
+    request_id: str | None = None  # the exchange's id in the audit trail (X-Request-Id)
 
 
-def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, services: Services) -> Answer:
+def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, services: Services,
+           source_address: str | None = None) -> Answer:
     exchange = Exchange(raw=body.data, size=body.size, soap_action=soap_action, peer_der=peer_der,
-                        received_at=services.clock(), request_digest=body.digest)
+                        received_at=services.clock(), request_digest=body.digest,
+                        source_address=(source_address or None) and source_address[:64])
+    answer = _handle(exchange, services)
+    answer.request_id = exchange.request_id
+    return answer
+
+
+def _handle(exchange: Exchange, services: Services) -> Answer:
     try:
         identify_client(exchange, services)
         parse_message(exchange, services)
@@ -77,7 +86,8 @@ def _repeat(exchange: Exchange, first_answer: bytes, services: Services) -> Answ
     """A retry of a SubmitUpdates already answered: the first answer again, once it is audited."""
     try:
         _audit_alone(exchange, services, exchange.audit_entry(
-            "repeat", detail="retry of a processed message: first answer returned, nothing applied"))
+            "repeat", detail="retry of a processed message: first answer returned, nothing applied",
+            answer=first_answer))
     except Exception:
         log.exception("could not audit a repeated message")
         return _refuse(exchange, Unavailable("audit unavailable"), services)
@@ -128,22 +138,31 @@ def _requested_child(exchange: Exchange) -> list[str]:
 
 
 def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
+    """The refusal as a signed fault, sent once it is audited (with the fault's digest); if it cannot
+    be audited, an Unavailable fault instead; if no fault can be signed, an unsigned Unavailable."""
+    body = _signed_fault_or_none(refusal, exchange, services)
     entry = exchange.audit_entry("refused", fault_code=refusal.code, detail=refusal.detail,
-                                 child_ids=exchange.child_ids or _requested_child(exchange))
+                                 child_ids=exchange.child_ids or _requested_child(exchange), answer=body)
     try:
         _audit_alone(exchange, services, entry)
     except DATABASE_FAILURES as exc:  # during an outage: one line per refusal, not a traceback
         log.warning("could not audit a refusal (%s): database unavailable: %s", refusal.code, _first_line(exc))
         refusal = Unavailable("audit unavailable")
+        body = _signed_fault_or_none(refusal, exchange, services)
     except Exception:
         log.exception("could not audit a refusal")
         refusal = Unavailable("audit unavailable")
+        body = _signed_fault_or_none(refusal, exchange, services)
+    if body is None:
+        unavailable = Unavailable()
+        return Answer(503, to_bytes(new_envelope(fault_payload(unavailable.faultcode, unavailable.public_message,
+                                                                unavailable.code, exchange.request_digest))))
+    return Answer(refusal.http_status, body)
+
+
+def _signed_fault_or_none(refusal: Refusal, exchange: Exchange, services: Services) -> bytes | None:
     try:
-        body = signed_fault(refusal, exchange.request_digest, services)
+        return signed_fault(refusal, exchange.request_digest, services)
     except Exception:
         log.exception("could not sign a fault")
-        unavailable = Unavailable()
-        body = to_bytes(new_envelope(fault_payload(unavailable.faultcode, unavailable.public_message,
-                                                   unavailable.code, exchange.request_digest)))
-        return Answer(503, body)
-    return Answer(refusal.http_status, body)
+        return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -73,14 +75,23 @@ class Exchange:
     reason_code: str | None = None
     reason_text: str | None = None
     child_ids: list[str] = field(default_factory=list)
+    source_address: str | None = None  # the TLS client's address, as the server saw it
+    request_id: str = field(default_factory=audit.new_request_id)  # sent back as X-Request-Id
 
     def audit_entry(self, outcome: str, *, fault_code: str | None = None, detail: str | None = None,
-                    child_ids: list[str] | None = None) -> audit.Entry:
-        """The audit entry for this exchange as far as it got: only verified facts are in it."""
+                    child_ids: list[str] | None = None, answer: bytes | None = None) -> audit.Entry:
+        """The audit entry for this exchange as far as it got: only verified facts are in it, and
+        the digest of the ``answer`` it is sent."""
         return audit.Entry(
             operation=self.operation or "unknown", outcome=outcome, org_code=self.org_code,
             cert_fingerprint=self.tls_fingerprint, user_id=self.user_id, role=self.role,
             reason_code=self.reason_code, reason_text=self.reason_text,
             child_ids=self.child_ids if child_ids is None else child_ids, fault_code=fault_code,
-            request_digest=self.request_digest, detail=detail,
+            request_digest=self.request_digest, detail=detail, source_address=self.source_address,
+            request_id=self.request_id, response_digest=digest(answer) if answer is not None else None,
         )
+
+
+def digest(data: bytes) -> str:
+    """Base64 SHA-256, as the request's digest is written."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()

@@ -52,10 +52,8 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
         archived = sum(1 for r in results if r.withheld_child_id)  # retention: a recorded death archived them
         if archived:
             tally["archived"] = archived
-        services.audit.append(conn, exchange.audit_entry(
-            "accepted", detail=" ".join(f"{k}={v}" for k, v in sorted(tally.items()))))
-        return remember(conn, exchange, signed_response(
-            dialect.write_submit_updates_response(results, exchange.request_digest), services))
+        return _answer(conn, exchange, services, dialect.write_submit_updates_response(results, exchange.request_digest),
+                       " ".join(f"{k}={v}" for k, v in sorted(tally.items())))
 
 
 def link_policy(services: Services) -> index.LinkPolicy:
@@ -73,10 +71,9 @@ def _find_child(exchange: Exchange, services: Services) -> bytes:
         candidates = index.find_children(conn, query, link_policy(services), exchange.received_at.date())
         exchange.child_ids = [c.child_id for c in candidates]
         shielded = sum(c.shielded for c in candidates)  # each answered without its locality: marked
-        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"candidates={len(candidates)}" + (
-            f" shielded={shielded} location=withheld" if shielded else "")))
-        return remember(conn, exchange, signed_response(
-            dialect.write_find_child_response(candidates, exchange.request_digest, query.include_score), services))
+        return _answer(conn, exchange, services,
+                       dialect.write_find_child_response(candidates, exchange.request_digest, query.include_score),
+                       f"candidates={len(candidates)}" + (f" shielded={shielded} location=withheld" if shielded else ""))
 
 
 def _get_contacts(exchange: Exchange, services: Services) -> bytes:
@@ -95,11 +92,11 @@ def _get_contacts(exchange: Exchange, services: Services) -> bytes:
         groups = services.roles.groups_for(exchange.role)
         if not groups >= set(disclosure.GROUPS):  # the role's field rules (gateway.index.disclosure)
             child = disclosure.limit(child, groups)
-            mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
+        # What was disclosed, always: the field groups sent (their names, never their values).
+        mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
         exchange.child_ids = [child.child_id]
-        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"contacts={len(child.contacts)}{mark}"))
-        return remember(conn, exchange, signed_response(
-            dialect.write_get_contacts_response(child, exchange.request_digest), services))
+        return _answer(conn, exchange, services, dialect.write_get_contacts_response(child, exchange.request_digest),
+                       f"contacts={len(child.contacts)}{mark}")
 
 
 def _set_shielding(exchange: Exchange, services: Services) -> bytes:
@@ -109,10 +106,9 @@ def _set_shielding(exchange: Exchange, services: Services) -> bytes:
         if child_id is None:
             raise NotFound("no such child id")  # as GetContacts: existence is never told apart
         exchange.child_ids = [child_id]
-        services.audit.append(conn, exchange.audit_entry(
-            "accepted", detail=f"shielding {'set' if shielded else 'cleared'}"))
-        return remember(conn, exchange, signed_response(
-            dialect.write_set_shielding_response(child_id, shielded, exchange.request_digest), services))
+        return _answer(conn, exchange, services,
+                       dialect.write_set_shielding_response(child_id, shielded, exchange.request_digest),
+                       f"shielding {'set' if shielded else 'cleared'}")
 
 
 def _ping(exchange: Exchange, services: Services) -> bytes:
@@ -120,10 +116,18 @@ def _ping(exchange: Exchange, services: Services) -> bytes:
     step 6, as for every operation), and the gateway's time."""
     org = exchange.organisation
     with exchange_transaction(exchange, services) as conn:
-        services.audit.append(conn, exchange.audit_entry("accepted", detail=f"ping scopes={','.join(sorted(org.scopes))}"))
-        return remember(conn, exchange, signed_response(
-            dialect.write_ping_response(org.code, org.expires, org.scopes, exchange.received_at,
-                                        exchange.request_digest), services))
+        return _answer(conn, exchange, services,
+                       dialect.write_ping_response(org.code, org.expires, org.scopes, exchange.received_at,
+                                                   exchange.request_digest),
+                       f"ping scopes={','.join(sorted(org.scopes))}")
+
+
+def _answer(conn, exchange: Exchange, services: Services, payload, detail: str) -> bytes:
+    """In the exchange's transaction: sign the answer, audit the exchange with the answer's digest,
+    and `remember` it."""
+    answer = signed_response(payload, services)
+    services.audit.append(conn, exchange.audit_entry("accepted", detail=detail, answer=answer))
+    return remember(conn, exchange, answer)
 
 
 def withhold_location(child: ChildView) -> ChildView:

@@ -190,3 +190,46 @@ def test_0005_carries_children_involvements_and_held_records_over(database_url):
                             .where(text("child_id = 'AAAA-0000-0000-0001'"))).scalar_one() == "9434765919"
     command.upgrade(cfg, "head")
     engine.dispose()
+
+
+def test_0010_links_the_entries_written_before_into_the_public_chain(database_url):
+    """Entries written before 0010 (without the new fields) verify after it, each with its public link."""
+    from alembic import command
+    from sqlalchemy import create_engine, select, text
+
+    from gateway.audit import AuditTrail, new_key
+    from gateway.audit.chain import GENESIS, entry_hash, public_hash
+    from gateway.db import audit_log
+
+    cfg = _alembic_config(database_url)
+    command.downgrade(cfg, "0009")
+    engine = create_engine(database_url)
+    key, prev = new_key(), GENESIS
+    with engine.begin() as conn:
+        for seq in (1, 2, 3):
+            row = {"seq": seq, "at": f"2026-01-0{seq}T00:00:00.000000Z", "org_code": "LA", "cert_fingerprint": None,
+                   "user_id": "u", "role": "r", "operation": "GetContacts", "reason_code": None, "reason_text": None,
+                   "child_ids": "", "outcome": "accepted", "fault_code": None, "request_digest": None,
+                   "detail": f"entry {seq}", "prev_hash": prev}
+            row["entry_hash"] = prev = entry_hash(key, prev, row)
+            conn.execute(text("INSERT INTO audit_log (seq, at, org_code, cert_fingerprint, user_id, role, operation, "
+                              "reason_code, reason_text, child_ids, outcome, fault_code, request_digest, detail, "
+                              "prev_hash, entry_hash) VALUES (:seq, :at, :org_code, :cert_fingerprint, :user_id, "
+                              ":role, :operation, :reason_code, :reason_text, :child_ids, :outcome, :fault_code, "
+                              ":request_digest, :detail, :prev_hash, :entry_hash)"), row)
+        conn.execute(text("UPDATE audit_head SET seq = 3, entry_hash = :h WHERE id = 1"), {"h": prev})
+    command.upgrade(cfg, "head")
+    try:
+        assert AuditTrail(key).verify(engine).ok
+        with engine.connect() as conn:
+            rows = conn.execute(select(audit_log).order_by(audit_log.c.seq)).mappings().all()
+        link = GENESIS
+        for row in rows:
+            link = public_hash(link, row)
+            assert row["public_hash"] == link
+    finally:
+        with engine.begin() as conn:  # leave the database as the other tests expect it
+            conn.execute(text("DELETE FROM audit_log"))
+            conn.execute(text("UPDATE audit_head SET seq = 0, entry_hash = :g, public_hash = :g WHERE id = 1"),
+                         {"g": GENESIS})
+        engine.dispose()
