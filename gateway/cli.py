@@ -1421,6 +1421,62 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
     click.echo(report.render(rows, "json" if as_json else fmt), nl=False)
 
 
+@audit_group.command("review")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), required=True, metavar="YYYY-MM-DD",
+              help="Review the entries from this day (UTC) on.")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+              help="...up to the start of this day (UTC) [default: now].")
+@click.option("--rule", "rules", multiple=True, type=click.Choice(["volume", "uninvolved", "fishing", "out_of_hours",
+              "shielded", "refusals", "reason_reuse", "approvals"]), help="Only this rule (repeatable) [default: all].")
+@click.option("--mark", "mark_id", default=None, metavar="FINDING", help="Mark this finding reviewed (needs --note).")
+@click.option("--note", default=None, help="What the review found (with --mark).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a finding.")
+@pass_ctx
+def audit_review(ctx: Context, since, until, rules: tuple[str, ...], mark_id: str | None, note: str | None,
+                 as_json: bool) -> None:
+    """Find misuse: run the review rules over the trail and list the findings with their evidence
+    (an auditor's command; the rules and their thresholds, in $CONTACTGATE_HOME/review.json, are in
+    the README). A finding marked reviewed shows who reviewed it and the note; new evidence makes a
+    new finding. Each run and each mark is an entry in the audit chain."""
+    from gateway.audit import report, review
+
+    actor = ctx.signed_in(("auditor",), action="audit review")
+    if bool(mark_id) != bool(note and note.strip()):
+        _fail("--mark FINDING and --note TEXT go together")
+    try:
+        thresholds = review.Thresholds.load(ctx.settings.layout.review_file)
+    except review.ReviewConfigError as exc:
+        _fail(str(exc))
+    since = since.replace(tzinfo=dt.timezone.utc)
+    until = until.replace(tzinfo=dt.timezone.utc) if until else None
+    if until is not None and until <= since:
+        _fail("--until must be after --since")
+    with ctx.engine.begin() as conn:
+        findings = review.run(conn, since, thresholds, until=until, rules=rules or review.RULES)
+        if mark_id:
+            finding = next((f for f in findings if f.id == mark_id.strip().lower()), None)
+            if finding is None:
+                _fail(f"no finding {report.safe_text(mark_id)!r} in this review (run it with the same --since)")
+            review.mark_reviewed(conn, ctx.trail, finding, actor.officer_id, actor.role_text, note.strip())
+            click.echo(f"finding {finding.id} marked reviewed")
+            return
+        ctx.trail.append(conn, audit.Entry(operation="audit.review", outcome="done", user_id=actor.officer_id,
+                                           role=actor.role_text, detail=f"since {since:%Y-%m-%d}"
+                                           f"{f' until {until:%Y-%m-%d}' if until else ''}: {len(findings)} findings"))
+    if as_json:
+        for finding in findings:
+            click.echo(json.dumps(finding.as_dict(), ensure_ascii=True))
+        return
+    if not findings:
+        click.echo("no findings")
+    for finding in findings:
+        mark = (f"reviewed by {report.safe_text(finding.reviewed['by'])} at {finding.reviewed['at']}: "
+                f"{report.safe_text(finding.reviewed['note'])}" if finding.reviewed else "NOT REVIEWED")
+        shown = " ".join(f"#{seq}" for seq in finding.evidence[:20]) + (" ..." if finding.count > 20 else "")
+        click.echo(f"{finding.id}  {finding.rule}  {report.safe_text(finding.subject)}  "
+                   f"{report.safe_text(finding.summary)}\n    {mark}\n    evidence ({finding.count}): {shown}")
+
+
 # ---- the data-quality review queue ---------------------------------------------------------------
 
 @main.group()

@@ -77,6 +77,11 @@ class HomeLayout:
         return self.root / "roles.json"
 
     @property
+    def review_file(self) -> Path:
+        """Thresholds of the misuse review's rules (gateway.audit.review.Thresholds); optional."""
+        return self.root / "review.json"
+
+    @property
     def data_keys(self) -> Path:
         """The keyring that seals identifying values at rest (gateway.security.vault), outside the
         database, so that those who run the database cannot read it."""

@@ -49,6 +49,7 @@ HEAD = head_revision()  # the newest schema revision
 SAMPLE_ARGS: dict[str, list[str]] = {
     "audit report": ["--child", "CHILD"],
     "audit verify": [],
+    "audit review": ["--since", "2026-01-01"],
     "cert issue": ["LA", "--out-dir", "{out}/la"],
     "cert crl": [],
     "cert list": [],
