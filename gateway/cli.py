@@ -143,7 +143,7 @@ class Context:
     @property
     def trail(self) -> audit.AuditTrail:
         layout = self.settings.layout
-        return audit.AuditTrail.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints)
+        return audit.AuditTrail.of_home(layout)
 
     @property
     def reader(self):
@@ -1359,15 +1359,27 @@ def audit_group() -> None:
     """Verify the audit chain and report who accessed what."""
 
 
-@audit_group.command("verify")
-@pass_ctx
-def audit_verify(ctx: Context) -> None:
+@audit_group.command("verify", needs_home=False)  # the database chain checks the home itself (below)
+@click.option("--file", "export_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Verify an export (from `audit export`) offline instead of the database.")
+@click.option("--cert", "cert_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --file: the gateway's signing certificate(s), e.g. gateway-signing.pem.")
+@click.pass_context
+def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: Path | None) -> None:
     """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry), 3 could
     not check (database, key or files unavailable), 2 usage.
 
-    Each successful run records the head in $CONTACTGATE_HOME/audit/checkpoints; later runs also
-    check that the chain still holds it. Run it regularly (cron can tell tampering from an outage
-    by the exit code)."""
+    Each successful run records the head in $CONTACTGATE_HOME/audit/checkpoints, signed with the
+    gateway's signing key; later runs also check that the chain still holds it. Run it regularly
+    (cron can tell tampering from an outage by the exit code).
+
+    With --file EXPORT --cert gateway-signing.pem: check an export with the signing certificate
+    only (no home, key or database needed), with the same exit codes."""
+    if export_file is not None or cert_file is not None:
+        _verify_export(export_file, cert_file)
+        return
+    ctx: Context = click_ctx.obj
+    ctx.preflight()
     try:
         trail = ctx.trail
     except FileNotFoundError as exc:
@@ -1379,6 +1391,82 @@ def audit_verify(ctx: Context) -> None:
     where = f"at entry {result.first_bad_seq}" if result.first_bad_seq is not None else "outside the database"
     click.echo(f"audit chain BROKEN {where}: {result.problem} ({result.entries} entries verified before it)")
     sys.exit(1)
+
+
+def _verify_export(export_file: Path | None, cert_file: Path | None) -> None:
+    from gateway.audit import export
+
+    if export_file is None or cert_file is None:
+        _fail("--file EXPORT and --cert gateway-signing.pem go together")
+    try:
+        certificates = export.load_certificates(cert_file.read_bytes())
+        data = export_file.read_bytes()
+    except OSError as exc:
+        raise CannotRun(f"could not check: {exc.strerror or exc}: {exc.filename}") from None
+    except ValueError:
+        raise CannotRun(f"could not check: {cert_file} holds no PEM certificate") from None
+    try:
+        document = json.loads(data)
+    except ValueError:
+        document = None
+    result = export.verify_document(document, certificates)
+    if result.ok:
+        click.echo(result.summary)
+        return
+    where = f" at entry {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+    click.echo(f"export NOT intact{where}: {result.problem} ({result.entries} entries checked before it)")
+    sys.exit(1)
+
+
+@audit_group.command("export")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), required=True, metavar="YYYY-MM-DD",
+              help="The entries from this day (UTC) on.")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
+              help="...up to the start of this day (UTC) [default: all].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write (readable by its owner only: it names children).")
+@click.option("--format", "fmt", type=click.Choice(["native", "fhir"]), default="native", show_default=True,
+              help="native (verified offline by `audit verify --file`) or fhir (a FHIR R4 Bundle of "
+                   "AuditEvent resources, for an audit repository).")
+@click.option("--force", is_flag=True, help="Write over an existing file.")
+@pass_ctx
+def audit_export(ctx: Context, since, until, out: Path, fmt: str, force: bool) -> None:
+    """Export the entries of a period with their chain links and the gateway's signed checkpoints,
+    after verifying the chain (an auditor's command). A holder of gateway-signing.pem verifies it
+    with `contactgate audit verify --file FILE --cert gateway-signing.pem`."""
+    from gateway.audit import export
+
+    actor = ctx.signed_in(("auditor",), action="audit export")
+    if (out.exists() or out.is_symlink()) and not force:
+        _fail(f"{out} already exists: nothing was exported (--force to write over it)")
+    since = since.replace(tzinfo=dt.timezone.utc)
+    until = until.replace(tzinfo=dt.timezone.utc) if until else None
+    try:
+        trail = ctx.trail
+    except FileNotFoundError as exc:
+        raise CannotRun(f"could not export: {exc}") from None
+    result = trail.verify(ctx.engine)
+    if not result.ok:
+        click.echo(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.problem}: nothing was exported")
+        sys.exit(1)
+    layout = ctx.settings.layout
+    try:
+        document = export.build(ctx.engine, export.CheckpointSigner.from_layout(layout), layout.audit_checkpoints,
+                                result.entries, since, until)
+    except export.ExportError as exc:
+        _fail(str(exc))
+    body = document if fmt == "native" else export.to_fhir(document)
+    data = json.dumps(body, ensure_ascii=True, indent=1).encode() + b"\n"
+    claims = document["export"]["claims"]
+    with ctx.engine.begin() as conn:  # no audit, no export
+        trail.append(conn, audit.Entry(operation="audit.export", outcome="done", user_id=actor.officer_id,
+                                       role=actor.role_text, detail=(
+            f"{fmt} export of entries {claims['first_seq']}..{claims['last_seq']} ({claims['count']}), "
+            f"sha256 {export.digest_of(data)}")))
+    files.write_private(out, data)
+    click.echo(f"exported {claims['count']} entries (#{claims['first_seq']}..#{claims['last_seq']}) to {out}"
+               + (f"; verify with `contactgate audit verify --file {out} --cert gateway-signing.pem`"
+                  if fmt == "native" else ""))
 
 
 @audit_group.command("report")

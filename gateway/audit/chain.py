@@ -103,18 +103,28 @@ class AuditTrail:
     so that someone who can write to the database — a DBA, a report writer — cannot rewrite
     entries and recompute the chain: each link is an HMAC, not a bare hash."""
 
-    def __init__(self, key: bytes, *, checkpoints: Path | None = None):
+    def __init__(self, key: bytes, *, checkpoints: Path | None = None, signer=None):
         if len(key) < KEY_BYTES:
             raise ValueError("the audit chain key is too short")
         self._key = key
         self._checkpoints = checkpoints
+        self._signer = signer  # () -> gateway.audit.export.CheckpointSigner: signs each checkpoint
 
     @classmethod
-    def from_file(cls, path: Path, *, checkpoints: Path | None = None) -> "AuditTrail":
+    def from_file(cls, path: Path, *, checkpoints: Path | None = None, signer=None) -> "AuditTrail":
         try:
-            return cls(path.read_bytes(), checkpoints=checkpoints)
+            return cls(path.read_bytes(), checkpoints=checkpoints, signer=signer)
         except FileNotFoundError:
             raise FileNotFoundError(f"no audit chain key at {path}: run `contactgate init`") from None
+
+    @classmethod
+    def of_home(cls, layout) -> "AuditTrail":
+        """The home's trail: its key, its checkpoints file, and checkpoints signed with the gateway's
+        signing key (loaded when the first checkpoint is written)."""
+        from gateway.audit.export import CheckpointSigner
+
+        return cls.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints,
+                             signer=lambda: CheckpointSigner.from_layout(layout) if layout.signing_key.exists() else None)
 
     def append(self, conn: Connection, entry: Entry, *, now: dt.datetime | None = None) -> int:
         return _append(conn, entry, self._key, now)
@@ -129,7 +139,11 @@ class AuditTrail:
             return VerifyResult(False, 0, None, f"the checkpoints file {self._checkpoints} is altered ({exc})")
         result = _verify(engine, self._key, batch, checkpoint)
         if result.ok and self._checkpoints is not None:
-            files.append_private(self._checkpoints, f"{result.entries} {result.head_hash} {_timestamp()}\n".encode())
+            from gateway.audit.export import checkpoint_line
+
+            signer = self._signer() if self._signer else None
+            files.append_private(self._checkpoints, checkpoint_line(result.entries, result.head_hash,
+                                                                    result.public_head, signer))
         return result
 
     def _last_checkpoint(self) -> tuple[int, str] | None:

@@ -63,8 +63,7 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
     app.extensions["contactgate"] = {
         "settings": settings,
         "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),
-        "trail": audit.AuditTrail.from_file(settings.layout.audit_key,
-                                            checkpoints=settings.layout.audit_checkpoints),
+        "trail": audit.AuditTrail.of_home(settings.layout),
         "clock": clock or (lambda: dt.datetime.now(dt.timezone.utc)),
     }
     CSRFProtect(app)

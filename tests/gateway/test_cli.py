@@ -50,6 +50,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "audit report": ["--child", "CHILD"],
     "audit verify": [],
     "audit review": ["--since", "2026-01-01"],
+    "audit export": ["--since", "2026-01-01", "--out", "{out}/export.json"],
     "cert issue": ["LA", "--out-dir", "{out}/la"],
     "cert crl": [],
     "cert list": [],

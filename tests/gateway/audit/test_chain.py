@@ -112,3 +112,42 @@ def test_removed_child_index_rows_are_detected(trail, engine):
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq == 3))
     _assert_first_bad(trail, engine, 3)
+
+
+def test_an_inserted_entry_is_detected(trail, engine):
+    """An entry slipped in at the end, with links made up by someone without the key."""
+    fill_audit(engine, trail)
+    with engine.begin() as conn:
+        last = conn.execute(audit_log.select().where(audit_log.c.seq == 5)).mappings().one()
+        conn.execute(audit_log.insert().values({**last, "seq": 6, "prev_hash": last["entry_hash"],
+                                                "entry_hash": "a" * 64, "public_hash": "b" * 64,
+                                                "reason_text": "planted"}))
+        conn.execute(update(audit_head).values(seq=6, entry_hash="a" * 64, public_hash="b" * 64))
+    _assert_first_bad(trail, engine, 6, "altered")
+
+
+def test_reordered_entries_are_detected(trail, engine):
+    """Two entries swapped (their seq numbers exchanged), as a DBA could."""
+    fill_audit(engine, trail)
+    with engine.begin() as conn:
+        rows = {r["seq"]: dict(r) for r in conn.execute(audit_log.select().where(audit_log.c.seq.in_([2, 3])))
+                .mappings()}
+        conn.execute(delete(audit_children).where(audit_children.c.seq.in_([2, 3])))
+        for seq, other in ((2, 3), (3, 2)):  # each row takes the other's contents: the order is swapped
+            conn.execute(update(audit_log).where(audit_log.c.seq == seq)
+                         .values({k: v for k, v in rows[other].items() if k != "seq"}))
+            conn.execute(audit_children.insert().values(child_id=rows[other]["child_ids"], seq=seq))
+    _assert_first_bad(trail, engine, 2)
+
+
+def test_a_forged_checkpoint_is_detected(trail, engine, tmp_path):
+    """The checkpoints file outside the database edited to agree with a rewritten chain: its line
+    must still match the chain (the entry it names differs)."""
+    checkpoints = tmp_path / "checkpoints"
+    checked = audit.AuditTrail(trail._key, checkpoints=checkpoints)
+    fill_audit(engine, checked)
+    assert checked.verify(engine).ok
+    seq, head, at = checkpoints.read_text().split()[:3]
+    checkpoints.write_text(f"{seq} {'c' * 64} {at}\n")
+    result = checked.verify(engine)
+    assert not result.ok and result.first_bad_seq == int(seq) and "last verified" in result.problem

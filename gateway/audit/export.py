@@ -1,0 +1,278 @@
+"""Signed checkpoints and exports of the audit trail that others can verify offline.
+
+The HMAC chain (gateway.audit.chain) can only be checked by whoever holds its key. Beside it runs a
+public SHA-256 chain (``public_hash``), and the gateway signs points of that chain with its
+response-signing key: each successful `audit verify` appends a signed checkpoint to
+``audit/checkpoints``, and `audit export` writes the entries of a period with their links, the
+signed checkpoints that fall in it, and a signed statement of the export itself. A holder of the
+gateway's signing certificate (`gateway-signing.pem`, which every client has) can then check with
+`audit verify --file EXPORT --cert gateway-signing.pem`, without the HMAC key or the database,
+that no entry was altered, removed, added or reordered since the gateway signed it.
+
+An export is written only after the HMAC chain verified, so what is signed was intact then.
+
+Also `to_fhir`: the same entries as FHIR R4 AuditEvent resources in a Bundle (IHE BALP style), for
+a hospital's audit repository; the native form is the one verified offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from gateway.audit.chain import GENESIS, _timestamp, public_hash
+from gateway.db import audit_log, reader
+
+FORMAT = "contactgate-audit-export/1"
+ENTRY_COLUMNS = ("seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
+                 "reason_text", "child_ids", "outcome", "fault_code", "request_digest", "detail", "source_address",
+                 "request_id", "response_digest", "prev_hash", "entry_hash", "public_hash")
+
+
+def _canonical(claims: dict) -> bytes:
+    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+class CheckpointSigner:
+    """Signs checkpoint claims with the gateway's signing key (loaded once)."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes):
+        self._key = serialization.load_pem_private_key(key_pem, password=None)
+        self.certificate = x509.load_pem_x509_certificate(cert_pem)
+
+    @classmethod
+    def from_layout(cls, layout) -> "CheckpointSigner":
+        return cls(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes())
+
+    def sign(self, claims: dict) -> dict:
+        data = _canonical(claims)
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            signature = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return {"claims": claims, "signer": fingerprint(self.certificate),
+                "signature": base64.b64encode(signature).decode()}
+
+
+def signature_problem(signed, certificates: list[x509.Certificate]) -> str | None:
+    """None if ``signed`` (from CheckpointSigner.sign) verifies with one of ``certificates``."""
+    if not isinstance(signed, dict) or not isinstance(signed.get("claims"), dict):
+        return "not a signed checkpoint"
+    cert = next((c for c in certificates if fingerprint(c) == signed.get("signer")), None)
+    if cert is None:
+        return f"signed by certificate {str(signed.get('signer'))[:64]}, which is not one given with --cert"
+    try:
+        signature = base64.b64decode(str(signed.get("signature")), validate=True)
+        key = cert.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, _canonical(signed["claims"]), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            key.verify(signature, _canonical(signed["claims"]), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, TypeError):
+        return "its signature does not verify"
+    return None
+
+
+# ---- checkpoints in the file ---------------------------------------------------------------------
+
+def checkpoint_line(seq: int, entry_hash: str, public_head: str, signer: CheckpointSigner | None) -> bytes:
+    """A line of audit/checkpoints: ``SEQ HMAC-HEAD TIME`` as before, then the public head and the
+    signed checkpoint (base64 of its JSON) when the signing key is at hand."""
+    at = _timestamp()
+    if signer is None:
+        return f"{seq} {entry_hash} {at}\n".encode()
+    signed = signer.sign({"kind": "checkpoint", "seq": seq, "public_hash": public_head, "at": at})
+    token = base64.urlsafe_b64encode(_canonical(signed)).decode()
+    return f"{seq} {entry_hash} {at} {public_head} {token}\n".encode()
+
+
+def signed_checkpoints(path: Path) -> list[dict]:
+    """The signed checkpoints the file holds (lines written before signing are skipped)."""
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5:
+            try:
+                found.append(json.loads(base64.urlsafe_b64decode(fields[4])))
+            except ValueError:
+                continue  # an altered line: `audit verify` reports the file itself
+    return found
+
+
+# ---- export ---------------------------------------------------------------------------------------
+
+class ExportError(Exception):
+    """Nothing to export, or not now (said to the operator)."""
+
+
+def build(engine: Engine, signer: CheckpointSigner, checkpoints_file: Path, verified_head: int,
+          since: dt.datetime, until: dt.datetime | None = None) -> dict:
+    """The export document of the entries from ``since`` (to ``until``) up to ``verified_head``
+    (the last entry the HMAC chain was just verified to), signed."""
+    with reader(engine).connect() as conn:
+        bounds = select(func.min(audit_log.c.seq), func.max(audit_log.c.seq)).where(
+            audit_log.c.at >= _timestamp(since), audit_log.c.seq <= verified_head)
+        if until is not None:
+            bounds = bounds.where(audit_log.c.at < _timestamp(until))
+        first, last = conn.execute(bounds).one()
+        if first is None:
+            raise ExportError("no entries in that period")
+        rows = conn.execute(select(*(audit_log.c[c] for c in ENTRY_COLUMNS)).where(
+            audit_log.c.seq >= first, audit_log.c.seq <= last).order_by(audit_log.c.seq)).mappings().all()
+        prev_public = GENESIS if first == 1 else conn.execute(
+            select(audit_log.c.public_hash).where(audit_log.c.seq == first - 1)).scalar_one()
+    entries = [dict(r) for r in rows]
+    claims = {"kind": "export", "format": FORMAT, "first_seq": first, "last_seq": last, "count": len(entries),
+              "prev_public_hash": prev_public, "public_hash": entries[-1]["public_hash"],
+              "since": _timestamp(since), "until": _timestamp(until) if until else None, "at": _timestamp()}
+    checkpoints = [c for c in signed_checkpoints(checkpoints_file)
+                   if isinstance(c.get("claims"), dict) and first <= c["claims"].get("seq", 0) <= last]
+    return {"format": FORMAT, "entries": entries, "checkpoints": checkpoints, "export": signer.sign(claims)}
+
+
+@dataclass
+class OfflineResult:
+    ok: bool
+    entries: int = 0
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    summary: str = ""
+
+
+def verify_document(document, certificates: list[x509.Certificate]) -> OfflineResult:
+    """Check an export with the gateway's signing certificates only: the signed statement, every
+    entry's public link, the chain between them, and the signed checkpoints inside it."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return OfflineResult(False, problem=f"not a ContactGate audit export ({FORMAT})")
+    problem = signature_problem(document.get("export"), certificates)
+    if problem:
+        return OfflineResult(False, problem=f"the export's signed statement: {problem}")
+    claims = document["export"]["claims"]
+    entries = document.get("entries")
+    if claims.get("kind") != "export" or not isinstance(entries, list):
+        return OfflineResult(False, problem="the export's signed statement is not an export's")
+    link, seq = claims.get("prev_public_hash"), claims.get("first_seq")
+    at_seq: dict[int, str] = {}
+    prev_entry_hash = None
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != set(ENTRY_COLUMNS):
+            return OfflineResult(False, index, seq, "an entry is not as exported (fields added or removed)")
+        if entry["seq"] != seq:
+            return OfflineResult(False, index, seq, f"entry {seq} is missing (found {entry['seq']!r})")
+        if prev_entry_hash is not None and entry["prev_hash"] != prev_entry_hash:
+            return OfflineResult(False, index, seq, "link to the previous entry is broken")
+        try:
+            link = public_hash(link, entry)
+        except (TypeError, AttributeError):
+            return OfflineResult(False, index, seq, "entry is malformed")
+        if entry["public_hash"] != link:
+            return OfflineResult(False, index, seq, "entry was altered (its public link does not match)")
+        at_seq[seq] = link
+        prev_entry_hash, seq = entry["entry_hash"], seq + 1
+    if not entries or entries[-1]["seq"] != claims.get("last_seq") or len(entries) != claims.get("count"):
+        return OfflineResult(False, len(entries), seq, f"the export was cut: it was signed with "
+                                                       f"{claims.get('count')} entries, it holds {len(entries)}")
+    if link != claims.get("public_hash"):
+        return OfflineResult(False, len(entries), claims.get("last_seq"), "the entries differ from what was signed")
+    agreed = 0
+    for checkpoint in document.get("checkpoints") or []:
+        problem = signature_problem(checkpoint, certificates)
+        point = checkpoint.get("claims", {}) if isinstance(checkpoint, dict) else {}
+        if problem is None and at_seq.get(point.get("seq")) != point.get("public_hash"):
+            problem = "it names a different chain"
+        if problem:
+            return OfflineResult(False, len(entries), point.get("seq"), f"signed checkpoint at entry "
+                                                                        f"{point.get('seq')}: {problem}")
+        agreed += 1
+    signer = next(c for c in certificates if fingerprint(c) == document["export"]["signer"])
+    return OfflineResult(True, len(entries), summary=(
+        f"export intact: {len(entries)} entries (#{claims['first_seq']}..#{claims['last_seq']}), signed by "
+        f"{signer.subject.rfc4514_string()} at {claims.get('at')}; {agreed} earlier signed checkpoint(s) agree"))
+
+
+def load_certificates(pem: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(pem)
+
+
+# ---- FHIR ---------------------------------------------------------------------------------------
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_EVENT_TYPE = {"GetContacts": ("110112", "Query"), "FindChild": ("110112", "Query"),
+               "SubmitUpdates": ("110110", "Patient Record"), "SetShielding": ("110110", "Patient Record"),
+               "officer.login": ("110114", "User Authentication"), "officer.logout": ("110114", "User Authentication")}
+_ACTION = {"GetContacts": "R", "FindChild": "E", "SubmitUpdates": "U", "SetShielding": "U"}
+
+
+def to_fhir(document: dict) -> dict:
+    """The export's entries as a FHIR R4 Bundle (collection) of AuditEvent resources: who (the
+    organisation's user, their role and address), what (the children, as identifiers), why (the
+    reason), the outcome, and the entry's place in the chain."""
+    events = [{"fullUrl": f"urn:contactgate:audit:{e['seq']}", "resource": _audit_event(e)}
+              for e in document["entries"]]
+    return {"resourceType": "Bundle", "type": "collection", "timestamp": document["export"]["claims"]["at"],
+            "entry": events}
+
+
+def _audit_event(e: dict) -> dict:
+    code, display = _EVENT_TYPE.get(e["operation"], ("110100", "Application Activity"))
+    who = ({"identifier": {"system": f"urn:contactgate:org:{e['org_code']}", "value": e["user_id"]}}
+           if e["org_code"] and e["user_id"] else
+           {"identifier": {"system": "urn:contactgate:officer", "value": e["user_id"]}} if e["user_id"] else
+           {"identifier": {"system": "urn:contactgate:org", "value": e["org_code"]}} if e["org_code"] else
+           {"display": "unidentified client"})
+    agent = {"who": who, "requestor": True}
+    if e["role"]:
+        agent["role"] = [{"text": e["role"]}]
+    if e["source_address"] and not e["source_address"].startswith("local:"):
+        agent["network"] = {"address": e["source_address"], "type": "2"}
+    event = {
+        "resourceType": "AuditEvent", "id": f"cg-{e['seq']}",
+        "type": {"system": DCM, "code": code, "display": display},
+        "subtype": [{"system": "urn:contactgate:operation", "code": e["operation"]}],
+        "action": _ACTION.get(e["operation"], "E"),
+        "recorded": e["at"],
+        "outcome": "4" if e["outcome"] == "refused" else "0",
+        "agent": [agent],
+        "source": {"observer": {"display": "ContactGate"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
+                             "display": "Application Server"}]},
+        "entity": [*({"what": {"identifier": {"system": "urn:contactgate:child-id", "value": child}},
+                      "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1",
+                               "display": "Person"},
+                      "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1",
+                               "display": "Patient"}} for child in e["child_ids"].split()),
+                   {"what": {"identifier": {"system": "urn:contactgate:audit-entry", "value": str(e["seq"])}},
+                    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
+                             "display": "System Object"},
+                    "detail": [{"type": name, "valueString": e[name]} for name in (
+                        "detail", "request_id", "request_digest", "response_digest", "cert_fingerprint",
+                        "entry_hash", "public_hash") if e[name]]}],
+    }
+    if e["fault_code"]:
+        event["outcomeDesc"] = e["fault_code"]
+    if e["reason_code"] or e["reason_text"]:
+        event["purposeOfEvent"] = [{"coding": [{"system": "urn:contactgate:reason", "code": e["reason_code"]}]
+                                    if e["reason_code"] else [], "text": e["reason_text"] or None}]
+        event["purposeOfEvent"][0] = {k: v for k, v in event["purposeOfEvent"][0].items() if v}
+    return event
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
