@@ -338,7 +338,8 @@ def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str
     Exit codes: 0 done, 1 a check found a problem, 2 usage or refused, 3 could not run.
     Set CONTACTGATE_DEBUG=1 to see the traceback of an unexpected error."""
     ctx.obj = Context(home, database_url, redis_url)
-    audit.set_origin(_local_origin())
+    origin = audit.set_origin(_local_origin())
+    ctx.call_on_close(lambda: audit.reset_origin(origin))  # a caller running commands in-process keeps its own
 
 
 def _local_origin() -> str:

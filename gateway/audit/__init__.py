@@ -8,7 +8,7 @@ effect: no audit, no effect.
 """
 
 from gateway.audit.chain import (AuditTrail, Entry, VerifyResult, new_key, new_request_id, report_for_child,
-                                 report_for_org, report_for_user, set_origin)
+                                 report_for_org, report_for_user, reset_origin, set_origin)
 
 __all__ = ["AuditTrail", "Entry", "VerifyResult", "new_key", "new_request_id", "report_for_child", "report_for_org",
-           "report_for_user", "set_origin"]
+           "report_for_user", "reset_origin", "set_origin"]

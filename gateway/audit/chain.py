@@ -55,6 +55,10 @@ def set_origin(source_address: str | None, request_id: str | None = None) -> con
     return _ORIGIN.set((source_address, request_id))
 
 
+def reset_origin(token: contextvars.Token) -> None:
+    _ORIGIN.reset(token)
+
+
 def new_request_id() -> str:
     return secrets.token_hex(16)
 
@@ -252,12 +256,12 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] 
             if indexed:
                 return VerifyResult(False, count, min(indexed), "the child index names an entry that "
                                                                   "does not list that child")
-        if head.entry_hash != prev or head.public_hash != prev_public:
-            return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
         if checkpoint is not None and checkpoint[0] > head.seq:
             return VerifyResult(False, count, head.seq + 1,
                                 f"the chain ends at entry {head.seq} but held {checkpoint[0]} entries when "
                                 f"last verified (entries removed?)")
+        if head.entry_hash != prev or head.public_hash != prev_public:
+            return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
     return VerifyResult(True, count, head_hash=prev, public_head=prev_public)
 
 

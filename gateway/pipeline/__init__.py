@@ -122,7 +122,7 @@ def refuse_handshake(services: Services, peer_ip: str, reason: str) -> None:
         with services.engine.begin() as conn:
             services.audit.append(conn, audit.Entry(
                 operation="tls_handshake", outcome="refused", fault_code=CertificateRejected.code,
-                detail=f"TLS handshake from {peer_ip} refused: {reason}"))
+                source_address=str(peer_ip)[:64], detail=f"TLS handshake from {peer_ip} refused: {reason}"))
     except Exception:
         log.exception("could not audit a refused TLS handshake")
 

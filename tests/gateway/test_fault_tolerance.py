@@ -203,7 +203,7 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
                          redis_url=REDIS_URL if backend == "postgresql" else None) as gw:
         client = gw.client("la")
         exchanges = Exchanges(client)
-        push = client.build_request("SubmitUpdates", ChildUpdate=batch(1000))
+        push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))  # long enough to cut mid-way
         thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
         assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
         server = gw.process.pid
@@ -253,7 +253,7 @@ def test_a_copy_sent_while_the_first_is_in_flight_is_never_applied_twice(backend
                          redis_url=REDIS_URL if backend == "postgresql" else None) as gw:
         client = gw.client("la")
         exchanges = Exchanges(client)
-        push = client.build_request("SubmitUpdates", ChildUpdate=batch(1000))
+        push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))  # long enough to cut mid-way
         thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
         assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
 
@@ -272,7 +272,7 @@ def test_a_copy_sent_while_the_first_is_in_flight_is_never_applied_twice(backend
                 status == 503 and client.fault_code(second) == "Unavailable")
         status, again, _ = exchanges.send("SubmitUpdates", push)
         assert status == 200 and same_answer(again, first)
-        assert gw.child_count() == 1000
+        assert gw.child_count() == 500
         assert_audit_sound(gw, exchanges.answered)
 
 
@@ -349,7 +349,7 @@ def test_database_unreachable_gives_unavailable_and_the_gateway_recovers_by_itse
                 exchanges = Exchanges(client)
                 assert exchanges.send("FindChild", find_child(client))[0] == 200
 
-                push = client.build_request("SubmitUpdates", ChildUpdate=batch(1000))
+                push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))  # long enough to cut mid-way
                 thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
                 assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
                 relay.cut()
@@ -362,7 +362,7 @@ def test_database_unreachable_gives_unavailable_and_the_gateway_recovers_by_itse
                 relay.restore()
                 status, first, _ = exchanges.send("SubmitUpdates", push)  # the client's retry
                 assert status == 200, "the gateway did not recover by itself"
-                assert gw.child_count() == 1000
+                assert gw.child_count() == 500
                 status, again, _ = exchanges.send("SubmitUpdates", push)
                 assert status == 200 and same_answer(again, first)
                 assert exchanges.send("FindChild", find_child(client))[0] == 200
