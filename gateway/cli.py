@@ -1486,11 +1486,11 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
     from gateway.audit import report
     from gateway.index import ids
 
-    ctx.signed_in(("auditor",), action="audit report")
+    actor = ctx.signed_in(("auditor",), action="audit report")
     if sum(bool(x) for x in (child_id, user, org_code)) != 1:
         _fail("give exactly one of --child ID, --user ORG:USER or --org CODE")
     since = since.replace(tzinfo=dt.timezone.utc) if since else None
-    with ctx.reader.connect() as conn:
+    with ctx.engine.begin() as conn:  # the look-up is audited with it, as in the console
         if child_id:
             wanted = ids.normalise(child_id)
             if wanted is None:
@@ -1507,6 +1507,11 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
             if org is None:
                 _fail(f"no organisation with code {report.safe_text(org_code)!r}")
             rows = audit.report_for_org(conn, org.code, since)
+        ctx.trail.append(conn, audit.Entry(
+            operation="audit.report", outcome="done", user_id=actor.officer_id, role=actor.role_text,
+            child_ids=[wanted] if child_id and rows else [],  # a child's report is access to who saw the child
+            detail=f"{'child' if child_id else 'user' if user else 'organisation'} report: {len(rows)} entries"
+                   + ("" if child_id else f" for {user or org_code}")))
     click.echo(report.render(rows, "json" if as_json else fmt), nl=False)
 
 

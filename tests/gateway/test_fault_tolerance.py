@@ -203,7 +203,7 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
                          redis_url=REDIS_URL if backend == "postgresql" else None) as gw:
         client = gw.client("la")
         exchanges = Exchanges(client)
-        push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))  # long enough to cut mid-way
+        push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))
         thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
         assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
         server = gw.process.pid
@@ -214,7 +214,7 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
         thread.join(30)
         assert outcome and isinstance(outcome[0], Exception), "the request was answered before the kill"
         applied_before_retry = gw.child_count()
-        assert applied_before_retry in (0, 1000)  # all or nothing
+        assert applied_before_retry in (0, 500)  # all or nothing
         if whole_server:
             gw.process.wait()
             gw.start(workers=1)  # on a new port: the same signed bytes, sent by a new connection
@@ -237,7 +237,7 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
             time.sleep(0.2)
         if applied_before_retry == 0:  # (else the dead attempt had committed: its answer came back)
             assert under_way and waited < 5, f"the retry waited {waited:.1f} s before it was applied"
-        assert len(results(first)) == 1000 and gw.child_count() == 1000
+        assert len(results(first)) == 500 and gw.child_count() == 500
         snapshot = gw.index_snapshot()
         status, again, _ = exchanges.send("SubmitUpdates", push)
         assert status == 200 and same_answer(again, first)
@@ -253,14 +253,14 @@ def test_a_copy_sent_while_the_first_is_in_flight_is_never_applied_twice(backend
                          redis_url=REDIS_URL if backend == "postgresql" else None) as gw:
         client = gw.client("la")
         exchanges = Exchanges(client)
-        push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))  # long enough to cut mid-way
+        push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))
         thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
         assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
 
         status, second, elapsed = exchanges.send("SubmitUpdates", push)
         thread.join(120)
         status_first, first, _ = outcome[0]
-        assert status_first == 200 and len(results(first)) == 1000
+        assert status_first == 200 and len(results(first)) == 500
         if backend == "postgresql":
             # answered at once (no thread parked on the first copy's lock): retry shortly
             assert status == 503 and client.fault_code(second) == "Unavailable", status
