@@ -1,0 +1,337 @@
+"""Declarative mappings: a source system's rows to the canonical model, configured, not programmed.
+
+A mapping is a YAML file::
+
+    source: csv                     # csv (columns by name); xml and fhir come with their readers
+    csv: {delimiter: ",", encoding: utf-8-sig}
+    id: {from: CaseRef}             # the SourceRecordId: the row's id in the source system
+    fields:
+      Identity.FamilyName: {from: Surname, required: true}
+      Identity.GivenName: {from: Forenames, split: " "}            # a repeating field: a list
+      Identity.DateOfBirth: {from: DOB, date: "%d/%m/%Y"}
+      Identity.Gender: {from: Sex, map: {M: male, F: female}, default: unknown}
+      Carer[0].Name: {from: CarerName, name: full}                  # the first carer
+      Involvement[0].Service: {value: "Children's social care"}    # a constant
+      Involvement[0].CafAssessment: {from: CAF, map: {Y: true, N: false}, default: false}
+
+Each rule takes its value ``from`` a source column (or a constant ``value``), then in order:
+``name`` (``family`` or ``given`` part of a full name, "SMITH, John" or "John Smith"; ``full``
+as it is), ``split`` (a separator, for a repeating field), ``map`` (source code -> model value;
+an unmapped code rejects the row unless ``default`` is given), ``date`` (strptime formats, one or
+a list; written as YYYY-MM-DD), ``default`` (when the value is empty), ``required``.
+
+Loading checks every target against the canonical model (gateway's XSD, `connectors.model`), every
+mapped value against the model's codes, and every key, and refuses what is wrong naming the file
+and line. A row is mapped to a record and checked against the schema alone: a bad row is rejected
+with its reason, the rest go on. Columns no rule reads never leave the organisation; the run's
+report lists them (`Mapping.unmapped`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from connectors import model
+
+SOURCES = ("csv",)
+RULE_KEYS = {"from", "value", "name", "split", "map", "date", "default", "required"}
+TOP_KEYS = {"source", "csv", "id", "fields", "description"}
+_TRUE = {"true", "yes", "y", "1"}
+_FALSE = {"false", "no", "n", "0"}
+
+
+class MappingError(ValueError):
+    """The mapping file cannot be used: says which file, which line and why."""
+
+    def __init__(self, path: Path | str, line: int | None, message: str):
+        self.path, self.line = str(path), line
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+class RowError(ValueError):
+    """This row cannot be sent: why (said in the reject file)."""
+
+
+class _Lines(dict):
+    """A YAML mapping that remembers the line (1-based) of each key."""
+
+    lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        result = _Lines(super().construct_mapping(node, deep=True))
+        result.lines = {self.construct_object(k, deep=True): k.start_mark.line + 1 for k, _ in node.value}
+        result.line = node.start_mark.line + 1
+        return result
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node))
+
+
+def _no_duplicates(node, path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise MappingError(path, key.start_mark.line + 1, f"{key.value!r} is given twice "
+                                                                      f"(first on line {seen[key.value]})")
+                seen[key.value] = key.start_mark.line + 1
+            _no_duplicates(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _no_duplicates(item, path)
+
+
+@dataclass
+class Rule:
+    target: str
+    line: int
+    leaf: model.Leaf
+    indexes: tuple[int, ...]
+    source: str | None = None
+    value: object = None
+    name: str | None = None
+    split: str | None = None
+    map: dict | None = None
+    date: tuple[str, ...] = ()
+    default: object = None
+    required: bool = False
+
+    def apply(self, row: dict[str, str]):
+        """The model value (str, bool, list of str) for ``row``; None when empty and not required."""
+        raw = row.get(self.source) if self.source is not None else self.value
+        text = raw.strip() if isinstance(raw, str) else raw
+        if text in (None, ""):
+            text = self.default
+        if text in (None, ""):
+            if self.required:
+                raise RowError(f"{self.source or self.target} is empty")
+            return None
+        if self.name and isinstance(text, str) and self.name != "full":
+            text = _name_part(text, self.name)
+        values = [text] if not self.split or not isinstance(text, str) else [p.strip() for p in text.split(self.split) if p.strip()]
+        out = []
+        for value in values:
+            if self.map is not None and value is not self.default:
+                key = str(value).strip()
+                if key in self.map:
+                    value = self.map[key]
+                elif key.casefold() in self._folded:
+                    value = self._folded[key.casefold()]
+                elif self.default is not None:
+                    value = self.default
+                else:
+                    raise RowError(f"{self.source}: the code {key!r} is not in the mapping for {self.target}")
+            if self.date and value is not self.default:
+                value = _parse_date(str(value), self.date, self.source or self.target)
+            if self.leaf.kind == "boolean":
+                value = _boolean(value, self.source or self.target)
+            out.append(value)
+        return out if self.leaf.repeating else out[0]
+
+    @property
+    def _folded(self) -> dict:
+        return {str(k).casefold(): v for k, v in (self.map or {}).items()}
+
+
+def _name_part(full: str, part: str) -> str:
+    """"SMITH, John Paul" or "John Paul Smith": the family name, or the given names."""
+    if "," in full:
+        family, _, given = full.partition(",")
+    else:
+        words = full.split()
+        family, given = (words[-1], " ".join(words[:-1])) if len(words) > 1 else (full, "")
+    return (family if part == "family" else given).strip()
+
+
+def _parse_date(text: str, formats: tuple[str, ...], what: str) -> str:
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime(text.strip(), fmt).date().isoformat()
+        except ValueError:
+            continue
+    raise RowError(f"{what}: {text!r} is not a date in the form {' or '.join(formats)}")
+
+
+def _boolean(value, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().casefold()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RowError(f"{what}: {value!r} is not yes or no")
+
+
+@dataclass
+class Mapping:
+    path: Path
+    source: str
+    id_rule: Rule
+    rules: list[Rule]
+    csv_options: dict = field(default_factory=dict)
+
+    @property
+    def columns(self) -> set[str]:
+        """The source columns the rules read (every other column stays behind)."""
+        return {r.source for r in (self.id_rule, *self.rules) if r.source is not None}
+
+    def unmapped(self, columns) -> list[str]:
+        return [c for c in columns if c not in self.columns]
+
+    def missing(self, columns) -> list[str]:
+        """Columns the rules read that the extract does not have."""
+        return sorted(self.columns - set(columns))
+
+    def record(self, row: dict[str, str]) -> dict:
+        """The ChildUpdate (zeep-style dict) for ``row``; RowError if it cannot be sent."""
+        record: dict = {"SourceRecordId": self.id_rule.apply(row)}
+        for rule in self.rules:
+            value = rule.apply(row)
+            if value is None or value == []:
+                continue
+            _put(record, rule.target, rule.indexes, value)
+        for name in ("Carer", "Involvement"):  # Carer[0] and Carer[2] mapped, the row has no second: close the gap
+            if name in record:
+                record[name] = [item for item in record[name] if item]
+        problem = model.schema_problem(record)
+        if problem:
+            raise RowError(problem)
+        return record
+
+
+def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
+    parts = target.split(".")
+    node, index_iter = record, iter(indexes)
+    for part in parts[:-1]:
+        name, _, rest = part.partition("[")
+        if rest:
+            items = node.setdefault(name, [])
+            i = next(index_iter)
+            while len(items) <= i:
+                items.append({})
+            node = items[i]
+        else:
+            node = node.setdefault(name, {})
+    node[parts[-1]] = value
+
+
+def load(path: Path | str) -> Mapping:
+    """Read and check a mapping file (MappingError naming the file and line if it is wrong)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(path, None, f"cannot be read ({exc})") from None
+    try:
+        _no_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise MappingError(path, mark.line + 1 if mark else None,
+                           f"not YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(data, _Lines):
+        raise MappingError(path, None, "must be a YAML mapping with source, id and fields")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise MappingError(path, data.lines[key], f"unknown key {key!r} (known: {', '.join(sorted(TOP_KEYS))})")
+    source = data.get("source")
+    if source not in SOURCES:
+        raise MappingError(path, data.lines.get("source", data.line),
+                           f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    csv_options = data.get("csv") or {}
+    if not isinstance(csv_options, dict) or set(csv_options) - {"delimiter", "encoding"}:
+        raise MappingError(path, data.lines.get("csv"), "csv takes delimiter and encoding")
+    if "id" not in data:
+        raise MappingError(path, data.line, "no id: which column is the row's id in the source system?")
+    id_rule = _rule(path, "SourceRecordId", data["id"], data.lines["id"])
+    id_rule.required = True
+    fields = data.get("fields")
+    if not isinstance(fields, _Lines) or not fields:
+        raise MappingError(path, data.lines.get("fields", data.line), "fields must map model fields to rules")
+    rules = [_rule(path, str(target), spec, fields.lines[target]) for target, spec in fields.items()]
+    mapping = Mapping(path, source, id_rule, rules, dict(csv_options))
+    targets = {r.target for r in rules}
+    for rule in rules:  # a repeating group needs its required fields mapped (else every row is refused)
+        if rule.indexes:
+            group = rule.target.rsplit(".", 1)[0]
+            for leaf in model.leaves().values():
+                prefix = re.sub(r"\[\d+\]", "", group) + "."
+                if (leaf.required and leaf.path.startswith(prefix) and leaf.path.count(".") == prefix.count(".")
+                        and f"{group}.{leaf.path[len(prefix):]}" not in targets):
+                    raise MappingError(path, rule.line, f"{group} needs {leaf.path[len(prefix):]} mapped too "
+                                                        f"(the model requires it)")
+    return mapping
+
+
+def _rule(path: Path, target: str, spec, line: int) -> Rule:
+    resolved = model.resolve(target) if target != "SourceRecordId" else (model.leaves()["SourceRecordId"], ())
+    if resolved is None:
+        known = re.sub(r"\[\d+\]", "", target)
+        why = ("give which one, e.g. " + target.replace(".", "[0].", 1) if known in model.leaves() else
+               "the canonical model has no such field (see `connectors.model.leaves()`; case notes and the "
+               "like have nowhere to go, by design)")
+        raise MappingError(path, line, f"unknown target {target!r}: {why}")
+    leaf, indexes = resolved
+    if isinstance(spec, str):
+        spec = {"from": spec}
+    if not isinstance(spec, dict):
+        raise MappingError(path, line, f"{target}: a rule is a mapping like {{from: COLUMN}} or {{value: TEXT}}")
+    lines = getattr(spec, "lines", {})
+    for key in spec:
+        if key not in RULE_KEYS:
+            raise MappingError(path, lines.get(key, line), f"{target}: unknown rule key {key!r} "
+                                                            f"(known: {', '.join(sorted(RULE_KEYS))})")
+    if ("from" in spec) == ("value" in spec):
+        raise MappingError(path, line, f"{target}: give either from (a column) or value (a constant)")
+    rule = Rule(target, line, leaf, indexes, source=_text(spec.get("from")), value=spec.get("value"),
+                name=spec.get("name"), split=spec.get("split"), map=spec.get("map"), default=spec.get("default"),
+                required=bool(spec.get("required", False)))
+    if rule.name not in (None, "family", "given", "full"):
+        raise MappingError(path, lines.get("name", line), f"{target}: name is family, given or full")
+    if rule.split is not None and not leaf.repeating:
+        raise MappingError(path, lines.get("split", line), f"{target}: split makes a list, and {leaf.path} "
+                                                            f"holds one value")
+    if rule.map is not None:
+        if not isinstance(rule.map, dict) or not rule.map:
+            raise MappingError(path, lines.get("map", line), f"{target}: map is source code -> model value")
+        for code, value in rule.map.items():
+            _check_model_value(path, getattr(rule.map, "lines", {}).get(code, line), leaf, value, target)
+    if rule.default is not None:
+        _check_model_value(path, lines.get("default", line), leaf, rule.default, target)
+    if rule.value is not None and rule.map is None and not rule.date:
+        _check_model_value(path, lines.get("value", line), leaf, rule.value, target)
+    dates = spec.get("date")
+    if dates is not None:
+        if leaf.kind != "date":
+            raise MappingError(path, lines.get("date", line), f"{target} is not a date")
+        rule.date = tuple(dates) if isinstance(dates, list) else (str(dates),)
+        for fmt in rule.date:
+            if not re.search(r"%[dYmbByj]", fmt):
+                raise MappingError(path, lines.get("date", line), f"{target}: {fmt!r} is not a strptime format")
+    return rule
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _check_model_value(path, line, leaf: model.Leaf, value, target: str) -> None:
+    if leaf.enumeration and value not in leaf.enumeration:
+        raise MappingError(path, line, f"{target}: {value!r} is not one of the model's values "
+                                       f"({', '.join(leaf.enumeration)})")
+    if leaf.kind == "boolean" and not isinstance(value, bool):
+        raise MappingError(path, line, f"{target}: {value!r} must be true or false")
+    if leaf.kind == "date" and isinstance(value, (dt.date, str)):
+        try:
+            dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise MappingError(path, line, f"{target}: {value!r} must be a date YYYY-MM-DD") from None

@@ -1,0 +1,123 @@
+"""Declarative mappings (issue 11, item 1): a mapping file is checked against the canonical model
+(the gateway's XSD) and refused naming its line; rows are mapped, checked alone, and rejected with a
+reason while the rest go on; columns no rule reads never leave the organisation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from connectors import mapping, model, sources
+
+SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
+LA = SAMPLES / "la_case_management.yaml"
+LA_CSV = SAMPLES / "la_case_management.csv"
+
+
+def mapped(m, path):
+    good, rejected = [], []
+    for line, row in sources.rows(path, m):
+        try:
+            good.append(m.record(row))
+        except mapping.RowError as exc:
+            rejected.append((line, str(exc)))
+    return good, rejected
+
+
+def test_the_local_authority_sample_maps_its_good_rows_and_rejects_the_bad_with_reasons():
+    m = mapping.load(LA)
+    good, rejected = mapped(m, LA_CSV)
+    assert [r["SourceRecordId"] for r in good] == ["LA-000101", "LA-000102", "LA-000103", "LA-000104", "LA-000106"]
+    assert [line for line, _ in rejected] == [6, 8]
+    assert "'31/02/2014' is not a date" in rejected[0][1] and "ChildName is empty" in rejected[1][1]
+    first = good[0]
+    assert first["Identity"] == {"FamilyName": "OKAFOR", "GivenName": ["Chidera", "Grace"],
+                                 "DateOfBirth": "2015-03-14", "Gender": "female", "NhsNumber": "9434765919"}
+    assert first["Carer"] == [{"Name": "Ngozi Okafor", "Relationship": "mother", "Phone": "0113 496 0101"}]
+    involvement = first["Involvement"][0]
+    assert involvement["Service"] == "Children's social care" and involvement["CafAssessment"] is True
+    assert good[3]["Involvement"][0]["End"] == "2025-10-11"
+    assert good[4]["Identity"]["DateOfBirth"] == "2019-08-08"  # the second date format
+    assert good[4]["Carer"][0]["Relationship"] == "other"  # an unknown code, with a default
+
+
+def test_columns_no_rule_reads_never_leave_the_organisation():
+    m = mapping.load(LA)
+    header = sources.columns(LA_CSV, m)
+    assert m.unmapped(header) == ["CaseNotes", "RiskFlag", "TeamCode"]
+    good, _ = mapped(m, LA_CSV)
+    sent = json.dumps(good)
+    for secret in ("Referred by school nurse", "Domestic abuse", "AMBER", "CP-NORTH"):
+        assert secret not in sent
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """source: csv
+id: {from: Ref}
+fields:
+  Identity.FamilyName: {from: Surname}
+"""
+
+
+@pytest.mark.parametrize("extra, line, words", [
+    ("  Identity.CaseNotes: {from: Notes}\n", 5, "unknown target 'Identity.CaseNotes'"),
+    ("  RiskFlag: {from: Risk}\n", 5, "no such field"),
+    ("  Carer.Name: {from: Carer}\n", 5, "give which one, e.g. Carer[0].Name"),
+    ("  Identity[0].FamilyName: {from: X}\n", 5, "unknown target"),
+    ("  Identity.Gender: {from: Sex, map: {M: man}}\n", 5, "'man' is not one of the model's values"),
+    ("  Identity.Gender:\n    from: Sex\n    mapp: {M: male}\n", 7, "unknown rule key 'mapp'"),
+    ("  Identity.FamilyName: {from: Other}\n", 5, "'Identity.FamilyName' is given twice (first on line 4)"),
+    ("  Identity.DateOfBirth: {from: DOB, split: ','}\n", 5, "split makes a list"),
+    ("  Identity.NhsNumber: {from: NHS, date: '%d/%m/%Y'}\n", 5, "is not a date"),
+    ("  Identity.Gender: {from: Sex, value: male}\n", 5, "either from"),
+    ("  Carer[0].Phone: {from: Phone}\n", 5, "Carer[0] needs Name mapped too"),
+    ("  Carer[25].Name: {from: Name}\n", 5, "unknown target"),
+])
+def test_a_mapping_error_is_refused_naming_the_file_and_line(tmp_path, extra, line, words):
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(mapping.MappingError) as refused:
+        mapping.load(path)
+    assert refused.value.line == line and words in str(refused.value), str(refused.value)
+    assert str(refused.value).startswith(f"{path}:{line}: ")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("source: excel\nid: {from: Ref}\nfields: {Identity.FamilyName: Surname}\n", "source must be one of"),
+    ("source: csv\nfields: {Identity.FamilyName: Surname}\n", "no id"),
+    ("source: csv\nid: Ref\nfields: {}\n", "fields must map"),
+    ("source: csv\nid: Ref\nextra: 1\nfields: {Identity.FamilyName: Surname}\n", "unknown key 'extra'"),
+    ("source: csv\nid: [unclosed\n", "not YAML"),
+    ("- a list\n", "must be a YAML mapping"),
+])
+def test_a_malformed_mapping_is_refused(tmp_path, text, words):
+    with pytest.raises(mapping.MappingError, match=words.replace("[", r"\[")):
+        mapping.load(write(tmp_path, text))
+
+
+def test_yaml_tags_that_build_objects_are_refused(tmp_path):
+    """A mapping is data: the loader is YAML's safe one."""
+    path = write(tmp_path, "source: !!python/object/apply:os.system ['true']\nid: Ref\n"
+                           "fields: {Identity.FamilyName: Surname}\n")
+    with pytest.raises(mapping.MappingError, match="not YAML"):
+        mapping.load(path)
+
+
+def test_an_extract_missing_a_mapped_column_is_refused_whole(tmp_path):
+    extract = tmp_path / "extract.csv"
+    extract.write_text("Ref,Forename\n1,A\n")
+    with pytest.raises(sources.ExtractError, match="Surname"):
+        list(sources.rows(extract, mapping.load(write(tmp_path, BASE))))
+
+
+def test_every_model_field_comes_from_the_gateways_schema():
+    leaves = model.leaves()
+    assert leaves["Identity.Gender"].enumeration == ("female", "male", "other", "unknown")
+    assert leaves["Identity.GivenName"].repeating and leaves["Involvement.Start"].kind == "date"
+    assert "Identity.CaseNotes" not in leaves and len(leaves) > 40
