@@ -257,6 +257,14 @@ class GatewayClient:
         and the gateway's time (accreditation needed, no scope)."""
         return self._call("Ping", Requester={"UserId": user_id, "Role": role})
 
+    def push_file(self, extract, mapping, *, state, rejects, **kwargs):
+        """Push a source extract with a declarative mapping (connectors.push.push_file): rows mapped
+        and checked, bad rows to ``rejects``, the rest in signed batches of up to 1,000, retried,
+        resumable and sent only when changed (``state``). Returns a connectors.push.Summary."""
+        from connectors.push import push_file
+
+        return push_file(self, extract, mapping, state=state, rejects=rejects, **kwargs)
+
     # ---- lower level: for tools and tests that need the exact bytes ------------------------------
 
     def build_request(self, operation: str, *, sign: bool = True, created: dt.datetime | None = None,

@@ -4,6 +4,7 @@ started on (for the reject file) as a dict of the source's columns."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Iterator
 
@@ -20,16 +21,33 @@ def columns(path: Path, mapping: Mapping) -> list[str]:
         return next(csv.reader(stream, delimiter=mapping.csv_options.get("delimiter", ",")), [])
 
 
-def rows(path: Path, mapping: Mapping) -> Iterator[tuple[int, dict[str, str]]]:
+class Position:
+    """How far into the extract reading has got, in bytes (for rows/s and an ETA)."""
+
+    def __init__(self):
+        self.raw = None
+        self.total = 0
+
+    @property
+    def bytes(self) -> int:
+        try:
+            return self.raw.tell() if self.raw is not None and not self.raw.closed else self.total
+        except (OSError, ValueError):
+            return self.total
+
+
+def rows(path: Path, mapping: Mapping, position: Position | None = None) -> Iterator[tuple[int, dict[str, str]]]:
     """(line, row) for each row of a CSV extract; the header must hold every column the mapping reads."""
     if mapping.source != "csv":
         raise MappingError(mapping.path, None, f"a {mapping.source} mapping cannot read a CSV extract")
     encoding = mapping.csv_options.get("encoding", "utf-8-sig")
     try:
-        stream = open(path, newline="", encoding=encoding)
+        raw = open(path, "rb")
     except OSError as exc:
         raise ExtractError(f"{path}: cannot be read ({exc.strerror})") from None
-    with stream:
+    if position is not None:
+        position.raw, position.total = raw, Path(path).stat().st_size
+    with raw, io.TextIOWrapper(raw, encoding=encoding, newline="") as stream:
         reader = csv.DictReader(stream, delimiter=mapping.csv_options.get("delimiter", ","))
         try:
             header = reader.fieldnames or []

@@ -1779,5 +1779,15 @@ def demo(keep: bool) -> None:
     sys.exit(run_demo(keep=keep))
 
 
+def _connector_commands() -> None:
+    """`contactgate push` is the connecting organisation's command (connectors.cli): it needs no
+    gateway home, only the organisation's certificate, key and the gateway's URL."""
+    from connectors.cli import push
+
+    main.add_command(push)
+
+
+_connector_commands()
+
 if __name__ == "__main__":
     main()

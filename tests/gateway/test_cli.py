@@ -102,7 +102,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "signing-key bundle": ["--out", "{out}/bundle.pem"],
 }
 # Commands that do not need an initialised home: `init` makes it, `demo` makes its own.
-NEED_NO_HOME = {"init", "demo"}
+NEED_NO_HOME = {"init", "demo", "push"}  # push: the connecting organisation's command
 
 
 @pytest.fixture(scope="module")

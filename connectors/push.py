@@ -1,0 +1,265 @@
+"""Pushing a source extract to the gateway: mapped, checked, batched, signed, resumable.
+
+`push_file` streams an extract of any size (one row in memory at a time, plus the batch being
+built), maps each row with a declarative mapping (connectors.mapping), writes a row that cannot be
+sent to the reject file with its line and reason, and sends the rest as signed SubmitUpdates
+batches of up to 1,000.
+
+It keeps a state file (SQLite, 0600, at the connecting organisation: it holds the records sent):
+
+- **Exactly once across a crash.** A batch's signed bytes are written to the state before they are
+  sent, and the batch is marked done only when the gateway's signed answer is back. A push killed
+  at any point, run again, first re-sends the pending batch's *same signed message*: the gateway
+  answers it with its first answer if it had applied it (its replay protection), or applies it now.
+  Once that message's timestamp has expired it is signed afresh, which is still safe: the gateway
+  treats a source record it holds as an update of it, never a second child.
+- **Deltas.** Each record the gateway acknowledged is remembered by its source id with a digest
+  of what was sent: pushing the same extract again sends nothing ("unchanged"); a newer extract
+  sends only the records that changed or are new. With ``full=True`` the extract is the whole of
+  the organisation's caseload: a record sent before and absent now is sent once more with each of
+  its open involvements ended (today), which ends them for this organisation only.
+- **Retries.** A network failure or an `Unavailable` answer re-sends the same signed message after
+  a backoff (1, 2, 4 ... up to 30 s, at most ``attempts`` times).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import requests
+from lxml import etree
+
+from connectors import mapping as mapping_mod
+from connectors import sources
+
+CG = "urn:contactgate:v1"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+MAX_BATCH = 1000
+RETRYABLE_FAULTS = {"Unavailable", "RateLimited"}
+RESIGN_FAULTS = {"MessageExpired", "Replay"}
+
+
+class PushError(Exception):
+    """The push cannot go on (said to the operator; the state keeps what was done)."""
+
+
+@dataclasses.dataclass
+class Summary:
+    rows: int = 0  # rows read from the extract
+    rejected_rows: int = 0  # by the mapping or the schema, before sending (in the reject file)
+    unchanged: int = 0  # sent before, the same: not sent again
+    sent: int = 0
+    outcomes: Counter = dataclasses.field(default_factory=Counter)  # created, updated, matched, review, rejected
+    ended: int = 0  # records absent from a full extract, sent with their involvements ended
+    batches: int = 0
+    retries: int = 0
+    resumed: bool = False
+    unmapped_columns: list[str] = dataclasses.field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        o = self.outcomes
+        out = [f"rows read: {self.rows}; sent: {self.sent} in {self.batches} batch(es)"
+               + (f", {self.retries} retried" if self.retries else "") + (" (resumed)" if self.resumed else ""),
+               f"created {o['created']}, updated {o['updated']}, matched {o['matched']}, review {o['review']}, "
+               f"rejected {o['rejected'] + self.rejected_rows} ({self.rejected_rows} before sending, "
+               f"{o['rejected']} by the gateway)",
+               f"unchanged since the last push: {self.unchanged}" + (f"; ended (absent from the full extract): "
+                                                                   f"{self.ended}" if self.ended else "")]
+        if self.sent == 0 and self.unchanged and not self.ended:
+            out.append("nothing changed: nothing was sent")
+        if self.unmapped_columns:
+            out.append(f"columns not mapped, not sent: {', '.join(self.unmapped_columns)}")
+        return out
+
+
+class State:
+    """What was sent and acknowledged (source id -> digest and record), and the batch in flight."""
+
+    def __init__(self, path: Path):
+        new = not path.exists()
+        if new:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS sent (srid TEXT PRIMARY KEY, digest TEXT NOT NULL, "
+                        "record TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                        "message BLOB NOT NULL, records TEXT NOT NULL, signed_at REAL NOT NULL)")
+
+    def digest_of(self, srid: str) -> str | None:
+        row = self.db.execute("SELECT digest FROM sent WHERE srid = ?", (srid,)).fetchone()
+        return row[0] if row else None
+
+    def mark_seen(self, srid: str, run: int) -> None:
+        self.db.execute("UPDATE sent SET seen = ? WHERE srid = ?", (run, srid))
+
+    def pending(self):
+        return self.db.execute("SELECT message, records, signed_at FROM pending WHERE id = 1").fetchone()
+
+    def hold(self, message: bytes, records: list[dict]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO pending (id, message, records, signed_at) VALUES (1, ?, ?, ?)",
+                        (message, json.dumps(records), time.time()))
+
+    def done(self, records: list[dict], outcomes: dict[str, str], run: int) -> None:
+        """The batch was answered: remember what the gateway holds now, and drop the pending batch."""
+        self.db.execute("BEGIN IMMEDIATE")
+        for record in records:
+            srid = record["SourceRecordId"]
+            if outcomes.get(srid, "rejected") != "rejected":
+                self.db.execute("INSERT OR REPLACE INTO sent (srid, digest, record, seen) VALUES (?, ?, ?, ?)",
+                                (srid, digest(record), json.dumps(record), run))
+        self.db.execute("DELETE FROM pending WHERE id = 1")
+        self.db.execute("COMMIT")
+
+    def absent(self, run: int):
+        """Records sent before that this run's (full) extract did not have."""
+        return [json.loads(r[0]) for r in self.db.execute("SELECT record FROM sent WHERE seen <> ?", (run,))]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def digest(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _ended(record: dict, today: dt.date) -> dict:
+    record = copy.deepcopy(record)
+    for involvement in record.get("Involvement", []):
+        if not involvement.get("End"):
+            involvement["End"] = today.isoformat()
+    return record
+
+
+def parse_results(envelope: etree._Element) -> list[dict]:
+    results = []
+    for result in envelope.iter(f"{{{CG}}}Result"):
+        results.append({name: result.findtext(f"{{{CG}}}{name}")
+                        for name in ("SourceRecordId", "ChildId", "Outcome", "Detail")})
+    return results
+
+
+def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path | str, *, state: Path | str,
+              rejects: Path | str, batch_size: int = MAX_BATCH, full: bool = False, attempts: int = 8,
+              progress: Callable[[int, int, int], None] | None = None,
+              sleep: Callable[[float], None] = time.sleep, message_lifetime_s: float = 240) -> Summary:
+    """Push ``extract`` through ``client`` (a connectors.client.GatewayClient). ``progress(rows,
+    bytes_read, bytes_total)`` is called as rows are read."""
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
+    m = mapping if isinstance(mapping, mapping_mod.Mapping) else mapping_mod.load(mapping)
+    extract = Path(extract)
+    summary = Summary(unmapped_columns=m.unmapped(sources.columns(extract, m)))
+    store = State(Path(state))
+    run = int(time.time() * 1000)
+    sender = _Sender(client, store, summary, attempts, sleep, message_lifetime_s, run)
+    try:
+        held = store.pending()
+        if held is not None:  # the last push was cut off with a batch in flight: settle it first
+            summary.resumed = True
+            sender.send(json.loads(held[1]), message=held[0], signed_at=held[2])
+        position = sources.Position()
+        batch: list[dict] = []
+        with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
+            reject_file.write("line,source_record_id,reason\n")
+            for line, row in sources.rows(extract, m, position):
+                summary.rows += 1
+                try:
+                    record = m.record(row)
+                except mapping_mod.RowError as exc:
+                    summary.rejected_rows += 1
+                    srid = (row.get(m.id_rule.source) or "").strip() if m.id_rule.source else ""
+                    reject_file.write(_csv_line(line, srid, str(exc)))
+                    continue
+                srid = record["SourceRecordId"]
+                if store.digest_of(srid) == digest(record):
+                    summary.unchanged += 1
+                    store.mark_seen(srid, run)
+                else:
+                    batch.append(record)
+                    if len(batch) == batch_size:
+                        sender.send(batch)
+                        batch = []
+                if progress is not None and summary.rows % 100 == 0:
+                    progress(summary.rows, position.bytes, position.total)
+            if batch:
+                sender.send(batch)
+        if full:
+            today = dt.date.today()
+            absent = [_ended(r, today) for r in store.absent(run)]
+            for start in range(0, len(absent), batch_size):
+                chunk = absent[start:start + batch_size]
+                summary.ended += len(chunk)
+                sender.send(chunk)
+        if progress is not None:
+            progress(summary.rows, position.total, position.total)
+    finally:
+        store.close()
+    return summary
+
+
+def _csv_line(line: int, srid: str, reason: str) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow([line, srid, reason])
+    return out.getvalue()
+
+
+class _Sender:
+    def __init__(self, client, store: State, summary: Summary, attempts: int, sleep, lifetime: float, run: int):
+        self.client, self.store, self.summary = client, store, summary
+        self.attempts, self.sleep, self.lifetime, self.run = attempts, sleep, lifetime, run
+
+    def _sign(self, records: list[dict]) -> bytes:
+        message = self.client.build_request("SubmitUpdates", ChildUpdate=records)
+        self.store.hold(message, records)  # before it leaves: a crash after this re-sends these bytes
+        return message
+
+    def send(self, records: list[dict], *, message: bytes | None = None, signed_at: float | None = None) -> None:
+        if message is None or time.time() - (signed_at or 0) > self.lifetime:
+            message = self._sign(records)
+        delay = 1.0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                status, envelope = self.client.post_raw("SubmitUpdates", message)
+            except (requests.RequestException, OSError) as exc:
+                problem = f"network: {exc.__class__.__name__}"
+            else:
+                code = self.client.fault_code(envelope)
+                if status == 200 and code is None:
+                    results = parse_results(envelope)
+                    if len(results) != len(records):
+                        raise PushError(f"the gateway answered {len(results)} results for {len(records)} records")
+                    outcomes = {r["SourceRecordId"]: r["Outcome"] for r in results}
+                    self.store.done(records, outcomes, self.run)
+                    self.summary.sent += len(records)
+                    self.summary.batches += 1
+                    self.summary.outcomes.update(r["Outcome"] for r in results)
+                    return
+                if code in RESIGN_FAULTS:  # the held message is too old to be taken: the same records, signed now
+                    message = self._sign(records)
+                    problem = f"re-signed after {code}"
+                elif code not in RETRYABLE_FAULTS:
+                    reason = envelope.findtext(f".//{{{SOAP_ENV}}}Fault/faultstring") or ""
+                    raise PushError(f"the gateway refused a batch: {code}: {reason}")
+                else:
+                    problem = code
+            if attempt == self.attempts:
+                raise PushError(f"gave up after {attempt} attempts ({problem}); run the push again to resume")
+            self.summary.retries += 1
+            self.sleep(delay)
+            delay = min(delay * 2, 30.0)
