@@ -199,3 +199,31 @@ def test_a_mapping_outside_the_model_stops_the_push_naming_the_line(gateway, tmp
                                        str(gateway.certs["la"] / "key.pem")])
     line = bad.read_text().splitlines().index("  Case.Notes: {from: CaseNotes}") + 1
     assert result.exit_code == 2 and f"bad.yaml:{line}: unknown target 'Case.Notes'" in result.output.replace("\n", "")
+
+
+def test_a_network_failure_is_retried_with_the_same_signed_message(gateway, tmp_path):
+    """The gateway unreachable at first (a relay the test cuts), back after the first backoff: the
+    batch goes through on the retry, once."""
+    from connectors.client import GatewayClient
+    from tests.support import TcpRelay
+
+    relay = TcpRelay("127.0.0.1", gateway.port)
+    relay.start()
+    relay.cut()
+    waits = []
+
+    def backoff(seconds: float) -> None:
+        waits.append(seconds)
+        relay.restore()
+
+    before = gateway.child_count()
+    try:
+        client = GatewayClient.from_directory(f"https://127.0.0.1:{relay.port}", gateway.certs["la"], timeout=5)
+        tag = unique("r")
+        extract = extract_like_the_sample(tmp_path, tag)
+        summary = client.push_file(extract, MAPPING, state=tmp_path / "r.state", rejects=tmp_path / "r.rejects",
+                                   sleep=backoff)
+    finally:
+        relay.cut()
+    assert waits == [1.0] and summary.retries == 1 and summary.outcomes["created"] == 5
+    assert gateway.child_count() == before + 5
