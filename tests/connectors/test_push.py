@@ -150,7 +150,7 @@ def big_extract(path: Path, n: int, tag: str) -> None:
 
 
 def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gateway, tmp_path):
-    tag, n = unique("k"), 1500
+    tag, n = unique("k"), 1000
     extract, state = tmp_path / "big.csv", tmp_path / "big.state"
     big_extract(extract, n, tag)
     before = gateway.child_count()

@@ -23,7 +23,7 @@ from gateway.trust import pki
 from tests.gateway.cli_runner import SECOND, CONTACTGATE, clean_env, contactgate, init_and_sign_in, sign_in, tree
 from tests.support import postgres_database
 
-UMASKS = [0o000, 0o022]
+UMASKS = (0o000,)  # the loosest umask: a file private under it is private under any (022 ran the same paths)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -89,7 +89,7 @@ def running_server(env: dict, client_dir: Path, umask: int):
 # ---- a new home, used: every file 0600 -----------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("umask", UMASKS, ids=["umask000", "umask022"])
+@pytest.mark.parametrize("umask", UMASKS, ids=["umask000"])
 def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend, tmp_path):
     home = tmp_path / "home"
     ca = pki.make_ca("Regional CA")[1]
