@@ -38,9 +38,9 @@ import yaml
 
 from connectors import model
 
-SOURCES = ("csv",)
+SOURCES = ("csv", "xml", "fhir")
 RULE_KEYS = {"from", "value", "name", "split", "map", "date", "default", "required"}
-TOP_KEYS = {"source", "csv", "id", "fields", "description"}
+TOP_KEYS = {"source", "csv", "xml", "id", "fields", "description"}
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 
@@ -136,6 +136,10 @@ class Rule:
             out.append(value)
         return out if self.leaf.repeating else out[0]
 
+    def has_value(self, row: dict[str, str]) -> bool:
+        raw = row.get(self.source) if self.source is not None else None
+        return isinstance(raw, str) and bool(raw.strip())
+
     @property
     def _folded(self) -> dict:
         return {str(k).casefold(): v for k, v in (self.map or {}).items()}
@@ -178,23 +182,44 @@ class Mapping:
     id_rule: Rule
     rules: list[Rule]
     csv_options: dict = field(default_factory=dict)
+    xml_options: dict = field(default_factory=dict)  # record (element name), namespaces (prefix -> URI)
 
     @property
     def columns(self) -> set[str]:
-        """The source columns the rules read (every other column stays behind)."""
-        return {r.source for r in (self.id_rule, *self.rules) if r.source is not None}
+        """The source columns the rules read (every other column stays behind); for XML, the
+        record's paths without namespace prefixes."""
+        read = {r.source for r in (self.id_rule, *self.rules) if r.source is not None}
+        if self.source == "xml":
+            read = {re.sub(r"[A-Za-z_][\w.-]*:(?=[A-Za-z_])", "", path) for path in read}
+        return read
+
+    @property
+    def _groups(self) -> dict[str, list[Rule]]:
+        groups: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            if rule.indexes:
+                groups.setdefault(rule.target.rsplit(".", 1)[0], []).append(rule)
+        return groups
 
     def unmapped(self, columns) -> list[str]:
         return [c for c in columns if c not in self.columns]
 
-    def missing(self, columns) -> list[str]:
+    def missing(self, columns) -> list[str]:  # (CSV: XML paths and FHIR fields may be absent in a record)
         """Columns the rules read that the extract does not have."""
         return sorted(self.columns - set(columns))
 
     def record(self, row: dict[str, str]) -> dict:
         """The ChildUpdate (zeep-style dict) for ``row``; RowError if it cannot be sent."""
+        if "__invalid__" in row:  # the reader could not make a record of it (e.g. an invalid FHIR Patient)
+            raise RowError(row["__invalid__"])
         record: dict = {"SourceRecordId": self.id_rule.apply(row)}
+        # A repeating group (Carer[0]) is sent only if the row has something of its own for it: a
+        # row with no carer gets no carer made of defaults. A group of constants only is always sent.
+        drop = {group for group, rules in self._groups.items()
+                if any(r.source for r in rules) and not any(r.has_value(row) for r in rules if r.source)}
         for rule in self.rules:
+            if rule.indexes and rule.target.rsplit(".", 1)[0] in drop:
+                continue
             value = rule.apply(row)
             if value is None or value == []:
                 continue
@@ -258,7 +283,31 @@ def load(path: Path | str) -> Mapping:
     if not isinstance(fields, _Lines) or not fields:
         raise MappingError(path, data.lines.get("fields", data.line), "fields must map model fields to rules")
     rules = [_rule(path, str(target), spec, fields.lines[target]) for target, spec in fields.items()]
-    mapping = Mapping(path, source, id_rule, rules, dict(csv_options))
+    xml_options = data.get("xml") or {}
+    if source == "xml":
+        if not isinstance(xml_options, dict) or set(xml_options) - {"record", "namespaces"} or not isinstance(
+                xml_options.get("record"), str) or not isinstance(xml_options.get("namespaces", {}), dict):
+            raise MappingError(path, data.lines.get("xml", data.line), "xml takes record (the element of one "
+                                                                       "record) and namespaces (prefix: URI)")
+        from lxml import etree
+
+        for rule in (id_rule, *rules):
+            if rule.source is not None:
+                try:
+                    etree.XPath(f"string({rule.source})", namespaces=xml_options.get("namespaces", {}))
+                except etree.XPathError as exc:
+                    raise MappingError(path, rule.line, f"{rule.target}: {rule.source!r} is not a path "
+                                                        f"({exc})") from None
+    elif "xml" in data:
+        raise MappingError(path, data.lines["xml"], f"xml options on a {source} mapping")
+    if source == "fhir":
+        from connectors.sources import FHIR_FIELDS
+
+        for rule in (id_rule, *rules):
+            if rule.source is not None and rule.source not in FHIR_FIELDS:
+                raise MappingError(path, rule.line, f"{rule.target}: a FHIR Patient offers "
+                                                    f"{', '.join(FHIR_FIELDS)}; not {rule.source!r}")
+    mapping = Mapping(path, source, id_rule, rules, dict(csv_options), dict(xml_options))
     targets = {r.target for r in rules}
     for rule in rules:  # a repeating group needs its required fields mapped (else every row is refused)
         if rule.indexes:

@@ -1,24 +1,37 @@
-"""Reading source extracts row by row, with bounded memory: each row comes with the line it
-started on (for the reject file) as a dict of the source's columns."""
+"""Reading source extracts record by record, with bounded memory: each record comes with the line
+it starts on (for the reject file) as a dict of named values the mapping's rules read.
+
+- **csv**: columns by name (the header).
+- **xml**: one record per ``xml.record`` element, read as it is parsed (iterparse; records already
+  read are freed); a rule's ``from`` is an XPath relative to the record, or absolute (``/...``) for
+  what the file says once (a school's name and URN above its pupils). Parsed with no DTD, no
+  entities and no network: a DOCTYPE is refused.
+- **fhir**: FHIR R4 ``Patient`` resources, as NDJSON (one a line, streamed) or a ``Bundle``, each
+  validated with fhir.resources and offered to the rules under the names in ``FHIR_FIELDS``.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Iterator
 
+from lxml import etree
+
 from connectors.mapping import Mapping, MappingError
+
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+# What a fhir mapping's rules can read of a Patient (documented in the README).
+FHIR_FIELDS = ("id", "nhs_number", "family", "given", "birth_date", "gender", "deceased_date",
+               "address_line1", "address_line2", "address_line3", "address_city", "address_postcode",
+               "phone", "email", "gp_code", "gp_name", "contact_name", "contact_relationship", "contact_phone")
 
 
 class ExtractError(ValueError):
     """The extract as a whole cannot be read with this mapping (not one bad row)."""
-
-
-def columns(path: Path, mapping: Mapping) -> list[str]:
-    """The extract's columns (its header)."""
-    with open(path, newline="", encoding=mapping.csv_options.get("encoding", "utf-8-sig")) as stream:
-        return next(csv.reader(stream, delimiter=mapping.csv_options.get("delimiter", ",")), [])
 
 
 class Position:
@@ -36,17 +49,37 @@ class Position:
             return self.total
 
 
-def rows(path: Path, mapping: Mapping, position: Position | None = None) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line, row) for each row of a CSV extract; the header must hold every column the mapping reads."""
-    if mapping.source != "csv":
-        raise MappingError(mapping.path, None, f"a {mapping.source} mapping cannot read a CSV extract")
-    encoding = mapping.csv_options.get("encoding", "utf-8-sig")
+def _open(path: Path, position: Position | None):
     try:
         raw = open(path, "rb")
     except OSError as exc:
         raise ExtractError(f"{path}: cannot be read ({exc.strerror})") from None
     if position is not None:
         position.raw, position.total = raw, Path(path).stat().st_size
+    return raw
+
+
+def columns(path: Path, mapping: Mapping) -> list[str]:
+    """The names the extract offers (a CSV header; an XML record's leaf paths; the FHIR fields a
+    Patient carries), from its start: what is not mapped is listed, and never sent."""
+    if mapping.source == "csv":
+        with open(path, newline="", encoding=mapping.csv_options.get("encoding", "utf-8-sig")) as stream:
+            return next(csv.reader(stream, delimiter=mapping.csv_options.get("delimiter", ",")), [])
+    for _, record in rows(path, mapping, offered=True):
+        return record
+    return []
+
+
+def rows(path: Path, mapping: Mapping, position: Position | None = None, *,
+         offered: bool = False) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
+    """(line, record) for each record; the extract must offer every column the mapping reads."""
+    reader = {"csv": _csv_rows, "xml": _xml_rows, "fhir": _fhir_rows}[mapping.source]
+    yield from reader(Path(path), mapping, position, offered)
+
+
+def _csv_rows(path: Path, mapping: Mapping, position, offered):
+    encoding = mapping.csv_options.get("encoding", "utf-8-sig")
+    raw = _open(path, position)
     with raw, io.TextIOWrapper(raw, encoding=encoding, newline="") as stream:
         reader = csv.DictReader(stream, delimiter=mapping.csv_options.get("delimiter", ","))
         try:
@@ -64,3 +97,143 @@ def rows(path: Path, mapping: Mapping, position: Position | None = None) -> Iter
                 line = reader.line_num + 1
         except (UnicodeDecodeError, csv.Error) as exc:
             raise ExtractError(f"{path}:{line}: cannot be read ({exc})") from None
+
+
+def _local(tag) -> str:
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def _leaf_paths(element, prefix: str = "") -> list[str]:
+    out = []
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        name = prefix + _local(child.tag)
+        out.extend(_leaf_paths(child, name + "/") if len(child) else [name])
+    return out
+
+
+def _xml_rows(path: Path, mapping: Mapping, position, offered):
+    namespaces = mapping.xml_options.get("namespaces", {})
+    record = mapping.xml_options["record"].split(":")[-1]
+    paths = {r.source: etree.XPath(f"string({r.source})", namespaces=namespaces)
+             for r in (mapping.id_rule, *mapping.rules) if r.source is not None}
+    raw = _open(path, position)
+    with raw:
+        events = etree.iterparse(raw, events=("end",), tag=f"{{*}}{record}", resolve_entities=False,
+                                 no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False,
+                                 remove_comments=True, remove_pis=True)
+        try:
+            for _, element in events:
+                if element.getroottree().docinfo.doctype:
+                    raise ExtractError(f"{path}: a DOCTYPE is refused (no DTDs, no entities)")
+                if offered:
+                    yield element.sourceline, _leaf_paths(element)
+                    return
+                yield element.sourceline, {source: str(xpath(element)) for source, xpath in paths.items()}
+                element.clear()
+                while element.getprevious() is not None:
+                    del element.getparent()[0]
+        except etree.XMLSyntaxError as exc:
+            raise ExtractError(f"{path}:{exc.lineno}: not well-formed XML ({exc.msg})") from None
+
+
+def _fhir_rows(path: Path, mapping: Mapping, position, offered):
+    from fhir.resources.R4B.patient import Patient
+    from pydantic import ValidationError
+
+    for line, resource in _fhir_resources(path, position):
+        if offered:
+            yield line, [name for name, value in _patient_fields(resource).items() if value]
+            return
+        if isinstance(resource, dict) and "__unreadable__" in resource:
+            yield line, {"__invalid__": f"not JSON ({resource['__unreadable__']})"}
+            continue
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+            continue  # a Bundle may carry other resources; only Patients are records here
+        try:
+            patient = Patient.model_validate(resource)
+        except ValidationError as exc:
+            yield line, {"__invalid__": f"not a valid FHIR Patient: {exc.errors()[0].get('msg', 'invalid')} at "
+                                        f"{'.'.join(str(p) for p in exc.errors()[0].get('loc', ()))}"}
+            continue
+        yield line, _patient_fields(patient.model_dump(mode="json", exclude_none=True))
+
+
+def _fhir_resources(path: Path, position):
+    raw = _open(path, position)
+    with raw:
+        first = raw.read(1)
+        while first in (b" ", b"\n", b"\r", b"\t", b"\xef", b"\xbb", b"\xbf"):
+            first = raw.read(1)
+        raw.seek(0)
+        if first == b"{":
+            start = raw.read(4096)
+            raw.seek(0)
+            if b'"Bundle"' in start and b"\n{" not in start.strip():  # one JSON document: a Bundle
+                try:
+                    bundle = json.load(io.TextIOWrapper(raw, encoding="utf-8-sig"))
+                except ValueError as exc:
+                    raise ExtractError(f"{path}: not a FHIR Bundle ({exc})") from None
+                for index, entry in enumerate(bundle.get("entry") or []):
+                    yield index + 1, (entry or {}).get("resource")
+                return
+        for number, text in enumerate(io.TextIOWrapper(raw, encoding="utf-8-sig"), start=1):
+            if text.strip():
+                try:
+                    yield number, json.loads(text)
+                except ValueError as exc:
+                    yield number, {"resourceType": "Patient", "__unreadable__": str(exc)}
+
+
+def _first(items, wanted=None):
+    for item in items or []:
+        if wanted is None or wanted(item):
+            return item
+    return None
+
+
+def _patient_fields(p: dict) -> dict[str, str]:
+    """A Patient as the flat fields a mapping reads (FHIR_FIELDS)."""
+    if "__unreadable__" in p:
+        return {"__invalid__": f"not JSON ({p['__unreadable__']})"}
+    name = _first(p.get("name"), lambda n: n.get("use") == "official") or _first(p.get("name")) or {}
+    address = _first(p.get("address"), lambda a: a.get("use") == "home") or _first(p.get("address")) or {}
+    lines = address.get("line") or []
+    telecom = p.get("telecom") or []
+    gp = _first(p.get("generalPractitioner")) or {}
+    contact = _first(p.get("contact")) or {}
+    contact_name = contact.get("name") or {}
+    relationship = _first(contact.get("relationship")) or {}
+    return {
+        "id": p.get("id", ""),
+        "nhs_number": (_first(p.get("identifier"), lambda i: i.get("system") == NHS_NUMBER_SYSTEM) or {}).get("value", ""),
+        "family": name.get("family", ""),
+        "given": " ".join(name.get("given") or []),
+        "birth_date": p.get("birthDate", ""),
+        "gender": p.get("gender", ""),
+        "deceased_date": (p.get("deceasedDateTime") or "")[:10],
+        "address_line1": lines[0] if len(lines) > 0 else "",
+        "address_line2": lines[1] if len(lines) > 1 else "",
+        "address_line3": lines[2] if len(lines) > 2 else "",
+        "address_city": address.get("city", ""),
+        "address_postcode": address.get("postalCode", ""),
+        "phone": (_first(telecom, lambda t: t.get("system") == "phone") or {}).get("value", ""),
+        "email": (_first(telecom, lambda t: t.get("system") == "email") or {}).get("value", ""),
+        "gp_code": ((gp.get("identifier") or {}) if (gp.get("identifier") or {}).get("system") == ODS_SYSTEM
+                    else {}).get("value", ""),
+        "gp_name": gp.get("display", ""),
+        "contact_name": contact_name.get("text") or " ".join([*(contact_name.get("given") or []),
+                                                               contact_name.get("family", "")]).strip(),
+        "contact_relationship": (_first(relationship.get("coding")) or {}).get("code", "") or relationship.get("text", ""),
+        "contact_phone": (_first(contact.get("telecom"), lambda t: t.get("system") == "phone") or {}).get("value", ""),
+    }
+
+
+def check_mapping_reads(mapping: Mapping) -> None:
+    """A fhir mapping may read only FHIR_FIELDS (else it would never find a value)."""
+    if mapping.source == "fhir":
+        unknown = sorted(mapping.columns - set(FHIR_FIELDS))
+        if unknown:
+            raise MappingError(mapping.path, None, f"a fhir mapping reads {', '.join(FHIR_FIELDS)}; not "
+                                                   f"{', '.join(unknown)}")

@@ -121,3 +121,82 @@ def test_every_model_field_comes_from_the_gateways_schema():
     assert leaves["Identity.Gender"].enumeration == ("female", "male", "other", "unknown")
     assert leaves["Identity.GivenName"].repeating and leaves["Involvement.Start"].kind == "date"
     assert "Identity.CaseNotes" not in leaves and len(leaves) > 40
+
+
+# ---- XML (a school census style extract) ------------------------------------------------------
+
+SCHOOL, SCHOOL_XML = SAMPLES / "school_census.yaml", SAMPLES / "school_census.xml"
+HEALTH, HEALTH_NDJSON = SAMPLES / "health_patients.yaml", SAMPLES / "health_patients.ndjson"
+
+
+def test_the_school_census_sample_maps_each_pupil_with_the_school_from_the_top_of_the_file():
+    m = mapping.load(SCHOOL)
+    good, rejected = mapped(m, SCHOOL_XML)
+    assert rejected == [] and [r["Identity"]["PupilNumber"] for r in good] == [
+        "Z201000738201", "N201000738202", "C201000738203", "A201000738204"]
+    assert all(r["EducationalSetting"] == {"Name": "Brudenell Primary School", "Code": "107915",
+                                           "Phone": "0113 496 0500"} for r in good)
+    assert good[0]["Carer"] == [{"Name": "Ngozi Okafor", "Relationship": "mother", "Phone": "0113 496 0101"}]
+    assert m.unmapped(sources.columns(SCHOOL_XML, m)) == ["MiddleNames", "SENProvision", "FSMEligible",
+                                                          "Ethnicity", "Attendance"]
+    assert "BAFR" not in json.dumps(good) and "91.2" not in json.dumps(good)
+
+
+def test_an_xml_extract_with_a_doctype_or_broken_markup_is_refused_whole(tmp_path):
+    m = mapping.load(SCHOOL)
+    text = SCHOOL_XML.read_text()
+    with_dtd = tmp_path / "dtd.xml"
+    with_dtd.write_text(text.replace('<?xml version="1.0" encoding="UTF-8"?>',
+                                     '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]>'))
+    with pytest.raises(sources.ExtractError, match="DOCTYPE"):
+        list(sources.rows(with_dtd, m))
+    broken = tmp_path / "broken.xml"
+    broken.write_text(text.replace("</Pupils>", ""))
+    with pytest.raises(sources.ExtractError, match="not well-formed"):
+        list(sources.rows(broken, m))
+
+
+def test_an_xml_mapping_with_a_bad_path_is_refused_naming_its_line(tmp_path):
+    text = SCHOOL.read_text().replace('{from: "c:Surname", required: true}', '{from: "c:Surname[", required: true}')
+    path = tmp_path / "school.yaml"
+    path.write_text(text)
+    line = text.splitlines().index('  Identity.FamilyName: {from: "c:Surname[", required: true}') + 1
+    with pytest.raises(mapping.MappingError, match=f":{line}: Identity.FamilyName: 'c:Surname\\[' is not a path"):
+        mapping.load(path)
+
+
+# ---- FHIR R4 Patient resources (a health system) -----------------------------------------------
+
+def test_the_health_sample_maps_patients_and_rejects_the_invalid_one(tmp_path):
+    m = mapping.load(HEALTH)
+    good, rejected = mapped(m, HEALTH_NDJSON)
+    assert [r["Identity"]["NhsNumber"] for r in good] == ["9434765005", "9434765072", "9434765145"]
+    assert good[0]["GpPractice"] == {"Name": "Park Surgery", "Code": "B86001"}
+    assert good[0]["Identity"]["GivenName"] == ["Chidera", "Grace"] and "Carer" not in good[2]
+    assert [line for line, _ in rejected] == [4] and "'girl'" in rejected[0][1]
+    assert m.unmapped(sources.columns(HEALTH_NDJSON, m)) == ["phone"]
+    # the same Patients in a Bundle give the same records
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": json.loads(line)} for line in HEALTH_NDJSON.read_text().splitlines()]}, indent=1))
+    assert mapped(m, bundle)[0] == good
+
+
+def test_a_resource_fhir_cannot_read_is_rejected_with_the_reason(tmp_path):
+    m = mapping.load(HEALTH)
+    extract = tmp_path / "patients.ndjson"
+    lines = HEALTH_NDJSON.read_text().splitlines()
+    broken = json.loads(lines[0])
+    broken["birthDate"] = "14th March"
+    extract.write_text("\n".join([json.dumps(broken), "{not json", lines[1]]) + "\n")
+    good, rejected = mapped(m, extract)
+    assert len(good) == 1 and [line for line, _ in rejected] == [1, 2]
+    assert "not a valid FHIR Patient" in rejected[0][1] and "birthDate" in rejected[0][1]
+    assert "not JSON" in rejected[1][1]
+
+
+def test_a_fhir_mapping_reads_only_what_a_patient_offers(tmp_path):
+    path = tmp_path / "fhir.yaml"
+    path.write_text("source: fhir\nid: {from: id}\nfields:\n  Identity.FamilyName: {from: surname}\n")
+    with pytest.raises(mapping.MappingError, match=":4: Identity.FamilyName: a FHIR Patient offers"):
+        mapping.load(path)
