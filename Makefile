@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser bench bench-linkage bench-scale clean
+.PHONY: demo test install browser bench bench-linkage bench-scale bench-push clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -53,6 +53,10 @@ bench-linkage: $(STAMP)
 # The index at national scale on PostgreSQL (bench/index_scale.py); e.g. make bench-scale SCALE_ARGS="--children 100000"
 bench-scale: $(STAMP)
 	$(BIN)/python bench/index_scale.py $(SCALE_ARGS)
+
+# contactgate push of a 100,000-row extract end to end (bench/push.py); e.g. make bench-push PUSH_ARGS="--rows 20000"
+bench-push: $(STAMP)
+	$(BIN)/python bench/push.py $(PUSH_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info $(NODE_INTEROP)/node_modules
