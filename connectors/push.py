@@ -86,10 +86,18 @@ class State:
     """What was sent and acknowledged (source id -> digest and record), and the batch in flight."""
 
     def __init__(self, path: Path):
-        new = not path.exists()
-        if new:
+        import fcntl
+
+        if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        # One push at a time per state: a second would send the same records beside the first.
+        self._lock = open(path.with_name(path.name + ".lock"), "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise PushError(f"another push is using {path}: wait for it to finish") from None
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -129,6 +137,7 @@ class State:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()
 
 
 def digest(record: dict) -> str:

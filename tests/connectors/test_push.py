@@ -260,3 +260,15 @@ def test_the_school_and_health_samples_land_end_to_end(gateway, clients, tmp_pat
         [found] = la.find_child(nhs_number="9434765005", **WHO)
         child = la.get_contacts(found["ChildId"], **WHO)
         assert child["GpPractice"]["Code"] == "B86001"
+
+
+def test_two_pushes_cannot_share_one_state(gateway, tmp_path):
+    from connectors import push as push_mod
+
+    state = tmp_path / "shared.state"
+    first = push_mod.State(state)
+    try:
+        output = run_push(gateway, extract_like_the_sample(tmp_path, unique("s")), state, code=3)
+        assert "another push is using" in output
+    finally:
+        first.close()
