@@ -161,29 +161,43 @@ def _fhir_rows(path: Path, mapping: Mapping, position, offered):
 
 
 def _fhir_resources(path: Path, position):
+    """(line or entry number, resource) from NDJSON (a resource a line, streamed; a Bundle on a line
+    gives its entries) or from one JSON document (a Bundle's entries, or a single resource)."""
     raw = _open(path, position)
     with raw:
-        first = raw.read(1)
-        while first in (b" ", b"\n", b"\r", b"\t", b"\xef", b"\xbb", b"\xbf"):
-            first = raw.read(1)
-        raw.seek(0)
-        if first == b"{":
-            start = raw.read(4096)
-            raw.seek(0)
-            if b'"Bundle"' in start and b"\n{" not in start.strip():  # one JSON document: a Bundle
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig")
+        first = text.readline()
+        try:
+            json.loads(first)
+            streamed = True  # the first line is a whole resource: NDJSON
+        except ValueError:
+            streamed = False
+        if not streamed:
+            text.seek(0)
+            try:
+                document = json.load(text)
+            except ValueError as exc:
+                raise ExtractError(f"{path}: neither NDJSON nor a JSON document ({exc})") from None
+            yield from _entries(document, 1)
+            return
+        number = 1
+        line = first
+        while line:
+            if line.strip():
                 try:
-                    bundle = json.load(io.TextIOWrapper(raw, encoding="utf-8-sig"))
-                except ValueError as exc:
-                    raise ExtractError(f"{path}: not a FHIR Bundle ({exc})") from None
-                for index, entry in enumerate(bundle.get("entry") or []):
-                    yield index + 1, (entry or {}).get("resource")
-                return
-        for number, text in enumerate(io.TextIOWrapper(raw, encoding="utf-8-sig"), start=1):
-            if text.strip():
-                try:
-                    yield number, json.loads(text)
+                    yield from _entries(json.loads(line), number)
                 except ValueError as exc:
                     yield number, {"resourceType": "Patient", "__unreadable__": str(exc)}
+            number += 1
+            line = text.readline()
+
+
+def _entries(resource, number: int):
+    if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+        for index, entry in enumerate(resource.get("entry") or []):
+            yield number + index, (entry or {}).get("resource") if isinstance(entry, dict) else None
+    else:
+        yield number, resource
 
 
 def _first(items, wanted=None):
