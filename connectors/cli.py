@@ -12,9 +12,8 @@ from pathlib import Path
 
 import click
 
-from connectors import mapping as mapping_mod
-from connectors import push as push_mod
-from connectors import sources
+MAX_BATCH = 1000  # connectors.push.MAX_BATCH (the module is imported when the command runs: every
+# `contactgate` command lists this one, and should not pay for loading its mapping machinery)
 
 
 def _progress_printer(err):
@@ -69,7 +68,7 @@ def _progress_printer(err):
               help="What was sent, for deltas and resuming [default: MAPPING.state beside the mapping].")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Rows that could not be sent, with line and reason [default: EXTRACT.rejects.csv].")
-@click.option("--batch-size", type=click.IntRange(1, push_mod.MAX_BATCH), default=push_mod.MAX_BATCH,
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
               show_default=True, help="Records per SubmitUpdates.")
 @click.option("--full", is_flag=True, help="The extract is the whole caseload: end the involvements of "
                                            "records sent before and absent now.")
@@ -78,6 +77,9 @@ def push(extract: Path, mapping_file: Path, url: str, cert: Path, key: Path, ca:
     """Push a source extract (any size) to the gateway: each row mapped and checked, bad rows to the
     reject file, the rest in signed batches; retried on network failure or Unavailable; resumed
     where it stopped when run again; only what changed since the last push is sent."""
+    from connectors import mapping as mapping_mod
+    from connectors import push as push_mod
+    from connectors import sources
     from connectors.client import GatewayClient
 
     try:

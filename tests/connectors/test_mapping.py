@@ -200,3 +200,9 @@ def test_a_fhir_mapping_reads_only_what_a_patient_offers(tmp_path):
     path.write_text("source: fhir\nid: {from: id}\nfields:\n  Identity.FamilyName: {from: surname}\n")
     with pytest.raises(mapping.MappingError, match=":4: Identity.FamilyName: a FHIR Patient offers"):
         mapping.load(path)
+
+
+def test_the_push_command_knows_the_batch_limit_without_loading_the_push_machinery():
+    from connectors import cli, push
+
+    assert cli.MAX_BATCH == push.MAX_BATCH == 1000

@@ -154,12 +154,12 @@ def big_extract(path: Path, n: int, tag: str) -> None:
 
 
 def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gateway, tmp_path):
-    tag, n = unique("k"), 1000
+    tag, n = unique("k"), 600
     extract, state = tmp_path / "big.csv", tmp_path / "big.state"
     big_extract(extract, n, tag)
     before = gateway.child_count()
     process = subprocess.Popen([sys.executable, "-c", "from connectors.cli import main; main()",
-                                *args(gateway, extract, state, "--batch-size", "250")],
+                                *args(gateway, extract, state, "--batch-size", "150")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -172,7 +172,7 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
                         pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
                     except sqlite3.OperationalError:
                         continue
-                if done >= 250 and pending:
+                if done >= 150 and pending:
                     break
         assert process.poll() is None, "the push finished before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
@@ -181,13 +181,13 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
         if process.poll() is None:
             process.kill()
     assert 0 < gateway.child_count() - before < n
-    output = run_push(gateway, extract, state, "--batch-size", "250")
+    output = run_push(gateway, extract, state, "--batch-size", "150")
     assert "(resumed)" in output and "rejected 0" in output
     assert gateway.child_count() - before == n  # every row once: no child twice, none missing
     with gateway.engine.connect() as conn:
         held = conn.execute(select(func.count()).select_from(source_records)
                             .where(source_records.c.org_code == "LA")).scalar_one()
-    again = run_push(gateway, extract, state, "--batch-size", "250")
+    again = run_push(gateway, extract, state, "--batch-size", "150")
     assert f"unchanged since the last push: {n}" in again and gateway.child_count() - before == n
     with gateway.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(source_records)
