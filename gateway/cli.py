@@ -1578,14 +1578,16 @@ def review() -> None:
     """Work the data-quality review queue: pairs of children that may be one child."""
 
 
-def _review_call(ctx: Context, fn, *args):
-    """Run a review action (which audits itself) in one transaction, as the officer named."""
+def _review_call(ctx: Context, actor, fn, *args):
+    """Run a review action (which audits itself) in one transaction, as ``actor``; a refusal is
+    audited too (officer.refused), as in the console."""
     from gateway.index.review import ReviewError
 
     try:
         with ctx.engine.begin() as conn:
-            return fn(conn, ctx.trail, *args, dt.datetime.now(dt.timezone.utc))
+            return fn(conn, ctx.trail, *args, actor.officer_id, dt.datetime.now(dt.timezone.utc))
     except ReviewError as exc:
+        registry.record_refusal(ctx.engine, ctx.trail, actor, f"review {fn.__name__}", str(exc))
         raise Refused(str(exc)) from None
 
 
@@ -1655,10 +1657,10 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
 @pass_ctx
 def review_link(ctx: Context, review_id: int, named) -> None:
     """The pair are one child: the record held for review joins the existing child."""
-    officer = ctx.signed_in(("data_quality",), action="review link", named=named).officer_id
+    actor = ctx.signed_in(("data_quality",), action="review link", named=named)
     from gateway.index import review as queue
 
-    merge_id = _review_call(ctx, queue.link, review_id, officer)
+    merge_id = _review_call(ctx, actor, queue.link, review_id)
     click.echo(f"review #{review_id} linked (merge {merge_id}; undo with `contactgate review unmerge {merge_id}`)")
 
 
@@ -1668,10 +1670,10 @@ def review_link(ctx: Context, review_id: int, named) -> None:
 @pass_ctx
 def review_distinct(ctx: Context, review_id: int, named) -> None:
     """The pair are different children: never linked or queued again."""
-    officer = ctx.signed_in(("data_quality",), action="review distinct", named=named).officer_id
+    actor = ctx.signed_in(("data_quality",), action="review distinct", named=named)
     from gateway.index import review as queue
 
-    _review_call(ctx, queue.distinct, review_id, officer)
+    _review_call(ctx, actor, queue.distinct, review_id)
     click.echo(f"review #{review_id}: recorded as different children")
 
 
@@ -1682,10 +1684,10 @@ def review_distinct(ctx: Context, review_id: int, named) -> None:
 @pass_ctx
 def review_merge(ctx: Context, survivor: str, merged: str, named) -> None:
     """Merge child MERGED into SURVIVOR (MERGED's id then resolves to SURVIVOR)."""
-    officer = ctx.signed_in(("data_quality",), action="review merge", named=named).officer_id
+    actor = ctx.signed_in(("data_quality",), action="review merge", named=named)
     from gateway.index import review as queue
 
-    merge_id = _review_call(ctx, queue.merge, survivor, merged, officer)
+    merge_id = _review_call(ctx, actor, queue.merge, survivor, merged)
     click.echo(f"merge {merge_id}: {merged} merged into {survivor} "
                f"(undo with `contactgate review unmerge {merge_id}`)")
 
@@ -1696,10 +1698,10 @@ def review_merge(ctx: Context, survivor: str, merged: str, named) -> None:
 @pass_ctx
 def review_unmerge(ctx: Context, merge_id: int, named) -> None:
     """Undo a merge: both children as they were, each with its own records and involvements."""
-    officer = ctx.signed_in(("data_quality",), action="review unmerge", named=named).officer_id
+    actor = ctx.signed_in(("data_quality",), action="review unmerge", named=named)
     from gateway.index import review as queue
 
-    _review_call(ctx, queue.unmerge, merge_id, officer)
+    _review_call(ctx, actor, queue.unmerge, merge_id)
     click.echo(f"merge {merge_id} undone")
 
 

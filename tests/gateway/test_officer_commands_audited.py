@@ -56,3 +56,19 @@ def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, datab
     run("auditor-1", "audit", "export", "--since", today, "--out", str(tmp_path / "export.json"))
     assert len(seen) == 17
     assert gw.cli("audit", "verify").exit_code == 0
+
+
+def test_a_refused_review_action_is_audited_with_its_officer(tmp_path, database_url):
+    """The data-quality queue's refusals (here: no such entry, no such merge) are in the chain
+    with the officer, as the console's are."""
+    gw = LocalGateway(home=tmp_path / "home", database_url=database_url)
+    gw.cli("init")
+    engine = make_engine(database_url, keys=gw.home / "keys" / "data-keys.json")
+    for args in (("review", "link", "999"), ("review", "distinct", "999"), ("review", "unmerge", "999")):
+        result = gw.cli(*args, officer="dora", expect_ok=False)
+        assert result.exit_code == 2, result.output
+    with engine.connect() as conn:
+        refused = conn.execute(select(audit_log).where(audit_log.c.operation == "officer.refused")
+                               .order_by(audit_log.c.seq)).all()
+    assert [r.user_id for r in refused] == ["dora"] * 3
+    assert [r.detail.split(":")[0] for r in refused] == ["review link", "review distinct", "review unmerge"]
