@@ -20,7 +20,7 @@ def _progress_printer(err):
     """A progress bar on a terminal (rich), plain lines every 10 s otherwise."""
     started = time.monotonic()
     if err.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("pushing"), BarColumn(), TextColumn("{task.fields[rows]} rows, "
                        "{task.fields[rate]:.0f} rows/s"), TimeRemainingColumn(), transient=False)

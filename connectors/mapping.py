@@ -30,6 +30,7 @@ report lists them (`Mapping.unmapped`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,8 +141,8 @@ class Rule:
         raw = row.get(self.source) if self.source is not None else None
         return isinstance(raw, str) and bool(raw.strip())
 
-    @property
-    def _folded(self) -> dict:
+    @functools.cached_property
+    def _folded(self) -> dict:  # built once per rule, not per row
         return {str(k).casefold(): v for k, v in (self.map or {}).items()}
 
 
@@ -193,8 +194,8 @@ class Mapping:
             read = {re.sub(r"[A-Za-z_][\w.-]*:(?=[A-Za-z_])", "", path) for path in read}
         return read
 
-    @property
-    def _groups(self) -> dict[str, list[Rule]]:
+    @functools.cached_property
+    def _groups(self) -> dict[str, list[Rule]]:  # built once per mapping, not per row
         groups: dict[str, list[Rule]] = {}
         for rule in self.rules:
             if rule.indexes:

@@ -25,6 +25,7 @@ It keeps a state file (SQLite, 0600, at the connecting organisation: it holds th
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import datetime as dt
 import hashlib
@@ -182,7 +183,8 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
         position = sources.Position()
         batch: list[dict] = []
         with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
-            reject_file.write("line,source_record_id,reason\n")
+            reject_rows = csv.writer(reject_file, lineterminator="\n")
+            reject_rows.writerow(["line", "source_record_id", "reason"])
             for line, row in sources.rows(extract, m, position):
                 summary.rows += 1
                 try:
@@ -190,12 +192,13 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
                 except mapping_mod.RowError as exc:
                     summary.rejected_rows += 1
                     srid = (row.get(m.id_rule.source) or "").strip() if m.id_rule.source else ""
-                    reject_file.write(_csv_line(line, srid, str(exc)))
+                    reject_rows.writerow([line, srid, str(exc)])
                     continue
                 srid = record["SourceRecordId"]
                 if store.digest_of(srid) == digest(record):
                     summary.unchanged += 1
-                    store.mark_seen(srid, run)
+                    if full:  # only a full extract asks which records it no longer has
+                        store.mark_seen(srid, run)
                 else:
                     batch.append(record)
                     if len(batch) == batch_size:
@@ -217,15 +220,6 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
     finally:
         store.close()
     return summary
-
-
-def _csv_line(line: int, srid: str, reason: str) -> str:
-    import csv
-    import io
-
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow([line, srid, reason])
-    return out.getvalue()
 
 
 class _Sender:

@@ -634,6 +634,12 @@ def org() -> None:
     """Register and accredit connecting organisations."""
 
 
+def _refuse_officer(ctx: Context, actor, action: str, why: Exception) -> None:
+    """Refuse an officer's request (exit 2), in the audit chain first."""
+    registry.record_refusal(ctx.engine, ctx.trail, actor, action, str(why))
+    raise Refused(str(why)) from None
+
+
 def _registry_call(ctx: Context, fn, *args, **kwargs):
     """Run a registry change (which audits itself) in one transaction; a refusal is audited too."""
     try:
@@ -900,7 +906,7 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
     try:
         issued = issuing.issue(ctx.settings, organisation, csr.read_bytes() if csr else None)
     except issuing.IssueError as exc:
-        _fail(str(exc))
+        _refuse_officer(ctx, actor, "cert issue", exc)
     certificate = issued.certificate
     if csr:
         outputs = {out: issued.files["cert.pem"]}
@@ -1042,7 +1048,7 @@ def trust_add_ca(ctx: Context, pem: Path, crl_file: Path | None) -> None:
     try:
         payload = anchors.add_payload(pem.read_bytes(), crl_file.read_bytes() if crl_file else None)
     except anchors.TrustError as exc:
-        raise Refused(str(exc)) from None
+        _refuse_officer(ctx, actor, "trust add-ca", exc)
     _show_proposal(_registry_call(ctx, registry.propose_trust_change, actor, "trust_add", payload))
 
 
@@ -1057,7 +1063,7 @@ def trust_remove(ctx: Context, fingerprint: str) -> None:
     try:
         payload = anchors.remove_payload(ctx.settings, fingerprint)
     except anchors.TrustError as exc:
-        raise Refused(str(exc)) from None
+        _refuse_officer(ctx, actor, "trust remove", exc)
     _show_proposal(_registry_call(ctx, registry.propose_trust_change, actor, "trust_remove", payload))
 
 
@@ -1400,7 +1406,7 @@ def _verify_export(export_file: Path | None, cert_file: Path | None) -> None:
     if export_file is None or cert_file is None:
         _fail("--file EXPORT and --cert gateway-signing.pem go together")
     try:
-        certificates = export.load_certificates(cert_file.read_bytes())
+        certificates = pki.load_certs_pem(cert_file.read_bytes())
         data = export_file.read_bytes()
     except OSError as exc:
         raise CannotRun(f"could not check: {exc.strerror or exc}: {exc.filename}") from None
@@ -1450,10 +1456,12 @@ def audit_export(ctx: Context, since, until, out: Path, fmt: str, force: bool) -
     if not result.ok:
         click.echo(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.problem}: nothing was exported")
         sys.exit(1)
-    layout = ctx.settings.layout
+    signer = trail.checkpoint_signer()
+    if signer is None:
+        raise CannotRun("could not export: no signing key in the home (run `contactgate init`)")
     try:
-        document = export.build(ctx.engine, export.CheckpointSigner.from_layout(layout), layout.audit_checkpoints,
-                                result.entries, since, until)
+        document = export.build(ctx.engine, signer, ctx.settings.layout.audit_checkpoints, result.entries,
+                                since, until)
     except export.ExportError as exc:
         _fail(str(exc))
     body = document if fmt == "native" else export.to_fhir(document)

@@ -120,7 +120,8 @@ class AuditTrail:
             raise ValueError("the audit chain key is too short")
         self._key = key
         self._checkpoints = checkpoints
-        self._signer = signer  # () -> gateway.audit.export.CheckpointSigner: signs each checkpoint
+        self._signer_factory = signer  # () -> gateway.audit.export.CheckpointSigner, or None
+        self._signer = None  # loaded on first use, then kept: the key is read once per process
 
     @classmethod
     def from_file(cls, path: Path, *, checkpoints: Path | None = None, signer=None) -> "AuditTrail":
@@ -153,10 +154,15 @@ class AuditTrail:
         if result.ok and self._checkpoints is not None:
             from gateway.audit.export import checkpoint_line
 
-            signer = self._signer() if self._signer else None
             files.append_private(self._checkpoints, checkpoint_line(result.entries, result.head_hash,
-                                                                    result.public_head, signer))
+                                                                    result.public_head, self.checkpoint_signer()))
         return result
+
+    def checkpoint_signer(self):
+        """What signs checkpoints (the gateway's signing key), loaded once; None without one."""
+        if self._signer is None and self._signer_factory is not None:
+            self._signer = self._signer_factory()
+        return self._signer
 
     def _last_checkpoint(self) -> tuple[int, str] | None:
         if self._checkpoints is None or not self._checkpoints.exists():

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 
 from gateway.audit.chain import GENESIS, _timestamp, public_hash
 from gateway.db import audit_log, reader
+from gateway.trust.pki import fingerprint
 
 FORMAT = "contactgate-audit-export/1"
 ENTRY_COLUMNS = ("seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
@@ -42,10 +43,6 @@ ENTRY_COLUMNS = ("seq", "at", "org_code", "cert_fingerprint", "user_id", "role",
 
 def _canonical(claims: dict) -> bytes:
     return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 class CheckpointSigner:
@@ -207,10 +204,6 @@ def verify_document(document, certificates: list[x509.Certificate]) -> OfflineRe
         f"{signer.subject.rfc4514_string()} at {claims.get('at')}; {agreed} earlier signed checkpoint(s) agree"))
 
 
-def load_certificates(pem: bytes) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(pem)
-
-
 # ---- FHIR ---------------------------------------------------------------------------------------
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -267,10 +260,13 @@ def _audit_event(e: dict) -> dict:
     }
     if e["fault_code"]:
         event["outcomeDesc"] = e["fault_code"]
-    if e["reason_code"] or e["reason_text"]:
-        event["purposeOfEvent"] = [{"coding": [{"system": "urn:contactgate:reason", "code": e["reason_code"]}]
-                                    if e["reason_code"] else [], "text": e["reason_text"] or None}]
-        event["purposeOfEvent"][0] = {k: v for k, v in event["purposeOfEvent"][0].items() if v}
+    purpose = {}
+    if e["reason_code"]:
+        purpose["coding"] = [{"system": "urn:contactgate:reason", "code": e["reason_code"]}]
+    if e["reason_text"]:
+        purpose["text"] = e["reason_text"]
+    if purpose:
+        event["purposeOfEvent"] = [purpose]
     return event
 
 

@@ -112,6 +112,12 @@ def _stepped_up() -> bool:
     return True
 
 
+def _not_done(action: str, why: Exception) -> None:
+    """An officer's request refused before any change: in the audit chain, and said on the page."""
+    registry.record_refusal(_app()["engine"], _app()["trail"], g.officer, action, str(why))
+    flash(f"Not done: {why}", "error")
+
+
 def _change(fn, *args, **kwargs):
     """A registry change in one transaction (audited by the registry, a refusal too); its refusal is
     shown, not raised."""
@@ -356,7 +362,7 @@ def certificate_issue(code: str):
         issued = issuing.issue(_app()["settings"], org, upload.read() if upload and upload.filename else None,
                                ca=_gateway_ca())
     except issuing.IssueError as exc:
-        flash(f"Not done: {exc}", "error")
+        _not_done("cert issue", exc)
         return redirect(url_for("pages.organisation", code=org.code))
     if issued.secret:
         buffer = io.BytesIO()
@@ -576,7 +582,7 @@ def trust_add():
         payload = anchors.add_payload(upload.read() if upload is not None else b"",
                                       crl_upload.read() if crl_upload is not None and crl_upload.filename else None)
     except anchors.TrustError as exc:
-        flash(f"Not done: {exc}", "error")
+        _not_done("trust add-ca", exc)
         return redirect(url_for("pages.trust"))
     proposal = _change(registry.propose_trust_change, g.officer, "trust_add", payload)
     if proposal is not None:
@@ -592,7 +598,7 @@ def trust_remove():
     try:
         payload = anchors.remove_payload(_app()["settings"], request.form.get("fingerprint", ""))
     except anchors.TrustError as exc:
-        flash(f"Not done: {exc}", "error")
+        _not_done("trust remove", exc)
         return redirect(url_for("pages.trust"))
     proposal = _change(registry.propose_trust_change, g.officer, "trust_remove", payload)
     if proposal is not None:

@@ -72,3 +72,19 @@ def test_a_refused_review_action_is_audited_with_its_officer(tmp_path, database_
                                .order_by(audit_log.c.seq)).all()
     assert [r.user_id for r in refused] == ["dora"] * 3
     assert [r.detail.split(":")[0] for r in refused] == ["review link", "review distinct", "review unmerge"]
+
+
+def test_a_refused_trust_or_certificate_request_is_audited_with_its_officer(tmp_path, database_url):
+    gw = LocalGateway(home=tmp_path / "home", database_url=database_url)
+    gw.cli("init")
+    engine = make_engine(database_url, keys=gw.home / "keys" / "data-keys.json")
+    gw.cli("org", "add", "LA1", "--name", "Leeds", "--kind", "local_authority")
+    (tmp_path / "not-a-csr.pem").write_text("hello")
+    assert gw.cli("trust", "remove", "ab" * 32, officer="senior-s", expect_ok=False).exit_code == 2
+    assert gw.cli("cert", "issue", "LA1", "--csr", str(tmp_path / "not-a-csr.pem"), "--out",
+                  str(tmp_path / "c.pem"), officer="officer-a", expect_ok=False).exit_code == 2
+    with engine.connect() as conn:
+        refused = conn.execute(select(audit_log).where(audit_log.c.operation == "officer.refused")
+                               .order_by(audit_log.c.seq)).all()
+    assert [(r.user_id, r.detail.split(":")[0]) for r in refused] == [("senior-s", "trust remove"),
+                                                                       ("officer-a", "cert issue")]

@@ -55,7 +55,7 @@ def test_each_checkpoint_is_signed_with_the_gateways_signing_key(home):
     line = (home.home / "audit" / "checkpoints").read_text().splitlines()[-1].split()
     assert len(line) == 5
     signed = json.loads(base64.urlsafe_b64decode(line[4]))
-    certs = export.load_certificates(pki_bundle(home))
+    certs = pki.load_certs_pem(pki_bundle(home))
     assert export.signature_problem(signed, certs) is None
     assert signed["claims"]["seq"] == int(line[0]) and signed["claims"]["public_hash"] == line[3]
 
