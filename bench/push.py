@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.local import LocalGateway  # noqa: E402
+from contactgate_local import LocalGateway  # noqa: E402
 
 SAMPLES = ROOT / "connectors" / "samples"
 LETTERS = "bcdfghjklmnpqrstvwxz"

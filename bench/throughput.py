@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 
 ROLE = "gp"
 REASON = dict(reason_code="care_coordination", reason_text="throughput benchmark")
@@ -67,7 +67,7 @@ SEED_BATCH = 50
 @dataclass
 class GatewayUnderTest(LocalGateway):
     """A temporary gateway home made with the CLI and `python -m gateway serve` running on it
-    (gateway.local.LocalGateway, as `contactgate demo` and the tests use), with what the benchmark
+    (contactgate_local.LocalGateway, as `contactgate demo` and the tests use), with what the benchmark
     adds: organisation codes suffixed with a run id, the server in its own session, the organisation
     rate limit lifted, and its Redis keys under a per-run prefix, deleted afterwards."""
 
@@ -417,12 +417,12 @@ def measure_bare_cost(gateway: GatewayUnderTest, child_ids: list[str], iteration
     from zeep.wsdl.utils import etree_to_string
 
     from connectors.client import BINDING, GatewayClient, request_digest
-    from gateway import schemas
+    import contactgate_schemas as schemas
     from gateway.app import trust_anchor_files
     from gateway.config import Settings
     from gateway.pipeline.respond import signed_response
-    from gateway.security import wsse
-    from gateway.soap import SOAP_ACTION_PREFIX, SOAP_ENV, parse_untrusted, q
+    from contactgate_wire import wsse
+    from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_ENV, parse_untrusted, q
     from gateway.trust.pki import TrustAnchors
 
     client = GatewayClient.from_directory(gateway.url, gateway.certs["health"])

@@ -109,5 +109,10 @@ def push(extract: Path, mapping_file: Path, url: str, cert: Path, key: Path, ca:
         sys.exit(1)
 
 
+@click.group("contactgate", context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    push()
+    """ContactGate for a connecting organisation (the contactgate-client distribution): push extracts
+    to the gateway. The gateway's own `contactgate` lists `push` among its commands too."""
+
+
+main.add_command(push)

@@ -29,28 +29,20 @@ from zeep.helpers import serialize_object
 from zeep.transports import Transport
 from zeep.wsdl.utils import etree_to_string
 
-from gateway import schemas
-from gateway.errors import FAULT_CODES, Refusal
-from gateway.security import wsse
-from gateway.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
-from gateway.soap import digest_b64 as request_digest  # SHA-256, base64: what RequestDigest carries
-from gateway.trust.pki import ChainError, TrustAnchors, fingerprint
+import contactgate_schemas as schemas
+from contactgate_wire import soap, wsse
+from contactgate_wire.answers import AnswerVerifier, GatewayError, ResponseNotTrusted
+from contactgate_wire.certificates import TrustAnchors
+from contactgate_wire.faults import FAULT_CODES
+from contactgate_wire.soap import CG, SOAP_ACTION_PREFIX, SOAP_PATH
+from contactgate_wire.soap import digest_b64 as request_digest  # SHA-256, base64: what RequestDigest carries
 
 BINDING = f"{{{CG}}}ContactGateBinding"
-SOAP_PATH = "/soap/v1"
-
-
-class GatewayError(Exception):
-    """Anything that stopped a call from producing a trusted answer."""
 
 
 class GatewayUnreachable(GatewayError):
     """No SOAP answer came back: the connection or the TLS handshake failed (a certificate the
     gateway does not accept ends here), or the answer was not a SOAP envelope."""
-
-
-class ResponseNotTrusted(GatewayError):
-    """The response was not signed by the pinned gateway certificate, or not bound to our request."""
 
 
 class GatewayFault(GatewayError):
@@ -99,46 +91,10 @@ class _RecordingTransport(Transport):
         return self.post(address, message, headers)
 
 
-class ResponseVerifier:
-    """Checks a gateway response: pinned signer, chain to the CA, fresh Timestamp, digest binding.
-
-    Several certificates may be pinned at once: while the gateway rotates its signing key, the
-    published bundle holds the current certificate and the staged (or previous) one, and answers
-    signed by either are accepted."""
-
-    def __init__(self, ca: TrustAnchors, gateway_signing_certs: x509.Certificate | list[x509.Certificate],
-                 *, max_age_s: int = 300, skew_s: int = 60):
-        self._ca = ca
-        if isinstance(gateway_signing_certs, x509.Certificate):
-            gateway_signing_certs = [gateway_signing_certs]
-        if not gateway_signing_certs:
-            raise ValueError("no gateway signing certificate to pin")
-        self._pinned = frozenset(fingerprint(c) for c in gateway_signing_certs)
-        self._max_age_s = max_age_s
-        self._skew_s = skew_s
-
-    def verify(self, envelope: etree._Element, expected_digest: str | None,
-               now: dt.datetime | None = None) -> wsse.VerifiedMessage:
-        try:
-            signer = wsse.extract_signer_certificate(envelope)
-            if fingerprint(signer) not in self._pinned:
-                raise ResponseNotTrusted("response signed by a certificate other than the gateway's")
-            self._ca.verify_signer(signer)
-            verified = wsse.verify(envelope, signer)
-            wsse.check_timestamp(verified.timestamp, now or dt.datetime.now(dt.timezone.utc),
-                                 max_lifetime_s=self._max_age_s, skew_s=self._skew_s)
-        except (Refusal, ChainError) as exc:
-            raise ResponseNotTrusted(f"response signature not trusted: {getattr(exc, 'detail', exc)}") from None
-        digests = [e.text for e in verified.body.iter(q(CG, "RequestDigest"))]
-        if expected_digest is not None and digests != [expected_digest]:
-            raise ResponseNotTrusted("response is not bound to the request that was sent")
-        return verified
-
-
 class _WsSecurity:
     """zeep's wsse hook: sign outgoing envelopes, verify incoming ones."""
 
-    def __init__(self, signer: wsse.EnvelopeSigner, verifier: ResponseVerifier,
+    def __init__(self, signer: wsse.EnvelopeSigner, verifier: AnswerVerifier,
                  transport: _RecordingTransport, clock: Callable[[], dt.datetime]):
         self._signer = signer
         self._verifier = verifier
@@ -176,7 +132,7 @@ class GatewayClient:
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.signer = wsse.EnvelopeSigner(Path(key).read_bytes(), Path(cert).read_bytes(),
                                           binary_token=binary_token)
-        self.verifier = ResponseVerifier(
+        self.verifier = AnswerVerifier(
             TrustAnchors.from_files([Path(ca)]),
             x509.load_pem_x509_certificates(Path(gateway_signing_cert).read_bytes()))
         self.transport = _RecordingTransport(session=self.session, timeout=timeout,
@@ -287,6 +243,4 @@ class GatewayClient:
             self.verifier.verify(envelope, request_digest(data))
         return response.status_code, envelope
 
-    @staticmethod
-    def fault_code(envelope: etree._Element) -> str | None:
-        return envelope.findtext(f"{q(SOAP_ENV, 'Body')}/{q(SOAP_ENV, 'Fault')}/detail/{q(CG, 'Error')}/{q(CG, 'Code')}")
+    fault_code = staticmethod(soap.fault_code)

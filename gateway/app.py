@@ -9,7 +9,9 @@ import logging
 
 from flask import Flask, Response, request
 
-from gateway import schemas
+import contactgate_schemas as schemas
+from contactgate_wire.soap import SOAP_PATH
+from contactgate_wire.wsse import EnvelopeSigner
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
@@ -18,11 +20,9 @@ from gateway.index import disclosure
 from gateway.security import vault
 from gateway.pipeline import ReceivedBody, handle
 from gateway.pipeline.context import Services
-from gateway.security.wsse import EnvelopeSigner
 from gateway.store import make_store
 from gateway.trust.pki import TrustAnchors
 
-SOAP_PATH = "/soap/v1"
 XML = "text/xml; charset=utf-8"
 OVERSIZE_FACTOR = 8
 # Set by the front (gateway/front.py): the verified TLS client certificate (DER) and the body it

@@ -321,7 +321,31 @@ def _fail(message: str) -> None:
     raise Refused(message)
 
 
-@click.group(cls=CommandGroup)
+class MainGroup(CommandGroup):
+    """`contactgate`: the gateway's own commands, and commands other installed distributions add
+    under the entry-point group ``contactgate.commands`` (`push` from the connecting organisation's
+    side, `demo`). Those are found only when asked for, so a gateway command pays nothing for them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_added_commands()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in _added_commands():
+            command = _added_commands()[name].load()
+        return command
+
+
+ADDED_COMMANDS = "contactgate.commands"
+
+
+def _added_commands() -> dict:
+    from importlib.metadata import entry_points
+
+    return {point.name: point for point in entry_points(group=ADDED_COMMANDS)}
+
+
+@click.group(cls=MainGroup)
 @click.version_option(__version__, prog_name="contactgate", message="%(prog)s %(version)s")
 @click.option("--home", envvar="CONTACTGATE_HOME", default="./var", show_default=True, show_envvar=True,
               help="The gateway's home: config, SQLite database, certificates.")
@@ -1779,25 +1803,6 @@ def retention_show(ctx: Context, child_id: str, named, as_json: bool) -> None:
                        + (f" to {inv['end']}" if inv["end"] else "")
                        + (f", {inv['practitioner_name']}" if inv["practitioner_name"] else ""))
 
-
-@main.command(needs_home=False)
-@click.option("--keep", is_flag=True, help="Keep the temporary home afterwards and print where it is.")
-def demo(keep: bool) -> None:
-    """Run the end-to-end demonstration and print what happened."""
-    from gateway.demo import run_demo
-
-    sys.exit(run_demo(keep=keep))
-
-
-def _connector_commands() -> None:
-    """`contactgate push` is the connecting organisation's command (connectors.cli): it needs no
-    gateway home, only the organisation's certificate, key and the gateway's URL."""
-    from connectors.cli import push
-
-    main.add_command(push)
-
-
-_connector_commands()
 
 if __name__ == "__main__":
     main()

@@ -9,14 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
 
+from contactgate_wire import soap, wsse
+from contactgate_wire.answers import AnswerVerifier
+from contactgate_wire.certificates import TrustAnchors
+from contactgate_wire.soap import CG, q
 from gateway.trust import pki, registry
 
 SKEW_WARN_S = 30
@@ -140,29 +145,20 @@ def check(engine, settings, code: str, cert_file: Path, key_file: Path, url: str
         return stages + [Stage(n, "not run") for n in remaining[1:]]
     add("client certificate", True, "accepted at the handshake")
 
-    from connectors.client import GatewayClient, GatewayFault
-
-    with tempfile.NamedTemporaryFile(suffix=".pem") as bundle:
-        bundle.write(signing_bundle)
-        bundle.flush()
-        try:
-            client = GatewayClient(f"{parts.scheme}://{parts.netloc}", cert=cert_file, key=key_file, ca=ca_file,
-                                   gateway_signing_cert=bundle.name, timeout=15)
-            answer = client.ping(user_id="org-check", role="onboarding check")
-        except GatewayFault as fault:
-            stage = FAULT_STAGES.get(fault.code, "Ping")
-            add("Ping", False, f"refused with {fault.code}: {fault.message}",
-                f"see the {stage!r} stage" if stage != "Ping" else "see the gateway's log")
-            return stages + [Stage(n, "not run") for n in ("signature", "clock skew", "scopes")]
-        except Exception as exc:  # the answer's signature or digest did not verify, or the call failed
-            add("Ping", False, f"{type(exc).__name__}: {exc}",
-                "check the gateway signing bundle (`contactgate signing-key bundle`) and the URL")
-            return stages + [Stage(n, "not run") for n in ("signature", "clock skew", "scopes")]
+    try:
+        answer = _signed_ping(f"{parts.scheme}://{parts.netloc}", cert_file, key_file, ca_file, signing_bundle)
+    except GatewayRefused as refused:
+        stage = FAULT_STAGES.get(refused.code, "Ping")
+        add("Ping", False, f"refused with {refused.code}: {refused.message}",
+            f"see the {stage!r} stage" if stage != "Ping" else "see the gateway's log")
+        return stages + [Stage(n, "not run") for n in ("signature", "clock skew", "scopes")]
+    except Exception as exc:  # the answer's signature or digest did not verify, or the call failed
+        add("Ping", False, f"{type(exc).__name__}: {exc}",
+            "check the gateway signing bundle (`contactgate signing-key bundle`) and the URL")
+        return stages + [Stage(n, "not run") for n in ("signature", "clock skew", "scopes")]
     add("Ping", True, f"answered for {answer['Organisation']}")
     add("signature", True, "the request's signature was accepted; the answer's signature and RequestDigest verified")
     gateway_time = answer["GatewayTime"]
-    if gateway_time.tzinfo is None:
-        gateway_time = gateway_time.replace(tzinfo=dt.timezone.utc)
     skew = abs((dt.datetime.now(dt.timezone.utc) - gateway_time).total_seconds())
     add("clock skew", skew <= SKEW_FAIL_S, f"{skew:.0f} s between this host and the gateway",
         f"synchronise the clocks (NTP): messages are refused beyond {SKEW_FAIL_S} s", warn=SKEW_WARN_S < skew <= SKEW_FAIL_S)
@@ -170,6 +166,42 @@ def check(engine, settings, code: str, cert_file: Path, key_file: Path, url: str
     add("scopes", bool(scopes), f"holds {', '.join(scopes) or 'none'} until {answer['AccreditationExpires']}",
         "propose the scopes it needs: `contactgate org accredit …`")
     return stages
+
+
+class GatewayRefused(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+def _signed_ping(base_url: str, cert_file: Path, key_file: Path, ca_file: Path, signing_bundle: bytes) -> dict:
+    """A Ping as the organisation sends it: signed with its key over mutual TLS, the answer trusted
+    only when signed by the gateway's published signing certificate and bound to this request
+    (the same checks the SDK makes, from the shared `contactgate_wire`)."""
+    ping = etree.Element(q(CG, "Ping"), nsmap={"cg": CG})
+    requester = etree.SubElement(ping, q(CG, "Requester"))
+    etree.SubElement(requester, q(CG, "UserId")).text = "org-check"
+    etree.SubElement(requester, q(CG, "Role")).text = "onboarding check"
+    envelope = soap.new_envelope(ping)
+    wsse.EnvelopeSigner(Path(key_file).read_bytes(), Path(cert_file).read_bytes()).sign(envelope)
+    request = soap.to_bytes(envelope)
+    response = requests.post(base_url.rstrip("/") + soap.SOAP_PATH, data=request, timeout=15,
+                             cert=(str(cert_file), str(key_file)), verify=str(ca_file),
+                             headers={"Content-Type": "text/xml; charset=utf-8",
+                                      "SOAPAction": f'"{soap.SOAP_ACTION_PREFIX}Ping"'})
+    answer = soap.parse_untrusted(response.content)
+    verified = AnswerVerifier(TrustAnchors.from_files([Path(ca_file)]), pki.load_certs_pem(signing_bundle)
+                              ).verify(answer, soap.digest_b64(request))
+    code = soap.fault_code(answer)
+    if code is not None:
+        raise GatewayRefused(code, verified.body.findtext(f".//{q(CG, 'Message')}") or "")
+    result = verified.payload
+    if result is None or result.tag != q(CG, "PingResponse"):
+        raise ValueError("the answer is not a PingResponse")
+    return {"Organisation": result.findtext(q(CG, "Organisation")),
+            "AccreditationExpires": result.findtext(q(CG, "AccreditationExpires")),
+            "Scope": [s.text for s in result.findall(q(CG, "Scope"))],
+            "GatewayTime": wsse.parse_time(result.findtext(q(CG, "GatewayTime")))}
 
 
 def passed(stages: list[Stage]) -> bool:

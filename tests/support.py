@@ -24,7 +24,7 @@ import redis as redis_lib
 from sqlalchemy import create_engine, func, select, text
 
 from gateway import audit
-from gateway.local import LocalGateway, free_port
+from contactgate_local import LocalGateway, free_port
 from gateway.db import audit_head, audit_log, children, involvements, make_engine, review_queue, source_records
 from gateway.trust import pki
 

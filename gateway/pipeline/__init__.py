@@ -1,5 +1,5 @@
 """The message pipeline (DESIGN.md "How a message flows"): one module per step, each of which can
-refuse with a `gateway.errors.Refusal`. `handle` runs them in order and is the one place refusals
+refuse with a `contactgate_wire.faults.Refusal`. `handle` runs them in order and is the one place refusals
 become audited, signed SOAP faults."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from connectors import contactgate_v1 as dialect
+from gateway.pipeline import contactgate_v1 as dialect
 from gateway import audit
-from gateway.errors import CertificateRejected, Refusal, Unavailable
+from contactgate_wire.faults import CertificateRejected, Refusal, Unavailable
 from gateway.index import ids
 from gateway.pipeline.accreditation import check_accreditation
 from gateway.pipeline.authorisation import authorise
@@ -24,7 +24,7 @@ from gateway.pipeline.respond import signed_fault
 from gateway.pipeline.schema import validate_schema
 from gateway.pipeline.tls_client import identify_client
 from gateway.pipeline.wssecurity import verify_security
-from gateway.soap import fault_payload, new_envelope, to_bytes
+from contactgate_wire.soap import fault_payload, new_envelope, to_bytes
 
 log = logging.getLogger("contactgate.pipeline")
 

@@ -3,7 +3,7 @@ and its scopes cover the operation. Checked on every message, so a change applie
 
 from __future__ import annotations
 
-from gateway.errors import NotAccredited, ScopeDenied
+from contactgate_wire.faults import NotAccredited, ScopeDenied
 from gateway.pipeline.context import Exchange, Services
 from gateway.trust import registry
 

@@ -3,8 +3,8 @@ reason), and how often (per-organisation and per-user rate limits)."""
 
 from __future__ import annotations
 
-from connectors import contactgate_v1 as dialect
-from gateway.errors import RateLimited, ReasonRequired
+from gateway.pipeline import contactgate_v1 as dialect
+from contactgate_wire.faults import RateLimited, ReasonRequired
 from gateway.pipeline.context import Exchange, Services
 
 READ_OPERATIONS = frozenset({"FindChild", "GetContacts"})

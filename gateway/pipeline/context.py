@@ -16,7 +16,7 @@ from gateway import audit, db
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.index import disclosure
-from gateway.security.wsse import EnvelopeSigner
+from contactgate_wire.wsse import EnvelopeSigner
 from gateway.store import RateStore
 from gateway.trust.pki import TrustAnchors
 from gateway.trust.registry import Organisation

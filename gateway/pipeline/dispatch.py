@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from sqlalchemy.exc import OperationalError
 
-from connectors import contactgate_v1 as dialect
-from gateway.errors import NotFound, SchemaInvalid
+from gateway.pipeline import contactgate_v1 as dialect
+from contactgate_wire.faults import NotFound, SchemaInvalid
 from gateway.index import disclosure
 from gateway.index import store as index
 from gateway.index.model import ChildView

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.errors import MalformedMessage, TooLarge
+from contactgate_wire.faults import MalformedMessage, TooLarge
 from gateway.pipeline.context import Exchange, Services
-from gateway.soap import CG, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, UnsafeXML, parse_untrusted, q
+from contactgate_wire.soap import CG, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, UnsafeXML, parse_untrusted, q
 
 
 def parse_message(exchange: Exchange, services: Services) -> None:

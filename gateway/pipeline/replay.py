@@ -42,7 +42,7 @@ from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.engine import Connection
 
 from gateway.db import processed_messages
-from gateway.errors import Replay, Unavailable
+from contactgate_wire.faults import Replay, Unavailable
 from gateway.index import sealed
 from gateway.pipeline.context import Exchange, Services
 

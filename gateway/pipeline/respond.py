@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from lxml import etree
 
-from gateway.errors import Refusal
+from contactgate_wire.faults import Refusal
 from gateway.pipeline.context import Services
-from gateway.soap import fault_payload, new_envelope, to_bytes
+from contactgate_wire.soap import fault_payload, new_envelope, to_bytes
 
 
 def signed_response(payload: etree._Element, services: Services) -> bytes:

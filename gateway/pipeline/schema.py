@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-from gateway.errors import SchemaInvalid
+from contactgate_wire.faults import SchemaInvalid
 from gateway.pipeline.context import Exchange, Services
-from gateway.soap import SOAP_ENV, q
+from contactgate_wire.soap import SOAP_ENV, q
 
 # libxml2 quotes the offending value in its message, and a value can be megabytes long. The
 # caller is told at most this much of it (the contract's cg:Error/Message holds 1000 characters);

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from gateway.errors import CertificateRejected
+from contactgate_wire.faults import CertificateRejected
 from gateway.pipeline.context import Exchange, Services
 from gateway.trust import pki, registry
 from gateway.trust.pki import ChainError

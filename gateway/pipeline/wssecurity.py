@@ -3,7 +3,7 @@ not revoked, and belong to the TLS client's organisation; the signature must cov
 and the Timestamp; the Timestamp must be fresh. Afterwards only the verified Body is used.
 
 Every refusal here tells the caller, in the fault's message, what is wrong with their own security
-header (`gateway.security.wsse` words those); the audit keeps the exact reason."""
+header (`contactgate_wire.wsse` words those); the audit keeps the exact reason."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import datetime as dt
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from gateway.errors import CertificateRejected, SignatureInvalid, SignerMismatch
+from contactgate_wire.faults import CertificateRejected, SignatureInvalid, SignerMismatch
 from gateway.pipeline.context import Exchange, Services
-from gateway.security import wsse
+from contactgate_wire import wsse
 from gateway.pipeline.tls_client import accept_certificate
 from gateway.trust import pki
 

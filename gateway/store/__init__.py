@@ -4,7 +4,7 @@ Only rate counting lives here. What was answered — replay refusal and idempote
 the database, in each exchange's own transaction (gateway.pipeline.replay), so nothing correctness
 needs is in Redis: losing its data (a restart without persistence, a failover to a lagging replica,
 an eviction) only resets rate limits. A Redis that cannot be reached, or does not answer within
-CONTACTGATE_REDIS_TIMEOUT, fails closed: the count raises `gateway.errors.Unavailable`.
+CONTACTGATE_REDIS_TIMEOUT, fails closed: the count raises `contactgate_wire.faults.Unavailable`.
 
 Both implement `RateStore`; `tests/gateway/store/test_stores.py` runs one contract suite against
 each.
@@ -22,7 +22,7 @@ from gateway.config import Settings
 class RateStore(Protocol):
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         """Count one event against each key in the current fixed window (one round trip); return
-        each window's count. Raises `gateway.errors.Unavailable` if the counters cannot be reached
+        each window's count. Raises `contactgate_wire.faults.Unavailable` if the counters cannot be reached
         in time (fail closed: no count, no answer)."""
 
 

@@ -17,7 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway.errors import Unavailable
+from contactgate_wire.faults import Unavailable
 
 log = logging.getLogger("contactgate.store")
 

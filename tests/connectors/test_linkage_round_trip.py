@@ -9,7 +9,7 @@ import copy
 import zeep
 from lxml import etree
 
-from gateway.soap import CG
+from contactgate_wire.soap import CG
 from tests.support import child_update, nhs_number, unique, unique_name
 
 READ = dict(user_id="dr.jones", role="gp", reason_code="care_coordination", reason_text="linkage tests")

@@ -6,7 +6,7 @@ import datetime as dt
 import zeep
 from zeep.transports import Transport
 
-from gateway.soap import CG
+from contactgate_wire.soap import CG
 from tests.support import unique_name, child_update, nhs_number, unique
 
 REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
@@ -153,7 +153,7 @@ def test_a_refused_read_leaves_no_replay_claim_so_its_copy_is_judged_afresh(gate
 def test_token_collapses_xml_whitespace_only_as_the_schema_does():
     """A SourceRecordId of an ideographic space is valid xs:token: it must not be answered empty
     (the answer would break the schema the client validates it against)."""
-    from connectors.contactgate_v1 import token
+    from gateway.pipeline.contactgate_v1 import token
 
     assert token("  dr \t who\r\n ") == "dr who"
     assert token("\u3000") == "\u3000" and token("a\u00a0b") == "a\u00a0b"

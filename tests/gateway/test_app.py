@@ -8,9 +8,9 @@ from lxml import etree
 
 from gateway.app import build_services
 from gateway.config import Settings
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 from gateway.pipeline import ReceivedBody, handle
-from gateway.security import wsse
+from contactgate_wire import wsse
 from gateway.trust import pki
 from tests.support import sqlite_database
 

@@ -108,7 +108,7 @@ def test_the_database_files_hold_no_identifying_value(gateway, clients):
 def test_a_demo_run_leaves_nothing_readable_in_the_database_file(tmp_path):
     """The product as a newcomer runs it (`make demo`): afterwards, the database file and the audit
     trail hold none of the demo children's names, birth dates, postcodes, phones, emails or NHS numbers."""
-    from gateway.demo import _children, run_demo
+    from contactgate_local.demo import _children, run_demo
 
     home = tmp_path / "demo-home"
     assert run_demo(home=home) == 0

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, make_url, select, text
 
 from gateway import audit
 from gateway.db import audit_log
-from gateway.soap import CG, digest_b64, q
+from contactgate_wire.soap import CG, digest_b64, q
 from tests.support import (
     REDIS_URL, TcpRelay, child_pids, child_update, postgres_database, private_gateway, redis_server,
     unique, unique_name,

@@ -17,10 +17,10 @@ import xmlsec
 from lxml import etree
 from zeep.wsse.signature import _sign_envelope_with_key_binary
 
-from gateway.security import wsse
-from gateway.soap import WSU, q
+from contactgate_wire import wsse
+from contactgate_wire.soap import WSU, q
 
-from gateway.soap import CG
+from contactgate_wire.soap import CG
 from tests.gateway.pipeline.attacks import assert_post_refused, find_kwargs
 from tests.support import child_update, unique
 
@@ -34,7 +34,7 @@ DATES_PYTHON_CANNOT_HOLD = ["10000-01-01", "-0001-01-01", "99999999999-12-31", "
 def test_the_out_of_range_dates_are_schema_valid():
     from lxml import etree
 
-    from gateway import schemas
+    import contactgate_schemas as schemas
 
     schema = etree.XMLSchema(etree.fromstring(schemas.read(schemas.XSD_NAME)))
     for date in DATES_PYTHON_CANNOT_HOLD:
@@ -45,7 +45,7 @@ def test_the_out_of_range_dates_are_schema_valid():
 
 
 def test_the_connector_reads_a_record_it_cannot_hold_as_unreadable_and_the_rest_as_usual():
-    from connectors import contactgate_v1 as dialect
+    from gateway.pipeline import contactgate_v1 as dialect
     from gateway.index.model import ChildUpdate, UnreadableUpdate
 
     def record(srid: str, dob: str) -> str:
@@ -243,7 +243,7 @@ def test_signed_timestamp_outside_the_years_python_holds_in_utc_is_message_expir
 
 @pytest.mark.parametrize("operation", ["FindChild", "SubmitUpdates"])
 def test_schema_fault_for_a_huge_value_stays_within_the_contracts_message_length(gateway, clients, operation):
-    from gateway import schemas
+    import contactgate_schemas as schemas
 
     la = clients("la")
     huge = "2015-01-01" * 500

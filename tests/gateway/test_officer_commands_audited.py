@@ -10,7 +10,7 @@ import getpass
 from sqlalchemy import func, select
 
 from gateway.db import audit_log, make_engine
-from gateway.local import LocalGateway, proposal_id
+from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import pki
 
 

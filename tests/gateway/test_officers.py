@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateway.db import audit_log, officer_sessions, officers as officers_table, organisations
-from gateway.local import LocalGateway, proposal_id
+from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import registry
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway.local import free_port
+from contactgate_local import free_port
 from gateway.trust import pki
 
 

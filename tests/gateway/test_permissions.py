@@ -17,7 +17,7 @@ import requests
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
-from gateway.local import free_port
+from contactgate_local import free_port
 from gateway.trust.crl import write_client_bundle
 from gateway.trust import pki
 from tests.gateway.cli_runner import SECOND, CONTACTGATE, clean_env, contactgate, init_and_sign_in, sign_in, tree

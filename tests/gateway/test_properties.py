@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 from lxml import etree
 from zeep.wsse.signature import _sign_envelope_with_key_binary
 
-from connectors import contactgate_v1 as dialect
+from gateway.pipeline import contactgate_v1 as dialect
 from connectors.client import GatewayClient
 from gateway import audit, schemas
-from gateway.errors import FAULT_CODES
-from gateway.security import wsse
-from gateway.soap import CG, DS, OPERATIONS, SOAP_ENV, WSSE, WSU, new_envelope, q
+from contactgate_wire.faults import FAULT_CODES
+from contactgate_wire import wsse
+from contactgate_wire.soap import CG, DS, OPERATIONS, SOAP_ENV, WSSE, WSU, new_envelope, q
 from tests.gateway.pipeline.attacks import assert_no_leak
 from tests.gateway.xsd_strategies import ElementStrategies, read_schema
 from tests.support import child_update

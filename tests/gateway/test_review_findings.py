@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select, update
 from connectors.client import GatewayClient
 from gateway import audit
 from gateway.db import audit_head, children, make_engine
-from gateway.soap import CG, DS, q
+from contactgate_wire.soap import CG, DS, q
 from tests.conftest import _database, _drop_redis_keys
 from tests.gateway.pipeline.attacks import REQUESTER, assert_post_refused, find_kwargs, resign, sent_once
 from tests.support import (unique_name, 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gateway import files
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 from tests.conftest import BACKENDS, _database
 from tests.support import REDIS_URL, Gateway, child_update, unique, unique_name
 

@@ -4,7 +4,7 @@ import re
 
 from lxml import etree
 
-from gateway import schemas
+import contactgate_schemas as schemas
 
 
 def test_no_open_content_in_xsd_or_wsdl():

@@ -23,7 +23,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from gateway.db import rate_counters
-from gateway.soap import SOAP_ACTION_PREFIX
+from contactgate_wire.soap import SOAP_ACTION_PREFIX
 from tests.support import unique_name, child_update, foreign_ca_client_material, private_gateway, unique
 
 STALLERS = 500

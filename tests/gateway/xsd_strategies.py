@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace, field
 from hypothesis import strategies as st
 from lxml import etree
 
-from gateway import schemas
-from gateway.soap import CG
+import contactgate_schemas as schemas
+from contactgate_wire.soap import CG
 
 XS = "http://www.w3.org/2001/XMLSchema"
 # Unbounded (and large) repetitions are drawn at most this many times: enough to meet every

@@ -19,7 +19,7 @@ from sqlalchemy import update
 from gateway.audit import export
 from gateway.cli import main
 from gateway.db import audit_log
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 from gateway.trust import pki
 
 TODAY = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")

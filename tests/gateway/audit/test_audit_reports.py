@@ -15,7 +15,7 @@ from gateway import audit
 from gateway.audit.report import render, safe_text
 from gateway.db import audit_log
 from gateway.index import ids
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 
 FORGED = "\n2026-01-01T00:00:00.000000Z  #999  LA:admin (auditor)  GetContacts  accepted  reason [-]  children [-]"
 EVIL_USER = "sw.\u202eevil\u200b"

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 from gateway.audit import AuditTrail, Entry, new_key
 from gateway.audit import review
 from gateway.db import audit_log, children, involvements
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 from tests.support import child_update, unique, unique_name
 
 MONDAY = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)  # London is on UTC in November

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from gateway.files import write_private
-from gateway.local import free_port
+from contactgate_local import free_port
 from gateway.trust import pki
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,7 +12,7 @@ import pyotp
 import requests
 
 from gateway.files import write_private
-from gateway.local import free_port
+from contactgate_local import free_port
 
 
 def test_the_console_serves_https_and_signs_an_officer_in(registry_home):

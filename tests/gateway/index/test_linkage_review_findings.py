@@ -275,7 +275,7 @@ def test_review_show_is_in_the_childs_audit_trail(tmp_path):
     from sqlalchemy import func
 
     from gateway.db import audit_log, make_engine
-    from gateway.local import LocalGateway
+    from contactgate_local import LocalGateway
 
     home = tmp_path / "home"
     gateway = LocalGateway(home=home)

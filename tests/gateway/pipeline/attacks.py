@@ -17,8 +17,8 @@ import requests
 from lxml import etree
 
 from connectors.client import GatewayClient, request_digest
-from gateway.security import wsse
-from gateway.soap import CG, SOAP_ENV, q
+from contactgate_wire import wsse
+from contactgate_wire.soap import CG, SOAP_ENV, q
 from tests.support import unique_name, child_update, unique
 
 # The attack never got past the TLS handshake: no fault; one audit row, CertificateRejected, naming

@@ -19,8 +19,8 @@ from lxml import etree
 
 from connectors.client import GatewayClient, ScopeDeniedFault
 from gateway.index import ids
-from gateway.security import wsse
-from gateway.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
+from contactgate_wire import wsse
+from contactgate_wire.soap import CG, SOAP_ACTION_PREFIX, SOAP_ENV, q
 from tests.gateway.pipeline.attacks import (
     REQUESTER, TLS_HANDSHAKE, assert_no_leak, assert_post_refused, assert_refused, baseline, fault_message,
     find_kwargs, get_contacts_kwargs, resign, sent_once, submit_kwargs,

@@ -16,13 +16,13 @@ import xmlsec
 from lxml import etree
 from zeep.wsse.signature import _sign_envelope_with_key_binary
 
-from gateway.security import wsse
-from gateway.soap import CG, DS, SOAP_ENV, WSSE, WSU, q
+from contactgate_wire import wsse
+from contactgate_wire.soap import CG, DS, SOAP_ENV, WSSE, WSU, q
 from tests.gateway.pipeline.attacks import (
     assert_post_refused, assert_refused, baseline, fault_message, find_kwargs, resign, submit_kwargs,
 )
-from tests.gateway.security import signing
-from tests.gateway.security.degenerate import DEGENERATE
+from tests.wire import signing
+from tests.wire.degenerate import DEGENERATE
 from tests.support import unique_name
 
 ATTACKER = "urn:attacker"
@@ -337,7 +337,7 @@ def test_enveloped_signature_transform_is_accepted_for_body_and_timestamp(gatewa
     (signing.ENVELOPED,),
     (xmlsec.Transform.C14N,),
     (xmlsec.Transform.EXCL_C14N_COMMENTS,),
-], ids=["enveloped-alone", "inclusive-c14n", "exc-c14n-with-comments"])  # more in tests/gateway/security
+], ids=["enveloped-alone", "inclusive-c14n", "exc-c14n-with-comments"])  # more in tests/wire
 def test_other_reference_transforms_are_refused(gateway, clients, transforms):
     la = clients("la")
     data = _signed_with_transforms(gateway, la, transforms)

@@ -8,7 +8,7 @@ from importlib import resources
 import zeep
 from lxml import etree
 
-from gateway import schemas
+import contactgate_schemas as schemas
 
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
 WSP = "http://www.w3.org/ns/ws-policy"

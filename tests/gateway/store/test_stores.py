@@ -8,7 +8,7 @@ import time
 import pytest
 import redis as redis_lib
 
-from gateway.errors import Unavailable
+from contactgate_wire.faults import Unavailable
 from gateway.store.embedded import EmbeddedStore
 from gateway.store.redis_store import RedisStore
 from tests.support import REDIS_URL

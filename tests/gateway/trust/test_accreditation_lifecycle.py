@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from gateway.db import audit_log, make_engine, organisations
-from gateway.local import LocalGateway, proposal_id
+from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import registry
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.local import LocalGateway
+from contactgate_local import LocalGateway
 from gateway.trust import pki
 
 

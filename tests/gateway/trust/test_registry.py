@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.db import audit_log
-from gateway.local import LocalGateway, proposal_id
+from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import pki, registry
 
 

@@ -13,14 +13,14 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from gateway.local import proposal_id
+from contactgate_local import proposal_id
 from gateway.trust import pki
 from tests.support import child_pids, private_gateway
 
 
 @pytest.fixture
 def gw(tmp_path, database_url):
-    from gateway.local import LocalGateway
+    from contactgate_local import LocalGateway
 
     gateway = LocalGateway(home=tmp_path / "home", database_url=database_url)
     gateway.cli("init")

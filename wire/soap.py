@@ -1,5 +1,5 @@
 """SOAP 1.1 plumbing shared by the gateway and the SDK: namespaces, the hardened parser, building
-envelopes and faults.
+envelopes and faults, reading a fault's contract code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ NSMAP = {"soap": SOAP_ENV, "wsse": WSSE, "wsu": WSU, "ds": DS, "cg": CG}
 
 OPERATIONS = ("SubmitUpdates", "FindChild", "GetContacts", "SetShielding", "Ping")
 SOAP_ACTION_PREFIX = "urn:contactgate:v1#"
+SOAP_PATH = "/soap/v1"  # where the gateway answers, under its base URL
 
 MAX_DEPTH = 64
 
@@ -121,3 +122,8 @@ def fault_payload(faultcode: str, faultstring: str, code: str, request_digest: s
 
 def to_bytes(element: etree._Element) -> bytes:
     return etree.tostring(element, xml_declaration=True, encoding="utf-8")
+
+
+def fault_code(envelope: etree._Element) -> str | None:
+    """The contract fault code of a SOAP fault answer (detail/cg:Error/cg:Code), or None."""
+    return envelope.findtext(f"{q(SOAP_ENV, 'Body')}/{q(SOAP_ENV, 'Fault')}/detail/{q(CG, 'Error')}/{q(CG, 'Code')}")

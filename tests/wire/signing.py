@@ -12,8 +12,8 @@ import xmlsec
 from lxml import etree
 from zeep.wsse.utils import ensure_id
 
-from gateway.security import wsse
-from gateway.soap import DS, SOAP_ENV, WSSE, WSU, q
+from contactgate_wire import wsse
+from contactgate_wire.soap import DS, SOAP_ENV, WSSE, WSU, q
 
 EXC_C14N = xmlsec.Transform.EXCL_C14N
 ENVELOPED = xmlsec.Transform.ENVELOPED

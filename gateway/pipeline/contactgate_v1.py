@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from gateway.errors import SchemaInvalid
+from contactgate_wire.faults import SchemaInvalid
 from gateway.index.model import (
     Address, Candidate, Carer, ChildUpdate, ChildView, FindQuery, Identity, Involvement, Setting,
     UnreadableUpdate, UpdateResult,
 )
-from gateway.soap import CG
+from contactgate_wire.soap import CG
 
 _NS = {"cg": CG}
 

@@ -1,7 +1,9 @@
-"""A gateway on this machine, driven the way an operator would: `contactgate` commands to set up the
-home and organisations, `contactgate serve` in a child process on a free loopback port.
+"""A whole ContactGate on this machine: a gateway driven the way an operator would (`contactgate`
+commands to set up the home and organisations, `contactgate serve` in a child process on a free
+loopback port), and organisations calling it through the SDK (`LocalGateway.client`).
 
-Used by `contactgate demo`, the benchmark and the tests.
+It stands on both sides of the line between `gateway/` and `connectors/`, so it is neither: used by
+`contactgate demo`, the benchmarks and the tests.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
+from connectors.client import GatewayClient
 from gateway.files import private_dir, write_private
 
 # Throwaway officer accounts for a local gateway (the demo, the tests, the benchmarks): passwords
@@ -259,6 +262,4 @@ class LocalGateway:
         return path.read_text(errors="replace")[-5000:] if path.exists() else ""
 
     def client(self, name: str, **kwargs):
-        from connectors.client import GatewayClient
-
         return GatewayClient.from_directory(self.url, self.certs[name], **kwargs)

@@ -9,8 +9,8 @@ import copy
 
 from lxml import etree
 
-from gateway.soap import DS, SOAP_ENV, WSSE, q
-from tests.gateway.security.signing import ENVELOPED, EXC_C14N
+from contactgate_wire.soap import DS, SOAP_ENV, WSSE, q
+from tests.wire.signing import ENVELOPED, EXC_C14N
 
 SECURITY = f"{q(SOAP_ENV, 'Header')}/{q(WSSE, 'Security')}"
 SIGNATURE = f"{SECURITY}/{q(DS, 'Signature')}"

@@ -1,5 +1,5 @@
-"""WS-Security 1.1 (X.509 token profile) for SOAP 1.1: sign with python-xmlsec (as zeep does),
-verify with signxml.
+"""WS-Security 1.1 (X.509 token profile) for SOAP 1.1: sign with python-xmlsec's template API (the
+same message shape zeep's BinarySignature and Signature produce), verify with signxml.
 
 Verification trusts nothing the message says about itself: the signature must sit in
 ``soap:Header/wsse:Security``, reference exactly the envelope's ``soap:Body`` and the Security
@@ -25,10 +25,9 @@ from lxml import etree
 from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
 from signxml.verifier import SignatureConfiguration, XMLVerifier
-from zeep.wsse.signature import _sign_envelope_with_key, _sign_envelope_with_key_binary
 
-from gateway.errors import MessageExpired, SignatureInvalid
-from gateway.soap import DS, SOAP_ENV, WSSE, WSU, q, thread_parser
+from contactgate_wire.faults import MessageExpired, SignatureInvalid
+from contactgate_wire.soap import DS, SOAP_ENV, WSSE, WSU, q, thread_parser
 
 X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
@@ -84,10 +83,43 @@ class EnvelopeSigner:
     def sign(self, envelope: etree._Element, *, created: dt.datetime | None = None,
              lifetime_s: int = 300) -> etree._Element:
         """Add a wsu:Timestamp to the Security header and sign Body + Timestamp, in place."""
-        add_timestamp(envelope, created=created, lifetime_s=lifetime_s)
-        sign = _sign_envelope_with_key_binary if self._binary else _sign_envelope_with_key
-        sign(envelope, self._key, self._method, xmlsec.Transform.SHA256)
+        timestamp = add_timestamp(envelope, created=created, lifetime_s=lifetime_s)
+        security = timestamp.getparent()
+        signature = xmlsec.template.create(envelope, xmlsec.Transform.EXCL_C14N, self._method)
+        key_info = xmlsec.template.ensure_key_info(signature)
+        x509_data = xmlsec.template.add_x509_data(key_info)  # xmlsec fills it in as it signs
+        xmlsec.template.x509_data_add_issuer_serial(x509_data)
+        xmlsec.template.x509_data_add_certificate(x509_data)
+        security.insert(0, signature)
+        context = xmlsec.SignatureContext()
+        context.key = self._key
+        for target in (envelope.find(q(SOAP_ENV, "Body")), timestamp):
+            reference = xmlsec.template.add_reference(signature, xmlsec.Transform.SHA256,
+                                                      uri="#" + _ensure_id(target))
+            xmlsec.template.add_transform(reference, xmlsec.Transform.EXCL_C14N)
+            context.register_id(target, "Id", WSU)  # xmlsec does not know wsu:Id by itself
+        context.sign(signature)
+        # KeyInfo is not signed: it can take its WS-Security shape now (xmlsec fills X509Data only
+        # where it expects it, directly in KeyInfo).
+        token_reference = etree.SubElement(key_info, q(WSSE, "SecurityTokenReference"))
+        key_info.remove(x509_data)
+        if not self._binary:
+            token_reference.append(x509_data)
+            return envelope
+        token = etree.Element(q(WSSE, "BinarySecurityToken"), {"ValueType": X509V3, "EncodingType": BASE64})
+        token.text = x509_data.findtext(q(DS, "X509Certificate"))
+        etree.SubElement(token_reference, q(WSSE, "Reference"), {"ValueType": X509V3, "URI": "#" + _ensure_id(token)})
+        security.insert(1, token)
         return envelope
+
+
+def _ensure_id(element: etree._Element) -> str:
+    """The element's wsu:Id, given a fresh one if it has none."""
+    element_id = element.get(q(WSU, "Id"))
+    if not element_id:
+        element_id = f"id-{uuid.uuid4()}"
+        element.set(q(WSU, "Id"), element_id)
+    return element_id
 
 
 def security_header(envelope: etree._Element) -> etree._Element:

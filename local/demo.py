@@ -1,4 +1,6 @@
-"""`contactgate demo`: the whole product end to end on the embedded default, in a temporary home.
+"""`contactgate demo`: the whole product end to end on the embedded default, in a temporary home:
+the gateway's operators and officers on one side, connecting organisations calling it through the
+SDK on the other.
 
 Each step says what should happen and checks that it did; the exit status is 0 only if every step
 behaved as expected.
@@ -7,11 +9,16 @@ behaved as expected.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from gateway.local import LocalGateway
+import click
+
+from connectors.client import GatewayFault, GatewayUnreachable
+from contactgate_local import LocalGateway
+from contactgate_wire.certificates import fingerprint, load_cert_pem
 
 REASON = {"reason_code": "care_coordination", "reason_text": "arranging a multi-agency meeting"}
 
@@ -29,8 +36,6 @@ class Demo:
             self.failures.append(what)
 
     def refused(self, call, code: str, what: str) -> None:
-        from connectors.client import GatewayFault
-
         try:
             call()
         except GatewayFault as fault:
@@ -171,13 +176,9 @@ def run_demo(keep: bool = False, home: Path | None = None) -> int:
         demo.refused(lambda: gateway.client("st_marys").find_child(
             user_id="head", role="teacher", family_name="Hughes", date_of_birth="2019-06-05", **REASON),
             "NotAccredited", "an organisation whose accreditation was never approved")
-        from gateway.trust import pki
-
-        fingerprint = pki.fingerprint(pki.load_cert_pem((la_dir / "cert.pem").read_bytes()))
-        gateway.cli("cert", "revoke", fingerprint, "--reason", "demo: key compromised")
+        gateway.cli("cert", "revoke", fingerprint(load_cert_pem((la_dir / "cert.pem").read_bytes())),
+                    "--reason", "demo: key compromised")
         time.sleep(1.2)  # the gateway picks the new CRL up within a second, without a restart
-        from connectors.client import GatewayUnreachable
-
         try:
             gateway.client("leeds_la").find_child(user_id="sw1", role="social worker", family_name="Hughes",
                                                   date_of_birth="2019-06-05", **REASON)
@@ -207,3 +208,10 @@ def run_demo(keep: bool = False, home: Path | None = None) -> int:
         return 1
     print("DEMO OK: every step behaved as expected")
     return 0
+
+
+@click.command("demo")
+@click.option("--keep", is_flag=True, help="Keep the temporary home afterwards and print where it is.")
+def command(keep: bool) -> None:
+    """Run the end-to-end demonstration and print what happened."""
+    sys.exit(run_demo(keep=keep))

@@ -1,6 +1,6 @@
 """One exception per refusal, each carrying its contract fault code.
 
-The pipeline raises these; `gateway.soap.render_fault` is the single place that turns them into SOAP
+The pipeline raises these; `contactgate_wire.soap.render_fault` is the single place that turns them into SOAP
 faults. ``public_message`` is what the client is told; ``detail`` is the exact reason, kept for the
 audit trail only (like Fernet folding every failure into InvalidToken, the client learns only what is
 safe: never whether a child exists, never internals).

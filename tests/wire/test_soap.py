@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.soap import UnsafeXML, parse_untrusted
+from contactgate_wire.soap import UnsafeXML, parse_untrusted
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>"""
 LAUGHS = b"""<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">

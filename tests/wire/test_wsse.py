@@ -13,12 +13,12 @@ import pytest
 import xmlsec
 from lxml import etree
 
-from gateway.errors import MessageExpired, Refusal, SignatureInvalid
-from gateway.security import wsse
-from gateway.soap import CG, DS, SOAP_ENV, WSU, new_envelope, q
+from contactgate_wire.faults import MessageExpired, Refusal, SignatureInvalid
+from contactgate_wire import wsse
+from contactgate_wire.soap import CG, DS, SOAP_ENV, WSU, new_envelope, q
 from gateway.trust import pki
-from tests.gateway.security.degenerate import DEGENERATE, REFERENCE, SECURITY, SIGNATURE_VALUE, set_text
-from tests.gateway.security.signing import ENVELOPED, EXC_C14N, sign, xmlsec_key
+from tests.wire.degenerate import DEGENERATE, REFERENCE, SECURITY, SIGNATURE_VALUE, set_text
+from tests.wire.signing import ENVELOPED, EXC_C14N, sign, xmlsec_key
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
