@@ -36,7 +36,8 @@ from zeep.wsse.signature import _sign_envelope_with_key_binary
 
 from gateway.pipeline import contactgate_v1 as dialect
 from connectors.client import GatewayClient
-from gateway import audit, schemas
+import contactgate_schemas as schemas
+from gateway import audit
 from contactgate_wire.faults import FAULT_CODES
 from contactgate_wire import wsse
 from contactgate_wire.soap import CG, DS, OPERATIONS, SOAP_ENV, WSSE, WSU, new_envelope, q
