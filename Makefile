@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser bench bench-linkage bench-scale bench-push clean
+.PHONY: demo test install browser bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -54,9 +54,13 @@ bench-linkage: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python bench/index_scale.py $(SCALE_ARGS)
 
+# The contactgate-client wheel (SDK, mappings, push; no server) into dist/ (packaging/client/build.py)
+client-dist: $(STAMP)
+	$(BIN)/python packaging/client/build.py --out dist
+
 # contactgate push of a 100,000-row extract end to end (bench/push.py); e.g. make bench-push PUSH_ARGS="--rows 20000"
 bench-push: $(STAMP)
 	$(BIN)/python bench/push.py $(PUSH_ARGS)
 
 clean:
-	rm -rf $(VENV) var build *.egg-info $(NODE_INTEROP)/node_modules
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules

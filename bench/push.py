@@ -67,7 +67,7 @@ def run_push(gw: LocalGateway, extract: Path, state: Path) -> tuple[float, float
     client = gw.certs["la"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", "from connectors.cli import main; main()", str(extract),
+    done = subprocess.run([sys.executable, "-c", "from connectors.cli import main; main()", "push", str(extract),
                            "--mapping", str(SAMPLES / "la_case_management.yaml"), "--url", gw.url,
                            "--cert", str(client / "cert.pem"), "--key", str(client / "key.pem"),
                            "--state", str(state), "--rejects", str(extract) + ".rejects"],

@@ -1,21 +1,29 @@
-"""The client SDK: call the gateway from a connecting system.
+"""The client SDK: call the gateway from a connecting system (Python 3.11+; installs alone as the
+`contactgate-client` distribution, without the gateway's server).
 
-Built on zeep over a requests session that presents the organisation's TLS certificate. Each
-request gets a wsu:Timestamp and a WS-Security signature over Body + Timestamp (RSA-SHA256 or
-ECDSA-SHA256, SHA-256 digests) with the same organisation's key. Each response must be signed by the
-gateway's response-signing certificate (pinned) and carry the SHA-256 digest of the exact bytes that
-were sent; otherwise `ResponseNotTrusted` is raised. Faults raise a `GatewayFault` subclass named
-after the contract's fault code (e.g. `ScopeDeniedFault`), with ``.code``.
+    from connectors.client import GatewayClient, GatewayFault
 
-    client = GatewayClient.from_directory("https://gateway:8443", "certs/LA1")
-    client.submit_updates([{"SourceRecordId": "r1", "Identity": {...}}])
-    client.find_child(user_id="u1", role="gp", reason_code="referral", reason_text="...",
-                      family_name="Smith", date_of_birth="2015-04-01")
+    client = GatewayClient("https://gateway.example.org:8443", cert="leeds/cert.pem", key="leeds/key.pem")
+    results = client.submit_updates([{"SourceRecordId": "LA-0001", "Identity": {...}, ...}])
+    candidates = client.find_child(user_id="sw1", role="social worker", reason_code="referral",
+                                   reason_text="...", family_name="Okonkwo", date_of_birth="2016-02-11")
+    child = client.get_contacts(candidates[0].child_id, user_id="sw1", role="social worker", ...)
+
+Each operation returns typed results (`connectors.results`: frozen dataclasses, dates as dates).
+Built on zeep over one requests session: kept-alive connections from a pool, one TLS context made
+once with the organisation's certificate and key, trusting only the gateway CA. Each request gets a
+wsu:Timestamp and a WS-Security signature over Body + Timestamp (RSA-SHA256 or ECDSA-SHA256, SHA-256
+digests) with the same organisation's key. Each answer must be signed by the gateway's pinned
+response-signing certificate and carry the SHA-256 digest of the exact bytes that were sent;
+otherwise `ResponseNotTrusted` is raised. Faults raise a `GatewayFault` subclass named after the
+contract's fault code (e.g. `ScopeDeniedFault`), with ``.code``; no answer at all (connection,
+handshake, timeout) raises `GatewayUnreachable`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 import threading
 from pathlib import Path
 from typing import Callable
@@ -36,6 +44,7 @@ from contactgate_wire.certificates import TrustAnchors
 from contactgate_wire.faults import FAULT_CODES
 from contactgate_wire.soap import CG, SOAP_ACTION_PREFIX, SOAP_PATH
 from contactgate_wire.soap import digest_b64 as request_digest  # SHA-256, base64: what RequestDigest carries
+from connectors.results import Candidate, Child, PingAnswer, Shielding, UpdateResult
 
 BINDING = f"{{{CG}}}ContactGateBinding"
 
@@ -67,14 +76,28 @@ def fault_from(code: str, message: str) -> GatewayFault:
     return FAULT_CLASSES.get(code, GatewayFault)(code, message)
 
 
-class _GatewayCAAdapter(HTTPAdapter):
-    def __init__(self, ca_file: str):
-        self._ca_file = ca_file
-        super().__init__()
+class _MutualTLSAdapter(HTTPAdapter):
+    """Every connection uses one TLS context, built once: the organisation's certificate and key, and
+    only the gateway's CA as trust (never the system store, and never a CA bundle named by
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, which requests would otherwise let override it: #3829).
+    Connections are pooled and kept alive (up to ``pool_size`` per gateway)."""
 
-    def send(self, request, **kwargs):
-        kwargs["verify"] = self._ca_file
-        return super().send(request, **kwargs)
+    def __init__(self, context: ssl.SSLContext, pool_size: int):
+        self._context = context
+        super().__init__(pool_connections=1, pool_maxsize=pool_size)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, _ = super().build_connection_pool_key_attributes(request, True, None)
+        return host_params, {"ssl_context": self._context, "cert_reqs": "CERT_REQUIRED"}
+
+    def cert_verify(self, conn, url, verify, cert):
+        """Nothing to add: the context holds the trust and the client certificate."""
+
+
+def tls_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 class _RecordingTransport(Transport):
@@ -110,31 +133,34 @@ class _WsSecurity:
         return envelope
 
 
-_SNAKE = {
-    "family_name": "FamilyName", "given_name": "GivenName", "date_of_birth": "DateOfBirth",
-    "gender": "Gender", "postcode": "Postcode", "nhs_number": "NhsNumber", "pupil_number": "PupilNumber",
-    "include_score": "IncludeScore",
-}
-
-
 class GatewayClient:
-    def __init__(self, base_url: str, *, cert: Path | str, key: Path | str, ca: Path | str,
-                 gateway_signing_cert: Path | str, binary_token: bool = True, timeout: float = 60,
-                 clock: Callable[[], dt.datetime] | None = None, wsdl: str | None = None):
+    """A connecting organisation's client: one per process (it is thread-safe), reused for every call.
+
+    Only the files `contactgate cert issue CODE --out-dir DIR` wrote are needed: ``cert`` and ``key``
+    (the organisation's), and beside them ``ca.pem`` (the gateway CA: the only trust for the
+    gateway's TLS certificate and its signing certificate) and ``gateway-signing.pem`` (the pinned
+    certificates that sign the gateway's answers); ``ca`` and ``gateway_signing_cert`` name them
+    elsewhere. The key and certificates are read once, here.
+
+    ``timeout`` (seconds) bounds connecting and each answer; ``pool_size`` is how many kept-alive
+    connections to the gateway it holds for concurrent threads."""
+
+    def __init__(self, base_url: str, *, cert: Path | str, key: Path | str, ca: Path | str | None = None,
+                 gateway_signing_cert: Path | str | None = None, binary_token: bool = True, timeout: float = 60,
+                 pool_size: int = 10, clock: Callable[[], dt.datetime] | None = None, wsdl: str | None = None):
+        cert, key = Path(cert), Path(key)
+        ca = Path(ca) if ca is not None else cert.parent / "ca.pem"
+        gateway_signing_cert = (Path(gateway_signing_cert) if gateway_signing_cert is not None
+                                else cert.parent / "gateway-signing.pem")
         self.base_url = base_url.rstrip("/")
         self.endpoint = self.base_url + SOAP_PATH
+        self.timeout = timeout
         self.session = requests.Session()
-        self.session.cert = (str(cert), str(key))
-        self.session.verify = str(ca)
-        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override session.verify (requests #3829):
-        # the gateway's CA must win, whatever the environment says.
-        self.session.mount("https://", _GatewayCAAdapter(str(ca)))
+        self.session.mount("https://", _MutualTLSAdapter(tls_context(cert, key, ca), pool_size))
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-        self.signer = wsse.EnvelopeSigner(Path(key).read_bytes(), Path(cert).read_bytes(),
-                                          binary_token=binary_token)
-        self.verifier = AnswerVerifier(
-            TrustAnchors.from_files([Path(ca)]),
-            x509.load_pem_x509_certificates(Path(gateway_signing_cert).read_bytes()))
+        self.signer = wsse.EnvelopeSigner(key.read_bytes(), cert.read_bytes(), binary_token=binary_token)
+        self.verifier = AnswerVerifier(TrustAnchors.from_files([ca]),
+                                       x509.load_pem_x509_certificates(gateway_signing_cert.read_bytes()))
         self.transport = _RecordingTransport(session=self.session, timeout=timeout,
                                              operation_timeout=timeout)
         wsdl = wsdl or self._packaged_wsdl()  # same version as this SDK; or pass "<base>/soap/v1?wsdl"
@@ -143,6 +169,16 @@ class GatewayClient:
         self.service = self.zeep.create_service(BINDING, self.endpoint)
         self._wsdl = wsdl
         self._unsigned: zeep.Client | None = None
+
+    def close(self) -> None:
+        """Close the kept-alive connections (the client may still be used: it reconnects)."""
+        self.session.close()
+
+    def __enter__(self) -> "GatewayClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @staticmethod
     def _packaged_wsdl() -> str:
@@ -157,8 +193,7 @@ class GatewayClient:
     def from_directory(cls, base_url: str, directory: Path | str, **kwargs) -> "GatewayClient":
         """Use the files `contactgate cert issue CODE --out-dir DIR` wrote."""
         d = Path(directory)
-        return cls(base_url, cert=d / "cert.pem", key=d / "key.pem", ca=d / "ca.pem",
-                   gateway_signing_cert=d / "gateway-signing.pem", **kwargs)
+        return cls(base_url, cert=d / "cert.pem", key=d / "key.pem", **kwargs)
 
     # ---- operations ------------------------------------------------------------------------------
 
@@ -184,34 +219,78 @@ class GatewayClient:
             call["Reason"] = {"_value_1": reason_text or "", "code": reason_code or ""}
         return call
 
-    def submit_updates(self, updates: list[dict]) -> list[dict]:
-        """Push child records; returns one Result dict per update (ChildId, Outcome, Detail)."""
-        return self._call("SubmitUpdates", ChildUpdate=updates)["Result"]
+    def submit_updates(self, updates: list[dict]) -> list[UpdateResult]:
+        """Send 1 to 1,000 child records (scope ``push``), each a dict shaped like the WSDL's
+        ``ChildUpdate``; one `UpdateResult` per record, in order.
+
+            results = client.submit_updates([{
+                "SourceRecordId": "LA-0001",
+                "Identity": {"FamilyName": "Okonkwo", "GivenName": ["Chidi"], "DateOfBirth": "2016-02-11",
+                             "Gender": "male", "NhsNumber": "9434765919"},
+                "Address": {"Line1": "12 Acacia Avenue", "Town": "Leeds", "Postcode": "LS6 2AB"},
+                "Involvement": [{"Service": "Children's social care", "Start": "2025-09-01",
+                                 "CafAssessment": True, "LeadProfessional": True}],
+            }])
+            results[0].outcome, results[0].child_id   # ("created", "…"); or updated, matched, review,
+                                                      # rejected (with the reason in .detail)
+
+        Sending the same records again (a retry) returns the first answer and applies nothing twice."""
+        answer = self._call("SubmitUpdates", ChildUpdate=updates)
+        return [UpdateResult.from_wire(r) for r in answer["Result"]]
 
     def find_child(self, *, user_id: str, role: str, reason_code: str | None, reason_text: str | None,
-                   **criteria) -> list[dict]:
-        """Find candidates by family_name + date_of_birth, or nhs_number / pupil_number."""
+                   family_name: str | None = None, given_name: str | None = None,
+                   date_of_birth: str | dt.date | None = None, gender: str | None = None,
+                   postcode: str | None = None, nhs_number: str | None = None, pupil_number: str | None = None,
+                   include_score: bool = True) -> list[Candidate]:
+        """Candidates for a child (scope ``query``), best first, at most 10: by ``nhs_number`` or
+        ``pupil_number``, or by ``family_name`` + ``date_of_birth`` (``given_name``, ``gender`` and
+        ``postcode`` narrow it). Every read names the practitioner and why.
+
+            for candidate in client.find_child(user_id="dr.ahmed", role="paediatrician",
+                                               reason_code="care_coordination", reason_text="case conference",
+                                               family_name="Okonkwo", date_of_birth="2016-02-11"):
+                print(candidate.child_id, candidate.given_names, candidate.locality, candidate.score)
+
+        No candidate is an empty list: it never says whether the child exists elsewhere."""
         call = self._who(user_id, role, reason_code, reason_text)
-        call.update({_SNAKE[k]: v for k, v in criteria.items() if v is not None})
-        call.setdefault("IncludeScore", True)
-        return self._call("FindChild", **call).get("Candidate") or []
+        criteria = {"FamilyName": family_name, "GivenName": given_name, "DateOfBirth": date_of_birth,
+                    "Gender": gender, "Postcode": postcode, "NhsNumber": nhs_number,
+                    "PupilNumber": pupil_number, "IncludeScore": include_score}
+        call.update({k: v for k, v in criteria.items() if v is not None})
+        return [Candidate.from_wire(c) for c in self._call("FindChild", **call).get("Candidate") or []]
 
     def get_contacts(self, child_id: str, *, user_id: str, role: str, reason_code: str | None,
-                     reason_text: str | None) -> dict:
-        """The child's identity and current involvements with contact details."""
+                     reason_text: str | None) -> Child:
+        """A child's identity and current involvements with their practitioners' contact details
+        (scope ``query``), as far as ``role`` may see them.
+
+            child = client.get_contacts(child_id, user_id="dr.ahmed", role="paediatrician",
+                                        reason_code="care_coordination", reason_text="case conference")
+            lead = [c for c in child.contacts if c.involvement.lead_professional]
+            print(child.identity.family_name, lead[0].organisation, lead[0].involvement.phone)
+
+        An unknown child and one this organisation may not see are the same `NotFoundFault`."""
         call = self._who(user_id, role, reason_code, reason_text)
-        return self._call("GetContacts", ChildId=child_id, **call)["Child"]
+        return Child.from_wire(self._call("GetContacts", ChildId=child_id, **call)["Child"])
 
     def set_shielding(self, child_id: str, shielded: bool, *, user_id: str, role: str, reason_code: str | None,
-                      reason_text: str | None) -> dict:
-        """Shield (or unshield) a child: its location is then withheld from every role not allowed."""
-        call = self._who(user_id, role, reason_code, reason_text)
-        return self._call("SetShielding", ChildId=child_id, Shielded=shielded, **call)
+                      reason_text: str | None) -> Shielding:
+        """Shield (or unshield) a child (scope ``shield``): its location is then withheld from every
+        role not allowed to see it.
 
-    def ping(self, *, user_id: str, role: str) -> dict:
-        """The onboarding check: the organisation the gateway sees, its accreditation expiry and scopes,
-        and the gateway's time (accreditation needed, no scope)."""
-        return self._call("Ping", Requester={"UserId": user_id, "Role": role})
+            client.set_shielding(child_id, True, user_id="sw1", role="social worker",
+                                 reason_code="safeguarding", reason_text="risk of harm").shielded  # True"""
+        call = self._who(user_id, role, reason_code, reason_text)
+        return Shielding.from_wire(self._call("SetShielding", ChildId=child_id, Shielded=shielded, **call))
+
+    def ping(self, *, user_id: str, role: str) -> PingAnswer:
+        """The onboarding check (accreditation needed, no scope): the organisation the gateway sees,
+        its accreditation's end and scopes, and the gateway's clock.
+
+            answer = client.ping(user_id="it-admin", role="onboarding")
+            answer.organisation, answer.scopes, answer.accreditation_expires, answer.gateway_time"""
+        return PingAnswer.from_wire(self._call("Ping", Requester={"UserId": user_id, "Role": role}))
 
     def push_file(self, extract, mapping, *, state, rejects, **kwargs):
         """Push a source extract with a declarative mapping (connectors.push.push_file): rows mapped
@@ -236,11 +315,27 @@ class GatewayClient:
 
     def post_raw(self, operation: str, data: bytes, *, verify_response: bool = True) -> tuple[int, etree._Element]:
         """POST bytes as-is; return (HTTP status, response envelope), the signature checked."""
-        response = self.session.post(self.endpoint, data=data, headers={
+        response = self.session.post(self.endpoint, data=data, timeout=self.timeout, headers={
             "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'})
         envelope = etree.fromstring(response.content, etree.XMLParser(resolve_entities=False, no_network=True))
         if verify_response:
             self.verifier.verify(envelope, request_digest(data))
         return response.status_code, envelope
+
+    def exchange(self, operation: str, data: bytes) -> tuple[int, etree._Element]:
+        """POST signed request bytes (from `build_request`); return (HTTP status, the answer's
+        verified soap:Body: only what the gateway signed). `GatewayUnreachable` when no SOAP answer
+        came back (connection, timeout, or a page that is not SOAP), `ResponseNotTrusted` when the
+        answer is not the gateway's answer to these bytes."""
+        try:
+            response = self.session.post(self.endpoint, data=data, timeout=self.timeout, headers={
+                "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'})
+        except requests.RequestException as exc:
+            raise GatewayUnreachable(f"{operation}: {exc}") from exc
+        try:
+            envelope = soap.parse_untrusted(response.content)
+        except soap.UnsafeXML:
+            raise GatewayUnreachable(f"{operation}: HTTP {response.status_code} without a SOAP answer") from None
+        return response.status_code, self.verifier.verify(envelope, request_digest(data)).body
 
     fault_code = staticmethod(soap.fault_code)

@@ -37,14 +37,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-import requests
 from lxml import etree
 
 from connectors import mapping as mapping_mod
 from connectors import sources
+from connectors.client import GatewayUnreachable
+from connectors.results import UpdateResult
+from contactgate_wire.soap import CG, SOAP_ENV, fault_code, q
 
-CG = "urn:contactgate:v1"
-SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 MAX_BATCH = 1000
 RETRYABLE_FAULTS = {"Unavailable", "RateLimited"}
 RESIGN_FAULTS = {"MessageExpired", "Replay"}
@@ -153,12 +153,11 @@ def _ended(record: dict, today: dt.date) -> dict:
     return record
 
 
-def parse_results(envelope: etree._Element) -> list[dict]:
-    results = []
-    for result in envelope.iter(f"{{{CG}}}Result"):
-        results.append({name: result.findtext(f"{{{CG}}}{name}")
-                        for name in ("SourceRecordId", "ChildId", "Outcome", "Detail")})
-    return results
+def parse_results(body: etree._Element) -> list[UpdateResult]:
+    """The Results of a verified SubmitUpdatesResponse body."""
+    return [UpdateResult(**{field: result.findtext(q(CG, name)) for field, name in (
+        ("source_record_id", "SourceRecordId"), ("outcome", "Outcome"), ("child_id", "ChildId"),
+        ("detail", "Detail"))}) for result in body.iterfind(f"{q(CG, 'SubmitUpdatesResponse')}/{q(CG, 'Result')}")]
 
 
 def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path | str, *, state: Path | str,
@@ -238,26 +237,26 @@ class _Sender:
         delay = 1.0
         for attempt in range(1, self.attempts + 1):
             try:
-                status, envelope = self.client.post_raw("SubmitUpdates", message)
-            except (requests.RequestException, OSError) as exc:
-                problem = f"network: {exc.__class__.__name__}"
+                status, body = self.client.exchange("SubmitUpdates", message)
+            except (GatewayUnreachable, OSError) as exc:
+                problem = f"network: {exc.__cause__.__class__.__name__ if exc.__cause__ else exc}"
             else:
-                code = self.client.fault_code(envelope)
+                code = fault_code(body)
                 if status == 200 and code is None:
-                    results = parse_results(envelope)
+                    results = parse_results(body)
                     if len(results) != len(records):
                         raise PushError(f"the gateway answered {len(results)} results for {len(records)} records")
-                    outcomes = {r["SourceRecordId"]: r["Outcome"] for r in results}
+                    outcomes = {r.source_record_id: r.outcome for r in results}
                     self.store.done(records, outcomes, self.run)
                     self.summary.sent += len(records)
                     self.summary.batches += 1
-                    self.summary.outcomes.update(r["Outcome"] for r in results)
+                    self.summary.outcomes.update(r.outcome for r in results)
                     return
                 if code in RESIGN_FAULTS:  # the held message is too old to be taken: the same records, signed now
                     message = self._sign(records)
                     problem = f"re-signed after {code}"
                 elif code not in RETRYABLE_FAULTS:
-                    reason = envelope.findtext(f".//{{{SOAP_ENV}}}Fault/faultstring") or ""
+                    reason = body.findtext(f"{q(SOAP_ENV, 'Fault')}/faultstring") or ""
                     raise PushError(f"the gateway refused a batch: {code}: {reason}")
                 else:
                     problem = code

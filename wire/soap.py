@@ -124,6 +124,10 @@ def to_bytes(element: etree._Element) -> bytes:
     return etree.tostring(element, xml_declaration=True, encoding="utf-8")
 
 
-def fault_code(envelope: etree._Element) -> str | None:
-    """The contract fault code of a SOAP fault answer (detail/cg:Error/cg:Code), or None."""
-    return envelope.findtext(f"{q(SOAP_ENV, 'Body')}/{q(SOAP_ENV, 'Fault')}/detail/{q(CG, 'Error')}/{q(CG, 'Code')}")
+def fault_code(element: etree._Element) -> str | None:
+    """The contract fault code of a SOAP fault answer (detail/cg:Error/cg:Code), or None. Given the
+    envelope or its (verified) soap:Body."""
+    body = element if element.tag == q(SOAP_ENV, "Body") else element.find(q(SOAP_ENV, "Body"))
+    if body is None:
+        return None
+    return body.findtext(f"{q(SOAP_ENV, 'Fault')}/detail/{q(CG, 'Error')}/{q(CG, 'Code')}")

@@ -158,7 +158,7 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
     extract, state = tmp_path / "big.csv", tmp_path / "big.state"
     big_extract(extract, n, tag)
     before = gateway.child_count()
-    process = subprocess.Popen([sys.executable, "-c", "from connectors.cli import main; main()",
+    process = subprocess.Popen([sys.executable, "-c", "from connectors.cli import main; main()", "push",
                                 *args(gateway, extract, state, "--batch-size", "150")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
