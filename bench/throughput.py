@@ -5,6 +5,7 @@
     python bench/throughput.py --requests 2000
     python bench/throughput.py --database-url postgresql+psycopg://u@host/scratch \\
                                --redis-url redis://127.0.0.1:6379/0
+    python bench/throughput.py --presigned 6000     # the server alone (below)
 
 One run does two things (DESIGN.md "Scale and speed": the per-message cost should be dominated by
 the XML signature work):
@@ -19,6 +20,15 @@ the XML signature work):
 2. Bare cost, in this process, no gateway: the same kind of message signed by the client, parsed
    and verified as the gateway does, and the gateway's response signed; from that, how many
    exchanges one core could do if signatures were the only work.
+
+With ``--presigned N`` the end-to-end load is replaced by one that measures the server, not the
+clients: before the clock starts, worker processes sign N unique GetContacts requests (each with a
+fresh Timestamp and its own replay key, valid for the run) and 20 SubmitUpdates of 100 new records;
+then a thin load generator (http.client over keep-alive mutual TLS, a few connections per process)
+replays the GetContacts, checking each answer's status and fault code and verifying the signature of
+one answer in 25; then the SubmitUpdates are sent one after another. Reported: server exchanges/s,
+latency, server CPU per exchange and its ratio to the server's own signature work (verify + sign,
+measured in the same run), and SubmitUpdates latency.
 
 The ratio of the two (gateway exchanges/s per core / bare exchanges/s per core) is the share of
 each exchange's CPU that is signature work. Server and client CPU are also measured (from /proc and
@@ -90,6 +100,17 @@ class GatewayUnderTest(LocalGateway):
         super().add_org(code, kind, scopes)  # proposed and approved by two of the local officers
         out = self.certs[name] = self.certs.pop(code.lower())
         return out
+
+    def signing_key_kind(self) -> str:
+        """What signs the gateway's answers: "RSA-2048", "EC P-256"."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from contactgate_wire.certificates import load_cert_pem
+        from gateway.config import Settings
+
+        key = load_cert_pem(Settings(home=self.home, database_url=self.database_url)
+                            .layout.signing_cert.read_bytes()).public_key()
+        return f"EC {key.curve.name}" if isinstance(key, ec.EllipticCurvePublicKey) else f"RSA-{key.key_size}"
 
     def drop_redis_keys(self) -> None:
         if not self.redis_url:
@@ -370,6 +391,255 @@ def _drain(results, processes, timeout: float) -> list[ClientResult]:
     return collected
 
 
+# ---- pre-signed load: the server, not the clients ------------------------------------------------------
+
+SUBMIT_BATCHES = 20
+SUBMIT_RECORDS = 100
+VERIFY_EVERY = 25  # the load generator verifies the signature of one answer in this many
+
+
+def presign_process(index: int, url: str, cert_dir: str, operation: str, calls: list[dict], out) -> None:
+    """Sign ``calls`` (keyword arguments of ``operation``) with the organisation's key, each with a
+    fresh Timestamp: distinct signatures, so distinct replay keys."""
+    from connectors.client import GatewayClient
+
+    client = GatewayClient.from_directory(url, cert_dir)
+    out.put((index, [client.build_request(operation, **call) for call in calls]))
+
+
+def presign(url: str, cert_dir: str, operation: str, calls: list[dict], processes: int) -> list[bytes]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    shares = [calls[i::processes] for i in range(processes)]
+    workers = [ctx.Process(target=presign_process, args=(i, url, cert_dir, operation, share, out))
+               for i, share in enumerate(shares) if share]
+    for w in workers:
+        w.start()
+    signed = dict(out.get(timeout=600) for _ in workers)
+    for w in workers:
+        w.join(10)
+    return [m for i in sorted(signed) for m in signed[i]]
+
+
+@dataclass
+class ReplayResult:
+    index: int
+    latencies: list[float] = field(default_factory=list)
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    verified: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+    cpu_s: float = 0.0
+    failure: str | None = None
+
+
+def _tls_context(cert_dir: Path):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert_dir / "ca.pem"))
+    context.load_cert_chain(str(cert_dir / "cert.pem"), str(cert_dir / "key.pem"))
+    return context
+
+
+def replay_process(index: int, port: int, cert_dir: str, operation: str, messages: list[bytes],
+                   connections: int, barrier, results) -> None:
+    """Send pre-signed ``messages`` over ``connections`` keep-alive TLS connections (one thread each),
+    as fast as the answers come; check each answer's status and fault code, and verify one answer's
+    signature and RequestDigest in VERIFY_EVERY."""
+    import http.client
+    import re
+
+    from lxml import etree
+
+    from contactgate_wire.answers import AnswerVerifier
+    from contactgate_wire.certificates import TrustAnchors, load_certs_pem
+    from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_PATH, digest_b64
+
+    result = ReplayResult(index)
+    directory = Path(cert_dir)
+    fault_code = re.compile(rb"<(?:[A-Za-z0-9]+:)?Code>([A-Za-z]+)</")
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'}
+    lock = threading.Lock()
+    pending = iter(enumerate(messages))
+    try:
+        context = _tls_context(directory)
+        verifier = AnswerVerifier(TrustAnchors.from_files([directory / "ca.pem"]),
+                                  load_certs_pem((directory / "gateway-signing.pem").read_bytes()))
+        conns = [http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=60)
+                 for _ in range(connections)]
+        for conn in conns:
+            conn.connect()  # the handshake before the clock
+    except BaseException as exc:
+        result.failure = f"load generator {index} could not start: {type(exc).__name__}: {exc}"
+        barrier.abort()
+        results.put(result)
+        return
+
+    def run(conn) -> None:
+        while True:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            n, message = item
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", SOAP_PATH, body=message, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    result.errors[f"transport {type(exc).__name__}"] += 1
+                conn.close()
+                continue
+            elapsed = time.perf_counter() - t0
+            found = fault_code.search(answer) if response.status != 200 or b"Fault>" in answer else None
+            problem = f"HTTP {response.status}" + (f" {found.group(1).decode()}" if found else "") \
+                if response.status != 200 or found else None
+            if problem is None and n % VERIFY_EVERY == 0:
+                try:
+                    verifier.verify(etree.fromstring(answer), digest_b64(message))
+                    result.verified += 1
+                except Exception as exc:
+                    problem = f"answer not trusted: {exc}"
+            with lock:
+                if problem:
+                    result.errors[problem] += 1
+                else:
+                    result.latencies.append(elapsed)
+
+    try:
+        barrier.wait()
+        cpu0 = time.process_time()
+        result.started = time.monotonic()
+        threads = [threading.Thread(target=run, args=(conn,)) for conn in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        result.finished = time.monotonic()
+        result.cpu_s = time.process_time() - cpu0
+    except KeyboardInterrupt:
+        return
+    except BaseException as exc:
+        result.failure = f"load generator {index} failed: {type(exc).__name__}: {exc}"
+    results.put(result)
+
+
+@dataclass
+class PresignedResult:
+    load: LoadResult
+    verified: int
+    submit_latencies: list[float]
+    submit_server_cpu_s: float
+
+
+def run_presigned(gateway: GatewayUnderTest, messages: list[bytes], submits: list[bytes], *,
+                  processes: int, connections: int) -> PresignedResult:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(processes + 1)
+    results = ctx.Queue()
+    cert_dir = str(gateway.certs["health"])
+    generators = [ctx.Process(target=replay_process, name=f"bench-replay-{i}",
+                              args=(i, gateway.port, cert_dir, "GetContacts", messages[i::processes],
+                                    connections, barrier, results))
+                  for i in range(processes)]
+    try:
+        for p in generators:
+            p.start()
+        try:
+            barrier.wait(timeout=300)
+        except threading.BrokenBarrierError:
+            failures = _drain(results, generators, timeout=10)
+            raise RuntimeError("\n".join(r.failure for r in failures if r.failure)
+                               or "a load generator died during set-up") from None
+        cpu_before, machine_before = server_cpu(gateway.process.pid), machine_busy_s()
+        held = connections_per_worker(gateway.process.pid, gateway.port)
+        collected = _drain(results, generators, timeout=3600)
+        cpu_after, machine_after = server_cpu(gateway.process.pid), machine_busy_s()
+    finally:
+        for p in generators:
+            if p.is_alive():
+                p.terminate()
+            p.join(10)
+    failed = [r.failure for r in collected if r.failure]
+    if failed or len(collected) != processes:
+        raise RuntimeError("\n".join(failed) or "a load generator died without reporting")
+    common = cpu_before.keys() & cpu_after.keys()
+    worker_pids = [pid for pid in sorted(common) if pid != gateway.process.pid]
+    load = LoadResult(
+        clients=sorted(collected, key=lambda r: r.index),
+        wall_s=max(r.finished for r in collected) - min(r.started for r in collected),
+        server_cpu_s=sum(cpu_after[pid] - cpu_before[pid] for pid in common),
+        worker_cpu_s=[cpu_after[pid] - cpu_before[pid] for pid in worker_pids],
+        worker_connections=[held.get(pid, 0) for pid in worker_pids],
+        machine_cpu_s=machine_after - machine_before,
+    )
+
+    # SubmitUpdates of 100 records, one after another on one connection: latency, not throughput.
+    import http.client
+
+    from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_PATH
+
+    conn = http.client.HTTPSConnection("127.0.0.1", gateway.port, context=_tls_context(gateway.certs["la"]),
+                                       timeout=120)
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}SubmitUpdates"'}
+    latencies = []
+    cpu0 = sum(server_cpu(gateway.process.pid).values())
+    for message in submits:
+        t0 = time.perf_counter()
+        conn.request("POST", SOAP_PATH, body=message, headers=headers)
+        response = conn.getresponse()
+        answer = response.read()
+        latencies.append(time.perf_counter() - t0)
+        if response.status != 200 or answer.count(b"created</") < SUBMIT_RECORDS:
+            raise RuntimeError(f"a pre-signed SubmitUpdates was not applied whole: HTTP {response.status} "
+                               f"{answer[:300]!r}")
+    submit_cpu = sum(server_cpu(gateway.process.pid).values()) - cpu0
+    conn.close()
+    return PresignedResult(load, sum(r.verified for r in collected), sorted(latencies), submit_cpu)
+
+
+def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareCost,
+                     result: PresignedResult) -> None:
+    from gateway.config import Settings
+
+    load = result.load
+    cores = len(os.sched_getaffinity(0))
+    backend = ("PostgreSQL" if gateway.database_url.startswith("postgresql") else "SQLite") + \
+        (" + Redis" if gateway.redis_url else " + embedded store")
+    ok, errors, lat = load.ok, load.errors, load.latencies
+    rate = ok / load.wall_s if load.wall_s > 0 else 0.0
+    ms = lambda s: f"{s * 1e3:.2f}"  # noqa: E731
+    print("ContactGate server throughput: pre-signed GetContacts replayed over mutual TLS, keep-alive")
+    print(f"machine      {machine()}")
+    print(f"gateway      {backend}; {args.workers} workers x {Settings.threads} threads; {children} children; "
+          f"signing key {gateway.signing_key_kind()}")
+    print(f"load         {args.presigned} requests signed before the clock; {args.replayers} load generator "
+          f"processes x {args.connections} connections; one answer in {VERIFY_EVERY} verified "
+          f"({result.verified} verified)")
+    print()
+    print(f"  requests        {ok + sum(errors.values())}   ok {ok}   errors {sum(errors.values())}"
+          + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if errors else ""))
+    print(f"  exchanges/s     {rate:.1f}   (over {load.wall_s:.2f} s)")
+    if lat:
+        print(f"  latency ms      p50 {ms(percentile(lat, 50))}   p90 {ms(percentile(lat, 90))}   "
+              f"p99 {ms(percentile(lat, 99))}   max {ms(lat[-1])}")
+    if ok:
+        server_ms = load.server_cpu_s / ok
+        crypto = bare.gateway_verify + bare.gateway_sign
+        other = max(0.0, load.machine_cpu_s - load.server_cpu_s - load.client_cpu_s)
+        print(f"  CPU/exchange    server {ms(server_ms)} ms + load generator {ms(load.client_cpu_s / ok)} ms + "
+              f"rest of machine {ms(other / ok)} ms   (machine {load.machine_cpu_s / (load.wall_s * cores):.0%} busy)")
+        print(f"  signature work  verify {ms(bare.gateway_verify)} ms + sign {ms(bare.gateway_sign)} ms = "
+              f"{ms(crypto)} ms: server CPU per exchange is {server_ms / crypto:.2f} x its signature work")
+    sub = result.submit_latencies
+    if sub:
+        print(f"  SubmitUpdates   {len(sub)} x {SUBMIT_RECORDS} new records, one after another: latency ms "
+              f"p50 {ms(percentile(sub, 50))}   p90 {ms(percentile(sub, 90))}   max {ms(sub[-1])}; "
+              f"server CPU {ms(result.submit_server_cpu_s / len(sub))} ms per batch")
+
+
 # ---- the bare cost of the signatures, without the gateway -------------------------------------------
 
 @dataclass
@@ -586,6 +856,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="SQLAlchemy URL of a scratch database (default: SQLite in the temp home)")
     parser.add_argument("--redis-url", default=None, help="Redis for replay/rate limits (default: embedded)")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary home and print where")
+    parser.add_argument("--signing-key", choices=["rsa", "ec"], default="rsa",
+                        help="the gateway's response-signing key (contactgate init --signing-key; default rsa)")
+    parser.add_argument("--presigned", type=int, default=None, metavar="N",
+                        help="measure the server alone: replay N pre-signed GetContacts (and 20 SubmitUpdates "
+                             "of 100 records) from a thin load generator instead of the SDK clients")
+    parser.add_argument("--submit-batches", type=int, default=SUBMIT_BATCHES,
+                        help=f"with --presigned: SubmitUpdates of {SUBMIT_RECORDS} new records to time "
+                             f"(default: {SUBMIT_BATCHES})")
+    parser.add_argument("--replayers", type=int, default=1, help="with --presigned: load generator processes")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="with --presigned: keep-alive connections per load generator (default: 8)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.workers < 1 or args.children < 1 or (args.requests is not None and args.requests < 1):
         parser.error("--clients, --workers, --children and --requests must be at least 1")
@@ -604,7 +885,7 @@ def main(argv=None) -> int:
                                redis_url=args.redis_url)
     try:
         print(f"setting up a gateway home in {home} ...", file=sys.stderr)
-        gateway.cli("init")
+        gateway.cli("init", "--signing-key", args.signing_key)
         gateway.add_org("la", "local_authority", ["push", "query"])
         gateway.add_org("health", "health", ["query"])
         gateway.start(args.workers, timeout_s=60)
@@ -617,7 +898,7 @@ def main(argv=None) -> int:
         for start in range(0, args.children, SEED_BATCH):
             batch = [child_update(n, gateway.run_id) for n in range(start, min(start + SEED_BATCH, args.children))]
             results = la.submit_updates(batch)
-            child_ids += [r["ChildId"] for r in results if r["Outcome"] == "created" and r["ChildId"]]
+            child_ids += [r.child_id for r in results if r.outcome == "created" and r.child_id]
         la.session.close()  # only the load's connections should be open on the workers
         if len(child_ids) != args.children:
             raise RuntimeError(f"seeding created {len(child_ids)} of {args.children} children")
@@ -626,6 +907,25 @@ def main(argv=None) -> int:
         print("measuring the bare signature cost ...", file=sys.stderr)
         bare = measure_bare_cost(gateway, child_ids, args.bare_iterations)
 
+        if args.presigned:
+            signers = len(os.sched_getaffinity(0))
+            print(f"signing {args.presigned} GetContacts and {args.submit_batches} SubmitUpdates ...", file=sys.stderr)
+            calls = [dict(ChildId=child_ids[n % len(child_ids)],
+                          Requester={"UserId": f"bench.p.u{n % USERS_PER_CLIENT}", "Role": ROLE},
+                          Reason={"_value_1": REASON["reason_text"], "code": REASON["reason_code"]})
+                     for n in range(args.presigned)]
+            messages = presign(gateway.url, str(gateway.certs["health"]), "GetContacts", calls, signers)
+            batches = [dict(ChildUpdate=[child_update(n, gateway.run_id)
+                                         for n in range(args.children + b * SUBMIT_RECORDS,
+                                                        args.children + (b + 1) * SUBMIT_RECORDS)])
+                       for b in range(args.submit_batches)]
+            submits = presign(gateway.url, str(gateway.certs["la"]), "SubmitUpdates", batches, signers)
+            print("replaying them ...", file=sys.stderr)
+            result = run_presigned(gateway, messages, submits, processes=args.replayers,
+                                   connections=args.connections)
+            print(file=sys.stderr)
+            report_presigned(args, gateway, len(child_ids), bare, result)
+            return 1 if result.load.errors or not result.load.ok else 0
         print(f"driving the gateway with {args.clients} clients ...", file=sys.stderr)
         load = run_load(gateway, child_ids, clients=args.clients, seconds=args.seconds, requests=args.requests)
         print(file=sys.stderr)

@@ -84,7 +84,10 @@ def _keep_or_make_pair(report: InitReport, what: str, cert_path: Path, key_path:
     return key, cert
 
 
-def init_home(settings: Settings, server_names: list[str] | None = None) -> InitReport:
+def init_home(settings: Settings, server_names: list[str] | None = None, *, signing_key: str = "rsa") -> InitReport:
+    """``signing_key``: "rsa" (RSA-2048, what every caller's stack verifies) or "ec" (ECDSA P-256:
+    a signature costs the gateway ~0.05 ms instead of ~1 ms). Used only when the key is made; an
+    existing key is changed with `contactgate signing-key rotate [--ec]`."""
     layout = settings.layout
     report = InitReport()
     report.add("kept" if layout.root.is_dir() else "created", f"home {layout.root}")
@@ -104,8 +107,10 @@ def init_home(settings: Settings, server_names: list[str] | None = None) -> Init
         names = ", ".join(["localhost", "127.0.0.1", *(server_names or [])])
         report.add("replaced" if server_exists else "created", f"server TLS certificate ({names})")
 
-    _keep_or_make_pair(report, "response-signing key", layout.signing_cert, layout.signing_key,
-                       lambda: pki.issue_signing_cert(ca_key, ca_cert))
+    kind = "ECDSA P-256" if signing_key == "ec" else "RSA-2048"
+    _keep_or_make_pair(report, "response-signing key" + ("" if layout.signing_cert.exists() else f" ({kind})"),
+                       layout.signing_cert, layout.signing_key,
+                       lambda: pki.issue_signing_cert(ca_key, ca_cert, ec=signing_key == "ec"))
 
     if layout.audit_key.exists():
         report.add("kept", "audit chain key")

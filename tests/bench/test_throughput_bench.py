@@ -16,3 +16,12 @@ def test_the_throughput_benchmark_runs_and_prints_its_figures():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert "exchanges/s" in run.stdout and "errors 0" in run.stdout
+
+
+def test_the_presigned_mode_measures_the_server_and_prints_its_figures():
+    run = subprocess.run([sys.executable, str(BENCH), "--presigned", "40", "--submit-batches", "2", "--workers", "1",
+                          "--children", "5", "--bare-iterations", "5", "--signing-key", "ec"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    for figure in ("exchanges/s", "errors 0", "x its signature work", "SubmitUpdates", "signing key EC secp256r1"):
+        assert figure in run.stdout, run.stdout
