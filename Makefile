@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -37,10 +37,26 @@ browser:
 		else echo "chromium not found and cannot be installed here: the browser tests will be skipped"; fi; \
 	fi
 
+# The distribution's nginx with its njs module, for the production layout's tests (tests/deploy: nginx in
+# front of two gateway nodes). Installed when missing and this user may (root with apt-get), without
+# letting the package start its own nginx service; otherwise those tests skip, except under .ci/run.
+NGINX_JS := /usr/lib/nginx/modules/ngx_http_js_module.so
+nginx:
+	@if [ ! -x /usr/sbin/nginx ] || [ ! -f $(NGINX_JS) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing nginx and libnginx-mod-http-js (apt-get)"; \
+			made_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+				&& chmod +x /usr/sbin/policy-rc.d && made_policy=1; fi; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx libnginx-mod-http-js >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx libnginx-mod-http-js >/dev/null; }; \
+			status=$$?; [ -n "$$made_policy" ] && rm -f /usr/sbin/policy-rc.d; exit $$status; \
+		else echo "nginx not found and cannot be installed here: the tests of nginx in front will be skipped"; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/contactgate demo
 
-test: $(STAMP) $(NODE_STAMP) browser
+test: $(STAMP) $(NODE_STAMP) browser nginx
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

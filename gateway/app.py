@@ -12,6 +12,7 @@ from flask import Flask, Response, request
 import contactgate_schemas as schemas
 from contactgate_wire.soap import SOAP_PATH
 from contactgate_wire.wsse import EnvelopeSigner
+from gateway import forwarded, metrics
 from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
@@ -99,8 +100,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @app.post(SOAP_PATH)
     def soap_endpoint():
         body = request.environ.get(RECEIVED_BODY_KEY) or read_body(request.stream, limit)
-        answer = handle(body, request.headers.get("SOAPAction"), peer_certificate_der(request.environ),
-                        services, source_address=request.remote_addr)
+        client = forwarded.caller(request.environ, peer_certificate_der(request.environ), settings.trusted_proxies)
+        answer = handle(body, request.headers.get("SOAPAction"), client.certificate_der, services,
+                        source_address=client.address, certificate_problem=client.problem)
         response = Response(answer.body, status=answer.status, content_type=XML)
         response.headers["X-Request-Id"] = answer.request_id
         return response
@@ -120,6 +122,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @app.get("/healthz")
     def healthz():
         return Response("ok\n", content_type="text/plain")
+
+    readiness = metrics.Readiness(settings)
+
+    @app.get("/readyz")
+    def readyz():
+        """Ready when the database and Redis answer (liveness is /healthz)."""
+        ready, text = readiness.check()
+        return Response(text, status=200 if ready else 503, content_type="text/plain")
 
     @app.get("/crl")
     def crl():

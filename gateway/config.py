@@ -144,6 +144,11 @@ class Settings:
     session_max_hours: int = 8
     lockout_failures: int = 5
     lockout_minutes: int = 15
+    # Behind a TLS-terminating proxy (README "nginx in front"): the addresses whose Client-Cert
+    # header (RFC 9440) is believed. Empty: the header is refused from everyone.
+    trusted_proxies: tuple = ()
+    # `serve`'s log lines: "json" (one object a line, with the request id) or "text".
+    log_format: str = "json"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -190,6 +195,8 @@ class Settings:
             "lockout_minutes": ("CONTACTGATE_LOCKOUT_MINUTES", positive_int),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
+            "trusted_proxies": ("CONTACTGATE_TRUSTED_PROXIES", address_list),
+            "log_format": ("CONTACTGATE_LOG_FORMAT", one_of("json", "text")),
         }
         for name, (variable, parse) in parsed.items():
             if name not in overrides and env.get(variable):
@@ -225,6 +232,30 @@ def positive_int(variable: str, value: str) -> int:
     if number < 1:
         raise SettingError(f"{variable} must be 1 or more, not {number}")
     return number
+
+
+def one_of(*choices: str):
+    def parse(variable: str, value: str) -> str:
+        if value.strip().lower() not in choices:
+            raise SettingError(f"{variable} must be one of {', '.join(choices)}, not {value!r}")
+        return value.strip().lower()
+    return parse
+
+
+def address_list(variable: str, value: str) -> tuple:
+    """Addresses or networks, comma-separated: 127.0.0.1, 10.0.0.0/24, ::1."""
+    import ipaddress
+
+    networks = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingError(f"{variable} holds {part!r}, which is not an address or network "
+                               f"(e.g. 127.0.0.1, 10.0.0.0/24, ::1)") from None
+    return tuple(networks)
 
 
 def role_list(variable: str, value: str) -> frozenset[str]:

@@ -267,14 +267,16 @@ class _Exchange:
 class Front:
     """Serves connections accepted by ``asyncio.start_server`` (plain TCP) for one worker process."""
 
-    def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext",
+    def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext | None",
                  app_pool: ThreadPoolExecutor,
                  *, audit_refused_handshake: Callable[[str, str], None] | None = None,
                  access_log: logging.Logger | None = None):
         self.app = app
         self.limits = limits
         # The context for the next handshake: a ReloadingContext follows its files, a plain one stays.
+        # None: plain HTTP behind a TLS-terminating proxy (`serve --behind-proxy`, gateway.forwarded).
         self.tls_context = ssl_context.current if isinstance(ssl_context, ReloadingContext) else lambda: ssl_context
+        self.plain = ssl_context is None
         self.app_pool = app_pool
         self.audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactgate-audit")
         self.audit_refused_handshake = audit_refused_handshake
@@ -359,9 +361,11 @@ class Front:
 
     async def _serve(self, reader, writer, peer) -> None:
         address = str(peer[0])
-        peer_der = await self._handshake(writer, address)
-        if peer_der is None:
-            return
+        peer_der = None
+        if not self.plain:
+            peer_der = await self._handshake(writer, address)
+            if peer_der is None:
+                return
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -587,9 +591,14 @@ class Front:
             chunks = [b"internal error\n"]
         body = b"".join(chunks)
         if self.access_log is not None:
-            self.access_log.info('%s - - "%s %s %s" %s %d %.3fs', environ["REMOTE_ADDR"],
+            seconds = time.monotonic() - started
+            request_id = next((value for name, value in headers if name.lower() == "x-request-id"), None)
+            self.access_log.info('%s - - "%s %s %s" %s %d %.3fs %s', environ["REMOTE_ADDR"],
                                  environ["REQUEST_METHOD"], environ["RAW_URI"], environ["SERVER_PROTOCOL"],
-                                 status.split(" ", 1)[0], len(body), time.monotonic() - started)
+                                 status.split(" ", 1)[0], len(body), seconds, request_id or "-",
+                                 extra={"remote": environ["REMOTE_ADDR"], "method": environ["REQUEST_METHOD"],
+                                        "path": environ["PATH_INFO"], "status": int(status.split(" ", 1)[0]),
+                                        "bytes": len(body), "seconds": round(seconds, 6), "request_id": request_id})
         return status, headers, body
 
     # ---- writing ---------------------------------------------------------------------------------

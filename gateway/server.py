@@ -20,12 +20,15 @@ import os
 import resource
 import signal
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 from gunicorn.workers.base import Worker
 
+from gateway import logs, metrics
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.front import Front, FrontLimits, ReloadingContext, server_ssl_context
@@ -60,6 +63,9 @@ class FrontWorker(Worker):
             gateway_log.handlers = list(self.log.error_log.handlers)
             gateway_log.propagate = False
         layout = self.wsgi.config["SERVICES"].settings.layout
+        if getattr(self.app, "behind_proxy", False):  # plain HTTP: nginx in front does the TLS
+            self.tls_context = None
+            return
         self.tls_context = ReloadingContext(
             lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), str(layout.client_ca_bundle)),
             [layout.client_ca_bundle])
@@ -149,6 +155,18 @@ def _renew_crl(settings: Settings) -> None:
         log.warning("no CRL: revoked certificates are refused by the application only, not at the TLS handshake")
 
 
+class GatewayLogger(Logger):
+    """gunicorn's logger, writing JSON lines when CONTACTGATE_LOG_FORMAT is json (also after a
+    reload or a log-file reopen, which set the handlers up anew)."""
+
+    json_lines = False
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        if self.json_lines:
+            logs.use_json(self.error_log, self.access_log)
+
+
 class ConfiguredApplication(BaseApplication):
     """A gunicorn application configured from ``self.options`` (set before ``__init__`` runs)."""
 
@@ -160,11 +178,23 @@ class ConfiguredApplication(BaseApplication):
 
 
 class GatewayServer(ConfiguredApplication):
-    def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info"):
+    def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info", *,
+                 behind_proxy: bool = False, metrics_server=None):
         self.settings = settings
+        self.behind_proxy = behind_proxy
         _renew_crl(settings)
         crl.write_client_bundle(settings)
+        GatewayLogger.json_lines = settings.log_format == "json"
+
+        def when_ready(arbiter):  # the master: serve the workers' metrics from a thread
+            if metrics_server is not None:
+                threading.Thread(target=metrics_server.serve_forever, name="contactgate-metrics",
+                                 daemon=True).start()
+
         self.options = {
+            "logger_class": GatewayLogger,
+            "when_ready": when_ready,
+            "child_exit": lambda arbiter, worker: metrics.worker_exited(worker.pid),
             "bind": bind,
             "workers": workers,
             "worker_class": f"{__name__}.FrontWorker",
@@ -182,7 +212,16 @@ class GatewayServer(ConfiguredApplication):
         return create_app(self.settings)
 
 
-def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None) -> None:
+def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None, *,
+          behind_proxy: bool = False, metrics_bind: tuple[str, int] | None = ("127.0.0.1", 9464)) -> None:
+    """``behind_proxy``: plain HTTP on ``bind`` (a private address), for nginx in front doing mutual
+    TLS and forwarding the client certificate (Client-Cert, RFC 9440) from a trusted address.
+    ``metrics_bind``: where /metrics, /readyz and /healthz are served (gateway.metrics), or None."""
     if threads is not None:
         settings = replace(settings, threads=threads)
-    GatewayServer(settings, bind, workers).run()
+    directory = metrics.prepare_multiprocess()  # before any worker, and before prometheus_client loads
+    try:
+        metrics_server = metrics.bind(settings, *metrics_bind) if metrics_bind else None
+        GatewayServer(settings, bind, workers, behind_proxy=behind_proxy, metrics_server=metrics_server).run()
+    finally:
+        metrics.cleanup_multiprocess(directory)

@@ -82,6 +82,7 @@ class LocalGateway:
     extra_env: dict = field(default_factory=dict)  # e.g. CONTACTGATE_RATE_LIMIT_PER_USER for the server
     start_new_session: bool = False  # the server in its own session: a terminal's Ctrl-C does not reach it
     port: int = 0
+    metrics_port: int = 0
     process: subprocess.Popen | None = None
     certs: dict[str, Path] = field(default_factory=dict)
 
@@ -225,12 +226,13 @@ class LocalGateway:
 
     def start(self, workers: int = 2, timeout_s: float = 30) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()  # /metrics, /readyz (gateway.metrics)
         log_path = self.home / "server.log"
         write_private(log_path, b"")  # 0600: `serve` refuses a home holding files others can read
         log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers)],
+             "--workers", str(workers), "--metrics-bind", f"127.0.0.1:{self.metrics_port}"],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=self.start_new_session)
         log.close()
         client_dir = next(iter(self.certs.values()))

@@ -5,13 +5,14 @@ become audited, signed SOAP faults."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from gateway.pipeline import contactgate_v1 as dialect
-from gateway import audit
+from gateway import audit, metrics
 from contactgate_wire.faults import CertificateRejected, Refusal, Unavailable
 from gateway.index import ids
 from gateway.pipeline.accreditation import check_accreditation
@@ -47,15 +48,21 @@ class Answer:
     status: int
     body: bytes
     request_id: str | None = None  # the exchange's id in the audit trail (X-Request-Id)
+    outcome: str = "accepted"      # as audited: accepted, refused, repeat
+    fault_code: str | None = None
 
 
 def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, services: Services,
-           source_address: str | None = None) -> Answer:
+           source_address: str | None = None, certificate_problem: str | None = None) -> Answer:
     exchange = Exchange(raw=body.data, size=body.size, soap_action=soap_action, peer_der=peer_der,
                         received_at=services.clock(), request_digest=body.digest,
-                        source_address=(source_address or None) and source_address[:64])
+                        source_address=(source_address or None) and source_address[:64],
+                        certificate_problem=certificate_problem)
+    started = time.perf_counter()
     answer = _handle(exchange, services)
     answer.request_id = exchange.request_id
+    metrics.exchange(exchange.operation, exchange.org_code, answer.outcome, answer.fault_code,
+                     time.perf_counter() - started)
     return answer
 
 
@@ -74,11 +81,12 @@ def _handle(exchange: Exchange, services: Services) -> Answer:
     except Refusal as refusal:
         return _refuse(exchange, refusal, services)
     except DATABASE_FAILURES as exc:  # the database failed or timed out
-        log.warning("database unavailable: %s", _first_line(exc))
+        metrics.backend_error("database")
+        log.warning("database unavailable: %s", _first_line(exc), extra={"request_id": exchange.request_id})
         cause = type(getattr(exc, "orig", None) or exc).__name__
         return _refuse(exchange, Unavailable(f"database unavailable ({cause})"), services)
     except Exception:  # a bug: fail closed, tell nothing
-        log.exception("unexpected failure while handling a message")
+        log.exception("unexpected failure while handling a message", extra={"request_id": exchange.request_id})
         return _refuse(exchange, Unavailable("internal error"), services)
 
 
@@ -89,9 +97,9 @@ def _repeat(exchange: Exchange, first_answer: bytes, services: Services) -> Answ
             "repeat", detail="retry of a processed message: first answer returned, nothing applied",
             answer=first_answer))
     except Exception:
-        log.exception("could not audit a repeated message")
+        log.exception("could not audit a repeated message", extra={"request_id": exchange.request_id})
         return _refuse(exchange, Unavailable("audit unavailable"), services)
-    return Answer(200, first_answer)
+    return Answer(200, first_answer, outcome="repeat")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -146,18 +154,21 @@ def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
     try:
         _audit_alone(exchange, services, entry)
     except DATABASE_FAILURES as exc:  # during an outage: one line per refusal, not a traceback
-        log.warning("could not audit a refusal (%s): database unavailable: %s", refusal.code, _first_line(exc))
+        metrics.backend_error("database")
+        log.warning("could not audit a refusal (%s): database unavailable: %s", refusal.code, _first_line(exc),
+                    extra={"request_id": exchange.request_id})
         refusal = Unavailable("audit unavailable")
         body = _signed_fault_or_none(refusal, exchange, services)
     except Exception:
-        log.exception("could not audit a refusal")
+        log.exception("could not audit a refusal", extra={"request_id": exchange.request_id})
         refusal = Unavailable("audit unavailable")
         body = _signed_fault_or_none(refusal, exchange, services)
     if body is None:
         unavailable = Unavailable()
         return Answer(503, to_bytes(new_envelope(fault_payload(unavailable.faultcode, unavailable.public_message,
-                                                                unavailable.code, exchange.request_digest))))
-    return Answer(refusal.http_status, body)
+                                                                unavailable.code, exchange.request_digest))),
+                      outcome="refused", fault_code=unavailable.code)
+    return Answer(refusal.http_status, body, outcome="refused", fault_code=refusal.code)
 
 
 def _signed_fault_or_none(refusal: Refusal, exchange: Exchange, services: Services) -> bytes | None:

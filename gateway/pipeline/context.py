@@ -58,7 +58,7 @@ class Exchange:
     raw: bytes                      # at most max_message_bytes + 1 of what was received
     size: int                       # how many bytes were received
     soap_action: str | None
-    peer_der: bytes | None
+    peer_der: bytes | None          # the client certificate: from the TLS handshake or a trusted proxy
     received_at: dt.datetime
     request_digest: str | None
     tls_fingerprint: str | None = None
@@ -75,7 +75,8 @@ class Exchange:
     reason_code: str | None = None
     reason_text: str | None = None
     child_ids: list[str] = field(default_factory=list)
-    source_address: str | None = None  # the TLS client's address, as the server saw it
+    source_address: str | None = None  # the client's address (as the trusted proxy saw it, behind one)
+    certificate_problem: str | None = None  # why the certificate offered is not believed (gateway.forwarded)
     request_id: str = field(default_factory=audit.new_request_id)  # sent back as X-Request-Id
 
     def audit_entry(self, outcome: str, *, fault_code: str | None = None, detail: str | None = None,

@@ -1,7 +1,8 @@
 """Step 1: the TLS client certificate names the organisation.
 
-The TLS layer has already verified the chain to a configured CA; here the certificate must also be
-registered to an organisation and not revoked. The organisation is never taken from the message.
+The TLS layer (the front, or nginx in front of it: gateway.forwarded) has already verified the chain
+to a configured CA; here it is verified again, and the certificate must also be registered to an
+organisation and not revoked. The organisation is never taken from the message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from gateway.trust.pki import ChainError
 
 
 def identify_client(exchange: Exchange, services: Services) -> None:
+    if exchange.certificate_problem:  # e.g. a Client-Cert header from an address that is not a trusted proxy
+        raise CertificateRejected(exchange.certificate_problem)
     if not exchange.peer_der:
         raise CertificateRejected("no client certificate reached the application")
     exchange.tls_fingerprint = pki.fingerprint_der(exchange.peer_der)

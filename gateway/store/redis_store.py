@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from contactgate_wire.faults import Unavailable
+from gateway import metrics
 
 log = logging.getLogger("contactgate.store")
 
@@ -49,6 +50,7 @@ class RedisStore:
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:
+            metrics.backend_error("redis")
             log.warning("Redis unavailable for rate counting: %s", exc)
             raise Unavailable(f"rate counters unavailable ({type(exc).__name__})") from None
         return [int(count) for count in replies[::2]]

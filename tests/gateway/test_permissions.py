@@ -63,7 +63,8 @@ def backend_env(backend: str, home: Path):
 def running_server(env: dict, client_dir: Path, umask: int):
     port = free_port()
     log = open(Path(env["CONTACTGATE_HOME"]).parent / "server.log", "wb")
-    process = subprocess.Popen([CONTACTGATE, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+    process = subprocess.Popen([CONTACTGATE, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                                "--metrics-bind", "none"],
                                env=env, stdout=log, stderr=subprocess.STDOUT,
                                preexec_fn=lambda: os.umask(umask))
     log.close()

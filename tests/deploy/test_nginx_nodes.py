@@ -1,0 +1,339 @@
+"""The production layout, whole: the distribution's nginx with deploy/nginx/contactgate.conf doing
+mutual TLS and forwarding the client certificate (Client-Cert, RFC 9440) to two gateway nodes
+(`contactgate serve --behind-proxy`) that share PostgreSQL and Redis.
+
+The proxy hop: nginx connects from 127.0.0.2 (``proxy_bind``), the only address in
+CONTACTGATE_TRUSTED_PROXIES; a test that plays an attacker connects from 127.0.0.1 straight to a
+node. Across the nodes: a replay sent to the other node is refused, a retried SubmitUpdates is applied
+once, rate limits are shared, the audit chain stays whole, and a node stopped mid-push loses nothing
+the client retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import func, select
+
+from connectors.client import GatewayClient
+from connectors.push import parse_results
+from contactgate_local import LocalGateway, free_port
+from contactgate_wire.certificates import load_cert_pem
+from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_PATH, fault_code, parse_untrusted
+from gateway.db import audit_log, source_records
+from tests.support import REDIS_URL, Gateway, child_update, postgres_database, unique, unique_name
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy" / "nginx"
+PROXY_ADDRESS = "127.0.0.2"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
+REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
+USER_LIMIT = 8  # CONTACTGATE_RATE_LIMIT_PER_USER on the nodes: low enough to reach in a test
+
+if not (Path(NGINX).exists() and JS_MODULE.exists()):
+    if os.environ.get("CONTACTGATE_REQUIRE_NGINX"):
+        raise RuntimeError("nginx with its njs module is needed here (make test installs them)")
+    pytest.skip("nginx and libnginx-mod-http-js are not installed (make test installs them)", allow_module_level=True)
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+class Cluster:
+    """One gateway home, two nodes behind --behind-proxy, and nginx in front."""
+
+    def __init__(self, gateway: LocalGateway, prefix: Path):
+        self.gateway = gateway
+        self.prefix = prefix
+        self.node_ports = [free_port(), free_port()]
+        self.metrics_ports = [free_port(), free_port()]
+        self.nodes: list[subprocess.Popen | None] = [None, None]
+        self.nginx_port = free_port()
+        self.nginx: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.nginx_port}"
+
+    def start_node(self, index: int) -> None:
+        log = self.prefix / f"node{index}.log"
+        with open(log, "ab") as out:
+            self.nodes[index] = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--behind-proxy", "--workers", "1",
+                 "--bind", f"127.0.0.1:{self.node_ports[index]}",
+                 "--metrics-bind", f"127.0.0.1:{self.metrics_ports[index]}"],
+                env=self.gateway.env(), stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.node_ports[index], self.nodes[index], f"node {index}", log)
+
+    def stop_node(self, index: int, sig: int = signal.SIGTERM) -> None:
+        process = self.nodes[index]
+        if process is not None and process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def nginx_config(self) -> str:
+        """deploy/nginx/contactgate.conf as shipped, pointed at this home, these ports and addresses,
+        inside a minimal main configuration."""
+        site = (DEPLOY / "contactgate.conf").read_text()
+        for shipped, here in (("/var/lib/contactgate", str(self.gateway.home)),
+                              ("/etc/nginx/contactgate/client_cert.js", str(DEPLOY / "client_cert.js")),
+                              ("10.0.0.11:8441", f"127.0.0.1:{self.node_ports[0]}"),
+                              ("10.0.0.12:8441", f"127.0.0.1:{self.node_ports[1]}"),
+                              ("proxy_bind 10.0.0.10;", f"proxy_bind {PROXY_ADDRESS};"),
+                              ("listen 8443 ssl;", f"listen 127.0.0.1:{self.nginx_port} ssl;")):
+            assert shipped in site, f"the shipped configuration no longer has {shipped!r}"
+            site = site.replace(shipped, here)
+        (self.prefix / "contactgate.conf").write_text(site)
+        return "\n".join([
+            f"load_module {JS_MODULE};", "worker_processes 1;", f"pid {self.prefix}/nginx.pid;",
+            f"error_log {self.prefix}/error.log info;", "events { worker_connections 256; }",
+            "http {", f"    access_log {self.prefix}/access.log;",
+            f"    client_body_temp_path {self.prefix}/body; proxy_temp_path {self.prefix}/proxy;",
+            f"    include {self.prefix}/contactgate.conf;", "}", ""])
+
+    def start_nginx(self) -> None:
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(self.nginx_config())
+        log = self.prefix / "nginx.out"
+        check = subprocess.run([NGINX, "-t", "-p", str(self.prefix), "-c", str(conf)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        with open(log, "ab") as out:
+            self.nginx = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
+                                          stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.nginx_port, self.nginx, "nginx", self.prefix / "error.log")
+
+    def stop(self) -> None:
+        if self.nginx is not None and self.nginx.poll() is None:
+            self.nginx.send_signal(signal.SIGQUIT)
+            try:
+                self.nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+        for index in range(len(self.nodes)):
+            self.stop_node(index)
+
+    def client(self, name: str, **kwargs) -> GatewayClient:
+        return GatewayClient.from_directory(self.url, self.gateway.certs[name], **kwargs)
+
+    def post_to_node(self, index: int, operation: str, message: bytes, *, client_cert: str | None,
+                     source: str = PROXY_ADDRESS) -> tuple[int, bytes]:
+        """POST to a node directly, as nginx would (from the proxy address, with a Client-Cert), or
+        as an attacker (from elsewhere)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.node_ports[index], timeout=30,
+                                          source_address=(source, 0))
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'}
+        if client_cert is not None:
+            headers["Client-Cert"] = client_cert
+        try:
+            conn.request("POST", SOAP_PATH, body=message, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+
+def rfc9440(cert_dir: Path) -> str:
+    der = load_cert_pem((cert_dir / "cert.pem").read_bytes()).public_bytes(Encoding.DER)
+    return ":" + base64.b64encode(der).decode() + ":"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    prefix = tmp_path_factory.mktemp("nginx")
+    for directory in ("body", "proxy"):
+        (prefix / directory).mkdir()
+    with postgres_database() as url:
+        gateway = Gateway("postgresql", tmp_path_factory.mktemp("cluster-home"), url, REDIS_URL)
+        gateway.extra_env.update({"CONTACTGATE_TRUSTED_PROXIES": PROXY_ADDRESS,
+                                  "CONTACTGATE_RATE_LIMIT_PER_USER": str(USER_LIMIT)})
+        gateway.cli("init")
+        gateway.add_org("LA", "local_authority", ["push", "query"])
+        gateway.add_org("HEALTH", "health", ["query"])
+        cluster = Cluster(gateway, prefix)
+        try:
+            cluster.start_node(0)
+            cluster.start_node(1)
+            cluster.start_nginx()
+            yield cluster
+        finally:
+            cluster.stop()
+            gateway.stop()  # its engine
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            keys = list(client.scan_iter(f"{gateway.redis_prefix}:*"))
+            if keys:
+                client.delete(*keys)
+
+
+def stored(cluster: Cluster, *source_record_ids: str) -> int:
+    """How many of LA's source records with these ids the index holds (they are stored blinded)."""
+    from gateway.index import sealed
+
+    with cluster.gateway.engine.connect() as conn:
+        v = sealed.vault_of(conn)
+        blinded = [sealed.blind_source_id(v, "LA", srid) for srid in source_record_ids]
+        return conn.execute(select(func.count()).select_from(source_records).where(
+            source_records.c.org_code == "LA", source_records.c.source_record_id.in_(blinded))).scalar()
+
+
+def audit_rows(cluster: Cluster, *conditions):
+    with cluster.gateway.engine.connect() as conn:
+        return conn.execute(select(audit_log).where(*conditions).order_by(audit_log.c.seq)).all()
+
+
+def test_the_sdk_works_through_nginx_and_the_callers_address_is_audited(cluster):
+    la, health = cluster.client("la"), cluster.client("health")
+    family = unique_name("Proxied")
+    [created] = la.submit_updates([child_update("px-1", family, "Ada", "2016-03-04")])
+    assert created.outcome == "created"
+    [candidate] = health.find_child(user_id="dr.px", role="gp", family_name=family, date_of_birth="2016-03-04",
+                                    **REASON)
+    child = health.get_contacts(candidate.child_id, user_id="dr.px", role="gp", **REASON)
+    assert child.identity.family_name == family
+    rows = audit_rows(cluster, audit_log.c.user_id == "dr.px")
+    assert [(r.operation, r.outcome, r.org_code) for r in rows] == [("FindChild", "accepted", "HEALTH"),
+                                                                     ("GetContacts", "accepted", "HEALTH")]
+    assert {r.source_address for r in rows} == {"127.0.0.1"}  # the client's, not nginx's 127.0.0.2
+
+
+def test_a_client_cert_header_sent_through_nginx_never_reaches_a_node(cluster):
+    """LA sends its own signed Ping through nginx with a Client-Cert naming HEALTH: nginx replaces it
+    with the certificate it verified, so the gateway sees LA (had it believed the header, the
+    signature by LA's key would not match HEALTH's certificate: SignerMismatch)."""
+    la = cluster.client("la")
+    message = la.build_request("Ping", Requester={"UserId": "it", "Role": "onboarding"})
+    response = la.session.post(la.endpoint, data=message, timeout=30, headers={
+        "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}Ping"',
+        "Client-Cert": rfc9440(cluster.gateway.certs["health"]), "X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 200, response.text
+    assert b"<cg:Organisation>LA</cg:Organisation>" in response.content or b">LA<" in response.content
+    [row] = audit_rows(cluster, audit_log.c.operation == "Ping", audit_log.c.user_id == "it")
+    assert row.org_code == "LA" and row.source_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize("forged_from", ["untrusted address", "no header from the proxy", "unreadable header"])
+def test_a_certificate_the_node_cannot_believe_is_refused_audited_and_changes_nothing(cluster, forged_from):
+    la = cluster.client("la")
+    srid = f"forged-{unique()}"
+    message = la.build_request("SubmitUpdates", ChildUpdate=[child_update(srid, unique_name("Forged"), "Eve",
+                                                                          "2015-05-05")])
+    header, source = {"untrusted address": (rfc9440(cluster.gateway.certs["la"]), "127.0.0.1"),
+                      "no header from the proxy": (None, PROXY_ADDRESS),
+                      "unreadable header": (":not base64!:", PROXY_ADDRESS)}[forged_from]
+    status, answer = cluster.post_to_node(0, "SubmitUpdates", message, client_cert=header, source=source)
+    assert status == 500 and fault_code(parse_untrusted(answer)) == "CertificateRejected"
+    assert b"trusted proxy" not in answer and b"127.0.0" not in answer  # the reason stays in the audit
+    assert stored(cluster, srid) == 0
+    refused = audit_rows(cluster, audit_log.c.outcome == "refused", audit_log.c.fault_code == "CertificateRejected")
+    expected = {"untrusted address": "not a trusted proxy", "no header from the proxy": "no client certificate",
+                "unreadable header": "Client-Cert header from the proxy"}[forged_from]
+    assert any(expected in (r.detail or "") for r in refused), [r.detail for r in refused]
+
+
+def _signed(cluster: Cluster, name: str, operation: str, **kwargs) -> bytes:
+    return GatewayClient.from_directory(cluster.url, cluster.gateway.certs[name]).build_request(operation, **kwargs)
+
+
+def test_a_replay_sent_to_the_other_node_is_refused(cluster):
+    [created] = cluster.client("la").submit_updates([child_update(f"rp-{unique()}", unique_name("Replay"), "Rae",
+                                                                  "2014-04-04")])
+    message = _signed(cluster, "health", "GetContacts", ChildId=created.child_id,
+                      Requester={"UserId": "dr.replay", "Role": "gp"},
+                      Reason={"_value_1": REASON["reason_text"], "code": REASON["reason_code"]})
+    health = rfc9440(cluster.gateway.certs["health"])
+    first, _ = cluster.post_to_node(0, "GetContacts", message, client_cert=health)
+    again, answer = cluster.post_to_node(1, "GetContacts", message, client_cert=health)
+    assert first == 200 and again == 500 and fault_code(parse_untrusted(answer)) == "Replay"
+
+
+def test_a_submit_retried_on_the_other_node_is_applied_once(cluster):
+    srid = f"once-{unique()}"
+    message = _signed(cluster, "la", "SubmitUpdates",
+                      ChildUpdate=[child_update(srid, unique_name("Once"), "Ona", "2013-03-03")])
+    la = rfc9440(cluster.gateway.certs["la"])
+    first_status, first = cluster.post_to_node(0, "SubmitUpdates", message, client_cert=la)
+    retry_status, retry = cluster.post_to_node(1, "SubmitUpdates", message, client_cert=la)
+    assert first_status == retry_status == 200 and retry == first  # the first answer, as it was signed
+    assert stored(cluster, srid) == 1
+    outcomes = [r.outcome for r in audit_rows(cluster, audit_log.c.operation == "SubmitUpdates",
+                                              audit_log.c.detail.contains("retry"))]
+    assert "repeat" in outcomes
+
+
+def test_rate_limits_count_across_the_nodes(cluster):
+    user = f"busy.{unique()}"
+    health = rfc9440(cluster.gateway.certs["health"])
+    codes = []
+    for n in range(USER_LIMIT + 2):
+        message = _signed(cluster, "health", "FindChild", Requester={"UserId": user, "Role": "gp"},
+                          Reason={"_value_1": REASON["reason_text"], "code": REASON["reason_code"]},
+                          FamilyName="Nobody", DateOfBirth="2010-01-01")
+        status, answer = cluster.post_to_node(n % 2, "FindChild", message, client_cert=health)
+        codes.append(fault_code(parse_untrusted(answer)))
+    assert codes[:USER_LIMIT] == [None] * USER_LIMIT and codes[USER_LIMIT:] == ["RateLimited"] * 2
+
+
+def test_the_audit_chain_written_by_both_nodes_verifies(cluster):
+    assert cluster.gateway.cli("audit", "verify", expect_ok=False).exit_code == 0
+    with cluster.gateway.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(audit_log)).scalar() > 20
+
+
+def test_a_node_stopped_mid_push_loses_nothing_the_client_retries(cluster):
+    """A push of 30 single-record batches through nginx; node 0 is killed (SIGKILL) after the 10th.
+    The client re-sends a batch that got no answer (502 from nginx, or no connection): each is
+    applied exactly once, and the audit chain still verifies."""
+    la = cluster.client("la", timeout=30)
+    tag = unique()
+    messages = [la.build_request("SubmitUpdates", ChildUpdate=[child_update(f"kill-{tag}-{n}", unique_name("Kill"),
+                                                                              "Kit", "2012-02-02")])
+                for n in range(30)]
+    outcomes, retries = [], 0
+    try:
+        for n, message in enumerate(messages):
+            if n == 10:
+                cluster.stop_node(0, signal.SIGKILL)
+            for attempt in range(6):
+                try:
+                    status, body = la.exchange("SubmitUpdates", message)
+                except Exception:  # no answer: the same signed bytes again
+                    status, body = None, None
+                if status == 200:
+                    outcomes += [r.outcome for r in parse_results(body)]
+                    break
+                retries += 1
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"batch {n} was never answered")
+    finally:
+        cluster.start_node(0)  # for whatever runs after
+    assert outcomes == ["created"] * 30
+    assert stored(cluster, *[f"kill-{tag}-{n}" for n in range(30)]) == 30
+    assert cluster.gateway.cli("audit", "verify", expect_ok=False).exit_code == 0
+

@@ -1,0 +1,109 @@
+"""Operable: `serve` publishes Prometheus metrics summed over its worker processes on a separate
+loopback port that needs no client certificate, answers /readyz only while the database and Redis
+answer, and logs JSON lines whose request id is the exchange's audit entry's and X-Request-Id."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from connectors.client import ReasonRequiredFault, UnavailableFault
+from gateway.db import audit_log
+from tests.support import child_update, private_gateway, redis_server, unique_name
+
+REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """The value of one sample of the Prometheus text exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(rf"{re.escape(name)}\{{(.*)\}} (\S+)", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("metrics")
+    with redis_server(directory / "redis") as redis:
+        with private_gateway("sqlite", directory / "home", orgs={"LA": ("local_authority", ["push", "query"])},
+                             workers=2, redis_url=redis.url) as gateway:
+            yield gateway, redis
+
+
+def metrics_url(gateway, path: str) -> str:
+    return f"http://127.0.0.1:{gateway.metrics_port}{path}"
+
+
+def test_exchanges_refusals_and_latency_are_counted_across_workers(served):
+    gateway, _ = served
+    la = gateway.client("la")
+    for _ in range(6):  # several connections' worth: both workers answer some
+        la.close()
+        la.ping(user_id="it", role="onboarding")
+    with pytest.raises(ReasonRequiredFault):
+        la.find_child(user_id="sw1", role="social worker", reason_code=None, reason_text=None,
+                      family_name="Nobody", date_of_birth="2010-01-01")
+    message = la.build_request("SubmitUpdates", ChildUpdate=[child_update("m-1", unique_name("Metric"), "Mo",
+                                                                          "2016-01-01")])
+    la.post_raw("SubmitUpdates", message)
+    la.post_raw("SubmitUpdates", message)  # a retry: answered "repeat"
+    text = requests.get(metrics_url(gateway, "/metrics"), timeout=10).text
+    assert sample(text, "contactgate_exchanges_total", operation="Ping", organisation="LA", outcome="accepted") == 6
+    assert sample(text, "contactgate_exchanges_total", operation="FindChild", organisation="LA",
+                  outcome="refused") == 1
+    assert sample(text, "contactgate_refusals_total", fault_code="ReasonRequired") == 1
+    assert sample(text, "contactgate_exchanges_total", operation="SubmitUpdates", organisation="LA",
+                  outcome="accepted") == 1
+    assert sample(text, "contactgate_exchanges_total", operation="SubmitUpdates", organisation="LA",
+                  outcome="repeat") == 1
+    assert sample(text, "contactgate_exchange_seconds_count", operation="Ping") == 6
+    assert sample(text, "contactgate_exchange_seconds_bucket", operation="Ping", le="+Inf") == 6
+
+
+def test_the_metrics_port_is_not_the_soap_port(served):
+    gateway, _ = served
+    la = gateway.client("la")
+    assert la.session.get(f"{gateway.url}/metrics", timeout=10).status_code == 404
+    assert requests.get(metrics_url(gateway, "/healthz"), timeout=10).text == "ok\n"
+    assert la.session.get(f"{gateway.url}/readyz", timeout=10).text == "ready\n"  # on the SOAP port too
+
+
+def test_json_log_lines_carry_the_request_id_of_the_audit_entry(served):
+    gateway, _ = served
+    la = gateway.client("la")
+    message = la.build_request("Ping", Requester={"UserId": "logged", "Role": "onboarding"})
+    response = la.session.post(la.endpoint, data=message, timeout=30, headers={
+        "Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"urn:contactgate:v1#Ping"'})
+    request_id = response.headers["X-Request-Id"]
+    with gateway.engine.connect() as conn:
+        entry = conn.execute(select(audit_log).where(audit_log.c.request_id == request_id)).one()
+    assert entry.user_id == "logged"
+    lines = [json.loads(line) for line in (gateway.home / "server.log").read_text().splitlines() if line.strip()]
+    [access] = [line for line in lines if line.get("request_id") == request_id]
+    assert access["status"] == 200 and access["path"] == "/soap/v1" and access["level"] == "info"
+    assert {"time", "logger", "message"} <= set(access)
+
+
+def test_readyz_fails_while_redis_is_down_and_the_failure_is_counted(served):
+    gateway, redis = served
+    assert requests.get(metrics_url(gateway, "/readyz"), timeout=10).status_code == 200
+    redis.stop()
+    try:
+        ready = requests.get(metrics_url(gateway, "/readyz"), timeout=10)
+        assert ready.status_code == 503 and "redis" in ready.text
+        with pytest.raises(UnavailableFault):
+            gateway.client("la").find_child(user_id="sw2", role="social worker", family_name="Nobody",
+                                            date_of_birth="2010-01-01", **REASON)
+        text = requests.get(metrics_url(gateway, "/metrics"), timeout=10).text
+        assert sample(text, "contactgate_backend_errors_total", backend="redis") >= 1
+        assert sample(text, "contactgate_refusals_total", fault_code="Unavailable") >= 1
+    finally:
+        redis.start()
+    assert requests.get(metrics_url(gateway, "/readyz"), timeout=10).status_code == 200
