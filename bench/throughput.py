@@ -101,6 +101,21 @@ class GatewayUnderTest(LocalGateway):
         out = self.certs[name] = self.certs.pop(code.lower())
         return out
 
+    cluster: object = None  # contactgate_local.nginx.Cluster with --nodes
+
+    def server_masters(self) -> list[int]:
+        if self.cluster is not None:
+            return [node.pid for node in self.cluster.nodes if node is not None]
+        return [self.process.pid]
+
+    def proxy_masters(self) -> list[int]:
+        return [self.cluster.nginx.pid] if self.cluster is not None else []
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+        super().stop()
+
     def signing_key_kind(self) -> str:
         """What signs the gateway's answers: "RSA-2048", "EC P-256"."""
         from cryptography.hazmat.primitives.asymmetric import ec
@@ -345,30 +360,41 @@ def run_load(gateway: GatewayUnderTest, child_ids: list[str], *, clients: int, s
                           None if requests else seconds, barrier, results))
         for i in range(clients)
     ]
+    return run_measured(gateway, processes, barrier, results, "client process", (seconds or 0) + 3600)[0]
+
+
+def run_measured(gateway: GatewayUnderTest, processes: list, barrier, results, what: str,
+                 timeout_s: float) -> tuple[LoadResult, float]:
+    """Start the load ``processes``, wait until each is ready (``barrier``), then measure the server's
+    and the machine's CPU while they run; their results come from ``results``. Returns the load and
+    the proxy's CPU seconds (nginx, with --nodes)."""
     try:
         for p in processes:
             p.start()
         try:
-            barrier.wait(timeout=300)  # every client warmed up and connected
+            barrier.wait(timeout=300)  # every load process warmed up and connected
         except threading.BrokenBarrierError:
             failures = _drain(results, processes, timeout=10)
             raise RuntimeError("\n".join(r.failure for r in failures if r.failure)
-                               or "a client process died during set-up") from None
-        cpu_before, machine_before = server_cpu(gateway.process.pid), machine_busy_s()
-        held = connections_per_worker(gateway.process.pid, gateway.port)
-        collected = _drain(results, processes, timeout=(seconds or 0) + 3600)
-        cpu_after, machine_after = server_cpu(gateway.process.pid), machine_busy_s()
+                               or f"a {what} died during set-up") from None
+        masters = gateway.server_masters()
+        cpu_before, machine_before = _cpu_of(masters), machine_busy_s()
+        proxy_before = _cpu_of(gateway.proxy_masters())
+        held = connections_per_worker(masters[0], gateway.port) if len(masters) == 1 else {}
+        collected = _drain(results, processes, timeout=timeout_s)
+        cpu_after, machine_after = _cpu_of(masters), machine_busy_s()
+        proxy_after = _cpu_of(gateway.proxy_masters())
     finally:
         for p in processes:
             if p.is_alive():
                 p.terminate()
             p.join(10)
     failed = [r.failure for r in collected if r.failure]
-    if failed or len(collected) != clients:
-        raise RuntimeError("\n".join(failed) or "a client process died without reporting")
+    if failed or len(collected) != len(processes):
+        raise RuntimeError("\n".join(failed) or f"a {what} died without reporting")
     common = cpu_before.keys() & cpu_after.keys()  # a worker restarted mid-run would drop out
-    worker_pids = [pid for pid in sorted(common) if pid != gateway.process.pid]
-    return LoadResult(
+    worker_pids = [pid for pid in sorted(common) if pid not in masters]
+    load = LoadResult(
         clients=sorted(collected, key=lambda r: r.index),
         wall_s=max(r.finished for r in collected) - min(r.started for r in collected),
         server_cpu_s=sum(cpu_after[pid] - cpu_before[pid] for pid in common),
@@ -376,6 +402,15 @@ def run_load(gateway: GatewayUnderTest, child_ids: list[str], *, clients: int, s
         worker_connections=[held.get(pid, 0) for pid in worker_pids],
         machine_cpu_s=machine_after - machine_before,
     )
+    return load, sum(proxy_after.get(pid, 0) - cpu for pid, cpu in proxy_before.items())
+
+
+def _cpu_of(masters: list[int]) -> dict[int, float]:
+    """CPU seconds of each process of these servers (masters and their children), by pid."""
+    usage: dict[int, float] = {}
+    for master in masters:
+        usage.update(server_cpu(master))
+    return usage
 
 
 def _drain(results, processes, timeout: float) -> list[ClientResult]:
@@ -532,6 +567,7 @@ class PresignedResult:
     verified: int
     submit_latencies: list[float]
     submit_server_cpu_s: float
+    proxy_cpu_s: float = 0.0  # nginx, with --nodes
 
 
 def run_presigned(gateway: GatewayUnderTest, messages: list[bytes], submits: list[bytes], *,
@@ -544,37 +580,9 @@ def run_presigned(gateway: GatewayUnderTest, messages: list[bytes], submits: lis
                               args=(i, gateway.port, cert_dir, "GetContacts", messages[i::processes],
                                     connections, barrier, results))
                   for i in range(processes)]
-    try:
-        for p in generators:
-            p.start()
-        try:
-            barrier.wait(timeout=300)
-        except threading.BrokenBarrierError:
-            failures = _drain(results, generators, timeout=10)
-            raise RuntimeError("\n".join(r.failure for r in failures if r.failure)
-                               or "a load generator died during set-up") from None
-        cpu_before, machine_before = server_cpu(gateway.process.pid), machine_busy_s()
-        held = connections_per_worker(gateway.process.pid, gateway.port)
-        collected = _drain(results, generators, timeout=3600)
-        cpu_after, machine_after = server_cpu(gateway.process.pid), machine_busy_s()
-    finally:
-        for p in generators:
-            if p.is_alive():
-                p.terminate()
-            p.join(10)
-    failed = [r.failure for r in collected if r.failure]
-    if failed or len(collected) != processes:
-        raise RuntimeError("\n".join(failed) or "a load generator died without reporting")
-    common = cpu_before.keys() & cpu_after.keys()
-    worker_pids = [pid for pid in sorted(common) if pid != gateway.process.pid]
-    load = LoadResult(
-        clients=sorted(collected, key=lambda r: r.index),
-        wall_s=max(r.finished for r in collected) - min(r.started for r in collected),
-        server_cpu_s=sum(cpu_after[pid] - cpu_before[pid] for pid in common),
-        worker_cpu_s=[cpu_after[pid] - cpu_before[pid] for pid in worker_pids],
-        worker_connections=[held.get(pid, 0) for pid in worker_pids],
-        machine_cpu_s=machine_after - machine_before,
-    )
+    load, proxy_cpu = run_measured(gateway, generators, barrier, results, "load generator", 3600)
+    collected = load.clients
+    masters = gateway.server_masters()
 
     # SubmitUpdates of 100 records, one after another on one connection: latency, not throughput.
     import http.client
@@ -585,7 +593,7 @@ def run_presigned(gateway: GatewayUnderTest, messages: list[bytes], submits: lis
                                        timeout=120)
     headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}SubmitUpdates"'}
     latencies = []
-    cpu0 = sum(server_cpu(gateway.process.pid).values())
+    cpu0 = sum(_cpu_of(masters).values())
     for message in submits:
         t0 = time.perf_counter()
         conn.request("POST", SOAP_PATH, body=message, headers=headers)
@@ -595,9 +603,9 @@ def run_presigned(gateway: GatewayUnderTest, messages: list[bytes], submits: lis
         if response.status != 200 or answer.count(b"created</") < SUBMIT_RECORDS:
             raise RuntimeError(f"a pre-signed SubmitUpdates was not applied whole: HTTP {response.status} "
                                f"{answer[:300]!r}")
-    submit_cpu = sum(server_cpu(gateway.process.pid).values()) - cpu0
+    submit_cpu = sum(_cpu_of(masters).values()) - cpu0
     conn.close()
-    return PresignedResult(load, sum(r.verified for r in collected), sorted(latencies), submit_cpu)
+    return PresignedResult(load, sum(r.verified for r in collected), sorted(latencies), submit_cpu, proxy_cpu)
 
 
 def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareCost,
@@ -613,7 +621,8 @@ def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareC
     ms = lambda s: f"{s * 1e3:.2f}"  # noqa: E731
     print("ContactGate server throughput: pre-signed GetContacts replayed over mutual TLS, keep-alive")
     print(f"machine      {machine()}")
-    print(f"gateway      {backend}; {args.workers} workers x {Settings.threads} threads; {children} children; "
+    nodes = f"{args.nodes} nodes behind nginx, each " if args.nodes else ""
+    print(f"gateway      {backend}; {nodes}{args.workers} workers x {Settings.threads} threads; {children} children; "
           f"signing key {gateway.signing_key_kind()}")
     print(f"load         {args.presigned} requests signed before the clock; {args.replayers} load generator "
           f"processes x {args.connections} connections; one answer in {VERIFY_EVERY} verified "
@@ -631,6 +640,8 @@ def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareC
         other = max(0.0, load.machine_cpu_s - load.server_cpu_s - load.client_cpu_s)
         print(f"  CPU/exchange    server {ms(server_ms)} ms + load generator {ms(load.client_cpu_s / ok)} ms + "
               f"rest of machine {ms(other / ok)} ms   (machine {load.machine_cpu_s / (load.wall_s * cores):.0%} busy)")
+        if args.nodes:
+            print(f"  nginx           {ms(result.proxy_cpu_s / ok)} ms CPU per exchange (TLS, proxying)")
         print(f"  signature work  verify {ms(bare.gateway_verify)} ms + sign {ms(bare.gateway_sign)} ms = "
               f"{ms(crypto)} ms: server CPU per exchange is {server_ms / crypto:.2f} x its signature work")
     sub = result.submit_latencies
@@ -864,10 +875,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--submit-batches", type=int, default=SUBMIT_BATCHES,
                         help=f"with --presigned: SubmitUpdates of {SUBMIT_RECORDS} new records to time "
                              f"(default: {SUBMIT_BATCHES})")
+    parser.add_argument("--nodes", type=int, default=0,
+                        help="with --presigned: this many `serve --behind-proxy` nodes (each --workers) behind "
+                             "the shipped nginx configuration, instead of one `serve` (needs --database-url "
+                             "and --redis-url: nodes share them)")
     parser.add_argument("--replayers", type=int, default=1, help="with --presigned: load generator processes")
     parser.add_argument("--connections", type=int, default=8,
                         help="with --presigned: keep-alive connections per load generator (default: 8)")
     args = parser.parse_args(argv)
+    if args.nodes and not (args.presigned and args.database_url and args.redis_url):
+        parser.error("--nodes needs --presigned, --database-url and --redis-url")
     if args.clients < 1 or args.workers < 1 or args.children < 1 or (args.requests is not None and args.requests < 1):
         parser.error("--clients, --workers, --children and --requests must be at least 1")
     return args
@@ -888,7 +905,17 @@ def main(argv=None) -> int:
         gateway.cli("init", "--signing-key", args.signing_key)
         gateway.add_org("la", "local_authority", ["push", "query"])
         gateway.add_org("health", "health", ["query"])
-        gateway.start(args.workers, timeout_s=60)
+        if args.nodes:
+            from contactgate_local.nginx import PROXY_ADDRESS, Cluster
+
+            gateway.extra_env["CONTACTGATE_TRUSTED_PROXIES"] = PROXY_ADDRESS
+            # nginx's own files beside the home, not in it (the home holds the gateway's files only)
+            gateway.cluster = Cluster(gateway, Path(tempfile.mkdtemp(prefix="cg-bench-nginx-")), nodes=args.nodes,
+                                      workers=args.workers)
+            gateway.cluster.start()
+            gateway.port = gateway.cluster.nginx_port  # clients reach the nodes through nginx
+        else:
+            gateway.start(args.workers, timeout_s=60)
 
         from connectors.client import GatewayClient
 
@@ -950,6 +977,8 @@ def main(argv=None) -> int:
             print(f"home kept: {home}", file=sys.stderr)
         else:
             shutil.rmtree(home, ignore_errors=True)
+        if gateway.cluster is not None:
+            shutil.rmtree(gateway.cluster.prefix, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -55,14 +55,16 @@ class GatewayUnreachable(GatewayError):
 
 
 class GatewayFault(GatewayError):
-    """The gateway refused the request. ``code`` is the contract's fault code."""
+    """The gateway refused the request. ``code`` is the contract's fault code; ``request_id`` names
+    the exchange in the gateway's audit trail and logs (quote it when asking why)."""
 
     code = "Unknown"
 
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: str, message: str, request_id: str | None = None):
+        super().__init__(f"{code}: {message}" + (f" (request {request_id})" if request_id else ""))
         self.code = code
         self.message = message
+        self.request_id = request_id
 
 
 FAULT_CLASSES: dict[str, type[GatewayFault]] = {
@@ -72,8 +74,8 @@ FAULT_CLASSES: dict[str, type[GatewayFault]] = {
 globals().update({cls.__name__: cls for cls in FAULT_CLASSES.values()})
 
 
-def fault_from(code: str, message: str) -> GatewayFault:
-    return FAULT_CLASSES.get(code, GatewayFault)(code, message)
+def fault_from(code: str, message: str, request_id: str | None = None) -> GatewayFault:
+    return FAULT_CLASSES.get(code, GatewayFault)(code, message, request_id)
 
 
 class _MutualTLSAdapter(HTTPAdapter):
@@ -210,7 +212,8 @@ class GatewayClient:
     def _fault(fault: zeep.exceptions.Fault) -> GatewayError:
         detail = fault.detail
         code = detail.findtext(f"{{{CG}}}Error/{{{CG}}}Code") if detail is not None else None
-        return fault_from(code or "Unknown", fault.message or "")
+        request_id = detail.findtext(f"{{{CG}}}Error/{{{CG}}}RequestId") if detail is not None else None
+        return fault_from(code or "Unknown", fault.message or "", request_id)
 
     @staticmethod
     def _who(user_id: str, role: str, reason_code: str | None, reason_text: str | None) -> dict:

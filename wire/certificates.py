@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError,
@@ -59,6 +60,11 @@ class TrustAnchors:
 
     def __post_init__(self):
         self._store = Store(self.roots) if self.roots else None
+        # Client certificates already found to chain, by DER, with the period in which that holds
+        # (the leaf's and its issuer's validity): the same certificate arrives with every message,
+        # and the answer cannot change while these roots stay (a trust change builds new anchors).
+        # Only successes are kept; revocation is not a chain question (the registry's, every time).
+        self._verified: dict[bytes, tuple[dt.datetime, dt.datetime]] = {}
 
     @classmethod
     def from_files(cls, paths: list[Path]) -> "TrustAnchors":
@@ -67,10 +73,26 @@ class TrustAnchors:
             roots.extend(load_certs_pem(path.read_bytes()))
         return cls(roots)
 
+    VERIFIED_CACHE = 4096  # distinct client certificates remembered (a national deployment: a few thousand)
+
     def verify_client(self, leaf: x509.Certificate, *, at: dt.datetime | None = None) -> None:
         """Raise ChainError unless ``leaf`` chains to a root and may authenticate a client."""
         if self._store is None:
             raise ChainError("no trusted CA is configured")
+        at = at or _now()
+        der = leaf.public_bytes(Encoding.DER)
+        period = self._verified.get(der)
+        if period is not None and period[0] <= at <= period[1]:
+            return
+        self._verify_client_chain(leaf, at)
+        issuers = [root for root in self.roots if root.subject == leaf.issuer]
+        starts = [leaf.not_valid_before_utc, *(r.not_valid_before_utc for r in issuers)]
+        ends = [leaf.not_valid_after_utc, *(r.not_valid_after_utc for r in issuers)]
+        if len(self._verified) >= self.VERIFIED_CACHE:
+            self._verified.clear()
+        self._verified[der] = (max(starts), min(ends))
+
+    def _verify_client_chain(self, leaf: x509.Certificate, at: dt.datetime) -> None:
         verifier = (
             PolicyBuilder().store(self._store).time(at or _now())
             .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=_CLIENT_EE_POLICY)

@@ -107,7 +107,8 @@ def new_envelope(payload: etree._Element) -> etree._Element:
     return envelope
 
 
-def fault_payload(faultcode: str, faultstring: str, code: str, request_digest: str | None) -> etree._Element:
+def fault_payload(faultcode: str, faultstring: str, code: str, request_digest: str | None,
+                  request_id: str | None = None) -> etree._Element:
     fault = etree.Element(q(SOAP_ENV, "Fault"), nsmap={"soap": SOAP_ENV})
     etree.SubElement(fault, "faultcode").text = faultcode
     etree.SubElement(fault, "faultstring").text = faultstring
@@ -117,6 +118,8 @@ def fault_payload(faultcode: str, faultstring: str, code: str, request_digest: s
     etree.SubElement(error, q(CG, "Message")).text = faultstring
     if request_digest:
         etree.SubElement(error, q(CG, "RequestDigest")).text = request_digest
+    if request_id:
+        etree.SubElement(error, q(CG, "RequestId")).text = request_id
     return fault
 
 

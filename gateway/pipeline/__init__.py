@@ -166,14 +166,15 @@ def _refuse(exchange: Exchange, refusal: Refusal, services: Services) -> Answer:
     if body is None:
         unavailable = Unavailable()
         return Answer(503, to_bytes(new_envelope(fault_payload(unavailable.faultcode, unavailable.public_message,
-                                                                unavailable.code, exchange.request_digest))),
+                                                                unavailable.code, exchange.request_digest,
+                                                                exchange.request_id))),
                       outcome="refused", fault_code=unavailable.code)
     return Answer(refusal.http_status, body, outcome="refused", fault_code=refusal.code)
 
 
 def _signed_fault_or_none(refusal: Refusal, exchange: Exchange, services: Services) -> bytes | None:
     try:
-        return signed_fault(refusal, exchange.request_digest, services)
+        return signed_fault(refusal, exchange.request_digest, services, exchange.request_id)
     except Exception:
         log.exception("could not sign a fault")
         return None

@@ -16,6 +16,7 @@ def signed_response(payload: etree._Element, services: Services) -> bytes:
     return to_bytes(envelope)
 
 
-def signed_fault(refusal: Refusal, request_digest: str | None, services: Services) -> bytes:
-    payload = fault_payload(refusal.faultcode, refusal.public_message, refusal.code, request_digest)
+def signed_fault(refusal: Refusal, request_digest: str | None, services: Services,
+                 request_id: str | None = None) -> bytes:
+    payload = fault_payload(refusal.faultcode, refusal.public_message, refusal.code, request_digest, request_id)
     return signed_response(payload, services)

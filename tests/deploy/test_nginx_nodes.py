@@ -12,13 +12,8 @@ the client retries.
 from __future__ import annotations
 
 import base64
-import http.client
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,133 +23,20 @@ from sqlalchemy import func, select
 
 from connectors.client import GatewayClient
 from connectors.push import parse_results
-from contactgate_local import LocalGateway, free_port
+from contactgate_local import nginx
+from contactgate_local.nginx import PROXY_ADDRESS, Cluster
 from contactgate_wire.certificates import load_cert_pem
-from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_PATH, fault_code, parse_untrusted
+from contactgate_wire.soap import SOAP_ACTION_PREFIX, fault_code, parse_untrusted
 from gateway.db import audit_log, source_records
 from tests.support import REDIS_URL, Gateway, child_update, postgres_database, unique, unique_name
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy" / "nginx"
-PROXY_ADDRESS = "127.0.0.2"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
 USER_LIMIT = 8  # CONTACTGATE_RATE_LIMIT_PER_USER on the nodes: low enough to reach in a test
 
-if not (Path(NGINX).exists() and JS_MODULE.exists()):
+if not nginx.available():
     if os.environ.get("CONTACTGATE_REQUIRE_NGINX"):
         raise RuntimeError("nginx with its njs module is needed here (make test installs them)")
     pytest.skip("nginx and libnginx-mod-http-js are not installed (make test installs them)", allow_module_level=True)
-
-
-def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited:\n{log.read_text(errors='replace')[-3000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-class Cluster:
-    """One gateway home, two nodes behind --behind-proxy, and nginx in front."""
-
-    def __init__(self, gateway: LocalGateway, prefix: Path):
-        self.gateway = gateway
-        self.prefix = prefix
-        self.node_ports = [free_port(), free_port()]
-        self.metrics_ports = [free_port(), free_port()]
-        self.nodes: list[subprocess.Popen | None] = [None, None]
-        self.nginx_port = free_port()
-        self.nginx: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.nginx_port}"
-
-    def start_node(self, index: int) -> None:
-        log = self.prefix / f"node{index}.log"
-        with open(log, "ab") as out:
-            self.nodes[index] = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--behind-proxy", "--workers", "1",
-                 "--bind", f"127.0.0.1:{self.node_ports[index]}",
-                 "--metrics-bind", f"127.0.0.1:{self.metrics_ports[index]}"],
-                env=self.gateway.env(), stdout=out, stderr=subprocess.STDOUT)
-        wait_for_port(self.node_ports[index], self.nodes[index], f"node {index}", log)
-
-    def stop_node(self, index: int, sig: int = signal.SIGTERM) -> None:
-        process = self.nodes[index]
-        if process is not None and process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def nginx_config(self) -> str:
-        """deploy/nginx/contactgate.conf as shipped, pointed at this home, these ports and addresses,
-        inside a minimal main configuration."""
-        site = (DEPLOY / "contactgate.conf").read_text()
-        for shipped, here in (("/var/lib/contactgate", str(self.gateway.home)),
-                              ("/etc/nginx/contactgate/client_cert.js", str(DEPLOY / "client_cert.js")),
-                              ("10.0.0.11:8441", f"127.0.0.1:{self.node_ports[0]}"),
-                              ("10.0.0.12:8441", f"127.0.0.1:{self.node_ports[1]}"),
-                              ("proxy_bind 10.0.0.10;", f"proxy_bind {PROXY_ADDRESS};"),
-                              ("listen 8443 ssl;", f"listen 127.0.0.1:{self.nginx_port} ssl;")):
-            assert shipped in site, f"the shipped configuration no longer has {shipped!r}"
-            site = site.replace(shipped, here)
-        (self.prefix / "contactgate.conf").write_text(site)
-        return "\n".join([
-            f"load_module {JS_MODULE};", "worker_processes 1;", f"pid {self.prefix}/nginx.pid;",
-            f"error_log {self.prefix}/error.log info;", "events { worker_connections 256; }",
-            "http {", f"    access_log {self.prefix}/access.log;",
-            f"    client_body_temp_path {self.prefix}/body; proxy_temp_path {self.prefix}/proxy;",
-            f"    include {self.prefix}/contactgate.conf;", "}", ""])
-
-    def start_nginx(self) -> None:
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(self.nginx_config())
-        log = self.prefix / "nginx.out"
-        check = subprocess.run([NGINX, "-t", "-p", str(self.prefix), "-c", str(conf)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        with open(log, "ab") as out:
-            self.nginx = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
-                                          stdout=out, stderr=subprocess.STDOUT)
-        wait_for_port(self.nginx_port, self.nginx, "nginx", self.prefix / "error.log")
-
-    def stop(self) -> None:
-        if self.nginx is not None and self.nginx.poll() is None:
-            self.nginx.send_signal(signal.SIGQUIT)
-            try:
-                self.nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                self.nginx.kill()
-        for index in range(len(self.nodes)):
-            self.stop_node(index)
-
-    def client(self, name: str, **kwargs) -> GatewayClient:
-        return GatewayClient.from_directory(self.url, self.gateway.certs[name], **kwargs)
-
-    def post_to_node(self, index: int, operation: str, message: bytes, *, client_cert: str | None,
-                     source: str = PROXY_ADDRESS) -> tuple[int, bytes]:
-        """POST to a node directly, as nginx would (from the proxy address, with a Client-Cert), or
-        as an attacker (from elsewhere)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.node_ports[index], timeout=30,
-                                          source_address=(source, 0))
-        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'}
-        if client_cert is not None:
-            headers["Client-Cert"] = client_cert
-        try:
-            conn.request("POST", SOAP_PATH, body=message, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
 
 
 def rfc9440(cert_dir: Path) -> str:
@@ -165,8 +47,6 @@ def rfc9440(cert_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     prefix = tmp_path_factory.mktemp("nginx")
-    for directory in ("body", "proxy"):
-        (prefix / directory).mkdir()
     with postgres_database() as url:
         gateway = Gateway("postgresql", tmp_path_factory.mktemp("cluster-home"), url, REDIS_URL)
         gateway.extra_env.update({"CONTACTGATE_TRUSTED_PROXIES": PROXY_ADDRESS,
@@ -176,9 +56,7 @@ def cluster(tmp_path_factory):
         gateway.add_org("HEALTH", "health", ["query"])
         cluster = Cluster(gateway, prefix)
         try:
-            cluster.start_node(0)
-            cluster.start_node(1)
-            cluster.start_nginx()
+            cluster.start()
             yield cluster
         finally:
             cluster.stop()
@@ -212,6 +90,9 @@ def test_the_sdk_works_through_nginx_and_the_callers_address_is_audited(cluster)
     family = unique_name("Proxied")
     [created] = la.submit_updates([child_update("px-1", family, "Ada", "2016-03-04")])
     assert created.outcome == "created"
+    # A body larger than nginx's buffer (written to its temporary files) goes through as well.
+    batch = la.submit_updates([child_update(f"px-big-{n}", unique_name("Big"), "Bo", "2015-01-01") for n in range(60)])
+    assert [r.outcome for r in batch] == ["created"] * 60
     [candidate] = health.find_child(user_id="dr.px", role="gp", family_name=family, date_of_birth="2016-03-04",
                                     **REASON)
     child = health.get_contacts(candidate.child_id, user_id="dr.px", role="gp", **REASON)

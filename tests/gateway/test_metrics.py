@@ -107,3 +107,17 @@ def test_readyz_fails_while_redis_is_down_and_the_failure_is_counted(served):
     finally:
         redis.start()
     assert requests.get(metrics_url(gateway, "/readyz"), timeout=10).status_code == 200
+
+
+def test_a_refusal_names_its_request_id_in_the_fault_the_audit_and_the_log(served):
+    gateway, _ = served
+    with pytest.raises(ReasonRequiredFault) as raised:
+        gateway.client("la").get_contacts("0000-0000-0000-0000", user_id="sw3", role="social worker",
+                                          reason_code=None, reason_text=None)
+    request_id = raised.value.request_id
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id) and request_id in str(raised.value)
+    with gateway.engine.connect() as conn:
+        entry = conn.execute(select(audit_log).where(audit_log.c.request_id == request_id)).one()
+    assert entry.outcome == "refused" and entry.fault_code == "ReasonRequired" and entry.user_id == "sw3"
+    logged = [json.loads(line) for line in (gateway.home / "server.log").read_text().splitlines() if line.strip()]
+    assert any(line.get("request_id") == request_id and line.get("status") == 500 for line in logged)

@@ -1,0 +1,154 @@
+"""nginx in front of several gateway nodes on this machine, as deploy/nginx/contactgate.conf lays
+them out (README "nginx in front, several nodes"): for the tests of that layout and the benchmark of
+one node against two. The shipped configuration is used as it is, pointed at a local home, ports and
+addresses; nginx is the distribution's, with its njs module.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from connectors.client import GatewayClient
+from contactgate_local import LocalGateway, free_port
+from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_PATH
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "nginx"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
+PROXY_ADDRESS = "127.0.0.2"  # nginx connects to the nodes from here: their CONTACTGATE_TRUSTED_PROXIES
+
+
+def available() -> bool:
+    return Path(NGINX).exists() and JS_MODULE.exists()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+class Cluster:
+    """One gateway home (``gateway``, set up, not started), ``nodes`` processes of `serve
+    --behind-proxy` on it, and nginx in front. The home's environment must name PROXY_ADDRESS in
+    CONTACTGATE_TRUSTED_PROXIES."""
+
+    def __init__(self, gateway: LocalGateway, prefix: Path, nodes: int = 2, workers: int = 1):
+        self.gateway = gateway
+        self.prefix = prefix
+        self.workers = workers
+        self.node_ports = [free_port() for _ in range(nodes)]
+        self.metrics_ports = [free_port() for _ in range(nodes)]
+        self.nodes: list[subprocess.Popen | None] = [None] * nodes
+        self.nginx_port = free_port()
+        self.nginx: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.nginx_port}"
+
+    def start_node(self, index: int) -> None:
+        log = self.prefix / f"node{index}.log"
+        with open(log, "ab") as out:
+            self.nodes[index] = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--behind-proxy", "--workers", str(self.workers),
+                 "--bind", f"127.0.0.1:{self.node_ports[index]}",
+                 "--metrics-bind", f"127.0.0.1:{self.metrics_ports[index]}"],
+                env=self.gateway.env(), stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.node_ports[index], self.nodes[index], f"node {index}", log)
+
+    def stop_node(self, index: int, sig: int = signal.SIGTERM) -> None:
+        process = self.nodes[index]
+        if process is not None and process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def nginx_config(self) -> str:
+        """deploy/nginx/contactgate.conf as shipped, pointed at this home, these ports and addresses,
+        inside a minimal main configuration."""
+        site = (DEPLOY / "contactgate.conf").read_text()
+        for shipped, here in (("/var/lib/contactgate", str(self.gateway.home)),
+                              ("/etc/nginx/contactgate/client_cert.js", str(DEPLOY / "client_cert.js")),
+                              ("    server 10.0.0.11:8441 max_fails=1 fail_timeout=5s;\n"
+                               "    server 10.0.0.12:8441 max_fails=1 fail_timeout=5s;\n",
+                               "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n"
+                                       for port in self.node_ports)),
+                              ("proxy_bind 10.0.0.10;", f"proxy_bind {PROXY_ADDRESS};"),
+                              ("listen 8443 ssl;", f"listen 127.0.0.1:{self.nginx_port} ssl;")):
+            assert shipped in site, f"the shipped configuration no longer has {shipped!r}"
+            site = site.replace(shipped, here)
+        (self.prefix / "contactgate.conf").write_text(site)
+        return "\n".join([
+            f"load_module {JS_MODULE};", "worker_processes 1;", f"pid {self.prefix}/nginx.pid;",
+            # Started as root, nginx's workers would be `nobody`, unable to reach this private prefix
+            # to buffer large request bodies: here they stay the user who started it.
+            *(["user root;"] if os.geteuid() == 0 else []),
+            f"error_log {self.prefix}/error.log info;", "events { worker_connections 256; }",
+            "http {", f"    access_log {self.prefix}/access.log;",
+            f"    client_body_temp_path {self.prefix}/body; proxy_temp_path {self.prefix}/proxy;",
+            f"    include {self.prefix}/contactgate.conf;", "}", ""])
+
+    def start(self) -> None:
+        for directory in ("body", "proxy"):
+            (self.prefix / directory).mkdir(exist_ok=True)
+        for index in range(len(self.nodes)):
+            self.start_node(index)
+        self.start_nginx()
+
+    def start_nginx(self) -> None:
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(self.nginx_config())
+        log = self.prefix / "nginx.out"
+        check = subprocess.run([NGINX, "-t", "-p", str(self.prefix), "-c", str(conf)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        with open(log, "ab") as out:
+            self.nginx = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
+                                          stdout=out, stderr=subprocess.STDOUT)
+        wait_for_port(self.nginx_port, self.nginx, "nginx", self.prefix / "error.log")
+
+    def stop(self) -> None:
+        if self.nginx is not None and self.nginx.poll() is None:
+            self.nginx.send_signal(signal.SIGQUIT)
+            try:
+                self.nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+        for index in range(len(self.nodes)):
+            self.stop_node(index)
+
+    def client(self, name: str, **kwargs) -> GatewayClient:
+        return GatewayClient.from_directory(self.url, self.gateway.certs[name], **kwargs)
+
+    def post_to_node(self, index: int, operation: str, message: bytes, *, client_cert: str | None,
+                     source: str = PROXY_ADDRESS) -> tuple[int, bytes]:
+        """POST to a node directly, as nginx would (from the proxy address, with a Client-Cert), or
+        as an attacker (from elsewhere)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.node_ports[index], timeout=30,
+                                          source_address=(source, 0))
+        headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'}
+        if client_cert is not None:
+            headers["Client-Cert"] = client_cert
+        try:
+            conn.request("POST", SOAP_PATH, body=message, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
