@@ -386,6 +386,8 @@ def run_measured(gateway: GatewayUnderTest, processes: list, barrier, results, w
         proxy_after = _cpu_of(gateway.proxy_masters())
     finally:
         for p in processes:
+            if p.pid is None:  # never started
+                continue
             if p.is_alive():
                 p.terminate()
             p.join(10)
