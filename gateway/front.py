@@ -138,12 +138,14 @@ class ConnectionCaps:
         self.total = 0
         self.by_address: dict[str, int] = defaultdict(int)
 
-    def admit(self, address: str, *, room_made: bool = False) -> str | None:
+    def admit(self, address: str, *, room_made: bool = False, per_address: bool = True) -> str | None:
         """Count a new connection, or say which cap refuses it. ``room_made``: the caller has just
-        evicted a connection to make room (its release follows), so the total cap is not checked."""
+        evicted a connection to make room (its release follows), so the total cap is not checked.
+        ``per_address`` False: an address the per-address cap does not apply to (a trusted proxy,
+        through which every client comes)."""
         if self.total >= self.total_cap and not room_made:
             return "total"
-        if self.by_address[address] >= self.per_address_cap:
+        if per_address and self.by_address[address] >= self.per_address_cap:
             return "per-address"
         self.total += 1
         self.by_address[address] += 1
@@ -270,7 +272,8 @@ class Front:
     def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext | None",
                  app_pool: ThreadPoolExecutor,
                  *, audit_refused_handshake: Callable[[str, str], None] | None = None,
-                 access_log: logging.Logger | None = None):
+                 access_log: logging.Logger | None = None,
+                 uncapped_address: Callable[[str], bool] = lambda address: False):
         self.app = app
         self.limits = limits
         # The context for the next handshake: a ReloadingContext follows its files, a plain one stays.
@@ -282,6 +285,7 @@ class Front:
         self.audit_refused_handshake = audit_refused_handshake
         self.access_log = access_log
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_address)
+        self.uncapped_address = uncapped_address  # behind nginx: its address carries every client
         self.body_budget = BodyBudget(limits.body_budget_bytes or BODY_BUDGET_MESSAGES * limits.max_body_bytes)
         self.handshake_audits = RecentAllowance(HANDSHAKE_AUDITS_PER_MINUTE)
         self.audits_pending = 0
@@ -312,9 +316,10 @@ class Front:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         address = address_key(str(peer[0]))
-        refused_by = "stopping" if self.stopping else self.caps.admit(address)
+        per_address = not self.uncapped_address(str(peer[0]))
+        refused_by = "stopping" if self.stopping else self.caps.admit(address, per_address=per_address)
         if refused_by == "total" and self._evict_one():
-            refused_by = self.caps.admit(address, room_made=True)
+            refused_by = self.caps.admit(address, room_made=True, per_address=per_address)
         if refused_by is not None:
             if refused_by != "stopping":
                 self.quiet_log.warning(f"cap-{refused_by}", "connection from %s closed at once: the %s "

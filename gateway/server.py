@@ -28,7 +28,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from gunicorn.workers.base import Worker
 
-from gateway import logs, metrics
+from gateway import forwarded, logs, metrics
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.front import Front, FrontLimits, ReloadingContext, server_ssl_context
@@ -116,9 +116,13 @@ class FrontWorker(Worker):
         services = self.wsgi.config["SERVICES"]
         settings = services.settings
         app_pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="contactgate-app")
+        behind_proxy = self.tls_context is None
         front = Front(self.wsgi, self._limits(settings), self.tls_context, app_pool,
                       audit_refused_handshake=lambda ip, reason: refuse_handshake(services, ip, reason),
-                      access_log=self.log.access_log if self.cfg.accesslog else None)
+                      access_log=self.log.access_log if self.cfg.accesslog else None,
+                      # every client arrives through the proxy: its address is not one client
+                      uncapped_address=(lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies))
+                      if behind_proxy else (lambda ip: False))
         servers = [await asyncio.start_server(front.handle, sock=listener.sock, backlog=self.cfg.backlog)
                    for listener in self.sockets]
         try:

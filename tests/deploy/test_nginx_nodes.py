@@ -12,6 +12,8 @@ the client retries.
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import http.client
 import os
 import signal
 import time
@@ -32,6 +34,7 @@ from tests.support import REDIS_URL, Gateway, child_update, postgres_database, u
 
 REASON = dict(reason_code="care_coordination", reason_text="planning a joint visit")
 USER_LIMIT = 8  # CONTACTGATE_RATE_LIMIT_PER_USER on the nodes: low enough to reach in a test
+PER_ADDRESS = 4  # CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS on the nodes
 
 if not nginx.available():
     if os.environ.get("CONTACTGATE_REQUIRE_NGINX"):
@@ -50,7 +53,8 @@ def cluster(tmp_path_factory):
     with postgres_database() as url:
         gateway = Gateway("postgresql", tmp_path_factory.mktemp("cluster-home"), url, REDIS_URL)
         gateway.extra_env.update({"CONTACTGATE_TRUSTED_PROXIES": PROXY_ADDRESS,
-                                  "CONTACTGATE_RATE_LIMIT_PER_USER": str(USER_LIMIT)})
+                                  "CONTACTGATE_RATE_LIMIT_PER_USER": str(USER_LIMIT),
+                                  "CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS)})
         gateway.cli("init")
         gateway.add_org("LA", "local_authority", ["push", "query"])
         gateway.add_org("HEALTH", "health", ["query"])
@@ -91,8 +95,10 @@ def test_the_sdk_works_through_nginx_and_the_callers_address_is_audited(cluster)
     [created] = la.submit_updates([child_update("px-1", family, "Ada", "2016-03-04")])
     assert created.outcome == "created"
     # A body larger than nginx's buffer (written to its temporary files) goes through as well.
-    batch = la.submit_updates([child_update(f"px-big-{n}", unique_name("Big"), "Bo", "2015-01-01") for n in range(60)])
-    assert [r.outcome for r in batch] == ["created"] * 60
+    batch = la.submit_updates([child_update(f"px-big-{n}", unique_name("Big"), unique_name("Bo"),
+                                            (dt.date(2010, 1, 1) + dt.timedelta(days=37 * n)).isoformat())
+                               for n in range(60)])
+    assert len(batch) == 60 and all(r.outcome in ("created", "matched", "review") for r in batch)
     [candidate] = health.find_child(user_id="dr.px", role="gp", family_name=family, date_of_birth="2016-03-04",
                                     **REASON)
     child = health.get_contacts(candidate.child_id, user_id="dr.px", role="gp", **REASON)
@@ -139,6 +145,28 @@ def test_a_certificate_the_node_cannot_believe_is_refused_audited_and_changes_no
 
 def _signed(cluster: Cluster, name: str, operation: str, **kwargs) -> bytes:
     return GatewayClient.from_directory(cluster.url, cluster.gateway.certs[name]).build_request(operation, **kwargs)
+
+
+def test_the_per_address_connection_cap_spares_the_proxy_every_client_comes_through(cluster):
+    """A node caps connections per address; nginx's address carries every client, so it is exempt
+    (else a busy nginx would be cut off); any other address is capped as before."""
+    def open_connections(source: str, n: int) -> list[str]:
+        results, conns = [], []
+        for _ in range(n):
+            conn = http.client.HTTPConnection("127.0.0.1", cluster.node_ports[0], timeout=10,
+                                              source_address=(source, 0))
+            conns.append(conn)
+            try:
+                conn.request("GET", "/healthz")
+                results.append(str(conn.getresponse().read(), "ascii"))  # kept alive, held open
+            except (OSError, http.client.HTTPException):
+                results.append("closed")
+        for conn in conns:
+            conn.close()
+        return results
+
+    assert open_connections(PROXY_ADDRESS, PER_ADDRESS + 3) == ["ok\n"] * (PER_ADDRESS + 3)
+    assert open_connections("127.0.0.1", PER_ADDRESS + 1) == ["ok\n"] * PER_ADDRESS + ["closed"]
 
 
 def test_a_replay_sent_to_the_other_node_is_refused(cluster):

@@ -39,6 +39,8 @@ def test_connection_caps_count_per_address_and_in_all():
     caps = ConnectionCaps(total=3, per_address=2)
     assert caps.admit("a") is None and caps.admit("a") is None
     assert caps.admit("a") == "per-address"
+    assert caps.admit("a", per_address=False) is None  # a trusted proxy: only the total cap applies
+    caps.release("a")
     assert caps.admit("b") is None
     assert caps.admit("c") == "total"
     caps.release("a")
