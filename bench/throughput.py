@@ -610,6 +610,18 @@ def run_presigned(gateway: GatewayUnderTest, messages: list[bytes], submits: lis
     return PresignedResult(load, sum(r.verified for r in collected), sorted(latencies), submit_cpu, proxy_cpu)
 
 
+def print_outcome(load: "LoadResult", rate: float, rate_note: str) -> None:
+    """The lines both modes print first: requests and errors, exchanges/s, latency."""
+    ok, errors, lat = load.ok, load.errors, load.latencies
+    ms = lambda s: f"{s * 1e3:.2f}"  # noqa: E731
+    print(f"  requests        {ok + sum(errors.values())}   ok {ok}   errors {sum(errors.values())}"
+          + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if errors else ""))
+    print(f"  exchanges/s     {rate:.1f}   ({rate_note})")
+    if lat:
+        print(f"  latency ms      p50 {ms(percentile(lat, 50))}   p90 {ms(percentile(lat, 90))}   "
+              f"p99 {ms(percentile(lat, 99))}   max {ms(lat[-1])}")
+
+
 def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareCost,
                      result: PresignedResult) -> None:
     from gateway.config import Settings
@@ -618,7 +630,7 @@ def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareC
     cores = len(os.sched_getaffinity(0))
     backend = ("PostgreSQL" if gateway.database_url.startswith("postgresql") else "SQLite") + \
         (" + Redis" if gateway.redis_url else " + embedded store")
-    ok, errors, lat = load.ok, load.errors, load.latencies
+    ok = load.ok
     rate = ok / load.wall_s if load.wall_s > 0 else 0.0
     ms = lambda s: f"{s * 1e3:.2f}"  # noqa: E731
     print("ContactGate server throughput: pre-signed GetContacts replayed over mutual TLS, keep-alive")
@@ -630,12 +642,7 @@ def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareC
           f"processes x {args.connections} connections; one answer in {VERIFY_EVERY} verified "
           f"({result.verified} verified)")
     print()
-    print(f"  requests        {ok + sum(errors.values())}   ok {ok}   errors {sum(errors.values())}"
-          + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if errors else ""))
-    print(f"  exchanges/s     {rate:.1f}   (over {load.wall_s:.2f} s)")
-    if lat:
-        print(f"  latency ms      p50 {ms(percentile(lat, 50))}   p90 {ms(percentile(lat, 90))}   "
-              f"p99 {ms(percentile(lat, 99))}   max {ms(lat[-1])}")
+    print_outcome(load, rate, f"over {load.wall_s:.2f} s")
     if ok:
         server_ms = load.server_cpu_s / ok
         crypto = bare.gateway_verify + bare.gateway_sign
@@ -790,7 +797,7 @@ def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load:
     cores = len(os.sched_getaffinity(0))
     backend = ("PostgreSQL" if gateway.database_url.startswith("postgresql") else "SQLite") + \
         (" + Redis" if gateway.redis_url else " + embedded store")
-    ok, errors, lat = load.ok, load.errors, load.latencies
+    ok = load.ok
     rate = ok / load.wall_s if load.wall_s > 0 else 0.0
     bound = f"{args.requests} requests" if args.requests else f"{args.seconds:g} s"
     us = lambda s: f"{s * 1e6:7.0f} µs"  # noqa: E731
@@ -803,12 +810,7 @@ def report(args, gateway: GatewayUnderTest, children: int, bare: BareCost, load:
     print(f"load         {args.clients} client processes, {bound}, loopback")
     print()
     print("Gateway, end to end (latency includes client signing and response verification)")
-    print(f"  requests        {ok + sum(errors.values())}   ok {ok}   errors {sum(errors.values())}"
-          + (f"  ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if errors else ""))
-    print(f"  exchanges/s     {rate:.1f}   ({rate / cores:.1f} per core, over {load.wall_s:.2f} s)")
-    if lat:
-        print(f"  latency ms      p50 {ms(percentile(lat, 50))}   p90 {ms(percentile(lat, 90))}   "
-              f"p99 {ms(percentile(lat, 99))}   max {ms(lat[-1])}")
+    print_outcome(load, rate, f"{rate / cores:.1f} per core, over {load.wall_s:.2f} s")
     connections = sum(c.connections for c in load.clients)
     print(f"  TLS connections {connections} opened by {args.clients} clients for "
           f"{sum(c.pool_requests for c in load.clients)} requests (warm-up included)"

@@ -316,11 +316,14 @@ class GatewayClient:
             self.signer.sign(envelope, created=created or self.clock())
         return etree_to_string(envelope)
 
+    def _post(self, operation: str, data: bytes) -> requests.Response:
+        return self.session.post(self.endpoint, data=data, timeout=self.timeout, headers={
+            "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'})
+
     def post_raw(self, operation: str, data: bytes, *, verify_response: bool = True) -> tuple[int, etree._Element]:
         """POST bytes as-is; return (HTTP status, response envelope), the signature checked."""
-        response = self.session.post(self.endpoint, data=data, timeout=self.timeout, headers={
-            "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'})
-        envelope = etree.fromstring(response.content, etree.XMLParser(resolve_entities=False, no_network=True))
+        response = self._post(operation, data)
+        envelope = etree.fromstring(response.content, soap.thread_parser())  # hardened, one per thread
         if verify_response:
             self.verifier.verify(envelope, request_digest(data))
         return response.status_code, envelope
@@ -331,8 +334,7 @@ class GatewayClient:
         came back (connection, timeout, or a page that is not SOAP), `ResponseNotTrusted` when the
         answer is not the gateway's answer to these bytes."""
         try:
-            response = self.session.post(self.endpoint, data=data, timeout=self.timeout, headers={
-                "Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'})
+            response = self._post(operation, data)
         except requests.RequestException as exc:
             raise GatewayUnreachable(f"{operation}: {exc}") from exc
         try:

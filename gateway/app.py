@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     def healthz():
         return Response("ok\n", content_type="text/plain")
 
-    readiness = metrics.Readiness(settings)
+    readiness = metrics.Readiness(settings, services.engine)  # the worker's engine, not a second one
 
     @app.get("/readyz")
     def readyz():

@@ -86,9 +86,10 @@ class Readiness:
     """Can this node answer? The database and (when configured) Redis, each within a short timeout;
     the connections are made once and reused."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, engine=None):
+        """``engine``: the process's own (a worker's), else one is made on first use (the master)."""
         self.settings = settings
-        self._engine = self._redis = None
+        self._engine, self._redis = engine, None
 
     def check(self) -> tuple[bool, str]:
         problems = []

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from contactgate_wire.certificates import (  # noqa: F401 -- the gateway names them as pki.*
-    ChainError, TrustAnchors, fingerprint, fingerprint_der, load_cert_pem, load_certs_pem,
+    ChainError, TrustAnchors, _now, fingerprint, fingerprint_der, load_cert_pem, load_certs_pem,
 )
 from gateway import files
 
@@ -58,10 +58,6 @@ def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
 
 def new_ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _name(cn: str, org: str | None = None) -> x509.Name:

@@ -3,6 +3,8 @@ while its systems move from the old to the new; then the old one is revoked."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import threading
 import time
 
@@ -26,7 +28,9 @@ def test_two_certificates_work_side_by_side_and_revoking_the_old_one_refuses_not
         while not stop.is_set():
             i += 1
             try:
-                [result] = new.submit_updates([child_update(f"rot-{i}", unique_name("Rota"), "Kim", "2015-01-01")])
+                # each record a child of its own: no two share a birth date (else linkage may match them)
+                born = (dt.date(2010, 1, 1) + dt.timedelta(days=29 * (i % 150))).isoformat()
+                [result] = new.submit_updates([child_update(f"rot-{i}", unique_name("Rota"), "Kim", born)])
                 sent.append(result["Outcome"])
             except Exception as exc:  # any refusal of the new certificate fails the test
                 refused.append(repr(exc))
