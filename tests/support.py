@@ -7,6 +7,7 @@ the server is `contactgate serve`, and clients are the zeep-based SDK.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -439,3 +440,53 @@ def child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+# ---- the pipeline in this process ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def in_process_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, list[str]]], store_clock=None,
+                       **settings):
+    """A home made with the CLI (``orgs``: code -> (kind, scopes)) on a fresh database of ``backend``,
+    and its services built in this process (``settings``: Settings fields, e.g. rate_limit_per_user;
+    ``store_clock``: the embedded rate store's clock), to drive `gateway.pipeline.handle` directly
+    with real signed messages: ``gw.send(org, operation, **call)`` returns the pipeline's Answer."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.app import build_services
+    from gateway.config import Settings
+    from gateway.pipeline import ReceivedBody, handle
+    from gateway.store.embedded import EmbeddedStore
+
+    with (postgres_database() if backend == "postgresql" else sqlite_database()) as url:
+        local = LocalGateway(home=home, database_url=url)
+        local.cli("init")
+        peers = {}
+        for code, (kind, scopes) in orgs.items():
+            directory = local.add_org(code, kind, scopes)
+            peers[code.lower()] = pki.load_cert_pem((directory / "cert.pem").read_bytes()).public_bytes(
+                serialization.Encoding.DER)
+        services = build_services(Settings(home=home, database_url=url, **settings))
+        if store_clock is not None:
+            services = dataclasses.replace(services, store=EmbeddedStore(services.engine, clock=store_clock))
+        clients = {name: local.client(name) for name in peers}
+
+        def send(org: str, operation: str, **call):
+            data = clients[org].build_request(operation, **call)
+            digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            return handle(ReceivedBody(data, len(data), digest), f'"urn:contactgate:v1#{operation}"', peers[org],
+                          services)
+
+        try:
+            yield InProcess(local, services, send)
+        finally:
+            services.engine.dispose()
+
+
+@dataclasses.dataclass
+class InProcess:
+    local: LocalGateway  # the home, for the CLI
+    services: object     # gateway.pipeline.context.Services
+    send: object         # (org, operation, **call) -> gateway.pipeline.Answer

@@ -23,6 +23,7 @@ Lookups are index lookups at national scale: by child id, by source record, by b
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import hashlib
@@ -635,8 +636,18 @@ def resolve(conn: Connection, child_id: str) -> str | None:
     return None
 
 
-def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | None:
-    """The child (a merged child's old id answers with the survivor's id and record)."""
+@dataclass(frozen=True)
+class ChildRows:
+    """What a child's answer is made from, as read: its row (after following merges) and its
+    involvements' rows. Two reads that compare equal make the same answer (``child_view``)."""
+
+    child_id: str
+    row: tuple
+    involvements: tuple[tuple, ...]
+
+
+def child_rows(conn: Connection, child_id: str) -> ChildRows | None:
+    """The rows of the child ``child_id`` names (a merged child's old id: the survivor's), or None."""
     canonical = ids.normalise(child_id)
     if canonical is None:
         return None
@@ -646,12 +657,21 @@ def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | No
         row = conn.execute(_CHILD_BY_ID, {"child_id": canonical}).first() if canonical else None
     if row is None:
         return None
+    return ChildRows(canonical, tuple(row), tuple(tuple(inv) for inv in conn.execute(_INVOLVEMENTS_OF,
+                                                                                      {"child_id": canonical})))
+
+
+def child_view(conn: Connection, rows: ChildRows | None, today: dt.date) -> ChildView | None:
+    """The child as GetContacts shows it, from its rows; None if it is not returned to anyone."""
+    if rows is None:
+        return None
+    row = children_row._make(rows.row)
     v = sealed.vault_of(conn)
     record = _open_shown(v, row)
     if row.archived_at is not None or retention.is_withheld(record, today):  # ---- retention: as unknown
         return None
     contacts = []
-    for inv in conn.execute(_INVOLVEMENTS_OF, {"child_id": canonical}):
+    for inv in map(involvements_row._make, rows.involvements):
         person = (sealed.open_involvement(v, inv.org_code, inv.source_record_id, inv.sealed) if inv.sealed
                   else dict(practitioner_name=inv.practitioner_name, phone=inv.phone, email=inv.email))
         involvement = Involvement(
@@ -660,7 +680,7 @@ def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | No
         if involvement.is_current(today):
             contacts.append(Contact(inv.org_code, involvement))
     return ChildView(
-        child_id=canonical, shielded=bool(row.shielded),
+        child_id=rows.child_id, shielded=bool(row.shielded),
         identity=identity_from_json(record["identity"]),
         address=address_from_json(record.get("address")),
         carers=tuple(carer_from_json(c) for c in record.get("carers") or ()),
@@ -668,6 +688,15 @@ def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | No
         gp_practice=setting_from_json(record.get("gp_practice")),
         contacts=tuple(contacts),
     )
+
+
+children_row = collections.namedtuple("children_row", [c.name for c in children.columns])
+involvements_row = collections.namedtuple("involvements_row", [c.name for c in involvements.columns])
+
+
+def get_child(conn: Connection, child_id: str, today: dt.date) -> ChildView | None:
+    """The child (a merged child's old id answers with the survivor's id and record)."""
+    return child_view(conn, child_rows(conn, child_id), today)
 
 
 def set_shielding(conn: Connection, child_id: str, shielded: bool, today: dt.date) -> str | None:

@@ -16,7 +16,7 @@ from gateway import audit, metrics
 from contactgate_wire.faults import CertificateRejected, Refusal, Unavailable
 from gateway.index import ids
 from gateway.pipeline.accreditation import check_accreditation
-from gateway.pipeline.authorisation import authorise
+from gateway.pipeline.authorisation import authorise, count_in_transaction
 from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.dispatch import dispatch
 from gateway.pipeline.parse import parse_message
@@ -68,14 +68,17 @@ def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, 
 
 def _handle(exchange: Exchange, services: Services) -> Answer:
     try:
-        identify_client(exchange, services)
-        parse_message(exchange, services)
-        validate_schema(exchange, services)
-        verify_security(exchange, services)
-        check_replay(exchange, services)
-        check_accreditation(exchange, services)
-        authorise(exchange, services)
-        return Answer(200, dispatch(exchange, services))
+        try:
+            identify_client(exchange, services)
+            parse_message(exchange, services)
+            validate_schema(exchange, services)
+            verify_security(exchange, services)
+            check_replay(exchange, services)
+            check_accreditation(exchange, services)
+            authorise(exchange, services)
+            return Answer(200, dispatch(exchange, services))
+        finally:
+            exchange.close_lookups()  # the steps' shared read transaction (ended by the exchange's, if any)
     except AlreadyAnswered as repeat:
         return _repeat(exchange, repeat.answer, services)
     except Refusal as refusal:
@@ -107,8 +110,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _audit_alone(exchange: Exchange, services: Services, entry: audit.Entry) -> None:
-    with services.engine.begin() as conn:
+    """The entry of an exchange that made no effect, in a transaction of its own, which also counts
+    the message if its rate count was to be made in the exchange's transaction and rolled back."""
+    with services.write_transaction() as conn:
+        count_in_transaction(conn, exchange, services, judge=False)
         services.audit.append(conn, entry)
+    exchange.uncounted = None
 
 
 # OpenSSL's reasons for a handshake the server refused over the client certificate.
@@ -127,7 +134,7 @@ def refuse_handshake(services: Services, peer_ip: str, reason: str) -> None:
     HANDSHAKE_AUDITS_PER_MINUTE a minute per address, counted in memory, never in the shared store)
     and calls this off the event loop."""
     try:
-        with services.engine.begin() as conn:
+        with services.write_transaction() as conn:
             services.audit.append(conn, audit.Entry(
                 operation="tls_handshake", outcome="refused", fault_code=CertificateRejected.code,
                 source_address=str(peer_ip)[:64], detail=f"TLS handshake from {peer_ip} refused: {reason}"))

@@ -1,7 +1,17 @@
 """Step 7: who is asking (practitioner and role, from the signed Body), why (every read states a
-reason), and how often (per-organisation and per-user rate limits)."""
+reason), and how often (per-organisation and per-user rate limits).
+
+Every message that reaches the rate limits is counted once, whatever its answer. With Redis (or the
+embedded store on PostgreSQL) it is counted here, before any work. With the embedded store on SQLite
+(``counts_in_transaction``) the count is made in the write transaction the message takes anyway,
+so it takes the database's one write lock once: the exchange's own transaction counts and judges
+it before doing anything else (`count_in_transaction`, from gateway.pipeline.replay), and if that
+transaction rolls back — any refusal inside it, the limit's own included — the transaction that
+audits the refusal counts it instead."""
 
 from __future__ import annotations
+
+from sqlalchemy.engine import Connection
 
 from gateway.pipeline import contactgate_v1 as dialect
 from contactgate_wire.faults import RateLimited, ReasonRequired
@@ -22,11 +32,26 @@ def authorise(exchange: Exchange, services: Services) -> None:
             exchange.reason_code, exchange.reason_text = reason.code, reason.text
         if reason is None or not reason.code or not reason.text:
             raise ReasonRequired("read without a reason code and text")
-    settings = services.settings
     keys = [f"org:{exchange.org_code}"]
     if exchange.user_id:
         keys.append(f"user:{exchange.org_code}:{exchange.user_id}")
-    counts = services.store.hit(keys, RATE_WINDOW_S)
+    if getattr(services.store, "counts_in_transaction", False):
+        exchange.uncounted = keys
+        return
+    _judge(services.store.hit(keys, RATE_WINDOW_S), services)
+
+
+def count_in_transaction(conn: Connection, exchange: Exchange, services: Services, *, judge: bool) -> None:
+    """Count a message authorised but not yet counted, in ``conn``'s transaction (the caller clears
+    ``exchange.uncounted`` once it commits); ``judge``: refuse it if it is over a limit."""
+    if exchange.uncounted:
+        counts = services.store.hit_in(conn, exchange.uncounted, RATE_WINDOW_S)
+        if judge:
+            _judge(counts, services)
+
+
+def _judge(counts: list[int], services: Services) -> None:
+    settings = services.settings
     if counts[0] > settings.rate_limit_per_org:
         raise RateLimited(f"organisation over {settings.rate_limit_per_org} messages a minute")
     if len(counts) > 1 and counts[1] > settings.rate_limit_per_user:

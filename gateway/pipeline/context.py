@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lxml import etree
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, db
 from gateway.audit import AuditTrail
@@ -37,9 +37,16 @@ class Services:
     roles: disclosure.RoleRules = disclosure.UNCONFIGURED  # which fields each practitioner role may see
     _local: threading.local = field(default_factory=threading.local, repr=False)
     reader: Engine = field(init=False, repr=False)  # the engine for lookups (see gateway.db.reader)
+    turns: db.WriterTurns | None = field(init=False, repr=False)  # SQLite: see gateway.db.WriterTurns
 
     def __post_init__(self) -> None:
         self.reader = db.reader(self.engine)
+        self.turns = db.writer_turns(self.engine, self.settings.database_timeout_s)
+
+    def write_transaction(self):
+        """A transaction of the message path that writes (``engine.begin()``, on SQLite in this
+        process's turn at the write lock)."""
+        return db.write_transaction(self.engine, self.turns)
 
     @property
     def schema(self) -> etree.XMLSchema:
@@ -78,6 +85,23 @@ class Exchange:
     source_address: str | None = None  # the client's address (as the trusted proxy saw it, behind one)
     certificate_problem: str | None = None  # why the certificate offered is not believed (gateway.forwarded)
     request_id: str = field(default_factory=audit.new_request_id)  # sent back as X-Request-Id
+    # The rate keys of a message authorised but not yet counted (gateway.pipeline.authorisation).
+    uncounted: list[str] | None = None
+    # The read transaction the steps before the exchange's own transaction share (certificate and
+    # organisation lookups, the replay pre-check): opened by the first of them, closed before it.
+    lookups: Connection | None = None
+
+    def lookup_connection(self, services: Services) -> Connection:
+        """The read connection the steps before the exchange's transaction share (one transaction,
+        one pooled connection, instead of one per lookup)."""
+        if self.lookups is None:
+            self.lookups = services.reader.connect()
+        return self.lookups
+
+    def close_lookups(self) -> None:
+        if self.lookups is not None:
+            conn, self.lookups = self.lookups, None
+            conn.close()
 
     def audit_entry(self, outcome: str, *, fault_code: str | None = None, detail: str | None = None,
                     child_ids: list[str] | None = None, answer: bytes | None = None) -> audit.Entry:

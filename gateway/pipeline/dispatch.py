@@ -77,26 +77,48 @@ def _find_child(exchange: Exchange, services: Services) -> bytes:
 
 
 def _get_contacts(exchange: Exchange, services: Services) -> bytes:
+    """The answer is made and signed before the exchange's transaction, from the rows read in the
+    steps' read transaction; inside it the rows are read again, and the answer is kept only if they
+    are unchanged (else it is made again there). So the transaction — on SQLite, the database's one
+    write lock — holds only the writing (rate count, audit entry, the record that it was answered),
+    while what is answered is still what the index held when the audit entry was written."""
     requested = dialect.read_get_contacts(exchange.payload)
+    today = exchange.received_at.date()
+    lookups = exchange.lookup_connection(services)
+    rows = index.child_rows(lookups, requested)
+    prepared = _contacts_answer(lookups, exchange, services, rows, today)
     with exchange_transaction(exchange, services) as conn:
-        child = index.get_child(conn, requested, exchange.received_at.date())
-        if child is None:
+        current = index.child_rows(conn, requested)
+        if current != rows:  # changed meanwhile (an update, shielding, a merge): made again from these
+            prepared = _contacts_answer(conn, exchange, services, current, today)
+        if prepared is None:
             # Refused (and audited by the caller) exactly like any other missing record.
             raise NotFound("no such child id")
-        mark = ""
-        if child.shielded:  # every access to a shielded child is marked in the audit
-            shown = exchange.role in services.settings.shield_roles
-            mark = f" shielded=yes location={'shown-to-role' if shown else 'withheld'}"
-            if not shown:
-                child = withhold_location(child)
-        groups = services.roles.groups_for(exchange.role)
-        if not groups >= set(disclosure.GROUPS):  # the role's field rules (gateway.index.disclosure)
-            child = disclosure.limit(child, groups)
-        # What was disclosed, always: the field groups sent (their names, never their values).
-        mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
-        exchange.child_ids = [child.child_id]
-        return _answer(conn, exchange, services, dialect.write_get_contacts_response(child, exchange.request_digest),
-                       f"contacts={len(child.contacts)}{mark}")
+        answer, detail, exchange.child_ids = prepared
+        services.audit.append(conn, exchange.audit_entry("accepted", detail=detail, answer=answer))
+        return remember(conn, exchange, answer)
+
+
+def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.ChildRows | None,
+                     today) -> tuple[bytes, str, list[str]] | None:
+    """The signed GetContacts answer made from ``rows``, its audit detail and the child it names;
+    None if no child is returned."""
+    child = index.child_view(conn, rows, today)
+    if child is None:
+        return None
+    mark = ""
+    if child.shielded:  # every access to a shielded child is marked in the audit
+        shown = exchange.role in services.settings.shield_roles
+        mark = f" shielded=yes location={'shown-to-role' if shown else 'withheld'}"
+        if not shown:
+            child = withhold_location(child)
+    groups = services.roles.groups_for(exchange.role)
+    if not groups >= set(disclosure.GROUPS):  # the role's field rules (gateway.index.disclosure)
+        child = disclosure.limit(child, groups)
+    # What was disclosed, always: the field groups sent (their names, never their values).
+    mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
+    answer = signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
+    return answer, f"contacts={len(child.contacts)}{mark}", [child.child_id]
 
 
 def _set_shielding(exchange: Exchange, services: Services) -> bytes:

@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection
 from gateway.db import processed_messages
 from contactgate_wire.faults import Replay, Unavailable
 from gateway.index import sealed
+from gateway.pipeline.authorisation import count_in_transaction
 from gateway.pipeline.context import Exchange, Services
 
 IDEMPOTENT_OPERATIONS = frozenset({"SubmitUpdates"})
@@ -69,23 +70,28 @@ def check_replay(exchange: Exchange, services: Services) -> None:
     """Before any work: refuse a read answered before; raise `AlreadyAnswered` for a SubmitUpdates
     answered before. A lookup, no write: a new message passes on to the next steps."""
     exchange.replay_key = f"{exchange.org_code}:{exchange.signature_id}"
-    with services.reader.connect() as conn:
-        _judge_copy(conn, exchange)
+    _judge_copy(exchange.lookup_connection(services), exchange)
 
 
 @contextlib.contextmanager
 def exchange_transaction(exchange: Exchange, services: Services) -> Iterator[Connection]:
     """The transaction in which an accepted exchange makes its effect, its audit entry and its
     answer, and `remember`s it. Holds off a second copy of the message in flight (see the module
-    docstring) and judges again a copy whose first was answered since `check_replay`."""
-    with services.engine.begin() as conn:
+    docstring) and judges again a copy whose first was answered since `check_replay`. The steps'
+    read transaction ends first."""
+    exchange.close_lookups()
+    with services.write_transaction() as conn:
         if conn.dialect.name == "postgresql":
             if not conn.execute(_TRY_LOCK, {"namespace": _LOCK_NAMESPACE, "key": _lock_key(exchange)}).scalar():
                 raise Unavailable("a copy of this message is still being processed",
                                   public_message="The first copy of this message is still being "
                                                  "processed; retry shortly.")
         _judge_copy(conn, exchange)
+        # A copy answered before is given its answer (or refused) whatever the rate; anything else
+        # is counted and judged here, before any work, when the store counts in this transaction.
+        count_in_transaction(conn, exchange, services, judge=True)
         yield conn
+    exchange.uncounted = None  # committed with the exchange
 
 
 def remember(conn: Connection, exchange: Exchange, answer: bytes) -> bytes:
