@@ -75,8 +75,14 @@ _CHILD_BY_ID = select(children).where(children.c.child_id == bindparam("child_id
 _CHILD_FOR_UPDATE = (select(children.c.child_id).where(children.c.child_id == bindparam("child_id"))
                      .with_for_update())
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :bucket)")
-_INVOLVEMENTS_OF = (select(involvements).where(involvements.c.child_id == bindparam("child_id"))
-                    .order_by(involvements.c.org_code, involvements.c.id))
+# A child's row and its involvements' in one query: the child's columns, then an involvement's (all
+# None for a child without any), one row per involvement, by organisation and then as stored.
+_CHILD_AND_INVOLVEMENTS = (
+    select(children, *[c.label(f"inv_{c.name}") for c in involvements.c])
+    .select_from(children.outerjoin(involvements, involvements.c.child_id == children.c.child_id))
+    .where(children.c.child_id == bindparam("child_id"))
+    .order_by(involvements.c.org_code, involvements.c.id))
+_MERGED_INTO = list(children.c.keys()).index("merged_into")
 
 
 # ---- SubmitUpdates ---------------------------------------------------------------------------------
@@ -651,14 +657,15 @@ def child_rows(conn: Connection, child_id: str) -> ChildRows | None:
     canonical = ids.normalise(child_id)
     if canonical is None:
         return None
-    row = conn.execute(_CHILD_BY_ID, {"child_id": canonical}).first()
-    if row is not None and row.merged_into is not None:  # merges keep chains flat: one more step
-        canonical = resolve(conn, row.merged_into)
-        row = conn.execute(_CHILD_BY_ID, {"child_id": canonical}).first() if canonical else None
-    if row is None:
+    rows = conn.execute(_CHILD_AND_INVOLVEMENTS, {"child_id": canonical}).all()
+    if rows and rows[0][_MERGED_INTO] is not None:  # merges keep chains flat: one more step
+        canonical = resolve(conn, rows[0][_MERGED_INTO])
+        rows = conn.execute(_CHILD_AND_INVOLVEMENTS, {"child_id": canonical}).all() if canonical else []
+    if not rows:
         return None
-    return ChildRows(canonical, tuple(row), tuple(tuple(inv) for inv in conn.execute(_INVOLVEMENTS_OF,
-                                                                                      {"child_id": canonical})))
+    width = len(children.c)
+    return ChildRows(canonical, tuple(rows[0][:width]),
+                     tuple(tuple(row[width:]) for row in rows if row[width] is not None))  # (outer join: none)
 
 
 def child_view(conn: Connection, rows: ChildRows | None, today: dt.date) -> ChildView | None:

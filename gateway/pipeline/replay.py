@@ -54,6 +54,9 @@ _LOOKUP = select(processed_messages.c.answer).where(
     processed_messages.c.org_code == bindparam("org_code"),
     processed_messages.c.signature_id == bindparam("signature_id"))
 _REMEMBER = processed_messages.insert()
+# Plain SQL, the same on both backends (SQLAlchemy's on-conflict constructs are compiled anew each time).
+_CLAIM = text(f"INSERT INTO {processed_messages.name} (org_code, signature_id, expires_at, answer) "
+              "VALUES (:org_code, :signature_id, :expires_at, NULL) ON CONFLICT DO NOTHING RETURNING 1")
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:namespace, :key)")
 _LOCK_NAMESPACE = 0x5250  # "RP"; the index's locks use 0x4347 (gateway.index.store)
 
@@ -86,7 +89,8 @@ def exchange_transaction(exchange: Exchange, services: Services) -> Iterator[Con
                 raise Unavailable("a copy of this message is still being processed",
                                   public_message="The first copy of this message is still being "
                                                  "processed; retry shortly.")
-        _judge_copy(conn, exchange)
+        if exchange.operation in IDEMPOTENT_OPERATIONS or not _claim(conn, exchange):
+            _judge_copy(conn, exchange)  # (raises: a copy answered meanwhile, or a new SubmitUpdates' check)
         # A copy answered before is given its answer (or refused) whatever the rate; anything else
         # is counted and judged here, before any work, when the store counts in this transaction.
         count_in_transaction(conn, exchange, services, judge=True)
@@ -94,16 +98,27 @@ def exchange_transaction(exchange: Exchange, services: Services) -> Iterator[Con
     exchange.uncounted = None  # committed with the exchange
 
 
+def _claim(conn: Connection, exchange: Exchange) -> bool:
+    """For a message whose answer is not kept (all but SubmitUpdates): record at the start of the
+    exchange's transaction that it is answered — it commits or vanishes with the answer like any
+    other row of the transaction — and say whether it was new (one statement instead of a lookup
+    now and an insert at the end)."""
+    return conn.execute(_CLAIM, {"org_code": exchange.org_code, "signature_id": exchange.signature_id,
+                                 "expires_at": math.ceil(exchange.timestamp_expires.timestamp())}).first() is not None
+
+
 def remember(conn: Connection, exchange: Exchange, answer: bytes) -> bytes:
-    """Record, in the exchange's transaction, that ``exchange`` was answered ``answer``; returns it."""
+    """Record, in the exchange's transaction, that ``exchange`` was answered ``answer``; returns it.
+    (A message whose answer is not kept was recorded when its transaction began: `_claim`.)"""
     now = exchange.received_at.timestamp()
-    conn.execute(_REMEMBER, {
-        "org_code": exchange.org_code, "signature_id": exchange.signature_id,
-        "expires_at": math.ceil(exchange.timestamp_expires.timestamp()),
-        # Sealed: the answer lists the sender's source record ids with the children they landed on.
-        "answer": sealed.vault_of(conn).seal(answer, sealed.answer_context(exchange.org_code, exchange.signature_id)
-                                             ).encode("ascii") if exchange.operation in IDEMPOTENT_OPERATIONS else None,
-    })
+    if exchange.operation in IDEMPOTENT_OPERATIONS:
+        conn.execute(_REMEMBER, {
+            "org_code": exchange.org_code, "signature_id": exchange.signature_id,
+            "expires_at": math.ceil(exchange.timestamp_expires.timestamp()),
+            # Sealed: the answer lists the sender's source record ids with the children they landed on.
+            "answer": sealed.vault_of(conn).seal(answer, sealed.answer_context(exchange.org_code,
+                                                                               exchange.signature_id)).encode("ascii"),
+        })
     if random.random() < CLEAN_UP_PROBABILITY:
         conn.execute(delete(processed_messages).where(processed_messages.c.expires_at < int(now)))
     return answer

@@ -40,11 +40,10 @@ def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: st
         raise CertificateRejected(f"{what} {fingerprint} rejected: {exc}", public_message=(
             f"The {what} is not accepted: it must be issued by a CA the gateway trusts, be valid now "
             "and be for client authentication.")) from None
-    conn = exchange.lookup_connection(services)
-    record = registry.get_cert(conn, fingerprint)
+    record, organisation = registry.get_cert_and_org(exchange.lookup_connection(services), fingerprint)
     if record is not None and names_the_client:
         exchange.org_code = record.org_code
-        exchange.organisation = registry.get_org(conn, record.org_code, with_pending=False)  # step 6 judges it
+        exchange.organisation = organisation  # step 6 judges it
     if record is None:
         raise CertificateRejected(f"{what} {fingerprint} is not registered to any organisation",
                                   public_message=f"The {what} is not registered with the gateway.")

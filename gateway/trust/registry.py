@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from cryptography import x509
 from sqlalchemy import bindparam, func, or_, select, update
@@ -181,6 +182,10 @@ _ORG_BY_CODE = select(organisations).where(organisations.c.code_key == func.uppe
 # on what this one leaves (no approving a proposal that changed under the check).
 _ORG_FOR_CHANGE = _ORG_BY_CODE.with_for_update()
 _CERT_BY_FINGERPRINT = select(certificates).where(certificates.c.fingerprint == bindparam("fp"))
+_CERT_AND_ORG = (select(certificates, *[c.label(f"o_{c.name}") for c in organisations.c])
+                 .select_from(certificates.outerjoin(
+                     organisations, organisations.c.code_key == func.upper(certificates.c.org_code)))
+                 .where(certificates.c.fingerprint == bindparam("fp")))
 
 
 def _pending(conn: Connection, code: str) -> tuple[Proposal, ...]:
@@ -529,6 +534,19 @@ def register_cert(conn: Connection, trail: AuditTrail, code: str, cert: x509.Cer
 def get_cert(conn: Connection, fp: str) -> CertificateRecord | None:
     row = conn.execute(_CERT_BY_FINGERPRINT, {"fp": fp}).first()
     return _cert_from_row(row) if row else None
+
+
+def get_cert_and_org(conn: Connection, fp: str) -> tuple[CertificateRecord | None, Organisation | None]:
+    """The certificate and the organisation it is registered to, in one query (as `get_cert` and
+    `get_org(..., with_pending=False)`: the message path's lookup)."""
+    row = conn.execute(_CERT_AND_ORG, {"fp": fp}).first()
+    if row is None:
+        return None, None
+    values = row._mapping
+    org = None
+    if values["o_code"] is not None:
+        org = _org_from_row(SimpleNamespace(**{c.name: values[f"o_{c.name}"] for c in organisations.c}))
+    return _cert_from_row(row), org
 
 
 def list_certs(conn: Connection, code: str | None = None, *, expiring_days: int | None = None,

@@ -45,8 +45,8 @@ class ChangeWhileSigning:
         return getattr(self._signer, name)
 
 
-def _push(gw) -> tuple[str, dict]:
-    update = child_update(unique("rc-"), unique_name("Consist"), "Ada", "2016-03-04")
+def _push(gw, **extra) -> tuple[str, dict]:
+    update = child_update(unique("rc-"), unique_name("Consist"), "Ada", "2016-03-04", **extra)
     answer = gw.send("la", "SubmitUpdates", ChildUpdate=[update])
     assert answer.status == 200, answer.body
     [child_id] = etree.fromstring(answer.body).xpath("//*[local-name()='ChildId']/text()")
@@ -104,3 +104,10 @@ def test_an_unchanged_child_is_answered_from_the_first_read(gw):
     gw.services.signer = Counting()
     assert gw.send("la", "GetContacts", ChildId=child_id, **READ).status == 200
     assert len(signed) == 1
+
+
+def test_a_child_without_involvements_is_answered_without_contacts(gw):
+    child_id, _ = _push(gw, involvements_=[])
+    answer = gw.send("la", "GetContacts", ChildId=child_id, **READ)
+    assert answer.status == 200 and b"Contact>" not in answer.body
+    assert "contacts=0" in _last_entry(gw)["detail"]

@@ -182,3 +182,28 @@ def test_renewal_keeps_the_accreditation_in_force_until_a_second_officer_approve
         org = registry.get_org(conn, "R1")
     assert org.scopes == {"query", "push"} and org.expires == dt.date.fromisoformat(future(400))
     assert (org.proposed_by, org.approved_by, org.pending) == ("carol", "alice", ())
+
+
+def test_the_message_paths_one_lookup_reads_what_the_two_lookups_read(officer, engine, tmp_path):
+    """`get_cert_and_org` (one query per message) names the same certificate and organisation as
+    `get_cert` then `get_org(..., with_pending=False)`: accredited, suspended, revoked, unknown."""
+    officer("org", "add", "Mixed1", "--name", "Mixed Case", "--kind", "health")
+    officer("org", "accredit", "MIXED1", "--scope", "query", "--expires", future(), "--officer", "alice")
+    officer("org", "approve", "mixed1", "--proposal", pending(officer, "Mixed1"), "--officer", "bob")
+    officer("cert", "issue", "MIXED1", "--out-dir", str(tmp_path / "m"))
+    fingerprint = pki.fingerprint(pki.load_cert_pem((tmp_path / "m" / "cert.pem").read_bytes()))
+
+    def both():
+        with engine.connect() as conn:
+            cert = registry.get_cert(conn, fingerprint)
+            return (cert, registry.get_org(conn, cert.org_code, with_pending=False)), \
+                registry.get_cert_and_org(conn, fingerprint)
+
+    two, one = both()
+    assert one == two and one[1].code == "Mixed1" and one[1].status == "accredited"
+    officer("org", "suspend", "mixed1", "--officer", "carol", "--reason", "checking")
+    officer("cert", "revoke", fingerprint, "--reason", "key lost")
+    two, one = both()
+    assert one == two and one[0].revoked_at is not None and one[1].status == "suspended"
+    with engine.connect() as conn:
+        assert registry.get_cert_and_org(conn, "0" * 64) == (None, None)
