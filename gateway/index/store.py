@@ -255,6 +255,7 @@ class _Batch:
             for row in self.conn.execute(_FILED, {"keys": chunk}):
                 self.under.setdefault(row.key, set()).add(row.child_id)
         self.sources: dict[str, list[Source]] = {}  # every child with staged rows is here, complete
+        self._recent: dict[str, list[linkage.Person]] = {}  # recent_people, from ``sources``
 
     def hits(self, keys: _Keys) -> _Hits:
         """``_key_hits``, from what the batch holds."""
@@ -282,12 +283,21 @@ class _Batch:
                 self.sources[child_id] = found.get(child_id, [])
         return {c: self.sources[c] for c in child_ids}
 
+    def recent_people(self, child_ids: list[str]) -> dict[str, list[linkage.Person]]:
+        """``_recent_people`` of each child, worked out once per batch (again when its sources change)."""
+        missing = [c for c in child_ids if c not in self._recent]
+        if missing:
+            for child_id, sources in self.sources_of(missing).items():
+                self._recent[child_id] = _recent_people(sources)
+        return {c: self._recent[c] for c in child_ids}
+
     def _landed(self, stored_id: str, child_id: str, keys: _Keys) -> None:
         """A record written through (alone) landed on ``child_id``: filed under its keys."""
         self.linked[stored_id] = child_id
         for key in keys:
             self.under.setdefault(key, set()).add(child_id)
         self.sources.pop(child_id, None)  # read again from the database when next compared
+        self._recent.pop(child_id, None)
 
     # ---- one record ----
 
@@ -373,6 +383,7 @@ class _Batch:
         held = self.sources_of([child_id])[child_id]
         self.sources[child_id] = [*held, Source(org_code, stored_id, self.kind, self.received_at, text_,
                                                 update_.source_record_id)]
+        self._recent.pop(child_id, None)
         self.linked[stored_id] = child_id
         for key in sorted(keys):
             filed = self.under.setdefault(key, set())
@@ -647,14 +658,15 @@ def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str]
     of them, counts against the child (so that a child holding one wrongly linked record does not
     draw in that record's siblings). ``demographic``: see ``demographic_comparison``. ``batch``:
     the model and the children's sources as the batch holds them."""
-    model = batch.model if batch is not None else scoring_model(conn)
-    sources = batch.sources_of(child_ids) if batch is not None else _sources_of(conn, child_ids)
+    if batch is not None:
+        model, held_people = batch.model, batch.recent_people(child_ids)
+    else:
+        model, sources = scoring_model(conn), _sources_of(conn, child_ids)
+        held_people = {child_id: _recent_people(sources.get(child_id, ())) for child_id in child_ids}
     results = []
     for child_id in child_ids:
         best, twins, disagree = None, False, False
-        recent = sorted(sources.get(child_id, ()), key=_most_recent_first)[:COMPARED_SOURCES_PER_CHILD]
-        for source in recent:
-            held = _person_of(source)
+        for held in held_people[child_id]:
             comparison = (demographic_comparison(person, held, model) if demographic
                           else linkage.compare(person, held, model))
             twins |= comparison.twins
@@ -665,6 +677,11 @@ def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str]
             best = replace(best, twins=twins, identifiers="disagree" if disagree else best.identifiers)
         results.append(best)
     return results
+
+
+def _recent_people(sources) -> list[linkage.Person]:
+    """The comparable form of a child's most recent sources, most recent first."""
+    return [_person_of(s) for s in sorted(sources, key=_most_recent_first)[:COMPARED_SOURCES_PER_CHILD]]
 
 
 def demographic_comparison(incoming: linkage.Person, held: linkage.Person, model: linkage.Model) -> linkage.Comparison:
