@@ -151,15 +151,27 @@ def _distinct_name(n: int, multiplier: int) -> str:
     return name.title()
 
 
-def child_update(n: int, run_id: str) -> dict:
+def household_postcode(n: int) -> str:
+    """A Leeds-like postcode, shared by children 2k and 2k+1 (as in life, a postcode holds a handful of
+    households, so a new record meets few held children of its postcode)."""
+    letters, m = "ABDEFGHJLNPQRSTUWXYZ", n // 2
+    return f"LS{1 + m % 28} {m // 28 % 10}{letters[m // 280 % 20]}{letters[m // 5600 % 20]}"
+
+
+ONE_POSTCODE = "LS1 1AA"
+
+
+def child_update(n: int, run_id: str, postcode: str | None = None) -> dict:
     """One child record as a local authority would push it: identity, address, carer, settings and
-    two current involvements (so GetContacts has contacts to return)."""
+    two current involvements (so GetContacts has contacts to return). ``postcode``: the same one
+    for every child (the worst case for matching: see --one-postcode) instead of the child's own."""
     return {
         "SourceRecordId": f"bench-{run_id}-{n}",
         "Identity": {"FamilyName": _distinct_name(n, 7919), "GivenName": [_distinct_name(n, 104729)],
                      "DateOfBirth": (dt.date(2012, 1, 1) + dt.timedelta(days=n * 7 % 3000)).isoformat(),
                      "Gender": "female" if n % 2 else "male"},
-        "Address": {"Line1": f"{n} High Street", "Town": "Leeds", "Postcode": "LS1 1AA"},
+        "Address": {"Line1": f"{n} High Street", "Town": "Leeds",
+                    "Postcode": postcode or household_postcode(n)},
         "Carer": [{"Name": "Pat Parent", "Relationship": "mother", "Phone": "0113 496 0000"}],
         "EducationalSetting": {"Name": "Hillside Primary", "Code": "URN100001"},
         "GpPractice": {"Name": "Park Surgery", "Code": "B86001", "Phone": "0113 496 0001"},
@@ -636,8 +648,9 @@ def report_presigned(args, gateway: GatewayUnderTest, children: int, bare: BareC
     print("ContactGate server throughput: pre-signed GetContacts replayed over mutual TLS, keep-alive")
     print(f"machine      {machine()}")
     nodes = f"{args.nodes} nodes behind nginx, each " if args.nodes else ""
-    print(f"gateway      {backend}; {nodes}{args.workers} workers x {Settings.threads} threads; {children} children; "
-          f"signing key {gateway.signing_key_kind()}")
+    where = f"all at {ONE_POSTCODE}" if args.one_postcode else "a postcode per household"
+    print(f"gateway      {backend}; {nodes}{args.workers} workers x {Settings.threads} threads; {children} children "
+          f"({where}); signing key {gateway.signing_key_kind()}")
     print(f"load         {args.presigned} requests signed before the clock; {args.replayers} load generator "
           f"processes x {args.connections} connections; one answer in {VERIFY_EVERY} verified "
           f"({result.verified} verified)")
@@ -883,6 +896,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with --presigned: this many `serve --behind-proxy` nodes (each --workers) behind "
                              "the shipped nginx configuration, instead of one `serve` (needs --database-url "
                              "and --redis-url: nodes share them)")
+    parser.add_argument("--one-postcode", action="store_true",
+                        help=f"every child at {ONE_POSTCODE} (the worst case for matching: each new record is "
+                             "compared with as many held children as the gateway compares) instead of one "
+                             "postcode per household")
     parser.add_argument("--replayers", type=int, default=1, help="with --presigned: load generator processes")
     parser.add_argument("--connections", type=int, default=8,
                         help="with --presigned: keep-alive connections per load generator (default: 8)")
@@ -923,11 +940,13 @@ def main(argv=None) -> int:
 
         from connectors.client import GatewayClient
 
+        postcode = ONE_POSTCODE if args.one_postcode else None
         print(f"seeding {args.children} children ...", file=sys.stderr)
         la = GatewayClient.from_directory(gateway.url, gateway.certs["la"])
         child_ids = []
         for start in range(0, args.children, SEED_BATCH):
-            batch = [child_update(n, gateway.run_id) for n in range(start, min(start + SEED_BATCH, args.children))]
+            batch = [child_update(n, gateway.run_id, postcode)
+                     for n in range(start, min(start + SEED_BATCH, args.children))]
             results = la.submit_updates(batch)
             child_ids += [r.child_id for r in results if r.outcome == "created" and r.child_id]
         la.session.close()  # only the load's connections should be open on the workers
@@ -946,7 +965,7 @@ def main(argv=None) -> int:
                           Reason={"_value_1": REASON["reason_text"], "code": REASON["reason_code"]})
                      for n in range(args.presigned)]
             messages = presign(gateway.url, str(gateway.certs["health"]), "GetContacts", calls, signers)
-            batches = [dict(ChildUpdate=[child_update(n, gateway.run_id)
+            batches = [dict(ChildUpdate=[child_update(n, gateway.run_id, postcode)
                                          for n in range(args.children + b * SUBMIT_RECORDS,
                                                         args.children + (b + 1) * SUBMIT_RECORDS)])
                        for b in range(args.submit_batches)]

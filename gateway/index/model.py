@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from stdnum.gb import nhs
 
@@ -74,12 +74,10 @@ class ChildUpdate:
 
     def record(self) -> dict:
         """The stored canonical record (JSON-ready): identity and location, not involvements."""
-        data = asdict(self)
-        data.pop("involvements")
-        data.pop("source_record_id")
+        data = {name: _plain(getattr(self, name)) for name in _RECORD_FIELDS}
         if data["identity"].get("date_of_death") is None:  # records without a death stay as they were
             data["identity"].pop("date_of_death", None)
-        return _jsonable(data)
+        return data
 
 
 @dataclass(frozen=True)
@@ -142,11 +140,17 @@ class ChildView:
     contacts: tuple[Contact, ...] = field(default_factory=tuple)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+_RECORD_FIELDS = ("identity", "address", "carers", "educational_setting", "gp_practice")
+
+
+def _plain(value):
+    """``value`` as JSON-ready data: dataclasses as dicts, tuples as lists, dates as ISO text
+    (``dataclasses.asdict`` and then a conversion did the same with deep copies of everything, for
+    every record of every batch)."""
+    if isinstance(value, (Identity, Address, Carer, Setting)):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_plain(v) for v in value]
     if isinstance(value, dt.date):
         return value.isoformat()
     return value

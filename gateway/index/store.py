@@ -118,7 +118,6 @@ def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | U
     return retention.settle_deaths(conn, updates, batch.results, now, purge_years)  # a recorded death archives
 
 
-
 def _blinded_keys(v, keys) -> "_Keys":
     """The record's blocking keys as stored (blind indexes), and which of them are identifiers."""
     identifiers = {k for k in keys if k.startswith(linkage.IDENTIFIER_KEY_PREFIXES)}
