@@ -49,13 +49,23 @@ GET = {"Requester": {"UserId": "scraper", "Role": "gp"}, "Reason": {"_value_1": 
 FIND = dict(GET, FamilyName="Nobody", DateOfBirth="2010-01-01")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def in_process(request, tmp_path):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def in_process_home(request, tmp_path_factory):
     """HEALTH on a home of its own, the pipeline in this process: the embedded rate store with its
-    clock fixed inside one window, 3 messages a minute per practitioner."""
-    with in_process_gateway(request.param, tmp_path, orgs={"HEALTH": ("health", ["query"])},
-                            store_clock=lambda: 6_000_000.0, rate_limit_per_user=3) as gw:
-        yield gw.services, lambda operation, **call: gw.send("health", operation, **call)
+    clock fixed inside one window, 3 messages a minute per practitioner and 1,000 per organisation."""
+    with in_process_gateway(request.param, tmp_path_factory.mktemp("home-rate"), orgs={"HEALTH": ("health", ["query"])},
+                            store_clock=lambda: 6_000_000.0, rate_limit_per_user=3, rate_limit_per_org=1000) as gw:
+        yield gw
+
+
+@pytest.fixture
+def in_process(in_process_home):
+    """(services, send) with the counters empty: each test starts a window of its own."""
+    from sqlalchemy import delete
+
+    with in_process_home.services.engine.begin() as conn:
+        conn.execute(delete(rate_counters))
+    yield in_process_home.services, lambda operation, **call: in_process_home.send("health", operation, **call)
 
 
 def _counted(services, key: str) -> int:

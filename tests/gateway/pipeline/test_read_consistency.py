@@ -21,10 +21,18 @@ from tests.support import child_update, in_process_gateway, unique, unique_name
 READ = {"Requester": {"UserId": "rc.reader", "Role": "gp"}, "Reason": {"_value_1": "why", "code": "referral"}}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def gw(request, tmp_path):
-    with in_process_gateway(request.param, tmp_path, orgs={"LA": ("local_authority", ["push", "query"])}) as gw:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def home(request, tmp_path_factory):
+    with in_process_gateway(request.param, tmp_path_factory.mktemp("home-rc"),
+                            orgs={"LA": ("local_authority", ["push", "query"])}) as gw:
         yield gw
+
+
+@pytest.fixture
+def gw(home):
+    signer = home.services.signer
+    yield home
+    home.services.signer = signer  # each test's own signer goes with it
 
 
 class ChangeWhileSigning:
