@@ -108,11 +108,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 [("Content-Type", XML), ("Content-Length", str(len(answer.body))),
                  ("X-Request-Id", answer.request_id)], answer.body)
 
-    @app.post(SOAP_PATH)
-    def soap_endpoint():  # reached only if the dispatch below is bypassed (e.g. Flask's test client)
-        status, headers, body = soap_exchange(request.environ)
-        return Response(body, status=int(status.split(" ", 1)[0]), headers=headers[2:], content_type=XML)
-
     flask_wsgi = app.wsgi_app
 
     def wsgi_app(environ, start_response):

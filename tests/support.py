@@ -450,7 +450,8 @@ def in_process_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, l
     """A home made with the CLI (``orgs``: code -> (kind, scopes)) on a fresh database of ``backend``,
     and its services built in this process (``settings``: Settings fields, e.g. rate_limit_per_user;
     ``store_clock``: the embedded rate store's clock), to drive `gateway.pipeline.handle` directly
-    with real signed messages: ``gw.send(org, operation, **call)`` returns the pipeline's Answer."""
+    with real signed messages: ``gw.send(org, operation, **call)`` returns the pipeline's Answer
+    (``gw.deliver(org, operation, data)`` for a message signed beforehand)."""
     import base64
 
     from cryptography.hazmat.primitives import serialization
@@ -473,14 +474,16 @@ def in_process_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, l
             services = dataclasses.replace(services, store=EmbeddedStore(services.engine, clock=store_clock))
         clients = {name: local.client(name) for name in peers}
 
-        def send(org: str, operation: str, **call):
-            data = clients[org].build_request(operation, **call)
+        def deliver(org: str, operation: str, data: bytes):
             digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
             return handle(ReceivedBody(data, len(data), digest), f'"urn:contactgate:v1#{operation}"', peers[org],
                           services)
 
+        def send(org: str, operation: str, **call):
+            return deliver(org, operation, clients[org].build_request(operation, **call))
+
         try:
-            yield InProcess(local, services, send)
+            yield InProcess(local, services, send, deliver, clients)
         finally:
             services.engine.dispose()
 
@@ -490,3 +493,5 @@ class InProcess:
     local: LocalGateway  # the home, for the CLI
     services: object     # gateway.pipeline.context.Services
     send: object         # (org, operation, **call) -> gateway.pipeline.Answer
+    deliver: object      # (org, operation, signed request bytes) -> gateway.pipeline.Answer
+    clients: dict        # org (lower case) -> its GatewayClient (build_request signs a message)

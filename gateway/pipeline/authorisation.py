@@ -35,7 +35,7 @@ def authorise(exchange: Exchange, services: Services) -> None:
     keys = [f"org:{exchange.org_code}"]
     if exchange.user_id:
         keys.append(f"user:{exchange.org_code}:{exchange.user_id}")
-    if getattr(services.store, "counts_in_transaction", False):
+    if services.store.counts_in_transaction:
         exchange.uncounted = keys
         return
     _judge(services.store.hit(keys, RATE_WINDOW_S), services)

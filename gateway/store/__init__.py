@@ -20,6 +20,10 @@ from gateway.config import Settings
 
 
 class RateStore(Protocol):
+    # True where the pipeline counts with ``hit_in(conn, keys, window_s)`` inside the transaction
+    # that writes the message's audit entry instead (the embedded store on SQLite).
+    counts_in_transaction: bool
+
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         """Count one event against each key in the current fixed window (one round trip); return
         each window's count. Raises `contactgate_wire.faults.Unavailable` if the counters cannot be reached

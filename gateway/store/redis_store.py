@@ -26,6 +26,8 @@ DEFAULT_TIMEOUT_S = 0.5
 
 
 class RedisStore:
+    counts_in_transaction = False  # one round trip of its own, before any work (gateway.store.RateStore)
+
     def __init__(self, client: redis.Redis, prefix: str = "contactgate"):
         self._redis = client
         self._prefix = prefix
