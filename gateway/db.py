@@ -20,7 +20,7 @@ from sqlalchemy import (
     Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
     Table, Text, create_engine, event,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from gateway import files
@@ -309,7 +309,7 @@ def make_engine(url: str, *, timeout_s: float | None = None, keys: Path | None =
     request is answered Unavailable). None (the command line, migrations) waits as before.
     """
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = make_url(url).database  # None for "sqlite://", in memory
         if path and path != ":memory:":
             # SQLite would create the file 0644 less the umask; made 0600 here, its -wal and -shm
             # get the same mode from SQLite.

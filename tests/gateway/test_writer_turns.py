@@ -11,15 +11,19 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from gateway.db import WriterTurns, WriterTurnTimeout, make_engine, writer_turns
 
 
-def test_only_sqlite_files_have_turns(tmp_path):
+def test_only_sqlite_files_have_turns(tmp_path, monkeypatch):
     assert writer_turns(make_engine(f"sqlite:///{tmp_path}/a.db"), 1.0) is not None
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     assert writer_turns(make_engine("sqlite://"), 1.0) is None
+    assert list(Path.cwd().iterdir()) == []  # an engine in memory makes no file (it once made "sqlite:")
 
 
 def test_one_thread_at_a_time(tmp_path):
