@@ -76,7 +76,13 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
     @app.before_request
     def _origin():  # what this request audits says where it came from, and which request it was
         g.request_id = audit.new_request_id()
-        audit.set_origin(request.remote_addr, g.request_id)
+        g.audit_origin = audit.set_origin(request.remote_addr, g.request_id)
+
+    @app.teardown_request
+    def _origin_done(exc):  # the serving thread names nobody again once the request is over
+        token = g.pop("audit_origin", None)
+        if token is not None:
+            audit.reset_origin(token)
 
     @app.after_request
     def _headers(response):

@@ -224,3 +224,24 @@ def test_signing_out_ends_the_session_on_the_server(browser):
     replay = browser()
     replay.client.set_cookie("contactgate_console", cookie.value, domain="localhost")
     assert replay.get("/").status_code == 302  # the old cookie no longer opens a session
+
+
+def test_a_request_leaves_no_audit_origin_behind_in_its_thread(browser, console, registry_home):
+    """What a console request audits names its address and request id; once the request is over,
+    the thread that served it is back to naming nobody, so nothing it audits later (another server
+    in the same process, a command run in-process) is put down to that request's address."""
+    from gateway import audit
+    from gateway.audit.chain import _ORIGIN
+
+    b = browser()
+    b.get("/login")
+    response = b.post("/login", {"officer": "bob", "password": b.password("bob"), "code": "000000"})
+    assert response.status_code == 401
+    entry = last_audit(registry_home, "officer.login")
+    assert entry.source_address == "127.0.0.1" and entry.request_id == response.headers["X-Request-Id"]
+    assert _ORIGIN.get() == (None, None)
+    with registry_home.engine.begin() as conn:
+        console.extensions["contactgate"]["trail"].append(conn, audit.Entry(operation="unattributed",
+                                                                            outcome="done"))
+    entry = last_audit(registry_home, "unattributed")
+    assert entry.source_address is None and entry.request_id is None
