@@ -27,7 +27,7 @@ from gateway.db import audit_log
 from contactgate_wire.soap import CG, digest_b64, q
 from tests.support import (
     REDIS_URL, TcpRelay, child_pids, child_update, postgres_database, private_gateway, redis_server,
-    unique, unique_name,
+    unique, unique_name, wait_for_lock_waiters,
 )
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -247,6 +247,28 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
 
 # ---- two copies of one SubmitUpdates in flight at once -------------------------------------------
 
+@contextlib.contextmanager
+def holding_the_index_locks(gw):
+    """On PostgreSQL, hold every lock bucket a SubmitUpdates takes (gateway.index.store) in a session
+    of the test's own, so a batch sent meanwhile stays in flight — its transaction open, its copy's
+    lock held — until the block ends, however fast the machine. (SQLite: nothing; a batch holds the
+    write lock for its whole transaction.)"""
+    if gw.backend != "postgresql":
+        yield
+        return
+    from gateway.index.store import LOCK_BUCKETS, _LOCK_NAMESPACE
+
+    with gw.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:ns, b) FROM generate_series(0, :last) AS b"),
+                     {"ns": _LOCK_NAMESPACE, "last": LOCK_BUCKETS - 1})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.commit()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_copy_sent_while_the_first_is_in_flight_is_never_applied_twice(backend, tmp_path):
     with private_gateway(backend, tmp_path / "home", orgs=LA, workers=2,
@@ -254,10 +276,13 @@ def test_a_copy_sent_while_the_first_is_in_flight_is_never_applied_twice(backend
         client = gw.client("la")
         exchanges = Exchanges(client)
         push = client.build_request("SubmitUpdates", ChildUpdate=batch(500))
-        thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
-        assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
-
-        status, second, elapsed = exchanges.send("SubmitUpdates", push)
+        with holding_the_index_locks(gw):  # PostgreSQL: the first copy waits, in flight, until released
+            thread, outcome = send_in_background(exchanges, "SubmitUpdates", push)
+            if gw.backend == "postgresql":
+                wait_for_lock_waiters(gw.engine, 1)  # the first copy, waiting for the index's locks
+            else:
+                assert wait_until_batch_in_progress(gw), "the SubmitUpdates never got under way"
+            status, second, elapsed = exchanges.send("SubmitUpdates", push)
         thread.join(120)
         status_first, first, _ = outcome[0]
         assert status_first == 200 and len(results(first)) == 500
