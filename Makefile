@@ -56,8 +56,12 @@ nginx:
 demo: $(STAMP)
 	$(BIN)/contactgate demo
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process: the tests spend
+# much of their time waiting on servers they start, and each makes its own databases, keys, homes
+# and ports. TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= auto
 test: $(STAMP) $(NODE_STAMP) browser nginx
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
