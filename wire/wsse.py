@@ -41,7 +41,12 @@ ACCEPTED_TRANSFORMS = frozenset({(EXC_C14N,), (ENVELOPED_SIGNATURE, EXC_C14N)})
 SIGNATURE_LOCATION = f"./{{{SOAP_ENV}}}Header/{{{WSSE}}}Security/"
 ACCEPTED_SIGNATURE_METHODS = frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA_SHA256})
 ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256})
-_ID_ATTRIBUTES = (q(WSU, "Id"), "Id", "ID", "id", "{http://www.w3.org/XML/1998/namespace}id")
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+# The values of every id attribute in the document — wsu:Id, Id, ID, id and xml:id — found in C.
+_ID_VALUES = etree.XPath(
+    "//@*[(local-name() = 'Id' and (namespace-uri() = '' or namespace-uri() = $wsu))"
+    " or (namespace-uri() = '' and (local-name() = 'ID' or local-name() = 'id'))"
+    " or (local-name() = 'id' and namespace-uri() = $xml)]", smart_strings=False)
 
 _VERIFY_CONFIG = SignatureConfiguration(
     require_x509=True,
@@ -182,15 +187,11 @@ def _children(element: etree._Element) -> list[etree._Element]:
 
 def check_unique_ids(envelope: etree._Element) -> None:
     seen: set[str] = set()
-    for element in envelope.iter(tag=etree.Element):
-        for attribute in _ID_ATTRIBUTES:
-            value = element.get(attribute)
-            if value is None:
-                continue
-            if value in seen:
-                raise _refused("An Id value appears more than once in the message; every Id must be unique.",
-                               f"duplicate id {value!r}")
-            seen.add(value)
+    for value in _ID_VALUES(envelope, wsu=WSU, xml=_XML_NS):
+        if value in seen:
+            raise _refused("An Id value appears more than once in the message; every Id must be unique.",
+                           f"duplicate id {value!r}")
+        seen.add(value)
 
 
 def _structure(envelope: etree._Element):

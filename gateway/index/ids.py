@@ -31,8 +31,15 @@ def _group(raw: str) -> str:
     return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
 
 
+_UNBIASED = 256 - 256 % _N  # a random byte below this picks each character equally often
+
+
 def new_child_id() -> str:
-    payload = "".join(secrets.choice(ALPHABET) for _ in range(15))
+    """15 random characters (one draw of random bytes, not one per character) and a check character."""
+    chars: list[str] = []
+    while len(chars) < 15:
+        chars.extend(ALPHABET[b % _N] for b in secrets.token_bytes(20) if b < _UNBIASED)
+    payload = "".join(chars[:15])
     return _group(payload + check_character(payload))
 
 

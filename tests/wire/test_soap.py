@@ -2,7 +2,7 @@
 
 import pytest
 
-from contactgate_wire.soap import UnsafeXML, parse_untrusted
+from contactgate_wire.soap import MAX_DEPTH, UnsafeXML, parse_untrusted
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>"""
 LAUGHS = b"""<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">
@@ -18,3 +18,27 @@ def test_dangerous_or_broken_documents_are_refused(document):
 
 def test_ordinary_document_parses():
     assert parse_untrusted(b"<r><a>1</a></r>").findtext("a") == "1"
+
+
+@pytest.mark.parametrize("depth", [1, 2, MAX_DEPTH])
+def test_a_document_nested_up_to_the_limit_parses(depth):
+    assert parse_untrusted(b"<r>" * depth + b"</r>" * depth) is not None
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, MAX_DEPTH + 2, 200])
+def test_a_document_nested_past_the_limit_is_refused(depth):
+    with pytest.raises(UnsafeXML, match="nests deeper"):
+        parse_untrusted(b"<r>" + b"<a/>" * 50 + b"<r>" * (depth - 1) + b"</r>" * depth)
+
+
+@pytest.mark.parametrize("document, problem", [
+    (b"<r><a><?pi data?></a></r>", "processing instructions"),
+    (b"<r><a/><b><c><?x?></c></b></r>", "processing instructions"),
+])
+def test_processing_instructions_anywhere_in_the_tree_are_refused(document, problem):
+    with pytest.raises(UnsafeXML, match=problem):
+        parse_untrusted(document)
+
+
+def test_comments_are_not_refused():
+    assert parse_untrusted(b"<r><!-- note --><a>1</a></r>").findtext("a") == "1"

@@ -181,6 +181,23 @@ def test_duplicate_id_is_named_without_echoing_it(material):
     assert "more than once" in refusal.public_message and body_id not in refusal.public_message
 
 
+@pytest.mark.parametrize("attribute", [q(WSU, "Id"), "Id", "ID", "id", "{http://www.w3.org/XML/1998/namespace}id"])
+def test_every_kind_of_id_attribute_counts_as_a_duplicate(material, attribute):
+    envelope = _signed(material)
+    body_id = envelope.find(q(SOAP_ENV, "Body")).get(q(WSU, "Id"))
+    decoy = etree.SubElement(envelope.find(q(SOAP_ENV, "Body"))[0], "{urn:x}Decoy")
+    decoy.set(attribute, body_id)
+    assert "more than once" in _refusal(envelope).public_message
+
+
+def test_two_id_attributes_of_one_element_with_one_value_are_a_duplicate(material):
+    envelope = _signed(material)
+    payload = envelope.find(q(SOAP_ENV, "Body"))[0]
+    payload.set("Id", "same")
+    payload.set("{http://www.w3.org/XML/1998/namespace}id", "same")
+    assert "more than once" in _refusal(envelope).public_message
+
+
 def test_no_security_header_is_named(material):
     envelope = _request()
     assert "wsse:Security" in _refusal(envelope).public_message

@@ -9,6 +9,20 @@ def test_new_ids_are_valid_distinct_and_grouped():
         assert len(child_id) == 19 and child_id.count("-") == 3
 
 
+def test_every_character_is_drawn_about_equally_often_in_every_position():
+    """The 15 random characters are uniform over the alphabet (no character or position favoured)."""
+    from collections import Counter
+
+    n = 6400
+    payloads = [ids.new_child_id().replace("-", "")[:15] for _ in range(n)]
+    expected = n / len(ids.ALPHABET)  # 200 per character per position
+    for position in range(15):
+        counts = Counter(p[position] for p in payloads)
+        assert set(counts) == set(ids.ALPHABET)
+        chi2 = sum((counts[c] - expected) ** 2 / expected for c in ids.ALPHABET)
+        assert chi2 < 80, (position, chi2)  # 31 degrees of freedom: exceeded by chance about 1 in 10^6
+
+
 def test_every_single_character_error_is_caught():
     child_id = ids.new_child_id()
     raw = child_id.replace("-", "")
