@@ -115,45 +115,72 @@ def read_reason(payload: etree._Element) -> Reason | None:
     return Reason(code=token(element.get("code")), text=(element.text or "").strip())
 
 
+def _texts(element: etree._Element) -> dict[str, str]:
+    """The text of each cg: child of ``element`` by local name ("" if empty; the first of a name),
+    read in one pass: a record's fields are looked up here rather than searched for one by one."""
+    texts: dict[str, str] = {}
+    for child in element:
+        tag = child.tag
+        if isinstance(tag, str) and tag.startswith(_CG_PREFIX):
+            texts.setdefault(tag[_CG_PREFIX_LENGTH:], "" if child.text is None else child.text)
+    return texts
+
+
+_CG_PREFIX = f"{{{CG}}}"
+_CG_PREFIX_LENGTH = len(_CG_PREFIX)
+_ADDRESS_LINES = tuple(f"Line{i}" for i in range(1, 6))
+
+
 def _address(element: etree._Element | None) -> Address | None:
     if element is None:
         return None
-    lines = tuple(t for t in (_t(element, f"Line{i}") for i in range(1, 6)) if t)
-    return Address(lines=lines, postcode=_t(element, "Postcode") or "", town=_opt(_t(element, "Town")))
+    f = _texts(element)
+    lines = tuple(t for t in (f.get(name) for name in _ADDRESS_LINES) if t)
+    return Address(lines=lines, postcode=f.get("Postcode") or "", town=_opt(f.get("Town")))
 
 
 def _setting(element: etree._Element | None) -> Setting | None:
     if element is None:
         return None
-    return Setting(name=_t(element, "Name") or "", code=_opt(_t(element, "Code")), phone=_opt(_t(element, "Phone")))
+    f = _texts(element)
+    return Setting(name=f.get("Name") or "", code=_opt(f.get("Code")), phone=_opt(f.get("Phone")))
 
 
 def _identity(element: etree._Element) -> Identity:
+    f = _texts(element)
     return Identity(
-        family_name=_t(element, "FamilyName") or "",
+        family_name=f.get("FamilyName") or "",
         given_names=tuple(g.text or "" for g in _all(element, "GivenName")),
-        preferred_name=_opt(_t(element, "PreferredName")),
+        preferred_name=_opt(f.get("PreferredName")),
         previous_names=tuple(p.text or "" for p in _all(element, "PreviousName")),
-        date_of_birth=_date(_t(element, "DateOfBirth"), "date of birth"),
-        gender=_t(element, "Gender") or "unknown",
-        nhs_number=_opt(_t(element, "NhsNumber")),
-        pupil_number=_opt(_t(element, "PupilNumber")),
-        date_of_death=_date(_t(element, "DateOfDeath"), "date of death"),
+        date_of_birth=_date(f.get("DateOfBirth"), "date of birth"),
+        gender=f.get("Gender") or "unknown",
+        nhs_number=_opt(f.get("NhsNumber")),
+        pupil_number=_opt(f.get("PupilNumber")),
+        date_of_death=_date(f.get("DateOfDeath"), "date of death"),
     )
 
 
 def _involvement(element: etree._Element) -> Involvement:
+    f = _texts(element)
     return Involvement(
-        service=_t(element, "Service") or "",
-        practitioner_name=_opt(_t(element, "PractitionerName")),
-        role=_opt(_t(element, "Role")),
-        phone=_opt(_t(element, "Phone")),
-        email=_opt(_t(element, "Email")),
-        start=_date(_t(element, "Start"), "an involvement's Start date"),
-        end=_date(_t(element, "End"), "an involvement's End date"),
-        caf_assessment=_bool(_t(element, "CafAssessment")),
-        lead_professional=_bool(_t(element, "LeadProfessional")),
+        service=f.get("Service") or "",
+        practitioner_name=_opt(f.get("PractitionerName")),
+        role=_opt(f.get("Role")),
+        phone=_opt(f.get("Phone")),
+        email=_opt(f.get("Email")),
+        start=_date(f.get("Start"), "an involvement's Start date"),
+        end=_date(f.get("End"), "an involvement's End date"),
+        caf_assessment=_bool(f.get("CafAssessment")),
+        lead_professional=_bool(f.get("LeadProfessional")),
     )
+
+
+def _carer(element: etree._Element) -> Carer:
+    f = _texts(element)
+    return Carer(name=f.get("Name") or "", relationship=f.get("Relationship") or "",
+                 phone=_opt(f.get("Phone")), email=_opt(f.get("Email")),
+                 address=_address(_one(element, "Address")))
 
 
 def read_submit_updates(payload: etree._Element) -> list[ChildUpdate | UnreadableUpdate]:
@@ -169,10 +196,7 @@ def _child_update(element: etree._Element) -> ChildUpdate | UnreadableUpdate:
             source_record_id=source_record_id,
             identity=_identity(_one(element, "Identity")),
             address=_address(_one(element, "Address")),
-            carers=tuple(Carer(name=_t(c, "Name") or "", relationship=_t(c, "Relationship") or "",
-                               phone=_opt(_t(c, "Phone")), email=_opt(_t(c, "Email")),
-                               address=_address(_one(c, "Address")))
-                         for c in _all(element, "Carer")),
+            carers=tuple(_carer(c) for c in _all(element, "Carer")),
             educational_setting=_setting(_one(element, "EducationalSetting")),
             gp_practice=_setting(_one(element, "GpPractice")),
             involvements=tuple(_involvement(i) for i in _all(element, "Involvement")),
