@@ -58,10 +58,11 @@ demo: $(STAMP)
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to a process: the tests spend
 # much of their time waiting on servers they start, and each makes its own databases, keys, homes
-# and ports. TEST_WORKERS=0 runs it in this one process.
+# and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
+# pools of PostgreSQL connections: PostgreSQL's default limit is 100).
 TEST_WORKERS ?= auto
 test: $(STAMP) $(NODE_STAMP) browser nginx
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

@@ -15,6 +15,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Iterator
 
@@ -449,7 +450,7 @@ class WalCheckpoints:
         while not self._stop.wait(self._interval_s):
             try:
                 if conn is None:  # mode=rw: never creates the database
-                    conn = sqlite3.connect(f"file:{self._path}?mode=rw", uri=True, timeout=0,
+                    conn = sqlite3.connect(f"file:{urllib.parse.quote(self._path)}?mode=rw", uri=True, timeout=0,
                                            isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:  # tried again later on a new connection; the backstop holds meanwhile

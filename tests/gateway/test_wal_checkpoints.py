@@ -59,6 +59,23 @@ def test_with_the_thread_the_commit_does_not_checkpoint_and_the_thread_does(tmp_
         engine.dispose()
 
 
+def test_a_database_path_with_uri_characters_is_checkpointed(tmp_path):
+    directory = tmp_path / "a home #1 at 100%"
+    directory.mkdir()
+    path = directory / "db.sqlite"
+    engine = make_engine(f"sqlite:///{path}", timeout_s=5)
+    checkpoints = WalCheckpoints(engine, interval_s=0.05)
+    try:
+        _write_many_pages(engine)
+        deadline = time.monotonic() + 10
+        while _size(path) < PAGES * 4000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _size(path) >= PAGES * 4000
+    finally:
+        checkpoints.stop()
+        engine.dispose()
+
+
 def test_the_thread_outlives_a_missing_database_and_never_creates_one(tmp_path):
     engine, path = _engine(tmp_path)
     _write_many_pages(engine)
