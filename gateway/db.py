@@ -9,13 +9,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import logging
 import math
 import os
-import sqlite3
 import threading
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Iterator
 
@@ -27,8 +24,6 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from gateway import files
-
-log = logging.getLogger("contactgate.db")
 
 metadata = MetaData()
 
@@ -414,64 +409,6 @@ def writer_turns(engine: Engine, timeout_s: float) -> WriterTurns | None:
     if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
         return None
     return WriterTurns(engine.url.database, timeout_s)
-
-
-class WalCheckpoints:
-    """Checkpoints of a SQLite database's write-ahead log, made by a thread of the serving process
-    instead of inside a writer's commit.
-
-    By default the commit that takes the log past 1,000 pages also copies the log into the database
-    (a few milliseconds of I/O while the writer still holds its turn, so every writer queued behind
-    it waits too). Here the engine's connections check-point only as a backstop, past
-    BACKSTOP_PAGES (should this thread stop), and a daemon thread makes a PASSIVE checkpoint every
-    ``interval_s`` on a connection of its own: it copies what no reader still needs, and never
-    waits for or blocks a reader or a writer. Started in each serving process (after the fork)."""
-
-    BACKSTOP_PAGES = 20_000  # ~80 MB of log with 4 KiB pages
-    RETRY_S = 5.0  # after a failed checkpoint
-
-    def __init__(self, engine: Engine, interval_s: float = 0.25):
-        self._path = engine.url.database
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-
-        @event.listens_for(engine, "connect")
-        def _backstop(dbapi_conn, _record):
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA wal_autocheckpoint={self.BACKSTOP_PAGES}")
-            cur.close()
-
-        engine.dispose()  # connections made before now get the backstop too, when made again
-        self._thread = threading.Thread(target=self._run, name="contactgate-wal-checkpoints", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        conn = None
-        while not self._stop.wait(self._interval_s):
-            try:
-                if conn is None:  # mode=rw: never creates the database
-                    conn = sqlite3.connect(f"file:{urllib.parse.quote(self._path)}?mode=rw", uri=True, timeout=0,
-                                           isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:  # tried again later on a new connection; the backstop holds meanwhile
-                log.warning("WAL checkpoint failed (trying again in %.0f s): %s", self.RETRY_S, exc)
-                if conn is not None:
-                    conn.close()
-                    conn = None
-                self._stop.wait(self.RETRY_S)
-        if conn is not None:
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def wal_checkpoints(engine: Engine) -> WalCheckpoints | None:
-    """Background WAL checkpoints for ``engine``'s database if it is a SQLite file (else None)."""
-    if engine.dialect.name != "sqlite" or not engine.url.database or engine.url.database == ":memory:":
-        return None
-    return WalCheckpoints(engine)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from gunicorn.workers.base import Worker
 
-from gateway import db, forwarded, logs, metrics
+from gateway import forwarded, logs, metrics
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.front import Front, FrontLimits, ReloadingContext, server_ssl_context
@@ -62,9 +62,7 @@ class FrontWorker(Worker):
         if not gateway_log.handlers:
             gateway_log.handlers = list(self.log.error_log.handlers)
             gateway_log.propagate = False
-        services = self.wsgi.config["SERVICES"]
-        self.wal_checkpoints = db.wal_checkpoints(services.engine)  # SQLite: off the writers' path
-        layout = services.settings.layout
+        layout = self.wsgi.config["SERVICES"].settings.layout
         if getattr(self.app, "behind_proxy", False):  # plain HTTP: nginx in front does the TLS
             self.tls_context = None
             return
