@@ -42,3 +42,37 @@ def test_processing_instructions_anywhere_in_the_tree_are_refused(document, prob
 
 def test_comments_are_not_refused():
     assert parse_untrusted(b"<r><!-- note --><a>1</a></r>").findtext("a") == "1"
+
+
+def test_a_thread_never_waits_for_another_threads_xpath():
+    """One thread's evaluation (here held inside an extension function, as a huge hostile document
+    would hold it) must not hold up another thread evaluating the same ThreadXPath: lxml evaluates
+    one XPath object at a time, so each thread has its own."""
+    import threading
+
+    from lxml import etree
+
+    from contactgate_wire.soap import ThreadXPath
+
+    calls, inside, release = [], threading.Event(), threading.Event()
+
+    def held_first_time(_context):
+        calls.append(1)
+        if len(calls) == 1:
+            inside.set()
+            release.wait(10)
+        return True
+
+    xpath = ThreadXPath("w:held()", namespaces={"w": "urn:test"}, extensions={("urn:test", "held"): held_first_time})
+    document = etree.fromstring(b"<r/>")
+    first = threading.Thread(target=xpath, args=(document,))
+    first.start()
+    try:
+        assert inside.wait(5)
+        second_done = threading.Event()
+        second = threading.Thread(target=lambda: (xpath(document), second_done.set()))
+        second.start()
+        assert second_done.wait(5), "the second thread waited for the first one's evaluation"
+    finally:
+        release.set()
+        first.join(10)
