@@ -44,6 +44,10 @@ _OFFICER_COMMANDS = {"org", "cert", "review", "officer", "whoami", "trust"}
 _SESSIONLESS = {("cert", "crl"), ("audit", "verify")}
 
 
+# What `serve` says when its port or its metrics port is taken (gunicorn; gateway.metrics).
+_PORT_TAKEN = ("Connection in use", "cannot serve metrics on")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -224,7 +228,18 @@ class LocalGateway:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self, workers: int = 2, timeout_s: float = 30) -> None:
+    def start(self, workers: int = 2, timeout_s: float = 30, attempts: int = 3) -> None:
+        """Serve on free loopback ports. A port can be taken between `free_port` choosing it and the
+        server binding it (another process on this machine choosing at the same moment): then the
+        server says so and stops, and it is started again on other ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(workers, timeout_s)
+            except RuntimeError as exc:
+                if attempt == attempts or not any(sign in str(exc) for sign in _PORT_TAKEN):
+                    raise
+
+    def _start(self, workers: int, timeout_s: float) -> None:
         self.port = free_port()
         self.metrics_port = free_port()  # /metrics, /readyz (gateway.metrics)
         log_path = self.home / "server.log"
