@@ -452,9 +452,9 @@ def in_process_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, l
     ``store_clock``: the embedded rate store's clock), to drive `gateway.pipeline.handle` directly
     with real signed messages: ``gw.send(org, operation, **call)`` returns the pipeline's Answer
     (``gw.deliver(org, operation, data)`` for a message signed beforehand)."""
-    import base64
-
     from cryptography.hazmat.primitives import serialization
+
+    from contactgate_wire.soap import digest_b64
 
     from gateway.app import build_services
     from gateway.config import Settings
@@ -475,8 +475,7 @@ def in_process_gateway(backend: str, home: Path, *, orgs: dict[str, tuple[str, l
         clients = {name: local.client(name) for name in peers}
 
         def deliver(org: str, operation: str, data: bytes):
-            digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-            return handle(ReceivedBody(data, len(data), digest), f'"urn:contactgate:v1#{operation}"', peers[org],
+            return handle(ReceivedBody(data, len(data), digest_b64(data)), f'"urn:contactgate:v1#{operation}"', peers[org],
                           services)
 
         def send(org: str, operation: str, **call):

@@ -314,8 +314,7 @@ class _Batch:
         self.model = scoring_model(self.conn, at)
         self._current = (index, update_)
         try:
-            result = _apply_update(self.conn, self.org_code, update_, self.people[id(update_)],
-                                   self.keys[id(update_)], self.now, self.policy, self.changed, self)
+            result = _apply_update(self, update_, self.people[id(update_)], self.keys[id(update_)])
         except (_Replay, IntegrityError, DataError):
             if self._savepoint is None:
                 raise
@@ -449,11 +448,10 @@ def _as_stored(conn: Connection, at: dt.datetime) -> dt.datetime:
     return conn.execute(select(value)).scalar_one()
 
 
-def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, person: linkage.Person,
-                  keys: _Keys, now: dt.datetime, policy: LinkPolicy, changed: set[str],
-                  batch: _Batch) -> UpdateResult:
+def _apply_update(batch: _Batch, update_: ChildUpdate, person: linkage.Person, keys: _Keys) -> UpdateResult:
     """Match one record of the batch and stage what it stores (``_apply_update_alone`` decides the
     same way, reading the database instead of the batch)."""
+    conn, now = batch.conn, batch.now
     srid = update_.source_record_id
     reason = _rejection(update_, now.date())
     if reason:
@@ -461,7 +459,7 @@ def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, person:
     stored_id = batch.stored[id(update_)]
     if stored_id in batch.linked:  # the organisation restates its own record: applied alone
         return batch.alone(update_)
-    decision, candidate, comparison = _decide(conn, person, batch.hits(keys), policy, batch)
+    decision, candidate, comparison = _decide(conn, person, batch.hits(keys), batch.policy, batch)
     text_ = _record_text(update_)
     if decision == "link":
         batch.lock(candidate)
@@ -469,7 +467,8 @@ def _apply_update(conn: Connection, org_code: str, update_: ChildUpdate, person:
         batch.stage_changed(candidate)
         return UpdateResult(srid, "matched", candidate)
     child_id = batch.stage_child(update_, stored_id, keys, text_)
-    if decision == "review" and _queue_for_review(conn, org_code, stored_id, child_id, candidate, comparison, now):
+    if decision == "review" and _queue_for_review(conn, batch.org_code, stored_id, child_id, candidate, comparison,
+                                                  now):
         return UpdateResult(srid, "review", child_id, detail=REVIEW_DETAIL)
     return UpdateResult(srid, "created", child_id)
 
@@ -824,12 +823,10 @@ def _replace_involvements(conn: Connection, child_id: str, org_code: str, srid: 
                           new: tuple[Involvement, ...]) -> None:
     """A source record owns its own involvements: each update states its whole current set. No
     other organisation's, nor another record's of the same organisation, is touched."""
-    conn.execute(delete(involvements).where(involvements.c.org_code == org_code,
-                                            involvements.c.source_record_id == srid))
+    conn.execute(_DELETE_SOURCE_INVOLVEMENTS, {"o": org_code, "s": srid})
     # Involvements from before 0005 whose source record is not known (the organisation had several
     # records of the child): each update then restated the organisation's whole set, so it still does.
-    conn.execute(delete(involvements).where(involvements.c.child_id == child_id, involvements.c.org_code == org_code,
-                                            involvements.c.source_record_id.is_(None)))
+    conn.execute(_DELETE_UNASSIGNED_INVOLVEMENTS, {"c": child_id, "o": org_code})
     if new:
         conn.execute(involvements.insert(), _involvement_rows(sealed.vault_of(conn), child_id, org_code, srid, new))
 

@@ -21,23 +21,23 @@ from contactgate_wire.soap import CG
 _NS = {"cg": CG}
 
 
+_CG_PREFIX = f"{{{CG}}}"
+
+
 def _t(element: etree._Element | None, name: str) -> str | None:
-    """The text of ``element``'s first cg:``name`` child ("" if empty), None if it has none.
-    (iterchildren with a tag is lxml's C loop: find() goes through ElementPath, twice the cost.)"""
-    if element is None:
-        return None
-    for child in element.iterchildren(f"{{{CG}}}{name}"):
-        return "" if child.text is None else child.text
-    return None
+    """The text of ``element``'s first cg:``name`` child ("" if empty), None if it has none."""
+    child = None if element is None else _one(element, name)
+    return None if child is None else child.text or ""
 
 
 def _one(element: etree._Element, name: str) -> etree._Element | None:
-    """``element``'s first cg:``name`` child, or None."""
-    return next(element.iterchildren(f"{{{CG}}}{name}"), None)
+    """``element``'s first cg:``name`` child, or None. (iterchildren with a tag is lxml's C loop:
+    find() goes through ElementPath, twice the cost.)"""
+    return next(element.iterchildren(_CG_PREFIX + name), None)
 
 
 def _all(element: etree._Element, name: str) -> list[etree._Element]:
-    return list(element.iterchildren(f"{{{CG}}}{name}"))
+    return list(element.iterchildren(_CG_PREFIX + name))
 
 
 class ValueOutOfRange(ValueError):
@@ -122,12 +122,10 @@ def _texts(element: etree._Element) -> dict[str, str]:
     for child in element:
         tag = child.tag
         if isinstance(tag, str) and tag.startswith(_CG_PREFIX):
-            texts.setdefault(tag[_CG_PREFIX_LENGTH:], "" if child.text is None else child.text)
+            texts.setdefault(tag[len(_CG_PREFIX):], child.text or "")
     return texts
 
 
-_CG_PREFIX = f"{{{CG}}}"
-_CG_PREFIX_LENGTH = len(_CG_PREFIX)
 _ADDRESS_LINES = tuple(f"Line{i}" for i in range(1, 6))
 
 
