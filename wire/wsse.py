@@ -1,5 +1,6 @@
 """WS-Security 1.1 (X.509 token profile) for SOAP 1.1: sign with python-xmlsec's template API (the
-same message shape zeep's BinarySignature and Signature produce), verify with signxml.
+same message shape zeep's BinarySignature and Signature produce); verify the one admitted shape with
+lxml's C14N and cryptography (`verify`, held to signxml's verifier by tests/wire/test_wsse_signxml.py).
 
 Verification trusts nothing the message says about itself: the signature must sit in
 ``soap:Header/wsse:Security``, reference exactly the envelope's ``soap:Body`` and the Security
@@ -14,47 +15,37 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import re
+import hmac
 import uuid
 from dataclasses import dataclass
 
 import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
-from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
-from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature, SignXMLException
-from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from contactgate_wire.faults import MessageExpired, SignatureInvalid
 from contactgate_wire.soap import DS, SOAP_ENV, WSSE, WSU, ThreadXPath, q, thread_parser
 
 X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
-EXC_C14N = CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0.value
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 ENVELOPED_SIGNATURE = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 # A reference's transforms: exclusive C14N, optionally after enveloped-signature (node-soap's
 # default). The Signature is a child of wsse:Security, outside the Body and beside the Timestamp,
-# so removing it from either changes nothing: signxml 5.2 applies enveloped-signature first (removing
-# the Signature from its copy of the document) and then the C14N, whatever the order written.
+# so removing it from either changes nothing.
 ACCEPTED_TRANSFORMS = frozenset({(EXC_C14N,), (ENVELOPED_SIGNATURE, EXC_C14N)})
-SIGNATURE_LOCATION = f"./{{{SOAP_ENV}}}Header/{{{WSSE}}}Security/"
-ACCEPTED_SIGNATURE_METHODS = frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA_SHA256})
-ACCEPTED_DIGESTS = frozenset({DigestAlgorithm.SHA256})
 # The values of each kind of id attribute in the document — wsu:Id, Id, ID, id and xml:id — found in
 # C by name tests (a test of every attribute's name by function, or one union of the five, costs
 # several times more on a message made of attributes).
 _ID_VALUES = tuple(ThreadXPath(f"//@{name}", namespaces={"wsu": WSU}, smart_strings=False)
                    for name in ("wsu:Id", "Id", "ID", "id", "xml:id"))
-
-_VERIFY_CONFIG = SignatureConfiguration(
-    require_x509=True,
-    location=SIGNATURE_LOCATION,
-    expect_references=2,
-    signature_methods=ACCEPTED_SIGNATURE_METHODS,
-    digest_algorithms=ACCEPTED_DIGESTS,
-)
-
 
 def format_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -301,7 +292,7 @@ _TRANSFORMS = ("Each ds:Reference's Transforms must be exclusive C14N "
                "(http://www.w3.org/2001/10/xml-exc-c14n#), optionally preceded by enveloped-signature.")
 _SIGNATURE_METHODS = "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256 (SHA-1 is refused)."
 _DIGEST_METHOD = "DigestMethod must be SHA-256 (http://www.w3.org/2001/04/xmlenc#sha256; SHA-1 is refused)."
-_KEY_FOR_METHOD = {SignatureMethod.RSA_SHA256.value: "RSA", SignatureMethod.ECDSA_SHA256.value: "EC"}
+_KEY_FOR_METHOD = {RSA_SHA256: "RSA", ECDSA_SHA256: "EC"}
 _EXC_C14N_OPTIONS = (q(EXC_C14N, "InclusiveNamespaces"),)
 
 
@@ -360,7 +351,7 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
         if len(transforms) == 2 and _children(transforms[0]):
             raise _refused(_TRANSFORMS)
         _check_c14n_element(transforms[-1], _TRANSFORMS)
-        if digest_method.get("Algorithm") != DigestAlgorithm.SHA256.value or _children(digest_method):
+        if digest_method.get("Algorithm") != SHA256 or _children(digest_method):
             raise _refused(_DIGEST_METHOD, f"DigestMethod {digest_method.get('Algorithm')!r}")
         digest = _strict_base64(digest_value)
         if digest is None or len(digest) != 32:
@@ -375,56 +366,111 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
     return references
 
 
-def _reference_name(references: list[etree._Element], body: etree._Element, message: str) -> str:
-    """Which element a signxml digest mismatch ("... for reference N (...)") is about."""
-    match = re.search(r"reference (\d+)", message)
-    if match and int(match.group(1)) < len(references):
-        uri = references[int(match.group(1))].get("URI") or ""
-        return "soap:Body" if uri[1:] == _element_id(body) else "wsu:Timestamp"
-    return "a referenced element"
+def _inclusive_prefixes(method: etree._Element) -> list[str] | None:
+    """The PrefixList of an exclusive C14N element's first ec:InclusiveNamespaces (as signxml reads it)."""
+    inclusive = method.find(q(EXC_C14N, "InclusiveNamespaces"))
+    return None if inclusive is None else inclusive.get("PrefixList").split(" ")
 
 
-def verify(envelope: etree._Element, signer: x509.Certificate) -> VerifiedMessage:
-    """Verify the WS-Security signature with ``signer`` (already validated by the caller)."""
+def _exc_c14n(element: etree._Element, method: etree._Element) -> bytes:
+    """``element`` in exclusive C14N without comments, with ``method``'s inclusive prefixes."""
+    return etree.tostring(element, method="c14n", exclusive=True, with_comments=False,
+                          inclusive_ns_prefixes=_inclusive_prefixes(method))
+
+
+def _check_validity(signer: x509.Certificate, now: dt.datetime) -> None:
+    if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
+        raise _refused("The signing certificate is not valid at this time.",
+                       f"signature verification failed: signing certificate valid from "
+                       f"{signer.not_valid_before_utc.isoformat()} to {signer.not_valid_after_utc.isoformat()}, "
+                       f"not at {now.isoformat()}")
+
+
+def _check_signature_value(signer: x509.Certificate, raw_signature: bytes, signed_info_c14n: bytes) -> None:
+    """The SignatureValue over the canonical SignedInfo, by the signer's key (the method was matched to
+    the key's kind, and the value's length to the key's, by `check_signature_shape`)."""
+    key = signer.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(raw_signature, signed_info_c14n, padding.PKCS1v15(), hashes.SHA256())
+        else:  # XML-DSig's ECDSA value is r || s, each the curve's size (RFC 4050)
+            half = len(raw_signature) // 2
+            key.verify(encode_dss_signature(int.from_bytes(raw_signature[:half], "big"),
+                                            int.from_bytes(raw_signature[half:], "big")),
+                       signed_info_c14n, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise _refused("The signature value does not verify with the certificate in the message.",
+                       "signature verification failed: the SignatureValue does not verify over SignedInfo") from None
+
+
+def _signed_references(signed_info: etree._Element, targets: dict[str, etree._Element]):
+    """(target, its C14N Transform, DigestValue) for each Reference of the SignedInfo as it was signed
+    (re-parsed from the canonical bytes the signature covers), checked again there: exactly the two
+    targets, each once, with the accepted transforms and digest."""
+    references = signed_info.findall(q(DS, "Reference"))
+    uris = [r.get("URI") or "" for r in references]
+    if sorted(uris) != sorted(targets):
+        raise _refused(_REFERENCES, f"signed references {uris}")
+    for reference in references:
+        transforms = reference.findall(f"{q(DS, 'Transforms')}/{q(DS, 'Transform')}")
+        if tuple(t.get("Algorithm") for t in transforms) not in ACCEPTED_TRANSFORMS:
+            raise _refused(_TRANSFORMS)
+        digest_method = reference.find(q(DS, "DigestMethod"))
+        if digest_method is None or digest_method.get("Algorithm") != SHA256:
+            raise _refused(_DIGEST_METHOD)
+        digest_value = reference.find(q(DS, "DigestValue"))
+        digest = None if digest_value is None else _strict_base64(digest_value)
+        if digest is None:
+            raise _refused("ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes).")
+        yield targets[reference.get("URI")], transforms[-1], digest
+
+
+def verify(envelope: etree._Element, signer: x509.Certificate, *, now: dt.datetime | None = None) -> VerifiedMessage:
+    """Verify the WS-Security signature with ``signer`` (already validated by the caller).
+
+    XML-DSig core validation (https://www.w3.org/TR/xmldsig-core1/#sec-CoreValidation) on the one
+    shape `check_signature_shape` admits, with lxml's C14N and cryptography's primitives: the
+    SignatureValue over the canonical SignedInfo first, then each Reference of the SignedInfo *as
+    signed* (re-parsed from those canonical bytes) by digesting its target's exclusive C14N. The
+    targets are found by the structure, not by searching ids (their wsu:Id values are unique in the
+    document: `check_unique_ids`), and the Signature lies in neither, so enveloped-signature removes
+    nothing. What is returned is re-parsed from the very bytes that were digested, so comments and
+    anything else outside the canonical form never reach the caller. `tests/wire/test_wsse_signxml.py`
+    holds this to signxml's verifier, which did the same work by serialising and parsing the whole
+    envelope again for each reference."""
     check_unique_ids(envelope)
     _, signature, timestamp, body = _structure(envelope)
-    references = check_signature_shape(signature, body, timestamp, signer)
+    check_signature_shape(signature, body, timestamp, signer)
+    _check_validity(signer, now or dt.datetime.now(dt.timezone.utc))
+    signed_info, signature_value, _ = _children(signature)
+    parser = thread_parser()
     try:
-        results = XMLVerifier().verify(envelope, x509_cert=signer, expect_config=_VERIFY_CONFIG,
-                                       validate_schema=False, parser=thread_parser())
-    except InvalidDigest as exc:
-        name = _reference_name(references, body, str(exc))
-        raise _refused(f"The digest of {name} does not match its ds:DigestValue: it was changed after "
-                       "signing, or not canonicalised with exclusive C14N.",
-                       f"signature verification failed: {exc}") from None
-    except InvalidCertificate as exc:
-        raise _refused("The signing certificate is not valid at this time.",
-                       f"signature verification failed: {exc}") from None
-    except InvalidSignature as exc:
-        raise _refused("The signature value does not verify with the certificate in the message.",
-                       f"signature verification failed: {exc}") from None
-    except (SignXMLException, InvalidInput, ValueError) as exc:
+        signed_info_c14n = _exc_c14n(signed_info, signed_info[0])
+        _check_signature_value(signer, _strict_base64(signature_value), signed_info_c14n)
+        targets = {"#" + _element_id(body): body, "#" + _element_id(timestamp): timestamp}
+        signed = {}
+        for target, transform, digest in _signed_references(etree.fromstring(signed_info_c14n, parser), targets):
+            target_c14n = _exc_c14n(target, transform)
+            if not hmac.compare_digest(hashlib.sha256(target_c14n).digest(), digest):
+                name = "soap:Body" if target is body else "wsu:Timestamp"
+                raise _refused(f"The digest of {name} does not match its ds:DigestValue: it was changed after "
+                               "signing, or not canonicalised with exclusive C14N.",
+                               f"signature verification failed: digest mismatch for {name}")
+            signed[target.tag] = etree.fromstring(target_c14n, parser)
+    except etree.LxmlError as exc:  # C14N refused (e.g. a relative namespace URI), or unparseable
         raise _refused("The signature could not be verified: check it against the published "
                        "WS-SecurityPolicy.", f"signature verification failed: {exc}") from None
-    signed = {}
-    for result in results:
-        element = result.signed_xml
-        if element is None or element.tag not in (q(SOAP_ENV, "Body"), q(WSU, "Timestamp")):
-            raise _refused(_REFERENCES, "a reference resolved to an unexpected element")
-        if element.tag in signed:
-            raise _refused(_REFERENCES, "the same element is referenced twice")
-        signed[element.tag] = element
     # The message's identity for replay detection is what was signed, not how the signature is
     # spelled: base64 text and ECDSA values (s -> n-s) can be re-spelled and still verify, but the
-    # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change. Comments are
-    # dropped, as the verifier drops them (exc-c14n without comments).
-    signed_info = signature.find(q(DS, "SignedInfo"))
-    signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
+    # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change. Always without
+    # inclusive prefixes, as it has been named since the first release (names are kept in the database).
+    signature_id_c14n = (signed_info_c14n if _inclusive_prefixes(signed_info[0]) is None else
+                         etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False))
     return VerifiedMessage(
         body=signed[q(SOAP_ENV, "Body")],
         timestamp=signed[q(WSU, "Timestamp")],
         signer=signer,
-        signature_id=hashlib.sha256(signed_info_c14n).hexdigest(),
+        signature_id=hashlib.sha256(signature_id_c14n).hexdigest(),
     )
 
 

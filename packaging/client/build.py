@@ -27,7 +27,7 @@ NAME = "contactgate-client"
 PACKAGES = {"connectors": "connectors", "contactgate_wire": "wire", "contactgate_schemas": "schemas"}
 PACKAGE_DATA = {"contactgate_schemas": ["*.xsd", "*.wsdl"], "connectors": ["samples/*"]}
 # What the client needs at run time (names as pinned in the repository's pyproject.toml).
-DEPENDENCIES = ("lxml", "signxml", "zeep", "xmlsec", "cryptography", "requests", "click", "PyYAML", "rich",
+DEPENDENCIES = ("lxml", "zeep", "xmlsec", "cryptography", "requests", "click", "PyYAML", "rich",
                 "fhir.resources")
 
 

@@ -30,15 +30,19 @@ def sign(envelope: etree._Element, key: xmlsec.Key, *, method=xmlsec.Transform.R
          digest=xmlsec.Transform.SHA256, transforms=(EXC_C14N,), timestamp_transforms=None,
          sign_body: bool = True, sign_timestamp: bool = True, add_timestamp: bool = True,
          created: dt.datetime | None = None, lifetime_s: int = 300, binary_token: bool = True,
-         inclusive_prefixes: str | None = None) -> etree._Element:
+         inclusive_prefixes: str | None = None, signed_info_prefixes: str | None = None) -> etree._Element:
     """Add a Timestamp (unless ``add_timestamp`` is False), then a ds:Signature after it in
     wsse:Security over the chosen elements, each reference with ``transforms`` (the Timestamp's
     with ``timestamp_transforms`` if given; an ec:InclusiveNamespaces PrefixList in each exclusive
-    C14N transform if ``inclusive_prefixes``). In place; returns the envelope."""
+    C14N transform if ``inclusive_prefixes``, and in SignedInfo's CanonicalizationMethod if
+    ``signed_info_prefixes``). In place; returns the envelope."""
     security = wsse.security_header(envelope)
     if add_timestamp:
         wsse.add_timestamp(envelope, created=created, lifetime_s=lifetime_s)
     signature = xmlsec.template.create(envelope, xmlsec.Transform.EXCL_C14N, method)
+    if signed_info_prefixes:
+        xmlsec.template.transform_add_c14n_inclusive_namespaces(
+            signature.find(f"{q(DS, 'SignedInfo')}/{q(DS, 'CanonicalizationMethod')}"), signed_info_prefixes)
     key_info = xmlsec.template.ensure_key_info(signature)
     x509_data = xmlsec.template.add_x509_data(key_info)
     xmlsec.template.x509_data_add_certificate(x509_data)
