@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
 from contactgate_wire.faults import MessageExpired, SignatureInvalid
-from contactgate_wire.soap import DS, SOAP_ENV, WSSE, WSU, ThreadXPath, q, thread_parser
+from contactgate_wire.soap import (DS, MAX_NAMESPACES_IN_SCOPE, SOAP_ENV, WSSE, WSU, ThreadXPath, has_stray_text, q,
+                                   thread_parser, too_many_namespaces)
 
 X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
 BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
@@ -206,6 +207,8 @@ def _structure(envelope: etree._Element):
     body = _the_one(envelope.findall(q(SOAP_ENV, "Body")), "The envelope must hold exactly one soap:Body.")
     if len(list(envelope.iter(q(SOAP_ENV, "Body")))) != 1:
         raise _refused("The message must hold exactly one soap:Body.")
+    if has_stray_text(envelope) or has_stray_text(header) or has_stray_text(security):
+        raise _refused("soap:Envelope, soap:Header and wsse:Security must hold elements only, not text.")
     return security, signature, timestamp, body
 
 
@@ -305,6 +308,24 @@ def _check_c14n_element(element: etree._Element, public: str) -> None:
             raise _refused(public + " Only ec:InclusiveNamespaces PrefixList may appear inside it.")
 
 
+# Attributes on each element of ds:Signature, wsu:Timestamp and on soap:Body itself, which no schema
+# closes: C14N sorts an element's attributes at a cost that grows with their square (50,000 on
+# CanonicalizationMethod: 8 s). The admitted shape needs at most four.
+MAX_ATTRIBUTES = 16
+
+
+def _check_canonicalisable(signature: etree._Element, signed_info: etree._Element, timestamp: etree._Element,
+                           body: etree._Element) -> None:
+    """Bounds on what canonicalising costs, checked before any of it."""
+    for element, name in ((body, "soap:Body"), (timestamp, "wsu:Timestamp"), (signed_info, "ds:SignedInfo")):
+        if too_many_namespaces(element):
+            raise _refused(f"More than {MAX_NAMESPACES_IN_SCOPE} namespaces are declared in scope of {name}.")
+    for element in (body, *timestamp.iter(), *signature.iter()):
+        if len(element.attrib) > MAX_ATTRIBUTES:
+            raise _refused(f"An element of the signature, the Timestamp or soap:Body carries more than "
+                           f"{MAX_ATTRIBUTES} attributes.")
+
+
 def check_signature_shape(signature: etree._Element, body: etree._Element, timestamp: etree._Element,
                           signer: x509.Certificate) -> list[etree._Element]:
     """Everything the verifier will read must be there, once, and in the accepted algorithms, before
@@ -313,6 +334,7 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
     if [c.tag for c in _children(signature)] != [q(DS, "SignedInfo"), q(DS, "SignatureValue"), q(DS, "KeyInfo")]:
         raise _refused(_SIGNATURE_SHAPE)
     signed_info, signature_value, _ = _children(signature)
+    _check_canonicalisable(signature, signed_info, timestamp, body)
     parts = _children(signed_info)
     if [c.tag for c in parts] != [q(DS, "CanonicalizationMethod"), q(DS, "SignatureMethod"),
                                   q(DS, "Reference"), q(DS, "Reference")]:
@@ -443,9 +465,10 @@ def verify(envelope: etree._Element, signer: x509.Certificate, *, now: dt.dateti
     check_signature_shape(signature, body, timestamp, signer)
     _check_validity(signer, now or dt.datetime.now(dt.timezone.utc))
     signed_info, signature_value, _ = _children(signature)
+    c14n_method = _children(signed_info)[0]
     parser = thread_parser()
     try:
-        signed_info_c14n = _exc_c14n(signed_info, signed_info[0])
+        signed_info_c14n = _exc_c14n(signed_info, c14n_method)
         _check_signature_value(signer, _strict_base64(signature_value), signed_info_c14n)
         targets = {"#" + _element_id(body): body, "#" + _element_id(timestamp): timestamp}
         signed = {}
@@ -464,7 +487,7 @@ def verify(envelope: etree._Element, signer: x509.Certificate, *, now: dt.dateti
     # spelled: base64 text and ECDSA values (s -> n-s) can be re-spelled and still verify, but the
     # canonical SignedInfo (which holds the Body and Timestamp digests) cannot change. Always without
     # inclusive prefixes, as it has been named since the first release (names are kept in the database).
-    signature_id_c14n = (signed_info_c14n if _inclusive_prefixes(signed_info[0]) is None else
+    signature_id_c14n = (signed_info_c14n if _inclusive_prefixes(c14n_method) is None else
                          etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False))
     return VerifiedMessage(
         body=signed[q(SOAP_ENV, "Body")],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from contactgate_wire.faults import MalformedMessage, TooLarge
 from gateway.pipeline.context import Exchange, Services
-from contactgate_wire.soap import CG, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, UnsafeXML, parse_untrusted, q
+from contactgate_wire.soap import (CG, MAX_NAMESPACES_IN_SCOPE, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, UnsafeXML,
+                                   has_stray_text, parse_untrusted, q, too_many_namespaces)
 
 
 def parse_message(exchange: Exchange, services: Services) -> None:
@@ -20,6 +21,8 @@ def parse_message(exchange: Exchange, services: Services) -> None:
     if [p.tag for p in parts] != [q(SOAP_ENV, "Header"), q(SOAP_ENV, "Body")]:
         raise MalformedMessage("the Envelope must hold exactly a Header and a Body")
     header, body = parts
+    if has_stray_text(envelope) or has_stray_text(header):
+        raise MalformedMessage("the Envelope and its Header must hold elements only, not text")
     for block in header:
         if isinstance(block.tag, str) and block.tag != q(WSSE, "Security"):
             raise MalformedMessage(f"unsupported header block {block.tag}")
@@ -30,6 +33,9 @@ def parse_message(exchange: Exchange, services: Services) -> None:
     operation = payload.tag[len(CG) + 2:] if payload.tag.startswith(f"{{{CG}}}") else None
     if operation not in OPERATIONS:
         raise MalformedMessage("the Body does not hold a ContactGate request")
+    if too_many_namespaces(payload):  # before the schema validates it (see MAX_NAMESPACES_IN_SCOPE)
+        raise MalformedMessage(f"more than {MAX_NAMESPACES_IN_SCOPE} namespaces are declared in scope of the "
+                               "request element")
     action = (exchange.soap_action or "").strip().strip('"')
     if action and action != SOAP_ACTION_PREFIX + operation:
         raise MalformedMessage("SOAPAction does not match the request element")

@@ -15,7 +15,7 @@ from lxml import etree
 
 from contactgate_wire.faults import MessageExpired, Refusal, SignatureInvalid
 from contactgate_wire import wsse
-from contactgate_wire.soap import CG, DS, SOAP_ENV, WSU, new_envelope, q
+from contactgate_wire.soap import CG, DS, MAX_NAMESPACES_IN_SCOPE, SOAP_ENV, WSU, new_envelope, q
 from gateway.trust import pki
 from tests.wire.degenerate import DEGENERATE, REFERENCE, SECURITY, SIGNATURE_VALUE, set_text
 from tests.wire.signing import ENVELOPED, EXC_C14N, sign, xmlsec_key
@@ -303,3 +303,47 @@ def test_replay_window_ends_when_the_message_can_no_longer_be_accepted(material,
     verify_security(exchange, services)
     assert exchange.timestamp_expires == created + dt.timedelta(seconds=remembered_s)
     assert exchange.payload.tag == q(CG, "FindChild")
+
+
+# ---- bounds on what canonicalising may cost --------------------------------------------------------
+
+def _with_declarations(envelope: etree._Element, count: int) -> etree._Element:
+    """``count`` more namespace declarations on the Envelope (outside what exclusive C14N signs)."""
+    declarations = b"".join(b' xmlns:p%d="urn:p:%d"' % (i, i) for i in range(count))
+    return etree.fromstring(etree.tostring(envelope).replace(b"<soap:Envelope", b"<soap:Envelope" + declarations, 1))
+
+
+def test_namespaces_in_scope_of_what_is_canonicalised_are_bounded(material):
+    """lxml's C14N of an element copies every namespace in scope from its ancestors, at a cost that
+    grows with their square: more than MAX_NAMESPACES_IN_SCOPE is refused before any C14N."""
+    envelope = _signed(material)
+    in_scope = max(len(envelope.find(path).nsmap) for path in (
+        q(SOAP_ENV, "Body"), f"{SECURITY}/{q(WSU, 'Timestamp')}", f"{SECURITY}/{q(DS, 'Signature')}/{q(DS, 'SignedInfo')}"))
+    assert _verify(_with_declarations(envelope, MAX_NAMESPACES_IN_SCOPE - in_scope))
+    refusal = _refusal(_with_declarations(envelope, MAX_NAMESPACES_IN_SCOPE - in_scope + 1))
+    assert refusal.public_message.startswith(f"More than {MAX_NAMESPACES_IN_SCOPE} namespaces are declared in scope of ")
+
+
+@pytest.mark.parametrize("path", [f"{SECURITY}/{q(DS, 'Signature')}/{q(DS, 'SignedInfo')}/{q(DS, 'CanonicalizationMethod')}",
+                                  f"{SECURITY}/{q(WSU, 'Timestamp')}", q(SOAP_ENV, "Body")],
+                         ids=["canonicalization-method", "timestamp", "body"])
+def test_attributes_on_what_no_schema_closes_are_bounded(material, path):
+    """C14N sorts an element's attributes at a cost that grows with their square; the signature's
+    elements, the Timestamp and soap:Body may carry at most wsse.MAX_ATTRIBUTES."""
+    envelope = _signed(material)
+    element = envelope.find(path)
+    for i in range(wsse.MAX_ATTRIBUTES + 1 - len(element.attrib)):
+        element.set(f"{{urn:extra}}a{i}", "x")
+    assert "more than 16 attributes" in _refusal(envelope).public_message
+    del element.attrib["{urn:extra}a0"]
+    assert "more than 16 attributes" not in _refusal(envelope).public_message  # (changed after signing)
+
+
+@pytest.mark.parametrize("container", ["Envelope", "Header", "Security"])
+def test_text_between_the_envelope_parts_is_refused(material, container):
+    """Envelope, Header and Security hold elements only; text among them is signed by nothing."""
+    envelope = _signed(material)
+    element = {"Envelope": envelope, "Header": envelope.find(q(SOAP_ENV, "Header")),
+               "Security": envelope.find(SECURITY)}[container]
+    element[0].tail = "unsigned text"
+    assert "must hold elements only" in _refusal(envelope).public_message

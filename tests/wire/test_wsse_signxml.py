@@ -186,6 +186,9 @@ CHANGES = {
         rb'(<(?:\w+:)?CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#")/>',
         b'\\g<1>><ec:InclusiveNamespaces xmlns:ec="http://www.w3.org/2001/10/xml-exc-c14n#" '
         b'PrefixList="soap"/></CanonicalizationMethod>'), False),
+    "text-after-body": (_sub(rb"</soap:Body>", b"</soap:Body>unsigned"), False),
+    "text-after-timestamp": (_sub(rb"</wsu:Timestamp>", b"</wsu:Timestamp>unsigned"), False),
+    "text-after-signature": (_sub(rb"</Signature>", b"</Signature>unsigned"), False),
     "signature-namespace-redeclared": (_sub(rb"<SignedInfo>", b'<SignedInfo xmlns="http://www.w3.org/2000/09/xmldsig#">'), True),
 }
 
@@ -222,6 +225,26 @@ def test_a_comment_splitting_signed_text_never_splits_what_the_caller_reads(mate
     verified = wsse.verify(envelope, wsse.extract_signer_certificate(envelope))
     assert verified.payload.findtext(q(CG, "FamilyName")) == "Smith"
     assert not list(verified.body.iter(etree.Comment))
+
+
+def test_a_comment_before_the_canonicalization_method_changes_nothing(material):
+    """The comment is outside the canonical SignedInfo; the method's PrefixList still applies."""
+    data = _sub(rb"<SignedInfo>", b"<SignedInfo><!-- first -->")(signed_message(material, signed_info_prefixes="soap"))
+    assert b"<!-- first -->" in data
+    assert assert_same_verdict(data)[0] == "accepted"
+
+
+def test_an_id_attribute_of_another_namespace_is_not_an_id(material):
+    """Where they differ, on purpose: signxml looked references up by any attribute whose local name
+    is Id and refused a foreign-namespace e:Id repeating the Body's id as ambiguous. `wsse.verify`
+    finds the Body and Timestamp by the structure (wsu:Id, Id, ID, id and xml:id values must be
+    unique), so such an attribute names nothing, and what is returned is the signed Body."""
+    original = signed_message(material)
+    body_id = re.search(rb'<soap:Body [^>]*?Id="([^"]+)"', original).group(1)
+    data = original.replace(b"<wsse:Security ", b'<wsse:Security xmlns:e="urn:e" e:Id="' + body_id + b'" ', 1)
+    assert signxml_verdict(data)[:2] == ("refused", "other")
+    ours = our_verdict(data)
+    assert ours == our_verdict(original)
 
 
 def test_a_signature_with_signed_info_prefixes_keeps_its_old_name(material):

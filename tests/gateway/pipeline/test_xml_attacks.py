@@ -17,7 +17,7 @@ from lxml import etree
 from zeep.wsse.signature import _sign_envelope_with_key_binary
 
 from contactgate_wire import wsse
-from contactgate_wire.soap import CG, DS, SOAP_ENV, WSSE, WSU, q
+from contactgate_wire.soap import CG, DS, MAX_NAMESPACES_IN_SCOPE, SOAP_ENV, WSSE, WSU, q
 from tests.gateway.pipeline.attacks import (
     assert_post_refused, assert_refused, baseline, fault_message, find_kwargs, resign, submit_kwargs,
 )
@@ -161,6 +161,27 @@ def test_deeply_nested_body_is_refused(gateway, clients):
     data = resign(la.signer, la.build_request("SubmitUpdates", sign=False, **submit_kwargs()), nest)
     assert_post_refused(gateway, la, "SubmitUpdates", data, ("MalformedMessage", "SchemaInvalid"),
                         org_code="LA")
+
+
+def test_namespaces_beyond_the_bound_in_scope_of_the_request_are_refused(gateway, clients):
+    """Declarations on the Envelope are outside what is signed, but validating and canonicalising
+    the elements below them costs with the square of their number: over MAX_NAMESPACES_IN_SCOPE the
+    message is refused before the schema looks at it."""
+    la = clients("la")
+    data = la.build_request("SubmitUpdates", **submit_kwargs())
+    declarations = b"".join(b' xmlns:p%d="urn:p:%d"' % (i, i) for i in range(MAX_NAMESPACES_IN_SCOPE))
+    envelope_start = data.index(b"Envelope", data.index(b"<", data.index(b"?>") if b"?>" in data else 0))
+    data = data[:envelope_start + len(b"Envelope")] + declarations + data[envelope_start + len(b"Envelope"):]
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "MalformedMessage", org_code="LA")
+
+
+def test_text_between_the_envelope_parts_is_refused(gateway, clients):
+    la = clients("la")
+    data = la.build_request("SubmitUpdates", **submit_kwargs())
+    closing = data.rindex(b"</", 0, data.rindex(b"</"))  # the Body's end tag, before the Envelope's
+    end = data.index(b">", closing) + 1
+    data = data[:end] + b"not signed by anybody" + data[end:]
+    assert_post_refused(gateway, la, "SubmitUpdates", data, "MalformedMessage", org_code="LA")
 
 
 # ---- signature wrapping and ids --------------------------------------------------------------
