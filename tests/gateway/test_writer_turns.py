@@ -84,3 +84,64 @@ def test_a_timed_out_turn_is_a_database_failure_the_pipeline_answers_unavailable
     from gateway.pipeline import DATABASE_FAILURES
 
     assert isinstance(WriterTurnTimeout("x"), DATABASE_FAILURES)
+
+
+def test_a_turn_let_go_rings_a_private_doorbell(tmp_path):
+    """A process waiting for another's turn sleeps on a FIFO that each holder rings as it lets go
+    (so it tries again at once, not after a sleep); the FIFO is this user's, 0600."""
+    turns = WriterTurns(str(tmp_path / "db"), timeout_s=1)
+    with turns.turn():
+        pass
+    bell = tmp_path / "db-turn-bell"
+    info = os.stat(bell)
+    assert stat.S_ISFIFO(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    fd = os.open(bell, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(fd, 16) == b"\0"  # rung once
+    finally:
+        os.close(fd)
+
+
+def test_a_file_planted_where_the_doorbell_goes_is_left_alone(tmp_path):
+    """Not a FIFO: waiters sleep between tries instead, and the file is neither read nor written."""
+    planted = tmp_path / "db-turn-bell"
+    planted.write_bytes(b"planted")
+    turns = WriterTurns(str(tmp_path / "db"), timeout_s=1)
+    for _ in range(3):
+        with turns.turn():
+            pass
+    assert planted.read_bytes() == b"planted"
+
+
+def test_a_waiting_process_is_let_in_when_the_holder_lets_go(tmp_path):
+    """Another process holds its turn (through WriterTurns, so it rings); this one waits, then gets
+    the turn once the other lets go, well inside the timeout."""
+    path = tmp_path / "db"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from gateway.db import WriterTurns\n"
+        f"turns = WriterTurns({str(path)!r}, timeout_s=5)\n"
+        "with turns.turn():\n"
+        "    print('held', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "print('released', flush=True)\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        turns = WriterTurns(str(path), timeout_s=30)
+        got = threading.Event()
+
+        def wait_for_turn():
+            with turns.turn():
+                got.set()
+
+        waiter = threading.Thread(target=wait_for_turn)
+        waiter.start()
+        assert not got.wait(0.3)  # still held by the other process
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        waiter.join(timeout=20)
+        assert got.is_set()
+    finally:
+        holder.kill()
+        holder.wait()
