@@ -353,8 +353,8 @@ class WriterTurns:
     (the p99 of many milliseconds) while the CPU idles. Here a process's threads queue on a lock of
     their own (woken at once when it is released), and the process holding the turn takes an
     advisory lock on a file beside the database (``<database>-turn``); the kernel drops a killed
-    process's lock. A process waiting for another's turn sleeps on a doorbell (``<database>-turn-bell``,
-    a FIFO) that each holder rings as it lets go, so the waiter tries again at once rather than after
+    process's lock. A process waiting for another's turn sleeps on a doorbell (a FIFO beside it,
+    hidden, `bell_path`, so that ``cp contactgate.db*`` does not wait on it) that each holder rings as it lets go, so the waiter tries again at once rather than after
     a sleep (which overshoots by ~0.1 ms here: 2 processes serving GetContacts were 80 % busy with
     sleeps of 0.2 ms and more); it tries again every WAKE_S anyway, in case the bell was taken by
     another waiter. So BEGIN IMMEDIATE almost never waits, and the write lock is handed on without
@@ -375,7 +375,7 @@ class WriterTurns:
     def _file(self) -> int:
         if self._pid != os.getpid():  # opened in each process: a descriptor shared across fork() is one lock
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._bell = _open_bell(f"{self._path}-bell")
+            self._bell = _open_bell(bell_path(self._path))
             self._pid = os.getpid()
         return self._fd
 
@@ -419,6 +419,12 @@ class WriterTurns:
                 os.write(self._bell, b"\0")
             except (BlockingIOError, OSError):  # full: rings nobody has taken are waiting already
                 pass
+
+
+def bell_path(turn_path: str) -> str:
+    """``.<database>-turn-bell`` in the database's directory."""
+    directory, name = os.path.split(turn_path)
+    return os.path.join(directory, f".{name}-bell")
 
 
 def _open_bell(path: str) -> int | None:

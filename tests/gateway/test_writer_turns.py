@@ -92,7 +92,7 @@ def test_a_turn_let_go_rings_a_private_doorbell(tmp_path):
     turns = WriterTurns(str(tmp_path / "db"), timeout_s=1)
     with turns.turn():
         pass
-    bell = tmp_path / "db-turn-bell"
+    bell = tmp_path / ".db-turn-bell"  # hidden: a glob of db* (cp db* backup/) would wait on a FIFO
     info = os.stat(bell)
     assert stat.S_ISFIFO(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
     fd = os.open(bell, os.O_RDONLY | os.O_NONBLOCK)
@@ -104,7 +104,7 @@ def test_a_turn_let_go_rings_a_private_doorbell(tmp_path):
 
 def test_a_file_planted_where_the_doorbell_goes_is_left_alone(tmp_path):
     """Not a FIFO: waiters sleep between tries instead, and the file is neither read nor written."""
-    planted = tmp_path / "db-turn-bell"
+    planted = tmp_path / ".db-turn-bell"
     planted.write_bytes(b"planted")
     turns = WriterTurns(str(tmp_path / "db"), timeout_s=1)
     for _ in range(3):
