@@ -27,16 +27,6 @@ INTERNAL_WORDS = ("signxml", "Expected to find", "XPath", "Traceback", "{http", 
                   "NoneType", "binascii", "Incorrect padding", "fingerprint")
 
 
-@pytest.fixture(scope="module")
-def material():
-    ca_key, ca_cert = pki.make_ca("Test CA")
-    made = {}
-    for kind, key in (("rsa", pki.new_rsa_key()), ("ec", pki.new_ec_key())):
-        cert = pki.issue_org_cert(ca_key, ca_cert, "LA", "Local Authority", key.public_key())
-        made[kind] = (pki.key_pem(key), pki.cert_pem(cert), cert)
-    return made
-
-
 def _request() -> etree._Element:
     payload = etree.Element(q(CG, "FindChild"), nsmap={"cg": CG})
     etree.SubElement(payload, q(CG, "FamilyName")).text = "Smith"

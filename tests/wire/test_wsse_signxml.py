@@ -27,23 +27,12 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from contactgate_wire import wsse
 from contactgate_wire.faults import Refusal, SignatureInvalid
 from contactgate_wire.soap import CG, DS, SOAP_ENV, WSSE, new_envelope, parse_untrusted, q, thread_parser
-from gateway.trust import pki
 from tests.wire.signing import ENVELOPED, EXC_C14N, sign, to_bytes, xmlsec_key
 
 SIGNXML_CONFIG = SignatureConfiguration(
     require_x509=True, location=f"./{{{SOAP_ENV}}}Header/{{{WSSE}}}Security/", expect_references=2,
     signature_methods=frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA_SHA256}),
     digest_algorithms=frozenset({DigestAlgorithm.SHA256}))
-
-
-@pytest.fixture(scope="module")
-def material():
-    ca_key, ca_cert = pki.make_ca("Test CA")
-    made = {}
-    for kind, key in (("rsa", pki.new_rsa_key()), ("ec", pki.new_ec_key())):
-        cert = pki.issue_org_cert(ca_key, ca_cert, "LA", "Local Authority", key.public_key())
-        made[kind] = (xmlsec_key(pki.key_pem(key), pki.cert_pem(cert)), cert)
-    return made
 
 
 def _request() -> etree._Element:
@@ -55,7 +44,8 @@ def _request() -> etree._Element:
 
 def signed_message(material, kind="rsa", *, binary_token=True, enveloped=False, prefixes=None,
                    signed_info_prefixes=None) -> bytes:
-    key, _ = material[kind]
+    key_pem, cert_pem, _ = material[kind]
+    key = xmlsec_key(key_pem, cert_pem)
     transforms = (ENVELOPED, EXC_C14N) if enveloped else (EXC_C14N,)
     method = xmlsec.Transform.ECDSA_SHA256 if kind == "ec" else xmlsec.Transform.RSA_SHA256
     return to_bytes(sign(_request(), key, method=method, transforms=transforms, binary_token=binary_token,
