@@ -74,6 +74,8 @@ KEY_BYTES = 32
 _LOCK_HEAD = select(audit_head).where(audit_head.c.id == 1).with_for_update()
 _INSERT_ENTRY = audit_log.insert()
 _INSERT_CHILD = audit_children.insert()
+# Each text column's length, where it has one: a longer value is cut to fit.
+_LENGTHS = {column.name: column.type.length for column in audit_log.c if getattr(column.type, "length", None)}
 _ENTRY_COLUMNS = [c.name for c in audit_log.columns]
 # PostgreSQL: the entry, its child index rows and the head's move in one statement (one round trip
 # instead of three while the head row is locked: appends from several processes queue for less time).
@@ -206,9 +208,9 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
     }
     if entry.source_address is None and entry.request_id is None:
         row["source_address"], row["request_id"] = _ORIGIN.get()
-    for name, value in row.items():  # an over-long field must never stop the entry being written
-        limit = getattr(audit_log.c[name].type, "length", None)
-        if limit and isinstance(value, str) and len(value) > limit:
+    for name, limit in _LENGTHS.items():  # an over-long field must never stop the entry being written
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
             row[name] = value[: limit - 1] + "…"
     row["prev_hash"] = head.entry_hash
     row["entry_hash"] = entry_hash(key, head.entry_hash, row)
