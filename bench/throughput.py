@@ -872,8 +872,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2 * len(os.sched_getaffinity(0)),
-                        help="gunicorn worker processes (default: twice the CPU count, as deploy/ runs a "
-                             "2-core node)")
+                        help="gunicorn worker processes (default: twice the CPU count, as docs/operations.md "
+                             "recommends)")
     parser.add_argument("--clients", type=int, default=4, help="client processes (default: 4)")
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument("--seconds", type=float, default=10.0, help="measure for this long (default: 10)")

@@ -353,16 +353,19 @@ class WriterTurns:
     (the p99 of many milliseconds) while the CPU idles. Here a process's threads queue on a lock of
     their own (woken at once when it is released), and the process holding the turn takes an
     advisory lock on a file beside the database (``<database>-turn``); the kernel drops a killed
-    process's lock. A process waiting for another's turn sleeps on a doorbell (a FIFO beside it,
-    hidden, `bell_path`, so that ``cp contactgate.db*`` does not wait on it) that each holder rings as it lets go, so the waiter tries again at once rather than after
-    a sleep (which overshoots by ~0.1 ms here: 2 processes serving GetContacts were 80 % busy with
-    sleeps of 0.2 ms and more); it tries again every WAKE_S anyway, in case the bell was taken by
-    another waiter. So BEGIN IMMEDIATE almost never waits, and the write lock is handed on without
-    a sleep. Only a speed-up: anything that writes without a turn (the command line, the console)
-    is still serialised by SQLite itself. Waiting longer than ``timeout_s`` raises
-    `WriterTurnTimeout`."""
+    process's lock. A process waiting for another's turn sleeps on a doorbell, a FIFO beside it
+    (hidden, `bell_path`, so that ``cp contactgate.db*`` does not wait on it), which each holder
+    rings as it lets go: the waiter tries again at once rather than after a sleep (which overshoots
+    by ~0.1 ms here; 2 processes serving GetContacts were 81 % busy with sleeps of 0.2 ms and more,
+    84 % with the bell). It tries again after WAKE_S anyway, in case another waiter took the ring;
+    without a bell it sleeps between tries as before (POLL_S). So BEGIN IMMEDIATE almost never
+    waits, and the write lock is handed on without a sleep. Only a speed-up: anything that writes
+    without a turn (the command line, the console) is still serialised by SQLite itself. Waiting
+    longer than ``timeout_s`` raises `WriterTurnTimeout`."""
 
-    WAKE_S = 0.002  # a waiter's longest sleep between tries of another process's turn
+    WAKE_S = 0.002  # a waiter's longest sleep on the bell between tries of another process's turn
+    POLL_S = (0.0002, 0.0005, 0.001, 0.002)  # without a bell: sleeps between tries
+    BELL_RETRY_S = 10.0  # a bell that could not be opened is tried again after this long
 
     def __init__(self, path: str, timeout_s: float):
         self._path = f"{path}-turn"
@@ -370,13 +373,25 @@ class WriterTurns:
         self._local = threading.Lock()
         self._fd: int | None = None
         self._bell: int | None = None
+        self._bell_poll: select.poll | None = None
+        self._bell_tried = -math.inf
         self._pid: int | None = None
 
     def _file(self) -> int:
         if self._pid != os.getpid():  # opened in each process: a descriptor shared across fork() is one lock
+            for inherited in (self._fd, self._bell):  # (closing this process's copies releases nothing)
+                if inherited is not None:
+                    os.close(inherited)
+            self._fd = self._bell = self._bell_poll = None
+            self._bell_tried = -math.inf
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._bell = _open_bell(bell_path(self._path))
             self._pid = os.getpid()
+        if self._bell is None and time.monotonic() - self._bell_tried >= self.BELL_RETRY_S:
+            self._bell_tried = time.monotonic()
+            self._bell = _open_bell(bell_path(self._path))
+            if self._bell is not None:
+                self._bell_poll = select.poll()  # (select() cannot take a descriptor past 1023)
+                self._bell_poll.register(self._bell, select.POLLIN)
         return self._fd
 
     @contextlib.contextmanager
@@ -386,6 +401,7 @@ class WriterTurns:
             raise WriterTurnTimeout("waited too long for the database's write lock (in this process)")
         try:
             fd = self._file()
+            tries = 0
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -394,7 +410,8 @@ class WriterTurns:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise WriterTurnTimeout("waited too long for the database's write lock") from None
-                    self._wait(min(remaining, self.WAKE_S))
+                    self._wait(remaining, tries)
+                    tries += 1
             try:
                 yield
             finally:
@@ -403,13 +420,13 @@ class WriterTurns:
         finally:
             self._local.release()
 
-    def _wait(self, seconds: float) -> None:
-        if self._bell is None:
-            time.sleep(seconds)
+    def _wait(self, remaining: float, tries: int) -> None:
+        if self._bell_poll is None:
+            time.sleep(min(remaining, self.POLL_S[min(tries, len(self.POLL_S) - 1)]))
             return
-        if select.select([self._bell], [], [], seconds)[0]:
+        if self._bell_poll.poll(max(1, math.ceil(min(remaining, self.WAKE_S) * 1000))):
             try:
-                os.read(self._bell, 4096)  # every ring so far: the next wait sleeps until a new one
+                os.read(self._bell, 65536)  # every ring so far: the next wait sleeps until a new one
             except BlockingIOError:  # another process's waiter took it
                 pass
 
@@ -417,7 +434,7 @@ class WriterTurns:
         if self._bell is not None:
             try:
                 os.write(self._bell, b"\0")
-            except (BlockingIOError, OSError):  # full: rings nobody has taken are waiting already
+            except OSError:  # full (rings nobody has taken are waiting already), or gone
                 pass
 
 
@@ -428,8 +445,8 @@ def bell_path(turn_path: str) -> str:
 
 
 def _open_bell(path: str) -> int | None:
-    """The doorbell FIFO beside the turn file, made 0600 if missing; None (waiters just sleep) if it
-    cannot be had or is not a FIFO of this user's."""
+    """The doorbell FIFO beside the turn file, made 0600 if missing; None (waiters sleep between
+    tries) if it cannot be had, or is not a FIFO of this user's that only this user may use."""
     try:
         os.mkfifo(path, 0o600)
     except FileExistsError:
@@ -441,7 +458,7 @@ def _open_bell(path: str) -> int | None:
     except OSError:
         return None
     info = os.fstat(fd)
-    if not stat.S_ISFIFO(info.st_mode) or info.st_uid != os.getuid():
+    if not stat.S_ISFIFO(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
         os.close(fd)
         return None
     return fd

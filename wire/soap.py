@@ -112,12 +112,15 @@ def parse_untrusted(data: bytes) -> etree._Element:
 _TOO_DEEP = ThreadXPath("boolean(" + "/*" * (MAX_DEPTH + 1) + ")")
 
 
+XML_WHITESPACE = " \t\r\n"  # (str.strip() alone would also take no-break and other Unicode spaces)
+
+
 def has_stray_text(element: etree._Element) -> bool:
     """Whether ``element`` holds text of its own between its children (not only whitespace): an
     Envelope, Header or Security header holds elements only."""
-    if element.text and element.text.strip():
+    if element.text and element.text.strip(XML_WHITESPACE):
         return True
-    return any(child.tail and child.tail.strip() for child in element)
+    return any(child.tail and child.tail.strip(XML_WHITESPACE) for child in element)
 
 
 def too_many_namespaces(element: etree._Element) -> bool:

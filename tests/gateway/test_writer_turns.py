@@ -113,9 +113,9 @@ def test_a_file_planted_where_the_doorbell_goes_is_left_alone(tmp_path):
     assert planted.read_bytes() == b"planted"
 
 
-def test_a_waiting_process_is_let_in_when_the_holder_lets_go(tmp_path):
-    """Another process holds its turn (through WriterTurns, so it rings); this one waits, then gets
-    the turn once the other lets go, well inside the timeout."""
+def test_a_waiting_process_is_woken_by_the_holder_letting_go(tmp_path):
+    """Another process holds its turn (through WriterTurns, so it rings as it lets go); this one
+    waits on the bell with no timer of its own to wake it, and gets the turn once the other lets go."""
     path = tmp_path / "db"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
@@ -128,6 +128,7 @@ def test_a_waiting_process_is_let_in_when_the_holder_lets_go(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         turns = WriterTurns(str(path), timeout_s=30)
+        turns.WAKE_S = 60  # so only the holder's ring can let it in before the join below gives up
         got = threading.Event()
 
         def wait_for_turn():
@@ -145,3 +146,55 @@ def test_a_waiting_process_is_let_in_when_the_holder_lets_go(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_doorbell_others_may_use_is_not_used(tmp_path):
+    """A FIFO of this user's that others may read or write (they could take or forge rings)."""
+    bell = tmp_path / ".db-turn-bell"
+    os.mkfifo(bell, 0o600)
+    os.chmod(bell, 0o666)
+    turns = WriterTurns(str(tmp_path / "db"), timeout_s=1)
+    with turns.turn():
+        pass
+    fd = os.open(bell, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os.read(fd, 16) == b""  # never rung, and nobody holds it open
+    finally:
+        os.close(fd)
+
+
+def test_waiting_works_with_descriptors_past_1023(tmp_path):
+    """A worker that opens its turn files late, under load, gets descriptors past select()'s limit
+    (FD_SETSIZE, 1024): waiting for another process's turn must still time out cleanly."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-files limit ({hard}) is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200) if soft != resource.RLIM_INFINITY else soft, hard))
+    path = tmp_path / "db"
+    other = WriterTurns(str(path), timeout_s=5)
+    held, release = threading.Event(), threading.Event()
+    spare = []
+
+    def hold():  # "another process": its own descriptors, so flock sees two open files
+        with other.turn():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+        spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        turns = WriterTurns(str(path), timeout_s=0.3)
+        with pytest.raises(WriterTurnTimeout):
+            with turns.turn():
+                pass
+        assert turns._bell is not None and turns._bell > 1023
+    finally:
+        release.set()
+        holder.join()
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -329,11 +329,16 @@ def test_attributes_on_what_no_schema_closes_are_bounded(material, path):
     assert "more than 16 attributes" not in _refusal(envelope).public_message  # (changed after signing)
 
 
+@pytest.mark.parametrize("text", ["unsigned text", "\u00a0", "\u3000", "\u0085"],
+                         ids=["words", "no-break-space", "ideographic-space", "next-line"])
 @pytest.mark.parametrize("container", ["Envelope", "Header", "Security"])
-def test_text_between_the_envelope_parts_is_refused(material, container):
-    """Envelope, Header and Security hold elements only; text among them is signed by nothing."""
+def test_text_between_the_envelope_parts_is_refused(material, container, text):
+    """Envelope, Header and Security hold elements only; text among them is signed by nothing.
+    Only XML's whitespace (space, tab, CR, LF) may lie between them, not other Unicode spaces."""
     envelope = _signed(material)
     element = {"Envelope": envelope, "Header": envelope.find(q(SOAP_ENV, "Header")),
                "Security": envelope.find(SECURITY)}[container]
-    element[0].tail = "unsigned text"
+    element[0].tail = text
     assert "must hold elements only" in _refusal(envelope).public_message
+    element[0].tail = " \t\r\n"
+    assert _verify(envelope)
