@@ -220,8 +220,10 @@ def test_a_node_stopped_mid_push_loses_nothing_the_client_retries(cluster):
     applied exactly once, and the audit chain still verifies."""
     la = cluster.client("la", timeout=30)
     tag = unique()
-    messages = [la.build_request("SubmitUpdates", ChildUpdate=[child_update(f"kill-{tag}-{n}", unique_name("Kill"),
-                                                                              "Kit", "2012-02-02")])
+    # Thirty different children: each its own given name and birth date too (with one given name and
+    # birth date shared by all, two random family names alike enough were once rightly matched).
+    messages = [la.build_request("SubmitUpdates", ChildUpdate=[child_update(
+                    f"kill-{tag}-{n}", unique_name("Kill"), unique_name("Kit"), f"2012-{1 + n // 28:02d}-{1 + n % 28:02d}")])
                 for n in range(30)]
     outcomes, retries = [], 0
     try:
