@@ -96,16 +96,18 @@ def material(row) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
-def entry_hash(key: bytes, prev_hash: str, row: dict) -> str:
-    return hmac.new(key, prev_hash.encode() + b"\n" + material(row), hashlib.sha256).hexdigest()
+def entry_hash(key: bytes, prev_hash: str, row: dict, fields: bytes | None = None) -> str:
+    """``fields``: the row's `material`, where the caller has it already."""
+    return hmac.new(key, prev_hash.encode() + b"\n" + (fields or material(row)), hashlib.sha256).hexdigest()
 
 
-def public_hash(prev_public: str, row: dict) -> str:
+def public_hash(prev_public: str, row: dict, fields: bytes | None = None) -> str:
     """The entry's link in the public chain: a plain SHA-256 over the previous public link, the
     entry's fields and its HMAC link. Anyone can recompute it (no key), so it proves nothing alone;
     checkpoints signed with the gateway's signing key (gateway.audit.checkpoints) make it evidence
     that a holder of the signing certificate can check offline."""
-    return hashlib.sha256(prev_public.encode() + b"\n" + material(row) + b"\n" + row["entry_hash"].encode()).hexdigest()
+    return hashlib.sha256(prev_public.encode() + b"\n" + (fields or material(row)) + b"\n"
+                          + row["entry_hash"].encode()).hexdigest()
 
 
 def new_key() -> bytes:
@@ -213,8 +215,9 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
         if isinstance(value, str) and len(value) > limit:
             row[name] = value[: limit - 1] + "…"
     row["prev_hash"] = head.entry_hash
-    row["entry_hash"] = entry_hash(key, head.entry_hash, row)
-    row["public_hash"] = public_hash(head.public_hash, row)
+    fields = material(row)
+    row["entry_hash"] = entry_hash(key, head.entry_hash, row, fields)
+    row["public_hash"] = public_hash(head.public_hash, row, fields)
     children = list(dict.fromkeys(entry.child_ids))
     if conn.dialect.name == "postgresql":
         conn.execute(_WRITE_PG, {**row, "children": children})
@@ -258,9 +261,10 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] 
                     return VerifyResult(False, count, expected_seq, f"entry {expected_seq} is missing")
                 if row["prev_hash"] != prev:
                     return VerifyResult(False, count, row["seq"], "link to the previous entry is broken")
-                if not hmac.compare_digest(entry_hash(key, prev, row), row["entry_hash"]):
+                fields = material(row)
+                if not hmac.compare_digest(entry_hash(key, prev, row, fields), row["entry_hash"]):
                     return VerifyResult(False, count, row["seq"], "entry was altered")
-                if row["public_hash"] != public_hash(prev_public, row):
+                if row["public_hash"] != public_hash(prev_public, row, fields):
                     return VerifyResult(False, count, row["seq"], "the entry's public link was altered")
                 if set(row["child_ids"].split()) != indexed.pop(row["seq"], set()):
                     return VerifyResult(False, count, row["seq"],
