@@ -23,6 +23,7 @@ from contactgate_wire.soap import WSU, q
 from contactgate_wire.soap import CG
 from tests.gateway.pipeline.attacks import assert_post_refused, find_kwargs
 from tests.support import child_update, unique
+from tests.wire.signing import organisation_key
 
 READ = dict(user_id="odd.input", role="social worker", reason_code="safeguarding",
             reason_text="checking an odd record")
@@ -220,13 +221,13 @@ def test_every_value_at_its_maximum_length_is_stored_and_read_back(gateway, clie
 
 # ---- found by the property tests (tests/gateway/test_properties.py) ------------------------------
 
-def _signed_with_timestamp(client, unsigned: bytes, created: str, expires: str) -> bytes:
+def _signed_with_timestamp(key: xmlsec.Key, unsigned: bytes, created: str, expires: str) -> bytes:
     """A correctly signed message whose wsu:Timestamp says ``created`` and ``expires`` verbatim."""
     envelope = etree.fromstring(unsigned)
     timestamp = wsse.add_timestamp(envelope)
     timestamp.find(q(WSU, "Created")).text = created
     timestamp.find(q(WSU, "Expires")).text = expires
-    _sign_envelope_with_key_binary(envelope, client.signer._key, client.signer._method, xmlsec.Transform.SHA256)
+    _sign_envelope_with_key_binary(envelope, key, xmlsec.Transform.RSA_SHA256, xmlsec.Transform.SHA256)
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
 
@@ -237,7 +238,8 @@ def _signed_with_timestamp(client, unsigned: bytes, created: str, expires: str) 
 def test_signed_timestamp_outside_the_years_python_holds_in_utc_is_message_expired(gateway, clients,
                                                                                      created, expires):
     la = clients("la")
-    data = _signed_with_timestamp(la, la.build_request("FindChild", sign=False, **find_kwargs()), created, expires)
+    data = _signed_with_timestamp(organisation_key(gateway, "la"), la.build_request("FindChild", sign=False, **find_kwargs()),
+                                  created, expires)
     assert_post_refused(gateway, la, "FindChild", data, "MessageExpired", org_code="LA")
 
 

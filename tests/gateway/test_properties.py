@@ -44,6 +44,7 @@ from contactgate_wire.soap import CG, DS, OPERATIONS, SOAP_ENV, WSSE, WSU, new_e
 from tests.gateway.pipeline.attacks import assert_no_leak
 from tests.gateway.xsd_strategies import ElementStrategies, read_schema
 from tests.support import child_update
+from tests.wire.signing import organisation_key
 
 SCHEMA = read_schema()
 XSD = etree.XMLSchema(etree.fromstring(schemas.read(schemas.XSD_NAME)))
@@ -315,14 +316,13 @@ ALGORITHMS = ["http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2
               "http://www.w3.org/TR/1999/REC-xpath-19991116", "urn:nonsense", ""]
 
 
-def _signed_odd_timestamp(client: GatewayClient, payload: etree._Element, created: str, expires: str) -> bytes:
+def _signed_odd_timestamp(key: xmlsec.Key, payload: etree._Element, created: str, expires: str) -> bytes:
     """A correctly signed message whose Timestamp says ``created`` / ``expires`` verbatim."""
     envelope = new_envelope(payload)
     timestamp = wsse.add_timestamp(envelope)
     timestamp.find(q(WSU, "Created")).text = created
     timestamp.find(q(WSU, "Expires")).text = expires
-    signer = client.signer
-    _sign_envelope_with_key_binary(envelope, signer._key, signer._method, xmlsec.Transform.SHA256)
+    _sign_envelope_with_key_binary(envelope, key, xmlsec.Transform.RSA_SHA256, xmlsec.Transform.SHA256)
     return etree.tostring(envelope, xml_declaration=True, encoding="utf-8")
 
 
@@ -442,7 +442,7 @@ def test_tampered_envelopes_get_a_contract_fault(gateway, clients, requests_, da
             ("0001-01-01T00:00:00+01:00", "0001-01-01T00:05:00+01:00"),  # overflow converting to UTC
             ("9999-12-31T23:59:00-01:00", "9999-12-31T23:59:30-01:00"),
         ]), label="timestamp")
-        message = _signed_odd_timestamp(la, payload, created, expires)
+        message = _signed_odd_timestamp(organisation_key(gateway, "la"), payload, created, expires)
     elif how == "foreign_signer":  # signed by another organisation's key over LA's TLS
         message = sign(clients("health"), payload)
     elif how == "unsigned":

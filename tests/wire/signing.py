@@ -26,6 +26,13 @@ def xmlsec_key(key_pem: bytes, cert_pem: bytes) -> xmlsec.Key:
     return key
 
 
+def organisation_key(gateway, name: str) -> xmlsec.Key:
+    """An organisation's private key with its certificate, from its directory in a test gateway's
+    home, as zeep's signing helpers take it."""
+    directory = gateway.certs[name]
+    return xmlsec_key((directory / "key.pem").read_bytes(), (directory / "cert.pem").read_bytes())
+
+
 def sign(envelope: etree._Element, key: xmlsec.Key, *, method=xmlsec.Transform.RSA_SHA256,
          digest=xmlsec.Transform.SHA256, transforms=(EXC_C14N,), timestamp_transforms=None,
          sign_body: bool = True, sign_timestamp: bool = True, add_timestamp: bool = True,
