@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import xmlsec
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -270,7 +270,7 @@ def extract_signer_certificate(envelope: etree._Element) -> x509.Certificate:
             der_text = token.text
     try:
         return x509.load_der_x509_certificate(base64.b64decode("".join((der_text or "").split()), validate=True))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # (InvalidVersion is not a ValueError)
         raise _refused("The signing certificate in the message cannot be read (base64 of a DER X.509 "
                        "certificate expected).", f"signing certificate unreadable: {exc}") from None
 
@@ -291,7 +291,11 @@ def _strict_base64(element: etree._Element) -> bytes | None:
 
 def _key_description(signer: x509.Certificate) -> tuple[str, int | None]:
     """("RSA"/"EC"/other, the byte length of a signature by this key) -- None if not RSA or EC."""
-    key = signer.public_key()
+    try:  # (parsed only now: a certificate whose key cannot be read still loads)
+        key = signer.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise _refused("The signing certificate's public key cannot be read (malformed or unsupported).",
+                       f"signing certificate's key unreadable: {exc}") from None
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA", (key.key_size + 7) // 8
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -8,6 +8,7 @@ organisation and not revoked. The organisation is never taken from the message.
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from contactgate_wire.faults import CertificateRejected
 from gateway.pipeline.context import Exchange, Services
@@ -21,12 +22,12 @@ def identify_client(exchange: Exchange, services: Services) -> None:
     if not exchange.peer_der:
         raise CertificateRejected("no client certificate reached the application")
     exchange.tls_fingerprint = pki.fingerprint_der(exchange.peer_der)
-    try:
+    try:  # (from a trusted proxy's Client-Cert header it has been parsed by no TLS library)
         certificate = x509.load_der_x509_certificate(exchange.peer_der)
-    except ValueError as exc:
+        accept_certificate(certificate, exchange.tls_fingerprint, "TLS client certificate", exchange, services,
+                           names_the_client=True)
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:  # parsed lazily: odd versions, keys
         raise CertificateRejected(f"TLS client certificate unreadable: {exc}") from None
-    accept_certificate(certificate, exchange.tls_fingerprint, "TLS client certificate", exchange, services,
-                       names_the_client=True)
 
 
 def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: str, exchange: Exchange,
