@@ -13,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError,
 )
+
+
+# What cryptography raises for a certificate that cannot be read or used. Parts are parsed lazily:
+# an unknown X.509 version fails loading with InvalidVersion (not a ValueError), an unknown or
+# malformed key only when it is read (UnsupportedAlgorithm, ValueError).
+UNUSABLE_CERTIFICATE = (ValueError, x509.InvalidVersion, UnsupportedAlgorithm)
 
 
 def _now() -> dt.datetime:

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import xmlsec
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 
+from contactgate_wire.certificates import UNUSABLE_CERTIFICATE
 from contactgate_wire.faults import MessageExpired, SignatureInvalid
 from contactgate_wire.soap import (DS, MAX_NAMESPACES_IN_SCOPE, SOAP_ENV, WSSE, WSU, ThreadXPath, has_stray_text, q,
                                    thread_parser, too_many_namespaces)
@@ -270,7 +271,7 @@ def extract_signer_certificate(envelope: etree._Element) -> x509.Certificate:
             der_text = token.text
     try:
         return x509.load_der_x509_certificate(base64.b64decode("".join((der_text or "").split()), validate=True))
-    except (ValueError, x509.InvalidVersion) as exc:  # (InvalidVersion is not a ValueError)
+    except UNUSABLE_CERTIFICATE as exc:
         raise _refused("The signing certificate in the message cannot be read (base64 of a DER X.509 "
                        "certificate expected).", f"signing certificate unreadable: {exc}") from None
 
@@ -289,18 +290,18 @@ def _strict_base64(element: etree._Element) -> bytes | None:
         return None
 
 
-def _key_description(signer: x509.Certificate) -> tuple[str, int | None]:
-    """("RSA"/"EC"/other, the byte length of a signature by this key) -- None if not RSA or EC."""
+def _signer_key(signer: x509.Certificate):
+    """(the key, "RSA"/"EC"/other, the byte length of a signature by it -- None if not RSA or EC)."""
     try:  # (parsed only now: a certificate whose key cannot be read still loads)
         key = signer.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except UNUSABLE_CERTIFICATE as exc:
         raise _refused("The signing certificate's public key cannot be read (malformed or unsupported).",
                        f"signing certificate's key unreadable: {exc}") from None
     if isinstance(key, rsa.RSAPublicKey):
-        return "RSA", (key.key_size + 7) // 8
+        return key, "RSA", (key.key_size + 7) // 8
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return "EC", 2 * ((key.curve.key_size + 7) // 8)
-    return type(key).__name__, None
+        return key, "EC", 2 * ((key.curve.key_size + 7) // 8)
+    return key, type(key).__name__, None
 
 
 _SIGNATURE_SHAPE = ("ds:Signature must hold ds:SignedInfo, ds:SignatureValue and ds:KeyInfo, in that order, "
@@ -346,10 +347,10 @@ def _check_canonicalisable(signature: etree._Element, signed_info: etree._Elemen
 
 
 def check_signature_shape(signature: etree._Element, body: etree._Element, timestamp: etree._Element,
-                          signer: x509.Certificate) -> list[etree._Element]:
+                          signer: x509.Certificate):
     """Everything the verifier will read must be there, once, and in the accepted algorithms, before
     any cryptography: so that an odd structure is a `SignatureInvalid` that says what to fix, never a
-    library error. Returns the references in document order."""
+    library error. Returns the signer's public key (RSA or EC, matching the SignatureMethod)."""
     if [c.tag for c in _children(signature)] != [q(DS, "SignedInfo"), q(DS, "SignatureValue"), q(DS, "KeyInfo")]:
         raise _refused(_SIGNATURE_SHAPE)
     signed_info, signature_value, _ = _children(signature)
@@ -368,7 +369,7 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
     algorithm = method.get("Algorithm")
     if algorithm not in _KEY_FOR_METHOD or _children(method):
         raise _refused(_SIGNATURE_METHODS, f"SignatureMethod {algorithm!r}")
-    key_kind, signature_length = _key_description(signer)
+    key, key_kind, signature_length = _signer_key(signer)
     if _KEY_FOR_METHOD[algorithm] != key_kind:
         raise _refused(f"SignatureMethod is {algorithm.rsplit('#', 1)[-1]} but the certificate's key is "
                        f"{key_kind}: use RSA-SHA256 with an RSA key, ECDSA-SHA256 with an EC key.")
@@ -377,10 +378,25 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
     for name, element_id in wanted.items():
         if element_id is None:
             raise _refused(f"{name} must carry wsu:Id, and the signature must reference it by that Id.")
-    uris = [r.get("URI") or "" for r in references]
-    if sorted(uris) != sorted("#" + i for i in wanted.values()):
-        raise _refused(_REFERENCES, f"references {uris}")
-    for reference in references:
+    _check_references(references, {"#" + i for i in wanted.values()})
+
+    raw_signature = _strict_base64(signature_value)
+    if raw_signature is None:
+        raise _refused("ds:SignatureValue is missing, empty or not base64.")
+    if signature_length is not None and len(raw_signature) != signature_length:
+        raise _refused(f"ds:SignatureValue holds {len(raw_signature)} bytes; a signature by the certificate's "
+                       f"{key_kind} key has {signature_length}.")
+    return key
+
+
+def _check_references(references: list[etree._Element], uris: set[str]) -> list[tuple[str, etree._Element, bytes]]:
+    """Each Reference points at one of ``uris`` (each exactly once), with the accepted transforms and
+    a SHA-256 digest; (its URI, its C14N Transform, its digest) for each."""
+    found = [r.get("URI") or "" for r in references]
+    if sorted(found) != sorted(uris):
+        raise _refused(_REFERENCES, f"references {found}")
+    checked = []
+    for reference, uri in zip(references, found):
         if [c.tag for c in _children(reference)] != [q(DS, "Transforms"), q(DS, "DigestMethod"),
                                                      q(DS, "DigestValue")]:
             raise _refused(_REFERENCE_SHAPE)
@@ -397,14 +413,8 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
         digest = _strict_base64(digest_value)
         if digest is None or len(digest) != 32:
             raise _refused("ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes).")
-
-    raw_signature = _strict_base64(signature_value)
-    if raw_signature is None:
-        raise _refused("ds:SignatureValue is missing, empty or not base64.")
-    if signature_length is not None and len(raw_signature) != signature_length:
-        raise _refused(f"ds:SignatureValue holds {len(raw_signature)} bytes; a signature by the certificate's "
-                       f"{key_kind} key has {signature_length}.")
-    return references
+        checked.append((uri, transforms[-1], digest))
+    return checked
 
 
 def _inclusive_prefixes(method: etree._Element) -> list[str] | None:
@@ -427,10 +437,9 @@ def _check_validity(signer: x509.Certificate, now: dt.datetime) -> None:
                        f"not at {now.isoformat()}")
 
 
-def _check_signature_value(signer: x509.Certificate, raw_signature: bytes, signed_info_c14n: bytes) -> None:
+def _check_signature_value(key, raw_signature: bytes, signed_info_c14n: bytes) -> None:
     """The SignatureValue over the canonical SignedInfo, by the signer's key (the method was matched to
     the key's kind, and the value's length to the key's, by `check_signature_shape`)."""
-    key = signer.public_key()
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(raw_signature, signed_info_c14n, padding.PKCS1v15(), hashes.SHA256())
@@ -442,28 +451,6 @@ def _check_signature_value(signer: x509.Certificate, raw_signature: bytes, signe
     except InvalidSignature:
         raise _refused("The signature value does not verify with the certificate in the message.",
                        "signature verification failed: the SignatureValue does not verify over SignedInfo") from None
-
-
-def _signed_references(signed_info: etree._Element, targets: dict[str, etree._Element]):
-    """(target, its C14N Transform, DigestValue) for each Reference of the SignedInfo as it was signed
-    (re-parsed from the canonical bytes the signature covers), checked again there: exactly the two
-    targets, each once, with the accepted transforms and digest."""
-    references = signed_info.findall(q(DS, "Reference"))
-    uris = [r.get("URI") or "" for r in references]
-    if sorted(uris) != sorted(targets):
-        raise _refused(_REFERENCES, f"signed references {uris}")
-    for reference in references:
-        transforms = reference.findall(f"{q(DS, 'Transforms')}/{q(DS, 'Transform')}")
-        if tuple(t.get("Algorithm") for t in transforms) not in ACCEPTED_TRANSFORMS:
-            raise _refused(_TRANSFORMS)
-        digest_method = reference.find(q(DS, "DigestMethod"))
-        if digest_method is None or digest_method.get("Algorithm") != SHA256:
-            raise _refused(_DIGEST_METHOD)
-        digest_value = reference.find(q(DS, "DigestValue"))
-        digest = None if digest_value is None else _strict_base64(digest_value)
-        if digest is None:
-            raise _refused("ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes).")
-        yield targets[reference.get("URI")], transforms[-1], digest
 
 
 def verify(envelope: etree._Element, signer: x509.Certificate, *, now: dt.datetime | None = None) -> VerifiedMessage:
@@ -481,17 +468,20 @@ def verify(envelope: etree._Element, signer: x509.Certificate, *, now: dt.dateti
     envelope again for each reference."""
     check_unique_ids(envelope)
     _, signature, timestamp, body = _structure(envelope)
-    check_signature_shape(signature, body, timestamp, signer)
+    key = check_signature_shape(signature, body, timestamp, signer)
     _check_validity(signer, now or dt.datetime.now(dt.timezone.utc))
     signed_info, signature_value, _ = _children(signature)
     c14n_method = _children(signed_info)[0]
     parser = thread_parser()
     try:
         signed_info_c14n = _exc_c14n(signed_info, c14n_method)
-        _check_signature_value(signer, _strict_base64(signature_value), signed_info_c14n)
+        _check_signature_value(key, _strict_base64(signature_value), signed_info_c14n)
         targets = {"#" + _element_id(body): body, "#" + _element_id(timestamp): timestamp}
+        # The References as signed (re-parsed from the bytes the signature covers), checked again there.
+        as_signed = etree.fromstring(signed_info_c14n, parser).findall(q(DS, "Reference"))
         signed = {}
-        for target, transform, digest in _signed_references(etree.fromstring(signed_info_c14n, parser), targets):
+        for uri, transform, digest in _check_references(as_signed, set(targets)):
+            target = targets[uri]
             target_c14n = _exc_c14n(target, transform)
             if not hmac.compare_digest(hashlib.sha256(target_c14n).digest(), digest):
                 name = "soap:Body" if target is body else "wsu:Timestamp"

@@ -8,8 +8,8 @@ organisation and not revoked. The organisation is never taken from the message.
 from __future__ import annotations
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 
+from contactgate_wire.certificates import UNUSABLE_CERTIFICATE
 from contactgate_wire.faults import CertificateRejected
 from gateway.pipeline.context import Exchange, Services
 from gateway.trust import pki, registry
@@ -24,23 +24,27 @@ def identify_client(exchange: Exchange, services: Services) -> None:
     exchange.tls_fingerprint = pki.fingerprint_der(exchange.peer_der)
     try:  # (from a trusted proxy's Client-Cert header it has been parsed by no TLS library)
         certificate = x509.load_der_x509_certificate(exchange.peer_der)
-        accept_certificate(certificate, exchange.tls_fingerprint, "TLS client certificate", exchange, services,
-                           names_the_client=True)
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:  # parsed lazily: odd versions, keys
+    except UNUSABLE_CERTIFICATE as exc:
         raise CertificateRejected(f"TLS client certificate unreadable: {exc}") from None
+    accept_certificate(certificate, exchange.tls_fingerprint, "TLS client certificate", exchange, services,
+                       names_the_client=True)
 
 
 def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: str, exchange: Exchange,
                        services: Services, *, names_the_client: bool = False) -> registry.CertificateRecord:
     """A certificate must chain to a configured CA (as a client certificate), be registered and not
     be revoked. For the TLS certificate (``names_the_client``) its organisation is read in the same
-    transaction and put on the exchange, before the revocation check, so a refusal names it."""
+    transaction and put on the exchange, before the revocation check, so a refusal names it. One
+    whose parts cannot be read (parsed lazily, as the chain is checked) is refused as unusable."""
     try:
         services.anchors.verify_client(certificate, at=exchange.received_at)
     except ChainError as exc:
         raise CertificateRejected(f"{what} {fingerprint} rejected: {exc}", public_message=(
             f"The {what} is not accepted: it must be issued by a CA the gateway trusts, be valid now "
             "and be for client authentication.")) from None
+    except UNUSABLE_CERTIFICATE as exc:
+        raise CertificateRejected(f"{what} {fingerprint} unusable: {exc}",
+                                  public_message=f"The {what} cannot be used (malformed or unsupported).") from None
     record, organisation = registry.get_cert_and_org(exchange.lookup_connection(services), fingerprint)
     if record is not None and names_the_client:
         exchange.org_code = record.org_code

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cryptography.exceptions import UnsupportedAlgorithm
-
-from contactgate_wire.faults import CertificateRejected, SignatureInvalid, SignerMismatch
+from contactgate_wire.faults import SignatureInvalid, SignerMismatch
 from gateway.pipeline.context import Exchange, Services
 from contactgate_wire import wsse
 from gateway.pipeline.tls_client import accept_certificate
@@ -43,12 +41,7 @@ def verify_security(exchange: Exchange, services: Services) -> None:
 def check_signing_certificate(signer, fingerprint: str, exchange: Exchange, services: Services) -> None:
     """A signing certificate other than the TLS one: it too must be accepted, and belong to the TLS
     client's organisation."""
-    try:
-        record = accept_certificate(signer, fingerprint, "signing certificate", exchange, services)
-    except (ValueError, UnsupportedAlgorithm) as exc:  # parsed lazily: odd extensions or key types
-        raise CertificateRejected(f"signing certificate {fingerprint} unusable: {exc}",
-                                  public_message="The signing certificate cannot be used (malformed or "
-                                                 "unsupported).") from None
+    record = accept_certificate(signer, fingerprint, "signing certificate", exchange, services)
     if record.org_code != exchange.org_code:
         raise SignerMismatch(
             f"signed by {record.org_code}, TLS client is {exchange.org_code}",

@@ -75,7 +75,7 @@ def _outcomes(results: list[dict]) -> list[str]:
 def test_birth_date_python_cannot_hold_rejects_that_record_alone(gateway, clients, date):
     la = clients("la")
     before = gateway.child_count()
-    good = child_update(unique("odd-"), _name("Good"), "Ann", "2016-02-03")
+    good = child_update(unique("odd-"), _name("Good"), _name("Ann"), "2016-02-03")  # like no other child
     bad = child_update(unique("odd-"), _name("Bad"), "Ben", date)
     also = child_update(unique("odd-"), _name("Also"), "Cal", "2016-02-04")  # another child
     results = la.submit_updates([good, bad, also])
@@ -91,7 +91,7 @@ def test_involvement_date_python_cannot_hold_rejects_that_record_alone(gateway, 
     involvement = {"Service": "Early help", "Start": "2024-01-01", "End": "2024-06-01",
                    "CafAssessment": False, "LeadProfessional": False}
     involvement[field] = "10000-01-01"
-    good = child_update(unique("odd-"), _name("Good"), "Ann", "2016-02-03")
+    good = child_update(unique("odd-"), _name("Good"), _name("Ann"), "2016-02-03")  # like no other child
     bad = child_update(unique("odd-"), _name("Bad"), "Ben", "2016-02-03", involvements_=[involvement])
     results = la.submit_updates([bad, good])
     assert _outcomes(results) == ["rejected", "created"]
