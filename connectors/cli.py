@@ -1,4 +1,5 @@
-"""`contactgate push`: a source extract to the gateway, with a declarative mapping (connectors.push).
+"""The connecting organisation's commands: `contactgate csr` and `unbundle` (its credentials,
+connectors.credentials) and `contactgate push`: a source extract to the gateway, with a declarative mapping (connectors.push).
 
 Exit codes: 0 every row sent (or unchanged), 1 some rows rejected (see the reject file), 2 usage or
 a mapping that cannot be used, 3 could not finish (the gateway unreachable or refusing; run again
@@ -109,10 +110,59 @@ def push(extract: Path, mapping_file: Path, url: str, cert: Path, key: Path, ca:
         sys.exit(1)
 
 
+@click.command("csr", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--org", "org_code", required=True, help="This organisation's code, as the officers registered it.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the key (key.pem, 0600) and the request (request.csr) are written.")
+@click.option("--name", "organisation_name", default=None, help="This organisation's name (put in the request).")
+@click.option("--ec", "use_ec", is_flag=True, help="An ECDSA P-256 key (default RSA-2048, which every SOAP stack reads).")
+@click.option("--force", is_flag=True, help="Replace key.pem and request.csr if they exist.")
+def csr(org_code: str, out_dir: Path, organisation_name: str | None, use_ec: bool, force: bool) -> None:
+    """Make this organisation's key on this machine and a certificate signing request for it.
+
+    Send request.csr (never key.pem) to the accreditation officers; when a second officer has
+    approved it they send back cert.pem, ca.pem and gateway-signing.pem: put them beside key.pem."""
+    from connectors import credentials
+
+    try:
+        made = credentials.make_request(org_code, out_dir, key_type="ec" if use_ec else "rsa",
+                                        organisation_name=organisation_name, force=force)
+    except credentials.CredentialError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {made.key_path} (the private key: keep it here, 0600) and {made.request_path}")
+    click.echo(f"send {made.request_path} to the accreditation officers; the key's sha256 is "
+               f"{made.public_key_sha256} (they see the same on the proposal: compare it by telephone)")
+
+
+@click.command("unbundle", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where key.pem (0600), cert.pem and ca.pem are written.")
+@click.option("--passphrase-stdin", is_flag=True, help="Read the passphrase from standard input (else asked for).")
+@click.option("--force", is_flag=True, help="Replace the files if they exist.")
+def unbundle(bundle: Path, out_dir: Path, passphrase_stdin: bool, force: bool) -> None:
+    """Open the encrypted bundle (bundle.p12) of a key the gateway made for this organisation, with
+    the passphrase the officers gave by another channel."""
+    from connectors import credentials
+
+    if passphrase_stdin:
+        passphrase = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    else:
+        passphrase = click.prompt("passphrase", hide_input=True)
+    try:
+        written = credentials.unbundle(bundle, passphrase, out_dir, force=force)
+    except credentials.CredentialError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {', '.join(str(p) for p in written)}; put gateway-signing.pem beside them")
+
+
 @click.group("contactgate", context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """ContactGate for a connecting organisation (the contactgate-client distribution): push extracts
-    to the gateway. The gateway's own `contactgate` lists `push` among its commands too."""
+    """ContactGate for a connecting organisation (the contactgate-client distribution): make the
+    organisation's key and certificate request, push extracts to the gateway. The gateway's own
+    `contactgate` lists these commands too."""
 
 
 main.add_command(push)
+main.add_command(csr)
+main.add_command(unbundle)

@@ -138,7 +138,7 @@ class _WsSecurity:
 class GatewayClient:
     """A connecting organisation's client: one per process (it is thread-safe), reused for every call.
 
-    Only the files `contactgate cert issue CODE --out-dir DIR` wrote are needed: ``cert`` and ``key``
+    Only the organisation's key (`contactgate csr`) and the files `contactgate cert approve CODE --proposal ID --out-dir DIR` wrote are needed: ``cert`` and ``key``
     (the organisation's), and beside them ``ca.pem`` (the gateway CA: the only trust for the
     gateway's TLS certificate and its signing certificate) and ``gateway-signing.pem`` (the pinned
     certificates that sign the gateway's answers); ``ca`` and ``gateway_signing_cert`` name them
@@ -193,7 +193,7 @@ class GatewayClient:
 
     @classmethod
     def from_directory(cls, base_url: str, directory: Path | str, **kwargs) -> "GatewayClient":
-        """Use the files `contactgate cert issue CODE --out-dir DIR` wrote."""
+        """Use the directory holding key.pem (`contactgate csr`) and the files `cert approve --out-dir` wrote."""
         d = Path(directory)
         return cls(base_url, cert=d / "cert.pem", key=d / "key.pem", **kwargs)
 

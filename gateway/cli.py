@@ -692,7 +692,8 @@ def _show_proposal(p: registry.Proposal) -> None:
     click.echo(f"proposal {p.id} ({p.kind}) for {p.org_code or 'the trust list'} by {p.proposed_by}: {p.status}")
     click.echo(f"  {p.summary()}")
     if p.status == "pending":
-        target = f"org approve {p.org_code}" if p.org_code else "trust approve"
+        target = (f"cert approve {p.org_code}" if p.kind in registry.CERT_PROPOSALS else
+                  f"org approve {p.org_code}" if p.org_code else "trust approve")
         click.echo(f"  a second officer approves it with: contactgate {target} --proposal {p.id}")
 
 
@@ -906,61 +907,45 @@ def _show_cert(c: registry.CertificateRecord) -> None:
 
 @cert.command("issue")
 @click.argument("code")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write key.pem, cert.pem, ca.pem and gateway-signing.pem here.")
 @click.option("--csr", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Sign this CSR instead of making a key.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --csr: where to write the certificate.")
-@click.option("--force", is_flag=True, help="Replace files that already exist (never done otherwise).")
+              help="The organisation's certificate signing request (made with `contactgate csr` on its own machine).")
+@click.option("--gateway-key", is_flag=True,
+              help="For an organisation that cannot make a key: the gateway makes it when the proposal is "
+                   "approved, in a bundle encrypted under a passphrase (never offered by the console).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, hidden=True,
+              help="Retired: the approving officer writes the certificate (`cert approve --out`).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None, hidden=True,
+              help="Retired: the organisation makes its key (`contactgate csr`); the approving officer writes "
+                   "the certificates (`cert approve --out-dir`).")
 @pass_ctx
-def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, out: Path | None,
-               force: bool) -> None:
-    """Issue a certificate for an organisation, signed by the gateway CA, and register it.
+def cert_issue(ctx: Context, code: str, csr: Path | None, gateway_key: bool, out: Path | None,
+               out_dir: Path | None) -> None:
+    """Propose a certificate for an organisation, signed by the gateway CA once a second officer
+    approves it (`cert approve`).
 
-    Several certificates may be active at once (rotation: issue the new one, switch the client,
-    revoke the old). Files are written before the certificate is registered, never over existing
-    files without --force; if anything fails, nothing is registered and what was written is removed."""
-    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert issue")
-    if bool(csr) == bool(out_dir) or (csr and not out):
-        _fail("use either --out-dir DIR, or --csr FILE --out FILE")
+    The normal path is the organisation's own CSR (--csr): its key never leaves its machine. An
+    organisation holding certificates already may hold several (rotation: the new one, then revoke
+    the old); the approver is told how many it holds."""
     from gateway.trust import issuing
 
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert issue")
+    if out or out_dir:
+        _fail("a certificate is made when a second officer approves the proposal: propose with "
+              "`contactgate cert issue CODE --csr FILE` (or --gateway-key), then the approver runs "
+              "`contactgate cert approve CODE --proposal ID --out-dir DIR`")
+    if bool(csr) == gateway_key:
+        _fail("give the organisation's CSR (--csr FILE, made with `contactgate csr` on its machine), or "
+              "--gateway-key for an organisation that cannot make a key")
     with ctx.reader.connect() as conn:
         organisation = registry.get_org(conn, code)
     if organisation is None:
         _fail(f"no organisation with code {code!r}")
-    home = ctx.settings.layout.root
     try:
-        issued = issuing.issue(ctx.settings, organisation, csr.read_bytes() if csr else None)
+        payload = (issuing.gateway_key_payload() if gateway_key
+                   else issuing.csr_payload(organisation, csr.read_bytes()))
     except issuing.IssueError as exc:
         _refuse_officer(ctx, actor, "cert issue", exc)
-    certificate = issued.certificate
-    if csr:
-        outputs = {out: issued.files["cert.pem"]}
-        secret: set[Path] = set()
-    else:
-        outputs = {out_dir / name: data for name, data in issued.files.items()}
-        secret = {out_dir / name for name in issued.secret}
-    existing = [str(p) for p in outputs if p.exists() or p.is_symlink()]
-    if existing and not force:
-        _fail(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: nothing was issued "
-              f"(choose another --out-dir, or --force to replace them)")
-    # Files first, then the registration: a certificate is never registered without its files (they
-    # are removed again if the registration is refused). Anything written into the home is 0600.
-    written: list[Path] = []
-    try:
-        for path, data in outputs.items():
-            private = path in secret or files.is_under(path, home)
-            (pki.write_private if private else pki.write_public)(path, data)
-            written.append(path)
-        record = _registry_call(ctx, registry.register_cert, organisation.code, certificate, actor, "issue")
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    click.echo(f"wrote {', '.join(str(p) for p in outputs)}")
-    _show_cert(record)
+    _show_proposal(_registry_call(ctx, registry.propose_certificate, organisation.code, "cert_issue", payload, actor))
 
 
 @cert.command("register")
@@ -969,19 +954,119 @@ def cert_issue(ctx: Context, code: str, out_dir: Path | None, csr: Path | None, 
               help="The certificate (PEM).")
 @pass_ctx
 def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
-    """Bind a certificate issued by another trusted CA (a PEM file in $CONTACTGATE_HOME/trust)."""
+    """Propose binding a certificate issued by another trusted CA (a second officer approves it)."""
     from gateway.app import trust_anchor_files
+    from gateway.trust import issuing
 
     actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert register")
     try:
-        certificate = pki.load_cert_pem(cert_file.read_bytes())
-    except ValueError as exc:
-        _fail(f"unreadable certificate: {exc}")
+        payload = issuing.register_payload(cert_file.read_bytes(),
+                                           pki.TrustAnchors.from_files(trust_anchor_files(ctx.settings)))
+    except issuing.IssueError as exc:
+        _refuse_officer(ctx, actor, "cert register", exc)
+    _show_proposal(_registry_call(ctx, registry.propose_certificate, code, "cert_register", payload, actor))
+
+
+@cert.command("approve")
+@click.argument("code")
+@click.option("--proposal", "proposal_id", type=int, required=True,
+              help="The id of the certificate proposal approved (as `org show` prints it).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the certificate (PEM) here.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write cert.pem, ca.pem and gateway-signing.pem here (and, for a key made by the "
+                   "gateway, bundle.p12).")
+@click.option("--passphrase-stdin", is_flag=True,
+              help="Key made by the gateway: read the bundle's passphrase from standard input instead "
+                   "of having one made.")
+@click.option("--force", is_flag=True, help="Replace files that already exist (never done otherwise).")
+@pass_ctx
+def cert_approve(ctx: Context, code: str, proposal_id: int, out: Path | None, out_dir: Path | None,
+                 passphrase_stdin: bool, force: bool) -> None:
+    """Approve a certificate proposal (a different officer from the proposer): the certificate is
+    signed (or, for `cert register`, checked again) and bound to the organisation.
+
+    Files are written before the certificate is bound and removed again if binding fails; a key
+    made by the gateway exists only in bundle.p12, encrypted under a passphrase that is shown once
+    and goes to the organisation by another channel than the bundle."""
+    from gateway.app import trust_anchor_files
+    from gateway.trust import issuing
+
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert approve")
+    if out and out_dir:
+        _fail("use --out FILE or --out-dir DIR, not both")
+    with ctx.reader.connect() as conn:
+        proposal = registry.get_proposal(conn, proposal_id)
+    gateway_key = bool(proposal and proposal.kind == "cert_issue" and proposal.payload.get("key") == "gateway")
+    if gateway_key and not out_dir:
+        _fail("this proposal has the gateway make the key: give --out-dir DIR for its encrypted bundle")
+    passphrase = None
+    if gateway_key:
+        passphrase = click.get_text_stream("stdin").readline().rstrip("\r\n") if passphrase_stdin \
+            else issuing.new_passphrase()
+        if len(passphrase) < issuing.MIN_PASSPHRASE:
+            _fail(f"the bundle's passphrase must have at least {issuing.MIN_PASSPHRASE} characters")
+    make, made = issuing.made_on_approval(
+        ctx.settings, anchors=pki.TrustAnchors.from_files(trust_anchor_files(ctx.settings)),
+        gateway_key_allowed=True)
+    written: list[Path] = []
+    home = ctx.settings.layout.root
+
+    def make_and_write(org, proposal):
+        certificate = make(org, proposal)  # an IssueError refuses the approval, in its transaction
+        issued = made["issued"]
+        if out:
+            outputs = {out: pki.cert_pem(certificate)}
+        elif out_dir:
+            outputs = {out_dir / name: data for name, data in issuing.public_files(ctx.settings, issued).items()}
+            if issued.key is not None:
+                outputs[out_dir / issuing.BUNDLE_NAME] = issuing.encrypted_bundle(ctx.settings, issued, org.code,
+                                                                                  passphrase)
+        else:
+            outputs = {}
+        existing = [str(p) for p in outputs if p.exists() or p.is_symlink()]
+        if existing and not force:
+            raise registry.RegistryError(
+                f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: nothing was approved "
+                f"(choose another --out-dir, or --force to replace them)")
+        for path, data in outputs.items():
+            private = path.name == issuing.BUNDLE_NAME or files.is_under(path, home)
+            (pki.write_private if private else pki.write_public)(path, data)
+            written.append(path)
+        return certificate
+
     try:
-        pki.TrustAnchors.from_files(trust_anchor_files(ctx.settings)).verify_client(certificate)
-    except pki.ChainError as exc:
-        _fail(f"certificate does not chain to a trusted CA: {exc}")
-    _show_cert(_registry_call(ctx, registry.register_cert, code, certificate, actor))
+        record = registry.run_change(ctx.engine, ctx.trail, registry.approve_certificate, code, proposal_id,
+                                     actor, make=make_and_write)
+    except (RegistryError, officers.OfficerError, issuing.IssueError) as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, issuing.IssueError):
+            _refuse_officer(ctx, actor, "cert approve", exc)
+        raise Refused(str(exc)) from None
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    _show_cert(record)
+    if written:
+        click.echo(f"wrote {', '.join(str(p) for p in written)}")
+    elif not out:
+        click.echo(pki.cert_pem(made["issued"].certificate).decode(), nl=False)
+    if passphrase and not passphrase_stdin:
+        click.echo(f"passphrase of {out_dir / issuing.BUNDLE_NAME} (shown once; give it to the organisation by "
+                   f"another channel than the bundle, e.g. by telephone): {passphrase}")
+
+
+@cert.command("decline")
+@click.argument("code")
+@click.option("--proposal", "proposal_id", type=int, required=True, help="The id of the proposal declined.")
+@click.option("--reason", required=True, help="Why it is declined (or withdrawn, by its proposer).")
+@pass_ctx
+def cert_decline(ctx: Context, code: str, proposal_id: int, reason: str) -> None:
+    """Decline a pending certificate proposal, with a reason."""
+    actor = ctx.signed_in(registry.ORGANISATION_ROLES, action="cert decline")
+    _show_org(_registry_call(ctx, registry.decline, code, proposal_id, actor, reason))
 
 
 @cert.command("revoke")
@@ -1024,11 +1109,17 @@ def cert_list(ctx: Context, code: str | None, expiring_days: int | None, as_json
     ctx.signed_in(action="cert list")
     with ctx.reader.connect() as conn:
         found = registry.list_certs(conn, code, expiring_days=expiring_days)
+        org = registry.get_org(conn, code) if code else None
+        pending = [p for p in registry.list_proposals(conn, kinds=registry.CERT_PROPOSALS)
+                   if not code or (org is not None and p.org_code == org.code)]
     if as_json:
         _echo_json([c.as_json() for c in found])
         return
     for c in found:
         _show_cert(c)
+    for p in pending:
+        click.echo(f"  proposal {p.id} ({p.kind}) for {p.org_code} by {p.proposed_by}, awaiting a second "
+                   f"officer: {p.summary()}")
 
 
 @main.group()
@@ -1578,7 +1669,8 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
               help="...up to the start of this day (UTC) [default: now].")
 @click.option("--rule", "rules", multiple=True, type=click.Choice(["volume", "uninvolved", "fishing", "out_of_hours",
-              "shielded", "refusals", "reason_reuse", "approvals"]), help="Only this rule (repeatable) [default: all].")
+              "shielded", "refusals", "reason_reuse", "approvals", "additional_certificate"]),
+              help="Only this rule (repeatable) [default: all].")
 @click.option("--mark", "mark_id", default=None, metavar="FINDING", help="Mark this finding reviewed (needs --note).")
 @click.option("--note", default=None, help="What the review found (with --mark).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a finding.")

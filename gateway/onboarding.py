@@ -61,8 +61,8 @@ def check(engine, settings, code: str, cert_file: Path, key_file: Path, url: str
         cert = pki.load_cert_pem(Path(cert_file).read_bytes())
         key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        add("certificate and key", False, f"cannot read them: {exc}", "give the cert.pem and key.pem that "
-            "`contactgate cert issue` wrote (the key unencrypted)")
+        add("certificate and key", False, f"cannot read them: {exc}", "give the organisation's key.pem "
+            "(`contactgate csr`, unencrypted) and the cert.pem `contactgate cert approve` wrote")
         return stages + [Stage(n, "not run") for n in ("certificate dates", "registered", "accreditation", "TCP",
                                                        "server certificate", "client certificate", "Ping",
                                                        "signature", "clock skew", "scopes")]
@@ -74,7 +74,8 @@ def check(engine, settings, code: str, cert_file: Path, key_file: Path, url: str
     add("certificate dates", in_dates,
         f"valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}"
         + (f" ({left.days} days left)" if in_dates else ""),
-        "issue a new certificate: `contactgate cert issue CODE --out-dir DIR`" if not in_dates
+        "a new certificate: a new key and request (`contactgate csr --org CODE --out-dir DIR`), proposed "
+        "with `contactgate cert issue CODE --csr DIR/request.csr` and approved by a second officer" if not in_dates
         else "issue the next certificate before this one ends", warn=in_dates and left.days < 30)
     fingerprint = pki.fingerprint(cert)
     with engine.connect() as conn:
@@ -82,13 +83,16 @@ def check(engine, settings, code: str, cert_file: Path, key_file: Path, url: str
         org = registry.get_org(conn, code)
     if record is None:
         add("registered", False, f"certificate {fingerprint[:16]}… is not registered",
-            f"`contactgate cert register {code} --cert {cert_file}` (or issue one with `cert issue`)")
+            f"propose it with `contactgate cert register {code} --cert {cert_file}` (or have one issued: "
+            f"`contactgate cert issue {code} --csr FILE`), and have a second officer approve it")
     elif org is None or record.org_code != org.code:
         add("registered", False, f"the certificate is registered to {record.org_code}, not {code}",
             "use this organisation's own certificate")
     elif record.revoked_at is not None:
         add("registered", False, f"the certificate was revoked on {record.revoked_at:%Y-%m-%d} "
-            f"({record.revoked_reason})", f"issue a new one: `contactgate cert issue {org.code} --out-dir DIR`")
+            f"({record.revoked_reason})", f"a new one: a new key and request (`contactgate csr --org {org.code} "
+            f"--out-dir DIR`), proposed with `contactgate cert issue {org.code} --csr DIR/request.csr` and "
+            "approved by a second officer")
     else:
         add("registered", True, f"registered to {org.code}, not revoked")
     if org is None:
@@ -132,7 +136,7 @@ def check(engine, settings, code: str, cert_file: Path, key_file: Path, url: str
                 raise ConnectionResetError("no answer to /healthz")
     except ssl.SSLCertVerificationError as exc:
         add("server certificate", False, f"not trusted: {exc.verify_message}",
-            "give the gateway CA with --ca (ca.pem from `cert issue`), and connect by a name in the server "
+            "give the gateway CA with --ca (ca.pem from `cert approve --out-dir`), and connect by a name in the server "
             "certificate (`contactgate init --server-name NAME`)")
         return stages + [Stage(n, "not run") for n in remaining[1:]]
     except (ssl.SSLError, ConnectionError, OSError) as exc:

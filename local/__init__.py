@@ -218,9 +218,20 @@ class LocalGateway:
         proposed = self.cli("org", "reinstate", code, "--reason", reason, officer=proposer)
         self.cli("org", "approve", code, "--proposal", proposal_id(proposed.output), officer=approver)
 
-    def issue_cert(self, code: str, name: str) -> Path:
+    def issue_cert(self, code: str, name: str, *, proposer: str = "officer-a", approver: str = "officer-b",
+                   key_type: str = "rsa") -> Path:
+        """The organisation's credentials in clients/<name>, made as an organisation and its officers
+        make them: the key and CSR on the organisation's side (`contactgate csr`), the certificate
+        proposed by one officer (`cert issue --csr`) and signed when a second approves it
+        (`cert approve --out-dir`)."""
+        from connectors import credentials
+
         out = self.home / "clients" / name
-        self.cli("cert", "issue", code, "--out-dir", str(out))
+        made = credentials.make_request(code, out, key_type=key_type)
+        proposed = self.cli("cert", "issue", code, "--csr", str(made.request_path), officer=proposer)
+        self.cli("cert", "approve", code, "--proposal", proposal_id(proposed.output), "--out-dir", str(out),
+                 officer=approver)
+        made.request_path.unlink()  # sent and signed; nothing in the home may be open to other users
         self.certs[name] = out
         return out
 

@@ -30,6 +30,9 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
   once and pasted everywhere is no reason: it is how a duty to state one is defeated.
 - ``approvals``: an officer approving many proposals of one proposer. Four-eyes only works if the
   second pair of eyes is not always the same friendly one.
+- ``additional_certificate``: a certificate bound to an organisation that already held an active
+  one. Rotation does that, and so would an impostor let in beside the real organisation: someone
+  should confirm with the organisation that it asked for it (and that the old one is then revoked).
 """
 
 from __future__ import annotations
@@ -45,13 +48,14 @@ from pathlib import Path
 from typing import Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select, union
+from sqlalchemy import func, or_, select, union
 from sqlalchemy.engine import Connection
 
 from gateway.audit.chain import AuditTrail, Entry, _timestamp
-from gateway.db import audit_log, children, involvements, source_records
+from gateway.db import audit_log, certificates, children, involvements, source_records
 
-RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals")
+RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals",
+         "additional_certificate")
 READ = "GetContacts"
 EVIDENCE_LIMIT = 200  # entries listed per finding (the count says how many there were)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -318,7 +322,7 @@ _APPROVED_BY = re.compile(r"approved proposal \d+ \([^)]*\) by (\S+?):")
 def _approvals(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
     pairs: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row in rows:
-        if row.operation in ("org.approve", "trust.approve") and row.user_id:
+        if row.operation in ("org.approve", "trust.approve", "cert.approve") and row.user_id:
             match = _APPROVED_BY.search(row.detail or "")
             if match:
                 pairs[(row.user_id, match[1])].append(row.seq)
@@ -327,8 +331,40 @@ def _approvals(conn, rows: list, since, until, t: Thresholds) -> Iterable[Findin
             yield Finding("approvals", f"officer {approver}", f"approved {len(seqs)} proposals of {proposer}", seqs)
 
 
+_BOUND = re.compile(r"certificate ([0-9a-f]{64}) ")
+
+
+def _additional_certificate(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
+    """From the certificates themselves (when each was bound, what else its organisation held then),
+    with the audit entries that bound them as evidence."""
+    bound = {}
+    for row in rows:
+        if row.operation in ("cert.issue", "cert.register") and row.outcome == "done":
+            match = _BOUND.search(row.detail or "")
+            if match:
+                bound[match[1]] = row
+    if not bound:
+        return
+    by_org: dict[str, list] = defaultdict(list)
+    for fingerprint, org_code, created_at in conn.execute(
+            select(certificates.c.fingerprint, certificates.c.org_code, certificates.c.created_at)
+            .where(certificates.c.fingerprint.in_(sorted(bound)))):
+        held = conn.execute(select(func.count()).select_from(certificates).where(
+            certificates.c.org_code == org_code, certificates.c.fingerprint != fingerprint,
+            certificates.c.created_at <= created_at, certificates.c.not_after > created_at,
+            or_(certificates.c.revoked_at.is_(None), certificates.c.revoked_at > created_at))).scalar_one()
+        if held:
+            by_org[org_code].append((bound[fingerprint], fingerprint, held))
+    for org_code, found in by_org.items():
+        listed = ", ".join(f"{fp[:16]}… beside {held} active" for _, fp, held in found)
+        yield Finding("additional_certificate", f"organisation {org_code}",
+                      f"{len(found)} certificate(s) bound while it held an active one ({listed}): confirm with "
+                      f"the organisation that it asked for them", [row.seq for row, _, _ in found])
+
+
 _RULES = {"volume": _volume, "uninvolved": _uninvolved, "fishing": _fishing, "out_of_hours": _out_of_hours,
-          "shielded": _shielded, "refusals": _refusals, "reason_reuse": _reason_reuse, "approvals": _approvals}
+          "shielded": _shielded, "refusals": _refusals, "reason_reuse": _reason_reuse, "approvals": _approvals,
+          "additional_certificate": _additional_certificate}
 
 
 # ---- running and marking ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
 from sqlalchemy import func, select
 
 from gateway import officers
-from gateway.db import audit_log
+from gateway.db import audit_log, certificates
 from gateway.trust import registry
 from gateway.trust.registry import RegistryError
 
@@ -157,11 +157,13 @@ def dashboard():
             .where(audit_log.c.at >= since, audit_log.c.org_code.is_not(None),
                    audit_log.c.cert_fingerprint.is_not(None))
             .group_by(audit_log.c.org_code).order_by(func.count().desc())).all()
+        additional = registry.additional_certificates(conn, _now() - dt.timedelta(days=30))
     top = max((n for _, n in traffic), default=0)
     bars = [{"org": org, "count": n, "width": round(400 * n / top) if top else 0, "y": 28 * i}
             for i, (org, n) in enumerate(traffic[:20])]
     return render_template("dashboard.html", pending=pending, expiring_orgs=expiring_orgs,
-                           expiring_certs=expiring_certs, refusals=refusals, bars=bars, today=today)
+                           expiring_certs=expiring_certs, refusals=refusals, bars=bars, today=today,
+                           additional=additional)
 
 
 # ---- organisations -------------------------------------------------------------------------------
@@ -304,6 +306,12 @@ def proposal_approve(proposal_id: int):
 
         done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True,
                        apply=anchors.applier(_app()["settings"]))
+    elif proposal.kind in registry.CERT_PROPOSALS:
+        done = _approve_certificate(proposal)
+        if done is not None:
+            flash(f"Approved proposal {proposal.id}: certificate {done.fingerprint[:16]}… is bound to "
+                  f"{done.org_code}; download it below and send it to the organisation.", "ok")
+        return _back(proposal)
     else:
         done = _change(registry.approve, proposal.org_code, proposal.id, g.officer)
     if done is not None:
@@ -348,9 +356,9 @@ def _gateway_ca():
 @pages.route("/organisations/<code>/certificates", methods=["POST"])
 @_needs(*registry.ORGANISATION_ROLES)
 def certificate_issue(code: str):
-    """From an uploaded CSR (the certificate is downloaded), or a new key pair (a zip bundle: key,
-    certificate, CA, the gateway's signing certificates). The answer is made before the certificate
-    is registered; if the registration is refused, nothing is registered and nothing is sent."""
+    """Propose a certificate for the organisation's uploaded CSR: a second officer approves it (with
+    the step-up), and only then is it signed. The console never makes a key: an organisation that
+    cannot make one is served by the CLI (`cert issue --gateway-key`), which encrypts the bundle."""
     from gateway.trust import issuing
 
     with _read() as conn:
@@ -358,23 +366,52 @@ def certificate_issue(code: str):
     if org is None:
         abort(404)
     upload = request.files.get("csr")
+    if upload is None or not upload.filename:
+        _not_done("cert issue", issuing.IssueError(
+            "upload the organisation's certificate signing request (it makes its key on its own machine: "
+            "`contactgate csr`); the console never makes a key"))
+        return redirect(url_for("pages.organisation", code=org.code))
     try:
-        issued = issuing.issue(_app()["settings"], org, upload.read() if upload and upload.filename else None,
-                               ca=_gateway_ca())
+        payload = issuing.csr_payload(org, upload.read())
     except issuing.IssueError as exc:
         _not_done("cert issue", exc)
         return redirect(url_for("pages.organisation", code=org.code))
-    if issued.secret:
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
-            for name, data in issued.files.items():
-                bundle.writestr(name, data)
-        body, name, mimetype = buffer.getvalue(), f"{org.code.lower()}-bundle.zip", "application/zip"
-    else:
-        body, name, mimetype = issued.files["cert.pem"], f"{org.code.lower()}-cert.pem", "application/x-pem-file"
-    if _change(registry.register_cert, org.code, issued.certificate, g.officer, "issue") is None:
-        return redirect(url_for("pages.organisation", code=org.code))
-    return send_file(io.BytesIO(body), mimetype=mimetype, as_attachment=True, download_name=name)
+    proposal = _change(registry.propose_certificate, org.code, "cert_issue", payload, g.officer)
+    if proposal is not None:
+        flash(f"Proposal {proposal.id} made: a second officer approves it, and the certificate is signed then.", "ok")
+    return redirect(url_for("pages.organisation", code=org.code))
+
+
+def _approve_certificate(proposal: registry.Proposal):
+    """A second officer's approval of a certificate proposal (after the step-up): signed (or checked
+    again) and bound in one transaction; the certificate is then downloaded from the organisation's page."""
+    from gateway.app import trust_anchor_files
+    from gateway.trust import issuing, pki
+
+    settings = _app()["settings"]
+    make, made = issuing.made_on_approval(settings, anchors=pki.TrustAnchors.from_files(trust_anchor_files(settings)),
+                                          ca=_gateway_ca(), gateway_key_allowed=False)
+    try:
+        return registry.run_change(_app()["engine"], _app()["trail"], registry.approve_certificate,
+                                   proposal.org_code, proposal.id, g.officer, make=make)
+    except (RegistryError, officers.OfficerError) as exc:
+        flash(f"Not done: {exc}", "error")
+    except issuing.IssueError as exc:
+        _not_done("cert approve", exc)
+    return None
+
+
+@pages.route("/certificates/<fingerprint>.pem")
+@_needs(*registry.READ_ROLES)
+def certificate_download(fingerprint: str):
+    """A bound certificate (public: what the organisation presents), to send to the organisation."""
+    with _read() as conn:
+        row = conn.execute(select(certificates.c.pem, certificates.c.org_code)
+                           .where(certificates.c.fingerprint == fingerprint.lower())).first()
+    if row is None:
+        abort(404)
+    return send_file(io.BytesIO(row.pem.encode()), mimetype="application/x-pem-file", as_attachment=True,
+                     download_name=f"{row.org_code.lower()}-cert.pem")
 
 
 @pages.route("/certificates/<fingerprint>/revoke", methods=["POST"])

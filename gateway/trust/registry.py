@@ -12,7 +12,8 @@ renewal or change of scopes, a reinstatement) is a *proposal* with an id, shown 
 exactly what it does; approving names that id, so the approver approves what they saw. Another
 proposal for the same organisation supersedes a pending one (whose id then approves nothing). The
 approver is a different account holding a role that permits it. Stopping traffic (suspend, revoke)
-needs one officer.
+needs one officer. Issuing or registering a certificate is a proposal too (a certificate is the
+organisation's credential): it is signed and bound only when a second officer approves it.
 
 Every change is written to the audit chain in the same transaction as the change itself, with the
 officer who made it.
@@ -42,6 +43,10 @@ OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts"
                     "Ping": None}
 ORG_PROPOSALS = ("accreditation", "renewal", "reinstatement")
 TRUST_PROPOSALS = ("trust_add", "trust_remove")
+# A certificate is a credential: whoever holds its key speaks as the organisation. Issuing one (from
+# the organisation's CSR, or with a key made by the gateway) or registering one from another CA is
+# proposed by one officer and carried out only when a second approves it (`approve_certificate`).
+CERT_PROPOSALS = ("cert_issue", "cert_register")
 # Who may do what (a senior officer holds the officer's permissions too).
 ORGANISATION_ROLES = ("officer",)
 TRUST_ROLES = ("senior_officer",)
@@ -81,6 +86,8 @@ class Proposal:
             return f"trust CA {p['subject']} sha256={p['fingerprint']}"
         if self.kind == "trust_remove":
             return f"remove trusted CA {p.get('subject', '')} sha256={p['fingerprint']}".replace("  ", " ")
+        if self.kind in CERT_PROPOSALS:
+            return _certificate_summary(self.kind, p)
         return json.dumps(p, sort_keys=True)
 
     def as_json(self) -> dict:
@@ -88,7 +95,24 @@ class Proposal:
                 "proposed_by": self.proposed_by, "proposed_at": _iso(self.proposed_at),
                 "decided_by": self.decided_by, "decided_at": _iso(self.decided_at),
                 "decision_reason": self.decision_reason, "summary": self.summary(),
-                "payload": {k: v for k, v in self.payload.items() if k not in ("pem", "crl")}}
+                "payload": {k: v for k, v in self.payload.items() if k not in ("pem", "crl", "csr")}}
+
+
+def _certificate_summary(kind: str, p: dict) -> str:
+    """What a certificate proposal does, as the approver reads it: whose key, which subject, and
+    whether the organisation already holds certificates (a second credential is how an impostor
+    would be let in beside the real organisation)."""
+    if kind == "cert_issue" and p.get("key") == "gateway":
+        text = "issue a certificate with a key made by the gateway (an encrypted bundle for the organisation)"
+    elif kind == "cert_issue":
+        text = f"issue a certificate for the CSR {p['subject']} (key sha256={p['public_key_sha256']})"
+    else:
+        text = (f"register certificate sha256={p['fingerprint']} {p['subject']} issued by {p['issuer']} "
+                f"until {p['not_after'][:10]}")
+    held = p.get("active_certificates", 0)
+    if held:
+        text += f"; the organisation already holds {held} active certificate{'s' if held != 1 else ''}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -434,6 +458,9 @@ def approve(conn: Connection, trail: AuditTrail, code: str, proposal_id: int, ac
         else:
             status = "pending_approval" if any(q.kind == "accreditation" for q in org.pending) else "registered"
         _set(conn, org.code, status=status, status_reason=None)
+    elif proposal.kind in CERT_PROPOSALS:
+        raise RegistryError(f"proposal {proposal.id} ({proposal.kind}) is a certificate: approve it with "
+                            f"`contactgate cert approve {org.code} --proposal {proposal.id}`")
     else:
         raise RegistryError(f"proposal {proposal.id} is not an organisation's proposal")
     _decide(conn, proposal, actor, "approved", None)
@@ -450,7 +477,7 @@ def decline(conn: Connection, trail: AuditTrail, code: str, proposal_id: int, ac
     proposal = _proposal_for_decision(conn, proposal_id, org)
     reason = _text(reason, "the reason")
     _decide(conn, proposal, actor, "declined", reason)
-    if org.status == "pending_approval" and not any(
+    if proposal.kind == "accreditation" and org.status == "pending_approval" and not any(
             q.kind == "accreditation" and q.id != proposal.id for q in org.pending):
         _set(conn, org.code, status="registered")
     _record(conn, trail, "org.decline", actor, org.code,
@@ -515,20 +542,92 @@ def history(conn: Connection, code: str) -> list[dict]:
             for r in rows]
 
 
-def register_cert(conn: Connection, trail: AuditTrail, code: str, cert: x509.Certificate,
-                  actor: Officer, how: str = "register") -> CertificateRecord:
-    actor = acting(conn, actor, ORGANISATION_ROLES, "registering a certificate")
-    org = _require_org(conn, code)
+def _active_certificates(conn: Connection, code: str) -> int:
+    return conn.execute(select(func.count()).select_from(certificates).where(
+        certificates.c.org_code == code, certificates.c.revoked_at.is_(None),
+        certificates.c.not_after > _now())).scalar_one()
+
+
+def propose_certificate(conn: Connection, trail: AuditTrail, code: str, kind: str, payload: dict,
+                        actor: Officer) -> Proposal:
+    """Propose issuing (``cert_issue``: payload from gateway.trust.issuing, a checked CSR or a key to
+    be made by the gateway) or registering (``cert_register``: a certificate that chains to a trusted
+    CA) a certificate for the organisation. Nothing is signed or bound until a second officer
+    approves it with `approve_certificate`. The proposal records how many active certificates the
+    organisation holds already: the approver is told, and the audit review flags a second one."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "proposing a certificate")
+    if kind not in CERT_PROPOSALS:
+        raise RegistryError(f"not a certificate proposal: {kind}")
+    org = _org_for_change(conn, code)
     if org.status == "revoked":
         raise RegistryError("organisation is revoked")
+    if kind == "cert_register":
+        existing = get_cert(conn, payload["fingerprint"])
+        if existing is not None:
+            raise RegistryError(f"certificate already registered to {existing.org_code}")
+        for old in org.pending:
+            if old.kind == "cert_register" and old.payload.get("fingerprint") == payload["fingerprint"]:
+                raise RegistryError(f"proposal {old.id} registers that certificate already: approve or decline it")
+    payload = {**payload, "active_certificates": _active_certificates(conn, org.code)}
+    proposal = _new_proposal(conn, kind, org.code, payload, actor)
+    _record(conn, trail, "cert.propose", actor, org.code, f"proposal {proposal.id} ({kind}): {proposal.summary()}")
+    return proposal
+
+
+def approve_certificate(conn: Connection, trail: AuditTrail, code: str, proposal_id: int, actor: Officer, *,
+                        make) -> CertificateRecord:
+    """A second officer approves the certificate proposal ``proposal_id``: ``make(org, proposal)``
+    then signs the certificate (or re-checks the one to register) and returns it, and it is bound to
+    the organisation, all in this transaction (if anything fails, nothing is bound). The audit entry
+    names both officers."""
+    actor = acting(conn, actor, ORGANISATION_ROLES, "approving a certificate")
+    org = _org_for_change(conn, code)
+    proposal = _proposal_for_decision(conn, proposal_id, org)
+    if proposal.kind not in CERT_PROPOSALS:
+        raise RegistryError(f"proposal {proposal.id} ({proposal.kind}) is not a certificate: approve it with "
+                            f"`contactgate org approve {org.code} --proposal {proposal.id}`")
+    _second_officer(proposal, actor)
+    if org.status == "revoked":
+        raise RegistryError("organisation is revoked")
+    cert = make(org, proposal)
+    record = _bind_certificate(conn, trail, org, cert, actor,
+                               "issue" if proposal.kind == "cert_issue" else "register", proposal)
+    _decide(conn, proposal, actor, "approved", None)
+    _record(conn, trail, "cert.approve", actor, org.code,
+            f"approved proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {proposal.summary()}; "
+            f"certificate {record.fingerprint}")
+    return record
+
+
+def _bind_certificate(conn: Connection, trail: AuditTrail, org: Organisation, cert: x509.Certificate,
+                      actor: Officer, how: str, proposal: Proposal) -> CertificateRecord:
     info = pki.describe(cert)
     existing = get_cert(conn, info["fingerprint"])
     if existing is not None:
         raise RegistryError(f"certificate already registered to {existing.org_code}")
+    held = _active_certificates(conn, org.code)
     conn.execute(certificates.insert().values(org_code=org.code, created_at=_now(), **info))
-    _record(conn, trail, f"cert.{how}", actor, org.code, f"certificate {info['fingerprint']} {info['subject']} "
-                                                         f"until {info['not_after']:%Y-%m-%d}")
+    also = f"; additional: {org.code} held {held} active certificate{'s' if held != 1 else ''}" if held else ""
+    _record(conn, trail, f"cert.{how}", actor, org.code,
+            f"certificate {info['fingerprint']} {info['subject']} until {info['not_after']:%Y-%m-%d}, "
+            f"proposed by {proposal.proposed_by} (proposal {proposal.id}), approved by {actor.officer_id}{also}")
     return get_cert(conn, info["fingerprint"])
+
+
+def additional_certificates(conn: Connection, since: dt.datetime) -> list[tuple[CertificateRecord, int]]:
+    """Certificates bound since ``since`` to an organisation that already held an active one then,
+    with how many it held: each is a second credential for the same organisation, worth a look."""
+    found = []
+    recent = conn.execute(select(certificates).where(certificates.c.created_at >= since)
+                          .order_by(certificates.c.created_at)).all()
+    for row in recent:
+        held = conn.execute(select(func.count()).select_from(certificates).where(
+            certificates.c.org_code == row.org_code, certificates.c.fingerprint != row.fingerprint,
+            certificates.c.created_at <= row.created_at, certificates.c.not_after > row.created_at,
+            or_(certificates.c.revoked_at.is_(None), certificates.c.revoked_at > row.created_at))).scalar_one()
+        if held:
+            found.append((_cert_from_row(row), held))
+    return found
 
 
 def get_cert(conn: Connection, fp: str) -> CertificateRecord | None:

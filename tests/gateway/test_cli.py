@@ -51,7 +51,9 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "audit verify": [],
     "audit review": ["--since", "2026-01-01"],
     "audit export": ["--since", "2026-01-01", "--out", "{out}/export.json"],
-    "cert issue": ["LA", "--out-dir", "{out}/la"],
+    "cert issue": ["LA", "--csr", "{material}/request.csr"],
+    "cert approve": ["LA", "--proposal", "1", "--out-dir", "{out}/la"],
+    "cert decline": ["LA", "--proposal", "1", "--reason", "wrong key"],
     "cert crl": [],
     "cert list": [],
     "cert register": ["LA", "--cert", "{material}/cert.pem"],
@@ -102,7 +104,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "signing-key bundle": ["--out", "{out}/bundle.pem"],
 }
 # Commands that do not need an initialised home: `init` makes it, `demo` makes its own.
-NEED_NO_HOME = {"init", "demo", "push"}  # push: the connecting organisation's command
+NEED_NO_HOME = {"init", "demo", "push", "csr", "unbundle"}  # push, csr, unbundle: the connecting organisation's
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,10 @@ def material(tmp_path_factory) -> Path:
     pki.write_public(directory / "ca.pem", pki.cert_pem(ca_cert))
     pki.write_public(directory / "cert.pem", pki.cert_pem(
         pki.issue_org_cert(ca_key, ca_cert, "LA", "Leeds", key.public_key())))
+    from connectors import credentials
+
+    credentials.make_request("LA", directory / "la")
+    (directory / "request.csr").write_bytes((directory / "la" / "request.csr").read_bytes())
     return directory
 
 
@@ -391,12 +397,15 @@ def test_read_only_home_as_an_unprivileged_user(backend, world_reachable_tmp, ma
         regional_ca = world_reachable_tmp / "regional-ca.pem"
         shutil.copy(material / "ca.pem", regional_ca)
         regional_ca.chmod(0o644)
+        request = world_reachable_tmp / "request.csr"
+        shutil.copy(material / "request.csr", request)
+        request.chmod(0o644)
         before = tree(world_reachable_tmp)
         out = world_reachable_tmp / "out"
         runs = {
             "init": contactgate("init", env=env, as_nobody=True),
             "trust add-ca": contactgate("trust", "add-ca", str(regional_ca), env=env, as_nobody=True),
-            "cert issue": contactgate("cert", "issue", "LA", "--out-dir", str(out), env=env, as_nobody=True),
+            "cert issue": contactgate("cert", "issue", "LA", "--csr", str(request), env=env, as_nobody=True),
             "org list": contactgate("org", "list", env=env, as_nobody=True),
             "audit verify": contactgate("audit", "verify", env=env, as_nobody=True),
         }

@@ -42,7 +42,11 @@ def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, datab
     run("officer-a", "org", "suspend", "LA1", "--reason", "audit of the sweep")
     proposal = proposal_id(run("officer-a", "org", "reinstate", "LA1", "--reason", "sweep done"))
     run("officer-b", "org", "decline", "LA1", "--proposal", proposal, "--reason", "not yet")
-    run("officer-a", "cert", "issue", "LA1", "--out-dir", str(tmp_path / "la1"))
+    from connectors import credentials
+
+    made = credentials.make_request("LA1", tmp_path / "la1")
+    proposal = proposal_id(run("officer-a", "cert", "issue", "LA1", "--csr", str(made.request_path)))
+    run("officer-b", "cert", "approve", "LA1", "--proposal", proposal, "--out-dir", str(tmp_path / "la1"))
     fingerprint = pki.fingerprint(pki.load_cert_pem((tmp_path / "la1" / "cert.pem").read_bytes()))
     run("carol", "cert", "revoke", fingerprint, "--reason", "key lost")
     proposal = proposal_id(run("senior-s", "trust", "add-ca", str(tmp_path / "regional-ca.pem")))
@@ -54,7 +58,7 @@ def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, datab
     run("auditor-1", "audit", "report", "--org", "LA1")
     run("auditor-1", "audit", "review", "--since", today)
     run("auditor-1", "audit", "export", "--since", today, "--out", str(tmp_path / "export.json"))
-    assert len(seen) == 17
+    assert len(seen) == 18
     assert gw.cli("audit", "verify").exit_code == 0
 
 
@@ -81,8 +85,8 @@ def test_a_refused_trust_or_certificate_request_is_audited_with_its_officer(tmp_
     gw.cli("org", "add", "LA1", "--name", "Leeds", "--kind", "local_authority")
     (tmp_path / "not-a-csr.pem").write_text("hello")
     assert gw.cli("trust", "remove", "ab" * 32, officer="senior-s", expect_ok=False).exit_code == 2
-    assert gw.cli("cert", "issue", "LA1", "--csr", str(tmp_path / "not-a-csr.pem"), "--out",
-                  str(tmp_path / "c.pem"), officer="officer-a", expect_ok=False).exit_code == 2
+    assert gw.cli("cert", "issue", "LA1", "--csr", str(tmp_path / "not-a-csr.pem"), officer="officer-a",
+                  expect_ok=False).exit_code == 2
     with engine.connect() as conn:
         refused = conn.execute(select(audit_log).where(audit_log.c.operation == "officer.refused")
                                .order_by(audit_log.c.seq)).all()

@@ -104,10 +104,19 @@ def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend
             return run
 
         cg("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority")
-        cg("cert", "issue", "LA", "--out-dir", str(home / "clients" / "la"))  # inside the home: private
-        proposed = cg("trust", "add-ca", str(tmp_path / "regional-ca.pem")).out
+        from connectors import credentials
+
+        made = credentials.make_request("LA", home / "clients" / "la")  # as the organisation does: 0600 key
+        request = tmp_path / "la.csr"
+        request.write_bytes(made.request_path.read_bytes())
+        made.request_path.unlink()
         second = sign_in({k: v for k, v in env.items() if k != "CONTACTGATE_SESSION"}, tmp_path, umask=umask,
                          officer=SECOND)
+        issuing = cg("cert", "issue", "LA", "--csr", str(request)).out
+        approved = contactgate("cert", "approve", "LA", "--proposal", issuing.split()[1], "--out-dir",
+                               str(home / "clients" / "la"), env=second, umask=umask)  # inside the home: private
+        assert approved.code == 0, approved
+        proposed = cg("trust", "add-ca", str(tmp_path / "regional-ca.pem")).out
         approved = contactgate("trust", "approve", "--proposal", proposed.split()[1], env=second, umask=umask)
         assert approved.code == 0, approved
         cg("audit", "verify")  # writes the checkpoints file
@@ -159,15 +168,25 @@ def test_file_writers_are_private_under_umask_000(tmp_path):
     assert loose(home) == {}
 
 
-def test_cert_issue_out_dir_keeps_the_key_private_whatever_the_umask(tmp_path):
+def test_the_organisations_key_and_the_handed_over_certificates_whatever_the_umask(tmp_path):
+    """`contactgate csr` (the organisation's side) keeps its key 0600 in a 0700 directory; `cert
+    approve --out-dir` writes the certificates 0644, for handing over."""
     env = init_and_sign_in(clean_env(CONTACTGATE_HOME=str(tmp_path / "home")), tmp_path)
     assert contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=env).code == 0
+    mine = tmp_path / "organisation" / "la"
+    made = contactgate("csr", "--org", "LA", "--out-dir", str(mine), env=env, umask=0o000)
+    assert made.code == 0, made
+    assert mine.stat().st_mode & 0o777 == 0o700 and mine.parent.stat().st_mode & 0o777 == 0o700
+    assert (mine / "key.pem").stat().st_mode & 0o777 == 0o600
+    proposed = contactgate("cert", "issue", "LA", "--csr", str(mine / "request.csr"), env=env, umask=0o000)
+    assert proposed.code == 0, proposed
+    second = sign_in({k: v for k, v in env.items() if k != "CONTACTGATE_SESSION"}, tmp_path, officer=SECOND)
     out = tmp_path / "handover" / "la"
-    run = contactgate("cert", "issue", "LA", "--out-dir", str(out), env=env, umask=0o000)
+    run = contactgate("cert", "approve", "LA", "--proposal", proposed.out.split()[1], "--out-dir", str(out),
+                      env=second, umask=0o000)
     assert run.code == 0, run
-    assert out.stat().st_mode & 0o777 == 0o700
-    assert (out / "key.pem").stat().st_mode & 0o777 == 0o600
     assert (out / "cert.pem").stat().st_mode & 0o777 == 0o644  # public material, meant to be handed over
+    assert not (out / "key.pem").exists()
 
 
 def test_make_engine_creates_a_private_database_and_directory(tmp_path):

@@ -4,7 +4,6 @@ forged requests without a CSRF token, the proposer approving their own proposal,
 from __future__ import annotations
 
 import io
-import zipfile
 
 import pytest
 from sqlalchemy import select
@@ -160,16 +159,15 @@ def test_the_proposer_has_no_approve_button_and_a_forged_approval_is_refused(bro
     assert approval.user_id == "bob" and f"proposal {proposal}" in approval.detail
 
 
-def test_a_key_pair_bundle_is_issued_and_registered(browser, registry_home):
+def test_the_console_makes_no_key_pair(browser, registry_home):
     b = browser("carol")
-    response = b.post("/organisations/LA/certificates")
-    assert response.status_code == 200 and response.mimetype == "application/zip"
-    bundle = zipfile.ZipFile(io.BytesIO(response.data))
-    assert sorted(bundle.namelist()) == ["ca.pem", "cert.pem", "gateway-signing.pem", "key.pem"]
-    cert = pki.load_cert_pem(bundle.read("cert.pem"))
     with registry_home.engine.connect() as conn:
-        row = conn.execute(select(certificates).where(certificates.c.fingerprint == pki.fingerprint(cert))).one()
-    assert row.org_code == "LA" and row.revoked_at is None
+        before = len(conn.execute(select(certificates)).all())
+    response = b.post("/organisations/LA/certificates")
+    assert response.status_code == 302 and response.mimetype != "application/zip"
+    assert "the console never makes a key" in b.get("/organisations/LA").get_data(as_text=True)
+    with registry_home.engine.connect() as conn:
+        assert len(conn.execute(select(certificates)).all()) == before
 
 
 def test_a_weak_or_foreign_csr_is_refused_and_nothing_registered(browser, registry_home):
@@ -196,8 +194,8 @@ def test_a_weak_or_foreign_csr_is_refused_and_nothing_registered(browser, regist
 
 def test_a_certificate_is_revoked_with_a_reason_after_the_step_up(browser, registry_home):
     b = browser("carol")
-    bundle = zipfile.ZipFile(io.BytesIO(b.post("/organisations/LA/certificates").data))
-    fp = pki.fingerprint(pki.load_cert_pem(bundle.read("cert.pem")))
+    directory = registry_home.issue_cert("LA", "la-to-revoke")
+    fp = pki.fingerprint(pki.load_cert_pem((directory / "cert.pem").read_bytes()))
     b.post(f"/certificates/{fp}/revoke", {"reason": "laptop lost"}, step_up=True)
     with registry_home.engine.connect() as conn:
         row = conn.execute(select(certificates).where(certificates.c.fingerprint == fp)).one()

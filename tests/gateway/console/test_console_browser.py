@@ -1,7 +1,7 @@
 """End to end in a real browser: Chromium from the distribution, driven by Playwright, against a
 console started as a user starts it (`contactgate console`). Two officers sign in with password and
 TOTP, onboard an organisation from scratch (one proposes, the other approves), a certificate is
-issued and revoked, an auditor downloads a report. Screenshots of the main pages are saved
+proposed from the organisation's CSR, approved by a second officer and revoked, an auditor downloads a report. Screenshots of the main pages are saved
 (CONTACTGATE_SCREENSHOTS=DIR keeps them; the README shows them)."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -84,6 +83,12 @@ def shots(tmp_path_factory):
     directory = Path(os.environ.get("CONTACTGATE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def credentials_public_numbers(key_path: Path):
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(key_path.read_bytes(), None).public_key().public_numbers()
 
 
 class Officer:
@@ -170,13 +175,28 @@ def test_two_officers_onboard_an_organisation_and_an_auditor_downloads_a_report(
     assert "Approved proposal" in bob.page.get_by_role("status").first.inner_text()
     assert bob.page.locator(".facts .status").inner_text() == "accredited"
 
-    # Alice issues a key pair and downloads the bundle.
+    # The organisation's CSR (its key stays with it): alice proposes the certificate; the console
+    # offers no key pair. Bob approves it with the step-up, and downloads the certificate.
+    from connectors import credentials
+
+    made = credentials.make_request("E2E_SCHOOL", tmp_path / "e2e-school")
     page.reload()
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Issue and download").click()
-    bundle = zipfile.ZipFile(download.value.path())
-    assert sorted(bundle.namelist()) == ["ca.pem", "cert.pem", "gateway-signing.pem", "key.pem"]
-    fp = pki.fingerprint(pki.load_cert_pem(bundle.read("cert.pem")))
+    page.get_by_label("The organisation's certificate signing request").set_input_files(str(made.request_path))
+    page.get_by_role("button", name="Ask a second officer to approve the certificate").click()
+    assert "the certificate is signed then" in page.get_by_role("status").first.inner_text()
+    assert page.locator("#certificates tr", has_text="No certificates").is_visible()
+    bob.page.reload()
+    proposal = bob.page.locator("article.proposal", has_text="cert_issue")
+    assert made.public_key_sha256 in proposal.inner_text()  # what bob compares with the organisation
+    approve = proposal.locator("form").first
+    bob.step_up(approve)
+    approve.get_by_role("button", name="Approve proposal").click()
+    assert "download it below" in bob.page.get_by_role("status").first.inner_text()
+    with bob.page.expect_download() as download:
+        bob.page.locator("#certificates a", has_text="Download").first.click()
+    issued = pki.load_cert_pem(Path(download.value.path()).read_bytes())
+    assert issued.public_key().public_numbers() == credentials_public_numbers(made.key_path)
+    fp = pki.fingerprint(issued)
     page.reload()
     assert page.locator("#certificates tr", has_text=fp).is_visible()
     page.screenshot(path=str(shots / "organisation-accredited.png"), full_page=True)
@@ -203,7 +223,7 @@ def test_two_officers_onboard_an_organisation_and_an_auditor_downloads_a_report(
     with auditor.page.expect_download() as download:
         auditor.page.get_by_role("button", name="Download CSV").click()
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
-    assert {"org.add", "org.accredit", "cert.issue", "cert.revoke"} <= {r["operation"] for r in rows}
+    assert {"org.add", "org.accredit", "cert.propose", "cert.revoke"} <= {r["operation"] for r in rows}
     assert "E2E_SCHOOL" not in auditor.page.url and "alice" not in auditor.page.url
     for officer in (alice, bob, auditor):
         officer.close()

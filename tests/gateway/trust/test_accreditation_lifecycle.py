@@ -116,7 +116,10 @@ def test_a_revoked_organisation_loses_its_certificates_and_cannot_be_accredited_
     listing = json.loads(run(gw, "cert", "list", "LA1", "--json").output)
     assert listing and all(c["revoked_at"] for c in listing)
     assert "revoked" in run(gw, "org", "accredit", "LA1", "--scope", "query", "--expires", future(), ok=False).output
-    assert "revoked" in run(gw, "cert", "issue", "LA1", "--out-dir", str(gw.home / "again"), ok=False).output
+    from connectors import credentials
+
+    made = credentials.make_request("LA1", gw.home / "again")
+    assert "revoked" in run(gw, "cert", "issue", "LA1", "--csr", str(made.request_path), ok=False).output
 
 
 def test_an_expired_accreditation_is_listed_as_expired_and_as_expiring(gw):
@@ -206,5 +209,6 @@ def test_every_officer_action_is_audited_with_its_officer(gw, tmp_path):
     run(gw, "cert", "revoke", fingerprint, "--reason", "key lost", officer="carol")
     with engine_of(gw).connect() as conn:
         rows = {r.operation: r for r in conn.execute(select(audit_log).where(audit_log.c.org_code == "LA1"))}
-    assert rows["org.add"].user_id == "officer-a" and rows["cert.issue"].user_id == "officer-a"
+    assert rows["org.add"].user_id == "officer-a" and rows["cert.propose"].user_id == "officer-a"
+    assert rows["cert.issue"].user_id == "officer-b" and "proposed by officer-a" in rows["cert.issue"].detail
     assert rows["cert.revoke"].user_id == "carol" and "key lost" in rows["cert.revoke"].detail

@@ -94,10 +94,11 @@ def test_cert_issue_from_csr_register_foreign_ca_and_revoke(officer, engine, tmp
         path.write_bytes(csr.public_bytes(pki.serialization.Encoding.PEM))
         return str(path)
 
-    refused = officer("cert", "issue", "S1", "--csr", csr_for("i-am-someone-else"), "--out", str(tmp_path / "x.pem"),
-                      ok=False).output
-    assert "must name the organisation" in refused and not (tmp_path / "x.pem").exists()
-    officer("cert", "issue", "S1", "--csr", csr_for("s1"), "--out", str(tmp_path / "s1.pem"))
+    refused = officer("cert", "issue", "S1", "--csr", csr_for("i-am-someone-else"), ok=False).output
+    assert "must name the organisation" in refused
+    proposed = officer("cert", "issue", "S1", "--csr", csr_for("s1"), as_="alice")
+    officer("cert", "approve", "S1", "--proposal", proposal_id(proposed.output), "--out", str(tmp_path / "s1.pem"),
+            as_="bob")
     issued = pki.load_cert_pem((tmp_path / "s1.pem").read_bytes())
     assert issued.subject.rfc4514_string().startswith("O=School,CN=S1")  # the gateway names it
 
@@ -112,7 +113,11 @@ def test_cert_issue_from_csr_register_foreign_ca_and_revoke(officer, engine, tmp
     assert "trusted CA" in officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"), ok=False).output
     officer("trust", "approve", "--proposal", proposal, as_="senior-s", ok=False)  # not by its proposer
     officer("trust", "approve", "--proposal", proposal, as_="senior-t")
-    officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"))
+    registering = officer("cert", "register", "S1", "--cert", str(tmp_path / "other.pem"), as_="alice")
+    bound = officer("cert", "list", "S1", "--json").output
+    assert pki.fingerprint(other) not in bound  # not bound until approved
+    assert f"proposal {proposal_id(registering.output)} (cert_register)" in officer("cert", "list", "S1").output
+    officer("cert", "approve", "S1", "--proposal", proposal_id(registering.output), as_="bob")
 
     fingerprint = pki.fingerprint(other)
     officer("cert", "revoke", fingerprint, "--reason", "key lost")
@@ -190,7 +195,12 @@ def test_the_message_paths_one_lookup_reads_what_the_two_lookups_read(officer, e
     officer("org", "add", "Mixed1", "--name", "Mixed Case", "--kind", "health")
     officer("org", "accredit", "MIXED1", "--scope", "query", "--expires", future(), "--officer", "alice")
     officer("org", "approve", "mixed1", "--proposal", pending(officer, "Mixed1"), "--officer", "bob")
-    officer("cert", "issue", "MIXED1", "--out-dir", str(tmp_path / "m"))
+    from connectors import credentials
+
+    made = credentials.make_request("MIXED1", tmp_path / "m")
+    proposed = officer("cert", "issue", "MIXED1", "--csr", str(made.request_path), as_="alice")
+    officer("cert", "approve", "MIXED1", "--proposal", proposal_id(proposed.output), "--out-dir", str(tmp_path / "m"),
+            as_="bob")
     fingerprint = pki.fingerprint(pki.load_cert_pem((tmp_path / "m" / "cert.pem").read_bytes()))
 
     def both():
