@@ -161,6 +161,11 @@ class RunningConsole:
 
     def sign_in(self, officer_id: str, source: str | None = None) -> requests.Session:
         """A session signed in as ``officer_id`` (password and an unused TOTP code)."""
+        return self.signed_in(officer_id, source)[0]
+
+    def signed_in(self, officer_id: str, source: str | None = None) -> tuple[requests.Session, requests.Response]:
+        """A session signed in as ``officer_id``, and the answer to its sign-in (the dashboard it
+        was redirected to)."""
         session = self.session(source)
         page = session.get(f"{self.url}/login", timeout=15)
         token = CSRF.search(page.text).group(1)
@@ -169,7 +174,7 @@ class RunningConsole:
                               data={"csrf_token": token, "officer": officer_id, "password": password,
                                     "code": self.home.totp_code(officer_id)})
         assert signed.status_code == 200 and "Dashboard" in signed.text, signed.text
-        return session
+        return session, signed
 
 
 @contextlib.contextmanager
