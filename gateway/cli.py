@@ -1452,7 +1452,10 @@ def console(ctx: Context, bind: str, workers: int) -> None:
     """Run the officers' web console (HTTPS with the gateway's server certificate).
 
     For the officers' network, not for connecting systems: officers sign in with their password and
-    a TOTP code, as with `contactgate login`. Refuses to start if the home is open to other users."""
+    a TOTP code, as with `contactgate login`. Served by the same front as `serve`, bounded by the
+    same settings (CONTACTGATE_HANDSHAKE_TIMEOUT, _HEADER_TIMEOUT, _BODY_TIMEOUT, _KEEPALIVE_TIMEOUT,
+    _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS, _THREADS). Refuses to start if the home is open
+    to other users."""
     from gateway.console.server import serve_console
 
     ctx.preflight_serving()

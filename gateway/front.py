@@ -1,5 +1,5 @@
-"""The front of `contactgate serve`: TLS and HTTP/1.1 on an asyncio event loop, the WSGI app in a
-thread only once a whole request has arrived.
+"""The front of `contactgate serve` and `contactgate console`: TLS and HTTP/1.1 on an asyncio event
+loop, the WSGI app in a thread only once a whole request has arrived.
 
 Why: anyone who can reach the port can open connections and send nothing, a few bytes of a TLS
 handshake, or a request head promising a body that never comes (DESIGN.md "Slow and idle clients").
@@ -23,7 +23,10 @@ and a few objects on the event loop, and is closed after a bounded time:
 
 Only a complete request reaches a thread of the pool (``threads``), with its body already read and
 hashed (the same `ReceivedBody` as `gateway.app.read_body` makes). The verified client certificate
-goes into the WSGI environ under PEER_CERT_DER_KEY.
+goes into the WSGI environ under PEER_CERT_DER_KEY. What differs between the two servers is given to
+`Front` (gateway/server.py `FrontSetup`): `serve` asks for a client certificate and audits refused
+ones, with the message limit as body limit; the console asks for none (officers sign in with
+password and TOTP), has its upload limit as body limit, and logs paths without query strings.
 
 Refused handshakes (no client certificate, untrusted CA) are counted in memory, per address: at
 most HANDSHAKE_AUDITS_PER_MINUTE in any minute become audit entries (written in a thread), the rest
@@ -104,6 +107,16 @@ def server_ssl_context(cert_file: str, key_file: str, client_ca_bundle: str) -> 
     with open(client_ca_bundle, "rb") as bundle:
         if b"-----BEGIN X509 CRL-----" in bundle.read():
             context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def server_ssl_context_without_client_certificates(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS 1.2 at least with the server's certificate, and no client certificate asked for: only for
+    a server whose users prove who they are otherwise (the console: password and TOTP)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_NONE
     context.load_cert_chain(cert_file, key_file)
     return context
 
@@ -272,8 +285,12 @@ class Front:
     def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext | None",
                  app_pool: ThreadPoolExecutor,
                  *, audit_refused_handshake: Callable[[str, str], None] | None = None,
-                 access_log: logging.Logger | None = None,
+                 access_log: logging.Logger | None = None, log_query_strings: bool = True,
                  uncapped_address: Callable[[str], bool] = lambda address: False):
+        """``audit_refused_handshake(address, reason)``: called (in a thread, a few times a minute per
+        address) for a handshake refused for its client certificate; None: only logged.
+        ``log_query_strings`` False: the access log has the path only (the console's audit page
+        takes search terms in its query)."""
         self.app = app
         self.limits = limits
         # The context for the next handshake: a ReloadingContext follows its files, a plain one stays.
@@ -284,6 +301,7 @@ class Front:
         self.audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactgate-audit")
         self.audit_refused_handshake = audit_refused_handshake
         self.access_log = access_log
+        self.log_query_strings = log_query_strings
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_address)
         self.uncapped_address = uncapped_address  # behind nginx: its address carries every client
         self.body_budget = BodyBudget(limits.body_budget_bytes or BODY_BUDGET_MESSAGES * limits.max_body_bytes)
@@ -368,9 +386,11 @@ class Front:
         address = str(peer[0])
         peer_der = None
         if not self.plain:
-            peer_der = await self._handshake(writer, address)
-            if peer_der is None:
+            if not await self._handshake(writer, address):
                 return
+            # The verified client certificate; None where the context asks for none (the console).
+            ssl_object = writer.get_extra_info("ssl_object")
+            peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -407,8 +427,8 @@ class Front:
             conn.start_next_cycle()
             wait_s = self.limits.keepalive_timeout_s
 
-    async def _handshake(self, writer, address: str) -> bytes | None:
-        """The TLS handshake, bounded; the verified client certificate (DER), or None if refused."""
+    async def _handshake(self, writer, address: str) -> bool:
+        """The TLS handshake, bounded: False (and the connection dropped) if it did not succeed."""
         try:
             await writer.start_tls(self.tls_context(), ssl_handshake_timeout=self.limits.handshake_timeout_s)
         except ssl.SSLError as error:
@@ -419,18 +439,19 @@ class Front:
                 self.quiet_log.warning("tls-failed", "TLS handshake from %s failed: %s", address,
                                        reason or error)
             writer.transport.abort()
-            return None
+            return False
         except (ConnectionError, TimeoutError, OSError) as error:
             self.quiet_log.warning("tls-timeout", "TLS handshake from %s not completed: %s", address,
                                    str(error) or type(error).__name__)
             writer.transport.abort()
-            return None
-        ssl_object = writer.get_extra_info("ssl_object")
-        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            return False
+        return True
 
     def _handshake_refused(self, address: str, reason: str) -> None:
-        if (self.audit_refused_handshake is None or self.audits_pending >= AUDIT_BACKLOG
-                or not self.handshake_audits.allow(address)):
+        if self.audit_refused_handshake is None:
+            self.quiet_log.warning("tls-refused", "refused TLS handshake from %s (%s)", address, reason)
+            return
+        if self.audits_pending >= AUDIT_BACKLOG or not self.handshake_audits.allow(address):
             self.quiet_log.warning("tls-refused", "refused TLS handshake from %s (%s): not audited, "
                                    "over %d a minute from that address (or the audit backlog is full)",
                                    address, reason, HANDSHAKE_AUDITS_PER_MINUTE)
@@ -568,7 +589,10 @@ class Front:
             else:
                 key = "HTTP_" + key
                 environ[key] = f"{environ[key]},{value}" if key in environ else value
-        environ["CONTENT_LENGTH"] = str(len(exchange.body.data))
+        # The size the client sent (or declared, for a body not read): the length of wsgi.input,
+        # unless the body went past the limit and only its first limit + 1 bytes were kept. An app
+        # that checks the length itself (Flask's MAX_CONTENT_LENGTH: the console) then refuses it.
+        environ["CONTENT_LENGTH"] = str(exchange.body.size)
         return environ
 
     def _call_app(self, environ: dict) -> tuple[str, list, bytes]:
@@ -598,8 +622,9 @@ class Front:
         if self.access_log is not None:
             seconds = time.monotonic() - started
             request_id = next((value for name, value in headers if name.lower() == "x-request-id"), None)
+            target = environ["RAW_URI"] if self.log_query_strings else environ["RAW_URI"].partition("?")[0]
             self.access_log.info('%s - - "%s %s %s" %s %d %.3fs %s', environ["REMOTE_ADDR"],
-                                 environ["REQUEST_METHOD"], environ["RAW_URI"], environ["SERVER_PROTOCOL"],
+                                 environ["REQUEST_METHOD"], target, environ["SERVER_PROTOCOL"],
                                  status.split(" ", 1)[0], len(body), seconds, request_id or "-",
                                  extra={"remote": environ["REMOTE_ADDR"], "method": environ["REQUEST_METHOD"],
                                         "path": environ["PATH_INFO"], "status": int(status.split(" ", 1)[0]),

@@ -8,6 +8,9 @@ address, and runs the WSGI app in a small thread pool only for complete requests
 TLS here (no certfile/keyfile in its config): the front's `ssl.SSLContext` requires a client
 certificate chaining to a configured CA (the gateway CA plus any in $CONTACTGATE_HOME/trust), TLS
 1.2 at least. Each worker builds the application (keys, trust anchors, schemas) once.
+
+`contactgate console` (gateway/console/server.py) runs on the same worker: each gunicorn
+application here is a `FrontApplication`, which says what its front is (`FrontSetup`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
@@ -39,8 +44,28 @@ TLS_READ_BUFFER = 32 * 1024
 FD_RESERVE = 64  # files a worker needs besides client connections (listeners, logs, database, Redis)
 
 
+def _no_address(address: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class FrontSetup:
+    """What a worker's front is for one server (`serve`, `console`): built in each worker once its
+    application is loaded, so a broken key or certificate stops the worker at boot."""
+
+    limits: FrontLimits
+    threads: int  # the pool that runs complete requests
+    # None: plain HTTP, a TLS-terminating proxy in front (`serve --behind-proxy`).
+    tls_context: ReloadingContext | ssl.SSLContext | None
+    # (address, reason) of a handshake refused for its client certificate; None: only logged.
+    audit_refused_handshake: Callable[[str, str], None] | None = None
+    uncapped_address: Callable[[str], bool] = _no_address  # addresses the per-address cap spares
+    log_query_strings: bool = True
+
+
 class FrontWorker(Worker):
-    """A gunicorn worker whose connections live on an asyncio loop (see gateway/front.py)."""
+    """A gunicorn worker whose connections live on an asyncio loop (see gateway/front.py), for a
+    `FrontApplication`."""
 
     def init_process(self):
         # asyncio's TLS layer preallocates a read buffer of SSLProtocol.max_size (256 KiB) for every
@@ -54,21 +79,15 @@ class FrontWorker(Worker):
         super().init_process()  # loads the app, then calls run()
 
     def load_wsgi(self):
-        """Build the app, then the TLS context: a broken key or certificate stops the worker at boot
-        (and gunicorn with it), not at the first connection."""
+        """Build the app, then its front (the TLS context): a broken key or certificate stops the
+        worker at boot (and gunicorn with it), not at the first connection."""
         super().load_wsgi()
         # The gateway's own log lines (contactgate.*) go where gunicorn's error log goes, formatted alike.
         gateway_log = logging.getLogger("contactgate")
         if not gateway_log.handlers:
             gateway_log.handlers = list(self.log.error_log.handlers)
             gateway_log.propagate = False
-        layout = self.wsgi.config["SERVICES"].settings.layout
-        if getattr(self.app, "behind_proxy", False):  # plain HTTP: nginx in front does the TLS
-            self.tls_context = None
-            return
-        self.tls_context = ReloadingContext(
-            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), str(layout.client_ca_bundle)),
-            [layout.client_ca_bundle])
+        self.setup: FrontSetup = self.app.front_setup(self.wsgi)
 
     def init_signals(self):
         for sig in self.SIGNALS:
@@ -103,8 +122,7 @@ class FrontWorker(Worker):
             for listener in self.sockets:
                 listener.close()
 
-    def _limits(self, settings: Settings) -> FrontLimits:
-        limits = FrontLimits.from_settings(settings)
+    def _limits(self, limits: FrontLimits) -> FrontLimits:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and limits.max_connections > soft - FD_RESERVE:
             self.log.warning("CONTACTGATE_MAX_CONNECTIONS=%d is above what the open-files limit (%d) "
@@ -113,16 +131,13 @@ class FrontWorker(Worker):
         return limits
 
     async def _serve(self):
-        services = self.wsgi.config["SERVICES"]
-        settings = services.settings
-        app_pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="contactgate-app")
-        behind_proxy = self.tls_context is None
-        front = Front(self.wsgi, self._limits(settings), self.tls_context, app_pool,
-                      audit_refused_handshake=lambda ip, reason: refuse_handshake(services, ip, reason),
+        setup = self.setup
+        app_pool = ThreadPoolExecutor(max_workers=setup.threads, thread_name_prefix="contactgate-app")
+        front = Front(self.wsgi, self._limits(setup.limits), setup.tls_context, app_pool,
+                      audit_refused_handshake=setup.audit_refused_handshake,
                       access_log=self.log.access_log if self.cfg.accesslog else None,
-                      # every client arrives through the proxy: its address is not one client
-                      uncapped_address=(lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies))
-                      if behind_proxy else (lambda ip: False))
+                      log_query_strings=setup.log_query_strings,
+                      uncapped_address=setup.uncapped_address)
         servers = [await asyncio.start_server(front.handle, sock=listener.sock, backlog=self.cfg.backlog)
                    for listener in self.sockets]
         try:
@@ -171,17 +186,23 @@ class GatewayLogger(Logger):
             logs.use_json(self.error_log, self.access_log)
 
 
-class ConfiguredApplication(BaseApplication):
-    """A gunicorn application configured from ``self.options`` (set before ``__init__`` runs)."""
+class FrontApplication(BaseApplication):
+    """A gunicorn application served by `FrontWorker`, configured from ``self.options`` (set before
+    ``__init__`` runs)."""
 
     options: dict
 
     def load_config(self):
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        self.cfg.set("worker_class", f"{__name__}.FrontWorker")
+
+    def front_setup(self, wsgi) -> FrontSetup:
+        """The front for ``wsgi`` (the application `load` built), in a worker."""
+        raise NotImplementedError
 
 
-class GatewayServer(ConfiguredApplication):
+class GatewayServer(FrontApplication):
     def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info", *,
                  behind_proxy: bool = False, metrics_server=None):
         self.settings = settings
@@ -201,7 +222,6 @@ class GatewayServer(ConfiguredApplication):
             "child_exit": lambda arbiter, worker: metrics.worker_exited(worker.pid),
             "bind": bind,
             "workers": workers,
-            "worker_class": f"{__name__}.FrontWorker",
             "timeout": 60,
             "graceful_timeout": 10,
             "backlog": 2048,
@@ -214,6 +234,24 @@ class GatewayServer(ConfiguredApplication):
 
     def load(self):
         return create_app(self.settings)
+
+    def front_setup(self, wsgi) -> FrontSetup:
+        """Mutual TLS (the context follows the client CA and CRL bundle), refused handshakes
+        audited; or, behind nginx, plain HTTP where the proxy's address is not one client."""
+        services = wsgi.config["SERVICES"]
+        settings = services.settings
+        layout = settings.layout
+
+        def audit_refused_handshake(address: str, reason: str) -> None:
+            refuse_handshake(services, address, reason)
+
+        if self.behind_proxy:
+            return FrontSetup(FrontLimits.from_settings(settings), settings.threads, None, audit_refused_handshake,
+                              uncapped_address=lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies))
+        tls = ReloadingContext(
+            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), str(layout.client_ca_bundle)),
+            [layout.client_ca_bundle])
+        return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake)
 
 
 def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None, *,

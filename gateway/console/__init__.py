@@ -30,6 +30,8 @@ from gateway.config import Settings
 from gateway.db import make_engine
 
 SESSION_COOKIE = "contactgate_console"
+# The largest request the console takes (a CSR, evidence documents); also its front's body limit.
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 
@@ -57,7 +59,7 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
         PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=settings.session_max_hours),
         WTF_CSRF_TIME_LIMIT=settings.session_max_hours * 3600,
         WTF_CSRF_SSL_STRICT=True,
-        MAX_CONTENT_LENGTH=2 * 1024 * 1024,  # a CSR, an evidence document
+        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.extensions["contactgate"] = {

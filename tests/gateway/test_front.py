@@ -24,6 +24,7 @@ from gateway.app import PEER_CERT_DER_KEY, RECEIVED_BODY_KEY, read_body
 from gateway.config import Settings
 from gateway.front import (
     BodyReader, ConnectionCaps, Front, FrontLimits, RateLimitedLog, RecentAllowance, server_ssl_context,
+    server_ssl_context_without_client_certificates,
 )
 from gateway.pipeline import HANDSHAKE_AUDITS_PER_MINUTE
 from gateway.trust import pki
@@ -121,22 +122,28 @@ def reporting_app(environ, start_response):
         "remote": [environ["REMOTE_ADDR"], environ["REMOTE_PORT"]], "soap_action": environ.get("HTTP_SOAPACTION"),
         "peer": base64.b64encode(environ[PEER_CERT_DER_KEY] or b"").decode(),
         "kept": len(body.data), "size": body.size, "digest": body.digest,
-        "input": len(environ["wsgi.input"].read()),
+        "input": len(environ["wsgi.input"].read()), "content_length": int(environ["CONTENT_LENGTH"]),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [answer]
 
 
 class RunningFront:
-    def __init__(self, material, limits: FrontLimits):
+    """``client_certificates`` False: the console's TLS (no client certificate asked for)."""
+
+    def __init__(self, material, limits: FrontLimits, *, client_certificates: bool = True, **front_options):
         directory, self.client_cert = material
         self.directory = directory
         self.audits: list[tuple[str, str]] = []
-        context = server_ssl_context(str(directory / "server.pem"), str(directory / "server-key.pem"),
-                                     str(directory / "ca.pem"))
+        if client_certificates:
+            context = server_ssl_context(str(directory / "server.pem"), str(directory / "server-key.pem"),
+                                         str(directory / "ca.pem"))
+            front_options.setdefault("audit_refused_handshake", lambda ip, reason: self.audits.append((ip, reason)))
+        else:
+            context = server_ssl_context_without_client_certificates(str(directory / "server.pem"),
+                                                                     str(directory / "server-key.pem"))
         self.pool = ThreadPoolExecutor(2)
-        self.front = Front(reporting_app, limits, context, self.pool,
-                           audit_refused_handshake=lambda ip, reason: self.audits.append((ip, reason)))
+        self.front = Front(reporting_app, limits, context, self.pool, **front_options)
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -207,7 +214,7 @@ def test_keep_alive_serves_several_requests_on_one_connection_with_the_environ_f
         assert first["path"] == "/soap/v1" and first["method"] == "POST" and first["soap_action"] == '"urn:op"'
         assert first["remote"] == ["127.0.0.1", str(local_port)]  # one connection throughout
         assert base64.b64decode(first["peer"]) == front.client_cert.public_bytes(pki.serialization.Encoding.DER)
-        assert first["kept"] == first["size"] == first["input"] == len(b"<x>0</x>")
+        assert first["kept"] == first["size"] == first["input"] == first["content_length"] == len(b"<x>0</x>")
         assert first["digest"] == base64.b64encode(hashlib.sha256(b"<x>0</x>").digest()).decode()
     finally:
         conn.close()
@@ -234,6 +241,52 @@ def test_a_body_declared_far_over_the_limit_is_not_read_and_the_connection_close
     assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
     answer = json.loads(body)
     assert (answer["kept"], answer["size"], answer["digest"]) == (0, 8 * LIMIT + 1, None)
+    assert answer["content_length"] == 8 * LIMIT + 1  # an app with its own size limit refuses it
+
+
+def test_a_body_over_the_limit_reaches_the_app_cut_with_its_whole_length_declared(front):
+    """(The console checks CONTENT_LENGTH against its own limit and answers 413.)"""
+    conn = front.https()
+    try:
+        conn.request("POST", "/upload", body=b"y" * (3 * LIMIT))
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert (answer["kept"], answer["input"], answer["size"], answer["content_length"]) == (
+        LIMIT + 1, LIMIT + 1, 3 * LIMIT, 3 * LIMIT)
+
+
+def test_without_client_certificates_a_client_without_one_is_served(material):
+    running = RunningFront(material, LIMITS, client_certificates=False)
+    try:
+        raw = socket.create_connection(("127.0.0.1", running.port), timeout=5)
+        with running.context(with_cert=False).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"GET /login?next=x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head, _, body = read_all(tls).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        answer = json.loads(body)
+        assert (answer["path"], answer["query"], answer["peer"]) == ("/login", "next=x", "")
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("with_query", [True, False])
+def test_the_access_log_has_query_strings_unless_told_not_to(material, caplog, with_query):
+    access = logging.getLogger("test.front.access")
+    running = RunningFront(material, LIMITS, access_log=access, log_query_strings=with_query)
+    try:
+        with caplog.at_level(logging.INFO, logger="test.front.access"):
+            conn = running.https()
+            try:
+                conn.request("GET", "/audit?child=SEARCH-TERM")
+                assert conn.getresponse().read()
+            finally:
+                conn.close()
+    finally:
+        running.stop()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "test.front.access"]
+    assert ('"GET /audit?child=SEARCH-TERM HTTP/1.1" 200' in line) is with_query
+    assert ('"GET /audit HTTP/1.1" 200' in line) is not with_query
 
 
 def test_malformed_http_gets_a_plain_400_and_is_closed(front):

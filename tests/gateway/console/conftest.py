@@ -1,17 +1,27 @@
 """A registry home per backend and the console's Flask app on it (real database, real audit chain,
 real argon2id and TOTP). The console's clock is injected: each TOTP code is good once, so a fresh
-code means moving the clock on 30 s rather than waiting for it."""
+code means moving the clock on 30 s rather than waiting for it. `running_console` starts the real
+thing, `contactgate console` in a subprocess, for the tests that need its server."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyotp
 import pytest
+import requests
 
 from gateway.config import Settings
+from contactgate_local import free_port
 from gateway.console import create_console
+from gateway.files import write_private
 from tests.conftest import _database
 from tests.support import Gateway
 
@@ -108,3 +118,90 @@ def browser(console, registry_home, clock):
         b = Browser(console, registry_home, clock)
         return b.sign_in(officer_id) if officer_id else b
     return make
+
+
+# ---- `contactgate console` as a user starts it --------------------------------------------------
+
+class FromAddress(requests.adapters.HTTPAdapter):
+    """A requests adapter whose connections come from ``source`` (any 127.x.y.z routes to lo)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+@dataclasses.dataclass
+class RunningConsole:
+    """A `contactgate console` subprocess on a free loopback port, its log in the home."""
+
+    home: Gateway
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> str:
+        return str(self.home.home / "ca" / "ca.pem")
+
+    def session(self, source: str | None = None) -> requests.Session:
+        session = requests.Session()
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE, if set, wins over session.verify
+        session.verify = self.ca
+        if source is not None:
+            session.mount("https://", FromAddress(source))
+        return session
+
+    def sign_in(self, officer_id: str, source: str | None = None) -> requests.Session:
+        """A session signed in as ``officer_id`` (password and an unused TOTP code)."""
+        return self.signed_in(officer_id, source)[0]
+
+    def signed_in(self, officer_id: str, source: str | None = None) -> tuple[requests.Session, requests.Response]:
+        """A session signed in as ``officer_id``, and the answer to its sign-in (the dashboard it
+        was redirected to)."""
+        session = self.session(source)
+        page = session.get(f"{self.url}/login", timeout=15)
+        token = CSRF.search(page.text).group(1)
+        password, _ = self.home.officer_secrets(officer_id)
+        signed = session.post(f"{self.url}/login", headers={"Referer": f"{self.url}/login"}, timeout=15,
+                              data={"csrf_token": token, "officer": officer_id, "password": password,
+                                    "code": self.home.totp_code(officer_id)})
+        assert signed.status_code == 200 and "Dashboard" in signed.text, signed.text
+        return session, signed
+
+
+@contextlib.contextmanager
+def running_console(home: Gateway, extra_env: dict | None = None, workers: int = 1, start_within_s: float = 30):
+    port = free_port()
+    log = home.home / f"console-{port}.log"
+    write_private(log, b"")  # the console refuses a home holding files others can read
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "console", "--bind", f"127.0.0.1:{port}",
+                                    "--workers", str(workers)], env={**home.env(), **(extra_env or {})},
+                                   stdout=out, stderr=subprocess.STDOUT)
+    running = RunningConsole(home, process, port, log)
+    try:
+        deadline = time.monotonic() + start_within_s
+        while True:
+            try:
+                requests.get(f"{running.url}/login", verify=running.ca, timeout=2)
+                break
+            except requests.RequestException:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the console did not start:\n" + log.read_text())
+                time.sleep(0.2)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
