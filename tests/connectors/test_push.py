@@ -194,8 +194,6 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
                             .where(source_records.c.org_code == "LA")).scalar_one() == held
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 6: the reject file is written with csv's minimal "
-                                       "quoting and no formula is neutralised")
 def test_the_reject_file_quotes_every_cell_and_starts_no_formula(gateway, tmp_path):
     """A source id that a spreadsheet would run (`=1+1` at the start, `;=cmd|...` after a separator
     a spreadsheet may split on) is written quoted and as text."""

@@ -78,8 +78,6 @@ QUOTED_LINE = re.compile(r'^"(?:[^"]|"")*"(?:,"(?:[^"]|"")*")*$')
 FORMULA_AFTER_SEPARATOR = re.compile(r"(?:^|[,;|\t])\s*[=+\-@]")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 6: cells are quoted only when csv needs it, and a "
-                                       "formula after a ';' is written as it is")
 def test_every_csv_cell_is_quoted_and_no_formula_follows_a_separator(home):
     """A spreadsheet that splits on ';' (or ',' or '|') whatever the quoting must find no cell
     that starts a formula: `x;=cmd|...` in a name an officer typed is written `x;'=cmd|...`."""
