@@ -60,7 +60,6 @@ def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, datab
     assert gw.cli("audit", "verify").exit_code == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 9: key commands are audited without their officer")
 def test_each_key_command_leaves_an_entry_naming_its_senior_officer(tmp_path, database_url):
     gw = LocalGateway(home=tmp_path / "home", database_url=database_url)
     gw.cli("init")

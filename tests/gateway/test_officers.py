@@ -352,7 +352,6 @@ def _key_files(gw) -> dict[str, bytes]:
             for p in sorted([*(gw.home / "keys").iterdir(), *(gw.home / "signing").iterdir()]) if p.is_file()}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 9: keys and signing-key commands need no officer session")
 def test_key_commands_need_a_senior_officer_session(gw, tmp_path):
     before = _key_files(gw)
     _, officer = login(gw, "officer-a")  # officer, data quality, auditor: not a senior officer

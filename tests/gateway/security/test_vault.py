@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from contactgate_local import LocalGateway
 from gateway.security import vault
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 9: the keyring is renamed into place without fsync")
 def test_keys_rotate_flushes_the_new_keyring_and_its_directory(tmp_path, database_url, monkeypatch):
     gw = LocalGateway(home=tmp_path / "home", database_url=database_url)
     gw.cli("init")
