@@ -1103,8 +1103,12 @@ def trust_approve(ctx: Context, proposal_id: int) -> None:
     from gateway.trust import anchors
 
     actor = ctx.signed_in(registry.TRUST_ROLES, action="trust approve")
-    decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True,
-                             apply=anchors.applier(ctx.settings))
+    try:
+        with anchors.approving(ctx.settings, ctx.engine) as apply:  # the database first, then the files
+            decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True,
+                                     apply=apply)
+    except anchors.TrustFilesNotChanged as exc:
+        raise CannotRun(str(exc)) from None
     _show_proposal(decided)
 
 

@@ -64,9 +64,16 @@ def replace_private(path: Path, data: bytes) -> None:
     to the disk before it is renamed over ``path``; the directory is flushed after, so the rename
     itself is on the disk too (a rename without both can come back from a power cut as an empty or
     a missing file on common file systems)."""
+    publish(stage_private(path, data), path)
+
+
+def stage_private(path: Path, data: bytes) -> Path:
+    """Write ``data`` (0600) to a new file beside ``path``, flushed to the disk, and return its name:
+    nothing that reads ``path`` (or a pattern such as ``*.pem`` in its directory) sees it until
+    `publish` renames it into place."""
     private_dir(path.parent)
-    temporary = path.with_name(f".{path.name}.{os.urandom(4).hex()}.new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    staged = path.with_name(f".{path.name}.{os.urandom(4).hex()}.new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     try:
         os.fchmod(fd, PRIVATE_FILE)
         with os.fdopen(fd, "wb") as fh:
@@ -74,11 +81,21 @@ def replace_private(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(temporary, path)
     except BaseException:
         if fd != -1:
             os.close(fd)
-        temporary.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+        raise
+    return staged
+
+
+def publish(staged: Path, path: Path) -> None:
+    """Rename a `stage_private` file over ``path`` (atomic) and flush the directory (durable); on a
+    failure the staged file is removed and ``path`` is as it was."""
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
 

@@ -302,8 +302,12 @@ def proposal_approve(proposal_id: int):
     if proposal.kind in registry.TRUST_PROPOSALS:
         from gateway.trust import anchors
 
-        done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True,
-                       apply=anchors.applier(_app()["settings"]))
+        try:
+            with anchors.approving(_app()["settings"], _app()["engine"]) as apply:  # the database first
+                done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True, apply=apply)
+        except anchors.TrustFilesNotChanged as exc:
+            flash(f"Not done on disk: {exc}", "error")
+            done = None
     else:
         done = _change(registry.approve, proposal.org_code, proposal.id, g.officer)
     if done is not None:

@@ -177,8 +177,6 @@ def _trust_files(home) -> dict[str, bytes]:
             for path in sorted([*(home / "trust").rglob("*"), home / "tls" / "client-cas.pem"]) if path.is_file()}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 8: `trust approve` writes the trust files before the "
-                                       "database commits, and a failed commit leaves them changed")
 def test_a_trust_change_whose_commit_fails_changes_no_file_and_not_the_running_gateway(tmp_path, database_url):
     """A CA removal and a CA addition approved while every commit that approves fails: the trust
     files stay as they were, the running gateway keeps trusting what it trusted (its client from the
