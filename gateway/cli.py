@@ -499,7 +499,8 @@ def login(ctx: Context, officer_id: str | None, password_stdin: bool, code: str 
         password = click.prompt("password", hide_input=True)
     code = code or click.prompt("code")
     with ctx.engine.begin() as conn:
-        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings)
+        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings,
+                                  source=_local_origin())  # failures lock this machine's account out, not others
     if result.officer is None:
         _fail("sign-in refused: the officer id, password or code is wrong, or the account is locked or "
               "disabled (every attempt is audited)")

@@ -41,7 +41,6 @@ def last_login(registry_home):
                             .order_by(audit_log.c.seq.desc()).limit(1)).first()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 5: a locked or disabled account is refused without the argon2 work")
 def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_home, clock):
     """Unknown id, disabled account, locked pair, wrong password, wrong code: one argon2id
     verification each, so the time of a refusal says nothing about the account. Compared by the
@@ -75,7 +74,6 @@ def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_h
                                          {k: round(statistics.median(v) * 1000) for k, v in took.items()})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 5: failures lock the account from every address")
 def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clock):
     for _ in range(5):
         assert attempt(console, registry_home, clock, "dm-1", address=STRANGER).status_code == 401
@@ -87,7 +85,6 @@ def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clo
     assert last_login(registry_home).outcome == "done" and last_login(registry_home).source_address == OFFICE
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 5: failures lock the account from every address")
 def test_an_ipv6_stranger_cannot_escape_their_lock_by_changing_address_within_their_network(console, registry_home,
                                                                                             clock):
     for n in range(5):
@@ -109,7 +106,6 @@ def strict_console(registry_home, clock):
     app.extensions["contactgate"]["engine"].dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 5: one stranger keeps the account locked")
 def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, registry_home, clock):
     """As fast as the lock of their address lets them, for two hours: the officer signs in every time."""
     assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
@@ -122,7 +118,6 @@ def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, 
         clock.advance(minutes=15, seconds=1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 5: there is no global back-off")
 def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(strict_console, registry_home, clock):
     assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
     for n in range(6):  # a distributed guesser: 2 tries from each of 6 addresses
