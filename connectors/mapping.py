@@ -20,7 +20,9 @@ as it is), ``split`` (a separator, for a repeating field), ``map`` (source code 
 an unmapped code rejects the row unless ``default`` is given), ``date`` (strptime formats, one or
 a list; written as YYYY-MM-DD), ``default`` (when the value is empty), ``required``.
 
-Loading checks every target against the canonical model (gateway's XSD, `connectors.model`), every
+A mapping is plain YAML: anchors and aliases (``&name``, ``*name``) are refused, and so is nesting
+deeper than MAX_DEPTH (a few hundred bytes of either could keep the loader busy for hours or
+exhaust the stack). Loading checks every target against the canonical model (gateway's XSD, `connectors.model`), every
 mapped value against the model's codes, and every key, and refuses what is wrong naming the file
 and line. A row is mapped to a record and checked against the schema alone: a bad row is rejected
 with its reason, the rest go on. Columns no rule reads never leave the organisation; the run's
@@ -73,6 +75,29 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: loader.construct_mapping(node))
+
+
+# A mapping is a few levels deep (fields -> a rule -> its map); anything far deeper is not one.
+MAX_DEPTH = 16
+
+
+def _refuse_aliases_and_depth(text: str, path) -> None:
+    """Read the YAML's events once, before anything is built from them: an anchor or an alias
+    (``&name``, ``*name``) is refused, so a small file cannot stand for billions of values, and so
+    is nesting deeper than MAX_DEPTH, which building it would recurse into. The parser itself keeps
+    its nesting in a list, not on the stack, so this pass is linear whatever the file holds."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise MappingError(path, line, "YAML anchors and aliases (&name, *name) are not allowed in a "
+                                           "mapping: write each value out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise MappingError(path, line, f"nested more than {MAX_DEPTH} levels deep: not a mapping")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _no_duplicates(node, path) -> None:
@@ -258,6 +283,7 @@ def load(path: Path | str) -> Mapping:
     except (OSError, UnicodeDecodeError) as exc:
         raise MappingError(path, None, f"cannot be read ({exc})") from None
     try:
+        _refuse_aliases_and_depth(text, path)
         _no_duplicates(yaml.compose(text, Loader=yaml.SafeLoader), path)
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:

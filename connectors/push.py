@@ -25,7 +25,6 @@ It keeps a state file (SQLite, 0600, at the connecting organisation: it holds th
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import datetime as dt
 import hashlib
@@ -44,6 +43,7 @@ from connectors import sources
 from connectors.client import GatewayUnreachable
 from connectors.results import UpdateResult
 from contactgate_wire.soap import CG, SOAP_ENV, fault_code, q
+from contactgate_wire.spreadsheet import CsvWriter
 
 MAX_BATCH = 1000
 RETRYABLE_FAULTS = {"Unavailable", "RateLimited"}
@@ -182,7 +182,7 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
         position = sources.Position()
         batch: list[dict] = []
         with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
-            reject_rows = csv.writer(reject_file, lineterminator="\n")
+            reject_rows = CsvWriter(reject_file)  # opened in a spreadsheet: quoted, no formula runs
             reject_rows.writerow(["line", "source_record_id", "reason"])
             for line, row in sources.rows(extract, m, position):
                 summary.rows += 1

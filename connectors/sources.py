@@ -7,7 +7,9 @@ it starts on (for the reject file) as a dict of named values the mapping's rules
   what the file says once (a school's name and URN above its pupils). Parsed with no DTD, no
   entities and no network: a DOCTYPE is refused.
 - **fhir**: FHIR R4 ``Patient`` resources, as NDJSON (one a line, streamed) or a ``Bundle``, each
-  validated with fhir.resources and offered to the rules under the names in ``FHIR_FIELDS``.
+  validated with fhir.resources and offered to the rules under the names in ``FHIR_FIELDS``. A line
+  that is not JSON, or JSON nested more than MAX_JSON_DEPTH levels, is a rejected row; a JSON
+  document nested that deep is refused whole (it is read whole).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -138,17 +141,65 @@ def _xml_rows(path: Path, mapping: Mapping, position, offered):
             raise ExtractError(f"{path}:{exc.lineno}: not well-formed XML ({exc.msg})") from None
 
 
+# A FHIR Patient is a dozen levels deep at most (an extension in an extension in a CodeableConcept...);
+# a Bundle's entry and resource add three. JSON nested deeper is refused before anything reads it.
+MAX_JSON_DEPTH = 64
+
+
+class _TooDeep(ValueError):
+    def __init__(self):
+        super().__init__(f"JSON nested more than {MAX_JSON_DEPTH} levels deep: not a FHIR resource")
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A line of NDJSON that is not a resource: the reason it is rejected."""
+
+    reason: str
+
+
+def _json(text: str):
+    """``text`` parsed as JSON, refused (_TooDeep) if nested more than MAX_JSON_DEPTH levels. json's
+    parser recurses once per level and stops at the interpreter's recursion limit (about a thousand
+    levels) with a RecursionError: that is the same refusal, caught here. What it parses is then
+    measured without recursion."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise _TooDeep() from None
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise _TooDeep()
+    return value
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether ``value``'s objects and arrays nest more than ``limit`` levels (an explicit stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
 def _fhir_rows(path: Path, mapping: Mapping, position, offered):
     from fhir.resources.R4B.patient import Patient
     from pydantic import ValidationError
 
     for line, resource in _fhir_resources(path, position):
+        if isinstance(resource, _Unreadable):
+            if offered:
+                yield line, []
+                return
+            yield line, {"__invalid__": resource.reason}
+            continue
         if offered:
             yield line, [name for name, value in _patient_fields(resource).items() if value]
             return
-        if isinstance(resource, dict) and "__unreadable__" in resource:
-            yield line, {"__invalid__": f"not JSON ({resource['__unreadable__']})"}
-            continue
         if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
             continue  # a Bundle may carry other resources; only Patients are records here
         try:
@@ -168,14 +219,19 @@ def _fhir_resources(path: Path, position):
         text = io.TextIOWrapper(raw, encoding="utf-8-sig")
         first = text.readline()
         try:
-            json.loads(first)
+            _json(first)
             streamed = True  # the first line is a whole resource: NDJSON
+        except _TooDeep:
+            streamed = True  # a whole line, only too deep: NDJSON, and that line is rejected
         except ValueError:
             streamed = False
         if not streamed:
             text.seek(0)
             try:
-                document = json.load(text)
+                document = _json(text.read())
+            except _TooDeep as exc:
+                raise ExtractError(f"{path}: {exc} (a JSON document is read whole; NDJSON rejects such a "
+                                   f"resource alone)") from None
             except ValueError as exc:
                 raise ExtractError(f"{path}: neither NDJSON nor a JSON document ({exc})") from None
             yield from _entries(document, 1)
@@ -185,9 +241,13 @@ def _fhir_resources(path: Path, position):
         while line:
             if line.strip():
                 try:
-                    yield from _entries(json.loads(line), number)
+                    resource = _json(line)
+                except _TooDeep as exc:
+                    yield number, _Unreadable(str(exc))
                 except ValueError as exc:
-                    yield number, {"resourceType": "Patient", "__unreadable__": str(exc)}
+                    yield number, _Unreadable(f"not JSON ({exc})")
+                else:
+                    yield from _entries(resource, number)
             number += 1
             line = text.readline()
 
@@ -209,8 +269,6 @@ def _first(items, wanted=None):
 
 def _patient_fields(p: dict) -> dict[str, str]:
     """A Patient as the flat fields a mapping reads (FHIR_FIELDS)."""
-    if "__unreadable__" in p:
-        return {"__invalid__": f"not JSON ({p['__unreadable__']})"}
     name = _first(p.get("name"), lambda n: n.get("use") == "official") or _first(p.get("name")) or {}
     address = _first(p.get("address"), lambda a: a.get("use") == "home") or _first(p.get("address")) or {}
     lines = address.get("line") or []

@@ -499,7 +499,8 @@ def login(ctx: Context, officer_id: str | None, password_stdin: bool, code: str 
         password = click.prompt("password", hide_input=True)
     code = code or click.prompt("code")
     with ctx.engine.begin() as conn:
-        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings)
+        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings,
+                                  source=_local_origin())  # failures lock this machine's account out, not others
     if result.officer is None:
         _fail("sign-in refused: the officer id, password or code is wrong, or the account is locked or "
               "disabled (every attempt is audited)")
@@ -1194,8 +1195,12 @@ def trust_approve(ctx: Context, proposal_id: int) -> None:
     from gateway.trust import anchors
 
     actor = ctx.signed_in(registry.TRUST_ROLES, action="trust approve")
-    decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True,
-                             apply=anchors.applier(ctx.settings))
+    try:
+        with anchors.approving(ctx.settings, ctx.engine) as apply:  # the database first, then the files
+            decided = _registry_call(ctx, registry.decide_trust_change, proposal_id, actor, approve=True,
+                                     apply=apply)
+    except anchors.TrustFilesNotChanged as exc:
+        raise CannotRun(str(exc)) from None
     _show_proposal(decided)
 
 
@@ -1214,22 +1219,35 @@ def trust_decline(ctx: Context, proposal_id: int, reason: str) -> None:
 
 @main.group("signing-key")
 def signing_key() -> None:
-    """Rotate the key the gateway signs its answers with, with a grace period.
+    """Rotate the key the gateway signs its answers with, with a grace period (a senior officer).
 
     rotate (stage a new key; clients pin the bundle of both) -> promote (sign with the new key,
     after the grace period; reload the gateway) -> retire (drop the old certificate)."""
 
 
-def _signing_step(ctx: Context, detail: str, step, *args, **kwargs):
-    """Run one rotation step inside the transaction that audits it (a step that fails writes no
-    entry); a step that cannot be taken now exits 2."""
+KEY_ROLES = ("senior_officer",)
+
+
+def _key_officer(ctx: Context, action: str) -> officers.Officer:
+    """The home's keys need its files and a senior officer's session as well: whoever can read the
+    home still acts as, and is audited as, an officer (a refusal is audited too)."""
+    return ctx.signed_in(KEY_ROLES, action=action)
+
+
+def _key_entry(actor: officers.Officer, operation: str, detail: str) -> audit.Entry:
+    return audit.Entry(operation=operation, outcome="done", user_id=actor.officer_id, role=actor.role_text,
+                       detail=detail)
+
+
+def _signing_step(ctx: Context, actor: officers.Officer, detail: str, step, *args, **kwargs):
+    """Run one rotation step inside the transaction that audits it with its officer (a step that
+    fails writes no entry); a step that cannot be taken now exits 2."""
     trail = ctx.trail
     try:
         with ctx.engine.begin() as conn:
             result = step(ctx.settings.layout, *args, **kwargs)
             certificate = result if isinstance(result, x509.Certificate) else result.current
-            trail.append(conn, audit.Entry(operation="signing_key", outcome="done",
-                                           detail=f"{detail}: {pki.fingerprint(certificate)}"))
+            trail.append(conn, _key_entry(actor, "signing_key", f"{detail}: {pki.fingerprint(certificate)}"))
     except signing_keys.SigningKeyError as exc:
         _fail(str(exc))
     return result
@@ -1245,6 +1263,7 @@ def _show_signing(label: str, certificate) -> None:
 @pass_ctx
 def signing_key_status(ctx: Context) -> None:
     """Show the current, staged and previous signing certificates (all three are published)."""
+    _key_officer(ctx, "signing-key status")
     try:
         keys = signing_keys.load(ctx.settings.layout)
     except signing_keys.SigningKeyError as exc:
@@ -1262,8 +1281,9 @@ def signing_key_status(ctx: Context) -> None:
 def signing_key_rotate(ctx: Context, ec: bool) -> None:
     """Stage a new signing key. The gateway keeps signing with the current one; send the bundle
     (`signing-key bundle`) to every organisation so that their systems pin both."""
+    actor = _key_officer(ctx, "signing-key rotate")
     ca_key, ca_cert = load_ca(ctx.settings)
-    cert = _signing_step(ctx, "new signing key staged", signing_keys.stage_next, ca_key, ca_cert, ec=ec)
+    cert = _signing_step(ctx, actor, "new signing key staged", signing_keys.stage_next, ca_key, ca_cert, ec=ec)
     _show_signing("staged", cert)
     click.echo("next: send `contactgate signing-key bundle` to every organisation; after the grace period, "
                "`contactgate signing-key promote` and reload the gateway")
@@ -1276,7 +1296,8 @@ def signing_key_rotate(ctx: Context, ec: bool) -> None:
 def signing_key_promote(ctx: Context, grace_days: int) -> None:
     """Sign with the staged key from the gateway's next start or reload (`systemctl reload`, or
     SIGHUP to the server process); the old certificate stays published until `retire`."""
-    keys = _signing_step(ctx, "staged signing key promoted", signing_keys.promote,
+    actor = _key_officer(ctx, "signing-key promote")
+    keys = _signing_step(ctx, actor, "staged signing key promoted", signing_keys.promote,
                          min_grace=dt.timedelta(days=grace_days))
     _show_signing("current", keys.current)
     _show_signing("previous", keys.previous)
@@ -1287,14 +1308,16 @@ def signing_key_promote(ctx: Context, grace_days: int) -> None:
 @pass_ctx
 def signing_key_discard(ctx: Context) -> None:
     """Delete a staged key that has not been promoted."""
-    _show_signing("discarded", _signing_step(ctx, "staged signing key discarded", signing_keys.discard_next))
+    actor = _key_officer(ctx, "signing-key discard")
+    _show_signing("discarded", _signing_step(ctx, actor, "staged signing key discarded", signing_keys.discard_next))
 
 
 @signing_key.command("retire")
 @pass_ctx
 def signing_key_retire(ctx: Context) -> None:
     """Stop publishing the certificate of the key before the current one."""
-    _show_signing("retired", _signing_step(ctx, "previous signing certificate retired",
+    actor = _key_officer(ctx, "signing-key retire")
+    _show_signing("retired", _signing_step(ctx, actor, "previous signing certificate retired",
                                            signing_keys.retire_previous))
 
 
@@ -1304,6 +1327,7 @@ def signing_key_retire(ctx: Context) -> None:
 @pass_ctx
 def signing_key_bundle(ctx: Context, out: Path | None) -> None:
     """The certificates clients should pin now (current, staged, previous), as PEM."""
+    _key_officer(ctx, "signing-key bundle")
     try:
         bundle = signing_keys.bundle_pem(ctx.settings.layout)
     except signing_keys.SigningKeyError as exc:
@@ -1320,7 +1344,7 @@ def signing_key_bundle(ctx: Context, out: Path | None) -> None:
 
 @main.group("keys")
 def keys_group() -> None:
-    """The data keys that seal identifying values at rest (keys/data-keys.json in the home).
+    """The data keys that seal identifying values at rest (keys/data-keys.json in the home; a senior officer).
 
     rotate (a new key; every value re-sealed under it in batches while the gateway serves) ->
     status (how many values each key seals) -> retire KEY (drop a key no value uses)."""
@@ -1349,6 +1373,7 @@ def _key_usage(ctx: Context) -> dict[str, int]:
 @pass_ctx
 def keys_status(ctx: Context) -> None:
     """Each data key, whether it is active, and how many stored values it seals."""
+    _key_officer(ctx, "keys status")
     path = ctx.settings.layout.data_keys
     try:
         env = os.environ.get(vault.ENV_VAR)
@@ -1372,6 +1397,7 @@ def keys_rotate(ctx: Context, resume: bool) -> None:
     keys stay in the keyring until `keys retire`: nothing sealed under them is lost."""
     from gateway.index import at_rest
 
+    actor = _key_officer(ctx, "keys rotate")
     path = _keyring_file(ctx)
     ring = vault.read_keyring(path)
     trail = ctx.trail
@@ -1379,7 +1405,7 @@ def keys_rotate(ctx: Context, resume: bool) -> None:
         ring = ring.with_new_active_key()
         vault.write_keyring(path, ring)
         with ctx.engine.begin() as conn:
-            trail.append(conn, audit.Entry(operation="keys", outcome="done", detail=f"data key {ring.active} added, active"))
+            trail.append(conn, _key_entry(actor, "keys", f"data key {ring.active} added, active"))
         click.echo(f"new data key {ring.active} is active")
         time.sleep(vault.RELOAD_CHECK_S + 0.5)  # serving workers take it up before values move to it
     v = vault.Vault(ring)
@@ -1390,8 +1416,7 @@ def keys_rotate(ctx: Context, resume: bool) -> None:
         if moved == 0:
             break
     with ctx.engine.begin() as conn:
-        trail.append(conn, audit.Entry(operation="keys", outcome="done",
-                                       detail=f"{total} value(s) re-sealed under data key {ring.active}"))
+        trail.append(conn, _key_entry(actor, "keys", f"{total} value(s) re-sealed under data key {ring.active}"))
     click.echo(f"{total} value(s) re-sealed under {ring.active}")
     left = {kid: n for kid, n in _key_usage(ctx).items() if kid != ring.active}
     if left:
@@ -1406,6 +1431,7 @@ def keys_rotate(ctx: Context, resume: bool) -> None:
 @pass_ctx
 def keys_retire(ctx: Context, key_id: str) -> None:
     """Remove an old data key from the keyring; refused while any stored value is sealed under it."""
+    actor = _key_officer(ctx, "keys retire")
     path = _keyring_file(ctx)
     ring = vault.read_keyring(path)
     if key_id not in ring.data_keys:
@@ -1417,7 +1443,7 @@ def keys_retire(ctx: Context, key_id: str) -> None:
         _fail(f"{used} stored value(s) are still sealed under {key_id}: run `keys rotate --resume` first")
     vault.write_keyring(path, ring.without(key_id))
     with ctx.engine.begin() as conn:
-        ctx.trail.append(conn, audit.Entry(operation="keys", outcome="done", detail=f"data key {key_id} retired"))
+        ctx.trail.append(conn, _key_entry(actor, "keys", f"data key {key_id} retired"))
     click.echo(f"data key {key_id} retired")
 
 

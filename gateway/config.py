@@ -135,8 +135,12 @@ class Settings:
     retention_view_days: int = 365
     retention_purge_years: int = 6
     # Officers (README "Officers"): an accreditation's expiry at most this far ahead; a sign-in session
-    # ends after session_idle_minutes without a command and session_max_hours after sign-in; an
-    # account is locked for lockout_minutes after lockout_failures failed sign-ins in a row.
+    # ends after session_idle_minutes without a command and session_max_hours after sign-in.
+    # Sign-in failures (gateway.officers): lockout_failures in a row from one source address lock
+    # that address out of that account for lockout_minutes (the officer still signs in from
+    # elsewhere); lockout_global_failures from all addresses together within lockout_global_minutes
+    # lock the account from every address for lockout_global_minutes. The global limit must be out
+    # of reach of one address (checked in from_env).
     max_accreditation_days: int = 3 * 365 + 1
     # The gateway CA's CRL is valid this many days: `serve`, `cert revoke` and `cert crl` renew it.
     crl_days: int = 30
@@ -144,6 +148,8 @@ class Settings:
     session_max_hours: int = 8
     lockout_failures: int = 5
     lockout_minutes: int = 15
+    lockout_global_failures: int = 50
+    lockout_global_minutes: int = 60
     # Behind a TLS-terminating proxy (README "nginx in front"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
@@ -193,6 +199,8 @@ class Settings:
             "session_max_hours": ("CONTACTGATE_SESSION_MAX_HOURS", positive_int),
             "lockout_failures": ("CONTACTGATE_LOCKOUT_FAILURES", positive_int),
             "lockout_minutes": ("CONTACTGATE_LOCKOUT_MINUTES", positive_int),
+            "lockout_global_failures": ("CONTACTGATE_LOCKOUT_GLOBAL_FAILURES", positive_int),
+            "lockout_global_minutes": ("CONTACTGATE_LOCKOUT_GLOBAL_MINUTES", positive_int),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
             "trusted_proxies": ("CONTACTGATE_TRUSTED_PROXIES", address_list),
@@ -211,6 +219,8 @@ class Settings:
         if view > purge * 365:
             raise SettingError(f"CONTACTGATE_RETENTION_VIEW_DAYS ({view}) must not be longer than "
                                f"CONTACTGATE_RETENTION_PURGE_YEARS ({purge} years)")
+        check_lockout(**{name: overrides.get(name, getattr(cls, name)) for name in (
+            "lockout_failures", "lockout_minutes", "lockout_global_failures", "lockout_global_minutes")})
         check_database_url(database_url)
         if redis_url is not None:
             check_redis_url(redis_url)
@@ -291,6 +301,27 @@ def percentage(variable: str, value: str) -> int:
 def positive_seconds(variable: str, value: str) -> float:
     return _number_between(variable, value, 0, 3600,
                            "a number of seconds greater than 0 (and under an hour)")
+
+
+def most_failures_from_one_address(lockout_failures: int, lockout_minutes: int, lockout_global_minutes: int) -> int:
+    """The most failed sign-ins one source address can add to an account's global count in one
+    window: ``lockout_failures`` each time its own lock ends (attempts while it is locked are not
+    counted), with one more round for a window that starts just before a lock ends."""
+    rounds = -(-lockout_global_minutes // lockout_minutes) + 1
+    return lockout_failures * rounds
+
+
+def check_lockout(*, lockout_failures: int, lockout_minutes: int, lockout_global_failures: int,
+                  lockout_global_minutes: int) -> None:
+    """The global back-off must be out of one address's reach, or a stranger could lock an officer
+    out from everywhere alone."""
+    one = most_failures_from_one_address(lockout_failures, lockout_minutes, lockout_global_minutes)
+    if lockout_global_failures <= one:
+        raise SettingError(
+            f"CONTACTGATE_LOCKOUT_GLOBAL_FAILURES ({lockout_global_failures}) must be more than one address can "
+            f"reach in CONTACTGATE_LOCKOUT_GLOBAL_MINUTES ({lockout_global_minutes}): {one} with "
+            f"CONTACTGATE_LOCKOUT_FAILURES={lockout_failures} and CONTACTGATE_LOCKOUT_MINUTES={lockout_minutes}; "
+            f"raise it (or shorten the window), or one stranger could lock an officer out from every address")
 
 
 DATABASE_URL_HELP = ("use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, or "

@@ -66,8 +66,12 @@ officers = Table(
     Column("must_change_password", Boolean, nullable=False, default=False),
     Column("totp_secret", Text, nullable=False),  # sealed (gateway.security.vault)
     Column("totp_last_step", Integer, nullable=True),  # a code is good once
+    # The global back-off (0011): failed sign-ins from every address together in the window that
+    # began at failures_since; reaching Settings.lockout_global_failures locks the account from
+    # every address until locked_until. (Each address's own count: officer_signin_failures.)
     Column("failed_signins", Integer, nullable=False, default=0),
     Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("failures_since", DateTime(timezone=True), nullable=True),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
     Column("disabled_reason", Text, nullable=True),
     Column("created_by", String(64), nullable=True),
@@ -82,6 +86,17 @@ officer_sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Failed sign-ins per officer and source (0011): Settings.lockout_failures in a row from one source
+# lock that source out for Settings.lockout_minutes; the officer signs in from anywhere else.
+officer_signin_failures = Table(
+    "officer_signin_failures", metadata,
+    Column("officer_id", String(64), ForeignKey("officers.officer_id"), primary_key=True),
+    Column("source", String(64), primary_key=True),  # an IPv4 address, an IPv6 /64, or local:<user>
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 proposals = Table(

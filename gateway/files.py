@@ -58,6 +58,57 @@ def append_private(path: Path, data: bytes) -> None:
     _write(path, data, PRIVATE_FILE, os.O_APPEND)
 
 
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (0600) durably: a reader, a crash or a power cut at any moment
+    finds the old file or the new one, whole. The bytes go to a new file beside it, which is flushed
+    to the disk before it is renamed over ``path``; the directory is flushed after, so the rename
+    itself is on the disk too (a rename without both can come back from a power cut as an empty or
+    a missing file on common file systems)."""
+    publish(stage_private(path, data), path)
+
+
+def stage_private(path: Path, data: bytes) -> Path:
+    """Write ``data`` (0600) to a new file beside ``path``, flushed to the disk, and return its name:
+    nothing that reads ``path`` (or a pattern such as ``*.pem`` in its directory) sees it until
+    `publish` renames it into place."""
+    private_dir(path.parent)
+    staged = path.with_name(f".{path.name}.{os.urandom(4).hex()}.new")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
+        staged.unlink(missing_ok=True)
+        raise
+    return staged
+
+
+def publish(staged: Path, path: Path) -> None:
+    """Rename a `stage_private` file over ``path`` (atomic) and flush the directory (durable); on a
+    failure the staged file is removed and ``path`` is as it was."""
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory's entries (a file created, renamed or removed in it) to the disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_public(path: Path, data: bytes) -> None:
     """Write ``data`` (a certificate, never a key) to ``path``, mode 0644."""
     _write(path, data, PUBLIC_FILE, os.O_TRUNC)

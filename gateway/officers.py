@@ -8,8 +8,17 @@ the command line. Four-eyes rules (gateway.trust.registry) compare these account
 - Passwords: argon2id (argon2-cffi's defaults), at least 12 characters. TOTP: RFC 6238, 6 digits,
   30 s, one step of drift either way, and each code is good once (the step is remembered).
 - A failed sign-in (unknown officer, wrong password, wrong code, disabled, locked) is audited and
-  answered the same way; `Settings.lockout_failures` failures in a row lock the account for
-  `Settings.lockout_minutes`. An unknown officer costs the same hash as a known one.
+  answered the same way, and costs the same: every attempt is one argon2id verification (of the
+  account's hash, or of a dummy one for an unknown id), whatever is refused and however early it is
+  known, so neither the answer nor its time says whether an id exists or is locked.
+- Failures are counted per source: the client's address at the console (an IPv6 address by its
+  /64), ``local:<user>`` at the command line (`source_key`). `Settings.lockout_failures` in a row
+  from one source lock that source out of that account for `Settings.lockout_minutes`; the officer
+  still signs in from anywhere else, so a stranger cannot lock them out. Failures from every source
+  together within `Settings.lockout_global_minutes` reaching `Settings.lockout_global_failures` (a
+  limit one source cannot reach: gateway.config.check_lockout) lock the account from every source
+  for `Settings.lockout_global_minutes`: a guesser with many addresses is still slowed. Attempts
+  against a lock are refused without being counted. `reset` lifts both.
 - Sessions: a random token in a 0600 file (``CONTACTGATE_SESSION``, default under the user's config
   directory); the database keeps only its SHA-256. A session ends after
   `Settings.session_idle_minutes` without a command, `Settings.session_max_hours` after sign-in, at
@@ -22,6 +31,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import re
@@ -33,11 +43,11 @@ from pathlib import Path
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway import audit, files
-from gateway.db import officer_sessions, officers
+from gateway.db import officer_sessions, officer_signin_failures, officers
 from gateway.index import sealed
 
 ROLES = ("officer", "senior_officer", "data_quality", "auditor")
@@ -250,8 +260,10 @@ def reset(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_id:
     conn.execute(update(officers).where(officers.c.officer_id == target.officer_id).values(
         password_hash=_HASHER.hash(password), must_change_password=True,
         totp_secret=sealed.vault_of(conn).seal(secret, sealed.officer_totp_context(target.officer_id)), totp_last_step=None,
-        failed_signins=0, locked_until=None, disabled_at=None, disabled_reason=None, updated_at=_now()))
+        failed_signins=0, locked_until=None, failures_since=None, disabled_at=None, disabled_reason=None,
+        updated_at=_now()))
     conn.execute(delete(officer_sessions).where(officer_sessions.c.officer_id == target.officer_id))
+    conn.execute(delete(officer_signin_failures).where(officer_signin_failures.c.officer_id == target.officer_id))
     _audit(conn, trail, "officer.reset", actor, f"reset officer {target.officer_id} (new password and TOTP secret)")
     return get(conn, target.officer_id)
 
@@ -280,6 +292,30 @@ def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     return None
 
 
+def source_key(address: str | None) -> str:
+    """What a sign-in's failures are counted against: an IPv4 address as it is; an IPv6 address by
+    its /64 (one subscriber's network holds billions of addresses, and a stranger could otherwise
+    move to the next after each lock); an IPv4-mapped IPv6 address as its IPv4; anything else (the
+    command line's ``local:<user>``) as it is, at most 64 characters."""
+    text = (address or "").strip() or "unknown"
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def _password_matches(encoded: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(encoded, password or "")
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 @dataclass(frozen=True)
 class SignIn:
     officer: Officer | None  # None: refused
@@ -288,21 +324,28 @@ class SignIn:
 
 
 def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password: str, code: str, *,
-            settings, now: dt.datetime | None = None, open_session: bool = True) -> SignIn:
+            settings, source: str | None, now: dt.datetime | None = None, open_session: bool = True) -> SignIn:
     """Check password and code; audit the attempt either way. The caller commits whatever the answer:
-    a failure's count and audit record must stay.
+    a failure's count and audit record must stay. ``source``: where the attempt comes from (the
+    client's address; ``local:<user>`` for the command line), what failures are counted against.
 
     ``open_session=False`` is a step-up: a signed-in officer proves again that they are at the
     keyboard before an approval, a revocation or a trust change (the web console). The same rules
-    hold (each code good once, failures count towards lockout); no new session is opened."""
+    hold (each code good once, failures count towards the locks); no new session is opened."""
     operation = "officer.login" if open_session else "officer.step_up"
     now = now or _now()
+    where = source_key(source)
     try:
         wanted = canonical_id(officer_id)
     except OfficerError:
         wanted = None
     row = None if wanted is None else conn.execute(
         select(officers).where(officers.c.officer_id == wanted).with_for_update()).first()
+    pair = None if row is None else conn.execute(select(officer_signin_failures).where(
+        officer_signin_failures.c.officer_id == row.officer_id, officer_signin_failures.c.source == where)).first()
+    # Before anything is decided, and whatever will be: one verification of the same cost on every
+    # path (an unknown id, a disabled or locked account, a wrong password or code).
+    password_ok = _password_matches(row.password_hash if row is not None else _dummy_hash(), password)
 
     def refuse(why: str) -> SignIn:
         _audit(conn, trail, operation, None, f"{'sign-in' if open_session else 'step-up'} refused: {why}",
@@ -310,33 +353,24 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
         return SignIn(None, why)
 
     if row is None:
-        try:
-            _HASHER.verify(_dummy_hash(), password or "")
-        except (VerificationError, InvalidHashError):
-            pass
         return refuse("no such officer")
     officer = _officer_from_row(row)
     if officer.disabled:
         return refuse("account disabled")
+    source_locked = _aware(pair.locked_until) if pair is not None else None
+    if source_locked is not None and source_locked > now:
+        return refuse(f"locked out from {where} until {source_locked:%Y-%m-%d %H:%M:%S}Z")
     if officer.locked_until is not None and officer.locked_until > now:
-        return refuse(f"account locked until {officer.locked_until:%Y-%m-%d %H:%M:%S}Z")
-    try:
-        password_ok = _HASHER.verify(row.password_hash, password or "")
-    except (VerificationError, InvalidHashError):
-        password_ok = False
+        return refuse(f"account locked on every address until {officer.locked_until:%Y-%m-%d %H:%M:%S}Z")
     secret = sealed.vault_of(conn).open(row.totp_secret, sealed.officer_totp_context(officer.officer_id))
     step = _matching_step(secret, code, now)
     code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
     if not (password_ok and code_ok):
-        failures = (row.failed_signins or 0) + 1
-        values = {"failed_signins": failures, "updated_at": now}
         why = "wrong password" if not password_ok else ("code already used" if step is not None else "wrong code")
-        if failures >= settings.lockout_failures:
-            values.update(failed_signins=0, locked_until=now + dt.timedelta(minutes=settings.lockout_minutes))
-            why += f"; locked for {settings.lockout_minutes} minutes after {failures} failures"
-        conn.execute(update(officers).where(officers.c.officer_id == officer.officer_id).values(**values))
-        return refuse(why)
-    values = {"failed_signins": 0, "locked_until": None, "totp_last_step": step, "updated_at": now}
+        return refuse(why + _count_failure(conn, row, pair, where, settings, now))
+    conn.execute(delete(officer_signin_failures).where(
+        officer_signin_failures.c.officer_id == officer.officer_id, officer_signin_failures.c.source == where))
+    values = {"totp_last_step": step, "updated_at": now}  # the global count stays: it measures guessing
     if _HASHER.check_needs_rehash(row.password_hash):
         values["password_hash"] = _HASHER.hash(password)
     conn.execute(update(officers).where(officers.c.officer_id == officer.officer_id).values(**values))
@@ -349,6 +383,39 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
         expires_at=now + dt.timedelta(hours=settings.session_max_hours)))
     _audit(conn, trail, "officer.login", officer, "signed in")
     return SignIn(officer, None, token)
+
+
+def _count_failure(conn: Connection, row, pair, where: str, settings, now: dt.datetime) -> str:
+    """Count a failed sign-in against its source and against the account's global window, and lock
+    what reached its limit; what to add to the audit detail."""
+    note = ""
+    window = dt.timedelta(minutes=settings.lockout_global_minutes)
+    recent = pair is not None and now - _aware(pair.updated_at) < window
+    failures = (pair.failures if recent else 0) + 1
+    values = {"failures": failures, "locked_until": None, "updated_at": now}
+    if failures >= settings.lockout_failures:
+        values.update(failures=0, locked_until=now + dt.timedelta(minutes=settings.lockout_minutes))
+        note += f"; {where} locked out for {settings.lockout_minutes} minutes after {failures} failures"
+    if pair is None:
+        conn.execute(officer_signin_failures.insert().values(officer_id=row.officer_id, source=where, **values))
+    else:
+        conn.execute(update(officer_signin_failures).where(
+            officer_signin_failures.c.officer_id == row.officer_id, officer_signin_failures.c.source == where)
+            .values(**values))
+    since = _aware(row.failures_since)
+    in_window = since is not None and now - since < window
+    total = (row.failed_signins or 0) + 1 if in_window else 1
+    account = {"failed_signins": total, "failures_since": since if in_window else now, "updated_at": now}
+    if total >= settings.lockout_global_failures:
+        account.update(failed_signins=0, failures_since=None, locked_until=now + window)
+        note += (f"; locked on every address for {settings.lockout_global_minutes} minutes after {total} "
+                 f"failures from all addresses")
+    conn.execute(update(officers).where(officers.c.officer_id == row.officer_id).values(**account))
+    # Sources that have gone quiet are forgotten (a guesser with many addresses leaves a row each).
+    conn.execute(delete(officer_signin_failures).where(
+        officer_signin_failures.c.officer_id == row.officer_id, officer_signin_failures.c.updated_at < now - window,
+        or_(officer_signin_failures.c.locked_until.is_(None), officer_signin_failures.c.locked_until < now)))
+    return note
 
 
 def change_password(conn: Connection, trail: audit.AuditTrail, actor: Officer, new_password: str) -> Officer:

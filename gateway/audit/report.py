@@ -5,17 +5,20 @@ officers (reasons, details). A report must never let such a value forge a line o
 says: control characters (a newline starting a false line), Unicode format characters (a
 right-to-left override reversing what follows, zero-width characters) and line or paragraph
 separators are shown escaped as ``\\u{XXXX}`` in the table and in CSV, and a backslash as ``\\\\``,
-so the escaping is unambiguous. JSON escapes them itself (``ensure_ascii``). A CSV cell that a
-spreadsheet would run as a formula starts with ``'``.
+so the escaping is unambiguous. JSON escapes them itself (``ensure_ascii``). The CSV is the
+product's one CSV writer (contactgate_wire.spreadsheet): every cell quoted, and no cell a
+spreadsheet would run as a formula, at its start or after a separator a spreadsheet may split on.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import unicodedata
 from typing import Iterable
+
+from contactgate_wire.spreadsheet import CsvWriter, visible_text as safe_text
+
+__all__ = ["COLUMNS", "FORMATS", "render", "safe_text", "table_line"]
 
 # What a report shows of an entry: who, when, why and what (the detail says what was disclosed:
 # the number of contacts, the field groups a role was limited to, a shielded child's location).
@@ -24,31 +27,6 @@ COLUMNS = ("seq", "at", "org_code", "user_id", "role", "operation", "outcome", "
            # where from, and which exchange: to match an entry to a client's own log
            "source_address", "cert_fingerprint", "request_id", "request_digest", "response_digest")
 FORMATS = ("table", "csv", "json")
-_UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
-_FORMULA = ("=", "+", "-", "@")
-
-
-def _escape(char: str) -> str:
-    if char == "\\":
-        return "\\\\"
-    if unicodedata.category(char) in _UNSAFE_CATEGORIES:
-        return "\\u{%04X}" % ord(char)
-    return char
-
-
-def safe_text(value) -> str:
-    """``value`` as one line of visible text: nothing in it can start a line or reorder what follows."""
-    if value is None:
-        return ""
-    text = str(value)
-    if text.isprintable() and "\\" not in text:  # the common case, fast (isprintable is False for Cc/Cf/Z*)
-        return text
-    return "".join(_escape(c) for c in text)
-
-
-def csv_cell(value) -> str:
-    text = safe_text(value)
-    return "'" + text if text[:1] in _FORMULA else text
 
 
 def table_line(row: dict) -> str:
@@ -68,10 +46,10 @@ def render(rows: Iterable[dict], fmt: str) -> str:
         return "".join(json.dumps({c: row.get(c) for c in COLUMNS}, ensure_ascii=True) + "\n" for row in rows)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        writer = CsvWriter(out)
         writer.writerow(COLUMNS)
         for row in rows:
-            writer.writerow([csv_cell(row.get(c)) for c in COLUMNS])
+            writer.writerow(row.get(c) for c in COLUMNS)
         return out.getvalue()
     if fmt == "table":
         return "".join(table_line(row) + "\n" for row in rows) or "no entries\n"

@@ -5,7 +5,8 @@ gateway's server certificate, for the officers' network only. Pages are rendered
 (Flask blueprints, Jinja templates); no script at all, and nothing fetched from elsewhere.
 
 - **Sign-in** uses the registry's officer accounts (gateway.officers): password + TOTP, the same
-  lockout, and the same server-side sessions as `contactgate login` (15 minutes idle, 8 hours at
+  locks (failures counted per client address, ``request.remote_addr``, which is also the audit's
+  origin), and the same server-side sessions as `contactgate login` (15 minutes idle, 8 hours at
   most). The cookie holds the session token only, signed; the database holds its SHA-256.
 - **Step-up**: an approval, a decline, a revocation, a suspension or a trust change asks for the
   password and a fresh code again in the form that does it (audited as ``officer.step_up``).

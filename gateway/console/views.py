@@ -41,7 +41,8 @@ def login():
         form = request.form
         with _app()["engine"].begin() as conn:  # a refusal's count and audit record are committed too
             result = officers.sign_in(conn, _app()["trail"], form.get("officer", ""), form.get("password", ""),
-                                      form.get("code", "").strip(), settings=_app()["settings"], now=_now())
+                                      form.get("code", "").strip(), settings=_app()["settings"], now=_now(),
+                                      source=request.remote_addr)
         if result.officer is not None:
             session.clear()
             session["token"] = result.token
@@ -49,7 +50,7 @@ def login():
             return redirect(url_for("pages.dashboard"))
         # The same answer whatever failed: the audit trail records which.
         error = "Sign-in refused: check the officer id, password and code (after repeated failures " \
-                "the account is locked for a while)."
+                "sign-in from this address is locked for a while)."
     return render_template("login.html", error=error), (401 if error else 200)
 
 
@@ -105,7 +106,7 @@ def _stepped_up() -> bool:
     with _app()["engine"].begin() as conn:
         result = officers.sign_in(conn, _app()["trail"], g.officer.officer_id, request.form.get("password", ""),
                                   request.form.get("code", "").strip(), settings=_app()["settings"],
-                                  now=_now(), open_session=False)
+                                  now=_now(), source=request.remote_addr, open_session=False)
     if result.officer is None:
         flash("Not done: confirm with your password and a current code (each code works once).", "error")
         return False
@@ -304,8 +305,12 @@ def proposal_approve(proposal_id: int):
     if proposal.kind in registry.TRUST_PROPOSALS:
         from gateway.trust import anchors
 
-        done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True,
-                       apply=anchors.applier(_app()["settings"]))
+        try:
+            with anchors.approving(_app()["settings"], _app()["engine"]) as apply:  # the database first
+                done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=True, apply=apply)
+        except anchors.TrustFilesNotChanged as exc:
+            flash(f"Not done on disk: {exc}", "error")
+            done = None
     elif proposal.kind in registry.CERT_PROPOSALS:
         done = _approve_certificate(proposal)
         if done is not None:

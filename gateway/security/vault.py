@@ -210,12 +210,12 @@ def read_keyring(path: Path) -> Keyring:
 
 
 def write_keyring(path: Path, ring: Keyring) -> None:
-    """Replace the keyring file atomically (a reader sees the old file or the new, never half)."""
+    """Replace the keyring file atomically and durably: a reader, a crash or a power cut finds the
+    old keyring or the new one, never half of one, and never a new name whose bytes were not yet on
+    the disk (values sealed under a new key that a power cut then lost could never be opened)."""
     from gateway import files
 
-    tmp = path.with_name(path.name + ".new")
-    files.write_private(tmp, ring.to_json().encode("utf-8"))
-    os.replace(tmp, path)
+    files.replace_private(path, ring.to_json().encode("utf-8"))
 
 
 def for_home(path: Path) -> Vault:

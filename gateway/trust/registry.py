@@ -695,8 +695,10 @@ def propose_trust_change(conn: Connection, trail: AuditTrail, actor: Officer, ki
 
 def decide_trust_change(conn: Connection, trail: AuditTrail, proposal_id: int, actor: Officer, *, approve: bool,
                         reason: str | None = None, apply=None) -> Proposal:
-    """A second senior officer approves (``apply(proposal)`` then makes the change, in this
-    transaction's scope: if it fails, nothing is recorded) or declines, with a reason."""
+    """A second senior officer approves or declines, with a reason. On approval ``apply(proposal)``
+    (gateway.trust.anchors.approving's) checks the change and stages its files inside this
+    transaction (if it fails, nothing is recorded); the files are put in place only once the
+    approval is committed, so a failed commit changes none of them."""
     actor = acting(conn, actor, TRUST_ROLES, "deciding a trust change")
     proposal = _proposal_for_decision(conn, proposal_id, None)
     if proposal.kind not in TRUST_PROPOSALS:

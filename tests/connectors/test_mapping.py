@@ -109,6 +109,44 @@ def test_yaml_tags_that_build_objects_are_refused(tmp_path):
         mapping.load(path)
 
 
+def _alias_bomb() -> str:
+    """Under 1 kB of YAML whose nested aliases stand for 9**9 strings (a "billion laughs")."""
+    levels = ["  - &l0 [" + ", ".join(["lol"] * 9) + "]"]
+    for n in range(1, 9):
+        levels.append(f"  - &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]")
+    return BASE + "description:\n" + "\n".join(levels) + "\n"
+
+
+def test_a_mapping_with_aliases_is_refused_at_once_by_the_push_command(tmp_path):
+    """Through `contactgate push` as an operator runs it (a subprocess, killed if it hangs)."""
+    import subprocess
+    import time
+
+    from tests.gateway.cli_runner import CONTACTGATE, clean_env
+
+    bomb = write(tmp_path, _alias_bomb())
+    assert len(bomb.read_bytes()) < 1400  # no larger than the one the attack report used
+    extract = tmp_path / "extract.csv"
+    extract.write_text("Ref,Surname\n1,Smith\n")
+    (tmp_path / "cert.pem").write_text("unused\n")
+    started = time.monotonic()
+    try:
+        run = subprocess.run([CONTACTGATE, "push", str(extract), "--mapping", str(bomb), "--url", "https://127.0.0.1:9",
+                              "--cert", str(tmp_path / "cert.pem"), "--key", str(tmp_path / "cert.pem")],
+                             env=clean_env(), capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`contactgate push` was still loading the mapping after 20 s")
+    assert time.monotonic() - started < 10
+    assert run.returncode == 2 and "mapping.yaml:6:" in run.stderr and "alias" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_mapping_nested_too_deep_is_refused_naming_its_line(tmp_path):
+    path = write(tmp_path, BASE + "description: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(mapping.MappingError, match=r"mapping.yaml:5: .*nested more than"):
+        mapping.load(path)
+
+
 def test_an_extract_missing_a_mapped_column_is_refused_whole(tmp_path):
     extract = tmp_path / "extract.csv"
     extract.write_text("Ref,Forename\n1,A\n")
@@ -193,6 +231,28 @@ def test_a_resource_fhir_cannot_read_is_rejected_with_the_reason(tmp_path):
     assert len(good) == 1 and [line for line, _ in rejected] == [1, 2]
     assert "not a valid FHIR Patient" in rejected[0][1] and "birthDate" in rejected[0][1]
     assert "not JSON" in rejected[1][1]
+
+
+DEEP = '{"resourceType": "Patient", "id": "deep", "extension": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def test_a_resource_nested_too_deep_is_one_rejected_row_and_the_rest_go_on(tmp_path):
+    m = mapping.load(HEALTH)
+    lines = HEALTH_NDJSON.read_text().splitlines()
+    for deep_at in (0, 1):  # the first line (which also tells NDJSON from a document) or another
+        extract = tmp_path / f"patients-{deep_at}.ndjson"
+        extract.write_text("\n".join([*lines[:deep_at], DEEP, *lines[deep_at:2]]) + "\n")
+        good, rejected = mapped(m, extract)
+        assert len(good) == 2 and [line for line, _ in rejected] == [deep_at + 1]
+        assert "nested more than" in rejected[0][1]
+
+
+def test_a_json_document_nested_too_deep_is_refused_whole_with_the_reason(tmp_path):
+    m = mapping.load(HEALTH)
+    extract = tmp_path / "bundle.json"
+    extract.write_text('{"resourceType": "Bundle",\n "entry": [{"resource": ' + DEEP + "}]}\n")
+    with pytest.raises(sources.ExtractError, match="nested more than"):
+        mapped(m, extract)
 
 
 def test_a_fhir_mapping_reads_only_what_a_patient_offers(tmp_path):

@@ -194,6 +194,25 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
                             .where(source_records.c.org_code == "LA")).scalar_one() == held
 
 
+def test_the_reject_file_quotes_every_cell_and_starts_no_formula(gateway, tmp_path):
+    """A source id that a spreadsheet would run (`=1+1` at the start, `;=cmd|...` after a separator
+    a spreadsheet may split on) is written quoted and as text."""
+    with open(SAMPLES / "la_case_management.csv", newline="") as stream:
+        sample = next(csv.DictReader(stream))
+    rows = [{**sample, "CaseRef": "=1+1", "DOB": "31/02/2014"},
+            {**sample, "CaseRef": "x;=cmd|' /C calc'!A0;", "ChildName": ""}]
+    extract, state = extract_like_the_sample(tmp_path, unique("rej"), rows=rows), tmp_path / "rej.state"
+    run_push(gateway, extract, state, code=1)
+    text = Path(str(extract) + ".rejects").read_text()
+    lines = text.splitlines()
+    assert len(lines) == 3 and all(re.fullmatch(r'"(?:[^"]|"")*"(?:,"(?:[^"]|"")*")*', line) for line in lines), text
+    assert [r["source_record_id"] for r in read_rows(Path(str(extract) + ".rejects"))] == [
+        "'=1+1", "x;'=cmd|' /C calc'!A0;"]
+    for line in lines:  # split as a careless spreadsheet would: on every separator, quotes ignored
+        for cell in re.split(r"[,;|]", line.replace('"', "")):
+            assert not re.match(r"\s*[=+\-@]", cell), (cell, line)
+
+
 def test_a_mapping_outside_the_model_stops_the_push_naming_the_line(gateway, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(MAPPING.read_text().replace("  Identity.NhsNumber: {from: NHSNumber}\n",

@@ -1,4 +1,4 @@
-"""Linkage settings: read from the environment, refused with a clear message when unusable."""
+"""Linkage and sign-in lockout settings: read from the environment, refused with a clear message when unusable."""
 
 import pytest
 
@@ -23,3 +23,12 @@ def test_linkage_thresholds_and_floor_are_read_from_the_environment():
 def test_unusable_linkage_settings_are_refused_by_name(env, needle):
     with pytest.raises(SettingError, match=needle):
         settings(**env)
+
+
+def test_lockout_settings_are_read_and_a_global_limit_one_address_could_reach_is_refused():
+    s = settings(CONTACTGATE_LOCKOUT_GLOBAL_FAILURES="80", CONTACTGATE_LOCKOUT_GLOBAL_MINUTES="30")
+    assert (s.lockout_failures, s.lockout_global_failures, s.lockout_global_minutes) == (5, 80, 30)
+    # 10 in a row, a 15-minute lock, a 60-minute window: one address can add 10 x (4 + 1) = 50
+    with pytest.raises(SettingError, match="CONTACTGATE_LOCKOUT_GLOBAL_FAILURES .50. must be more than one address"):
+        settings(CONTACTGATE_LOCKOUT_FAILURES="10")
+    assert settings(CONTACTGATE_LOCKOUT_FAILURES="10", CONTACTGATE_LOCKOUT_GLOBAL_FAILURES="51").lockout_global_failures == 51

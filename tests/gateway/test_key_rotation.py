@@ -44,7 +44,7 @@ def test_rotation_while_serving_loses_nothing_and_every_value_opens(gateway, cli
     worker = threading.Thread(target=keep_serving)
     worker.start()
     try:
-        rotated = gateway.cli("keys", "rotate")
+        rotated = gateway.cli("keys", "rotate", officer="senior-s")
     finally:
         stop.set()
         worker.join()
@@ -53,7 +53,7 @@ def test_rotation_while_serving_loses_nothing_and_every_value_opens(gateway, cli
     new = vault.read_keyring(gateway.home / "keys" / "data-keys.json").active
     assert new != old and f"new data key {new} is active" in rotated.output
     if _usage(gateway).get(old):  # a worker sealed under the old key after the last pass: finish
-        gateway.cli("keys", "rotate", "--resume")
+        gateway.cli("keys", "rotate", "--resume", officer="senior-s")
     usage = _usage(gateway)
     assert usage.get(old, 0) == 0 and usage[new] > 0, usage
 
@@ -62,9 +62,9 @@ def test_rotation_while_serving_loses_nothing_and_every_value_opens(gateway, cli
     for child_id, family in pushed:
         assert la.get_contacts(child_id, **READ)["Identity"]["FamilyName"] == family
 
-    status = gateway.cli("keys", "status").output
+    status = gateway.cli("keys", "status", officer="senior-s").output
     assert f"{new}  active" in status and f"{old}  old" in status
-    retired = gateway.cli("keys", "retire", old)
+    retired = gateway.cli("keys", "retire", old, officer="senior-s")
     assert f"data key {old} retired" in retired.output
     assert old not in vault.read_keyring(gateway.home / "keys" / "data-keys.json").data_keys
     assert la.get_contacts(results[0]["ChildId"], **READ)["Identity"]["FamilyName"] == before[0]["Identity"]["FamilyName"]
@@ -74,14 +74,14 @@ def test_a_key_in_use_or_active_is_not_retired(gateway, clients):
     la = clients("la")
     la.submit_updates([child_update(unique("rot-"), unique_name("Keep"), unique_name("Kid"), "2013-03-03")])
     ring = vault.read_keyring(gateway.home / "keys" / "data-keys.json")
-    refused = gateway.cli("keys", "retire", ring.active, expect_ok=False)
+    refused = gateway.cli("keys", "retire", ring.active, expect_ok=False, officer="senior-s")
     assert refused.exit_code != 0 and "active key" in refused.output
     # A key some values still use: add one without re-sealing (as a rotation cut off half-way would).
     path = gateway.home / "keys" / "data-keys.json"
     vault.write_keyring(path, ring.with_new_active_key())
     try:
-        refused = gateway.cli("keys", "retire", ring.active, expect_ok=False)
+        refused = gateway.cli("keys", "retire", ring.active, expect_ok=False, officer="senior-s")
         assert refused.exit_code != 0 and "still sealed under" in refused.output
         assert ring.active in vault.read_keyring(path).data_keys
     finally:
-        gateway.cli("keys", "rotate", "--resume")  # leave the shared gateway with one key in use
+        gateway.cli("keys", "rotate", "--resume", officer="senior-s")  # leave the shared gateway with one key in use

@@ -7,9 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 
+import pytest
 from sqlalchemy import func, select
 
 from gateway.db import audit_log, make_engine
+from gateway.security import vault
 from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import pki
 
@@ -60,6 +62,30 @@ def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, datab
     run("auditor-1", "audit", "export", "--since", today, "--out", str(tmp_path / "export.json"))
     assert len(seen) == 18
     assert gw.cli("audit", "verify").exit_code == 0
+
+
+def test_each_key_command_leaves_an_entry_naming_its_senior_officer(tmp_path, database_url):
+    gw = LocalGateway(home=tmp_path / "home", database_url=database_url)
+    gw.cli("init")
+    engine = make_engine(database_url, keys=gw.home / "keys" / "data-keys.json")
+    old = vault.read_keyring(gw.home / "keys" / "data-keys.json").active
+    steps = [("senior-s", "keys", "rotate"), ("senior-t", "keys", "retire", old),
+             ("senior-s", "signing-key", "rotate"), ("senior-t", "signing-key", "promote", "--grace-days", "0"),
+             ("senior-s", "signing-key", "retire"), ("senior-t", "signing-key", "rotate", "--ec"),
+             ("senior-s", "signing-key", "discard")]
+    for officer, *args in steps:
+        with engine.connect() as conn:
+            before = conn.execute(select(func.max(audit_log.c.seq))).scalar() or 0
+        gw.cli(*args, officer=officer)
+        with engine.connect() as conn:
+            new = conn.execute(select(audit_log).where(audit_log.c.seq > before,
+                                                       audit_log.c.operation != "officer.login")).all()
+        assert new, f"`{' '.join(args)}` left no entry"
+        assert all(e.user_id == officer and e.role == "senior_officer" for e in new), \
+            [(e.operation, e.user_id, e.role) for e in new]
+        assert all(e.source_address == f"local:{getpass.getuser()}" for e in new)
+    assert gw.cli("audit", "verify").exit_code == 0
+    engine.dispose()
 
 
 def test_a_refused_review_action_is_audited_with_its_officer(tmp_path, database_url):

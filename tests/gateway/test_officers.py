@@ -12,7 +12,7 @@ import pyotp
 import pytest
 from sqlalchemy import select, update
 
-from gateway.db import audit_log, officer_sessions, officers as officers_table, organisations
+from gateway.db import audit_log, officer_sessions, officer_signin_failures, officers as officers_table, organisations
 from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import registry
 
@@ -118,15 +118,61 @@ def test_a_code_is_good_only_once(gw):
     assert "already used" in audit_rows(gw, "officer.login")[-1].detail
 
 
-def test_repeated_failures_lock_the_account_even_for_the_right_password(gw):
+def test_repeated_failures_lock_the_terminal_out_even_for_the_right_password(gw):
     for _ in range(5):
         login(gw, "carol", password="wrong password!!", code="000000", ok=False)
     result, _ = login(gw, "carol", ok=False)  # the right password and code, but locked
-    assert "locked" in audit_rows(gw, "officer.login")[-1].detail
+    assert "locked out from local:" in audit_rows(gw, "officer.login")[-1].detail
     with gw_engine(gw).begin() as conn:  # the lockout passes (its clock, moved)
-        conn.execute(update(officers_table).where(officers_table.c.officer_id == "carol")
+        conn.execute(update(officer_signin_failures).where(officer_signin_failures.c.officer_id == "carol")
                      .values(locked_until=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
     login(gw, "carol")
+
+
+def test_a_stranger_at_the_console_does_not_lock_an_officer_out_of_the_command_line(gw):
+    """Failures from a stranger's address lock that address, not the officer's terminal."""
+    from gateway.config import Settings
+    from gateway.console import create_console
+    from tests.gateway.console.conftest import Browser, Clock
+
+    console = create_console(Settings.from_env({}, home=str(gw.home), database_url=gw.database_url), clock=Clock())
+    try:
+        for _ in range(6):
+            b = Browser(console, gw, console.extensions["contactgate"]["clock"])
+            b.client.environ_base["REMOTE_ADDR"] = "203.0.113.66"
+            b.get("/login")
+            assert b.post("/login", {"officer": "carol", "password": "not her password!", "code": "000000"}
+                          ).status_code == 401
+    finally:
+        console.extensions["contactgate"]["engine"].dispose()
+    result, _ = login(gw, "carol")
+    assert "signed in as carol" in result.output
+
+
+def test_a_refused_login_takes_as_long_for_a_locked_officer_as_for_an_unknown_one(gw):
+    import time
+
+    for _ in range(5):
+        login(gw, "carol", password="wrong password!!", code="000000", ok=False)
+    took = {"ghost": [], "carol": []}
+    for _ in range(4):
+        for officer_id in took:
+            started = time.perf_counter()
+            login(gw, officer_id, password="a long enough password", code="000000", ok=False)
+            took[officer_id].append(time.perf_counter() - started)
+    assert "locked" in audit_rows(gw, "officer.login")[-1].detail
+    # The command's own start-up is the same either way: what may differ is the password check,
+    # which costs about one argon2id verification (measured here, on this machine, now).
+    from argon2 import PasswordHasher
+
+    hasher = PasswordHasher()
+    encoded = hasher.hash("calibration password")
+    verify = []
+    for _ in range(3):
+        started = time.perf_counter()
+        hasher.verify(encoded, "calibration password")
+        verify.append(time.perf_counter() - started)
+    assert min(took["carol"]) > min(took["ghost"]) - 0.5 * min(verify), (took, verify)
 
 
 def test_an_officer_command_without_a_session_is_refused(gw, tmp_path):
@@ -290,3 +336,31 @@ def test_init_officers_file_may_carry_an_argon2id_hash_instead_of_the_password(t
                                           "--officer", "first", "--password-stdin", "--code", pyotp.TOTP(secret).now()],
                                 input="first's long password\n", env={"CONTACTGATE_SESSION": str(session)})
     assert result.exit_code == 0, result.output
+
+
+# ---- the home's keys: a senior officer's session as well as the home's files -----------------------
+
+KEY_COMMANDS = [("keys", "status"), ("keys", "rotate"), ("keys", "retire", "k00000000"),
+                ("signing-key", "status"), ("signing-key", "rotate"), ("signing-key", "promote", "--grace-days", "0"),
+                ("signing-key", "discard"), ("signing-key", "retire"), ("signing-key", "bundle")]
+
+
+def _key_files(gw) -> dict[str, bytes]:
+    return {str(p.relative_to(gw.home)): p.read_bytes()
+            for p in sorted([*(gw.home / "keys").iterdir(), *(gw.home / "signing").iterdir()]) if p.is_file()}
+
+
+def test_key_commands_need_a_senior_officer_session(gw, tmp_path):
+    before = _key_files(gw)
+    _, officer = login(gw, "officer-a")  # officer, data quality, auditor: not a senior officer
+    for args in KEY_COMMANDS:
+        unsigned = gw._invoke(_main(), list(args), {"CONTACTGATE_SESSION": str(tmp_path / "none.json")}, None)
+        assert unsigned.exit_code == 2 and "not signed in" in unsigned.output, (args, unsigned.output)
+        assert "senior_officer" in as_session(gw, officer, *args, ok=False).output, args
+    assert _key_files(gw) == before
+    refused = audit_rows(gw, "officer.refused")
+    assert [r.detail.split(":")[0] for r in refused] == [" ".join(args[:2]) for args in KEY_COMMANDS]
+    assert {r.user_id for r in refused} == {"officer-a"}
+    _, senior = login(gw, "senior-s")
+    assert "active" in as_session(gw, senior, "keys", "status").output
+    assert "current" in as_session(gw, senior, "signing-key", "status").output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from sqlalchemy import update
@@ -70,6 +71,25 @@ def test_no_text_report_lets_a_value_forge_a_line(fmt):
         assert row["detail"] == "'=cmd()" and row["user_id"] == "sw.\\u{202E}evil\\u{200B}"
     if fmt == "json":
         assert json.loads(lines[0])["reason_text"] == "why" + FORGED  # JSON keeps the value, escaped
+
+
+INJECTION = "x;=cmd|' /C calc'!A0;"
+QUOTED_LINE = re.compile(r'^"(?:[^"]|"")*"(?:,"(?:[^"]|"")*")*$')
+FORMULA_AFTER_SEPARATOR = re.compile(r"(?:^|[,;|\t])\s*[=+\-@]")
+
+
+def test_every_csv_cell_is_quoted_and_no_formula_follows_a_separator(home):
+    """A spreadsheet that splits on ';' (or ',' or '|') whatever the quoting must find no cell
+    that starts a formula: `x;=cmd|...` in a name an officer typed is written `x;'=cmd|...`."""
+    home.cli("org", "add", "LA2", "--name", INJECTION, "--kind", "other")
+    text = home.cli("audit", "report", "--org", "LA2", "--format", "csv", officer="auditor-1").output
+    lines = text.splitlines()
+    assert len(lines) == 2 and all(QUOTED_LINE.match(line) for line in lines), text
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert row["detail"] == "registered \"x;'=cmd|' /C calc'!A0;\" (other)"
+    for line in lines:  # split as a careless spreadsheet would: on every separator, quotes ignored
+        for cell in re.split(r"[,;|]", line.replace('"', "")):
+            assert not FORMULA_AFTER_SEPARATOR.match(cell.strip()), (cell, line)
 
 
 def test_the_cli_report_escapes_what_the_trail_holds(home):

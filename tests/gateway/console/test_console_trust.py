@@ -67,3 +67,28 @@ def test_the_gateway_ca_cannot_be_proposed_for_removal(browser, console):
     s = browser("senior-s")
     s.post("/trust/remove", {"fingerprint": own.fingerprint})
     assert "cannot be removed" in s.get("/trust").get_data(as_text=True)
+
+
+def test_an_approval_whose_commit_fails_changes_no_trust_file(browser, console, registry_home):
+    """The console's approval goes the same way as `trust approve`: the database first, then the
+    files; a commit that fails (a deferred constraint checked at COMMIT) leaves them as they were."""
+    from tests.gateway.trust.test_trust_list import _break_commits_that_approve, _mend_commits, _trust_files
+
+    settings = console.extensions["contactgate"]["settings"]
+    pem, crl, ca_cert = _ca("Console Commit CA")
+    s, t = browser("senior-s"), browser("senior-t")
+    _upload(s, pem, crl)
+    page = s.get("/trust").get_data(as_text=True)
+    proposal = int(page.split("Proposal ", 1)[1].split(" ", 1)[0])
+    before = _trust_files(registry_home.home)
+    _break_commits_that_approve(registry_home.engine)
+    try:
+        t.get("/trust")
+        response = t.post(f"/proposals/{proposal}/approve", step_up=True)
+        assert response.status_code == 500 and "nothing was changed" in response.get_data(as_text=True)
+        assert _trust_files(registry_home.home) == before
+        assert f"Proposal {proposal} " in t.get("/trust").get_data(as_text=True)  # still pending
+    finally:
+        _mend_commits(registry_home.engine)
+    t.post(f"/proposals/{proposal}/approve", step_up=True)
+    assert pki.fingerprint(ca_cert) in [a.fingerprint for a in anchors.list_anchors(settings)]

@@ -40,8 +40,8 @@ def test_signing_key_rotation_keeps_pinned_clients_working(backend, tmp_path):
         old_only = _pinning(gw, "la", "old-only", pki.cert_pem(pki.load_cert_pem(
             (gw.certs["la"] / "gateway-signing.pem").read_bytes())))
 
-        gw.cli("signing-key", "rotate")
-        bundle = gw.cli("signing-key", "bundle").output.encode()
+        gw.cli("signing-key", "rotate", officer="senior-s")
+        bundle = gw.cli("signing-key", "bundle", officer="senior-s").output.encode()
         assert len(pki.load_certs_pem(bundle)) == 2
         both = _pinning(gw, "la", "both", bundle)
         # Staged, not used: the gateway still signs with the current key, so everyone works.
@@ -51,9 +51,9 @@ def test_signing_key_rotation_keeps_pinned_clients_working(backend, tmp_path):
         fresh = gw.issue_cert("LA", "fresh")
         assert (fresh / "gateway-signing.pem").read_bytes() == bundle
 
-        refused = gw.cli("signing-key", "promote", expect_ok=False)
+        refused = gw.cli("signing-key", "promote", expect_ok=False, officer="senior-s")
         assert refused.exit_code == 2 and "grace period" in refused.output
-        gw.cli("signing-key", "promote", "--grace-days", "0")
+        gw.cli("signing-key", "promote", "--grace-days", "0", officer="senior-s")
         gw.stop()
         gw.start(workers=1)  # the reload that puts the new key to use
 
@@ -62,10 +62,10 @@ def test_signing_key_rotation_keeps_pinned_clients_working(backend, tmp_path):
         with pytest.raises(ResponseNotTrusted):
             _push(gw.client(old_only))
 
-        refused = gw.cli("signing-key", "promote", "--grace-days", "0", expect_ok=False)
+        refused = gw.cli("signing-key", "promote", "--grace-days", "0", expect_ok=False, officer="senior-s")
         assert refused.exit_code == 2 and "no signing key is staged" in refused.output
-        gw.cli("signing-key", "retire")
-        after = pki.load_certs_pem(gw.cli("signing-key", "bundle").output.encode())
+        gw.cli("signing-key", "retire", officer="senior-s")
+        after = pki.load_certs_pem(gw.cli("signing-key", "bundle", officer="senior-s").output.encode())
         assert [pki.fingerprint(c) for c in after] == [pki.fingerprint(bundle_cert)
                                                        for bundle_cert in pki.load_certs_pem(bundle)[1:]]
 
@@ -79,10 +79,10 @@ def test_signing_key_rotation_keeps_pinned_clients_working(backend, tmp_path):
 
 def test_discarded_key_is_never_published(tmp_path):
     with private_gateway("sqlite", tmp_path / "home", orgs={"LA": ("local_authority", ["push"])}) as gw:
-        gw.cli("signing-key", "rotate", "--ec")
-        status = gw.cli("signing-key", "status").output
+        gw.cli("signing-key", "rotate", "--ec", officer="senior-s")
+        status = gw.cli("signing-key", "status", officer="senior-s").output
         assert "staged" in status
-        gw.cli("signing-key", "discard")
-        assert len(pki.load_certs_pem(gw.cli("signing-key", "bundle").output.encode())) == 1
-        refused = gw.cli("signing-key", "retire", expect_ok=False)
+        gw.cli("signing-key", "discard", officer="senior-s")
+        assert len(pki.load_certs_pem(gw.cli("signing-key", "bundle", officer="senior-s").output.encode())) == 1
+        refused = gw.cli("signing-key", "retire", expect_ok=False, officer="senior-s")
         assert refused.exit_code == 2

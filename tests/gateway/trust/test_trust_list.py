@@ -141,3 +141,92 @@ def test_a_ca_removed_from_the_trust_list_refuses_its_clients_without_a_restart(
         with pytest.raises(requests.exceptions.ConnectionError):  # an SSLError, or closed after it (TLS 1.3)
             healthz()
         assert child_pids(gateway.process.pid) == workers
+
+
+def _break_commits_that_approve(engine) -> None:
+    """From now on, a transaction that marks a proposal approved fails at COMMIT, not before: the
+    trigger inserts a row whose deferred foreign key points nowhere, which the database checks only
+    when the transaction commits (what a lost connection, a full disk or a serialisation failure
+    at that moment would do)."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE commit_breaker (proposal_id INTEGER REFERENCES proposals (id) "
+                          "DEFERRABLE INITIALLY DEFERRED)"))
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("CREATE TRIGGER break_commit AFTER UPDATE OF status ON proposals "
+                              "WHEN NEW.status = 'approved' BEGIN INSERT INTO commit_breaker VALUES (-1); END"))
+        else:
+            conn.execute(text("CREATE FUNCTION break_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                              "$$ BEGIN INSERT INTO commit_breaker VALUES (-1); RETURN NEW; END $$"))
+            conn.execute(text("CREATE TRIGGER break_commit AFTER UPDATE OF status ON proposals FOR EACH ROW "
+                              "WHEN (NEW.status = 'approved') EXECUTE FUNCTION break_commit()"))
+
+
+def _mend_commits(engine) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER break_commit" + ("" if engine.dialect.name == "sqlite" else " ON proposals")))
+        conn.execute(text("DROP TABLE commit_breaker"))
+
+
+def _trust_files(home) -> dict[str, bytes]:
+    """Every file the trust list is made of: the trusted CAs, their CRLs, the client CA bundle."""
+    return {str(path.relative_to(home)): path.read_bytes()
+            for path in sorted([*(home / "trust").rglob("*"), home / "tls" / "client-cas.pem"]) if path.is_file()}
+
+
+def test_a_trust_change_whose_commit_fails_changes_no_file_and_not_the_running_gateway(tmp_path, database_url):
+    """A CA removal and a CA addition approved while every commit that approves fails: the trust
+    files stay as they were, the running gateway keeps trusting what it trusted (its client from the
+    CA whose removal failed still connects), and the proposals are still pending; once commits work
+    again, the same approvals go through."""
+    from gateway.db import make_engine
+
+    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    with private_gateway(backend, tmp_path / "gw", orgs={"LA": ("local_authority", ["query"])},
+                         database_url=database_url) as gateway:
+        ca_key, ca_cert, pem, crl = _files(tmp_path)
+        added = proposal_id(gateway.cli("trust", "add-ca", str(pem), "--crl", str(crl), officer="senior-s").output)
+        gateway.cli("trust", "approve", "--proposal", added, officer="senior-t")
+        key = pki.new_ec_key()
+        client = tmp_path / "regional-la"
+        client.mkdir()
+        pki.write_private(client / "key.pem", pki.key_pem(key))
+        pki.write_public(client / "cert.pem", pki.cert_pem(pki.issue_org_cert(ca_key, ca_cert, "LA", "LA", key.public_key())))
+        gateway.cli("cert", "register", "LA", "--cert", str(client / "cert.pem"))
+        time.sleep(1.2)
+
+        def healthz():
+            return requests.get(f"{gateway.url}/healthz", cert=(str(client / "cert.pem"), str(client / "key.pem")),
+                                verify=str(gateway.certs["la"] / "ca.pem"), timeout=10)
+
+        assert healthz().status_code == 200
+        removal = proposal_id(gateway.cli("trust", "remove", pki.fingerprint(ca_cert), officer="senior-s").output)
+        _, _, other_pem, other_crl = _files(tmp_path, "Another Regional CA")
+        addition = proposal_id(gateway.cli("trust", "add-ca", str(other_pem), "--crl", str(other_crl),
+                                           officer="senior-s").output)
+        engine = make_engine(gateway.database_url, keys=gateway.home / "keys" / "data-keys.json")
+        before = _trust_files(gateway.home)
+        listed = _run(gateway, "trust", "list", "--json").output
+        _break_commits_that_approve(engine)
+        try:
+            for proposal in (removal, addition):
+                failed = gateway.cli("trust", "approve", "--proposal", proposal, officer="senior-t", expect_ok=False)
+                assert failed.exit_code == 3, failed.output
+                assert _trust_files(gateway.home) == before, f"proposal {proposal}: the trust files changed"
+            time.sleep(1.5)  # the running gateway looks at the trust files at most once a second
+            assert healthz().status_code == 200
+            assert _run(gateway, "trust", "list", "--json").output == listed  # both still pending
+        finally:
+            _mend_commits(engine)
+            engine.dispose()
+        for proposal in (removal, addition):
+            gateway.cli("trust", "approve", "--proposal", proposal, officer="senior-t")
+        anchors = json.loads(_run(gateway, "trust", "list", "--json").output)
+        assert [a["subject"] for a in anchors["anchors"] if not a["gateway_ca"]] == ["CN=Another Regional CA"]
+        assert anchors["pending"] == []
+        time.sleep(1.5)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            healthz()

@@ -1,0 +1,130 @@
+"""Signing in at the console cannot be used to confirm an officer id or to lock an officer out
+(issue 22, item 5): every refusal costs the same argon2 verification, whatever failed; failures
+lock the pair (account, source address), not the account; a much higher count of failures from
+every address together slows a distributed guesser down (the global back-off), and one stranger,
+however patient, never reaches it. Through the console's Flask app (over https, from the address
+each request comes from), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+from sqlalchemy import select
+
+from gateway.config import Settings
+from gateway.console import create_console
+from gateway.db import audit_log
+from tests.gateway.console.conftest import Browser
+
+STRANGER = "203.0.113.66"
+OFFICE = "198.51.100.10"
+
+
+def attempt(console, registry_home, clock, officer_id: str, *, address: str, right: bool = False,
+            password: str | None = None, code: str | None = None):
+    """One sign-in from ``address``: the officer's own password and a fresh code (``right``), or
+    the password and code given (a wrong password by default)."""
+    b = Browser(console, registry_home, clock)
+    b.client.environ_base["REMOTE_ADDR"] = address
+    b.get("/login")
+    if right:
+        password, code = b.password(officer_id), b.code(officer_id)
+    return b.post("/login", {"officer": officer_id, "password": password or "not-the-password-at-all",
+                             "code": code or "000000"})
+
+
+def last_login(registry_home):
+    with registry_home.engine.connect() as conn:
+        return conn.execute(select(audit_log).where(audit_log.c.operation == "officer.login")
+                            .order_by(audit_log.c.seq.desc()).limit(1)).first()
+
+
+def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_home, clock):
+    """Unknown id, disabled account, locked pair, wrong password, wrong code: one argon2id
+    verification each, so the time of a refusal says nothing about the account. Compared by the
+    quickest of several tries of each, interleaved (a busy machine only adds time)."""
+    registry_home.cli("officer", "add", "gone-1", "--name", "Gone", "--role", "officer", officer="senior-s")
+    registry_home.cli("officer", "disable", "gone-1", "--reason", "left", officer="senior-s")
+    for _ in range(5):
+        attempt(console, registry_home, clock, "bob", address=STRANGER)
+    assert "locked" in last_login(registry_home).detail
+
+    paths = {
+        "unknown officer": lambda n: attempt(console, registry_home, clock, "nobody-here", address=STRANGER),
+        "disabled account": lambda n: attempt(console, registry_home, clock, "gone-1", address=STRANGER),
+        "locked for this address": lambda n: attempt(console, registry_home, clock, "bob", address=STRANGER,
+                                                     right=True),
+        "wrong password": lambda n: attempt(console, registry_home, clock, "carol", address=f"192.0.2.{n}"),
+        "wrong code": lambda n: attempt(console, registry_home, clock, "alice", address=f"192.0.2.{n}",
+                                        password=Browser(console, registry_home, clock).password("alice")),
+    }
+    took: dict[str, list[float]] = {name: [] for name in paths}
+    for n in range(5):
+        for name, run in paths.items():
+            started = time.perf_counter()
+            response = run(n)
+            took[name].append(time.perf_counter() - started)
+            assert response.status_code == 401, name
+    quickest = {name: min(times) for name, times in took.items()}
+    slowest = max(quickest.values())
+    for name, seconds in quickest.items():
+        assert seconds > 0.5 * slowest, (name, {k: round(v * 1000) for k, v in quickest.items()},
+                                         {k: round(statistics.median(v) * 1000) for k, v in took.items()})
+
+
+def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clock):
+    for _ in range(5):
+        assert attempt(console, registry_home, clock, "dm-1", address=STRANGER).status_code == 401
+    refused = attempt(console, registry_home, clock, "dm-1", address=STRANGER, right=True)
+    assert refused.status_code == 401  # the right password and code, from the stranger's address
+    assert "locked" in last_login(registry_home).detail and last_login(registry_home).source_address == STRANGER
+    signed_in = attempt(console, registry_home, clock, "dm-1", address=OFFICE, right=True)
+    assert signed_in.status_code == 302  # from the officer's own address: in
+    assert last_login(registry_home).outcome == "done" and last_login(registry_home).source_address == OFFICE
+
+
+def test_an_ipv6_stranger_cannot_escape_their_lock_by_changing_address_within_their_network(console, registry_home,
+                                                                                            clock):
+    for n in range(5):
+        attempt(console, registry_home, clock, "officer-b", address=f"2001:db8:1:2::{n + 1}")
+    refused = attempt(console, registry_home, clock, "officer-b", address="2001:db8:1:2::ff", right=True)
+    assert refused.status_code == 401 and "locked" in last_login(registry_home).detail
+    assert attempt(console, registry_home, clock, "officer-b", address="2001:db8:9:9::1", right=True).status_code == 302
+
+
+@pytest.fixture(scope="module")
+def strict_console(registry_home, clock):
+    """A console locking a pair after 2 failures and the account, from everywhere, after 12 in an hour."""
+    settings = Settings.from_env({"CONTACTGATE_LOCKOUT_FAILURES": "2", "CONTACTGATE_LOCKOUT_MINUTES": "15",
+                                  "CONTACTGATE_LOCKOUT_GLOBAL_FAILURES": "12",
+                                  "CONTACTGATE_LOCKOUT_GLOBAL_MINUTES": "60"},
+                                 home=str(registry_home.home), database_url=registry_home.database_url)
+    app = create_console(settings, clock=clock)
+    yield app
+    app.extensions["contactgate"]["engine"].dispose()
+
+
+def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, registry_home, clock):
+    """As fast as the lock of their address lets them, for two hours: the officer signs in every time."""
+    assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
+    for _ in range(9):  # every 15 minutes: two failures, then locked for this address
+        for _ in range(2):
+            attempt(strict_console, registry_home, clock, "senior-t", address=STRANGER)
+        assert "locked" in last_login(registry_home).detail
+        signed_in = attempt(strict_console, registry_home, clock, "senior-t", address=OFFICE, right=True)
+        assert signed_in.status_code == 302, last_login(registry_home).detail
+        clock.advance(minutes=15, seconds=1)
+
+
+def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(strict_console, registry_home, clock):
+    assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
+    for n in range(6):  # a distributed guesser: 2 tries from each of 6 addresses
+        for _ in range(2):
+            attempt(strict_console, registry_home, clock, "senior-s", address=f"192.0.2.{100 + n}")
+    refused = attempt(strict_console, registry_home, clock, "senior-s", address=OFFICE, right=True)
+    assert refused.status_code == 401
+    assert "every address" in last_login(registry_home).detail
+    clock.advance(minutes=61)
+    assert attempt(strict_console, registry_home, clock, "senior-s", address=OFFICE, right=True).status_code == 302
