@@ -1678,12 +1678,13 @@ def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
 @pass_ctx
 def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
     """The two records side by side, with the field agreements and the score."""
-    officer = ctx.signed_in(("data_quality",), action="review show", named=named).officer_id
+    officer = ctx.signed_in(("data_quality",), action="review show", named=named)
     from gateway.index import review as queue
 
     try:
         with ctx.engine.begin() as conn:
-            entry = queue.show(conn, ctx.trail, review_id, officer)
+            entry = queue.show(conn, ctx.trail, review_id, officer.officer_id, officer_roles=officer.roles,
+                               shield_roles=ctx.settings.review_shield_roles)
     except queue.ReviewError as exc:
         raise Refused(str(exc)) from None
     if as_json:
@@ -1706,6 +1707,8 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
         click.echo(f"NHS / pupil numbers: {entry['comparison_now']['identifiers']}")
     if entry["comparison_now"]["twins"]:
         click.echo("looks like twins or siblings: never linked automatically")
+    if entry["location_withheld"]:
+        click.echo("a child of this pair is shielded: the location of both is withheld")
 
 
 @review.command("link")

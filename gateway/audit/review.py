@@ -22,8 +22,9 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
 - ``out_of_hours``: reads outside the configured working hours or days (in the configured time
   zone). Most legitimate access is in office hours; out-of-hours access is where misuse hides, and
   where emergency duty teams should be known.
-- ``shielded``: every access to a shielded child, whoever made it. A shielded child's location is
-  protected for their safety (a refuge, witness protection): each look is worth a second pair of eyes.
+- ``shielded``: every access to a shielded child, whoever made it (a data-quality officer opening
+  a review queue entry with the child included). A shielded child's location is protected for
+  their safety (a refuge, witness protection): each look is worth a second pair of eyes.
 - ``refusals``: many refusals for one organisation, certificate or address. A misconfigured
   client, or someone probing: either way the organisation must be contacted.
 - ``reason_reuse``: the same reason text given verbatim for reads of many children. A reason typed
@@ -259,6 +260,11 @@ def _out_of_hours(conn, rows: list, since, until, t: Thresholds) -> Iterable[Fin
                                            f"({t.timezone})", seqs)
 
 
+# Accesses to a child's record: a practitioner's (through the gateway) or a data-quality officer's
+# (a review queue entry shows both children of the pair).
+_SHIELDED_ACCESS = ("GetContacts", "FindChild", "SetShielding", "review.show")
+
+
 def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
     named = sorted({c for row in rows for c in row.child_ids.split()})
     shielded: set[str] = set()
@@ -267,12 +273,19 @@ def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iter
             children.c.child_id.in_(named[chunk:chunk + 500]), children.c.shielded.is_(True))).scalars())
     by_access: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row in rows:
-        if row.operation not in ("GetContacts", "FindChild", "SetShielding") or not row.user_id:
+        if row.operation not in _SHIELDED_ACCESS or not row.user_id:
             continue
         marked = " shielded=" in f" {row.detail or ''}"  # shielded when it was read
-        for child in row.child_ids.split():
-            if child in shielded or (marked and row.operation == "GetContacts"):
-                by_access[(_who(row), child)].append(row.seq)
+        in_entry = row.child_ids.split()
+        # A review entry names a pair and its mark does not say which child was shielded: the one
+        # shielded now, or (shielding cleared since) both.
+        marked = marked and (row.operation == "GetContacts"
+                             or row.operation == "review.show" and not shielded.intersection(in_entry))
+        for child in in_entry:
+            if child in shielded or marked:
+                # an officer reading the review queue has no organisation
+                who = _who(row) if row.org_code else f"officer {row.user_id}"
+                by_access[(who, child)].append(row.seq)
     for (who, child), seqs in by_access.items():
         yield Finding("shielded", who, f"{len(seqs)} access(es) to shielded child {child}", seqs)
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import replace
 
 from sqlalchemy.exc import OperationalError
 
 from gateway.pipeline import contactgate_v1 as dialect
 from contactgate_wire.faults import NotFound, SchemaInvalid
 from gateway.index import disclosure
+from gateway.index.shielding import audit_mark, withhold_location
 from gateway.index import store as index
-from gateway.index.model import ChildView
 from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.replay import exchange_transaction, remember
 from gateway.pipeline.respond import signed_response
@@ -109,7 +108,7 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
     mark = ""
     if child.shielded:  # every access to a shielded child is marked in the audit
         shown = exchange.role in services.settings.shield_roles
-        mark = f" shielded=yes location={'shown-to-role' if shown else 'withheld'}"
+        mark = f" {audit_mark(shown)}"
         if not shown:
             child = withhold_location(child)
     groups = services.roles.groups_for(exchange.role)
@@ -150,12 +149,3 @@ def _answer(conn, exchange: Exchange, services: Services, payload, detail: str) 
     answer = signed_response(payload, services)
     services.audit.append(conn, exchange.audit_entry("accepted", detail=detail, answer=answer))
     return remember(conn, exchange, answer)
-
-
-def withhold_location(child: ChildView) -> ChildView:
-    return replace(
-        child, address=None, educational_setting=None, gp_practice=None,
-        carers=tuple(replace(c, address=None, phone=None, email=None) for c in child.carers),
-        contacts=tuple(replace(c, involvement=replace(c.involvement, phone=None, email=None))
-                       for c in child.contacts),
-    )

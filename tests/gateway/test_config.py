@@ -1,4 +1,4 @@
-"""Linkage settings: read from the environment, refused with a clear message when unusable."""
+"""Settings read from the environment, refused with a clear message when unusable."""
 
 import pytest
 
@@ -23,3 +23,15 @@ def test_linkage_thresholds_and_floor_are_read_from_the_environment():
 def test_unusable_linkage_settings_are_refused_by_name(env, needle):
     with pytest.raises(SettingError, match=needle):
         settings(**env)
+
+
+def test_no_officer_role_sees_a_shielded_childs_location_in_the_review_queue_unless_listed():
+    assert settings().review_shield_roles == frozenset()
+    assert settings(CONTACTGATE_REVIEW_SHIELD_ROLES=" data_quality ,").review_shield_roles == {"data_quality"}
+
+
+def test_a_review_shield_role_that_is_not_an_officer_role_is_refused_by_name():
+    # A practitioner role (CONTACTGATE_SHIELD_ROLES' kind) or a misspelling would grant nothing unseen.
+    for value in ("designated safeguarding lead", "data-quality"):
+        with pytest.raises(SettingError, match=r"CONTACTGATE_REVIEW_SHIELD_ROLES names .* not an officer role"):
+            settings(CONTACTGATE_REVIEW_SHIELD_ROLES=value)

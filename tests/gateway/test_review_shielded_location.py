@@ -76,8 +76,6 @@ def review_show_entries(gateway, seq: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("shield", ["held", "probe"])
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: review show prints a shielded child's address, "
-                                       "and the audit says only 'review N shown'")
 def test_review_show_withholds_the_location_of_a_pair_with_a_shielded_child(gateway, clients, pusher, shield):
     entry, needles = queued_by_a_probe(gateway, clients, pusher, shield=shield)
     seq = gateway.audit_seq()
@@ -94,8 +92,6 @@ def test_review_show_withholds_the_location_of_a_pair_with_a_shielded_child(gate
     assert len(reads) == 2 and all("shielded=yes location=withheld" in e["detail"] for e in reads), reads
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: no officer role setting for a shielded child's "
-                                       "location in the review queue, and no mark in the audit")
 def test_review_show_shows_the_location_to_an_officer_role_on_the_allow_list(gateway, clients, pusher,
                                                                            monkeypatch):
     entry, needles = queued_by_a_probe(gateway, clients, pusher, shield="held")

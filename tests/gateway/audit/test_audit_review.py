@@ -135,6 +135,16 @@ def test_every_access_to_a_shielded_child(traffic):
     assert finding.rule == "shielded" and child(700) in finding.summary and seq in finding.evidence
 
 
+def test_a_data_quality_officer_opening_a_review_entry_with_a_shielded_child(traffic):
+    traffic.children([710, 711], shielded={711})
+    seq = traffic.add(MONDAY + dt.timedelta(hours=12), operation="review.show", outcome="done", user_id="dora",
+                      role="data_quality_officer", child_ids=[child(710), child(711)],
+                      detail="review 4 shown shielded=yes location=withheld")
+    [finding] = findings(traffic.engine)
+    assert (finding.rule, finding.subject, finding.evidence) == ("shielded", "officer dora", [seq])
+    assert child(711) in finding.summary
+
+
 def test_repeated_refusals_from_one_organisation_or_address(traffic):
     for m in range(10):
         traffic.add(MONDAY + dt.timedelta(hours=15, minutes=m), operation="GetContacts", outcome="refused",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-import pytest
 from sqlalchemy import select
 
 from gateway.config import Settings
@@ -58,8 +57,6 @@ def marks(gateway, since_seq: int) -> list[str]:
             audit_log.c.seq > since_seq, audit_log.c.operation == "review.show")).scalars())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: /review/N shows a shielded child's address, "
-                                       "and the audit says only 'review N shown'")
 def test_the_review_page_withholds_a_shielded_pairs_location_and_marks_the_audit(browser, registry_home):
     entry, needles = shielded_pair(registry_home)
     seq = registry_home.audit_seq()
@@ -71,8 +68,6 @@ def test_the_review_page_withholds_a_shielded_pairs_location_and_marks_the_audit
     assert marks(registry_home, seq) == [f"review {entry} shown shielded=yes location=withheld"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 3: no officer role setting for a shielded child's "
-                                       "location in the review queue, and no mark in the audit")
 def test_the_review_page_shows_the_location_to_an_officer_role_on_the_allow_list(registry_home, clock):
     entry, needles = shielded_pair(registry_home)
     settings = Settings.from_env({"CONTACTGATE_REVIEW_SHIELD_ROLES": "data_quality"},
