@@ -1578,7 +1578,8 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
               help="...up to the start of this day (UTC) [default: now].")
 @click.option("--rule", "rules", multiple=True, type=click.Choice(["volume", "uninvolved", "fishing", "out_of_hours",
-              "shielded", "refusals", "reason_reuse", "approvals"]), help="Only this rule (repeatable) [default: all].")
+              "shielded", "refusals", "reason_reuse", "approvals", "identifier_probing"]),
+              help="Only this rule (repeatable) [default: all].")
 @click.option("--mark", "mark_id", default=None, metavar="FINDING", help="Mark this finding reviewed (needs --note).")
 @click.option("--note", default=None, help="What the review found (with --mark).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a finding.")

@@ -31,6 +31,13 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
   once and pasted everywhere is no reason: it is how a duty to state one is defeated.
 - ``approvals``: an officer approving many proposals of one proposer. Four-eyes only works if the
   second pair of eyes is not always the same friendly one.
+- ``identifier_probing``: an organisation pushing many records whose NHS or pupil number the index
+  already holds for a child whose other details disagree (each SubmitUpdates entry counts them:
+  ``identifier_conflict=N``). The answer to such a push is a new child's, so it cannot tell the
+  sender that the number is known; sending numbers with made-up demographics is still how an
+  organisation would try to find out, and a person should ask it why. Keying errors happen too:
+  that is why it is a threshold, and a finding, not a block. Shown with the organisation, the
+  counts and the period, never a child or a number.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from sqlalchemy.engine import Connection
 from gateway.audit.chain import AuditTrail, Entry, _timestamp
 from gateway.db import audit_log, children, involvements, source_records
 
-RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals")
+RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals",
+         "identifier_probing")
 READ = "GetContacts"
 EVIDENCE_LIMIT = 200  # entries listed per finding (the count says how many there were)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -75,6 +83,7 @@ class Thresholds:
     refusals: int = 10  # refusals of one organisation, certificate or address
     reason_reuse: int = 10  # children read with one verbatim reason text
     approvals_of_one_proposer: int = 5
+    identifier_probing: int = 10  # pushed records of one organisation meeting a held identifier, disagreeing
 
     @classmethod
     def load(cls, path: Path) -> "Thresholds":
@@ -340,8 +349,29 @@ def _approvals(conn, rows: list, since, until, t: Thresholds) -> Iterable[Findin
             yield Finding("approvals", f"officer {approver}", f"approved {len(seqs)} proposals of {proposer}", seqs)
 
 
+_CONFLICTS = re.compile(r"(?:^| )identifier_conflict=(\d+)(?= |$)")
+
+
+def _identifier_probing(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
+    pushes: dict[str, list[tuple]] = defaultdict(list)
+    for row in rows:
+        if row.operation == "SubmitUpdates" and row.outcome == "accepted" and row.org_code:
+            found = _CONFLICTS.search(row.detail or "")
+            if found:
+                pushes[row.org_code].append((row, int(found[1])))
+    for org, entries in pushes.items():
+        records = sum(n for _, n in entries)
+        if records >= t.identifier_probing:
+            first, last = (_when(entries[i][0]).strftime("%Y-%m-%dT%H:%MZ") for i in (0, -1))
+            yield Finding("identifier_probing", f"organisation {org}",
+                          f"{records} pushed records carried an NHS or pupil number the index holds for a child "
+                          f"whose other details disagree, in {len(entries)} SubmitUpdates from {first} to {last}",
+                          [row.seq for row, _ in entries])
+
+
 _RULES = {"volume": _volume, "uninvolved": _uninvolved, "fishing": _fishing, "out_of_hours": _out_of_hours,
-          "shielded": _shielded, "refusals": _refusals, "reason_reuse": _reason_reuse, "approvals": _approvals}
+          "shielded": _shielded, "refusals": _refusals, "reason_reuse": _reason_reuse, "approvals": _approvals,
+          "identifier_probing": _identifier_probing}
 
 
 # ---- running and marking ------------------------------------------------------------------------

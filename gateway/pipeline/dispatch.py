@@ -47,10 +47,16 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
         results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at,
                                       link_policy(services), services.settings.retention_purge_years)
         exchange.child_ids = [r.child_id or r.withheld_child_id for r in results if r.child_id or r.withheld_child_id]
-        tally = Counter(result.outcome for result in results)
+        # The audit records the truth the answer does not tell: records held for review (answered
+        # `created`/`updated`), and records whose NHS or pupil number another child holds (audit review's
+        # identifier_probing).
+        tally = Counter(result.recorded_outcome for result in results)
         archived = sum(1 for r in results if r.withheld_child_id)  # retention: a recorded death archived them
         if archived:
             tally["archived"] = archived
+        conflicts = sum(1 for r in results if r.identifier_conflict)
+        if conflicts:
+            tally["identifier_conflict"] = conflicts
         return _answer(conn, exchange, services, dialect.write_submit_updates_response(results, exchange.request_digest),
                        " ".join(f"{k}={v}" for k, v in sorted(tally.items())))
 

@@ -173,7 +173,6 @@ def test_an_officer_approving_many_proposals_of_one_proposer(traffic):
     assert finding.rule == "approvals" and finding.summary == "approved 5 proposals of dave"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 4: no identifier_probing rule")
 def test_pushes_of_identifiers_held_with_other_demographics_per_organisation(traffic):
     """SubmitUpdates entries record how many records met an NHS or pupil number the index holds for
     a child whose demographics disagree (identifier_conflict=N): 12 from one organisation in a week
@@ -256,7 +255,6 @@ def test_audit_review_lists_marks_and_audits(gateway, clients):
                        officer="auditor-1", expect_ok=False).exit_code == 2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 4: no identifier_probing rule")
 def test_audit_review_finds_a_push_only_organisation_probing_nhs_numbers(gateway, clients):
     """A push-only organisation sends ten NHS numbers LA holds, each with other demographics: every
     answer is `created`, and `audit review` names the organisation, with the count and the period."""
