@@ -20,8 +20,8 @@ nicknames, swapped names, day/month swaps, moves, name changes, missing fields, 
 What it prints, from the ChildId each record was answered with:
 - precision, recall and F1 of automatic links: pairs of records from different organisations that
   ended on the same ChildId, against pairs that are the same child in truth;
-- the share of records answered `review` (and, reading the gateway's review queue, how many of the
-  pairs held for review are truly the same child);
+- the share of records held for review (read from the gateway's review queue: the answer to such a
+  record is a new child's, issue 22 item 4), and how many of the pairs held are truly the same child;
 - twins wrongly merged (a twin pair on one ChildId), siblings wrongly merged, duplicates (one true
   child on more than one ChildId), records rejected;
 - time per record (wall) and per SubmitUpdates message, and counts per outcome per organisation;
@@ -167,6 +167,7 @@ def push_through_gateway(per_org: dict[str, list[population.SourceRecord]], args
         run.wall_seconds = time.perf_counter() - wall0
         run.review_pairs = _read_review_queue(gateway.database_url, run.org_codes,
                                               keys=gateway.home / "keys" / "data-keys.json")
+        _mark_held_for_review(run)
         return run
     except Exception:
         log = gateway.server_log()
@@ -209,6 +210,7 @@ def push_direct(per_org: dict[str, list[population.SourceRecord]], args) -> Push
         run.wall_seconds = time.perf_counter() - wall0
         engine.dispose()
         run.review_pairs = _read_review_queue(url, run.org_codes)
+        _mark_held_for_review(run)
         return run
     finally:
         if args.keep_home:
@@ -239,6 +241,15 @@ def _read_review_queue(url: str, org_codes: dict[str, str], keys=None) -> list[t
         return [(name_of[r[0]], r[1], r[2]) for r in rows if r[0] in name_of]
     except Exception:
         return None
+
+
+def _mark_held_for_review(run: PushRun) -> None:
+    """A record held for review is answered as a new child (or an update): counted as `review`
+    here, from the queue."""
+    held = {(org, srid) for org, srid, _ in run.review_pairs or ()}
+    for answer in run.answers:
+        if (answer.org, answer.source_record_id) in held and answer.outcome in ("created", "updated"):
+            answer.outcome = "review"
 
 
 def _log(args, message: str) -> None:

@@ -83,7 +83,7 @@ def _timed_batches(engine, store, org: str, updates, batch: int) -> tuple[list[f
             elapsed = time.perf_counter() - t0
             trans.rollback()
         per_record.append(elapsed / len(part))
-        outcomes.update(r.outcome for r in results)
+        outcomes.update(r.recorded_outcome for r in results)
     return per_record, outcomes
 
 
@@ -134,7 +134,7 @@ def run(args) -> list[dict]:
                         outcomes_loading["created"] += _bulk_fill(conn, updates, dt.datetime.now(dt.timezone.utc))
                     else:
                         results = store.apply_updates(conn, LOADER, updates, dt.datetime.now(dt.timezone.utc))
-                        outcomes_loading.update(r.outcome for r in results)
+                        outcomes_loading.update(r.recorded_outcome for r in results)
                 for person in people:
                     reservoir.add(person)
                 loaded += n

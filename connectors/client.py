@@ -234,8 +234,9 @@ class GatewayClient:
                 "Involvement": [{"Service": "Children's social care", "Start": "2025-09-01",
                                  "CafAssessment": True, "LeadProfessional": True}],
             }])
-            results[0].outcome, results[0].child_id   # ("created", "…"); or updated, matched, review,
-                                                      # rejected (with the reason in .detail)
+            results[0].outcome, results[0].child_id   # ("created", "…"); or updated, matched, rejected
+                                                      # (with the reason in .detail); review only from
+                                                      # gateways before issue 22
 
         Sending the same records again (a retry) returns the first answer and applies nothing twice."""
         answer = self._call("SubmitUpdates", ChildUpdate=updates)

@@ -181,8 +181,9 @@ class Candidate(Result):
 
 @dataclass(frozen=True)
 class UpdateResult(Result):
-    """SubmitUpdates: what became of one record (outcome created, updated, matched, review or
-    rejected, with the reason in ``detail``)."""
+    """SubmitUpdates: what became of one record (outcome created, updated, matched or rejected, with
+    the reason in ``detail``; ``review`` only from gateways before issue 22, which answered it for a
+    record held for review: it is answered ``created`` now)."""
 
     source_record_id: str
     outcome: str

@@ -1698,7 +1698,8 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
               help="...up to the start of this day (UTC) [default: now].")
 @click.option("--rule", "rules", multiple=True, type=click.Choice(["volume", "uninvolved", "fishing", "out_of_hours",
-              "shielded", "refusals", "reason_reuse", "approvals", "additional_certificate"]),
+              "shielded", "refusals", "reason_reuse", "approvals", "additional_certificate",
+              "identifier_probing"]),
               help="Only this rule (repeatable) [default: all].")
 @click.option("--mark", "mark_id", default=None, metavar="FINDING", help="Mark this finding reviewed (needs --note).")
 @click.option("--note", default=None, help="What the review found (with --mark).")
@@ -1799,12 +1800,13 @@ def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
 @pass_ctx
 def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
     """The two records side by side, with the field agreements and the score."""
-    officer = ctx.signed_in(("data_quality",), action="review show", named=named).officer_id
+    officer = ctx.signed_in(("data_quality",), action="review show", named=named)
     from gateway.index import review as queue
 
     try:
         with ctx.engine.begin() as conn:
-            entry = queue.show(conn, ctx.trail, review_id, officer)
+            entry = queue.show(conn, ctx.trail, review_id, officer.officer_id, officer_roles=officer.roles,
+                               shield_roles=ctx.settings.review_shield_roles)
     except queue.ReviewError as exc:
         raise Refused(str(exc)) from None
     if as_json:
@@ -1827,6 +1829,8 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
         click.echo(f"NHS / pupil numbers: {entry['comparison_now']['identifiers']}")
     if entry["comparison_now"]["twins"]:
         click.echo("looks like twins or siblings: never linked automatically")
+    if entry["location_withheld"]:
+        click.echo("a child of this pair is shielded: the location of both is withheld")
 
 
 @review.command("link")

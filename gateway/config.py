@@ -125,6 +125,9 @@ class Settings:
     # answers candidates scoring at least find_floor (0-100).
     # Roles (Requester/Role) that see a shielded child's location; every other role does not.
     shield_roles: frozenset = frozenset()
+    # Officer roles that see a shielded child's location in the review queue (`review show`, the
+    # console): none by default (gateway.index.shielding). Officer roles, never practitioner roles.
+    review_shield_roles: frozenset = frozenset()
     # Which fields each role may see (gateway.index.disclosure); None: the home's roles.json, if any.
     roles_file: Path | None = None
     link_upper: float = 0.95
@@ -202,6 +205,7 @@ class Settings:
             "lockout_global_failures": ("CONTACTGATE_LOCKOUT_GLOBAL_FAILURES", positive_int),
             "lockout_global_minutes": ("CONTACTGATE_LOCKOUT_GLOBAL_MINUTES", positive_int),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
+            "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
             "trusted_proxies": ("CONTACTGATE_TRUSTED_PROXIES", address_list),
             "log_format": ("CONTACTGATE_LOG_FORMAT", one_of("json", "text")),
@@ -273,6 +277,19 @@ def role_list(variable: str, value: str) -> frozenset[str]:
     roles = frozenset(part.strip() for part in value.split(",") if part.strip())
     if any(len(role) > 100 for role in roles):
         raise SettingError(f"{variable} holds a role longer than 100 characters (the schema's limit)")
+    return roles
+
+
+def officer_role_list(variable: str, value: str) -> frozenset[str]:
+    """Officer roles (gateway.officers.ROLES), comma-separated. An unknown name is refused rather
+    than ignored: a misspelt role would otherwise grant nothing without anyone noticing."""
+    from gateway.officers import ROLES
+
+    roles = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(roles - set(ROLES))
+    if unknown:
+        raise SettingError(f"{variable} names {', '.join(map(repr, unknown))}, not an officer role "
+                           f"(officer roles: {', '.join(ROLES)})")
     return roles
 
 

@@ -22,8 +22,9 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
 - ``out_of_hours``: reads outside the configured working hours or days (in the configured time
   zone). Most legitimate access is in office hours; out-of-hours access is where misuse hides, and
   where emergency duty teams should be known.
-- ``shielded``: every access to a shielded child, whoever made it. A shielded child's location is
-  protected for their safety (a refuge, witness protection): each look is worth a second pair of eyes.
+- ``shielded``: every access to a shielded child, whoever made it (a data-quality officer opening
+  a review queue entry with the child included). A shielded child's location is protected for
+  their safety (a refuge, witness protection): each look is worth a second pair of eyes.
 - ``refusals``: many refusals for one organisation, certificate or address. A misconfigured
   client, or someone probing: either way the organisation must be contacted.
 - ``reason_reuse``: the same reason text given verbatim for reads of many children. A reason typed
@@ -33,6 +34,13 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
 - ``additional_certificate``: a certificate bound to an organisation that already held an active
   one. Rotation does that, and so would an impostor let in beside the real organisation: someone
   should confirm with the organisation that it asked for it (and that the old one is then revoked).
+- ``identifier_probing``: an organisation pushing many records whose NHS or pupil number the index
+  already holds for a child whose other details disagree (each SubmitUpdates entry counts them:
+  ``identifier_conflict=N``). The answer to such a push is a new child's, so it cannot tell the
+  sender that the number is known; sending numbers with made-up demographics is still how an
+  organisation would try to find out, and a person should ask it why. Keying errors happen too:
+  that is why it is a threshold, and a finding, not a block. Shown with the organisation, the
+  counts and the period, never a child or a number.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from gateway.audit.chain import AuditTrail, Entry, _timestamp
 from gateway.db import audit_log, certificates, children, involvements, source_records
 
 RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals",
-         "additional_certificate")
+         "additional_certificate", "identifier_probing")
 READ = "GetContacts"
 EVIDENCE_LIMIT = 200  # entries listed per finding (the count says how many there were)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -78,6 +86,7 @@ class Thresholds:
     refusals: int = 10  # refusals of one organisation, certificate or address
     reason_reuse: int = 10  # children read with one verbatim reason text
     approvals_of_one_proposer: int = 5
+    identifier_probing: int = 10  # pushed records of one organisation meeting a held identifier, disagreeing
 
     @classmethod
     def load(cls, path: Path) -> "Thresholds":
@@ -263,6 +272,11 @@ def _out_of_hours(conn, rows: list, since, until, t: Thresholds) -> Iterable[Fin
                                            f"({t.timezone})", seqs)
 
 
+# Accesses to a child's record: a practitioner's (through the gateway) or a data-quality officer's
+# (a review queue entry shows both children of the pair).
+_SHIELDED_ACCESS = ("GetContacts", "FindChild", "SetShielding", "review.show")
+
+
 def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
     named = sorted({c for row in rows for c in row.child_ids.split()})
     shielded: set[str] = set()
@@ -271,12 +285,19 @@ def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iter
             children.c.child_id.in_(named[chunk:chunk + 500]), children.c.shielded.is_(True))).scalars())
     by_access: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row in rows:
-        if row.operation not in ("GetContacts", "FindChild", "SetShielding") or not row.user_id:
+        if row.operation not in _SHIELDED_ACCESS or not row.user_id:
             continue
         marked = " shielded=" in f" {row.detail or ''}"  # shielded when it was read
-        for child in row.child_ids.split():
-            if child in shielded or (marked and row.operation == "GetContacts"):
-                by_access[(_who(row), child)].append(row.seq)
+        in_entry = row.child_ids.split()
+        # A review entry names a pair and its mark does not say which child was shielded: the one
+        # shielded now, or (shielding cleared since) both.
+        marked = marked and (row.operation == "GetContacts"
+                             or row.operation == "review.show" and not shielded.intersection(in_entry))
+        for child in in_entry:
+            if child in shielded or marked:
+                # an officer reading the review queue has no organisation
+                who = _who(row) if row.org_code else f"officer {row.user_id}"
+                by_access[(who, child)].append(row.seq)
     for (who, child), seqs in by_access.items():
         yield Finding("shielded", who, f"{len(seqs)} access(es) to shielded child {child}", seqs)
 
@@ -362,9 +383,29 @@ def _additional_certificate(conn: Connection, rows: list, since, until, t: Thres
                       f"the organisation that it asked for them", [row.seq for row, _, _ in found])
 
 
+_CONFLICTS = re.compile(r"(?:^| )identifier_conflict=(\d+)(?= |$)")
+
+
+def _identifier_probing(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
+    pushes: dict[str, list[tuple]] = defaultdict(list)
+    for row in rows:
+        if row.operation == "SubmitUpdates" and row.outcome == "accepted" and row.org_code:
+            found = _CONFLICTS.search(row.detail or "")
+            if found:
+                pushes[row.org_code].append((row, int(found[1])))
+    for org, entries in pushes.items():
+        records = sum(n for _, n in entries)
+        if records >= t.identifier_probing:
+            first, last = (_when(entries[i][0]).strftime("%Y-%m-%dT%H:%MZ") for i in (0, -1))
+            yield Finding("identifier_probing", f"organisation {org}",
+                          f"{records} pushed records carried an NHS or pupil number the index holds for a child "
+                          f"whose other details disagree, in {len(entries)} SubmitUpdates from {first} to {last}",
+                          [row.seq for row, _ in entries])
+
+
 _RULES = {"volume": _volume, "uninvolved": _uninvolved, "fishing": _fishing, "out_of_hours": _out_of_hours,
           "shielded": _shielded, "refusals": _refusals, "reason_reuse": _reason_reuse, "approvals": _approvals,
-          "additional_certificate": _additional_certificate}
+          "additional_certificate": _additional_certificate, "identifier_probing": _identifier_probing}
 
 
 # ---- running and marking ------------------------------------------------------------------------

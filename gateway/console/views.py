@@ -460,7 +460,8 @@ def review_entry(review_id: int):
 
     try:
         with _app()["engine"].begin() as conn:
-            entry = review.show(conn, _app()["trail"], review_id, g.officer.officer_id)
+            entry = review.show(conn, _app()["trail"], review_id, g.officer.officer_id, officer_roles=g.officer.roles,
+                                shield_roles=_app()["settings"].review_shield_roles)
     except review.ReviewError:
         abort(404)
     left, right = entry["stored_as"]["record"], entry["candidate"]["record"]

@@ -91,11 +91,27 @@ class UnreadableUpdate:
 
 @dataclass(frozen=True)
 class UpdateResult:
+    """What became of one record of a SubmitUpdates. ``outcome``, ``child_id`` and ``detail`` are the
+    answer the organisation gets; the rest is for the audit and is never answered."""
+
     source_record_id: str
-    outcome: str  # created | updated | matched | review | rejected
+    outcome: str  # created | updated | matched | rejected (what is answered: never "review")
     child_id: str | None = None
     detail: str | None = None
     withheld_child_id: str | None = None  # a child this record archived (a recorded death): audited, never answered
+    # The record's child was paired with another child in the review queue. Answered as `created`
+    # (a new record) or `updated` (a record the organisation sent before), exactly as when it is
+    # not, so that no answer says whether the index already knew the child.
+    held_for_review: bool = False
+    # The record carries a valid NHS or pupil number a child already holds, and was not linked to
+    # that child (the rest of its identity disagrees): what `audit review` counts as identifier
+    # probing, per organisation.
+    identifier_conflict: bool = False
+
+    @property
+    def recorded_outcome(self) -> str:
+        """The outcome as the audit records it: ``review`` for a record held for review."""
+        return "review" if self.held_for_review else self.outcome
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def settle_deaths(conn: Connection, updates: list, results: list, now: dt.dateti
                 if not is_archived(conn, child_id):
                     _archive(conn, child_id, "death", now, purge_years)
             result = UpdateResult(result.source_record_id, "rejected", detail=NOT_HELD,
-                                  withheld_child_id=child_id)
+                                  withheld_child_id=child_id, identifier_conflict=result.identifier_conflict)
         settled.append(result)
     return settled
 

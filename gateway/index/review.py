@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Collection
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.audit import chain as audit
 from gateway.db import blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records
-from gateway.index import ids, linkage, store
+from gateway.index import ids, linkage, shielding, store
 
 ROLE = "data_quality_officer"
 
@@ -69,29 +70,55 @@ def list_entries(conn: Connection, status: str | None = "open", limit: int = 100
              "created_at": r.created_at.isoformat(), "decided_by": r.decided_by} for r in rows]
 
 
-def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str) -> dict:
+def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str, *,
+         officer_roles: Collection[str] = (), shield_roles: Collection[str] = frozenset()) -> dict:
     """The two children side by side: what each shows and who supplied it, the field agreements and
     the score (as stored when queued, and as the current model scores it now). Reading them is
-    access to both children's records: audited, in the same transaction."""
+    access to both children's records: audited, in the same transaction.
+
+    When either child of the pair is shielded, the location of BOTH is withheld (the record held
+    for review may be the same child at the same address): absent from what is returned, with the
+    location's agreement level, unless one of ``officer_roles`` is in ``shield_roles`` (the
+    setting CONTACTGATE_REVIEW_SHIELD_ROLES; none by default). Either way the audit entry is marked
+    as a read of a shielded child is (gateway.index.shielding)."""
     row = _entry(conn, review_id)
+    now_held = {name: store.resolve(conn, child_id) or child_id
+                for name, child_id in (("stored_as", row.child_id), ("candidate", row.candidate_child_id))}
+    shielded = _any_shielded(conn, [row.child_id, row.candidate_child_id, *now_held.values()])
+    shown_to_role = shielded and bool(set(officer_roles) & set(shield_roles))
+    withheld = shielded and not shown_to_role
     _record(conn, trail, "review.show", officer, [row.child_id, row.candidate_child_id],
-            f"review {review_id} shown")
+            f"review {review_id} shown" + (f" {shielding.audit_mark(shown_to_role)}" if shielded else ""))
     sides = {}
     for name, child_id in (("stored_as", row.child_id), ("candidate", row.candidate_child_id)):
-        current = store.resolve(conn, child_id) or child_id
+        current = now_held[name]
         held = store.provenance(conn, current)
         sides[name] = {"child_id": child_id, "now_held_as": current, "record": held.pop("record"),
                        "provenance": held}
     # Scored as the gateway decides: on the demographics, identifiers judged apart.
     left, right = (linkage.person_from_record(sides[name]["record"]) for name in ("stored_as", "candidate"))
-    now = store.demographic_comparison(left, right, store.scoring_model(conn))
+    comparisons = {"comparison": json.loads(row.comparison or "{}"),
+                   "comparison_now": store.comparison_json(
+                       store.demographic_comparison(left, right, store.scoring_model(conn)))}
+    if withheld:
+        for side in sides.values():
+            side["record"] = shielding.record_without_location(side["record"])
+            side["provenance"] = {
+                "shown": shielding.provenance_without_location(side["provenance"]["shown"]),
+                "sources": [{**source, "record": shielding.record_without_location(source["record"])}
+                            for source in side["provenance"]["sources"]]}
+        comparisons = {name: shielding.comparison_without_location(c) for name, c in comparisons.items()}
     return {"id": row.id, "status": row.status, "org": row.org_code,
             "source_record_id": store.sent_source_id(conn, row.org_code, row.source_record_id) or row.source_record_id,
             "created_at": row.created_at.isoformat(), "decided_by": row.decided_by,
             "decided_at": row.decided_at.isoformat() if row.decided_at else None,
             "score": row.score, "model_version": row.model_version,
-            "comparison": json.loads(row.comparison or "{}"),
-            "comparison_now": store.comparison_json(now), **sides}
+            "shielded": shielded, "location_withheld": withheld, **comparisons, **sides}
+
+
+def _any_shielded(conn: Connection, child_ids: list[str]) -> bool:
+    return conn.execute(select(children.c.child_id).where(
+        children.c.child_id.in_(sorted(set(child_ids))), children.c.shielded.is_(True))).first() is not None
 
 
 def link(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str, now: dt.datetime) -> int:
@@ -288,6 +315,8 @@ def _plain(value):
     return " ".join(value) if isinstance(value, list) else value
 
 
+LOCATION_WITHHELD = "withheld: a child of this pair is shielded"
+
 # The fields a reviewer compares, as (label, how to read it from a stored record).
 DISPLAY_FIELDS = [
     ("family name", _identity_field("family_name")),
@@ -298,5 +327,6 @@ DISPLAY_FIELDS = [
     ("gender", _identity_field("gender")),
     ("NHS number", _identity_field("nhs_number")),
     ("pupil number", _identity_field("pupil_number")),
-    ("address", lambda r: ", ".join([*(r.get("address") or {}).get("lines", []), (r.get("address") or {}).get("postcode", "")]) or "-"),
+    ("address", lambda r: (LOCATION_WITHHELD if r.get("location") == shielding.WITHHELD else
+                           ", ".join([*(r.get("address") or {}).get("lines", []), (r.get("address") or {}).get("postcode", "")]) or "-")),
 ]

@@ -7,12 +7,18 @@ Who is who (gateway.index.linkage): every incoming record is matched on every pu
 2. A valid NHS number or unique pupil number already in the index: the same child, unless the rest
    of the identity disagrees (the match probability without the identifier is below the review
    band, the other identifier differs, or the pair looks like twins): then it is held for review
-   like any other uncertain record, so that pushing is no way to test whether a number is known.
+   like any other uncertain record (and counted as an ``identifier_conflict`` for `audit review`).
 3. Otherwise the candidates filed under the record's blocking keys (never a scan) are compared
    field by field (Fellegi–Sunter, gateway/index/linkage) and the best decides: at or above the
    upper threshold, linked (``matched``); below the lower, a new child (``created``); between, a
-   new child **and** the pair in the review queue (``review``), so that nothing sent is invisible
-   while a person decides. A pair that looks like twins is never linked automatically.
+   new child **and** the pair in the review queue, so that nothing sent is invisible while a
+   person decides. A pair that looks like twins is never linked automatically.
+
+A record held for review is answered exactly as one that is not: ``created`` with its new child's
+id (``updated`` for a record the organisation sent before), no detail. Any other answer would tell
+the sender that the index already holds a child like it (a push-only organisation sending a known
+NHS number with other demographics would learn that the number is known). The truth is in the
+result's ``held_for_review`` (the audit entry's ``review=N``) and in the queue.
 
 Each source keeps its own record; what the index shows is derived by precedence
 (gateway.index.precedence), with who supplied each value. An organisation restates its own
@@ -68,8 +74,6 @@ class LinkPolicy:
 
 
 DEFAULT_POLICY = LinkPolicy()
-
-REVIEW_DETAIL = "possible duplicate of an existing record: stored, and held for a person to review"
 
 _CHILD_BY_ID = select(children).where(children.c.child_id == bindparam("child_id"))
 _CHILD_FOR_UPDATE = (select(children.c.child_id).where(children.c.child_id == bindparam("child_id"))
@@ -459,7 +463,8 @@ def _apply_update(batch: _Batch, update_: ChildUpdate, person: linkage.Person, k
     stored_id = batch.stored[id(update_)]
     if stored_id in batch.linked:  # the organisation restates its own record: applied alone
         return batch.alone(update_)
-    decision, candidate, comparison = _decide(conn, person, batch.hits(keys), batch.policy, batch)
+    hits = batch.hits(keys)
+    decision, candidate, comparison = _decide(conn, person, hits, batch.policy, batch)
     text_ = _record_text(update_)
     if decision == "link":
         batch.lock(candidate)
@@ -467,10 +472,9 @@ def _apply_update(batch: _Batch, update_: ChildUpdate, person: linkage.Person, k
         batch.stage_changed(candidate)
         return UpdateResult(srid, "matched", candidate)
     child_id = batch.stage_child(update_, stored_id, keys, text_)
-    if decision == "review" and _queue_for_review(conn, batch.org_code, stored_id, child_id, candidate, comparison,
-                                                  now):
-        return UpdateResult(srid, "review", child_id, detail=REVIEW_DETAIL)
-    return UpdateResult(srid, "created", child_id)
+    held = decision == "review" and _queue_for_review(conn, batch.org_code, stored_id, child_id, candidate,
+                                                      comparison, now)
+    return _new_child(srid, child_id, held, hits)
 
 
 def _apply_update_alone(conn: Connection, org_code: str, update_: ChildUpdate, person: linkage.Person,
@@ -501,11 +505,14 @@ def _apply_update_alone(conn: Connection, org_code: str, update_: ChildUpdate, p
         _file_under(conn, linked, keys, remove=False)
         changed.add(linked)
         others = sorted(hits.by_identifier - {linked})
+        held = False
         for other, comparison in zip(others, _compare_with(conn, person, others)):
             if comparison is not None and _queue_for_review(conn, org_code, stored_id, linked, other,
                                                             comparison, now):
-                return UpdateResult(srid, "review", linked, detail=REVIEW_DETAIL)
-        return UpdateResult(srid, "updated", linked)
+                held = True
+                break
+        # Answered as any restated record is, held for review or not (see the module's docstring).
+        return UpdateResult(srid, "updated", linked, held_for_review=held, identifier_conflict=bool(others))
 
     decision, candidate, comparison = _decide(conn, person, hits, policy)
     if decision == "link":
@@ -515,9 +522,17 @@ def _apply_update_alone(conn: Connection, org_code: str, update_: ChildUpdate, p
         changed.add(candidate)
         return UpdateResult(srid, "matched", candidate)
     child_id = _create_child(conn, org_code, update_, keys, now)
-    if decision == "review" and _queue_for_review(conn, org_code, stored_id, child_id, candidate, comparison, now):
-        return UpdateResult(srid, "review", child_id, detail=REVIEW_DETAIL)
-    return UpdateResult(srid, "created", child_id)
+    held = decision == "review" and _queue_for_review(conn, org_code, stored_id, child_id, candidate, comparison, now)
+    return _new_child(srid, child_id, held, hits)
+
+
+def _new_child(srid: str, child_id: str, held_for_review: bool, hits: "_Hits") -> UpdateResult:
+    """A record stored as a new child is answered ``created`` with that child's id, whether or not
+    it is also paired with another child for review: the answer never says that the index already
+    holds a child like it (see the module's docstring). Its identifier met a child it was not
+    linked to: an ``identifier_conflict``, for the audit."""
+    return UpdateResult(srid, "created", child_id, held_for_review=held_for_review,
+                        identifier_conflict=bool(hits.by_identifier))
 
 
 @dataclass(frozen=True)

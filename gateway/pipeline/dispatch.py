@@ -7,15 +7,14 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import replace
 
 from sqlalchemy.exc import OperationalError
 
 from gateway.pipeline import contactgate_v1 as dialect
 from contactgate_wire.faults import NotFound, SchemaInvalid
 from gateway.index import disclosure
+from gateway.index.shielding import audit_mark, withhold_location
 from gateway.index import store as index
-from gateway.index.model import ChildView
 from gateway.pipeline.context import Exchange, Services
 from gateway.pipeline.replay import exchange_transaction, remember
 from gateway.pipeline.respond import signed_response
@@ -48,10 +47,16 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
         results = index.apply_updates(conn, exchange.org_code, updates, exchange.received_at,
                                       link_policy(services), services.settings.retention_purge_years)
         exchange.child_ids = [r.child_id or r.withheld_child_id for r in results if r.child_id or r.withheld_child_id]
-        tally = Counter(result.outcome for result in results)
+        # The audit records the truth the answer does not tell: records held for review (answered
+        # `created`/`updated`), and records whose NHS or pupil number another child holds (audit review's
+        # identifier_probing).
+        tally = Counter(result.recorded_outcome for result in results)
         archived = sum(1 for r in results if r.withheld_child_id)  # retention: a recorded death archived them
         if archived:
             tally["archived"] = archived
+        conflicts = sum(1 for r in results if r.identifier_conflict)
+        if conflicts:
+            tally["identifier_conflict"] = conflicts
         return _answer(conn, exchange, services, dialect.write_submit_updates_response(results, exchange.request_digest),
                        " ".join(f"{k}={v}" for k, v in sorted(tally.items())))
 
@@ -109,7 +114,7 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
     mark = ""
     if child.shielded:  # every access to a shielded child is marked in the audit
         shown = exchange.role in services.settings.shield_roles
-        mark = f" shielded=yes location={'shown-to-role' if shown else 'withheld'}"
+        mark = f" {audit_mark(shown)}"
         if not shown:
             child = withhold_location(child)
     groups = services.roles.groups_for(exchange.role)
@@ -150,12 +155,3 @@ def _answer(conn, exchange: Exchange, services: Services, payload, detail: str) 
     answer = signed_response(payload, services)
     services.audit.append(conn, exchange.audit_entry("accepted", detail=detail, answer=answer))
     return remember(conn, exchange, answer)
-
-
-def withhold_location(child: ChildView) -> ChildView:
-    return replace(
-        child, address=None, educational_setting=None, gp_practice=None,
-        carers=tuple(replace(c, address=None, phone=None, email=None) for c in child.carers),
-        contacts=tuple(replace(c, involvement=replace(c.involvement, phone=None, email=None))
-                       for c in child.contacts),
-    )

@@ -8,8 +8,10 @@ import copy
 
 import zeep
 from lxml import etree
+from sqlalchemy import select
 
 from contactgate_wire.soap import CG
+from gateway.db import review_queue
 from tests.support import child_update, nhs_number, unique, unique_name
 
 READ = dict(user_id="dr.jones", role="gp", reason_code="care_coordination", reason_text="linkage tests")
@@ -52,7 +54,11 @@ def test_a_record_held_for_review_is_visible_while_it_waits(gateway, clients):
     held_update = child_update(unique("r-"), unique_name("Osei"), "Kofi", "2010-10-10", gender="male", nhs=nhs,
                                postcode="M1 1AA", town="Manchester")
     [held] = clients("la").submit_updates([held_update])
-    assert held["Outcome"] == "review" and held["ChildId"] not in (None, first["ChildId"])
+    # answered as a new child (issue 22, item 4), and held for review
+    assert held["Outcome"] == "created" and held["ChildId"] not in (None, first["ChildId"])
+    with gateway.engine.connect() as conn:
+        assert conn.execute(select(review_queue.c.candidate_child_id).where(
+            review_queue.c.child_id == held["ChildId"])).scalar_one() == first["ChildId"]
     child = clients("health").get_contacts(held["ChildId"], **READ)
     assert child["Identity"]["GivenName"] == ["Kofi"]
     assert [c["Involvement"]["Service"] for c in child["Contact"]] == ["Children's social care"]

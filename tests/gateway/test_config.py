@@ -1,4 +1,4 @@
-"""Linkage and sign-in lockout settings: read from the environment, refused with a clear message when unusable."""
+"""Settings read from the environment, refused with a clear message when unusable."""
 
 import pytest
 
@@ -32,3 +32,15 @@ def test_lockout_settings_are_read_and_a_global_limit_one_address_could_reach_is
     with pytest.raises(SettingError, match="CONTACTGATE_LOCKOUT_GLOBAL_FAILURES .50. must be more than one address"):
         settings(CONTACTGATE_LOCKOUT_FAILURES="10")
     assert settings(CONTACTGATE_LOCKOUT_FAILURES="10", CONTACTGATE_LOCKOUT_GLOBAL_FAILURES="51").lockout_global_failures == 51
+
+
+def test_no_officer_role_sees_a_shielded_childs_location_in_the_review_queue_unless_listed():
+    assert settings().review_shield_roles == frozenset()
+    assert settings(CONTACTGATE_REVIEW_SHIELD_ROLES=" data_quality ,").review_shield_roles == {"data_quality"}
+
+
+def test_a_review_shield_role_that_is_not_an_officer_role_is_refused_by_name():
+    # A practitioner role (CONTACTGATE_SHIELD_ROLES' kind) or a misspelling would grant nothing unseen.
+    for value in ("designated safeguarding lead", "data-quality"):
+        with pytest.raises(SettingError, match=r"CONTACTGATE_REVIEW_SHIELD_ROLES names .* not an officer role"):
+            settings(CONTACTGATE_REVIEW_SHIELD_ROLES=value)

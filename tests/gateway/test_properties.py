@@ -174,12 +174,12 @@ def _check_valid_answer(payload: etree._Element, code: str | None, envelope: etr
         assert [r.findtext(f"{{{CG}}}SourceRecordId") for r in results] == sent
         for result in results:
             outcome = result.findtext(f"{{{CG}}}Outcome")
-            assert outcome in ("created", "updated", "matched", "review", "rejected")
+            # Never "review": a record held for review is answered as any other (issue 22, item 4).
+            assert outcome in ("created", "updated", "matched", "rejected")
             # A child id for what was stored (a record held for review is stored as its own child);
-            # a reason for what was not, and for what waits for a person.
+            # a reason for what was not, and only for that.
             assert (result.findtext(f"{{{CG}}}ChildId") is None) == (outcome == "rejected")
-            if outcome in ("review", "rejected"):
-                assert result.findtext(f"{{{CG}}}Detail")
+            assert (result.findtext(f"{{{CG}}}Detail") is not None) == (outcome == "rejected")
         return
     if operation == "SetShielding":  # the sender (LA) is not accredited for scope shield
         assert code == "ScopeDenied", f"SetShielding answered {code}"

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 from gateway import audit
-from gateway.db import audit_children, audit_head, audit_log, children
+from gateway.db import audit_children, audit_head, audit_log, children, review_queue
 from gateway.index import store
 from gateway.index.model import Address, ChildUpdate, Identity
 from gateway import officers
@@ -211,7 +211,10 @@ def test_identifier_match_with_a_conflicting_nhs_number_is_held_for_review(gatew
     conflicting["Identity"]["PupilNumber"] = pupil
     [second] = la.submit_updates([conflicting])
     by_nhs = clients("health").find_child(nhs_number=nhs1, **READ)
-    assert second["Outcome"] == "review", second
+    assert second["Outcome"] == "created", second  # answered as a new child (issue 22, item 4)...
+    with gateway.engine.connect() as conn:  # ...and held for review
+        assert conn.execute(select(review_queue.c.candidate_child_id).where(
+            review_queue.c.child_id == second["ChildId"])).scalar_one() == created["ChildId"]
     assert [c["ChildId"] for c in by_nhs] == [created["ChildId"]], "the child's NHS number was replaced"
 
 

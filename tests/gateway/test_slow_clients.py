@@ -155,7 +155,7 @@ def assert_answers_promptly(gateway) -> None:
         timings[name] = time.monotonic() - started
         return result
 
-    family, given = unique_name("F"), unique_name("G")  # nobody like this child yet: "created", not "review"
+    family, given = unique_name("F"), unique_name("G")  # nobody like this child yet: a new child
     dob = f"20{random.randint(10, 23)}-{random.randint(1, 12):02d}-{random.randint(1, 28):02d}"
     [result] = timed("SubmitUpdates", lambda: la.submit_updates(
         [child_update(unique("src-"), family, given, dob)]))

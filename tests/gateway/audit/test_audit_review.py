@@ -15,7 +15,7 @@ from gateway.audit import AuditTrail, Entry, new_key
 from gateway.audit import review
 from gateway.db import audit_log, children, involvements
 from contactgate_local import LocalGateway
-from tests.support import child_update, unique, unique_name
+from tests.support import child_update, nhs_number, unique, unique_name
 
 MONDAY = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)  # London is on UTC in November
 SINCE, UNTIL = MONDAY, MONDAY + dt.timedelta(days=7)
@@ -135,6 +135,16 @@ def test_every_access_to_a_shielded_child(traffic):
     assert finding.rule == "shielded" and child(700) in finding.summary and seq in finding.evidence
 
 
+def test_a_data_quality_officer_opening_a_review_entry_with_a_shielded_child(traffic):
+    traffic.children([710, 711], shielded={711})
+    seq = traffic.add(MONDAY + dt.timedelta(hours=12), operation="review.show", outcome="done", user_id="dora",
+                      role="data_quality_officer", child_ids=[child(710), child(711)],
+                      detail="review 4 shown shielded=yes location=withheld")
+    [finding] = findings(traffic.engine)
+    assert (finding.rule, finding.subject, finding.evidence) == ("shielded", "officer dora", [seq])
+    assert child(711) in finding.summary
+
+
 def test_repeated_refusals_from_one_organisation_or_address(traffic):
     for m in range(10):
         traffic.add(MONDAY + dt.timedelta(hours=15, minutes=m), operation="GetContacts", outcome="refused",
@@ -161,6 +171,26 @@ def test_an_officer_approving_many_proposals_of_one_proposer(traffic):
                     detail=f"approved proposal {10 + n} (accreditation) by dave: push until 2027-01-01")
     [finding] = findings(traffic.engine)
     assert finding.rule == "approvals" and finding.summary == "approved 5 proposals of dave"
+
+
+def test_pushes_of_identifiers_held_with_other_demographics_per_organisation(traffic):
+    """SubmitUpdates entries record how many records met an NHS or pupil number the index holds for
+    a child whose demographics disagree (identifier_conflict=N): 12 from one organisation in a week
+    is a finding about it (with the counts and the period, no child); one keying error is not."""
+    first = MONDAY + dt.timedelta(days=1, hours=10)
+    evidence = [traffic.add(first + dt.timedelta(hours=h), operation="SubmitUpdates", org_code="PROBER",
+                            child_ids=[child(900 + h)], detail="identifier_conflict=4 review=4")
+                for h in range(3)]
+    traffic.add(first, operation="SubmitUpdates", org_code="LA", child_ids=[child(1)],
+                detail="created=20 identifier_conflict=1 review=1 updated=3")
+    [finding] = findings(traffic.engine)
+    assert (finding.rule, finding.subject, finding.evidence) == ("identifier_probing", "organisation PROBER", evidence)
+    assert "12 pushed records" in finding.summary and "3 SubmitUpdates" in finding.summary
+    assert "2026-11-03T10:00" in finding.summary and "2026-11-03T12:00" in finding.summary  # the period
+    assert "C9" not in finding.summary  # never a child
+    assert findings(traffic.engine, identifier_probing=13) == []
+    assert {f.subject for f in only(findings(traffic.engine, identifier_probing=1), "identifier_probing")} == \
+        {"organisation PROBER", "organisation LA"}
 
 
 def test_a_finding_id_names_its_evidence(traffic):
@@ -223,6 +253,31 @@ def test_audit_review_lists_marks_and_audits(gateway, clients):
     assert ("audit.reviewed", "auditor-1") in ops and ("audit.review", "auditor-1") in ops
     assert gateway.cli("audit", "review", "--since", today, "--mark", "0" * 16, "--note", "n",
                        officer="auditor-1", expect_ok=False).exit_code == 2
+
+
+def test_audit_review_finds_a_push_only_organisation_probing_nhs_numbers(gateway, clients):
+    """A push-only organisation sends ten NHS numbers LA holds, each with other demographics: every
+    answer is `created`, and `audit review` names the organisation, with the count and the period."""
+    code = unique_name("PRB").upper()
+    gateway.add_org(code, "education", ["push"])
+    prober = gateway.client(code.lower())
+    numbers = []
+    for _ in range(10):
+        nhs = nhs_number(int(unique()[:8], 16))
+        clients("la").submit_updates([child_update(unique("held-"), unique_name("Held"), unique_name("Kid"),
+                                                   "2014-04-04", nhs=nhs)])
+        numbers.append(nhs)
+    answers = prober.submit_updates([child_update(unique("p-"), unique_name("Probe"), unique_name("Other"),
+                                                  "2011-01-11", nhs=nhs, gender="male") for nhs in numbers])
+    assert {a["Outcome"] for a in answers} == {"created"}
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    listed = [json.loads(line) for line in gateway.cli("audit", "review", "--since", today, "--rule",
+                                                       "identifier_probing", "--json",
+                                                       officer="auditor-1").output.splitlines()]
+    [finding] = [f for f in listed if f["subject"] == f"organisation {code}"]
+    assert finding["count"] == 1 and "10 pushed records" in finding["summary"]
+    assert not any(a["ChildId"] in json.dumps(finding) for a in answers)
+    assert not any(nhs in json.dumps(finding) for nhs in numbers)
 
 
 def test_audit_review_takes_thresholds_from_the_home(tmp_path, database_url):

@@ -34,7 +34,7 @@ def queue_a_pair(gateway, srid: str) -> tuple[int, str, str]:
         [held] = store.apply_updates(conn, "LA", [update(f"{srid}-b", typo, (given,), later,
                                                          address=Address(("7 Rowan Court",), "BS3 1QQ"))], at(1))
         entry = conn.execute(select(review_queue.c.id).where(review_queue.c.child_id == held.child_id)).scalar_one()
-    assert held.outcome == "review"
+    assert held.held_for_review
     return entry, held.child_id, first.child_id
 
 

@@ -102,7 +102,7 @@ def test_an_identifier_whose_demographics_disagree_is_stored_and_held_for_review
     other = update("gp-9", family="Lindqvist", given=("Astrid",), dob="2011-11-30", gender="female", nhs=nhs,
                    address=Address(("1 Fjord Road",), "BS1 4DJ"))
     [held] = push(engine, "GP", other, now=at(1))
-    assert held.outcome == "review" and held.child_id not in (None, created.child_id)
+    assert held.held_for_review and held.child_id not in (None, created.child_id)
     [entry] = open_reviews(engine)
     assert (entry.child_id, entry.candidate_child_id) == (held.child_id, created.child_id)
     # The first child is untouched: what it shows is still its own record.
@@ -110,15 +110,19 @@ def test_an_identifier_whose_demographics_disagree_is_stored_and_held_for_review
     assert record["identity"]["family_name"] == "Okafor"
 
 
-def test_an_identifier_conflict_looks_like_any_other_review(engine):
-    """Pushing is no way to test whether an NHS number is known: the answer to a record that meets
-    a known number with other demographics is the same as to an uncertain probabilistic match."""
+def test_an_identifier_conflict_is_answered_as_a_new_child(engine):
+    """Pushing is no way to test whether an NHS number is known: a record that meets a known number
+    with other demographics is answered as a new child is (issue 22, item 4), held for review and
+    counted as an identifier conflict for the audit only."""
     nhs = nhs_number(5556667)
     push(engine, "LA", update("la-1", nhs=nhs))
     [held] = push(engine, "GP", update("gp-1", family="Zielinska", given=("Ola",), dob="2012-02-02",
                                        gender="female", nhs=nhs, address=None), now=at(1))
-    assert held.outcome == "review"
-    assert held.detail == store.REVIEW_DETAIL
+    [new] = push(engine, "GP", update("gp-2", family="Zielinski", given=("Jan",), dob="2013-03-03",
+                                      gender="male", nhs=nhs_number(5556668), address=None), now=at(2))
+    assert (held.outcome, held.detail) == (new.outcome, new.detail) == ("created", None)
+    assert (held.held_for_review, held.identifier_conflict, held.recorded_outcome) == (True, True, "review")
+    assert (new.held_for_review, new.identifier_conflict, new.recorded_outcome) == (False, False, "created")
 
 
 def test_two_different_valid_nhs_numbers_are_two_children(engine):
@@ -139,8 +143,8 @@ def test_an_uncertain_match_is_stored_as_its_own_child_and_paired_for_review(eng
     [first] = push(engine, "LA", update("la-1"))
     [held] = push(engine, "GP", update("gp-1", family="Okafer", dob="2016-04-09",
                                        address=Address(("7 Rowan Court",), "BS3 1QQ")), now=at(1))
-    assert held.outcome == "review" and held.child_id not in (None, first.child_id)
-    assert held.detail == store.REVIEW_DETAIL
+    assert (held.outcome, held.detail, held.held_for_review) == ("created", None, True)
+    assert held.child_id not in (None, first.child_id) and not held.identifier_conflict
     [entry] = open_reviews(engine)
     assert (entry.child_id, entry.candidate_child_id) == (held.child_id, first.child_id)
     assert store.DEFAULT_POLICY.lower <= entry.score < store.DEFAULT_POLICY.upper
@@ -178,7 +182,7 @@ def test_another_organisations_record_with_one_common_error_is_linked(engine, va
 def test_twins_are_never_linked(engine):
     [first] = push(engine, "LA", update("la-1", given=("Chidi",)))
     [second] = push(engine, "LA", update("la-2", given=("Obinna",)), now=at(1))
-    assert second.outcome in ("created", "review") and second.child_id != first.child_id
+    assert second.outcome == "created" and second.child_id != first.child_id
 
 
 def test_every_key_of_every_source_is_filed(engine):

@@ -284,7 +284,7 @@ def test_a_purge_takes_merged_ids_review_entries_distinct_pairs_and_merge_snapsh
     first = child(engine, nhs=nhs)
     [held] = push(engine, "GP", update("gp-9", family=unique_name("Other"), given=(unique_name("Giv"),),
                                        dob="2008-06-10", nhs=nhs, address=None))
-    assert held.outcome == "review"
+    assert held.held_for_review
     other = child(engine, dob="2008-06-03")
     now = noon(dt.date(2026, 4, 1))
     with engine.begin() as conn:

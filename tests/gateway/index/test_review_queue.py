@@ -36,7 +36,7 @@ def held_pair(engine) -> tuple[str, str, int]:
     nhs = nhs_number(9012345)
     [first] = push(engine, "LA", update("la-1", nhs=nhs, involvements_=(involvement("Social care"),)))
     [held] = push(engine, "GP", other(involvements_=(involvement("Health visiting"),)), now=at(1))
-    assert held.outcome == "review"
+    assert held.held_for_review
     [entry] = open_reviews(engine)
     return first.child_id, held.child_id, entry.id
 
