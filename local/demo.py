@@ -155,15 +155,17 @@ def run_demo(keep: bool = False, home: Path | None = None) -> int:
         demo.expect(bool(fuzzy) and fuzzy[0]["ChildId"] == results[0]["ChildId"],
                     "a misspelt family name still finds the child, with a score")
 
-        demo.step("A record that meets Maja's NHS number but not her identity: stored, and held for review")
+        demo.step("A record that meets Maja's NHS number but not her identity: answered as a new child "
+                  "(the answer never says a number is known), and held for review")
         clash = dict(_children()[2], SourceRecordId="LA-0102", Identity={
             "FamilyName": "Novak", "GivenName": ["Tomas"], "DateOfBirth": "2010-01-20", "Gender": "male",
             "NhsNumber": "9434765870"}, Involvement=[])
         [held] = la.submit_updates([clash])
         print(f"   LA-0102: {held['Outcome']} {held['ChildId']} - {held['Detail']}")
-        demo.expect(held["Outcome"] == "review" and held["ChildId"] not in (None, results[1]["ChildId"]),
-                    "stored as its own child (visible at once), the pair queued for a person")
-        gateway.cli("review", "list")
+        demo.expect(held["Outcome"] == "created" and held["ChildId"] not in (None, results[1]["ChildId"]),
+                    "stored as its own child (visible at once), answered as any new child")
+        queued = gateway.cli("review", "list").output
+        demo.expect(held["ChildId"] in queued, "the pair queued for a person")
         gateway.cli("review", "show", "1", "--officer", "dq-officer")
         gateway.cli("review", "distinct", "1", "--officer", "dq-officer")
 
