@@ -9,7 +9,7 @@ organisations through the real gateway, and how well their records ended up on t
 
 The real path (default). A temporary home is set up with the real CLI (`contactgate init`, one
 organisation per source: LA (local authority), HEALTH, SCHOOL (education), each accredited to push,
-with certificates from `cert issue`), `python -m gateway serve` is started on a loopback port
+with certificates proposed with `cert issue --csr` and approved with `cert approve`), `python -m gateway serve` is started on a loopback port
 (contactgate_local.LocalGateway via bench/throughput.py's GatewayUnderTest), and each organisation in turn
 sends its records with signed SubmitUpdates over mutual TLS, --batch records per message.
 

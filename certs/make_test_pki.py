@@ -2,7 +2,8 @@
 
     python certs/make_test_pki.py OUT_DIR CODE [CODE ...]
 
-For experiments only. A real gateway makes its own with `contactgate init` / `cert issue`.
+For experiments only. A real gateway makes its own with `contactgate init`; organisations make their keys with
+`contactgate csr`, and two officers issue their certificates (`cert issue --csr`, `cert approve`).
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def _progress_printer(err):
               help="The mapping (YAML) from the extract's columns to the canonical model.")
 @click.option("--url", required=True, help="The gateway, e.g. https://gateway.example:8443")
 @click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="This organisation's certificate (from `cert issue`).")
+              help="This organisation's certificate (from the officers' `cert approve`).")
 @click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Its private key.")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,

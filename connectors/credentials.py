@@ -102,6 +102,8 @@ def _private_dir(path: Path) -> None:
         os.chmod(directory, 0o700)
 
 
+# The gateway has its own writers (gateway.files) for its home; these are the organisation's side's,
+# in the contactgate-client distribution, which never imports the gateway.
 def write_private(path: Path, data: bytes) -> None:
     """Written 0600 whatever the umask, never through a link, replacing the file atomically."""
     _write(path, data, 0o600)

@@ -31,6 +31,7 @@ from gateway import __version__, audit, files, officers
 from gateway.config import Settings, SettingError, safe_url
 from gateway.db import make_engine, reader
 from gateway.home import HomeError, init_home, load_ca, permission_problems, sqlite_database_path
+from gateway.index import sealed
 from gateway.trust import pki, registry, signing_keys
 from gateway.trust.registry import RegistryError
 from gateway.security import vault
@@ -941,12 +942,19 @@ def cert_issue(ctx: Context, code: str, csr: Path | None, gateway_key: bool, out
         organisation = registry.get_org(conn, code)
     if organisation is None:
         _fail(f"no organisation with code {code!r}")
+    passphrase = None
     try:
-        payload = (issuing.gateway_key_payload() if gateway_key
-                   else issuing.csr_payload(organisation, csr.read_bytes()))
+        if gateway_key:
+            with ctx.engine.connect() as conn:
+                payload, passphrase = issuing.gateway_key_payload(sealed.vault_of(conn))
+        else:
+            payload = issuing.csr_payload(organisation, csr.read_bytes())
     except issuing.IssueError as exc:
         _refuse_officer(ctx, actor, "cert issue", exc)
     _show_proposal(_registry_call(ctx, registry.propose_certificate, organisation.code, "cert_issue", payload, actor))
+    if passphrase:
+        click.echo(f"passphrase of the bundle (shown once, to you only; give it to {organisation.code} by "
+                   f"telephone: the approving officer sends the bundle and never sees it): {passphrase}")
 
 
 @cert.command("register")
@@ -977,19 +985,16 @@ def cert_register(ctx: Context, code: str, cert_file: Path) -> None:
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write cert.pem, ca.pem and gateway-signing.pem here (and, for a key made by the "
                    "gateway, bundle.p12).")
-@click.option("--passphrase-stdin", is_flag=True,
-              help="Key made by the gateway: read the bundle's passphrase from standard input instead "
-                   "of having one made.")
 @click.option("--force", is_flag=True, help="Replace files that already exist (never done otherwise).")
 @pass_ctx
 def cert_approve(ctx: Context, code: str, proposal_id: int, out: Path | None, out_dir: Path | None,
-                 passphrase_stdin: bool, force: bool) -> None:
+                 force: bool) -> None:
     """Approve a certificate proposal (a different officer from the proposer): the certificate is
     signed (or, for `cert register`, checked again) and bound to the organisation.
 
     Files are written before the certificate is bound and removed again if binding fails; a key
-    made by the gateway exists only in bundle.p12, encrypted under a passphrase that is shown once
-    and goes to the organisation by another channel than the bundle."""
+    made by the gateway exists only in bundle.p12, encrypted under the passphrase the proposer was
+    shown (and gives the organisation by telephone): the approver sends the bundle, never seeing it."""
     from gateway.app import trust_anchor_files
     from gateway.trust import issuing
 
@@ -1003,10 +1008,8 @@ def cert_approve(ctx: Context, code: str, proposal_id: int, out: Path | None, ou
         _fail("this proposal has the gateway make the key: give --out-dir DIR for its encrypted bundle")
     passphrase = None
     if gateway_key:
-        passphrase = click.get_text_stream("stdin").readline().rstrip("\r\n") if passphrase_stdin \
-            else issuing.new_passphrase()
-        if len(passphrase) < issuing.MIN_PASSPHRASE:
-            _fail(f"the bundle's passphrase must have at least {issuing.MIN_PASSPHRASE} characters")
+        with ctx.engine.connect() as conn:
+            passphrase = issuing.bundle_passphrase(sealed.vault_of(conn), proposal)
     make, made = issuing.made_on_approval(
         ctx.settings, anchors=pki.TrustAnchors.from_files(trust_anchor_files(ctx.settings)),
         gateway_key_allowed=True)
@@ -1054,9 +1057,9 @@ def cert_approve(ctx: Context, code: str, proposal_id: int, out: Path | None, ou
         click.echo(f"wrote {', '.join(str(p) for p in written)}")
     elif not out:
         click.echo(pki.cert_pem(made["issued"].certificate).decode(), nl=False)
-    if passphrase and not passphrase_stdin:
-        click.echo(f"passphrase of {out_dir / issuing.BUNDLE_NAME} (shown once; give it to the organisation by "
-                   f"another channel than the bundle, e.g. by telephone): {passphrase}")
+    if passphrase:
+        click.echo(f"send {out_dir / issuing.BUNDLE_NAME} to the organisation; {proposal.proposed_by}, who "
+                   f"proposed it, gives it the passphrase by telephone")
 
 
 @cert.command("decline")

@@ -8,7 +8,9 @@ approves it (gateway.trust.registry.propose_certificate / approve_certificate).
 - **With a key made by the gateway**, for an organisation that cannot make one: an explicit option
   of the CLI only (never the console). The key is made when the proposal is approved, exists only in
   memory and in a PKCS#12 bundle encrypted under a passphrase given to the organisation by another
-  channel than the bundle.
+  channel than the bundle. Neither officer alone holds both: the passphrase is made when the
+  proposal is made, shown once to the proposer and kept sealed (the data keys) for the approval; the
+  approver writes the bundle and never sees it.
 - **Registering** a certificate from another trusted CA: the chain is checked when proposed and
   again when approved.
 """
@@ -27,10 +29,9 @@ from gateway.config import Settings
 from gateway.home import load_ca
 from gateway.trust import pki, signing_keys
 
-# A passphrase the gateway makes for a bundle: 25 characters from a 32-letter alphabet (125 bits),
-# in groups of five so it can be read out over a telephone.
+# A passphrase the gateway makes for a bundle: 25 characters from a 31-letter alphabet (no 0/o, 1/l/i:
+# 123 bits), in groups of five so it can be read out over a telephone.
 _PASSPHRASE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
-MIN_PASSPHRASE = 16
 BUNDLE_NAME = "bundle.p12"
 
 
@@ -53,8 +54,22 @@ def csr_payload(org, csr_pem: bytes) -> dict:
             "public_key_sha256": hashlib.sha256(public).hexdigest()}
 
 
-def gateway_key_payload() -> dict:
-    return {"key": "gateway"}
+def gateway_key_payload(vault) -> tuple[dict, str]:
+    """The proposal to have the gateway make the key, and the bundle's passphrase: sealed in the
+    payload for the approval, returned to be shown once to the proposer (never to the approver)."""
+    passphrase, nonce = new_passphrase(), secrets.token_hex(16)
+    return {"key": "gateway", "passphrase_nonce": nonce,
+            "passphrase": vault.seal(passphrase, _passphrase_context(nonce))}, passphrase
+
+
+def bundle_passphrase(vault, proposal) -> str:
+    """The sealed passphrase of a gateway-key proposal, for writing its bundle (never shown)."""
+    payload = proposal.payload
+    return vault.open(payload["passphrase"], _passphrase_context(payload["passphrase_nonce"]))
+
+
+def _passphrase_context(nonce: str) -> str:
+    return f"proposals.bundle_passphrase|{nonce}"
 
 
 def register_payload(certificate_pem: bytes, anchors: pki.TrustAnchors) -> dict:
@@ -115,8 +130,6 @@ def encrypted_bundle(settings: Settings, issued: Issued, org_code: str, passphra
     with AES-256 and PBKDF2 (readable by OpenSSL 1.1.1+, Java, .NET, and `contactgate unbundle`)."""
     if issued.key is None:
         raise IssueError("no key to bundle")
-    if len(passphrase) < MIN_PASSPHRASE:
-        raise IssueError(f"the bundle's passphrase must have at least {MIN_PASSPHRASE} characters")
     _, ca_cert = load_ca(settings)
     encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
                   .kdf_rounds(200_000)

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from gateway import audit, officers as officers_mod
 from gateway.audit import AuditTrail
+from gateway.audit.report import safe_text
 from gateway.db import audit_log, certificates, organisations, proposals
 from gateway.officers import Officer
 from gateway.trust import pki
@@ -95,7 +96,11 @@ class Proposal:
                 "proposed_by": self.proposed_by, "proposed_at": _iso(self.proposed_at),
                 "decided_by": self.decided_by, "decided_at": _iso(self.decided_at),
                 "decision_reason": self.decision_reason, "summary": self.summary(),
-                "payload": {k: v for k, v in self.payload.items() if k not in ("pem", "crl", "csr")}}
+                "payload": {k: v for k, v in self.payload.items() if k not in SECRET_OR_BULKY}}
+
+
+# Payload entries never shown (a CA's or a CSR's PEM: bulky; a bundle's sealed passphrase: secret).
+SECRET_OR_BULKY = ("pem", "crl", "csr", "certificate", "passphrase")
 
 
 def _certificate_summary(kind: str, p: dict) -> str:
@@ -105,9 +110,11 @@ def _certificate_summary(kind: str, p: dict) -> str:
     if kind == "cert_issue" and p.get("key") == "gateway":
         text = "issue a certificate with a key made by the gateway (an encrypted bundle for the organisation)"
     elif kind == "cert_issue":
-        text = f"issue a certificate for the CSR {p['subject']} (key sha256={p['public_key_sha256']})"
+        # Only what the gateway computed: the CSR's subject is the proposer's (or the requester's) text,
+        # and is not used in the certificate (which names the organisation from the registry).
+        text = f"issue a certificate for the key sha256={p['public_key_sha256']} (from the organisation's CSR)"
     else:
-        text = (f"register certificate sha256={p['fingerprint']} {p['subject']} issued by {p['issuer']} "
+        text = (f"register certificate sha256={p['fingerprint']} issued by {safe_text(p['issuer'])} "
                 f"until {p['not_after'][:10]}")
     held = p.get("active_certificates", 0)
     if held:

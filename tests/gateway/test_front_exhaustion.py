@@ -18,7 +18,8 @@ def _silent(port: int, source: str) -> socket.socket:
 
 
 def test_silent_connections_filling_the_total_cap_do_not_lock_out_a_client(material):
-    limits = replace(LIMITS, max_connections=40, max_connections_per_address=5, handshake_timeout_s=5)
+    # Silent connections may hold on for 30 s: the client is served by the eviction, not a timeout.
+    limits = replace(LIMITS, max_connections=40, max_connections_per_address=5, handshake_timeout_s=30)
     running = RunningFront(material, limits)
     held = []
     try:
@@ -30,7 +31,7 @@ def test_silent_connections_filling_the_total_cap_do_not_lock_out_a_client(mater
             with running.tls_socket("127.0.0.1") as tls:
                 tls.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert tls.recv(100).startswith(b"HTTP/1.1 200")
-            assert time.monotonic() - started < 1
+            assert time.monotonic() - started < 10  # well within the 30 s a silent connection may hold on
     finally:
         for sock in held:
             sock.close()
@@ -48,7 +49,7 @@ def test_a_body_that_stalls_after_a_fast_start_is_closed_within_the_body_timeout
             tls.settimeout(10)
             started = time.monotonic()
             read_all(tls)
-            assert time.monotonic() - started < 1 + 1.5
+            assert time.monotonic() - started < 1 + 10  # the body timeout, not the 48 s the pace rule earns
     finally:
         running.stop()
 

@@ -29,7 +29,8 @@ from tests.support import unique_name, child_update, foreign_ca_client_material,
 STALLERS = 500
 SPREAD = [f"127.0.{i}.{j}" for i in range(1, 5) for j in range(2, 7)]  # 20 addresses, 25 each
 ONE_ADDRESS = "127.0.9.9"
-ANSWER_WITHIN_S = 1.0
+ANSWER_WITHIN_S = 1.0  # on a quiet machine; a busy one is allowed a multiple of its own baseline
+DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0  # gateway.config: how long a stalled handshake may hold on
 OPENING_BUDGET_S = 15.0  # opening the stallers must not itself hang (it does against a starved server)
 
 REASON = dict(reason_code="care_coordination", reason_text="checking contacts before a visit")
@@ -144,9 +145,10 @@ def stallers(gateway, variant, sources: list[str], n: int = STALLERS):
                 sock.close()
 
 
-def assert_answers_promptly(gateway) -> None:
-    """A fresh accredited client (its own new TLS connection) gets each answer within 1 s."""
-    la = gateway.client("la", timeout=10)
+def answer_times(gateway) -> dict[str, float]:
+    """A fresh accredited client (its own new TLS connection): SubmitUpdates of a new child, FindChild,
+    GetContacts; the seconds each took."""
+    la = gateway.client("la", timeout=30)
     timings = {}
 
     def timed(name, call):
@@ -166,18 +168,31 @@ def assert_answers_promptly(gateway) -> None:
     child = timed("GetContacts", lambda: la.get_contacts(
         result["ChildId"], user_id="sw.one", role="social worker", **REASON))
     assert child["ChildId"] == result["ChildId"]
-    print("answer times:", {name: round(t, 3) for name, t in timings.items()})
-    slow = {name: round(t, 3) for name, t in timings.items() if t > ANSWER_WITHIN_S}
-    assert not slow, f"answers slower than {ANSWER_WITHIN_S}s: {slow}"
+    return timings
+
+
+def assert_answers_promptly(gateway, baseline: dict[str, float], stall_s: float) -> None:
+    """Answered while connections stall, each call within a generous multiple of the same call
+    measured before they stalled (``baseline``, in this test), and always well within ``stall_s``:
+    the time a stalled connection may hold on before the gateway closes it, which is how long an
+    accredited client would wait if stalled connections could delay it (a thread each, as before the
+    front). A busy machine slows the baseline and the bound alike."""
+    timings = answer_times(gateway)
+    print("answer times:", {n: round(t, 3) for n, t in timings.items()},
+          "before the stall:", {n: round(t, 3) for n, t in baseline.items()})
+    slow = {name: round(t, 3) for name, t in timings.items()
+            if t > min(0.8 * stall_s, max(ANSWER_WITHIN_S, 4 * baseline[name]))}
+    assert not slow, f"answers delayed by stalled connections: {slow} (before the stall: {baseline})"
 
 
 # ---- 500 stalled connections do not delay an accredited client ------------------------------------
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_accredited_client_is_answered_promptly_while_500_connections_stall(gateway, variant):
+    baseline = answer_times(gateway)
     with stallers(gateway, VARIANTS[variant], SPREAD) as opened:
         assert len(opened) == STALLERS, f"only {len(opened)} of {STALLERS} stalled connections opened"
-        assert_answers_promptly(gateway)
+        assert_answers_promptly(gateway, baseline, DEFAULT_HANDSHAKE_TIMEOUT_S)
 
 
 # ---- limits enforced: a gateway with short timeouts and small connection caps ----------------------
@@ -190,14 +205,30 @@ def tight_gateway(request, tmp_path_factory):
         yield gw
 
 
-def test_500_stalled_connections_from_one_address_are_capped_and_do_not_delay_others(tight_gateway):
-    with stallers(tight_gateway, _partial_client_hello, [ONE_ADDRESS]) as opened:
-        time.sleep(0.3)
-        still_open = sum(1 for sock in opened if _is_open(sock))
-        cap = int(TIGHT["CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS"])
+# The cap, not a timeout, must close what is over it: a gateway whose stalled handshakes may hold on
+# for a minute (a busy machine may take seconds to accept 500 connections; the test waits for that).
+CAPPED = {**TIGHT, "CONTACTGATE_HANDSHAKE_TIMEOUT": "60", "CONTACTGATE_HEADER_TIMEOUT": "60"}
+CAPPED_STALL_S = 60.0
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def capped_gateway(request, tmp_path_factory):
+    home = tmp_path_factory.mktemp(f"capped-{request.param}")
+    with private_gateway(request.param, home, orgs={"LA": ("local_authority", ["push", "query"])},
+                         extra_env=CAPPED) as gw:
+        yield gw
+
+
+def test_500_stalled_connections_from_one_address_are_capped_and_do_not_delay_others(capped_gateway):
+    cap = int(CAPPED["CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS"])
+    baseline = answer_times(capped_gateway)
+    with stallers(capped_gateway, _partial_client_hello, [ONE_ADDRESS]) as opened:
+        deadline = time.monotonic() + 30  # the server accepts and closes the rest as it gets to them
+        while (still_open := sum(1 for sock in opened if _is_open(sock))) > cap and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert still_open <= cap, f"{still_open} connections from one address held open (cap {cap})"
         # Without the per-address cap these 500 would fill MAX_CONNECTIONS (150) and lock out others.
-        assert_answers_promptly(tight_gateway)
+        assert_answers_promptly(capped_gateway, baseline, CAPPED_STALL_S)
 
 
 def _is_open(sock: socket.socket) -> bool:

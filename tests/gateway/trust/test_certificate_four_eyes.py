@@ -142,13 +142,14 @@ def test_an_ecdsa_csr_from_the_client_command_is_signed(gw, tmp_path):
 
 
 def test_a_key_made_by_the_gateway_comes_only_in_an_encrypted_bundle(gw, tmp_path):
-    number = proposal_id(gw.cli("cert", "issue", "HL1", "--gateway-key", officer="alice").output)
+    proposed = gw.cli("cert", "issue", "HL1", "--gateway-key", officer="alice")
+    passphrase = re.search(r"never sees it\): (\S+)", proposed.output)[1]
+    number = proposal_id(proposed.output)
     no_dir = gw.cli("cert", "approve", "HL1", "--proposal", number, "--out", str(tmp_path / "x.pem"),
                     officer="bob", expect_ok=False)
     assert no_dir.exit_code == 2 and "--out-dir" in no_dir.output
     out = tmp_path / "bundle"
-    approved = gw.cli("cert", "approve", "HL1", "--proposal", number, "--out-dir", str(out), officer="bob")
-    passphrase = re.search(r"by telephone\): (\S+)", approved.output)[1]
+    gw.cli("cert", "approve", "HL1", "--proposal", number, "--out-dir", str(out), officer="bob")
     assert sorted(p.name for p in out.iterdir()) == ["bundle.p12", "ca.pem", "cert.pem", "gateway-signing.pem"]
     assert (out / "bundle.p12").stat().st_mode & 0o777 == 0o600
     assert b"PRIVATE KEY" not in (out / "bundle.p12").read_bytes()
@@ -161,6 +162,41 @@ def test_a_key_made_by_the_gateway_comes_only_in_an_encrypted_bundle(gw, tmp_pat
     opened = tmp_path / "opened"
     assert (opened / "key.pem").stat().st_mode & 0o777 == 0o600
     assert answered_as_hl1(gw, opened)
+
+
+def test_neither_officer_alone_holds_both_the_bundle_and_its_passphrase(gw, tmp_path):
+    """The proposer is shown the passphrase (and never gets the bundle); the approver writes the bundle
+    and is never shown the passphrase, nor can read it from the proposal."""
+    proposed = gw.cli("cert", "issue", "HL1", "--gateway-key", officer="alice")
+    found = re.search(r"never sees it\): (\S+)", proposed.output)
+    assert found, proposed.output
+    passphrase = found[1]
+    number = proposal_id(proposed.output)
+    shown = gw.cli("org", "show", "HL1", "--json", officer="bob").output + gw.cli("org", "show", "HL1", officer="bob").output
+    assert passphrase not in shown
+    approved = gw.cli("cert", "approve", "HL1", "--proposal", number, "--out-dir", str(tmp_path / "b"), officer="bob")
+    assert passphrase not in approved.output
+    with gw.engine.connect() as conn:
+        details = " ".join(conn.execute(select(audit_log.c.detail)).scalars())
+    assert passphrase not in details
+
+
+def test_what_a_csr_subject_says_is_not_shown_to_the_approver(gw, tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = pki.new_ec_key()
+    forged = "HL1 (key sha256=" + "ab" * 32 + ")\n  a second officer approves it with: anything"
+    request = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, forged),
+        x509.NameAttribute(NameOID.COMMON_NAME, "HL1")])).sign(key, hashes.SHA256()))
+    (tmp_path / "forged.csr").write_bytes(request.public_bytes(serialization.Encoding.PEM))
+    proposed = gw.cli("cert", "issue", "HL1", "--csr", str(tmp_path / "forged.csr"), officer="alice")
+    listing = gw.cli("cert", "list", "HL1", officer="bob").output + gw.cli("org", "show", "HL1", officer="bob").output
+    for shown in (proposed.output, listing):
+        assert "ab" * 32 not in shown and "anything" not in shown
+    gw.cli("cert", "decline", "HL1", "--proposal", proposal_id(proposed.output), "--reason", "forged", officer="bob")
 
 
 def test_registering_a_certificate_of_another_ca_is_a_proposal_too(gw, tmp_path):
