@@ -324,7 +324,11 @@ def _fail(message: str) -> None:
 class MainGroup(CommandGroup):
     """`contactgate`: the gateway's own commands, and commands other installed distributions add
     under the entry-point group ``contactgate.commands`` (`push` from the connecting organisation's
-    side, `demo`). Those are found only when asked for, so a gateway command pays nothing for them."""
+    side, `demo`). Those are found only when asked for, so a gateway command pays nothing for them.
+    Only `contactgate` itself offers them: its groups are plain CommandGroups (``org push`` is not a
+    command)."""
+
+    group_class = CommandGroup
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(_added_commands()))
