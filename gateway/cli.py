@@ -28,6 +28,7 @@ import click
 from cryptography import x509
 
 from gateway import __version__, audit, files, officers
+from gateway.audit.review import RULES as REVIEW_RULES
 from gateway.config import Settings, SettingError, safe_url
 from gateway.db import make_engine, reader
 from gateway.home import HomeError, init_home, load_ca, permission_problems, sqlite_database_path
@@ -1701,9 +1702,7 @@ def audit_report(ctx: Context, child_id: str | None, user: str | None, org_code:
               help="Review the entries from this day (UTC) on.")
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, metavar="YYYY-MM-DD",
               help="...up to the start of this day (UTC) [default: now].")
-@click.option("--rule", "rules", multiple=True, type=click.Choice(["volume", "uninvolved", "fishing", "out_of_hours",
-              "shielded", "refusals", "reason_reuse", "approvals", "additional_certificate",
-              "identifier_probing"]),
+@click.option("--rule", "rules", multiple=True, type=click.Choice(REVIEW_RULES),
               help="Only this rule (repeatable) [default: all].")
 @click.option("--mark", "mark_id", default=None, metavar="FINDING", help="Mark this finding reviewed (needs --note).")
 @click.option("--note", default=None, help="What the review found (with --mark).")
