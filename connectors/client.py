@@ -39,7 +39,7 @@ from zeep.wsdl.utils import etree_to_string
 
 import contactgate_schemas as schemas
 from contactgate_wire import soap, wsse
-from contactgate_wire.answers import AnswerVerifier, GatewayError, ResponseNotTrusted
+from contactgate_wire.answers import AnswerVerifier, GatewayError, GatewayUnreachable, ResponseNotTrusted
 from contactgate_wire.certificates import TrustAnchors
 from contactgate_wire.faults import FAULT_CODES
 from contactgate_wire.soap import CG, SOAP_ACTION_PREFIX, SOAP_PATH
@@ -47,11 +47,6 @@ from contactgate_wire.soap import digest_b64 as request_digest  # SHA-256, base6
 from connectors.results import Candidate, Child, PingAnswer, Shielding, UpdateResult
 
 BINDING = f"{{{CG}}}ContactGateBinding"
-
-
-class GatewayUnreachable(GatewayError):
-    """No SOAP answer came back: the connection or the TLS handshake failed (a certificate the
-    gateway does not accept ends here), or the answer was not a SOAP envelope."""
 
 
 class GatewayFault(GatewayError):
@@ -300,7 +295,7 @@ class GatewayClient:
         """Push a source extract with a declarative mapping (connectors.push.push_file): rows mapped
         and checked, bad rows to ``rejects``, the rest in signed batches of up to 1,000, retried,
         resumable and sent only when changed (``state``). Returns a connectors.push.Summary."""
-        from connectors.push import push_file
+        from connectors.push import push_file  # when used: calling the gateway needs no mapping machinery
 
         return push_file(self, extract, mapping, state=state, rejects=rejects, **kwargs)
 

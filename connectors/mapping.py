@@ -42,6 +42,11 @@ import yaml
 from connectors import model
 
 SOURCES = ("csv", "xml", "fhir")
+# What a fhir mapping's rules can read of a Patient (documented in the README): connectors.sources
+# offers each FHIR Patient to the rules under exactly these names.
+FHIR_FIELDS = ("id", "nhs_number", "family", "given", "birth_date", "gender", "deceased_date",
+               "address_line1", "address_line2", "address_line3", "address_city", "address_postcode",
+               "phone", "email", "gp_code", "gp_name", "contact_name", "contact_relationship", "contact_phone")
 RULE_KEYS = {"from", "value", "name", "split", "map", "date", "default", "required"}
 TOP_KEYS = {"source", "csv", "xml", "id", "fields", "description"}
 _TRUE = {"true", "yes", "y", "1"}
@@ -328,8 +333,6 @@ def load(path: Path | str) -> Mapping:
     elif "xml" in data:
         raise MappingError(path, data.lines["xml"], f"xml options on a {source} mapping")
     if source == "fhir":
-        from connectors.sources import FHIR_FIELDS
-
         for rule in (id_rule, *rules):
             if rule.source is not None and rule.source not in FHIR_FIELDS:
                 raise MappingError(path, rule.line, f"{rule.target}: a FHIR Patient offers "

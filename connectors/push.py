@@ -40,8 +40,8 @@ from lxml import etree
 
 from connectors import mapping as mapping_mod
 from connectors import sources
-from connectors.client import GatewayUnreachable
 from connectors.results import UpdateResult
+from contactgate_wire.answers import GatewayUnreachable
 from contactgate_wire.soap import CG, SOAP_ENV, fault_code, q
 from contactgate_wire.spreadsheet import CsvWriter
 

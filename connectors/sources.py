@@ -23,14 +23,10 @@ from typing import Iterator
 
 from lxml import etree
 
-from connectors.mapping import Mapping, MappingError
+from connectors.mapping import FHIR_FIELDS, Mapping, MappingError
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
-# What a fhir mapping's rules can read of a Patient (documented in the README).
-FHIR_FIELDS = ("id", "nhs_number", "family", "given", "birth_date", "gender", "deceased_date",
-               "address_line1", "address_line2", "address_line3", "address_city", "address_postcode",
-               "phone", "email", "gp_code", "gp_name", "contact_name", "contact_relationship", "contact_phone")
 
 
 class ExtractError(ValueError):

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.officer_roles import ROLES as OFFICER_ROLES
+
 
 @dataclass(frozen=True)
 class HomeLayout:
@@ -281,15 +283,13 @@ def role_list(variable: str, value: str) -> frozenset[str]:
 
 
 def officer_role_list(variable: str, value: str) -> frozenset[str]:
-    """Officer roles (gateway.officers.ROLES), comma-separated. An unknown name is refused rather
+    """Officer roles (gateway.officer_roles.ROLES), comma-separated. An unknown name is refused rather
     than ignored: a misspelt role would otherwise grant nothing without anyone noticing."""
-    from gateway.officers import ROLES
-
     roles = frozenset(part.strip() for part in value.split(",") if part.strip())
-    unknown = sorted(roles - set(ROLES))
+    unknown = sorted(roles - set(OFFICER_ROLES))
     if unknown:
         raise SettingError(f"{variable} names {', '.join(map(repr, unknown))}, not an officer role "
-                           f"(officer roles: {', '.join(ROLES)})")
+                           f"(officer roles: {', '.join(OFFICER_ROLES)})")
     return roles
 
 

@@ -49,8 +49,8 @@ from sqlalchemy.engine import Connection
 from gateway import audit, files
 from gateway.db import officer_sessions, officer_signin_failures, officers
 from gateway.index import sealed
+from gateway.officer_roles import ROLES
 
-ROLES = ("officer", "senior_officer", "data_quality", "auditor")
 MIN_PASSWORD = 12
 TOTP_INTERVAL = 30
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")

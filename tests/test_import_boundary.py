@@ -1,10 +1,15 @@
-"""The line between the two sides: the gateway (`gateway/`) and what a connecting organisation installs
-(`connectors/`: the SDK, mappings, push) import what they share (`contactgate_wire`,
-`contactgate_schemas`) and never each other; the shared packages import neither; and no product code
-reaches into a library's private names (zeep's `_sign_envelope_with_key` was one).
+"""The product's import graph, read from the source with `ast` (nothing is imported).
 
-Checked two ways: every import statement in the source, lazy ones inside functions included; and
-what importing each side really loads, in a fresh interpreter.
+- No circles: no module of gateway, connectors, contactgate_wire (wire/), contactgate_schemas
+  (schemas/) or contactgate_local (local/) reaches itself through imports. Every import statement
+  counts, a lazy one inside a function too: it hides the same coupling, and only moves the failure
+  from import time to the first call. A circle is broken by moving what both sides need to where it
+  belongs, never by making an import lazy.
+- The line between the two sides: the gateway (`gateway/`) and what a connecting organisation
+  installs (`connectors/`: the SDK, mappings, push) import what they share (`contactgate_wire`,
+  `contactgate_schemas`) and never each other; the shared packages import neither; and no product
+  code reaches into a library's private names (zeep's `_sign_envelope_with_key` was one). Checked
+  also by what importing each side really loads, in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import ast
 import json
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -26,6 +32,9 @@ FORBIDDEN = {
     "schemas": {"gateway", "connectors", "contactgate_local", "contactgate_wire"},
 }
 OURS = {"gateway", "connectors", "contactgate_local", "contactgate_wire", "contactgate_schemas"}
+# directory -> the import package it holds (pyproject.toml's package-dir)
+PACKAGES = {"gateway": "gateway", "connectors": "connectors", "wire": "contactgate_wire",
+            "schemas": "contactgate_schemas", "local": "contactgate_local"}
 # What the gateway's server needs and a connecting organisation's SDK must not pull in.
 SERVER_ONLY = ("gateway", "flask", "sqlalchemy", "alembic", "psycopg", "gunicorn", "redis", "argon2", "pyotp",
                "rapidfuzz", "jellyfish", "flask_wtf", "contactgate_local")
@@ -98,6 +107,121 @@ def test_the_check_sees_a_lazy_import_a_relative_one_and_a_private_name(tmp_path
     assert any("bad.py:5 imports private" in p for p in found), found
     assert any("x.py:1 imports connectors" in p for p in found), found
 
+
+# ---- no circles ------------------------------------------------------------------------------------
+
+def module_name(path: Path) -> str:
+    directory, *parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([PACKAGES[directory], *parts])
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """module -> {module it imports: line of the first such import}, over every product module.
+    ``from package import name`` is an import of the submodule ``package.name`` when there is one,
+    else of ``package``; imports of anything outside the product are left out."""
+    files = {module_name(path): path for directory in PACKAGES for path in source_files(directory)}
+    graph: dict[str, dict[str, int]] = {}
+    for module, path in files.items():
+        edges = graph[module] = {}
+        for line, imported, names in imports_in(path):
+            top, _, rest = imported.partition(".")
+            if top in PACKAGES and top not in OURS:  # a relative import, resolved to its directory's name
+                imported = ".".join(filter(None, [PACKAGES[top], rest]))
+            targets = [f"{imported}.{name}" for name in names if f"{imported}.{name}" in files]
+            if not targets:
+                while imported and imported not in files:
+                    imported = imported.rpartition(".")[0]
+                targets = [imported] if imported else []
+            for target in targets:
+                if target != module:
+                    edges[target] = min(line, edges.get(target, line))
+    return graph
+
+
+def circles(graph: dict[str, dict[str, int]]) -> list[str]:
+    """One shortest circle through each set of modules that reach each other (Tarjan's strongly
+    connected components), as ``a:LINE -> b:LINE -> a``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components: list[list[str]] = []
+
+    def visit(module: str) -> None:  # recursive: the graph is a few hundred modules
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    found = []
+    for component in components:
+        start, inside = component[0], set(component)
+        came_from: dict[str, str] = {}
+        queue = deque([start])
+        while queue:  # breadth first: the shortest way back to start
+            module = queue.popleft()
+            if start in graph[module]:
+                path = [module]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                path.reverse()
+                found.append(" -> ".join(f"{m}:{graph[m][n]}" for m, n in zip(path, [*path[1:], start]))
+                             + f" -> {start}")
+                break
+            for target in sorted(graph[module]):
+                if target in inside and target not in came_from and target != start:
+                    came_from[target] = module
+                    queue.append(target)
+    return found
+
+
+def test_no_import_circles():
+    found = circles(import_graph())
+    assert not found, ("import circles (move what both sides need to where it belongs, below both):\n"
+                       + "\n".join(found))
+
+
+def test_the_circle_check_finds_a_lazy_circle_and_names_it(tmp_path, monkeypatch):
+    """Not vacuous: a circle closed by an import inside a function, planted in a copy, is found and
+    named with its lines; ``from package import submodule`` and relative imports resolve to the
+    module imported."""
+    for directory in PACKAGES:
+        (tmp_path / directory).mkdir()
+    (tmp_path / "connectors" / "__init__.py").write_text("")
+    (tmp_path / "connectors" / "a.py").write_text("import json\nfrom connectors.b import thing\n")
+    (tmp_path / "connectors" / "b.py").write_text("def thing():\n    from connectors import c\n")
+    (tmp_path / "connectors" / "c.py").write_text("\n\nimport connectors.a\n")
+    (tmp_path / "gateway" / "__init__.py").write_text("")
+    (tmp_path / "gateway" / "ok.py").write_text("from gateway import other\n")
+    (tmp_path / "gateway" / "other.py").write_text("import gateway\n")
+    (tmp_path / "wire" / "__init__.py").write_text("")
+    (tmp_path / "wire" / "soap.py").write_text("from . import faults\nfrom .faults import CODES\n")
+    (tmp_path / "wire" / "faults.py").write_text("CODES = ()\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    graph = import_graph()
+    assert graph["gateway.ok"] == {"gateway.other": 1} and graph["gateway.other"] == {"gateway": 1}
+    assert graph["contactgate_wire.soap"] == {"contactgate_wire.faults": 1}
+    assert circles(graph) == ["connectors.a:2 -> connectors.b:2 -> connectors.c:3 -> connectors.a"]
+
+
+# ---- what each side loads ------------------------------------------------------------------------------
 
 def loaded_after(code: str) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json\n"

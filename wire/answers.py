@@ -2,7 +2,9 @@
 fresh Timestamp, and bound to the exact request that was sent by its RequestDigest.
 
 The SDK checks every answer with `AnswerVerifier`; so does the gateway's own onboarding check
-(`contactgate org check`), which calls the gateway as the organisation would.
+(`contactgate org check`), which calls the gateway as the organisation would. Whatever stops a call
+from producing a trusted answer is a `GatewayError`: `ResponseNotTrusted`, or `GatewayUnreachable`
+when no answer came back at all (what a caller retries on).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ class GatewayError(Exception):
 
 class ResponseNotTrusted(GatewayError):
     """The response was not signed by the pinned gateway certificate, or not bound to our request."""
+
+
+class GatewayUnreachable(GatewayError):
+    """No SOAP answer came back: the connection or the TLS handshake failed (a certificate the
+    gateway does not accept ends here), or the answer was not a SOAP envelope."""
 
 
 class AnswerVerifier:

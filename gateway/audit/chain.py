@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-import hashlib
 import hmac
-import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +11,9 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import files
+from gateway.audit.checkpoints import CheckpointSigner, checkpoint_line, last_checkpoint
+from gateway.audit.links import GENESIS, entry_hash, material, public_hash, timestamp
 from gateway.db import audit_children, audit_head, audit_log, reader
-
-GENESIS = "0" * 64
-HASHED_FIELDS = (
-    "seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
-    "reason_text", "child_ids", "outcome", "fault_code", "request_digest", "detail",
-)
-# Fields added later (migration 0010): hashed when present, so entries written before them verify
-# as they were written, and removing one from a later entry breaks its link like any other edit.
-EXTENDED_FIELDS = ("source_address", "request_id", "response_digest")
 
 
 @dataclass
@@ -63,11 +54,6 @@ def new_request_id() -> str:
     return secrets.token_hex(16)
 
 
-def _timestamp(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 KEY_BYTES = 32
 
 # Built once: every exchange appends, and building statements costs more than running them.
@@ -89,27 +75,6 @@ _MOVE_HEAD = (update(audit_head).where(audit_head.c.id == 1)
                       public_hash=bindparam("new_public")))
 
 
-def material(row) -> bytes:
-    """The canonical text of an entry's fields, as its links cover them."""
-    fields = {k: row[k] for k in HASHED_FIELDS}
-    fields.update({k: row[k] for k in EXTENDED_FIELDS if row.get(k) is not None})
-    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-
-
-def entry_hash(key: bytes, prev_hash: str, row: dict, fields: bytes | None = None) -> str:
-    """``fields``: the row's `material`, where the caller has it already."""
-    return hmac.new(key, prev_hash.encode() + b"\n" + (fields or material(row)), hashlib.sha256).hexdigest()
-
-
-def public_hash(prev_public: str, row: dict, fields: bytes | None = None) -> str:
-    """The entry's link in the public chain: a plain SHA-256 over the previous public link, the
-    entry's fields and its HMAC link. Anyone can recompute it (no key), so it proves nothing alone;
-    checkpoints signed with the gateway's signing key (gateway.audit.checkpoints) make it evidence
-    that a holder of the signing certificate can check offline."""
-    return hashlib.sha256(prev_public.encode() + b"\n" + (fields or material(row)) + b"\n"
-                          + row["entry_hash"].encode()).hexdigest()
-
-
 def new_key() -> bytes:
     return secrets.token_bytes(KEY_BYTES)
 
@@ -124,7 +89,7 @@ class AuditTrail:
             raise ValueError("the audit chain key is too short")
         self._key = key
         self._checkpoints = checkpoints
-        self._signer_factory = signer  # () -> gateway.audit.export.CheckpointSigner, or None
+        self._signer_factory = signer  # () -> gateway.audit.checkpoints.CheckpointSigner, or None
         self._signer = None  # loaded on first use, then kept: the key is read once per process
 
     @classmethod
@@ -138,8 +103,6 @@ class AuditTrail:
     def of_home(cls, layout) -> "AuditTrail":
         """The home's trail: its key, its checkpoints file, and checkpoints signed with the gateway's
         signing key (loaded when the first checkpoint is written)."""
-        from gateway.audit.export import CheckpointSigner
-
         return cls.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints,
                              signer=lambda: CheckpointSigner.from_layout(layout) if layout.signing_key.exists() else None)
 
@@ -151,13 +114,11 @@ class AuditTrail:
         hold the head the last successful run recorded — so cutting the tail and moving the head back
         is detected — and a successful run records the new head there."""
         try:
-            checkpoint = self._last_checkpoint()
+            checkpoint = last_checkpoint(self._checkpoints)
         except ValueError as exc:  # the file outside the database was altered: that is tampering too
             return VerifyResult(False, 0, None, f"the checkpoints file {self._checkpoints} is altered ({exc})")
         result = _verify(engine, self._key, batch, checkpoint)
         if result.ok and self._checkpoints is not None:
-            from gateway.audit.export import checkpoint_line
-
             files.append_private(self._checkpoints, checkpoint_line(result.entries, result.head_hash,
                                                                     result.public_head, self.checkpoint_signer()))
         return result
@@ -167,19 +128,6 @@ class AuditTrail:
         if self._signer is None and self._signer_factory is not None:
             self._signer = self._signer_factory()
         return self._signer
-
-    def _last_checkpoint(self) -> tuple[int, str] | None:
-        if self._checkpoints is None or not self._checkpoints.exists():
-            return None
-        lines = self._checkpoints.read_text().split("\n")
-        last = next((line for line in reversed(lines) if line.strip()), None)
-        if last is None:
-            return None
-        fields = last.split()
-        if len(fields) < 2 or not fields[0].isdigit() or len(fields[1]) != 64 or any(
-                c not in "0123456789abcdef" for c in fields[1]):
-            raise ValueError(f"its last line is not a checkpoint: {last[:80]!r}")
-        return int(fields[0]), fields[1]
 
 
 def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None) -> int:
@@ -191,7 +139,7 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
     head = conn.execute(_LOCK_HEAD).one()
     row = {
         "seq": head.seq + 1,
-        "at": _timestamp(now),
+        "at": timestamp(now),
         "org_code": entry.org_code,
         "cert_fingerprint": entry.cert_fingerprint,
         "user_id": entry.user_id,
@@ -290,7 +238,7 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] 
 
 
 def _since(query, since: dt.datetime | None):
-    return query if since is None else query.where(audit_log.c.at >= _timestamp(since))
+    return query if since is None else query.where(audit_log.c.at >= timestamp(since))
 
 
 def report_for_child(conn: Connection, child_id: str, since: dt.datetime | None = None) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Signed checkpoints and exports of the audit trail that others can verify offline.
+"""Exports of the audit trail that others can verify offline, with the signed checkpoints
+(gateway.audit.checkpoints) that fall in their period.
 
 The HMAC chain (gateway.audit.chain) can only be checked by whoever holds its key. Beside it runs a
 public SHA-256 chain (``public_hash``), and the gateway signs points of that chain with its
@@ -17,21 +18,17 @@ a hospital's audit repository; the native form is the one verified offline.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from gateway.audit.chain import GENESIS, _timestamp, public_hash
+from gateway.audit.checkpoints import CheckpointSigner, signature_problem, signed_checkpoints
+from gateway.audit.links import GENESIS, public_hash, timestamp
 from gateway.db import audit_log, reader
 from gateway.trust.pki import fingerprint
 
@@ -39,78 +36,6 @@ FORMAT = "contactgate-audit-export/1"
 ENTRY_COLUMNS = ("seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
                  "reason_text", "child_ids", "outcome", "fault_code", "request_digest", "detail", "source_address",
                  "request_id", "response_digest", "prev_hash", "entry_hash", "public_hash")
-
-
-def _canonical(claims: dict) -> bytes:
-    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-class CheckpointSigner:
-    """Signs checkpoint claims with the gateway's signing key (loaded once)."""
-
-    def __init__(self, key_pem: bytes, cert_pem: bytes):
-        self._key = serialization.load_pem_private_key(key_pem, password=None)
-        self.certificate = x509.load_pem_x509_certificate(cert_pem)
-
-    @classmethod
-    def from_layout(cls, layout) -> "CheckpointSigner":
-        return cls(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes())
-
-    def sign(self, claims: dict) -> dict:
-        data = _canonical(claims)
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            signature = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
-        return {"claims": claims, "signer": fingerprint(self.certificate),
-                "signature": base64.b64encode(signature).decode()}
-
-
-def signature_problem(signed, certificates: list[x509.Certificate]) -> str | None:
-    """None if ``signed`` (from CheckpointSigner.sign) verifies with one of ``certificates``."""
-    if not isinstance(signed, dict) or not isinstance(signed.get("claims"), dict):
-        return "not a signed checkpoint"
-    cert = next((c for c in certificates if fingerprint(c) == signed.get("signer")), None)
-    if cert is None:
-        return f"signed by certificate {str(signed.get('signer'))[:64]}, which is not one given with --cert"
-    try:
-        signature = base64.b64decode(str(signed.get("signature")), validate=True)
-        key = cert.public_key()
-        if isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, _canonical(signed["claims"]), padding.PKCS1v15(), hashes.SHA256())
-        else:
-            key.verify(signature, _canonical(signed["claims"]), ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, TypeError):
-        return "its signature does not verify"
-    return None
-
-
-# ---- checkpoints in the file ---------------------------------------------------------------------
-
-def checkpoint_line(seq: int, entry_hash: str, public_head: str, signer: CheckpointSigner | None) -> bytes:
-    """A line of audit/checkpoints: ``SEQ HMAC-HEAD TIME`` as before, then the public head and the
-    signed checkpoint (base64 of its JSON) when the signing key is at hand."""
-    at = _timestamp()
-    if signer is None:
-        return f"{seq} {entry_hash} {at}\n".encode()
-    signed = signer.sign({"kind": "checkpoint", "seq": seq, "public_hash": public_head, "at": at})
-    token = base64.urlsafe_b64encode(_canonical(signed)).decode()
-    return f"{seq} {entry_hash} {at} {public_head} {token}\n".encode()
-
-
-def signed_checkpoints(path: Path) -> list[dict]:
-    """The signed checkpoints the file holds (lines written before signing are skipped)."""
-    if not path.exists():
-        return []
-    found = []
-    for line in path.read_text().splitlines():
-        fields = line.split()
-        if len(fields) == 5:
-            try:
-                found.append(json.loads(base64.urlsafe_b64decode(fields[4])))
-            except ValueError:
-                continue  # an altered line: `audit verify` reports the file itself
-    return found
 
 
 # ---- export ---------------------------------------------------------------------------------------
@@ -125,9 +50,9 @@ def build(engine: Engine, signer: CheckpointSigner, checkpoints_file: Path, veri
     (the last entry the HMAC chain was just verified to), signed."""
     with reader(engine).connect() as conn:
         bounds = select(func.min(audit_log.c.seq), func.max(audit_log.c.seq)).where(
-            audit_log.c.at >= _timestamp(since), audit_log.c.seq <= verified_head)
+            audit_log.c.at >= timestamp(since), audit_log.c.seq <= verified_head)
         if until is not None:
-            bounds = bounds.where(audit_log.c.at < _timestamp(until))
+            bounds = bounds.where(audit_log.c.at < timestamp(until))
         first, last = conn.execute(bounds).one()
         if first is None:
             raise ExportError("no entries in that period")
@@ -138,7 +63,7 @@ def build(engine: Engine, signer: CheckpointSigner, checkpoints_file: Path, veri
     entries = [dict(r) for r in rows]
     claims = {"kind": "export", "format": FORMAT, "first_seq": first, "last_seq": last, "count": len(entries),
               "prev_public_hash": prev_public, "public_hash": entries[-1]["public_hash"],
-              "since": _timestamp(since), "until": _timestamp(until) if until else None, "at": _timestamp()}
+              "since": timestamp(since), "until": timestamp(until) if until else None, "at": timestamp()}
     checkpoints = [c for c in signed_checkpoints(checkpoints_file)
                    if isinstance(c.get("claims"), dict) and first <= c["claims"].get("seq", 0) <= last]
     return {"format": FORMAT, "entries": entries, "checkpoints": checkpoints, "export": signer.sign(claims)}

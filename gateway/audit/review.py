@@ -59,7 +59,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import func, or_, select, union
 from sqlalchemy.engine import Connection
 
-from gateway.audit.chain import AuditTrail, Entry, _timestamp
+from gateway.audit.chain import AuditTrail, Entry
+from gateway.audit.links import timestamp
 from gateway.db import audit_log, certificates, children, involvements, source_records
 
 RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals",
@@ -170,7 +171,7 @@ _COLUMNS = (audit_log.c.seq, audit_log.c.at, audit_log.c.org_code, audit_log.c.u
 
 
 def _entries(conn: Connection, since: dt.datetime, until: dt.datetime) -> list:
-    return conn.execute(select(*_COLUMNS).where(audit_log.c.at >= _timestamp(since), audit_log.c.at < _timestamp(until))
+    return conn.execute(select(*_COLUMNS).where(audit_log.c.at >= timestamp(since), audit_log.c.at < timestamp(until))
                         .order_by(audit_log.c.seq)).all()
 
 
@@ -197,7 +198,7 @@ def _volume(conn: Connection, rows: list, since: dt.datetime, until: dt.datetime
     baseline = {(o, r, u): n for o, r, u, n in conn.execute(
         select(audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id, func.count())
         .where(audit_log.c.operation == READ, audit_log.c.outcome == "accepted",
-               audit_log.c.at >= _timestamp(before), audit_log.c.at < _timestamp(since))
+               audit_log.c.at >= timestamp(before), audit_log.c.at < timestamp(since))
         .group_by(audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id))}
     peers: dict[tuple, list[int]] = defaultdict(list)
     for (org, role, user), seqs in reads.items():

@@ -171,6 +171,38 @@ def test_help_names_the_environment_variables_and_touches_nothing(tmp_path):
     assert tree(tmp_path) == {".": tree(tmp_path)["."]}
 
 
+def test_added_commands_appear_only_at_the_top(tmp_path):
+    """`push`, `csr`, `unbundle` and `demo` come from other distributions' entry points: they are
+    `contactgate` commands, never subcommands of a group (`contactgate org push` once ran a push)."""
+    from click.testing import CliRunner
+
+    added = ("push", "csr", "unbundle", "demo")
+    top = contactgate("--help", cwd=tmp_path)
+    assert top.code == 0 and all(f"  {name} " in top.out for name in added), top
+    for name in added:
+        run = contactgate(name, "--help", cwd=tmp_path)
+        assert run.code == 0 and f"Usage: contactgate {name}" in run.out, run
+    refused = contactgate("org", "push", cwd=tmp_path)
+    assert refused.code == 2 and "No such command 'push'" in refused.err, refused
+    groups = [(path, c) for path, c in _commands_and_groups() if isinstance(c, click.Group)]
+    assert {"org", "cert", "audit", "officer"} <= {" ".join(path) for path, _ in groups}
+    runner = CliRunner()
+    for path, group in groups:
+        listed = runner.invoke(main, [*path, "--help"], prog_name="contactgate", env=clean_env())
+        assert listed.exit_code == 0, listed.output
+        assert set(added).isdisjoint(listed.output.split("Commands:", 1)[1].split()), listed.output
+        for name in added:
+            assert runner.invoke(main, [*path, name, "--help"], env=clean_env()).exit_code == 2, (path, name)
+    assert tree(tmp_path) == {".": tree(tmp_path)["."]}
+
+
+def _commands_and_groups(group: click.Group = main, prefix: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _commands_and_groups(command, (*prefix, name))
+
+
 def test_version(tmp_path):
     run = contactgate("--version", cwd=tmp_path)
     assert run.code == 0 and "0.1.0" in run.out, run

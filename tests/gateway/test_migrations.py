@@ -198,7 +198,7 @@ def test_0010_links_the_entries_written_before_into_the_public_chain(database_ur
     from sqlalchemy import create_engine, select, text
 
     from gateway.audit import AuditTrail, new_key
-    from gateway.audit.chain import GENESIS, entry_hash, public_hash
+    from gateway.audit.links import GENESIS, entry_hash, public_hash
     from gateway.db import audit_log
 
     cfg = _alembic_config(database_url)

@@ -2,7 +2,7 @@
 checkpoints (issue 10).
 
 - ``audit_log.source_address``, ``request_id``, ``response_digest``: hashed into the entry when
-  present (gateway.audit.chain.EXTENDED_FIELDS), so entries written before stay verifiable;
+  present (gateway.audit.links.EXTENDED_FIELDS), so entries written before stay verifiable;
 - ``audit_log.public_hash`` and ``audit_head.public_hash``: a plain SHA-256 chain beside the HMAC
   chain, computed here for the entries already written, which checkpoints signed with the gateway's
   signing key commit to (gateway.audit.checkpoints; verifiable offline, without the HMAC key);
@@ -24,7 +24,7 @@ BATCH = 5000
 
 
 def upgrade() -> None:
-    from gateway.audit.chain import public_hash
+    from gateway.audit.links import public_hash
 
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.add_column(sa.Column("source_address", sa.String(64), nullable=True))

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import update
 
-from gateway.audit import export
+from gateway.audit import checkpoints, export
 from gateway.cli import main
 from gateway.db import audit_log
 from contactgate_local import LocalGateway
@@ -56,7 +56,7 @@ def test_each_checkpoint_is_signed_with_the_gateways_signing_key(home):
     assert len(line) == 5
     signed = json.loads(base64.urlsafe_b64decode(line[4]))
     certs = pki.load_certs_pem(pki_bundle(home))
-    assert export.signature_problem(signed, certs) is None
+    assert checkpoints.signature_problem(signed, certs) is None
     assert signed["claims"]["seq"] == int(line[0]) and signed["claims"]["public_hash"] == line[3]
 
 
@@ -107,7 +107,7 @@ def _edits():
 
     def _forger():
         key, cert = pki.make_ca("Forger CA", key=ec.generate_private_key(ec.SECP256R1()))
-        return export.CheckpointSigner(pki.key_pem(key), pki.cert_pem(cert))
+        return checkpoints.CheckpointSigner(pki.key_pem(key), pki.cert_pem(cert))
 
     def other_key(d):
         d["entries"][1]["detail"] = "rewritten"

@@ -1,0 +1,109 @@
+"""Signed checkpoints of the audit trail's public chain.
+
+Each successful `audit verify` appends a line to the home's ``audit/checkpoints``: the head of the
+HMAC chain it verified and, when the gateway's signing key is at hand, the head of the public chain
+(gateway.audit.links.public_hash) signed with that key. The chain checks that it still holds the
+last head recorded (so a cut tail is found); an export (gateway.audit.export) carries the signed
+checkpoints of its period, which a holder of the gateway's signing certificate verifies offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from gateway.audit.links import timestamp
+from gateway.trust.pki import fingerprint
+
+
+def canonical(claims: dict) -> bytes:
+    """The bytes a signature covers: the claims as sorted, compact, ASCII-only JSON."""
+    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+class CheckpointSigner:
+    """Signs checkpoint claims with the gateway's signing key (loaded once)."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes):
+        self._key = serialization.load_pem_private_key(key_pem, password=None)
+        self.certificate = x509.load_pem_x509_certificate(cert_pem)
+
+    @classmethod
+    def from_layout(cls, layout) -> "CheckpointSigner":
+        return cls(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes())
+
+    def sign(self, claims: dict) -> dict:
+        data = canonical(claims)
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            signature = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return {"claims": claims, "signer": fingerprint(self.certificate),
+                "signature": base64.b64encode(signature).decode()}
+
+
+def signature_problem(signed, certificates: list[x509.Certificate]) -> str | None:
+    """None if ``signed`` (from CheckpointSigner.sign) verifies with one of ``certificates``."""
+    if not isinstance(signed, dict) or not isinstance(signed.get("claims"), dict):
+        return "not a signed checkpoint"
+    cert = next((c for c in certificates if fingerprint(c) == signed.get("signer")), None)
+    if cert is None:
+        return f"signed by certificate {str(signed.get('signer'))[:64]}, which is not one given with --cert"
+    try:
+        signature = base64.b64decode(str(signed.get("signature")), validate=True)
+        key = cert.public_key()
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, canonical(signed["claims"]), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            key.verify(signature, canonical(signed["claims"]), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, TypeError):
+        return "its signature does not verify"
+    return None
+
+
+def checkpoint_line(seq: int, entry_hash: str, public_head: str, signer: CheckpointSigner | None) -> bytes:
+    """A line of audit/checkpoints: ``SEQ HMAC-HEAD TIME`` as before, then the public head and the
+    signed checkpoint (base64 of its JSON) when the signing key is at hand."""
+    at = timestamp()
+    if signer is None:
+        return f"{seq} {entry_hash} {at}\n".encode()
+    signed = signer.sign({"kind": "checkpoint", "seq": seq, "public_hash": public_head, "at": at})
+    token = base64.urlsafe_b64encode(canonical(signed)).decode()
+    return f"{seq} {entry_hash} {at} {public_head} {token}\n".encode()
+
+
+def signed_checkpoints(path: Path) -> list[dict]:
+    """The signed checkpoints the file holds (lines written before signing are skipped)."""
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5:
+            try:
+                found.append(json.loads(base64.urlsafe_b64decode(fields[4])))
+            except ValueError:
+                continue  # an altered line: `audit verify` reports the file itself
+    return found
+
+
+def last_checkpoint(path: Path | None) -> tuple[int, str] | None:
+    """(seq, HMAC head) of the file's last line, None without one; ValueError if that line is not
+    a checkpoint (the file outside the database was altered)."""
+    if path is None or not path.exists():
+        return None
+    lines = path.read_text().split("\n")
+    last = next((line for line in reversed(lines) if line.strip()), None)
+    if last is None:
+        return None
+    fields = last.split()
+    if len(fields) < 2 or not fields[0].isdigit() or len(fields[1]) != 64 or any(
+            c not in "0123456789abcdef" for c in fields[1]):
+        raise ValueError(f"its last line is not a checkpoint: {last[:80]!r}")
+    return int(fields[0]), fields[1]

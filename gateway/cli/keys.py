@@ -1,0 +1,119 @@
+"""`contactgate keys`: the data keys that seal identifying values at rest (status, rotate with
+re-sealing while the gateway serves, retire a key no value uses)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from gateway.cli.base import Context, fail, group, pass_ctx
+from gateway.cli.changes import key_entry, key_officer
+from gateway.security import vault
+
+
+@group("keys")
+def keys_group() -> None:
+    """The data keys that seal identifying values at rest (keys/data-keys.json in the home; a senior officer).
+
+    rotate (a new key; every value re-sealed under it in batches while the gateway serves) ->
+    status (how many values each key seals) -> retire KEY (drop a key no value uses)."""
+
+
+def _keyring_file(ctx: Context) -> Path:
+    if os.environ.get(vault.ENV_VAR):
+        fail(f"the data keys come from {vault.ENV_VAR}: rotate them where that secret is kept "
+              f"(docs/operations.md, \"Data keys\")")
+    path = ctx.settings.layout.data_keys
+    try:
+        vault.read_keyring(path)
+    except vault.KeyringError as exc:
+        fail(str(exc))
+    return path
+
+
+def _key_usage(ctx: Context) -> dict[str, int]:
+    from gateway.index import at_rest
+
+    with ctx.reader.connect() as conn:
+        return at_rest.key_usage(conn)
+
+
+@keys_group.command("status")
+@pass_ctx
+def keys_status(ctx: Context) -> None:
+    """Each data key, whether it is active, and how many stored values it seals."""
+    key_officer(ctx, "keys status")
+    path = ctx.settings.layout.data_keys
+    try:
+        env = os.environ.get(vault.ENV_VAR)
+        ring = vault.Keyring.from_json(env) if env else vault.read_keyring(path)  # as it is now, not as cached
+    except vault.KeyringError as exc:
+        fail(str(exc))
+    usage = _key_usage(ctx)
+    for kid in sorted(ring.data_keys):
+        click.echo(f"{kid}  {'active ' if kid == ring.active else 'old    '}  {usage.get(kid, 0)} value(s)")
+    unknown = sorted(set(usage) - set(ring.data_keys))
+    if unknown:
+        click.echo(f"values sealed under keys this keyring does not hold: {', '.join(unknown)}")
+
+
+@keys_group.command("rotate")
+@click.option("--resume", is_flag=True, help="Do not add a key: finish re-sealing under the active one.")
+@pass_ctx
+def keys_rotate(ctx: Context, resume: bool) -> None:
+    """Add a new data key and make it active; then re-seal every stored value under it, a batch per
+    transaction, while the gateway serves (its workers take up the new key within seconds). Old
+    keys stay in the keyring until `keys retire`: nothing sealed under them is lost."""
+    from gateway.index import at_rest
+
+    actor = key_officer(ctx, "keys rotate")
+    path = _keyring_file(ctx)
+    ring = vault.read_keyring(path)
+    trail = ctx.trail
+    if not resume:
+        ring = ring.with_new_active_key()
+        vault.write_keyring(path, ring)
+        with ctx.engine.begin() as conn:
+            trail.append(conn, key_entry(actor, "keys", f"data key {ring.active} added, active"))
+        click.echo(f"new data key {ring.active} is active")
+        time.sleep(vault.RELOAD_CHECK_S + 0.5)  # serving workers take it up before values move to it
+    v = vault.Vault(ring)
+    total = 0
+    for _ in range(3):  # a value a worker sealed under the old key meanwhile is taken on the next pass
+        moved = at_rest.rekey(ctx.engine, v)
+        total += moved
+        if moved == 0:
+            break
+    with ctx.engine.begin() as conn:
+        trail.append(conn, key_entry(actor, "keys", f"{total} value(s) re-sealed under data key {ring.active}"))
+    click.echo(f"{total} value(s) re-sealed under {ring.active}")
+    left = {kid: n for kid, n in _key_usage(ctx).items() if kid != ring.active}
+    if left:
+        click.echo("still sealed under older keys (run `keys rotate --resume`): "
+                   + ", ".join(f"{k}: {n}" for k, n in sorted(left.items())))
+    else:
+        click.echo("no value uses an older key: `keys retire KEY` removes one")
+
+
+@keys_group.command("retire")
+@click.argument("key_id")
+@pass_ctx
+def keys_retire(ctx: Context, key_id: str) -> None:
+    """Remove an old data key from the keyring; refused while any stored value is sealed under it."""
+    actor = key_officer(ctx, "keys retire")
+    path = _keyring_file(ctx)
+    ring = vault.read_keyring(path)
+    if key_id not in ring.data_keys:
+        fail(f"no data key {key_id} in the keyring")
+    if key_id == ring.active:
+        fail(f"{key_id} is the active key: rotate first")
+    used = _key_usage(ctx).get(key_id, 0)
+    if used:
+        fail(f"{used} stored value(s) are still sealed under {key_id}: run `keys rotate --resume` first")
+    vault.write_keyring(path, ring.without(key_id))
+    with ctx.engine.begin() as conn:
+        ctx.trail.append(conn, key_entry(actor, "keys", f"data key {key_id} retired"))
+    click.echo(f"data key {key_id} retired")

@@ -1,0 +1,66 @@
+"""Serving: `serve` (the gateway, with mutual TLS or behind nginx) and `console` (the officers' web
+console). Both check the home before they listen."""
+
+from __future__ import annotations
+
+import click
+
+from gateway.cli.base import CannotRun, Context, command, fail, pass_ctx
+
+
+@command("console", needs_home=False)
+@click.option("--bind", default="127.0.0.1:8444", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@pass_ctx
+def console(ctx: Context, bind: str, workers: int) -> None:
+    """Run the officers' web console (HTTPS with the gateway's server certificate).
+
+    For the officers' network, not for connecting systems: officers sign in with their password and
+    a TOTP code, as with `contactgate login`. Served by the same front as `serve`, bounded by the
+    same settings (CONTACTGATE_HANDSHAKE_TIMEOUT, _HEADER_TIMEOUT, _BODY_TIMEOUT, _KEEPALIVE_TIMEOUT,
+    _MAX_CONNECTIONS, _MAX_CONNECTIONS_PER_ADDRESS, _THREADS). Refuses to start if the home is open
+    to other users."""
+    from gateway.console.server import serve_console
+
+    ctx.preflight_serving()
+    click.echo(f"console on https://{bind}/ (sign in with an officer account)")
+    serve_console(ctx.settings, bind, workers)
+
+
+@command("serve", needs_home=False)  # its own preflight: the permissions are checked before the database is opened
+@click.option("--bind", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="Request threads per worker [default: $CONTACTGATE_THREADS or 4].")
+@click.option("--behind-proxy", is_flag=True,
+              help="Plain HTTP on --bind (a private address) for nginx in front: nginx does the mutual TLS "
+                   "and forwards the client certificate in Client-Cert (RFC 9440), believed only from "
+                   "$CONTACTGATE_TRUSTED_PROXIES (deploy/nginx).")
+@click.option("--metrics-bind", default="127.0.0.1:9464", show_default=True,
+              help="HOST:PORT for /metrics (Prometheus), /readyz and /healthz, without a client certificate: "
+                   "keep it on loopback or a monitoring network. `none` serves no metrics.")
+@pass_ctx
+def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str) -> None:
+    """Run the gateway with mutual TLS (or behind nginx, which does it: --behind-proxy).
+
+    Refuses to start (exit 2) if the home, or anything in it, is open to other users."""
+    from gateway.server import serve as run_server
+
+    if behind_proxy and not ctx.settings.trusted_proxies:
+        fail("--behind-proxy needs CONTACTGATE_TRUSTED_PROXIES: the address(es) of the proxy whose "
+              "Client-Cert header is believed (e.g. 127.0.0.1)")
+    metrics_at = None
+    if metrics_bind.lower() != "none":
+        host, _, port = metrics_bind.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            fail(f"--metrics-bind must be HOST:PORT (e.g. 127.0.0.1:9464) or none, not {metrics_bind!r}")
+        metrics_at = (host.strip("[]"), int(port))
+    ctx.preflight_serving()
+    ctx.check_redis_reachable()
+    from gateway.metrics import MetricsPortUnavailable
+
+    try:
+        run_server(ctx.settings, bind, workers, threads, behind_proxy=behind_proxy, metrics_bind=metrics_at)
+    except MetricsPortUnavailable as exc:
+        raise CannotRun(str(exc)) from None
