@@ -214,3 +214,49 @@ def test_find_child_with_a_replaced_birth_date_finds_the_child_when_the_rest_agr
 def test_find_child_does_not_answer_with_another_child_who_shares_a_common_family_name_and_birth_date(engine):
     push(engine, "LA", update("la-1", **{**HELD, "family": "Smith", "given": ("Olivia",)}))
     assert find(engine, family_name="Smith", given_name="Amelia", date_of_birth=dt.date(2014, 6, 17)) == []
+
+
+# ---- property: reconciling split children loses no involvement -----------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_services = st.lists(st.sampled_from(["Social care", "Early help", "Health visiting", "School nursing",
+                                      "Paediatrics", "Education", "SEN support", "Youth justice"]),
+                     max_size=4, unique=True)
+_examples = iter(range(10**6))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a_services=_services, b_services=_services, c_services=_services, officer_merges=st.booleans())
+def test_property_reconciling_split_children_loses_no_involvement(engine, a_services, b_services, c_services,
+                                                                 officer_merges):
+    n = next(_examples)
+    family = "".join("bcdfghklmnprstvz"[(n * 7 + i * 5) % 16] for i in range(6)).title() + "ington"
+    dob = (dt.date(2014, 6, 17) + dt.timedelta(days=37 * n)).isoformat()
+    held = {**HELD, "family": family, "dob": dob, "address": Address((f"{n + 1} Larch Grove",), f"YO{n % 30 + 1} {n % 9}QT")}
+
+    def services(names):
+        return tuple(involvement(name) for name in names)
+
+    with engine.begin() as conn:  # the first example on this database registers the organisations
+        first = conn.execute(select(review_queue.c.id)).first() is None
+    if first:
+        orgs(engine)
+    [a] = push(engine, "LA", update(f"la-p{n}", involvements_=services(a_services), **held))
+    with engine.begin() as conn:
+        [b] = store.apply_updates(conn, "GP", [update(f"gp-p{n}", involvements_=services(b_services), **held)],
+                                  at(1), SPLIT_POLICY)
+    [c] = push(engine, "SCH", update(f"sch-p{n}", involvements_=services(c_services), **held), now=at(2))
+    with engine.connect() as conn:
+        entry = next(e for e in conn.execute(select(review_queue).where(review_queue.c.status == "open")).all()
+                     if {e.child_id, e.candidate_child_id} == {a.child_id, b.child_id})
+    with engine.begin() as conn:
+        if officer_merges:
+            review.merge(conn, TRAIL, entry.candidate_child_id, entry.child_id, "dora", at(30))
+        else:
+            review.link(conn, TRAIL, entry.id, "dora", at(30))
+    wanted = {("LA", s) for s in a_services} | {("GP", s) for s in b_services} | {("SCH", s) for s in c_services}
+    for child_id in (a.child_id, b.child_id, c.child_id):
+        with engine.connect() as conn:
+            view = store.get_child(conn, child_id, TODAY)
+        assert {(x.org_code, x.involvement.service) for x in view.contacts} == wanted
