@@ -131,7 +131,7 @@ class Settings:
     link_upper: float = 0.95
     link_lower: float = 0.05
     find_floor: int = 40
-    find_min_probability: float = 0.5
+    find_min_probability: float = 0.9
     # Retention (README "Retention"): data managers can read an archived record for
     # retention_view_days; it is purged retention_purge_years after archiving.
     retention_view_days: int = 365

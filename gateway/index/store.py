@@ -719,6 +719,7 @@ def scoring_model(conn: Connection, at: float | None = None) -> linkage.Model:
     return _MODEL_FOR_SIZE["model"]
 
 
+
 def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str],
                   demographic: bool = False, batch: _Batch | None = None) -> list[linkage.Comparison | None]:
     """The incoming record compared with each child: with each of the child's source records, the
@@ -945,7 +946,8 @@ def find_children(conn: Connection, query: FindQuery, policy: LinkPolicy = DEFAU
     """The children the query most likely means, best first: at most MAX_CANDIDATES, each scoring at
     least the policy's floor. A shielded child's location can not be confirmed by guessing: a
     location in the query neither finds nor ranks it."""
-    model = scoring_model(conn)  # the prior for this index's size: how many children could be meant
+    # The prior for this index's size (never below the training set's): how many children could be meant.
+    model = scoring_model(conn)
     v = sealed.vault_of(conn)
     located = sealed.blind_keys(v, linkage.query_keys(query))
     unlocated = sealed.blind_keys(v, linkage.query_keys(replace(query, postcode=None))) if query.postcode else located

@@ -371,7 +371,8 @@ def query_match(query: FindQuery, person: Person, model: Model | None = None) ->
     prior is left out: it is the same for every candidate of a query.
 
     The probability is the Fellegi–Sunter match probability of the same evidence with the model's
-    prior (``Model.for_index_size``: about one in the index's size): how sure the evidence makes
+    prior (``Model.for_index_size``: about one in the index's size; 1 when an NHS or pupil number
+    agrees): how sure the evidence makes
     it that this candidate, of all the children held, is the one asked for. FindChild answers a
     candidate only above a floor on it (``LinkPolicy.find_min_probability``), so that in a large
     index a search for a child who is not there does not answer with another child who happens to
@@ -393,7 +394,9 @@ def query_match(query: FindQuery, person: Person, model: Model | None = None) ->
         if levels[name] == "exact":
             best[name] = max(best[name], weights[name]) if weights[name] > model.bits[name][0] else weights[name]
     evidence = sum(weights[name] for name in FIELD_NAMES if levels[name] != "missing")
-    probability = probability_from_weight(model.prior_log2_odds + evidence)
+    # An NHS or pupil number the query gives and the child holds names the child (a mistyped one
+    # fails its check digit and is no identifier); the score still weighs the rest.
+    probability = 1.0 if comparison.identifiers == "agree" else probability_from_weight(model.prior_log2_odds + evidence)
     possible = sum(best[name] for name in FIELD_NAMES if levels[name] != "missing")
     if possible <= 0:
         return 0, probability
