@@ -317,10 +317,21 @@ def evaluate(people: list[population.Person], run: PushRun, all_pairs: bool = Fa
         true_review = sum(1 for org, srid, candidate, _ in run.review_pairs
                           if record_person.get((org, srid)) in {a.person_id for a in by_child.get(candidate, ())})
         review.update(queued_pairs=len(run.review_pairs), queued_pairs_truly_same_child=true_review)
-        # Links plus review: a true pair on one ChildId, or on two ChildIds an open review pair joins.
-        edges = {frozenset((candidate, child)) for *_, candidate, child in run.review_pairs if child}
-        found = sum(1 for x, y in true_pairs if x.child_id and y.child_id and (
-            x.child_id == y.child_id or frozenset((x.child_id, y.child_id)) in edges))
+        # Links plus review: the true pairs a person working the queue would join, accepting every
+        # queued pair that is truly one child (and only those): on one ChildId, or on ChildIds that
+        # such pairs connect (two records of one child may each be queued against a third).
+        child_people = {child: {a.person_id for a in recs} for child, recs in by_child.items()}
+        parent: dict[str, str] = {}
+
+        def root(child: str) -> str:
+            while parent.get(child, child) != child:
+                parent[child] = parent.get(parent[child], parent[child])
+                child = parent[child]
+            return child
+        for *_, candidate, child in run.review_pairs:
+            if child and child_people.get(child, set()) & child_people.get(candidate, set()):
+                parent[root(child)] = root(candidate)
+        found = sum(1 for x, y in true_pairs if x.child_id and y.child_id and root(x.child_id) == root(y.child_id))
         found_with_review = _ratio(found, len(true_pairs))
     else:
         review.update(queued_pairs=None, queued_pairs_truly_same_child=None)
@@ -413,7 +424,7 @@ def print_report(result: dict, settings: dict) -> None:
           + ("" if review["queued_pairs"] is None else
              f"; {review['queued_pairs']} pairs queued, {review['queued_pairs_truly_same_child']} truly the same child"))
     print(f"  links + review recall {_fmt(review.get('links_plus_review_recall'))}   "
-          f"(true pairs on one ChildId or on two an open review pair joins)")
+          f"(true pairs on one ChildId, or joined once every queued pair that is one child is linked)")
     print(f"  wrong clusters {result['wrong_clusters']} (ChildIds holding records of more than one true child)")
     print(f"  twins merged {result['twins_merged']} of {result['twin_pairs']} pairs;   siblings merged "
           f"{result['siblings_merged']}")

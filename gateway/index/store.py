@@ -573,6 +573,12 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
     if not compared:
         return "create", None, None
     comparison, child = compared[0]
+    if (_linkable(comparison, policy) and not comparison.same_first_name and org_code is not None
+            and _held_by(conn, batch, child, org_code)):
+        # The sending organisation already holds this child under another record, and the two do not
+        # share a first name: it says they are two children (twins named alike: Harrison and Harry,
+        # Ivy and Ivy-Rose, Ishaan and Ishani), which the demographics cannot tell.
+        return "create", None, None
     if _linkable(comparison, policy):
         for other, other_child in compared[1:]:
             if not _linkable(other, policy):
@@ -605,7 +611,7 @@ def _only_the_given_name_differs(comparison: linkage.Comparison) -> bool:
     identifiers disagree, and the given names are not the same name by any measure: twins, or one
     child with a first name recorded as another name."""
     levels = comparison.levels
-    return (levels.get("given") == "disagree" and levels.get("family") in ("exact", "part", "typo")
+    return (_given_names_differ(comparison) and levels.get("family") in ("exact", "part", "typo")
             and levels.get("dob") == "exact" and levels.get("location") in _SAME_PLACE
             and levels.get("gender") != "disagree" and comparison.identifiers != "disagree")
 
@@ -638,7 +644,7 @@ def _given_names_differ(comparison: linkage.Comparison) -> bool:
     siblings share everything else a record holds but their given names and birth dates, so such
     a pair is never linked automatically, however well the rest agrees; with birth dates that
     disagree too it is two children (siblings), not a question for a person."""
-    return comparison.levels.get("given") == "disagree"
+    return comparison.levels.get("given") == "disagree" or comparison.given_through_middle
 
 
 #: Birth-date levels a sibling's date falls in (another date; the same year or the same birthday

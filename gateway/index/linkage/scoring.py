@@ -75,14 +75,25 @@ _SAME_FAMILY = frozenset(("exact", "part", "typo"))
 # --- comparators ---------------------------------------------------------------------------------
 
 def _given_level(incoming: Person, held: Person) -> int:
-    """Best level over the incoming first/preferred names against every held given name, and the
-    held first/preferred against every incoming one (a middle name alone never makes two children
-    agree: twins often share one)."""
+    """Best level over the first/preferred names of both sides; a middle name counts only when it
+    is exactly the other side's first or preferred name (a child known by a middle name), never
+    as a nickname or typo of it (twins are often named after each other: Amelia and "Olivia
+    Millie"), and a middle name alone never makes two children agree (twins often share one)."""
     if not incoming.given_all or not held.given_all:
         return MISSING
-    pairs = [(a, b) for a in incoming.given_first for b in held.given_all]
-    pairs += [(a, b) for a in incoming.given_all for b in held.given_first]
-    return _name_pairs_level(pairs)
+    level = _name_pairs_level([(a, b) for a in incoming.given_first for b in held.given_first])
+    if level == 0:
+        return 0
+    if not set(incoming.given_first).isdisjoint(held.given_all) or not set(incoming.given_all).isdisjoint(held.given_first):
+        return 0
+    return level
+
+
+def given_only_through_a_middle_name(incoming: Person, held: Person) -> bool:
+    """The given names agree only because one side's first name is the other's middle name: as
+    likely twins named after each other as one child known by a middle name."""
+    return set(incoming.given_first).isdisjoint(held.given_first) and (
+        not set(incoming.given_first).isdisjoint(held.given_all) or not set(incoming.given_all).isdisjoint(held.given_first))
 
 
 def _name_pairs_level(pairs) -> int:
@@ -301,6 +312,8 @@ class Comparison:
     identifiers: str | None  # "agree" | "disagree" | None
     swapped_names: bool = False
     split_from: tuple | None = None  # (another child, its Comparison): the record links as strongly there
+    given_through_middle: bool = False  # the given names agree only as one's first and the other's middle
+    same_first_name: bool = False  # the first given names, whole and normalised, are the same
 
     @property
     def demographic_probability(self) -> float:
@@ -336,10 +349,13 @@ def compare(incoming: Person, held: Person, model: Model | None = None) -> Compa
                 bits = _tf_bits(model.tf_bits[name], bits, _agreeing_names(name, incoming, held))
             weights[name] = bits
             total += bits
-    twins = (levels["given"] == "disagree" and levels["family"] in _SAME_FAMILY and levels["dob"] == "exact")
+    through_middle = levels["given"] == "exact" and not swapped and given_only_through_a_middle_name(incoming, held)
+    twins = ((levels["given"] == "disagree" or through_middle) and levels["family"] in _SAME_FAMILY
+             and levels["dob"] == "exact")
     identifiers = {"agree": "agree", "disagree": "disagree"}.get(levels["identifier"])
     return Comparison(levels=levels, weights=weights, weight=total, probability=probability_from_weight(total),
-                      twins=twins, identifiers=identifiers, swapped_names=swapped)
+                      twins=twins, identifiers=identifiers, swapped_names=swapped, given_through_middle=through_middle,
+                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1])
 
 
 def _agreeing_names(field: str, incoming: Person, held: Person):
