@@ -573,8 +573,8 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
     if not compared:
         return "create", None, None
     comparison, child = compared[0]
-    if (_linkable(comparison, policy) and not comparison.same_first_name and org_code is not None
-            and _held_by(conn, batch, child, org_code)):
+    if (_linkable(comparison, policy) and org_code is not None
+            and _held_under_another_first_name(conn, batch, child, org_code, person)):
         # The sending organisation already holds this child under another record, and the two do not
         # share a first name: it says they are two children (twins named alike: Harrison and Harry,
         # Ivy and Ivy-Rose, Ishaan and Ishani), which the demographics cannot tell.
@@ -620,6 +620,13 @@ def _held_by(conn: Connection, batch: _Batch | None, child_id: str, org_code: st
     """Whether ``org_code`` holds a record of its own on the child."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
     return any(s.org_code == org_code for s in sources)
+
+
+def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child_id: str, org_code: str,
+                                   person: linkage.Person) -> bool:
+    """Whether ``org_code`` holds a record of its own on the child with another first given name."""
+    sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
+    return any(_person_of(s).given_names[:1] != person.given_names[:1] for s in sources if s.org_code == org_code)
 
 
 def _one_organisation_holds_both(conn: Connection, batch: _Batch | None, a: str, b: str) -> bool:
