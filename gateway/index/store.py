@@ -599,7 +599,16 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
 
 
 def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
-    return comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison)
+    return (comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison)
+            and not _opposite_sex_twins_named_alike(comparison))
+
+
+def _opposite_sex_twins_named_alike(comparison: linkage.Comparison) -> bool:
+    """Given names a slip or nickname apart, genders stated and different, the same family name and
+    birth date: Ishaan and Ishani more often than one child with two slips."""
+    levels = comparison.levels
+    return (levels.get("given") in ("typo", "nickname", "initial") and levels.get("gender") == "disagree"
+            and levels.get("dob") == "exact" and levels.get("family") in ("exact", "part", "typo"))
 
 
 #: The levels at which a field is "the same" for the twin rule (``_only_the_given_name_differs``).
@@ -624,9 +633,22 @@ def _held_by(conn: Connection, batch: _Batch | None, child_id: str, org_code: st
 
 def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child_id: str, org_code: str,
                                    person: linkage.Person) -> bool:
-    """Whether ``org_code`` holds a record of its own on the child with another first given name."""
+    """Whether ``org_code`` holds a record of its own on the child whose first given name is another
+    name than the incoming one's — not a slip of it (a typo: organisations do hold duplicates of
+    their own with a misspelt name, or given and family names swapped), but a nickname, a part of
+    it, or a name agreeing only as a middle name, which is how twins are often named (Harrison and
+    Harry, Ivy and Ivy-Rose)."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
-    return any(_person_of(s).given_names[:1] != person.given_names[:1] for s in sources if s.org_code == org_code)
+    for source in sources:
+        if source.org_code != org_code:
+            continue
+        own = _person_of(source)
+        if own.given_names[:1] == person.given_names[:1]:
+            continue
+        comparison = linkage.compare(person, own)
+        if not comparison.swapped_names and comparison.levels.get("given") != "typo":
+            return True
+    return False
 
 
 def _one_organisation_holds_both(conn: Connection, batch: _Batch | None, a: str, b: str) -> bool:

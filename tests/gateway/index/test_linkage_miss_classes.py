@@ -152,6 +152,35 @@ def test_a_sibling_with_a_similar_name_is_not_linked(engine):
     assert not linked(engine, first.child_id, second.child_id)
 
 
+def test_twins_named_after_each_other_through_a_middle_name_are_not_linked(engine):
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Olivia", "Millie")}))
+    [second] = push(engine, "GP", update("gp-1", **{**HELD, "given": ("Amelia",)}), now=at(1))  # Millie: Amelia
+    [third] = push(engine, "GP", update("gp-2", **{**HELD, "given": ("Ada", "Olivia")}), now=at(2))
+    assert not linked(engine, first.child_id, second.child_id)
+    assert not linked(engine, first.child_id, third.child_id)
+
+
+def test_an_organisations_second_record_with_a_nickname_of_its_first_is_another_child(engine):
+    orgs(engine)
+    [harrison] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Harrison",), "gender": "male"}))
+    [harry] = push(engine, "LA", update("la-2", **{**HELD, "given": ("Harry",), "gender": "male"}), now=at(1))
+    assert not linked(engine, harrison.child_id, harry.child_id)
+
+
+def test_an_organisations_own_duplicate_with_a_typo_or_swapped_names_still_links(engine):
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **HELD))
+    [typo] = push(engine, "LA", update("la-2", **{**HELD, "given": ("Imgoen",)}), now=at(1))
+    [swapped] = push(engine, "LA", update("la-3", **{**HELD, "given": ("Hartley",), "family": "Imogen"}), now=at(2))
+    assert linked(engine, first.child_id, typo.child_id) and linked(engine, first.child_id, swapped.child_id)
+
+
+def test_opposite_sex_twins_named_alike_are_not_linked(engine):
+    first, second = held_and_incoming(engine, given=("Imogan",), gender="male")
+    assert not linked(engine, first.child_id, second.child_id)
+
+
 # ---- 4. split children: a record that links strongly to two children reconciles them ------------
 
 SPLIT_POLICY = store.LinkPolicy(upper=1.01, lower=1.0)  # an earlier model made them two children
