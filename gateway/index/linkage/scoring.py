@@ -187,8 +187,8 @@ def _location_level(incoming: Person, held: Person) -> int:
 def _line_agrees(incoming: Person, held: Person) -> bool | None:
     """True (exact or token-alike), False (differs), None (absent on either side)."""
     a, b = incoming.address_line, held.address_line
-    if not a or not b:
-        return None
+    if not a or not b or not _has_a_word(a) or not _has_a_word(b):
+        return None  # a line without a street or house name ("1") says nothing on its own
     if a == b:
         return True
     if incoming.address_numbers and held.address_numbers:
@@ -196,6 +196,10 @@ def _line_agrees(incoming: Person, held: Person) -> bool | None:
             return False  # another house number is another address, however alike the street
         return fuzz.token_set_ratio(a, b) >= ADDRESS_FUZZY_RATIO_SAME_NUMBER
     return fuzz.token_set_ratio(a, b) >= ADDRESS_FUZZY_RATIO
+
+
+def _has_a_word(line: str) -> bool:
+    return any(sum(c.isalpha() for c in token) >= 2 for token in line.split())
 
 
 def _identifier_level(a: Person, b: Person) -> int:
