@@ -573,12 +573,14 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
     if not compared:
         return "create", None, None
     comparison, child = compared[0]
-    if (_linkable(comparison, policy) and org_code is not None
-            and _held_under_another_first_name(conn, batch, child, org_code, person)):
-        # The sending organisation already holds this child under another record, and the two do not
-        # share a first name: it says they are two children (twins named alike: Harrison and Harry,
-        # Ivy and Ivy-Rose, Ishaan and Ishani), which the demographics cannot tell.
+    held_as = (_held_under_another_first_name(conn, batch, child, org_code, person)
+               if _linkable(comparison, policy) and org_code is not None else None)
+    if held_as == "another name":
+        # The sending organisation already holds this child under another record with another first
+        # name: it says they are two children (twins named alike), which the demographics cannot tell.
         return "create", None, None
+    if held_as is not None:
+        return "review", child, comparison
     if _linkable(comparison, policy):
         for other, other_child in compared[1:]:
             if not _linkable(other, policy):
@@ -632,13 +634,15 @@ def _held_by(conn: Connection, batch: _Batch | None, child_id: str, org_code: st
 
 
 def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child_id: str, org_code: str,
-                                   person: linkage.Person) -> bool:
+                                   person: linkage.Person) -> str | None:
     """Whether ``org_code`` holds a record of its own on the child whose first given name is another
-    name than the incoming one's — not a slip of it (a typo: organisations do hold duplicates of
-    their own with a misspelt name, or given and family names swapped), but a nickname, a part of
-    it, or a name agreeing only as a middle name, which is how twins are often named (Harrison and
-    Harry, Ivy and Ivy-Rose)."""
+    name than the incoming one's: "another name" (a nickname, a part of it, a name agreeing only as
+    a middle name: how twins are often named, Harrison and Harry, Ivy and Ivy-Rose), or "a slip of
+    the name on the same birth date" (twins named alike, Matei and Mateo, or the organisation's own
+    misspelt duplicate: a question for a person); None otherwise (a slip of the name with the birth
+    date slipped too, or given and family names swapped: the organisation's own duplicate)."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
+    found = None
     for source in sources:
         if source.org_code != org_code:
             continue
@@ -646,9 +650,13 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
         if own.given_names[:1] == person.given_names[:1]:
             continue
         comparison = linkage.compare(person, own)
-        if not comparison.swapped_names and comparison.levels.get("given") != "typo":
-            return True
-    return False
+        if comparison.swapped_names:
+            continue
+        if comparison.levels.get("given") != "typo":
+            return "another name"
+        if comparison.levels.get("dob") == "exact":
+            found = "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
+    return found
 
 
 def _one_organisation_holds_both(conn: Connection, batch: _Batch | None, a: str, b: str) -> bool:
