@@ -638,8 +638,9 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
     """Whether ``org_code`` holds a record of its own on the child whose first given name is another
     name than the incoming one's: "another name" (a nickname, a part of it, a name agreeing only as
     a middle name: how twins are often named, Harrison and Harry, Ivy and Ivy-Rose), or "a slip of
-    the name on the same birth date" (twins named alike, Matei and Mateo, or the organisation's own
-    misspelt duplicate: a question for a person); None otherwise (a slip of the name with the birth
+    the name on the same birth date" with the same family name and address (twins named alike,
+    Matei and Mateo, or the organisation's own misspelt duplicate: a question for a person); None
+    otherwise (a slip of the name with the birth
     date slipped too, or given and family names swapped: the organisation's own duplicate)."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
     found = None
@@ -654,7 +655,9 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
             continue
         if comparison.levels.get("given") != "typo":
             return "another name"
-        if comparison.levels.get("dob") == "exact":
+        levels = comparison.levels
+        if (levels.get("dob") == "exact" and levels.get("family") == "exact"
+                and levels.get("location") in ("postcode_and_line", "missing")):
             found = "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
     return found
 
