@@ -530,6 +530,9 @@ def _main_truth(args, today: dt.date) -> int:
     people = {}
     for r in records:
         people.setdefault(r.cluster_id, _TruthPerson(r.cluster_id, r.twin_of, r.family_id))
+    for person in list(people.values()):  # a twin stated on one side is a twin of the other too
+        if person.twin_id and person.twin_id in people and not people[person.twin_id].twin_id:
+            people[person.twin_id].twin_id = person.person_id
     generated_s = time.perf_counter() - t0
     try:
         run = push_direct(per_org, args) if args.direct else push_through_gateway(per_org, args)
