@@ -245,8 +245,8 @@ def find_queries(sample: list, args) -> list[tuple]:
 
     rng = random.Random(f"queries/{args.seed}")
     present = rng.sample(sample, min(len(sample), args.lookups - args.lookups // 10))
-    absent = population.generate(args.lookups - len(present), args.seed, args.mix, today=args.today,
-                                 first_id=ABSENT_FIRST_ID)
+    absent = population.generate(args.absent if args.absent is not None else args.lookups - len(present),
+                                 args.seed, args.mix, today=args.today, first_id=ABSENT_FIRST_ID)
     people = [p for p, _ in present] + absent
     meant = {p.person_id: child_id for p, child_id in present}
     records = population.views(people, len(population.ORGS), args.seed + 1, overlap=1.0, mix="harsh",
@@ -279,6 +279,11 @@ def time_lookups(engine, sample: list, queries: list, args) -> dict:
     ids = [child_id for _, child_id in rng.choices(sample, k=args.lookups)]
     get_ms, find_ms, contacts, missing = [], [], 0, 0
     found = {"top1": 0, "top10": 0, "present": 0, "absent_answered": 0}
+    # FindChild's floor on the match probability (LinkPolicy.find_min_probability), swept: each
+    # search answers with no such floor and the floors are applied to the candidates' probabilities.
+    floors = sorted({0.0, 0.5, 0.9, 0.99, 0.999, store.DEFAULT_POLICY.find_min_probability})
+    by_floor = {f: {"top1": 0, "absent_answered": 0} for f in floors}
+    unfloored = store.LinkPolicy(find_min_probability=0.0)
     slowest = (0.0, None)
     sql = {"s": 0.0, "t0": 0.0}
 
@@ -305,11 +310,18 @@ def time_lookups(engine, sample: list, queries: list, args) -> dict:
             missing += view is None
         for query, meant, _typo in queries:
             sql["s"], t0 = 0.0, time.perf_counter()
-            candidates = store.find_children(conn, query)
+            every = store.find_children(conn, query, unfloored)
             find_ms.append(1000 * (time.perf_counter() - t0))
             find_sql_ms.append(1000 * sql["s"])
             conn.rollback()
             slowest = max(slowest, (find_ms[-1], query), key=lambda pair: pair[0])
+            for floor in floors:
+                kept = [c.child_id for c in every if c.probability >= floor]
+                if meant is None:
+                    by_floor[floor]["absent_answered"] += bool(kept)
+                else:
+                    by_floor[floor]["top1"] += kept[:1] == [meant]
+            candidates = [c for c in every if c.probability >= store.DEFAULT_POLICY.find_min_probability]
             answered = [c.child_id for c in candidates]
             if meant is None:
                 found["absent_answered"] += bool(answered)
@@ -320,7 +332,9 @@ def time_lookups(engine, sample: list, queries: list, args) -> dict:
     return {"get_contacts_ms": _percentiles(get_ms), "find_child_ms": _percentiles(find_ms),
             "get_contacts_sql_ms": _percentiles(get_sql_ms), "find_child_sql_ms": _percentiles(find_sql_ms),
             "slowest_find": slowest[1], "contacts_per_child": contacts / len(ids), "get_contacts_not_found": missing,
-            "find_quality": {**found, "queries": len(queries), "with_typos": sum(1 for q in queries if q[2])}}
+            "find_quality": {**found, "queries": len(queries), "with_typos": sum(1 for q in queries if q[2]),
+                             "min_probability": store.DEFAULT_POLICY.find_min_probability,
+                             "by_min_probability": {str(f): v for f, v in by_floor.items()}}}
 
 
 # ---- plans --------------------------------------------------------------------------------------
@@ -550,7 +564,12 @@ def report(result: dict, args) -> None:
     print(f"FindChild: {q['queries']} queries ({q['with_typos']} from records with typos/nicknames/date errors), "
           f"{q['present']} for loaded children: meant child first {q['top1']} ({q['top1'] / max(1, q['present']):.1%}), "
           f"among the answers {q['top10']} ({q['top10'] / max(1, q['present']):.1%}); "
-          f"{q['absent_answered']} of {q['queries'] - q['present']} searches for absent children answered someone")
+          f"{q['absent_answered']} of {q['queries'] - q['present']} searches for absent children answered someone "
+          f"(floor on the match probability {q['min_probability']})")
+    for floor, row in q["by_min_probability"].items():
+        print(f"  floor {floor:>6}: meant child first {row['top1'] / max(1, q['present']):.1%}; absent answered "
+              f"{row['absent_answered']} of {q['queries'] - q['present']} "
+              f"({1 - row['absent_answered'] / max(1, q['queries'] - q['present']):.2%} answered no one)")
     s = result["sizes"]
     print(f"sizes (database {_mb(s['database_bytes'])}):")
     for name, t in s["tables"].items():
@@ -590,6 +609,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"where the fresh database is created (default {DEFAULT_ADMIN_URL})")
     parser.add_argument("--keep", action="store_true", help="keep the fresh database")
     parser.add_argument("--lookups", type=int, default=2000, help="GetContacts and FindChild calls timed (default 2000 each)")
+    parser.add_argument("--absent", type=int, default=None,
+                        help="FindChild searches for generated children who are not in the index (default a tenth "
+                             "of --lookups; FindChild's specificity needs thousands)")
     parser.add_argument("--chunk", type=int, default=5000, help="children per loading transaction (default 5000)")
     parser.add_argument("--orgs", type=int, default=3, choices=(1, 2, 3), help="organisations holding the children")
     parser.add_argument("--overlap", type=float, default=0.8, help="chance each organisation holds each child")

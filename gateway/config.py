@@ -124,7 +124,8 @@ class Settings:
     threads: int = 4
     # Linkage (README "Linkage"): match probabilities at or above link_upper link automatically,
     # below link_lower make a new child, between make a new child and a pair for review; FindChild
-    # answers candidates scoring at least find_floor (0-100).
+    # answers candidates scoring at least find_floor (0-100) whose match probability, with the prior
+    # for the index's size, is at least find_min_probability (README "FindChild: who is answered").
     # Roles (Requester/Role) that see a shielded child's location; every other role does not.
     shield_roles: frozenset = frozenset()
     # Officer roles that see a shielded child's location in the review queue (`review show`, the
@@ -135,6 +136,7 @@ class Settings:
     link_upper: float = 0.95
     link_lower: float = 0.05
     find_floor: int = 40
+    find_min_probability: float = 0.9
     # Retention (README "Retention"): data managers can read an archived record for
     # retention_view_days; it is purged retention_purge_years after archiving.
     retention_view_days: int = 365
@@ -196,6 +198,7 @@ class Settings:
             "link_upper": ("CONTACTGATE_LINK_UPPER", probability),
             "link_lower": ("CONTACTGATE_LINK_LOWER", probability),
             "find_floor": ("CONTACTGATE_FIND_FLOOR", percentage),
+            "find_min_probability": ("CONTACTGATE_FIND_MIN_PROBABILITY", probability),
             "retention_view_days": ("CONTACTGATE_RETENTION_VIEW_DAYS", positive_int),
             "retention_purge_years": ("CONTACTGATE_RETENTION_PURGE_YEARS", positive_int),
             "max_accreditation_days": ("CONTACTGATE_MAX_ACCREDITATION_DAYS", positive_int),

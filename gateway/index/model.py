@@ -136,6 +136,7 @@ class Candidate:
     locality: str | None
     score: int | None = None  # 0-100: how well the child matches the query
     shielded: bool = False  # not answered: for the audit's mark
+    probability: float | None = None  # not answered: the match probability FindChild's floor is on
 
 
 @dataclass(frozen=True)

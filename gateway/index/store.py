@@ -71,6 +71,9 @@ class LinkPolicy:
     upper: float = Settings.link_upper  # at or above: linked automatically
     lower: float = Settings.link_lower  # below: a new child; between: a new child and a pair for review
     find_floor: int = Settings.find_floor  # FindChild answers only candidates scoring at least this (0-100)
+    # ... and whose match probability, with the prior for the index's size, is at least this: the
+    # evidence must single the child out among all the index holds (README "FindChild").
+    find_min_probability: float = Settings.find_min_probability
 
 
 DEFAULT_POLICY = LinkPolicy()
@@ -464,12 +467,13 @@ def _apply_update(batch: _Batch, update_: ChildUpdate, person: linkage.Person, k
     if stored_id in batch.linked:  # the organisation restates its own record: applied alone
         return batch.alone(update_)
     hits = batch.hits(keys)
-    decision, candidate, comparison = _decide(conn, person, hits, batch.policy, batch)
+    decision, candidate, comparison = _decide(conn, person, hits, batch.policy, batch, org_code=batch.org_code)
     text_ = _record_text(update_)
     if decision == "link":
         batch.lock(candidate)
         batch.stage_source(update_, stored_id, candidate, keys, text_)
         batch.stage_changed(candidate)
+        _reconcile_split(conn, batch.org_code, stored_id, candidate, comparison, now)
         return UpdateResult(srid, "matched", candidate)
     child_id = batch.stage_child(update_, stored_id, keys, text_)
     held = decision == "review" and _queue_for_review(conn, batch.org_code, stored_id, child_id, candidate,
@@ -514,12 +518,13 @@ def _apply_update_alone(conn: Connection, org_code: str, update_: ChildUpdate, p
         # Answered as any restated record is, held for review or not (see the module's docstring).
         return UpdateResult(srid, "updated", linked, held_for_review=held, identifier_conflict=bool(others))
 
-    decision, candidate, comparison = _decide(conn, person, hits, policy)
+    decision, candidate, comparison = _decide(conn, person, hits, policy, org_code=org_code)
     if decision == "link":
         candidate = _lock_live_child(conn, candidate)
         _store_source(conn, org_code, update_, candidate, now)
         _file_under(conn, candidate, keys, remove=False)
         changed.add(candidate)
+        _reconcile_split(conn, org_code, stored_id, candidate, comparison, now)
         return UpdateResult(srid, "matched", candidate)
     child_id = _create_child(conn, org_code, update_, keys, now)
     held = decision == "review" and _queue_for_review(conn, org_code, stored_id, child_id, candidate, comparison, now)
@@ -558,8 +563,10 @@ def _key_hits(conn: Connection, keys: _Keys) -> _Hits:
 
 
 def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkPolicy,
-            batch: _Batch | None = None) -> tuple[str, str | None, linkage.Comparison | None]:
-    """("link" | "review" | "create", the candidate, its comparison)."""
+            batch: _Batch | None = None, *, org_code: str | None = None,
+            ) -> tuple[str, str | None, linkage.Comparison | None]:
+    """("link" | "review" | "create", the candidate, its comparison). A link's comparison may carry
+    ``split_from``: another child the record links to as strongly (``_reconcile_split``)."""
     if hits.by_identifier:
         children_ = sorted(hits.by_identifier)
         compared = sorted(((c, child) for child, c in zip(children_, _compare_with(
@@ -573,20 +580,117 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
             return "link", child, comparison
         return "review", child, comparison  # one number, two children, or a number the rest denies
 
-    best = None
-    for child, comparison in zip(hits.ranked, _compare_with(conn, person, hits.ranked, batch=batch)):
-        if comparison is None or comparison.identifiers == "disagree":
-            continue  # two valid, different NHS (or pupil) numbers: two children
-        if best is None or (comparison.weight, child) > (best[0].weight, best[1]):
-            best = (comparison, child)
-    if best is None:
+    compared = sorted(((comparison, child) for child, comparison in zip(
+        hits.ranked, _compare_with(conn, person, hits.ranked, batch=batch))
+        if comparison is not None and comparison.identifiers != "disagree"),  # two valid, different numbers
+        key=lambda pair: (pair[0].weight, pair[1]), reverse=True)
+    if not compared:
         return "create", None, None
-    comparison, child = best
-    if comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison):
+    comparison, child = compared[0]
+    held_as = (_held_under_another_first_name(conn, batch, child, org_code, person)
+               if _linkable(comparison, policy) and org_code is not None else None)
+    if held_as == "another name":
+        # The sending organisation already holds this child under another record with another first
+        # name: it says they are two children (twins named alike), which the demographics cannot tell.
+        return "create", None, None
+    if held_as is not None:
+        return "review", child, comparison
+    if _linkable(comparison, policy):
+        for other, other_child in compared[1:]:
+            if not _linkable(other, policy):
+                break
+            if not _one_organisation_holds_both(conn, batch, child, other_child):
+                return "link", child, replace(comparison, split_from=(other_child, other))
         return "link", child, comparison
+    if _only_the_given_name_differs(comparison):
+        # Twins look exactly like this, and so does a record whose first name was entered as another
+        # name: never linked automatically, and a question for a person unless something says two
+        # children (the sending organisation already holds the other as a record of its own).
+        if org_code is not None and _held_by(conn, batch, child, org_code):
+            return "create", None, None
+        return "review", child, comparison
     if comparison.probability >= policy.lower and not comparison.twins and not _looks_like_a_sibling(comparison):
         return "review", child, comparison
     return "create", None, None
+
+
+def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
+    return (comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison)
+            and not _opposite_sex_twins_named_alike(comparison))
+
+
+def _opposite_sex_twins_named_alike(comparison: linkage.Comparison) -> bool:
+    """Given names a slip or nickname apart, genders stated and different, the same family name and
+    birth date: Ishaan and Ishani more often than one child with two slips."""
+    levels = comparison.levels
+    return (levels.get("given") in ("typo", "nickname", "initial") and levels.get("gender") == "disagree"
+            and levels.get("dob") == "exact" and levels.get("family") in ("exact", "part", "typo"))
+
+
+#: The levels at which a field is "the same" for the twin rule (``_only_the_given_name_differs``).
+_SAME_PLACE = frozenset(("postcode_and_line", "postcode", "line", "missing"))
+
+
+def _only_the_given_name_differs(comparison: linkage.Comparison) -> bool:
+    """Family name, birth date and address agree (or are missing), gender does not disagree, no
+    identifiers disagree, and the given names are not the same name by any measure: twins, or one
+    child with a first name recorded as another name."""
+    levels = comparison.levels
+    return (_given_names_differ(comparison) and levels.get("family") in ("exact", "part", "typo")
+            and levels.get("dob") == "exact" and levels.get("location") in _SAME_PLACE
+            and levels.get("gender") != "disagree" and comparison.identifiers != "disagree")
+
+
+def _held_by(conn: Connection, batch: _Batch | None, child_id: str, org_code: str) -> bool:
+    """Whether ``org_code`` holds a record of its own on the child."""
+    sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
+    return any(s.org_code == org_code for s in sources)
+
+
+def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child_id: str, org_code: str,
+                                   person: linkage.Person) -> str | None:
+    """Whether ``org_code`` holds a record of its own on the child whose first given name is another
+    name than the incoming one's: "another name" (a nickname, a part of it, a name agreeing only as
+    a middle name: how twins are often named, Harrison and Harry, Ivy and Ivy-Rose), or "a slip of
+    the name on the same birth date" with the same family name and address (twins named alike,
+    Matei and Mateo, or the organisation's own misspelt duplicate: a question for a person); None
+    otherwise (a slip of the name with the birth
+    date slipped too, or given and family names swapped: the organisation's own duplicate)."""
+    sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
+    found = None
+    for source in sources:
+        if source.org_code != org_code:
+            continue
+        own = _person_of(source)
+        if own.given_names[:1] == person.given_names[:1]:
+            continue
+        comparison = linkage.compare(person, own)
+        if comparison.swapped_names:
+            continue
+        if comparison.levels.get("given") != "typo":
+            return "another name"
+        levels = comparison.levels
+        if (levels.get("dob") == "exact" and levels.get("family") == "exact"
+                and levels.get("location") in ("postcode_and_line", "missing")):
+            found = "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
+    return found
+
+
+def _one_organisation_holds_both(conn: Connection, batch: _Batch | None, a: str, b: str) -> bool:
+    """Positive evidence of two children: one organisation holds each as a record of its own."""
+    found = batch.sources_of([a, b]) if batch is not None else _sources_of(conn, [a, b])
+    return not {s.org_code for s in found.get(a, ())}.isdisjoint(s.org_code for s in found.get(b, ()))
+
+
+def _reconcile_split(conn: Connection, org_code: str, stored_id: str, child_id: str,
+                     comparison: linkage.Comparison, now: dt.datetime) -> None:
+    """A record that links as strongly to a second child as to the one it joined says the two are
+    one child split in two: the pair goes to the review queue as a merge candidate (``review
+    link`` merges the other child into the one the record joined, every involvement with it)."""
+    if comparison.split_from is None:
+        return
+    other, other_comparison = comparison.split_from
+    _queue_for_review(conn, org_code, stored_id, other, child_id, other_comparison, now)
 
 
 def _given_names_differ(comparison: linkage.Comparison) -> bool:
@@ -594,13 +698,18 @@ def _given_names_differ(comparison: linkage.Comparison) -> bool:
     siblings share everything else a record holds but their given names and birth dates, so such
     a pair is never linked automatically, however well the rest agrees; with birth dates that
     disagree too it is two children (siblings), not a question for a person."""
-    return comparison.levels.get("given") == "disagree"
+    return comparison.levels.get("given") == "disagree" or comparison.given_through_middle
+
+
+#: Birth-date levels a sibling's date falls in (another date; the same year or the same birthday
+#: happen between brothers and sisters), unlike the slips of one date (swap, transposition, digit).
+_ANOTHER_DATE = frozenset(("year_off_by_one", "day_month", "year_only", "disagree"))
 
 
 def _looks_like_a_sibling(comparison: linkage.Comparison) -> bool:
     """Neither the given names nor the birth date agree by any measure: another child of the
     household, whatever else (family name, address, carers) is shared."""
-    return _given_names_differ(comparison) and comparison.levels.get("dob") == "disagree"
+    return _given_names_differ(comparison) and comparison.levels.get("dob") in _ANOTHER_DATE
 
 
 def _sources(conn: Connection, child_id: str) -> list[Source]:
@@ -668,6 +777,7 @@ def scoring_model(conn: Connection, at: float | None = None) -> linkage.Model:
         _MODEL_FOR_SIZE.update(model=base.for_index_size(max(held, reference)) if reference else base,
                                until=now + MODEL_REFRESH_S)
     return _MODEL_FOR_SIZE["model"]
+
 
 
 def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str],
@@ -872,7 +982,9 @@ def _queue_for_review(conn: Connection, org_code: str, srid: str, child_id: str,
         return False
     already = conn.execute(select(review_queue.c.id).where(
         review_queue.c.status == "open", review_queue.c.child_id == child_id,
-        review_queue.c.candidate_child_id == candidate)).first()
+        review_queue.c.candidate_child_id == candidate)).first() or conn.execute(select(review_queue.c.id).where(
+        review_queue.c.status == "open", review_queue.c.child_id == candidate,
+        review_queue.c.candidate_child_id == child_id)).first()
     if already is None:
         conn.execute(review_queue.insert().values(
             org_code=org_code, source_record_id=srid, child_id=child_id, candidate_child_id=candidate,
@@ -894,7 +1006,8 @@ def find_children(conn: Connection, query: FindQuery, policy: LinkPolicy = DEFAU
     """The children the query most likely means, best first: at most MAX_CANDIDATES, each scoring at
     least the policy's floor. A shielded child's location can not be confirmed by guessing: a
     location in the query neither finds nor ranks it."""
-    model = linkage.default_model()
+    # The prior for this index's size (never below the training set's): how many children could be meant.
+    model = scoring_model(conn)
     v = sealed.vault_of(conn)
     located = sealed.blind_keys(v, linkage.query_keys(query))
     unlocated = sealed.blind_keys(v, linkage.query_keys(replace(query, postcode=None))) if query.postcode else located
@@ -912,19 +1025,19 @@ def find_children(conn: Connection, query: FindQuery, policy: LinkPolicy = DEFAU
         asked = replace(query, postcode=None) if row.shielded else query
         recent = sorted(sources.get(child_id, ()), key=_most_recent_first)[:COMPARED_SOURCES_PER_CHILD]
         people = [linkage.person_from_record(shown[child_id]), *(_person_of(s) for s in recent)]
-        score = max(linkage.query_score(asked, person, model) for person in people)
-        if score >= policy.find_floor:
-            scored.append((score, child_id, row))
+        score, probability = max(linkage.query_match(asked, person, model) for person in people)
+        if score >= policy.find_floor and probability >= policy.find_min_probability:
+            scored.append((score, child_id, row, probability))
     scored.sort(key=lambda item: (-item[0], item[1]))
     candidates = []
-    for score, child_id, row in scored[:MAX_CANDIDATES]:
+    for score, child_id, row, probability in scored[:MAX_CANDIDATES]:
         record = shown[child_id]
         identity = identity_from_json(record["identity"])
         candidates.append(Candidate(
             child_id=child_id, family_name=identity.family_name, given_names=identity.given_names,
             date_of_birth=identity.date_of_birth, gender=identity.gender,
             locality=None if row.shielded else locality(address_from_json(record.get("address"))),
-            score=score, shielded=bool(row.shielded)))
+            score=score, shielded=bool(row.shielded), probability=probability))
     return candidates
 
 

@@ -63,7 +63,8 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
 
 def link_policy(services: Services) -> index.LinkPolicy:
     settings = services.settings
-    return index.LinkPolicy(upper=settings.link_upper, lower=settings.link_lower, find_floor=settings.find_floor)
+    return index.LinkPolicy(upper=settings.link_upper, lower=settings.link_lower, find_floor=settings.find_floor,
+                            find_min_probability=settings.find_min_probability)
 
 
 def _find_child(exchange: Exchange, services: Services) -> bytes:

@@ -25,7 +25,10 @@ def test_find_child_tolerates_typos_nicknames_and_a_swapped_day_and_month(gatewa
     typo = family[:-2] + family[-1] + family[-2]  # the last two letters transposed
     for criteria in (dict(family_name=family, given_name="Jon", date_of_birth="2016-03-04"),
                      dict(family_name=typo, given_name="John", date_of_birth="2016-03-04"),
-                     dict(family_name=family, given_name="Jack", date_of_birth="2016-04-03")):
+                     dict(family_name=family, given_name="Jack", date_of_birth="2016-03-04"),
+                     dict(family_name=family, given_name="John", date_of_birth="2016-04-03")):
+        # (a nickname AND a swapped date at once is below FindChild's floor on the match probability
+        # at national scale: README "FindChild")
         found = clients("health").find_child(**criteria, **READ)
         assert [c["ChildId"] for c in found][:1] == [created["ChildId"]], criteria
         assert 0 < found[0]["Score"] <= 100

@@ -17,8 +17,17 @@ gim   phonetic given (and groups) + family initial + day/month     family typo p
 di    unordered {family initial, given initial} + date of birth    typos in both names
 py    postcode + year of birth                                     both names
 fp    phonetic family + postcode                                   date of birth, given
+ap    postcode + house number (or the line's first word)           both names and the date
+an    unordered {phonetic family, phonetic given} + district       the date and the address
+      (postcode's outward code)                                    within the district, a swap
+pd    district + date of birth                                     both names, a move nearby
 nhs   valid NHS number; upn valid unique pupil number              everything else
 ====  ==========================================================  ===========================
+
+The last three (issue 23) survive two errors at once: a transposed family name with a new birth
+date (``ap``), given and family swapped with a new birth date (``an``, ``ap``), both names
+recorded otherwise (``pd``, ``py``, ``ap``). Names without the date are qualified by the district
+so that their buckets do not grow with the index (a national "Smith + Oliver" bucket would).
 
 "day/month (unordered)" is the smaller then the larger of day and month, so a swap keeps the key.
 The rules below ``fgy`` also catch many pairs with two errors (both copies of a record are
@@ -29,8 +38,9 @@ Bucket sizes at 1 M children (about 55 k per birth year, 150 per date of birth):
 surname + common given name in one year ~5-10; ``nm`` the same over ~18 years ~10-30; ``fim``
 and ``gim`` (name + initial + day/month over ~18 years) ~5-40 for the commonest names; ``di``
 (150 children per date split by two initials) ~1-5; ``py`` the
-children of one postcode born in one year (~1-3); ``fp`` one family's postcode (~1-5). No rule is
-keyed on the date of birth or the year alone.
+children of one postcode born in one year (~1-3); ``fp`` one family's postcode (~1-5); ``ap``
+one household (~1-4); ``an`` a name pair within a district (~3,000 districts: ~1); ``pd`` one
+birth date within a district (~1). No rule is keyed on the date of birth or the year alone.
 
 Phonetic codes are Metaphone (jellyfish) of the normalised name, which for non-Latin scripts
 falls back to the normalised name itself. Keys are plain text, at most 80 characters, and depend
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 
 import jellyfish
 
@@ -103,6 +114,7 @@ def blocking_keys(person: Person) -> set[str]:
     families = list(dict.fromkeys(f for f in families if f))
     firsts = person.given_first
     postcode = person.postcode
+    district = _district(postcode)
     if dob is not None:
         year = f"{dob.year:04d}"
         family_initials = {name[0] for name in person.family_names} | {part[0] for part in person.family_parts}
@@ -128,10 +140,38 @@ def blocking_keys(person: Person) -> set[str]:
                 keys.add(_key("di", *sorted((a, b)), year, _day_month(dob)))
         if postcode:
             keys.add(_key("py", postcode, year))
+        if district:
+            keys.add(_key("pd", district, dob.isoformat()))
     if postcode:
         for family in families:
             keys.add(_key("fp", family, postcode))
+        house = _house(person.address_line)
+        if house:
+            keys.add(_key("ap", postcode, house))
+    if district:
+        for family in families:
+            for given in firsts:
+                keys.add(_key("an", *sorted((family, phonetic(given))), district))
     return keys
+
+
+def _district(postcode: str | None) -> str | None:
+    """The outward code of a compact UK postcode ("LS62AB" -> "LS6"); None when it has no such shape."""
+    if not postcode or len(postcode) < 5 or not postcode[-3].isdigit():
+        return None
+    return postcode[:-3]
+
+
+def _house(line: str | None) -> str | None:
+    """What tells a household apart within its postcode: the house (and flat) numbers of the
+    normalised first line, or else its first word ("rose cottage" -> "rose")."""
+    if not line:
+        return None
+    numbers = re.findall(r"\d+[a-z]?", line)
+    if numbers:
+        return "#" + "/".join(numbers[:3])
+    words = line.split()
+    return words[0][:_CODE_LENGTH] if words else None
 
 
 def query_keys(query: FindQuery) -> set[str]:
@@ -143,7 +183,7 @@ def query_keys(query: FindQuery) -> set[str]:
     keys = _identifier_keys(person)
     if person.family_names and person.date_of_birth is not None:
         full = blocking_keys(person)
-        keys |= {k for k in full if not k.startswith(("py:", "fp:"))}
-        if person.postcode:
-            keys |= {k for k in full if k.startswith("fp:")}
+        keys |= {k for k in full if not k.startswith(("py:", "fp:", "an:", "pd:", "ap:"))}
+        if person.postcode:  # a query has no address line: not "ap"
+            keys |= {k for k in full if k.startswith(("fp:", "an:", "pd:"))}
     return keys

@@ -31,7 +31,11 @@ from gateway.index.model import FindQuery
 FIELDS: dict[str, tuple[str, ...]] = {
     "given": ("exact", "nickname", "typo", "initial", "disagree"),
     "family": ("exact", "part", "typo", "disagree"),
-    "dob": ("exact", "swap_day_month", "year_off_by_one", "one_char", "disagree"),
+    # Graded birth dates (issue 23): a day/month swap, two adjacent digits transposed (2014-01-09 /
+    # 2014-10-09), one digit wrong, the year one off, only the day and month agreeing (the year
+    # replaced), only the year agreeing (the day and month replaced), nothing.
+    "dob": ("exact", "swap_day_month", "transposed_digits", "one_digit", "year_off_by_one", "day_month",
+            "year_only", "disagree"),
     "gender": ("agree", "disagree"),
     # Postcode and address line as one field: they are strongly dependent (the same line almost
     # always means the same postcode), and counting both would add the same evidence twice.
@@ -48,6 +52,15 @@ MISSING = -1
 NAME_TYPO_SIMILARITY = 0.92
 #: rapidfuzz token_set_ratio (0-100) at or above which two address lines agree fuzzily.
 ADDRESS_FUZZY_RATIO = 90.0
+#: The same, when both lines carry the same house number: a slip in the street's name ("14 Larhc
+#: Grove") is then the same address.
+ADDRESS_FUZZY_RATIO_SAME_NUMBER = 80.0
+#: Term-frequency adjustment (issue 23): an exact agreement on a name weighs log2(m / f), f the
+#: name's share of records in ``model.json``'s ``term_frequencies`` (a common name counts for less
+#: than a rare one), kept within this many bits of the field's average exact weight (the shipped
+#: table approximates national shares; it is not a national count); a name not in the table weighs
+#: the average (the table lists only names seen often enough to count).
+TF_MAX_ADJUSTMENT_BITS = 2.0
 #: Location levels that mean "the same address": there the alternative to "the same child" is
 #: mostly a brother or sister, so the personal fields are weighed against the household's
 #: u-probabilities (siblings share a family name and an address, not a birth date or a given
@@ -62,14 +75,25 @@ _SAME_FAMILY = frozenset(("exact", "part", "typo"))
 # --- comparators ---------------------------------------------------------------------------------
 
 def _given_level(incoming: Person, held: Person) -> int:
-    """Best level over the incoming first/preferred names against every held given name, and the
-    held first/preferred against every incoming one (a middle name alone never makes two children
-    agree: twins often share one)."""
+    """Best level over the first/preferred names of both sides; a middle name counts only when it
+    is exactly the other side's first or preferred name (a child known by a middle name), never
+    as a nickname or typo of it (twins are often named after each other: Amelia and "Olivia
+    Millie"), and a middle name alone never makes two children agree (twins often share one)."""
     if not incoming.given_all or not held.given_all:
         return MISSING
-    pairs = [(a, b) for a in incoming.given_first for b in held.given_all]
-    pairs += [(a, b) for a in incoming.given_all for b in held.given_first]
-    return _name_pairs_level(pairs)
+    level = _name_pairs_level([(a, b) for a in incoming.given_first for b in held.given_first])
+    if level == 0:
+        return 0
+    if not set(incoming.given_first).isdisjoint(held.given_all) or not set(incoming.given_all).isdisjoint(held.given_first):
+        return 0
+    return level
+
+
+def given_only_through_a_middle_name(incoming: Person, held: Person) -> bool:
+    """The given names agree only because one side's first name is the other's middle name: as
+    likely twins named after each other as one child known by a middle name."""
+    return set(incoming.given_first).isdisjoint(held.given_first) and (
+        not set(incoming.given_first).isdisjoint(held.given_all) or not set(incoming.given_all).isdisjoint(held.given_first))
 
 
 def _name_pairs_level(pairs) -> int:
@@ -118,11 +142,20 @@ def _dob_level(a, b) -> int:
         return 0
     if a.year == b.year and a.day == b.month and a.month == b.day:
         return 1
+    x, y = f"{a.year:04d}{a.month:02d}{a.day:02d}", f"{b.year:04d}{b.month:02d}{b.day:02d}"
     if a.month == b.month and a.day == b.day and abs(a.year - b.year) == 1:
-        return 2
-    if OSA.distance(f"{a.year:04d}{a.month:02d}{a.day:02d}", f"{b.year:04d}{b.month:02d}{b.day:02d}") <= 1:
-        return 3
-    return 4
+        return 4  # the year one off (2015 / 2016 is also one digit: the year's own error first)
+    differ = [i for i in range(8) if x[i] != y[i]]
+    if len(differ) == 2 and differ[1] == differ[0] + 1 and x[differ[0]] == y[differ[1]] \
+            and x[differ[1]] == y[differ[0]]:
+        return 2  # two adjacent digits transposed
+    if len(differ) == 1:
+        return 3  # one digit wrong
+    if a.month == b.month and a.day == b.day:
+        return 5
+    if a.year == b.year:
+        return 6
+    return 7
 
 
 def _gender_level(a, b) -> int:
@@ -154,13 +187,19 @@ def _location_level(incoming: Person, held: Person) -> int:
 def _line_agrees(incoming: Person, held: Person) -> bool | None:
     """True (exact or token-alike), False (differs), None (absent on either side)."""
     a, b = incoming.address_line, held.address_line
-    if not a or not b:
-        return None
+    if not a or not b or not _has_a_word(a) or not _has_a_word(b):
+        return None  # a line without a street or house name ("1") says nothing on its own
     if a == b:
         return True
-    if incoming.address_numbers and held.address_numbers and incoming.address_numbers != held.address_numbers:
-        return False  # another house number is another address, however alike the street
+    if incoming.address_numbers and held.address_numbers:
+        if incoming.address_numbers != held.address_numbers:
+            return False  # another house number is another address, however alike the street
+        return fuzz.token_set_ratio(a, b) >= ADDRESS_FUZZY_RATIO_SAME_NUMBER
     return fuzz.token_set_ratio(a, b) >= ADDRESS_FUZZY_RATIO
+
+
+def _has_a_word(line: str) -> bool:
+    return any(sum(c.isalpha() for c in token) >= 2 for token in line.split())
 
 
 def _identifier_level(a: Person, b: Person) -> int:
@@ -219,6 +258,7 @@ class Model:
     household_bits: dict  # field -> log2(m/u_household) per level, for pairs at the same address
     suggested_thresholds: dict
     raw: dict  # the model.json document
+    tf_bits: dict = dataclasses.field(default_factory=dict)  # "given"/"family" -> {name: bits of exact agreement}
 
     @classmethod
     def from_dict(cls, doc: dict) -> Model:
@@ -233,8 +273,17 @@ class Model:
             household_bits[name] = tuple(math.log2(mi / float(spec[level]["u"]))
                                          for mi, level in zip(m[name], FIELDS[name]))
         lam = float(doc["prior_match_probability"])
+        tf_bits = {}
+        for name, spec in (doc.get("term_frequencies") or {}).items():
+            if name not in FIELDS:
+                continue  # e.g. "note"
+            average = bits[name][0]
+            tf_bits[name] = {value: max(average - TF_MAX_ADJUSTMENT_BITS,
+                                        min(average + TF_MAX_ADJUSTMENT_BITS, math.log2(m[name][0] / float(share))))
+                             for value, share in (spec.get("shares") or {}).items()}
         return cls(version=str(doc["version"]), prior_log2_odds=math.log2(lam / (1 - lam)), m=m, u=u,
-                   bits=bits, household_bits=household_bits, suggested_thresholds=dict(doc.get("suggested_thresholds") or {}), raw=doc)
+                   bits=bits, household_bits=household_bits,
+                   suggested_thresholds=dict(doc.get("suggested_thresholds") or {}), raw=doc, tf_bits=tf_bits)
 
     def for_index_size(self, records: int) -> Model:
         """The model with its prior rescaled to an index of ``records`` records: the chance that a
@@ -266,6 +315,9 @@ class Comparison:
     twins: bool
     identifiers: str | None  # "agree" | "disagree" | None
     swapped_names: bool = False
+    split_from: tuple | None = None  # (another child, its Comparison): the record links as strongly there
+    given_through_middle: bool = False  # the given names agree only as one's first and the other's middle
+    same_first_name: bool = False  # the first given names, whole and normalised, are the same
 
     @property
     def demographic_probability(self) -> float:
@@ -290,29 +342,61 @@ def compare(incoming: Person, held: Person, model: Model | None = None) -> Compa
     levels, weights = {}, {}
     total = model.prior_log2_odds
     table = model.household_bits if vector[LOCATION] in SAME_ADDRESS else model.bits
+    household = vector[LOCATION] in SAME_ADDRESS
     for name, index in zip(FIELD_NAMES, vector):
         if index == MISSING:
             levels[name], weights[name] = "missing", 0.0
         else:
             levels[name] = FIELDS[name][index]
             bits = table[name][index]
+            if index == 0 and not swapped and not household and name in model.tf_bits:
+                bits = _tf_bits(model.tf_bits[name], bits, _agreeing_names(name, incoming, held))
             weights[name] = bits
             total += bits
-    twins = (levels["given"] == "disagree" and levels["family"] in _SAME_FAMILY and levels["dob"] == "exact")
+    through_middle = levels["given"] == "exact" and not swapped and given_only_through_a_middle_name(incoming, held)
+    twins = ((levels["given"] == "disagree" or through_middle) and levels["family"] in _SAME_FAMILY
+             and levels["dob"] == "exact")
     identifiers = {"agree": "agree", "disagree": "disagree"}.get(levels["identifier"])
     return Comparison(levels=levels, weights=weights, weight=total, probability=probability_from_weight(total),
-                      twins=twins, identifiers=identifiers, swapped_names=swapped)
+                      twins=twins, identifiers=identifiers, swapped_names=swapped, given_through_middle=through_middle,
+                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1])
+
+
+def _agreeing_names(field: str, incoming: Person, held: Person):
+    if field == "family":
+        return set(incoming.family_names) & set(held.family_names)
+    return (set(incoming.given_first) & set(held.given_all)) | (set(incoming.given_all) & set(held.given_first))
+
+
+def _tf_bits(table: dict, average: float, names) -> float:
+    """The weight of an exact agreement on ``names`` (the rarest one agreeing counts)."""
+    known = [table[n] for n in names if n in table]
+    return max(known) if known else average
 
 
 def query_score(query: FindQuery, person: Person, model: Model | None = None) -> int:
-    """FindChild's 0–100 score: the evidence the candidate gives over the fields the query
-    supplied, as a share of the most those fields could give.
+    """FindChild's 0–100 score (``query_match``'s first part)."""
+    return query_match(query, person, model)[0]
 
+
+def query_match(query: FindQuery, person: Person, model: Model | None = None) -> tuple[int, float]:
+    """FindChild's 0–100 score, and the match probability.
+
+    The score is the evidence the candidate gives over the fields the query supplied, as a share
+    of the most those fields could give:
     ``score = 100 * clamp(sum of field weights / sum of the best-level weights of the supplied
     fields, 0, 1)``, rounded. It is monotone in the Fellegi–Sunter weight for a given query, 100
     when every supplied field agrees exactly, and 0 when the evidence is against a match; unlike
     the probability it does not saturate, so it still ranks near-exact candidates apart. The
     prior is left out: it is the same for every candidate of a query.
+
+    The probability is the Fellegi–Sunter match probability of the same evidence with the model's
+    prior (``Model.for_index_size``: about one in the index's size; 1 when an NHS or pupil number
+    agrees): how sure the evidence makes
+    it that this candidate, of all the children held, is the one asked for. FindChild answers a
+    candidate only above a floor on it (``LinkPolicy.find_min_probability``), so that in a large
+    index a search for a child who is not there does not answer with another child who happens to
+    share a common family name and birth date.
     """
     model = model or default_model()
     partial = person_from_query(query)
@@ -326,8 +410,14 @@ def query_score(query: FindQuery, person: Person, model: Model | None = None) ->
     best["location"] = postcode_bits
     if levels["location"] == "postcode":
         weights["location"] = postcode_bits
+    for name in ("given", "family"):  # the term-frequency weight of the name asked for is its best
+        if levels[name] == "exact":
+            best[name] = max(best[name], weights[name]) if weights[name] > model.bits[name][0] else weights[name]
+    evidence = sum(weights[name] for name in FIELD_NAMES if levels[name] != "missing")
+    # An NHS or pupil number the query gives and the child holds names the child (a mistyped one
+    # fails its check digit and is no identifier); the score still weighs the rest.
+    probability = 1.0 if comparison.identifiers == "agree" else probability_from_weight(model.prior_log2_odds + evidence)
     possible = sum(best[name] for name in FIELD_NAMES if levels[name] != "missing")
     if possible <= 0:
-        return 0
-    evidence = sum(weights[name] for name in FIELD_NAMES if levels[name] != "missing")
-    return int(round(100 * min(1.0, max(0.0, evidence / possible))))
+        return 0, probability
+    return int(round(100 * min(1.0, max(0.0, evidence / possible)))), probability

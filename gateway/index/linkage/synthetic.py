@@ -114,15 +114,28 @@ def _nicknames_of(name: str) -> list[str]:
 
 
 def _dob_error(rng: random.Random, d: dt.date) -> dt.date:
+    """One error in a date of birth: a day/month swap, the year one off, a day or month a little
+    off, two adjacent digits transposed, the day and month replaced, or the whole date replaced
+    (the last three added for issue 23: real feeds carry them, and a model that never saw them
+    learns that they never happen)."""
     kind = rng.random()
     try:
-        if kind < 0.35 and d.day <= 12 and d.day != d.month:
+        if kind < 0.25 and d.day <= 12 and d.day != d.month:
             return d.replace(day=d.month, month=d.day)
-        if kind < 0.6:
+        if kind < 0.45:
             return d.replace(year=d.year + rng.choice((-1, 1)))
-        if kind < 0.85:
+        if kind < 0.6:
             return d.replace(day=max(1, min(28, d.day + rng.choice((-1, 1, -10, 10)))))
-        return d.replace(month=max(1, min(12, d.month + rng.choice((-1, 1)))))
+        if kind < 0.68:
+            return d.replace(month=max(1, min(12, d.month + rng.choice((-1, 1)))))
+        if kind < 0.8:
+            text = d.strftime("%Y%m%d")
+            i = rng.randrange(2, 7)
+            swapped = text[:i] + text[i + 1] + text[i] + text[i + 2:]
+            return dt.date(int(swapped[:4]), int(swapped[4:6]), int(swapped[6:]))
+        if kind < 0.9:
+            return d.replace(month=rng.randrange(1, 13), day=rng.randrange(1, 29))
+        return d + dt.timedelta(days=rng.choice((-1, 1)) * rng.randrange(30, 3 * 365))
     except ValueError:
         return d + dt.timedelta(days=1)
 
@@ -198,6 +211,8 @@ def _corrupt(rng: random.Random, truth: dict, rate: float, uid: str, source: str
         family = rng.choice(surnames)
     if rng.random() < rate / 4:
         family, given = given[0], [family] + given[1:]
+    elif rng.random() < rate / 6:  # a first name recorded as another name altogether (issue 23)
+        given[0] = rng.choice(GIRLS if truth["gender"] == "female" else BOYS)
     if rng.random() < rate:
         dob = _dob_error(rng, dob)
     if rng.random() < rate / 2:
@@ -205,6 +220,9 @@ def _corrupt(rng: random.Random, truth: dict, rate: float, uid: str, source: str
     if rng.random() < rate:
         postcode = _nearby_postcode(rng, postcode) if rng.random() < 0.3 else _postcode(rng)
         line = f"{rng.randrange(1, 200)} {rng.choice(STREETS)}"
+    elif rng.random() < rate / 3:  # the same address written otherwise: a house number or street slip
+        number, street = line.split(" ", 1)
+        line = f"{_typo(rng, number) if len(number) > 1 and rng.random() < 0.5 else number} {_typo(rng, street)}"
     if rng.random() < rate:
         for full, short in _ABBREVIATE.items():
             line = line.replace(full, short)

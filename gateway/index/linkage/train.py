@@ -45,6 +45,9 @@ from gateway.index.linkage.scoring import (
 
 #: Probabilities are kept in [CLAMP, 1 - CLAMP]: no level is ever proof either way.
 CLAMP = 1e-5
+#: A name enters the term-frequency table once this many records carry it: rarer names are left
+#: out (they weigh the field's average), so the table never lists a name few children share.
+TF_MIN_COUNT = 10
 #: Blocks larger than this are skipped when forming training pairs (a bucket this size is a key
 #: too broad to be useful; the store has its own bound).
 MAX_BLOCK = 200
@@ -68,6 +71,21 @@ def blocked_pairs(persons, max_block: int = MAX_BLOCK) -> set[tuple[int, int]]:
             for j in range(i + 1, len(members)):
                 pairs.add((members[i], members[j]))
     return pairs
+
+
+def term_frequencies(persons, min_count: int = TF_MIN_COUNT) -> dict:
+    """Each name's share of the records (the family name as recorded, the first given name), for
+    the term-frequency adjustment (scoring.TF_MAX_ADJUSTMENT_BITS): from the records trained on,
+    which for ``contactgate linkage train`` are the index's own."""
+    out = {}
+    for field, values in (("family", [p.family_names[0] for p in persons if p.family_names]),
+                          ("given", [p.given_first[0] for p in persons if p.given_first])):
+        counts = Counter(values)
+        total = max(1, len(values))
+        out[field] = {"records": len(values), "min_count": min_count,
+                      "shares": {name: round(count / total, 7) for name, count in counts.most_common()
+                                 if count >= min_count}}
+    return out
 
 
 def random_pairs(n_records: int, n_pairs: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -350,6 +368,7 @@ def train(records, *, seed: int, random_pair_count: int, version: str, source: s
     doc = document(m, u, prior, version=version, estimation=estimation)
     doc["prior_reference_records"] = n
     doc["household"] = household
+    doc["term_frequencies"] = term_frequencies(persons)
     if evaluate:
         files = [evaluate] if isinstance(evaluate, str) else list(evaluate)
         doc["suggested_thresholds"] = suggest_thresholds(Model.from_dict(doc), files[0])

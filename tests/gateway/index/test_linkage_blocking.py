@@ -65,7 +65,7 @@ def test_no_key_is_a_bare_date_or_year():
     for key in linkage.blocking_keys(child()):
         rule, *parts = key.split(":")
         assert len(parts) >= 2, key
-        assert rule in {"fd", "gd", "ny", "nm", "fgy", "fim", "gim", "di", "py", "fp", "nhs", "upn"}
+        assert rule in {"fd", "gd", "ny", "nm", "fgy", "fim", "gim", "di", "py", "fp", "ap", "an", "pd", "nhs", "upn"}
 
 
 def test_keys_are_stable_across_processes():
@@ -101,7 +101,7 @@ def test_query_keys_need_a_family_name_and_birth_date_or_an_identifier():
 def test_query_keys_are_blocking_key_rules():
     query = FindQuery(family_name="Smith", given_name="Oliver", date_of_birth=DOB, postcode="LS6 2AB")
     rules = {k.split(":")[0] for k in linkage.query_keys(query)}
-    assert rules <= {"fd", "gd", "ny", "nm", "fgy", "fim", "gim", "di", "fp", "nhs", "upn"}
+    assert rules <= {"fd", "gd", "ny", "nm", "fgy", "fim", "gim", "di", "fp", "an", "pd", "nhs", "upn"}
 
 
 names = st.text(alphabet=st.characters(categories=("L", "M", "Zs", "Pd", "Po")), max_size=120)

@@ -117,12 +117,27 @@ def test_family_levels(incoming, held, level):
     (DOB, "exact"),
     (dt.date(2016, 4, 3), "swap_day_month"),
     (dt.date(2015, 3, 4), "year_off_by_one"),
-    (dt.date(2016, 3, 5), "one_char"),
-    (dt.date(2016, 3, 14), "one_char"),
+    (dt.date(2016, 3, 5), "one_digit"),
+    (dt.date(2016, 3, 14), "one_digit"),
     (dt.date(2012, 9, 20), "disagree"),
+    (dt.date(2016, 11, 27), "year_only"),
+    (dt.date(2009, 3, 4), "day_month"),
+    (dt.date(2019, 12, 31), "disagree"),
 ])
 def test_dob_levels(dob, level):
     assert compare(child(dob=dob), child()).levels["dob"] == level
+
+
+@pytest.mark.parametrize("a, b, level", [
+    (dt.date(2014, 1, 9), dt.date(2014, 10, 9), "transposed_digits"),  # 0109 / 1009
+    (dt.date(2014, 6, 12), dt.date(2014, 6, 21), "transposed_digits"),
+    (dt.date(2014, 6, 12), dt.date(2014, 6, 13), "one_digit"),
+    (dt.date(2019, 12, 31), dt.date(2020, 12, 31), "year_off_by_one"),
+    (dt.date(2012, 6, 12), dt.date(2016, 6, 12), "one_digit"),
+])
+def test_graded_birth_dates(a, b, level):
+    assert compare(child(dob=a), child(dob=b)).levels["dob"] == level
+    assert compare(child(dob=b), child(dob=a)).levels["dob"] == level
 
 
 @pytest.mark.parametrize("a, b, level", [

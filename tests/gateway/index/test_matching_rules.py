@@ -161,7 +161,7 @@ def test_the_thresholds_are_settings(engine):
         assert linked.outcome == "matched"
         conn.rollback()
     with engine.begin() as conn:
-        [new] = store.apply_updates(conn, "GP", [uncertain], at(1), store.LinkPolicy(upper=0.99, lower=0.9))
+        [new] = store.apply_updates(conn, "GP", [uncertain], at(1), store.LinkPolicy(upper=0.999, lower=0.99))
         assert new.outcome == "created"
 
 
