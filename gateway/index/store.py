@@ -574,11 +574,17 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
             key=lambda pair: (-pair[0].weight, pair[1]))
         if not compared:
             return "create", None, None
-        comparison, child = compared[0]
-        if (len(hits.by_identifier) == 1 and comparison.identifiers != "disagree" and not comparison.twins
-                and comparison.probability >= policy.lower and not _looks_like_a_sibling(comparison)):
+        agreeing = [(c, child) for c, child in compared if c.identifiers != "disagree" and not c.twins
+                    and c.probability >= policy.lower and not _looks_like_a_sibling(c)]
+        if len(agreeing) == 1:
+            # One holder of the number is this child by the rest too; any other holder disagrees, and
+            # was paired with one of them for review when it came. Linked as it would be had the
+            # others not held the number: else a second record with a number another child holds
+            # would be answered unlike the second of a number no one held, telling the sender so.
+            comparison, child = agreeing[0]
             return "link", child, comparison
-        return "review", child, comparison  # one number, two children, or a number the rest denies
+        comparison, child = compared[0]
+        return "review", child, comparison  # one number, two children alike, or a number the rest denies
 
     compared = sorted(((comparison, child) for child, comparison in zip(
         hits.ranked, _compare_with(conn, person, hits.ranked, batch=batch))

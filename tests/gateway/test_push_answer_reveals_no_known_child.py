@@ -162,9 +162,6 @@ def test_a_queued_record_is_not_told_apart_from_a_new_child_by_the_answers_timin
         f"{gateway.backend}: a queued pair took {probe * 1000:.1f} ms on average, a new child {new * 1000:.1f} ms"
 
 
-@pytest.mark.xfail(strict=True, reason="a second record with the same number and demographics is matched to the "
-                                       "first when the number was unknown, but held for review (answered as a new "
-                                       "child) when another child holds it: the two answers differ (review of issue 22)")
 def test_a_second_push_of_the_same_number_answers_alike_whether_the_number_was_known(gateway, clients, pusher):
     """The first probe with a known number is answered as a new child (X1) and files the number under
     X1 too; a second record with the same number and demographics must then be answered as it would be
