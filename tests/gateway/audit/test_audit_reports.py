@@ -102,8 +102,6 @@ def test_every_csv_cell_is_quoted_and_no_formula_follows_a_separator(home):
     _no_formula_however_split(text)
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (E): a formula starter after a double quote is "
-                                       "not prefixed")
 def test_a_formula_after_a_double_quote_is_prefixed_too(home):
     """A reader that splits on ';' and then honours quotes sees `x;"=1+1"` as the cells `x` and
     `=1+1` (a formula): the double quote starts a cell as a separator does."""
