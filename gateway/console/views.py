@@ -448,7 +448,8 @@ def review_queue():
     if wanted not in (*REVIEW_STATUSES, "all"):
         wanted = "open"
     with _read() as conn:
-        entries = review.list_entries(conn, None if wanted == "all" else wanted, 200)
+        entries = review.list_entries(conn, None if wanted == "all" else wanted, 200, officer_roles=g.officer.roles,
+                                      shield_roles=_app()["settings"].review_shield_roles)
     return render_template("review_list.html", entries=entries, statuses=REVIEW_STATUSES, wanted=wanted)
 
 
@@ -467,7 +468,8 @@ def review_entry(review_id: int):
     left, right = entry["stored_as"]["record"], entry["candidate"]["record"]
     rows = [(name, pick(left), pick(right)) for name, pick in review.DISPLAY_FIELDS]
     now = entry["comparison_now"]
-    agreements = [(f, now["levels"][f], now["weights"].get(f, 0.0)) for f in sorted(now["levels"])]
+    weights = now.get("weights")  # absent for a pair whose location is withheld: levels only
+    agreements = [(f, now["levels"][f], None if weights is None else weights.get(f, 0.0)) for f in sorted(now["levels"])]
     return render_template("review_entry.html", entry=entry, rows=rows, agreements=agreements)
 
 

@@ -125,8 +125,6 @@ def test_review_show_of_a_pair_without_a_shielded_child_shows_the_location_unmar
 NUMBER = re.compile(r"\d\.\d")  # a score, a probability or a weight as any view writes it
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (D): a withheld pair's weights, total weight and "
-                                       "probability say whether the withheld addresses agree")
 @pytest.mark.parametrize("shield", ["held", "probe"])
 def test_a_withheld_pair_shows_agreement_levels_only(gateway, clients, pusher, shield):
     """The total weight (or the probability, or the score when queued) less the weights shown is the
@@ -140,15 +138,17 @@ def test_a_withheld_pair_shows_agreement_levels_only(gateway, clients, pusher, s
         assert comparison["levels"] and "location" not in comparison["levels"], comparison
         assert not {"weights", "weight", "probability"} & set(comparison), comparison
     table = gateway.cli("review", "show", str(entry), officer="dora").output
-    assert "score withheld" in table and not NUMBER.search(table), table
-    assert "agreement: " in table and "=exact" in table  # the levels stay (the birth dates, at least)
+    unnumbered = table.replace(shown["created_at"], "").replace(shown["model_version"], "")
+    assert "score withheld" in table and not NUMBER.search(unnumbered), table
+    levels = shown["comparison_now"]["levels"]  # the levels stay, each without its weight
+    assert "agreement: " + ", ".join(f"{f}={levels[f]}" for f in sorted(levels)) + "\n" in table, table
     listed = [json.loads(line) for line in gateway.cli("review", "list", "--status", "all", "--limit", "10000",
                                                        "--json", officer="dora").output.splitlines()]
     [queued] = [e for e in listed if e["id"] == entry]
     assert queued["score"] is None and queued["location_withheld"] is True
     line = next(x for x in gateway.cli("review", "list", "--status", "all", "--limit", "10000",
                                        officer="dora").output.splitlines() if x.startswith(f"#{entry} "))
-    assert "score=withheld" in line and not NUMBER.search(line), line
+    assert "score=withheld" in line and not NUMBER.search(line.replace(queued["created_at"], "")), line
 
 
 def test_a_pair_without_a_shielded_child_keeps_its_weights_and_score(gateway, clients, pusher):

@@ -88,8 +88,6 @@ def test_the_review_page_shows_the_location_to_an_officer_role_on_the_allow_list
 NUMBER = re.compile(r"\d\.\d")  # a score, a probability or a weight as the pages write them
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (D): the page shows a withheld pair's weights and "
-                                       "scores, which say whether the withheld addresses agree")
 def test_the_review_page_of_a_withheld_pair_shows_agreement_levels_only_and_says_so(browser, registry_home):
     entry, _ = shielded_pair(registry_home)
     officer = browser("dora")
