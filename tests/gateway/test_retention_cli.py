@@ -11,7 +11,6 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select, text, update
 
 from gateway import audit
@@ -192,8 +191,6 @@ def _retention_reads(gateway, seq: int) -> list[dict]:
     return [e for e in gateway.audit_entries_after(seq) if e["operation"] == "retention.show"]
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (C): `retention show` prints an archived shielded "
-                                       "child's address and contacts, and does not mark the read")
 def test_retention_show_withholds_an_archived_shielded_childs_location_and_marks_the_read(gateway, clients):
     child_id, needles = _archived_shielded_child(gateway, clients)
     seq = gateway.audit_seq()
@@ -217,8 +214,6 @@ def test_retention_show_withholds_an_archived_shielded_childs_location_and_marks
     assert {e["seq"] for e in reads} <= set(finding["evidence"])
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (C): `retention show` does not mark a read of a "
-                                       "shielded child")
 def test_retention_show_shows_the_location_to_an_officer_role_on_the_allow_list(gateway, clients, monkeypatch):
     child_id, needles = _archived_shielded_child(gateway, clients)
     monkeypatch.setenv("CONTACTGATE_REVIEW_SHIELD_ROLES", "data_quality")

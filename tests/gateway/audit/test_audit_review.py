@@ -145,8 +145,6 @@ def test_a_data_quality_officer_opening_a_review_entry_with_a_shielded_child(tra
     assert child(711) in finding.summary
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (C): the shielded rule does not look at "
-                                       "`retention show` reads")
 def test_a_data_manager_reading_an_archived_shielded_childs_record(traffic):
     """`retention show` of an archived shielded child is found, whether the child is still held
     (shielded now) or purged since (the entry's own mark)."""
