@@ -367,13 +367,9 @@ def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str
 
 
 def _local_origin() -> str:
-    """Where a command's audit entries say it came from: this machine's account that ran it."""
-    import getpass
-
-    try:
-        return f"local:{getpass.getuser()}"[:64]
-    except (KeyError, OSError):
-        return f"local:uid {os.getuid()}"
+    """Where a command's audit entries say it came from: this machine's account that ran it (its
+    real uid, not $USER: gateway.officers.local_source)."""
+    return officers.local_source()
 
 
 @main.command(needs_home=False, short_help="Create the home and database schema (or repair them).")
@@ -498,9 +494,10 @@ def login(ctx: Context, officer_id: str | None, password_stdin: bool, code: str 
     else:
         password = click.prompt("password", hide_input=True)
     code = code or click.prompt("code")
-    with ctx.engine.begin() as conn:
-        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings,
-                                  source=_local_origin())  # failures lock this machine's account out, not others
+    # Its own transactions (the password is checked outside them); failures lock this machine's
+    # account out, not others.
+    result = officers.sign_in(ctx.engine, ctx.trail, officer_id, password, code, settings=ctx.settings,
+                              source=_local_origin())
     if result.officer is None:
         _fail("sign-in refused: the officer id, password or code is wrong, or the account is locked or "
               "disabled (every attempt is audited)")

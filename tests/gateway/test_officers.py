@@ -129,8 +129,6 @@ def test_repeated_failures_lock_the_terminal_out_even_for_the_right_password(gw)
     login(gw, "carol")
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (B): the command line's source is $USER/$LOGNAME, "
-                                       "which whoever runs it sets")
 def test_the_command_line_counts_failures_against_the_account_that_runs_it_not_USER(gw):
     """Changing $USER or $LOGNAME between tries neither escapes the terminal's lock nor names
     another account in the audit: the source is the real uid (its name from the password database)."""

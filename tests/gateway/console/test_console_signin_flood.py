@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from gateway.config import Settings
 from gateway.console import create_console
 from gateway.db import audit_log
-from tests.gateway.console.conftest import CSRF, running_console
+from tests.gateway.console.conftest import CSRF, Browser, running_console
 from tests.gateway.console.test_console_lockout import attempt, last_login
 
 READ = dict(user_id="hv.one", role="health visitor", reason_code="care_coordination", reason_text="flood test")
@@ -55,9 +55,6 @@ def _get_login(console, source: str) -> None:
     assert answer.status_code == 200 and CSRF.search(answer.text)
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (A): on SQLite every sign-in holds the database's write "
-                                       "lock through its argon2 check, and the console's threads all verify "
-                                       "passwords: a flood stalls SOAP and GET /login for seconds")
 def test_a_sign_in_flood_leaves_soap_and_the_console_answering(registry_home):
     registry_home.start()
     la = registry_home.client("la")
@@ -112,8 +109,6 @@ def _login_entries(registry_home, since_seq: int) -> list:
                             .order_by(audit_log.c.seq)).all()
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (A): there is no per-address throttle; every attempt "
-                                       "costs an argon2 check")
 def test_attempts_beyond_the_rate_of_an_address_are_refused_unchecked_whatever_the_officer_id(throttled,
                                                                                               registry_home, clock):
     seq = registry_home.audit_seq()
@@ -142,6 +137,22 @@ def test_attempts_beyond_the_rate_of_an_address_are_refused_unchecked_whatever_t
     assert attempt(throttled, registry_home, clock, "bob", address=FLOODER).status_code == 429
     # Another address is not held back: the officer signs in.
     assert attempt(throttled, registry_home, clock, "bob", address=OFFICE, right=True).status_code == 302
+
+
+def test_a_step_up_goes_through_the_same_gate(throttled, registry_home, clock):
+    """A step-up costs the same check as a sign-in: an address over its rate is refused it unchecked."""
+    officer = Browser(throttled, registry_home, clock)
+    officer.client.environ_base["REMOTE_ADDR"] = "198.51.100.44"
+    officer.sign_in("alice")  # one of the address's three
+    seq = registry_home.audit_seq()
+    for _ in range(4):
+        officer.post("/organisations/LA/suspend", {"reason": "gate test", "password": "not the password at all",
+                                                   "code": "000000"})
+    with registry_home.engine.connect() as conn:
+        details = list(conn.execute(select(audit_log.c.detail).where(
+            audit_log.c.seq > seq, audit_log.c.operation == "officer.step_up").order_by(audit_log.c.seq)).scalars())
+    assert [d.split(":")[0] for d in details] == ["step-up refused"] * 2 + ["step-up refused unchecked"], details
+    assert "too many attempts from this address" in officer.get("/organisations/LA").get_data(as_text=True)
 
 
 # ---- no lock held while a password is checked --------------------------------------------------
@@ -194,8 +205,6 @@ class LockProbe:
             self.engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="review of issue 22 (A): the argon2 check runs inside the write "
-                                       "transaction (SQLite's write lock; on PostgreSQL the officer's row lock)")
 def test_a_flood_of_checked_attempts_does_not_hold_the_database_or_the_officers_row(unthrottled, registry_home,
                                                                                    clock):
     """Four threads sign in as carol with a wrong password, over and over, from addresses of their
