@@ -354,7 +354,7 @@ class _Checked:
     same hash and secret (a reset in between makes the check stale)."""
 
     password_hash: str | None
-    totp_secret: str | None
+    totp_secret: str | None  # opened (`keys rotate` may seal it afresh meanwhile: the same secret)
     password_ok: bool
     step: int | None  # the TOTP step the code matched, if it did
     new_hash: str | None  # the password hashed again, when argon2's parameters have changed
@@ -393,8 +393,7 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, officer_id: str, password: 
     step = _matching_step(secret, code, now) if secret is not None else None
     new_hash = (_HASHER.hash(password) if seen is not None and password_ok and step is not None
                 and _HASHER.check_needs_rehash(seen.password_hash) else None)
-    checked = _Checked(seen.password_hash if seen is not None else None, seen.totp_secret if seen is not None else None,
-                       password_ok, step, new_hash)
+    checked = _Checked(seen.password_hash if seen is not None else None, secret, password_ok, step, new_hash)
     with engine.begin() as conn:
         return _decide(conn, trail, wanted, checked, settings=settings, where=source_key(source), now=now,
                        open_session=open_session)
@@ -427,8 +426,9 @@ def _decide(conn: Connection, trail: audit.AuditTrail, wanted: str | None, check
             conn, officer.officer_id, where, settings, now):
         return refuse(f"account locked on every address not used by the officer in the last "
                       f"{settings.signin_known_source_days} days, until {officer.locked_until:%Y-%m-%d %H:%M:%S}Z")
-    if (row.password_hash, row.totp_secret) != (checked.password_hash, checked.totp_secret):
-        return refuse("the account's password or code changed during the sign-in (not counted)")
+    secret_now = sealed.vault_of(conn).open(row.totp_secret, sealed.officer_totp_context(officer.officer_id))
+    if row.password_hash != checked.password_hash or not hmac.compare_digest(secret_now, checked.totp_secret or ""):
+        return refuse("the account's password or authenticator changed during the sign-in (not counted)")
     step = checked.step
     code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
     if not (checked.password_ok and code_ok):
