@@ -10,8 +10,6 @@ import dataclasses
 import datetime as dt
 import re
 
-import pytest
-
 from sqlalchemy import select
 
 from gateway.config import Settings

@@ -17,7 +17,6 @@ console's Flask app, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import statistics
 import subprocess
