@@ -146,8 +146,12 @@ class Settings:
     # Sign-in failures (gateway.officers): lockout_failures in a row from one source address lock
     # that address out of that account for lockout_minutes (the officer still signs in from
     # elsewhere); lockout_global_failures from all addresses together within lockout_global_minutes
-    # lock the account from every address for lockout_global_minutes. The global limit must be out
-    # of reach of one address (checked in from_env).
+    # lock the account for lockout_global_minutes from every address but those the officer signed in
+    # from in the last signin_known_source_days (so strangers cannot lock them out of where they
+    # work). The global limit must be out of reach of one address (checked in from_env).
+    # The console (gateway.console.throttle) checks at most signin_per_minute sign-in attempts a
+    # minute from one address (as many at once), and at most signin_concurrency at a time in each
+    # of its processes (and fewer than its threads); the others are refused unchecked.
     max_accreditation_days: int = 3 * 365 + 1
     # The gateway CA's CRL is valid this many days: `serve`, `cert revoke` and `cert crl` renew it.
     crl_days: int = 30
@@ -157,6 +161,9 @@ class Settings:
     lockout_minutes: int = 15
     lockout_global_failures: int = 50
     lockout_global_minutes: int = 60
+    signin_known_source_days: int = 30
+    signin_per_minute: int = 10
+    signin_concurrency: int = 2
     # Behind a TLS-terminating proxy (README "nginx in front"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
@@ -209,6 +216,9 @@ class Settings:
             "lockout_minutes": ("CONTACTGATE_LOCKOUT_MINUTES", positive_int),
             "lockout_global_failures": ("CONTACTGATE_LOCKOUT_GLOBAL_FAILURES", positive_int),
             "lockout_global_minutes": ("CONTACTGATE_LOCKOUT_GLOBAL_MINUTES", positive_int),
+            "signin_known_source_days": ("CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS", positive_int),
+            "signin_per_minute": ("CONTACTGATE_SIGNIN_PER_MINUTE", positive_int),
+            "signin_concurrency": ("CONTACTGATE_SIGNIN_CONCURRENCY", positive_int),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
@@ -334,14 +344,16 @@ def most_failures_from_one_address(lockout_failures: int, lockout_minutes: int, 
 def check_lockout(*, lockout_failures: int, lockout_minutes: int, lockout_global_failures: int,
                   lockout_global_minutes: int) -> None:
     """The global back-off must be out of one address's reach, or a stranger could lock an officer
-    out from everywhere alone."""
+    out alone from every address they have not signed in from lately (it never holds them back
+    where they have: gateway.officers)."""
     one = most_failures_from_one_address(lockout_failures, lockout_minutes, lockout_global_minutes)
     if lockout_global_failures <= one:
         raise SettingError(
             f"CONTACTGATE_LOCKOUT_GLOBAL_FAILURES ({lockout_global_failures}) must be more than one address can "
             f"reach in CONTACTGATE_LOCKOUT_GLOBAL_MINUTES ({lockout_global_minutes}): {one} with "
             f"CONTACTGATE_LOCKOUT_FAILURES={lockout_failures} and CONTACTGATE_LOCKOUT_MINUTES={lockout_minutes}; "
-            f"raise it (or shorten the window), or one stranger could lock an officer out from every address")
+            f"raise it (or shorten the window), or one stranger could lock an officer out from every address "
+            f"they have not signed in from lately")
 
 
 DATABASE_URL_HELP = ("use postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, or "

@@ -93,10 +93,21 @@ officer_sessions = Table(
 officer_signin_failures = Table(
     "officer_signin_failures", metadata,
     Column("officer_id", String(64), ForeignKey("officers.officer_id"), primary_key=True),
-    Column("source", String(64), primary_key=True),  # an IPv4 address, an IPv6 /64, or local:<user>
+    Column("source", String(64), primary_key=True),  # an IPv4 address, an IPv6 /64, or local:uid N (name)
     Column("failures", Integer, nullable=False),
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Where each officer has signed in (0012): an address (an IPv6 /64) or ``local:uid N (name)`` and
+# when they last signed in from it. For Settings.signin_known_source_days after that, the global
+# back-off (officers.locked_until) does not hold the officer back there: strangers with many
+# addresses can slow a guesser down everywhere else, but cannot lock the officer out of where they work.
+officer_known_sources = Table(
+    "officer_known_sources", metadata,
+    Column("officer_id", String(64), ForeignKey("officers.officer_id"), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("last_signed_in_at", DateTime(timezone=True), nullable=False),
 )
 
 proposals = Table(

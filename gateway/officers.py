@@ -10,15 +10,22 @@ the command line. Four-eyes rules (gateway.trust.registry) compare these account
 - A failed sign-in (unknown officer, wrong password, wrong code, disabled, locked) is audited and
   answered the same way, and costs the same: every attempt is one argon2id verification (of the
   account's hash, or of a dummy one for an unknown id), whatever is refused and however early it is
-  known, so neither the answer nor its time says whether an id exists or is locked.
+  known, so neither the answer nor its time says whether an id exists or is locked. The
+  verification runs with no transaction open (`sign_in`): a flood of attempts holds neither
+  SQLite's write lock nor an officer's row. (The console also refuses, unchecked and whatever the
+  id, the attempts of an address beyond its rate: gateway.console.throttle.)
 - Failures are counted per source: the client's address at the console (an IPv6 address by its
-  /64), ``local:<user>`` at the command line (`source_key`). `Settings.lockout_failures` in a row
-  from one source lock that source out of that account for `Settings.lockout_minutes`; the officer
-  still signs in from anywhere else, so a stranger cannot lock them out. Failures from every source
-  together within `Settings.lockout_global_minutes` reaching `Settings.lockout_global_failures` (a
-  limit one source cannot reach: gateway.config.check_lockout) lock the account from every source
-  for `Settings.lockout_global_minutes`: a guesser with many addresses is still slowed. Attempts
-  against a lock are refused without being counted. `reset` lifts both.
+  /64), ``local:uid N (name)`` at the command line (`source_key`; the real uid, which the caller
+  cannot choose as they choose $USER). `Settings.lockout_failures` in a row from one source lock
+  that source out of that account for `Settings.lockout_minutes`; the officer still signs in from
+  anywhere else. Failures from every source together within `Settings.lockout_global_minutes`
+  reaching `Settings.lockout_global_failures` (a limit one source cannot reach:
+  gateway.config.check_lockout) start the global back-off: for `Settings.lockout_global_minutes`
+  the account is locked from every source **but those the officer signed in from in the last
+  `Settings.signin_known_source_days`** (``officer_known_sources``). So a guesser with many
+  addresses is still slowed everywhere they could be, and strangers, however many addresses they
+  hold, cannot lock the officer out of where they work. Attempts against a lock are refused
+  without being counted. `reset` lifts both locks and forgets the known sources.
 - Sessions: a random token in a 0600 file (``CONTACTGATE_SESSION``, default under the user's config
   directory); the database keeps only its SHA-256. A session ends after
   `Settings.session_idle_minutes` without a command, `Settings.session_max_hours` after sign-in, at
@@ -44,10 +51,10 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, files
-from gateway.db import officer_sessions, officer_signin_failures, officers
+from gateway.db import officer_known_sources, officer_sessions, officer_signin_failures, officers, reader
 from gateway.index import sealed
 from gateway.officer_roles import ROLES
 
@@ -250,7 +257,7 @@ def disable(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_i
 def reset(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_id: str, password: str,
           totp_secret: str) -> Officer:
     """A new one-time password (changed at the next sign-in) and a new TOTP secret; sessions end; an
-    account that was disabled or locked is enabled again."""
+    account that was disabled or locked is enabled again; where it signed in before is forgotten."""
     require(actor, "senior_officer", action="resetting an officer")
     target = _for_change(conn, officer_id)
     if target.officer_id == actor.officer_id:
@@ -264,6 +271,8 @@ def reset(conn: Connection, trail: audit.AuditTrail, actor: Officer, officer_id:
         updated_at=_now()))
     conn.execute(delete(officer_sessions).where(officer_sessions.c.officer_id == target.officer_id))
     conn.execute(delete(officer_signin_failures).where(officer_signin_failures.c.officer_id == target.officer_id))
+    # Where the account signed in before may be where whoever made the reset necessary signed in.
+    conn.execute(delete(officer_known_sources).where(officer_known_sources.c.officer_id == target.officer_id))
     _audit(conn, trail, "officer.reset", actor, f"reset officer {target.officer_id} (new password and TOTP secret)")
     return get(conn, target.officer_id)
 
@@ -292,11 +301,26 @@ def _matching_step(secret: str, code: str, now: dt.datetime) -> int | None:
     return None
 
 
+def local_source() -> str:
+    """Where a command comes from: this machine's account that runs it, by its real uid (a caller
+    chooses $USER and $LOGNAME, never their uid), with its name from the password database for
+    the reader: ``local:uid 1000 (alice)``. What the command line's sign-in failures are counted
+    against, and the origin of its audit entries."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without an entry (a container's arbitrary user)
+        return f"local:uid {uid}"
+    return f"local:uid {uid} ({name})"[:64]
+
+
 def source_key(address: str | None) -> str:
     """What a sign-in's failures are counted against: an IPv4 address as it is; an IPv6 address by
     its /64 (one subscriber's network holds billions of addresses, and a stranger could otherwise
     move to the next after each lock); an IPv4-mapped IPv6 address as its IPv4; anything else (the
-    command line's ``local:<user>``) as it is, at most 64 characters."""
+    command line's ``local:uid N (name)``) as it is, at most 64 characters."""
     text = (address or "").strip() or "unknown"
     try:
         ip = ipaddress.ip_address(text)
@@ -323,29 +347,65 @@ class SignIn:
     token: str | None = None
 
 
-def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password: str, code: str, *,
+@dataclass(frozen=True)
+class _Checked:
+    """What one attempt's password and code were checked against, and what the checks found. Made
+    with no transaction open; the write that follows takes it only if the account still holds the
+    same hash and secret (a reset in between makes the check stale)."""
+
+    password_hash: str | None
+    totp_secret: str | None  # opened (`keys rotate` may seal it afresh meanwhile: the same secret)
+    password_ok: bool
+    step: int | None  # the TOTP step the code matched, if it did
+    new_hash: str | None  # the password hashed again, when argon2's parameters have changed
+
+
+def sign_in(engine: Engine, trail: audit.AuditTrail, officer_id: str, password: str, code: str, *,
             settings, source: str | None, now: dt.datetime | None = None, open_session: bool = True) -> SignIn:
-    """Check password and code; audit the attempt either way. The caller commits whatever the answer:
-    a failure's count and audit record must stay. ``source``: where the attempt comes from (the
-    client's address; ``local:<user>`` for the command line), what failures are counted against.
+    """Check password and code; audit the attempt either way, in a transaction of its own that is
+    committed whatever the answer (a failure's count and audit record must stay). ``source``: where
+    the attempt comes from (the client's address; ``local:uid N (name)`` for the command line), what
+    failures are counted against.
+
+    The argon2id verification (and the code's) is done with no transaction open: the account is
+    read without a lock, checked, and only then is the short write transaction begun that locks the
+    account, decides with what it holds then, counts or clears the failures and opens the session.
+    On SQLite a write transaction holds the whole database's write lock, and on PostgreSQL the row
+    lock would queue every other sign-in of the officer: neither is held for the ~0.1-0.5 s of a
+    password check, so a flood of sign-ins holds up neither the gateway's own writes nor the officer.
 
     ``open_session=False`` is a step-up: a signed-in officer proves again that they are at the
     keyboard before an approval, a revocation or a trust change (the web console). The same rules
     hold (each code good once, failures count towards the locks); no new session is opened."""
-    operation = "officer.login" if open_session else "officer.step_up"
     now = now or _now()
-    where = source_key(source)
     try:
         wanted = canonical_id(officer_id)
     except OfficerError:
         wanted = None
+    with reader(engine).connect() as conn:  # no lock, and on SQLite no write lock: a deferred read
+        seen = None if wanted is None else conn.execute(
+            select(officers.c.password_hash, officers.c.totp_secret).where(officers.c.officer_id == wanted)).first()
+        secret = (None if seen is None else
+                  sealed.vault_of(conn).open(seen.totp_secret, sealed.officer_totp_context(wanted)))
+    # Whatever will be decided: one verification of the same cost on every path (an unknown id, a
+    # disabled or locked account, a wrong password or code).
+    password_ok = _password_matches(seen.password_hash if seen is not None else _dummy_hash(), password)
+    step = _matching_step(secret, code, now) if secret is not None else None
+    new_hash = (_HASHER.hash(password) if seen is not None and password_ok and step is not None
+                and _HASHER.check_needs_rehash(seen.password_hash) else None)
+    checked = _Checked(seen.password_hash if seen is not None else None, secret, password_ok, step, new_hash)
+    with engine.begin() as conn:
+        return _decide(conn, trail, wanted, checked, settings=settings, where=source_key(source), now=now,
+                       open_session=open_session)
+
+
+def _decide(conn: Connection, trail: audit.AuditTrail, wanted: str | None, checked: _Checked, *, settings,
+            where: str, now: dt.datetime, open_session: bool) -> SignIn:
+    """The sign-in's outcome from the account as it is now (locked for the rest of the transaction)
+    and what the checks found; its audit entry, counts and session."""
+    operation = "officer.login" if open_session else "officer.step_up"
     row = None if wanted is None else conn.execute(
         select(officers).where(officers.c.officer_id == wanted).with_for_update()).first()
-    pair = None if row is None else conn.execute(select(officer_signin_failures).where(
-        officer_signin_failures.c.officer_id == row.officer_id, officer_signin_failures.c.source == where)).first()
-    # Before anything is decided, and whatever will be: one verification of the same cost on every
-    # path (an unknown id, a disabled or locked account, a wrong password or code).
-    password_ok = _password_matches(row.password_hash if row is not None else _dummy_hash(), password)
 
     def refuse(why: str) -> SignIn:
         _audit(conn, trail, operation, None, f"{'sign-in' if open_session else 'step-up'} refused: {why}",
@@ -357,23 +417,31 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
     officer = _officer_from_row(row)
     if officer.disabled:
         return refuse("account disabled")
+    pair = conn.execute(select(officer_signin_failures).where(
+        officer_signin_failures.c.officer_id == row.officer_id, officer_signin_failures.c.source == where)).first()
     source_locked = _aware(pair.locked_until) if pair is not None else None
     if source_locked is not None and source_locked > now:
         return refuse(f"locked out from {where} until {source_locked:%Y-%m-%d %H:%M:%S}Z")
-    if officer.locked_until is not None and officer.locked_until > now:
-        return refuse(f"account locked on every address until {officer.locked_until:%Y-%m-%d %H:%M:%S}Z")
-    secret = sealed.vault_of(conn).open(row.totp_secret, sealed.officer_totp_context(officer.officer_id))
-    step = _matching_step(secret, code, now)
+    if officer.locked_until is not None and officer.locked_until > now and not _known_source(
+            conn, officer.officer_id, where, settings, now):
+        return refuse(f"account locked on every address not used by the officer in the last "
+                      f"{settings.signin_known_source_days} days, until {officer.locked_until:%Y-%m-%d %H:%M:%S}Z")
+    secret_now = sealed.vault_of(conn).open(row.totp_secret, sealed.officer_totp_context(officer.officer_id))
+    if row.password_hash != checked.password_hash or not hmac.compare_digest(secret_now, checked.totp_secret or ""):
+        return refuse("the account's password or authenticator changed during the sign-in (not counted)")
+    step = checked.step
     code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
-    if not (password_ok and code_ok):
-        why = "wrong password" if not password_ok else ("code already used" if step is not None else "wrong code")
+    if not (checked.password_ok and code_ok):
+        why = ("wrong password" if not checked.password_ok else
+               "code already used" if step is not None else "wrong code")
         return refuse(why + _count_failure(conn, row, pair, where, settings, now))
     conn.execute(delete(officer_signin_failures).where(
         officer_signin_failures.c.officer_id == officer.officer_id, officer_signin_failures.c.source == where))
     values = {"totp_last_step": step, "updated_at": now}  # the global count stays: it measures guessing
-    if _HASHER.check_needs_rehash(row.password_hash):
-        values["password_hash"] = _HASHER.hash(password)
+    if checked.new_hash is not None:
+        values["password_hash"] = checked.new_hash
     conn.execute(update(officers).where(officers.c.officer_id == officer.officer_id).values(**values))
+    _remember_source(conn, officer.officer_id, where, settings, now)
     if not open_session:
         _audit(conn, trail, operation, officer, "confirmed password and code")
         return SignIn(officer, None, None)
@@ -383,6 +451,27 @@ def sign_in(conn: Connection, trail: audit.AuditTrail, officer_id: str, password
         expires_at=now + dt.timedelta(hours=settings.session_max_hours)))
     _audit(conn, trail, "officer.login", officer, "signed in")
     return SignIn(officer, None, token)
+
+
+def _known_source(conn: Connection, officer_id: str, where: str, settings, now: dt.datetime) -> bool:
+    """Whether the officer signed in from ``where`` within Settings.signin_known_source_days."""
+    last = conn.execute(select(officer_known_sources.c.last_signed_in_at).where(
+        officer_known_sources.c.officer_id == officer_id, officer_known_sources.c.source == where)).scalar()
+    return last is not None and now - _aware(last) < dt.timedelta(days=settings.signin_known_source_days)
+
+
+def _remember_source(conn: Connection, officer_id: str, where: str, settings, now: dt.datetime) -> None:
+    """The officer signed in from ``where`` now (the account's row is locked: no other sign-in of
+    theirs writes here at the same time); the sources they have not used for the period are forgotten."""
+    found = conn.execute(update(officer_known_sources).where(
+        officer_known_sources.c.officer_id == officer_id, officer_known_sources.c.source == where)
+        .values(last_signed_in_at=now))
+    if found.rowcount == 0:
+        conn.execute(officer_known_sources.insert().values(officer_id=officer_id, source=where,
+                                                           last_signed_in_at=now))
+    conn.execute(delete(officer_known_sources).where(
+        officer_known_sources.c.officer_id == officer_id,
+        officer_known_sources.c.last_signed_in_at < now - dt.timedelta(days=settings.signin_known_source_days)))
 
 
 def _count_failure(conn: Connection, row, pair, where: str, settings, now: dt.datetime) -> str:
@@ -416,6 +505,20 @@ def _count_failure(conn: Connection, row, pair, where: str, settings, now: dt.da
         officer_signin_failures.c.officer_id == row.officer_id, officer_signin_failures.c.updated_at < now - window,
         or_(officer_signin_failures.c.locked_until.is_(None), officer_signin_failures.c.locked_until < now)))
     return note
+
+
+def refuse_unchecked(engine: Engine, trail: audit.AuditTrail, officer_id: str, *, why: str,
+                     step_up: bool = False) -> None:
+    """Audit a sign-in refused before any check (the console's throttle; the entry's origin says
+    where from): nothing is counted against the account, whose existence plays no part."""
+    try:
+        wanted = canonical_id(officer_id)
+    except OfficerError:
+        wanted = None
+    with engine.begin() as conn:
+        _audit(conn, trail, "officer.step_up" if step_up else "officer.login", None,
+               f"{'step-up' if step_up else 'sign-in'} refused unchecked: {why}", outcome="refused",
+               user_id=wanted or "(invalid id)")
 
 
 def change_password(conn: Connection, trail: audit.AuditTrail, actor: Officer, new_password: str) -> Officer:

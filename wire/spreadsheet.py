@@ -14,6 +14,8 @@ and values from an extract). Every CSV the product writes goes through `CsvWrite
   ``@``. A reader that splits on ``;`` (the list separator of many locales), ``,``, ``|`` or a tab
   whatever the quotes starts a cell after each of them too, so a formula starter there (after any
   spaces) gets a ``'`` before it as well: ``x;=cmd|' /C calc'!A0;`` is written ``x;'=cmd|' /C calc'!A0;``.
+  A double quote counts as such a separator: the same reader, honouring quotes inside what it
+  split, reads ``x;"=1+1"`` as the cells ``x`` and ``=1+1``, so it is written ``x;"'=1+1"``.
   The ``'`` shows; the formula never runs.
 """
 
@@ -27,8 +29,9 @@ from typing import Iterable, TextIO
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 FORMULA_STARTERS = "=+-@"
 # Where a spreadsheet may start a cell: the start of the value, or after a separator some reader
-# may split on; then any spaces (some readers trim them); then a formula starter.
-_FORMULA = re.compile(r"(^|[,;|\t])(\s*)(?=[" + re.escape(FORMULA_STARTERS) + "])")
+# may split on, or a double quote (which opens a quoted cell for a reader that split on one of them
+# first); then any spaces (some readers trim them); then a formula starter.
+_FORMULA = re.compile(r"(^|[,;|\t\"])(\s*)(?=[" + re.escape(FORMULA_STARTERS) + "])")
 
 
 def _escape(char: str) -> str:

@@ -23,7 +23,7 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
   zone). Most legitimate access is in office hours; out-of-hours access is where misuse hides, and
   where emergency duty teams should be known.
 - ``shielded``: every access to a shielded child, whoever made it (a data-quality officer opening
-  a review queue entry with the child included). A shielded child's location is protected for
+  a review queue entry with the child included, or an archived record with `retention show`). A shielded child's location is protected for
   their safety (a refuge, witness protection): each look is worth a second pair of eyes.
 - ``refusals``: many refusals for one organisation, certificate or address. A misconfigured
   client, or someone probing: either way the organisation must be contacted.
@@ -274,8 +274,8 @@ def _out_of_hours(conn, rows: list, since, until, t: Thresholds) -> Iterable[Fin
 
 
 # Accesses to a child's record: a practitioner's (through the gateway) or a data-quality officer's
-# (a review queue entry shows both children of the pair).
-_SHIELDED_ACCESS = ("GetContacts", "FindChild", "SetShielding", "review.show")
+# (a review queue entry shows both children of the pair; `retention show` an archived record).
+_SHIELDED_ACCESS = ("GetContacts", "FindChild", "SetShielding", "review.show", "retention.show")
 
 
 def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
@@ -292,7 +292,7 @@ def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iter
         in_entry = row.child_ids.split()
         # A review entry names a pair and its mark does not say which child was shielded: the one
         # shielded now, or (shielding cleared since) both.
-        marked = marked and (row.operation == "GetContacts"
+        marked = marked and (row.operation in ("GetContacts", "retention.show")  # one child each
                              or row.operation == "review.show" and not shielded.intersection(in_entry))
         for child in in_entry:
             if child in shielded or marked:

@@ -355,13 +355,9 @@ def added_commands() -> dict:
 
 
 def local_origin() -> str:
-    """Where a command's audit entries say it came from: this machine's account that ran it."""
-    import getpass
-
-    try:
-        return f"local:{getpass.getuser()}"[:64]
-    except (KeyError, OSError):
-        return f"local:uid {os.getuid()}"
+    """Where a command's audit entries say it came from: this machine's account that ran it (its
+    real uid, not $USER: gateway.officers.local_source)."""
+    return officers.local_source()
 
 
 def echo_json(value) -> None:

@@ -29,9 +29,10 @@ def login(ctx: Context, officer_id: str | None, password_stdin: bool, code: str 
     else:
         password = click.prompt("password", hide_input=True)
     code = code or click.prompt("code")
-    with ctx.engine.begin() as conn:
-        result = officers.sign_in(conn, ctx.trail, officer_id, password, code, settings=ctx.settings,
-                                  source=local_origin())  # failures lock this machine's account out, not others
+    # Its own transactions (the password is checked outside them); failures lock this machine's
+    # account out, not others.
+    result = officers.sign_in(ctx.engine, ctx.trail, officer_id, password, code, settings=ctx.settings,
+                              source=local_origin())
     if result.officer is None:
         fail("sign-in refused: the officer id, password or code is wrong, or the account is locked or "
               "disabled (every attempt is audited)")

@@ -44,11 +44,13 @@ def retention_run(ctx: Context, compact: bool, as_json: bool) -> None:
 def retention_show(ctx: Context, child_id: str, named, as_json: bool) -> None:
     """A child's retention state (live, archived or purged) and dates; for an archived child still
     in its viewing period, its record and involvements."""
-    officer = ctx.signed_in(("data_quality",), action="retention show", named=named).officer_id
+    officer = ctx.signed_in(("data_quality",), action="retention show", named=named)
     from gateway.index import retention
 
-    with ctx.engine.begin() as conn:
-        state = retention.show(conn, ctx.trail, child_id, officer, retention.Policy.from_settings(ctx.settings))
+    with ctx.engine.begin() as conn:  # a shielded child's location as the review queue shows it
+        state = retention.show(conn, ctx.trail, child_id, officer.officer_id,
+                               retention.Policy.from_settings(ctx.settings), officer_roles=officer.roles,
+                               shield_roles=ctx.settings.review_shield_roles)
     if state is None:
         fail(f"no child {child_id.strip()}")
     if as_json:
@@ -64,8 +66,10 @@ def retention_show(ctx: Context, child_id: str, named, as_json: bool) -> None:
     if "record" in state:
         from gateway.index.review import DISPLAY_FIELDS
 
+        withheld = state.get("location_withheld")
         for name, pick in DISPLAY_FIELDS:
-            click.echo(f"  {name:<16} {pick(state['record'])}")
+            shown = "withheld: the child is shielded" if withheld and name == "address" else pick(state["record"])
+            click.echo(f"  {name:<16} {shown}")
         death = (state["record"].get("identity") or {}).get("date_of_death")
         if death:
             click.echo(f"  {'date of death':<16} {death}")
@@ -73,3 +77,6 @@ def retention_show(ctx: Context, child_id: str, named, as_json: bool) -> None:
             click.echo(f"  involvement: {inv['org']} {inv['service']} from {inv['start']}"
                        + (f" to {inv['end']}" if inv["end"] else "")
                        + (f", {inv['practitioner_name']}" if inv["practitioner_name"] else ""))
+        if withheld:
+            click.echo("  the child is shielded: the address, settings, carers' and practitioners' contact "
+                       "details are withheld (CONTACTGATE_REVIEW_SHIELD_ROLES)")

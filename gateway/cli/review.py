@@ -38,17 +38,19 @@ def _review_call(ctx: Context, actor, fn, *args):
 @pass_ctx
 def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
     """Entries in the queue, oldest first."""
-    ctx.signed_in(("data_quality",), action="review list")
+    officer = ctx.signed_in(("data_quality",), action="review list")
     from gateway.index import review as queue
 
     with ctx.reader.connect() as conn:
-        entries = queue.list_entries(conn, None if status == "all" else status, limit)
+        entries = queue.list_entries(conn, None if status == "all" else status, limit, officer_roles=officer.roles,
+                                     shield_roles=ctx.settings.review_shield_roles)
     for e in entries:
         if as_json:
             click.echo(json.dumps(e, sort_keys=True))
         else:
+            score = "withheld" if e["score"] is None else f"{e['score']:.3f}"  # None: a child is shielded
             click.echo(f"#{e['id']}  {e['status']:<8}  {e['child_id']} ~ {e['candidate_child_id']}  "
-                       f"score={e['score']:.3f}  from {e['org']}:{e['source_record_id']}  {e['created_at']}")
+                       f"score={score}  from {e['org']}:{e['source_record_id']}  {e['created_at']}")
     if not entries and not as_json:
         click.echo("no entries")
 
@@ -72,8 +74,12 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(entry, sort_keys=True, default=str))
         return
-    click.echo(f"review #{entry['id']}  {entry['status']}  score {entry['score']:.4f} "
-               f"(model {entry['model_version']}; now {entry['comparison_now']['probability']:.4f})  "
+    if entry["location_withheld"]:  # no number: each would say whether the withheld addresses agree
+        score = f"score withheld (model {entry['model_version']})"
+    else:
+        score = (f"score {entry['score']:.4f} (model {entry['model_version']}; "
+                 f"now {entry['comparison_now']['probability']:.4f})")
+    click.echo(f"review #{entry['id']}  {entry['status']}  {score}  "
                f"sent by {entry['org']}:{entry['source_record_id']} at {entry['created_at']}")
     left, right = entry["stored_as"], entry["candidate"]
     rows = [("child id", left["child_id"], right["child_id"])]
@@ -81,16 +87,18 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
         rows.append((name, pick(left["record"]), pick(right["record"])))
     width = max(len(str(a)) for _, a, _ in rows) + 2
     levels = entry["comparison_now"]["levels"]
-    weights = entry["comparison_now"]["weights"]
+    weights = entry["comparison_now"].get("weights")  # absent when the location is withheld
     for name, a, b in rows:
         click.echo(f"{name:<16} {str(a):<{width}} {b}")
-    click.echo("agreement: " + ", ".join(f"{f}={levels[f]} ({weights.get(f, 0):+.1f})" for f in sorted(levels)))
+    click.echo("agreement: " + ", ".join(f"{f}={levels[f]}" + ("" if weights is None else f" ({weights.get(f, 0):+.1f})")
+                                         for f in sorted(levels)))
     if entry["comparison_now"]["identifiers"]:
         click.echo(f"NHS / pupil numbers: {entry['comparison_now']['identifiers']}")
     if entry["comparison_now"]["twins"]:
         click.echo("looks like twins or siblings: never linked automatically")
     if entry["location_withheld"]:
-        click.echo("a child of this pair is shielded: the location of both is withheld")
+        click.echo("a child of this pair is shielded: the location of both is withheld, and with it every "
+                   "weight and score (each would say whether their addresses agree)")
 
 
 @review.command("link")

@@ -7,7 +7,9 @@ gateway's server certificate, for the officers' network only. Pages are rendered
 - **Sign-in** uses the registry's officer accounts (gateway.officers): password + TOTP, the same
   locks (failures counted per client address, ``request.remote_addr``, which is also the audit's
   origin), and the same server-side sessions as `contactgate login` (15 minutes idle, 8 hours at
-  most). The cookie holds the session token only, signed; the database holds its SHA-256.
+  most). The cookie holds the session token only, signed; the database holds its SHA-256. Before
+  any password is checked, an address over CONTACTGATE_SIGNIN_PER_MINUTE, or a process already
+  running CONTACTGATE_SIGNIN_CONCURRENCY checks, is refused unchecked (gateway.console.throttle).
 - **Step-up**: an approval, a decline, a revocation, a suspension or a trust change asks for the
   password and a fresh code again in the form that does it (audited as ``officer.step_up``).
 - **Authorisation on the server**, for every page and action, by role (``_needs``); four-eyes is the
@@ -28,6 +30,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from gateway import audit, files
 from gateway.config import Settings
+from gateway.console.throttle import SignInGate
 from gateway.db import make_engine
 
 SESSION_COOKIE = "contactgate_console"
@@ -63,11 +66,13 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
         TEMPLATES_AUTO_RELOAD=False,
     )
+    clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     app.extensions["contactgate"] = {
         "settings": settings,
         "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),
         "trail": audit.AuditTrail.of_home(settings.layout),
-        "clock": clock or (lambda: dt.datetime.now(dt.timezone.utc)),
+        "clock": clock,
+        "signin_gate": SignInGate.from_settings(settings, clock),
     }
     CSRFProtect(app)
 

@@ -34,15 +34,39 @@ def _now() -> dt.datetime:
 
 # ---- signing in ----------------------------------------------------------------------------------
 
+UNCHECKED = {
+    429: "Sign-in refused: too many attempts from this address. Wait a minute and try again.",
+    503: "Sign-in refused: the console is busy checking other sign-ins. Try again in a moment.",
+}
+
+
+def _refused_unchecked(refusal, officer_id: str, *, step_up: bool = False) -> None:
+    """An attempt the gate refused before any check: the first of a run from an address is audited
+    (the rest are in the access log); a busy refusal is not (it says nothing of the caller)."""
+    if refusal.status == 429 and refusal.first:
+        officers.refuse_unchecked(
+            _app()["engine"], _app()["trail"], officer_id, step_up=step_up,
+            why=f"more than {_app()['settings'].signin_per_minute} attempts a minute from {refusal.source} "
+                f"(throttled; the attempts refused until it has one again are not recorded one by one)")
+
+
 @auth.route("/login", methods=["GET", "POST"])
 def login():
     error = None
     if request.method == "POST":
         form = request.form
-        with _app()["engine"].begin() as conn:  # a refusal's count and audit record are committed too
-            result = officers.sign_in(conn, _app()["trail"], form.get("officer", ""), form.get("password", ""),
-                                      form.get("code", "").strip(), settings=_app()["settings"], now=_now(),
-                                      source=request.remote_addr)
+        # Before any check, whatever the id: the address's rate, and a place among the process's
+        # checks (gateway.console.throttle). Neither depends on the account, so neither says
+        # whether it exists.
+        with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
+            if refusal is None:  # a refusal's count and audit record are committed too
+                result = officers.sign_in(_app()["engine"], _app()["trail"], form.get("officer", ""),
+                                          form.get("password", ""), form.get("code", "").strip(),
+                                          settings=_app()["settings"], now=_now(), source=request.remote_addr)
+        if refusal is not None:
+            _refused_unchecked(refusal, form.get("officer", ""))
+            return (render_template("login.html", error=UNCHECKED[refusal.status]), refusal.status,
+                    {"Retry-After": str(refusal.retry_after)})
         if result.officer is not None:
             session.clear()
             session["token"] = result.token
@@ -102,11 +126,19 @@ def _needs(*roles: str):
 
 
 def _stepped_up() -> bool:
-    """The password and a fresh code, given again in the form of a sensitive action."""
-    with _app()["engine"].begin() as conn:
-        result = officers.sign_in(conn, _app()["trail"], g.officer.officer_id, request.form.get("password", ""),
-                                  request.form.get("code", "").strip(), settings=_app()["settings"],
-                                  now=_now(), source=request.remote_addr, open_session=False)
+    """The password and a fresh code, given again in the form of a sensitive action (through the
+    same gate as a sign-in: it costs the same check)."""
+    with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
+        if refusal is None:
+            result = officers.sign_in(_app()["engine"], _app()["trail"], g.officer.officer_id,
+                                      request.form.get("password", ""), request.form.get("code", "").strip(),
+                                      settings=_app()["settings"], now=_now(), source=request.remote_addr,
+                                      open_session=False)
+    if refusal is not None:
+        _refused_unchecked(refusal, g.officer.officer_id, step_up=True)
+        flash("Not done: " + ("too many attempts from this address; wait a minute and try again."
+                              if refusal.status == 429 else "the console is busy; try again in a moment."), "error")
+        return False
     if result.officer is None:
         flash("Not done: confirm with your password and a current code (each code works once).", "error")
         return False
@@ -448,7 +480,8 @@ def review_queue():
     if wanted not in (*REVIEW_STATUSES, "all"):
         wanted = "open"
     with _read() as conn:
-        entries = review.list_entries(conn, None if wanted == "all" else wanted, 200)
+        entries = review.list_entries(conn, None if wanted == "all" else wanted, 200, officer_roles=g.officer.roles,
+                                      shield_roles=_app()["settings"].review_shield_roles)
     return render_template("review_list.html", entries=entries, statuses=REVIEW_STATUSES, wanted=wanted)
 
 
@@ -467,7 +500,8 @@ def review_entry(review_id: int):
     left, right = entry["stored_as"]["record"], entry["candidate"]["record"]
     rows = [(name, pick(left), pick(right)) for name, pick in review.DISPLAY_FIELDS]
     now = entry["comparison_now"]
-    agreements = [(f, now["levels"][f], now["weights"].get(f, 0.0)) for f in sorted(now["levels"])]
+    weights = now.get("weights")  # absent for a pair whose location is withheld: levels only
+    agreements = [(f, now["levels"][f], None if weights is None else weights.get(f, 0.0)) for f in sorted(now["levels"])]
     return render_template("review_entry.html", entry=entry, rows=rows, agreements=agreements)
 
 

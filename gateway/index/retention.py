@@ -356,23 +356,35 @@ def reclaim_space(engine: Engine, compact: bool = False) -> None:
 # ---- `contactgate retention show` -------------------------------------------------------------
 
 def show(conn: Connection, trail: audit.AuditTrail, child_id: str, officer: str, policy: Policy = Policy(),
-         now: dt.datetime | None = None) -> dict | None:
+         now: dt.datetime | None = None, *, officer_roles=(), shield_roles=frozenset()) -> dict | None:
     """The child's retention state (live | archived | purged), its dates, and for an archived child
     still in its viewing period, its record and involvements. None: no such child, now or before.
-    Reading it is audited (the child id and the officer)."""
-    from gateway.index import ids
+    Reading it is audited (the child id and the officer).
+
+    A shielded child's location is withheld as the review queue withholds it (gateway.index.shielding):
+    the record without its address, settings and carers' contact details, each involvement without
+    its phone and email, unless one of ``officer_roles`` is in ``shield_roles`` (the setting
+    CONTACTGATE_REVIEW_SHIELD_ROLES; none by default). Either way the audit entry is marked as a
+    read of a shielded child (``shielded=yes location=...``, what `audit review`'s shielded rule finds)."""
+    from gateway.index import ids, shielding
 
     now = now or _utcnow()
     canonical = ids.normalise(child_id)
     if canonical is None:
         return None
     row = conn.execute(select(children).where(children.c.child_id == canonical)).first()
+    shielded = row is not None and bool(row.shielded)
     if row is not None and row.merged_into is not None:
         merged_into = row.merged_into
         row = conn.execute(select(children).where(children.c.child_id == merged_into)).first()
         state = {"child_id": canonical, "merged_into": merged_into}
     else:
         state = {"child_id": canonical}
+    shielded = shielded or (row is not None and bool(row.shielded))  # shielding is never lost by merging
+    shown_to_role = shielded and bool(set(officer_roles) & set(shield_roles))
+    withheld = shielded and not shown_to_role
+    if row is not None:
+        state.update(shielded=shielded, location_withheld=withheld)
     if row is None:
         purge = _purge_entry(conn, canonical)
         if purge is None:
@@ -397,11 +409,15 @@ def show(conn: Connection, trail: audit.AuditTrail, child_id: str, officer: str,
                  **sealed.open_involvement(v, i.org_code, i.source_record_id, i.sealed)}
                 for i in conn.execute(select(involvements).where(involvements.c.child_id == row.child_id)
                                       .order_by(involvements.c.org_code, involvements.c.id))]
+            if withheld:
+                state["record"] = shielding.record_without_location(state["record"])
+                state["involvements"] = [shielding.involvement_without_location(i) for i in state["involvements"]]
         else:
             state["sealed"] = True
+    mark = f" {shielding.audit_mark(shown_to_role)}" if shielded else ""
     trail.append(conn, audit.Entry(operation="retention.show", outcome="done", user_id=officer,
                                    role=DATA_MANAGER_ROLE, child_ids=[canonical],
-                                   detail=f"state={state['state']}"), now=now)
+                                   detail=f"state={state['state']}{mark}"), now=now)
     return state
 
 

@@ -59,15 +59,57 @@ def _child(conn: Connection, child_id: str) -> str:
     return canonical
 
 
-def list_entries(conn: Connection, status: str | None = "open", limit: int = 100) -> list[dict]:
+def list_entries(conn: Connection, status: str | None = "open", limit: int = 100, *,
+                 officer_roles: Collection[str] = (), shield_roles: Collection[str] = frozenset()) -> list[dict]:
+    """The queue's entries, oldest first. An entry with a shielded child has no score (None) unless
+    one of ``officer_roles`` is in ``shield_roles``, as in `show`: the score is the pair's match
+    probability, from which it follows whether their withheld addresses agree."""
     query = select(review_queue).where(review_queue.c.child_id.is_not(None))
     if status:
         query = query.where(review_queue.c.status == status)
     rows = conn.execute(query.order_by(review_queue.c.id).limit(limit)).all()
-    return [{"id": r.id, "status": r.status, "child_id": r.child_id, "candidate_child_id": r.candidate_child_id,
-             "score": r.score, "org": r.org_code,
-             "source_record_id": store.sent_source_id(conn, r.org_code, r.source_record_id) or r.source_record_id,
-             "created_at": r.created_at.isoformat(), "decided_by": r.decided_by} for r in rows]
+    shielded = _entries_with_a_shielded_child(conn, rows)
+    shown_to_role = bool(set(officer_roles) & set(shield_roles))
+    entries = []
+    for r in rows:
+        withheld = r.id in shielded and not shown_to_role
+        entries.append({
+            "id": r.id, "status": r.status, "child_id": r.child_id, "candidate_child_id": r.candidate_child_id,
+            "score": None if withheld else r.score, "org": r.org_code,
+            "source_record_id": store.sent_source_id(conn, r.org_code, r.source_record_id) or r.source_record_id,
+            "created_at": r.created_at.isoformat(), "decided_by": r.decided_by,
+            "shielded": r.id in shielded, "location_withheld": withheld})
+    return entries
+
+
+def _entries_with_a_shielded_child(conn: Connection, rows) -> set[int]:
+    """The ids of the entries among ``rows`` with a shielded child, judged as `show` judges it:
+    either child of the pair, or the child either is held under now (after merges)."""
+    held: dict[str, tuple[str | None, bool]] = {}  # child id: (merged into, shielded)
+    wanted = {c for r in rows for c in (r.child_id, r.candidate_child_id) if c}
+    for _ in range(store.MAX_MERGE_HOPS + 1):
+        missing = sorted(wanted - held.keys())
+        if not missing:
+            break
+        for start in range(0, len(missing), 500):
+            for row in conn.execute(select(children.c.child_id, children.c.merged_into, children.c.shielded)
+                                    .where(children.c.child_id.in_(missing[start:start + 500]))):
+                held[row.child_id] = (row.merged_into, bool(row.shielded))
+        for child_id in missing:
+            held.setdefault(child_id, (None, False))
+        wanted = {merged_into for merged_into, _ in held.values() if merged_into}
+
+    def shielded(child_id: str | None) -> bool:
+        for _ in range(store.MAX_MERGE_HOPS + 1):
+            if child_id is None:
+                return False
+            merged_into, is_shielded = held.get(child_id, (None, False))
+            if is_shielded:
+                return True
+            child_id = merged_into
+        return False
+
+    return {r.id for r in rows if shielded(r.child_id) or shielded(r.candidate_child_id)}
 
 
 def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str, *,
@@ -78,9 +120,11 @@ def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str
 
     When either child of the pair is shielded, the location of BOTH is withheld (the record held
     for review may be the same child at the same address): absent from what is returned, with the
-    location's agreement level, unless one of ``officer_roles`` is in ``shield_roles`` (the
-    setting CONTACTGATE_REVIEW_SHIELD_ROLES; none by default). Either way the audit entry is marked
-    as a read of a shielded child is (gateway.index.shielding)."""
+    location's agreement level and every number that would say whether the addresses agree (the
+    comparisons keep their other fields' agreement levels only, and the score is None), unless one
+    of ``officer_roles`` is in ``shield_roles`` (the setting CONTACTGATE_REVIEW_SHIELD_ROLES; none
+    by default). Either way the audit entry is marked as a read of a shielded child is
+    (gateway.index.shielding)."""
     row = _entry(conn, review_id)
     now_held = {name: store.resolve(conn, child_id) or child_id
                 for name, child_id in (("stored_as", row.child_id), ("candidate", row.candidate_child_id))}
@@ -112,7 +156,7 @@ def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str
             "source_record_id": store.sent_source_id(conn, row.org_code, row.source_record_id) or row.source_record_id,
             "created_at": row.created_at.isoformat(), "decided_by": row.decided_by,
             "decided_at": row.decided_at.isoformat() if row.decided_at else None,
-            "score": row.score, "model_version": row.model_version,
+            "score": None if withheld else row.score, "model_version": row.model_version,
             "shielded": shielded, "location_withheld": withheld, **comparisons, **sides}
 
 

@@ -12,9 +12,12 @@ Two views, two allow-lists (they name different people, so they are never one li
 
 - GetContacts (gateway.pipeline.dispatch): the practitioner roles in ``CONTACTGATE_SHIELD_ROLES``
   (as sent in ``Requester/Role``) see it; ``withhold_location`` makes the answer for every other.
-- The review queue (gateway.index.review, `review show`, the console's /review/N): the officer
-  roles in ``CONTACTGATE_REVIEW_SHIELD_ROLES`` see it, by default none;
-  ``record_without_location`` makes each stored record of the pair for every other.
+- The review queue (gateway.index.review, `review list`, `review show`, the console's /review and
+  /review/N) and an archived record (gateway.index.retention, `retention show`): the officer roles
+  in ``CONTACTGATE_REVIEW_SHIELD_ROLES`` see it, by default none; ``record_without_location`` and
+  ``involvement_without_location`` make each stored record for every other, and
+  ``comparison_without_location`` a pair's comparison (its agreement levels only: no weight,
+  probability or score, each of which would say whether the withheld addresses agree).
 
 The audit's mark is the same for both: ``shielded=yes location=withheld`` or
 ``location=shown-to-role`` (what the ``shielded`` rule of `audit review` finds).
@@ -29,6 +32,7 @@ from gateway.index.model import ChildView
 # A stored record's (ChildUpdate.record()) fields that place the child, and a carer's.
 LOCATION_FIELDS = ("address", "educational_setting", "gp_practice")
 CARER_LOCATION_FIELDS = ("address", "phone", "email")
+INVOLVEMENT_LOCATION_FIELDS = ("phone", "email")
 # In the linkage comparison of two records: the level and weight of their addresses' agreement.
 LOCATION_LEVEL = "location"
 WITHHELD = "withheld"
@@ -60,17 +64,34 @@ def record_without_location(record: dict) -> dict:
     return kept
 
 
+def involvement_without_location(involvement: dict) -> dict:
+    """A stored involvement's contact details (gateway.index.sealed.open_involvement, as `retention
+    show` lists them) without its phone and email: the service and practitioner stay, as in
+    `withhold_location`."""
+    return {name: value for name, value in involvement.items() if name not in INVOLVEMENT_LOCATION_FIELDS}
+
+
 def provenance_without_location(shown: dict) -> dict:
     """Who supplied each shown value, without the suppliers of the location fields (which
     organisation knows the address is itself a clue to where the child is)."""
     return {name: who for name, who in shown.items() if name not in LOCATION_FIELDS}
 
 
+# What of a comparison says nothing of the addresses: each other field's agreement level (the levels
+# are judged field by field), whether the pair look like twins (names and birth date), and how their
+# NHS / pupil numbers compare.
+COMPARISON_KEPT = ("twins", "identifiers")
+
+
 def comparison_without_location(comparison: dict) -> dict:
-    """A linkage comparison (store.comparison_json) without the location's agreement level and
-    weight: with both addresses withheld, whether they agree is still a clue to one of them."""
+    """A linkage comparison (store.comparison_json) with the agreement levels of every field but the
+    location, and no number at all: with both addresses withheld, whether they agree is still a clue
+    to one of them, and every number gives it away. The total weight (and the probability, which
+    follows from it) less the other fields' weights is the location's weight; and where the
+    addresses agree, the other fields are weighed as within one household (linkage.scoring's
+    household table), so even their own weights tell. Only the levels stay."""
     if not comparison:
         return comparison
-    return {**comparison,
-            "levels": {k: v for k, v in (comparison.get("levels") or {}).items() if k != LOCATION_LEVEL},
-            "weights": {k: v for k, v in (comparison.get("weights") or {}).items() if k != LOCATION_LEVEL}}
+    kept = {name: comparison[name] for name in COMPARISON_KEPT if name in comparison}
+    kept["levels"] = {k: v for k, v in (comparison.get("levels") or {}).items() if k != LOCATION_LEVEL}
+    return kept

@@ -34,6 +34,29 @@ def test_lockout_settings_are_read_and_a_global_limit_one_address_could_reach_is
     assert settings(CONTACTGATE_LOCKOUT_FAILURES="10", CONTACTGATE_LOCKOUT_GLOBAL_FAILURES="51").lockout_global_failures == 51
 
 
+def test_sign_in_throttle_and_remembered_addresses_are_read_by_name():
+    s = settings()
+    assert (s.signin_per_minute, s.signin_concurrency, s.signin_known_source_days) == (10, 2, 30)
+    s = settings(CONTACTGATE_SIGNIN_PER_MINUTE="4", CONTACTGATE_SIGNIN_CONCURRENCY="1",
+                 CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS="90")
+    assert (s.signin_per_minute, s.signin_concurrency, s.signin_known_source_days) == (4, 1, 90)
+    for variable in ("CONTACTGATE_SIGNIN_PER_MINUTE", "CONTACTGATE_SIGNIN_CONCURRENCY",
+                     "CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS"):
+        with pytest.raises(SettingError, match=f"{variable} must be 1 or more"):
+            settings(**{variable: "0"})
+
+
+def test_the_console_keeps_a_thread_for_other_pages_whatever_the_sign_in_concurrency():
+    from gateway.console.throttle import SignInGate
+
+    def checks(**env) -> int:
+        return SignInGate.from_settings(settings(**env), clock=lambda: None).concurrency
+
+    assert checks() == 2
+    assert checks(CONTACTGATE_SIGNIN_CONCURRENCY="8") == 3  # 4 threads by default
+    assert checks(CONTACTGATE_THREADS="1") == 1
+
+
 def test_no_officer_role_sees_a_shielded_childs_location_in_the_review_queue_unless_listed():
     assert settings().review_shield_roles == frozenset()
     assert settings(CONTACTGATE_REVIEW_SHIELD_ROLES=" data_quality ,").review_shield_roles == {"data_quality"}

@@ -233,3 +233,54 @@ def test_0010_links_the_entries_written_before_into_the_public_chain(database_ur
             conn.execute(text("UPDATE audit_head SET seq = 0, entry_hash = :g, public_hash = :g WHERE id = 1"),
                          {"g": GENESIS})
         engine.dispose()
+
+
+def test_0012_remembers_where_each_officer_signed_in_at_the_console_in_the_last_30_days(database_url):
+    """So that the upgrade does not leave officers open to the lock it closes (review of issue 22, B)."""
+    import datetime as dt
+
+    from alembic import command
+    from sqlalchemy import create_engine, select, text
+
+    from gateway.db import officer_known_sources
+
+    cfg = _alembic_config(database_url)
+    command.downgrade(cfg, "0011")
+    engine = create_engine(database_url)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def at(days: float) -> str:
+        return (now - dt.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    entries = [  # (officer, operation, outcome, address, days ago)
+        ("alice", "officer.login", "done", "198.51.100.10", 3),
+        ("alice", "officer.step_up", "done", "198.51.100.10", 1),  # the latest from there
+        ("alice", "officer.login", "done", "2001:db8:1:2::5", 2),  # counted by its /64
+        ("bob", "officer.login", "refused", "203.0.113.9", 1),  # refused: not where bob signs in
+        ("bob", "officer.login", "done", "198.51.100.20", 40),  # longer ago than remembered
+        ("carol", "officer.login", "done", "local:carol", 1),  # the command line's old source
+        ("ghost", "officer.login", "done", "198.51.100.30", 1),  # no such officer (any more)
+    ]
+    with engine.begin() as conn:
+        for officer_id in ("alice", "bob", "carol"):
+            conn.execute(text("INSERT INTO officers (officer_id, name, roles, password_hash, must_change_password, "
+                              "totp_secret, failed_signins, created_at, updated_at) VALUES (:o, :o, 'officer', "
+                              "'$argon2id$x', false, 'cg1:x', 0, :now, :now)"), {"o": officer_id, "now": now})
+        for seq, (officer_id, operation, outcome, address, days) in enumerate(entries, 1):
+            conn.execute(text("INSERT INTO audit_log (seq, at, user_id, operation, child_ids, outcome, prev_hash, "
+                              "entry_hash, public_hash, source_address) VALUES (:seq, :at, :o, :op, '', :outcome, "
+                              "'0', '0', '0', :address)"),
+                         {"seq": seq, "at": at(days), "o": officer_id, "op": operation, "outcome": outcome,
+                          "address": address})
+    command.upgrade(cfg, "head")
+    try:
+        with engine.connect() as conn:
+            known = {(r.officer_id, r.source): r.last_signed_in_at for r in conn.execute(select(officer_known_sources))}
+        assert set(known) == {("alice", "198.51.100.10"), ("alice", "2001:db8:1:2::/64")}
+        latest = known[("alice", "198.51.100.10")]
+        latest = latest if latest.tzinfo else latest.replace(tzinfo=dt.timezone.utc)
+        assert abs(latest - (now - dt.timedelta(days=1))) < dt.timedelta(seconds=2)
+        command.downgrade(cfg, "0011")  # and back
+        command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()

@@ -5,7 +5,6 @@ where it came from; and the chain verifies afterwards. On SQLite and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +13,14 @@ from gateway.db import audit_log, make_engine
 from gateway.security import vault
 from contactgate_local import LocalGateway, proposal_id
 from gateway.trust import pki
+
+
+def _local_account() -> str:
+    """The command line's origin: the real uid, with its name from the password database."""
+    import os
+    import pwd
+
+    return f"local:uid {os.getuid()} ({pwd.getpwuid(os.getuid()).pw_name})"
 
 
 def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, database_url):
@@ -34,7 +41,7 @@ def test_each_officer_command_leaves_an_entry_naming_its_officer(tmp_path, datab
             new = conn.execute(select(audit_log).where(audit_log.c.seq > before)).all()
         mine = [e for e in new if e.user_id == officer and e.operation != "officer.login"]
         assert mine, f"`{' '.join(args)}` by {officer} left no entry naming them: {[e.operation for e in new]}"
-        assert all(e.source_address == f"local:{getpass.getuser()}" for e in mine)
+        assert all(e.source_address == _local_account() for e in mine)
         seen.append(" ".join(args[:2]))
         return output
 
@@ -83,7 +90,7 @@ def test_each_key_command_leaves_an_entry_naming_its_senior_officer(tmp_path, da
         assert new, f"`{' '.join(args)}` left no entry"
         assert all(e.user_id == officer and e.role == "senior_officer" for e in new), \
             [(e.operation, e.user_id, e.role) for e in new]
-        assert all(e.source_address == f"local:{getpass.getuser()}" for e in new)
+        assert all(e.source_address == _local_account() for e in new)
     assert gw.cli("audit", "verify").exit_code == 0
     engine.dispose()
 

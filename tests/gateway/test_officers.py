@@ -129,6 +129,28 @@ def test_repeated_failures_lock_the_terminal_out_even_for_the_right_password(gw)
     login(gw, "carol")
 
 
+def test_the_command_line_counts_failures_against_the_account_that_runs_it_not_USER(gw):
+    """Changing $USER or $LOGNAME between tries neither escapes the terminal's lock nor names
+    another account in the audit: the source is the real uid (its name from the password database)."""
+    import pwd
+
+    uid = os.getuid()
+    expected = f"local:uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    session = gw.home / "local" / "spoofed.json"
+    for n in range(6):
+        pretend = f"someone-{n}"
+        env = {"CONTACTGATE_SESSION": str(session), "USER": pretend, "LOGNAME": pretend, "LNAME": pretend,
+               "USERNAME": pretend}
+        password = "wrong password!!" if n < 5 else gw.officer_secrets("carol")[0]
+        code = "000000" if n < 5 else gw.totp_code("carol")
+        result = gw._invoke(_main(), ["login", "--officer", "carol", "--password-stdin", "--code", code], env,
+                            password + "\n")
+        assert result.exit_code != 0, result.output
+    last = audit_rows(gw, "officer.login")[-1]
+    assert f"locked out from {expected}" in last.detail, last.detail
+    assert last.source_address == expected
+
+
 def test_a_stranger_at_the_console_does_not_lock_an_officer_out_of_the_command_line(gw):
     """Failures from a stranger's address lock that address, not the officer's terminal."""
     from gateway.config import Settings

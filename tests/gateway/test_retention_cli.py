@@ -158,3 +158,67 @@ def test_retention_show_and_run_purge_the_child_everywhere_while_the_gateway_ser
 def test_retention_show_of_an_unknown_child_is_refused(gateway):
     result = gateway.cli("retention", "show", ids.new_child_id(), "--officer", "dm-1", expect_ok=False)
     assert result.exit_code == 2 and "no child" in result.output
+
+
+# ---- a shielded child's archived record (review of issue 22, C) -----------------------------------
+
+SHIELD_WHY = dict(user_id="sh.officer", role="social worker", reason_code="risk_of_harm",
+                  reason_text="child at risk of significant harm: location to be withheld")
+
+
+def _archived_shielded_child(gateway, clients) -> tuple[str, list[str]]:
+    """A shielded child, archived (its record still in the viewing period): its id, and every
+    location value it was pushed with, an involvement's phone and email included."""
+    from tests.gateway.test_review_shielded_location import located_child
+
+    pushed, needles = located_child(unique("ret-sh-"))
+    tag = unique_name()
+    pushed["Involvement"] = [{"Service": "Children's social care", "PractitionerName": "Sam Worker",
+                              "Role": "social worker", "Phone": "0113 496 7783", "Email": f"{tag}@la.example",
+                              "Start": "2024-01-10", "CafAssessment": True, "LeadProfessional": True}]
+    needles += ["0113 496 7783", f"{tag}@la.example"]
+    [made] = clients("la").submit_updates([pushed])
+    clients("shielder").set_shielding(made["ChildId"], True, **SHIELD_WHY)
+    with gateway.engine.begin() as conn:
+        conn.execute(update(children).where(children.c.child_id == made["ChildId"]).values(
+            archived_at=dt.datetime.now(dt.timezone.utc), archive_reason="age",
+            purge_after=dt.date.today() + dt.timedelta(days=2000)))
+    return made["ChildId"], needles
+
+
+
+def _retention_reads(gateway, seq: int) -> list[dict]:
+    return [e for e in gateway.audit_entries_after(seq) if e["operation"] == "retention.show"]
+
+
+def test_retention_show_withholds_an_archived_shielded_childs_location_and_marks_the_read(gateway, clients):
+    child_id, needles = _archived_shielded_child(gateway, clients)
+    seq = gateway.audit_seq()
+    table = gateway.cli("retention", "show", child_id, "--officer", "dm-1").output
+    as_json = gateway.cli("retention", "show", child_id, "--officer", "dm-1", "--json").output
+    assert [n for n in needles if n in table or n in as_json] == []
+    state = json.loads(as_json)
+    assert state["state"] == "archived" and state["location_withheld"] is True
+    assert state["record"]["location"] == "withheld" and "address" not in state["record"]
+    assert state["record"]["identity"]["family_name"] in table  # who the child is stays visible
+    [involvement] = state["involvements"]
+    assert "phone" not in involvement and "email" not in involvement and involvement["service"]
+    assert "withheld" in table
+    reads = _retention_reads(gateway, seq)
+    assert len(reads) == 2 and all("shielded=yes location=withheld" in e["detail"] for e in reads), reads
+    # The misuse review's `shielded` rule names the officer and the child.
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    findings = [json.loads(line) for line in gateway.cli("audit", "review", "--since", today, "--rule", "shielded",
+                                                         "--json", officer="auditor-1").output.splitlines()]
+    [finding] = [f for f in findings if f["subject"] == "officer dm-1" and child_id in f["summary"]]
+    assert {e["seq"] for e in reads} <= set(finding["evidence"])
+
+
+def test_retention_show_shows_the_location_to_an_officer_role_on_the_allow_list(gateway, clients, monkeypatch):
+    child_id, needles = _archived_shielded_child(gateway, clients)
+    monkeypatch.setenv("CONTACTGATE_REVIEW_SHIELD_ROLES", "data_quality")
+    seq = gateway.audit_seq()
+    as_json = gateway.cli("retention", "show", child_id, "--officer", "dm-1", "--json").output
+    assert needles[0] in as_json and json.loads(as_json)["location_withheld"] is False
+    [read] = _retention_reads(gateway, seq)
+    assert "shielded=yes location=shown-to-role" in read["detail"], read

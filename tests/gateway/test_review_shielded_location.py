@@ -12,6 +12,7 @@ GetContacts does. The console's page: tests/gateway/console/test_console_review_
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlalchemy import select
@@ -119,3 +120,48 @@ def test_review_show_of_a_pair_without_a_shielded_child_shows_the_location_unmar
     assert needles[0] in output
     [read] = review_show_entries(gateway, seq)
     assert "shielded" not in read["detail"], read
+
+
+NUMBER = re.compile(r"\d\.\d")  # a score, a probability or a weight as any view writes it
+
+
+@pytest.mark.parametrize("shield", ["held", "probe"])
+def test_a_withheld_pair_shows_agreement_levels_only(gateway, clients, pusher, shield):
+    """The total weight (or the probability, or the score when queued) less the weights shown is the
+    location's weight; and with matching addresses the other fields are weighed as a household's.
+    So for a withheld pair: each field's agreement level, and no number at all."""
+    entry, _ = queued_by_a_probe(gateway, clients, pusher, shield=shield)
+    shown = json.loads(gateway.cli("review", "show", str(entry), "--json", officer="dora").output)
+    assert shown["score"] is None and shown["location_withheld"] is True
+    for name in ("comparison", "comparison_now"):
+        comparison = shown[name]
+        assert comparison["levels"] and "location" not in comparison["levels"], comparison
+        assert not {"weights", "weight", "probability"} & set(comparison), comparison
+    table = gateway.cli("review", "show", str(entry), officer="dora").output
+    unnumbered = table.replace(shown["created_at"], "").replace(shown["model_version"], "")
+    assert "score withheld" in table and not NUMBER.search(unnumbered), table
+    levels = shown["comparison_now"]["levels"]  # the levels stay, each without its weight
+    assert "agreement: " + ", ".join(f"{f}={levels[f]}" for f in sorted(levels)) + "\n" in table, table
+    listed = [json.loads(line) for line in gateway.cli("review", "list", "--status", "all", "--limit", "10000",
+                                                       "--json", officer="dora").output.splitlines()]
+    [queued] = [e for e in listed if e["id"] == entry]
+    assert queued["score"] is None and queued["location_withheld"] is True
+    line = next(x for x in gateway.cli("review", "list", "--status", "all", "--limit", "10000",
+                                       officer="dora").output.splitlines() if x.startswith(f"#{entry} "))
+    assert "score=withheld" in line and not NUMBER.search(line.replace(queued["created_at"], "")), line
+
+
+def test_a_pair_without_a_shielded_child_keeps_its_weights_and_score(gateway, clients, pusher):
+    nhs = nhs_number(int(unique()[:7], 16))
+    held, _ = located_child(unique("held-"), nhs)
+    [known] = clients("la").submit_updates([held])
+    probe, _ = located_child(unique("probe-"), nhs)
+    probe["Identity"]["DateOfBirth"] = "2012-01-21"
+    [answer] = pusher.submit_updates([probe])
+    with gateway.engine.connect() as conn:
+        entry = conn.execute(select(review_queue.c.id).where(
+            review_queue.c.child_id == answer["ChildId"], review_queue.c.candidate_child_id == known["ChildId"])
+        ).scalar_one()
+    shown = json.loads(gateway.cli("review", "show", str(entry), "--json", officer="dora").output)
+    assert isinstance(shown["score"], float) and "location" in shown["comparison_now"]["levels"]
+    assert {"weights", "weight", "probability"} <= set(shown["comparison_now"])

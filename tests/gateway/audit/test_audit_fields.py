@@ -6,7 +6,6 @@ real gateway on both backends, and for the CLI."""
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
 
 from sqlalchemy import select, update
@@ -16,6 +15,14 @@ from gateway.index import disclosure
 from tests.support import child_update, unique, unique_name
 
 WHO = dict(user_id="af.tester", role="social worker", reason_code="referral", reason_text="audit fields test")
+
+
+def _local_account() -> str:
+    """The command line's origin: the real uid, with its name from the password database."""
+    import os
+    import pwd
+
+    return f"local:uid {os.getuid()} ({pwd.getpwuid(os.getuid()).pw_name})"
 
 
 def _digest(data: bytes) -> str:
@@ -78,7 +85,7 @@ def test_a_command_records_the_account_that_ran_it(gateway):
     with gateway.engine.connect() as conn:
         entry = conn.execute(select(audit_log).where(audit_log.c.operation == "org.add")
                              .order_by(audit_log.c.seq.desc()).limit(1)).one()
-    assert entry.source_address == f"local:{getpass.getuser()}"
+    assert entry.source_address == _local_account()
 
 
 def test_changing_a_new_field_or_the_public_link_breaks_the_chain(gateway):

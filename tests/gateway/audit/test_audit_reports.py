@@ -78,18 +78,41 @@ QUOTED_LINE = re.compile(r'^"(?:[^"]|"")*"(?:,"(?:[^"]|"")*")*$')
 FORMULA_AFTER_SEPARATOR = re.compile(r"(?:^|[,;|\t])\s*[=+\-@]")
 
 
-def test_every_csv_cell_is_quoted_and_no_formula_follows_a_separator(home):
-    """A spreadsheet that splits on ';' (or ',' or '|') whatever the quoting must find no cell
-    that starts a formula: `x;=cmd|...` in a name an officer typed is written `x;'=cmd|...`."""
-    home.cli("org", "add", "LA2", "--name", INJECTION, "--kind", "other")
-    text = home.cli("audit", "report", "--org", "LA2", "--format", "csv", officer="auditor-1").output
+def _report_of_an_org_named(home, code: str, name: str) -> tuple[str, dict]:
+    home.cli("org", "add", code, "--name", name, "--kind", "other")
+    text = home.cli("audit", "report", "--org", code, "--format", "csv", officer="auditor-1").output
     lines = text.splitlines()
     assert len(lines) == 2 and all(QUOTED_LINE.match(line) for line in lines), text
     [row] = list(csv.DictReader(io.StringIO(text)))
-    assert row["detail"] == "registered \"x;'=cmd|' /C calc'!A0;\" (other)"
-    for line in lines:  # split as a careless spreadsheet would: on every separator, quotes ignored
+    return text, row
+
+
+def _no_formula_however_split(text: str) -> None:
+    """Split as a careless spreadsheet would: on every separator, quotes ignored."""
+    for line in text.splitlines():
         for cell in re.split(r"[,;|]", line.replace('"', "")):
             assert not FORMULA_AFTER_SEPARATOR.match(cell.strip()), (cell, line)
+
+
+def test_every_csv_cell_is_quoted_and_no_formula_follows_a_separator(home):
+    """A spreadsheet that splits on ';' (or ',' or '|') whatever the quoting must find no cell
+    that starts a formula: `x;=cmd|...` in a name an officer typed is written `x;'=cmd|...`."""
+    text, row = _report_of_an_org_named(home, "LA2", INJECTION)
+    assert row["detail"] == "registered \"x;'=cmd|' /C calc'!A0;\" (other)"
+    _no_formula_however_split(text)
+
+
+def test_a_formula_after_a_double_quote_is_prefixed_too(home):
+    """A reader that splits on ';' and then honours quotes sees `x;"=1+1"` as the cells `x` and
+    `=1+1` (a formula): the double quote starts a cell as a separator does."""
+    text, row = _report_of_an_org_named(home, "LA3", 'x;"=1+1"')
+    assert row["detail"] == "registered 'x;\"'=1+1\"' (other)"  # the name as repr() writes it
+    for cell in re.split(r"[,;|]", text):  # quotes honoured within each split cell
+        cell = cell.strip()
+        if cell.startswith('"'):
+            cell = cell[1:].strip()
+        assert not cell[:1] in ("=", "+", "-", "@"), (cell, text)
+    _no_formula_however_split(text)
 
 
 def test_the_cli_report_escapes_what_the_trail_holds(home):

@@ -145,6 +145,22 @@ def test_a_data_quality_officer_opening_a_review_entry_with_a_shielded_child(tra
     assert child(711) in finding.summary
 
 
+def test_a_data_manager_reading_an_archived_shielded_childs_record(traffic):
+    """`retention show` of an archived shielded child is found, whether the child is still held
+    (shielded now) or purged since (the entry's own mark)."""
+    traffic.children([720], shielded={720})
+    held = traffic.add(MONDAY + dt.timedelta(hours=12), operation="retention.show", outcome="done", user_id="dm-1",
+                       role="data_manager", child_ids=[child(720)],
+                       detail="state=archived shielded=yes location=withheld")
+    purged = traffic.add(MONDAY + dt.timedelta(hours=13), operation="retention.show", outcome="done",
+                         user_id="dm-1", role="data_manager", child_ids=[child(721)],
+                         detail="state=archived shielded=yes location=shown-to-role")
+    found = {f.summary: f for f in findings(traffic.engine)}
+    assert {(f.rule, f.subject) for f in found.values()} == {("shielded", "officer dm-1")}
+    assert [f.evidence for s, f in found.items() if child(720) in s] == [[held]]
+    assert [f.evidence for s, f in found.items() if child(721) in s] == [[purged]]
+
+
 def test_repeated_refusals_from_one_organisation_or_address(traffic):
     for m in range(10):
         traffic.add(MONDAY + dt.timedelta(hours=15, minutes=m), operation="GetContacts", outcome="refused",

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from gateway.config import Settings
 from gateway.console import create_console
 from gateway.db import audit_log
-from tests.gateway.console.conftest import Browser
+from tests.gateway.console.conftest import UNTHROTTLED, Browser
 
 STRANGER = "203.0.113.66"
 OFFICE = "198.51.100.10"
@@ -99,7 +99,7 @@ def strict_console(registry_home, clock):
     """A console locking a pair after 2 failures and the account, from everywhere, after 12 in an hour."""
     settings = Settings.from_env({"CONTACTGATE_LOCKOUT_FAILURES": "2", "CONTACTGATE_LOCKOUT_MINUTES": "15",
                                   "CONTACTGATE_LOCKOUT_GLOBAL_FAILURES": "12",
-                                  "CONTACTGATE_LOCKOUT_GLOBAL_MINUTES": "60"},
+                                  "CONTACTGATE_LOCKOUT_GLOBAL_MINUTES": "60", **UNTHROTTLED},
                                  home=str(registry_home.home), database_url=registry_home.database_url)
     app = create_console(settings, clock=clock)
     yield app
@@ -128,3 +128,37 @@ def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(st
     assert "every address" in last_login(registry_home).detail
     clock.advance(minutes=61)
     assert attempt(strict_console, registry_home, clock, "senior-s", address=OFFICE, right=True).status_code == 302
+
+
+# ---- the global back-off and the addresses an officer uses (review of issue 22, B) ---------------
+
+def test_strangers_with_ten_addresses_cannot_lock_an_officer_out_of_an_address_they_use(console, registry_home,
+                                                                                        clock):
+    settings = console.extensions["contactgate"]["settings"]
+    assert (settings.lockout_failures, settings.lockout_global_failures) == (5, 50)  # the defaults
+    assert attempt(console, registry_home, clock, "dq-officer", address=OFFICE, right=True).status_code == 302
+    for hour in range(2):  # and again an hour later, when the back-off has run out
+        for n in range(10):  # ten /64s of one /48, five failures from each
+            for _ in range(5):
+                attempt(console, registry_home, clock, "dq-officer", address=f"2001:db8:{10 * hour + n}::1")
+        # From an address the officer has not used, the back-off holds: a guesser is still slowed.
+        refused = attempt(console, registry_home, clock, "dq-officer", address="192.0.2.77", right=True)
+        assert refused.status_code == 401 and "every address" in last_login(registry_home).detail
+        # From the office, where they signed in before, the officer signs in.
+        signed_in = attempt(console, registry_home, clock, "dq-officer", address=OFFICE, right=True)
+        assert signed_in.status_code == 302, last_login(registry_home).detail
+        clock.advance(minutes=61)
+
+
+def test_an_address_not_used_for_the_remembered_period_is_held_back_like_any_other(console, registry_home, clock):
+    """CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS (30 by default) after the last sign-in from an address,
+    the officer's own address is no longer told from a stranger's."""
+    assert attempt(console, registry_home, clock, "dora", address=OFFICE, right=True).status_code == 302
+    clock.advance(days=31)
+    for n in range(10):
+        for _ in range(5):
+            attempt(console, registry_home, clock, "dora", address=f"2001:db8:7{n}::1")
+    refused = attempt(console, registry_home, clock, "dora", address=OFFICE, right=True)
+    assert refused.status_code == 401 and "every address" in last_login(registry_home).detail
+    clock.advance(minutes=61)
+    assert attempt(console, registry_home, clock, "dora", address=OFFICE, right=True).status_code == 302

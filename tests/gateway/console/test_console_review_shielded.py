@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 from sqlalchemy import select
 
@@ -80,3 +81,18 @@ def test_the_review_page_shows_the_location_to_an_officer_role_on_the_allow_list
         assert marks(registry_home, seq) == [f"review {entry} shown shielded=yes location=shown-to-role"]
     finally:
         app.extensions["contactgate"]["engine"].dispose()
+
+
+NUMBER = re.compile(r"\d\.\d")  # a score, a probability or a weight as the pages write them
+
+
+def test_the_review_page_of_a_withheld_pair_shows_agreement_levels_only_and_says_so(browser, registry_home):
+    entry, _ = shielded_pair(registry_home)
+    officer = browser("dora")
+    text = officer.get(f"/review/{entry}").get_data(as_text=True)
+    assert not NUMBER.search(text), NUMBER.search(text)
+    assert '<th scope="col">Weight</th>' not in text and '<th scope="col">Agreement</th>' in text
+    assert "weights" in text and "score" in text  # the page says what else is withheld, and why
+    listing = officer.get("/review?status=all").get_data(as_text=True)
+    [score] = re.findall(rf">Review {entry}</a></td><td>\w+</td>\s*<td>([^<]*)</td>", listing)
+    assert score == "withheld"

@@ -1,0 +1,74 @@
+"""A sign-in flood at a running console, in a process of its own (so that the flood's own threads do
+not slow the test's measurements through the test process's GIL):
+
+    python -m tests.gateway.console.flood URL CA SECONDS ADDRESS[,ADDRESS...] THREADS_PER_ADDRESS
+
+Each thread signs in over and over from its address (a loopback address of its own), with an
+officer id of its own (``ghost-N``, which does not exist) or, every fourth thread, a real one
+(``bob``), a wrong password and a wrong code, as fast as the console answers. At the end it prints
+one JSON line: how many answers of each status it had."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import sys
+import threading
+import time
+
+import requests
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class FromAddress(requests.adapters.HTTPAdapter):
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def attacker(url: str, ca: str, source: str, officer_id: str, stop: float, answers: collections.Counter,
+             lock: threading.Lock) -> None:
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ca
+    session.mount("https://", FromAddress(source))
+    token = None
+    while time.monotonic() < stop:
+        try:
+            if token is None:
+                token = CSRF.search(session.get(f"{url}/login", timeout=60).text).group(1)
+            status = session.post(f"{url}/login", headers={"Referer": f"{url}/login"}, timeout=60,
+                                  data={"csrf_token": token, "officer": officer_id,
+                                        "password": "not the password at all", "code": "000000"}).status_code
+        except (requests.RequestException, AttributeError):
+            status, token = "error", None
+        with lock:
+            answers[str(status)] += 1
+
+
+def main(argv: list[str]) -> None:
+    url, ca, seconds, addresses, per_address = argv
+    stop = time.monotonic() + float(seconds)
+    answers: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    threads = []
+    for n, source in enumerate(a for a in addresses.split(",") for _ in range(int(per_address))):
+        officer_id = "bob" if n % 4 == 3 else f"ghost-{n}"
+        threads.append(threading.Thread(target=attacker, args=(url, ca, source, officer_id, stop, answers, lock),
+                                        daemon=True))
+    for thread in threads:
+        thread.start()
+    print("started", flush=True)
+    for thread in threads:
+        thread.join(max(0.0, stop - time.monotonic()) + 70)
+    print(json.dumps(dict(answers)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
