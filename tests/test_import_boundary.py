@@ -10,6 +10,8 @@
   `contactgate_schemas`) and never each other; the shared packages import neither; and no product
   code reaches into a library's private names (zeep's `_sign_envelope_with_key` was one). Checked
   also by what importing each side really loads, in a fresh interpreter.
+- docs/architecture.md stays true: its table of packages names exactly the packages in the
+  repository, and its table of what may not import what is `FORBIDDEN` here.
 """
 
 from __future__ import annotations
@@ -241,3 +243,55 @@ def test_the_connecting_side_loads_nothing_of_the_server():
 @pytest.mark.parametrize("module", ["gateway.app", "gateway.cli", "gateway.onboarding", "gateway.console.server"])
 def test_the_gateway_loads_nothing_of_the_connecting_side(module):
     assert "connectors" not in loaded_after(f"import {module}")
+
+
+# ---- docs/architecture.md says what is here ----------------------------------------------------------
+
+def architecture_table(heading: str) -> dict[str, str]:
+    """The rows of the table under ``## heading`` in docs/architecture.md: first cell (a `directory/`
+    in backticks) -> second cell."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    _, found, section = text.partition(f"\n## {heading}\n")
+    assert found, f"docs/architecture.md has no section '## {heading}'"
+    section = section.split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def package_directories() -> set[str]:
+    """Every package in the product, as its directory (``gateway/cli/``)."""
+    return {f"{init.parent.relative_to(ROOT).as_posix()}/" for directory in PACKAGES
+            for init in (ROOT / directory).rglob("__init__.py") if "node_modules" not in init.parts}
+
+
+def test_the_architecture_document_lists_every_package_and_no_other():
+    documented, real = set(architecture_table("Packages")), package_directories()
+    assert documented == real, (f"docs/architecture.md 'Packages' lacks {sorted(real - documented)} and lists "
+                                f"{sorted(documented - real)}, which are not packages: make the table true")
+
+
+def test_the_architecture_document_states_the_import_rules_this_test_enforces():
+    stated = {directory.rstrip("/"): {name.strip(" `") for name in cell.split(",")}
+              for directory, cell in architecture_table("What may import what").items()}
+    assert stated == FORBIDDEN
+
+
+def test_the_architecture_checks_are_not_vacuous(tmp_path, monkeypatch):
+    """A package the document does not list, and a rule it states differently, are both found."""
+    for directory in PACKAGES:
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "__init__.py").write_text("")
+    (tmp_path / "gateway" / "newpart").mkdir()
+    (tmp_path / "gateway" / "newpart" / "__init__.py").write_text("")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "architecture.md").write_text(
+        "# A\n\n## Packages\n\n| directory | holds |\n|---|---|\n| `gateway/` | x |\n| `connectors/` | x |\n"
+        "| `wire/` | x |\n| `schemas/` | x |\n| `local/` | x |\n\n## What may import what\n\n"
+        "| directory | may not import |\n|---|---|\n| `gateway/` | `connectors` |\n\n## Next\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert package_directories() - set(architecture_table("Packages")) == {"gateway/newpart/"}
+    assert architecture_table("What may import what") == {"gateway/": "`connectors`"}
