@@ -114,7 +114,7 @@ class Settings:
     # lock, statement, SQLite's write lock), may take before the request is answered Unavailable.
     redis_timeout_s: float = 0.5
     database_timeout_s: float = 10.0
-    # `serve`'s front (gateway/front.py, README "Slow and idle clients"): seconds, and caps per worker.
+    # `serve`'s front (gateway/front.py, docs/operations.md "Slow and idle clients"): seconds, and caps per worker.
     handshake_timeout_s: float = 5.0
     header_timeout_s: float = 5.0
     body_timeout_s: float = 10.0
@@ -122,10 +122,10 @@ class Settings:
     max_connections: int = 1000
     max_connections_per_address: int = 64
     threads: int = 4
-    # Linkage (README "Linkage"): match probabilities at or above link_upper link automatically,
+    # Linkage (docs/data-engineers.md "Linkage"): match probabilities at or above link_upper link automatically,
     # below link_lower make a new child, between make a new child and a pair for review; FindChild
     # answers candidates scoring at least find_floor (0-100) whose match probability, with the prior
-    # for the index's size, is at least find_min_probability (README "FindChild: who is answered").
+    # for the index's size, is at least find_min_probability (docs/data-engineers.md "FindChild and blocking at scale").
     # Roles (Requester/Role) that see a shielded child's location; every other role does not.
     shield_roles: frozenset = frozenset()
     # Officer roles that see a shielded child's location in the review queue (`review show`, the
@@ -137,11 +137,11 @@ class Settings:
     link_lower: float = 0.05
     find_floor: int = 40
     find_min_probability: float = 0.9
-    # Retention (README "Retention"): data managers can read an archived record for
+    # Retention (docs/officers.md "Retention"): data managers can read an archived record for
     # retention_view_days; it is purged retention_purge_years after archiving.
     retention_view_days: int = 365
     retention_purge_years: int = 6
-    # Officers (README "Officers"): an accreditation's expiry at most this far ahead; a sign-in session
+    # Officers (docs/officers.md): an accreditation's expiry at most this far ahead; a sign-in session
     # ends after session_idle_minutes without a command and session_max_hours after sign-in.
     # Sign-in failures (gateway.officers): lockout_failures in a row from one source address lock
     # that address out of that account for lockout_minutes (the officer still signs in from
@@ -164,7 +164,7 @@ class Settings:
     signin_known_source_days: int = 30
     signin_per_minute: int = 10
     signin_concurrency: int = 2
-    # Behind a TLS-terminating proxy (README "nginx in front"): the addresses whose Client-Cert
+    # Behind a TLS-terminating proxy (docs/operations.md "nginx in front of several nodes"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
     # `serve`'s log lines: "json" (one object a line, with the request id) or "text".

@@ -535,7 +535,7 @@ def postgresql_timeouts(timeout_s: float) -> dict:
     connect_timeout (whole seconds, at least 2 in libpq), TCP keepalives and tcp_user_timeout let
     the client give up on a server host or network that is gone. None of these bounds a server that
     is alive at the TCP level but does not run (a SIGSTOPped or frozen postgres): its kernel still
-    acknowledges every packet, so a request in flight waits until it runs again (README, "What
+    acknowledges every packet, so a request in flight waits until it runs again (docs/operations.md, "What
     survives a fault")."""
     ms = max(1, int(timeout_s * 1000))
     return {

@@ -1,4 +1,4 @@
-"""Who is calling, when TLS may end at a proxy in front of the gateway (README "nginx in front").
+"""Who is calling, when TLS may end at a proxy in front of the gateway (docs/operations.md "nginx in front of several nodes").
 
 Directly (`contactgate serve`): the front did the mutual-TLS handshake and hands over the verified
 client certificate. Behind a proxy (`contactgate serve --behind-proxy`): nginx does the handshake and

@@ -1,5 +1,5 @@
 """nginx in front of several gateway nodes on this machine, as deploy/nginx/contactgate.conf lays
-them out (README "nginx in front, several nodes"): for the tests of that layout and the benchmark of
+them out (docs/operations.md "nginx in front of several nodes"): for the tests of that layout and the benchmark of
 one node against two. The shipped configuration is used as it is, pointed at a local home, ports and
 addresses; nginx is the distribution's, with its njs module.
 """

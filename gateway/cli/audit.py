@@ -193,7 +193,7 @@ def audit_review(ctx: Context, since, until, rules: tuple[str, ...], mark_id: st
                  as_json: bool) -> None:
     """Find misuse: run the review rules over the trail and list the findings with their evidence
     (an auditor's command; the rules and their thresholds, in $CONTACTGATE_HOME/review.json, are in
-    the README). A finding marked reviewed shows who reviewed it and the note; new evidence makes a
+    docs/officers.md, "Misuse review"). A finding marked reviewed shows who reviewed it and the note; new evidence makes a
     new finding. Each run and each mark is an entry in the audit chain."""
     from gateway.audit import report, review
 

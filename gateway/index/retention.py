@@ -1,5 +1,5 @@
 """Retention: a child is archived on their 18th birthday (or when a death is recorded), kept for
-the retention period, then purged (README "Retention").
+the retention period, then purged (docs/officers.md "Retention").
 
 The life of a record:
 
@@ -332,7 +332,7 @@ def reclaim_space(engine: Engine, compact: bool = False) -> None:
     stay in the pages' free space until reused (and in WAL segments until recycled). ``compact``
     runs VACUUM FULL instead, which writes each table and its indexes afresh and drops the old
     files; it holds an exclusive lock on each table while it runs (the gateway waits), so it is for
-    a maintenance window (README "Retention")."""
+    a maintenance window (docs/officers.md "Retention")."""
     import time
 
     if engine.dialect.name == "sqlite":

@@ -8,7 +8,7 @@ over so that messages answered just before the upgrade are still refused or answ
 with a saved answer was an answered SubmitUpdates; a row without one was an answered read, or a
 claim whose processing never finished, which is now refused as a replay until it expires (at most
 the replay window, about 6 minutes). Replay keys kept in Redis cannot be carried: after upgrading a
-deployment that used Redis, keep the gateway stopped for one replay window (README, "Upgrading").
+deployment that used Redis, keep the gateway stopped for one replay window (docs/operations.md, "Upgrading").
 
 Revision ID: 0003
 Revises: 0002

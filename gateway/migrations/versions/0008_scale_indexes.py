@@ -1,4 +1,4 @@
-"""Indexes for national scale (bench/index_scale.py; README "National scale").
+"""Indexes for national scale (bench/index_scale.py; docs/operations.md "Sizing").
 
 The review queue was found only through ``ix_review_queue_status``: every record in the review
 band asked "is this pair already open?" (gateway.index.store._queue_for_review) by reading every
@@ -10,7 +10,7 @@ in an open pair that is ~120,000 rows read per question at 12 million children.
 - ``ix_review_queue_candidate`` (candidate_child_id): the pairs a child is the candidate of.
 
 Every other hot query (GetContacts, FindChild, SubmitUpdates) already uses an index: the plans are
-in the README.
+in docs/operations.md.
 
 Revision ID: 0008
 Revises: 0007
