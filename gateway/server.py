@@ -259,6 +259,7 @@ def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, th
     """``behind_proxy``: plain HTTP on ``bind`` (a private address), for nginx in front doing mutual
     TLS and forwarding the client certificate (Client-Cert, RFC 9440) from a trusted address.
     ``metrics_bind``: where /metrics, /readyz and /healthz are served (gateway.metrics), or None."""
+    settings = replace(settings, workers=workers)  # each worker's share of the rate limits without Redis
     if threads is not None:
         settings = replace(settings, threads=threads)
     directory = metrics.prepare_multiprocess()  # before any worker, and before prometheus_client loads

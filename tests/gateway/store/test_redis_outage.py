@@ -117,7 +117,6 @@ def refused_within(client, sends: int) -> tuple[int, int]:
     return sends, 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 item 4: a stopped Redis fails every exchange (503)")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_redis_stopped_under_load_fails_no_exchange_and_still_enforces_the_limits(backend, tmp_path):
     with redis_server(tmp_path / "redis") as redis, \
