@@ -312,21 +312,22 @@ def find_child(client, family: str | None = None) -> bytes:
 
 def test_hung_redis_costs_one_timeout_then_exchanges_go_on_without_waiting(tmp_path):
     """SIGSTOP: connections are accepted, nothing answers. The exchange that meets it waits one
-    CONTACTGATE_REDIS_TIMEOUT and is answered; the next ones do not ask Redis (degraded mode, a
-    background probe with back-off does), so they take what they took before. Storage plays no
-    part: one backend."""
+    CONTACTGATE_REDIS_TIMEOUT (1.5 s here, far above an exchange's own time) and is answered; the
+    next ones do not ask Redis (degraded mode; a background probe with back-off does), so none waits
+    a timeout. Storage plays no part: one backend."""
+    timeout_s = 1.5
     with redis_server(tmp_path / "redis") as redis, \
             private_gateway("sqlite", tmp_path / "home", orgs=LA, redis_url=redis.url,
-                            extra_env={"CONTACTGATE_REDIS_TIMEOUT": "0.5"}) as gw:
+                            extra_env={"CONTACTGATE_REDIS_TIMEOUT": str(timeout_s)}) as gw:
         exchanges = Exchanges(gw.client("la"))
         baseline = max(exchanges.send("FindChild", find_child(exchanges.client))[2] for _ in range(3))
         redis.pause()
         try:
             status, _, first = exchanges.send("FindChild", find_child(exchanges.client))
-            assert status == 200 and first < 0.5 + baseline + 1.0, f"{first:.2f} s"
+            assert status == 200 and first < timeout_s + baseline + 2.0, f"{first:.2f} s"
             for _ in range(5):
                 status, _, elapsed = exchanges.send("FindChild", find_child(exchanges.client))
-                assert status == 200 and elapsed < baseline + 0.4, f"{elapsed:.2f} s (baseline {baseline:.2f} s)"
+                assert status == 200 and elapsed < timeout_s, f"{elapsed:.2f} s: waited for Redis again"
         finally:
             redis.resume()
         redis.client().flushall()  # what was counted before the pause
