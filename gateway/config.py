@@ -110,8 +110,9 @@ class Settings:
     rate_limit_per_org: int = 60_000
     rate_limit_per_user: int = 600
     redis_prefix: str = "contactgate"
-    # Fail fast: how long one Redis round trip, or one database step (connect, pooled connection,
-    # lock, statement, SQLite's write lock), may take before the request is answered Unavailable.
+    # Fail fast: how long one Redis connect or round trip may take before the worker counts rates in
+    # its own memory (degraded mode, gateway.store.redis_store), and one database step (connect,
+    # pooled connection, lock, statement, SQLite's write lock) before the request is answered Unavailable.
     redis_timeout_s: float = 0.5
     database_timeout_s: float = 10.0
     # While Redis is unavailable each worker counts rates in its own memory and allows each limit
