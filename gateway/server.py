@@ -262,8 +262,13 @@ def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, th
     if threads is not None:
         settings = replace(settings, threads=threads)
     directory = metrics.prepare_multiprocess()  # before any worker, and before prometheus_client loads
+    master = os.getpid()
     try:
         metrics_server = metrics.bind(settings, *metrics_bind) if metrics_bind else None
         GatewayServer(settings, bind, workers, behind_proxy=behind_proxy, metrics_server=metrics_server).run()
     finally:
-        metrics.cleanup_multiprocess(directory)
+        # A worker is forked inside run() and leaves by SystemExit, through here: only the master's
+        # end is the end of serving. (Removed by a worker, the directory was gone for every worker
+        # after a reload, which replaces them all: issue 24.)
+        if os.getpid() == master:
+            metrics.cleanup_multiprocess(directory)

@@ -141,7 +141,6 @@ def worker_pids(master: int) -> set[int]:
 
 
 # Last in this module: it reloads the module's gateway (its workers are replaced).
-@pytest.mark.xfail(strict=True, reason="issue 24: an old worker's exit removed the metrics directory")
 def test_exchanges_are_still_counted_after_a_reload(served):
     """SIGHUP (a key rotation, a CA change: `systemctl reload`) replaces every worker; the new ones
     count into the same directory, the old ones' counts stay, nothing is logged as a failure."""
