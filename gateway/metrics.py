@@ -1,5 +1,5 @@
-"""What `contactgate serve` tells Prometheus (prometheus-client), on its own port (``serve
---metrics-bind``, loopback by default, no client certificate): exchanges by operation, organisation
+"""What `contactgate serve` tells Prometheus (prometheus-client), on its own port when one is given
+(``serve --metrics-bind`` / CONTACTGATE_METRICS_BIND; none by default; no client certificate): exchanges by operation, organisation
 and outcome; refusals by fault code; how long answers take; database and Redis failures. Beside
 ``/metrics`` the same port answers ``/readyz`` (the database and Redis answer) and ``/healthz``.
 

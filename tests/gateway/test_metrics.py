@@ -144,7 +144,6 @@ def started(gateway, process, port: int, log: Path, timeout_s: float = 60) -> bo
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: serve binds metrics to 127.0.0.1:9464 unless told otherwise")
 def test_two_gateways_on_one_host_both_start_and_say_where_their_metrics_are(served, tmp_path):
     """Two more `serve` on the module's home, on other ports: one as started by default (no metrics
     port), one with CONTACTGATE_METRICS_BIND on port 0 (a free port, named in its start-up log)."""
