@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from gateway.config import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -34,7 +32,6 @@ def node_keepalive_timeout_s() -> float:
     return Settings.from_env(env).keepalive_timeout_s
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: nginx keeps upstream connections 60 s, the nodes 15 s")
 def test_nginx_lets_an_idle_upstream_connection_go_before_the_node_closes_it():
     """A node closes a connection idle for CONTACTGATE_KEEPALIVE_TIMEOUT. If nginx kept it longer,
     it could send a request on it as the node closes it, and would answer 502: it does not re-send a
