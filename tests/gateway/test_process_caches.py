@@ -39,7 +39,6 @@ def takes_values(cached) -> bool:
     return bool(inspect.signature(cached.__wrapped__).parameters)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the linkage caches hold 65,536 names each, 20,000 records")
 def test_no_process_wide_cache_holds_more_than_a_few_thousand_values():
     caches = [(name, cached) for name, cached in process_caches() if takes_values(cached)]
     assert len(caches) >= 8  # the linkage's caches are among them
@@ -49,7 +48,6 @@ def test_no_process_wide_cache_holds_more_than_a_few_thousand_values():
     assert not too_big
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the linkage caches hold 65,536 names each, 20,000 records")
 def test_many_distinct_records_leave_the_caches_no_larger_than_their_bound():
     """Records as a push brings them, each child's names, postcode and address its own."""
     for n in range(MOST_ENTRIES + 500):
