@@ -127,8 +127,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=2, help="client processes (default: 2)")
     parser.add_argument("--interval", type=float, default=60.0,
                         help="seconds between two memory readings (default: 60)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="readings before the growth is measured (default: 2)")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="readings before the growth is measured (default: 5: the bounded caches fill "
+                             "in about that at 13 exchanges/s)")
     parser.add_argument("--database-url", default=None, help="a scratch database (default: SQLite in the home)")
     parser.add_argument("--redis-url", default=None, help="Redis for the rate counters (default: embedded)")
     return parser.parse_args(argv)

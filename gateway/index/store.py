@@ -742,7 +742,7 @@ def _sources_of(conn: Connection, child_ids: list[str]) -> dict[str, list[Source
 # Source records whose comparable form is kept: a batch's candidates recur within it (households,
 # a child's other records). Each entry is a child's record (~2.5 KB with its form and keys): 20,000
 # of them made each worker grow for hours under load, holding children's records (issue 24).
-CACHED_SOURCES = 1024
+CACHED_SOURCES = 256
 
 
 @functools.lru_cache(maxsize=CACHED_SOURCES)

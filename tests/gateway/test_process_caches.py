@@ -17,7 +17,7 @@ import gateway.server  # noqa: F401
 from gateway.index import linkage, store
 
 #: Most entries any per-value cache in a worker may hold.
-MOST_ENTRIES = 4096
+MOST_ENTRIES = 1024
 #: Caches of something other than messages' values, bounded by what they are keyed on.
 BOUNDED_BY_KEY = {
     "gateway.store.embedded._count_upsert": "one statement per number of rate-limit keys a message counts",

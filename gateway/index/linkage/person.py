@@ -28,10 +28,11 @@ abu mc mac st saint ap ab""".split())
 MAX_NAME_LENGTH = 60
 #: Entries in each per-string cache of normalised names, postcodes and address lines (here and in
 #: blocking.py). The strings come from messages: a national index has millions, so a cache sized to
-#: hold many of them only fills, for hours (65,536 entries a cache grew a worker ~5 MB a minute under
-#: load, issue 24) and keeps children's names in every worker. The ones that recur (common names,
-#: a batch's own postcodes) recur within a few thousand lookups. About 0.5 MB a cache when full.
-CACHED_STRINGS = 2048
+#: hold many of them only fills, for hours (65,536 entries a cache grew each worker ~1-5 MB a minute
+#: under load, issue 24) and keeps children's names in every worker. What it is for is the reuse
+#: within a record and a batch (a name normalised for its Person, its keys and each comparison),
+#: and the commonest names: a few hundred entries hold them. ~0.2 MB a cache when full.
+CACHED_STRINGS = 512
 
 
 @dataclass(frozen=True)
