@@ -1,7 +1,7 @@
-"""What `contactgate serve` tells Prometheus (prometheus-client), on its own port (``serve
---metrics-bind``, loopback by default, no client certificate): exchanges by operation, organisation
-and outcome; refusals by fault code; how long answers take; database and Redis failures; whether
-Redis is reached and how many rate counts were made without it (degraded mode,
+"""What `contactgate serve` tells Prometheus (prometheus-client), on its own port when one is given
+(``serve --metrics-bind`` / CONTACTGATE_METRICS_BIND; none by default; no client certificate): exchanges
+by operation, organisation and outcome; refusals by fault code; how long answers take; database and
+Redis failures; whether Redis is reached and how many rate counts were made without it (degraded mode,
 gateway.store.redis_store). Beside ``/metrics`` the same port answers ``/readyz`` (the database
 answers; "degraded" while Redis does not) and ``/healthz``.
 
