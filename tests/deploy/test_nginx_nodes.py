@@ -248,3 +248,14 @@ def test_a_node_stopped_mid_push_loses_nothing_the_client_retries(cluster):
     assert stored(cluster, *[f"kill-{tag}-{n}" for n in range(30)]) == 30
     assert cluster.gateway.cli("audit", "verify", expect_ok=False).exit_code == 0
 
+
+
+@pytest.mark.xfail(strict=True, reason="issue 24 item 8: the proxy hop is plain HTTP, trusted by address alone")
+def test_a_local_process_on_the_proxy_address_without_the_proxy_certificate_is_refused(cluster):
+    """Anyone who can bind nginx's address on a node's host speaks as nginx today: the node must
+    believe Client-Cert only from a TLS peer holding a registered proxy certificate."""
+    la = cluster.client("la")
+    message = la.build_request("Ping", Requester={"UserId": "local.user", "Role": "onboarding"})
+    status, answer = cluster.post_to_node(0, "Ping", message, client_cert=rfc9440(cluster.gateway.certs["la"]),
+                                          source=PROXY_ADDRESS)
+    assert status == 500 and fault_code(parse_untrusted(answer)) == "CertificateRejected"
