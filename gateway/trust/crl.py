@@ -1,9 +1,10 @@
 """The gateway CA's certificate revocation list: made from the registry's revoked certificates that
-the gateway CA issued, signed with the CA key (so only where officers work: `init`, `serve` at
-start, `cert revoke`, `org revoke`, `cert crl`), written to the home, and put in the client CA
-bundle with the CAs: the server's TLS context (gateway.front) loads it and refuses a revoked or
-expired client certificate at the handshake; each worker picks a new bundle up for new connections
-without a restart. The application still refuses revoked certificates itself (gateway.pipeline.tls_client).
+the gateway CA issued (organisations' and proxies'), signed with the CA key (so only where officers
+work: `init`, `serve` at start, `cert revoke`, `org revoke`, `proxy revoke`, `cert crl`), written
+to the home, and put in the client CA bundle with the CAs: the server's TLS context (gateway.front)
+loads it and refuses a revoked or expired client certificate at the handshake; each worker picks a
+new bundle up for new connections without a restart. The application still refuses revoked
+certificates itself (gateway.pipeline.tls_client).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from cryptography import x509
 from sqlalchemy import select
 
 from gateway.config import Settings
-from gateway.db import certificates
+from gateway.db import certificates, proxy_certificates
 from gateway.files import write_private
 from gateway.home import load_ca
 from gateway.trust import pki
@@ -27,10 +28,12 @@ def _aware(value: dt.datetime) -> dt.datetime:
 def make(settings: Settings, conn, ca=None) -> bytes:
     ca_key, ca_cert = ca or load_ca(settings)
     issuer = ca_cert.subject.rfc4514_string()
-    rows = conn.execute(select(certificates.c.serial, certificates.c.revoked_at, certificates.c.issuer)
-                        .where(certificates.c.revoked_at.is_not(None)))
-    revoked = [(int(r.serial, 16), _aware(r.revoked_at))  # stored as hex (pki.describe)
-               for r in rows if r.issuer == issuer]
+    revoked = []
+    for table in (certificates, proxy_certificates):  # organisations' and proxies' certificates
+        rows = conn.execute(select(table.c.serial, table.c.revoked_at, table.c.issuer)
+                            .where(table.c.revoked_at.is_not(None)))
+        revoked += [(int(r.serial, 16), _aware(r.revoked_at))  # stored as hex (pki.describe)
+                    for r in rows if r.issuer == issuer]
     number = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
     return pki.make_crl(ca_key, ca_cert, revoked, settings.crl_days, number)
 

@@ -163,6 +163,21 @@ def issue_org_cert(ca_key, ca_cert, org_code: str, org_name: str, public_key, da
     return cert
 
 
+PROXY_ORGANISATION = "ContactGate proxy"
+
+
+def issue_proxy_cert(ca_key, ca_cert, name: str, public_key, days: int = 397):
+    """A proxy's certificate (nginx on the hop to `serve --behind-proxy` nodes): TLS client
+    authentication only. The subject is set by the gateway (CN = the proxy's name), whatever a CSR
+    asked for; O = "ContactGate proxy" says what it is to anyone who reads it."""
+    return (
+        _leaf_builder(ca_key, ca_cert, _name(name, PROXY_ORGANISATION), public_key, days)
+        .add_extension(_key_usage(key_encipherment=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     csr = x509.load_pem_x509_csr(data)
     if not csr.is_signature_valid:
