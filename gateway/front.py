@@ -101,16 +101,22 @@ class FrontLimits:
                    body_budget_bytes=settings.max_message_bytes * BODY_BUDGET_MESSAGES)
 
 
-def server_ssl_context(cert_file: str, key_file: str, client_ca_bundle: str) -> ssl.SSLContext:
+def server_ssl_context(cert_file: str, key_file: str, client_cas) -> ssl.SSLContext:
     """Mutual TLS: TLS 1.2 at least, a client certificate chaining to one of the configured CAs and,
-    when the bundle carries CRLs, not revoked (checked at the handshake; a CA without a CRL in the
-    bundle then refuses its clients: fail closed)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca_bundle)
+    when the files carry CRLs, not revoked (checked at the handshake; a CA without a CRL among them
+    then refuses its clients: fail closed). ``client_cas``: one PEM file (a bundle) or several (the
+    CAs and CRLs themselves: gateway.trust.crl.client_ca_sources), each holding certificates, CRLs
+    or both."""
+    files = [str(client_cas)] if isinstance(client_cas, (str, os.PathLike)) else [str(f) for f in client_cas]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=files[0])
+    for path in files[1:]:
+        context.load_verify_locations(cafile=path)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
-    with open(client_ca_bundle, "rb") as bundle:
-        if b"-----BEGIN X509 CRL-----" in bundle.read():
-            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    for path in files:
+        with open(path, "rb") as pem:
+            if b"-----BEGIN X509 CRL-----" in pem.read():
+                context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     context.load_cert_chain(cert_file, key_file)
     return context
 
@@ -126,13 +132,14 @@ def server_ssl_context_without_client_certificates(cert_file: str, key_file: str
 
 
 class ReloadingContext:
-    """The TLS context for new connections, rebuilt when a watched file (the client CA and CRL
-    bundle) changes: checked at most once a second; open connections keep the context they had. A
-    bundle that cannot be loaded leaves the previous context in use (and says so)."""
+    """The TLS context for new connections, rebuilt when a watched file (the client CAs and their
+    CRLs) changes, appears or goes: checked at most once a second; open connections keep the context
+    they had. Files that cannot be loaded leave the previous context in use (and say so).
+    ``watched``: the files, or a function giving them at each look (so a new CRL file is seen)."""
 
-    def __init__(self, build: Callable[[], ssl.SSLContext], watched: list, interval_s: float = 1.0):
+    def __init__(self, build: Callable[[], ssl.SSLContext], watched, interval_s: float = 1.0):
         self._build = build
-        self._watch = ChangeWatch(lambda: watched, interval_s)
+        self._watch = ChangeWatch(watched if callable(watched) else lambda: watched, interval_s)
         self._context = build()
 
     def current(self) -> ssl.SSLContext:

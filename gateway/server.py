@@ -168,7 +168,8 @@ def _renew_crl(settings: Settings) -> None:
         engine.dispose()
     log = logging.getLogger("contactgate.crl")
     if renewed is None and settings.layout.crl.exists():
-        log.warning("no CA key on this host: the CRL in %s is used until %s; renew it with `contactgate cert crl`",
+        log.warning("no CA key on this host: the CRL in %s is valid until %s; a renewed one (contactgate-crl.timer "
+                    "where the CA key is) copied here is followed within a second",
                     settings.layout.crl, crl.next_update(settings.layout.crl.read_bytes()))
     elif renewed is None:
         log.warning("no CRL: revoked certificates are refused by the application only, not at the TLS handshake")
@@ -236,7 +237,7 @@ class GatewayServer(FrontApplication):
         return create_app(self.settings)
 
     def front_setup(self, wsgi) -> FrontSetup:
-        """Mutual TLS (the context follows the client CA and CRL bundle), refused handshakes
+        """Mutual TLS (the context follows the client CAs and their CRLs), refused handshakes
         audited. Behind nginx the same, with nginx's proxy certificate as the client certificate
         (gateway.forwarded), and the proxy's address spared the per-address cap: every client
         comes through it."""
@@ -247,9 +248,12 @@ class GatewayServer(FrontApplication):
         def audit_refused_handshake(address: str, reason: str) -> None:
             refuse_handshake(services, address, reason)
 
+        # Built from the CAs and CRLs themselves, not the bundle written at start: a node without the
+        # CA key follows a CRL copied to it (ca/crl.pem) within a second, bundle or not.
+        sources = lambda: [*crl.client_ca_sources(settings), layout.crl]  # noqa: E731 -- ca/crl.pem even before it exists
         tls = ReloadingContext(
-            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), str(layout.client_ca_bundle)),
-            [layout.client_ca_bundle])
+            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), crl.client_ca_sources(settings)),
+            sources)
         if self.behind_proxy:
             return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake,
                               uncapped_address=lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies),

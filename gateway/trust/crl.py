@@ -1,10 +1,12 @@
 """The gateway CA's certificate revocation list: made from the registry's revoked certificates that
 the gateway CA issued (organisations' and proxies'), signed with the CA key (so only where officers
-work: `init`, `serve` at start, `cert revoke`, `org revoke`, `proxy revoke`, `cert crl`), written
-to the home, and put in the client CA bundle with the CAs: the server's TLS context (gateway.front)
-loads it and refuses a revoked or expired client certificate at the handshake; each worker picks a
-new bundle up for new connections without a restart. The application still refuses revoked
-certificates itself (gateway.pipeline.tls_client).
+work: `init`, `serve` at start, `cert revoke`, `org revoke`, `proxy revoke`, `cert crl`, which
+deploy/contactgate-crl.timer runs daily), written to the home, and put in the client CA bundle with
+the CAs (for nginx). The server's TLS context (gateway.server, gateway.front) loads the CAs and CRLs
+themselves (`client_ca_sources`) and refuses a revoked or expired client certificate at the
+handshake; each worker follows a changed file (a CRL copied to a host without the CA key too) for
+new connections without a restart. The application still refuses revoked certificates itself
+(gateway.pipeline.tls_client).
 """
 
 from __future__ import annotations
@@ -56,14 +58,20 @@ def renew(settings: Settings, engine, ca=None) -> bytes | None:
     return publish(settings, engine, ca)
 
 
-def write_client_bundle(settings: Settings) -> str:
-    """The CAs a client certificate may chain to, and their CRLs, in one PEM file (replaced whole)."""
+def client_ca_sources(settings: Settings) -> list:
+    """The files the client CA bundle is made of: the CAs a client certificate may chain to (the
+    gateway CA, trust/*.pem), then the CRLs there are (ca/crl.pem, trust/*.crl). The server's TLS
+    context is built from these (gateway.server), so a node follows a CRL copied to it alone."""
     from gateway.app import trust_anchor_files
 
-    parts = [path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)]
-    for path in [settings.layout.crl, *sorted(settings.layout.trusted_cas_dir.glob("*.crl"))]:
-        if path.exists():
-            parts.append(path.read_bytes().rstrip() + b"\n")
+    crls = [settings.layout.crl, *sorted(settings.layout.trusted_cas_dir.glob("*.crl"))]
+    return [*trust_anchor_files(settings), *(path for path in crls if path.exists())]
+
+
+def write_client_bundle(settings: Settings) -> str:
+    """The CAs a client certificate may chain to, and their CRLs, in one PEM file (replaced whole):
+    for nginx (ssl_client_certificate, ssl_crl) and anything else that wants one file."""
+    parts = [path.read_bytes().rstrip() + b"\n" for path in client_ca_sources(settings)]
     bundle = settings.layout.client_ca_bundle
     temporary = bundle.with_name(bundle.name + ".new")
     write_private(temporary, b"".join(parts))

@@ -80,46 +80,49 @@ def test_cert_crl_writes_the_crl_for_hosts_without_the_ca_key(gateway, tmp_path)
     assert crl.get_revoked_certificate_by_serial_number(revoked.serial_number) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 item 8b: a node follows the client CA bundle only, not a copied CRL")
-def test_a_node_without_the_ca_key_refuses_a_certificate_revoked_after_it_started_once_the_crl_is_copied(tmp_path):
+def test_a_node_without_the_ca_key_refuses_a_certificate_revoked_after_it_started_once_the_crl_is_copied(
+        gateway, tmp_path):
     """A serving host holds no CA key: the CRL is renewed where the key is (contactgate-crl.timer)
     and copied over (ca/crl.pem, as rsync puts it: whole, by rename). The running node refuses the
     revoked certificate at the handshake within seconds, without a restart; until the copy arrives
     the application refuses it (the registry), while the handshake still passes."""
-    from gateway.config import Settings
-    from gateway.db import make_engine
     from gateway.trust import crl
-    from tests.support import private_gateway
 
-    with private_gateway("sqlite", tmp_path / "node", orgs={"LA": ("local_authority", ["query"])}) as node:
-        la = node.certs["la"]
-        ca_host_key = tmp_path / "ca-key.pem"
-        (node.home / "ca" / "ca-key.pem").rename(ca_host_key)  # the CA key is on the officers' host only
-        _handshake(node, la)
-        fingerprint = pki.fingerprint(pki.load_cert_pem((la / "cert.pem").read_bytes()))
-        node.cli("cert", "revoke", fingerprint, "--reason", "key compromised")  # no CA key here: no new CRL
+    name = f"la_node_{gateway.backend}"
+    directory = gateway.issue_cert("LA", name)
+    _handshake(gateway, directory)
+    ca_key_file = gateway.home / "ca" / "ca-key.pem"
+    ca_host_key = tmp_path / "ca-key.pem"
+    ca_key_file.rename(ca_host_key)  # the CA key is on the officers' host only
+    try:
+        fingerprint = pki.fingerprint(pki.load_cert_pem((directory / "cert.pem").read_bytes()))
+        gateway.cli("cert", "revoke", fingerprint, "--reason", "key compromised")  # no CA key here: no new CRL
         with pytest.raises(GatewayFault) as refused:
-            node.client("la").ping(**WHO)
+            gateway.client(name).ping(**WHO)
         assert refused.value.code == "CertificateRejected"
-        _handshake(node, la)  # the node's CRL is the one it had
+        time.sleep(1.5)
+        _handshake(gateway, directory)  # the node's CRL is still the one it had
 
-        settings = Settings.from_env({"CONTACTGATE_HOME": str(node.home), "CONTACTGATE_DATABASE_URL": node.database_url})
-        engine = make_engine(node.database_url)
+        with gateway.engine.connect() as conn:  # the CA host renews the CRL (`contactgate cert crl`) ...
+            renewed = crl.make(gateway_settings(gateway), conn, ca=(
+                pki.load_key_pem(ca_host_key.read_bytes()), pki.load_cert_pem((gateway.home / "ca" / "ca.pem").read_bytes())))
+    finally:
+        ca_host_key.rename(ca_key_file)
+    copied = gateway.home / "ca" / ".crl.pem.rsync-tmp"  # ... and copies it over, as rsync does
+    pki.write_private(copied, renewed)
+    copied.replace(gateway.home / "ca" / "crl.pem")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
         try:
-            with engine.connect() as conn:  # the CA host renews the CRL (`contactgate cert crl`) ...
-                renewed = crl.make(settings, conn, ca=(pki.load_key_pem(ca_host_key.read_bytes()),
-                                                        pki.load_cert_pem((node.home / "ca" / "ca.pem").read_bytes())))
-        finally:
-            engine.dispose()
-        copied = node.home / "ca" / ".crl.pem.rsync-tmp"  # ... and copies it over, as rsync does
-        pki.write_private(copied, renewed)
-        copied.replace(node.home / "ca" / "crl.pem")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                _handshake(node, la)
-            except (ssl.SSLError, ConnectionError):
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the node still accepts the revoked certificate at the handshake")
+            _handshake(gateway, directory)
+        except (ssl.SSLError, ConnectionError):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the node still accepts the revoked certificate at the handshake")
+
+
+def gateway_settings(gateway):
+    from gateway.config import Settings
+
+    return Settings.from_env({"CONTACTGATE_HOME": str(gateway.home), "CONTACTGATE_DATABASE_URL": gateway.database_url})
