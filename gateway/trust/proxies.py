@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
@@ -27,7 +26,7 @@ from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import proxy_certificates
 from gateway.officers import Officer
-from gateway.trust import pki, registry
+from gateway.trust import issuing, pki, registry
 from gateway.trust.registry import PROXY_PROPOSALS, RegistryError
 
 PROPOSE_ROLES = registry.TRUST_ROLES  # proposing, approving, declining: senior officers
@@ -126,26 +125,18 @@ def _checked_csr(name: str, csr_pem: bytes) -> x509.CertificateSigningRequest:
         request = pki.load_csr(csr_pem)
     except ValueError as exc:
         raise ProxyError(f"unreadable CSR: {exc}") from None
-    weakness = pki.key_weakness(request.public_key())
-    if weakness:
-        raise ProxyError(f"the CSR has {weakness}")
-    names = [a.value for a in request.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if names != [name]:
-        shown = ", ".join(repr(n) for n in names) or "none"
-        raise ProxyError(f"the CSR's common name must be the proxy's name ({name}); it is {shown}")
+    problem = pki.csr_problem(request, name, "the proxy")
+    if problem:
+        raise ProxyError(problem)
     return request
 
 
 def _chained(certificate_pem: bytes, anchors: pki.TrustAnchors) -> x509.Certificate:
+    """As an organisation's certificate to register: it chains to a trusted CA, for client authentication."""
     try:
-        certificate = pki.load_cert_pem(certificate_pem)
-    except ValueError as exc:
-        raise ProxyError(f"unreadable certificate: {exc}") from None
-    try:
-        anchors.verify_client(certificate)
-    except pki.ChainError as exc:
-        raise ProxyError(f"the certificate does not chain to a trusted CA as a client certificate: {exc}") from None
-    return certificate
+        return issuing.chained(certificate_pem, anchors)
+    except issuing.IssueError as exc:
+        raise ProxyError(str(exc)) from None
 
 
 # ---- the changes, each audited in its own transaction (registry.run_change) ---------------------------

@@ -74,7 +74,7 @@ def test_a_proxy_certificate_from_a_csr_needs_two_senior_officers_and_is_audited
 def test_a_proxy_csr_must_name_the_proxy_and_a_registered_certificate_must_chain_to_a_trusted_ca(gw, tmp_path):
     _, csr = make_key_and_csr(tmp_path, "someone-else")
     wrong = gw.cli("proxy", "issue", "--name", "nginx-2", "--csr", str(csr), officer="senior-s", expect_ok=False)
-    assert wrong.exit_code == 2 and "common name must be the proxy's name" in wrong.output
+    assert wrong.exit_code == 2 and "must name the proxy (CN=nginx-2)" in wrong.output
     foreign_key, foreign_ca = pki.make_ca("Not Trusted CA")
     key = pki.new_ec_key()
     stranger = tmp_path / "stranger.pem"
