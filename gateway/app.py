@@ -103,7 +103,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         body = environ.get(RECEIVED_BODY_KEY) or read_body(environ["wsgi.input"], limit)
         client = forwarded.caller(environ, peer_certificate_der(environ), settings.trusted_proxies)
         answer = handle(body, environ.get("HTTP_SOAPACTION"), client.certificate_der, services,
-                        source_address=client.address, certificate_problem=client.problem)
+                        source_address=client.address, certificate_problem=client.problem,
+                        proxy_der=client.proxy_der)
         return (f"{answer.status} {HTTPStatus(answer.status).phrase}",
                 [("Content-Type", XML), ("Content-Length", str(len(answer.body))),
                  ("X-Request-Id", answer.request_id)], answer.body)
@@ -114,9 +115,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         """The exchanges go straight to the pipeline; Flask routes the rest (WSDL, XSD, health, CRL).
         Flask's request context and routing cost as much per message as several SQL statements."""
         if environ.get("PATH_INFO") == SOAP_PATH and environ.get("REQUEST_METHOD") == "POST":
-            status, headers, body = soap_exchange(environ)
+            status, headers, body = soap_exchange(environ)  # plain HTTP on a node's TLS port: refused, audited
             start_response(status, headers)
             return [body]
+        if environ.get(forwarded.PLAIN_HTTP):
+            start_response("400 Bad Request", [("Content-Type", "text/plain")])
+            return [b"this port requires TLS\n"]
         return flask_wsgi(environ, start_response)
 
     app.wsgi_app = wsgi_app

@@ -125,19 +125,37 @@ proposals = Table(
 )
 Index("ix_proposals_status", proposals.c.status)
 
+def _described_certificate() -> list[Column]:
+    """What gateway.trust.pki.describe says of a certificate, beside its fingerprint."""
+    return [Column("subject", String(500), nullable=False), Column("issuer", String(500), nullable=False),
+            Column("serial", String(64), nullable=False),  # hex
+            Column("not_before", DateTime(timezone=True), nullable=False),
+            Column("not_after", DateTime(timezone=True), nullable=False), Column("pem", Text, nullable=False)]
+
+
 certificates = Table(
     "certificates", metadata,
     Column("fingerprint", String(64), primary_key=True),  # SHA-256 of the DER, lower-case hex
     Column("org_code", String(32), ForeignKey("organisations.code"), nullable=False, index=True),
-    Column("subject", String(500), nullable=False),
-    Column("issuer", String(500), nullable=False),
-    Column("serial", String(64), nullable=False),
-    Column("not_before", DateTime(timezone=True), nullable=False),
-    Column("not_after", DateTime(timezone=True), nullable=False),
-    Column("pem", Text, nullable=False),
+    *_described_certificate(),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revoked_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Certificates of the TLS-terminating proxies (nginx) in front of `serve --behind-proxy` nodes (0013):
+# a node believes the Client-Cert header only from a TLS peer holding one of these, not revoked. Each
+# is registered by one senior officer's proposal and a second's approval (gateway.trust.proxies).
+proxy_certificates = Table(
+    "proxy_certificates", metadata,
+    Column("fingerprint", String(64), primary_key=True),  # SHA-256 of the DER, lower-case hex
+    Column("name", String(64), nullable=False),  # the proxy, as the officers call it (e.g. nginx-1)
+    *_described_certificate(),
+    Column("proposed_by", String(64), nullable=False),
+    Column("approved_by", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_reason", Text, nullable=True),
 )
 
 children = Table(

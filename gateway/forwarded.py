@@ -1,15 +1,19 @@
 """Who is calling, when TLS may end at a proxy in front of the gateway (docs/operations.md "nginx in front of several nodes").
 
 Directly (`contactgate serve`): the front did the mutual-TLS handshake and hands over the verified
-client certificate. Behind a proxy (`contactgate serve --behind-proxy`): nginx does the handshake and
-forwards the certificate it verified in the ``Client-Cert`` header of RFC 9440 (a structured-field
-byte sequence: ``:`` base64 of the DER ``:``), over a private hop.
+client certificate. Behind a proxy (`contactgate serve --behind-proxy`): nginx does the clients'
+handshake and forwards the certificate it verified in the ``Client-Cert`` header of RFC 9440 (a
+structured-field byte sequence: ``:`` base64 of the DER ``:``), over a private hop that is mutual
+TLS too: nginx presents its own proxy certificate to the node.
 
-The header is a claim anyone could write, so it is believed only from an address in
-``CONTACTGATE_TRUSTED_PROXIES``; from anywhere else — including a client with its own TLS
-certificate — it is refused, never ignored: a forged header is an attack, audited as such. A
-message with neither a TLS certificate nor a trusted header is refused too. The certificate, however
-it arrived, then goes through the same checks (chain, registry, revocation, organisation).
+The header is a claim anyone could write, so it is believed only on that hop (the front marks it:
+PROXY_HOP), from an address in ``CONTACTGATE_TRUSTED_PROXIES``, and from a TLS peer whose
+certificate is a registered proxy certificate (checked against the registry by the pipeline:
+gateway.pipeline.tls_client, with `Caller.proxy_der`). Anything else is refused, never ignored: a
+forged header is an attack, audited as such; so is plain HTTP sent to a node's TLS port (the front
+marks it: PLAIN_HTTP). A message with neither a TLS certificate nor a believed header is refused too.
+The certificate, however it arrived, then goes through the same checks (chain, registry,
+revocation, organisation).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 
 CLIENT_CERT = "HTTP_CLIENT_CERT"          # the Client-Cert header, as WSGI names it
 FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"    # the client's address, as the trusted proxy saw it
+PROXY_HOP = "contactgate.proxy_hop"       # set by the front of `serve --behind-proxy`
+PLAIN_HTTP = "contactgate.plain_http"     # set by that front on a plain-HTTP request to its TLS port
 _SF_BINARY = re.compile(r":([A-Za-z0-9+/]+={0,2}):")
 
 
@@ -32,6 +38,9 @@ class Caller:
     certificate_der: bytes | None
     problem: str | None   # a refusal's exact reason (for the audit), when the certificate is not believed
     address: str | None
+    # The TLS peer's certificate when it forwarded a Client-Cert header: it must be a registered proxy
+    # certificate (the pipeline checks it first, before ``problem`` or the forwarded certificate).
+    proxy_der: bytes | None = None
 
 
 def is_trusted(address: str | None, trusted: tuple) -> bool:
@@ -57,10 +66,16 @@ def parse_client_cert(value: str) -> bytes:
 
 def caller(environ: dict, tls_der: bytes | None, trusted_proxies: tuple) -> Caller:
     remote = environ.get("REMOTE_ADDR")
+    if environ.get(PLAIN_HTTP):
+        return Caller(None, f"plain HTTP from {remote} to a node that requires mutual TLS from its proxy: "
+                            "refused", remote)
     header = environ.get(CLIENT_CERT)
     if header is None:
         return Caller(tls_der, None, remote)
-    if tls_der is not None:
+    if tls_der is None:
+        return Caller(None, f"a Client-Cert header came from {remote} without a TLS client certificate: "
+                            "refused as forged", remote)
+    if not environ.get(PROXY_HOP):
         return Caller(None, f"a Client-Cert header came from {remote} on a TLS connection with its own client "
                             "certificate: refused as forged", remote)
     if not is_trusted(remote, trusted_proxies):
@@ -68,6 +83,6 @@ def caller(environ: dict, tls_der: bytes | None, trusted_proxies: tuple) -> Call
                             "(CONTACTGATE_TRUSTED_PROXIES): refused as forged", remote)
     forwarded = (environ.get(FORWARDED_FOR) or "").split(",")[-1].strip() or remote
     try:
-        return Caller(parse_client_cert(header), None, forwarded)
+        return Caller(parse_client_cert(header), None, forwarded, tls_der)
     except ValueError as exc:
-        return Caller(None, f"the Client-Cert header from the proxy {remote} is unreadable: {exc}", forwarded)
+        return Caller(None, f"the Client-Cert header from the proxy {remote} is unreadable: {exc}", forwarded, tls_der)

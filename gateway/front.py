@@ -42,6 +42,8 @@ import http
 import io
 import ipaddress
 import logging
+import os
+import socket
 import ssl
 import sys
 import time
@@ -53,6 +55,7 @@ from typing import Callable
 
 import h11
 
+from gateway import forwarded
 from gateway.app import OVERSIZE_FACTOR, PEER_CERT_DER_KEY, RECEIVED_BODY_KEY
 from gateway.config import Settings
 from gateway.files import ChangeWatch
@@ -64,6 +67,7 @@ BODY_MIN_BYTES_PER_S = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
 TLS_SHUTDOWN_GRACE_S = 2.0
+TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS connection (a handshake record)
 # Every connection may keep this much of a body without asking the budget (so small requests are
 # never refused for want of it); larger bodies share BODY_BUDGET_MESSAGES x the message limit per
 # worker. Memory for bodies is then at most that budget + max_connections x FREE_BODY_BYTES.
@@ -97,16 +101,22 @@ class FrontLimits:
                    body_budget_bytes=settings.max_message_bytes * BODY_BUDGET_MESSAGES)
 
 
-def server_ssl_context(cert_file: str, key_file: str, client_ca_bundle: str) -> ssl.SSLContext:
+def server_ssl_context(cert_file: str, key_file: str, client_cas) -> ssl.SSLContext:
     """Mutual TLS: TLS 1.2 at least, a client certificate chaining to one of the configured CAs and,
-    when the bundle carries CRLs, not revoked (checked at the handshake; a CA without a CRL in the
-    bundle then refuses its clients: fail closed)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=client_ca_bundle)
+    when the files carry CRLs, not revoked (checked at the handshake; a CA without a CRL among them
+    then refuses its clients: fail closed). ``client_cas``: one PEM file (a bundle) or several (the
+    CAs and CRLs themselves: gateway.trust.crl.client_ca_sources), each holding certificates, CRLs
+    or both."""
+    files = [str(client_cas)] if isinstance(client_cas, (str, os.PathLike)) else [str(f) for f in client_cas]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=files[0])
+    for path in files[1:]:
+        context.load_verify_locations(cafile=path)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
-    with open(client_ca_bundle, "rb") as bundle:
-        if b"-----BEGIN X509 CRL-----" in bundle.read():
-            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    for path in files:
+        with open(path, "rb") as pem:
+            if b"-----BEGIN X509 CRL-----" in pem.read():
+                context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     context.load_cert_chain(cert_file, key_file)
     return context
 
@@ -122,13 +132,14 @@ def server_ssl_context_without_client_certificates(cert_file: str, key_file: str
 
 
 class ReloadingContext:
-    """The TLS context for new connections, rebuilt when a watched file (the client CA and CRL
-    bundle) changes: checked at most once a second; open connections keep the context they had. A
-    bundle that cannot be loaded leaves the previous context in use (and says so)."""
+    """The TLS context for new connections, rebuilt when a watched file (the client CAs and their
+    CRLs) changes, appears or goes: checked at most once a second; open connections keep the context
+    they had. Files that cannot be loaded leave the previous context in use (and say so).
+    ``watched``: the files, or a function giving them at each look (so a new CRL file is seen)."""
 
-    def __init__(self, build: Callable[[], ssl.SSLContext], watched: list, interval_s: float = 1.0):
+    def __init__(self, build: Callable[[], ssl.SSLContext], watched, interval_s: float = 1.0):
         self._build = build
-        self._watch = ChangeWatch(lambda: watched, interval_s)
+        self._watch = ChangeWatch(watched if callable(watched) else lambda: watched, interval_s)
         self._context = build()
 
     def current(self) -> ssl.SSLContext:
@@ -282,21 +293,23 @@ class _Exchange:
 class Front:
     """Serves connections accepted by ``asyncio.start_server`` (plain TCP) for one worker process."""
 
-    def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext | None",
+    def __init__(self, app, limits: FrontLimits, ssl_context: "ssl.SSLContext | ReloadingContext",
                  app_pool: ThreadPoolExecutor,
                  *, audit_refused_handshake: Callable[[str, str], None] | None = None,
                  access_log: logging.Logger | None = None, log_query_strings: bool = True,
-                 uncapped_address: Callable[[str], bool] = lambda address: False):
+                 uncapped_address: Callable[[str], bool] = lambda address: False, proxy_hop: bool = False):
         """``audit_refused_handshake(address, reason)``: called (in a thread, a few times a minute per
         address) for a handshake refused for its client certificate; None: only logged.
         ``log_query_strings`` False: the access log has the path only (the console's audit page
-        takes search terms in its query)."""
+        takes search terms in its query). ``proxy_hop``: the front of `serve --behind-proxy`, where
+        nginx connects with its proxy certificate: requests are marked forwarded.PROXY_HOP, and a
+        plain-HTTP request sent to the TLS port is answered as refused (forwarded.PLAIN_HTTP) instead
+        of being dropped, so that a proxy configured for plain HTTP is told, and the attempt audited."""
         self.app = app
         self.limits = limits
         # The context for the next handshake: a ReloadingContext follows its files, a plain one stays.
-        # None: plain HTTP behind a TLS-terminating proxy (`serve --behind-proxy`, gateway.forwarded).
         self.tls_context = ssl_context.current if isinstance(ssl_context, ReloadingContext) else lambda: ssl_context
-        self.plain = ssl_context is None
+        self.proxy_hop = proxy_hop
         self.app_pool = app_pool
         self.audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactgate-audit")
         self.audit_refused_handshake = audit_refused_handshake
@@ -385,7 +398,13 @@ class Front:
     async def _serve(self, reader, writer, peer) -> None:
         address = str(peer[0])
         peer_der = None
-        if not self.plain:
+        plain_http = False
+        if self.proxy_hop:
+            first = await self._first_byte(writer, address)
+            if not first:
+                return
+            plain_http = first != TLS_HANDSHAKE_RECORD
+        if not plain_http:
             if not await self._handshake(writer, address):
                 return
             # The verified client certificate; None where the context asks for none (the console).
@@ -415,17 +434,49 @@ class Front:
             if exchange is None:
                 return
             self.connections[task] = "busy"
+            if plain_http and not self.handshake_audits.allow(address):
+                self.body_budget.give(exchange.budget_taken)
+                self.quiet_log.warning("plain-http", "plain HTTP from %s on the TLS port: refused, not audited "
+                                       "(over %d a minute from that address)", address, HANDSHAKE_AUDITS_PER_MINUTE)
+                await self._plain_answer(writer, 400, b"this port requires TLS\n")
+                return
             try:
-                environ = self._environ(exchange, peer, peer_der, writer)
+                environ = self._environ(exchange, peer, peer_der, writer, plain_http)
                 status, headers, body = await loop.run_in_executor(self.app_pool, self._call_app, environ)
             finally:
                 self.body_budget.give(exchange.budget_taken)
-            must_close = exchange.must_close or self.stopping
+            must_close = exchange.must_close or self.stopping or plain_http
             await self._respond(conn, writer, exchange.request, status, headers, body, must_close)
             if must_close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
             conn.start_next_cycle()
             wait_s = self.limits.keepalive_timeout_s
+
+    async def _first_byte(self, writer, address: str) -> bytes | None:
+        """The first byte the peer sends, looked at without taking it (MSG_PEEK, on a duplicate of the
+        socket's descriptor while the transport does not read), so the TLS handshake still reads it:
+        0x16 begins a TLS handshake, anything else is plain text. None (or b"" if the peer closed)
+        when nothing came within the handshake time."""
+        loop = asyncio.get_running_loop()
+        writer.transport.pause_reading()  # start_tls resumes it; the plain path does below
+        descriptor = os.dup(writer.get_extra_info("socket").fileno())
+        probe = socket.socket(fileno=descriptor)
+        ready = loop.create_future()
+        loop.add_reader(descriptor, lambda: ready.done() or ready.set_result(None))
+        try:
+            async with asyncio.timeout(self.limits.handshake_timeout_s):
+                await ready
+            first = probe.recv(1, socket.MSG_PEEK)
+        except (TimeoutError, OSError) as error:
+            self.quiet_log.warning("tls-timeout", "TLS handshake from %s not begun: %s", address,
+                                   str(error) or type(error).__name__)
+            return None
+        finally:
+            loop.remove_reader(descriptor)
+            probe.close()  # the duplicate only: the connection stays open
+        if first and first != TLS_HANDSHAKE_RECORD:
+            writer.transport.resume_reading()
+        return first
 
     async def _handshake(self, writer, address: str) -> bool:
         """The TLS handshake, bounded: False (and the connection dropped) if it did not succeed."""
@@ -553,7 +604,7 @@ class Front:
 
     # ---- the application -------------------------------------------------------------------------
 
-    def _environ(self, exchange: _Exchange, peer, peer_der: bytes | None, writer) -> dict:
+    def _environ(self, exchange: _Exchange, peer, peer_der: bytes | None, writer, plain_http: bool = False) -> dict:
         request = exchange.request
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -570,7 +621,7 @@ class Front:
             "REMOTE_ADDR": str(peer[0]),
             "REMOTE_PORT": str(peer[1]),
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https",
+            "wsgi.url_scheme": "http" if plain_http else "https",
             "wsgi.input": io.BytesIO(exchange.body.data),
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,
@@ -579,6 +630,10 @@ class Front:
             PEER_CERT_DER_KEY: peer_der,
             RECEIVED_BODY_KEY: exchange.body,
         }
+        if self.proxy_hop:
+            environ[forwarded.PROXY_HOP] = True
+            if plain_http:
+                environ[forwarded.PLAIN_HTTP] = True
         for name, value in request.headers:
             key = name.decode("latin-1").upper().replace("-", "_")
             value = value.decode("latin-1")

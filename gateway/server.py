@@ -55,12 +55,12 @@ class FrontSetup:
 
     limits: FrontLimits
     threads: int  # the pool that runs complete requests
-    # None: plain HTTP, a TLS-terminating proxy in front (`serve --behind-proxy`).
-    tls_context: ReloadingContext | ssl.SSLContext | None
+    tls_context: ReloadingContext | ssl.SSLContext
     # (address, reason) of a handshake refused for its client certificate; None: only logged.
     audit_refused_handshake: Callable[[str, str], None] | None = None
     uncapped_address: Callable[[str], bool] = _no_address  # addresses the per-address cap spares
     log_query_strings: bool = True
+    proxy_hop: bool = False  # `serve --behind-proxy`: nginx connects with its proxy certificate (gateway.forwarded)
 
 
 class FrontWorker(Worker):
@@ -137,7 +137,7 @@ class FrontWorker(Worker):
                       audit_refused_handshake=setup.audit_refused_handshake,
                       access_log=self.log.access_log if self.cfg.accesslog else None,
                       log_query_strings=setup.log_query_strings,
-                      uncapped_address=setup.uncapped_address)
+                      uncapped_address=setup.uncapped_address, proxy_hop=setup.proxy_hop)
         servers = [await asyncio.start_server(front.handle, sock=listener.sock, backlog=self.cfg.backlog)
                    for listener in self.sockets]
         try:
@@ -168,7 +168,8 @@ def _renew_crl(settings: Settings) -> None:
         engine.dispose()
     log = logging.getLogger("contactgate.crl")
     if renewed is None and settings.layout.crl.exists():
-        log.warning("no CA key on this host: the CRL in %s is used until %s; renew it with `contactgate cert crl`",
+        log.warning("no CA key on this host: the CRL in %s is valid until %s; a renewed one (contactgate-crl.timer "
+                    "where the CA key is) copied here is followed within a second",
                     settings.layout.crl, crl.next_update(settings.layout.crl.read_bytes()))
     elif renewed is None:
         log.warning("no CRL: revoked certificates are refused by the application only, not at the TLS handshake")
@@ -241,8 +242,10 @@ class GatewayServer(FrontApplication):
         return create_app(self.settings)
 
     def front_setup(self, wsgi) -> FrontSetup:
-        """Mutual TLS (the context follows the client CA and CRL bundle), refused handshakes
-        audited; or, behind nginx, plain HTTP where the proxy's address is not one client."""
+        """Mutual TLS (the context follows the client CAs and their CRLs), refused handshakes
+        audited. Behind nginx the same, with nginx's proxy certificate as the client certificate
+        (gateway.forwarded), and the proxy's address spared the per-address cap: every client
+        comes through it."""
         services = wsgi.config["SERVICES"]
         settings = services.settings
         layout = settings.layout
@@ -250,19 +253,24 @@ class GatewayServer(FrontApplication):
         def audit_refused_handshake(address: str, reason: str) -> None:
             refuse_handshake(services, address, reason)
 
-        if self.behind_proxy:
-            return FrontSetup(FrontLimits.from_settings(settings), settings.threads, None, audit_refused_handshake,
-                              uncapped_address=lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies))
+        # Built from the CAs and CRLs themselves, not the bundle written at start: a node without the
+        # CA key follows a CRL copied to it (ca/crl.pem) within a second, bundle or not.
+        sources = lambda: [*crl.client_ca_sources(settings), layout.crl]  # noqa: E731 -- ca/crl.pem even before it exists
         tls = ReloadingContext(
-            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), str(layout.client_ca_bundle)),
-            [layout.client_ca_bundle])
+            lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), crl.client_ca_sources(settings)),
+            sources)
+        if self.behind_proxy:
+            return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake,
+                              uncapped_address=lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies),
+                              proxy_hop=True)
         return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake)
 
 
 def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None, *,
           behind_proxy: bool = False, metrics_bind: tuple[str, int] | None = None) -> None:
-    """``behind_proxy``: plain HTTP on ``bind`` (a private address), for nginx in front doing mutual
-    TLS and forwarding the client certificate (Client-Cert, RFC 9440) from a trusted address.
+    """``behind_proxy``: for nginx in front doing the clients' mutual TLS and forwarding the client
+    certificate (Client-Cert, RFC 9440) over mutual TLS with its registered proxy certificate, from
+    a trusted address (gateway.forwarded).
     ``metrics_bind``: where /metrics, /readyz and /healthz are served (gateway.metrics; port 0: a
     free one, logged), or None (no metrics port)."""
     settings = replace(settings, workers=workers)  # each worker's share of the rate limits without Redis

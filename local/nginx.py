@@ -1,13 +1,16 @@
 """nginx in front of several gateway nodes on this machine, as deploy/nginx/contactgate.conf lays
 them out (docs/operations.md "nginx in front of several nodes"): for the tests of that layout and the benchmark of
 one node against two. The shipped configuration is used as it is, pointed at a local home, ports and
-addresses; nginx is the distribution's, with its njs module.
+addresses; nginx is the distribution's, with its njs module. The hop from nginx to the nodes is mutual
+TLS: nginx's proxy certificate is made as an operator makes it (its key and CSR on the nginx side,
+`contactgate proxy issue` by one senior officer, `proxy approve` by a second).
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import ssl
 import shutil
 import signal
 import socket
@@ -24,6 +27,7 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "nginx"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 JS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 PROXY_ADDRESS = "127.0.0.2"  # nginx connects to the nodes from here: their CONTACTGATE_TRUSTED_PROXIES
+PROXY_NAME = "nginx-local"
 
 
 def available() -> bool:
@@ -42,10 +46,41 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, ti
     raise RuntimeError(f"{what} did not listen on {port}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def make_key_and_csr(directory: Path, name: str) -> tuple[Path, Path]:
+    """A proxy's key and CSR (CN = its name), as the nginx host makes them (`openssl req -new`)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from gateway.trust import pki
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = pki.new_ec_key()
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])).sign(key, hashes.SHA256()))
+    key_path, csr_path = directory / f"{name}-key.pem", directory / f"{name}.csr"
+    pki.write_private(key_path, pki.key_pem(key))
+    csr_path.write_bytes(request.public_bytes(pki.serialization.Encoding.PEM))
+    return key_path, csr_path
+
+
+def register_proxy(gateway: LocalGateway, directory: Path, name: str = PROXY_NAME, *, proposer: str = "senior-s",
+                   approver: str = "senior-t") -> tuple[Path, Path]:
+    """A proxy certificate for ``name`` made and registered by two senior officers: (cert, key) paths."""
+    from contactgate_local import proposal_id
+
+    key_path, csr_path = make_key_and_csr(directory, name)
+    proposed = gateway.cli("proxy", "issue", "--name", name, "--csr", str(csr_path), officer=proposer)
+    cert_path = directory / f"{name}.pem"
+    gateway.cli("proxy", "approve", "--proposal", proposal_id(proposed.output), "--out", str(cert_path),
+                officer=approver)
+    return cert_path, key_path
+
+
 class Cluster:
     """One gateway home (``gateway``, set up, not started), ``nodes`` processes of `serve
-    --behind-proxy` on it, and nginx in front. The home's environment must name PROXY_ADDRESS in
-    CONTACTGATE_TRUSTED_PROXIES."""
+    --behind-proxy` on it, and nginx in front with a registered proxy certificate. The home's
+    environment must name PROXY_ADDRESS in CONTACTGATE_TRUSTED_PROXIES."""
 
     def __init__(self, gateway: LocalGateway, prefix: Path, nodes: int = 2, workers: int = 1):
         self.gateway = gateway
@@ -56,6 +91,7 @@ class Cluster:
         self.nodes: list[subprocess.Popen | None] = [None] * nodes
         self.nginx_port = free_port()
         self.nginx: subprocess.Popen | None = None
+        self.proxy_identity: tuple[Path, Path] | None = None  # nginx's proxy certificate and key
 
     @property
     def url(self) -> str:
@@ -92,6 +128,9 @@ class Cluster:
                                "".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n"
                                        for port in self.node_ports)),
                               ("proxy_bind 10.0.0.10;", f"proxy_bind {PROXY_ADDRESS};"),
+                              ("/etc/nginx/contactgate/proxy.pem", str(self.proxy_identity[0])),
+                              ("/etc/nginx/contactgate/proxy-key.pem", str(self.proxy_identity[1])),
+                              ("proxy_ssl_name gateway.example.org;", "proxy_ssl_name localhost;"),
                               ("listen 8443 ssl;", f"listen 127.0.0.1:{self.nginx_port} ssl;")):
             assert shipped in site, f"the shipped configuration no longer has {shipped!r}"
             site = site.replace(shipped, here)
@@ -109,6 +148,8 @@ class Cluster:
     def start(self) -> None:
         for directory in ("body", "proxy"):
             (self.prefix / directory).mkdir(exist_ok=True)
+        if self.proxy_identity is None:
+            self.proxy_identity = register_proxy(self.gateway, self.prefix / "proxy-identity")
         for index in range(len(self.nodes)):
             self.start_node(index)
         self.start_nginx()
@@ -137,12 +178,25 @@ class Cluster:
     def client(self, name: str, **kwargs) -> GatewayClient:
         return GatewayClient.from_directory(self.url, self.gateway.certs[name], **kwargs)
 
+    def node_connection(self, index: int, *, source: str = PROXY_ADDRESS, identity="proxy",
+                        timeout: float = 30) -> http.client.HTTPConnection:
+        """A connection to a node, as nginx makes it (from the proxy address, over TLS with the proxy
+        certificate: ``identity`` "proxy"), or as someone else: over TLS with another (cert, key)
+        pair, or plain HTTP (``identity`` None)."""
+        if identity is None:
+            return http.client.HTTPConnection("127.0.0.1", self.node_ports[index], timeout=timeout,
+                                              source_address=(source, 0))
+        cert, key = self.proxy_identity if identity == "proxy" else identity
+        context = ssl.create_default_context(cafile=str(self.gateway.home / "ca" / "ca.pem"))
+        context.load_cert_chain(str(cert), str(key))
+        return http.client.HTTPSConnection("127.0.0.1", self.node_ports[index], timeout=timeout,
+                                           source_address=(source, 0), context=context)
+
     def post_to_node(self, index: int, operation: str, message: bytes, *, client_cert: str | None,
-                     source: str = PROXY_ADDRESS) -> tuple[int, bytes]:
-        """POST to a node directly, as nginx would (from the proxy address, with a Client-Cert), or
-        as an attacker (from elsewhere)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.node_ports[index], timeout=30,
-                                          source_address=(source, 0))
+                     source: str = PROXY_ADDRESS, identity="proxy") -> tuple[int, bytes]:
+        """POST to a node directly, as nginx would (from the proxy address, with its proxy certificate
+        and a Client-Cert), or as an attacker (from elsewhere, with another certificate or none)."""
+        conn = self.node_connection(index, source=source, identity=identity)
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}{operation}"'}
         if client_cert is not None:
             headers["Client-Cert"] = client_cert

@@ -55,3 +55,35 @@ def test_unit_passes_systemd_analyze_verify(unit, tmp_path):
                             capture_output=True, text=True, timeout=60)
     problems = [line for line in result.stderr.splitlines() if unit.stem in line or "contactgate" in line]
     assert result.returncode == 0 and not problems, result.stderr
+
+
+def _executables():
+    for path in DEPLOY.glob("*.service"):
+        service = _unit(path)["Service"]
+        for key in ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop"):
+            if key in service:
+                yield pytest.param(shlex.split(service[key])[0].lstrip("-@:+!"), id=f"{path.name}:{key}")
+
+
+@pytest.mark.parametrize("executable", list(_executables()))
+def test_unit_commands_name_programs_that_exist(executable):
+    """Every command a unit runs is an absolute path to a program (the installed CLI, where this
+    checkout's stands in for it)."""
+    path = Path(executable)
+    if executable == INSTALLED_CLI:
+        path = Path(sys.executable).with_name("contactgate")
+    assert path.is_absolute() and path.exists(), executable
+
+
+def test_the_crl_timer_renews_the_crl_well_before_it_lapses():
+    """contactgate-crl.timer runs `cert crl` daily; the CRL is valid CONTACTGATE_CRL_DAYS (default
+    30), so a renewal or two can fail, or a copy be late, without a client being refused."""
+    from gateway.config import Settings
+
+    timer = _unit(DEPLOY / "contactgate-crl.timer")["Timer"]
+    assert timer["OnCalendar"] == "daily" and timer["Persistent"] == "true"
+    renewals_before_it_lapses = Settings.__dataclass_fields__["crl_days"].default / 1  # one a day
+    assert renewals_before_it_lapses >= 7
+    service = _unit(DEPLOY / "contactgate-crl.service")["Service"]
+    assert shlex.split(service["ExecStart"])[1:] == ["cert", "crl", "--quiet"]
+    assert service["ReadWritePaths"] == "/var/lib/contactgate"  # it rewrites ca/crl.pem and tls/client-cas.pem there

@@ -6,6 +6,7 @@ group, each holding that group's commands and nothing else.
 - `organisations`: org ...
 - `certificates`: cert ...
 - `trust`: trust ... (the trusted CAs)
+- `proxy`: proxy ... (the certificates of nginx in front of the nodes)
 - `signing_keys`: signing-key ... (the key the gateway signs its answers with)
 - `keys`: keys ... (the data keys that seal values at rest)
 - `roles`: roles ... (what each practitioner role may see)
@@ -27,8 +28,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, certificates, home, keys, officers, organisations, retention, review, roles, serve,
-                         signing_keys, trust)
+from gateway.cli import (audit, certificates, home, keys, officers, organisations, proxy, retention, review, roles,
+                         serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -59,6 +60,7 @@ for _command in (
     organisations.org,
     certificates.cert,
     trust.trust,
+    proxy.proxy,
     signing_keys.signing_key,
     keys.keys_group,
     roles.roles_group,

@@ -200,17 +200,24 @@ def cert_revoke(ctx: Context, fingerprint: str, reason: str) -> None:
 @cert.command("crl")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the CRL (PEM) here too (default: print it).")
+@click.option("--quiet", is_flag=True,
+              help="Do not print the CRL: only say until when it is valid (contactgate-crl.service).")
 @pass_ctx
-def cert_crl(ctx: Context, out: Path | None) -> None:
-    """Renew the gateway CA's CRL (run daily, and on hosts without the CA key copy it over); also GET /crl."""
+def cert_crl(ctx: Context, out: Path | None, quiet: bool) -> None:
+    """Renew the gateway CA's CRL: ca/crl.pem and the client CA bundle tls/client-cas.pem in the home
+    (run daily by deploy/contactgate-crl.timer where the CA key is; copy both to the hosts without
+    it); also GET /crl."""
     from gateway.trust import crl
 
     if not ctx.settings.layout.ca_key.exists():
         fail(f"no CA key at {ctx.settings.layout.ca_key}: renew the CRL where officers issue certificates")
     pem = crl.publish(ctx.settings, ctx.engine)
+    until = f"valid until {crl.next_update(pem):%Y-%m-%d %H:%M}Z"
     if out:
         pki.write_public(out, pem)
-        click.echo(f"wrote {out} (valid until {crl.next_update(pem):%Y-%m-%d %H:%M}Z)")
+        click.echo(f"wrote {out} ({until})")
+    elif quiet:
+        click.echo(f"renewed {ctx.settings.layout.crl} and {ctx.settings.layout.client_ca_bundle} ({until})")
     else:
         click.echo(pem.decode(), nl=False)
 

@@ -34,9 +34,10 @@ def console(ctx: Context, bind: str, workers: int) -> None:
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Request threads per worker [default: $CONTACTGATE_THREADS or 4].")
 @click.option("--behind-proxy", is_flag=True,
-              help="Plain HTTP on --bind (a private address) for nginx in front: nginx does the mutual TLS "
-                   "and forwards the client certificate in Client-Cert (RFC 9440), believed only from "
-                   "$CONTACTGATE_TRUSTED_PROXIES (deploy/nginx).")
+              help="For nginx in front (deploy/nginx): nginx does the clients' mutual TLS and forwards the client "
+                   "certificate in Client-Cert (RFC 9440), over mutual TLS to this node with a proxy certificate "
+                   "registered by two officers (`contactgate proxy`), from $CONTACTGATE_TRUSTED_PROXIES. "
+                   "There is no plain-HTTP hop.")
 @click.option("--metrics-bind", envvar="CONTACTGATE_METRICS_BIND", show_envvar=True, default="none",
               show_default=True,
               help="HOST:PORT for /metrics (Prometheus), /readyz and /healthz, without a client certificate: "
@@ -45,7 +46,8 @@ def console(ctx: Context, bind: str, workers: int) -> None:
                    "two gateways on one host do not contend for one).")
 @pass_ctx
 def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str) -> None:
-    """Run the gateway with mutual TLS (or behind nginx, which does it: --behind-proxy).
+    """Run the gateway with mutual TLS (or behind nginx, which does the clients' and presents its
+    own proxy certificate: --behind-proxy).
 
     Refuses to start (exit 2) if the home, or anything in it, is open to other users."""
     from gateway.server import serve as run_server

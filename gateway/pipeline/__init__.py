@@ -53,11 +53,12 @@ class Answer:
 
 
 def handle(body: ReceivedBody, soap_action: str | None, peer_der: bytes | None, services: Services,
-           source_address: str | None = None, certificate_problem: str | None = None) -> Answer:
+           source_address: str | None = None, certificate_problem: str | None = None,
+           proxy_der: bytes | None = None) -> Answer:
     exchange = Exchange(raw=body.data, size=body.size, soap_action=soap_action, peer_der=peer_der,
                         received_at=services.clock(), request_digest=body.digest,
                         source_address=(source_address or None) and source_address[:64],
-                        certificate_problem=certificate_problem)
+                        certificate_problem=certificate_problem, proxy_der=proxy_der)
     started = time.perf_counter()
     answer = _handle(exchange, services)
     answer.request_id = exchange.request_id

@@ -84,6 +84,7 @@ class Exchange:
     child_ids: list[str] = field(default_factory=list)
     source_address: str | None = None  # the client's address (as the trusted proxy saw it, behind one)
     certificate_problem: str | None = None  # why the certificate offered is not believed (gateway.forwarded)
+    proxy_der: bytes | None = None  # the TLS peer that forwarded peer_der: must be a registered proxy
     request_id: str = field(default_factory=audit.new_request_id)  # sent back as X-Request-Id
     # The rate keys of a message authorised but not yet counted (gateway.pipeline.authorisation).
     uncounted: list[str] | None = None

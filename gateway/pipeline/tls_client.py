@@ -2,7 +2,9 @@
 
 The TLS layer (the front, or nginx in front of it: gateway.forwarded) has already verified the chain
 to a configured CA; here it is verified again, and the certificate must also be registered to an
-organisation and not revoked. The organisation is never taken from the message.
+organisation and not revoked. The organisation is never taken from the message. A certificate
+forwarded by a proxy counts only when the TLS peer that forwarded it holds a registered proxy
+certificate, not revoked (`check_proxy`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from cryptography import x509
 from contactgate_wire.certificates import UNUSABLE_CERTIFICATE
 from contactgate_wire.faults import CertificateRejected
 from gateway.pipeline.context import Exchange, Services
-from gateway.trust import pki, registry
+from gateway.trust import pki, proxies, registry
 from gateway.trust.pki import ChainError
 
 
 def identify_client(exchange: Exchange, services: Services) -> None:
+    if exchange.proxy_der is not None:  # a Client-Cert header, from a TLS peer that must be a proxy
+        check_proxy(exchange, services)
     if exchange.certificate_problem:  # e.g. a Client-Cert header from an address that is not a trusted proxy
         raise CertificateRejected(exchange.certificate_problem)
     if not exchange.peer_der:
@@ -49,6 +53,9 @@ def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: st
     if record is not None and names_the_client:
         exchange.org_code = record.org_code
         exchange.organisation = organisation  # step 6 judges it
+    if record is None and names_the_client and proxies.get(exchange.lookup_connection(services), fingerprint):
+        raise CertificateRejected(f"the proxy certificate {fingerprint} forwarded no Client-Cert header: no client "
+                                  "certificate to check")
     if record is None:
         raise CertificateRejected(f"{what} {fingerprint} is not registered to any organisation",
                                   public_message=f"The {what} is not registered with the gateway.")
@@ -56,3 +63,26 @@ def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: st
         raise CertificateRejected(f"{what} {fingerprint} was revoked: {record.revoked_reason}",
                                   public_message=f"The {what} has been revoked.")
     return record
+
+
+def check_proxy(exchange: Exchange, services: Services) -> None:
+    """The TLS peer that forwarded a Client-Cert header: its certificate must chain to a configured
+    CA (as the handshake checked), be a registered proxy certificate (gateway.trust.proxies) and not
+    be revoked. Anything else speaking as a proxy is refused as forging the header."""
+    fingerprint = pki.fingerprint_der(exchange.proxy_der)
+    try:
+        certificate = x509.load_der_x509_certificate(exchange.proxy_der)
+        services.anchors.verify_client(certificate, at=exchange.received_at)
+    except ChainError as exc:
+        raise CertificateRejected(f"a Client-Cert header came through a TLS peer whose certificate {fingerprint} "
+                                  f"is not accepted: {exc}: refused as forged") from None
+    except UNUSABLE_CERTIFICATE as exc:
+        raise CertificateRejected(f"a Client-Cert header came through a TLS peer whose certificate {fingerprint} "
+                                  f"is unusable: {exc}: refused as forged") from None
+    record = proxies.get(exchange.lookup_connection(services), fingerprint)
+    if record is None:
+        raise CertificateRejected(f"a Client-Cert header came through a TLS peer whose certificate {fingerprint} "
+                                  "is not a registered proxy certificate: refused as forged")
+    if record.revoked_at is not None:
+        raise CertificateRejected(f"a Client-Cert header came through the proxy certificate {fingerprint} "
+                                  f"({record.name}), revoked: {record.revoked_reason}: refused")

@@ -1,9 +1,12 @@
 """The gateway CA's certificate revocation list: made from the registry's revoked certificates that
-the gateway CA issued, signed with the CA key (so only where officers work: `init`, `serve` at
-start, `cert revoke`, `org revoke`, `cert crl`), written to the home, and put in the client CA
-bundle with the CAs: the server's TLS context (gateway.front) loads it and refuses a revoked or
-expired client certificate at the handshake; each worker picks a new bundle up for new connections
-without a restart. The application still refuses revoked certificates itself (gateway.pipeline.tls_client).
+the gateway CA issued (organisations' and proxies'), signed with the CA key (so only where officers
+work: `init`, `serve` at start, `cert revoke`, `org revoke`, `proxy revoke`, `cert crl`, which
+deploy/contactgate-crl.timer runs daily), written to the home, and put in the client CA bundle with
+the CAs (for nginx). The server's TLS context (gateway.server, gateway.front) loads the CAs and CRLs
+themselves (`client_ca_sources`) and refuses a revoked or expired client certificate at the
+handshake; each worker follows a changed file (a CRL copied to a host without the CA key too) for
+new connections without a restart. The application still refuses revoked certificates itself
+(gateway.pipeline.tls_client).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from cryptography import x509
 from sqlalchemy import select
 
 from gateway.config import Settings
-from gateway.db import certificates
+from gateway.db import certificates, proxy_certificates
 from gateway.files import write_private
 from gateway.home import load_ca
 from gateway.trust import pki
@@ -27,10 +30,12 @@ def _aware(value: dt.datetime) -> dt.datetime:
 def make(settings: Settings, conn, ca=None) -> bytes:
     ca_key, ca_cert = ca or load_ca(settings)
     issuer = ca_cert.subject.rfc4514_string()
-    rows = conn.execute(select(certificates.c.serial, certificates.c.revoked_at, certificates.c.issuer)
-                        .where(certificates.c.revoked_at.is_not(None)))
-    revoked = [(int(r.serial, 16), _aware(r.revoked_at))  # stored as hex (pki.describe)
-               for r in rows if r.issuer == issuer]
+    revoked = []
+    for table in (certificates, proxy_certificates):  # organisations' and proxies' certificates
+        rows = conn.execute(select(table.c.serial, table.c.revoked_at, table.c.issuer)
+                            .where(table.c.revoked_at.is_not(None)))
+        revoked += [(int(r.serial, 16), _aware(r.revoked_at))  # stored as hex (pki.describe)
+                    for r in rows if r.issuer == issuer]
     number = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
     return pki.make_crl(ca_key, ca_cert, revoked, settings.crl_days, number)
 
@@ -53,14 +58,20 @@ def renew(settings: Settings, engine, ca=None) -> bytes | None:
     return publish(settings, engine, ca)
 
 
-def write_client_bundle(settings: Settings) -> str:
-    """The CAs a client certificate may chain to, and their CRLs, in one PEM file (replaced whole)."""
+def client_ca_sources(settings: Settings) -> list:
+    """The files the client CA bundle is made of: the CAs a client certificate may chain to (the
+    gateway CA, trust/*.pem), then the CRLs there are (ca/crl.pem, trust/*.crl). The server's TLS
+    context is built from these (gateway.server), so a node follows a CRL copied to it alone."""
     from gateway.app import trust_anchor_files
 
-    parts = [path.read_bytes().rstrip() + b"\n" for path in trust_anchor_files(settings)]
-    for path in [settings.layout.crl, *sorted(settings.layout.trusted_cas_dir.glob("*.crl"))]:
-        if path.exists():
-            parts.append(path.read_bytes().rstrip() + b"\n")
+    crls = [settings.layout.crl, *sorted(settings.layout.trusted_cas_dir.glob("*.crl"))]
+    return [*trust_anchor_files(settings), *(path for path in crls if path.exists())]
+
+
+def write_client_bundle(settings: Settings) -> str:
+    """The CAs a client certificate may chain to, and their CRLs, in one PEM file (replaced whole):
+    for nginx (ssl_client_certificate, ssl_crl) and anything else that wants one file."""
+    parts = [path.read_bytes().rstrip() + b"\n" for path in client_ca_sources(settings)]
     bundle = settings.layout.client_ca_bundle
     temporary = bundle.with_name(bundle.name + ".new")
     write_private(temporary, b"".join(parts))

@@ -74,7 +74,7 @@ def _passphrase_context(nonce: str) -> str:
 
 def register_payload(certificate_pem: bytes, anchors: pki.TrustAnchors) -> dict:
     """The proposal to bind a certificate issued by another trusted CA (its chain checked now)."""
-    certificate = _chained(certificate_pem, anchors)
+    certificate = chained(certificate_pem, anchors)
     info = pki.describe(certificate)
     return {"certificate": pki.cert_pem(certificate).decode(), "fingerprint": info["fingerprint"],
             "subject": info["subject"], "issuer": info["issuer"], "not_after": info["not_after"].isoformat()}
@@ -92,7 +92,7 @@ def made_on_approval(settings: Settings, *, anchors: pki.TrustAnchors | None = N
         if proposal.kind == "cert_register":
             if anchors is None:
                 raise IssueError("no trust anchors to check the certificate against")
-            certificate = _chained(payload["certificate"].encode(), anchors)
+            certificate = chained(payload["certificate"].encode(), anchors)
             made["issued"] = Issued(certificate)
             return certificate
         ca_key, ca_cert = ca or load_ca(settings)
@@ -153,7 +153,8 @@ def _checked_csr(org, csr_pem: bytes) -> x509.CertificateSigningRequest:
     return request
 
 
-def _chained(certificate_pem: bytes, anchors: pki.TrustAnchors) -> x509.Certificate:
+def chained(certificate_pem: bytes, anchors: pki.TrustAnchors) -> x509.Certificate:
+    """The certificate in ``certificate_pem``, checked to chain to ``anchors`` as a client certificate."""
     try:
         certificate = pki.load_cert_pem(certificate_pem)
     except ValueError as exc:

@@ -163,6 +163,21 @@ def issue_org_cert(ca_key, ca_cert, org_code: str, org_name: str, public_key, da
     return cert
 
 
+PROXY_ORGANISATION = "ContactGate proxy"
+
+
+def issue_proxy_cert(ca_key, ca_cert, name: str, public_key, days: int = 397):
+    """A proxy's certificate (nginx on the hop to `serve --behind-proxy` nodes): TLS client
+    authentication only. The subject is set by the gateway (CN = the proxy's name), whatever a CSR
+    asked for; O = "ContactGate proxy" says what it is to anyone who reads it."""
+    return (
+        _leaf_builder(ca_key, ca_cert, _name(name, PROXY_ORGANISATION), public_key, days)
+        .add_extension(_key_usage(key_encipherment=True), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     csr = x509.load_pem_x509_csr(data)
     if not csr.is_signature_valid:
@@ -188,16 +203,17 @@ def key_weakness(public_key) -> str | None:
     return f"a {type(public_key).__name__.replace('PublicKey', '').strip('_') or 'key'} key (RSA or ECDSA are accepted)"
 
 
-def csr_problem(csr: x509.CertificateSigningRequest, org_code: str) -> str | None:
-    """Why a CSR cannot be signed for ``org_code``, or None: its key is weak, or its subject does not
-    name the organisation (its common name must be the code, in any case; another code is refused)."""
+def csr_problem(csr: x509.CertificateSigningRequest, org_code: str, what: str = "the organisation") -> str | None:
+    """Why a CSR cannot be signed for ``org_code`` (or a proxy's name, ``what`` "the proxy"), or
+    None: its key is weak, or its subject does not name it (its common name must be the code, in any
+    case; another code is refused)."""
     weakness = key_weakness(csr.public_key())
     if weakness:
         return f"the CSR has {weakness}"
     names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if len(names) != 1 or str(names[0]).upper() != org_code.upper():
         shown = ", ".join(repr(n) for n in names) or "none"
-        return f"the CSR's subject must name the organisation (CN={org_code}); its common name is {shown}"
+        return f"the CSR's subject must name {what} (CN={org_code}); its common name is {shown}"
     return None
 
 

@@ -48,6 +48,10 @@ TRUST_PROPOSALS = ("trust_add", "trust_remove")
 # the organisation's CSR, or with a key made by the gateway) or registering one from another CA is
 # proposed by one officer and carried out only when a second approves it (`approve_certificate`).
 CERT_PROPOSALS = ("cert_issue", "cert_register")
+# A proxy's certificate (nginx in front of `serve --behind-proxy` nodes) lets its holder speak as
+# every organisation (it vouches for the Client-Cert header): registering one is proposed by a senior
+# officer and approved by a second (gateway.trust.proxies).
+PROXY_PROPOSALS = ("proxy_issue", "proxy_register")
 # Who may do what (a senior officer holds the officer's permissions too).
 ORGANISATION_ROLES = ("officer",)
 TRUST_ROLES = ("senior_officer",)
@@ -89,6 +93,12 @@ class Proposal:
             return f"remove trusted CA {p.get('subject', '')} sha256={p['fingerprint']}".replace("  ", " ")
         if self.kind in CERT_PROPOSALS:
             return _certificate_summary(self.kind, p)
+        if self.kind == "proxy_issue":
+            return (f"issue proxy certificate {safe_text(p['name'])} for the key sha256={p['public_key_sha256']} "
+                    "(from the proxy's CSR): it may speak for every organisation")
+        if self.kind == "proxy_register":
+            return (f"register proxy certificate {safe_text(p['name'])} sha256={p['fingerprint']} issued by "
+                    f"{safe_text(p['issuer'])} until {p['not_after'][:10]}: it may speak for every organisation")
         return json.dumps(p, sort_keys=True)
 
     def as_json(self) -> dict:

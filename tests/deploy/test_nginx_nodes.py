@@ -3,8 +3,10 @@ mutual TLS and forwarding the client certificate (Client-Cert, RFC 9440) to two 
 (`contactgate serve --behind-proxy`) that share PostgreSQL and Redis.
 
 The proxy hop: nginx connects from 127.0.0.2 (``proxy_bind``), the only address in
-CONTACTGATE_TRUSTED_PROXIES; a test that plays an attacker connects from 127.0.0.1 straight to a
-node. Across the nodes: a replay sent to the other node is refused, a retried SubmitUpdates is applied
+CONTACTGATE_TRUSTED_PROXIES, over mutual TLS with a proxy certificate two senior officers registered
+(`contactgate proxy issue` / `approve`). A test that plays an attacker connects straight to a node:
+from another address, or from nginx's address with plain HTTP, an organisation's certificate, a
+proxy certificate nobody registered, or a revoked one. Across the nodes: a replay sent to the other node is refused, a retried SubmitUpdates is applied
 once, rate limits are shared, the audit chain stays whole, and a node stopped mid-push loses nothing
 the client retries.
 """
@@ -28,7 +30,7 @@ from connectors.push import parse_results
 from contactgate_local import nginx
 from contactgate_local.nginx import PROXY_ADDRESS, Cluster
 from contactgate_wire.certificates import load_cert_pem
-from contactgate_wire.soap import SOAP_ACTION_PREFIX, fault_code, parse_untrusted
+from contactgate_wire.soap import SOAP_ACTION_PREFIX, SOAP_PATH, fault_code, parse_untrusted
 from gateway.db import audit_log, source_records
 from tests.support import REDIS_URL, Gateway, child_update, postgres_database, unique, unique_name
 
@@ -128,23 +130,85 @@ def test_a_client_cert_header_sent_through_nginx_never_reaches_a_node(cluster):
     assert row.org_code == "LA" and row.source_address == "127.0.0.1"
 
 
-@pytest.mark.parametrize("forged_from", ["untrusted address", "no header from the proxy", "unreadable header"])
-def test_a_certificate_the_node_cannot_believe_is_refused_audited_and_changes_nothing(cluster, forged_from):
+@pytest.fixture(scope="module")
+def unregistered_proxy(cluster, tmp_path_factory) -> tuple[Path, Path]:
+    """A certificate made as a proxy's (by the gateway CA, for client authentication) that no officer
+    registered: what a local user who got the CA to sign something, or a stolen test key, would hold."""
+    from gateway.trust import pki
+
+    home = cluster.gateway.home
+    ca_key = pki.load_key_pem((home / "ca" / "ca-key.pem").read_bytes())
+    ca_cert = pki.load_cert_pem((home / "ca" / "ca.pem").read_bytes())
+    key = pki.new_ec_key()
+    directory = tmp_path_factory.mktemp("rogue-proxy")
+    pki.write_private(directory / "key.pem", pki.key_pem(key))
+    pki.write_public(directory / "cert.pem",
+                     pki.cert_pem(pki.issue_proxy_cert(ca_key, ca_cert, "rogue", key.public_key())))
+    return directory / "cert.pem", directory / "key.pem"
+
+
+FORGERIES = {  # how: (TLS identity, the Client-Cert header, source address, what the audit entry says)
+    "from an untrusted address": ("proxy", "la", "127.0.0.1", "not a trusted proxy"),
+    "no header from the proxy": ("proxy", None, PROXY_ADDRESS, "forwarded no Client-Cert header: no client certificate"),
+    "an unreadable header": ("proxy", ":not base64!:", PROXY_ADDRESS, "Client-Cert header from the proxy"),
+    "plain HTTP from the proxy's address": (None, "la", PROXY_ADDRESS, "plain HTTP from 127.0.0.2"),
+    "an organisation's certificate": ("la", "health", PROXY_ADDRESS, "is not a registered proxy certificate"),
+    "a proxy certificate nobody registered": ("rogue", "la", PROXY_ADDRESS, "is not a registered proxy certificate"),
+}
+
+
+@pytest.mark.parametrize("forged_from", list(FORGERIES))
+def test_a_certificate_the_node_cannot_believe_is_refused_audited_and_changes_nothing(cluster, forged_from,
+                                                                                       unregistered_proxy):
     la = cluster.client("la")
     srid = f"forged-{unique()}"
     message = la.build_request("SubmitUpdates", ChildUpdate=[child_update(srid, unique_name("Forged"), "Eve",
                                                                           "2015-05-05")])
-    header, source = {"untrusted address": (rfc9440(cluster.gateway.certs["la"]), "127.0.0.1"),
-                      "no header from the proxy": (None, PROXY_ADDRESS),
-                      "unreadable header": (":not base64!:", PROXY_ADDRESS)}[forged_from]
-    status, answer = cluster.post_to_node(0, "SubmitUpdates", message, client_cert=header, source=source)
+    identity, header, source, expected = FORGERIES[forged_from]
+    certs = cluster.gateway.certs
+    identity = {"proxy": "proxy", None: None, "rogue": unregistered_proxy,
+                "la": (certs["la"] / "cert.pem", certs["la"] / "key.pem")}[identity]
+    header = rfc9440(certs[header]) if header in certs else header
+    status, answer = cluster.post_to_node(0, "SubmitUpdates", message, client_cert=header, source=source,
+                                          identity=identity)
     assert status == 500 and fault_code(parse_untrusted(answer)) == "CertificateRejected"
-    assert b"trusted proxy" not in answer and b"127.0.0" not in answer  # the reason stays in the audit
+    for internal in (b"trusted proxy", b"127.0.0", b"proxy certificate", b"plain HTTP"):
+        assert internal not in answer  # the reason stays in the audit
     assert stored(cluster, srid) == 0
     refused = audit_rows(cluster, audit_log.c.outcome == "refused", audit_log.c.fault_code == "CertificateRejected")
-    expected = {"untrusted address": "not a trusted proxy", "no header from the proxy": "no client certificate",
-                "unreadable header": "Client-Cert header from the proxy"}[forged_from]
     assert any(expected in (r.detail or "") for r in refused), [r.detail for r in refused]
+
+
+def test_a_revoked_proxy_certificate_is_refused_on_a_connection_it_already_holds(cluster, tmp_path):
+    """Revoking needs one officer and reaches every node at once (the registry), also on a keep-alive
+    connection opened before (the handshake, with the renewed CRL, refuses only new ones)."""
+    from contactgate_local.nginx import register_proxy
+    from gateway.trust import pki
+
+    identity = register_proxy(cluster.gateway, tmp_path, "nginx-revoked")
+    la = cluster.client("la")
+    held = cluster.node_connection(0, identity=identity)
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": f'"{SOAP_ACTION_PREFIX}Ping"',
+               "Client-Cert": rfc9440(cluster.gateway.certs["la"])}
+
+    def ping(user: str) -> tuple[int, bytes]:
+        held.request("POST", SOAP_PATH, headers=headers,
+                     body=la.build_request("Ping", Requester={"UserId": user, "Role": "onboarding"}))
+        response = held.getresponse()
+        return response.status, response.read()
+
+    try:
+        assert ping("before.revoke")[0] == 200
+        fingerprint = pki.fingerprint(pki.load_cert_pem(identity[0].read_bytes()))
+        cluster.gateway.cli("proxy", "revoke", fingerprint, "--reason", "the nginx host was rebuilt")
+        status, answer = ping("after.revoke")
+    finally:
+        held.close()
+    assert status == 500 and fault_code(parse_untrusted(answer)) == "CertificateRejected"
+    [row] = audit_rows(cluster, audit_log.c.operation == "proxy.revoke", audit_log.c.detail.contains(fingerprint))
+    assert row.user_id == "officer-a"
+    refused = audit_rows(cluster, audit_log.c.outcome == "refused", audit_log.c.detail.contains(fingerprint))
+    assert any("revoked" in r.detail for r in refused), [r.detail for r in refused]
 
 
 def _signed(cluster: Cluster, name: str, operation: str, **kwargs) -> bytes:
@@ -157,13 +221,12 @@ def test_the_per_address_connection_cap_spares_the_proxy_every_client_comes_thro
     def open_connections(source: str, n: int) -> list[str]:
         results, conns = [], []
         for _ in range(n):
-            conn = http.client.HTTPConnection("127.0.0.1", cluster.node_ports[0], timeout=10,
-                                              source_address=(source, 0))
+            conn = cluster.node_connection(0, source=source, timeout=10)
             conns.append(conn)
             try:
                 conn.request("GET", "/healthz")
                 results.append(str(conn.getresponse().read(), "ascii"))  # kept alive, held open
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException):  # ssl.SSLError too
                 results.append("closed")
         for conn in conns:
             conn.close()
@@ -252,3 +315,20 @@ def test_a_node_stopped_mid_push_loses_nothing_the_client_retries(cluster):
     assert stored(cluster, *[f"kill-{tag}-{n}" for n in range(30)]) == 30
     assert cluster.gateway.cli("audit", "verify", expect_ok=False).exit_code == 0
 
+
+
+def test_a_local_process_on_the_proxy_address_without_the_proxy_certificate_is_refused(cluster):
+    """Anyone who can bind nginx's address on a node's host once spoke as nginx (plain HTTP, trusted
+    by address): now the node believes Client-Cert only from a TLS peer holding a registered proxy
+    certificate, and answers plain HTTP on its port as refused, audited."""
+    la = cluster.client("la")
+    message = la.build_request("Ping", Requester={"UserId": "local.user", "Role": "onboarding"})
+    status, answer = cluster.post_to_node(0, "Ping", message, client_cert=rfc9440(cluster.gateway.certs["la"]),
+                                          source=PROXY_ADDRESS, identity=None)
+    assert status == 500 and fault_code(parse_untrusted(answer)) == "CertificateRejected"
+    conn = cluster.node_connection(0, identity=None)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 400  # nothing else is served over plain HTTP either
+    finally:
+        conn.close()

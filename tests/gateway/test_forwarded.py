@@ -1,6 +1,8 @@
-"""The Client-Cert header (RFC 9440) is believed only from a trusted proxy: on the direct mutual-TLS
-path it is refused as forged, whoever sends it; and its value must be exactly an RFC 9440 byte
-sequence. (The path through nginx is tests/deploy/test_nginx_nodes.py.)"""
+"""The Client-Cert header (RFC 9440) is believed only on the proxy hop of `serve --behind-proxy`,
+from a trusted address and a TLS peer (whose certificate the pipeline then checks is a registered
+proxy's): on the direct mutual-TLS path it is refused as forged, whoever sends it; and its value must
+be exactly an RFC 9440 byte sequence. (The path through nginx, and the proxy certificate's checks,
+are tests/deploy/test_nginx_nodes.py.)"""
 
 from __future__ import annotations
 
@@ -50,15 +52,24 @@ def test_an_rfc9440_byte_sequence_gives_its_bytes():
     assert forwarded.parse_client_cert(" :YWJjZA==: ") == b"abcd"
 
 
-def test_the_header_counts_only_from_a_trusted_address():
+def test_the_header_counts_only_on_the_proxy_hop_from_a_trusted_address_and_a_tls_peer():
     trusted = (ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("::1"))
-    header = {"HTTP_CLIENT_CERT": ":YWJjZA==:", "HTTP_X_FORWARDED_FOR": "198.51.100.7, 203.0.113.5"}
-    believed = forwarded.caller({"REMOTE_ADDR": "10.0.0.9", **header}, None, trusted)
-    assert believed == forwarded.Caller(b"abcd", None, "203.0.113.5")  # the proxy's own entry: the last
+    header = {"HTTP_CLIENT_CERT": ":YWJjZA==:", "HTTP_X_FORWARDED_FOR": "198.51.100.7, 203.0.113.5",
+              forwarded.PROXY_HOP: True}
+    believed = forwarded.caller({"REMOTE_ADDR": "10.0.0.9", **header}, b"proxy", trusted)
+    # the proxy's own entry of X-Forwarded-For (the last); the TLS peer, for the pipeline to check
+    assert believed == forwarded.Caller(b"abcd", None, "203.0.113.5", proxy_der=b"proxy")
     for remote in ("10.0.1.9", "127.0.0.1", "not-an-address", None):
-        refused = forwarded.caller({"REMOTE_ADDR": remote, **header}, None, trusted)
+        refused = forwarded.caller({"REMOTE_ADDR": remote, **header}, b"proxy", trusted)
         assert refused.certificate_der is None and "not a trusted proxy" in refused.problem
-    assert forwarded.caller({"REMOTE_ADDR": "10.0.0.9", **header}, None, ()).certificate_der is None
+    assert forwarded.caller({"REMOTE_ADDR": "10.0.0.9", **header}, b"proxy", ()).certificate_der is None
+    no_tls = forwarded.caller({"REMOTE_ADDR": "10.0.0.9", **header}, None, trusted)
+    assert no_tls.certificate_der is None and "without a TLS client certificate" in no_tls.problem
+    plain = forwarded.caller({"REMOTE_ADDR": "10.0.0.9", forwarded.PLAIN_HTTP: True, **header}, None, trusted)
+    assert plain.certificate_der is None and "plain HTTP" in plain.problem
+    not_the_hop = {k: v for k, v in header.items() if k != forwarded.PROXY_HOP}
+    direct_forgery = forwarded.caller({"REMOTE_ADDR": "10.0.0.9", **not_the_hop}, b"tls", trusted)
+    assert direct_forgery.certificate_der is None and "its own client certificate" in direct_forgery.problem
     direct = forwarded.caller({"REMOTE_ADDR": "10.0.0.9"}, b"tls", trusted)
     assert direct == forwarded.Caller(b"tls", None, "10.0.0.9")
 

@@ -78,3 +78,51 @@ def test_cert_crl_writes_the_crl_for_hosts_without_the_ca_key(gateway, tmp_path)
     crl = x509.load_pem_x509_crl(out.read_bytes())
     revoked = pki.load_cert_pem((gateway.certs["la_revoked"] / "cert.pem").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(revoked.serial_number) is not None
+
+
+def test_a_node_without_the_ca_key_refuses_a_certificate_revoked_after_it_started_once_the_crl_is_copied(
+        gateway, tmp_path):
+    """A serving host holds no CA key: the CRL is renewed where the key is (contactgate-crl.timer)
+    and copied over (ca/crl.pem, as rsync puts it: whole, by rename). The running node refuses the
+    revoked certificate at the handshake within seconds, without a restart; until the copy arrives
+    the application refuses it (the registry), while the handshake still passes."""
+    from gateway.trust import crl
+
+    name = f"la_node_{gateway.backend}"
+    directory = gateway.issue_cert("LA", name)
+    _handshake(gateway, directory)
+    ca_key_file = gateway.home / "ca" / "ca-key.pem"
+    ca_host_key = tmp_path / "ca-key.pem"
+    ca_key_file.rename(ca_host_key)  # the CA key is on the officers' host only
+    try:
+        fingerprint = pki.fingerprint(pki.load_cert_pem((directory / "cert.pem").read_bytes()))
+        gateway.cli("cert", "revoke", fingerprint, "--reason", "key compromised")  # no CA key here: no new CRL
+        with pytest.raises(GatewayFault) as refused:
+            gateway.client(name).ping(**WHO)
+        assert refused.value.code == "CertificateRejected"
+        time.sleep(1.5)
+        _handshake(gateway, directory)  # the node's CRL is still the one it had
+
+        with gateway.engine.connect() as conn:  # the CA host renews the CRL (`contactgate cert crl`) ...
+            renewed = crl.make(gateway_settings(gateway), conn, ca=(
+                pki.load_key_pem(ca_host_key.read_bytes()), pki.load_cert_pem((gateway.home / "ca" / "ca.pem").read_bytes())))
+    finally:
+        ca_host_key.rename(ca_key_file)
+    copied = gateway.home / "ca" / ".crl.pem.rsync-tmp"  # ... and copies it over, as rsync does
+    pki.write_private(copied, renewed)
+    copied.replace(gateway.home / "ca" / "crl.pem")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            _handshake(gateway, directory)
+        except (ssl.SSLError, ConnectionError):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the node still accepts the revoked certificate at the handshake")
+
+
+def gateway_settings(gateway):
+    from gateway.config import Settings
+
+    return Settings.from_env({"CONTACTGATE_HOME": str(gateway.home), "CONTACTGATE_DATABASE_URL": gateway.database_url})
