@@ -719,17 +719,25 @@ def decide_trust_change(conn: Connection, trail: AuditTrail, proposal_id: int, a
     proposal = _proposal_for_decision(conn, proposal_id, None)
     if proposal.kind not in TRUST_PROPOSALS:
         raise RegistryError(f"proposal {proposal.id} is not a trust change (see `org show {proposal.org_code}`)")
+    return _approve_or_decline(conn, trail, proposal, actor, "trust", approve=approve, reason=reason, apply=apply)
+
+
+def _approve_or_decline(conn: Connection, trail: AuditTrail, proposal: Proposal, actor: Officer, operation: str, *,
+                        approve: bool, reason: str | None, apply=None) -> Proposal:
+    """Decide a proposal that belongs to no organisation (a trust change, a linkage model): approved
+    by a second officer after ``apply(proposal)`` (which may refuse), or declined with a reason;
+    audited as ``<operation>.approve`` / ``.decline``."""
     if approve:
         _second_officer(proposal, actor)
         if apply is not None:
             apply(proposal)
         _decide(conn, proposal, actor, "approved", None)
-        _record(conn, trail, "trust.approve", actor, None,
+        _record(conn, trail, f"{operation}.approve", actor, None,
                 f"approved proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {proposal.summary()}")
     else:
         reason = _text(reason, "the reason")
         _decide(conn, proposal, actor, "declined", reason)
-        _record(conn, trail, "trust.decline", actor, None,
+        _record(conn, trail, f"{operation}.decline", actor, None,
                 f"declined proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {reason}")
     return get_proposal(conn, proposal.id)
 
@@ -761,16 +769,5 @@ def decide_linkage_model(conn: Connection, trail: AuditTrail, proposal_id: int, 
     proposal = _proposal_for_decision(conn, proposal_id, None)
     if proposal.kind not in LINKAGE_PROPOSALS:
         raise RegistryError(f"proposal {proposal.id} ({proposal.kind}) is not a linkage model")
-    if approve:
-        _second_officer(proposal, actor)
-        if check is not None:
-            check(conn, proposal)
-        _decide(conn, proposal, actor, "approved", None)
-        _record(conn, trail, "linkage.approve", actor, None,
-                f"approved proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}")
-    else:
-        reason = _text(reason, "the reason")
-        _decide(conn, proposal, actor, "declined", reason)
-        _record(conn, trail, "linkage.decline", actor, None,
-                f"declined proposal {proposal.id} ({proposal.summary()}) by {proposal.proposed_by}: {reason}")
-    return get_proposal(conn, proposal.id)
+    return _approve_or_decline(conn, trail, proposal, actor, "linkage", approve=approve, reason=reason,
+                               apply=(lambda p: check(conn, p)) if check is not None else None)
