@@ -13,15 +13,16 @@ import csv
 import datetime as dt
 import json
 import os
+import time
 
 import pytest
 from sqlalchemy import select
 
 from contactgate_local import proposal_id
-from gateway.db import audit_log, make_engine, proposals
+from gateway.db import audit_log, proposals
 from gateway.index.linkage import versions
 from gateway.home import sqlite_database_path
-from tests.support import in_clear, postgres_database, sqlite_database
+from tests.support import in_clear, in_process_gateway
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -30,23 +31,22 @@ TODAY = dt.date(2026, 12, 1)
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def trained(request, tmp_path_factory):
-    """A home whose index holds two organisations' records of 150 children, and a model trained from it
-    (with a truth file of those records, outside the home)."""
+    """A home whose index holds two organisations' records of 150 children, pushed as signed
+    SubmitUpdates through the gateway's pipeline in this process, and a model trained from it (with
+    a truth file of those records, outside the home)."""
     from bench import population
-    from contactgate_local import LocalGateway
-    from gateway.index import store
+    from bench.linkage import wire_update
 
     tmp = tmp_path_factory.mktemp(f"linkage-{request.param}")
-    with (postgres_database() if request.param == "postgresql" else sqlite_database()) as url:
-        gw = LocalGateway(home=tmp / "home", database_url=url)
-        gw.cli("init")
+    orgs = {"LA": ("local_authority", ["push"]), "HEALTH": ("health", ["push"])}
+    with in_process_gateway(request.param, tmp / "home", orgs=orgs) as pipeline:
+        gw = pipeline.local
         people = population.generate(150, 23, "default", today=TODAY)
         per_org = population.views(people, 2, 23, today=TODAY)
-        engine = make_engine(url, keys=gw.home / "keys" / "data-keys.json")
-        now = dt.datetime.now(dt.timezone.utc)
         for org, records in per_org.items():
-            with engine.begin() as conn:
-                store.apply_updates(conn, org, [r.update for r in records], now)
+            for start in range(0, len(records), 250):
+                batch = [wire_update(r.update) for r in records[start:start + 250]]
+                assert pipeline.send(org.lower(), "SubmitUpdates", ChildUpdate=batch).status == 200
         truth = tmp / "truth.csv"
         with open(truth, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
@@ -56,10 +56,13 @@ def trained(request, tmp_path_factory):
         result = gw.cli("linkage", "train", "--version", "trained.1", "--random-pairs", "20000", "--truth",
                         str(truth), officer="senior-s")
         gw.train_output = result.output
-        gw.engine = engine
+        gw.engine = pipeline.services.engine
+        gw.pipeline = pipeline
         gw.records = [r for records in per_org.values() for r in records]
-        yield gw
-        engine.dispose()
+        try:
+            yield gw
+        finally:
+            versions.IN_USE.configure(None)
 
 
 def _run(gw, *args, officer="senior-s", ok=True):
@@ -172,7 +175,7 @@ def test_use_then_approval_by_a_second_senior_officer_puts_the_model_in_use_both
         with gw.engine.connect() as conn:
             assert store.scoring_model(conn).version == version  # what the gateway links with now
     finally:
-        versions.IN_USE.configure(None)
+        versions.IN_USE.configure(gw.home)
 
 
 def test_a_declined_model_is_not_put_in_use_and_the_decline_is_audited(trained):
@@ -233,6 +236,7 @@ def test_a_malformed_or_out_of_range_model_is_refused_with_a_specific_error_chan
 
 def test_a_model_changed_or_removed_after_approval_stops_the_gateway_at_start_and_at_reload(trained):
     gw = trained
+    from gateway.app import check_linkage_model
     from gateway.config import Settings
     from gateway.index import store
 
@@ -240,40 +244,47 @@ def test_a_model_changed_or_removed_after_approval_stops_the_gateway_at_start_an
     _put_in_use(gw, version)
     path = versions.path_of(gw.home, version)
     good = path.read_bytes()
+    doc = json.loads(good)
+    doc["fields"]["dob"]["exact"]["m"], doc["fields"]["dob"]["disagree"]["m"] = (
+        doc["fields"]["dob"]["disagree"]["m"], doc["fields"]["dob"]["exact"]["m"])  # in range, still sums to 1
+    changed = json.dumps(doc).encode()
     settings = Settings.from_env(env={}, home=str(gw.home), database_url=gw.database_url)
-    versions.IN_USE.configure(gw.home)
+    record = [{"SourceRecordId": "tamper-1", "Identity": {"FamilyName": "Quillfeather", "GivenName": ["Ada"],
+                                                        "DateOfBirth": "2016-03-04", "Gender": "female"}}]
     try:
+        versions.IN_USE.configure(gw.home)
         with gw.engine.connect() as conn:
-            assert versions.IN_USE.model(conn, at=0.0).version == version
-        doc = json.loads(good)
-        doc["fields"]["dob"]["exact"]["m"], doc["fields"]["dob"]["disagree"]["m"] = (
-            doc["fields"]["dob"]["disagree"]["m"], doc["fields"]["dob"]["exact"]["m"])  # in range, still sums to 1
-        path.write_bytes(json.dumps(doc).encode())
+            assert versions.IN_USE.model(conn).version == version
+        path.write_bytes(changed)
         os.chmod(path, 0o600)
+        # At start: `serve` refuses (exit 3), and so does building a worker's services.
         result = gw.cli("serve", expect_ok=False)
         assert result.exit_code == 3 and "not the approved" in result.output, result.output
-        from gateway.app import check_linkage_model
-
         with pytest.raises(versions.ModelUnavailable):
             check_linkage_model(settings, gw.engine)
-        # A running process meets it at its next reload, and links nothing.
+        # At a reload: the running process links nothing, and says only Unavailable.
         versions.IN_USE.configure(gw.home)
         path.write_bytes(good)
         with gw.engine.connect() as conn:
             assert versions.IN_USE.model(conn, at=0.0).version == version
-            path.write_bytes(json.dumps(doc).encode())
+            path.write_bytes(changed)
+            later = time.monotonic() + versions.RECHECK_S
             with pytest.raises(versions.ModelUnavailable, match="not the approved"):
-                versions.IN_USE.model(conn, at=versions.RECHECK_S + 1)
+                versions.IN_USE.model(conn, at=later)
             with pytest.raises(versions.ModelUnavailable):
-                store.scoring_model(conn, at=versions.RECHECK_S + 2)
-            path.unlink()
+                store.scoring_model(conn, at=later)
+        answer = gw.pipeline.send("la", "SubmitUpdates", ChildUpdate=record)
+        assert answer.status == 503 and answer.fault_code == "Unavailable"
+        assert b"tampered" not in answer.body and b"linkage" not in answer.body  # nothing of why
+        path.unlink()
+        with gw.engine.connect() as conn:
             with pytest.raises(versions.ModelUnavailable, match="no model file"):
-                versions.IN_USE.model(conn, at=2 * versions.RECHECK_S + 3)
+                versions.IN_USE.model(conn, at=later + versions.RECHECK_S)
         result = gw.cli("serve", expect_ok=False)
         assert result.exit_code == 3 and "no model file" in result.output, result.output
     finally:
         path.write_bytes(good)
         os.chmod(path, 0o600)
-        versions.IN_USE.configure(None)
+        versions.IN_USE.configure(gw.home)
     _put_in_use(gw, versions.shipped_version())  # back to the shipped model (it can be proposed too)
     assert _in_use(gw) == versions.shipped_version()
