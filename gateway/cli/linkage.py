@@ -363,7 +363,12 @@ def linkage_list(ctx: Context, as_json: bool) -> None:
             versions.check(versions.parse(data))
             problem = "ok"
         except versions.ModelError as exc:
-            data, problem = path.read_bytes()[: versions.MAX_MODEL_BYTES], f"refused: {exc}"
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read(versions.MAX_MODEL_BYTES + 1)
+            except OSError:
+                data = b""
+            problem = f"refused: {exc}"
         digest = versions.sha256(data)
         rows.append({"version": version, "file": str(path), "sha256": digest, "check": problem,
                      "trained_by": (trained.get(digest) or {}).get("by"),

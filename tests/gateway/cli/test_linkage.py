@@ -288,3 +288,14 @@ def test_a_model_changed_or_removed_after_approval_stops_the_gateway_at_start_an
         versions.IN_USE.configure(gw.home)
     _put_in_use(gw, versions.shipped_version())  # back to the shipped model (it can be proposed too)
     assert _in_use(gw) == versions.shipped_version()
+
+
+def test_a_data_key_a_models_name_table_is_sealed_under_is_not_retired(trained):
+    gw = trained
+    from gateway.security import vault
+
+    old = vault.read_keyring(gw.home / "keys" / "data-keys.json").active
+    _run(gw, "keys", "rotate")
+    out = _run(gw, "keys", "retire", old, ok=False).output
+    assert "trained.1" in out and "linkage model" in out
+    assert old in vault.read_keyring(gw.home / "keys" / "data-keys.json").data_keys
