@@ -32,6 +32,7 @@ import weakref
 from importlib import resources
 from pathlib import Path
 
+from gateway.index import linkage_home
 from gateway.index.linkage.scoring import FIELDS, Model
 
 #: The proposal kind that puts a model in use (gateway.trust.registry).
@@ -344,23 +345,28 @@ class _State:
 
 
 class InUse:
-    """The process's model in use (see the module's docstring), per database engine. Thread-safe."""
+    """The process's model in use (see the module's docstring), per database engine, read from the
+    home `gateway.index.linkage_home` names. Thread-safe."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.home: Path | None = None
+        self._generation = -1
         self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def home(self) -> Path | None:
+        return linkage_home.home()
 
     def configure(self, home: Path | None) -> None:
         """The home whose model files this process reads (the gateway's). Without one, a process uses
         the shipped model, and fails closed if the database names another."""
-        with self._lock:
-            self.home = Path(home) if home is not None else None
-            self._states = weakref.WeakKeyDictionary()
+        linkage_home.configure(home)
 
     def model(self, conn, at: float | None = None) -> Model:
         now = time.monotonic() if at is None else at
         with self._lock:
+            if self._generation != linkage_home.generation():
+                self._generation, self._states = linkage_home.generation(), weakref.WeakKeyDictionary()
             state = self._states.get(conn.engine)
             if state is None:
                 state = self._states[conn.engine] = _State()
