@@ -8,6 +8,7 @@ organisations through the real gateway, and how well their records ended up on t
     python bench/linkage.py --direct                        # NOT the real path: see below
     python bench/linkage.py --truth extract.csv             # any labelled extract (bench/truth.py)
     python bench/linkage.py --febrl febrl3 --orgs 3         # a public benchmark, mapped (bench/truth.py)
+    python bench/linkage.py --model model-X.json            # score a given linkage model (e.g. linkage train's)
 
 The real path (default). A temporary home is set up with the real CLI (`contactgate init`, one
 organisation per source: LA (local authority), HEALTH, SCHOOL (education), each accredited to push,
@@ -29,6 +30,11 @@ What it prints, from the ChildId each record was answered with:
 - time per record (wall) and per SubmitUpdates message, and counts per outcome per organisation;
 - recall per corruption (of the true pairs a corruption touched, the share linked), to show where
   the matcher loses.
+
+--model FILE scores that model instead of the shipped one: on the real path it is copied into the
+home's linkage/ directory and put in use as an operator would (`contactgate linkage use` by one
+senior officer, `linkage approve` by a second) before the gateway starts; with --direct it is put in
+use in the scratch database and read from a scratch home. The report names the model's version.
 
 --direct calls gateway.index.store.apply_updates in this process on a SQLite file (one transaction
 per batch), with no TLS, signatures, schema or audit: quick iteration for the engine's author. Its
@@ -145,6 +151,8 @@ def push_through_gateway(per_org: dict[str, list[population.SourceRecord]], args
         t0 = time.perf_counter()
         _log(args, f"setting up a gateway home in {home} ...")
         gateway.cli("init")
+        if args.model:
+            _install_model(gateway, args.model, args.model_keys)
         for org in per_org:
             gateway.add_org(org.lower(), kinds[org], ["push"])
             run.org_codes[org] = f"{org}-{gateway.run_id}"
@@ -196,6 +204,8 @@ def push_direct(per_org: dict[str, list[population.SourceRecord]], args) -> Push
         t0 = time.perf_counter()
         migrate(url)
         engine = make_engine(url)
+        if args.model:
+            _install_model_direct(engine, home, args.model, args.model_keys)
         run.setup_seconds = time.perf_counter() - t0
         wall0 = time.perf_counter()
         for org, records in per_org.items():
@@ -221,7 +231,64 @@ def push_direct(per_org: dict[str, list[population.SourceRecord]], args) -> Push
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _read_review_queue(url: str, org_codes: dict[str, str], keys=None) -> list[tuple[str, str, str]] | None:
+def _model_document(path: str, keys: str | None = None) -> tuple[str, bytes]:
+    """(version, bytes) of a model file, checked as the gateway checks one. A model from `contactgate
+    linkage train` holds its name table sealed under that gateway's data keys: ``keys`` (its
+    keys/data-keys.json) opens it, and the bytes returned hold it open (for the bench's throwaway
+    home only)."""
+    from gateway.index.linkage import versions
+    from gateway.security import vault
+
+    data = Path(path).read_bytes()
+    doc = versions.parse(data)
+    versions.check(doc)
+    if "sealed" in (doc.get("term_frequencies") or {}):
+        if not keys:
+            raise SystemExit(f"{path}: its name table is sealed under the data keys of the gateway that trained "
+                             f"it: pass that gateway's keys/data-keys.json with --model-keys")
+        doc = versions.opened(doc, vault.load(Path(keys)))
+        data = json.dumps(doc, indent=1).encode("utf-8")
+    versions.model_from(data, vault.current(), doc["version"])
+    return doc["version"], data
+
+
+def _model_label(args) -> str:
+    from gateway.index.linkage import versions
+
+    if not args.model:
+        return f"{versions.shipped_version()} (shipped)"
+    return f"{_model_document(args.model, args.model_keys)[0]} ({args.model})"
+
+
+def _install_model(gateway, path: str, keys: str | None) -> None:
+    """Put the model in use on the home as officers would: in linkage/, proposed and approved."""
+    from contactgate_local import proposal_id
+    from gateway import files
+    from gateway.index.linkage import versions
+
+    version, data = _model_document(path, keys)
+    files.write_private(versions.path_of(gateway.home, version), data)
+    proposed = gateway.cli("linkage", "use", version, officer="senior-s")
+    gateway.cli("linkage", "approve", "--proposal", proposal_id(proposed.output), officer="senior-t")
+
+
+def _install_model_direct(engine, home: Path, path: str, keys: str | None) -> None:
+    """--direct: the model in the scratch home, an approved proposal in the scratch database."""
+    from gateway import files
+    from gateway.db import proposals
+    from gateway.index.linkage import versions
+
+    version, data = _model_document(path, keys)
+    files.write_private(versions.path_of(home, version), data)
+    now = dt.datetime.now(dt.timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(proposals.insert().values(
+            kind=versions.PROPOSAL_KIND, payload=json.dumps({"version": version, "sha256": versions.sha256(data)}),
+            status="approved", proposed_by="bench", proposed_at=now, decided_by="bench", decided_at=now))
+    versions.IN_USE.configure(home)
+
+
+def _read_review_queue(url: str, org_codes: dict[str, str], keys=None) -> list[tuple[str, str, str, str]] | None:
     """The pairs the gateway held for review, read from its database after the run (None when the
     table is not there in this shape). Source record ids are stored blinded: each is read back as
     sent, with the gateway's keys (``keys``: its home's keyring; else this process's)."""
@@ -249,7 +316,7 @@ def _read_review_queue(url: str, org_codes: dict[str, str], keys=None) -> list[t
 def _mark_held_for_review(run: PushRun) -> None:
     """A record held for review is answered as a new child (or an update): counted as `review`
     here, from the queue."""
-    held = {(org, srid) for org, srid, _ in run.review_pairs or ()}
+    held = {(org, srid) for org, srid, *_ in run.review_pairs or ()}
     for answer in run.answers:
         if (answer.org, answer.source_record_id) in held and answer.outcome in ("created", "updated"):
             answer.outcome = "review"
@@ -421,6 +488,7 @@ def print_report(result: dict, settings: dict) -> None:
     print(f"population   {settings['people']} children, seed {settings['seed']}, mix {settings['mix']}, "
           f"{settings['orgs']} organisations ({', '.join(settings['org_names'])}), overlap {settings['overlap']}, "
           f"{settings['population']['twin_pairs']} twin pairs, {settings['population']['families']} families")
+    print(f"model        {settings.get('model', '-')}")
     print(f"records      {result['records']} pushed ({', '.join(f'{o} {n}' for o, n in settings['records_per_org'].items())})"
           f"; {result['true_pairs']} true cross-organisation pairs")
     print()
@@ -491,6 +559,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "the others are dealt to --orgs organisations")
     parser.add_argument("--write-truth", metavar="FILE.csv", default=None,
                         help="with --febrl: also write the mapped extract (a truth CSV) here")
+    parser.add_argument("--model", metavar="FILE", default=None,
+                        help="score this linkage model (a model-<version>.json) instead of the shipped one")
+    parser.add_argument("--model-keys", metavar="DATA-KEYS.json", default=None,
+                        help="the data keys of the gateway that trained --model (its name table is sealed)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     parser.add_argument("--keep-home", action="store_true", help="keep the temporary home / database")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -555,6 +627,7 @@ def _main_truth(args, today: dt.date) -> int:
     settings = {"people": len(people), "seed": "-", "mix": f"labelled extract {name}", "orgs": len(per_org),
                 "org_names": list(per_org), "overlap": "-", "batch": args.batch, "today": today.isoformat(),
                 "database": "PostgreSQL" if (args.database_url or "").startswith("postgresql") else "SQLite",
+                "model": _model_label(args),
                 "generated_s": generated_s, "skipped_unsendable": skipped,
                 "population": {"twin_pairs": result["twin_pairs"], "families": len({p.family_id for p in people.values()})},
                 "records_per_org": {org: len(recs) for org, recs in per_org.items()}}
@@ -599,7 +672,8 @@ def _main(args) -> int:
     result = evaluate(people, run)
     settings = {"people": args.people, "seed": args.seed, "mix": args.mix, "orgs": args.orgs,
                 "org_names": list(per_org), "overlap": args.overlap, "batch": args.batch,
-                "today": today.isoformat(), "database": "PostgreSQL" if (args.database_url or "").startswith(
+                "today": today.isoformat(), "model": _model_label(args),
+                "database": "PostgreSQL" if (args.database_url or "").startswith(
                     "postgresql") else "SQLite", "generated_s": generated_s,
                 "population": population.summary(people),
                 "records_per_org": {org: len(records) for org, records in per_org.items()}}

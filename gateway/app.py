@@ -53,10 +53,21 @@ class FollowingAnchors:
         return getattr(self._anchors, name)
 
 
+def check_linkage_model(settings: Settings, engine) -> None:
+    """This process reads its linkage models from the home, and the model in use loads and is the
+    approved one (gateway.index.linkage.versions); raises ModelUnavailable if not."""
+    from gateway.index.linkage import versions
+
+    versions.IN_USE.configure(settings.layout.root)
+    with engine.connect() as conn:
+        versions.IN_USE.model(conn)
+
+
 def build_services(settings: Settings) -> Services:
     layout = settings.layout
     vault.for_home(layout.data_keys)  # read once, now: a gateway without its data keys does not start
     engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s, keys=layout.data_keys)
+    check_linkage_model(settings, engine)  # missing, changed or out of range: the gateway does not start
     return Services(
         settings=settings,
         engine=engine,

@@ -13,6 +13,7 @@ group, each holding that group's commands and nothing else.
 - `serve`: serve, console
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
 - `review`: review ... (the data-quality review queue)
+- `linkage`: linkage ... (train a linkage model from the index; put one in use, four-eyes)
 - `retention`: retention ...
 
 What they share (exit codes, the preflight, the invocation's `Context`, the command classes) is in
@@ -28,8 +29,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, certificates, home, keys, officers, organisations, proxy, retention, review, roles,
-                         serve, signing_keys, trust)
+from gateway.cli import (audit, certificates, home, keys, linkage, officers, organisations, proxy, retention, review,
+                         roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -67,6 +68,7 @@ for _command in (
     serve.serve, serve.console,
     audit.audit_group,
     review.review,
+    linkage.linkage,
     retention.retention_group,
 ):
     main.add_command(_command)

@@ -133,6 +133,9 @@ class Context:
 
     @cached_property
     def engine(self):
+        from gateway.index import linkage_home
+
+        linkage_home.configure(self.settings.layout.root)  # review commands score with the model in use
         return make_engine(self.settings.database_url, keys=self.settings.layout.data_keys)
 
     @property

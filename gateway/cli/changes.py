@@ -47,12 +47,14 @@ def show_org(o: registry.Organisation, today: dt.date | None = None) -> None:
 
 def show_proposal(p: registry.Proposal) -> None:
     proxy = p.kind in registry.PROXY_PROPOSALS
-    what = p.org_code or ("the proxies" if proxy else "the trust list")
-    click.echo(f"proposal {p.id} ({p.kind}) for {what} by {p.proposed_by}: {p.status}")
+    linkage = p.kind in registry.LINKAGE_PROPOSALS
+    subject = p.org_code or ("the proxies" if proxy else "the linkage model" if linkage else "the trust list")
+    click.echo(f"proposal {p.id} ({p.kind}) for {subject} by {p.proposed_by}: {p.status}")
     click.echo(f"  {p.summary()}")
     if p.status == "pending":
         target = (f"cert approve {p.org_code}" if p.kind in registry.CERT_PROPOSALS else
-                  "proxy approve" if proxy else f"org approve {p.org_code}" if p.org_code else "trust approve")
+                  "proxy approve" if proxy else f"org approve {p.org_code}" if p.org_code else
+                  "linkage approve" if linkage else "trust approve")
         click.echo(f"  a second officer approves it with: contactgate {target} --proposal {p.id}")
 
 

@@ -98,6 +98,21 @@ def keys_rotate(ctx: Context, resume: bool) -> None:
         click.echo("no value uses an older key: `keys retire KEY` removes one")
 
 
+def _models_sealed_under(ctx: Context, key_id: str) -> list[str]:
+    """The linkage model files in the home whose sealed name table a key opens."""
+    from gateway.index.linkage import versions
+
+    found = []
+    for version, path in versions.list_files(ctx.settings.layout.root):
+        try:
+            table = versions.parse(versions.read_bytes(path)).get("term_frequencies") or {}
+        except versions.ModelError:
+            continue
+        if isinstance(table, dict) and vault.key_id_of(table.get("sealed")) == key_id:
+            found.append(version)
+    return found
+
+
 @keys_group.command("retire")
 @click.argument("key_id")
 @pass_ctx
@@ -113,6 +128,10 @@ def keys_retire(ctx: Context, key_id: str) -> None:
     used = _key_usage(ctx).get(key_id, 0)
     if used:
         fail(f"{used} stored value(s) are still sealed under {key_id}: run `keys rotate --resume` first")
+    models = _models_sealed_under(ctx, key_id)
+    if models:
+        fail(f"the name table of linkage model(s) {', '.join(models)} is sealed under {key_id} (re-sealing would "
+             f"change an approved file): train a new model and put it in use, or remove those files, first")
     vault.write_keyring(path, ring.without(key_id))
     with ctx.engine.begin() as conn:
         ctx.trail.append(conn, key_entry(actor, "keys", f"data key {key_id} retired"))

@@ -64,6 +64,9 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
         metrics_at = (host.strip("[]"), int(port))
     ctx.preflight_serving()
     ctx.check_redis_reachable()
+    from gateway.cli.linkage import check_in_use
+
+    check_in_use(ctx)  # the linkage model in use is missing or changed: exit 3, nothing served
     from gateway.metrics import MetricsPortUnavailable
 
     try:

@@ -67,6 +67,9 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
         TEMPLATES_AUTO_RELOAD=False,
     )
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+    from gateway.index import linkage_home
+
+    linkage_home.configure(settings.layout.root)  # the review pages score with the model in use
     app.extensions["contactgate"] = {
         "settings": settings,
         "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),

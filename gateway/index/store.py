@@ -48,6 +48,7 @@ from gateway.db import (
     blocking_keys, children, distinct_pairs, involvements, organisations, review_queue, source_records,
 )
 from gateway.index import ids, linkage, retention, sealed
+from gateway.index.linkage import versions as linkage_versions
 from gateway.index.model import (
     Candidate, ChildUpdate, ChildView, Contact, FindQuery, Involvement,
     UnreadableUpdate, UpdateResult,
@@ -768,7 +769,7 @@ def _keys_of(v, source: Source) -> frozenset[str]:
     return frozenset(sealed.blind_keys(v, _person_and_keys(source.text)[1]))
 
 
-_MODEL_FOR_SIZE: dict = {"model": None, "until": 0.0}
+_MODEL_FOR_SIZE: dict = {"model": None, "base": None, "until": 0.0}
 MODEL_REFRESH_S = 600.0  # how often a process re-counts the index to rescale the prior
 
 
@@ -777,19 +778,20 @@ def _model_due(at: float) -> bool:
 
 
 def scoring_model(conn: Connection, at: float | None = None) -> linkage.Model:
-    """The shipped model with its prior for this index's size: the chance that a held record is the
-    incoming child falls as the index grows. Never rescaled below the size the model was trained
-    at, so a small index is not made link-happy. Counted once per MODEL_REFRESH_S per process
-    (``at``: the time.monotonic() to judge that by)."""
+    """The model in use (``linkage.versions``: the one two officers approved, checked against its
+    SHA-256, else the shipped one; ModelUnavailable when it cannot be loaded: nothing is linked)
+    with its prior for this index's size: the chance that a held record is the incoming child
+    falls as the index grows. Never rescaled below the size the model was trained at, so a small
+    index is not made link-happy. Counted once per MODEL_REFRESH_S per process, and when the model
+    in use changes (``at``: the time.monotonic() to judge that by)."""
     now = time.monotonic() if at is None else at
-    if _model_due(now):
-        base = linkage.default_model()
+    base = linkage_versions.IN_USE.model(conn, now)
+    if _model_due(now) or _MODEL_FOR_SIZE["base"] is not base:
         reference = int(base.raw.get("prior_reference_records") or 0)
         held = conn.execute(select(func.count()).select_from(source_records)).scalar_one()
         _MODEL_FOR_SIZE.update(model=base.for_index_size(max(held, reference)) if reference else base,
-                               until=now + MODEL_REFRESH_S)
+                               base=base, until=now + MODEL_REFRESH_S)
     return _MODEL_FOR_SIZE["model"]
-
 
 
 def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str],
@@ -1001,7 +1003,7 @@ def _queue_for_review(conn: Connection, org_code: str, srid: str, child_id: str,
         conn.execute(review_queue.insert().values(
             org_code=org_code, source_record_id=srid, child_id=child_id, candidate_child_id=candidate,
             score=comparison.probability, comparison=json.dumps(comparison_json(comparison), sort_keys=True),
-            model_version=linkage.default_model().version, status="open", created_at=now))
+            model_version=scoring_model(conn).version, status="open", created_at=now))
     return True
 
 

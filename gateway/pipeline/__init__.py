@@ -15,6 +15,7 @@ from gateway.pipeline import contactgate_v1 as dialect
 from gateway import audit, metrics
 from contactgate_wire.faults import CertificateRejected, Refusal, Unavailable
 from gateway.index import ids
+from gateway.index.linkage.versions import ModelUnavailable
 from gateway.pipeline.accreditation import check_accreditation
 from gateway.pipeline.authorisation import authorise, count_in_transaction
 from gateway.pipeline.context import Exchange, Services
@@ -89,6 +90,9 @@ def _handle(exchange: Exchange, services: Services) -> Answer:
         log.warning("database unavailable: %s", _first_line(exc), extra={"request_id": exchange.request_id})
         cause = type(getattr(exc, "orig", None) or exc).__name__
         return _refuse(exchange, Unavailable(f"database unavailable ({cause})"), services)
+    except ModelUnavailable as exc:  # the linkage model in use is missing or changed: link nothing
+        log.error("linkage model unavailable: %s", exc, extra={"request_id": exchange.request_id})
+        return _refuse(exchange, Unavailable("linkage model unavailable"), services)
     except Exception:  # a bug: fail closed, tell nothing
         log.exception("unexpected failure while handling a message", extra={"request_id": exchange.request_id})
         return _refuse(exchange, Unavailable("internal error"), services)

@@ -52,9 +52,16 @@ CERT_PROPOSALS = ("cert_issue", "cert_register")
 # every organisation (it vouches for the Client-Cert header): registering one is proposed by a senior
 # officer and approved by a second (gateway.trust.proxies).
 PROXY_PROPOSALS = ("proxy_issue", "proxy_register")
+# The linkage model decides which records are one child, and so whose involvements a reader sees:
+# putting a model in use is proposed by one senior officer and approved by a second
+# (gateway.index.linkage.versions reads the approved one).
+LINKAGE_PROPOSALS = ("linkage_model",)
 # Who may do what (a senior officer holds the officer's permissions too).
 ORGANISATION_ROLES = ("officer",)
 TRUST_ROLES = ("senior_officer",)
+LINKAGE_ROLES = ("senior_officer",)
+# Training a model reads every record of the index (in memory): a senior or data-quality officer.
+LINKAGE_TRAIN_ROLES = ("senior_officer", "data_quality")
 READ_ROLES = ("officer", "senior_officer", "auditor", "data_quality")
 
 
@@ -99,6 +106,8 @@ class Proposal:
         if self.kind == "proxy_register":
             return (f"register proxy certificate {safe_text(p['name'])} sha256={p['fingerprint']} issued by "
                     f"{safe_text(p['issuer'])} until {p['not_after'][:10]}: it may speak for every organisation")
+        if self.kind in LINKAGE_PROPOSALS:
+            return f"use linkage model {p['version']} sha256={p['sha256']} (in use now: {p.get('replaces') or 'none'})"
         return json.dumps(p, sort_keys=True)
 
     def as_json(self) -> dict:
@@ -720,16 +729,55 @@ def decide_trust_change(conn: Connection, trail: AuditTrail, proposal_id: int, a
     proposal = _proposal_for_decision(conn, proposal_id, None)
     if proposal.kind not in TRUST_PROPOSALS:
         raise RegistryError(f"proposal {proposal.id} is not a trust change (see `org show {proposal.org_code}`)")
+    return _approve_or_decline(conn, trail, proposal, actor, "trust", approve=approve, reason=reason, apply=apply)
+
+
+def _approve_or_decline(conn: Connection, trail: AuditTrail, proposal: Proposal, actor: Officer, operation: str, *,
+                        approve: bool, reason: str | None, apply=None) -> Proposal:
+    """Decide a proposal that belongs to no organisation (a trust change, a linkage model): approved
+    by a second officer after ``apply(proposal)`` (which may refuse), or declined with a reason;
+    audited as ``<operation>.approve`` / ``.decline``."""
     if approve:
         _second_officer(proposal, actor)
         if apply is not None:
             apply(proposal)
         _decide(conn, proposal, actor, "approved", None)
-        _record(conn, trail, "trust.approve", actor, None,
+        _record(conn, trail, f"{operation}.approve", actor, None,
                 f"approved proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {proposal.summary()}")
     else:
         reason = _text(reason, "the reason")
         _decide(conn, proposal, actor, "declined", reason)
-        _record(conn, trail, "trust.decline", actor, None,
+        _record(conn, trail, f"{operation}.decline", actor, None,
                 f"declined proposal {proposal.id} ({proposal.kind}) by {proposal.proposed_by}: {reason}")
     return get_proposal(conn, proposal.id)
+
+
+# ---- the linkage model in use: proposed by a senior officer, approved by a second -------------------
+
+def propose_linkage_model(conn: Connection, trail: AuditTrail, actor: Officer, payload: dict) -> Proposal:
+    """Propose putting a model in use (payload: version, sha256, file, replaces; checked by the
+    caller, gateway.cli.linkage, and again on approval). A pending proposal is superseded."""
+    actor = acting(conn, actor, LINKAGE_ROLES, "proposing a linkage model")
+    proposal = _new_proposal(conn, "linkage_model", None, payload, actor)
+    for old in list_proposals(conn, kinds=LINKAGE_PROPOSALS):
+        if old.id != proposal.id:
+            conn.execute(update(proposals).where(proposals.c.id == old.id).values(
+                status="superseded", decided_by=actor.officer_id, decided_at=_now(),
+                decision_reason=f"replaced by proposal {proposal.id}"))
+            _record(conn, trail, "linkage.supersede", actor, None,
+                    f"proposal {old.id} ({old.summary()}) replaced by proposal {proposal.id}")
+    _record(conn, trail, "linkage.propose", actor, None, f"proposal {proposal.id}: {proposal.summary()}")
+    return proposal
+
+
+def decide_linkage_model(conn: Connection, trail: AuditTrail, proposal_id: int, actor: Officer, *, approve: bool,
+                         reason: str | None = None, check=None) -> Proposal:
+    """A second senior officer approves (``check(conn, proposal)`` first re-reads the model file and
+    refuses one that is not, byte for byte, the one proposed) or declines with a reason. The
+    running gateways follow an approval within seconds (gateway.index.linkage.versions.CHECK_S)."""
+    actor = acting(conn, actor, LINKAGE_ROLES, "deciding on a linkage model")
+    proposal = _proposal_for_decision(conn, proposal_id, None)
+    if proposal.kind not in LINKAGE_PROPOSALS:
+        raise RegistryError(f"proposal {proposal.id} ({proposal.kind}) is not a linkage model")
+    return _approve_or_decline(conn, trail, proposal, actor, "linkage", approve=approve, reason=reason,
+                               apply=(lambda p: check(conn, p)) if check is not None else None)
