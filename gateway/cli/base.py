@@ -264,6 +264,19 @@ class Context:
         finally:
             client.close()
 
+    def warn_if_redis_unreachable(self) -> None:
+        """`serve` starts without Redis (each worker counts its own share of the limits until Redis
+        answers, gateway.store.redis_store), so a node restarted during an outage still serves; it
+        says so, as /readyz and contactgate_redis_up do."""
+        import redis
+
+        try:
+            self.check_redis_reachable()
+        except redis.RedisError as exc:
+            click.echo(f"warning: cannot reach Redis ({_one_line(exc)}): serving in degraded mode, each worker "
+                       "counting its share of the rate limits until Redis answers (docs/operations.md, "
+                       "section 5); check CONTACTGATE_REDIS_URL", err=True)
+
 
 pass_ctx = click.make_pass_decorator(Context)
 

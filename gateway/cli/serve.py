@@ -63,7 +63,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
                  f"not {metrics_bind!r}")
         metrics_at = (host.strip("[]"), int(port))
     ctx.preflight_serving()
-    ctx.check_redis_reachable()
+    ctx.warn_if_redis_unreachable()
     from gateway.cli.linkage import check_in_use
 
     check_in_use(ctx)  # the linkage model in use is missing or changed: exit 3, nothing served

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect
 from gateway.cli import main
 from gateway.migrations import head_revision
 from gateway.trust import pki
-from tests.gateway.cli_runner import SETPRIV, clean_env, contactgate, init_and_sign_in, tree
+from tests.gateway.cli_runner import CONTACTGATE, SETPRIV, clean_env, contactgate, init_and_sign_in, tree
 from tests.support import postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -308,9 +308,34 @@ def initialised(request, tmp_path):
         yield env
 
 
-def test_serve_with_unreachable_redis_exit_3(initialised):
+def test_serve_with_unreachable_redis_starts_degraded_and_says_so(initialised):
+    """Redis holds only rate counters: a node restarted while it is down serves (each worker its
+    share of the limits), says so at start, and /readyz says degraded (issue 24, item 4)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    from local import free_port
+
     env = {**initialised, "CONTACTGATE_REDIS_URL": UNREACHABLE_REDIS}
-    contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(3, "Redis")
+    soap, metrics = free_port(), free_port()
+    server = subprocess.Popen([CONTACTGATE, "serve", "--workers", "1", "--bind", f"127.0.0.1:{soap}",
+                               "--metrics-bind", f"127.0.0.1:{metrics}"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        answer, deadline = None, time.monotonic() + 60
+        while answer is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=5) as response:
+                    answer = (response.status, response.read().decode())
+            except OSError:
+                time.sleep(0.2)
+        assert server.poll() is None, server.stdout.read()
+        assert answer is not None and answer[0] == 200 and "degraded: redis" in answer[1], answer
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert "cannot reach Redis" in output and "degraded mode" in output, output
 
 
 # ---- init, migrate, the schema at head -----------------------------------------------------------
