@@ -11,6 +11,7 @@ group, each holding that group's commands and nothing else.
 - `roles`: roles ... (what each practitioner role may see)
 - `serve`: serve, console
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
+- `backup`: backup, restore ... (one encrypted archive; a restore acknowledged by two officers)
 - `review`: review ... (the data-quality review queue)
 - `retention`: retention ...
 
@@ -27,7 +28,7 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, certificates, home, keys, officers, organisations, retention, review, roles, serve,
+from gateway.cli import (audit, backup, certificates, home, keys, officers, organisations, retention, review, roles, serve,
                          signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
@@ -64,6 +65,7 @@ for _command in (
     roles.roles_group,
     serve.serve, serve.console,
     audit.audit_group,
+    backup.backup, backup.restore,
     review.review,
     retention.retention_group,
 ):

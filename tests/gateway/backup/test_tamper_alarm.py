@@ -71,7 +71,6 @@ def _backup_then_lose_entries(gw: LocalGateway, tmp_path):
     return backed_up, checkpointed, by_hand
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 (High): a restore done as documented silences the tamper alarm")
 def test_a_restore_by_hand_is_reported_with_the_exact_gap_with_or_without_the_checkpoints(home, tmp_path):
     backed_up, checkpointed, by_hand = _backup_then_lose_entries(home, tmp_path)
     for stale in ("contactgate.db-wal", "contactgate.db-shm"):
@@ -86,7 +85,6 @@ def test_a_restore_by_hand_is_reported_with_the_exact_gap_with_or_without_the_ch
         assert f"entries {backed_up + 1}..{checkpointed} are missing" in run.output
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24 (High): a restore done as documented silences the tamper alarm")
 def test_after_contactgate_restore_verify_names_the_gap_for_ever_and_no_seq_is_reused(home, tmp_path):
     """The harder case: the home's checkpoints rolled back with the data (the copy outside remembers)."""
     backed_up, checkpointed, by_hand = _backup_then_lose_entries(home, tmp_path)
