@@ -161,7 +161,7 @@ def highest_checkpointed(settings: Settings) -> int:
 # ---- backup -----------------------------------------------------------------------------------------
 
 def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, out: Path, retention_days: int,
-         actor, *, pg_dump: str = "pg_dump") -> Made:
+         *, pg_dump: str = "pg_dump") -> Made:
     from gateway.index import at_rest
     from gateway.migrations import current_revision
 
@@ -185,7 +185,7 @@ def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, ou
     until = dt.date.today() + dt.timedelta(days=retention_days)
     with engine.begin() as conn:
         seq, link = trail.append_linked(conn, audit.Entry(
-            operation="backup", outcome="done", user_id=actor.officer_id, role=actor.role_text,
+            operation="backup", outcome="done", role="operator",  # the source: this machine's account
             detail=backup_detail(backup_id, needs, until)))
     trail.record_checkpoint(seq, link)  # the entry the backup was made at, recorded outside the data
     _record_backup(layout.backups, {"id": backup_id, "seq": seq, "needs": list(needs), "until": until.isoformat()})

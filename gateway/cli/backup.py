@@ -12,7 +12,7 @@ import click
 
 from gateway.backup import archive as archive_mod
 from gateway.cli.base import CannotRun, CheckFailed, CommandGroup, Context, Refused, command, fail, pass_ctx
-from gateway.cli.changes import key_entry, key_officer, registry_call, show_proposal  # noqa: F401
+from gateway.cli.changes import key_officer, registry_call
 
 
 def _backup_key(key_file: Path | None, passphrase_stdin: bool) -> archive_mod.BackupKey:
@@ -55,7 +55,8 @@ def _as_cli_error(exc: Exception) -> click.ClickException:
 @pass_ctx
 def backup(ctx: Context, out: Path, key_file: Path | None, passphrase_stdin: bool, retention_days: int,
            force: bool) -> None:
-    """Back the gateway up into one encrypted archive (a senior officer): the database (SQLite's
+    """Back the gateway up into one encrypted archive (the operator, as the gateway's user: no officer
+    session, so that it can be scheduled): the database (SQLite's
     online backup, or pg_dump), the data keys it needs, the CA, TLS, trust and signing material,
     the audit chain key and the audit checkpoint it was made at. The archive is encrypted and
     authenticated under the backup key (--key-file or --passphrase-stdin), which is never in it.
@@ -63,14 +64,13 @@ def backup(ctx: Context, out: Path, key_file: Path | None, passphrase_stdin: boo
     backed up), 2 refused, 3 could not run."""
     from gateway import backup as backup_mod
 
-    actor = key_officer(ctx, "backup")
     key = _backup_key(key_file, passphrase_stdin)
     if (out.exists() or out.is_symlink()) and not force:
         fail(f"{out} already exists: nothing was backed up (--force to write over it)")
     if not out.parent.is_dir():
         fail(f"no directory {out.parent}: nothing was backed up")
     try:
-        made = backup_mod.make(ctx.settings, ctx.engine, ctx.trail, key, out, retention_days, actor)
+        made = backup_mod.make(ctx.settings, ctx.engine, ctx.trail, key, out, retention_days)
     except (backup_mod.BackupError, archive_mod.ArchiveError) as exc:
         raise _as_cli_error(exc) from None
     click.echo(f"backup {made.backup_id} written to {out} ({made.size} bytes): audit entry {made.seq}; "

@@ -89,6 +89,12 @@ class Proposal:
             return f"remove trusted CA {p.get('subject', '')} sha256={p['fingerprint']}".replace("  ", " ")
         if self.kind in CERT_PROPOSALS:
             return _certificate_summary(self.kind, p)
+        if self.kind in ("restore", "restore_ack"):
+            lost = p.get("lost")
+            return (f"{'acknowledge the ' if self.kind == 'restore_ack' else ''}restore of backup {p.get('backup')} "
+                    f"(audit entry {p.get('restore_seq')}): "
+                    + (f"audit entries {lost[0]}..{lost[1]} lost" if lost else "no checkpointed audit entry lost")
+                    + "; decided with `contactgate restore acknowledge`")
         return json.dumps(p, sort_keys=True)
 
     def as_json(self) -> dict:
