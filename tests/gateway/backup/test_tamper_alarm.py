@@ -10,27 +10,49 @@ import re
 import secrets
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select, update
 
 from contactgate_local import LocalGateway, proposal_id
 from gateway.db import audit_log
+from tests.support import postgres_database, sqlite_database
+
+
+def needs_pg_client(backend: str) -> None:
+    """The PostgreSQL backend backs up with the distribution's pg_dump and pg_restore (`make test`
+    installs postgresql-client when missing): without them these tests skip, except under .ci/run."""
+    if backend == "postgresql" and not (shutil.which("pg_dump") and shutil.which("pg_restore")):
+        if os.environ.get("CONTACTGATE_REQUIRE_PG_CLIENT"):
+            pytest.fail("pg_dump/pg_restore not installed (apt-get install postgresql-client)")
+        pytest.skip("pg_dump/pg_restore not installed (apt-get install postgresql-client)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    needs_pg_client(request.param)
+    return request.param
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A gateway home on SQLite whose checkpoints are also copied outside it (as on every node)."""
+def home(tmp_path, monkeypatch, backend):
+    """A gateway home whose checkpoints are also copied outside it (as on every node)."""
     witness = tmp_path / "witness" / "checkpoints"
     monkeypatch.setenv("CONTACTGATE_CHECKPOINT_COPIES", str(witness))
-    gw = LocalGateway(home=tmp_path / "home")
-    gw.cli("init")
-    gw.witness = witness
-    key = tmp_path / "backup.key"
-    key.write_bytes(secrets.token_bytes(32))
-    os.chmod(key, 0o600)
-    gw.backup_key = str(key)
-    return gw
+    with (postgres_database() if backend == "postgresql" else sqlite_database()) as url:
+        gw = LocalGateway(home=tmp_path / "home", database_url=url)
+        gw.cli("init")
+        gw.witness = witness
+        key = tmp_path / "backup.key"
+        key.write_bytes(secrets.token_bytes(32))
+        os.chmod(key, 0o600)
+        gw.backup_key = str(key)
+        yield gw
+
+
+def _engine(gw: LocalGateway):
+    return create_engine(gw.database_url)
 
 
 def _activity(gw: LocalGateway, n: int) -> None:
@@ -40,7 +62,7 @@ def _activity(gw: LocalGateway, n: int) -> None:
 
 
 def _head(gw: LocalGateway) -> int:
-    engine = create_engine(f"sqlite:///{gw.home / 'contactgate.db'}")
+    engine = _engine(gw)
     try:
         with engine.connect() as conn:
             return conn.execute(select(func.max(audit_log.c.seq))).scalar_one()
@@ -53,15 +75,17 @@ def _verify(gw: LocalGateway):
 
 
 def _backup_then_lose_entries(gw: LocalGateway, tmp_path):
-    """A backup (and a copy of the database file and the checkpoints taken with it, as a by-hand
-    backup would), then entries that a checkpoint saw, then entries no checkpoint saw."""
-    gw.cli("backup", "--key-file", gw.backup_key, "--out", str(tmp_path / "b.cgb"), officer="senior-s")
+    """A backup (and, on SQLite, a copy of the database file and the checkpoints taken with it, as a
+    by-hand backup would), then entries that a checkpoint saw, then entries no checkpoint saw."""
+    gw.cli("backup", "--key-file", gw.backup_key, "--out", str(tmp_path / "b.cgb"))
     backed_up = _head(gw)
     by_hand = tmp_path / "by-hand"
     by_hand.mkdir()
-    src, dst = sqlite3.connect(gw.home / "contactgate.db"), sqlite3.connect(by_hand / "contactgate.db")
-    src.backup(dst)
-    src.close(), dst.close()
+    if gw.database_url.startswith("sqlite"):
+        src = sqlite3.connect(gw.database_url.removeprefix("sqlite:///"))
+        dst = sqlite3.connect(by_hand / "contactgate.db")
+        src.backup(dst)
+        src.close(), dst.close()
     shutil.copy(gw.home / "audit" / "checkpoints", by_hand / "checkpoints")
     _activity(gw, 2)
     assert _verify(gw).exit_code == 0
@@ -71,12 +95,14 @@ def _backup_then_lose_entries(gw: LocalGateway, tmp_path):
     return backed_up, checkpointed, by_hand
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_restore_by_hand_is_reported_with_the_exact_gap_with_or_without_the_checkpoints(home, tmp_path):
     backed_up, checkpointed, by_hand = _backup_then_lose_entries(home, tmp_path)
-    for stale in ("contactgate.db-wal", "contactgate.db-shm"):
-        (home.home / stale).unlink(missing_ok=True)
-    shutil.copy(by_hand / "contactgate.db", home.home / "restored.db")
-    os.replace(home.home / "restored.db", home.home / "contactgate.db")
+    database = Path(home.database_url.removeprefix("sqlite:///"))
+    for stale in ("-wal", "-shm"):
+        database.with_name(database.name + stale).unlink(missing_ok=True)
+    shutil.copy(by_hand / "contactgate.db", database.with_name("restored.db"))
+    os.replace(database.with_name("restored.db"), database)
     for checkpoints_too in (False, True):
         if checkpoints_too:  # as the old operations.md listed: the alarm still rings (the copy outside)
             shutil.copy(by_hand / "checkpoints", home.home / "audit" / "checkpoints")
@@ -105,7 +131,7 @@ def test_after_contactgate_restore_verify_names_the_gap_for_ever_and_no_seq_is_r
     for _ in range(2):  # acknowledged: exit 0, and the gap still named on every run
         run = _verify(home)
         assert run.exit_code == 0 and lost in run.output and "acknowledged by two officers" in run.output, run.output
-    engine = create_engine(f"sqlite:///{home.home / 'contactgate.db'}")
+    engine = _engine(home)
     with engine.connect() as conn:
         seqs = [s for (s,) in conn.execute(select(audit_log.c.seq).order_by(audit_log.c.seq))]
     assert not set(range(backed_up + 1, checkpointed + 1)) & set(seqs)  # the lost numbers stay unused
