@@ -220,18 +220,20 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None,
 
 @dataclass
 class Lost:
-    """Entries a restore lost (``first``..``last``), named by its ``restore`` entry ``restore_seq``."""
+    """A restore (its ``restore`` entry ``restore_seq``) and the entries it lost (``first``..``last``,
+    None when no checkpoint had seen any entry made after the backup)."""
 
-    first: int
-    last: int
+    first: int | None
+    last: int | None
     restore_seq: int
     detail: str
     acknowledged: bool = False
 
     def describe(self) -> str:
         state = "acknowledged by two officers" if self.acknowledged else "NOT yet acknowledged by two officers"
-        return (f"entries {self.first}..{self.last} LOST in the restore at entry {self.restore_seq} ({state}): "
-                f"{self.detail}")
+        what = (f"entries {self.first}..{self.last} LOST in the restore" if self.first is not None
+                else "no checkpointed entry lost in the restore")
+        return f"{what} at entry {self.restore_seq} ({state}): {self.detail}"
 
 
 @dataclass
@@ -243,7 +245,7 @@ class VerifyResult:
     head_hash: str | None = None
     public_head: str | None = None
     head_seq: int = 0
-    lost: list[Lost] = field(default_factory=list)  # gaps a restore entry names: reported on every run
+    lost: list[Lost] = field(default_factory=list)  # every restore and its gap: reported on every run
 
     @property
     def unacknowledged(self) -> list[Lost]:
@@ -296,6 +298,8 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple
                     if not _documented_gap(row, last + 1, seq - 1):
                         return VerifyResult(False, count, last + 1, _missing(last + 1, seq - 1))
                     lost.append(Lost(last + 1, seq - 1, seq, row["detail"] or ""))
+                elif row["operation"] == "restore":
+                    lost.append(Lost(None, None, seq, row["detail"] or ""))
                 if row["public_hash"] != public_hash(prev_public, row, fields):
                     return VerifyResult(False, count, seq, "the entry's public link was altered")
                 if set(row["child_ids"].split()) != indexed.pop(seq, set()):

@@ -33,8 +33,8 @@ def audit_group() -> None:
 def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: Path | None,
                  witnesses: tuple[Path, ...]) -> None:
     """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry, or the
-    exact entries missing) or entries lost in a restore that two officers have not yet
-    acknowledged, 3 could not check (database, key or files unavailable), 2 usage.
+    exact entries missing) or a restore that two officers have not yet acknowledged, 3 could not
+    check (database, key or files unavailable), 2 usage.
 
     Each successful run records the head in $CONTACTGATE_HOME/audit/checkpoints, signed with the
     gateway's signing key, and in every file CONTACTGATE_CHECKPOINT_COPIES names; later runs check

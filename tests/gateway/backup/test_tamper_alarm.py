@@ -145,3 +145,12 @@ def test_after_contactgate_restore_verify_names_the_gap_for_ever_and_no_seq_is_r
     engine.dispose()
     run = _verify(home)
     assert run.exit_code == 1 and f"BROKEN at entry {checkpointed + 1}" in run.output, run.output
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_restore_that_lost_no_checkpointed_entry_still_rings_until_acknowledged(home, tmp_path):
+    home.cli("backup", "--key-file", home.backup_key, "--out", str(tmp_path / "b.cgb"))
+    home.cli("restore", str(tmp_path / "b.cgb"), "--key-file", home.backup_key)
+    run = _verify(home)
+    assert run.exit_code == 1 and "no checkpointed entry lost in the restore" in run.output, run.output
+    assert home.cli("restore", "status", expect_ok=False).exit_code == 1
