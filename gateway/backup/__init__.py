@@ -18,6 +18,7 @@ restore (`restore acknowledge`), the gateway answers every exchange Unavailable 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -36,7 +37,7 @@ from sqlalchemy.engine import Connection
 
 from gateway import audit, files
 from gateway.audit.links import timestamp
-from gateway.backup.archive import (ArchiveError, ArchiveWriter, BackupKey, decrypt_to, read_manifest,
+from gateway.backup.archive import (ArchiveWriter, BackupKey, decrypt_to, read_manifest,
                                     sha256_of)
 from gateway.config import Settings
 from gateway.db import audit_head, audit_log, proposals
@@ -86,11 +87,16 @@ def backend_of(url: str) -> str:
     return "sqlite" if sqlite_database_path(url) is not None else "postgresql"
 
 
-def libpq_url(url: str) -> str:
-    """A SQLAlchemy PostgreSQL URL as pg_dump and pg_restore take it."""
+def libpq(url: str) -> tuple[str, dict]:
+    """A SQLAlchemy PostgreSQL URL as pg_dump and pg_restore take it, without its password, and the
+    environment that gives them the password (never on a command line, where `ps` shows it)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    parsed = make_url(url)
+    env = dict(os.environ)
+    if parsed.password is not None:
+        env["PGPASSWORD"] = str(parsed.password)
+    return parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False), env
 
 
 def ca_fingerprint(layout) -> str | None:
@@ -199,8 +205,9 @@ def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, ou
             _sqlite_copy(sqlite_database_path(settings.database_url), database)
         else:
             database = scratch / "database.pgdump"
+            where, env = libpq(settings.database_url)
             _run([pg_dump, "--format=custom", "--no-owner", "--no-privileges", f"--file={database}",
-                  f"--dbname={libpq_url(settings.database_url)}"], "pg_dump")
+                  f"--dbname={where}"], "pg_dump", env)
         revision = current_revision(engine)
         home_files = _home_files(layout)
         manifest = {
@@ -216,8 +223,6 @@ def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, ou
                  if rel != "keys/data-keys.json"}
         blobs["home/keys/data-keys.json"] = keyring_bytes
         for name, data in blobs.items():
-            import hashlib
-
             manifest["members"][name] = hashlib.sha256(data).hexdigest()
         staged = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -262,7 +267,7 @@ def _sqlite_copy(source: Path, target: Path) -> None:
 
 
 def _digest_file(path: Path) -> str:
-    import hashlib
+
 
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -289,9 +294,9 @@ def _home_files(layout) -> dict[str, Path]:
     return found
 
 
-def _run(command: list[str], what: str) -> None:
+def _run(command: list[str], what: str, env: dict) -> None:
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
     except FileNotFoundError:
         raise BackupError("cannot-run", f"{what} is not installed (PostgreSQL's client tools: "
                                         f"`apt-get install postgresql-client`)") from None
@@ -337,33 +342,30 @@ def restore(settings: Settings, archive_path: Path, key: BackupKey, *, origin: s
                 {"backup": manifest["id"], "started": timestamp()}).encode())
             highest = max(highest_checkpointed(settings), int(checkpoint["seq"]))
             trail = audit.AuditTrail(audit_key)
-            if backend == "sqlite":
+            if backend == "sqlite":  # the chain continued in a staged copy, then the copy put in place
                 target = sqlite_database_path(settings.database_url)
                 staged = target.with_name(target.name + ".restoring")
                 _extract(plain, where[db_name], staged)
-                engine = create_engine(f"sqlite:///{staged}")
-                try:
-                    with engine.begin() as conn:
-                        done = _continue_chain(conn, trail, manifest, highest, origin)
-                finally:
-                    engine.dispose()
-                _install_home(layout, plain, where, archived_ring)
+                database_url = f"sqlite:///{staged}"
+            else:
+                dump = scratch / db_name
+                _extract(plain, where[db_name], dump)
+                target_db, env = libpq(settings.database_url)
+                _run([pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
+                      f"--dbname={target_db}", str(dump)], "pg_restore", env)
+                database_url = settings.database_url
+            engine = create_engine(database_url)
+            try:
+                with engine.begin() as conn:
+                    done = _continue_chain(conn, trail, manifest, highest, origin)
+            finally:
+                engine.dispose()
+            _install_home(layout, plain, where, archived_ring)
+            if backend == "sqlite":
                 for suffix in ("-wal", "-shm", "-journal"):
                     target.with_name(target.name + suffix).unlink(missing_ok=True)
                 os.replace(staged, target)
                 files.fsync_directory(target.parent)
-            else:
-                dump = scratch / db_name
-                _extract(plain, where[db_name], dump)
-                _run([pg_restore, "--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction",
-                      f"--dbname={libpq_url(settings.database_url)}", str(dump)], "pg_restore")
-                engine = create_engine(settings.database_url)
-                try:
-                    with engine.begin() as conn:
-                        done = _continue_chain(conn, trail, manifest, highest, origin)
-                finally:
-                    engine.dispose()
-                _install_home(layout, plain, where, archived_ring)
             layout.restore_marker.unlink(missing_ok=True)  # the database's restore row bars serving now
             return done
     finally:

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import secrets
-import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from gateway import files
 
 MAGIC = b"CONTACTGATE\x01"
 FORMAT = 1
@@ -73,12 +74,12 @@ class BackupKey:
     @classmethod
     def from_file(cls, path: Path) -> "BackupKey":
         try:
-            st = path.stat()
+            loose = files.loose_mode(path)
         except FileNotFoundError:
             raise BackupKeyError(f"no backup key file at {path}") from None
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise BackupKeyError(f"the backup key file {path} is readable by others (mode "
-                                 f"{stat.S_IMODE(st.st_mode):o}): run `chmod 600 {path}`")
+        if loose is not None:
+            raise BackupKeyError(f"the backup key file {path} is readable by others (mode {loose:o}): "
+                                 f"run `chmod 600 {path}`")
         data = path.read_bytes()
         if not KEY_FILE_MIN <= len(data) <= KEY_FILE_MAX:
             raise BackupKeyError(f"the backup key file {path} must hold {KEY_FILE_MIN} to {KEY_FILE_MAX} bytes "

@@ -27,7 +27,6 @@ import hmac
 import json
 import os
 import secrets
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -199,13 +198,14 @@ def _stamp(path: Path):
 
 
 def read_keyring(path: Path) -> Keyring:
+    from gateway import files
+
     try:
-        st = path.stat()
+        loose = files.loose_mode(path)
     except FileNotFoundError:
         raise KeyringError(f"no data keys at {path}: run `contactgate init`") from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise KeyringError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
-                           f"run `chmod 600 {path}`")
+    if loose is not None:
+        raise KeyringError(f"{path} is readable by others (mode {loose:o}): run `chmod 600 {path}`")
     return Keyring.from_json(path.read_text(encoding="utf-8"))
 
 
