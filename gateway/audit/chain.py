@@ -124,12 +124,14 @@ class AuditTrail:
         entry names it); returns (seq, its HMAC link)."""
         return _append(conn, entry, self._key, None, seq)
 
-    def verify(self, engine: Engine, batch: int = 5000, *, witnesses: tuple = ()) -> VerifyResult:
+    def verify(self, engine: Engine, batch: int = 5000, *, witnesses: tuple = (),
+               exported: dict[int, tuple[str, str]] | None = None) -> VerifyResult:
         """Verify the chain. Every checkpoint recorded outside the database (the home's checkpoints
-        file, its copies outside the home, and ``witnesses``: checkpoint files from elsewhere) must
-        still be in the chain — so cutting the tail and moving the head back is detected, and so is a
-        restore that lost entries without saying so — and a successful run records the new head in
-        the home's file and its copies."""
+        file, its copies outside the home, ``witnesses``: checkpoint files from elsewhere, and
+        ``exported``: seq -> (public link, where) of entries in verified exports) must still be in
+        the chain — so cutting the tail and moving the head back is detected, and so is a restore
+        that lost entries without saying so — and a successful run records the new head in the
+        home's file and its copies."""
         known: dict[int, tuple[str, Path]] = {}
         for path in (*self.checkpoint_files, *witnesses):
             try:
@@ -143,7 +145,7 @@ class AuditTrail:
                     return VerifyResult(False, 0, seq, f"the checkpoints files {known[seq][1]} and {path} disagree "
                                                        f"about entry {seq} (one of them was altered)")
                 known[seq] = (head, path)
-        result = _verify(engine, self._key, batch, known)
+        result = _verify(engine, self._key, batch, known, exported or {})
         if result.ok:
             for path in self.checkpoint_files:
                 signer = self.checkpoint_signer() if path == self._checkpoints else None
@@ -264,7 +266,8 @@ def _documented_gap(row, first: int, last: int) -> bool:
     return bool(found) and (int(found.group(1)), int(found.group(2))) == (first, last)
 
 
-def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple[str, Path]]) -> VerifyResult:
+def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple[str, Path]],
+            exported: dict[int, tuple[str, str]]) -> VerifyResult:
     """Recompute the chain up to the head as read first (appends made meanwhile are left for the
     next run); check that the child index `audit report --child` reads matches the entries, that
     every checkpoint still holds, and that sequence numbers skip only where a restore entry names
@@ -309,6 +312,9 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple
                 if known is not None and row["entry_hash"] != known[0]:
                     return VerifyResult(False, count, seq, f"entry differs from when the chain was last verified "
                                                            f"(checkpoint in {known[1]})")
+                known = exported.get(seq)
+                if known is not None and row["public_hash"] != known[0]:
+                    return VerifyResult(False, count, seq, f"entry differs from the export {known[1]}")
                 if row["operation"] == "restore.acknowledged":
                     found = _ACKNOWLEDGED.match(row["detail"] or "")
                     if found:
@@ -321,11 +327,12 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple
                                                                   "does not list that child")
         if last < head.seq:
             return VerifyResult(False, count, last + 1, _missing(last + 1, head.seq))
-        beyond = max((seq for seq in checkpoints if seq > head.seq), default=None)
+        beyond = max((seq for seq in (*checkpoints, *exported) if seq > head.seq), default=None)
         if beyond is not None:
+            where = checkpoints[beyond][1] if beyond in checkpoints else f"the export {exported[beyond][1]}"
             return VerifyResult(False, count, head.seq + 1,
                                 f"the chain ends at entry {head.seq} but held {beyond} entries when last verified "
-                                f"(checkpoint in {checkpoints[beyond][1]}): {_missing(head.seq + 1, beyond)} "
+                                f"(checkpoint in {where}): {_missing(head.seq + 1, beyond)} "
                                 f"(entries removed, or a restore not recorded in the chain)")
         if head.entry_hash != prev or head.public_hash != prev_public:
             return VerifyResult(False, count, head.seq, "chain head does not match the last entry")

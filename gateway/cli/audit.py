@@ -29,9 +29,12 @@ def audit_group() -> None:
 @click.option("--checkpoints", "witnesses", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A checkpoints file kept elsewhere (another node's, an old copy) the chain must also "
                    "hold (repeatable).")
+@click.option("--export", "exports", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="An export (from `audit export`) whose entries the chain must still hold, checked with "
+                   "the home's signing certificates first (repeatable).")
 @click.pass_context
 def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: Path | None,
-                 witnesses: tuple[Path, ...]) -> None:
+                 witnesses: tuple[Path, ...], exports: tuple[Path, ...]) -> None:
     """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry, or the
     exact entries missing) or a restore that two officers have not yet acknowledged, 3 could not
     check (database, key or files unavailable), 2 usage.
@@ -55,7 +58,8 @@ def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: 
         trail = ctx.trail
     except FileNotFoundError as exc:
         raise CannotRun(f"could not check: {exc}") from None
-    result = trail.verify(ctx.engine, witnesses=witnesses)
+    exported = _exported_points(ctx, exports)
+    result = trail.verify(ctx.engine, witnesses=witnesses, exported=exported)
     if result.ok:
         click.echo(f"audit chain intact: {result.entries} entries (up to entry {result.head_seq})")
         for gap in result.lost:
@@ -66,6 +70,38 @@ def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: 
     where = f"at entry {result.first_bad_seq}" if result.first_bad_seq is not None else "outside the database"
     click.echo(f"audit chain BROKEN {where}: {result.problem} ({result.entries} entries verified before it)")
     sys.exit(1)
+
+
+MAX_EXPORT_BYTES = 2 * 1024 ** 3
+
+
+def _exported_points(ctx: Context, exports: tuple[Path, ...]) -> dict[int, tuple[str, str]]:
+    """seq -> (public link, file) of every entry of the exports given, each export verified first
+    with the gateway's signing certificates (current, previous and staged)."""
+    from gateway.audit import export
+
+    if not exports:
+        return {}
+    layout = ctx.settings.layout
+    certificates = [c for path in (layout.signing_cert, layout.signing_previous_cert, layout.signing_next_cert)
+                    if path.exists() for c in pki.load_certs_pem(path.read_bytes())]
+    points: dict[int, tuple[str, str]] = {}
+    for path in exports:
+        try:
+            if path.stat().st_size > MAX_EXPORT_BYTES:
+                raise CannotRun(f"could not check: {path} is larger than an export can be")
+            document = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise CannotRun(f"could not check: {exc.strerror or exc}: {exc.filename}") from None
+        except ValueError:
+            document = None
+        result = export.verify_document(document, certificates)
+        if not result.ok:
+            click.echo(f"export {path} NOT intact: {result.problem}: it cannot vouch for the chain")
+            sys.exit(1)
+        for entry in document["entries"]:
+            points[entry["seq"]] = (entry["public_hash"], str(path))
+    return points
 
 
 def _verify_export(export_file: Path | None, cert_file: Path | None) -> None:

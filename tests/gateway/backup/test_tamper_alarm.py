@@ -111,6 +111,26 @@ def test_a_restore_by_hand_is_reported_with_the_exact_gap_with_or_without_the_ch
         assert f"entries {backed_up + 1}..{checkpointed} are missing" in run.output
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_an_export_taken_before_vouches_for_entries_every_checkpoint_file_forgot(home, tmp_path):
+    """The worst case: the database, the home's checkpoints and the copies outside all rolled back.
+    A signed export taken before still names the entries lost (`audit verify --export`)."""
+    import json
+
+    backed_up, _, by_hand = _backup_then_lose_entries(home, tmp_path)
+    home.cli("audit", "export", "--since", "2026-01-01", "--out", str(tmp_path / "export.json"), officer="officer-a")
+    exported = json.loads((tmp_path / "export.json").read_text())["export"]["claims"]["last_seq"]
+    database = Path(home.database_url.removeprefix("sqlite:///"))
+    for stale in ("-wal", "-shm"):
+        database.with_name(database.name + stale).unlink(missing_ok=True)
+    shutil.copy(by_hand / "contactgate.db", database.with_name("restored.db"))
+    os.replace(database.with_name("restored.db"), database)
+    shutil.copy(by_hand / "checkpoints", home.home / "audit" / "checkpoints")
+    home.witness.unlink()
+    run = home.cli("audit", "verify", "--export", str(tmp_path / "export.json"), expect_ok=False)
+    assert run.exit_code == 1 and f"entries {backed_up + 1}..{exported} are missing" in run.output, run.output
+
+
 def test_after_contactgate_restore_verify_names_the_gap_for_ever_and_no_seq_is_reused(home, tmp_path):
     """The harder case: the home's checkpoints rolled back with the data (the copy outside remembers)."""
     backed_up, checkpointed, by_hand = _backup_then_lose_entries(home, tmp_path)
