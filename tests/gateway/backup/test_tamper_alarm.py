@@ -174,3 +174,28 @@ def test_a_restore_that_lost_no_checkpointed_entry_still_rings_until_acknowledge
     run = _verify(home)
     assert run.exit_code == 1 and "no checkpointed entry lost in the restore" in run.output, run.output
     assert home.cli("restore", "status", expect_ok=False).exit_code == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_pre_rotation_backup_restores_on_postgresql_and_its_sealed_values_open(home, tmp_path):
+    """The High finding on the second backend (the SQLite case reads every child through a real
+    gateway: test_backup_restore.py): officers' authenticator secrets are sealed values; after a
+    rotation and a retirement, the restored database's values under the retired key open again."""
+    from gateway.index import at_rest
+    from gateway.security import vault
+
+    keyring = home.home / "keys" / "data-keys.json"
+    old = vault.read_keyring(keyring).active
+    home.cli("backup", "--key-file", home.backup_key, "--out", str(tmp_path / "b.cgb"))
+    home.cli("keys", "rotate", officer="senior-s")
+    home.cli("keys", "retire", old, officer="senior-s")
+    assert old not in vault.read_keyring(keyring).data_keys
+    home.cli("restore", str(tmp_path / "b.cgb"), "--key-file", home.backup_key)
+    engine = _engine(home)
+    with engine.connect() as conn:
+        assert at_rest.key_usage(conn).get(old), "the restored values are sealed under the retired key"
+    engine.dispose()
+    assert old in vault.read_keyring(keyring).data_keys
+    home.session("senior-t", fresh=True)  # signing in opens the sealed authenticator secret
+    proposed = home.cli("restore", "acknowledge", officer="senior-t")
+    assert "restore_ack" in proposed.output
