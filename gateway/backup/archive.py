@@ -252,19 +252,18 @@ def decrypt_to(source: Path, key: BackupKey, out: BinaryIO) -> dict:
 def members(plain: BinaryIO) -> Iterator[tuple[str, int, BinaryIO]]:
     """The members of a decrypted archive: (name, size, the file positioned at its bytes). The
     caller reads at most ``size`` bytes before taking the next."""
-    count = 0
-    while True:
-        start = plain.tell()
+    end = plain.seek(0, os.SEEK_END)
+    plain.seek(0)
+    for _ in range(MAX_MEMBERS + 1):
         head = plain.read(2)
         if not head:
             return
-        count += 1
-        if count > MAX_MEMBERS:
-            raise ArchiveError("malformed", "the archive holds too many members")
-        (length,) = struct.unpack(">H", head.rjust(2, b"\0"))
+        if len(head) < 2:
+            raise ArchiveError("malformed", "the archive's contents are malformed")
+        (length,) = struct.unpack(">H", head)
         raw = plain.read(length)
         size_raw = plain.read(8)
-        if len(head) < 2 or not 0 < length <= MAX_NAME or len(raw) < length or len(size_raw) < 8:
+        if not 0 < length <= MAX_NAME or len(raw) < length or len(size_raw) < 8:
             raise ArchiveError("malformed", "the archive's contents are malformed")
         try:
             name = raw.decode("utf-8")
@@ -272,18 +271,15 @@ def members(plain: BinaryIO) -> Iterator[tuple[str, int, BinaryIO]]:
             raise ArchiveError("malformed", "the archive's contents are malformed (a member name)") from None
         (size,) = struct.unpack(">Q", size_raw)
         body_at = plain.tell()
-        end = plain.seek(0, os.SEEK_END)
         if body_at + size > end:
             raise ArchiveError("malformed", f"the archive's member {name[:60]!r} is cut short")
-        plain.seek(body_at)
         yield name, size, plain
         plain.seek(body_at + size)
-        del start
+    raise ArchiveError("malformed", "the archive holds too many members")
 
 
 def read_manifest(plain: BinaryIO) -> tuple[dict, dict[str, tuple[int, int]]]:
     """The manifest (bounded JSON) and where every member's bytes are: name -> (offset, size)."""
-    plain.seek(0)
     found: dict[str, tuple[int, int]] = {}
     manifest = None
     for name, size, f in members(plain):

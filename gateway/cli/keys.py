@@ -56,7 +56,10 @@ def keys_status(ctx: Context) -> None:
     usage = _key_usage(ctx)
     for kid in sorted(ring.data_keys):
         click.echo(f"{kid}  {'active ' if kid == ring.active else 'old    '}  {usage.get(kid, 0)} value(s)")
-    unknown = sorted(set(usage) - set(ring.data_keys))
+    archived = {} if env else _archived(ctx, ring)
+    for kid in sorted(archived):
+        click.echo(f"{kid}  archived  {usage.get(kid, 0)} value(s)  (retired; `keys destroy {kid}` once no backup needs it)")
+    unknown = sorted(set(usage) - set(ring.data_keys) - set(archived))
     if unknown:
         click.echo(f"values sealed under keys this keyring does not hold: {', '.join(unknown)}")
 
