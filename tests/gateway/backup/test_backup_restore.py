@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import create_engine, select
 
 from connectors.client import GatewayFault
@@ -53,6 +54,8 @@ def test_a_backup_from_before_a_rotation_and_retirement_restores_and_every_child
         with pytest.raises(GatewayFault) as refused:  # restored, not yet acknowledged: nothing is served
             la.get_contacts(results[0]["ChildId"], **READ)
         assert refused.value.code == "Unavailable"
+        ready = requests.get(f"http://127.0.0.1:{gw.metrics_port}/readyz", timeout=10)
+        assert ready.status_code == 503 and "awaiting two officers' acknowledgement" in ready.text
         [entry] = [e for e in gw.audit_entries_after(0) if e["operation"] == "GetContacts"]
         assert entry["outcome"] == "refused" and "awaiting two officers' acknowledgement" in entry["detail"]
 
