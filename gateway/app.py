@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @app.get("/readyz")
     def readyz():
-        """Ready when the database and Redis answer (liveness is /healthz)."""
+        """Ready when the database answers, degraded (still 200) while Redis does not (liveness is /healthz)."""
         ready, text = readiness.check()
         return Response(text, status=200 if ready else 503, content_type="text/plain")
 

@@ -127,10 +127,16 @@ class Settings:
     rate_limit_per_org: int = 60_000
     rate_limit_per_user: int = 600
     redis_prefix: str = "contactgate"
-    # Fail fast: how long one Redis round trip, or one database step (connect, pooled connection,
-    # lock, statement, SQLite's write lock), may take before the request is answered Unavailable.
+    # Fail fast: how long one Redis connect or round trip may take before the worker counts rates in
+    # its own memory (degraded mode, gateway.store.redis_store), and one database step (connect,
+    # pooled connection, lock, statement, SQLite's write lock) before the request is answered Unavailable.
     redis_timeout_s: float = 0.5
     database_timeout_s: float = 10.0
+    # While Redis is unavailable each worker counts rates in its own memory and allows each limit
+    # divided by nodes x workers (gateway.store.redis_store): the gateway nodes that share the Redis,
+    # and this node's worker processes (`serve --workers`, set by `serve`).
+    nodes: int = 1
+    workers: int = 1
     # `serve`'s front (gateway/front.py, docs/operations.md "Slow and idle clients"): seconds, and caps per worker.
     handshake_timeout_s: float = 5.0
     header_timeout_s: float = 5.0
@@ -196,6 +202,11 @@ class Settings:
         return HomeLayout(self.home)
 
     @property
+    def rate_shares(self) -> int:
+        """How many worker processes share the rate limits: each allows its share without Redis."""
+        return self.nodes * self.workers
+
+    @property
     def roles_path(self) -> Path:
         return self.roles_file or self.layout.roles_file
 
@@ -215,6 +226,7 @@ class Settings:
             "max_message_bytes": ("CONTACTGATE_MAX_MESSAGE_BYTES", positive_int),
             "redis_timeout_s": ("CONTACTGATE_REDIS_TIMEOUT", positive_seconds),
             "database_timeout_s": ("CONTACTGATE_DATABASE_TIMEOUT", positive_seconds),
+            "nodes": ("CONTACTGATE_NODES", positive_int),
             "handshake_timeout_s": ("CONTACTGATE_HANDSHAKE_TIMEOUT", positive_seconds),
             "header_timeout_s": ("CONTACTGATE_HEADER_TIMEOUT", positive_seconds),
             "body_timeout_s": ("CONTACTGATE_BODY_TIMEOUT", positive_seconds),
@@ -424,6 +436,14 @@ def check_database_url(url: str) -> None:
 def check_redis_url(url: str) -> None:
     from urllib.parse import urlsplit
 
+    if url.startswith("redis+sentinel:"):
+        from gateway.store.redis_client import SentinelUrlError, parse_sentinel_url
+
+        try:
+            parse_sentinel_url(url)
+        except (SentinelUrlError, ValueError) as exc:
+            raise SettingError(f"CONTACTGATE_REDIS_URL (--redis-url) is not a Redis Sentinel URL: {exc}") from None
+        return
     try:
         parts = urlsplit(url)
         parts.port  # raises on a port that is not a number
@@ -431,5 +451,5 @@ def check_redis_url(url: str) -> None:
         parts = None
     if parts is None or parts.scheme not in ("redis", "rediss", "unix"):
         raise SettingError("CONTACTGATE_REDIS_URL (--redis-url) is not a Redis URL: use "
-                           "redis://HOST:PORT/DB (rediss:// for TLS), or leave it unset for the "
-                           "embedded store")
+                           "redis://HOST:PORT/DB (rediss:// for TLS, redis+sentinel://HOST:PORT,.../SERVICE "
+                           "for Sentinel), or leave it unset for the embedded store")

@@ -1,7 +1,9 @@
-"""What `contactgate serve` tells Prometheus (prometheus-client), on its own port (``serve
---metrics-bind``, loopback by default, no client certificate): exchanges by operation, organisation
-and outcome; refusals by fault code; how long answers take; database and Redis failures. Beside
-``/metrics`` the same port answers ``/readyz`` (the database and Redis answer) and ``/healthz``.
+"""What `contactgate serve` tells Prometheus (prometheus-client), on its own port when one is given
+(``serve --metrics-bind`` / CONTACTGATE_METRICS_BIND; none by default; no client certificate): exchanges
+by operation, organisation and outcome; refusals by fault code; how long answers take; database and
+Redis failures; whether Redis is reached and how many rate counts were made without it (degraded mode,
+gateway.store.redis_store). Beside ``/metrics`` the same port answers ``/readyz`` (the database
+answers; "degraded" while Redis does not) and ``/healthz``.
 
 gunicorn runs several worker processes, so the counters use prometheus-client's multiprocess mode:
 `serve` points PROMETHEUS_MULTIPROC_DIR at a fresh directory before anything imports
@@ -27,7 +29,7 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 
 @cache
 def _metrics():
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     return {
         "exchanges": Counter("contactgate_exchanges", "Messages answered, by operation, organisation and outcome "
@@ -35,8 +37,13 @@ def _metrics():
         "refusals": Counter("contactgate_refusals", "Refused messages by the contract's fault code", ["fault_code"]),
         "latency": Histogram("contactgate_exchange_seconds", "From a whole request to its signed, audited answer",
                              ["operation"], buckets=LATENCY_BUCKETS),
-        "backend_errors": Counter("contactgate_backend_errors", "Failures of the database or Redis that made "
-                                  "the gateway answer Unavailable", ["backend"]),
+        "backend_errors": Counter("contactgate_backend_errors", "Failures of the database (the gateway answers "
+                                  "Unavailable) or of Redis (rate counting goes to degraded mode)", ["backend"]),
+        "rate_degraded": Counter("contactgate_rate_degraded", "Messages rate-counted in a worker's own memory "
+                                 "(each limit divided by nodes x workers) because Redis was unavailable"),
+        # The lowest over the live workers: 0 if any of them counts without Redis.
+        "redis_up": Gauge("contactgate_redis_up", "1 while every worker counts rates in Redis, 0 while one "
+                          "is in degraded mode", multiprocess_mode="livemin"),
     }
 
 
@@ -52,6 +59,20 @@ def exchange(operation: str | None, organisation: str | None, outcome: str, faul
         m["latency"].labels(operation).observe(seconds)
     except Exception:  # pragma: no cover - metrics must never cost an answer
         log.exception("could not count an exchange")
+
+
+def rate_degraded() -> None:
+    try:
+        _metrics()["rate_degraded"].inc()
+    except Exception:  # pragma: no cover
+        log.exception("could not count a degraded rate count")
+
+
+def redis_up(up: bool) -> None:
+    try:
+        _metrics()["redis_up"].set(1 if up else 0)
+    except Exception:  # pragma: no cover
+        log.exception("could not set the Redis state")
 
 
 def backend_error(backend: str) -> None:
@@ -83,8 +104,10 @@ def worker_exited(pid: int) -> None:
 
 
 class Readiness:
-    """Can this node answer? The database and (when configured) Redis, each within a short timeout;
-    the connections are made once and reused."""
+    """Can this node answer? The database must answer within a short timeout, else not ready (503).
+    Redis (when configured) too, else ready but degraded (200, "ready, degraded: redis: ..."): the
+    rate limits are counted in each worker's memory meanwhile (gateway.store.redis_store). The
+    connections are made once and reused."""
 
     def __init__(self, settings, engine=None):
         """``engine``: the process's own (a worker's), else one is made on first use (the master)."""
@@ -92,7 +115,7 @@ class Readiness:
         self._engine, self._redis = engine, None
 
     def check(self) -> tuple[bool, str]:
-        problems = []
+        problems, degraded = [], []
         try:
             from sqlalchemy import text
 
@@ -111,15 +134,15 @@ class Readiness:
         if self.settings.redis_url:
             try:
                 if self._redis is None:
-                    import redis
+                    from gateway.store.redis_client import client_from_url
 
-                    self._redis = redis.Redis.from_url(self.settings.redis_url,
-                                                       socket_timeout=self.settings.redis_timeout_s,
-                                                       socket_connect_timeout=self.settings.redis_timeout_s)
+                    self._redis = client_from_url(self.settings.redis_url, self.settings.redis_timeout_s)
                 self._redis.ping()
             except Exception as exc:
-                problems.append(f"redis: {type(exc).__name__}")
-        return (not problems), ("ready\n" if not problems else "not ready: " + "; ".join(problems) + "\n")
+                degraded.append(f"redis: {type(exc).__name__} (rate limits counted in each worker's memory)")
+        if problems:
+            return False, "not ready: " + "; ".join(problems + degraded) + "\n"
+        return True, ("ready, degraded: " + "; ".join(degraded) + "\n") if degraded else "ready\n"
 
 
 def _restore_pending(settings, conn) -> str | None:

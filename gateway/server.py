@@ -211,10 +211,15 @@ class GatewayServer(FrontApplication):
         crl.write_client_bundle(settings)
         GatewayLogger.json_lines = settings.log_format == "json"
 
-        def when_ready(arbiter):  # the master: serve the workers' metrics from a thread
-            if metrics_server is not None:
-                threading.Thread(target=metrics_server.serve_forever, name="contactgate-metrics",
-                                 daemon=True).start()
+        def when_ready(arbiter):  # the master: serve the workers' metrics from a thread, and say where
+            if metrics_server is None:
+                arbiter.log.info("no metrics port (serve --metrics-bind HOST:PORT, or CONTACTGATE_METRICS_BIND, "
+                                 "serves /metrics, /readyz and /healthz)")
+                return
+            threading.Thread(target=metrics_server.serve_forever, name="contactgate-metrics", daemon=True).start()
+            host, port = metrics_server.server_address[:2]
+            shown = f"[{host}]" if ":" in host else host
+            arbiter.log.info("metrics on http://%s:%d/metrics (and /readyz, /healthz)", shown, port)
 
         self.options = {
             "logger_class": GatewayLogger,
@@ -255,15 +260,22 @@ class GatewayServer(FrontApplication):
 
 
 def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None, *,
-          behind_proxy: bool = False, metrics_bind: tuple[str, int] | None = ("127.0.0.1", 9464)) -> None:
+          behind_proxy: bool = False, metrics_bind: tuple[str, int] | None = None) -> None:
     """``behind_proxy``: plain HTTP on ``bind`` (a private address), for nginx in front doing mutual
     TLS and forwarding the client certificate (Client-Cert, RFC 9440) from a trusted address.
-    ``metrics_bind``: where /metrics, /readyz and /healthz are served (gateway.metrics), or None."""
+    ``metrics_bind``: where /metrics, /readyz and /healthz are served (gateway.metrics; port 0: a
+    free one, logged), or None (no metrics port)."""
+    settings = replace(settings, workers=workers)  # each worker's share of the rate limits without Redis
     if threads is not None:
         settings = replace(settings, threads=threads)
     directory = metrics.prepare_multiprocess()  # before any worker, and before prometheus_client loads
+    master = os.getpid()
     try:
         metrics_server = metrics.bind(settings, *metrics_bind) if metrics_bind else None
         GatewayServer(settings, bind, workers, behind_proxy=behind_proxy, metrics_server=metrics_server).run()
     finally:
-        metrics.cleanup_multiprocess(directory)
+        # A worker is forked inside run() and leaves by SystemExit, through here: only the master's
+        # end is the end of serving. (Removed by a worker, the directory was gone for every worker
+        # after a reload, which replaces them all: issue 24.)
+        if os.getpid() == master:
+            metrics.cleanup_multiprocess(directory)

@@ -41,8 +41,8 @@ from gateway.cli.base import Context, MainGroup, local_origin
               help="SQLAlchemy URL, e.g. postgresql+psycopg://USER@HOST/DB (default: SQLite under "
                    "the home).")
 @click.option("--redis-url", envvar="CONTACTGATE_REDIS_URL", default=None, show_envvar=True,
-              help="Redis for the rate-limit counters shared by every gateway process (default: the "
-                   "embedded store).")
+              help="Redis for the rate-limit counters shared by every gateway process: redis://HOST:PORT/DB, "
+                   "or redis+sentinel://HOST:PORT,HOST:PORT/SERVICE for Sentinel (default: the embedded store).")
 @click.pass_context
 def main(ctx: click.Context, home: str, database_url: str | None, redis_url: str | None) -> None:
     """ContactGate: accredited organisations exchange signed SOAP messages with the contact index.

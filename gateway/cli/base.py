@@ -252,9 +252,9 @@ class Context:
         url = self.settings.redis_url
         if url is None:
             return
-        import redis
+        from gateway.store.redis_client import client_from_url
 
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        client = client_from_url(url, timeout_s=3)
         try:
             client.ping()
         finally:

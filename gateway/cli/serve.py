@@ -37,9 +37,12 @@ def console(ctx: Context, bind: str, workers: int) -> None:
               help="Plain HTTP on --bind (a private address) for nginx in front: nginx does the mutual TLS "
                    "and forwards the client certificate in Client-Cert (RFC 9440), believed only from "
                    "$CONTACTGATE_TRUSTED_PROXIES (deploy/nginx).")
-@click.option("--metrics-bind", default="127.0.0.1:9464", show_default=True,
+@click.option("--metrics-bind", envvar="CONTACTGATE_METRICS_BIND", show_envvar=True, default="none",
+              show_default=True,
               help="HOST:PORT for /metrics (Prometheus), /readyz and /healthz, without a client certificate: "
-                   "keep it on loopback or a monitoring network. `none` serves no metrics.")
+                   "keep it on loopback or a monitoring network (e.g. 127.0.0.1:9464). HOST:0 takes a free "
+                   "port. The start-up log says where, or that there is no metrics port (none, the default: "
+                   "two gateways on one host do not contend for one).")
 @pass_ctx
 def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str) -> None:
     """Run the gateway with mutual TLS (or behind nginx, which does it: --behind-proxy).
@@ -54,7 +57,8 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     if metrics_bind.lower() != "none":
         host, _, port = metrics_bind.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            fail(f"--metrics-bind must be HOST:PORT (e.g. 127.0.0.1:9464) or none, not {metrics_bind!r}")
+            fail(f"--metrics-bind must be HOST:PORT (e.g. 127.0.0.1:9464; port 0: a free one) or none, "
+                 f"not {metrics_bind!r}")
         metrics_at = (host.strip("[]"), int(port))
     ctx.preflight_serving()
     ctx.check_redis_reachable()

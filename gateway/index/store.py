@@ -739,10 +739,16 @@ def _sources_of(conn: Connection, child_ids: list[str]) -> dict[str, list[Source
     return found
 
 
-@functools.lru_cache(maxsize=20_000)
+# Source records whose comparable form is kept: a batch's candidates recur within it (households,
+# a child's other records). Each entry is a child's record (~2.5 KB with its form and keys): 20,000
+# of them made each worker grow for hours under load, holding children's records (issue 24).
+CACHED_SOURCES = 256
+
+
+@functools.lru_cache(maxsize=CACHED_SOURCES)
 def _person_and_keys(record_text: str) -> tuple[linkage.Person, frozenset[str]]:
     """A stored source record's comparable form and keys (pure functions of its JSON: cached, so a
-    child's other records are not normalised again on each update)."""
+    child's other records are not normalised again within a batch)."""
     person = linkage.person_from_record(json.loads(record_text))
     return person, frozenset(linkage.blocking_keys(person))
 

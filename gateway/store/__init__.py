@@ -4,7 +4,8 @@ Only rate counting lives here. What was answered — replay refusal and idempote
 the database, in each exchange's own transaction (gateway.pipeline.replay), so nothing correctness
 needs is in Redis: losing its data (a restart without persistence, a failover to a lagging replica,
 an eviction) only resets rate limits. A Redis that cannot be reached, or does not answer within
-CONTACTGATE_REDIS_TIMEOUT, fails closed: the count raises `contactgate_wire.faults.Unavailable`.
+CONTACTGATE_REDIS_TIMEOUT, puts the worker in degraded mode: it counts in its own memory against
+each limit divided by nodes x workers until Redis answers again (gateway.store.redis_store).
 
 Both implement `RateStore`; `tests/gateway/store/test_stores.py` runs one contract suite against
 each.
@@ -26,8 +27,8 @@ class RateStore(Protocol):
 
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         """Count one event against each key in the current fixed window (one round trip); return
-        each window's count. Raises `contactgate_wire.faults.Unavailable` if the counters cannot be reached
-        in time (fail closed: no count, no answer)."""
+        each window's count (the embedded store raises what the database raises: the pipeline
+        answers Unavailable; the Redis store falls back to the worker's own counts)."""
 
 
 def make_store(settings: Settings, engine: Engine) -> RateStore:
@@ -35,7 +36,7 @@ def make_store(settings: Settings, engine: Engine) -> RateStore:
         from gateway.store.redis_store import RedisStore
 
         return RedisStore.from_url(settings.redis_url, prefix=settings.redis_prefix,
-                                   timeout_s=settings.redis_timeout_s)
+                                   timeout_s=settings.redis_timeout_s, shares=settings.rate_shares)
     from gateway.store.embedded import EmbeddedStore
 
     return EmbeddedStore(engine)

@@ -54,7 +54,11 @@ def cluster(tmp_path_factory):
         gateway = Gateway("postgresql", tmp_path_factory.mktemp("cluster-home"), url, REDIS_URL)
         gateway.extra_env.update({"CONTACTGATE_TRUSTED_PROXIES": PROXY_ADDRESS,
                                   "CONTACTGATE_RATE_LIMIT_PER_USER": str(USER_LIMIT),
-                                  "CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS)})
+                                  "CONTACTGATE_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
+                                  # Counting across the nodes needs Redis reached: on a busy machine
+                                  # the 0.5 s default could time out and put a worker in degraded
+                                  # mode (its own share of each limit, docs/operations.md section 5).
+                                  "CONTACTGATE_REDIS_TIMEOUT": "5"})
         gateway.cli("init")
         gateway.add_org("LA", "local_authority", ["push", "query"])
         gateway.add_org("HEALTH", "health", ["query"])

@@ -2,7 +2,9 @@
 
 import pytest
 
-from gateway.config import Settings, SettingError
+from dataclasses import replace
+
+from gateway.config import Settings, SettingError, check_redis_url
 
 
 def settings(**env) -> Settings:
@@ -67,3 +69,27 @@ def test_a_review_shield_role_that_is_not_an_officer_role_is_refused_by_name():
     for value in ("designated safeguarding lead", "data-quality"):
         with pytest.raises(SettingError, match=r"CONTACTGATE_REVIEW_SHIELD_ROLES names .* not an officer role"):
             settings(CONTACTGATE_REVIEW_SHIELD_ROLES=value)
+
+
+def test_without_redis_each_worker_allows_its_share_nodes_times_workers():
+    assert settings().rate_shares == 1  # one node; `serve` sets its workers
+    assert replace(settings(CONTACTGATE_NODES="3"), workers=4).rate_shares == 12
+    with pytest.raises(SettingError, match="CONTACTGATE_NODES must be"):
+        settings(CONTACTGATE_NODES="0")
+
+
+def test_a_sentinel_url_is_read_with_every_sentinel_the_service_and_the_database():
+    from gateway.store.redis_client import parse_sentinel_url
+
+    url = "redis+sentinel://:s3cret@10.0.0.1:26379,[::1]:26380/cgmaster/2?sentinel_password=other"
+    check_redis_url(url)
+    assert parse_sentinel_url(url) == {"sentinels": [("10.0.0.1", 26379), ("::1", 26380)], "service": "cgmaster",
+                                       "db": 2, "username": None, "password": "s3cret",
+                                       "sentinel_password": "other"}
+
+
+@pytest.mark.parametrize("url", ["redis+sentinel://127.0.0.1/cgmaster", "redis+sentinel://127.0.0.1:26379/",
+                                 "redis+sentinel://127.0.0.1:26379/cgmaster/zero"])
+def test_a_bad_sentinel_url_is_refused_saying_what_it_should_look_like(url):
+    with pytest.raises(SettingError, match="redis\\+sentinel://"):
+        check_redis_url(url)

@@ -55,7 +55,7 @@ import re
 
 import jellyfish
 
-from gateway.index.linkage.person import Person, nickname_groups, person_from_query
+from gateway.index.linkage.person import CACHED_STRINGS, Person, nickname_groups, person_from_query
 from gateway.index.model import FindQuery
 
 MAX_KEY_LENGTH = 80
@@ -63,7 +63,7 @@ _CODE_LENGTH = 16  # phonetic code / name bound inside a key
 _MAX_GROUPS = 4  # nickname groups per given name used in keys (a name like "al" belongs to many)
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def phonetic(name: str) -> str:
     if not name:
         return ""
@@ -73,7 +73,7 @@ def phonetic(name: str) -> str:
     return name[:_CODE_LENGTH]
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def given_codes(name: str) -> tuple[str, ...]:
     """Phonetic codes of the nickname groups a given name belongs to (its own code first)."""
     codes = [phonetic(name)]

@@ -26,6 +26,13 @@ FAMILY_PARTICLES = frozenset("""van von der den de da di del della dos das du la
 abu mc mac st saint ap ab""".split())
 #: Longest normalised name kept: bounds keys and comparator time on hostile input.
 MAX_NAME_LENGTH = 60
+#: Entries in each per-string cache of normalised names, postcodes and address lines (here and in
+#: blocking.py). The strings come from messages: a national index has millions, so a cache sized to
+#: hold many of them only fills, for hours (65,536 entries a cache grew each worker ~1-5 MB a minute
+#: under load, issue 24) and keeps children's names in every worker. What it is for is the reuse
+#: within a record and a batch (a name normalised for its Person, its keys and each comparison),
+#: and the commonest names: a few hundred entries hold them. ~0.2 MB a cache when full.
+CACHED_STRINGS = 512
 
 
 @dataclass(frozen=True)
@@ -129,13 +136,13 @@ def person_from_query(query: FindQuery) -> Person:
 
 # --- normalisation (cached: names and postcodes recur heavily) ---------------------------------
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def name_key(raw: str) -> str:
     """normalise_name (case, diacritics, spaces, hyphens, apostrophes; every script kept), bounded."""
     return normalise_name(raw)[:MAX_NAME_LENGTH]
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def name_parts_of(raw: str) -> tuple[str, ...]:
     """The parts of a name split at spaces and hyphens (not apostrophes: O'Brien is one part)."""
     pieces = re.split(r"[\s\-\u2010-\u2015]+", raw)
@@ -155,7 +162,7 @@ def normalise_gender(raw: str | None) -> str | None:
     return _GENDERS.get(raw.strip().casefold(), "unknown")
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def normalise_postcode(raw: str | None) -> str | None:
     if not raw:
         return None
@@ -183,7 +190,7 @@ _STREET_ABBREVIATIONS = {
 }
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def normalise_address_line(raw: str) -> str | None:
     decomposed = unicodedata.normalize("NFKD", raw.casefold())
     text = "".join(c for c in decomposed if not unicodedata.combining(c))
@@ -225,7 +232,7 @@ def _nickname_groups() -> dict[str, frozenset[str]]:
     return {name: frozenset(g) for name, g in groups.items()}
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=CACHED_STRINGS)
 def nickname_groups(name: str) -> frozenset[str]:
     """The groups (named by their formal name) a normalised given name belongs to; itself if unknown."""
     return _nickname_groups().get(name, frozenset((name,)))
