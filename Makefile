@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -53,6 +53,18 @@ nginx:
 		else echo "nginx not found and cannot be installed here: the tests of nginx in front will be skipped"; fi; \
 	fi
 
+# The distribution's PostgreSQL client tools (pg_dump, pg_restore): `contactgate backup` and `restore`
+# on PostgreSQL use them. Installed when missing and this user may (root with apt-get); otherwise
+# the PostgreSQL backup tests skip, except under .ci/run.
+pgclient:
+	@if ! command -v pg_dump >/dev/null 2>&1 || ! command -v pg_restore >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing postgresql-client (apt-get)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-client >/dev/null; }; \
+		else echo "pg_dump not found and cannot be installed here: the PostgreSQL backup tests will be skipped"; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/contactgate demo
 
@@ -61,7 +73,7 @@ demo: $(STAMP)
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx
+test: $(STAMP) $(NODE_STAMP) browser nginx pgclient
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)

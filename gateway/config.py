@@ -90,6 +90,23 @@ class HomeLayout:
         return self.root / "keys" / "data-keys.json"
 
     @property
+    def archived_keys(self) -> Path:
+        """Retired data keys (`keys retire`), each wrapped under the active data key: kept until no
+        recorded backup inside its retention needs them (`keys destroy`)."""
+        return self.root / "keys" / "archived-keys.json"
+
+    @property
+    def backups(self) -> Path:
+        """The backups `contactgate backup` made (id, entry, data keys needed, retention), also in the
+        audit trail; kept across a restore."""
+        return self.root / "keys" / "backups.json"
+
+    @property
+    def restore_marker(self) -> Path:
+        """Present while `contactgate restore` is putting a backup in place: the gateway refuses to serve."""
+        return self.root / "restore-pending.json"
+
+    @property
     def audit_checkpoints(self) -> Path:
         """Heads recorded by each successful `audit verify`, outside the database."""
         return self.root / "audit" / "checkpoints"
@@ -175,6 +192,9 @@ class Settings:
     trusted_proxies: tuple = ()
     # `serve`'s log lines: "json" (one object a line, with the request id) or "text".
     log_format: str = "json"
+    # Copies of the audit checkpoints kept outside the home (docs/operations.md "Backup and restore"):
+    # every successful `audit verify` and every backup appends to each; a restore cannot roll them back.
+    checkpoint_copies: tuple = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -236,10 +256,15 @@ class Settings:
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
             "trusted_proxies": ("CONTACTGATE_TRUSTED_PROXIES", address_list),
             "log_format": ("CONTACTGATE_LOG_FORMAT", one_of("json", "text")),
+            "checkpoint_copies": ("CONTACTGATE_CHECKPOINT_COPIES", path_list),
         }
         for name, (variable, parse) in parsed.items():
             if name not in overrides and env.get(variable):
                 overrides[name] = parse(variable, env[variable])
+        for path in overrides.get("checkpoint_copies", ()):
+            if path.resolve().is_relative_to(home):
+                raise SettingError(f"CONTACTGATE_CHECKPOINT_COPIES holds {path}, inside the home {home}: a copy "
+                                   f"must live outside it (a restore of the home must not roll it back)")
         if "redis_prefix" not in overrides and env.get("CONTACTGATE_REDIS_PREFIX"):
             overrides["redis_prefix"] = env["CONTACTGATE_REDIS_PREFIX"]
         upper, lower = overrides.get("link_upper", cls.link_upper), overrides.get("link_lower", cls.link_lower)
@@ -297,6 +322,16 @@ def address_list(variable: str, value: str) -> tuple:
             raise SettingError(f"{variable} holds {part!r}, which is not an address or network "
                                f"(e.g. 127.0.0.1, 10.0.0.0/24, ::1)") from None
     return tuple(networks)
+
+
+def path_list(variable: str, value: str) -> tuple:
+    """Absolute file paths, comma-separated."""
+    paths = tuple(Path(part.strip()) for part in value.split(",") if part.strip())
+    for path in paths:
+        if not path.is_absolute():
+            raise SettingError(f"{variable} holds {str(path)!r}, which is not an absolute path "
+                               f"(e.g. /var/lib/contactgate-witness/checkpoints)")
+    return paths
 
 
 def role_list(variable: str, value: str) -> frozenset[str]:

@@ -48,6 +48,13 @@ def _write(path: Path, data: bytes, mode: int, flags: int) -> None:
             os.close(fd)
 
 
+def loose_mode(path: Path) -> int | None:
+    """The mode of the file ``path`` if its group or others may use it (a secret that is not the
+    owner's alone), else None; FileNotFoundError if there is none."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & 0o077 else None
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``, mode 0600, replacing what was there."""
     _write(path, data, PRIVATE_FILE, os.O_TRUNC)

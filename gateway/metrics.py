@@ -126,6 +126,9 @@ class Readiness:
                                            timeout_s=min(self.settings.database_timeout_s, 2.0))
             with self._engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+                restored = _restore_pending(self.settings, conn)
+            if restored:
+                problems.append(f"restored: {restored}")
         except Exception as exc:
             problems.append(f"database: {type(exc).__name__}")
         if self.settings.redis_url:
@@ -140,6 +143,13 @@ class Readiness:
         if problems:
             return False, "not ready: " + "; ".join(problems + degraded) + "\n"
         return True, ("ready, degraded: " + "; ".join(degraded) + "\n") if degraded else "ready\n"
+
+
+def _restore_pending(settings, conn) -> str | None:
+    """A restore not yet acknowledged (gateway.backup): the node answers every exchange Unavailable."""
+    from gateway.backup import gate_reason
+
+    return gate_reason(settings.layout, conn)
 
 
 def application(settings):

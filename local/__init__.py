@@ -41,7 +41,7 @@ LOCAL_OFFICERS = {
 DEFAULT_OFFICER = "officer-a"
 # Commands that act as a signed-in officer (the rest need no session).
 _OFFICER_COMMANDS = {"org", "cert", "review", "officer", "whoami", "trust", "keys", "signing-key", "proxy",
-                     "linkage"}
+                     "linkage", "restore"}
 _SESSIONLESS = {("cert", "crl"), ("audit", "verify")}
 
 
@@ -128,6 +128,8 @@ class LocalGateway:
     def _needs_officer(args: list[str]) -> bool:
         if not args or args[0] not in _OFFICER_COMMANDS and tuple(args[:2]) != ("audit", "report"):
             return False
+        if args[0] == "restore":  # restoring an archive needs the backup key, not a session
+            return args[1:2] == ["acknowledge"]
         return tuple(args[:2]) not in _SESSIONLESS and "--help" not in args
 
     def _local_officers_file(self) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import files
-from gateway.audit.checkpoints import CheckpointSigner, checkpoint_line, last_checkpoint
+from gateway.audit.checkpoints import CheckpointSigner, checkpoint_line, checkpoint_seqs
 from gateway.audit.links import GENESIS, entry_hash, material, public_hash, timestamp
 from gateway.db import audit_children, audit_head, audit_log, reader
 
@@ -84,44 +85,83 @@ class AuditTrail:
     so that someone who can write to the database — a DBA, a report writer — cannot rewrite
     entries and recompute the chain: each link is an HMAC, not a bare hash."""
 
-    def __init__(self, key: bytes, *, checkpoints: Path | None = None, signer=None):
+    def __init__(self, key: bytes, *, checkpoints: Path | None = None, signer=None, copies: tuple = ()):
         if len(key) < KEY_BYTES:
             raise ValueError("the audit chain key is too short")
         self._key = key
         self._checkpoints = checkpoints
+        self._copies = tuple(copies)  # checkpoint files outside the home (CONTACTGATE_CHECKPOINT_COPIES)
         self._signer_factory = signer  # () -> gateway.audit.checkpoints.CheckpointSigner, or None
         self._signer = None  # loaded on first use, then kept: the key is read once per process
 
     @classmethod
-    def from_file(cls, path: Path, *, checkpoints: Path | None = None, signer=None) -> "AuditTrail":
+    def from_file(cls, path: Path, *, checkpoints: Path | None = None, signer=None, copies: tuple = ()) -> "AuditTrail":
         try:
-            return cls(path.read_bytes(), checkpoints=checkpoints, signer=signer)
+            return cls(path.read_bytes(), checkpoints=checkpoints, signer=signer, copies=copies)
         except FileNotFoundError:
             raise FileNotFoundError(f"no audit chain key at {path}: run `contactgate init`") from None
 
     @classmethod
-    def of_home(cls, layout) -> "AuditTrail":
-        """The home's trail: its key, its checkpoints file, and checkpoints signed with the gateway's
-        signing key (loaded when the first checkpoint is written)."""
-        return cls.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints,
+    def of_home(cls, layout, copies: tuple = ()) -> "AuditTrail":
+        """The home's trail: its key, its checkpoints file (and ``copies`` of it outside the home), and
+        checkpoints signed with the gateway's signing key (loaded when the first checkpoint is written)."""
+        return cls.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints, copies=copies,
                              signer=lambda: CheckpointSigner.from_layout(layout) if layout.signing_key.exists() else None)
 
-    def append(self, conn: Connection, entry: Entry, *, now: dt.datetime | None = None) -> int:
-        return _append(conn, entry, self._key, now)
+    @property
+    def checkpoint_files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self._checkpoints, *self._copies) if p is not None)
 
-    def verify(self, engine: Engine, batch: int = 5000) -> VerifyResult:
-        """Verify the chain. With a checkpoints file (outside the database), the chain must also still
-        hold the head the last successful run recorded — so cutting the tail and moving the head back
-        is detected — and a successful run records the new head there."""
-        try:
-            checkpoint = last_checkpoint(self._checkpoints)
-        except ValueError as exc:  # the file outside the database was altered: that is tampering too
-            return VerifyResult(False, 0, None, f"the checkpoints file {self._checkpoints} is altered ({exc})")
-        result = _verify(engine, self._key, batch, checkpoint)
-        if result.ok and self._checkpoints is not None:
-            files.append_private(self._checkpoints, checkpoint_line(result.entries, result.head_hash,
-                                                                    result.public_head, self.checkpoint_signer()))
+    def append(self, conn: Connection, entry: Entry, *, now: dt.datetime | None = None) -> int:
+        return _append(conn, entry, self._key, now)[0]
+
+    def append_linked(self, conn: Connection, entry: Entry) -> tuple[int, str]:
+        """Append ``entry``; returns (its seq, its HMAC link), for a checkpoint of it."""
+        return _append(conn, entry, self._key, None)
+
+    def append_at(self, conn: Connection, entry: Entry, seq: int) -> tuple[int, str]:
+        """Append ``entry`` as entry ``seq`` (beyond the head: only a restore leaves a gap, and its
+        entry names it); returns (seq, its HMAC link)."""
+        return _append(conn, entry, self._key, None, seq)
+
+    def verify(self, engine: Engine, batch: int = 5000, *, witnesses: tuple = (),
+               exported: dict[int, tuple[str, str]] | None = None) -> VerifyResult:
+        """Verify the chain. Every checkpoint recorded outside the database (the home's checkpoints
+        file, its copies outside the home, ``witnesses``: checkpoint files from elsewhere, and
+        ``exported``: seq -> (public link, where) of entries in verified exports) must still be in
+        the chain — so cutting the tail and moving the head back is detected, and so is a restore
+        that lost entries without saying so — and a successful run records the new head in the
+        home's file and its copies."""
+        known: dict[int, tuple[str, Path]] = {}
+        for path in (*self.checkpoint_files, *witnesses):
+            try:
+                seqs = checkpoint_seqs(path)
+            except ValueError as exc:  # the file outside the database was altered: that is tampering too
+                return VerifyResult(False, 0, None, f"the checkpoints file {path} is altered ({exc})")
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            for seq, head in seqs:
+                if seq in known and known[seq][0] != head:
+                    return VerifyResult(False, 0, seq, f"the checkpoints files {known[seq][1]} and {path} disagree "
+                                                       f"about entry {seq} (one of them was altered)")
+                known[seq] = (head, path)
+        result = _verify(engine, self._key, batch, known, exported or {})
+        if result.ok:
+            for path in self.checkpoint_files:
+                signer = self.checkpoint_signer() if path == self._checkpoints else None
+                if not path.parent.exists():
+                    files.private_dir(path.parent)
+                files.append_private(path, checkpoint_line(result.head_seq, result.head_hash, result.public_head,
+                                                           signer))
         return result
+
+    def record_checkpoint(self, seq: int, link: str) -> None:
+        """A checkpoint of an entry this process just appended (its HMAC link known), in the home's
+        file and its copies."""
+        for path in self.checkpoint_files:
+            if not path.parent.exists():
+                files.private_dir(path.parent)
+            files.append_private(path, checkpoint_line(seq, link, "", None))
 
     def checkpoint_signer(self):
         """What signs checkpoints (the gateway's signing key), loaded once; None without one."""
@@ -130,15 +170,18 @@ class AuditTrail:
         return self._signer
 
 
-def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None) -> int:
+def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None,
+            seq: int | None = None) -> tuple[int, str]:
     """Append ``entry`` to the chain inside the caller's transaction; returns its sequence number.
 
     The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions already hold the write
     lock), so concurrent appends queue and the chain stays linear.
     """
     head = conn.execute(_LOCK_HEAD).one()
+    if seq is not None and seq <= head.seq:
+        raise ValueError(f"entry {seq} would reuse a sequence number (the head is at {head.seq})")
     row = {
-        "seq": head.seq + 1,
+        "seq": head.seq + 1 if seq is None else seq,
         "at": timestamp(now),
         "org_code": entry.org_code,
         "cert_fingerprint": entry.cert_fingerprint,
@@ -169,12 +212,30 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None)
     children = list(dict.fromkeys(entry.child_ids))
     if conn.dialect.name == "postgresql":
         conn.execute(_WRITE_PG, {**row, "children": children})
-        return row["seq"]
+        return row["seq"], row["entry_hash"]
     conn.execute(_INSERT_ENTRY, row)
     if children:
         conn.execute(_INSERT_CHILD, [{"child_id": c, "seq": row["seq"]} for c in children])
     conn.execute(_MOVE_HEAD, {"new_seq": row["seq"], "new_hash": row["entry_hash"], "new_public": row["public_hash"]})
-    return row["seq"]
+    return row["seq"], row["entry_hash"]
+
+
+@dataclass
+class Lost:
+    """A restore (its ``restore`` entry ``restore_seq``) and the entries it lost (``first``..``last``,
+    None when no checkpoint had seen any entry made after the backup)."""
+
+    first: int | None
+    last: int | None
+    restore_seq: int
+    detail: str
+    acknowledged: bool = False
+
+    def describe(self) -> str:
+        state = "acknowledged by two officers" if self.acknowledged else "NOT yet acknowledged by two officers"
+        what = (f"entries {self.first}..{self.last} LOST in the restore" if self.first is not None
+                else "no checkpointed entry lost in the restore")
+        return f"{what} at entry {self.restore_seq} ({state}): {self.detail}"
 
 
 @dataclass
@@ -185,56 +246,103 @@ class VerifyResult:
     problem: str | None = None
     head_hash: str | None = None
     public_head: str | None = None
+    head_seq: int = 0
+    lost: list[Lost] = field(default_factory=list)  # every restore and its gap: reported on every run
+
+    @property
+    def unacknowledged(self) -> list[Lost]:
+        return [gap for gap in self.lost if not gap.acknowledged]
 
 
-def _verify(engine: Engine, key: bytes, batch: int, checkpoint: tuple[int, str] | None = None) -> VerifyResult:
+_RESTORE_GAP = re.compile(r"; entries (\d+)\.\.(\d+) lost")
+_ACKNOWLEDGED = re.compile(r"restore at entry (\d+) acknowledged by ")
+
+
+def _documented_gap(row, first: int, last: int) -> bool:
+    """Does ``row`` (already found authentic) name exactly the entries first..last as lost?"""
+    if row["operation"] != "restore":
+        return False
+    found = _RESTORE_GAP.search(row["detail"] or "")
+    return bool(found) and (int(found.group(1)), int(found.group(2))) == (first, last)
+
+
+def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple[str, Path]],
+            exported: dict[int, tuple[str, str]]) -> VerifyResult:
     """Recompute the chain up to the head as read first (appends made meanwhile are left for the
-    next run); check that the child index `audit report --child` reads matches the entries; report
-    the first entry that does not fit."""
+    next run); check that the child index `audit report --child` reads matches the entries, that
+    every checkpoint still holds, and that sequence numbers skip only where a restore entry names
+    the entries lost; report the first entry that does not fit."""
     prev = prev_public = GENESIS
-    count = 0
+    count = last = 0
+    lost: list[Lost] = []
+    acknowledged: set[int] = set()
     with reader(engine).connect() as conn:  # a long verification must not block writers
         head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
-        while count < head.seq:
-            upper = min(head.seq, count + batch)
-            rows = conn.execute(select(audit_log).where(audit_log.c.seq > count, audit_log.c.seq <= upper)
-                                .order_by(audit_log.c.seq)).mappings().all()
+        while last < head.seq:
+            rows = conn.execute(select(audit_log).where(audit_log.c.seq > last, audit_log.c.seq <= head.seq)
+                                .order_by(audit_log.c.seq).limit(batch)).mappings().all()
+            if not rows:
+                break
+            upper = rows[-1]["seq"]
             indexed: dict[int, set[str]] = {}
             for child_id, seq in conn.execute(select(audit_children.c.child_id, audit_children.c.seq).where(
-                    audit_children.c.seq > count, audit_children.c.seq <= upper)):
+                    audit_children.c.seq > last, audit_children.c.seq <= upper)):
                 indexed.setdefault(seq, set()).add(child_id)
-            expected_seq = count + 1
             for row in rows:
-                if row["seq"] != expected_seq:
-                    return VerifyResult(False, count, expected_seq, f"entry {expected_seq} is missing")
+                seq = row["seq"]
                 if row["prev_hash"] != prev:
-                    return VerifyResult(False, count, row["seq"], "link to the previous entry is broken")
+                    if seq != last + 1:
+                        return VerifyResult(False, count, last + 1, _missing(last + 1, seq - 1))
+                    return VerifyResult(False, count, seq, "link to the previous entry is broken")
                 fields = material(row)
                 if not hmac.compare_digest(entry_hash(key, prev, row, fields), row["entry_hash"]):
-                    return VerifyResult(False, count, row["seq"], "entry was altered")
+                    return VerifyResult(False, count, seq, "entry was altered")
+                if seq != last + 1:  # a gap: only a restore entry, authentic, naming it exactly, may follow one
+                    if not _documented_gap(row, last + 1, seq - 1):
+                        return VerifyResult(False, count, last + 1, _missing(last + 1, seq - 1))
+                    lost.append(Lost(last + 1, seq - 1, seq, row["detail"] or ""))
+                elif row["operation"] == "restore":
+                    lost.append(Lost(None, None, seq, row["detail"] or ""))
                 if row["public_hash"] != public_hash(prev_public, row, fields):
-                    return VerifyResult(False, count, row["seq"], "the entry's public link was altered")
-                if set(row["child_ids"].split()) != indexed.pop(row["seq"], set()):
-                    return VerifyResult(False, count, row["seq"],
+                    return VerifyResult(False, count, seq, "the entry's public link was altered")
+                if set(row["child_ids"].split()) != indexed.pop(seq, set()):
+                    return VerifyResult(False, count, seq,
                                         "the child index does not match the entry (report rows removed?)")
-                if checkpoint is not None and row["seq"] == checkpoint[0] and row["entry_hash"] != checkpoint[1]:
-                    return VerifyResult(False, count, row["seq"], "entry differs from when the chain was "
-                                                                  "last verified")
+                known = checkpoints.get(seq)
+                if known is not None and row["entry_hash"] != known[0]:
+                    return VerifyResult(False, count, seq, f"entry differs from when the chain was last verified "
+                                                           f"(checkpoint in {known[1]})")
+                known = exported.get(seq)
+                if known is not None and row["public_hash"] != known[0]:
+                    return VerifyResult(False, count, seq, f"entry differs from the export {known[1]}")
+                if row["operation"] == "restore.acknowledged":
+                    found = _ACKNOWLEDGED.match(row["detail"] or "")
+                    if found:
+                        acknowledged.add(int(found.group(1)))
                 prev, prev_public = row["entry_hash"], row["public_hash"]
-                expected_seq += 1
+                last = seq
                 count += 1
-            if count < upper:
-                return VerifyResult(False, count, count + 1, f"entry {count + 1} is missing")
             if indexed:
                 return VerifyResult(False, count, min(indexed), "the child index names an entry that "
                                                                   "does not list that child")
-        if checkpoint is not None and checkpoint[0] > head.seq:
+        if last < head.seq:
+            return VerifyResult(False, count, last + 1, _missing(last + 1, head.seq))
+        beyond = max((seq for seq in (*checkpoints, *exported) if seq > head.seq), default=None)
+        if beyond is not None:
+            where = checkpoints[beyond][1] if beyond in checkpoints else f"the export {exported[beyond][1]}"
             return VerifyResult(False, count, head.seq + 1,
-                                f"the chain ends at entry {head.seq} but held {checkpoint[0]} entries when "
-                                f"last verified (entries removed?)")
+                                f"the chain ends at entry {head.seq} but held {beyond} entries when last verified "
+                                f"(checkpoint in {where}): {_missing(head.seq + 1, beyond)} "
+                                f"(entries removed, or a restore not recorded in the chain)")
         if head.entry_hash != prev or head.public_hash != prev_public:
             return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
-    return VerifyResult(True, count, head_hash=prev, public_head=prev_public)
+    for gap in lost:
+        gap.acknowledged = gap.restore_seq in acknowledged
+    return VerifyResult(True, count, head_hash=prev, public_head=prev_public, head_seq=head.seq, lost=lost)
+
+
+def _missing(first: int, last: int) -> str:
+    return f"entry {first} is missing" if first == last else f"entries {first}..{last} are missing"
 
 
 def _since(query, since: dt.datetime | None):

@@ -2,8 +2,9 @@
 
 Each successful `audit verify` appends a line to the home's ``audit/checkpoints``: the head of the
 HMAC chain it verified and, when the gateway's signing key is at hand, the head of the public chain
-(gateway.audit.links.public_hash) signed with that key. The chain checks that it still holds the
-last head recorded (so a cut tail is found); an export (gateway.audit.export) carries the signed
+(gateway.audit.links.public_hash) signed with that key; copies outside the home
+(CONTACTGATE_CHECKPOINT_COPIES) get the same heads, unsigned. The chain checks that it still holds
+every head recorded in any of them (so a cut tail, or entries a restore lost, are found); an export (gateway.audit.export) carries the signed
 checkpoints of its period, which a holder of the gateway's signing certificate verifies offline.
 """
 
@@ -93,17 +94,25 @@ def signed_checkpoints(path: Path) -> list[dict]:
     return found
 
 
-def last_checkpoint(path: Path | None) -> tuple[int, str] | None:
-    """(seq, HMAC head) of the file's last line, None without one; ValueError if that line is not
-    a checkpoint (the file outside the database was altered)."""
+MAX_CHECKPOINT_LINE = 4096
+
+
+def checkpoint_seqs(path: Path | None) -> list[tuple[int, str]]:
+    """Every (seq, HMAC head) a checkpoints file holds, in its order; ValueError if a line is not a
+    checkpoint (the file outside the database was altered)."""
     if path is None or not path.exists():
-        return None
-    lines = path.read_text().split("\n")
-    last = next((line for line in reversed(lines) if line.strip()), None)
-    if last is None:
-        return None
-    fields = last.split()
-    if len(fields) < 2 or not fields[0].isdigit() or len(fields[1]) != 64 or any(
-            c not in "0123456789abcdef" for c in fields[1]):
-        raise ValueError(f"its last line is not a checkpoint: {last[:80]!r}")
-    return int(fields[0]), fields[1]
+        return []
+    found = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            if len(raw) > MAX_CHECKPOINT_LINE:
+                raise ValueError(f"its line {number} is too long to be a checkpoint")
+            line = raw.decode("ascii", "replace").strip()
+            if not line:
+                continue
+            fields = line.split()
+            if len(fields) < 2 or not fields[0].isdigit() or len(fields[0]) > 18 or len(fields[1]) != 64 or any(
+                    c not in "0123456789abcdef" for c in fields[1]):
+                raise ValueError(f"its line {number} is not a checkpoint: {line[:80]!r}")
+            found.append((int(fields[0]), fields[1]))
+    return found

@@ -12,6 +12,7 @@ group, each holding that group's commands and nothing else.
 - `roles`: roles ... (what each practitioner role may see)
 - `serve`: serve, console
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
+- `backup`: backup, restore ... (one encrypted archive; a restore acknowledged by two officers)
 - `review`: review ... (the data-quality review queue)
 - `linkage`: linkage ... (train a linkage model from the index; put one in use, four-eyes)
 - `retention`: retention ...
@@ -29,8 +30,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, certificates, home, keys, linkage, officers, organisations, proxy, retention, review,
-                         roles, serve, signing_keys, trust)
+from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, proxy, retention,
+                         review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -67,6 +68,7 @@ for _command in (
     roles.roles_group,
     serve.serve, serve.console,
     audit.audit_group,
+    backup.backup, backup.restore,
     review.review,
     linkage.linkage,
     retention.retention_group,

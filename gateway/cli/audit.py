@@ -26,14 +26,26 @@ def audit_group() -> None:
               help="Verify an export (from `audit export`) offline instead of the database.")
 @click.option("--cert", "cert_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --file: the gateway's signing certificate(s), e.g. gateway-signing.pem.")
+@click.option("--checkpoints", "witnesses", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A checkpoints file kept elsewhere (another node's, an old copy) the chain must also "
+                   "hold (repeatable).")
+@click.option("--export", "exports", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="An export (from `audit export`) whose entries the chain must still hold, checked with "
+                   "the home's signing certificates first (repeatable).")
 @click.pass_context
-def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: Path | None) -> None:
-    """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry), 3 could
-    not check (database, key or files unavailable), 2 usage.
+def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: Path | None,
+                 witnesses: tuple[Path, ...], exports: tuple[Path, ...]) -> None:
+    """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry, or the
+    exact entries missing) or a restore that two officers have not yet acknowledged, 3 could not
+    check (database, key or files unavailable), 2 usage.
 
     Each successful run records the head in $CONTACTGATE_HOME/audit/checkpoints, signed with the
-    gateway's signing key; later runs also check that the chain still holds it. Run it regularly
-    (cron can tell tampering from an outage by the exit code).
+    gateway's signing key, and in every file CONTACTGATE_CHECKPOINT_COPIES names; later runs check
+    that the chain still holds every head recorded in any of them. Run it regularly (cron can tell
+    tampering from an outage by the exit code).
+
+    Entries lost in a restore (`contactgate restore`) are named on every run, for ever; once two
+    officers have acknowledged the restore (`restore acknowledge`) they no longer make it exit 1.
 
     With --file EXPORT --cert gateway-signing.pem: check an export with the signing certificate
     only (no home, key or database needed), with the same exit codes."""
@@ -46,13 +58,50 @@ def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: 
         trail = ctx.trail
     except FileNotFoundError as exc:
         raise CannotRun(f"could not check: {exc}") from None
-    result = trail.verify(ctx.engine)
+    exported = _exported_points(ctx, exports)
+    result = trail.verify(ctx.engine, witnesses=witnesses, exported=exported)
     if result.ok:
-        click.echo(f"audit chain intact: {result.entries} entries")
+        click.echo(f"audit chain intact: {result.entries} entries (up to entry {result.head_seq})")
+        for gap in result.lost:
+            click.echo(gap.describe())
+        if result.unacknowledged:
+            sys.exit(1)
         return
     where = f"at entry {result.first_bad_seq}" if result.first_bad_seq is not None else "outside the database"
     click.echo(f"audit chain BROKEN {where}: {result.problem} ({result.entries} entries verified before it)")
     sys.exit(1)
+
+
+MAX_EXPORT_BYTES = 2 * 1024 ** 3
+
+
+def _exported_points(ctx: Context, exports: tuple[Path, ...]) -> dict[int, tuple[str, str]]:
+    """seq -> (public link, file) of every entry of the exports given, each export verified first
+    with the gateway's signing certificates (current, previous and staged)."""
+    from gateway.audit import export
+
+    if not exports:
+        return {}
+    layout = ctx.settings.layout
+    certificates = [c for path in (layout.signing_cert, layout.signing_previous_cert, layout.signing_next_cert)
+                    if path.exists() for c in pki.load_certs_pem(path.read_bytes())]
+    points: dict[int, tuple[str, str]] = {}
+    for path in exports:
+        try:
+            if path.stat().st_size > MAX_EXPORT_BYTES:
+                raise CannotRun(f"could not check: {path} is larger than an export can be")
+            document = json.loads(path.read_bytes())
+        except OSError as exc:
+            raise CannotRun(f"could not check: {exc.strerror or exc}: {exc.filename}") from None
+        except ValueError:
+            document = None
+        result = export.verify_document(document, certificates)
+        if not result.ok:
+            click.echo(f"export {path} NOT intact: {result.problem}: it cannot vouch for the chain")
+            sys.exit(1)
+        for entry in document["entries"]:
+            points[entry["seq"]] = (entry["public_hash"], str(path))
+    return points
 
 
 def _verify_export(export_file: Path | None, cert_file: Path | None) -> None:
@@ -115,7 +164,7 @@ def audit_export(ctx: Context, since, until, out: Path, fmt: str, force: bool) -
     if signer is None:
         raise CannotRun("could not export: no signing key in the home (run `contactgate init`)")
     try:
-        document = export.build(ctx.engine, signer, ctx.settings.layout.audit_checkpoints, result.entries,
+        document = export.build(ctx.engine, signer, ctx.settings.layout.audit_checkpoints, result.head_seq,
                                 since, until)
     except export.ExportError as exc:
         fail(str(exc))

@@ -140,8 +140,7 @@ class Context:
 
     @property
     def trail(self) -> audit.AuditTrail:
-        layout = self.settings.layout
-        return audit.AuditTrail.of_home(layout)
+        return audit.AuditTrail.of_home(self.settings.layout, copies=self.settings.checkpoint_copies)
 
     @property
     def reader(self):

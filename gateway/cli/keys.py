@@ -19,7 +19,8 @@ def keys_group() -> None:
     """The data keys that seal identifying values at rest (keys/data-keys.json in the home; a senior officer).
 
     rotate (a new key; every value re-sealed under it in batches while the gateway serves) ->
-    status (how many values each key seals) -> retire KEY (drop a key no value uses)."""
+    status (how many values each key seals) -> retire KEY (a key no value uses, out of the keyring
+    into the archive keyring) -> destroy KEY (once no recorded backup inside its retention needs it)."""
 
 
 def _keyring_file(ctx: Context) -> Path:
@@ -55,7 +56,10 @@ def keys_status(ctx: Context) -> None:
     usage = _key_usage(ctx)
     for kid in sorted(ring.data_keys):
         click.echo(f"{kid}  {'active ' if kid == ring.active else 'old    '}  {usage.get(kid, 0)} value(s)")
-    unknown = sorted(set(usage) - set(ring.data_keys))
+    archived = {} if env else _archived(ctx, ring)
+    for kid in sorted(archived):
+        click.echo(f"{kid}  archived  {usage.get(kid, 0)} value(s)  (retired; `keys destroy {kid}` once no backup needs it)")
+    unknown = sorted(set(usage) - set(ring.data_keys) - set(archived))
     if unknown:
         click.echo(f"values sealed under keys this keyring does not hold: {', '.join(unknown)}")
 
@@ -117,7 +121,10 @@ def _models_sealed_under(ctx: Context, key_id: str) -> list[str]:
 @click.argument("key_id")
 @pass_ctx
 def keys_retire(ctx: Context, key_id: str) -> None:
-    """Remove an old data key from the keyring; refused while any stored value is sealed under it."""
+    """Take an old data key out of the keyring, into the archive keyring (keys/archived-keys.json,
+    wrapped under the active key); refused while any stored value is sealed under it. Serving
+    processes no longer hold it; a restore of a backup that needs it still finds it, and
+    `keys destroy` removes it once no recorded backup inside its retention needs it."""
     actor = key_officer(ctx, "keys retire")
     path = _keyring_file(ctx)
     ring = vault.read_keyring(path)
@@ -132,7 +139,56 @@ def keys_retire(ctx: Context, key_id: str) -> None:
     if models:
         fail(f"the name table of linkage model(s) {', '.join(models)} is sealed under {key_id} (re-sealing would "
              f"change an approved file): train a new model and put it in use, or remove those files, first")
-    vault.write_keyring(path, ring.without(key_id))
+    archive = _archived(ctx, ring)
+    kept = ring.without(key_id)
+    # The archive first (every key in it wrapped anew under the active key): a crash between the two
+    # writes leaves the key in both files, never in neither.
+    vault.write_archived(ctx.settings.layout.archived_keys, kept, {**archive, key_id: ring.data_keys[key_id]})
+    vault.write_keyring(path, kept)
     with ctx.engine.begin() as conn:
-        ctx.trail.append(conn, key_entry(actor, "keys", f"data key {key_id} retired"))
-    click.echo(f"data key {key_id} retired")
+        ctx.trail.append(conn, key_entry(actor, "keys", f"data key {key_id} retired to the archive keyring"))
+    click.echo(f"data key {key_id} retired (kept wrapped in the archive keyring until `keys destroy {key_id}`)")
+
+
+def _archived(ctx: Context, ring: vault.Keyring) -> dict[str, bytes]:
+    try:
+        return vault.read_archived(ctx.settings.layout.archived_keys, ring)
+    except vault.KeyringError as exc:
+        fail(str(exc))
+
+
+@keys_group.command("destroy")
+@click.argument("key_id")
+@pass_ctx
+def keys_destroy(ctx: Context, key_id: str) -> None:
+    """Destroy a retired data key for good: refused while a recorded backup (`contactgate backup`)
+    that needs it is inside its retention."""
+    import datetime as dt
+
+    from gateway.backup import BackupError, backups_needing
+
+    actor = key_officer(ctx, "keys destroy")
+    path = _keyring_file(ctx)
+    ring = vault.read_keyring(path)
+    if key_id in ring.data_keys:
+        fail(f"{key_id} is still in the keyring: `keys retire {key_id}` first")
+    archive = _archived(ctx, ring)
+    if key_id not in archive:
+        fail(f"no data key {key_id} in the archive keyring")
+    today = dt.date.today()
+    try:
+        with ctx.reader.connect() as conn:
+            needing = backups_needing(ctx.settings, conn, key_id, today)
+    except BackupError as exc:
+        fail(str(exc))
+    if needing:
+        last = max(needing, key=lambda b: b["until"])
+        why = (f"{len(needing)} recorded backup(s) inside their retention need {key_id} (the last, "
+               f"{last['id']}, until {last['until']}): it can be destroyed after {last['until']}")
+        from gateway.cli.changes import refuse_officer
+
+        refuse_officer(ctx, actor, "keys destroy", ValueError(why))
+    vault.write_archived(ctx.settings.layout.archived_keys, ring, {k: v for k, v in archive.items() if k != key_id})
+    with ctx.engine.begin() as conn:
+        ctx.trail.append(conn, key_entry(actor, "keys", f"data key {key_id} destroyed"))
+    click.echo(f"data key {key_id} destroyed")

@@ -13,7 +13,7 @@ from flask import (Blueprint, abort, current_app, flash, g, redirect, render_tem
                    session, url_for)
 from sqlalchemy import func, select
 
-from gateway import officers
+from gateway import backup, officers
 from gateway.db import audit_log, certificates
 from gateway.trust import registry
 from gateway.trust.registry import RegistryError
@@ -191,12 +191,13 @@ def dashboard():
                    audit_log.c.cert_fingerprint.is_not(None))
             .group_by(audit_log.c.org_code).order_by(func.count().desc())).all()
         additional = registry.additional_certificates(conn, _now() - dt.timedelta(days=30))
+        restored = backup.gate_reason(_app()["settings"].layout, conn)
     top = max((n for _, n in traffic), default=0)
     bars = [{"org": org, "count": n, "width": round(400 * n / top) if top else 0, "y": 28 * i}
             for i, (org, n) in enumerate(traffic[:20])]
     return render_template("dashboard.html", pending=pending, expiring_orgs=expiring_orgs,
                            expiring_certs=expiring_certs, refusals=refusals, bars=bars, today=today,
-                           additional=additional)
+                           additional=additional, restored=restored)
 
 
 # ---- organisations -------------------------------------------------------------------------------
@@ -328,10 +329,18 @@ def _back(proposal: registry.Proposal):
     return redirect(url_for("pages.trust"))
 
 
+def _restore_by_command_line(proposal: registry.Proposal):
+    flash(f"Proposal {proposal.id} ({proposal.kind}) is decided with the command line: "
+          f"contactgate restore acknowledge", "error")
+    return redirect(url_for("pages.proposals"))
+
+
 @pages.route("/proposals/<int:proposal_id>/approve", methods=["POST"])
 @_needs(*registry.ORGANISATION_ROLES, *registry.TRUST_ROLES)
 def proposal_approve(proposal_id: int):
     proposal = _proposal(proposal_id)
+    if proposal.kind in backup.RESTORE_PROPOSALS:
+        return _restore_by_command_line(proposal)
     if not _stepped_up():
         return _back(proposal)
     if proposal.kind in registry.TRUST_PROPOSALS:
@@ -360,6 +369,8 @@ def proposal_approve(proposal_id: int):
 @_needs(*registry.ORGANISATION_ROLES, *registry.TRUST_ROLES)
 def proposal_decline(proposal_id: int):
     proposal = _proposal(proposal_id)
+    if proposal.kind in backup.RESTORE_PROPOSALS:
+        return _restore_by_command_line(proposal)
     if not _stepped_up():
         return _back(proposal)
     reason = request.form.get("reason", "")

@@ -75,6 +75,7 @@ def _handle(exchange: Exchange, services: Services) -> Answer:
             parse_message(exchange, services)
             validate_schema(exchange, services)
             verify_security(exchange, services)
+            refuse_while_restored(services)
             check_replay(exchange, services)
             check_accreditation(exchange, services)
             authorise(exchange, services)
@@ -96,6 +97,14 @@ def _handle(exchange: Exchange, services: Services) -> Answer:
     except Exception:  # a bug: fail closed, tell nothing
         log.exception("unexpected failure while handling a message", extra={"request_id": exchange.request_id})
         return _refuse(exchange, Unavailable("internal error"), services)
+
+
+def refuse_while_restored(services: Services) -> None:
+    """After `contactgate restore`, nothing is served until two officers acknowledge the restore
+    (gateway.backup): the message is refused Unavailable, and audited as such."""
+    why = services.restore_gate.reason()
+    if why is not None:
+        raise Unavailable(f"the gateway does not serve: {why}")
 
 
 def _repeat(exchange: Exchange, first_answer: bytes, services: Services) -> Answer:

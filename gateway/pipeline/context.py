@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, db
 from gateway.audit import AuditTrail
+from gateway.backup import Gate
 from gateway.config import Settings
 from gateway.index import disclosure
 from contactgate_wire.wsse import EnvelopeSigner
@@ -38,10 +39,12 @@ class Services:
     _local: threading.local = field(default_factory=threading.local, repr=False)
     reader: Engine = field(init=False, repr=False)  # the engine for lookups (see gateway.db.reader)
     turns: db.WriterTurns | None = field(init=False, repr=False)  # SQLite: see gateway.db.WriterTurns
+    restore_gate: Gate = field(init=False, repr=False)  # a restore not yet acknowledged: serve nothing
 
     def __post_init__(self) -> None:
         self.reader = db.reader(self.engine)
         self.turns = db.writer_turns(self.engine, self.settings.database_timeout_s)
+        self.restore_gate = Gate(self.settings.layout, self.reader)
 
     def write_transaction(self):
         """A transaction of the message path that writes (``engine.begin()``, on SQLite in this

@@ -27,7 +27,6 @@ import hmac
 import json
 import os
 import secrets
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -199,13 +198,14 @@ def _stamp(path: Path):
 
 
 def read_keyring(path: Path) -> Keyring:
+    from gateway import files
+
     try:
-        st = path.stat()
+        loose = files.loose_mode(path)
     except FileNotFoundError:
         raise KeyringError(f"no data keys at {path}: run `contactgate init`") from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise KeyringError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
-                           f"run `chmod 600 {path}`")
+    if loose is not None:
+        raise KeyringError(f"{path} is readable by others (mode {loose:o}): run `chmod 600 {path}`")
     return Keyring.from_json(path.read_text(encoding="utf-8"))
 
 
@@ -293,3 +293,43 @@ def using(vault: Vault):
 def throwaway() -> Vault:
     """A vault with freshly generated keys held only in memory: benchmarks and tests."""
     return Vault(Keyring.generate())
+
+
+# ---- the archive keyring: retired data keys, kept wrapped while a backup may need them ------------
+
+ARCHIVE_AAD = "contactgate archived data key "
+
+
+def read_archived(path: Path, ring: Keyring) -> dict[str, bytes]:
+    """The retired data keys of ``keys/archived-keys.json`` (`keys retire`), unwrapped with the
+    keyring's keys (each is wrapped under the key that was active when it was retired)."""
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        entries = doc["keys"]
+        found = {}
+        for kid, item in entries.items():
+            wrapper = ring.data_keys.get(item["wrapped_by"])
+            if wrapper is None:
+                raise KeyringError(f"the archived data key {kid} is wrapped under {item['wrapped_by']}, "
+                                   f"which the keyring does not hold")
+            raw = base64.b64decode(item["key"], validate=True)
+            found[str(kid)] = AESGCM(wrapper).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:],
+                                                      (ARCHIVE_AAD + kid).encode())
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidTag) as exc:
+        raise KeyringError(f"the archive keyring {path} is malformed or altered ({type(exc).__name__})") from None
+    return found
+
+
+def write_archived(path: Path, ring: Keyring, keys: dict[str, bytes]) -> None:
+    """Replace the archive keyring: every key wrapped under the keyring's active key."""
+    from gateway import files
+
+    wrapper = AESGCM(ring.data_keys[ring.active])
+    entries = {}
+    for kid, key in sorted(keys.items()):
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        entries[kid] = {"wrapped_by": ring.active,
+                        "key": base64.b64encode(nonce + wrapper.encrypt(nonce, key, (ARCHIVE_AAD + kid).encode())).decode()}
+    files.replace_private(path, (json.dumps({"format": 1, "keys": entries}, indent=2, sort_keys=True) + "\n").encode())

@@ -108,6 +108,12 @@ class Proposal:
                     f"{safe_text(p['issuer'])} until {p['not_after'][:10]}: it may speak for every organisation")
         if self.kind in LINKAGE_PROPOSALS:
             return f"use linkage model {p['version']} sha256={p['sha256']} (in use now: {p.get('replaces') or 'none'})"
+        if self.kind in ("restore", "restore_ack"):
+            lost = p.get("lost")
+            return (f"{'acknowledge the ' if self.kind == 'restore_ack' else ''}restore of backup {p.get('backup')} "
+                    f"(audit entry {p.get('restore_seq')}): "
+                    + (f"audit entries {lost[0]}..{lost[1]} lost" if lost else "no checkpointed audit entry lost")
+                    + "; decided with `contactgate restore acknowledge`")
         return json.dumps(p, sort_keys=True)
 
     def as_json(self) -> dict:

@@ -64,6 +64,10 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "linkage approve": ["--proposal", "1"],
     "linkage decline": ["--proposal", "1", "--reason", "recall fell"],
     "linkage list": [],
+    "keys destroy": ["k00000000"],
+    "backup": ["--out", "{out}/backup.cgb", "--key-file", "{material}/cert.pem"],
+    "restore status": [],
+    "restore acknowledge": [],
     "login": ["--officer", "alice", "--password-stdin", "--code", "123456"],
     "logout": [],
     "whoami": [],
@@ -115,7 +119,8 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "signing-key bundle": ["--out", "{out}/bundle.pem"],
 }
 # Commands that do not need an initialised home: `init` makes it, `demo` makes its own.
-NEED_NO_HOME = {"init", "demo", "push", "csr", "unbundle"}  # push, csr, unbundle: the connecting organisation's
+NEED_NO_HOME = {"init", "demo", "push", "csr", "unbundle",  # push, csr, unbundle: the connecting organisation's
+                "restore archive"}  # `restore ARCHIVE`: onto a new machine, into an empty home
 
 
 @pytest.fixture(scope="module")
