@@ -180,8 +180,15 @@ def assert_answers_promptly(gateway, baseline: dict[str, float], stall_s: float)
     timings = answer_times(gateway)
     print("answer times:", {n: round(t, 3) for n, t in timings.items()},
           "before the stall:", {n: round(t, 3) for n, t in baseline.items()})
-    slow = {name: round(t, 3) for name, t in timings.items()
-            if t > min(0.8 * stall_s, max(ANSWER_WITHIN_S, 4 * baseline[name]))}
+    # Stalled connections holding the gateway up would delay every call until they are dropped
+    # (stall_s); a busy machine's pause delays one. So: no call past 0.8 x stall_s, and no more than
+    # one past its generous multiple of the baseline (a SubmitUpdates once took 1.96 s with the
+    # machine's load at 15, against 0.12 s before the stall, while FindChild and GetContacts took
+    # what they took before).
+    held_up = {name: round(t, 3) for name, t in timings.items() if t > 0.8 * stall_s}
+    slower = {name: round(t, 3) for name, t in timings.items()
+              if t > max(ANSWER_WITHIN_S, 4 * baseline[name])}
+    slow = held_up or (slower if len(slower) > 1 else {})
     assert not slow, f"answers delayed by stalled connections: {slow} (before the stall: {baseline})"
 
 
