@@ -30,7 +30,7 @@ What it prints, from the ChildId each record was answered with:
 - recall per corruption (of the true pairs a corruption touched, the share linked), to show where
   the matcher loses.
 
---direct calls gateway.index.store.apply_updates in this process on a SQLite file (one transaction
+--direct calls gateway.index.batches.apply_updates in this process on a SQLite file (one transaction
 per batch), with no TLS, signatures, schema or audit: quick iteration for the engine's author. Its
 figures are labelled "direct (store only, NOT the real path)" and its times are not the gateway's.
 """
@@ -185,7 +185,7 @@ def push_through_gateway(per_org: dict[str, list[population.SourceRecord]], args
 
 
 def push_direct(per_org: dict[str, list[population.SourceRecord]], args) -> PushRun:
-    """NOT the real path: gateway.index.store.apply_updates in this process, on a SQLite file."""
+    """NOT the real path: gateway.index.batches.apply_updates in this process, on a SQLite file."""
     from gateway.db import make_engine, migrate
     from gateway.index import store
 

@@ -164,15 +164,15 @@ def test_concurrent_full_size_batches_do_not_exhaust_the_lock_table(database_url
 
     # One SubmitUpdates of 1000 records holds a bounded number of advisory locks ...
     with engine.connect() as conn, conn.begin():
-        store._lock_identities(conn, "ORG0", full_batch(0))  # the first thing apply_updates does
+        batches._lock_identities(conn, "ORG0", full_batch(0))  # the first thing apply_updates does
         held = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                  "AND pid = pg_backend_pid()")).scalar_one()
-    assert held <= store.LOCK_BUCKETS
+    assert held <= batches.LOCK_BUCKETS
 
     # ... and six in flight at once all get through (in turn where they meet), none failing.
     def take_and_hold(batch: int) -> None:
         with engine.connect() as conn, conn.begin():
-            store._lock_identities(conn, f"ORG{batch}", full_batch(batch))
+            batches._lock_identities(conn, f"ORG{batch}", full_batch(batch))
             time.sleep(0.1)
 
     with ThreadPoolExecutor(6) as pool:
