@@ -409,7 +409,7 @@ def _apply_update_alone(conn: Connection, org_code: str, update_: ChildUpdate, p
                                                             comparison, now):
                 held = True
                 break
-        # Answered as any restated record is, held for review or not (see the module's docstring).
+        # Answered as any restated record is, held for review or not (see gateway.index.deciding).
         return UpdateResult(srid, "updated", linked, held_for_review=held, identifier_conflict=bool(others))
 
     decision, candidate, comparison = _decide(conn, person, hits, policy, org_code=org_code)
@@ -428,7 +428,7 @@ def _apply_update_alone(conn: Connection, org_code: str, update_: ChildUpdate, p
 def _new_child(srid: str, child_id: str, held_for_review: bool, hits: "_Hits") -> UpdateResult:
     """A record stored as a new child is answered ``created`` with that child's id, whether or not
     it is also paired with another child for review: the answer never says that the index already
-    holds a child like it (see the module's docstring). Its identifier met a child it was not
+    holds a child like it (see gateway.index.deciding). Its identifier met a child it was not
     linked to: an ``identifier_conflict``, for the audit."""
     return UpdateResult(srid, "created", child_id, held_for_review=held_for_review,
                         identifier_conflict=bool(hits.by_identifier))
