@@ -7,7 +7,7 @@
 Loads ``--children`` synthetic children (bench/population.py: families, twins, UK-style names,
 typos) as up to three organisations (LA, HEALTH, SCHOOL) hold them: each organisation holds each
 child with probability ``--overlap`` (every child is held by at least one), each record with one
-involvement. The rows are built by ``gateway.index.store.bulk_rows``, the store's one bulk
+involvement. The rows are built by ``gateway.index.writing.bulk_rows``, the store's one bulk
 row-builder (what ``apply_updates`` stores for those records once they are linked, without the
 matching: a million children through matching takes about an hour; bench/linkage_scale.py
 measures matching), and written with COPY in one transaction per ``--chunk`` children, through
@@ -115,10 +115,10 @@ def _review_pairs(sources: list, rows: dict, rate: float, rng: random.Random) ->
 
 def queue_reviews(conn, pairs: list[tuple], now: dt.datetime) -> None:
     """Hold each pair for a person to review, with the store's own function."""
-    from gateway.index import store
+    from gateway.index import deciding
 
     for org_code, srid, child_id, candidate, comparison in pairs:
-        store._queue_for_review(conn, org_code, srid, child_id, candidate, comparison, now)
+        deciding._queue_for_review(conn, org_code, srid, child_id, candidate, comparison, now)
 
 
 def _replace_srid(update, srid: str):
@@ -383,17 +383,18 @@ def explain(engine, statements: list[tuple[str, object]], seqscan_off: bool) -> 
 
 
 def periodic_count(engine, seqscan_off: bool) -> dict:
-    """store.scoring_model counts the source records once per MODEL_REFRESH_S per process (to
+    """deciding.scoring_model counts the source records once per MODEL_REFRESH_S per process (to
     rescale the model's prior): not per request, but a whole-index read; timed and explained."""
-    from gateway.index import store
+    from gateway.index import deciding
 
-    statements = capture(engine, lambda conn: (store._MODEL_FOR_SIZE.update(model=None), store.scoring_model(conn)))
+    statements = capture(engine, lambda conn: (deciding._MODEL_FOR_SIZE.update(model=None),
+                                               deciding.scoring_model(conn)))
     t0 = time.perf_counter()
     with engine.connect() as conn:
         for statement, parameters in statements:
             conn.exec_driver_sql(statement, parameters or {}).all()
     ms = 1000 * (time.perf_counter() - t0)
-    return {"every_s": store.MODEL_REFRESH_S, "ms": ms, "plans": explain(engine, statements, seqscan_off)}
+    return {"every_s": deciding.MODEL_REFRESH_S, "ms": ms, "plans": explain(engine, statements, seqscan_off)}
 
 
 def table_rows(engine) -> dict[str, int]:

@@ -36,7 +36,7 @@ home's linkage/ directory and put in use as an operator would (`contactgate link
 senior officer, `linkage approve` by a second) before the gateway starts; with --direct it is put in
 use in the scratch database and read from a scratch home. The report names the model's version.
 
---direct calls gateway.index.store.apply_updates in this process on a SQLite file (one transaction
+--direct calls gateway.index.batches.apply_updates in this process on a SQLite file (one transaction
 per batch), with no TLS, signatures, schema or audit: quick iteration for the engine's author. Its
 figures are labelled "direct (store only, NOT the real path)" and its times are not the gateway's.
 """
@@ -193,7 +193,7 @@ def push_through_gateway(per_org: dict[str, list[population.SourceRecord]], args
 
 
 def push_direct(per_org: dict[str, list[population.SourceRecord]], args) -> PushRun:
-    """NOT the real path: gateway.index.store.apply_updates in this process, on a SQLite file."""
+    """NOT the real path: gateway.index.batches.apply_updates in this process, on a SQLite file."""
     from gateway.db import make_engine, migrate
     from gateway.index import store
 

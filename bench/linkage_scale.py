@@ -6,7 +6,7 @@
 
 This is the STORE path, not the network path: pushing a million children through signed
 SubmitUpdates would take hours, so the index is filled in this process with
-gateway.index.store.apply_updates (the function SubmitUpdates calls, matching, blocking keys and
+gateway.index.batches.apply_updates (the function SubmitUpdates calls, matching, blocking keys and
 all), one transaction per --chunk records (5000) from one organisation (LA). At each size a sample of
 incoming records from another organisation (HEALTH) is applied with the same function and timed:
 
@@ -18,7 +18,7 @@ Each timed batch (--batch records) runs in its own transaction and is rolled bac
 stays at the size being measured. It prints, per size, how long populating took and ms per incoming
 record (mean and p95 over batches, per record), with the outcomes, and per incoming record the
 children filed under its blocking keys (key rows read) and the candidates compared (at most
-store.COMPARED_PER_RECORD). Flat ms/record and flat candidate counts from 10 k to 1 M are what
+deciding.COMPARED_PER_RECORD). Flat ms/record and flat candidate counts from 10 k to 1 M are what
 blocking (never a scan, every key bounded by a date or a place) should give.
 """
 
@@ -75,11 +75,11 @@ class _Reservoir:
 
 class _CandidateCount:
     """Per incoming record: the (key, child) rows under its keys and the candidates compared, counted
-    around store._Batch.hits (the one place a record's candidates are chosen)."""
+    around batches._Batch.hits (the one place a record's candidates are chosen)."""
 
-    def __init__(self, store):
-        self.store, self.rows, self.compared, self.records = store, 0, 0, 0
-        self.original = store._Batch.hits
+    def __init__(self, batches):
+        self.batches, self.rows, self.compared, self.records = batches, 0, 0, 0
+        self.original = batches._Batch.hits
 
     def __enter__(self):
         counter, original = self, self.original
@@ -90,11 +90,11 @@ class _CandidateCount:
             counter.rows += sum(len(batch.under.get(key, ())) for key in keys)
             counter.compared += len(found.ranked)
             return found
-        self.store._Batch.hits = hits
+        self.batches._Batch.hits = hits
         return self
 
     def __exit__(self, *exc):
-        self.store._Batch.hits = self.original
+        self.batches._Batch.hits = self.original
 
     def figures(self) -> dict:
         return {"key_rows_per_record": self.rows / max(1, self.records),
@@ -125,7 +125,7 @@ def _stats(per_record: list[float]) -> dict:
 
 
 def _bulk_fill(conn, updates, now: dt.datetime) -> int:
-    """Each update stored as a new child with the store's own row-building (gateway.index.store.bulk_rows:
+    """Each update stored as a new child with the store's own row-building (gateway.index.writing.bulk_rows:
     the shown record and provenance by precedence, keys by gateway.index.linkage), in one multi-row
     insert per table: what matching would store for children that match no one, without matching
     (which is what is measured afterwards). NOT the SubmitUpdates path: --fill bulk says so."""
@@ -139,7 +139,7 @@ def _bulk_fill(conn, updates, now: dt.datetime) -> int:
 
 def run(args) -> list[dict]:
     from gateway.db import make_engine, migrate
-    from gateway.index import store
+    from gateway.index import batches, store
 
     sizes = sorted(args.sizes)
     mix = population.mix_named(args.mix)
@@ -183,9 +183,9 @@ def run(args) -> list[dict]:
             dup_people = reservoir.items[:args.sample - half]
             dup = [r.update for r in population.views(dup_people, 2, args.seed + 2 * size, overlap=1.0, mix=mix,
                                                       today=today)[INCOMING.code]]
-            with _CandidateCount(store) as new_count:
+            with _CandidateCount(batches) as new_count:
                 new_times, new_out = _timed_batches(engine, store, INCOMING.code, new, args.batch)
-            with _CandidateCount(store) as dup_count:
+            with _CandidateCount(batches) as dup_count:
                 dup_times, dup_out = _timed_batches(engine, store, INCOMING.code, dup, args.batch)
             row = {
                 "children": size, "populate_step_s": step_s, "populate_total_s": populate_s,
@@ -211,7 +211,7 @@ def run(args) -> list[dict]:
 
 def _print_row(row: dict, args) -> None:
     if row["children"] == sorted(args.sizes)[0]:
-        print("ContactGate linkage at scale — STORE path (gateway.index.store.apply_updates in-process), "
+        print("ContactGate linkage at scale — STORE path (gateway.index.batches.apply_updates in-process), "
               "not the network path")
         print(f"mix {args.mix}, seed {args.seed}, incoming sample {args.sample} (half new, half duplicates), "
               f"batches of {args.batch} rolled back; index filled {args.chunk} per transaction")

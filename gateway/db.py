@@ -163,7 +163,7 @@ children = Table(
     Column("child_id", String(19), primary_key=True),
     Column("shielded", Boolean, nullable=False, default=False),
     # What the index shows (identity, address, carers, settings) as JSON: derived from the child's
-    # source records by precedence (gateway.index.store), with which source supplied each value.
+    # source records by precedence (gateway.index.writing), with which source supplied each value.
     Column("record", Text, nullable=False),
     # Retired in 0007 ("" and 0001-01-01): the record is sealed, candidates come by blind keys.
     Column("family_name_norm", String(100), nullable=False),

@@ -11,7 +11,8 @@
   code reaches into a library's private names (zeep's `_sign_envelope_with_key` was one). Checked
   also by what importing each side really loads, in a fresh interpreter.
 - docs/architecture.md stays true: its table of packages names exactly the packages in the
-  repository, and its table of what may not import what is `FORBIDDEN` here.
+  repository, its table of the index's modules exactly the modules of gateway/index/, and its
+  table of what may not import what is `FORBIDDEN` here.
 """
 
 from __future__ import annotations
@@ -273,6 +274,15 @@ def test_the_architecture_document_lists_every_package_and_no_other():
     assert documented == real, (f"docs/architecture.md 'Packages' lacks {sorted(real - documented)} and lists "
                                 f"{sorted(documented - real)}, which are not packages: make the table true")
 
+
+
+def test_the_architecture_document_lists_every_module_of_the_index():
+    """Where to find what in gateway/index/ (decisions, rows, batches, ...): the table names each
+    module there, and no other."""
+    documented = set(architecture_table("Inside the index"))
+    real = {p.name for p in (ROOT / "gateway" / "index").glob("*.py") if p.name != "__init__.py"}
+    assert documented == real, (f"docs/architecture.md 'Inside the index' lacks {sorted(real - documented)} and "
+                                f"lists {sorted(documented - real)}, which are not modules of gateway/index/")
 
 def test_the_architecture_document_states_the_import_rules_this_test_enforces():
     stated = {directory.rstrip("/"): {name.strip(" `") for name in cell.split(",")}

@@ -33,7 +33,7 @@ def _clear(column):
 
 def seal_existing(conn: Connection, v) -> None:
     """Seal every identifying value and blind every lookup value stored before 0007. Idempotent."""
-    from gateway.index import store
+    from gateway.index import writing
 
     with sealed.installed(conn, v):
         while True:  # source records (and with each, its involvements and review entries)
@@ -70,7 +70,7 @@ def seal_existing(conn: Connection, v) -> None:
             if not batch:
                 break
             for child_id, updated_at in batch:
-                store._refresh_child(conn, child_id, updated_at)
+                writing._refresh_child(conn, child_id, updated_at)
             last = batch[-1].child_id
         # Children with no source of their own (merged away) keep their record, sealed as it is.
         for row in conn.execute(select(children.c.child_id, children.c.record, children.c.provenance)
@@ -118,7 +118,7 @@ def _seal_snapshot(v, snapshot: dict) -> dict:
 
 def open_existing(conn: Connection, v) -> None:
     """Back to clear values and clear keys (a downgrade below 0007)."""
-    from gateway.index import store
+    from gateway.index import writing
 
     sent: dict[tuple[str, str], str] = {}
     for row in conn.execute(select(source_records).where(source_records.c.record.like(SEALED_LIKE))).all():
@@ -153,7 +153,7 @@ def open_existing(conn: Connection, v) -> None:
     conn.execute(delete(blocking_keys))
     with sealed.installed(conn, sealed.plain()):
         for (child_id,) in conn.execute(select(children.c.child_id)).all():
-            store._refresh_child(conn, child_id, dt.datetime.now(dt.timezone.utc))
+            writing._refresh_child(conn, child_id, dt.datetime.now(dt.timezone.utc))
     for row in conn.execute(select(processed_messages).where(processed_messages.c.answer.is_not(None))).all():
         token = bytes(row.answer).decode("ascii", "replace")
         if vault_mod.is_sealed(token):

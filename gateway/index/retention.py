@@ -159,7 +159,7 @@ def _archive(conn: Connection, child_id: str, reason: str, now: dt.datetime, pur
 
 def settle_deaths(conn: Connection, updates: list, results: list, now: dt.datetime,
                   purge_years: int = Policy.purge_years) -> list:
-    """After a batch is applied (gateway.index.store.apply_updates): the child each record with a
+    """After a batch is applied (gateway.index.batches.apply_updates): the child each record with a
     date of death joined or made is archived, and the record's answer is the neutral rejection,
     found or not. The archived child's id goes in ``withheld_child_id``: the push's audit entry
     names it (gateway.pipeline.dispatch); it is never answered."""

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.audit import chain as audit
 from gateway.db import blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records
-from gateway.index import ids, linkage, shielding, store
+from gateway.index import ids, linkage, shielding, store, writing
 
 ROLE = "data_quality_officer"
 
@@ -247,7 +247,7 @@ def merge(conn: Connection, trail: audit.AuditTrail, survivor: str, merged: str,
     conn.execute(blocking_keys.delete().where(blocking_keys.c.child_id == merged))
     conn.execute(update(children).where(children.c.child_id == merged).values(merged_into=survivor))
     conn.execute(update(children).where(children.c.child_id == survivor).values(shielded=shielded))
-    store._refresh_child(conn, survivor, now)
+    writing._refresh_child(conn, survivor, now)
     # Pairs between the two are settled by the merge.
     conn.execute(update(review_queue).where(
         review_queue.c.status == "open",
@@ -311,7 +311,7 @@ def _rehome_later_records(conn: Connection, survivor: str, merged: str, snapshot
     """Records that joined the survivor while the merge stood (not in the snapshot) go to whichever
     of the two children they resemble more, with their involvements."""
     before = {(s["org_code"], s["source_record_id"]) for s in snapshot["source_records"]}
-    sources = store._sources_of(conn, [survivor, merged])
+    sources = writing._sources_of(conn, [survivor, merged])
     later = [s for s in sources.get(survivor, ()) if (s.org_code, s.source_record_id) not in before]
     if not later:
         return
@@ -319,8 +319,8 @@ def _rehome_later_records(conn: Connection, survivor: str, merged: str, snapshot
     own = {child: [s for s in sources.get(child, ()) if (s.org_code, s.source_record_id) in before]
            for child in (survivor, merged)}
     for source in later:
-        person = store._person_of(source)
-        best = {child: max((linkage.compare(person, store._person_of(s), model).weight for s in own[child]),
+        person = writing._person_of(source)
+        best = {child: max((linkage.compare(person, writing._person_of(s), model).weight for s in own[child]),
                            default=float("-inf")) for child in (survivor, merged)}
         if best[merged] > best[survivor]:
             conn.execute(update(source_records).where(
@@ -339,7 +339,7 @@ def _restore_child(conn: Connection, child_id: str, before: dict, snapshot: dict
                       for r in conn.execute(select(source_records).where(source_records.c.child_id == child_id)))
     conn.execute(update(children).where(children.c.child_id == child_id).values(
         merged_into=before["merged_into"], shielded=before["shielded"]))
-    store._refresh_child(conn, child_id, now)  # its keys, from its own sources again
+    writing._refresh_child(conn, child_id, now)  # its keys, from its own sources again
     if held_then == held_now:
         conn.execute(update(children).where(children.c.child_id == child_id).values(
             record=before["record"], provenance=before["provenance"], family_name_norm=before["family_name_norm"],

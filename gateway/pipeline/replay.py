@@ -58,7 +58,7 @@ _REMEMBER = processed_messages.insert()
 _CLAIM = text(f"INSERT INTO {processed_messages.name} (org_code, signature_id, expires_at, answer) "
               "VALUES (:org_code, :signature_id, :expires_at, NULL) ON CONFLICT DO NOTHING RETURNING 1")
 _TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:namespace, :key)")
-_LOCK_NAMESPACE = 0x5250  # "RP"; the index's locks use 0x4347 (gateway.index.store)
+_LOCK_NAMESPACE = 0x5250  # "RP"; the index's locks use 0x4347 (gateway.index.batches)
 
 
 class AlreadyAnswered(Exception):

@@ -1,5 +1,5 @@
 """bench/index_scale.py: the national-scale benchmark runs end to end at a tiny size, and what it
-loads (gateway.index.store.bulk_rows) is what the store itself stores."""
+loads (gateway.index.writing.bulk_rows) is what the store itself stores."""
 
 from __future__ import annotations
 

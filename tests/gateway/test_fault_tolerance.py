@@ -249,14 +249,14 @@ def test_killed_mid_submit_then_the_retry_is_applied_exactly_once(backend, whole
 
 @contextlib.contextmanager
 def holding_the_index_locks(gw):
-    """On PostgreSQL, hold every lock bucket a SubmitUpdates takes (gateway.index.store) in a session
+    """On PostgreSQL, hold every lock bucket a SubmitUpdates takes (gateway.index.batches) in a session
     of the test's own, so a batch sent meanwhile stays in flight — its transaction open, its copy's
     lock held — until the block ends, however fast the machine. (SQLite: nothing; a batch holds the
     write lock for its whole transaction.)"""
     if gw.backend != "postgresql":
         yield
         return
-    from gateway.index.store import LOCK_BUCKETS, _LOCK_NAMESPACE
+    from gateway.index.batches import LOCK_BUCKETS, _LOCK_NAMESPACE
 
     with gw.engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:ns, b) FROM generate_series(0, :last) AS b"),

@@ -14,7 +14,7 @@ import pytest
 
 import gateway.app  # noqa: F401  (what a worker loads)
 import gateway.server  # noqa: F401
-from gateway.index import linkage, store
+from gateway.index import linkage, writing
 
 #: Most entries any per-value cache in a worker may hold.
 MOST_ENTRIES = 1024
@@ -54,7 +54,7 @@ def test_many_distinct_records_leave_the_caches_no_larger_than_their_bound():
         record = {"identity": {"family_name": f"Family{n:05d}x", "given_names": [f"Given{n:05d}y"],
                                "date_of_birth": "2015-01-01"},
                   "address": {"lines": [f"{n} Road{n} Street"], "postcode": f"LS{n % 99} {n % 9}AA{n}"}}
-        store._person_and_keys(json.dumps(record))
+        writing._person_and_keys(json.dumps(record))
         linkage.blocking_keys(linkage.person_from_record(record))
     sizes = {name: cached.cache_info().currsize for name, cached in process_caches() if takes_values(cached)}
     assert max(sizes.values()) <= MOST_ENTRIES, sizes

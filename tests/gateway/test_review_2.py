@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, text, update
 
 from gateway import audit
 from gateway.db import audit_children, audit_head, audit_log, children, review_queue
-from gateway.index import store
+from gateway.index import batches, store
 from gateway.index.model import Address, ChildUpdate, Identity
 from gateway import officers
 from gateway.trust import registry
@@ -126,7 +126,7 @@ def test_batches_updating_the_same_children_in_opposite_order_do_not_deadlock(da
     # second. If the batches are serialised, the second never gets there while the first waits: the
     # pause then gives up after a moment, which is the behaviour wanted.
     barrier = threading.Barrier(2, timeout=3)
-    original = store._apply_update
+    original = batches._apply_update
     done = threading.local()
 
     def paced(conn, org_code, update_, *rest):
@@ -139,7 +139,7 @@ def test_batches_updating_the_same_children_in_opposite_order_do_not_deadlock(da
                 pass
         return result
 
-    monkeypatch.setattr(store, "_apply_update", paced)
+    monkeypatch.setattr(batches, "_apply_update", paced)
     la = [_update("la-1", "Alpha", "Ann", "2013-01-01"), _update("la-2", "Beta", "Bob", "2013-02-02")]
     school = [_update("s-2", "Betta", "Bob", "2013-02-02"), _update("s-1", "Alfa", "Ann", "2013-01-01")]
     with ThreadPoolExecutor(2) as pool:
@@ -164,15 +164,15 @@ def test_concurrent_full_size_batches_do_not_exhaust_the_lock_table(database_url
 
     # One SubmitUpdates of 1000 records holds a bounded number of advisory locks ...
     with engine.connect() as conn, conn.begin():
-        store._lock_identities(conn, "ORG0", full_batch(0))  # the first thing apply_updates does
+        batches._lock_identities(conn, "ORG0", full_batch(0))  # the first thing apply_updates does
         held = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                  "AND pid = pg_backend_pid()")).scalar_one()
-    assert held <= store.LOCK_BUCKETS
+    assert held <= batches.LOCK_BUCKETS
 
     # ... and six in flight at once all get through (in turn where they meet), none failing.
     def take_and_hold(batch: int) -> None:
         with engine.connect() as conn, conn.begin():
-            store._lock_identities(conn, f"ORG{batch}", full_batch(batch))
+            batches._lock_identities(conn, f"ORG{batch}", full_batch(batch))
             time.sleep(0.1)
 
     with ThreadPoolExecutor(6) as pool:

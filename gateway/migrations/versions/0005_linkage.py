@@ -18,7 +18,7 @@ merges that can be undone.
   constraints would stop a record held for review from being stored as its own child. The columns
   are left in place (dropping them would rebuild ``children`` under its foreign keys on SQLite).
 
-Existing data is carried over with the code of this release (gateway.index.store.adopt_legacy_rows):
+Existing data is carried over with the code of this release (gateway.index.legacy.adopt_legacy_rows):
 each child's record becomes the record of its source records, its keys are computed, and a record
 held by the old queue (no child) is stored as a child of its own and paired with its candidate.
 
@@ -89,7 +89,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_merges_merged", ["merged"], unique=False)
 
     from gateway.index import sealed
-    from gateway.index.store import adopt_legacy_rows
+    from gateway.index.legacy import adopt_legacy_rows
     with sealed.installed(op.get_bind(), sealed.plain()):  # the tables are plaintext until 0006
         adopt_legacy_rows(op.get_bind())
 
@@ -97,7 +97,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # The derived record stays in children.record; identifiers go back to their columns from it.
     from gateway.index import sealed
-    from gateway.index.store import restore_legacy_identifiers
+    from gateway.index.legacy import restore_legacy_identifiers
     with sealed.installed(op.get_bind(), sealed.plain()):  # 0006's downgrade opened every value
         restore_legacy_identifiers(op.get_bind())
     with op.batch_alter_table("merges") as batch_op:

@@ -1,7 +1,7 @@
 """Indexes for national scale (bench/index_scale.py; docs/operations.md "Sizing").
 
 The review queue was found only through ``ix_review_queue_status``: every record in the review
-band asked "is this pair already open?" (gateway.index.store._queue_for_review) by reading every
+band asked "is this pair already open?" (gateway.index.deciding._queue_for_review) by reading every
 open pair and filtering, and a merge or unmerge (gateway.index.review) looked for the pairs that
 name a child through either column by reading the whole queue. With about 1 % of children held
 in an open pair that is ~120,000 rows read per question at 12 million children.

@@ -1,6 +1,6 @@
-"""SubmitUpdates matched as one batch (gateway.index.store._Batch) decides and stores exactly what
+"""SubmitUpdates matched as one batch (gateway.index.batches._Batch) decides and stores exactly what
 applying its records one at a time does -- the loop apply_updates ran before batches were matched
-as one, every record in its own savepoint through store._apply_update_alone, which reads the
+as one, every record in its own savepoint through batches._apply_update_alone, which reads the
 database for everything: the same outcomes, the same children linked, the same rows (children,
 source records, keys, involvements, review pairs, archiving), on both backends.
 
@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from gateway.audit import chain as audit
 from gateway.db import blocking_keys, children, involvements, review_queue, source_records
-from gateway.index import linkage, retention, sealed, store
+from gateway.index import batches, deciding, linkage, retention, sealed, store, writing
 from gateway.index.model import Address, ChildUpdate, Identity, Involvement, UnreadableUpdate, UpdateResult
 from gateway.trust import registry
 from bench.throughput import _distinct_name
@@ -73,8 +73,8 @@ def one_at_a_time(conn, org_code: str, updates: list, now: dt.datetime,
     readable = [u for u in updates if isinstance(u, ChildUpdate)]
     v = sealed.vault_of(conn)
     people = {id(u): linkage.person_from_update(u) for u in readable}
-    keys = {id(u): store._blinded_keys(v, linkage.blocking_keys(people[id(u)])) for u in readable}
-    store._lock_identities(conn, org_code, readable, keys)
+    keys = {id(u): writing._blinded_keys(v, linkage.blocking_keys(people[id(u)])) for u in readable}
+    batches._lock_identities(conn, org_code, readable, keys)
     results, changed = [], set()
     for update_ in updates:
         if isinstance(update_, UnreadableUpdate):
@@ -82,12 +82,12 @@ def one_at_a_time(conn, org_code: str, updates: list, now: dt.datetime,
             continue
         try:
             with conn.begin_nested():
-                results.append(store._apply_update_alone(conn, org_code, update_, people[id(update_)],
+                results.append(batches._apply_update_alone(conn, org_code, update_, people[id(update_)],
                                                          keys[id(update_)], now, policy, changed))
         except (IntegrityError, DataError):
-            results.append(UpdateResult(update_.source_record_id, "rejected", detail=store.NOT_STORED))
+            results.append(UpdateResult(update_.source_record_id, "rejected", detail=batches.NOT_STORED))
     for child_id in sorted(changed):
-        store._refresh_child(conn, child_id, now)
+        writing._refresh_child(conn, child_id, now)
     return retention.settle_deaths(conn, updates, results, now)
 
 
@@ -243,7 +243,7 @@ def test_a_mixed_batch_against_held_children(engine):
         ("bad-1", "rejected", None), ("bad-2", "rejected", None), ("l-4", "matched", ("GP", "g-2")),
         ("l-5", "rejected", None), ("l-6", "matched", ("LA", "l-6")), ("l-2", "rejected", None),
         ("n-1", "updated", ("LA", "l-6"))]
-    assert results[6][2] == store.NOT_STORED
+    assert results[6][2] == batches.NOT_STORED
     assert results[8][2] == retention.NOT_HELD and results[8][4] == ("LA", "l-2")  # archived, audited, not answered
 
 
@@ -298,24 +298,24 @@ def test_what_the_batch_holds_is_what_the_database_answers(engine):
         transaction = conn.begin()
         v = sealed.vault_of(conn)
         people = {id(u): linkage.person_from_update(u) for u in batch}
-        keys = {id(u): store._blinded_keys(v, linkage.blocking_keys(people[id(u)])) for u in batch}
+        keys = {id(u): writing._blinded_keys(v, linkage.blocking_keys(people[id(u)])) for u in batch}
         at = NOW.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30)))  # SQLite keeps its wall clock only
-        applied = store._Batch(conn, "LA", v, at, store.DEFAULT_POLICY, len(batch), batch, people, keys)
+        applied = batches._Batch(conn, "LA", v, at, store.DEFAULT_POLICY, len(batch), batch, people, keys)
         for index, update_ in enumerate(batch):
             applied.apply(index, update_)
             if index % 10 == 9 or index == len(batch) - 1:
                 applied.flush()
                 for other in batch:
-                    assert applied.hits(keys[id(other)]) == store._key_hits(conn, keys[id(other)])
+                    assert applied.hits(keys[id(other)]) == deciding._key_hits(conn, keys[id(other)])
                 held = sorted(applied.sources)
-                assert _comparable(applied.sources_of(held)) == _comparable(store._sources_of(conn, held))
+                assert _comparable(applied.sources_of(held)) == _comparable(writing._sources_of(conn, held))
         outcomes = {r.outcome for r in applied.results}
         transaction.rollback()
     assert {"created", "matched", "updated"} <= outcomes
 
 
 def _comparable(sources: dict) -> dict:
-    return {child: sorted((s.org_code, s.source_record_id, s.kind, store._most_recent_first(s), s.text, s.sent_id)
+    return {child: sorted((s.org_code, s.source_record_id, s.kind, writing._most_recent_first(s), s.text, s.sent_id)
                           for s in found) for child, found in sources.items() if found}
 
 
@@ -361,7 +361,7 @@ def test_a_new_record_batch_reads_the_index_once(engine):
         results = store.apply_updates(conn, "LA", batch, NOW)
         transaction.rollback()
     assert [r.outcome for r in results] == ["created"] * 100
-    # PostgreSQL: one advisory lock per bucket the batch's keys fall in (at most store.LOCK_BUCKETS), then
+    # PostgreSQL: one advisory lock per bucket the batch's keys fall in (at most batches.LOCK_BUCKETS), then
     reads = [s for s in statements if not s.startswith("SELECT pg_advisory_xact_lock")]
     assert len(reads) <= 20, reads
 
@@ -378,10 +378,10 @@ def test_the_batch_knows_when_its_sources_were_received(engine):
                                                        record=None, received_at=at))
             stored = conn.execute(select(source_records.c.received_at)
                                   .where(source_records.c.source_record_id == "w-2")).scalar_one()
-            emulated = store._as_stored(conn, at)
+            emulated = batches._as_stored(conn, at)
             transaction.rollback()
         assert (emulated, emulated.tzinfo is None) == (stored, stored.tzinfo is None)
-        assert store._most_recent_first(_source(emulated)) == store._most_recent_first(_source(stored))
+        assert writing._most_recent_first(_source(emulated)) == writing._most_recent_first(_source(stored))
 
 
 def _source(received_at: dt.datetime):
