@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 from gateway import audit, officers as officers_mod
 from gateway.audit import AuditTrail
 from gateway.audit.report import safe_text
-from gateway.db import audit_log, certificates, organisations, proposals
+from gateway.db import audit_log, certificates, organisations, proposals, proxy_certificates
 from gateway.officers import Officer
 from gateway.trust import pki
 
@@ -588,9 +588,7 @@ def propose_certificate(conn: Connection, trail: AuditTrail, code: str, kind: st
     if org.status == "revoked":
         raise RegistryError("organisation is revoked")
     if kind == "cert_register":
-        existing = get_cert(conn, payload["fingerprint"])
-        if existing is not None:
-            raise RegistryError(f"certificate already registered to {existing.org_code}")
+        _refuse_registered(conn, payload["fingerprint"])
         for old in org.pending:
             if old.kind == "cert_register" and old.payload.get("fingerprint") == payload["fingerprint"]:
                 raise RegistryError(f"proposal {old.id} registers that certificate already: approve or decline it")
@@ -625,12 +623,23 @@ def approve_certificate(conn: Connection, trail: AuditTrail, code: str, proposal
     return record
 
 
+def _refuse_registered(conn: Connection, fingerprint: str) -> None:
+    """A certificate bound already (to an organisation, or as a proxy's: gateway.trust.proxies) is
+    never bound to an organisation: a proxy's would speak as that organisation without a
+    Client-Cert header, and revoking the proxy would not stop it."""
+    existing = get_cert(conn, fingerprint)
+    if existing is not None:
+        raise RegistryError(f"certificate already registered to {existing.org_code}")
+    proxy = conn.execute(select(proxy_certificates.c.name).where(proxy_certificates.c.fingerprint == fingerprint)).first()
+    if proxy is not None:
+        raise RegistryError(f"that certificate is the proxy certificate of {proxy.name}: an organisation needs a "
+                            "certificate of its own")
+
+
 def _bind_certificate(conn: Connection, trail: AuditTrail, org: Organisation, cert: x509.Certificate,
                       actor: Officer, how: str, proposal: Proposal) -> CertificateRecord:
     info = pki.describe(cert)
-    existing = get_cert(conn, info["fingerprint"])
-    if existing is not None:
-        raise RegistryError(f"certificate already registered to {existing.org_code}")
+    _refuse_registered(conn, info["fingerprint"])
     held = _active_certificates(conn, org.code)
     conn.execute(certificates.insert().values(org_code=org.code, created_at=_now(), **info))
     also = f"; additional: {org.code} held {held} active certificate{'s' if held != 1 else ''}" if held else ""

@@ -111,7 +111,8 @@ def bytes_of(home: Path, version: str) -> tuple[bytes, str]:
 
 
 def parse(data: bytes) -> dict:
-    """Bounded JSON: UTF-8, at most MAX_MODEL_BYTES and MAX_DEPTH levels, no NaN/Infinity, no key twice."""
+    """Bounded JSON: UTF-8, at most MAX_MODEL_BYTES and MAX_DEPTH levels, no NaN/Infinity, no key twice,
+    no number too long to read."""
     if len(data) > MAX_MODEL_BYTES:
         raise ModelError(f"the model is larger than {MAX_MODEL_BYTES} bytes")
 
@@ -134,6 +135,8 @@ def parse(data: bytes) -> dict:
         raise ModelError("the model is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"the model is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError:  # an integer of more digits than Python reads (sys.get_int_max_str_digits)
+        raise ModelError("the model holds a number too long to read") from None
     if not isinstance(doc, dict):
         raise ModelError("the model is not a JSON object")
     return doc

@@ -301,7 +301,6 @@ def test_a_data_key_a_models_name_table_is_sealed_under_is_not_retired(trained):
     assert old in vault.read_keyring(gw.home / "keys" / "data-keys.json").data_keys
 
 
-@pytest.mark.xfail(strict=True, reason="review24: a number too long for int() escapes the bounded parser")
 def test_a_model_with_a_number_too_long_to_read_is_refused_with_a_specific_error(trained):
     """Python refuses to read an integer of more than 4,300 digits (ValueError, not a JSON error):
     the model is refused like any other malformed one, audited, nothing proposed."""

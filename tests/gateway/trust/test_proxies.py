@@ -107,7 +107,6 @@ def test_a_registered_proxy_certificate_can_be_declined_and_a_revoked_one_is_on_
     assert b"-----BEGIN X509 CRL-----" in (gw.home / "tls" / "client-cas.pem").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="review24: cert register binds a registered proxy certificate to an organisation")
 def test_a_registered_proxy_certificate_is_never_bound_to_an_organisation(gw, tmp_path):
     """A proxy certificate is a proxy's, not an organisation's: bound to one as well, it would speak
     as that organisation without a Client-Cert header, and `proxy revoke` would not stop that where
