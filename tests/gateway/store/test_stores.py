@@ -124,7 +124,6 @@ def test_redis_sentinel_url_reaches_the_master_the_sentinel_names(tmp_path):
             sentinel.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="review24: the probe PINGs, which a full or read-only Redis answers")
 def test_a_redis_that_answers_but_refuses_counts_keeps_the_worker_in_degraded_mode(tmp_path):
     """A Redis at its maxmemory (noeviction), or a read-only replica after a failover, answers PING but
     refuses INCR: the worker stays in degraded mode, instead of going back to Redis at each probe,
