@@ -623,17 +623,22 @@ def approve_certificate(conn: Connection, trail: AuditTrail, code: str, proposal
     return record
 
 
-def _refuse_registered(conn: Connection, fingerprint: str) -> None:
-    """A certificate bound already (to an organisation, or as a proxy's: gateway.trust.proxies) is
-    never bound to an organisation: a proxy's would speak as that organisation without a
-    Client-Cert header, and revoking the proxy would not stop it."""
+def bound_already(conn: Connection, fingerprint: str) -> str | None:
+    """What a certificate is bound to already, said for a refusal: an organisation, or a proxy
+    (gateway.trust.proxies); None if nothing. A certificate is bound to one of them at most: a
+    proxy's bound to an organisation too would speak as it without a Client-Cert header, and
+    revoking the proxy would not stop that."""
     existing = get_cert(conn, fingerprint)
     if existing is not None:
-        raise RegistryError(f"certificate already registered to {existing.org_code}")
+        return f"registered to {existing.org_code}"
     proxy = conn.execute(select(proxy_certificates.c.name).where(proxy_certificates.c.fingerprint == fingerprint)).first()
-    if proxy is not None:
-        raise RegistryError(f"that certificate is the proxy certificate of {proxy.name}: an organisation needs a "
-                            "certificate of its own")
+    return None if proxy is None else f"the proxy certificate of {proxy.name}"
+
+
+def _refuse_registered(conn: Connection, fingerprint: str) -> None:
+    bound = bound_already(conn, fingerprint)
+    if bound is not None:
+        raise RegistryError(f"that certificate is {bound} already: an organisation needs a certificate of its own")
 
 
 def _bind_certificate(conn: Connection, trail: AuditTrail, org: Organisation, cert: x509.Certificate,
