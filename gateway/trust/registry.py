@@ -793,5 +793,9 @@ def decide_linkage_model(conn: Connection, trail: AuditTrail, proposal_id: int, 
     proposal = _proposal_for_decision(conn, proposal_id, None)
     if proposal.kind not in LINKAGE_PROPOSALS:
         raise RegistryError(f"proposal {proposal.id} ({proposal.kind}) is not a linkage model")
+    newer = conn.execute(select(proposals.c.id).where(proposals.c.kind.in_(LINKAGE_PROPOSALS),
+                                                      proposals.c.id > proposal.id).limit(1)).first()
+    if approve and newer is not None:  # the model in use is the newest approved proposal's
+        raise RegistryError(f"proposal {newer.id} came after proposal {proposal.id}: decide that one")
     return _approve_or_decline(conn, trail, proposal, actor, "linkage", approve=approve, reason=reason,
                                apply=(lambda p: check(conn, p)) if check is not None else None)

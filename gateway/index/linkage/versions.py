@@ -299,14 +299,17 @@ def list_files(home: Path) -> list[tuple[str, Path]]:
 # ---- the model in use ---------------------------------------------------------------------------
 
 def approved(conn) -> tuple[int, dict] | None:
-    """(proposal id, payload) of the latest approved linkage_model proposal; None: the shipped model."""
+    """(proposal id, payload) of the latest approved linkage_model proposal; None: the shipped model.
+    Latest by proposal id, not by decision time (the approving host's clock): a proposal supersedes
+    those pending, and only the newest may be approved (gateway.trust.registry), so the newest
+    approved one is the last approval."""
     from sqlalchemy import select
 
     from gateway.db import proposals
 
     row = conn.execute(select(proposals.c.id, proposals.c.payload)
                        .where(proposals.c.kind == PROPOSAL_KIND, proposals.c.status == "approved")
-                       .order_by(proposals.c.decided_at.desc(), proposals.c.id.desc()).limit(1)).first()
+                       .order_by(proposals.c.id.desc()).limit(1)).first()
     return (row.id, json.loads(row.payload)) if row else None
 
 

@@ -320,7 +320,6 @@ def test_a_model_with_a_number_too_long_to_read_is_refused_with_a_specific_error
         versions.parse(path.read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="review24: the model in use is the latest approval by the approving host's clock")
 def test_the_model_approved_last_is_in_use_even_when_the_approving_hosts_clock_is_behind(trained, monkeypatch):
     """Officers approve on whichever host they are at: a host whose clock is ten minutes behind
     approves model b after model a was approved elsewhere. b is in use, as `linkage approve` said."""
