@@ -189,7 +189,6 @@ def test_an_officer_approving_many_proposals_of_one_proposer(traffic):
     assert finding.rule == "approvals" and finding.summary == "approved 5 proposals of dave"
 
 
-@pytest.mark.xfail(strict=True, reason="review24: linkage.approve is not among the approvals the review counts")
 def test_approvals_of_linkage_models_and_proxies_count_with_the_others(traffic):
     """Every approval of another officer's proposal counts: a linkage model decides whose records are
     one child, a proxy certificate speaks for every organisation."""
