@@ -39,6 +39,18 @@ BACKOFF_MAX_S = 5.0
 PROBE_KEY = "probe"  # what the probe counts, beside the exchanges' org:/user: keys
 
 
+def count(client: redis.Redis, prefix: str, keys: list[str], window_s: int) -> list[int]:
+    """One count against each key in Redis's current fixed window (one round trip): raises what
+    redis-py raises. Also /readyz's probe (with PROBE_KEY): it asks what a worker asks."""
+    window = int(time.time()) // window_s
+    pipe = client.pipeline()
+    for key in keys:
+        name = f"{prefix}:rate:{key}:{window}"
+        pipe.incr(name)
+        pipe.expire(name, window_s * 2)
+    return [int(value) for value in pipe.execute()[::2]]
+
+
 class LocalCounters:
     """One worker's own rate counts: fixed windows as in Redis, only the current one kept (the
     dictionary holds the keys seen this minute, then starts again)."""
@@ -85,9 +97,6 @@ class RedisStore:
     def degraded(self) -> bool:
         return not self._up
 
-    def _key(self, kind: str, key: str) -> str:
-        return f"{self._prefix}:{kind}:{key}"
-
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         own = self._local.hit(keys, window_s)
         if self._up:
@@ -99,13 +108,7 @@ class RedisStore:
         return [count * self._shares for count in own]
 
     def _redis_hit(self, keys: list[str], window_s: int) -> list[int]:
-        window = int(time.time()) // window_s
-        pipe = self._redis.pipeline()
-        for key in keys:
-            name = self._key("rate", f"{key}:{window}")
-            pipe.incr(name)
-            pipe.expire(name, window_s * 2)
-        return [int(count) for count in pipe.execute()[::2]]
+        return count(self._redis, self._prefix, keys, window_s)
 
     # ---- degraded mode: going down, probing, coming back ----------------------------------------
 

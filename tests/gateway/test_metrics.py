@@ -213,7 +213,6 @@ def test_exchanges_are_still_counted_after_a_reload(served):
     assert "could not count" not in (gateway.home / "server.log").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="review24: /readyz PINGs Redis, which a full Redis answers while the workers cannot count")
 def test_readyz_says_degraded_while_redis_answers_but_refuses_counts(tmp_path):
     """A Redis at its maxmemory answers PING but refuses the workers' counts (they are in degraded
     mode, gateway.store.redis_store): /readyz says so too, from the same kind of count."""
