@@ -135,7 +135,7 @@ class Readiness:
 
                     self._redis = client_from_url(self.settings.redis_url, self.settings.redis_timeout_s)
                 # A count, as the workers make (a full or read-only Redis answers PING, not that).
-                from gateway.store.redis_store import PROBE_KEY, count
+                from gateway.store.redis_client import PROBE_KEY, count
 
                 count(self._redis, self.settings.redis_prefix, [PROBE_KEY], 60)
             except Exception as exc:

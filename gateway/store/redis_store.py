@@ -30,25 +30,12 @@ import time
 import redis
 
 from gateway import metrics
-from gateway.store.redis_client import DEFAULT_TIMEOUT_S, client_from_url
+from gateway.store.redis_client import DEFAULT_TIMEOUT_S, PROBE_KEY, client_from_url, count
 
 log = logging.getLogger("contactgate.store")
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0
-PROBE_KEY = "probe"  # what the probe counts, beside the exchanges' org:/user: keys
-
-
-def count(client: redis.Redis, prefix: str, keys: list[str], window_s: int) -> list[int]:
-    """One count against each key in Redis's current fixed window (one round trip): raises what
-    redis-py raises. Also /readyz's probe (with PROBE_KEY): it asks what a worker asks."""
-    window = int(time.time()) // window_s
-    pipe = client.pipeline()
-    for key in keys:
-        name = f"{prefix}:rate:{key}:{window}"
-        pipe.incr(name)
-        pipe.expire(name, window_s * 2)
-    return [int(value) for value in pipe.execute()[::2]]
 
 
 class LocalCounters:
