@@ -137,7 +137,10 @@ class Readiness:
                     from gateway.store.redis_client import client_from_url
 
                     self._redis = client_from_url(self.settings.redis_url, self.settings.redis_timeout_s)
-                self._redis.ping()
+                # A count, as the workers make (a full or read-only Redis answers PING, not that).
+                from gateway.store.redis_client import PROBE_KEY, count
+
+                count(self._redis, self.settings.redis_prefix, [PROBE_KEY], 60)
             except Exception as exc:
                 degraded.append(f"redis: {type(exc).__name__} (rate limits counted in each worker's memory)")
         if problems:

@@ -339,12 +339,14 @@ def _reason_reuse(conn, rows: list, since, until, t: Thresholds) -> Iterable[Fin
 
 
 _APPROVED_BY = re.compile(r"approved proposal \d+ \([^)]*\) by (\S+?):")
+# Every approval of another officer's proposal (gateway.trust.registry, gateway.trust.proxies).
+APPROVALS = ("org.approve", "trust.approve", "cert.approve", "proxy.approve", "linkage.approve")
 
 
 def _approvals(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
     pairs: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row in rows:
-        if row.operation in ("org.approve", "trust.approve", "cert.approve", "proxy.approve") and row.user_id:
+        if row.operation in APPROVALS and row.user_id:
             match = _APPROVED_BY.search(row.detail or "")
             if match:
                 pairs[(row.user_id, match[1])].append(row.seq)

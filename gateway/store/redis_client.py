@@ -2,11 +2,12 @@
 ``rediss://`` for TLS, ``unix://``) and Redis Sentinel
 (``redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]``, redis-py's
 `redis.sentinel.Sentinel`: the master of SERVICE, found through the sentinels, found again after a
-failover). Used by the rate store, /readyz and the CLI's start-up check; imports nothing of the
-gateway."""
+failover), and the rate count itself. Used by the rate store, /readyz and the CLI's start-up
+check; imports nothing of the gateway."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -16,6 +17,7 @@ from redis.retry import Retry
 DEFAULT_TIMEOUT_S = 0.5
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_URL_FORM = "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]"
+PROBE_KEY = "probe"  # what a worker's probe and /readyz count, beside the exchanges' org:/user: keys
 
 
 class SentinelUrlError(ValueError):
@@ -62,3 +64,16 @@ def client_from_url(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> redis.Red
     sentinel = Sentinel(parsed["sentinels"], sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(parsed["service"], db=parsed["db"], username=parsed["username"],
                                password=parsed["password"], **bounded)
+
+
+def count(client: redis.Redis, prefix: str, keys: list[str], window_s: int) -> list[int]:
+    """One count against each key in Redis's current fixed window (one round trip): raises what
+    redis-py raises. Also the probe of a worker in degraded mode and /readyz's (with PROBE_KEY): a
+    full or read-only Redis answers PING, not this."""
+    window = int(time.time()) // window_s
+    pipe = client.pipeline()
+    for key in keys:
+        name = f"{prefix}:rate:{key}:{window}"
+        pipe.incr(name)
+        pipe.expire(name, window_s * 2)
+    return [int(value) for value in pipe.execute()[::2]]

@@ -14,8 +14,8 @@ Fail fast: every socket operation and connection attempt is bounded by ``timeout
 (CONTACTGATE_REDIS_TIMEOUT), a timeout is never retried, and a refused or broken connection is
 retried once at once (the first use of a pooled connection Redis closed fails; a new one is made).
 After a failure the worker does not ask Redis again on an exchange's time: a background thread
-PINGs it after a back-off that doubles from BACKOFF_FIRST_S to BACKOFF_MAX_S, and the first PING
-that answers sends the counts to Redis again. So a dead or hung Redis costs the exchanges a worker
+counts a key of its own in it after a back-off that doubles from BACKOFF_FIRST_S to BACKOFF_MAX_S,
+and the first count that succeeds sends the counts to Redis again. So a dead or hung Redis costs the exchanges a worker
 has in flight when it fails one timeout each, and nothing after.
 
 The client, for plain Redis or Sentinel: gateway.store.redis_client.
@@ -30,7 +30,7 @@ import time
 import redis
 
 from gateway import metrics
-from gateway.store.redis_client import DEFAULT_TIMEOUT_S, client_from_url
+from gateway.store.redis_client import DEFAULT_TIMEOUT_S, PROBE_KEY, client_from_url, count
 
 log = logging.getLogger("contactgate.store")
 
@@ -84,9 +84,6 @@ class RedisStore:
     def degraded(self) -> bool:
         return not self._up
 
-    def _key(self, kind: str, key: str) -> str:
-        return f"{self._prefix}:{kind}:{key}"
-
     def hit(self, keys: list[str], window_s: int) -> list[int]:
         own = self._local.hit(keys, window_s)
         if self._up:
@@ -98,13 +95,7 @@ class RedisStore:
         return [count * self._shares for count in own]
 
     def _redis_hit(self, keys: list[str], window_s: int) -> list[int]:
-        window = int(time.time()) // window_s
-        pipe = self._redis.pipeline()
-        for key in keys:
-            name = self._key("rate", f"{key}:{window}")
-            pipe.incr(name)
-            pipe.expire(name, window_s * 2)
-        return [int(count) for count in pipe.execute()[::2]]
+        return count(self._redis, self._prefix, keys, window_s)
 
     # ---- degraded mode: going down, probing, coming back ----------------------------------------
 
@@ -120,13 +111,15 @@ class RedisStore:
         threading.Thread(target=self._probe_until_up, name="contactgate-redis-probe", daemon=True).start()
 
     def _probe_until_up(self) -> None:
-        """One thread per worker while Redis is away (whether exchanges come or not): a PING after
-        each back-off, doubling up to the maximum; the first that succeeds ends degraded mode."""
+        """One thread per worker while Redis is away (whether exchanges come or not): a count of its
+        own (PROBE_KEY: a write, as an exchange's count is, so a Redis that answers PING but refuses
+        writes — full, or a read-only replica — stays away) after each back-off, doubling up to the
+        maximum; the first that succeeds ends degraded mode."""
         backoff_s = self._backoff_first_s
         while True:
             time.sleep(backoff_s)
             try:
-                self._redis.ping()
+                self._redis_hit([PROBE_KEY], 60)
                 break
             except Exception as exc:
                 backoff_s = min(backoff_s * 2, self._backoff_max_s)

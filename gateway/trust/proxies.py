@@ -146,10 +146,7 @@ def propose(conn: Connection, trail: AuditTrail, actor: Officer, kind: str, payl
     if kind not in PROXY_PROPOSALS:
         raise RegistryError(f"not a proxy proposal: {kind}")
     if kind == "proxy_register":
-        if get(conn, payload["fingerprint"]) is not None:
-            raise RegistryError("that certificate is registered as a proxy certificate already")
-        if registry.get_cert(conn, payload["fingerprint"]) is not None:
-            raise RegistryError("that certificate is an organisation's: a proxy needs a certificate of its own")
+        _refuse_bound(conn, payload["fingerprint"])
     for old in registry.list_proposals(conn, kinds=PROXY_PROPOSALS):
         if old.payload.get("name") == payload["name"]:
             raise RegistryError(f"proposal {old.id} for proxy {payload['name']} awaits a decision: "
@@ -158,6 +155,12 @@ def propose(conn: Connection, trail: AuditTrail, actor: Officer, kind: str, payl
     registry._record(conn, trail, "proxy.propose", actor, None,
                      f"proposal {proposal.id} ({kind}): {proposal.summary()}")
     return proposal
+
+
+def _refuse_bound(conn: Connection, fingerprint: str) -> None:
+    bound = registry.bound_already(conn, fingerprint)
+    if bound is not None:
+        raise RegistryError(f"that certificate is {bound} already: a proxy needs a certificate of its own")
 
 
 def _pending(conn: Connection, proposal_id: int) -> registry.Proposal:
@@ -175,10 +178,7 @@ def approve(conn: Connection, trail: AuditTrail, proposal_id: int, actor: Office
     registry._second_officer(proposal, actor)
     certificate = make(proposal)
     info = pki.describe(certificate)
-    if get(conn, info["fingerprint"]) is not None:
-        raise RegistryError("that certificate is registered as a proxy certificate already")
-    if registry.get_cert(conn, info["fingerprint"]) is not None:
-        raise RegistryError("that certificate is an organisation's: a proxy needs a certificate of its own")
+    _refuse_bound(conn, info["fingerprint"])
     conn.execute(proxy_certificates.insert().values(
         name=proposal.payload["name"], proposed_by=proposal.proposed_by, approved_by=actor.officer_id,
         created_at=registry._now(), **info))

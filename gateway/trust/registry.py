@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 from gateway import audit, officers as officers_mod
 from gateway.audit import AuditTrail
 from gateway.audit.report import safe_text
-from gateway.db import audit_log, certificates, organisations, proposals
+from gateway.db import audit_log, certificates, organisations, proposals, proxy_certificates
 from gateway.officers import Officer
 from gateway.trust import pki
 
@@ -594,9 +594,7 @@ def propose_certificate(conn: Connection, trail: AuditTrail, code: str, kind: st
     if org.status == "revoked":
         raise RegistryError("organisation is revoked")
     if kind == "cert_register":
-        existing = get_cert(conn, payload["fingerprint"])
-        if existing is not None:
-            raise RegistryError(f"certificate already registered to {existing.org_code}")
+        _refuse_registered(conn, payload["fingerprint"])
         for old in org.pending:
             if old.kind == "cert_register" and old.payload.get("fingerprint") == payload["fingerprint"]:
                 raise RegistryError(f"proposal {old.id} registers that certificate already: approve or decline it")
@@ -631,12 +629,28 @@ def approve_certificate(conn: Connection, trail: AuditTrail, code: str, proposal
     return record
 
 
+def bound_already(conn: Connection, fingerprint: str) -> str | None:
+    """What a certificate is bound to already, said for a refusal: an organisation, or a proxy
+    (gateway.trust.proxies); None if nothing. A certificate is bound to one of them at most: a
+    proxy's bound to an organisation too would speak as it without a Client-Cert header, and
+    revoking the proxy would not stop that."""
+    existing = get_cert(conn, fingerprint)
+    if existing is not None:
+        return f"registered to {existing.org_code}"
+    proxy = conn.execute(select(proxy_certificates.c.name).where(proxy_certificates.c.fingerprint == fingerprint)).first()
+    return None if proxy is None else f"the proxy certificate of {proxy.name}"
+
+
+def _refuse_registered(conn: Connection, fingerprint: str) -> None:
+    bound = bound_already(conn, fingerprint)
+    if bound is not None:
+        raise RegistryError(f"that certificate is {bound} already: an organisation needs a certificate of its own")
+
+
 def _bind_certificate(conn: Connection, trail: AuditTrail, org: Organisation, cert: x509.Certificate,
                       actor: Officer, how: str, proposal: Proposal) -> CertificateRecord:
     info = pki.describe(cert)
-    existing = get_cert(conn, info["fingerprint"])
-    if existing is not None:
-        raise RegistryError(f"certificate already registered to {existing.org_code}")
+    _refuse_registered(conn, info["fingerprint"])
     held = _active_certificates(conn, org.code)
     conn.execute(certificates.insert().values(org_code=org.code, created_at=_now(), **info))
     also = f"; additional: {org.code} held {held} active certificate{'s' if held != 1 else ''}" if held else ""
@@ -785,5 +799,9 @@ def decide_linkage_model(conn: Connection, trail: AuditTrail, proposal_id: int, 
     proposal = _proposal_for_decision(conn, proposal_id, None)
     if proposal.kind not in LINKAGE_PROPOSALS:
         raise RegistryError(f"proposal {proposal.id} ({proposal.kind}) is not a linkage model")
+    newer = conn.execute(select(proposals.c.id).where(proposals.c.kind.in_(LINKAGE_PROPOSALS),
+                                                      proposals.c.id > proposal.id).limit(1)).first()
+    if approve and newer is not None:  # the model in use is the newest approved proposal's
+        raise RegistryError(f"proposal {newer.id} came after proposal {proposal.id}: decide that one")
     return _approve_or_decline(conn, trail, proposal, actor, "linkage", approve=approve, reason=reason,
                                apply=(lambda p: check(conn, p)) if check is not None else None)

@@ -211,3 +211,20 @@ def test_exchanges_are_still_counted_after_a_reload(served):
     assert sample(answer.text, "contactgate_exchanges_total", operation="Ping", organisation="LA",
                   outcome="accepted") == pings + 4
     assert "could not count" not in (gateway.home / "server.log").read_text()
+
+
+def test_readyz_says_degraded_while_redis_answers_but_refuses_counts(tmp_path):
+    """A Redis at its maxmemory answers PING but refuses the workers' counts (they are in degraded
+    mode, gateway.store.redis_store): /readyz says so too, from the same kind of count."""
+    from gateway.config import Settings
+    from gateway.metrics import Readiness
+
+    with redis_server(tmp_path / "redis") as redis:
+        settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'ready.sqlite'}",
+                            redis_url=redis.url)
+        readiness = Readiness(settings)
+        assert readiness.check() == (True, "ready\n")
+        redis.client().config_set("maxmemory-policy", "noeviction")
+        redis.client().config_set("maxmemory", 1)
+        ready, text = readiness.check()
+        assert ready and text.startswith("ready, degraded: redis:"), text

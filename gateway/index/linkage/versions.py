@@ -111,7 +111,8 @@ def bytes_of(home: Path, version: str) -> tuple[bytes, str]:
 
 
 def parse(data: bytes) -> dict:
-    """Bounded JSON: UTF-8, at most MAX_MODEL_BYTES and MAX_DEPTH levels, no NaN/Infinity, no key twice."""
+    """Bounded JSON: UTF-8, at most MAX_MODEL_BYTES and MAX_DEPTH levels, no NaN/Infinity, no key twice,
+    no number too long to read."""
     if len(data) > MAX_MODEL_BYTES:
         raise ModelError(f"the model is larger than {MAX_MODEL_BYTES} bytes")
 
@@ -134,6 +135,8 @@ def parse(data: bytes) -> dict:
         raise ModelError("the model is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"the model is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError:  # an integer of more digits than Python reads (sys.get_int_max_str_digits)
+        raise ModelError("the model holds a number too long to read") from None
     if not isinstance(doc, dict):
         raise ModelError("the model is not a JSON object")
     return doc
@@ -296,14 +299,17 @@ def list_files(home: Path) -> list[tuple[str, Path]]:
 # ---- the model in use ---------------------------------------------------------------------------
 
 def approved(conn) -> tuple[int, dict] | None:
-    """(proposal id, payload) of the latest approved linkage_model proposal; None: the shipped model."""
+    """(proposal id, payload) of the latest approved linkage_model proposal; None: the shipped model.
+    Latest by proposal id, not by decision time (the approving host's clock): a proposal supersedes
+    those pending, and only the newest may be approved (gateway.trust.registry), so the newest
+    approved one is the last approval."""
     from sqlalchemy import select
 
     from gateway.db import proposals
 
     row = conn.execute(select(proposals.c.id, proposals.c.payload)
                        .where(proposals.c.kind == PROPOSAL_KIND, proposals.c.status == "approved")
-                       .order_by(proposals.c.decided_at.desc(), proposals.c.id.desc()).limit(1)).first()
+                       .order_by(proposals.c.id.desc()).limit(1)).first()
     return (row.id, json.loads(row.payload)) if row else None
 
 

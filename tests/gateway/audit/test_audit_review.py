@@ -189,6 +189,18 @@ def test_an_officer_approving_many_proposals_of_one_proposer(traffic):
     assert finding.rule == "approvals" and finding.summary == "approved 5 proposals of dave"
 
 
+def test_approvals_of_linkage_models_and_proxies_count_with_the_others(traffic):
+    """Every approval of another officer's proposal counts: a linkage model decides whose records are
+    one child, a proxy certificate speaks for every organisation."""
+    for n in range(5):
+        operation, kind = (("linkage.approve", "linkage_model"), ("proxy.approve", "proxy_issue"))[n % 2]
+        traffic.add(MONDAY + dt.timedelta(hours=12, minutes=n), operation=operation, outcome="done",
+                    user_id="carol", role="senior_officer",
+                    detail=f"approved proposal {10 + n} ({kind}) by dave: use linkage model m{n} sha256=ab")
+    [finding] = findings(traffic.engine)
+    assert finding.rule == "approvals" and finding.summary == "approved 5 proposals of dave"
+
+
 def test_pushes_of_identifiers_held_with_other_demographics_per_organisation(traffic):
     """SubmitUpdates entries record how many records met an NHS or pupil number the index holds for
     a child whose demographics disagree (identifier_conflict=N): 12 from one organisation in a week

@@ -299,3 +299,38 @@ def test_a_data_key_a_models_name_table_is_sealed_under_is_not_retired(trained):
     out = _run(gw, "keys", "retire", old, ok=False).output
     assert "trained.1" in out and "linkage model" in out
     assert old in vault.read_keyring(gw.home / "keys" / "data-keys.json").data_keys
+
+
+def test_a_model_with_a_number_too_long_to_read_is_refused_with_a_specific_error(trained):
+    """Python refuses to read an integer of more than 4,300 digits (ValueError, not a JSON error):
+    the model is refused like any other malformed one, audited, nothing proposed."""
+    gw = trained
+    from gateway import files
+
+    version = _copy_as(gw, "long-number.1")
+    path = versions.path_of(gw.home, version)
+    text = path.read_text().replace('"prior_match_probability": ', '"huge": ' + "7" * 5000 + ', '
+                                    '"prior_match_probability": ', 1)
+    files.write_private(path, text.encode())
+    seq_before = len(_audit(gw, "officer.refused"))
+    out = _run(gw, "linkage", "use", version, ok=False).output
+    assert f"model {version} refused" in out and "number" in out, out
+    assert len(_audit(gw, "officer.refused")) == seq_before + 1
+    with pytest.raises(versions.ModelError, match="number"):
+        versions.parse(path.read_bytes())
+
+
+def test_the_model_approved_last_is_in_use_even_when_the_approving_hosts_clock_is_behind(trained, monkeypatch):
+    """Officers approve on whichever host they are at: a host whose clock is ten minutes behind
+    approves model b after model a was approved elsewhere. b is in use, as `linkage approve` said."""
+    gw = trained
+    from gateway.trust import registry
+
+    first, second = _copy_as(gw, "clock-a.1"), _copy_as(gw, "clock-b.1")
+    _put_in_use(gw, first)
+    behind = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+    monkeypatch.setattr(registry, "_now", lambda: behind)
+    _put_in_use(gw, second)
+    monkeypatch.undo()
+    assert _in_use(gw) == second
+    _put_in_use(gw, versions.shipped_version())

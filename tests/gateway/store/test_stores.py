@@ -122,3 +122,23 @@ def test_redis_sentinel_url_reaches_the_master_the_sentinel_names(tmp_path):
         finally:
             sentinel.kill()
             sentinel.wait()
+
+
+def test_a_redis_that_answers_but_refuses_counts_keeps_the_worker_in_degraded_mode(tmp_path):
+    """A Redis at its maxmemory (noeviction), or a read-only replica after a failover, answers PING but
+    refuses INCR: the worker stays in degraded mode, instead of going back to Redis at each probe,
+    failing the next count and going down again (a warning and a failed round trip each time)."""
+    with redis_server(tmp_path / "redis") as server:
+        store = RedisStore(client_from_url(server.url, 0.3), prefix="cgtest-full", shares=1,
+                           backoff_first_s=0.02, backoff_max_s=0.05)
+        server.client().config_set("maxmemory-policy", "noeviction")
+        server.client().config_set("maxmemory", 1)
+        assert store.hit(["org:LA"], 60) == [1]  # refused by Redis (OOM): the worker's own count
+        assert store.degraded
+        time.sleep(0.5)  # many probes' time
+        assert store.degraded
+        server.client().config_set("maxmemory", 0)  # room again: back to Redis by itself
+        deadline = time.monotonic() + 10
+        while store.degraded:
+            assert time.monotonic() < deadline, "the store did not go back to Redis"
+            time.sleep(0.02)

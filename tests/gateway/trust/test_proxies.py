@@ -105,3 +105,26 @@ def test_a_registered_proxy_certificate_can_be_declined_and_a_revoked_one_is_on_
     crl = x509.load_pem_x509_crl((gw.home / "ca" / "crl.pem").read_bytes())
     assert crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None
     assert b"-----BEGIN X509 CRL-----" in (gw.home / "tls" / "client-cas.pem").read_bytes()
+
+
+def test_a_registered_proxy_certificate_is_never_bound_to_an_organisation(gw, tmp_path):
+    """A proxy certificate is a proxy's, not an organisation's: bound to one as well, it would speak
+    as that organisation without a Client-Cert header, and `proxy revoke` would not stop that where
+    no CRL of the gateway CA covers it (a proxy certificate from a trusted CA)."""
+    gw.add_org("PXORG", "local_authority", ["query"])
+    ca_key = pki.load_key_pem((gw.home / "ca" / "ca-key.pem").read_bytes())
+    ca_cert = pki.load_cert_pem((gw.home / "ca" / "ca.pem").read_bytes())
+    certificate = pki.issue_proxy_cert(ca_key, ca_cert, "nginx-9", pki.new_ec_key().public_key())
+    made = tmp_path / "nginx-9.pem"
+    made.write_bytes(pki.cert_pem(certificate))
+    proposal = proposal_id(gw.cli("proxy", "register", "--name", "nginx-9", "--cert", str(made),
+                                  officer="senior-s").output)
+    gw.cli("proxy", "approve", "--proposal", proposal, officer="senior-t")
+    seq = gw.audit_seq()
+    refused = gw.cli("cert", "register", "PXORG", "--cert", str(made), officer="officer-a", expect_ok=False)
+    assert refused.exit_code == 2 and "proxy certificate" in refused.output, refused.output
+    assert [e.operation for e in audit_after(gw, seq)] == ["officer.refused"]
+    with gw.engine.connect() as conn:
+        from gateway.trust import registry
+
+        assert registry.get_cert(conn, pki.fingerprint(certificate)) is None
