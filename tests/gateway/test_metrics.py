@@ -222,6 +222,9 @@ def test_readyz_says_degraded_while_redis_answers_but_refuses_counts(tmp_path):
     with redis_server(tmp_path / "redis") as redis:
         settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'ready.sqlite'}",
                             redis_url=redis.url)
+        from gateway.db import make_engine, metadata
+
+        metadata.create_all(make_engine(settings.database_url))  # readiness also asks for a pending restore
         readiness = Readiness(settings)
         assert readiness.check() == (True, "ready\n")
         redis.client().config_set("maxmemory-policy", "noeviction")

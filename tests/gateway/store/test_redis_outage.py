@@ -155,6 +155,9 @@ def test_redis_stopped_under_load_fails_no_exchange_and_still_enforces_the_limit
             wait_for(lambda: list(redis.client().scan_iter(f"{gw.redis_prefix}:rate:org:LA:*")), 15,
                      "the counts did not go back to Redis")
             wait_for(lambda: load.sent >= sent_in_outage + 4, 30, "the load stopped")
+            # Each worker probes on its own back-off (up to 5 s): every one is back within it.
+            wait_for(lambda: value(metrics_text(gw), "contactgate_redis_up") == 1, 30,
+                     "a worker stayed in degraded mode after Redis came back")
         after = metrics_text(gw)
         print(f"\n[{backend}] Redis stopped {OUTAGE_S:.0f} s: {sent_in_outage - sent_before} exchanges sent in the "
               f"outage, {load.sent} in all, statuses {dict(load.statuses)} {load.errors[:3]}; BUSY refused after {accepted} pings; "
