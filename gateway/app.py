@@ -19,6 +19,7 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.files import ChangeWatch
 from gateway.index import disclosure
+from gateway.index.linkage.versions import ModelUnavailable
 from gateway.security import vault
 from gateway.pipeline import ReceivedBody, handle
 from gateway.pipeline.context import Services
@@ -67,7 +68,14 @@ def build_services(settings: Settings) -> Services:
     layout = settings.layout
     vault.for_home(layout.data_keys)  # read once, now: a gateway without its data keys does not start
     engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s, keys=layout.data_keys)
-    check_linkage_model(settings, engine)  # missing, changed or out of range: the gateway does not start
+    try:
+        check_linkage_model(settings, engine)
+    except ModelUnavailable as exc:
+        # `serve` refuses to start on this (exit 3); a worker booted later (a reload, gunicorn
+        # replacing one) serves on, linking nothing: SubmitUpdates and FindChild answer Unavailable,
+        # as a running worker does when the file changes, and reads go on. Raising here would make
+        # gunicorn halt the whole node.
+        logging.getLogger("contactgate.linkage").error("linkage model unavailable: %s", exc)
     return Services(
         settings=settings,
         engine=engine,

@@ -236,7 +236,7 @@ def test_a_malformed_or_out_of_range_model_is_refused_with_a_specific_error_chan
 
 def test_a_model_changed_or_removed_after_approval_stops_the_gateway_at_start_and_at_reload(trained):
     gw = trained
-    from gateway.app import check_linkage_model
+    from gateway.app import build_services, check_linkage_model
     from gateway.config import Settings
     from gateway.index import store
 
@@ -257,11 +257,13 @@ def test_a_model_changed_or_removed_after_approval_stops_the_gateway_at_start_an
             assert versions.IN_USE.model(conn).version == version
         path.write_bytes(changed)
         os.chmod(path, 0o600)
-        # At start: `serve` refuses (exit 3), and so does building a worker's services.
+        # At start: `serve` refuses (exit 3). A worker booted later (a reload) is built, linking
+        # nothing, rather than failing its boot: gunicorn would halt the whole node, reads and all.
         result = gw.cli("serve", expect_ok=False)
         assert result.exit_code == 3 and "not the approved" in result.output, result.output
         with pytest.raises(versions.ModelUnavailable):
             check_linkage_model(settings, gw.engine)
+        build_services(settings).engine.dispose()
         # At a reload: the running process links nothing, and says only Unavailable.
         versions.IN_USE.configure(gw.home)
         path.write_bytes(good)
