@@ -31,7 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from sqlalchemy import create_engine, select, text, update  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
+
+from audit_cost import scratch_database  # noqa: E402
 
 from gateway.audit import AuditTrail, new_key  # noqa: E402
 from gateway.audit.checkpoints import CheckpointSigner  # noqa: E402
@@ -94,45 +96,31 @@ def main() -> None:
     backend = "PostgreSQL" if args.database_url else "SQLite"
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
           f"{backend}")
-    with tempfile.TemporaryDirectory(prefix="cg-verify-bench-") as directory:
-        if args.database_url:
-            name = f"cg_verify_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
-        else:
-            url = f"sqlite:///{directory}/bench.db"
-        try:
-            migrate(url)
-            engine = make_engine(url)
-            trail = AuditTrail(key, checkpoints=Path(directory) / "checkpoints", signer=lambda: signer,
-                               certificates=lambda: [signer.certificate])
-            start = time.perf_counter()
-            fill(engine, key, args.entries)
-            print(f"written: {args.entries} entries in {time.perf_counter() - start:.0f} s")
-            first, first_s = timed(trail, engine, incremental=False)
-            fill(engine, key, args.new)
-            inc, inc_s = timed(trail, engine, incremental=True)
-            full, full_s = timed(trail, engine, incremental=False)
-            per_entry = full_s / full.entries * 1e6
-            print(f"full verification of {first.entries} entries: {first_s:.1f} s")
-            print(f"incremental after {args.new} new entries: {inc_s:.2f} s, {inc.entries} entries re-hashed "
-                  f"(from the signed checkpoint of entry {inc.anchor_seq}; {inc_s / max(inc.entries, 1) * 1e6:.0f} µs "
-                  f"an entry, start-up included)")
-            print(f"full verification of {full.entries} entries: {full_s:.1f} s ({per_entry:.0f} µs an entry)")
-            if full.entries < 10_000_000:
-                print(f"EXTRAPOLATED from the measured {per_entry:.0f} µs an entry, not measured: full verification "
-                      f"of 10 M entries ≈ {per_entry * 10 / 60:.0f} min; incremental stays ≈ {inc_s:.2f} s for "
-                      f"{args.new} new entries (it reads nothing before its anchor but the checkpointed entries "
-                      f"and the restore entries, by index)")
-            engine.dispose()
-        finally:
-            if args.database_url:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
-
+    with tempfile.TemporaryDirectory(prefix="cg-verify-bench-") as directory, \
+            scratch_database(args.database_url, "cg_verify_bench") as url:
+        migrate(url)
+        engine = make_engine(url)
+        trail = AuditTrail(key, checkpoints=Path(directory) / "checkpoints", signer=lambda: signer,
+                           certificates=lambda: [signer.certificate])
+        start = time.perf_counter()
+        fill(engine, key, args.entries)
+        print(f"written: {args.entries} entries in {time.perf_counter() - start:.0f} s")
+        first, first_s = timed(trail, engine, incremental=False)
+        fill(engine, key, args.new)
+        inc, inc_s = timed(trail, engine, incremental=True)
+        full, full_s = timed(trail, engine, incremental=False)
+        per_entry = full_s / full.entries * 1e6
+        print(f"full verification of {first.entries} entries: {first_s:.1f} s")
+        print(f"incremental after {args.new} new entries: {inc_s:.2f} s, {inc.entries} entries re-hashed "
+              f"(from the signed checkpoint of entry {inc.anchor_seq}; {inc_s / max(inc.entries, 1) * 1e6:.0f} µs "
+              f"an entry, start-up included)")
+        print(f"full verification of {full.entries} entries: {full_s:.1f} s ({per_entry:.0f} µs an entry)")
+        if full.entries < 10_000_000:
+            print(f"EXTRAPOLATED from the measured {per_entry:.0f} µs an entry, not measured: full verification "
+                  f"of 10 M entries ≈ {per_entry * 10 / 60:.0f} min; incremental stays ≈ {inc_s:.2f} s for "
+                  f"{args.new} new entries (it reads nothing before its anchor but the checkpointed entries "
+                  f"and the restore entries, by index)")
+        engine.dispose()
 
 if __name__ == "__main__":
     main()
