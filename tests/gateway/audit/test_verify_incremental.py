@@ -6,16 +6,17 @@ full verification raises for them and for that anchor, names every restore's gap
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import delete, select, update
+from sqlalchemy import create_engine, delete, select, update
 
 from gateway import audit
 from gateway.audit import checkpoints
 from gateway.db import audit_children, audit_head, audit_log
 from gateway.trust import pki
-from tests.support import fill_audit
+from tests.support import fill_audit, sqlite_database
 
 
 def _signer(name: str) -> checkpoints.CheckpointSigner:
@@ -210,3 +211,30 @@ def test_a_checkpoint_beyond_the_head_is_still_an_alarm_incrementally(signed_tra
         conn.execute(update(audit_head).values(seq=6, entry_hash=row["entry_hash"], public_hash=row["public_hash"]))
     result = signed_trail.verify(engine, incremental=True)
     assert not result.ok and result.first_bad_seq == 7 and "held 8 entries" in result.problem
+
+
+def test_cli_audit_verify_is_incremental_and_full_rehashes_everything(tmp_path):
+    """Through the CLI on a real home (its signing key signs the checkpoints): the second run starts
+    from the first run's checkpoint; an edit before it passes the incremental run and fails --full.
+    (SQLite only: the storage is exercised on both backends above; this is the command's wiring.)"""
+    from contactgate_local import LocalGateway
+
+    with sqlite_database() as database_url:
+        _cli_run(LocalGateway(home=tmp_path / "home", database_url=database_url), database_url)
+
+
+def _cli_run(gw, database_url: str) -> None:
+    gw.cli("init")
+    first = gw.cli("audit", "verify")
+    head = int(re.search(r"up to entry (\d+)", first.output).group(1))
+    gw.cli("audit", "review", "--since", "2026-01-01", officer="officer-a")
+    second = gw.cli("audit", "verify")
+    assert f"after the signed checkpoint of entry {head} " in second.output, second.output
+    engine = create_engine(database_url)
+    try:
+        _alter(engine, 2, detail="innocent")
+    finally:
+        engine.dispose()
+    assert gw.cli("audit", "verify", expect_ok=False).exit_code == 0
+    full = gw.cli("audit", "verify", "--full", expect_ok=False)
+    assert full.exit_code == 1 and "BROKEN at entry 2: entry was altered" in full.output, full.output
