@@ -157,7 +157,7 @@ class AuditTrail:
                     return VerifyResult(False, 0, seq, f"the checkpoints files {known[seq][1]} and {path} disagree "
                                                        f"about entry {seq} (one of them was altered)")
                 known[seq] = (head, path)
-        anchors = self._anchors() if incremental else []
+        anchors = self._anchors() if incremental else ()
         result = _verify(engine, self._key, batch, known, exported or {}, anchors)
         if result.ok:
             for path in self.checkpoint_files:
@@ -176,23 +176,25 @@ class AuditTrail:
                 files.private_dir(path.parent)
             files.append_private(path, checkpoint_line(seq, link, "", None))
 
-    def _anchors(self) -> list[tuple[int, str, str, dict]]:
-        """The signed lines of the home's checkpoints file and its witnesses, newest (highest seq) first,
-        whose signature verifies with the gateway's signing certificates and whose claims are the
-        line's own: the candidates an incremental verification may start from."""
+    def _anchors(self):
+        """The signed lines of the home's checkpoints file, newest (highest seq) first, whose claims
+        are the line's own and whose signature verifies with the gateway's signing certificates: the
+        candidates an incremental verification may start from. A generator: the signatures are
+        checked only as far as the first usable one (the file gains a line every run)."""
         certificates = self._certificates() if self._certificates is not None else []
         if not certificates:
-            return []
+            return
         found = {}
         for path in self.checkpoint_files:
             for seq, link, public, signed in signed_lines(path):
                 claims = signed.get("claims") if isinstance(signed, dict) else None
-                if (seq in found or not isinstance(claims, dict) or claims.get("kind") != "checkpoint"
-                        or claims.get("seq") != seq or claims.get("public_hash") != public):
-                    continue
-                if signature_problem(signed, certificates) is None:
-                    found[seq] = (seq, link, public, signed)
-        return [found[seq] for seq in sorted(found, reverse=True)]
+                if (isinstance(claims, dict) and claims.get("kind") == "checkpoint" and claims.get("seq") == seq
+                        and claims.get("public_hash") == public):
+                    found.setdefault(seq, []).append((seq, link, public, signed))
+        for seq in sorted(found, reverse=True):
+            trusted = next((line for line in found[seq] if signature_problem(line[3], certificates) is None), None)
+            if trusted is not None:
+                yield trusted
 
     def checkpoint_signer(self):
         """What signs checkpoints (the gateway's signing key), loaded once; None without one."""
@@ -299,7 +301,7 @@ def _documented_gap(row, first: int, last: int) -> bool:
 
 
 def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple[str, Path]],
-            exported: dict[int, tuple[str, str]], anchors: list = ()) -> VerifyResult:
+            exported: dict[int, tuple[str, str]], anchors=()) -> VerifyResult:
     """Recompute the chain up to the head as read first (appends made meanwhile are left for the
     next run); check that the child index `audit report --child` reads matches the entries, that
     every checkpoint still holds, and that sequence numbers skip only where a restore entry names
