@@ -43,6 +43,12 @@ def _alter(engine, seq: int, **values) -> None:
         conn.execute(update(audit_log).where(audit_log.c.seq == seq).values(**values))
 
 
+def _caught_incrementally(trail, engine, seq: int, problem: str) -> None:
+    """The incremental run fails, naming entry ``seq`` first with ``problem`` in what it says."""
+    result = trail.verify(engine, incremental=True)
+    assert not result.ok and result.first_bad_seq == seq and problem in result.problem, result
+
+
 def test_incremental_verify_hashes_only_the_entries_after_the_signed_checkpoint(signed_trail, engine):
     fill_audit(engine, signed_trail, 40)
     first = signed_trail.verify(engine, incremental=True)
@@ -62,8 +68,7 @@ def test_a_tampered_entry_after_the_checkpoint_is_caught_incrementally(signed_tr
     assert signed_trail.verify(engine).ok
     fill_audit(engine, signed_trail, 5)
     _alter(engine, 8, reason_text="innocent")
-    result = signed_trail.verify(engine, incremental=True)
-    assert not result.ok and result.first_bad_seq == 8 and "altered" in result.problem
+    _caught_incrementally(signed_trail, engine, 8, "altered")
 
 
 def test_a_tampered_entry_before_the_checkpoint_is_caught_by_full_not_incrementally(signed_trail, engine):
@@ -86,8 +91,7 @@ def test_a_checkpointed_entry_before_the_anchor_is_still_checked_incrementally(s
     assert signed_trail.verify(engine).ok  # the anchor: entry 6
     fill_audit(engine, signed_trail, 2)
     _alter(engine, 3, entry_hash="f" * 64)
-    result = signed_trail.verify(engine, incremental=True)
-    assert not result.ok and result.first_bad_seq == 3 and "last verified" in result.problem
+    _caught_incrementally(signed_trail, engine, 3, "last verified")
 
 
 def test_an_altered_anchor_is_an_alarm_not_a_silent_start(signed_trail, engine):
@@ -110,8 +114,7 @@ def test_the_anchors_child_index_is_checked(signed_trail, engine):
     assert signed_trail.verify(engine).ok
     with engine.begin() as conn:
         conn.execute(delete(audit_children).where(audit_children.c.seq == 5))
-    result = signed_trail.verify(engine, incremental=True)
-    assert not result.ok and result.first_bad_seq == 5 and "child index" in result.problem
+    _caught_incrementally(signed_trail, engine, 5, "child index")
 
 
 def _line(seq: int, link: str, public: str, signer) -> bytes:
@@ -195,8 +198,7 @@ def test_an_altered_restore_entry_before_the_anchor_is_caught_incrementally(sign
     assert signed_trail.verify(engine).ok
     fill_audit(engine, signed_trail, 2)
     _alter(engine, 7, detail="restored a backup; entries 4..5 lost")  # shrink the gap it names
-    result = signed_trail.verify(engine, incremental=True)
-    assert not result.ok and result.first_bad_seq == 7 and "altered" in result.problem
+    _caught_incrementally(signed_trail, engine, 7, "altered")
 
 
 def test_a_checkpoint_beyond_the_head_is_still_an_alarm_incrementally(signed_trail, engine):
@@ -209,8 +211,7 @@ def test_a_checkpoint_beyond_the_head_is_still_an_alarm_incrementally(signed_tra
         conn.execute(delete(audit_log).where(audit_log.c.seq > 6))
         row = _row_in(conn, 6)
         conn.execute(update(audit_head).values(seq=6, entry_hash=row["entry_hash"], public_hash=row["public_hash"]))
-    result = signed_trail.verify(engine, incremental=True)
-    assert not result.ok and result.first_bad_seq == 7 and "held 8 entries" in result.problem
+    _caught_incrementally(signed_trail, engine, 7, "held 8 entries")
 
 
 def test_cli_audit_verify_is_incremental_and_full_rehashes_everything(tmp_path):
