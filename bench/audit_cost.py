@@ -20,6 +20,7 @@ A temporary database is made on PostgreSQL (and dropped); the SQLite file is tem
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import platform
@@ -92,6 +93,26 @@ def queueing(url: str, key: bytes, processes: int, seconds: float, work_ms: floa
     return total / seconds
 
 
+@contextlib.contextmanager
+def scratch_database(server_url: str | None, prefix: str):
+    """The URL of a new database on ``server_url`` (PostgreSQL), dropped afterwards; without one, a
+    SQLite file in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as directory:
+        if not server_url:
+            yield f"sqlite:///{directory}/bench.db"
+            return
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server_url.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=None, help="PostgreSQL server URL (default: a SQLite file)")
@@ -103,34 +124,20 @@ def main() -> None:
     args = parser.parse_args()
     key = new_key()
     print(f"machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}")
-    with tempfile.TemporaryDirectory(prefix="cg-audit-bench-") as directory:
+    with scratch_database(args.database_url, "cg_audit_bench") as url:
+        migrate(url)
+        engine = make_engine(url)
+        bare, audited = per_entry(engine, key, args.entries)
+        print(f"{'PostgreSQL' if args.database_url else 'SQLite'}: a transaction {bare:.3f} ms, with an audit "
+              f"entry {audited:.3f} ms: the audit adds {audited - bare:.3f} ms per exchange (median of "
+              f"{args.entries})")
+        engine.dispose()
         if args.database_url:
-            name = f"cg_audit_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
-        else:
-            url = f"sqlite:///{directory}/bench.db"
-        try:
-            migrate(url)
-            engine = make_engine(url)
-            bare, audited = per_entry(engine, key, args.entries)
-            print(f"{'PostgreSQL' if args.database_url else 'SQLite'}: a transaction {bare:.3f} ms, with an audit "
-                  f"entry {audited:.3f} ms: the audit adds {audited - bare:.3f} ms per exchange (median of "
-                  f"{args.entries})")
-            engine.dispose()
-            if args.database_url:
-                one = queueing(url, key, 1, args.seconds, args.work_ms)
-                many = queueing(url, key, args.processes, args.seconds, args.work_ms)
-                print(f"queueing, {args.work_ms:g} ms of work per request before its append: 1 process "
-                      f"{one:.0f} tx/s, {args.processes} processes {many:.0f} tx/s (x{many / one:.2f}; "
-                      f"x1.00 would mean the head lock serialises whole requests)")
-        finally:
-            if args.database_url:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
+            one = queueing(url, key, 1, args.seconds, args.work_ms)
+            many = queueing(url, key, args.processes, args.seconds, args.work_ms)
+            print(f"queueing, {args.work_ms:g} ms of work per request before its append: 1 process "
+                  f"{one:.0f} tx/s, {args.processes} processes {many:.0f} tx/s (x{many / one:.2f}; "
+                  f"x1.00 would mean the head lock serialises whole requests)")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import files
-from gateway.audit.checkpoints import CheckpointSigner, checkpoint_line, checkpoint_seqs
+from gateway.audit.checkpoints import (CheckpointSigner, checkpoint_line, checkpoint_seqs, signature_problem,
+                                       signed_lines, signing_certificates)
 from gateway.audit.links import GENESIS, entry_hash, material, public_hash, timestamp
-from gateway.db import audit_children, audit_head, audit_log, reader
+from gateway.db import AUDIT_RESTORES, audit_children, audit_head, audit_log, reader
 
 
 @dataclass
@@ -85,7 +86,8 @@ class AuditTrail:
     so that someone who can write to the database — a DBA, a report writer — cannot rewrite
     entries and recompute the chain: each link is an HMAC, not a bare hash."""
 
-    def __init__(self, key: bytes, *, checkpoints: Path | None = None, signer=None, copies: tuple = ()):
+    def __init__(self, key: bytes, *, checkpoints: Path | None = None, signer=None, copies: tuple = (),
+                 certificates=None):
         if len(key) < KEY_BYTES:
             raise ValueError("the audit chain key is too short")
         self._key = key
@@ -93,11 +95,14 @@ class AuditTrail:
         self._copies = tuple(copies)  # checkpoint files outside the home (CONTACTGATE_CHECKPOINT_COPIES)
         self._signer_factory = signer  # () -> gateway.audit.checkpoints.CheckpointSigner, or None
         self._signer = None  # loaded on first use, then kept: the key is read once per process
+        self._certificates = certificates  # () -> the signing certificates a trusted anchor is signed with
 
     @classmethod
-    def from_file(cls, path: Path, *, checkpoints: Path | None = None, signer=None, copies: tuple = ()) -> "AuditTrail":
+    def from_file(cls, path: Path, *, checkpoints: Path | None = None, signer=None, copies: tuple = (),
+                  certificates=None) -> "AuditTrail":
         try:
-            return cls(path.read_bytes(), checkpoints=checkpoints, signer=signer, copies=copies)
+            return cls(path.read_bytes(), checkpoints=checkpoints, signer=signer, copies=copies,
+                       certificates=certificates)
         except FileNotFoundError:
             raise FileNotFoundError(f"no audit chain key at {path}: run `contactgate init`") from None
 
@@ -106,7 +111,8 @@ class AuditTrail:
         """The home's trail: its key, its checkpoints file (and ``copies`` of it outside the home), and
         checkpoints signed with the gateway's signing key (loaded when the first checkpoint is written)."""
         return cls.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints, copies=copies,
-                             signer=lambda: CheckpointSigner.from_layout(layout) if layout.signing_key.exists() else None)
+                             signer=lambda: CheckpointSigner.from_layout(layout) if layout.signing_key.exists() else None,
+                             certificates=lambda: signing_certificates(layout))
 
     @property
     def checkpoint_files(self) -> tuple[Path, ...]:
@@ -125,13 +131,19 @@ class AuditTrail:
         return _append(conn, entry, self._key, None, seq)
 
     def verify(self, engine: Engine, batch: int = 5000, *, witnesses: tuple = (),
-               exported: dict[int, tuple[str, str]] | None = None) -> VerifyResult:
+               exported: dict[int, tuple[str, str]] | None = None, incremental: bool = False) -> VerifyResult:
         """Verify the chain. Every checkpoint recorded outside the database (the home's checkpoints
         file, its copies outside the home, ``witnesses``: checkpoint files from elsewhere, and
         ``exported``: seq -> (public link, where) of entries in verified exports) must still be in
         the chain — so cutting the tail and moving the head back is detected, and so is a restore
         that lost entries without saying so — and a successful run records the new head in the
-        home's file and its copies."""
+        home's file and its copies.
+
+        ``incremental``: re-hash only the entries after the newest checkpoint that is signed with
+        the gateway's signing key and matches its entry (the anchor, checked first: `_anchor`);
+        the entries before it are checked only at the points recorded outside the database, and
+        their restores named again (docs/operations.md, "Verifying the audit trail"). With no such
+        checkpoint, the whole chain is verified."""
         known: dict[int, tuple[str, Path]] = {}
         for path in (*self.checkpoint_files, *witnesses):
             try:
@@ -145,7 +157,8 @@ class AuditTrail:
                     return VerifyResult(False, 0, seq, f"the checkpoints files {known[seq][1]} and {path} disagree "
                                                        f"about entry {seq} (one of them was altered)")
                 known[seq] = (head, path)
-        result = _verify(engine, self._key, batch, known, exported or {})
+        anchors = self._anchors() if incremental else ()
+        result = _verify(engine, self._key, batch, known, exported or {}, anchors)
         if result.ok:
             for path in self.checkpoint_files:
                 signer = self.checkpoint_signer() if path == self._checkpoints else None
@@ -162,6 +175,26 @@ class AuditTrail:
             if not path.parent.exists():
                 files.private_dir(path.parent)
             files.append_private(path, checkpoint_line(seq, link, "", None))
+
+    def _anchors(self):
+        """The signed lines of the home's checkpoints file, newest (highest seq) first, whose claims
+        are the line's own and whose signature verifies with the gateway's signing certificates: the
+        candidates an incremental verification may start from. A generator: the signatures are
+        checked only as far as the first usable one (the file gains a line every run)."""
+        certificates = self._certificates() if self._certificates is not None else []
+        if not certificates:
+            return
+        found = {}
+        for path in self.checkpoint_files:
+            for seq, link, public, signed in signed_lines(path):
+                claims = signed.get("claims") if isinstance(signed, dict) else None
+                if (isinstance(claims, dict) and claims.get("kind") == "checkpoint" and claims.get("seq") == seq
+                        and claims.get("public_hash") == public):
+                    found.setdefault(seq, []).append((seq, link, public, signed))
+        for seq in sorted(found, reverse=True):
+            trusted = next((line for line in found[seq] if signature_problem(line[3], certificates) is None), None)
+            if trusted is not None:
+                yield trusted
 
     def checkpoint_signer(self):
         """What signs checkpoints (the gateway's signing key), loaded once; None without one."""
@@ -248,6 +281,7 @@ class VerifyResult:
     public_head: str | None = None
     head_seq: int = 0
     lost: list[Lost] = field(default_factory=list)  # every restore and its gap: reported on every run
+    anchor_seq: int | None = None  # incremental: the signed checkpoint verified from (``entries`` came after it)
 
     @property
     def unacknowledged(self) -> list[Lost]:
@@ -267,17 +301,25 @@ def _documented_gap(row, first: int, last: int) -> bool:
 
 
 def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple[str, Path]],
-            exported: dict[int, tuple[str, str]]) -> VerifyResult:
+            exported: dict[int, tuple[str, str]], anchors=()) -> VerifyResult:
     """Recompute the chain up to the head as read first (appends made meanwhile are left for the
     next run); check that the child index `audit report --child` reads matches the entries, that
     every checkpoint still holds, and that sequence numbers skip only where a restore entry names
-    the entries lost; report the first entry that does not fit."""
+    the entries lost; report the first entry that does not fit. With ``anchors`` (signed checkpoints,
+    newest first): recompute only after the newest one whose entry is still there (`_anchor`)."""
     prev = prev_public = GENESIS
     count = last = 0
     lost: list[Lost] = []
     acknowledged: set[int] = set()
+    anchor_seq = None
     with reader(engine).connect() as conn:  # a long verification must not block writers
         head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).one()
+        start = _anchor(conn, key, head.seq, anchors, checkpoints, exported)
+        if isinstance(start, VerifyResult):
+            return start
+        if start is not None:
+            anchor_seq, prev, prev_public, lost, acknowledged = start
+            last = anchor_seq
         while last < head.seq:
             rows = conn.execute(select(audit_log).where(audit_log.c.seq > last, audit_log.c.seq <= head.seq)
                                 .order_by(audit_log.c.seq).limit(batch)).mappings().all()
@@ -338,7 +380,119 @@ def _verify(engine: Engine, key: bytes, batch: int, checkpoints: dict[int, tuple
             return VerifyResult(False, count, head.seq, "chain head does not match the last entry")
     for gap in lost:
         gap.acknowledged = gap.restore_seq in acknowledged
-    return VerifyResult(True, count, head_hash=prev, public_head=prev_public, head_seq=head.seq, lost=lost)
+    return VerifyResult(True, count, head_hash=prev, public_head=prev_public, head_seq=head.seq, lost=lost,
+                        anchor_seq=anchor_seq)
+
+
+_LOOKUP = 1000  # seqs per point look-up
+
+
+def _previous(conn: Connection, seq: int):
+    """The entry before ``seq`` (the one with the highest lower seq: a restore gap may lie between)."""
+    return conn.execute(select(audit_log).where(audit_log.c.seq < seq).order_by(audit_log.c.seq.desc())
+                        .limit(1)).mappings().first()
+
+
+def _anchor(conn: Connection, key: bytes, head_seq: int, anchors, checkpoints: dict[int, tuple[str, Path]],
+            exported: dict[int, tuple[str, str]]):
+    """Where an incremental verification starts: None (from the first entry: no usable anchor), a
+    VerifyResult (an alarm: the anchor or a point before it does not hold), or (seq, its HMAC link, its
+    public link, the restores before it, the restores acknowledged before it).
+
+    The anchor is the newest signed checkpoint (its signature checked by AuditTrail._anchors) whose
+    entry is in the database (one lost in a restore is passed over: the scan from an older one finds
+    the restore entry naming it). Its entry must still be the one signed: same HMAC and public links,
+    its HMAC recomputed with the key over its fields and the link it names, that link and the public
+    one matching the entry before it, its child index rows. Every entry after it is then re-hashed as
+    in a full verification (each link covers the previous one, so none of them can be rewritten
+    without the key). Before it, only the points recorded outside the database are checked (every
+    checkpoint and exported entry, by look-up) and the restore entries read again (authentic, their
+    gaps named exactly); what is not re-checked there is in docs/operations.md."""
+    for seq, link, public, _signed in anchors:
+        if seq > head_seq:
+            continue  # beyond the head: the scan from an older anchor ends with that alarm
+        row = conn.execute(select(audit_log).where(audit_log.c.seq == seq)).mappings().first()
+        if row is None:
+            continue  # lost in a restore, or removed: the scan from an older anchor tells which
+        where = f"the signed checkpoint of entry {seq}"
+        if row["entry_hash"] != link or row["public_hash"] != public:
+            return VerifyResult(False, 0, seq, f"entry differs from {where} (when the chain was last verified)")
+        fields = material(row)
+        if not hmac.compare_digest(entry_hash(key, row["prev_hash"], row, fields), row["entry_hash"]):
+            return VerifyResult(False, 0, seq, "entry was altered")
+        before = _previous(conn, seq)
+        prev_link, prev_public = (before["entry_hash"], before["public_hash"]) if before else (GENESIS, GENESIS)
+        if row["prev_hash"] != prev_link:
+            return VerifyResult(False, 0, seq, "link to the previous entry is broken")
+        if row["public_hash"] != public_hash(prev_public, row, fields):
+            return VerifyResult(False, 0, seq, "the entry's public link was altered")
+        indexed = {c for (c,) in conn.execute(select(audit_children.c.child_id).where(audit_children.c.seq == seq))}
+        if set(row["child_ids"].split()) != indexed:
+            return VerifyResult(False, 0, seq, "the child index does not match the entry (report rows removed?)")
+        restores = _restores_before(conn, key, seq)
+        if isinstance(restores, VerifyResult):
+            return restores
+        lost, acknowledged = restores
+        problem = _points_before(conn, seq, checkpoints, exported, lost)
+        if problem is not None:
+            return problem
+        return seq, row["entry_hash"], row["public_hash"], lost, acknowledged
+    return None
+
+
+def _restores_before(conn: Connection, key: bytes, upto: int):
+    """The restores (and their acknowledgements) up to entry ``upto``, each entry authentic (its HMAC
+    over the link it names), linked to the entry before it and naming its gap exactly; or an alarm."""
+    lost: list[Lost] = []
+    acknowledged: set[int] = set()
+    rows = conn.execute(select(audit_log).where(text(AUDIT_RESTORES), audit_log.c.seq <= upto)
+                        .order_by(audit_log.c.seq)).mappings()
+    for row in rows.all():
+        seq = row["seq"]
+        if not hmac.compare_digest(entry_hash(key, row["prev_hash"], row), row["entry_hash"]):
+            return VerifyResult(False, 0, seq, "entry was altered")
+        if row["operation"] == "restore.acknowledged":
+            found = _ACKNOWLEDGED.match(row["detail"] or "")
+            if found:
+                acknowledged.add(int(found.group(1)))
+            continue
+        before = _previous(conn, seq)
+        if row["prev_hash"] != (before["entry_hash"] if before else GENESIS):
+            return VerifyResult(False, 0, seq, "link to the previous entry is broken")
+        first = (before["seq"] if before else 0) + 1
+        if first < seq:
+            if not _documented_gap(row, first, seq - 1):
+                return VerifyResult(False, 0, first, _missing(first, seq - 1))
+            lost.append(Lost(first, seq - 1, seq, row["detail"] or ""))
+        else:
+            lost.append(Lost(None, None, seq, row["detail"] or ""))
+    return lost, acknowledged
+
+
+def _points_before(conn: Connection, upto: int, checkpoints: dict[int, tuple[str, Path]],
+                   exported: dict[int, tuple[str, str]], lost: list[Lost]) -> VerifyResult | None:
+    """Every checkpoint and exported entry up to entry ``upto`` still in the chain, looked up by seq
+    (one lost in a restore named by its restore entry excepted); an alarm for the first that is not."""
+    wanted = sorted({seq for seq in (*checkpoints, *exported) if seq <= upto})
+    for at in range(0, len(wanted), _LOOKUP):
+        chunk = wanted[at:at + _LOOKUP]
+        found = {r.seq: r for r in conn.execute(select(audit_log.c.seq, audit_log.c.entry_hash, audit_log.c.public_hash)
+                                                .where(audit_log.c.seq.in_(chunk)))}
+        for seq in chunk:
+            row = found.get(seq)
+            if row is None:
+                if any(gap.first is not None and gap.first <= seq <= gap.last for gap in lost):
+                    continue
+                return VerifyResult(False, 0, seq, f"{_missing(seq, seq)} (entries removed, or a restore not "
+                                                   f"recorded in the chain)")
+            known = checkpoints.get(seq)
+            if known is not None and row.entry_hash != known[0]:
+                return VerifyResult(False, 0, seq, f"entry differs from when the chain was last verified "
+                                                   f"(checkpoint in {known[1]})")
+            known = exported.get(seq)
+            if known is not None and row.public_hash != known[0]:
+                return VerifyResult(False, 0, seq, f"entry differs from the export {known[1]}")
+    return None
 
 
 def _missing(first: int, last: int) -> str:

@@ -79,19 +79,35 @@ def checkpoint_line(seq: int, entry_hash: str, public_head: str, signer: Checkpo
     return f"{seq} {entry_hash} {at} {public_head} {token}\n".encode()
 
 
-def signed_checkpoints(path: Path) -> list[dict]:
-    """The signed checkpoints the file holds (lines written before signing are skipped)."""
-    if not path.exists():
+def signed_lines(path: Path | None) -> list[tuple[int, str, str, dict]]:
+    """(seq, HMAC head, public head, signed checkpoint) of every signed line of the file, in its order
+    (lines written before signing, or by `record_checkpoint`, are skipped). Nothing here is checked:
+    see `signature_problem` and gateway.audit.chain (the anchor of an incremental verification)."""
+    if path is None or not path.exists():
         return []
     found = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         fields = line.split()
-        if len(fields) == 5:
+        if len(fields) == 5 and fields[0].isdigit() and len(fields[0]) <= 18:
             try:
-                found.append(json.loads(base64.urlsafe_b64decode(fields[4])))
+                signed = json.loads(base64.urlsafe_b64decode(fields[4]))
             except ValueError:
                 continue  # an altered line: `audit verify` reports the file itself
+            found.append((int(fields[0]), fields[1], fields[3], signed))
     return found
+
+
+def signed_checkpoints(path: Path) -> list[dict]:
+    """The signed checkpoints the file holds (lines written before signing are skipped)."""
+    return [signed for _, _, _, signed in signed_lines(path)]
+
+
+def signing_certificates(layout) -> list[x509.Certificate]:
+    """The gateway's signing certificates a checkpoint may be signed with: current, previous and staged."""
+    from gateway.trust import pki
+
+    return [c for path in (layout.signing_cert, layout.signing_previous_cert, layout.signing_next_cert)
+            if path.exists() for c in pki.load_certs_pem(path.read_bytes())]
 
 
 MAX_CHECKPOINT_LINE = 4096

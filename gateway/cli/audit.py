@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from gateway import audit, files
+from gateway.audit.checkpoints import signing_certificates
 from gateway.audit.review import RULES as REVIEW_RULES
 from gateway.cli.base import CannotRun, Context, fail, group, pass_ctx
 from gateway.trust import pki, registry
@@ -29,13 +30,16 @@ def audit_group() -> None:
 @click.option("--checkpoints", "witnesses", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A checkpoints file kept elsewhere (another node's, an old copy) the chain must also "
                    "hold (repeatable).")
+@click.option("--full", is_flag=True,
+              help="Re-hash every entry from the first, not only those after the newest signed checkpoint "
+                   "(run it weekly: docs/operations.md, \"Verifying the audit trail\").")
 @click.option("--export", "exports", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="An export (from `audit export`) whose entries the chain must still hold, checked with "
                    "the home's signing certificates first (repeatable).")
 @click.pass_context
 def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: Path | None,
-                 witnesses: tuple[Path, ...], exports: tuple[Path, ...]) -> None:
-    """Check the whole chain: exit 0 intact, 1 tampering found (naming the first bad entry, or the
+                 witnesses: tuple[Path, ...], full: bool, exports: tuple[Path, ...]) -> None:
+    """Check the chain: exit 0 intact, 1 tampering found (naming the first bad entry, or the
     exact entries missing) or a restore that two officers have not yet acknowledged, 3 could not
     check (database, key or files unavailable), 2 usage.
 
@@ -43,6 +47,11 @@ def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: 
     gateway's signing key, and in every file CONTACTGATE_CHECKPOINT_COPIES names; later runs check
     that the chain still holds every head recorded in any of them. Run it regularly (cron can tell
     tampering from an outage by the exit code).
+
+    Without --full it re-hashes only the entries after the newest checkpoint signed with the
+    gateway's signing key that still matches its entry (the whole chain when there is none), and
+    checks the earlier ones only at the recorded checkpoints and exports: an edit of an earlier
+    entry by someone without the audit key is found by --full (run it weekly).
 
     Entries lost in a restore (`contactgate restore`) are named on every run, for ever; once two
     officers have acknowledged the restore (`restore acknowledge`) they no longer make it exit 1.
@@ -59,9 +68,14 @@ def audit_verify(click_ctx: click.Context, export_file: Path | None, cert_file: 
     except FileNotFoundError as exc:
         raise CannotRun(f"could not check: {exc}") from None
     exported = _exported_points(ctx, exports)
-    result = trail.verify(ctx.engine, witnesses=witnesses, exported=exported)
+    result = trail.verify(ctx.engine, witnesses=witnesses, exported=exported, incremental=not full)
     if result.ok:
-        click.echo(f"audit chain intact: {result.entries} entries (up to entry {result.head_seq})")
+        if result.anchor_seq is None:
+            click.echo(f"audit chain intact: {result.entries} entries (up to entry {result.head_seq})")
+        else:
+            click.echo(f"audit chain intact: {result.entries} entries after the signed checkpoint of entry "
+                       f"{result.anchor_seq} (up to entry {result.head_seq}; the earlier ones checked at their "
+                       f"checkpoints only: --full re-hashes them)")
         for gap in result.lost:
             click.echo(gap.describe())
         if result.unacknowledged:
@@ -82,9 +96,7 @@ def _exported_points(ctx: Context, exports: tuple[Path, ...]) -> dict[int, tuple
 
     if not exports:
         return {}
-    layout = ctx.settings.layout
-    certificates = [c for path in (layout.signing_cert, layout.signing_previous_cert, layout.signing_next_cert)
-                    if path.exists() for c in pki.load_certs_pem(path.read_bytes())]
+    certificates = signing_certificates(ctx.settings.layout)
     points: dict[int, tuple[str, str]] = {}
     for path in exports:
         try:
