@@ -74,6 +74,7 @@ def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_h
                                          {k: round(statistics.median(v) * 1000) for k, v in took.items()})
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clock):
     for _ in range(5):
         assert attempt(console, registry_home, clock, "dm-1", address=STRANGER).status_code == 401
@@ -85,6 +86,7 @@ def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clo
     assert last_login(registry_home).outcome == "done" and last_login(registry_home).source_address == OFFICE
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_an_ipv6_stranger_cannot_escape_their_lock_by_changing_address_within_their_network(console, registry_home,
                                                                                             clock):
     for n in range(5):
@@ -106,6 +108,7 @@ def strict_console(registry_home, clock):
     app.extensions["contactgate"]["engine"].dispose()
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, registry_home, clock):
     """As fast as the lock of their address lets them, for two hours: the officer signs in every time."""
     assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
@@ -118,6 +121,7 @@ def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, 
         clock.advance(minutes=15, seconds=1)
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(strict_console, registry_home, clock):
     assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
     for n in range(6):  # a distributed guesser: 2 tries from each of 6 addresses
@@ -132,6 +136,7 @@ def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(st
 
 # ---- the global back-off and the addresses an officer uses (review of issue 22, B) ---------------
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_strangers_with_ten_addresses_cannot_lock_an_officer_out_of_an_address_they_use(console, registry_home,
                                                                                         clock):
     settings = console.extensions["contactgate"]["settings"]
@@ -150,6 +155,7 @@ def test_strangers_with_ten_addresses_cannot_lock_an_officer_out_of_an_address_t
         clock.advance(minutes=61)
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_an_address_not_used_for_the_remembered_period_is_held_back_like_any_other(console, registry_home, clock):
     """CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS (30 by default) after the last sign-in from an address,
     the officer's own address is no longer told from a stranger's."""
