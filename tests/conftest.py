@@ -23,8 +23,27 @@ def data_keys():
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def gateway(request, tmp_path_factory):
-    """A running gateway per backend: SQLite + embedded store, PostgreSQL + Redis.
+def gateway(request):
+    """A running gateway per backend: SQLite + embedded store, PostgreSQL + Redis (see
+    _running_gateway). Both stay up for the whole session: a parametrized session fixture is torn
+    down each time the backend changes, and with --dist loadfile that is in every file (each file's
+    SQLite tests, then its PostgreSQL tests), so the gateways are held by a fixture per backend and
+    this one only picks one."""
+    return request.getfixturevalue(f"gateway_{request.param}")
+
+
+@pytest.fixture(scope="session")
+def gateway_sqlite(tmp_path_factory):
+    yield from _running_gateway("sqlite", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gateway_postgresql(tmp_path_factory):
+    yield from _running_gateway("postgresql", tmp_path_factory)
+
+
+def _running_gateway(backend, tmp_path_factory):
+    """A running gateway on ``backend``: SQLite + embedded store, PostgreSQL + Redis.
 
     Organisations (all made through the CLI):
       la       local authority, push + query         health  health provider, query only
@@ -34,7 +53,6 @@ def gateway(request, tmp_path_factory):
       shielder local authority, query + shield
     The role "designated safeguarding lead" may see a shielded child's location (CONTACTGATE_SHIELD_ROLES).
     """
-    backend = request.param
     home = tmp_path_factory.mktemp(f"home-{backend}")
     with _database(backend) as url:
         gw = Gateway(backend=backend, home=home, database_url=url,
