@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 
 import pytest
@@ -20,6 +21,53 @@ def data_keys():
 
     with vault.using(vault.throwaway()) as keys:
         yield keys
+
+
+# Officers' passwords in the tests: real argon2id, at a test cost (argon2-cffi's defaults, the
+# product's, are 3 passes over 64 MiB in 4 lanes, 0.1-0.9 s a hash; every `init` of a local home
+# hashes eleven officers' passwords, and every sign-in verifies one). The hash carries its cost, so
+# whatever verifies a hash made here (a `contactgate` subprocess too) pays the test cost.
+TEST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@contextlib.contextmanager
+def _argon2_hasher(hasher):
+    from gateway import officers
+
+    saved = officers._HASHER, officers._DUMMY_HASH
+    officers._HASHER, officers._DUMMY_HASH = hasher, None
+    try:
+        yield hasher
+    finally:
+        officers._HASHER, officers._DUMMY_HASH = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_argon2_cost():
+    """In-process hashing and verifying at TEST_ARGON2, unless a test asks for production_argon2."""
+    from argon2 import PasswordHasher
+
+    with _argon2_hasher(PasswordHasher(**TEST_ARGON2)) as hasher:
+        yield hasher
+
+
+@pytest.fixture
+def production_argon2():
+    """The product's argon2id parameters, for a test about what a password check costs (it must be
+    requested before the fixture that makes the home: `pytest.mark.usefixtures` does that)."""
+    from argon2 import PasswordHasher
+
+    with _argon2_hasher(PasswordHasher()) as hasher:
+        yield hasher
+
+
+@pytest.fixture(scope="module")
+def production_argon2_module():
+    """production_argon2 for a whole module (whose module-scoped homes must hold production hashes)."""
+    from argon2 import PasswordHasher
+
+    with _argon2_hasher(PasswordHasher()) as hasher:
+        yield hasher
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -22,7 +22,7 @@ from gateway.config import Settings
 from contactgate_local import free_port
 from gateway.console import create_console
 from gateway.files import write_private
-from tests.conftest import _database
+from tests.conftest import TEST_ARGON2, _database
 from tests.support import Gateway
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -117,14 +117,10 @@ def console(registry_home, clock):
     app.extensions["contactgate"]["engine"].dispose()
 
 
-# argon2id at a test cost (argon2-cffi's defaults are 3 passes over 64 MiB, 4 lanes; this is 1 pass
-# over 1 MiB, 1 lane): for the tests about who is refused and when, that sign in a hundred times.
-CHEAP_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
-
-
 @pytest.fixture
 def cheap_argon2(registry_home, monkeypatch):
-    """The officers' passwords hashed again with argon2id at CHEAP_ARGON2, and the console's hasher
+    """In a module on production_argon2_module: the officers' passwords hashed again with argon2id
+    at TEST_ARGON2 (tests/conftest.py), and the console's hasher
     (and so its dummy hash for an unknown or disabled account) set to the same cost: every sign-in
     is still one real argon2id verification, all at one cost, only cheaper. For tests about which
     attempts are refused, not about what a refusal costs (test_a_refused_sign_in_costs_the_same_...
@@ -135,7 +131,7 @@ def cheap_argon2(registry_home, monkeypatch):
     from gateway import officers as accounts
     from gateway.db import officers
 
-    cheap = PasswordHasher(**CHEAP_ARGON2)
+    cheap = PasswordHasher(**TEST_ARGON2)
     monkeypatch.setattr(accounts, "_HASHER", cheap)
     monkeypatch.setattr(accounts, "_DUMMY_HASH", None)
     with registry_home.engine.begin() as conn:

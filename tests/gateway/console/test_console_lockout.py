@@ -15,8 +15,12 @@ from sqlalchemy import select
 
 from gateway.config import Settings
 from gateway.console import create_console
-from gateway.db import audit_log
+from gateway.db import audit_log, officers
 from tests.gateway.console.conftest import UNTHROTTLED, Browser
+
+# The module's homes hold production-cost hashes, for the test of what a refusal costs; the tests
+# about which attempts are refused sign in at the test cost (cheap_argon2).
+pytestmark = pytest.mark.usefixtures("production_argon2_module")
 
 STRANGER = "203.0.113.66"
 OFFICE = "198.51.100.10"
@@ -67,6 +71,9 @@ def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_h
             response = run(n)
             took[name].append(time.perf_counter() - started)
             assert response.status_code == 401, name
+    with registry_home.engine.connect() as conn:  # compared at the product's argon2id cost
+        assert {h.split("$")[3] for h in conn.execute(select(officers.c.password_hash)).scalars()} == {
+            "m=65536,t=3,p=4"}
     quickest = {name: min(times) for name, times in took.items()}
     slowest = max(quickest.values())
     for name, seconds in quickest.items():
