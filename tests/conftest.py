@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 
 import pytest
@@ -22,9 +23,75 @@ def data_keys():
         yield keys
 
 
+# Officers' passwords in the tests: real argon2id, at a test cost (argon2-cffi's defaults, the
+# product's, are 3 passes over 64 MiB in 4 lanes, 0.1-0.9 s a hash; every `init` of a local home
+# hashes eleven officers' passwords, and every sign-in verifies one). The hash carries its cost, so
+# whatever verifies a hash made here (a `contactgate` subprocess too) pays the test cost.
+TEST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@contextlib.contextmanager
+def _argon2_hasher(hasher):
+    from gateway import officers
+
+    saved = officers._HASHER, officers._DUMMY_HASH
+    officers._HASHER, officers._DUMMY_HASH = hasher, None
+    try:
+        yield hasher
+    finally:
+        officers._HASHER, officers._DUMMY_HASH = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_argon2_cost():
+    """In-process hashing and verifying at TEST_ARGON2, unless a test asks for production_argon2."""
+    from argon2 import PasswordHasher
+
+    with _argon2_hasher(PasswordHasher(**TEST_ARGON2)) as hasher:
+        yield hasher
+
+
+@pytest.fixture
+def production_argon2():
+    """The product's argon2id parameters, for a test about what a password check costs (it must be
+    requested before the fixture that makes the home: `pytest.mark.usefixtures` does that)."""
+    from argon2 import PasswordHasher
+
+    with _argon2_hasher(PasswordHasher()) as hasher:
+        yield hasher
+
+
+@pytest.fixture(scope="module")
+def production_argon2_module():
+    """production_argon2 for a whole module (whose module-scoped homes must hold production hashes)."""
+    from argon2 import PasswordHasher
+
+    with _argon2_hasher(PasswordHasher()) as hasher:
+        yield hasher
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
-def gateway(request, tmp_path_factory):
-    """A running gateway per backend: SQLite + embedded store, PostgreSQL + Redis.
+def gateway(request):
+    """A running gateway per backend: SQLite + embedded store, PostgreSQL + Redis (see
+    _running_gateway). Both stay up for the whole session: a parametrized session fixture is torn
+    down each time the backend changes, and with --dist loadfile that is in every file (each file's
+    SQLite tests, then its PostgreSQL tests), so the gateways are held by a fixture per backend and
+    this one only picks one."""
+    return request.getfixturevalue(f"gateway_{request.param}")
+
+
+@pytest.fixture(scope="session")
+def gateway_sqlite(tmp_path_factory):
+    yield from _running_gateway("sqlite", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gateway_postgresql(tmp_path_factory):
+    yield from _running_gateway("postgresql", tmp_path_factory)
+
+
+def _running_gateway(backend, tmp_path_factory):
+    """A running gateway on ``backend``: SQLite + embedded store, PostgreSQL + Redis.
 
     Organisations (all made through the CLI):
       la       local authority, push + query         health  health provider, query only
@@ -34,7 +101,6 @@ def gateway(request, tmp_path_factory):
       shielder local authority, query + shield
     The role "designated safeguarding lead" may see a shielded child's location (CONTACTGATE_SHIELD_ROLES).
     """
-    backend = request.param
     home = tmp_path_factory.mktemp(f"home-{backend}")
     with _database(backend) as url:
         gw = Gateway(backend=backend, home=home, database_url=url,

@@ -171,6 +171,7 @@ def test_a_stranger_at_the_console_does_not_lock_an_officer_out_of_the_command_l
     assert "signed in as carol" in result.output
 
 
+@pytest.mark.usefixtures("production_argon2")  # before gw: its officers' hashes at the product's cost
 def test_a_refused_login_takes_as_long_for_a_locked_officer_as_for_an_unknown_one(gw):
     import time
 

@@ -22,7 +22,7 @@ from gateway.config import Settings
 from contactgate_local import free_port
 from gateway.console import create_console
 from gateway.files import write_private
-from tests.conftest import _database
+from tests.conftest import TEST_ARGON2, _database
 from tests.support import Gateway
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -115,6 +115,39 @@ def console(registry_home, clock):
     app = create_console(settings, clock=clock)
     yield app
     app.extensions["contactgate"]["engine"].dispose()
+
+
+@pytest.fixture
+def cheap_argon2(registry_home, monkeypatch):
+    """In a module on production_argon2_module: the officers' passwords hashed again with argon2id
+    at TEST_ARGON2 (tests/conftest.py), and the console's hasher
+    (and so its dummy hash for an unknown or disabled account) set to the same cost: every sign-in
+    is still one real argon2id verification, all at one cost, only cheaper. For tests about which
+    attempts are refused, not about what a refusal costs (test_a_refused_sign_in_costs_the_same_...
+    keeps the production cost). The production hashes are put back afterwards."""
+    from argon2 import PasswordHasher
+    from sqlalchemy import select, update
+
+    from gateway import officers as accounts
+    from gateway.db import officers
+
+    cheap = PasswordHasher(**TEST_ARGON2)
+    monkeypatch.setattr(accounts, "_HASHER", cheap)
+    monkeypatch.setattr(accounts, "_DUMMY_HASH", None)
+    with registry_home.engine.begin() as conn:
+        kept = dict(conn.execute(select(officers.c.officer_id, officers.c.password_hash)).all())
+        for officer_id in kept:
+            try:
+                password = registry_home.officer_secrets(officer_id)[0]
+            except KeyError:  # added by a test, its password not kept: it keeps its hash
+                continue
+            conn.execute(update(officers).where(officers.c.officer_id == officer_id)
+                         .values(password_hash=cheap.hash(password)))
+    yield cheap
+    with registry_home.engine.begin() as conn:
+        for officer_id, encoded in kept.items():
+            conn.execute(update(officers).where(officers.c.officer_id == officer_id)
+                         .values(password_hash=encoded))
 
 
 @pytest.fixture

@@ -15,8 +15,12 @@ from sqlalchemy import select
 
 from gateway.config import Settings
 from gateway.console import create_console
-from gateway.db import audit_log
+from gateway.db import audit_log, officers
 from tests.gateway.console.conftest import UNTHROTTLED, Browser
+
+# The module's homes hold production-cost hashes, for the test of what a refusal costs; the tests
+# about which attempts are refused sign in at the test cost (cheap_argon2).
+pytestmark = pytest.mark.usefixtures("production_argon2_module")
 
 STRANGER = "203.0.113.66"
 OFFICE = "198.51.100.10"
@@ -67,6 +71,9 @@ def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_h
             response = run(n)
             took[name].append(time.perf_counter() - started)
             assert response.status_code == 401, name
+    with registry_home.engine.connect() as conn:  # compared at the product's argon2id cost
+        assert {h.split("$")[3] for h in conn.execute(select(officers.c.password_hash)).scalars()} == {
+            "m=65536,t=3,p=4"}
     quickest = {name: min(times) for name, times in took.items()}
     slowest = max(quickest.values())
     for name, seconds in quickest.items():
@@ -74,6 +81,7 @@ def test_a_refused_sign_in_costs_the_same_whatever_was_wrong(console, registry_h
                                          {k: round(statistics.median(v) * 1000) for k, v in took.items()})
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clock):
     for _ in range(5):
         assert attempt(console, registry_home, clock, "dm-1", address=STRANGER).status_code == 401
@@ -85,6 +93,7 @@ def test_a_stranger_locks_only_their_own_address_out(console, registry_home, clo
     assert last_login(registry_home).outcome == "done" and last_login(registry_home).source_address == OFFICE
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_an_ipv6_stranger_cannot_escape_their_lock_by_changing_address_within_their_network(console, registry_home,
                                                                                             clock):
     for n in range(5):
@@ -106,6 +115,7 @@ def strict_console(registry_home, clock):
     app.extensions["contactgate"]["engine"].dispose()
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, registry_home, clock):
     """As fast as the lock of their address lets them, for two hours: the officer signs in every time."""
     assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
@@ -118,6 +128,7 @@ def test_one_patient_stranger_never_reaches_the_global_back_off(strict_console, 
         clock.advance(minutes=15, seconds=1)
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(strict_console, registry_home, clock):
     assert strict_console.extensions["contactgate"]["settings"].lockout_global_failures == 12
     for n in range(6):  # a distributed guesser: 2 tries from each of 6 addresses
@@ -132,6 +143,7 @@ def test_failures_from_many_addresses_lock_the_account_everywhere_for_a_while(st
 
 # ---- the global back-off and the addresses an officer uses (review of issue 22, B) ---------------
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_strangers_with_ten_addresses_cannot_lock_an_officer_out_of_an_address_they_use(console, registry_home,
                                                                                         clock):
     settings = console.extensions["contactgate"]["settings"]
@@ -150,6 +162,7 @@ def test_strangers_with_ten_addresses_cannot_lock_an_officer_out_of_an_address_t
         clock.advance(minutes=61)
 
 
+@pytest.mark.usefixtures("cheap_argon2")
 def test_an_address_not_used_for_the_remembered_period_is_held_back_like_any_other(console, registry_home, clock):
     """CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS (30 by default) after the last sign-in from an address,
     the officer's own address is no longer told from a stranger's."""

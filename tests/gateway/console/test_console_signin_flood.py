@@ -34,6 +34,9 @@ from gateway.db import audit_log
 from tests.gateway.console.conftest import CSRF, Browser, running_console
 from tests.gateway.console.test_console_lockout import attempt, last_login
 
+# Every checked attempt costs an argon2id verification at the product's cost: what floods.
+pytestmark = pytest.mark.usefixtures("production_argon2_module")
+
 READ = dict(user_id="hv.one", role="health visitor", reason_code="care_coordination", reason_text="flood test")
 FLOOD_ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
 FLOOD_THREADS_PER_ADDRESS = 6
