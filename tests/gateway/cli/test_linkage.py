@@ -281,7 +281,8 @@ def test_a_model_changed_or_removed_after_approval_stops_the_gateway_at_start_an
         path.unlink()
         with gw.engine.connect() as conn:
             with pytest.raises(versions.ModelUnavailable, match="no model file"):
-                versions.IN_USE.model(conn, at=later + versions.RECHECK_S)
+                # a second past the re-read (later + RECHECK_S - later can round below RECHECK_S)
+                versions.IN_USE.model(conn, at=later + versions.RECHECK_S + 1)
         result = gw.cli("serve", expect_ok=False)
         assert result.exit_code == 3 and "no model file" in result.output, result.output
     finally:
