@@ -104,7 +104,9 @@ def test_review_show_shows_the_location_to_an_officer_role_on_the_allow_list(gat
     assert "shielded=yes location=shown-to-role" in read["detail"], read
 
 
-def test_review_show_of_a_pair_without_a_shielded_child_shows_the_location_unmarked(gateway, clients, pusher):
+def queued_without_a_shielded_child(gateway, clients, pusher) -> tuple[int, list[str]]:
+    """A review entry for a pair neither of whose children is shielded (a probe with LA's child's
+    number and another birth date), and the located values of LA's child."""
     nhs = nhs_number(int(unique()[:7], 16))
     held, needles = located_child(unique("held-"), nhs)
     [known] = clients("la").submit_updates([held])
@@ -115,6 +117,11 @@ def test_review_show_of_a_pair_without_a_shielded_child_shows_the_location_unmar
         entry = conn.execute(select(review_queue.c.id).where(
             review_queue.c.child_id == answer["ChildId"], review_queue.c.candidate_child_id == known["ChildId"])
         ).scalar_one()
+    return entry, needles
+
+
+def test_review_show_of_a_pair_without_a_shielded_child_shows_the_location_unmarked(gateway, clients, pusher):
+    entry, needles = queued_without_a_shielded_child(gateway, clients, pusher)
     seq = gateway.audit_seq()
     output = gateway.cli("review", "show", str(entry), "--json", officer="dora").output
     assert needles[0] in output
@@ -152,16 +159,7 @@ def test_a_withheld_pair_shows_agreement_levels_only(gateway, clients, pusher, s
 
 
 def test_a_pair_without_a_shielded_child_keeps_its_weights_and_score(gateway, clients, pusher):
-    nhs = nhs_number(int(unique()[:7], 16))
-    held, _ = located_child(unique("held-"), nhs)
-    [known] = clients("la").submit_updates([held])
-    probe, _ = located_child(unique("probe-"), nhs)
-    probe["Identity"]["DateOfBirth"] = "2012-01-21"
-    [answer] = pusher.submit_updates([probe])
-    with gateway.engine.connect() as conn:
-        entry = conn.execute(select(review_queue.c.id).where(
-            review_queue.c.child_id == answer["ChildId"], review_queue.c.candidate_child_id == known["ChildId"])
-        ).scalar_one()
+    entry, _ = queued_without_a_shielded_child(gateway, clients, pusher)
     shown = json.loads(gateway.cli("review", "show", str(entry), "--json", officer="dora").output)
     assert isinstance(shown["score"], float) and "location" in shown["comparison_now"]["levels"]
     assert {"weights", "weight", "probability"} <= set(shown["comparison_now"])

@@ -23,6 +23,7 @@ from contactgate_local import free_port
 from gateway.console import create_console
 from gateway.files import write_private
 from tests.conftest import TEST_ARGON2, _database
+from tests.gateway.console.flood import FromAddress
 from tests.support import Gateway
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -159,18 +160,6 @@ def browser(console, registry_home, clock):
 
 
 # ---- `contactgate console` as a user starts it --------------------------------------------------
-
-class FromAddress(requests.adapters.HTTPAdapter):
-    """A requests adapter whose connections come from ``source`` (any 127.x.y.z routes to lo)."""
-
-    def __init__(self, source: str):
-        self.source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
 
 @dataclasses.dataclass
 class RunningConsole:

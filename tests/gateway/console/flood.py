@@ -23,6 +23,8 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class FromAddress(requests.adapters.HTTPAdapter):
+    """A requests adapter whose connections come from ``source`` (any 127.x.y.z routes to lo)."""
+
     def __init__(self, source: str):
         self.source = source
         super().__init__()
