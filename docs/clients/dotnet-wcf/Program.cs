@@ -1,7 +1,7 @@
 // ContactGate with .NET Framework 4.8 WCF: a customBinding that signs without encrypting (asymmetric
 // binding, X.509 tokens, Basic256Sha256, Timestamp, SOAP 1.1 without WS-Addressing) over mutual TLS;
 // the three operations through an untyped Message contract; each answer's signature checked by WCF
-// and pinned to gateway-signing.pem. UNTESTED: see README.md.
+// and pinned to gateway-signing.pem. UNTESTED on .NET Framework; Mono encrypts regardless: see README.md.
 //
 //   csc /r:System.ServiceModel.dll /r:System.Runtime.Serialization.dll Program.cs
 //   set CONTACTGATE_URL=https://gateway.example.org:8443
@@ -93,7 +93,7 @@ static class Program
         string family = Environment.GetEnvironmentVariable("CONTACTGATE_FAMILY_NAME") ?? "Example";
         var gatewayCa = new X509Certificate2(Path.Combine(credentials, "ca.pem"));
         var gatewaySigning = new X509Certificate2(Path.Combine(credentials, "gateway-signing.pem"));
-        // .NET Framework reads no PEM private key: openssl pkcs12 -export -inkey key.pem -in cert.pem -out client.p12
+        // .NET Framework reads no PEM private key: make client.p12 with openssl (README.md)
         var client = new X509Certificate2(Path.Combine(credentials, "client.p12"),
             Environment.GetEnvironmentVariable("CONTACTGATE_P12_PASSWORD") ?? "", X509KeyStorageFlags.EphemeralKeySet);
 
