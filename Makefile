@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient client-guides bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient client-guides client-guides-tools bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -66,19 +66,16 @@ pgclient:
 	fi
 
 # The toolchains of the client guides (docs/clients, run by tests/docs/clients): curl + xmlsec1 +
-# xmllint, PHP with soap and dom, a JDK with Debian's JAX-WS RI and WSS4J 1.6 jars (apt-get when
-# missing and this user may: root with apt-get), and node-soap pinned by the guide's package-lock.json
-# (npm ci, no global installs). Otherwise those guides' tests skip, except under .ci/run.
+# xmllint, PHP with soap and dom, a JDK with Debian's JAX-WS RI and WSS4J 1.6 jars, Node.js and npm
+# (apt-get when missing and this user may: root with apt-get), then node-soap pinned by the guide's
+# package-lock.json (npm ci, no global installs). Otherwise those guides' tests skip, except under .ci/run.
 GUIDE_NODE := docs/clients/node-soap
 GUIDE_NODE_STAMP := $(GUIDE_NODE)/node_modules/.installed
-$(GUIDE_NODE_STAMP): $(GUIDE_NODE)/package.json $(GUIDE_NODE)/package-lock.json
-	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --prefix $(GUIDE_NODE) --no-audit --no-fund --loglevel=error && touch $(GUIDE_NODE_STAMP); \
-	else echo "npm not found: the node-soap client guide's test will be skipped"; fi
 
-client-guides: $(GUIDE_NODE_STAMP)
+client-guides-tools:
 	@need=; \
-	for tool in curl:curl xmlsec1:xmlsec1 xmllint:libxml2-utils openssl:openssl php:php-cli javac:default-jdk-headless; do \
+	for tool in curl:curl xmlsec1:xmlsec1 xmllint:libxml2-utils openssl:openssl php:php-cli javac:default-jdk-headless \
+		node:nodejs npm:npm; do \
 		command -v $${tool%%:*} >/dev/null 2>&1 || need="$$need $${tool#*:}"; done; \
 	if command -v php >/dev/null 2>&1; then php -m | grep -qx soap || need="$$need php-soap"; \
 		php -m | grep -qx dom || need="$$need php-xml"; else need="$$need php-soap php-xml"; fi; \
@@ -91,6 +88,13 @@ client-guides: $(GUIDE_NODE_STAMP)
 			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need >/dev/null; }; \
 		else echo "missing$$need and cannot install them here: those client guides' tests will be skipped"; fi; \
 	fi
+
+$(GUIDE_NODE_STAMP): $(GUIDE_NODE)/package.json $(GUIDE_NODE)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(GUIDE_NODE) --no-audit --no-fund --loglevel=error && touch $(GUIDE_NODE_STAMP); \
+	else echo "npm not found: the node-soap client guide's test will be skipped"; fi
+
+client-guides: client-guides-tools $(GUIDE_NODE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/contactgate demo
