@@ -229,7 +229,8 @@ public class Client {
             System.out.println("GetContacts: ChildId=" + text(answer, "ChildId") + " FamilyName=" + text(answer, "FamilyName")
                     + " Contacts=" + answer.getElementsByTagNameNS(NS, "Contact").getLength() + " [signature ok]");
         } catch (SOAPFaultException fault) { // a gateway fault: signed too, verified by the handler
-            System.err.println("fault " + fault.getFault().getDetail().getTextContent().trim() + ": " + fault.getMessage());
+            String code = fault.getFault().getDetail().getElementsByTagNameNS(NS, "Code").item(0).getTextContent();
+            System.err.println("fault " + code + ": " + fault.getFault().getFaultString() + " [signature ok]");
             System.exit(1);
         }
     }

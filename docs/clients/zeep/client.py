@@ -135,4 +135,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except zeep.exceptions.Fault as fault:  # checked by GatewaySignature.verify before zeep raised it
+        sys.exit(f"fault {fault.detail.findtext('{urn:contactgate:v1}Error/{urn:contactgate:v1}Code')}: {fault.message}"
+                 " [signature ok]")
