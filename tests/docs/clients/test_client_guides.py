@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[3]
 GUIDES = ROOT / "docs" / "clients"
 SHARE_JAVA = Path("/usr/share/java")
 # JAX-WS RI, SAAJ and WSS4J 1.6 as Debian installs them (libjaxws-java, libwss4j-java): the classpath
-# the Java guide's README gives.
-JAVA_JARS = ["jaxws-rt", "saaj-impl", "jaxb-runtime", "streambuffer", "stax-ex", "istack-commons-runtime",
-             "metro-policy", "mimepull", "wss4j", "xmlsec", "commons-logging", "slf4j-api"]
+# the Java guide's README gives (its `CP=` line), read from there.
+JAVA_JARS = re.findall(r"\$J/([\w.-]+)\.jar", re.search(r"^CP=(.*)$", (GUIDES / "java-jaxws-wss4j16" / "README.md")
+                                                         .read_text(), re.M).group(1))
 LINE = {
     "SubmitUpdates": re.compile(r"^SubmitUpdates: Outcome=(created|updated|matched) ChildId=(\S+) \[(.*)\]$", re.M),
     "FindChild": re.compile(r"^FindChild: ChildId=([^\[]+) \[(.*)\]$", re.M),
