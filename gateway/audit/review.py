@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, or_, select, union
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from gateway.audit.chain import AuditTrail, Entry
@@ -171,14 +171,14 @@ class Finding:
 # source only a count and a running digest (a finding's id is the digest of its rule, its subject
 # and every seq of its evidence, see `Finding`). The few groups that become findings have their first
 # EVIDENCE_LIMIT entries read again, by index. What grows with the trail is the database's work, not
-# the review's memory: that grows with the number of users. `reason_reuse` is counted by the
-# database (GROUP BY), since reason texts are as many as the reads.
+# the review's memory: that grows with the number of users. What a query can count is counted by
+# the database (`volume`, `uninvolved` and `reason_reuse`: GROUP BY, an anti-join), the rest in one
+# pass over the period.
 
 _COLUMNS = (audit_log.c.seq, audit_log.c.at, audit_log.c.org_code, audit_log.c.user_id, audit_log.c.role,
             audit_log.c.operation, audit_log.c.outcome, audit_log.c.reason_text, audit_log.c.child_ids,
             audit_log.c.detail, audit_log.c.cert_fingerprint, audit_log.c.source_address, audit_log.c.fault_code)
 STREAM_BATCH = 5000  # rows fetched at a time
-LOOKUP_BATCH = 500  # reads whose involvement is looked up at a time
 
 
 def _period(since: dt.datetime, until: dt.datetime) -> tuple:
@@ -280,30 +280,47 @@ class _Rule:
 
 # ---- the rules --------------------------------------------------------------------------------
 
+def _whole(rule: str, subject: str, summary: str, seqs: Iterable[int]) -> Finding:
+    """A finding whose evidence is read from the database (in seq order): counted and digested whole,
+    the first EVIDENCE_LIMIT listed."""
+    tally, evidence = _Tally(rule, subject), []
+    for seq in seqs:
+        tally.add(seq)
+        if len(evidence) < EVIDENCE_LIMIT:
+            evidence.append(seq)
+    return tally.finding(rule, subject, summary, evidence)
+
+
+def _seqs(conn: Connection, *where) -> Iterator[int]:
+    result = conn.execute(select(audit_log.c.seq).where(*where).order_by(audit_log.c.seq)
+                          .execution_options(yield_per=STREAM_BATCH))
+    try:
+        yield from result.scalars()
+    finally:
+        result.close()
+
+
+_READS = (audit_log.c.operation == READ, audit_log.c.outcome == "accepted", audit_log.c.child_ids != "")
+
+
 class _Volume(_Rule):
-    operations = (READ,)
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.reads: dict[tuple, _Tally] = {}
-
-    def feed(self, row) -> None:
-        if _is_read(row):
-            _group(self.reads, (row.org_code, row.role, row.user_id), "volume", _who(row)).add(row.seq)
+    """Counted by the database, per user and role, in the period and in the one before it."""
 
     def findings(self) -> Iterable[Finding]:
         t, since, until = self.t, self.since, self.until
         before = since - (until - since)  # the same length of time just before
+        group = (audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id)
+        reads = {(o, r, u): n for o, r, u, n in self.conn.execute(
+            select(*group, func.count()).where(*_READS, *_period(since, until)).group_by(*group)
+            .order_by(func.min(audit_log.c.seq)))}
         baseline = {(o, r, u): n for o, r, u, n in self.conn.execute(
-            select(audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id, func.count())
-            .where(audit_log.c.operation == READ, audit_log.c.outcome == "accepted",
-                   audit_log.c.at >= timestamp(before), audit_log.c.at < timestamp(since))
-            .group_by(audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id))}
+            select(*group, func.count())
+            .where(audit_log.c.operation == READ, audit_log.c.outcome == "accepted", *_period(before, since))
+            .group_by(*group))}
         peers: dict[tuple, list[int]] = defaultdict(list)
-        for (org, role, _), tally in self.reads.items():
-            peers[(org, role)].append(tally.count)
-        for (org, role, user), tally in self.reads.items():
-            n = tally.count
+        for (org, role, _), n in reads.items():
+            peers[(org, role)].append(n)
+        for (org, role, user), n in reads.items():
             if n < t.volume_min_reads:
                 continue
             why = []
@@ -317,58 +334,28 @@ class _Volume(_Rule):
                 if n > t.volume_factor * max(median, 1):
                     why.append(f"{n / max(median, 1):.1f}x the median ({median:g}) of {len(others)} peers in {org} as {role!r}")
             if why:
-                evidence = (row.seq for row in _user_rows(self.conn, org, user, since, until, READ)
-                            if _is_read(row) and row.role == role)
-                yield tally.finding("volume", f"{org}:{user}", f"{n} reads: " + "; ".join(why), evidence)
+                yield _whole("volume", f"{org}:{user}", f"{n} reads: " + "; ".join(why), _seqs(
+                    self.conn, *_READS, _same(audit_log.c.org_code, org), _same(audit_log.c.user_id, user),
+                    _same(audit_log.c.role, role), *_period(since, until)))
 
 
 class _Uninvolved(_Rule):
-    """Reads of children the reader's organisation never sent and holds no involvement with; looked
-    up LOOKUP_BATCH reads at a time."""
-
-    operations = (READ,)
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.waiting: list[tuple] = []  # (org, child, user, seq)
-        self.by_user: dict[tuple, _Tally] = {}
-
-    def feed(self, row) -> None:
-        if _is_read(row):
-            self.waiting.append((row.org_code, row.child_ids, row.user_id, row.seq))
-            if len(self.waiting) >= LOOKUP_BATCH:
-                self._settle()
-
-    def _uninvolved(self, reads: list[tuple]) -> list[tuple]:
-        part = sorted({read[1] for read in reads})
-        involved = set(self.conn.execute(union(
-            select(involvements.c.org_code, involvements.c.child_id).where(involvements.c.child_id.in_(part)),
-            select(source_records.c.org_code, source_records.c.child_id).where(source_records.c.child_id.in_(part)))))
-        return [read for read in reads if (read[0], read[1]) not in involved]
-
-    def _settle(self) -> None:
-        for org, _, user, seq in self._uninvolved(self.waiting):
-            _group(self.by_user, (org, user), "uninvolved", f"{org}:{user}").add(seq)
-        self.waiting = []
-
-    def _evidence(self, org, user) -> Iterator[int]:
-        batch: list[tuple] = []
-        for row in _user_rows(self.conn, org, user, self.since, self.until, READ):
-            if _is_read(row):
-                batch.append((row.org_code, row.child_ids, row.seq))
-            if len(batch) >= LOOKUP_BATCH:
-                yield from (read[2] for read in self._uninvolved(batch))
-                batch = []
-        yield from (read[2] for read in self._uninvolved(batch)) if batch else ()
+    """Reads of children the reader's organisation never sent and holds no involvement with: an
+    anti-join the database makes, counted per user."""
 
     def findings(self) -> Iterable[Finding]:
-        if self.waiting:
-            self._settle()
-        for (org, user), tally in self.by_user.items():
-            if tally.count >= self.t.uninvolved_min_reads:
-                yield tally.finding("uninvolved", f"{org}:{user}",
-                                    f"{tally.count} reads of children {org} has no involvement with",
-                                    self._evidence(org, user))
+        unrelated = (
+            ~exists().where(involvements.c.child_id == audit_log.c.child_ids,
+                            involvements.c.org_code == audit_log.c.org_code),
+            ~exists().where(source_records.c.child_id == audit_log.c.child_ids,
+                            source_records.c.org_code == audit_log.c.org_code))
+        these = (*_READS, *unrelated, *_period(self.since, self.until))
+        for org, user, n in self.conn.execute(
+                select(audit_log.c.org_code, audit_log.c.user_id, func.count()).where(*these)
+                .group_by(audit_log.c.org_code, audit_log.c.user_id)
+                .having(func.count() >= self.t.uninvolved_min_reads).order_by(func.min(audit_log.c.seq))).all():
+            yield _whole("uninvolved", f"{org}:{user}", f"{n} reads of children {org} has no involvement with",
+                         _seqs(self.conn, *these, _same(audit_log.c.org_code, org), _same(audit_log.c.user_id, user)))
 
 
 class _Searches:
@@ -515,10 +502,10 @@ class _Shielded(_Rule):
         self.by_access: dict[tuple, _Kept] = {}
 
     def feed(self, row) -> None:
-        if not row.user_id:
+        marked = " shielded=" in f" {row.detail or ''}"  # shielded when it was read
+        if not row.user_id or not (marked or self.shielded and not self.shielded.isdisjoint(row.child_ids.split())):
             return
         in_entry = row.child_ids.split()
-        marked = " shielded=" in f" {row.detail or ''}"  # shielded when it was read
         # A review entry names a pair and its mark does not say which child was shielded: the one
         # shielded now, or (shielding cleared since) both.
         marked = marked and (row.operation in ("GetContacts", "retention.show")  # one child each
@@ -568,8 +555,7 @@ class _ReasonReuse(_Rule):
 
     def findings(self) -> Iterable[Finding]:
         text = func.trim(audit_log.c.reason_text)
-        reads = (audit_log.c.operation == READ, audit_log.c.outcome == "accepted", audit_log.c.child_ids != "",
-                 func.coalesce(text, "") != "", *_period(self.since, self.until))
+        reads = (*_READS, func.coalesce(text, "") != "", *_period(self.since, self.until))
         for org, reason, kids in self.conn.execute(
                 select(audit_log.c.org_code, text, func.count(func.distinct(audit_log.c.child_ids))).where(*reads)
                 .group_by(audit_log.c.org_code, text)
@@ -579,15 +565,8 @@ class _ReasonReuse(_Rule):
             users = sorted(self.conn.execute(select(audit_log.c.user_id).where(*these).distinct()).scalars(),
                            key=lambda user: (user is None, user or ""))
             subject = f"{org}:{','.join(map(str, users))}"
-            tally = _Tally("reason_reuse", subject)
-            evidence = []
-            for (seq,) in self.conn.execute(select(audit_log.c.seq).where(*these).order_by(audit_log.c.seq)
-                                            .execution_options(yield_per=STREAM_BATCH)):
-                tally.add(seq)
-                if len(evidence) < EVIDENCE_LIMIT:
-                    evidence.append(seq)
-            yield tally.finding("reason_reuse", subject, f"the reason {reason[:80]!r} given for reads of {kids} children",
-                                evidence)
+            yield _whole("reason_reuse", subject, f"the reason {reason[:80]!r} given for reads of {kids} children",
+                         _seqs(self.conn, *these))
 
 
 _APPROVED_BY = re.compile(r"approved proposal \d+ \([^)]*\) by (\S+?):")
