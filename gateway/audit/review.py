@@ -47,16 +47,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import re
 import statistics
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, or_, select, union
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.engine import Connection
 
 from gateway.audit.chain import AuditTrail, Entry
@@ -164,19 +165,39 @@ class Finding:
 
 
 # ---- reading the trail ------------------------------------------------------------------------
+#
+# A month of national traffic is tens of millions of entries. The review reads the period once, as
+# a stream in seq order (a server-side cursor on PostgreSQL), and keeps per user, organisation or
+# source only a count and a running digest (a finding's id is the digest of its rule, its subject
+# and every seq of its evidence, see `Finding`). The few groups that become findings have their first
+# EVIDENCE_LIMIT entries read again, by index. What grows with the trail is the database's work, not
+# the review's memory: that grows with the number of users. What a query can count is counted by
+# the database (`volume`, `uninvolved` and `reason_reuse`: GROUP BY, an anti-join), the rest in one
+# pass over the period.
 
 _COLUMNS = (audit_log.c.seq, audit_log.c.at, audit_log.c.org_code, audit_log.c.user_id, audit_log.c.role,
             audit_log.c.operation, audit_log.c.outcome, audit_log.c.reason_text, audit_log.c.child_ids,
             audit_log.c.detail, audit_log.c.cert_fingerprint, audit_log.c.source_address, audit_log.c.fault_code)
+STREAM_BATCH = 5000  # rows fetched at a time
 
 
-def _entries(conn: Connection, since: dt.datetime, until: dt.datetime) -> list:
-    return conn.execute(select(*_COLUMNS).where(audit_log.c.at >= timestamp(since), audit_log.c.at < timestamp(until))
-                        .order_by(audit_log.c.seq)).all()
+def _period(since: dt.datetime, until: dt.datetime) -> tuple:
+    return audit_log.c.at >= timestamp(since), audit_log.c.at < timestamp(until)
+
+
+def _stream(conn: Connection, *where) -> Iterator:
+    """Entries in seq order, fetched STREAM_BATCH at a time."""
+    # (on the statement: Connection.execution_options would stream every later statement too)
+    result = conn.execute(select(*_COLUMNS).where(*where).order_by(audit_log.c.seq)
+                          .execution_options(yield_per=STREAM_BATCH))
+    try:
+        yield from result
+    finally:
+        result.close()
 
 
 def _when(row) -> dt.datetime:
-    return dt.datetime.strptime(row.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(row.at)
 
 
 def _is_read(row) -> bool:
@@ -187,90 +208,282 @@ def _who(row) -> str:
     return f"{row.org_code}:{row.user_id}"
 
 
+def _same(column, value):
+    return column.is_(None) if value is None else column == value
+
+
+def _user_rows(conn: Connection, org: str | None, user: str | None, since, until, *operations: str) -> Iterator:
+    """One user's entries of the period (by the (org_code, user_id) index), in seq order."""
+    return _stream(conn, _same(audit_log.c.org_code, org), _same(audit_log.c.user_id, user),
+                   audit_log.c.operation.in_(operations), *_period(since, until))
+
+
+class _Tally:
+    """A group's evidence as it streams past in seq order: how many entries, and the digest a
+    Finding's id is made of. The entries are listed again only for a finding."""
+
+    __slots__ = ("count", "_digest")
+
+    def __init__(self, rule: str, subject: str):
+        self.count, self._digest = 0, hashlib.sha256(f"{rule}\n{subject}\n".encode())
+
+    def add(self, seq: int) -> None:
+        self._digest.update(f" {seq}".encode() if self.count else str(seq).encode())
+        self.count += 1
+
+    def finding(self, rule: str, subject: str, summary: str, evidence: Iterable[int]) -> Finding:
+        return Finding(rule, subject, summary, list(itertools.islice(evidence, EVIDENCE_LIMIT)), count=self.count,
+                       id=self._digest.hexdigest()[:16])
+
+
+class _Kept(_Tally):
+    """A tally that keeps its first EVIDENCE_LIMIT entries too: for groups few by nature (refusing
+    sources, officers, accesses to shielded children, organisations)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rule: str, subject: str):
+        super().__init__(rule, subject)
+        self.rows: list = []
+
+    def add(self, seq: int, row=None) -> None:
+        super().add(seq)
+        if len(self.rows) < EVIDENCE_LIMIT:
+            self.rows.append(row if row is not None else seq)
+
+    def finding(self, rule: str, subject: str, summary: str, evidence: Iterable[int] | None = None) -> Finding:
+        return super().finding(rule, subject, summary, (getattr(r, "seq", r) for r in self.rows))
+
+
+def _group(groups: dict, key, rule: str, subject: str, kind=_Tally):
+    tally = groups.get(key)
+    if tally is None:
+        tally = groups[key] = kind(rule, subject)
+    return tally
+
+
+class _Rule:
+    """A review rule: sees each entry of the period whose operation it names once (``feed``; None:
+    every entry), then gives its findings."""
+
+    operations: tuple[str, ...] | None = ()
+
+    def __init__(self, conn: Connection, since: dt.datetime, until: dt.datetime, t: Thresholds):
+        self.conn, self.since, self.until, self.t = conn, since, until, t
+
+    def feed(self, row) -> None:
+        pass
+
+    def findings(self) -> Iterable[Finding]:
+        return ()
+
+
 # ---- the rules --------------------------------------------------------------------------------
 
-def _volume(conn: Connection, rows: list, since: dt.datetime, until: dt.datetime, t: Thresholds) -> Iterable[Finding]:
-    reads: dict[tuple, list[int]] = defaultdict(list)
-    for row in rows:
-        if _is_read(row):
-            reads[(row.org_code, row.role, row.user_id)].append(row.seq)
-    before = since - (until - since)  # the same length of time just before
-    baseline = {(o, r, u): n for o, r, u, n in conn.execute(
-        select(audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id, func.count())
-        .where(audit_log.c.operation == READ, audit_log.c.outcome == "accepted",
-               audit_log.c.at >= timestamp(before), audit_log.c.at < timestamp(since))
-        .group_by(audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id))}
-    peers: dict[tuple, list[int]] = defaultdict(list)
-    for (org, role, user), seqs in reads.items():
-        peers[(org, role)].append(len(seqs))
-    for (org, role, user), seqs in reads.items():
-        n = len(seqs)
-        if n < t.volume_min_reads:
-            continue
-        why = []
-        own = baseline.get((org, role, user), 0)
-        if own and n > t.volume_factor * own:
-            why.append(f"{n / own:.1f}x their own {own} in the period before")
-        others = list(peers[(org, role)])
-        others.remove(n)
-        if others:
-            median = statistics.median(others)
-            if n > t.volume_factor * max(median, 1):
-                why.append(f"{n / max(median, 1):.1f}x the median ({median:g}) of {len(others)} peers in {org} as {role!r}")
-        if why:
-            yield Finding("volume", f"{org}:{user}", f"{n} reads: " + "; ".join(why), seqs)
+def _whole(rule: str, subject: str, summary: str, seqs: Iterable[int]) -> Finding:
+    """A finding whose evidence is read from the database (in seq order): counted and digested whole,
+    the first EVIDENCE_LIMIT listed."""
+    tally, evidence = _Tally(rule, subject), []
+    for seq in seqs:
+        tally.add(seq)
+        if len(evidence) < EVIDENCE_LIMIT:
+            evidence.append(seq)
+    return tally.finding(rule, subject, summary, evidence)
 
 
-def _uninvolved(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    wanted = {(row.org_code, row.child_ids) for row in rows if _is_read(row)}
-    if not wanted:
-        return
-    child_ids = sorted({c for _, c in wanted})
-    involved: set[tuple[str, str]] = set()
-    for chunk in range(0, len(child_ids), 500):
-        part = child_ids[chunk:chunk + 500]
-        involved.update((o, c) for o, c in conn.execute(union(
-            select(involvements.c.org_code, involvements.c.child_id).where(involvements.c.child_id.in_(part)),
-            select(source_records.c.org_code, source_records.c.child_id).where(source_records.c.child_id.in_(part)))))
-    by_user: dict[str, list[int]] = defaultdict(list)
-    for row in rows:
-        if _is_read(row) and (row.org_code, row.child_ids) not in involved:
-            by_user[_who(row)].append(row.seq)
-    for who, seqs in by_user.items():
-        if len(seqs) >= t.uninvolved_min_reads:
-            yield Finding("uninvolved", who, f"{len(seqs)} reads of children {who.split(':')[0]} has no involvement with",
-                          seqs)
+def _seqs(conn: Connection, *where) -> Iterator[int]:
+    result = conn.execute(select(audit_log.c.seq).where(*where).order_by(audit_log.c.seq)
+                          .execution_options(yield_per=STREAM_BATCH))
+    try:
+        yield from result.scalars()
+    finally:
+        result.close()
 
 
-def _fishing(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    window = dt.timedelta(minutes=t.fishing_follow_up_minutes)
-    searches: dict[str, list] = defaultdict(list)
-    reads: dict[str, list] = defaultdict(list)
-    for row in rows:
-        if row.operation == "FindChild" and row.outcome == "accepted":
-            searches[_who(row)].append(row)
-        elif _is_read(row):
-            reads[_who(row)].append((_when(row), row.child_ids))
-    for who, found in searches.items():
-        idle = [s.seq for s in found if not any(
-            child in set(s.child_ids.split()) and dt.timedelta(0) <= at - _when(s) <= window
-            for at, child in reads.get(who, ()))]
-        if len(idle) >= t.fishing_searches:
-            yield Finding("fishing", who, f"{len(idle)} of {len(found)} FindChild searches not followed by a "
-                                          f"GetContacts of a candidate within {t.fishing_follow_up_minutes} min", idle)
+_READS = (audit_log.c.operation == READ, audit_log.c.outcome == "accepted", audit_log.c.child_ids != "")
 
 
-def _out_of_hours(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    (start, end), days, zone = t.hours(), t.days(), t.zone()
-    by_user: dict[str, list[int]] = defaultdict(list)
-    for row in rows:
-        if _is_read(row):
-            local = _when(row).astimezone(zone)
-            if local.weekday() not in days or not start <= local.time() < end:
-                by_user[_who(row)].append(row.seq)
-    for who, seqs in by_user.items():
-        yield Finding("out_of_hours", who, f"{len(seqs)} reads outside {t.working_days} {t.working_hours} "
-                                           f"({t.timezone})", seqs)
+class _Volume(_Rule):
+    """Counted by the database, per user and role, in the period and in the one before it."""
+
+    def findings(self) -> Iterable[Finding]:
+        t, since, until = self.t, self.since, self.until
+        before = since - (until - since)  # the same length of time just before
+        group = (audit_log.c.org_code, audit_log.c.role, audit_log.c.user_id)
+        reads = {(o, r, u): n for o, r, u, n in self.conn.execute(
+            select(*group, func.count()).where(*_READS, *_period(since, until)).group_by(*group)
+            .order_by(func.min(audit_log.c.seq)))}
+        baseline = {(o, r, u): n for o, r, u, n in self.conn.execute(
+            select(*group, func.count())
+            .where(audit_log.c.operation == READ, audit_log.c.outcome == "accepted", *_period(before, since))
+            .group_by(*group))}
+        peers: dict[tuple, list[int]] = defaultdict(list)
+        for (org, role, _), n in reads.items():
+            peers[(org, role)].append(n)
+        for (org, role, user), n in reads.items():
+            if n < t.volume_min_reads:
+                continue
+            why = []
+            own = baseline.get((org, role, user), 0)
+            if own and n > t.volume_factor * own:
+                why.append(f"{n / own:.1f}x their own {own} in the period before")
+            others = list(peers[(org, role)])
+            others.remove(n)
+            if others:
+                median = statistics.median(others)
+                if n > t.volume_factor * max(median, 1):
+                    why.append(f"{n / max(median, 1):.1f}x the median ({median:g}) of {len(others)} peers in {org} as {role!r}")
+            if why:
+                yield _whole("volume", f"{org}:{user}", f"{n} reads: " + "; ".join(why), _seqs(
+                    self.conn, *_READS, _same(audit_log.c.org_code, org), _same(audit_log.c.user_id, user),
+                    _same(audit_log.c.role, role), *_period(since, until)))
+
+
+class _Uninvolved(_Rule):
+    """Reads of children the reader's organisation never sent and holds no involvement with: an
+    anti-join the database makes, counted per user."""
+
+    def findings(self) -> Iterable[Finding]:
+        unrelated = (
+            ~exists().where(involvements.c.child_id == audit_log.c.child_ids,
+                            involvements.c.org_code == audit_log.c.org_code),
+            ~exists().where(source_records.c.child_id == audit_log.c.child_ids,
+                            source_records.c.org_code == audit_log.c.org_code))
+        these = (*_READS, *unrelated, *_period(self.since, self.until))
+        for org, user, n in self.conn.execute(
+                select(audit_log.c.org_code, audit_log.c.user_id, func.count()).where(*these)
+                .group_by(audit_log.c.org_code, audit_log.c.user_id)
+                .having(func.count() >= self.t.uninvolved_min_reads).order_by(func.min(audit_log.c.seq))).all():
+            yield _whole("uninvolved", f"{org}:{user}", f"{n} reads of children {org} has no involvement with",
+                         _seqs(self.conn, *these, _same(audit_log.c.org_code, org), _same(audit_log.c.user_id, user)))
+
+
+class _Searches:
+    """One user's FindChild searches still waiting for a GetContacts of a candidate, in seq order;
+    ``feed`` and ``close`` give back the seqs of those that waited in vain, in seq order."""
+
+    __slots__ = ("waiting", "total", "window")
+
+    def __init__(self, window: dt.timedelta):
+        self.waiting: deque[list] = deque()  # [seq, at, candidates, followed]
+        self.total, self.window = 0, window
+
+    def feed(self, row) -> list[int]:
+        at = _when(row)
+        if row.operation == "FindChild":
+            self.total += 1
+            idle = self.expire(at)
+            self.waiting.append([row.seq, at, frozenset(row.child_ids.split()), False])
+            return idle
+        for search in self.waiting:
+            if not search[3] and row.child_ids in search[2] and dt.timedelta(0) <= at - search[1] <= self.window:
+                search[3] = True
+        return self.expire(at)
+
+    def expire(self, now: dt.datetime) -> list[int]:
+        """Those no later entry can follow up (allowing entries logged SKEW out of order)."""
+        idle = []
+        while self.waiting and (self.waiting[0][3] or now - self.waiting[0][1] > self.window + _Fishing.SKEW):
+            seq, _, _, followed = self.waiting.popleft()
+            if not followed:
+                idle.append(seq)
+        return idle
+
+    def close(self) -> list[int]:
+        idle = [search[0] for search in self.waiting if not search[3]]
+        self.waiting.clear()
+        return idle
+
+
+class _Fishing(_Rule):
+    operations = ("FindChild", READ)
+    SKEW = dt.timedelta(minutes=5)  # how far out of order (by time) two nodes may log entries
+    SWEEP = 500_000  # entries between sweeps of every user's waiting searches
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.window = dt.timedelta(minutes=self.t.fishing_follow_up_minutes)
+        self.users: dict[tuple, _Searches] = {}
+        self.idle: dict[tuple, _Tally] = {}
+        self.fed = 0
+
+    def feed(self, row) -> None:
+        if row.outcome != "accepted" or (row.operation == READ and not row.child_ids):
+            return
+        key = (row.org_code, row.user_id)
+        searches = self.users.get(key)
+        if searches is None:
+            if row.operation != "FindChild":
+                return
+            searches = self.users[key] = _Searches(self.window)
+        self._idle(key, searches.feed(row))
+        self.fed += 1
+        if self.fed % self.SWEEP == 0:  # a user gone quiet: their searches are settled
+            now = _when(row)
+            for key, searches in self.users.items():
+                self._idle(key, searches.expire(now))
+
+    def _idle(self, key: tuple, seqs: list[int]) -> None:
+        for seq in seqs:
+            _group(self.idle, key, "fishing", f"{key[0]}:{key[1]}").add(seq)
+
+    def _evidence(self, org, user) -> Iterator[int]:
+        searches = _Searches(self.window)
+        for row in _user_rows(self.conn, org, user, self.since, self.until, "FindChild", READ):
+            if row.outcome == "accepted" and (row.operation == "FindChild" or row.child_ids):
+                yield from searches.feed(row)
+        yield from searches.close()
+
+    def findings(self) -> Iterable[Finding]:
+        for key, searches in self.users.items():
+            self._idle(key, searches.close())
+        for (org, user), tally in self.idle.items():
+            if tally.count >= self.t.fishing_searches:
+                yield tally.finding("fishing", f"{org}:{user}", f"{tally.count} of {self.users[(org, user)].total} "
+                                    f"FindChild searches not followed by a GetContacts of a candidate within "
+                                    f"{self.t.fishing_follow_up_minutes} min", self._evidence(org, user))
+
+
+class _OutOfHours(_Rule):
+    operations = (READ,)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        (start, end), self.days, self.zone = self.t.hours(), self.t.days(), self.t.zone()
+        self.start_s, self.end_s = start.hour * 3600 + start.minute * 60, end.hour * 3600 + end.minute * 60
+        self.hours: dict[str, tuple | None] = {}  # "YYYY-MM-DDTHH" (UTC) -> its local weekday and second of day
+        self.by_user: dict[tuple, _Tally] = {}
+
+    def outside(self, at: str) -> bool:
+        hour = at[:13]
+        local = self.hours.get(hour, False)
+        if local is False:
+            if len(self.hours) > 50_000:
+                self.hours.clear()
+            first = dt.datetime.fromisoformat(f"{hour}:00:00+00:00").astimezone(self.zone)
+            last = dt.datetime.fromisoformat(f"{hour}:59:59+00:00").astimezone(self.zone)
+            local = self.hours[hour] = ((first.weekday(), first.hour * 3600 + first.minute * 60 + first.second)
+                                        if first.utcoffset() == last.utcoffset() else None)  # None: a change of offset
+        if local is None:
+            when = dt.datetime.fromisoformat(at).astimezone(self.zone)
+            weekday, second = when.weekday(), when.hour * 3600 + when.minute * 60 + when.second + when.microsecond / 1e6
+        else:
+            weekday, second = local[0], local[1] + int(at[14:16]) * 60 + float(at[17:-1])
+            if second >= 86400:
+                weekday, second = (weekday + 1) % 7, second - 86400
+        return weekday not in self.days or not self.start_s <= second < self.end_s
+
+    def feed(self, row) -> None:
+        if _is_read(row) and self.outside(row.at):
+            _group(self.by_user, (row.org_code, row.user_id), "out_of_hours", _who(row)).add(row.seq)
+
+    def findings(self) -> Iterable[Finding]:
+        t = self.t
+        for (org, user), tally in self.by_user.items():
+            evidence = (row.seq for row in _user_rows(self.conn, org, user, self.since, self.until, READ)
+                        if _is_read(row) and self.outside(row.at))
+            yield tally.finding("out_of_hours", f"{org}:{user}", f"{tally.count} reads outside {t.working_days} "
+                                f"{t.working_hours} ({t.timezone})", evidence)
 
 
 # Accesses to a child's record: a practitioner's (through the gateway) or a data-quality officer's
@@ -278,46 +491,58 @@ def _out_of_hours(conn, rows: list, since, until, t: Thresholds) -> Iterable[Fin
 _SHIELDED_ACCESS = ("GetContacts", "FindChild", "SetShielding", "review.show", "retention.show")
 
 
-def _shielded(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    named = sorted({c for row in rows for c in row.child_ids.split()})
-    shielded: set[str] = set()
-    for chunk in range(0, len(named), 500):
-        shielded.update(conn.execute(select(children.c.child_id).where(
-            children.c.child_id.in_(named[chunk:chunk + 500]), children.c.shielded.is_(True))).scalars())
-    by_access: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for row in rows:
-        if row.operation not in _SHIELDED_ACCESS or not row.user_id:
-            continue
+class _Shielded(_Rule):
+    """Every access to a child shielded now, or shielded when it was read (the entry's mark)."""
+
+    operations = _SHIELDED_ACCESS
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.shielded = set(self.conn.execute(select(children.c.child_id).where(children.c.shielded.is_(True))).scalars())
+        self.by_access: dict[tuple, _Kept] = {}
+
+    def feed(self, row) -> None:
         marked = " shielded=" in f" {row.detail or ''}"  # shielded when it was read
+        if not row.user_id or not (marked or self.shielded and not self.shielded.isdisjoint(row.child_ids.split())):
+            return
         in_entry = row.child_ids.split()
         # A review entry names a pair and its mark does not say which child was shielded: the one
         # shielded now, or (shielding cleared since) both.
         marked = marked and (row.operation in ("GetContacts", "retention.show")  # one child each
-                             or row.operation == "review.show" and not shielded.intersection(in_entry))
+                             or row.operation == "review.show" and not self.shielded.intersection(in_entry))
         for child in in_entry:
-            if child in shielded or marked:
+            if marked or child in self.shielded:
                 # an officer reading the review queue has no organisation
                 who = _who(row) if row.org_code else f"officer {row.user_id}"
-                by_access[(who, child)].append(row.seq)
-    for (who, child), seqs in by_access.items():
-        yield Finding("shielded", who, f"{len(seqs)} access(es) to shielded child {child}", seqs)
+                _group(self.by_access, (who, child), "shielded", who, _Kept).add(row.seq)
+
+    def findings(self) -> Iterable[Finding]:
+        for (who, child), kept in self.by_access.items():
+            yield kept.finding("shielded", who, f"{kept.count} access(es) to shielded child {child}")
 
 
-def _refusals(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    by_source: dict[str, list] = defaultdict(list)
-    for row in rows:
+class _Refusals(_Rule):
+    operations = None  # every operation's refusals
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.by_source: dict[str, _Kept] = {}
+        self.codes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def feed(self, row) -> None:
         if row.outcome == "refused" and row.operation != "officer.refused":
             source = (f"organisation {row.org_code}" if row.org_code else
                       f"certificate {row.cert_fingerprint}" if row.cert_fingerprint else
                       f"address {row.source_address or _handshake_address(row.detail)}")
-            by_source[source].append(row)
-    for source, refused in by_source.items():
-        if len(refused) >= t.refusals:
-            codes = defaultdict(int)
-            for row in refused:
-                codes[row.fault_code or "-"] += 1
-            yield Finding("refusals", source, f"{len(refused)} refusals (" + ", ".join(
-                f"{c} {n}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1])) + ")", [r.seq for r in refused])
+            _group(self.by_source, source, "refusals", source, _Kept).add(row.seq)
+            self.codes[source][row.fault_code or "-"] += 1
+
+    def findings(self) -> Iterable[Finding]:
+        for source, kept in self.by_source.items():
+            if kept.count >= self.t.refusals:
+                codes = self.codes[source]
+                yield kept.finding("refusals", source, f"{kept.count} refusals (" + ", ".join(
+                    f"{c} {n}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1])) + ")")
 
 
 def _handshake_address(detail: str | None) -> str:
@@ -325,17 +550,23 @@ def _handshake_address(detail: str | None) -> str:
     return match[1] if match else "unknown"
 
 
-def _reason_reuse(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    by_text: dict[tuple[str, str], list] = defaultdict(list)
-    for row in rows:
-        if _is_read(row) and (row.reason_text or "").strip():
-            by_text[(row.org_code, row.reason_text.strip())].append(row)
-    for (org, text), reads in by_text.items():
-        kids = {r.child_ids for r in reads}
-        if len(kids) >= t.reason_reuse:
-            users = sorted({r.user_id for r in reads})
-            yield Finding("reason_reuse", f"{org}:{','.join(users)}",
-                          f"the reason {text[:80]!r} given for reads of {len(kids)} children", [r.seq for r in reads])
+class _ReasonReuse(_Rule):
+    """Counted by the database: there are as many reason texts as reads."""
+
+    def findings(self) -> Iterable[Finding]:
+        text = func.trim(audit_log.c.reason_text)
+        reads = (*_READS, func.coalesce(text, "") != "", *_period(self.since, self.until))
+        for org, reason, kids in self.conn.execute(
+                select(audit_log.c.org_code, text, func.count(func.distinct(audit_log.c.child_ids))).where(*reads)
+                .group_by(audit_log.c.org_code, text)
+                .having(func.count(func.distinct(audit_log.c.child_ids)) >= self.t.reason_reuse)
+                .order_by(func.min(audit_log.c.seq))).all():
+            these = (*reads, _same(audit_log.c.org_code, org), text == reason)
+            users = sorted(self.conn.execute(select(audit_log.c.user_id).where(*these).distinct()).scalars(),
+                           key=lambda user: (user is None, user or ""))
+            subject = f"{org}:{','.join(map(str, users))}"
+            yield _whole("reason_reuse", subject, f"the reason {reason[:80]!r} given for reads of {kids} children",
+                         _seqs(self.conn, *these))
 
 
 _APPROVED_BY = re.compile(r"approved proposal \d+ \([^)]*\) by (\S+?):")
@@ -343,72 +574,95 @@ _APPROVED_BY = re.compile(r"approved proposal \d+ \([^)]*\) by (\S+?):")
 APPROVALS = ("org.approve", "trust.approve", "cert.approve", "proxy.approve", "linkage.approve")
 
 
-def _approvals(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    pairs: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for row in rows:
-        if row.operation in APPROVALS and row.user_id:
-            match = _APPROVED_BY.search(row.detail or "")
-            if match:
-                pairs[(row.user_id, match[1])].append(row.seq)
-    for (approver, proposer), seqs in pairs.items():
-        if len(seqs) >= t.approvals_of_one_proposer:
-            yield Finding("approvals", f"officer {approver}", f"approved {len(seqs)} proposals of {proposer}", seqs)
+class _Approvals(_Rule):
+    operations = APPROVALS
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.pairs: dict[tuple, _Kept] = {}
+
+    def feed(self, row) -> None:
+        match = _APPROVED_BY.search(row.detail or "") if row.user_id else None
+        if match:
+            _group(self.pairs, (row.user_id, match[1]), "approvals", f"officer {row.user_id}", _Kept).add(row.seq)
+
+    def findings(self) -> Iterable[Finding]:
+        for (approver, proposer), kept in self.pairs.items():
+            if kept.count >= self.t.approvals_of_one_proposer:
+                yield kept.finding("approvals", f"officer {approver}", f"approved {kept.count} proposals of {proposer}")
 
 
 _BOUND = re.compile(r"certificate ([0-9a-f]{64}) ")
 
 
-def _additional_certificate(conn: Connection, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
+class _AdditionalCertificate(_Rule):
     """From the certificates themselves (when each was bound, what else its organisation held then),
     with the audit entries that bound them as evidence."""
-    bound = {}
-    for row in rows:
-        if row.operation in ("cert.issue", "cert.register") and row.outcome == "done":
-            match = _BOUND.search(row.detail or "")
-            if match:
-                bound[match[1]] = row
-    if not bound:
-        return
-    by_org: dict[str, list] = defaultdict(list)
-    for fingerprint, org_code, created_at in conn.execute(
-            select(certificates.c.fingerprint, certificates.c.org_code, certificates.c.created_at)
-            .where(certificates.c.fingerprint.in_(sorted(bound)))):
-        held = conn.execute(select(func.count()).select_from(certificates).where(
-            certificates.c.org_code == org_code, certificates.c.fingerprint != fingerprint,
-            certificates.c.created_at <= created_at, certificates.c.not_after > created_at,
-            or_(certificates.c.revoked_at.is_(None), certificates.c.revoked_at > created_at))).scalar_one()
-        if held:
-            by_org[org_code].append((bound[fingerprint], fingerprint, held))
-    for org_code, found in by_org.items():
-        listed = ", ".join(f"{fp[:16]}… beside {held} active" for _, fp, held in found)
-        yield Finding("additional_certificate", f"organisation {org_code}",
-                      f"{len(found)} certificate(s) bound while it held an active one ({listed}): confirm with "
-                      f"the organisation that it asked for them", [row.seq for row, _, _ in found])
+
+    operations = ("cert.issue", "cert.register")
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.bound: dict[str, object] = {}
+
+    def feed(self, row) -> None:
+        match = _BOUND.search(row.detail or "") if row.outcome == "done" else None
+        if match:
+            self.bound[match[1]] = row
+
+    def findings(self) -> Iterable[Finding]:
+        if not self.bound:
+            return
+        bound, by_org = self.bound, defaultdict(list)
+        for fingerprint, org_code, created_at in self.conn.execute(
+                select(certificates.c.fingerprint, certificates.c.org_code, certificates.c.created_at)
+                .where(certificates.c.fingerprint.in_(sorted(bound)))):
+            held = self.conn.execute(select(func.count()).select_from(certificates).where(
+                certificates.c.org_code == org_code, certificates.c.fingerprint != fingerprint,
+                certificates.c.created_at <= created_at, certificates.c.not_after > created_at,
+                or_(certificates.c.revoked_at.is_(None), certificates.c.revoked_at > created_at))).scalar_one()
+            if held:
+                by_org[org_code].append((bound[fingerprint], fingerprint, held))
+        for org_code, found in by_org.items():
+            listed = ", ".join(f"{fp[:16]}… beside {held} active" for _, fp, held in found)
+            yield Finding("additional_certificate", f"organisation {org_code}",
+                          f"{len(found)} certificate(s) bound while it held an active one ({listed}): confirm with "
+                          f"the organisation that it asked for them", [row.seq for row, _, _ in found])
 
 
 _CONFLICTS = re.compile(r"(?:^| )identifier_conflict=(\d+)(?= |$)")
 
 
-def _identifier_probing(conn, rows: list, since, until, t: Thresholds) -> Iterable[Finding]:
-    pushes: dict[str, list[tuple]] = defaultdict(list)
-    for row in rows:
-        if row.operation == "SubmitUpdates" and row.outcome == "accepted" and row.org_code:
-            found = _CONFLICTS.search(row.detail or "")
-            if found:
-                pushes[row.org_code].append((row, int(found[1])))
-    for org, entries in pushes.items():
-        records = sum(n for _, n in entries)
-        if records >= t.identifier_probing:
-            first, last = (_when(entries[i][0]).strftime("%Y-%m-%dT%H:%MZ") for i in (0, -1))
-            yield Finding("identifier_probing", f"organisation {org}",
-                          f"{records} pushed records carried an NHS or pupil number the index holds for a child "
-                          f"whose other details disagree, in {len(entries)} SubmitUpdates from {first} to {last}",
-                          [row.seq for row, _ in entries])
+class _IdentifierProbing(_Rule):
+    operations = ("SubmitUpdates",)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.pushes: dict[str, _Kept] = {}
+        self.records: dict[str, int] = defaultdict(int)
+        self.span: dict[str, list] = {}
+
+    def feed(self, row) -> None:
+        found = _CONFLICTS.search(row.detail or "") if row.outcome == "accepted" and row.org_code else None
+        if found:
+            org = row.org_code
+            _group(self.pushes, org, "identifier_probing", f"organisation {org}", _Kept).add(row.seq)
+            self.records[org] += int(found[1])
+            self.span.setdefault(org, [row.at, row.at])[1] = row.at
+
+    def findings(self) -> Iterable[Finding]:
+        for org, kept in self.pushes.items():
+            records = self.records[org]
+            if records >= self.t.identifier_probing:
+                first, last = (dt.datetime.fromisoformat(at).strftime("%Y-%m-%dT%H:%MZ") for at in self.span[org])
+                yield kept.finding("identifier_probing", f"organisation {org}",
+                                   f"{records} pushed records carried an NHS or pupil number the index holds for a child "
+                                   f"whose other details disagree, in {kept.count} SubmitUpdates from {first} to {last}")
 
 
-_RULES = {"volume": _volume, "uninvolved": _uninvolved, "fishing": _fishing, "out_of_hours": _out_of_hours,
-          "shielded": _shielded, "refusals": _refusals, "reason_reuse": _reason_reuse, "approvals": _approvals,
-          "additional_certificate": _additional_certificate, "identifier_probing": _identifier_probing}
+_RULES = {"volume": _Volume, "uninvolved": _Uninvolved, "fishing": _Fishing, "out_of_hours": _OutOfHours,
+          "shielded": _Shielded, "refusals": _Refusals, "reason_reuse": _ReasonReuse, "approvals": _Approvals,
+          "additional_certificate": _AdditionalCertificate, "identifier_probing": _IdentifierProbing}
 
 
 # ---- running and marking ------------------------------------------------------------------------
@@ -416,10 +670,21 @@ _RULES = {"volume": _volume, "uninvolved": _uninvolved, "fishing": _fishing, "ou
 def run(conn: Connection, since: dt.datetime, thresholds: Thresholds, *, until: dt.datetime | None = None,
         rules: Iterable[str] = RULES) -> list[Finding]:
     """Every finding of ``rules`` over the entries from ``since`` to ``until`` (now), each with
-    its review mark if an auditor has made one."""
+    its review mark if an auditor has made one. The period is read once, as a stream."""
     until = until or dt.datetime.now(dt.timezone.utc)
-    rows = _entries(conn, since, until)
-    findings = [f for name in rules for f in _RULES[name](conn, rows, since, until, thresholds)]
+    active = [_RULES[name](conn, since, until, thresholds) for name in rules]
+    every = [rule for rule in active if rule.operations is None]
+    by_operation: dict[str, list[_Rule]] = defaultdict(list)
+    for rule in active:
+        for operation in rule.operations or ():
+            by_operation[operation].append(rule)
+    if every or by_operation:
+        for row in _stream(conn, *_period(since, until)):
+            for rule in by_operation.get(row.operation, ()):
+                rule.feed(row)
+            for rule in every:
+                rule.feed(row)
+    findings = [f for rule in active for f in rule.findings()]
     marks = reviewed_marks(conn)
     for finding in findings:
         finding.reviewed = marks.get(finding.id)
