@@ -24,15 +24,26 @@ UNITS = Path("/etc/systemd/system")
 STATE = Path(os.environ.get("SYSTEMCTL_SHIM_STATE", "/run/systemctl-shim"))
 
 
-def unit(name: str) -> configparser.SectionProxy:
+def unit(name: str) -> configparser.ConfigParser:
+    """The unit file, an instance's template with %i replaced, then its drop-ins (NAME.d/*.conf):
+    a drop-in's Environment= lines are added to the unit's."""
     if "." not in name:
         name += ".service"
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str
-    path = UNITS / name
+    stem, _, suffix = name.rpartition(".")
+    prefix, at, instance = stem.partition("@")
+    path = UNITS / (f"{prefix}@.{suffix}" if at else name)
     if not path.exists():
         sys.exit(f"Failed to start {name}: Unit {name} not found.")
-    parser.read(path)
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read_string(path.read_text().replace("%i", instance))
+    for drop_in in sorted((UNITS / f"{name}.d").glob("*.conf")):
+        extra = configparser.ConfigParser(strict=False, interpolation=None)
+        extra.optionxform = str
+        extra.read(drop_in)
+        if extra.has_option("Service", "Environment"):
+            before = parser["Service"].get("Environment", "")
+            parser["Service"]["Environment"] = f"{before}\n{extra['Service']['Environment']}".strip()
     return parser
 
 
@@ -51,6 +62,10 @@ def environment(service: configparser.SectionProxy) -> dict:
             if line and not line.startswith(("#", ";")) and "=" in line:
                 key, _, value = line.partition("=")
                 env[key.strip()] = value.strip()
+    for line in service.get("Environment", "").splitlines():
+        for item in shlex.split(line):
+            key, _, value = item.partition("=")
+            env[key] = value
     return env
 
 

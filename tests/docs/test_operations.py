@@ -57,7 +57,9 @@ def script(blocks, sandbox: Path) -> str:
     shim.mkdir()
     shutil.copy(ROOT / "tests" / "docs" / "systemctl_shim.py", shim / "systemctl")
     (shim / "systemctl").chmod(0o755)
+    (sandbox / "services").mkdir()
     lines += ["mount -t tmpfs tmpfs /run", "ip link set lo up",
+              f"export SYSTEMCTL_SHIM_STATE={sandbox / 'services'}",
               f"export PATH={shim}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root",
               "unset $(env | sed -n 's/^\\(CONTACTGATE_[A-Z_]*\\)=.*/\\1/p')", f"cd {ROOT}"]
     for kind, line, body in blocks:
@@ -94,8 +96,7 @@ def test_every_one_box_block_runs_in_order_on_a_fresh_host(tmp_path):
     driver.write_text(script(one_box_blocks(PAGE.read_text()), tmp_path))
     result = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "bash", str(driver)],
                             capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    logs = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in tmp_path.glob("upper*/**/*.log")
-                   if p.is_file())
+    logs = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in (tmp_path / "services").glob("*.log"))
     sys.stdout.write(result.stdout)
     assert result.returncode == 0 and "### every one-box block ran" in result.stderr, \
         f"exit {result.returncode}\n{result.stderr[-6000:]}{logs}"
