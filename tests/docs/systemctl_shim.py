@@ -2,12 +2,12 @@
 """A stand-in for `systemctl` where there is no systemd (tests/docs/test_operations.py): it does what
 the installed unit files in /etc/systemd/system say, for the verbs docs/operations.md's one-box
 section uses. A service: its ExecStartPre lines in the foreground, then ExecStart (Type=simple: in
-the background, its pid kept; Type=oneshot: in the foreground, then ExecStartPost), each as the
+the background under a small supervisor that passes signals on and restarts it on failure; Type=oneshot: in the foreground, then ExecStartPost), each as the
 unit's User= with only its EnvironmentFile= (plus PATH and LANG, as systemd gives) and its UMask=.
 A timer: enabled and started, nothing run (a timer's service is run with `start NAME.service`).
 `stop` sends KillSignal (SIGTERM) and waits, `reload` sends SIGHUP (the units' ExecReload), `is-active`
 says whether the process lives. What it does not do: the sandboxing lines (ProtectSystem= and the
-rest), Restart=, dependencies between units; `systemd-analyze verify` checks the units themselves
+rest), dependencies between units; `systemd-analyze verify` checks the units themselves
 (tests/test_deploy.py)."""
 
 import configparser
@@ -100,11 +100,18 @@ def pidfile(name: str) -> Path:
     return STATE / f"{name}.pid"
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for a parent that is not us to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def alive(name: str) -> bool:
     try:
-        os.kill(int(pidfile(name).read_text()), 0)
-        return True
-    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return running(int(pidfile(name).read_text()))
+    except (FileNotFoundError, ValueError):
         return False
 
 
@@ -122,9 +129,33 @@ def start(name: str) -> None:
         run(service, "ExecStartPost")
         return
     log = open(STATE / f"{name}.log", "ab")
-    process = subprocess.Popen(command(service["ExecStart"]), env=environment(service), preexec_fn=launcher(service),
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd="/")
-    pidfile(name).write_text(str(process.pid))
+    supervisor = subprocess.Popen([sys.executable, __file__, "_supervise", name], stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, cwd="/", start_new_session=True)
+    pidfile(name).write_text(str(supervisor.pid))
+
+
+def supervise(name: str) -> int:
+    """What systemd does for a running Type=simple service: signals passed on (stop: KillSignal,
+    reload: ExecReload's SIGHUP), and Restart=on-failure after RestartSec=, said in the log."""
+    service = unit(name)["Service"]
+    stopping = False
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        stopping = stopping or signum == signal.SIGTERM
+        if process.poll() is None:
+            os.kill(process.pid, signum)
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)
+    while True:
+        process = subprocess.Popen(command(service["ExecStart"]), env=environment(service),
+                                   preexec_fn=launcher(service), stdin=subprocess.DEVNULL, cwd="/")
+        code = process.wait()
+        if stopping or code == 0 or service.get("Restart") != "on-failure":
+            return code
+        print(f"systemctl (stand-in): {name} exited with {code}; restarting (Restart=on-failure)", flush=True)
+        time.sleep(float(service.get("RestartSec", "0.1")))
+        run(service, "ExecStartPre")
 
 
 def stop(name: str) -> None:
@@ -135,14 +166,8 @@ def stop(name: str) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                break
-        except ChildProcessError:  # not our child: poll
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        if not running(pid):
+            break
         time.sleep(0.1)
     else:
         os.kill(pid, signal.SIGKILL)
@@ -151,6 +176,8 @@ def stop(name: str) -> None:
 
 def main(argv: list[str]) -> int:
     STATE.mkdir(parents=True, exist_ok=True)
+    if argv[0] == "_supervise":
+        return supervise(argv[1])
     verb, names = argv[0], [a for a in argv[1:] if not a.startswith("-")]
     if verb == "daemon-reload":
         return 0
