@@ -1,6 +1,7 @@
 """The systemd units in deploy/ are valid for systemd and call the CLI as it really is."""
 
 import configparser
+import os
 import shlex
 import shutil
 import subprocess
@@ -87,3 +88,33 @@ def test_the_crl_timer_renews_the_crl_well_before_it_lapses():
     service = _unit(DEPLOY / "contactgate-crl.service")["Service"]
     assert shlex.split(service["ExecStart"])[1:] == ["cert", "crl", "--quiet"]
     assert service["ReadWritePaths"] == "/var/lib/contactgate"  # it rewrites ca/crl.pem and tls/client-cas.pem there
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (CI has both)")
+def test_cg_reads_the_shipped_environment_file_as_systemd_does(tmp_path):
+    """deploy/cg runs the CLI as the contactgate user with the environment file's settings, taken
+    literally: the shipped example's comment lines are skipped (`env $(cat … | xargs)` broke on them),
+    a `$` in a value is not expanded. In a private mount namespace with /etc and /opt overlaid, so
+    the `useradd` and the stand-in CLI (which prints its user and settings) vanish with it."""
+    env_file = tmp_path / "contactgate.env"
+    env_file.write_text((DEPLOY / "contactgate.env.example").read_text().replace("CHANGE-ME", "pa$$word"))
+    env_file.chmod(0o644)
+    lines = ["set -e", "mount --make-rprivate /"]
+    for i, where in enumerate(("/etc", "/opt")):
+        (tmp_path / f"u{i}").mkdir()
+        (tmp_path / f"w{i}").mkdir()
+        lines.append(f"mount -t overlay overlay -o lowerdir={where},upperdir={tmp_path}/u{i},workdir={tmp_path}/w{i} {where}")
+    lines += ["useradd --system --no-create-home --shell /usr/sbin/nologin contactgate",
+              "mkdir -p /opt/contactgate/bin",
+              "printf '#!/bin/sh\\nid -un\\necho \"$@\"\\nenv | grep ^CONTACTGATE_ | sort\\n' > /opt/contactgate/bin/contactgate",
+              "chmod 755 /opt/contactgate/bin/contactgate",
+              f"CONTACTGATE_ENV_FILE={env_file} sh {DEPLOY / 'cg'} audit verify"]
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", "\n".join(lines)], capture_output=True, text=True,
+                            timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[:2] == ["contactgate", "audit verify"], result.stdout
+    assert sorted(line for line in out[2:] if not line.startswith("CONTACTGATE_ENV_FILE=")) == [
+        "CONTACTGATE_DATABASE_URL=postgresql+psycopg://contactgate:pa$$word@db.internal:5432/contactgate",
+        "CONTACTGATE_HOME=/var/lib/contactgate", "CONTACTGATE_NODES=1",
+        "CONTACTGATE_REDIS_URL=redis://redis.internal:6379/0"], result.stdout
