@@ -1,0 +1,143 @@
+"""One `contactgate portal` per backend and module, as a user starts it, on the session's running
+gateway (tests/conftest.py: its home, database and organisations), with a roles file of its own;
+and what a test needs to act as a practitioner over HTTPS (enrol, sign in with a fresh TOTP code)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyotp
+import pytest
+import requests
+
+from contactgate_local import free_port
+from gateway.files import write_private
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+INVITATION = re.compile(r"invitation code:?\s*(?:<[^>]+>)?\s*([A-Za-z0-9_-]{16,})", re.I)
+SECRET = re.compile(r'id="totp-secret"[^>]*>\s*([A-Z2-7]{16,})')
+
+# What each practitioner role of these tests may see (gateway.index.disclosure): a health visitor
+# sees the address, settings and who the practitioners are, but not their phone or email.
+ROLES = {"roles": {"health visitor": ["address", "carers", "settings", "practitioners"],
+                   "social worker": ["identifiers", "address", "carers", "carer_contact", "settings",
+                                     "practitioners", "practitioner_contact", "lead_professional"]}}
+
+
+@dataclasses.dataclass
+class Account:
+    org: str
+    user: str
+    password: str = "correct horse battery staple"
+    secret: str | None = None
+    last_step: int = -1
+
+    def code(self) -> str:
+        """A code this account has not used (each is good once): waits for the next step if needed."""
+        step = max(int(time.time()) // 30, self.last_step + 1)
+        while step > int(time.time()) // 30 + 1:
+            time.sleep(0.5)
+        self.last_step = step
+        return pyotp.TOTP(self.secret).at(step * 30)
+
+
+@dataclasses.dataclass
+class RunningPortal:
+    gateway: object
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    @property
+    def ca(self) -> str:
+        return str(self.gateway.home / "ca" / "ca.pem")
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = self.ca
+        return s
+
+    def form(self, session: requests.Session, path: str) -> str:
+        page = session.get(f"{self.url}{path}", timeout=15)
+        assert page.status_code == 200, page.text
+        return CSRF.search(page.text).group(1)
+
+    def post(self, session: requests.Session, path: str, data: dict, *, token: str | None = None,
+             csrf_from: str | None = None) -> requests.Response:
+        data = dict(data)
+        if token is None and csrf_from is not None:
+            token = self.form(session, csrf_from)
+        if token is not None:
+            data["csrf_token"] = token
+        return session.post(f"{self.url}{path}", data=data, headers={"Referer": f"{self.url}/"}, timeout=15)
+
+    def enrol(self, account: Account, invitation: str) -> Account:
+        """Enrol with the invitation code: read the TOTP secret shown, set the password, confirm a code."""
+        s = self.session()
+        shown = self.post(s, "/enrol", {"org": account.org, "user": account.user, "invitation": invitation},
+                          csrf_from="/enrol")
+        assert shown.status_code == 200, shown.text
+        account.secret = SECRET.search(shown.text).group(1)
+        done = self.post(s, "/enrol/finish", {"org": account.org, "user": account.user, "invitation": invitation,
+                                              "password": account.password, "password2": account.password,
+                                              "code": account.code()}, token=CSRF.search(shown.text).group(1))
+        assert done.status_code == 200 and "enrolled" in done.text.lower(), done.text
+        return account
+
+    def sign_in(self, account: Account, *, expect_ok: bool = True) -> tuple[requests.Session, requests.Response]:
+        s = self.session()
+        answer = self.post(s, "/login", {"org": account.org, "user": account.user, "password": account.password,
+                                         "code": account.code()}, csrf_from="/login")
+        if expect_ok:
+            assert answer.status_code == 200 and "Sign out" in answer.text, answer.text
+        return s, answer
+
+
+def appoint_admin(gateway, org: str, user: str, name: str = "User Admin") -> str:
+    """Officers appoint ``org``'s user administrator (officer-a proposes, officer-b approves); the
+    invitation code the approval prints."""
+    proposed = gateway.cli("portal-admin", "propose", org, user, "--name", name, "--job-title", "IT manager",
+                           officer="officer-a")
+    proposal = re.search(r"proposal (\d+)", proposed.output).group(1)
+    approved = gateway.cli("portal-admin", "approve", proposal, officer="officer-b")
+    return INVITATION.search(approved.output).group(1)
+
+
+@pytest.fixture(scope="module")
+def portal(gateway, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("portal")
+    roles = directory / "roles.json"
+    write_private(roles, json.dumps(ROLES).encode())
+    log = directory / "portal.log"
+    write_private(log, b"")
+    port = free_port()
+    env = {**gateway.env(), "CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000"}
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "portal", "--bind", f"127.0.0.1:{port}",
+                                    "--workers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    running = RunningPortal(gateway, process, f"https://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{running.url}/login", verify=running.ca, timeout=2)
+                break
+            except requests.RequestException:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the portal did not start:\n" + log.read_text())
+                time.sleep(0.2)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -1,0 +1,58 @@
+"""Officers appoint an organisation's first user administrator of the portal (issue 26, item 2):
+one officer proposes, a different one approves or declines, each step in the audit chain; the
+approval prints the one-time invitation code that is handed over out of band. Both backends, on the
+session's gateway, through the command line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.gateway.portal.conftest import INVITATION
+from tests.support import unique
+
+
+def _proposal(output: str) -> str:
+    return re.search(r"proposal (\d+)", output).group(1)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26: no portal-admin commands yet")
+def test_a_user_administrator_is_appointed_by_two_officers(gateway):
+    user = unique("admin.").lower()
+    seq = gateway.audit_seq()
+    proposed = gateway.cli("portal-admin", "propose", "LA", user, "--name", "Una Admin", "--job-title",
+                           "Information governance lead", officer="officer-a")
+    proposal = _proposal(proposed.output)
+    assert "a second officer approves" in proposed.output
+
+    own = gateway.cli("portal-admin", "approve", proposal, officer="officer-a", expect_ok=False)
+    assert own.exit_code == 2 and "second officer" in own.output
+    assert "pending" in gateway.cli("portal-admin", "list", officer="officer-b").output
+
+    approved = gateway.cli("portal-admin", "approve", proposal, officer="officer-b")
+    code = INVITATION.search(approved.output).group(1)
+    assert len(code) >= 16
+    again = gateway.cli("portal-admin", "approve", proposal, officer="officer-b", expect_ok=False)
+    assert again.exit_code == 2
+
+    entries = [e for e in gateway.audit_entries_after(seq) if e["operation"].startswith("portal.admin")]
+    assert [(e["operation"], e["outcome"], e["user_id"]) for e in entries] == [
+        ("portal.admin.propose", "done", "officer-a"), ("portal.admin.approve", "refused", "officer-a"),
+        ("portal.admin.approve", "done", "officer-b"), ("portal.admin.approve", "refused", "officer-b")]
+    assert all(user in e["detail"] and e["org_code"] == "LA" for e in entries)
+    assert code not in str(entries)  # the invitation code is never in the audit
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26: no portal-admin commands yet")
+def test_a_declined_appointment_makes_no_account_and_an_unaccredited_organisation_gets_none(gateway):
+    user = unique("admin.").lower()
+    proposal = _proposal(gateway.cli("portal-admin", "propose", "LA", user, "--name", "Ned", "--job-title", "IT",
+                                     officer="officer-a").output)
+    declined = gateway.cli("portal-admin", "decline", proposal, "--reason", "not the right person",
+                           officer="officer-b")
+    assert "declined" in declined.output
+    assert gateway.cli("portal-admin", "approve", proposal, officer="officer-b", expect_ok=False).exit_code == 2
+    refused = gateway.cli("portal-admin", "propose", "UNACC", user, "--name", "Ned", "--job-title", "IT",
+                          officer="officer-a", expect_ok=False)
+    assert refused.exit_code == 2 and "accredited" in refused.output
