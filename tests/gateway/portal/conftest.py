@@ -25,7 +25,7 @@ SECRET = re.compile(r'id="totp-secret"[^>]*>\s*([A-Z2-7]{16,})')
 
 # What each practitioner role of these tests may see (gateway.index.disclosure): a health visitor
 # sees the address, settings and who the practitioners are, but not their phone or email.
-ROLES = {"roles": {"health visitor": ["address", "carers", "settings", "practitioners"],
+ROLES = {"roles": {"health visitor": ["address", "carers", "settings", "practitioners", "lead_professional"],
                    "social worker": ["identifiers", "address", "carers", "carer_contact", "settings",
                                      "practitioners", "practitioner_contact", "lead_professional"]}}
 

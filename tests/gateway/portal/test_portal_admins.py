@@ -17,7 +17,7 @@ def _proposal(output: str) -> str:
     return re.search(r"proposal (\d+)", output).group(1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: no portal-admin commands yet")
+
 def test_a_user_administrator_is_appointed_by_two_officers(gateway):
     user = unique("admin.").lower()
     seq = gateway.audit_seq()
@@ -44,7 +44,7 @@ def test_a_user_administrator_is_appointed_by_two_officers(gateway):
     assert code not in str(entries)  # the invitation code is never in the audit
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: no portal-admin commands yet")
+
 def test_a_declined_appointment_makes_no_account_and_an_unaccredited_organisation_gets_none(gateway):
     user = unique("admin.").lower()
     proposal = _proposal(gateway.cli("portal-admin", "propose", "LA", user, "--name", "Ned", "--job-title", "IT",

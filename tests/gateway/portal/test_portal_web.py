@@ -157,7 +157,7 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     page.get_by_label("Why you need it").fill("contact the school nurse")
     page.get_by_role("button", name="Show contacts").click()
     shown = page.locator("main").inner_text()
-    assert "Children's social care" in shown and "Sam Worker" in shown   # who, by role
+    assert "Children's social care" in shown and "Sam Worker" in shown  # who is involved, by role
     assert "0113 496 0002" not in shown and "sam.worker@la.example" not in shown  # not their contact details
     assert plain["Address"]["Postcode"] in shown
 
@@ -178,13 +178,14 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     context.close()
 
     assert not [u for u in urls if plain_id in u or shielded_id in u or family in u or sfamily in u]
-    entries = [e for e in gateway.audit_entries_after(seq) if e["user_id"] == user]
+    entries = [e for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == user and e["operation"] in ("FindChild", "GetContacts")]
     assert [e["operation"] for e in entries] == ["FindChild", "GetContacts", "FindChild", "GetContacts"]
     found, read, _, shielded_read = entries
     assert found["org_code"] == "LA" and found["role"] == "health visitor" and found["reason_code"] == "safeguarding"
     assert "channel=web" in found["detail"] and plain_id in found["child_ids"]
     assert read["child_ids"] == plain_id and read["reason_text"] == "contact the school nurse"
-    assert "channel=web" in read["detail"] and "fields=address,carers,settings,practitioners" in read["detail"]
+    assert "channel=web" in read["detail"] and "fields=address,carers,settings,practitioners,lead_professional" in read["detail"]
     assert "shielded=yes location=withheld" in shielded_read["detail"]
     assert shielded_read["source_address"] == "127.0.0.1" and shielded_read["cert_fingerprint"] is None
 
