@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -140,7 +141,7 @@ def portal(gateway, tmp_path_factory):
                 time.sleep(0.2)
         yield running
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: the tests' idle connections do not hold it
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
