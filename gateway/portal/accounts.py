@@ -283,7 +283,7 @@ def disable(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user
     conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
                                                     portal_practitioners.c.user_id == target.user_id)
                  .values(disabled_at=now or _now(), disabled_reason=reason[:1000], updated_at=now or _now()))
-    _end_sessions(conn, target.org_code, target.user_id)
+    # Their open sessions end at their next page (`resume` finds the account disabled and says so).
     _audit(conn, trail, "portal.practitioner.disable", admin.org_code, admin.user_id, ADMIN_ROLE,
            f"disabled {target.who}: {reason}")
     return get(conn, target.org_code, target.user_id)
@@ -450,12 +450,24 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         why = practitioner.lapsed(settings, now.date()) or orgs_in_force(conn, org_code)
         if why is not None:
             return refuse(why, f"Sign-in refused: {why}.")
+        _forget_stale_sessions(conn, org_code, wanted, settings, now)
         token = secrets.token_urlsafe(32)
         conn.execute(portal_sessions.insert().values(
             token_hash=_token_hash(token), org_code=org_code, user_id=wanted, created_at=now, last_seen=now,
             expires_at=now + dt.timedelta(hours=settings.session_max_hours)))
         _audit(conn, trail, "portal.login", org_code, wanted, practitioner.role or ADMIN_ROLE, "signed in")
         return SignIn(practitioner, None, token)
+
+
+def _forget_stale_sessions(conn: Connection, org_code: str, user_id: str, settings, now: dt.datetime) -> None:
+    """The account's sessions that have ended unseen (idle or too old), and their handles."""
+    idle = now - dt.timedelta(minutes=settings.session_idle_minutes)
+    stale = [r.token_hash for r in conn.execute(select(portal_sessions.c.token_hash).where(
+        portal_sessions.c.org_code == org_code, portal_sessions.c.user_id == user_id,
+        (portal_sessions.c.expires_at <= now) | (portal_sessions.c.last_seen <= idle)))]
+    if stale:
+        conn.execute(delete(portal_handles).where(portal_handles.c.session_hash.in_(stale)))
+        conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash.in_(stale)))
 
 
 def _count_failure(conn: Connection, org_code: str, user_id: str, where: str, pair, settings,
@@ -503,7 +515,9 @@ def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = 
     if now >= _aware(row.last_seen) + dt.timedelta(minutes=settings.session_idle_minutes):
         end(f"your session ended after {settings.session_idle_minutes} minutes without use")
     practitioner = get(conn, row.org_code, row.user_id)
-    why = "your account is gone" if practitioner is None else practitioner.lapsed(settings, now.date())
+    why = ("your account is gone" if practitioner is None else
+           "your account was reset: enrol again" if not practitioner.enrolled else
+           practitioner.lapsed(settings, now.date()))
     if why is not None:
         end(why)
     conn.execute(update(portal_sessions).where(portal_sessions.c.token_hash == token_hash).values(last_seen=now))

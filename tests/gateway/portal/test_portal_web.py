@@ -291,3 +291,34 @@ def test_wrong_passwords_lock_out_their_source_not_the_practitioner(portal, gate
     ok = portal.post(session, "/login", {"org": "LA", "user": account.user, "password": account.password,
                                          "code": account.code()}, token=token)
     assert ok.status_code == 200 and "Sign out" in ok.text
+
+
+def test_an_administrator_renews_disables_and_resets_their_practitioners_account(portal, gateway, admin_session):
+    """A lapsed training date recorded anew lets the practitioner in; disabling ends their open
+    session at its next page; a reset makes a new invitation (and authenticator key) to enrol again."""
+    account = Account("LA", unique("hv.admin.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user,
+                                                         training=TODAY - dt.timedelta(days=400)))
+    page = f"/admin/practitioners/{account.user}"
+    renewed = portal.post(admin_session, page, {
+        "name": "Renewed Visitor", "role": "health visitor", "job_title": "Health visitor",
+        "clearance_number": "001234567890", "clearance_date": TODAY.isoformat(),
+        "training_date": TODAY.isoformat(), "end_date": ""}, csrf_from=page)
+    assert renewed.status_code == 200 and f"Changed LA:{account.user}" in renewed.text
+    session, _ = portal.sign_in(account)
+
+    token = portal.form(admin_session, page)
+    disabled = portal.post(admin_session, f"{page}/disable", {"reason": "left the service"}, token=token)
+    assert "Disabled" in disabled.text
+    ended = session.get(f"{portal.url}/", timeout=15)
+    assert ended.url.endswith("/login") and "disabled" in ended.text
+
+    reset = portal.post(admin_session, f"{page}/reset", {}, token=token)
+    invitation = INVITATION.search(reset.text).group(1)
+    account.last_step = -1  # a new authenticator key
+    enrol_in_process(gateway, account, invitation)
+    portal.sign_in(account)
+    operations = [e["operation"] for e in gateway.audit_entries_after(0)
+                  if e["org_code"] == "LA" and account.user in (e["detail"] or "") and e["outcome"] == "done"]
+    assert operations == ["portal.practitioner.add", "portal.practitioner.change", "portal.practitioner.disable",
+                          "portal.practitioner.reset"]
