@@ -56,3 +56,26 @@ def test_a_declined_appointment_makes_no_account_and_an_unaccredited_organisatio
     refused = gateway.cli("portal-admin", "propose", "UNACC", user, "--name", "Ned", "--job-title", "IT",
                           officer="officer-a", expect_ok=False)
     assert refused.exit_code == 2 and "accredited" in refused.output
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26: officers do not see lapsing portal accounts yet")
+def test_officers_see_whose_clearance_or_training_lapses_within_30_days(gateway):
+    import datetime as dt
+
+    from gateway import audit
+    from gateway.config import Settings
+    from gateway.index import disclosure
+    from gateway.portal import accounts
+
+    today = dt.date.today()
+    soon, later = unique("hv.soon.").lower(), unique("hv.later.").lower()
+    trail = audit.AuditTrail.of_home(Settings.from_env({}, home=str(gateway.home),
+                                                       database_url=gateway.database_url).layout)
+    with gateway.engine.begin() as conn:
+        for user, cleared in ((soon, today - dt.timedelta(days=3 * 365 - 10)), (later, today)):
+            accounts.create(conn, trail, "LA", user, accounts.Details(
+                "Pat Visitor", "health visitor", "Health visitor", "0012345", cleared, today, None),
+                user_admin=False, created_by="LA:test", rules=disclosure.UNCONFIGURED,
+                audited_as=("portal.practitioner.add", "test", accounts.ADMIN_ROLE))
+    shown = gateway.cli("portal-admin", "lapsing", officer="officer-a").output
+    assert f"LA:{soon}" in shown and "clearance" in shown and f"LA:{later}" not in shown
