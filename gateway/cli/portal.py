@@ -130,3 +130,23 @@ def admin_list(ctx: Context, as_json: bool) -> None:
         click.echo(f"proposal {p.id} pending: {p.summary()}, by {p.proposed_by}")
     if not pending:
         click.echo("no proposals pending")
+
+
+@portal_admin.command("lapsing")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(min=0, max=3660),
+              help="How far ahead to look.")
+@click.option("--org", "org_code", default=None, help="One organisation only.")
+@pass_ctx
+def admin_lapsing(ctx: Context, days: int, org_code: str | None) -> None:
+    """Portal accounts whose clearance re-check, training refresh or end date falls in the next DAYS
+    days (their user administrators see their own on the portal's Practitioners page)."""
+    from gateway.portal import accounts
+
+    ctx.signed_in(action="portal-admin lapsing")
+    today = dt.date.today()
+    with ctx.reader.connect() as conn:
+        found = accounts.lapsing(conn, ctx.settings, today, days, org_code.strip().upper() if org_code else None)
+    for practitioner, day, what in found:
+        click.echo(f"{day}  {practitioner.who}  {what}  ({practitioner.name}, {practitioner.job_title})")
+    if not found:
+        click.echo(f"no portal account lapses in the next {days} days")

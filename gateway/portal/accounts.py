@@ -122,10 +122,35 @@ class Practitioner:
 
     def lapses_within(self, settings, today: dt.date, days: int) -> dt.date | None:
         """The first of its dates (clearance, training, end) falling in the next ``days`` days."""
-        dates = [d for d in (self.clearance_due(settings), self.training_due(settings),
-                             None if self.end_date is None else self.end_date + dt.timedelta(days=1))
+        found = self.lapsing(settings, today, days)
+        return found[0] if found else None
+
+    def lapsing(self, settings, today: dt.date, days: int) -> tuple[dt.date, str] | None:
+        """(the first date falling in the next ``days`` days, what lapses then: clearance, training or
+        account), or None."""
+        dates = [(d, what) for d, what in ((self.clearance_due(settings), "clearance"),
+                                           (self.training_due(settings), "training"),
+                                           (None if self.end_date is None else self.end_date + dt.timedelta(days=1),
+                                            "account"))
                  if d is not None and today <= d <= today + dt.timedelta(days=days)]
         return min(dates) if dates else None
+
+
+def lapsing(conn: Connection, settings, today: dt.date, days: int, org_code: str | None = None) -> list:
+    """[(practitioner, date, what)] of every enabled account with a role whose clearance, training or
+    end date falls in the next ``days`` days, soonest first (officers' view; an administrator's
+    page shows their own organisation's)."""
+    query = select(portal_practitioners).where(portal_practitioners.c.disabled_at.is_(None),
+                                               portal_practitioners.c.role.is_not(None))
+    if org_code is not None:
+        query = query.where(portal_practitioners.c.org_code == org_code)
+    found = []
+    for row in conn.execute(query):
+        practitioner = _from_row(row)
+        soon = practitioner.lapsing(settings, today, days)
+        if soon is not None:
+            found.append((practitioner, *soon))
+    return sorted(found, key=lambda item: (item[1], item[0].who))
 
 
 def _from_row(row) -> Practitioner:

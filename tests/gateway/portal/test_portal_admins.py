@@ -58,7 +58,6 @@ def test_a_declined_appointment_makes_no_account_and_an_unaccredited_organisatio
     assert refused.exit_code == 2 and "accredited" in refused.output
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26: officers do not see lapsing portal accounts yet")
 def test_officers_see_whose_clearance_or_training_lapses_within_30_days(gateway):
     import datetime as dt
 
