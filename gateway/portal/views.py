@@ -47,13 +47,27 @@ UNCHECKED = {
 }
 
 
-def _gate_refusal(refusal, org: str, user: str, template: str):
+def _gated(template: str, check):
+    """``check()`` (a password or an invitation check) run through the per-address gate in front of
+    every such check (gateway.console.throttle): (its result, None), or (None, the refusal page)."""
+    form = request.form
+    with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
+        if refusal is None:
+            return check(), None
     if refusal.status == 429 and refusal.first:
-        accounts.refuse_unchecked(_app()["engine"], _app()["trail"], org, user,
+        accounts.refuse_unchecked(_app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""),
                                   f"more than {_app()['settings'].signin_per_minute} attempts a minute from "
                                   f"{refusal.source} (throttled)")
-    return (render_template(template, error=UNCHECKED[refusal.status]), refusal.status,
-            {"Retry-After": str(refusal.retry_after)})
+    return None, (render_template(template, error=UNCHECKED[refusal.status]), refusal.status,
+                  {"Retry-After": str(refusal.retry_after)})
+
+
+def _refusal_of(fn, *args, **kwargs):
+    """(fn's result, None), or (None, the PortalError's message)."""
+    try:
+        return fn(*args, **kwargs), None
+    except PortalError as exc:
+        return None, str(exc)
 
 
 @auth.route("/login", methods=["GET", "POST"])
@@ -61,14 +75,12 @@ def login():
     if request.method == "GET":
         return render_template("login.html")
     form = request.form
-    with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
-        if refusal is None:
-            result = accounts.sign_in(_app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""),
-                                      form.get("password", ""), form.get("code", "").strip(),
-                                      settings=_app()["settings"], source=request.remote_addr,
-                                      orgs_in_force=_org_refusal, now=_now())
-    if refusal is not None:
-        return _gate_refusal(refusal, form.get("org", ""), form.get("user", ""), "login.html")
+    result, refused = _gated("login.html", lambda: accounts.sign_in(
+        _app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""), form.get("password", ""),
+        form.get("code", "").strip(), settings=_app()["settings"], source=request.remote_addr,
+        orgs_in_force=_org_refusal, now=_now()))
+    if refused is not None:
+        return refused
     if result.practitioner is None:
         # Until both factors are right: one answer for everything (the audit records which).
         status = 401 if result.said == accounts.REFUSED else 403
@@ -90,25 +102,25 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
+def _enrolment_secret(form):
+    with _app()["engine"].connect() as conn:
+        return accounts.enrolment_secret(conn, form.get("org", ""), form.get("user", ""), form.get("invitation", ""),
+                                         now=_now())
+
+
 @auth.route("/enrol", methods=["GET", "POST"])
 def enrol():
     """Step 1: the invitation code shows the authenticator's secret (once enrolled, never again)."""
     if request.method == "GET":
         return render_template("enrol.html")
     form = request.form
-    with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
-        if refusal is None:
-            try:
-                with _app()["engine"].connect() as conn:
-                    account, secret = accounts.enrolment_secret(conn, form.get("org", ""), form.get("user", ""),
-                                                                form.get("invitation", ""), now=_now())
-                problem = None
-            except PortalError as exc:
-                problem = str(exc)
-    if refusal is not None:
-        return _gate_refusal(refusal, form.get("org", ""), form.get("user", ""), "enrol.html")
+    checked, refused = _gated("enrol.html", lambda: _refusal_of(_enrolment_secret, form))
+    if refused is not None:
+        return refused
+    found, problem = checked
     if problem is not None:
         return render_template("enrol.html", error=f"Enrolment {problem}."), 401
+    account, secret = found
     from gateway.officers import provisioning_uri
 
     return render_template("enrol_secret.html", account=account, secret=secret, invitation=form.get("invitation", ""),
@@ -120,19 +132,13 @@ def enrol_finish():
     form = request.form
     if form.get("password", "") != form.get("password2", ""):
         return render_template("enrol.html", error="The two passwords differ: start again with your invitation."), 400
-    with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
-        if refusal is None:
-            try:
-                accounts.enrol(_app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""),
-                               form.get("invitation", ""), form.get("password", ""), form.get("code", "").strip(),
-                               now=_now())
-                problem = None
-            except PortalError as exc:
-                problem = str(exc)
-    if refusal is not None:
-        return _gate_refusal(refusal, form.get("org", ""), form.get("user", ""), "enrol.html")
-    if problem is not None:
-        return render_template("enrol.html", error=f"Enrolment {problem}; start again with your invitation."), 400
+    checked, refused = _gated("enrol.html", lambda: _refusal_of(
+        accounts.enrol, _app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""),
+        form.get("invitation", ""), form.get("password", ""), form.get("code", "").strip(), now=_now()))
+    if refused is not None:
+        return refused
+    if checked[1] is not None:
+        return render_template("enrol.html", error=f"Enrolment {checked[1]}; start again with your invitation."), 400
     flash("You are enrolled: sign in with your password and a code from your authenticator app.", "ok")
     return redirect(url_for("auth.login"))
 

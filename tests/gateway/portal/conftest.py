@@ -7,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +15,8 @@ import pyotp
 import pytest
 import requests
 
-from contactgate_local import free_port
 from gateway.files import write_private
+from tests.gateway.console.conftest import running_console
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 INVITATION = re.compile(r"invitation code:?\s*(?:<[^>]+>)?\s*([A-Za-z0-9_-]{16,})", re.I)
@@ -118,32 +116,8 @@ def appoint_admin(gateway, org: str, user: str, name: str = "User Admin") -> str
 
 @pytest.fixture(scope="module")
 def portal(gateway, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("portal")
-    roles = directory / "roles.json"
+    roles = tmp_path_factory.mktemp("portal") / "roles.json"
     write_private(roles, json.dumps(ROLES).encode())
-    log = directory / "portal.log"
-    write_private(log, b"")
-    port = free_port()
-    env = {**gateway.env(), "CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000"}
-    with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "portal", "--bind", f"127.0.0.1:{port}",
-                                    "--workers", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    running = RunningPortal(gateway, process, f"https://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{running.url}/login", verify=running.ca, timeout=2)
-                break
-            except requests.RequestException:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the portal did not start:\n" + log.read_text())
-                time.sleep(0.2)
-        yield running
-    finally:
-        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: the tests' idle connections do not hold it
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    env = {"CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000"}
+    with running_console(gateway, env, command="portal") as running:
+        yield RunningPortal(gateway, running.process, running.url, running.log)
