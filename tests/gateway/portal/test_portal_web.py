@@ -322,3 +322,24 @@ def test_an_administrator_renews_disables_and_resets_their_practitioners_account
                   if e["org_code"] == "LA" and account.user in (e["detail"] or "") and e["outcome"] == "done"]
     assert operations == ["portal.practitioner.add", "portal.practitioner.change", "portal.practitioner.disable",
                           "portal.practitioner.reset"]
+
+
+@pytest.mark.xfail(strict=True, reason="the portal serves during a restore")
+def test_nothing_is_served_while_a_restore_awaits_acknowledgement(portal, gateway, visitor):
+    """As `serve`: while a restore is being put in place (its marker in the home) or awaits two
+    officers' acknowledgement, a signed-in practitioner's pages answer 503 and read nothing."""
+    import time
+
+    from gateway.config import Settings
+
+    session, _ = visitor
+    marker = Settings.from_env({}, home=str(gateway.home), database_url=gateway.database_url).layout.restore_marker
+    marker.write_text("{}")
+    try:
+        time.sleep(1.1)  # the portal looks at most once a second
+        refused = session.get(f"{portal.url}/", timeout=15)
+        assert refused.status_code == 503 and "restore" in refused.text
+    finally:
+        marker.unlink()
+    time.sleep(1.1)
+    assert session.get(f"{portal.url}/", timeout=15).status_code == 200
