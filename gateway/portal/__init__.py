@@ -59,6 +59,11 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
         "signin_gate": SignInGate.from_settings(settings, clock),
         "roles": disclosure.load(settings.roles_path),  # a bad roles file: the portal does not start
     }
+    from gateway.backup import Gate
+    from gateway.db import reader
+
+    # After `contactgate restore`, nothing is served until two officers acknowledge it (as `serve`).
+    app.extensions["contactgate"]["restore_gate"] = Gate(settings.layout, reader(app.extensions["contactgate"]["engine"]))
     from gateway.portal import views
 
     app.register_blueprint(views.auth)
@@ -73,6 +78,7 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
     app.register_error_handler(403, lambda exc: _error(403, "Not permitted", getattr(exc, "description", "")))
     app.register_error_handler(404, lambda exc: _error(404, "Not found", "There is no such page or record."))
     app.register_error_handler(413, lambda exc: _error(413, "Too large", "The form is too large."))
+    app.register_error_handler(503, lambda exc: _error(503, "Not available", getattr(exc, "description", "")))
     app.register_error_handler(500, lambda exc: _error(
         500, "Something went wrong", "The portal could not do that; nothing was changed. "
                                      "The operator can find the cause in the portal's log."))

@@ -150,6 +150,9 @@ def _signed_in():
     token = session.get("token")
     if not token:
         return redirect(url_for("auth.login"))
+    restored = _app()["restore_gate"].reason()
+    if restored is not None:  # as `serve`: no record is read until two officers acknowledge the restore
+        abort(503, f"The portal does not serve now: {restored}. Try again later.")
     ended = None
     with _app()["engine"].begin() as conn:
         try:

@@ -324,7 +324,6 @@ def test_an_administrator_renews_disables_and_resets_their_practitioners_account
                           "portal.practitioner.reset"]
 
 
-@pytest.mark.xfail(strict=True, reason="the portal serves during a restore")
 def test_nothing_is_served_while_a_restore_awaits_acknowledgement(portal, gateway, visitor):
     """As `serve`: while a restore is being put in place (its marker in the home) or awaits two
     officers' acknowledgement, a signed-in practitioner's pages answer 503 and read nothing."""
