@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -90,6 +91,14 @@ def chromium():
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where the browser test saves its screenshots (CONTACTGATE_SCREENSHOTS=DIR keeps them: docs/portal/)."""
+    directory = Path(os.environ.get("CONTACTGATE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
 def _typo(name: str) -> str:
     """The family name with two letters swapped (what a hurried practitioner types)."""
     return name[0] + name[2] + name[1] + name[3:]
@@ -97,7 +106,7 @@ def _typo(name: str) -> str:
 
 
 def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_contacts_limited_by_role(
-        portal, gateway, admin_session, children, chromium):
+        portal, gateway, admin_session, children, chromium, shots):
     (plain_id, plain), (shielded_id, shielded) = children
     urls = []
 
@@ -153,6 +162,7 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     page.get_by_role("button", name="Search").click()
     results = page.locator("main")
     assert family in results.inner_text()
+    page.screenshot(path=str(shots / "results.png"), full_page=True)
     page.get_by_role("button", name=f"Open {family}").first.click()
     page.get_by_label("Reason").select_option("safeguarding")
     page.get_by_label("Why you need it").fill("contact the school nurse")
@@ -175,6 +185,7 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     page.get_by_role("button", name="Show contacts").click()
     shown = page.locator("main").inner_text()
     assert "withheld" in shown.lower() and shielded["Address"]["Postcode"] not in shown
+    page.screenshot(path=str(shots / "contacts-shielded.png"), full_page=True)
     assert "Hillside Primary" not in shown
     context.close()
 
