@@ -225,10 +225,12 @@ def _query(form) -> FindQuery:
 
 
 def _may_query(practitioner) -> None:
+    """The organisation's accreditation, now (a suspension takes effect at the next search or view,
+    as at the next SOAP message), covers querying the index."""
     with _app()["engine"].connect() as conn:
         org = registry.get_org(conn, practitioner.org_code, with_pending=False)
-    if org is None or "query" not in org.scopes:
-        _refuse_route(f"{practitioner.org_code} is not accredited to query the index")
+    if org is None or org.effective_status(_now().date()) != "accredited" or "query" not in org.scopes:
+        _refuse_route(f"{practitioner.org_code} is not accredited to query the index now")
 
 
 @pages.route("/search", methods=["POST"])
