@@ -187,6 +187,11 @@ class Settings:
     signin_known_source_days: int = 30
     signin_per_minute: int = 10
     signin_concurrency: int = 2
+    # The practitioners' portal (gateway.portal.accounts): a practitioner's clearance is re-checked
+    # every portal_clearance_years and their training refreshed every portal_training_years; sign-in
+    # is refused once either is past.
+    portal_clearance_years: int = 3
+    portal_training_years: int = 1
     # Behind a TLS-terminating proxy (docs/operations.md "nginx in front of several nodes"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
@@ -251,6 +256,8 @@ class Settings:
             "signin_known_source_days": ("CONTACTGATE_SIGNIN_KNOWN_SOURCE_DAYS", positive_int),
             "signin_per_minute": ("CONTACTGATE_SIGNIN_PER_MINUTE", positive_int),
             "signin_concurrency": ("CONTACTGATE_SIGNIN_CONCURRENCY", positive_int),
+            "portal_clearance_years": ("CONTACTGATE_PORTAL_CLEARANCE_YEARS", positive_int),
+            "portal_training_years": ("CONTACTGATE_PORTAL_TRAINING_YEARS", positive_int),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import (
-    Boolean, Column, Date, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
-    Table, Text, create_engine, event, text,
+    Boolean, Column, Date, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, MetaData,
+    String, Table, Text, create_engine, event, text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -328,6 +328,81 @@ rate_counters = Table(
     Column("key", String(200), primary_key=True),
     Column("window", Integer, primary_key=True),
     Column("count", Integer, nullable=False),
+)
+
+
+# ---- the practitioners' portal (migration 0017, gateway.portal) ----
+
+portal_practitioners = Table(
+    "portal_practitioners", metadata,
+    Column("org_code", String(32), ForeignKey("organisations.code"), primary_key=True),
+    Column("user_id", String(64), primary_key=True),  # lower-case, as an officer id
+    Column("name", String(200), nullable=False),
+    Column("role", String(64), nullable=True),  # a practitioner role of the roles file; None: administers only
+    Column("job_title", String(200), nullable=False),
+    Column("user_admin", Boolean, nullable=False),
+    Column("clearance_number", String(64), nullable=True),
+    Column("clearance_date", Date, nullable=True),
+    Column("training_date", Date, nullable=True),
+    Column("end_date", Date, nullable=True),
+    Column("password_hash", String(200), nullable=True),  # argon2id; None until enrolled
+    Column("totp_secret", Text, nullable=False),  # sealed (gateway.security.vault)
+    Column("totp_last_step", Integer, nullable=True),
+    Column("invitation_hash", String(64), nullable=True),  # SHA-256 of the one-time invitation code
+    Column("invitation_expires", DateTime(timezone=True), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+    Column("created_by", String(140), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+portal_sessions = Table(
+    "portal_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("org_code", String(32), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(["org_code", "user_id"], ["portal_practitioners.org_code", "portal_practitioners.user_id"]),
+    Index("ix_portal_sessions_user", "org_code", "user_id"),
+)
+
+# Failures per (account, source): a source reaching Settings.lockout_failures is locked out of that
+# account for Settings.lockout_minutes; no count locks the account from every source.
+portal_signin_failures = Table(
+    "portal_signin_failures", metadata,
+    Column("org_code", String(32), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# A child in a portal page's form is an opaque handle, good in the session that was shown it.
+portal_handles = Table(
+    "portal_handles", metadata,
+    Column("handle_hash", String(64), primary_key=True),
+    Column("session_hash", String(64), nullable=False, index=True),
+    Column("child_id", String(19), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+portal_admin_proposals = Table(
+    "portal_admin_proposals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_code", String(32), ForeignKey("organisations.code"), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("job_title", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, approved, declined
+    Column("proposed_by", String(64), nullable=False),
+    Column("proposed_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=True),
 )
 
 

@@ -11,6 +11,7 @@ group, each holding that group's commands and nothing else.
 - `keys`: keys ... (the data keys that seal values at rest)
 - `roles`: roles ... (what each practitioner role may see)
 - `serve`: serve, console
+- `portal`: portal (the practitioners' web portal), portal-admin ... (appointing its user administrators)
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
 - `backup`: backup, restore ... (one encrypted archive; a restore acknowledged by two officers)
 - `review`: review ... (the data-quality review queue)
@@ -30,8 +31,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, proxy, retention,
-                         review, roles, serve, signing_keys, trust)
+from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, portal, proxy,
+                         retention, review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -67,6 +68,7 @@ for _command in (
     keys.keys_group,
     roles.roles_group,
     serve.serve, serve.console,
+    portal.portal, portal.portal_admin,
     audit.audit_group,
     backup.backup, backup.restore,
     review.review,

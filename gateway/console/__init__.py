@@ -14,58 +14,38 @@ gateway's server certificate, for the officers' network only. Pages are rendered
   password and a fresh code again in the form that does it (audited as ``officer.step_up``).
 - **Authorisation on the server**, for every page and action, by role (``_needs``); four-eyes is the
   registry's own rule, so a forged approval by the proposer is refused there too.
-- **Web hardening**: the cookie is ``Secure; HttpOnly; SameSite=Strict``; every form carries a CSRF
-  token (flask-wtf); a Content-Security-Policy without inline script or style and with
-  ``frame-ancestors 'none'``; ``no-store`` on every answer; no child data in any URL.
+- **Web hardening** (gateway.web, shared with the practitioners' portal): the cookie is ``Secure;
+  HttpOnly; SameSite=Strict``; every form carries a CSRF token (flask-wtf); a Content-Security-Policy
+  without inline script or style and with ``frame-ancestors 'none'``; ``no-store`` on every answer;
+  no child data in any URL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from pathlib import Path
 
-from flask import Flask, g, render_template, request
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask import Flask, g, render_template
+from flask_wtf.csrf import CSRFError
 
-from gateway import audit, files
+from gateway import audit
 from gateway.config import Settings
 from gateway.console.throttle import SignInGate
 from gateway.db import make_engine
+from gateway.web import hardened_app
 
 SESSION_COOKIE = "contactgate_console"
 # The largest request the console takes (a CSR, evidence documents); also its front's body limit.
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
 
 
 def secret_key_path(settings: Settings) -> Path:
     return settings.layout.root / "keys" / "console-secret"
 
 
-def _secret_key(settings: Settings) -> bytes:
-    """The key that signs the console's cookies: made once (0600) and shared by its workers."""
-    path = secret_key_path(settings)
-    if not path.exists():
-        files.write_private(path, secrets.token_hex(32).encode())
-    return path.read_bytes().strip()
-
-
 def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY=_secret_key(settings),
-        SESSION_COOKIE_NAME=SESSION_COOKIE,
-        SESSION_COOKIE_SECURE=True,
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=settings.session_max_hours),
-        WTF_CSRF_TIME_LIMIT=settings.session_max_hours * 3600,
-        WTF_CSRF_SSL_STRICT=True,
-        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
-        TEMPLATES_AUTO_RELOAD=False,
-    )
+    app = hardened_app(__name__, settings, secret_path=secret_key_path(settings), cookie=SESSION_COOKIE,
+                       max_content_length=MAX_UPLOAD_BYTES)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     from gateway.index import linkage_home
 
@@ -77,34 +57,10 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
         "clock": clock,
         "signin_gate": SignInGate.from_settings(settings, clock),
     }
-    CSRFProtect(app)
-
     from gateway.console import views
 
     app.register_blueprint(views.auth)
     app.register_blueprint(views.pages)
-
-    @app.before_request
-    def _origin():  # what this request audits says where it came from, and which request it was
-        g.request_id = audit.new_request_id()
-        g.audit_origin = audit.set_origin(request.remote_addr, g.request_id)
-
-    @app.teardown_request
-    def _origin_done(exc):  # the serving thread names nobody again once the request is over
-        token = g.pop("audit_origin", None)
-        if token is not None:
-            audit.reset_origin(token)
-
-    @app.after_request
-    def _headers(response):
-        response.headers["X-Request-Id"] = g.get("request_id", "")
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "same-origin"  # flask-wtf checks the Referer on HTTPS
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        return response
 
     @app.errorhandler(CSRFError)
     def _csrf(exc):
@@ -129,11 +85,6 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
         return render_template("error.html", title="Something went wrong",
                                message="The console could not do that; nothing was changed. "
                                        "The operator can find the cause in the console's log."), 500
-
-    from gateway.audit.report import safe_text
-
-    # Text from callers and officers shown as one visible line: no direction or control characters.
-    app.jinja_env.filters["plain"] = safe_text
 
     @app.context_processor
     def _officer():

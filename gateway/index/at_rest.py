@@ -16,7 +16,8 @@ from sqlalchemy import and_, delete, func, not_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway.db import (
-    blocking_keys, children, involvements, merges, officers, processed_messages, review_queue, source_records,
+    blocking_keys, children, involvements, merges, officers, portal_practitioners, processed_messages, review_queue,
+    source_records,
 )
 from gateway.index import sealed
 from gateway.security import vault as vault_mod
@@ -182,6 +183,8 @@ SEALED_COLUMNS = (
     SealedColumn(review_queue, "submitted", ("id",), lambda r: sealed.submitted_context(r.id)),
     SealedColumn(involvements, "sealed", ("id",), lambda r: sealed.involvement_context(r.org_code, r.source_record_id)),
     SealedColumn(officers, "totp_secret", ("officer_id",), lambda r: sealed.officer_totp_context(r.officer_id)),
+    SealedColumn(portal_practitioners, "totp_secret", ("org_code", "user_id"),
+                 lambda r: sealed.portal_totp_context(r.org_code, r.user_id)),
     SealedColumn(processed_messages, "answer", ("org_code", "signature_id"),
                  lambda r: sealed.answer_context(r.org_code, r.signature_id), binary=True),
 )

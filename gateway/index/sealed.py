@@ -61,6 +61,10 @@ def officer_totp_context(officer_id: str) -> str:
     return f"officer:{officer_id}:totp"
 
 
+def portal_totp_context(org_code: str, user_id: str) -> str:
+    return f"portal:{org_code}:{user_id}:totp"
+
+
 def submitted_context(review_id: int) -> str:
     return f"review_queue.submitted|{review_id}"
 

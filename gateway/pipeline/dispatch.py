@@ -62,14 +62,24 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
 
 
 def link_policy(services: Services) -> index.LinkPolicy:
-    settings = services.settings
+    return link_policy_of(services.settings)
+
+
+def link_policy_of(settings) -> index.LinkPolicy:
+    """The linkage and FindChild thresholds the settings hold (the portal's searches use them too)."""
     return index.LinkPolicy(upper=settings.link_upper, lower=settings.link_lower, find_floor=settings.find_floor,
                             find_min_probability=settings.find_min_probability)
 
 
+def has_minimum_criteria(query) -> bool:
+    """FindChild's minimum: family name and date of birth, or an NHS or pupil number (a portal
+    search is held to the same)."""
+    return bool(query.nhs_number or query.pupil_number or (query.family_name and query.date_of_birth))
+
+
 def _find_child(exchange: Exchange, services: Services) -> bytes:
     query = dialect.read_find_child(exchange.payload)
-    if not (query.nhs_number or query.pupil_number or (query.family_name and query.date_of_birth)):
+    if not has_minimum_criteria(query):
         raise SchemaInvalid("FindChild without family name + date of birth or an identifier",
                             public_message="FindChild needs FamilyName and DateOfBirth, or NhsNumber "
                                            "or PupilNumber")
@@ -112,19 +122,27 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
     child = index.child_view(conn, rows, today)
     if child is None:
         return None
+    child, mark = disclosed(child, exchange.role, services.settings.shield_roles, services.roles)
+    answer = signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
+    return answer, f"contacts={len(child.contacts)} {mark}", [child.child_id]
+
+
+def disclosed(child, role: str | None, shield_roles, roles: disclosure.RoleRules):
+    """(the child as ``role`` may see it, the audit's mark of what was disclosed): a shielded child's
+    location withheld unless the role is in ``shield_roles``, then the role's field rules
+    (gateway.index.disclosure). The portal's contacts page shows what this returns."""
     mark = ""
     if child.shielded:  # every access to a shielded child is marked in the audit
-        shown = exchange.role in services.settings.shield_roles
-        mark = f" {audit_mark(shown)}"
+        shown = role in shield_roles
+        mark = f"{audit_mark(shown)} "
         if not shown:
             child = withhold_location(child)
-    groups = services.roles.groups_for(exchange.role)
+    groups = roles.groups_for(role)
     if not groups >= set(disclosure.GROUPS):  # the role's field rules (gateway.index.disclosure)
         child = disclosure.limit(child, groups)
     # What was disclosed, always: the field groups sent (their names, never their values).
-    mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
-    answer = signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
-    return answer, f"contacts={len(child.contacts)}{mark}", [child.child_id]
+    mark += f"fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
+    return child, mark
 
 
 def _set_shielding(exchange: Exchange, services: Services) -> bytes:

@@ -205,12 +205,14 @@ class RunningConsole:
 
 
 @contextlib.contextmanager
-def running_console(home: Gateway, extra_env: dict | None = None, workers: int = 1, start_within_s: float = 30):
+def running_console(home: Gateway, extra_env: dict | None = None, workers: int = 1, start_within_s: float = 30,
+                    command: str = "console"):
+    """``command``: `console`, or `portal` (the practitioners' portal: tests/gateway/portal)."""
     port = free_port()
-    log = home.home / f"console-{port}.log"
+    log = home.home / f"{command}-{port}.log"
     write_private(log, b"")  # the console refuses a home holding files others can read
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "console", "--bind", f"127.0.0.1:{port}",
+        process = subprocess.Popen([sys.executable, "-m", "gateway", command, "--bind", f"127.0.0.1:{port}",
                                     "--workers", str(workers)], env={**home.env(), **(extra_env or {})},
                                    stdout=out, stderr=subprocess.STDOUT)
     running = RunningConsole(home, process, port, log)
@@ -222,7 +224,7 @@ def running_console(home: Gateway, extra_env: dict | None = None, workers: int =
                 break
             except requests.RequestException:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the console did not start:\n" + log.read_text())
+                    raise RuntimeError(f"the {command} did not start:\n" + log.read_text())
                 time.sleep(0.2)
         yield running
     finally:

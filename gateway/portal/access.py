@@ -1,0 +1,124 @@
+"""A practitioner's search and view of a child: FindChild's and GetContacts' own code
+(gateway.index, gateway.pipeline.dispatch's criteria, policy and disclosure), each audited as a SOAP
+read is, in the read's own transaction: operation ``FindChild`` / ``GetContacts``, the organisation
+and user (``ORG:user``), the practitioner's role, the reason, the children named, and a detail that
+starts ``channel=web`` and says what was disclosed (``fields=...``, a shielded child's mark). So
+`audit report --user` and `--child` (subject access), and every `audit review` rule, see portal
+reads as they see SOAP ones. The entry has no certificate fingerprint; its source is the browser's
+address.
+
+A child is never named in a URL: each candidate a search shows is an opaque handle (random, its
+SHA-256 kept in ``portal_handles`` with the child and the session), sent back in a POST body, good
+only in the session that was shown it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from contactgate_wire.faults import NotFound
+from gateway import audit
+from gateway.db import portal_handles
+from gateway.index import store as index
+from gateway.index.model import Candidate, ChildView, FindQuery
+from gateway.pipeline.dispatch import disclosed, has_minimum_criteria, link_policy_of
+from gateway.portal.accounts import Practitioner, PortalError
+
+CHANNEL = "channel=web"
+# What a practitioner may give as the reason for a read (the code; the text says more).
+REASON_CODES = {
+    "safeguarding": "Safeguarding: concern for the child's welfare",
+    "service": "Providing a service to the child",
+    "assessment": "An assessment or referral",
+    "coordination": "Co-ordinating with the other services involved",
+    "other": "Other (say what in the text)",
+}
+MINIMUM = "Give the family name and date of birth, or an NHS number or a pupil number."
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    text: str
+
+    @classmethod
+    def checked(cls, code: str | None, text: str | None) -> "Reason":
+        code, text = (code or "").strip(), (text or "").strip()
+        if code not in REASON_CODES:
+            raise PortalError("choose the reason for this access")
+        if not text:
+            raise PortalError("say in a few words why you need this record")
+        if len(text) > 500:
+            raise PortalError("the reason's text has at most 500 characters")
+        return cls(code, text)
+
+
+@dataclass(frozen=True)
+class Found:
+    handle: str
+    candidate: Candidate
+
+
+def _handle_hash(handle: str) -> str:
+    return hashlib.sha256(handle.encode()).hexdigest()
+
+
+def _entry(practitioner: Practitioner, operation: str, reason: Reason, child_ids: list[str], detail: str,
+           source: str | None, request_id: str | None, outcome: str = "accepted",
+           fault_code: str | None = None) -> audit.Entry:
+    return audit.Entry(operation=operation, outcome=outcome, org_code=practitioner.org_code,
+                       user_id=practitioner.user_id, role=practitioner.role, reason_code=reason.code,
+                       reason_text=reason.text, child_ids=child_ids, fault_code=fault_code,
+                       detail=f"{CHANNEL} {detail}", source_address=(source or None) and source[:64],
+                       request_id=request_id)
+
+
+def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Practitioner, query: FindQuery,
+           reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
+           now: dt.datetime) -> list[Found]:
+    """FindChild for a practitioner: the candidates, each with a handle for this session."""
+    if not has_minimum_criteria(query):
+        raise PortalError(MINIMUM)
+    with engine.begin() as conn:
+        candidates = index.find_children(conn, query, link_policy_of(settings), now.date())
+        found = []
+        for candidate in candidates:
+            handle = secrets.token_urlsafe(24)
+            conn.execute(portal_handles.insert().values(handle_hash=_handle_hash(handle), session_hash=session_hash,
+                                                        child_id=candidate.child_id, created_at=now))
+            found.append(Found(handle, candidate))
+        shielded = sum(c.shielded for c in candidates)
+        trail.append(conn, _entry(practitioner, "FindChild", reason, [c.child_id for c in candidates],
+                                  f"candidates={len(candidates)}"
+                                  + (f" shielded={shielded} location=withheld" if shielded else ""),
+                                  source, request_id))
+    return found
+
+
+def view(engine: Engine, trail: audit.AuditTrail, settings, roles, practitioner: Practitioner, handle: str,
+         reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
+         now: dt.datetime) -> ChildView | None:
+    """GetContacts for a practitioner: the child a handle of this session stands for, as their role
+    may see it; None for a handle this session was not given (nothing read, nothing audited) or a
+    child no longer returned to anyone (audited as GetContacts' NotFound)."""
+    with engine.begin() as conn:
+        child_id = conn.execute(select(portal_handles.c.child_id).where(
+            portal_handles.c.handle_hash == _handle_hash(handle or ""),
+            portal_handles.c.session_hash == session_hash)).scalar()
+        if child_id is None:
+            return None
+        child = index.get_child(conn, child_id, now.date())
+        if child is None:
+            trail.append(conn, _entry(practitioner, "GetContacts", reason, [child_id], "no such child id", source,
+                                      request_id, outcome="refused", fault_code=NotFound.code))
+            return None
+        child, mark = disclosed(child, practitioner.role, settings.shield_roles, roles)
+        trail.append(conn, _entry(practitioner, "GetContacts", reason, [child.child_id],
+                                  f"contacts={len(child.contacts)} {mark}", source, request_id))
+    return child

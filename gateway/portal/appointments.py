@@ -1,0 +1,150 @@
+"""Officers appoint an organisation's first user administrator of the portal: one officer proposes,
+a different officer approves (or declines) — four-eyes, as for everything that grants access. Each
+step, and each refusal, is an entry in the audit chain (``portal.admin.propose``, ``.approve``,
+``.decline``) naming the organisation; the approval makes the account and gives the one-time
+invitation code (never stored or audited), which the officers hand over out of band."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+
+from gateway import audit
+from gateway.db import portal_admin_proposals
+from gateway.officers import Officer
+from gateway.portal import accounts
+from gateway.portal.accounts import PortalError
+from gateway.trust import registry
+
+ROLES = registry.ORGANISATION_ROLES  # the officers who onboard organisations
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: int
+    org_code: str
+    user_id: str
+    name: str
+    job_title: str
+    status: str
+    proposed_by: str
+    decided_by: str | None
+
+    def summary(self) -> str:
+        return f"{self.user_id} ({self.name}, {self.job_title}) as {self.org_code}'s user administrator"
+
+
+def _proposal(conn: Connection, proposal_id: int, *, lock: bool = False) -> Proposal | None:
+    query = select(portal_admin_proposals).where(portal_admin_proposals.c.id == proposal_id)
+    row = conn.execute(query.with_for_update() if lock else query).first()
+    if row is None:
+        return None
+    return Proposal(row.id, row.org_code, row.user_id, row.name, row.job_title, row.status, row.proposed_by,
+                    row.decided_by)
+
+
+def list_pending(conn: Connection) -> list[Proposal]:
+    ids = conn.execute(select(portal_admin_proposals.c.id).where(portal_admin_proposals.c.status == "pending")
+                       .order_by(portal_admin_proposals.c.id)).scalars().all()
+    return [_proposal(conn, i) for i in ids]
+
+
+def _accredited(conn: Connection, org_code: str, today: dt.date) -> registry.Organisation:
+    org = registry.get_org(conn, org_code, with_pending=False)
+    if org is None:
+        raise PortalError(f"no organisation with code {org_code!r}")
+    if org.effective_status(today) != "accredited":
+        raise PortalError(f"{org.code} is {org.effective_status(today)}: only an accredited organisation has "
+                          f"portal accounts")
+    return org
+
+
+def _entry(operation: str, actor: Officer, org_code: str | None, detail: str, outcome: str = "done") -> audit.Entry:
+    return audit.Entry(operation=operation, outcome=outcome, org_code=org_code, user_id=actor.officer_id,
+                       role=actor.role_text, detail=detail)
+
+
+def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, org_code: str, user_id: str, name: str,
+            job_title: str, now: dt.datetime) -> Proposal:
+    _require(actor)
+    org = _accredited(conn, org_code, now.date())
+    user_id = accounts.canonical_user(user_id)
+    name, job_title = (name or "").strip(), (job_title or "").strip()
+    if not name or not job_title or len(name) > 200 or len(job_title) > 200:
+        raise PortalError("a name and a job title are required (at most 200 characters each)")
+    if accounts.get(conn, org.code, user_id) is not None:
+        raise PortalError(f"{org.code} already has an account {user_id!r}")
+    pending = conn.execute(select(portal_admin_proposals.c.id).where(
+        portal_admin_proposals.c.org_code == org.code, portal_admin_proposals.c.user_id == user_id,
+        portal_admin_proposals.c.status == "pending")).first()
+    if pending is not None:
+        raise PortalError(f"proposal {pending.id} already proposes {org.code}:{user_id}")
+    proposal_id = conn.execute(portal_admin_proposals.insert().values(
+        org_code=org.code, user_id=user_id, name=name, job_title=job_title, status="pending",
+        proposed_by=actor.officer_id, proposed_at=now)).inserted_primary_key[0]
+    proposal = _proposal(conn, proposal_id)
+    trail.append(conn, _entry("portal.admin.propose", actor, org.code, f"proposal {proposal.id}: {proposal.summary()}"))
+    return proposal
+
+
+def _require(actor: Officer) -> None:
+    if not actor.holds(*ROLES):
+        raise PortalError(f"appointing a user administrator needs the role {' or '.join(ROLES)}")
+
+
+def _pending_for_decision(conn: Connection, actor: Officer, proposal_id: int) -> Proposal:
+    _require(actor)
+    proposal = _proposal(conn, proposal_id, lock=True)
+    if proposal is None:
+        raise PortalError(f"no portal-admin proposal {proposal_id}")
+    if proposal.status != "pending":
+        raise PortalError(f"proposal {proposal.id} ({proposal.summary()}) is {proposal.status} already")
+    if proposal.proposed_by == actor.officer_id:
+        raise PortalError(f"proposal {proposal.id} ({proposal.summary()}) was made by {actor.officer_id}: "
+                          f"a second officer decides it")
+    return proposal
+
+
+def approve(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int, now: dt.datetime,
+            rules) -> tuple[Proposal, str]:
+    """(the proposal, the new administrator's invitation code)."""
+    proposal = _pending_for_decision(conn, actor, proposal_id)
+    _accredited(conn, proposal.org_code, now.date())
+    conn.execute(update(portal_admin_proposals).where(portal_admin_proposals.c.id == proposal.id).values(
+        status="approved", decided_by=actor.officer_id, decided_at=now))
+    _, code = accounts.create(conn, trail, proposal.org_code, proposal.user_id, accounts.Details(
+        proposal.name, None, proposal.job_title, None, None, None, None), user_admin=True,
+        created_by=f"officers {proposal.proposed_by}+{actor.officer_id}", rules=rules, now=now)
+    trail.append(conn, _entry("portal.admin.approve", actor, proposal.org_code,
+                              f"approved proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}; "
+                              f"account made, invitation issued"))
+    return _proposal(conn, proposal.id), code
+
+
+def decline(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int, reason: str,
+            now: dt.datetime) -> Proposal:
+    reason = (reason or "").strip()
+    if not reason:
+        raise PortalError("a reason is required")
+    proposal = _pending_for_decision(conn, actor, proposal_id)
+    conn.execute(update(portal_admin_proposals).where(portal_admin_proposals.c.id == proposal.id).values(
+        status="declined", decided_by=actor.officer_id, decided_at=now, reason=reason))
+    trail.append(conn, _entry("portal.admin.decline", actor, proposal.org_code,
+                              f"declined proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}: "
+                              f"{reason}"))
+    return _proposal(conn, proposal.id)
+
+
+def run(engine: Engine, trail: audit.AuditTrail, operation: str, actor: Officer, fn, *args, org_code=None, **kwargs):
+    """``fn(conn, trail, actor, *args)`` in one transaction; a refusal changes nothing and is audited
+    (``operation``, outcome refused) in a transaction of its own, then raised."""
+    try:
+        with engine.begin() as conn:
+            return fn(conn, trail, actor, *args, **kwargs)
+    except PortalError as exc:
+        with engine.begin() as conn:
+            trail.append(conn, _entry(operation, actor, org_code, f"refused: {exc}", "refused"))
+        raise

@@ -1,0 +1,123 @@
+"""One `contactgate portal` per backend and module, as a user starts it, on the session's running
+gateway (tests/conftest.py: its home, database and organisations), with a roles file of its own;
+and what a test needs to act as a practitioner over HTTPS (enrol, sign in with a fresh TOTP code)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pyotp
+import pytest
+import requests
+
+from gateway.files import write_private
+from tests.gateway.console.conftest import running_console
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+INVITATION = re.compile(r"invitation code:?\s*(?:<[^>]+>)?\s*([A-Za-z0-9_-]{16,})", re.I)
+
+# What each practitioner role of these tests may see (gateway.index.disclosure): a health visitor
+# sees the address, settings and who the practitioners are, but not their phone or email.
+ROLES = {"roles": {"health visitor": ["address", "carers", "settings", "practitioners", "lead_professional"],
+                   "social worker": ["identifiers", "address", "carers", "carer_contact", "settings",
+                                     "practitioners", "practitioner_contact", "lead_professional"]}}
+
+
+@dataclasses.dataclass
+class Account:
+    org: str
+    user: str
+    password: str = "correct horse battery staple"
+    secret: str | None = None
+    last_step: int = -1
+
+    def code(self) -> str:
+        """A code this account has not used (each is good once): waits for the next step if needed."""
+        step = max(int(time.time()) // 30, self.last_step + 1)
+        while step > int(time.time()) // 30 + 1:
+            time.sleep(0.5)
+        self.last_step = step
+        return pyotp.TOTP(self.secret).at(step * 30)
+
+
+@dataclasses.dataclass
+class RunningPortal:
+    gateway: object
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    @property
+    def ca(self) -> str:
+        return str(self.gateway.home / "ca" / "ca.pem")
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = self.ca
+        return s
+
+    def form(self, session: requests.Session, path: str) -> str:
+        page = session.get(f"{self.url}{path}", timeout=15)
+        assert page.status_code == 200, page.text
+        return CSRF.search(page.text).group(1)
+
+    def post(self, session: requests.Session, path: str, data: dict, *, token: str | None = None,
+             csrf_from: str | None = None) -> requests.Response:
+        data = dict(data)
+        if token is None and csrf_from is not None:
+            token = self.form(session, csrf_from)
+        if token is not None:
+            data["csrf_token"] = token
+        return session.post(f"{self.url}{path}", data=data, headers={"Referer": f"{self.url}/"}, timeout=15)
+
+    def sign_in(self, account: Account, *, expect_ok: bool = True, code: str | None = None,
+                session: requests.Session | None = None) -> tuple[requests.Session, requests.Response]:
+        """Sign in with a fresh code (or ``code``: one that does not count as used, e.g. a guesser's)."""
+        s = session or self.session()
+        answer = self.post(s, "/login", {"org": account.org, "user": account.user, "password": account.password,
+                                         "code": code or account.code()}, csrf_from="/login")
+        if expect_ok:
+            assert answer.status_code == 200 and "Sign out" in answer.text, answer.text
+        return s, answer
+
+
+def enrol_in_process(gateway, account: Account, invitation: str) -> Account:
+    """Enrol through gateway.portal.accounts in this process: the same code as the portal's enrolment
+    page, but the password hashed at the tests' argon2id cost (tests/conftest.py), so that every
+    later sign-in at the portal verifies it cheaply (a hash carries its cost). The page itself is
+    tested once, in the browser, at the product's cost."""
+    from gateway import audit
+    from gateway.config import Settings
+    from gateway.portal import accounts
+
+    trail = audit.AuditTrail.of_home(Settings.from_env({}, home=str(gateway.home),
+                                                       database_url=gateway.database_url).layout)
+    with gateway.engine.connect() as conn:
+        _, account.secret = accounts.enrolment_secret(conn, account.org, account.user, invitation)
+    accounts.enrol(gateway.engine, trail, account.org, account.user, invitation, account.password, account.code())
+    return account
+
+
+def appoint_admin(gateway, org: str, user: str, name: str = "User Admin") -> str:
+    """Officers appoint ``org``'s user administrator (officer-a proposes, officer-b approves); the
+    invitation code the approval prints."""
+    proposed = gateway.cli("portal-admin", "propose", org, user, "--name", name, "--job-title", "IT manager",
+                           officer="officer-a")
+    proposal = re.search(r"proposal (\d+)", proposed.output).group(1)
+    approved = gateway.cli("portal-admin", "approve", proposal, officer="officer-b")
+    return INVITATION.search(approved.output).group(1)
+
+
+@pytest.fixture(scope="module")
+def portal(gateway, tmp_path_factory):
+    roles = tmp_path_factory.mktemp("portal") / "roles.json"
+    write_private(roles, json.dumps(ROLES).encode())
+    env = {"CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000"}
+    with running_console(gateway, env, command="portal") as running:
+        yield RunningPortal(gateway, running.process, running.url, running.log)

@@ -1,0 +1,355 @@
+"""The practitioners' portal end to end (issue 26, first slice), on each backend, against one
+`contactgate portal` per module (conftest.py):
+
+- in a real browser (the distribution's Chromium driven by Playwright): a user administrator
+  appointed by two officers enrols, signs in and adds a practitioner; the practitioner enrols with
+  the invitation code, signs in, searches with a typo in the family name, states a reason, sees the
+  contacts limited by their role and a shielded child's location withheld; nothing about a child is
+  in any URL; an account whose clearance has lapsed is refused, saying why;
+- over HTTPS with requests: the cookie's flags, CSRF, role per route, an administrator of one
+  organisation against another's accounts, the per-source lock that leaves the real user in;
+- the audit: every search and view is an entry shaped like a SOAP read (ORG:user, role, reason,
+  children, fields), found by `audit report --user` and `--child`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from tests.gateway.portal.conftest import INVITATION, Account, appoint_admin, enrol_in_process
+from tests.support import child_update, unique, unique_name
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+TODAY = dt.date.today()
+
+
+@pytest.fixture(scope="module")
+def children(gateway, clients):
+    """Two children LA holds: one plain, one shielded (by SHIELDER); (child id, update) each."""
+    la, shielder = clients("la"), clients("shielder")
+    made = []
+    for prefix in ("Portalplain", "Portalshield"):
+        update = child_update(unique("portal-"), unique_name(prefix), unique_name("Kid"), "2016-03-14")
+        [result] = la.submit_updates([update])
+        made.append((result["ChildId"], update))
+    shielder.set_shielding(made[1][0], True, user_id="sh.officer", role="social worker",
+                           reason_code="risk_of_harm", reason_text="refuge: location withheld")
+    return made
+
+
+@pytest.fixture(scope="module")
+def la_admin(portal, gateway):
+    """LA's user administrator, appointed by two officers and enrolled."""
+    account = Account("LA", unique("la.admin.").lower())
+    return enrol_in_process(gateway, account, appoint_admin(gateway, "LA", account.user))
+
+
+def _add_practitioner(portal, admin_session, user: str, *, role="health visitor", clearance=TODAY,
+                      training=TODAY, end="") -> str:
+    """An administrator's form adding a practitioner; the invitation code it shows."""
+    answer = portal.post(admin_session, "/admin/practitioners/new", {
+        "user": user, "name": f"Practitioner {user}", "role": role, "job_title": "Health visitor",
+        "clearance_number": "001234567890", "clearance_date": clearance.isoformat(),
+        "training_date": training.isoformat(), "end_date": end}, csrf_from="/admin/practitioners/new")
+    assert answer.status_code == 200, answer.text
+    return INVITATION.search(answer.text).group(1)
+
+
+@pytest.fixture(scope="module")
+def admin_session(portal, la_admin):
+    return portal.sign_in(la_admin)[0]
+
+
+@pytest.fixture(scope="module")
+def visitor(portal, gateway, admin_session):
+    """An enrolled LA health visitor, signed in: (their session, the answer to their sign-in)."""
+    account = Account("LA", unique("hv.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user))
+    return portal.sign_in(account)
+
+
+# ---- in the browser ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chromium():
+    if CHROMIUM is None:
+        if os.environ.get("CONTACTGATE_REQUIRE_BROWSER"):
+            raise RuntimeError("the browser tests need the distribution's chromium (`make browser`)")
+        pytest.skip("no chromium on this machine: `make browser` installs it")
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where the browser test saves its screenshots (CONTACTGATE_SCREENSHOTS=DIR keeps them: docs/portal/)."""
+    directory = Path(os.environ.get("CONTACTGATE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _typo(name: str) -> str:
+    """The family name with two letters swapped (what a hurried practitioner types)."""
+    return name[0] + name[2] + name[1] + name[3:]
+
+
+
+def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_contacts_limited_by_role(
+        portal, gateway, admin_session, children, chromium, shots):
+    (plain_id, plain), (shielded_id, shielded) = children
+    urls = []
+
+    # The administrator signed in over HTTPS (admin_session); their session cookie goes to the browser.
+    admin = chromium.new_context(ignore_https_errors=True)
+    admin.add_cookies([{"name": c.name, "value": c.value, "url": portal.url, "secure": True, "httpOnly": True,
+                        "sameSite": "Strict"} for c in admin_session.cookies])
+    page = admin.new_page()
+    page.on("request", lambda r: urls.append(r.url))
+    page.goto(f"{portal.url}/")
+    page.get_by_role("link", name="Add a practitioner").click()
+    user = unique("hv.web.").lower()
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Name").fill("Hana Visitor")
+    page.get_by_label("Role").select_option("health visitor")
+    page.get_by_label("Job title").fill("Health visitor")
+    page.get_by_label("Clearance certificate number").fill("001234567890")
+    page.get_by_label("Clearance date").fill(TODAY.isoformat())
+    page.get_by_label("Training completed").fill(TODAY.isoformat())
+    page.get_by_role("button", name="Add").click()
+    invitation = page.locator("#invitation-code").inner_text().strip()
+    admin.close()
+
+    practitioner = Account("LA", user)
+    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.on("request", lambda r: urls.append(r.url))
+    page.goto(f"{portal.url}/enrol")
+    page.get_by_label("Organisation").fill("LA")
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Invitation code").fill(invitation)
+    page.get_by_role("button", name="Continue").click()
+    practitioner.secret = page.locator("#totp-secret").inner_text().strip()
+    page.get_by_label("New password", exact=True).fill(practitioner.password)
+    page.get_by_label("Repeat the new password").fill(practitioner.password)
+    page.get_by_label("Code from your authenticator app").fill(practitioner.code())
+    page.get_by_role("button", name="Enrol").click()
+    assert "enrolled" in page.locator("main").inner_text().lower()
+
+    page.get_by_label("Organisation").fill("LA")
+    page.get_by_label("User id").fill(user)
+    page.get_by_label("Password").fill(practitioner.password)
+    page.get_by_label("Code from your authenticator app").fill(practitioner.code())
+    page.get_by_role("button", name="Sign in").click()
+
+    seq = gateway.audit_seq()
+    family = plain["Identity"]["FamilyName"]
+    page.get_by_label("Family name").fill(_typo(family))
+    page.get_by_label("Given name").fill(plain["Identity"]["GivenName"][0])
+    page.get_by_label("Date of birth").fill("2016-03-14")
+    page.get_by_label("Reason").select_option("safeguarding")
+    page.get_by_label("Why you need it").fill("health visit follow-up")
+    page.get_by_role("button", name="Search").click()
+    results = page.locator("main")
+    assert family in results.inner_text()
+    page.screenshot(path=str(shots / "results.png"), full_page=True)
+    page.get_by_role("button", name=f"Open {family}").first.click()
+    page.get_by_label("Reason").select_option("safeguarding")
+    page.get_by_label("Why you need it").fill("contact the school nurse")
+    page.get_by_role("button", name="Show contacts").click()
+    shown = page.locator("main").inner_text()
+    assert "Children's social care" in shown and "Sam Worker" in shown  # who is involved, by role
+    assert "0113 496 0002" not in shown and "sam.worker@la.example" not in shown  # not their contact details
+    assert plain["Address"]["Postcode"] in shown
+
+    page.goto(f"{portal.url}/")
+    sfamily = shielded["Identity"]["FamilyName"]
+    page.get_by_label("Family name").fill(sfamily)
+    page.get_by_label("Date of birth").fill("2016-03-14")
+    page.get_by_label("Reason").select_option("safeguarding")
+    page.get_by_label("Why you need it").fill("health visit follow-up")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Open {sfamily}").first.click()
+    page.get_by_label("Reason").select_option("safeguarding")
+    page.get_by_label("Why you need it").fill("check before a home visit")
+    page.get_by_role("button", name="Show contacts").click()
+    shown = page.locator("main").inner_text()
+    assert "withheld" in shown.lower() and shielded["Address"]["Postcode"] not in shown
+    page.screenshot(path=str(shots / "contacts-shielded.png"), full_page=True)
+    assert "Hillside Primary" not in shown
+    context.close()
+
+    assert not [u for u in urls if plain_id in u or shielded_id in u or family in u or sfamily in u]
+    entries = [e for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == user and e["operation"] in ("FindChild", "GetContacts")]
+    assert [e["operation"] for e in entries] == ["FindChild", "GetContacts", "FindChild", "GetContacts"]
+    found, read, _, shielded_read = entries
+    assert found["org_code"] == "LA" and found["role"] == "health visitor" and found["reason_code"] == "safeguarding"
+    assert "channel=web" in found["detail"] and plain_id in found["child_ids"]
+    assert read["child_ids"] == plain_id and read["reason_text"] == "contact the school nurse"
+    assert "channel=web" in read["detail"] and "fields=address,carers,settings,practitioners,lead_professional" in read["detail"]
+    assert "shielded=yes location=withheld" in shielded_read["detail"]
+    assert shielded_read["source_address"] == "127.0.0.1" and shielded_read["cert_fingerprint"] is None
+
+    by_user = gateway.cli("audit", "report", "--user", f"LA:{user}", officer="auditor-1").output
+    assert by_user.count("GetContacts") == 2 and "contact the school nurse" in by_user
+    by_child = gateway.cli("audit", "report", "--child", plain_id, officer="auditor-1").output
+    assert f"LA:{user}" in by_child
+
+
+
+def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, gateway, admin_session, chromium):
+    long_ago = TODAY - dt.timedelta(days=3 * 365 + 10)
+    lapsed = Account("LA", unique("hv.lapsed.").lower())
+    enrol_in_process(gateway, lapsed, _add_practitioner(portal, admin_session, lapsed.user, clearance=long_ago))
+    context = chromium.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(f"{portal.url}/login")
+    page.get_by_label("Organisation").fill("LA")
+    page.get_by_label("User id").fill(lapsed.user)
+    page.get_by_label("Password").fill(lapsed.password)
+    page.get_by_label("Code from your authenticator app").fill(lapsed.code())
+    page.get_by_role("button", name="Sign in").click()
+    said = page.locator("main").inner_text()
+    assert "clearance" in said.lower() and "re-check" in said.lower()
+    context.close()
+
+    untrained = Account("LA", unique("hv.untrained.").lower())
+    enrol_in_process(gateway, untrained, _add_practitioner(portal, admin_session, untrained.user,
+                                                           training=TODAY - dt.timedelta(days=400)))
+    _, answer = portal.sign_in(untrained, expect_ok=False)
+    assert answer.status_code == 403 and "training" in answer.text.lower()
+
+    ended = Account("LA", unique("hv.ended.").lower())
+    enrol_in_process(gateway, ended, _add_practitioner(portal, admin_session, ended.user,
+                                                       end=(TODAY - dt.timedelta(days=1)).isoformat()))
+    _, answer = portal.sign_in(ended, expect_ok=False)
+    assert answer.status_code == 403 and "ended" in answer.text.lower()
+
+
+# ---- web security --------------------------------------------------------------------------------
+
+
+def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_token(portal, visitor):
+    session, answer = visitor
+    cookie = next(r for r in [*answer.history, answer] if "Set-Cookie" in r.headers).headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "script-src" not in answer.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    forged = portal.post(session, "/search", {"family_name": "Smith", "date_of_birth": "2016-03-14",
+                                              "reason_code": "safeguarding", "reason_text": "x"})
+    assert forged.status_code == 400
+
+
+
+def test_each_route_is_for_its_role_and_an_administrator_only_for_their_own_organisation(
+        portal, gateway, admin_session, visitor):
+    hv_session, _ = visitor
+    assert hv_session.get(f"{portal.url}/admin/practitioners", timeout=15).status_code == 403
+    # The administrator administers; they hold no practitioner role, so they do not search.
+    token = portal.form(admin_session, "/admin/practitioners")
+    assert portal.post(admin_session, "/search", {"family_name": "Smith", "date_of_birth": "2016-03-14",
+                                                  "reason_code": "safeguarding", "reason_text": "x"},
+                       token=token).status_code == 403
+
+    # HEALTH's account, with an id LA does not use: LA's administrator can neither see nor change it.
+    other = unique("health.admin.").lower()
+    appoint_admin(gateway, "HEALTH", other)
+    assert admin_session.get(f"{portal.url}/admin/practitioners/{other}", timeout=15).status_code == 404
+    refused = portal.post(admin_session, f"/admin/practitioners/{other}/disable", {"reason": "takeover"},
+                          token=token)
+    assert refused.status_code == 404
+    from sqlalchemy import select
+
+    from gateway.db import portal_practitioners as table
+    with gateway.engine.connect() as conn:
+        row = conn.execute(select(table.c.disabled_at).where(table.c.org_code == "HEALTH",
+                                                             table.c.user_id == other)).one()
+    assert row.disabled_at is None
+
+
+
+def test_wrong_passwords_lock_out_their_source_not_the_practitioner(portal, gateway, admin_session):
+    """Five wrong passwords from one address (CONTACTGATE_LOCKOUT_FAILURES' default) lock that
+    address out of the account, and no count locks the account as a whole: the practitioner, at
+    another address, still signs in (the officers' console's global back-off has no equivalent
+    here, so strangers cannot lock a practitioner out)."""
+    from tests.gateway.console.flood import FromAddress
+
+    account = Account("LA", unique("hv.lock.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user))
+    guesser = Account("LA", account.user, password="not the password at all")
+    for _ in range(5):
+        _, refused = portal.sign_in(guesser, expect_ok=False, code="000000")
+        assert refused.status_code == 401
+    # From the guesser's address even the right password and code are refused now (not counted).
+    _, locked = portal.sign_in(account, expect_ok=False, code=pyotp.TOTP(account.secret).now())
+    assert locked.status_code == 401
+
+    session = portal.session()
+    session.mount("https://", FromAddress("127.0.0.2"))  # another machine
+    token = portal.form(session, "/login")
+    ok = portal.post(session, "/login", {"org": "LA", "user": account.user, "password": account.password,
+                                         "code": account.code()}, token=token)
+    assert ok.status_code == 200 and "Sign out" in ok.text
+
+
+def test_an_administrator_renews_disables_and_resets_their_practitioners_account(portal, gateway, admin_session):
+    """A lapsed training date recorded anew lets the practitioner in; disabling ends their open
+    session at its next page; a reset makes a new invitation (and authenticator key) to enrol again."""
+    account = Account("LA", unique("hv.admin.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user,
+                                                         training=TODAY - dt.timedelta(days=400)))
+    page = f"/admin/practitioners/{account.user}"
+    renewed = portal.post(admin_session, page, {
+        "name": "Renewed Visitor", "role": "health visitor", "job_title": "Health visitor",
+        "clearance_number": "001234567890", "clearance_date": TODAY.isoformat(),
+        "training_date": TODAY.isoformat(), "end_date": ""}, csrf_from=page)
+    assert renewed.status_code == 200 and f"Changed LA:{account.user}" in renewed.text
+    session, _ = portal.sign_in(account)
+
+    token = portal.form(admin_session, page)
+    disabled = portal.post(admin_session, f"{page}/disable", {"reason": "left the service"}, token=token)
+    assert "Disabled" in disabled.text
+    ended = session.get(f"{portal.url}/", timeout=15)
+    assert ended.url.endswith("/login") and "disabled" in ended.text
+
+    reset = portal.post(admin_session, f"{page}/reset", {}, token=token)
+    invitation = INVITATION.search(reset.text).group(1)
+    account.last_step = -1  # a new authenticator key
+    enrol_in_process(gateway, account, invitation)
+    portal.sign_in(account)
+    operations = [e["operation"] for e in gateway.audit_entries_after(0)
+                  if e["org_code"] == "LA" and account.user in (e["detail"] or "") and e["outcome"] == "done"]
+    assert operations == ["portal.practitioner.add", "portal.practitioner.change", "portal.practitioner.disable",
+                          "portal.practitioner.reset"]
+
+
+def test_nothing_is_served_while_a_restore_awaits_acknowledgement(portal, gateway, visitor):
+    """As `serve`: while a restore is being put in place (its marker in the home) or awaits two
+    officers' acknowledgement, a signed-in practitioner's pages answer 503 and read nothing."""
+    import time
+
+    from gateway.config import Settings
+
+    session, _ = visitor
+    marker = Settings.from_env({}, home=str(gateway.home), database_url=gateway.database_url).layout.restore_marker
+    marker.write_text("{}")
+    try:
+        time.sleep(1.1)  # the portal looks at most once a second
+        refused = session.get(f"{portal.url}/", timeout=15)
+        assert refused.status_code == 503 and "restore" in refused.text
+    finally:
+        marker.unlink()
+    time.sleep(1.1)
+    assert session.get(f"{portal.url}/", timeout=15).status_code == 200
