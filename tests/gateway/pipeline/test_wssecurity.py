@@ -28,7 +28,6 @@ def _wss4j_find_child(gateway, client: GatewayClient, signer: str, **options) ->
                         (directory / "key.pem").read_bytes(), (directory / "cert.pem").read_bytes(), **options)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: only a BinarySecurityToken or an embedded certificate is accepted")
 @pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
 def test_wss4j_key_reference_to_the_organisations_own_certificate_is_accepted(gateway, clients, key_identifier):
     la = clients("la")
@@ -46,7 +45,6 @@ def _serial_replaced(data: bytes) -> bytes:
     return etree.tostring(envelope)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: references by issuer-serial are not resolved")
 @pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
 def test_wss4j_key_reference_to_another_organisations_certificate_is_refused_naming_the_accepted_references(
         gateway, clients, key_identifier):
@@ -65,7 +63,6 @@ def test_wss4j_key_reference_to_another_organisations_certificate_is_refused_nam
     assert unknown_message == message
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: references by issuer-serial are not resolved")
 def test_wss4j_reference_to_the_organisations_revoked_certificate_is_refused_as_revoked(gateway, clients):
     la = clients("la")
     data = _wss4j_find_child(gateway, la, "la_revoked", key_identifier="IssuerSerial")
@@ -73,7 +70,6 @@ def test_wss4j_reference_to_the_organisations_revoked_certificate_is_refused_as_
     assert message == "The signing certificate has been revoked."
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: the fault names only the first mismatch")
 def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clients):
     """WSS4J 1.6 as the distributions ship it: RSA-SHA1, SHA-1 digests, only the Body signed and no
     Timestamp. One round trip tells the integrator all three settings."""
@@ -105,7 +101,6 @@ def _encrypted_body(unsigned: bytes, recipient_cert_pem: bytes) -> bytes:
     return etree.tostring(envelope)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: an encrypted Body is refused as not well-formed SOAP")
 def test_encrypted_body_is_refused_saying_xml_encryption_is_not_used(gateway, clients):
     la = clients("la")
     unsigned = without_security(la.build_request("FindChild", **find_kwargs()))
@@ -115,7 +110,6 @@ def test_encrypted_body_is_refused_saying_xml_encryption_is_not_used(gateway, cl
     assert fault_message(fault) == ENCRYPTION_REFUSED
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: an encrypted Body is refused as not well-formed SOAP")
 def test_encrypted_key_in_the_security_header_alone_is_refused_saying_xml_encryption_is_not_used(gateway, clients):
     """A signed, readable request that also carries an xenc:EncryptedKey in wsse:Security."""
     la = clients("la")
