@@ -44,8 +44,18 @@ def console(ctx: Context, bind: str, workers: int) -> None:
                    "keep it on loopback or a monitoring network (e.g. 127.0.0.1:9464). HOST:0 takes a free "
                    "port. The start-up log says where, or that there is no metrics port (none, the default: "
                    "two gateways on one host do not contend for one).")
+@click.option("--metadata-bind", envvar="CONTACTGATE_METADATA_BIND", show_envvar=True, default="none",
+              show_default=True,
+              help="HOST:PORT where the WSDL (with its WS-SecurityPolicy) and the XSD are served over HTTPS without a "
+                   "client certificate, for tools that cannot present one (wsimport, python -m zeep, svcutil): "
+                   "/soap/v1?wsdl and /soap/contactgate.xsd, nothing else. none (the default): not served; "
+                   "`contactgate wsdl --out DIR` writes the same files.")
+@click.option("--service-url", envvar="CONTACTGATE_SERVICE_URL", show_envvar=True, default=None,
+              help="The service's address (https://HOST:PORT) written in the WSDL the metadata listener serves "
+                   "[default: the host the tool asked for, with the --bind port].")
 @pass_ctx
-def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str) -> None:
+def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str,
+          metadata_bind: str, service_url: str | None) -> None:
     """Run the gateway with mutual TLS (or behind nginx, which does the clients' and presents its
     own proxy certificate: --behind-proxy).
 
@@ -62,6 +72,15 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
             fail(f"--metrics-bind must be HOST:PORT (e.g. 127.0.0.1:9464; port 0: a free one) or none, "
                  f"not {metrics_bind!r}")
         metrics_at = (host.strip("[]"), int(port))
+    metadata_at = None
+    if metadata_bind.lower() != "none":
+        host, _, port = metadata_bind.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or metadata_bind == bind:
+            fail(f"--metadata-bind must be HOST:PORT (e.g. 0.0.0.0:8080), another than --bind, or none, "
+                 f"not {metadata_bind!r}")
+        metadata_at = metadata_bind
+    if service_url is not None and not service_url.startswith("https://"):
+        fail(f"--service-url must be the service's https:// address, not {service_url!r}")
     ctx.preflight_serving()
     ctx.warn_if_redis_unreachable()
     from gateway.cli.linkage import check_in_use
@@ -70,6 +89,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     from gateway.metrics import MetricsPortUnavailable
 
     try:
-        run_server(ctx.settings, bind, workers, threads, behind_proxy=behind_proxy, metrics_bind=metrics_at)
+        run_server(ctx.settings, bind, workers, threads, behind_proxy=behind_proxy, metrics_bind=metrics_at,
+                   metadata_bind=metadata_at, service_url=service_url)
     except MetricsPortUnavailable as exc:
         raise CannotRun(str(exc)) from None

@@ -14,7 +14,6 @@ import contactgate_schemas as schemas
 SOAP_BINDING_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 29: there is no wsdl command")
 def test_wsdl_command_writes_the_wsdl_and_the_xsd_beside_it_for_an_offline_tool(tmp_path):
     from connectors.cli import main
 
