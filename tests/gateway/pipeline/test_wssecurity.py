@@ -6,12 +6,21 @@ every profile mistake of a message is named in one fault; XML Encryption is refu
 
 from __future__ import annotations
 
+import datetime as dt
+
 import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from connectors.client import GatewayClient
+from contactgate_wire import wsse
 from contactgate_wire.soap import CG, DS, SOAP_ENV, WSSE, q
 from tests.gateway.pipeline.attacks import assert_post_refused, fault_message, find_kwargs, resign
+from gateway.db import certificates
+from gateway.trust import pki
 from tests.gateway.pipeline.wss4j_shaped import KEY_IDENTIFIERS, wss4j_signed, without_security
 
 import pytest
@@ -121,3 +130,48 @@ def test_encrypted_key_in_the_security_header_alone_is_refused_saying_xml_encryp
     data = etree.tostring(envelope)
     fault = assert_post_refused(gateway, la, "FindChild", data, "MalformedMessage", org_code="LA")
     assert fault_message(fault) == ENCRYPTION_REFUSED
+
+
+
+
+def _certificate(issuer: x509.Name, serial: int, subject: str, public_key) -> x509.Certificate:
+    """A certificate named ``subject``, by a CA named ``issuer`` (a key of its own each time: two CAs
+    named alike), with ``serial``."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer).public_key(public_key).serial_number(serial)
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+
+
+def test_an_issuer_serial_shared_across_cas_resolves_only_among_the_tls_clients_organisations_certificates(engine):
+    """Two CAs with the same name can issue the same serial number: LA and HEALTH each hold one such
+    certificate. The reference resolves to the certificate of the TLS client's organisation, never
+    the other's, and to nothing for an organisation holding neither (as for a reference to nothing)."""
+    from types import SimpleNamespace
+
+    from gateway.db import organisations
+    from gateway.pipeline.wssecurity import signing_certificate
+
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ContactGate Gateway CA")])
+    held = {code: _certificate(issuer, 0x1234567, code, ec.generate_private_key(ec.SECP256R1()).public_key())
+            for code in ("LA", "HEALTH")}
+    now = dt.datetime.now(dt.timezone.utc)
+    with engine.begin() as conn:
+        for code in ("LA", "HEALTH", "OTHER"):
+            conn.execute(organisations.insert().values(code=code, code_key=code, name=code, kind="other",
+                                                       status="accredited", scopes="query", created_at=now,
+                                                       updated_at=now))
+        for code, certificate in held.items():
+            conn.execute(certificates.insert().values(org_code=code, created_at=now, **pki.describe(certificate)))
+    reference = wsse.KeyReference("issuer-serial", issuer=issuer, serial=0x1234567)
+    with engine.connect() as conn:
+        def resolved(org_code: str):
+            return signing_certificate(reference, SimpleNamespace(org_code=org_code,
+                                                                  lookup_connection=lambda services: conn), None)
+
+        assert resolved("LA") == held["LA"]
+        assert resolved("HEALTH") == held["HEALTH"]
+        assert resolved("OTHER") is None
