@@ -278,7 +278,7 @@ ACCEPTED_KEY_REFERENCES = (
     "Accepted: a wsse:SecurityTokenReference holding a wsse:Reference URI=\"#id\" to an X.509 v3 "
     "wsse:BinarySecurityToken in wsse:Security, or ds:X509Data with the ds:X509Certificate, or ds:X509Data "
     "with ds:X509IssuerSerial, or a base64 wsse:KeyIdentifier of ValueType ...#X509SubjectKeyIdentifier or "
-    "...#ThumbprintSHA1 (WSS 1.1); or ds:X509Data with the ds:X509Certificate directly in ds:KeyInfo. A reference "
+    "...#ThumbprintSHA1 (WSS 1.1); or ds:X509Data (either way) directly in ds:KeyInfo. A reference "
     "that does not carry the certificate must name one registered to your organisation (the TLS client "
     "certificate's).")
 _KEY_INFO_SHAPE = ("ds:KeyInfo must hold one wsse:SecurityTokenReference or one ds:X509Data naming the signing "
@@ -353,15 +353,13 @@ def _key_reference(security: etree._Element, signature: etree._Element) -> KeyRe
         raise _refused(_KEY_INFO_SHAPE, f"KeyInfo holds {[c.tag for c in key_info_children]}")
     [holder] = key_info_children
     if holder.tag == q(DS, "X509Data"):
-        return _embedded(holder)
+        return _x509_data(holder)
     parts = _children(holder)
     if len(parts) != 1:
         raise _refused(_KEY_INFO_SHAPE, f"SecurityTokenReference holds {[c.tag for c in parts]}")
     [part] = parts
-    if part.tag == q(DS, "X509Data"):  # the certificate (zeep's Signature adds its issuer-serial), or a reference
-        if part.find(q(DS, "X509Certificate")) is None and part.find(q(DS, "X509IssuerSerial")) is not None:
-            return _issuer_serial(part)
-        return _embedded(part)
+    if part.tag == q(DS, "X509Data"):
+        return _x509_data(part)
     if part.tag == q(WSSE, "KeyIdentifier"):
         kind = _KEY_IDENTIFIER_KINDS.get(part.get("ValueType"))
         identifier = _strict_base64(part)
@@ -384,6 +382,14 @@ def _key_reference(security: etree._Element, signature: etree._Element) -> KeyRe
         raise _refused("wsse:BinarySecurityToken must be an X.509 v3 certificate in base64 "
                        "(ValueType X509v3, EncodingType Base64Binary).")
     return KeyReference("certificate", certificate=_certificate(token.text))
+
+
+def _x509_data(x509_data: etree._Element) -> KeyReference:
+    """ds:X509Data: the certificate (zeep's Signature adds its issuer-serial beside it), or only its
+    issuer-serial (a reference)."""
+    if x509_data.find(q(DS, "X509Certificate")) is None and x509_data.find(q(DS, "X509IssuerSerial")) is not None:
+        return _issuer_serial(x509_data)
+    return _embedded(x509_data)
 
 
 def _embedded(x509_data: etree._Element) -> KeyReference:

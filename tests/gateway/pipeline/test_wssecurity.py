@@ -21,7 +21,7 @@ from contactgate_wire.soap import CG, DS, SOAP_ENV, WSSE, q
 from tests.gateway.pipeline.attacks import assert_post_refused, fault_message, find_kwargs, resign
 from gateway.db import certificates
 from gateway.trust import pki
-from tests.gateway.pipeline.wss4j_shaped import KEY_IDENTIFIERS, wss4j_signed, without_security
+from tests.wire.wss4j_shaped import KEY_IDENTIFIERS, wss4j_signed, without_security
 
 import pytest
 
