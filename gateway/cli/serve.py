@@ -65,20 +65,10 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     if behind_proxy and not ctx.settings.trusted_proxies:
         fail("--behind-proxy needs CONTACTGATE_TRUSTED_PROXIES: the address(es) of the proxy whose "
               "Client-Cert header is believed (e.g. 127.0.0.1)")
-    metrics_at = None
-    if metrics_bind.lower() != "none":
-        host, _, port = metrics_bind.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            fail(f"--metrics-bind must be HOST:PORT (e.g. 127.0.0.1:9464; port 0: a free one) or none, "
-                 f"not {metrics_bind!r}")
-        metrics_at = (host.strip("[]"), int(port))
-    metadata_at = None
-    if metadata_bind.lower() != "none":
-        host, _, port = metadata_bind.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or metadata_bind == bind:
-            fail(f"--metadata-bind must be HOST:PORT (e.g. 0.0.0.0:8080), another than --bind, or none, "
-                 f"not {metadata_bind!r}")
-        metadata_at = metadata_bind
+    metrics_at = _address(metrics_bind, "--metrics-bind", "127.0.0.1:9464; port 0: a free one")
+    metadata_at = _address(metadata_bind, "--metadata-bind", "0.0.0.0:8080", lowest_port=1)
+    if metadata_at is not None and metadata_bind == bind:
+        fail("--metadata-bind must be another address than --bind")
     if service_url is not None and not service_url.startswith("https://"):
         fail(f"--service-url must be the service's https:// address, not {service_url!r}")
     ctx.preflight_serving()
@@ -90,6 +80,17 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
 
     try:
         run_server(ctx.settings, bind, workers, threads, behind_proxy=behind_proxy, metrics_bind=metrics_at,
-                   metadata_bind=metadata_at, service_url=service_url)
+                   metadata_bind=metadata_bind if metadata_at else None, service_url=service_url)
     except MetricsPortUnavailable as exc:
         raise CannotRun(str(exc)) from None
+
+
+def _address(value: str, option: str, example: str, *, lowest_port: int = 0) -> tuple[str, int] | None:
+    """``value`` of a HOST:PORT option as (host, port), or None for none; anything else stops the
+    command, naming ``option`` and an ``example``."""
+    if value.lower() == "none":
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        fail(f"{option} must be HOST:PORT (e.g. {example}) or none, not {value!r}")
+    return host.strip("[]"), int(port)
