@@ -72,3 +72,13 @@ def test_metadata_listener_serves_nothing_but_the_metadata(gateway, method, path
                               data=b"<x/>" if method == "POST" else None)
     assert answer.status_code in (404, 405)
     assert b"soap:Envelope" not in answer.content
+
+
+def test_metadata_listener_speaks_only_tls(gateway):
+    """Plain HTTP on the metadata port is never answered: its front does the TLS handshake first."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", gateway.metadata_port), timeout=10) as connection:
+        connection.sendall(b"GET /soap/v1?wsdl HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = connection.recv(4096)
+    assert b"definitions" not in answer and not answer.startswith(b"HTTP/1.1 200")
