@@ -16,6 +16,8 @@ import zeep
 from lxml import etree
 from zeep.transports import Transport
 
+from tests.interop.conftest import node_soap  # noqa: F401 -- the fixture (Node.js and node-soap, or a skip)
+
 import contactgate_schemas as schemas
 
 WSDL_NS = "http://schemas.xmlsoap.org/wsdl/"
@@ -82,3 +84,15 @@ def test_metadata_listener_speaks_only_tls(gateway):
         connection.sendall(b"GET /soap/v1?wsdl HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = connection.recv(4096)
     assert b"definitions" not in answer and not answer.startswith(b"HTTP/1.1 200")
+
+
+def test_node_soap_builds_its_client_from_the_metadata_listener_and_calls_the_service(gateway, node_soap):
+    """node-soap fetches the WSDL and its XSD with no client certificate, then calls the service the
+    WSDL names (mutual TLS, signed), as an integrator's first script would."""
+    from tests.interop.conftest import node_job
+
+    job = node_job(gateway, "la", [{"operation": "Ping", "args": {"Requester": {"UserId": "it", "Role": "onboarding"}}}])
+    job.update(wsdl=f"{gateway.metadata_url}/soap/v1?wsdl", wsdl_without_certificate=True)
+    [answer] = node_soap(job)
+    assert answer["ok"], answer
+    assert answer["result"]["Organisation"] == "LA"
