@@ -15,8 +15,9 @@ XML_ENCRYPTION_REFUSED = "XML Encryption is not used: the channel is already enc
 def refuse_xml_encryption(raw: bytes, envelope) -> None:
     """An xenc:EncryptedData or xenc:EncryptedKey anywhere (WCF encrypts the Body and the Signature
     even with ProtectionLevel.Sign) is refused by name, before anything else is said of the message's
-    shape. (Its namespace's name is looked for in the bytes first: most messages are not walked.)"""
-    if b"xmlenc" not in raw:
+    shape. (The elements' names are looked for in the bytes first -- a name cannot be escaped, and
+    every signed message holds the namespace, in its SHA-256 DigestMethod -- so most are not walked.)"""
+    if b"EncryptedData" not in raw and b"EncryptedKey" not in raw:
         return
     found = next(envelope.iter(q(XENC, "EncryptedData"), q(XENC, "EncryptedKey")), None)
     if found is not None:
