@@ -1,5 +1,6 @@
 """The connecting organisation's commands: `contactgate csr` and `unbundle` (its credentials,
-connectors.credentials) and `contactgate push`: a source extract to the gateway, with a declarative mapping (connectors.push).
+connectors.credentials), `contactgate push`: a source extract to the gateway, with a declarative mapping (connectors.push),
+and `contactgate wsdl`: the WSDL and XSD for tools that cannot fetch them with a client certificate.
 
 Exit codes: 0 every row sent (or unchanged), 1 some rows rejected (see the reject file), 2 usage or
 a mapping that cannot be used, 3 could not finish (the gateway unreachable or refusing; run again
@@ -156,6 +157,28 @@ def unbundle(bundle: Path, out_dir: Path, passphrase_stdin: bool, force: bool) -
     click.echo(f"wrote {', '.join(str(p) for p in written)}; put gateway-signing.pem beside them")
 
 
+@click.command("wsdl", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The directory the WSDL and the XSD are written to (made if missing).")
+@click.option("--url", default="https://localhost:8443", show_default=True,
+              help="The gateway's address, written as the service's soap:address in the WSDL.")
+def wsdl(out_dir: Path, url: str) -> None:
+    """Write the WSDL (with its WS-SecurityPolicy) and the XSD it imports (side by side: its relative
+    schemaLocation finds it), for tools that cannot present a client certificate to fetch them
+    (wsimport, python -m zeep, svcutil). They are the files this release speaks; a gateway serves the
+    same at /soap/v1?wsdl, and without a client certificate where it runs a metadata listener."""
+    import contactgate_schemas as schemas
+    from contactgate_wire.soap import SOAP_PATH
+
+    if not url.startswith(("https://", "http://")):
+        raise click.UsageError(f"--url must be the gateway's https:// address, not {url!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wsdl_path, xsd_path = out_dir / schemas.WSDL_NAME, out_dir / schemas.XSD_NAME
+    wsdl_path.write_bytes(schemas.wsdl_for(url.rstrip("/") + SOAP_PATH))
+    xsd_path.write_bytes(schemas.read(schemas.XSD_NAME))
+    click.echo(f"wrote {wsdl_path} and {xsd_path}")
+
+
 @click.group("contactgate", context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ContactGate for a connecting organisation (the contactgate-client distribution): make the
@@ -166,3 +189,4 @@ def main() -> None:
 main.add_command(push)
 main.add_command(csr)
 main.add_command(unbundle)
+main.add_command(wsdl)

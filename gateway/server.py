@@ -33,10 +33,11 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from gunicorn.workers.base import Worker
 
-from gateway import forwarded, logs, metrics
+from gateway import forwarded, logs, metadata, metrics
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.front import Front, FrontLimits, ReloadingContext, server_ssl_context
+from gateway.front import (Front, FrontLimits, ReloadingContext, server_ssl_context,
+                           server_ssl_context_without_client_certificates)
 from gateway.pipeline import refuse_handshake
 from gateway.trust import crl
 
@@ -61,6 +62,18 @@ class FrontSetup:
     uncapped_address: Callable[[str], bool] = _no_address  # addresses the per-address cap spares
     log_query_strings: bool = True
     proxy_hop: bool = False  # `serve --behind-proxy`: nginx connects with its proxy certificate (gateway.forwarded)
+    metadata: "MetadataSetup | None" = None  # `serve --metadata-bind`: a second listener, its own front
+
+
+@dataclass(frozen=True)
+class MetadataSetup:
+    """The metadata listener's front (gateway.metadata): its listener (the one gunicorn bound at
+    ``address``), its app, a TLS context asking for no client certificate, and its own limits."""
+
+    address: tuple
+    app: Callable
+    tls_context: ReloadingContext | ssl.SSLContext
+    limits: FrontLimits
 
 
 class FrontWorker(Worker):
@@ -133,12 +146,18 @@ class FrontWorker(Worker):
     async def _serve(self):
         setup = self.setup
         app_pool = ThreadPoolExecutor(max_workers=setup.threads, thread_name_prefix="contactgate-app")
+        access_log = self.log.access_log if self.cfg.accesslog else None
         front = Front(self.wsgi, self._limits(setup.limits), setup.tls_context, app_pool,
-                      audit_refused_handshake=setup.audit_refused_handshake,
-                      access_log=self.log.access_log if self.cfg.accesslog else None,
+                      audit_refused_handshake=setup.audit_refused_handshake, access_log=access_log,
                       log_query_strings=setup.log_query_strings,
                       uncapped_address=setup.uncapped_address, proxy_hop=setup.proxy_hop)
-        servers = [await asyncio.start_server(front.handle, sock=listener.sock, backlog=self.cfg.backlog)
+        fronts = {id(listener): front for listener in self.sockets}
+        if setup.metadata is not None:  # its listener (bound last) gets a front of its own
+            extra = setup.metadata
+            [*_, listener] = [s for s in self.sockets if getattr(s, "cfg_addr", None) == extra.address]
+            fronts[id(listener)] = Front(extra.app, self._limits(extra.limits), extra.tls_context, app_pool,
+                                         access_log=access_log)
+        servers = [await asyncio.start_server(fronts[id(listener)].handle, sock=listener.sock, backlog=self.cfg.backlog)
                    for listener in self.sockets]
         try:
             while self.alive:
@@ -152,7 +171,8 @@ class FrontWorker(Worker):
             for server in servers:
                 server.close()
             # within gunicorn's graceful_timeout, after which the master kills the worker
-            await front.drain(0.0 if self._quick_exit else max(self.cfg.graceful_timeout - 1, 0))
+            grace_s = 0.0 if self._quick_exit else max(self.cfg.graceful_timeout - 1, 0)
+            await asyncio.gather(*(each.drain(grace_s) for each in {id(f): f for f in fronts.values()}.values()))
             app_pool.shutdown(wait=not self._quick_exit, cancel_futures=True)
 
 
@@ -205,14 +225,23 @@ class FrontApplication(BaseApplication):
 
 class GatewayServer(FrontApplication):
     def __init__(self, settings: Settings, bind: str, workers: int, log_level: str = "info", *,
-                 behind_proxy: bool = False, metrics_server=None):
+                 behind_proxy: bool = False, metrics_server=None, metadata_bind: str | None = None,
+                 service_url: str | None = None):
         self.settings = settings
         self.behind_proxy = behind_proxy
+        self.metadata_bind = metadata_bind
+        self.service_port = int(bind.rpartition(":")[2])
+        self.service_url = service_url
         _renew_crl(settings)
         crl.write_client_bundle(settings)
         GatewayLogger.json_lines = settings.log_format == "json"
 
         def when_ready(arbiter):  # the master: serve the workers' metrics from a thread, and say where
+            if metadata_bind is not None:
+                host, port = arbiter.LISTENERS[-1].sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                arbiter.log.info("metadata without a client certificate on https://%s:%d/soap/v1?wsdl "
+                                 "(and /soap/contactgate.xsd)", shown, port)
             if metrics_server is None:
                 arbiter.log.info("no metrics port (serve --metrics-bind HOST:PORT, or CONTACTGATE_METRICS_BIND, "
                                  "serves /metrics, /readyz and /healthz)")
@@ -226,7 +255,7 @@ class GatewayServer(FrontApplication):
             "logger_class": GatewayLogger,
             "when_ready": when_ready,
             "child_exit": lambda arbiter, worker: metrics.worker_exited(worker.pid),
-            "bind": bind,
+            "bind": [bind] if metadata_bind is None else [bind, metadata_bind],  # the metadata listener last
             "workers": workers,
             "timeout": 60,
             "graceful_timeout": 10,
@@ -259,20 +288,40 @@ class GatewayServer(FrontApplication):
         tls = ReloadingContext(
             lambda: server_ssl_context(str(layout.server_cert), str(layout.server_key), crl.client_ca_sources(settings)),
             sources)
+        metadata_setup = None if self.metadata_bind is None else self._metadata_setup()
         if self.behind_proxy:
             return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake,
                               uncapped_address=lambda ip: forwarded.is_trusted(ip, settings.trusted_proxies),
-                              proxy_hop=True)
-        return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake)
+                              proxy_hop=True, metadata=metadata_setup)
+        return FrontSetup(FrontLimits.from_settings(settings), settings.threads, tls, audit_refused_handshake,
+                          metadata=metadata_setup)
+
+    def _metadata_setup(self) -> MetadataSetup:
+        """The metadata listener: the server certificate (followed when it is renewed), no client
+        certificate asked for, the service's deadlines and caps (counted apart), bodies of a few bytes."""
+        from gunicorn.util import parse_address
+
+        layout = self.settings.layout
+        tls = ReloadingContext(
+            lambda: server_ssl_context_without_client_certificates(str(layout.server_cert), str(layout.server_key)),
+            [layout.server_cert, layout.server_key])
+        limits = replace(FrontLimits.from_settings(self.settings), max_body_bytes=metadata.MAX_REQUEST_BYTES,
+                         body_budget_bytes=metadata.MAX_REQUEST_BYTES)
+        return MetadataSetup(parse_address(self.metadata_bind), metadata.application(self.service_port, self.service_url),
+                             tls, limits)
 
 
 def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, threads: int | None = None, *,
-          behind_proxy: bool = False, metrics_bind: tuple[str, int] | None = None) -> None:
+          behind_proxy: bool = False, metrics_bind: tuple[str, int] | None = None,
+          metadata_bind: str | None = None, service_url: str | None = None) -> None:
     """``behind_proxy``: for nginx in front doing the clients' mutual TLS and forwarding the client
     certificate (Client-Cert, RFC 9440) over mutual TLS with its registered proxy certificate, from
     a trusted address (gateway.forwarded).
     ``metrics_bind``: where /metrics, /readyz and /healthz are served (gateway.metrics; port 0: a
-    free one, logged), or None (no metrics port)."""
+    free one, logged), or None (no metrics port).
+    ``metadata_bind``: HOST:PORT of the metadata listener (gateway.metadata: the WSDL and XSD without a
+    client certificate), or None (none, the default); ``service_url``: the service's address written
+    in the WSDL it serves (default: the host asked for, with ``bind``'s port)."""
     settings = replace(settings, workers=workers)  # each worker's share of the rate limits without Redis
     if threads is not None:
         settings = replace(settings, threads=threads)
@@ -280,7 +329,8 @@ def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, th
     master = os.getpid()
     try:
         metrics_server = metrics.bind(settings, *metrics_bind) if metrics_bind else None
-        GatewayServer(settings, bind, workers, behind_proxy=behind_proxy, metrics_server=metrics_server).run()
+        GatewayServer(settings, bind, workers, behind_proxy=behind_proxy, metrics_server=metrics_server,
+                      metadata_bind=metadata_bind, service_url=service_url).run()
     finally:
         # A worker is forked inside run() and leaves by SystemExit, through here: only the master's
         # end is the end of serving. (Removed by a worker, the directory was gone for every worker

@@ -88,6 +88,7 @@ class LocalGateway:
     start_new_session: bool = False  # the server in its own session: a terminal's Ctrl-C does not reach it
     port: int = 0
     metrics_port: int = 0
+    metadata_port: int = 0
     process: subprocess.Popen | None = None
     certs: dict[str, Path] = field(default_factory=dict)
 
@@ -242,6 +243,10 @@ class LocalGateway:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def metadata_url(self) -> str:
+        return f"https://127.0.0.1:{self.metadata_port}"
+
     def start(self, workers: int = 2, timeout_s: float = 30, attempts: int = 3) -> None:
         """Serve on free loopback ports. A port can be taken between `free_port` choosing it and the
         server binding it (another process on this machine choosing at the same moment): then the
@@ -256,12 +261,14 @@ class LocalGateway:
     def _start(self, workers: int, timeout_s: float) -> None:
         self.port = free_port()
         self.metrics_port = free_port()  # /metrics, /readyz (gateway.metrics)
+        self.metadata_port = free_port()  # the WSDL and XSD without a client certificate (gateway.metadata)
         log_path = self.home / "server.log"
         write_private(log_path, b"")  # 0600: `serve` refuses a home holding files others can read
         log = open(log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--metrics-bind", f"127.0.0.1:{self.metrics_port}"],
+             "--workers", str(workers), "--metrics-bind", f"127.0.0.1:{self.metrics_port}",
+             "--metadata-bind", f"127.0.0.1:{self.metadata_port}"],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=self.start_new_session)
         log.close()
         client_dir = next(iter(self.certs.values()))

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from contactgate_wire.certificates import UNUSABLE_CERTIFICATE
@@ -206,7 +207,13 @@ def check_unique_ids(envelope: etree._Element) -> None:
             seen.add(value)
 
 
-def _structure(envelope: etree._Element):
+_TIMESTAMP_MISSING = "wsse:Security must hold exactly one wsu:Timestamp, signed with soap:Body."
+
+
+def _structure(envelope: etree._Element, problems: list[str] | None = None):
+    """(wsse:Security, ds:Signature, wsu:Timestamp, soap:Body), each the one where it must be. With
+    ``problems``, a missing Timestamp is noted there (and None returned for it) so that the other
+    mismatches of the signature profile can be named with it."""
     header = envelope.find(q(SOAP_ENV, "Header"))
     if header is None:
         raise _refused("The message has no soap:Header with a wsse:Security header.")
@@ -216,10 +223,14 @@ def _structure(envelope: etree._Element):
                          "The message must hold exactly one ds:Signature, in wsse:Security.")
     if signature.getparent() is not security:
         raise _refused("ds:Signature must be a child of wsse:Security.")
-    timestamp = _the_one(list(envelope.iter(q(WSU, "Timestamp"))),
-                         "wsse:Security must hold exactly one wsu:Timestamp, signed with soap:Body.")
-    if timestamp.getparent() is not security:
-        raise _refused("wsu:Timestamp must be a child of wsse:Security.")
+    timestamps = list(envelope.iter(q(WSU, "Timestamp")))
+    if problems is not None and not timestamps:
+        problems.append(_TIMESTAMP_MISSING)
+        timestamp = None
+    else:
+        timestamp = _the_one(timestamps, _TIMESTAMP_MISSING)
+        if timestamp.getparent() is not security:
+            raise _refused("wsu:Timestamp must be a child of wsse:Security.")
     body = _the_one(envelope.findall(q(SOAP_ENV, "Body")), "The envelope must hold exactly one soap:Body.")
     if len(list(envelope.iter(q(SOAP_ENV, "Body")))) != 1:
         raise _refused("The message must hold exactly one soap:Body.")
@@ -228,47 +239,185 @@ def _structure(envelope: etree._Element):
     return security, signature, timestamp, body
 
 
-_KEY_INFO_SHAPE = ("ds:KeyInfo must hold one wsse:SecurityTokenReference (to a wsse:BinarySecurityToken, "
-                   "or with ds:X509Data) or one ds:X509Data with the certificate.")
+def profile_problems(envelope: etree._Element) -> tuple["KeyReference | None", list[str]]:
+    """Every mismatch with the signature profile that can be seen without the key -- the key
+    reference, the Timestamp, SignedInfo's canonicalisation and signature method, each reference's
+    target, transforms and digest method -- each said with what to set (`profile_refusal` words them
+    as one refusal), and the key reference (None if it is one of the problems).
+
+    Nothing is verified here and nothing of the message is trusted: a message with problems is
+    refused before any of it is used. A structure too odd to look further (no Security header, no
+    or several signatures, ...) is refused at once, as `verify` would."""
+    problems: list[str] = []
+    security, signature, timestamp, body = _structure(envelope, problems)
+    try:
+        reference = _key_reference(security, signature)
+    except SignatureInvalid as refusal:
+        reference = None
+        problems.append(refusal.public_message)
+    for problem in _signed_info_problems(signature, body, timestamp):
+        if problem not in problems:
+            problems.append(problem)
+    return reference, problems
+
+
+def profile_refusal(problems: list[str]) -> SignatureInvalid:
+    """One refusal naming every problem (`profile_problems`): a single one in its own words."""
+    if len(problems) == 1:
+        return _refused(problems[0])
+    listed = " ".join(f"({n}) {problem}" for n, problem in enumerate(problems, 1))
+    return _refused(f"The signature does not follow the profile in {len(problems)} ways: {listed}")
+
+
+SUBJECT_KEY_IDENTIFIER = ("http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0"
+                          "#X509SubjectKeyIdentifier")
+THUMBPRINT_SHA1 = "http://docs.oasis-open.org/wss/oasis-wss-soap-message-security-1.1#ThumbprintSHA1"
+_KEY_IDENTIFIER_KINDS = {SUBJECT_KEY_IDENTIFIER: "subject key identifier", THUMBPRINT_SHA1: "thumbprint"}
+# Every way ds:KeyInfo may name the signing certificate, said once for every refusal of one.
+ACCEPTED_KEY_REFERENCES = (
+    "Accepted: a wsse:SecurityTokenReference holding a wsse:Reference URI=\"#id\" to an X.509 v3 "
+    "wsse:BinarySecurityToken in wsse:Security, or ds:X509Data with the ds:X509Certificate, or ds:X509Data "
+    "with ds:X509IssuerSerial, or a base64 wsse:KeyIdentifier of ValueType ...#X509SubjectKeyIdentifier or "
+    "...#ThumbprintSHA1 (WSS 1.1); or ds:X509Data (either way) directly in ds:KeyInfo. A reference "
+    "that does not carry the certificate must name one registered to your organisation (the TLS client "
+    "certificate's).")
+_KEY_INFO_SHAPE = ("ds:KeyInfo must hold one wsse:SecurityTokenReference or one ds:X509Data naming the signing "
+                   "certificate. " + ACCEPTED_KEY_REFERENCES)
+UNRESOLVED_KEY_REFERENCE = ("The key reference in ds:KeyInfo names no certificate registered to your organisation "
+                            "(the TLS client certificate's). " + ACCEPTED_KEY_REFERENCES)
+
+
+@dataclass(frozen=True)
+class KeyReference:
+    """How ds:KeyInfo names the signing key: the certificate itself (``certificate``), or a reference
+    to one the recipient holds (``kind`` "issuer-serial", "subject key identifier" or "thumbprint"),
+    which only the recipient can resolve (`names`), among the certificates it accepts from the sender."""
+
+    kind: str
+    certificate: x509.Certificate | None = None
+    issuer: x509.Name | None = None
+    serial: int | None = None
+    identifier: bytes = b""
+
+    def names(self, certificate: x509.Certificate) -> bool:
+        if self.certificate is not None:
+            return certificate == self.certificate
+        if self.kind == "issuer-serial":
+            return certificate.serial_number == self.serial and certificate.issuer == self.issuer
+        if self.kind == "thumbprint":
+            computed = hashlib.sha1(certificate.public_bytes(Encoding.DER)).digest()
+        else:
+            computed = subject_key_identifier(certificate)
+        return computed is not None and hmac.compare_digest(computed, self.identifier)
+
+
+def subject_key_identifier(certificate: x509.Certificate) -> bytes | None:
+    """The certificate's Subject Key Identifier extension, else (as WSS4J computes one for a certificate
+    without it) the SHA-1 of its public key (RFC 5280 4.2.1.2 method 1); None if the key is unreadable."""
+    try:
+        return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        pass
+    except UNUSABLE_CERTIFICATE:
+        return None
+    try:
+        return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+    except (*UNUSABLE_CERTIFICATE, TypeError):
+        return None
 
 
 def extract_signer_certificate(envelope: etree._Element) -> x509.Certificate:
-    """The certificate the signature names as its key: BinarySecurityToken or X509Data.
+    """The certificate the message carries as its signing key (BinarySecurityToken or X509Data).
 
-    Not trusted by being returned: the caller validates it before calling `verify`.
-    """
+    Not trusted by being returned: the caller validates it before calling `verify`. A message whose
+    key is only referenced (`read_key_reference`) is refused: only the gateway resolves references."""
+    reference = read_key_reference(envelope)
+    if reference.certificate is None:
+        raise _refused("The signing certificate must be carried in the message (a wsse:BinarySecurityToken, or "
+                       "ds:X509Data with the ds:X509Certificate).", f"key referenced by {reference.kind}")
+    return reference.certificate
+
+
+def read_key_reference(envelope: etree._Element) -> KeyReference:
     security, signature, _, _ = _structure(envelope)
+    return _key_reference(security, signature)
+
+
+def _key_reference(security: etree._Element, signature: etree._Element) -> KeyReference:
+    """What ds:KeyInfo says of the signing key: the certificate (BinarySecurityToken or X509Data), or a
+    reference by issuer and serial number, Subject Key Identifier or SHA-1 thumbprint."""
     key_info = _the_one(signature.findall(q(DS, "KeyInfo")), "ds:Signature must hold one ds:KeyInfo.")
     key_info_children = _children(key_info)
     if len(key_info_children) != 1 or key_info_children[0].tag not in (q(WSSE, "SecurityTokenReference"),
                                                                         q(DS, "X509Data")):
         raise _refused(_KEY_INFO_SHAPE, f"KeyInfo holds {[c.tag for c in key_info_children]}")
-    token_refs = key_info.findall(q(WSSE, "SecurityTokenReference"))
-    direct_x509 = key_info.findall(f"{q(DS, 'X509Data')}/{q(DS, 'X509Certificate')}")
-    if direct_x509:
-        der_text = _the_one(direct_x509, "ds:X509Data must hold exactly one ds:X509Certificate.").text
-    else:
-        token_ref = _the_one(token_refs, _KEY_INFO_SHAPE)
-        embedded = token_ref.findall(f"{q(DS, 'X509Data')}/{q(DS, 'X509Certificate')}")
-        references = token_ref.findall(q(WSSE, "Reference"))
-        if embedded and references:
-            raise _refused("wsse:SecurityTokenReference must hold either a wsse:Reference or ds:X509Data, "
-                           "not both.")
-        if embedded:
-            der_text = _the_one(embedded, "ds:X509Data must hold exactly one ds:X509Certificate.").text
-        else:
-            reference = _the_one(references, _KEY_INFO_SHAPE)
-            uri = reference.get("URI") or ""
-            if not uri.startswith("#") or reference.get("ValueType") not in (None, X509V3):
-                raise _refused("wsse:Reference must point by URI=\"#id\" to an X.509 v3 "
-                               "wsse:BinarySecurityToken in wsse:Security.")
-            tokens = [t for t in security.findall(q(WSSE, "BinarySecurityToken")) if _element_id(t) == uri[1:]]
-            token = _the_one(tokens, _KEY_INFO_SHAPE + " The referenced wsse:BinarySecurityToken was not "
-                                     "found in wsse:Security by its wsu:Id.")
-            if token.get("ValueType") != X509V3 or token.get("EncodingType") not in (None, BASE64):
-                raise _refused("wsse:BinarySecurityToken must be an X.509 v3 certificate in base64 "
-                               "(ValueType X509v3, EncodingType Base64Binary).")
-            der_text = token.text
+    [holder] = key_info_children
+    if holder.tag == q(DS, "X509Data"):
+        return _x509_data(holder)
+    parts = _children(holder)
+    if len(parts) != 1:
+        raise _refused(_KEY_INFO_SHAPE, f"SecurityTokenReference holds {[c.tag for c in parts]}")
+    [part] = parts
+    if part.tag == q(DS, "X509Data"):
+        return _x509_data(part)
+    if part.tag == q(WSSE, "KeyIdentifier"):
+        kind = _KEY_IDENTIFIER_KINDS.get(part.get("ValueType"))
+        identifier = _strict_base64(part)
+        if kind is None or part.get("EncodingType") not in (None, BASE64) or identifier is None:
+            raise _refused("wsse:KeyIdentifier must be the base64 of the certificate's Subject Key Identifier "
+                           "(ValueType ...#X509SubjectKeyIdentifier) or SHA-1 thumbprint (ValueType "
+                           "...#ThumbprintSHA1). " + ACCEPTED_KEY_REFERENCES,
+                           f"KeyIdentifier ValueType {part.get('ValueType')!r}")
+        return KeyReference(kind, identifier=identifier)
+    if part.tag != q(WSSE, "Reference"):
+        raise _refused(_KEY_INFO_SHAPE, f"SecurityTokenReference holds {part.tag}")
+    uri = part.get("URI") or ""
+    if not uri.startswith("#") or part.get("ValueType") not in (None, X509V3):
+        raise _refused("wsse:Reference must point by URI=\"#id\" to an X.509 v3 "
+                       "wsse:BinarySecurityToken in wsse:Security.")
+    tokens = [t for t in security.findall(q(WSSE, "BinarySecurityToken")) if _element_id(t) == uri[1:]]
+    token = _the_one(tokens, _KEY_INFO_SHAPE + " The referenced wsse:BinarySecurityToken was not "
+                             "found in wsse:Security by its wsu:Id.")
+    if token.get("ValueType") != X509V3 or token.get("EncodingType") not in (None, BASE64):
+        raise _refused("wsse:BinarySecurityToken must be an X.509 v3 certificate in base64 "
+                       "(ValueType X509v3, EncodingType Base64Binary).")
+    return KeyReference("certificate", certificate=_certificate(token.text))
+
+
+def _x509_data(x509_data: etree._Element) -> KeyReference:
+    """ds:X509Data: the certificate (zeep's Signature adds its issuer-serial beside it), or only its
+    issuer-serial (a reference)."""
+    if x509_data.find(q(DS, "X509Certificate")) is None and x509_data.find(q(DS, "X509IssuerSerial")) is not None:
+        return _issuer_serial(x509_data)
+    return _embedded(x509_data)
+
+
+def _embedded(x509_data: etree._Element) -> KeyReference:
+    certificates = x509_data.findall(q(DS, "X509Certificate"))
+    text = _the_one(certificates, "ds:X509Data must hold exactly one ds:X509Certificate.").text
+    return KeyReference("certificate", certificate=_certificate(text))
+
+
+def _issuer_serial(x509_data: etree._Element) -> KeyReference:
+    public = ("ds:X509IssuerSerial must hold the issuer's distinguished name (ds:X509IssuerName, as RFC 4514 "
+              "writes it) and the certificate's serial number in decimal (ds:X509SerialNumber).")
+    if [c.tag for c in _children(x509_data)] != [q(DS, "X509IssuerSerial")]:
+        raise _refused("ds:X509Data must hold one ds:X509IssuerSerial and nothing else, or the ds:X509Certificate.")
+    [issuer_serial] = _children(x509_data)
+    if [c.tag for c in _children(issuer_serial)] != [q(DS, "X509IssuerName"), q(DS, "X509SerialNumber")]:
+        raise _refused(public)
+    name_text, serial_text = ((c.text or "").strip() for c in _children(issuer_serial))
+    try:
+        issuer = x509.Name.from_rfc4514_string(name_text)
+        serial = int(serial_text, 10) if serial_text.isdigit() and len(serial_text) <= 50 else None
+    except ValueError:
+        issuer = serial = None
+    if issuer is None or serial is None:
+        raise _refused(public, f"X509IssuerSerial {name_text[:200]!r} {serial_text[:60]!r}")
+    return KeyReference("issuer-serial", issuer=issuer, serial=serial)
+
+
+def _certificate(der_text: str | None) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(base64.b64decode("".join((der_text or "").split()), validate=True))
     except UNUSABLE_CERTIFICATE as exc:
@@ -313,19 +462,21 @@ _REFERENCES = ("The signature must reference soap:Body and wsu:Timestamp, each e
                "URI=\"#\" + its wsu:Id.")
 _TRANSFORMS = ("Each ds:Reference's Transforms must be exclusive C14N "
                "(http://www.w3.org/2001/10/xml-exc-c14n#), optionally preceded by enveloped-signature.")
-_SIGNATURE_METHODS = "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256 (SHA-1 is refused)."
+_SIGNATURE_METHODS = ("SignatureMethod must be RSA-SHA256 or ECDSA-SHA256 (SHA-1 is refused). Set "
+                      f"{RSA_SHA256} (or {ECDSA_SHA256} with an EC key).")
 _DIGEST_METHOD = "DigestMethod must be SHA-256 (http://www.w3.org/2001/04/xmlenc#sha256; SHA-1 is refused)."
 _KEY_FOR_METHOD = {RSA_SHA256: "RSA", ECDSA_SHA256: "EC"}
 _EXC_C14N_OPTIONS = (q(EXC_C14N, "InclusiveNamespaces"),)
 
 
-def _check_c14n_element(element: etree._Element, public: str) -> None:
+def _c14n_problem(element: etree._Element, public: str) -> str | None:
     """An exclusive C14N CanonicalizationMethod or Transform: only ec:InclusiveNamespaces inside."""
     if element.get("Algorithm") != EXC_C14N:
-        raise _refused(public, f"{public} (got {element.get('Algorithm')!r})")
+        return public
     for child in _children(element):
         if child.tag not in _EXC_C14N_OPTIONS or child.get("PrefixList") is None or _children(child):
-            raise _refused(public + " Only ec:InclusiveNamespaces PrefixList may appear inside it.")
+            return public + " Only ec:InclusiveNamespaces PrefixList may appear inside it."
+    return None
 
 
 # Attributes on each element of ds:Signature, wsu:Timestamp and on soap:Body itself, which no schema
@@ -346,40 +497,53 @@ def _check_canonicalisable(signature: etree._Element, signed_info: etree._Elemen
                            f"{MAX_ATTRIBUTES} attributes.")
 
 
+REFERENCES_INSPECTED = 8
+_C14N_METHOD = ("SignedInfo's CanonicalizationMethod must be exclusive C14N "
+                "(http://www.w3.org/2001/10/xml-exc-c14n#).")
+
+
+def _signed_info_problems(signature: etree._Element, body: etree._Element,
+                          timestamp: etree._Element | None) -> list[str]:
+    """The mismatches of ds:Signature's SignedInfo with the profile (``timestamp`` None: it is missing,
+    and its reference can only be wrong)."""
+    if [c.tag for c in _children(signature)] != [q(DS, "SignedInfo"), q(DS, "SignatureValue"), q(DS, "KeyInfo")]:
+        return [_SIGNATURE_SHAPE]
+    parts = _children(_children(signature)[0])
+    if [c.tag for c in parts[:2]] != [q(DS, "CanonicalizationMethod"), q(DS, "SignatureMethod")] \
+            or any(c.tag != q(DS, "Reference") for c in parts[2:]):
+        return [_SIGNED_INFO_SHAPE]
+    c14n, method, *references = parts
+    problems = [p for p in [_c14n_problem(c14n, _C14N_METHOD)] if p]
+    if method.get("Algorithm") not in _KEY_FOR_METHOD or _children(method):
+        problems.append(_SIGNATURE_METHODS)
+    uris = set()
+    for name, element in (("soap:Body", body), ("wsu:Timestamp", timestamp)):
+        element_id = None if element is None else _element_id(element)
+        if element is not None and element_id is None:
+            problems.append(f"{name} must carry wsu:Id, and the signature must reference it by that Id.")
+        uris.add("#" + element_id if element_id else f"(the {name})")
+    problems += [p for p in _reference_problems(references, uris, []) if p not in problems]
+    return problems
+
+
 def check_signature_shape(signature: etree._Element, body: etree._Element, timestamp: etree._Element,
                           signer: x509.Certificate):
     """Everything the verifier will read must be there, once, and in the accepted algorithms, before
-    any cryptography: so that an odd structure is a `SignatureInvalid` that says what to fix, never a
-    library error. Returns the signer's public key (RSA or EC, matching the SignatureMethod)."""
+    any cryptography: so that an odd structure is a `SignatureInvalid` that says what to fix (every
+    mismatch with the profile at once), never a library error. Returns the signer's public key (RSA
+    or EC, matching the SignatureMethod)."""
     if [c.tag for c in _children(signature)] != [q(DS, "SignedInfo"), q(DS, "SignatureValue"), q(DS, "KeyInfo")]:
         raise _refused(_SIGNATURE_SHAPE)
     signed_info, signature_value, _ = _children(signature)
     _check_canonicalisable(signature, signed_info, timestamp, body)
-    parts = _children(signed_info)
-    if [c.tag for c in parts] != [q(DS, "CanonicalizationMethod"), q(DS, "SignatureMethod"),
-                                  q(DS, "Reference"), q(DS, "Reference")]:
-        if len(parts) >= 2 and [c.tag for c in parts[:2]] == [q(DS, "CanonicalizationMethod"),
-                                                              q(DS, "SignatureMethod")] \
-                and all(c.tag == q(DS, "Reference") for c in parts[2:]):
-            raise _refused(_REFERENCES, f"{len(parts) - 2} references")
-        raise _refused(_SIGNED_INFO_SHAPE)
-    c14n, method, *references = parts
-    _check_c14n_element(c14n, "SignedInfo's CanonicalizationMethod must be exclusive C14N "
-                              "(http://www.w3.org/2001/10/xml-exc-c14n#).")
-    algorithm = method.get("Algorithm")
-    if algorithm not in _KEY_FOR_METHOD or _children(method):
-        raise _refused(_SIGNATURE_METHODS, f"SignatureMethod {algorithm!r}")
+    problems = _signed_info_problems(signature, body, timestamp)
+    if problems:
+        raise profile_refusal(problems)
+    algorithm = _children(signed_info)[1].get("Algorithm")
     key, key_kind, signature_length = _signer_key(signer)
     if _KEY_FOR_METHOD[algorithm] != key_kind:
         raise _refused(f"SignatureMethod is {algorithm.rsplit('#', 1)[-1]} but the certificate's key is "
                        f"{key_kind}: use RSA-SHA256 with an RSA key, ECDSA-SHA256 with an EC key.")
-
-    wanted = {"soap:Body": _element_id(body), "wsu:Timestamp": _element_id(timestamp)}
-    for name, element_id in wanted.items():
-        if element_id is None:
-            raise _refused(f"{name} must carry wsu:Id, and the signature must reference it by that Id.")
-    _check_references(references, {"#" + i for i in wanted.values()})
-
     raw_signature = _strict_base64(signature_value)
     if raw_signature is None:
         raise _refused("ds:SignatureValue is missing, empty or not base64.")
@@ -389,31 +553,56 @@ def check_signature_shape(signature: etree._Element, body: etree._Element, times
     return key
 
 
-def _check_references(references: list[etree._Element], uris: set[str]) -> list[tuple[str, etree._Element, bytes]]:
-    """Each Reference points at one of ``uris`` (each exactly once), with the accepted transforms and
-    a SHA-256 digest; (its URI, its C14N Transform, its digest) for each."""
+def _reference_problems(references: list[etree._Element], uris: set[str],
+                        checked: list[tuple[str, etree._Element, bytes]]) -> list[str]:
+    """The mismatches of the References with the profile: each points at one of ``uris`` (each exactly
+    once), with the accepted transforms and a SHA-256 digest. (its URI, its C14N Transform, its
+    digest) of each reference without any is appended to ``checked``."""
+    problems: list[str] = []
+
+    def note(problem: str) -> None:
+        if problem not in problems:
+            problems.append(problem)
+
     found = [r.get("URI") or "" for r in references]
     if sorted(found) != sorted(uris):
-        raise _refused(_REFERENCES, f"references {found}")
-    checked = []
-    for reference, uri in zip(references, found):
+        note(_REFERENCES)
+    # (a few are enough to name every kind of mismatch: a SignedInfo of thousands costs no more)
+    for reference, uri in zip(references[:REFERENCES_INSPECTED], found):
         if [c.tag for c in _children(reference)] != [q(DS, "Transforms"), q(DS, "DigestMethod"),
                                                      q(DS, "DigestValue")]:
-            raise _refused(_REFERENCE_SHAPE)
+            note(_REFERENCE_SHAPE)
+            continue
         transforms_element, digest_method, digest_value = _children(reference)
         transforms = _children(transforms_element)
         algorithms = tuple(t.get("Algorithm") for t in transforms)
-        if any(t.tag != q(DS, "Transform") for t in transforms) or algorithms not in ACCEPTED_TRANSFORMS:
-            raise _refused(_TRANSFORMS, f"transforms {algorithms}")
-        if len(transforms) == 2 and _children(transforms[0]):
-            raise _refused(_TRANSFORMS)
-        _check_c14n_element(transforms[-1], _TRANSFORMS)
+        transforms_problem = None
+        if any(t.tag != q(DS, "Transform") for t in transforms) or algorithms not in ACCEPTED_TRANSFORMS \
+                or (len(transforms) == 2 and _children(transforms[0])):
+            transforms_problem = _TRANSFORMS
+        else:
+            transforms_problem = _c14n_problem(transforms[-1], _TRANSFORMS)
+        digest_problem = None
         if digest_method.get("Algorithm") != SHA256 or _children(digest_method):
-            raise _refused(_DIGEST_METHOD, f"DigestMethod {digest_method.get('Algorithm')!r}")
+            digest_problem = _DIGEST_METHOD
         digest = _strict_base64(digest_value)
-        if digest is None or len(digest) != 32:
-            raise _refused("ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes).")
-        checked.append((uri, transforms[-1], digest))
+        if digest_problem is None and (digest is None or len(digest) != 32):
+            digest_problem = "ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes)."
+        for problem in (transforms_problem, digest_problem):
+            if problem:
+                note(problem)
+        if not transforms_problem and not digest_problem:
+            checked.append((uri, transforms[-1], digest))
+    return problems
+
+
+def _check_references(references: list[etree._Element], uris: set[str]) -> list[tuple[str, etree._Element, bytes]]:
+    """Each Reference points at one of ``uris`` (each exactly once), with the accepted transforms and
+    a SHA-256 digest; (its URI, its C14N Transform, its digest) for each."""
+    checked: list[tuple[str, etree._Element, bytes]] = []
+    problems = _reference_problems(references, uris, checked)
+    if problems:
+        raise profile_refusal(problems)
     return checked
 
 

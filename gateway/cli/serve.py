@@ -44,8 +44,18 @@ def console(ctx: Context, bind: str, workers: int) -> None:
                    "keep it on loopback or a monitoring network (e.g. 127.0.0.1:9464). HOST:0 takes a free "
                    "port. The start-up log says where, or that there is no metrics port (none, the default: "
                    "two gateways on one host do not contend for one).")
+@click.option("--metadata-bind", envvar="CONTACTGATE_METADATA_BIND", show_envvar=True, default="none",
+              show_default=True,
+              help="HOST:PORT where the WSDL (with its WS-SecurityPolicy) and the XSD are served over HTTPS without a "
+                   "client certificate, for tools that cannot present one (wsimport, python -m zeep, svcutil): "
+                   "/soap/v1?wsdl and /soap/contactgate.xsd, nothing else. none (the default): not served; "
+                   "`contactgate wsdl --out DIR` writes the same files.")
+@click.option("--service-url", envvar="CONTACTGATE_SERVICE_URL", show_envvar=True, default=None,
+              help="The service's address (https://HOST:PORT) written in the WSDL the metadata listener serves "
+                   "[default: the host the tool asked for, with the --bind port].")
 @pass_ctx
-def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str) -> None:
+def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str,
+          metadata_bind: str, service_url: str | None) -> None:
     """Run the gateway with mutual TLS (or behind nginx, which does the clients' and presents its
     own proxy certificate: --behind-proxy).
 
@@ -55,13 +65,12 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     if behind_proxy and not ctx.settings.trusted_proxies:
         fail("--behind-proxy needs CONTACTGATE_TRUSTED_PROXIES: the address(es) of the proxy whose "
               "Client-Cert header is believed (e.g. 127.0.0.1)")
-    metrics_at = None
-    if metrics_bind.lower() != "none":
-        host, _, port = metrics_bind.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            fail(f"--metrics-bind must be HOST:PORT (e.g. 127.0.0.1:9464; port 0: a free one) or none, "
-                 f"not {metrics_bind!r}")
-        metrics_at = (host.strip("[]"), int(port))
+    metrics_at = _address(metrics_bind, "--metrics-bind", "127.0.0.1:9464; port 0: a free one")
+    metadata_at = _address(metadata_bind, "--metadata-bind", "0.0.0.0:8080", lowest_port=1)
+    if metadata_at is not None and metadata_bind == bind:
+        fail("--metadata-bind must be another address than --bind")
+    if service_url is not None and not service_url.startswith("https://"):
+        fail(f"--service-url must be the service's https:// address, not {service_url!r}")
     ctx.preflight_serving()
     ctx.warn_if_redis_unreachable()
     from gateway.cli.linkage import check_in_use
@@ -70,6 +79,18 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     from gateway.metrics import MetricsPortUnavailable
 
     try:
-        run_server(ctx.settings, bind, workers, threads, behind_proxy=behind_proxy, metrics_bind=metrics_at)
+        run_server(ctx.settings, bind, workers, threads, behind_proxy=behind_proxy, metrics_bind=metrics_at,
+                   metadata_bind=metadata_bind if metadata_at else None, service_url=service_url)
     except MetricsPortUnavailable as exc:
         raise CannotRun(str(exc)) from None
+
+
+def _address(value: str, option: str, example: str, *, lowest_port: int = 0) -> tuple[str, int] | None:
+    """``value`` of a HOST:PORT option as (host, port), or None for none; anything else stops the
+    command, naming ``option`` and an ``example``."""
+    if value.lower() == "none":
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        fail(f"{option} must be HOST:PORT (e.g. {example}) or none, not {value!r}")
+    return host.strip("[]"), int(port)

@@ -1,4 +1,5 @@
-"""Step 2: size limit, hardened parse, SOAP 1.1 envelope shape, operation named by SOAPAction."""
+"""Step 2: size limit, hardened parse, no XML Encryption, SOAP 1.1 envelope shape, operation named by
+SOAPAction."""
 
 from __future__ import annotations
 
@@ -6,6 +7,22 @@ from contactgate_wire.faults import MalformedMessage, TooLarge
 from gateway.pipeline.context import Exchange, Services
 from contactgate_wire.soap import (CG, MAX_NAMESPACES_IN_SCOPE, OPERATIONS, SOAP_ACTION_PREFIX, SOAP_ENV, WSSE, UnsafeXML,
                                    has_stray_text, parse_untrusted, q, too_many_namespaces)
+
+XENC = "http://www.w3.org/2001/04/xmlenc#"
+XML_ENCRYPTION_REFUSED = "XML Encryption is not used: the channel is already encrypted by mutual TLS; sign only."
+
+
+def refuse_xml_encryption(raw: bytes, envelope) -> None:
+    """An xenc:EncryptedData or xenc:EncryptedKey anywhere (WCF encrypts the Body and the Signature
+    even with ProtectionLevel.Sign) is refused by name, before anything else is said of the message's
+    shape. (The elements' names are looked for in the bytes first -- a name cannot be escaped, and
+    every signed message holds the namespace, in its SHA-256 DigestMethod -- so most are not walked.)"""
+    if b"EncryptedData" not in raw and b"EncryptedKey" not in raw:
+        return
+    found = next(envelope.iter(q(XENC, "EncryptedData"), q(XENC, "EncryptedKey")), None)
+    if found is not None:
+        raise MalformedMessage(f"XML Encryption used ({found.tag.rsplit('}', 1)[-1]}): refused, sign only",
+                               public_message=XML_ENCRYPTION_REFUSED)
 
 
 def parse_message(exchange: Exchange, services: Services) -> None:
@@ -15,6 +32,7 @@ def parse_message(exchange: Exchange, services: Services) -> None:
         envelope = parse_untrusted(exchange.raw)
     except UnsafeXML as exc:
         raise MalformedMessage(str(exc)) from None
+    refuse_xml_encryption(exchange.raw, envelope)
     if envelope.tag != q(SOAP_ENV, "Envelope"):
         raise MalformedMessage("the document is not a SOAP 1.1 Envelope")
     parts = [child for child in envelope if isinstance(child.tag, str)]

@@ -22,6 +22,7 @@ officer who made it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -692,6 +693,22 @@ def get_cert_and_org(conn: Connection, fp: str) -> tuple[CertificateRecord | Non
     if values["o_code"] is not None:
         org = _org_from_row(SimpleNamespace(**{c.name: values[f"o_{c.name}"] for c in organisations.c}))
     return _cert_from_row(row), org
+
+
+_CERTS_OF_ORG = select(certificates).where(certificates.c.org_code == bindparam("code"))
+
+
+def certificates_of(conn: Connection, org_code: str) -> list[tuple[CertificateRecord, x509.Certificate]]:
+    """Every certificate registered to the organisation (revoked ones too), each with its parsed
+    certificate: where the message path resolves a key reference (issuer-serial, Subject Key
+    Identifier, thumbprint), so that it can name only the organisation's own."""
+    return [(_cert_from_row(row), _parsed_certificate(row.pem)) for row in conn.execute(_CERTS_OF_ORG, {"code": org_code})]
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_certificate(pem: str) -> x509.Certificate:
+    """(a certificate's PEM never changes: parsed once per process)"""
+    return x509.load_pem_x509_certificate(pem.encode())
 
 
 def list_certs(conn: Connection, code: str | None = None, *, expiring_days: int | None = None,

@@ -19,6 +19,7 @@ from contactgate_wire.soap import CG, DS, MAX_NAMESPACES_IN_SCOPE, SOAP_ENV, WSU
 from gateway.trust import pki
 from tests.wire.degenerate import DEGENERATE, REFERENCE, SECURITY, SIGNATURE_VALUE, set_text
 from tests.wire.signing import ENVELOPED, EXC_C14N, sign, xmlsec_key
+from tests.wire.wss4j_shaped import KEY_IDENTIFIERS, SKI, key_reference
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -342,3 +343,57 @@ def test_text_between_the_envelope_parts_is_refused(material, container, text):
     assert "must hold elements only" in _refusal(envelope).public_message
     element[0].tail = " \t\r\n"
     assert _verify(envelope)
+
+
+# ---- key references and the profile's mismatches named together (issue 29) ----------------------
+
+def _with_key_info(envelope: etree._Element, reference: etree._Element) -> etree._Element:
+    """The signed envelope with its (unsigned) KeyInfo holding ``reference`` instead."""
+    key_info = envelope.find(f".//{q(DS, 'KeyInfo')}")
+    for child in list(key_info):
+        key_info.remove(child)
+    key_info.append(reference)
+    return etree.fromstring(etree.tostring(envelope))
+
+
+@pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
+def test_a_wss4j_key_reference_is_read_and_names_only_its_certificate(material, key_identifier):
+    _, cert_pem, _ = material["rsa"]
+    certificate = pki.load_cert_pem(cert_pem)
+    other = pki.load_cert_pem(material["ec"][1])
+    envelope = _with_key_info(_signed(material), key_reference(key_identifier, certificate))
+    reference, problems = wsse.profile_problems(envelope)
+    assert problems == [] and reference.certificate is None
+    assert reference.names(certificate) and not reference.names(other)
+    # the SDK (checking the gateway's answers) resolves no reference: the certificate must be carried
+    assert "must be carried in the message" in _refusal(envelope).public_message
+
+
+def test_issuer_serial_directly_in_key_info_is_a_reference_too(material):
+    certificate = pki.load_cert_pem(material["rsa"][1])
+    x509_data = key_reference("IssuerSerial", certificate)[0]
+    reference, problems = wsse.profile_problems(_with_key_info(_signed(material), x509_data))
+    assert problems == [] and (reference.kind, reference.serial) == ("issuer-serial", certificate.serial_number)
+
+
+@pytest.mark.parametrize("value_type, text", [(SKI, "not base64!"), ("urn:unknown", "AAAA"), (SKI, "")],
+                         ids=["not-base64", "unknown-value-type", "empty"])
+def test_an_unusable_key_identifier_is_refused_naming_the_accepted_references(material, value_type, text):
+    reference = key_reference("SKIKeyIdentifier", pki.load_cert_pem(material["rsa"][1]))
+    identifier = reference[0]
+    identifier.set("ValueType", value_type)
+    identifier.text = text
+    _, problems = wsse.profile_problems(_with_key_info(_signed(material), reference))
+    [problem] = problems
+    assert "wsse:KeyIdentifier must be" in problem and "ds:X509IssuerSerial" in problem
+
+
+def test_every_profile_mismatch_is_named_in_one_refusal(material):
+    envelope = _signed(material, method=xmlsec.Transform.RSA_SHA1, digest=xmlsec.Transform.SHA1)
+    envelope.find(f".//{q(DS, 'CanonicalizationMethod')}").set("Algorithm", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315")
+    refusal = _refusal(envelope)
+    message = refusal.public_message
+    assert message.startswith("The signature does not follow the profile in 3 ways: (1) ")
+    for named in ("CanonicalizationMethod must be exclusive C14N", "SignatureMethod must be RSA-SHA256",
+                  "DigestMethod must be SHA-256"):
+        assert named in message

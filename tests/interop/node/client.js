@@ -4,7 +4,7 @@
 // and mutual TLS through the request options (an https.Agent with the client certificate).
 //
 // Reads a JSON job on stdin:
-//   {"wsdl": URL, "key": PEM file, "cert": PEM file, "ca": PEM file,
+//   {"wsdl": URL, "wsdl_without_certificate": bool (optional), "key": PEM file, "cert": PEM file, "ca": PEM file,
 //    "security": {...WSSecurityCert options over the defaults below; null drops one...}, "calls": [{"operation": NAME, "args": {...}}]}
 // and prints one JSON line: {"results": [{"operation", "ok", "result" | "fault", "request"}]}.
 'use strict';
@@ -42,7 +42,10 @@ async function main() {
   // certificate and the CA that signed the gateway's server certificate.
   const httpsAgent = new https.Agent({ key, cert, ca, keepAlive: false });
 
-  const client = await soap.createClientAsync(job.wsdl, { wsdl_options: { httpsAgent } });
+  // "wsdl_without_certificate": the WSDL fetched as a tool without a client certificate does (from
+  // the gateway's metadata listener), trusting the CA only; the calls still go with it.
+  const wsdlAgent = job.wsdl_without_certificate ? new https.Agent({ ca, keepAlive: false }) : httpsAgent;
+  const client = await soap.createClientAsync(job.wsdl, { wsdl_options: { httpsAgent: wsdlAgent } });
   const options = Object.assign({
     hasTimeStamp: true,
     signatureAlgorithm: 'http://www.w3.org/2001/04/xmldsig-more#rsa-sha256',
