@@ -205,7 +205,7 @@ class RunningConsole:
 
 
 @contextlib.contextmanager
-def running_console(home: Gateway, extra_env: dict | None = None, workers: int = 1, start_within_s: float = 30,
+def running_console(home: Gateway, extra_env: dict | None = None, workers: int = 1, start_within_s: float = 90,
                     command: str = "console"):
     """``command``: `console`, or `portal` (the practitioners' portal: tests/gateway/portal)."""
     port = free_port()
