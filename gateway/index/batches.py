@@ -60,8 +60,9 @@ def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | U
             continue
         batch.apply(index, update_)
     batch.flush()
+    arrived = frozenset((org_code, stored_id) for stored_id in batch.stored.values())
     for child_id in sorted(batch.changed):
-        _refresh_child(conn, child_id, now)
+        _refresh_child(conn, child_id, now, arrived=arrived)  # a lower source's disagreement: a value conflict
     return retention.settle_deaths(conn, updates, batch.results, now, purge_years)  # a recorded death archives
 
 

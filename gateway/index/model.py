@@ -146,6 +146,14 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class Supplier:
+    """Who supplied a shown value and when the gateway received it (gateway.index.precedence)."""
+
+    org_code: str
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ChildView:
     child_id: str
     shielded: bool
@@ -155,6 +163,8 @@ class ChildView:
     educational_setting: Setting | None
     gp_practice: Setting | None
     contacts: tuple[Contact, ...] = field(default_factory=tuple)
+    # Who supplied the address, when the caller asked (IncludeProvenance); answered only with the address.
+    address_source: Supplier | None = None
 
 
 _RECORD_FIELDS = ("identity", "address", "carers", "educational_setting", "gp_practice")

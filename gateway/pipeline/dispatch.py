@@ -109,7 +109,8 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
                      today) -> tuple[bytes, str, list[str]] | None:
     """The signed GetContacts answer made from ``rows``, its audit detail and the child it names;
     None if no child is returned."""
-    child = index.child_view(conn, rows, today)
+    asked_provenance = dialect.read_include_provenance(exchange.payload)
+    child = index.child_view(conn, rows, today, with_provenance=asked_provenance)
     if child is None:
         return None
     mark = ""
@@ -123,6 +124,8 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
         child = disclosure.limit(child, groups)
     # What was disclosed, always: the field groups sent (their names, never their values).
     mark += f" fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
+    if child.address is not None and child.address_source is not None:
+        mark += " provenance=address"
     answer = signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
     return answer, f"contacts={len(child.contacts)}{mark}", [child.child_id]
 

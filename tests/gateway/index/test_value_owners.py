@@ -54,11 +54,10 @@ def _la_then_school(clients, school):
 
 
 def _conflicts(gateway, child_id: str, status: str = "open") -> list[dict]:
-    out = gateway.cli("review", "conflicts", "--status", status, "--json", "--officer", "dora").output
+    out = gateway.cli("review", "conflicts", "--status", status, "--json", officer="dora").output
     return [e for e in map(json.loads, out.splitlines()) if e["child_id"] == child_id]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 8: most recent source wins")
 def test_a_schools_resend_does_not_replace_the_local_authoritys_address_or_carer_phone(gateway, clients, school):
     child_id, la_record, _ = _la_then_school(clients, school)
     child = clients("health").get_contacts(child_id, **READ)
@@ -67,7 +66,6 @@ def test_a_schools_resend_does_not_replace_the_local_authoritys_address_or_carer
     assert [c.phone for c in child.carers] == ["0113 496 0000"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 8: no value conflicts yet")
 def test_the_disagreement_is_a_value_conflict_with_both_sources_and_dates(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     conflicts = {c["field"]: c for c in _conflicts(gateway, child_id)}
@@ -86,7 +84,6 @@ def test_the_disagreement_is_a_value_conflict_with_both_sources_and_dates(gatewa
     assert len([c for c in _conflicts(gateway, child_id) if c["field"] == "address"]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 8: no value conflicts yet")
 def test_settling_a_conflict_applies_it_and_is_audited(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     conflicts = {c["field"]: c for c in _conflicts(gateway, child_id)}
@@ -109,7 +106,6 @@ def test_settling_a_conflict_applies_it_and_is_audited(gateway, clients, school)
     assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 8: most recent source wins")
 def test_a_higher_precedence_sources_new_value_replaces(gateway, clients, school):
     child_id, la_record, _ = _la_then_school(clients, school)
     moved = _moved(la_record, "12 New Road", "LS6 2AA", "0113 496 0555")
@@ -120,7 +116,6 @@ def test_a_higher_precedence_sources_new_value_replaces(gateway, clients, school
     assert child.address_source.organisation == "LA"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 8: no AddressSource yet")
 def test_get_contacts_says_who_supplied_the_address_and_when_to_a_caller_that_asks(gateway, clients, school):
     child_id, _, _ = _la_then_school(clients, school)
     health = clients("health")
@@ -146,7 +141,6 @@ def _schema_before_address_source(directory) -> None:
     tree.write(str(directory / "contactgate.xsd"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 23 item 8: no AddressSource yet")
 def test_a_strict_client_on_the_schema_before_address_source_reads_get_contacts_as_before(
         gateway, clients, school, tmp_path):
     from contactgate_schemas import __path__ as schema_dir
