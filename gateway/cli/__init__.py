@@ -10,6 +10,7 @@ group, each holding that group's commands and nothing else.
 - `signing_keys`: signing-key ... (the key the gateway signs its answers with)
 - `keys`: keys ... (the data keys that seal values at rest)
 - `roles`: roles ... (what each practitioner role may see)
+- `precedence`: precedence ... (which kind of organisation's value of each field is shown)
 - `serve`: serve, console
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
 - `backup`: backup, restore ... (one encrypted archive; a restore acknowledged by two officers)
@@ -30,8 +31,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, proxy, retention,
-                         review, roles, serve, signing_keys, trust)
+from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, precedence, proxy,
+                         retention, review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -66,6 +67,7 @@ for _command in (
     signing_keys.signing_key,
     keys.keys_group,
     roles.roles_group,
+    precedence.precedence_group,
     serve.serve, serve.console,
     audit.audit_group,
     backup.backup, backup.restore,

@@ -107,6 +107,9 @@ class UpdateResult:
     # that child (the rest of its identity disagrees): what `audit review` counts as identifier
     # probing, per organisation.
     identifier_conflict: bool = False
+    # The record's values disagree with those shown from a source of a higher precedence: a value
+    # conflict is open for a data-quality officer (gateway.index.conflicts). Never answered.
+    value_conflict: bool = False
 
     @property
     def recorded_outcome(self) -> str:

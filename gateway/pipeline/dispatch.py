@@ -57,6 +57,9 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
         conflicts = sum(1 for r in results if r.identifier_conflict)
         if conflicts:
             tally["identifier_conflict"] = conflicts
+        questioned = sum(1 for r in results if r.value_conflict)  # kept as its own, a question for review
+        if questioned:
+            tally["value_conflict"] = questioned
         return _answer(conn, exchange, services, dialect.write_submit_updates_response(results, exchange.request_digest),
                        " ".join(f"{k}={v}" for k, v in sorted(tally.items())))
 

@@ -78,10 +78,14 @@ def test_the_disagreement_is_a_value_conflict_with_both_sources_and_dates(gatewa
     assert entry["submitted"]["value"]["lines"] == [school_record["Address"]["Line1"]]
     assert entry["shown"]["value"]["lines"] == [la_record["Address"]["Line1"]]
     assert entry["submitted"]["source_record_id"] == school_record["SourceRecordId"]
-    # Sent again unchanged, it is the same question, not a second one.
-    again = copy.deepcopy(school_record)
-    clients(school).submit_updates([again])
+    # Sent again unchanged, it is the same question, not a second one; the push's audit entry says a
+    # question is open (its answer does not).
+    seq = gateway.audit_seq()
+    [again] = clients(school).submit_updates([copy.deepcopy(school_record)])
+    assert again["Outcome"] == "updated"
     assert len([c for c in _conflicts(gateway, child_id) if c["field"] == "address"]) == 1
+    [push] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "SubmitUpdates"]
+    assert "value_conflict=1" in push["detail"]
 
 
 def test_settling_a_conflict_applies_it_and_is_audited(gateway, clients, school):
@@ -159,3 +163,50 @@ def test_a_strict_client_on_the_schema_before_address_source_reads_get_contacts_
     assert response.find(f".//{{{CG}}}AddressSource") is None, "AddressSource sent to a caller that did not ask"
     parsed = old.get_element(f"{{{CG}}}GetContactsResponse").parse(copy.deepcopy(response), old.wsdl.types)
     assert parsed.Child.Address.Line1 == la_record["Address"]["Line1"]
+
+
+def test_a_shielded_childs_location_conflict_is_withheld_and_cannot_be_settled_blind(gateway, clients, school):
+    child_id, _, _ = _la_then_school(clients, school)
+    clients("shielder").set_shielding(child_id, True, user_id="sw1", role="social worker",
+                                      reason_code="safeguarding", reason_text="value owners tests")
+    address = next(c for c in _conflicts(gateway, child_id) if c["field"] == "address")
+    assert address["location_withheld"] and address["submitted"] == address["shown"] == {"withheld": "withheld"}
+    shown = json.loads(gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora").output)
+    assert "value" not in json.dumps(shown["submitted"]) and "School Lane" not in json.dumps(shown)
+    seq = gateway.audit_seq()
+    refused = gateway.cli("review", "settle", str(address["id"]), "--keep", "submitted", "--officer", "dora",
+                          expect_ok=False)
+    assert refused.exit_code != 0 and "shielded" in refused.output
+    assert [e["operation"] for e in gateway.audit_entries_after(seq)] == ["officer.refused"]
+    assert [c["status"] for c in _conflicts(gateway, child_id, "all") if c["id"] == address["id"]] == ["open"]
+
+
+def test_the_precedence_is_a_setting_and_a_file_it_cannot_use_is_refused(tmp_path):
+    from gateway.index import precedence
+
+    path = tmp_path / "precedence.json"
+    path.write_text(json.dumps({"fields": {"address": [["education"], ["local_authority"]], "family_name": []}}))
+    rules = precedence.load(path)
+    assert rules.tier("address", "education") < rules.tier("address", "local_authority") < rules.tier("address", "police")
+    assert rules.tiers["carers"] == precedence.DEFAULT_TIERS["carers"]  # not named: its default
+    assert rules.tier("family_name", "health") == rules.tier("family_name", None)
+    for bad in ({"fields": {"address": [["school"]]}}, {"fields": {"colour": []}}, {"roles": {}},
+                {"fields": {"address": [["health"], ["health"]]}}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(precedence.PrecedenceFileError):
+            precedence.load(path)
+    assert precedence.load(tmp_path / "absent.json") is precedence.DEFAULT_RULES
+
+
+def test_what_counts_as_a_disagreement():
+    from gateway.index.precedence import disagrees
+
+    shown = {"lines": ["12 Mill Lane"], "postcode": "LS6 2AB", "town": "Leeds"}
+    assert not disagrees("address", {"lines": ["12, mill lane."], "postcode": "ls62ab"}, shown)
+    assert disagrees("address", {"lines": ["12 Mill Lane"], "postcode": "LS6 2AC", "town": "Leeds"}, shown)
+    carers = [{"name": "Pat Parent", "relationship": "mother", "phone": "0113 496 0000", "email": "p@x.example"},
+              {"name": "Sam Parent", "relationship": "father"}]
+    assert not disagrees("carers", [{"name": "pat parent", "relationship": "Mother", "phone": "+44 113 496 0000"}],
+                         carers)
+    assert disagrees("carers", [{"name": "Pat Parent", "relationship": "mother", "phone": "0113 496 0999"}], carers)
+    assert disagrees("carers", [{"name": "Alex Other", "relationship": "aunt"}], carers)
