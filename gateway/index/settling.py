@@ -136,3 +136,18 @@ def settle(conn: Connection, trail: audit.AuditTrail, conflict_id: int, keep: st
         detail=f"value conflict {conflict_id} ({row.field}): {what} "
                f"(received {detail.get('submitted', {}).get('at')} and {detail.get('shown', {}).get('at')})"))
     return status
+
+
+def display(entry: dict, side: str) -> str:
+    """One side's value as a reviewer reads it (the console)."""
+    value = (entry.get(side) or {}).get("value")
+    if value in (None, "", [], {}):
+        return "-"
+    if entry["field"] == "address" or (isinstance(value, dict) and "postcode" in value):
+        return ", ".join([*value.get("lines", []), *([value["town"]] if value.get("town") else []), value.get("postcode", "")])
+    if entry["field"] == "carers":
+        return "; ".join(" ".join(str(p) for p in (c.get("name"), f"({c.get('relationship')})", c.get("phone"),
+                                                    c.get("email")) if p) for c in value)
+    if isinstance(value, dict):
+        return ", ".join(str(v) for v in value.values() if v)
+    return " ".join(value) if isinstance(value, list) else str(value)
