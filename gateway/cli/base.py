@@ -141,7 +141,7 @@ class Context:
         try:  # a merge or a settled conflict derives what is shown by the home's precedence, as the gateway does
             rules = precedence.load(self.settings.precedence_path)
         except precedence.PrecedenceFileError as exc:
-            raise Refused(str(exc)) from None
+            raise CannotRun(str(exc)) from None
         return precedence.attach(make_engine(self.settings.database_url, keys=self.settings.layout.data_keys), rules)
 
     @property

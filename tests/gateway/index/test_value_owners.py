@@ -210,3 +210,21 @@ def test_what_counts_as_a_disagreement():
                          carers)
     assert disagrees("carers", [{"name": "Pat Parent", "relationship": "mother", "phone": "0113 496 0999"}], carers)
     assert disagrees("carers", [{"name": "Alex Other", "relationship": "aunt"}], carers)
+
+
+def test_precedence_show_prints_the_table_and_a_file_it_cannot_use_stops_serve(gateway, tmp_path):
+    from click.testing import CliRunner
+    from gateway.cli import main
+
+    shown = gateway.cli("precedence", "show").output
+    assert "address" in shown and "local_authority = health > education > any other" in shown
+    bad = tmp_path / "precedence.json"
+    bad.write_text(json.dumps({"fields": {"address": [["school"]]}}))
+    base = ["--home", str(gateway.home), "--database-url", gateway.database_url]
+    env = {"CONTACTGATE_PRECEDENCE_FILE": str(bad)}
+    if gateway.redis_url:
+        base += ["--redis-url", gateway.redis_url]
+    refused = CliRunner().invoke(main, [*base, "precedence", "show"], env=env)
+    assert refused.exit_code != 0 and "unknown kinds ['school']" in refused.output
+    serve = CliRunner().invoke(main, [*base, "serve", "--bind", "127.0.0.1:0", "--metrics-bind", "none"], env=env)
+    assert serve.exit_code == 3 and "unknown kinds ['school']" in serve.output, serve.output
