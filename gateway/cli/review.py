@@ -31,6 +31,19 @@ def _review_call(ctx: Context, actor, fn, *args):
         raise Refused(str(exc)) from None
 
 
+def _audited_read(ctx: Context, officer, show, entry_id: int) -> dict:
+    """``show`` (a read of a queue entry that audits itself) in one transaction, as ``officer``,
+    with what the officer's roles may see of a shielded child."""
+    from gateway.index.review import ReviewError
+
+    try:
+        with ctx.engine.begin() as conn:
+            return show(conn, ctx.trail, entry_id, officer.officer_id, officer_roles=officer.roles,
+                        shield_roles=ctx.settings.review_shield_roles)
+    except ReviewError as exc:
+        raise Refused(str(exc)) from None
+
+
 @review.command("list")
 @click.option("--status", type=click.Choice(["open", "linked", "distinct", "merged", "all"]), default="open",
               show_default=True, help="Which entries.")
@@ -45,15 +58,21 @@ def review_list(ctx: Context, status: str, limit: int, as_json: bool) -> None:
     with ctx.reader.connect() as conn:
         entries = queue.list_entries(conn, None if status == "all" else status, limit, officer_roles=officer.roles,
                                      shield_roles=ctx.settings.review_shield_roles)
+
+    def line(e: dict) -> str:
+        score = "withheld" if e["score"] is None else f"{e['score']:.3f}"  # None: a child is shielded
+        return (f"#{e['id']}  {e['status']:<8}  {e['child_id']} ~ {e['candidate_child_id']}  "
+                f"score={score}  from {e['org']}:{e['source_record_id']}  {e['created_at']}")
+
+    _echo_entries(entries, as_json, line, "no entries")
+
+
+def _echo_entries(entries: list[dict], as_json: bool, line, none: str) -> None:
+    """One JSON object per entry, or ``line(entry)``; ``none`` when there are none (not in JSON)."""
     for e in entries:
-        if as_json:
-            click.echo(json.dumps(e, sort_keys=True))
-        else:
-            score = "withheld" if e["score"] is None else f"{e['score']:.3f}"  # None: a child is shielded
-            click.echo(f"#{e['id']}  {e['status']:<8}  {e['child_id']} ~ {e['candidate_child_id']}  "
-                       f"score={score}  from {e['org']}:{e['source_record_id']}  {e['created_at']}")
+        click.echo(json.dumps(e, sort_keys=True) if as_json else line(e))
     if not entries and not as_json:
-        click.echo("no entries")
+        click.echo(none)
 
 
 @review.command("show")
@@ -66,12 +85,7 @@ def review_show(ctx: Context, review_id: int, named, as_json: bool) -> None:
     officer = ctx.signed_in(("data_quality",), action="review show", named=named)
     from gateway.index import review as queue
 
-    try:
-        with ctx.engine.begin() as conn:
-            entry = queue.show(conn, ctx.trail, review_id, officer.officer_id, officer_roles=officer.roles,
-                               shield_roles=ctx.settings.review_shield_roles)
-    except queue.ReviewError as exc:
-        raise Refused(str(exc)) from None
+    entry = _audited_read(ctx, officer, queue.show, review_id)
     if as_json:
         click.echo(json.dumps(entry, sort_keys=True, default=str))
         return
@@ -172,17 +186,15 @@ def review_conflicts(ctx: Context, status: str, limit: int, as_json: bool) -> No
     with ctx.reader.connect() as conn:
         entries = settling.list_conflicts(conn, None if status == "all" else status, limit,
                                           officer_roles=officer.roles, shield_roles=ctx.settings.review_shield_roles)
-    for e in entries:
-        if as_json:
-            click.echo(json.dumps(e, sort_keys=True))
-        elif e["location_withheld"]:
-            click.echo(f"#{e['id']}  {e['status']:<9}  {e['child_id']}  {e['field']}  (a shielded child: withheld)")
-        else:
-            sub, shown = e["submitted"], e["shown"]
-            click.echo(f"#{e['id']}  {e['status']:<9}  {e['child_id']}  {e['field']}: {sub.get('org')} "
-                       f"({sub.get('at')}) disagrees with {shown.get('org')} ({shown.get('at')}), shown")
-    if not entries and not as_json:
-        click.echo("no value conflicts")
+
+    def line(e: dict) -> str:
+        if e["location_withheld"]:
+            return f"#{e['id']}  {e['status']:<9}  {e['child_id']}  {e['field']}  (a shielded child: withheld)"
+        sub, shown = e["submitted"], e["shown"]
+        return (f"#{e['id']}  {e['status']:<9}  {e['child_id']}  {e['field']}: {sub.get('org')} "
+                f"({sub.get('at')}) disagrees with {shown.get('org')} ({shown.get('at')}), shown")
+
+    _echo_entries(entries, as_json, line, "no value conflicts")
 
 
 @review.command("conflict")
@@ -194,14 +206,8 @@ def review_conflict(ctx: Context, conflict_id: int, named, as_json: bool) -> Non
     """Both values of a value conflict, who supplied each and when (an audited read of the child)."""
     officer = ctx.signed_in(("data_quality",), action="review conflict", named=named)
     from gateway.index import settling
-    from gateway.index.review import ReviewError
 
-    try:
-        with ctx.engine.begin() as conn:
-            entry = settling.show(conn, ctx.trail, conflict_id, officer.officer_id, officer_roles=officer.roles,
-                                  shield_roles=ctx.settings.review_shield_roles)
-    except ReviewError as exc:
-        raise Refused(str(exc)) from None
+    entry = _audited_read(ctx, officer, settling.show, conflict_id)
     if as_json:
         click.echo(json.dumps(entry, sort_keys=True, default=str))
         return
