@@ -107,6 +107,9 @@ def settle(conn: Connection, trail: audit.AuditTrail, conflict_id: int, keep: st
     (the lower source's value is shown). Returns the new status."""
     if keep not in KEEP:
         raise ReviewError(f"keep must be one of {', '.join(KEEP)}, not {keep!r}")
+    # The child's row first, then the conflict's: the order a push takes them in (no deadlock).
+    child, _, _ = _now_held(conn, _row(conn, conflict_id).child_id)
+    conn.execute(select(children.c.child_id).where(children.c.child_id == child).with_for_update()).first()
     row = _row(conn, conflict_id, lock=True)
     if row.status != conflicts.OPEN:
         raise ReviewError(f"value conflict {conflict_id} is already {row.status}")

@@ -169,6 +169,8 @@ def test_a_shielded_childs_location_conflict_is_withheld_and_cannot_be_settled_b
     child_id, _, _ = _la_then_school(clients, school)
     clients("shielder").set_shielding(child_id, True, user_id="sw1", role="social worker",
                                       reason_code="safeguarding", reason_text="value owners tests")
+    hidden = clients("health").get_contacts(child_id, **READ, include_provenance=True)
+    assert hidden.address is None and hidden.address_source is None  # who supplied it would place the child
     address = next(c for c in _conflicts(gateway, child_id) if c["field"] == "address")
     assert address["location_withheld"] and address["submitted"] == address["shown"] == {"withheld": "withheld"}
     shown = json.loads(gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora").output)
