@@ -260,7 +260,7 @@ class GatewayClient:
         return [Candidate.from_wire(c) for c in self._call("FindChild", **call).get("Candidate") or []]
 
     def get_contacts(self, child_id: str, *, user_id: str, role: str, reason_code: str | None,
-                     reason_text: str | None) -> Child:
+                     reason_text: str | None, include_provenance: bool = False) -> Child:
         """A child's identity and current involvements with their practitioners' contact details
         (scope ``query``), as far as ``role`` may see them.
 
@@ -269,8 +269,13 @@ class GatewayClient:
             lead = [c for c in child.contacts if c.involvement.lead_professional]
             print(child.identity.family_name, lead[0].organisation, lead[0].involvement.phone)
 
+        ``include_provenance=True``: ``child.address_source`` says which organisation supplied the
+        address shown and when the gateway received it (``.organisation``, ``.received``).
+
         An unknown child and one this organisation may not see are the same `NotFoundFault`."""
         call = self._who(user_id, role, reason_code, reason_text)
+        if include_provenance:  # only when asked: a gateway from before the element refuses it
+            call["IncludeProvenance"] = True
         return Child.from_wire(self._call("GetContacts", ChildId=child_id, **call)["Child"])
 
     def set_shielding(self, child_id: str, shielded: bool, *, user_id: str, role: str, reason_code: str | None,

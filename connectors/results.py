@@ -153,8 +153,17 @@ class Contact(Result):
 
 
 @dataclass(frozen=True)
+class Supplier(Result):
+    """Who supplied a value the gateway shows (an organisation's code) and when it received it."""
+
+    organisation: str
+    received: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
 class Child(Result):
-    """GetContacts: the child's identity and current involvements, as far as the role may see."""
+    """GetContacts: the child's identity and current involvements, as far as the role may see;
+    ``address_source``: who supplied the address and when (asked for with ``include_provenance``)."""
 
     child_id: str
     shielded: bool
@@ -164,6 +173,7 @@ class Child(Result):
     educational_setting: Setting | None = None
     gp_practice: Setting | None = None
     contacts: list[Contact] = wire("Contact", default_factory=list)
+    address_source: Supplier | None = None
 
 
 @dataclass(frozen=True)

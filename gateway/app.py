@@ -18,7 +18,7 @@ from gateway.audit import AuditTrail
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.files import ChangeWatch
-from gateway.index import disclosure
+from gateway.index import disclosure, precedence
 from gateway.index.linkage.versions import ModelUnavailable
 from gateway.security import vault
 from gateway.pipeline import ReceivedBody, handle
@@ -68,6 +68,8 @@ def build_services(settings: Settings) -> Services:
     layout = settings.layout
     vault.for_home(layout.data_keys)  # read once, now: a gateway without its data keys does not start
     engine = make_engine(settings.database_url, timeout_s=settings.database_timeout_s, keys=layout.data_keys)
+    # Which source's value is shown (gateway.index.precedence): a bad precedence file, the gateway does not start.
+    precedence.attach(engine, precedence.load(settings.precedence_path))
     try:
         check_linkage_model(settings, engine)
     except ModelUnavailable as exc:

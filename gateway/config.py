@@ -79,6 +79,11 @@ class HomeLayout:
         return self.root / "roles.json"
 
     @property
+    def precedence_file(self) -> Path:
+        """Which kind of organisation's value of each field is shown (gateway.index.precedence); optional."""
+        return self.root / "precedence.json"
+
+    @property
     def review_file(self) -> Path:
         """Thresholds of the misuse review's rules (gateway.audit.review.Thresholds); optional."""
         return self.root / "review.json"
@@ -156,6 +161,9 @@ class Settings:
     review_shield_roles: frozenset = frozenset()
     # Which fields each role may see (gateway.index.disclosure); None: the home's roles.json, if any.
     roles_file: Path | None = None
+    # Which kind of organisation's value of each field is shown (gateway.index.precedence); None: the
+    # home's precedence.json, if any, else the built-in default.
+    precedence_file: Path | None = None
     link_upper: float = 0.95
     link_lower: float = 0.05
     find_floor: int = 40
@@ -215,6 +223,10 @@ class Settings:
     def roles_path(self) -> Path:
         return self.roles_file or self.layout.roles_file
 
+    @property
+    def precedence_path(self) -> Path:
+        return self.precedence_file or self.layout.precedence_file
+
     @classmethod
     def from_env(cls, env: os._Environ | dict | None = None, **overrides) -> "Settings":
         env = os.environ if env is None else env
@@ -261,6 +273,7 @@ class Settings:
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),
+            "precedence_file": ("CONTACTGATE_PRECEDENCE_FILE", lambda _variable, value: Path(value)),
             "trusted_proxies": ("CONTACTGATE_TRUSTED_PROXIES", address_list),
             "log_format": ("CONTACTGATE_LOG_FORMAT", one_of("json", "text")),
             "checkpoint_copies": ("CONTACTGATE_CHECKPOINT_COPIES", path_list),

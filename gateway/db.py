@@ -245,6 +245,29 @@ review_queue = Table(
     Index("ix_review_queue_candidate", "candidate_child_id"),  # 0008: the pairs naming a child
 )
 
+# Value conflicts (0015, gateway.index.conflicts): a source of a lower precedence tier stated another
+# value of a field than the one shown. Keyed by the lower source record (which a merge moves with its
+# child); ``detail`` holds both values, their suppliers and dates, sealed under the row's id.
+value_conflicts = Table(
+    "value_conflicts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("child_id", String(19), nullable=False),  # the child it was raised on (resolve through merges)
+    Column("field", String(32), nullable=False),
+    Column("org_code", String(32), nullable=False),  # the lower source
+    Column("source_record_id", String(64), nullable=False),  # blinded, as in source_records
+    Column("owner_org_code", String(32), nullable=False),  # who supplied the value shown
+    Column("owner_source_record_id", String(64), nullable=False),
+    Column("detail", Text, nullable=True),  # sealed JSON: {"submitted": {...}, "shown": {...}}
+    Column("status", String(16), nullable=False, server_default="open"),  # open|kept|applied|withdrawn
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Index("ix_value_conflicts_source", "source_record_id"),
+    Index("ix_value_conflicts_status", "status"),
+    Index("ix_value_conflicts_child", "child_id"),
+)
+
 # Pairs a person has said are different children: never linked or queued again.
 distinct_pairs = Table(
     "distinct_pairs", metadata,

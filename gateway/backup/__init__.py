@@ -49,9 +49,9 @@ ACKNOWLEDGE_KIND = "restore_ack"  # an officer's acknowledgement, approved by a 
 RESTORE_PROPOSALS = (RESTORE_KIND, ACKNOWLEDGE_KIND)  # decided with `contactgate restore acknowledge` only
 MANIFEST_FORMAT = 1
 HOME_DIRECTORIES = ("ca", "keys", "linkage", "signing", "tls", "trust")  # linkage: the model versions, the approved one among them
-HOME_FILES = ("roles.json", "review.json")
+HOME_FILES = ("roles.json", "review.json", "precedence.json")
 # What the archive may put in the home: nothing else, and never a path taken from it as it stands.
-_HOME_MEMBER = re.compile(r"home/(?:(?:ca|keys|linkage|signing|tls|trust)/[A-Za-z0-9][A-Za-z0-9._-]{0,100}|roles\.json|review\.json)")
+_HOME_MEMBER = re.compile(r"home/(?:(?:ca|keys|linkage|signing|tls|trust)/[A-Za-z0-9][A-Za-z0-9._-]{0,100}|roles\.json|review\.json|precedence\.json)")
 _NOT_ARCHIVED = {"keys/backups.json", "keys/archived-keys.json"}  # the home's own record, kept as it is
 
 

@@ -10,6 +10,7 @@ group, each holding that group's commands and nothing else.
 - `signing_keys`: signing-key ... (the key the gateway signs its answers with)
 - `keys`: keys ... (the data keys that seal values at rest)
 - `roles`: roles ... (what each practitioner role may see)
+- `precedence`: precedence ... (which kind of organisation's value of each field is shown)
 - `serve`: serve, console
 - `portal`: portal (the practitioners' web portal), portal-admin ... (appointing its user administrators)
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
@@ -31,8 +32,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, portal, proxy,
-                         retention, review, roles, serve, signing_keys, trust)
+from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, portal,
+                         precedence, proxy, retention, review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -67,6 +68,7 @@ for _command in (
     signing_keys.signing_key,
     keys.keys_group,
     roles.roles_group,
+    precedence.precedence_group,
     serve.serve, serve.console,
     portal.portal, portal.portal_admin,
     audit.audit_group,

@@ -135,8 +135,14 @@ class Context:
     def engine(self):
         from gateway.index import linkage_home
 
+        from gateway.index import precedence
+
         linkage_home.configure(self.settings.layout.root)  # review commands score with the model in use
-        return make_engine(self.settings.database_url, keys=self.settings.layout.data_keys)
+        try:  # a merge or a settled conflict derives what is shown by the home's precedence, as the gateway does
+            rules = precedence.load(self.settings.precedence_path)
+        except precedence.PrecedenceFileError as exc:
+            raise CannotRun(str(exc)) from None
+        return precedence.attach(make_engine(self.settings.database_url, keys=self.settings.layout.data_keys), rules)
 
     @property
     def trail(self) -> audit.AuditTrail:

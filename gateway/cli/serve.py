@@ -76,6 +76,12 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     from gateway.cli.linkage import check_in_use
 
     check_in_use(ctx)  # the linkage model in use is missing or changed: exit 3, nothing served
+    from gateway.index import precedence
+
+    try:  # which source's value is shown: a precedence file it cannot use, nothing served
+        precedence.load(ctx.settings.precedence_path)
+    except precedence.PrecedenceFileError as exc:
+        raise CannotRun(str(exc)) from None
     from gateway.metrics import MetricsPortUnavailable
 
     try:

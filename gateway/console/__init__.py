@@ -47,12 +47,13 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
     app = hardened_app(__name__, settings, secret_path=secret_key_path(settings), cookie=SESSION_COOKIE,
                        max_content_length=MAX_UPLOAD_BYTES)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-    from gateway.index import linkage_home
+    from gateway.index import linkage_home, precedence
 
     linkage_home.configure(settings.layout.root)  # the review pages score with the model in use
     app.extensions["contactgate"] = {
         "settings": settings,
-        "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),
+        "engine": engine or precedence.attach(make_engine(settings.database_url, keys=settings.layout.data_keys),
+                                              precedence.load(settings.precedence_path)),
         "trail": audit.AuditTrail.of_home(settings.layout),
         "clock": clock,
         "signin_gate": SignInGate.from_settings(settings, clock),

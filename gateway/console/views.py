@@ -490,10 +490,15 @@ def review_queue():
     wanted = request.args.get("status", "open")
     if wanted not in (*REVIEW_STATUSES, "all"):
         wanted = "open"
+    from gateway.index import settling
+
     with _read() as conn:
         entries = review.list_entries(conn, None if wanted == "all" else wanted, 200, officer_roles=g.officer.roles,
                                       shield_roles=_app()["settings"].review_shield_roles)
-    return render_template("review_list.html", entries=entries, statuses=REVIEW_STATUSES, wanted=wanted)
+        value_conflicts = settling.list_conflicts(conn, "open", 200, officer_roles=g.officer.roles,
+                                                  shield_roles=_app()["settings"].review_shield_roles)
+    return render_template("review_list.html", entries=entries, statuses=REVIEW_STATUSES, wanted=wanted,
+                           value_conflicts=value_conflicts)
 
 
 @pages.route("/review/<int:review_id>")
@@ -574,6 +579,42 @@ def review_unmerge():
         return redirect(url_for("pages.review_queue"))
     if _review_action(review.unmerge, merge_id)[1]:
         flash(f"Merge {merge_id} undone.", "ok")
+    return redirect(url_for("pages.review_queue"))
+
+
+# ---- value conflicts (gateway.index.settling): in the same queue, settled by a data-quality officer ----
+
+@pages.route("/review/conflict/<int:conflict_id>")
+@_needs("data_quality")
+def review_conflict(conflict_id: int):
+    """Both values, who supplied each and when: reading them is access to the child, audited here."""
+    from gateway.index import settling
+    from gateway.index.review import ReviewError
+
+    try:
+        with _app()["engine"].begin() as conn:
+            entry = settling.show(conn, _app()["trail"], conflict_id, g.officer.officer_id,
+                                  officer_roles=g.officer.roles, shield_roles=_app()["settings"].review_shield_roles)
+    except ReviewError:
+        abort(404)
+    return render_template("review_conflict.html", entry=entry, shown=settling.display(entry, "shown"),
+                           submitted=settling.display(entry, "submitted"))
+
+
+@pages.route("/review/conflict/<int:conflict_id>/settle", methods=["POST"])
+@_needs("data_quality")
+def review_settle(conflict_id: int):
+    from gateway.index import settling
+
+    keep = request.form.get("keep", "")
+
+    def settle(conn, trail, conflict_id, keep, officer_id, now):
+        return settling.settle(conn, trail, conflict_id, keep, officer_id, now, officer_roles=g.officer.roles,
+                               shield_roles=_app()["settings"].review_shield_roles)
+
+    status, done = _review_action(settle, conflict_id, keep)
+    if done:
+        flash(f"Value conflict {conflict_id}: {status}.", "ok")
     return redirect(url_for("pages.review_queue"))
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.db import (
     blocking_keys, children, involvements, merges, officers, portal_practitioners, processed_messages, review_queue,
-    source_records,
+    source_records, value_conflicts,
 )
 from gateway.index import sealed
 from gateway.security import vault as vault_mod
@@ -71,7 +71,7 @@ def seal_existing(conn: Connection, v) -> None:
             if not batch:
                 break
             for child_id, updated_at in batch:
-                writing._refresh_child(conn, child_id, updated_at)
+                writing._refresh_child(conn, child_id, updated_at, conflicts_schema=False)
             last = batch[-1].child_id
         # Children with no source of their own (merged away) keep their record, sealed as it is.
         for row in conn.execute(select(children.c.child_id, children.c.record, children.c.provenance)
@@ -154,7 +154,7 @@ def open_existing(conn: Connection, v) -> None:
     conn.execute(delete(blocking_keys))
     with sealed.installed(conn, sealed.plain()):
         for (child_id,) in conn.execute(select(children.c.child_id)).all():
-            writing._refresh_child(conn, child_id, dt.datetime.now(dt.timezone.utc))
+            writing._refresh_child(conn, child_id, dt.datetime.now(dt.timezone.utc), conflicts_schema=False)
     for row in conn.execute(select(processed_messages).where(processed_messages.c.answer.is_not(None))).all():
         token = bytes(row.answer).decode("ascii", "replace")
         if vault_mod.is_sealed(token):
@@ -181,6 +181,7 @@ SEALED_COLUMNS = (
     SealedColumn(source_records, "record", ("org_code", "source_record_id"),
                  lambda r: sealed.source_context(r.org_code, r.source_record_id)),
     SealedColumn(review_queue, "submitted", ("id",), lambda r: sealed.submitted_context(r.id)),
+    SealedColumn(value_conflicts, "detail", ("id",), lambda r: sealed.conflict_context(r.id)),
     SealedColumn(involvements, "sealed", ("id",), lambda r: sealed.involvement_context(r.org_code, r.source_record_id)),
     SealedColumn(officers, "totp_secret", ("officer_id",), lambda r: sealed.officer_totp_context(r.officer_id)),
     SealedColumn(portal_practitioners, "totp_secret", ("org_code", "user_id"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from dataclasses import replace
 
 from sqlalchemy import bindparam, cast, insert, select, text
 from sqlalchemy.engine import Connection
@@ -60,9 +61,12 @@ def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | U
             continue
         batch.apply(index, update_)
     batch.flush()
-    for child_id in sorted(batch.changed):
-        _refresh_child(conn, child_id, now)
-    return retention.settle_deaths(conn, updates, batch.results, now, purge_years)  # a recorded death archives
+    arrived = frozenset((org_code, stored_id) for stored_id in batch.stored.values())
+    questioned = {child_id for child_id in sorted(batch.changed)  # a lower source's disagreement: a value conflict
+                  if _refresh_child(conn, child_id, now, arrived=arrived)}
+    results = [replace(r, value_conflict=True) if r is not None and r.child_id in questioned else r
+               for r in batch.results]
+    return retention.settle_deaths(conn, updates, results, now, purge_years)  # a recorded death archives
 
 
 LOCK_BUCKETS = 256  # bounds the advisory locks one batch takes, whatever its size

@@ -107,6 +107,9 @@ class UpdateResult:
     # that child (the rest of its identity disagrees): what `audit review` counts as identifier
     # probing, per organisation.
     identifier_conflict: bool = False
+    # The record's values disagree with those shown from a source of a higher precedence: a value
+    # conflict is open for a data-quality officer (gateway.index.conflicts). Never answered.
+    value_conflict: bool = False
 
     @property
     def recorded_outcome(self) -> str:
@@ -146,6 +149,14 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class Supplier:
+    """Who supplied a shown value and when the gateway received it (gateway.index.precedence)."""
+
+    org_code: str
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class ChildView:
     child_id: str
     shielded: bool
@@ -155,6 +166,8 @@ class ChildView:
     educational_setting: Setting | None
     gp_practice: Setting | None
     contacts: tuple[Contact, ...] = field(default_factory=tuple)
+    # Who supplied the address, when the caller asked (IncludeProvenance); answered only with the address.
+    address_source: Supplier | None = None
 
 
 _RECORD_FIELDS = ("identity", "address", "carers", "educational_setting", "gp_practice")

@@ -18,8 +18,8 @@ from gateway.index.deciding import (
     COMPARED_PER_RECORD, COMPARED_SOURCES_PER_CHILD, DEFAULT_POLICY, LinkPolicy, scoring_model,
 )
 from gateway.index.model import (
-    Candidate, ChildView, Contact, FindQuery, Involvement, address_from_json, carer_from_json, identity_from_json,
-    locality, setting_from_json,
+    Candidate, ChildView, Contact, FindQuery, Involvement, Supplier, address_from_json, carer_from_json,
+    identity_from_json, locality, setting_from_json,
 )
 from gateway.index.writing import (
     MAX_MERGE_HOPS, _lock_live_child, _most_recent_first, _open_shown, _person_of, _sources_of,
@@ -137,8 +137,10 @@ def child_rows(conn: Connection, child_id: str) -> ChildRows | None:
                      tuple(tuple(row[width:]) for row in rows if row[width] is not None))  # (outer join: none)
 
 
-def child_view(conn: Connection, rows: ChildRows | None, today: dt.date) -> ChildView | None:
-    """The child as GetContacts shows it, from its rows; None if it is not returned to anyone."""
+def child_view(conn: Connection, rows: ChildRows | None, today: dt.date, *,
+               with_provenance: bool = False) -> ChildView | None:
+    """The child as GetContacts shows it, from its rows; None if it is not returned to anyone.
+    ``with_provenance``: with who supplied the address and when (``address_source``)."""
     if rows is None:
         return None
     row = children_row._make(rows.row)
@@ -163,7 +165,15 @@ def child_view(conn: Connection, rows: ChildRows | None, today: dt.date) -> Chil
         educational_setting=setting_from_json(record.get("educational_setting")),
         gp_practice=setting_from_json(record.get("gp_practice")),
         contacts=tuple(contacts),
+        address_source=_supplier(_open_shown(v, row, "provenance").get("address")) if with_provenance else None,
     )
+
+
+def _supplier(entry: dict | None) -> Supplier | None:
+    if not entry or not entry.get("org") or not entry.get("at"):
+        return None
+    at = dt.datetime.fromisoformat(entry["at"])
+    return Supplier(entry["org"], at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc))
 
 
 children_row = collections.namedtuple("children_row", [c.name for c in children.columns])

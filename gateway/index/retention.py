@@ -49,7 +49,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.audit import chain as audit
 from gateway.db import (
-    blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records,
+    blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records, value_conflicts,
 )
 
 ADULT_AGE = 18
@@ -60,7 +60,8 @@ DATA_MANAGER_ROLE = "data_manager"  # who reads an archived record with `retenti
 NOT_HELD = "the child is 18 or over, or has died: not held by the index"
 
 # Tables whose rows a purge deletes (vacuumed afterwards on PostgreSQL).
-PURGED_TABLES = (blocking_keys, involvements, source_records, review_queue, distinct_pairs, merges, children)
+PURGED_TABLES = (blocking_keys, involvements, value_conflicts, source_records, review_queue, distinct_pairs, merges,
+                 children)
 
 
 # ---- dates ------------------------------------------------------------------------------------
@@ -289,6 +290,10 @@ def purge_child(conn: Connection, child_id: str) -> None:
     ids = [child_id, *conn.execute(select(children.c.child_id).where(children.c.merged_into == child_id)).scalars()]
     conn.execute(delete(blocking_keys).where(blocking_keys.c.child_id.in_(ids)))
     conn.execute(delete(involvements).where(involvements.c.child_id.in_(ids)))
+    # Value conflicts hold both values: those raised on these ids and those of their source records.
+    sources = select(source_records.c.source_record_id).where(source_records.c.child_id.in_(ids))
+    conn.execute(delete(value_conflicts).where(or_(value_conflicts.c.child_id.in_(ids),
+                                                   value_conflicts.c.source_record_id.in_(sources))))
     conn.execute(delete(source_records).where(source_records.c.child_id.in_(ids)))
     conn.execute(delete(review_queue).where(or_(review_queue.c.child_id.in_(ids),
                                                 review_queue.c.candidate_child_id.in_(ids))))

@@ -4,11 +4,12 @@ Sealed (AES-GCM; the associated data names the table, column and the row's key):
 - ``children.record`` and ``children.provenance``: what the index shows, and who supplied it;
 - ``source_records.record``: each source's own record, with its source record id;
 - ``involvements.sealed``: the practitioner's name, phone and email;
-- ``processed_messages.answer``: a SubmitUpdates' signed first answer (source record ids, child ids).
+- ``processed_messages.answer``: a SubmitUpdates' signed first answer (source record ids, child ids);
+- ``value_conflicts.detail``: both values of a value conflict, their suppliers and dates.
 
 Blinded (HMAC, so lookups stay equality lookups): every linkage blocking key (names, birth dates,
 postcodes, NHS and pupil numbers), and each source record id (``source_records``,
-``involvements``, ``review_queue``), under the organisation's code.
+``involvements``, ``review_queue``, ``value_conflicts``), under the organisation's code.
 
 Involvements and source records are keyed by (organisation, blinded source record id), not by
 child: a merge moves them to another child without touching their ciphertext.
@@ -67,6 +68,10 @@ def portal_totp_context(org_code: str, user_id: str) -> str:
 
 def submitted_context(review_id: int) -> str:
     return f"review_queue.submitted|{review_id}"
+
+
+def conflict_context(conflict_id: int) -> str:
+    return f"value_conflicts.detail|{conflict_id}"
 
 
 def answer_context(org_code: str, signature_id: str) -> str:

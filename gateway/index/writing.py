@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.db import blocking_keys, children, involvements, organisations, source_records
-from gateway.index import ids, linkage, retention, sealed
+from gateway.index import conflicts, ids, linkage, precedence, retention, sealed
 from gateway.index.model import ChildUpdate, Involvement, family_name_key
 from gateway.index.precedence import Source, derive
 from gateway.security import vault as vault_mod
@@ -135,25 +135,37 @@ def _lock_live_child(conn: Connection, child_id: str) -> str:
     raise RuntimeError("merge chain too long")  # merges keep chains flat: not reached
 
 
-def _refresh_child(conn: Connection, child_id: str, now: dt.datetime, retention_schema: bool = True) -> None:
-    """Derive what the index shows for the child from its source records, and file it under every
-    key any of them gives. The child's row is locked first: a concurrent writer waits.
-    ``retention_schema=False``: only for migration 0005, which runs before the retention columns."""
+def _refresh_child(conn: Connection, child_id: str, now: dt.datetime, retention_schema: bool = True, *,
+                   arrived: frozenset[tuple[str, str]] = frozenset(), conflicts_schema: bool = True) -> int:
+    """Derive what the index shows for the child from its source records, by the precedence in
+    force and the value conflicts settled for a lower source's value, and file it under every key
+    any of them gives. The child's row is locked first: a concurrent writer waits. ``arrived``: the
+    (organisation, stored source record id) just sent, whose disagreements with what is shown are
+    raised as value conflicts (gateway.index.conflicts).
+    ``retention_schema=False``: only for migration 0005, which runs before the retention columns;
+    ``conflicts_schema=False``: migrations before 0015 (no value_conflicts table yet). Returns how
+    many value conflicts of ``arrived`` sources are open on the child."""
     conn.execute(_CHILD_FOR_UPDATE, {"child_id": child_id}).scalar_one()
     sources = _sources(conn, child_id)
     if not sources:  # every record moved to another child (merged): nothing to show under this id
-        return
-    record, provenance = derive(sources)
+        return 0
+    rules = precedence.rules_of(conn)
+    held = conflicts.held_for(conn, sources) if conflicts_schema and retention_schema else conflicts.Held(None, [])
+    record, provenance = derive(sources, rules, held.choices())
     v = sealed.vault_of(conn)
     conn.execute(update(children).where(children.c.child_id == child_id).values(
         updated_at=now, **_shown_values(v, child_id, record, provenance),
         **({"archive_due": retention.archive_due(record)} if retention_schema else {})))
+    asked = 0
+    if arrived and conflicts_schema:
+        asked = conflicts.note(conn, child_id, sources, record, provenance, set(arrived), rules, held, now)
     if retention_schema and retention.is_archived(conn, child_id):  # ---- retention: filed under no key
-        return
+        return asked
     wanted = set()
     for source in sources:
         wanted |= _keys_of(v, source)
     _file_under(conn, child_id, wanted)
+    return asked
 
 
 def _file_under(conn: Connection, child_id: str, wanted: set[str], held: set[str] | None = None,

@@ -227,6 +227,11 @@ def read_get_contacts(payload: etree._Element) -> str:
     return token(_t(payload, "ChildId"))
 
 
+def read_include_provenance(payload: etree._Element) -> bool:
+    """GetContacts' IncludeProvenance: answer who supplied the address and when (AddressSource)."""
+    return (_t(payload, "IncludeProvenance") or "").strip() in ("true", "1")
+
+
 def read_set_shielding(payload: etree._Element) -> tuple[str, bool]:
     """(the child id asked for, whether it is to be shielded)."""
     return token(_t(payload, "ChildId")), token(_t(payload, "Shielded")) in ("true", "1")
@@ -367,4 +372,9 @@ def write_get_contacts_response(child: ChildView, request_digest: str) -> etree.
         contact_el = _el(element, "Contact")
         _el(contact_el, "Organisation", contact.org_code)
         _write_involvement(contact_el, contact.involvement)
+    if child.address is not None and child.address_source is not None:  # never without the address itself
+        source = _el(element, "AddressSource")
+        _el(source, "Organisation", child.address_source.org_code)
+        _el(source, "Received", child.address_source.received_at.astimezone(dt.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"))
     return root

@@ -57,6 +57,9 @@ def _apply_batch(exchange: Exchange, services: Services, updates) -> bytes:
         conflicts = sum(1 for r in results if r.identifier_conflict)
         if conflicts:
             tally["identifier_conflict"] = conflicts
+        questioned = sum(1 for r in results if r.value_conflict)  # kept as its own, a question for review
+        if questioned:
+            tally["value_conflict"] = questioned
         return _answer(conn, exchange, services, dialect.write_submit_updates_response(results, exchange.request_digest),
                        " ".join(f"{k}={v}" for k, v in sorted(tally.items())))
 
@@ -119,7 +122,8 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
                      today) -> tuple[bytes, str, list[str]] | None:
     """The signed GetContacts answer made from ``rows``, its audit detail and the child it names;
     None if no child is returned."""
-    child = index.child_view(conn, rows, today)
+    asked_provenance = dialect.read_include_provenance(exchange.payload)
+    child = index.child_view(conn, rows, today, with_provenance=asked_provenance)
     if child is None:
         return None
     child, mark = disclosed(child, exchange.role, services.settings.shield_roles, services.roles)
@@ -142,6 +146,8 @@ def disclosed(child, role: str | None, shield_roles, roles: disclosure.RoleRules
         child = disclosure.limit(child, groups)
     # What was disclosed, always: the field groups sent (their names, never their values).
     mark += f"fields={','.join(g for g in disclosure.GROUPS if g in groups) or 'minimum'}"
+    if child.address is not None and child.address_source is not None:
+        mark += " provenance=address"
     return child, mark
 
 

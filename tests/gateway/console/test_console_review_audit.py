@@ -9,7 +9,7 @@ import io
 
 from sqlalchemy import select
 
-from gateway.db import audit_children, audit_log, review_queue
+from gateway.db import audit_children, audit_log, organisations, review_queue, value_conflicts
 from gateway.index import store
 from gateway.index.model import Address
 from tests.gateway.index.test_matching_rules import at, update
@@ -83,6 +83,33 @@ def test_a_pair_recorded_as_distinct_and_a_merge_undone(browser, registry_home):
     assert f"Merge {merge_id} undone" in b.get("/review").get_data(as_text=True)
     b.post("/review/merge", {"survivor": candidate2, "merged": "C-NOT-A-CHILD"})
     assert "Not done" in b.get("/review").get_data(as_text=True)
+
+
+def test_a_value_conflict_is_in_the_queue_shown_audited_and_settled(browser, registry_home):
+    """Issue 23, item 8: a school's address against the local authority's, settled on the console."""
+    with registry_home.engine.connect() as conn:
+        known = conn.execute(select(organisations.c.code).where(organisations.c.code == "SCHOOL")).first()
+    if known is None:
+        registry_home.cli("org", "add", "SCHOOL", "--name", "A school", "--kind", "education")
+    with registry_home.engine.begin() as conn:
+        [first] = store.apply_updates(conn, "LA", [update("vc-la", "Oyelaran", ("Tobi",), "2014-08-19")], at(0))
+        [again] = store.apply_updates(conn, "SCHOOL", [update("vc-sch", "Oyelaran", ("Tobi",), "2014-08-19",
+                                                              address=Address(("3 Quarry Hill",), "LS2 7EW"))], at(1))
+        conflict = conn.execute(select(value_conflicts.c.id).where(value_conflicts.c.org_code == "SCHOOL")).scalar_one()
+    assert again.child_id == first.child_id and again.value_conflict
+    b = browser("dora")
+    assert f"Conflict {conflict}" in b.get("/review").get_data(as_text=True)
+    page = b.get(f"/review/conflict/{conflict}").get_data(as_text=True)
+    assert "3 Quarry Hill" in page and "12 Mill Lane" in page and "vc-sch" in page
+    assert first.child_id in audited_children(registry_home, "review.conflict.show")
+    assert b.post(f"/review/conflict/{conflict}/settle", {"keep": "submitted"}).status_code == 302
+    with registry_home.engine.connect() as conn:
+        assert conn.execute(select(value_conflicts.c.status).where(value_conflicts.c.id == conflict)).scalar_one() == "applied"
+        view = store.get_child(conn, first.child_id, at(2).date())
+    assert view.address.lines == ("3 Quarry Hill",)
+    assert first.child_id in audited_children(registry_home, "review.settle")
+    b.post(f"/review/conflict/{conflict}/settle", {"keep": "shown"})
+    assert "is already applied" in b.get("/review").get_data(as_text=True)
 
 
 def test_only_auditors_reach_the_audit_pages(browser):

@@ -223,7 +223,8 @@ def test_a_batch_of_records_of_one_child_costs_linear_not_quadratic_work(engine,
     derived = []
     real = writing.derive
     for module in (batches, writing):  # wherever a child's shown record is derived
-        monkeypatch.setattr(module, "derive", lambda sources: derived.append(len(sources)) or real(sources))
+        monkeypatch.setattr(module, "derive",
+                            lambda sources, *rules: derived.append(len(sources)) or real(sources, *rules))
     n = 300
     results = push(engine, "GP", *[update(f"gp-{i}") for i in range(n)], now=at(1))
     assert {r.outcome for r in results} == {"matched"}

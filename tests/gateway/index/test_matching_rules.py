@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.audit import chain as audit
-from gateway.db import blocking_keys, children, involvements, review_queue, source_records
+from gateway.db import blocking_keys, children, involvements, review_queue, source_records, value_conflicts
 from gateway.index import sealed, store
 from gateway.index.model import Address, ChildUpdate, Identity, Involvement, Setting
 from gateway.trust import registry
@@ -211,10 +211,17 @@ def test_a_push_never_overwrites_what_another_organisation_supplied(engine):
     with engine.connect() as conn:
         la_own = source_record(conn, "LA", "la-1")
     assert la_own["address"]["lines"] == ["12 Mill Lane"], "the local authority's own value is kept"
+    with engine.connect() as conn:
+        assert source_record(conn, "SCH", "sch-1")["address"]["lines"] == ["99 School Road"], "the school's kept too"
+        asked = conn.execute(select(value_conflicts.c.field, value_conflicts.c.org_code,
+                                    value_conflicts.c.owner_org_code, value_conflicts.c.status)).all()
     record, provenance = shown(engine, created.child_id)
-    assert record["address"]["lines"] == ["99 School Road"]  # the most recent, by precedence
-    assert provenance["address"] == {"org": "SCH", "source_record_id": "sch-1", "at": at(5).isoformat()}
-    # The local authority restates its record later: now its address is the most recent.
+    # A school is below a local authority for the address (gateway.index.precedence): the LA's is
+    # shown, and the school's disagreement is a question for a data-quality officer.
+    assert record["address"]["lines"] == ["12 Mill Lane"]
+    assert provenance["address"] == {"org": "LA", "source_record_id": "la-1", "at": T0.isoformat()}
+    assert [tuple(a) for a in asked] == [("address", "SCH", "LA", "open")]
+    # The local authority restates its record later: its address is still the one shown.
     push(engine, "LA", update("la-1", nhs=nhs), now=at(9))
     record, provenance = shown(engine, created.child_id)
     assert record["address"]["lines"] == ["12 Mill Lane"] and provenance["address"]["org"] == "LA"

@@ -1,0 +1,151 @@
+"""Value conflicts: a disagreement is a question, not an overwrite (issue 23, item 8).
+
+When a source of a lower precedence tier (gateway.index.precedence) states a value of a field that
+disagrees with the value shown, its value stays its own (in its source record, sealed), readers see
+the owner's, and the disagreement is a row of ``value_conflicts`` for a data-quality officer to
+settle (gateway.index.settling; `contactgate review conflicts`, the console's review queue). Each
+row holds the field, the lower source, the supplier of the shown value, and both values with the
+times the gateway received them (``detail``, sealed under the row's id).
+
+A conflict is raised when the lower source sends (the value it sent is the news), never because the
+owner sent a new value of its own (that replaces, as it always did). Sent again unchanged, it is the
+same open question; a value an officer kept the owner's against is not asked again until one of the
+two changes; one that no longer disagrees withdraws its open question.
+
+Rows are found by the lower source record, which a merge moves with its child: a settlement follows
+the record wherever it is linked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from gateway.db import value_conflicts
+from gateway.index import sealed
+from gateway.index.precedence import (
+    FIELDS, IDENTITY_FIELDS, Choice, Rules, Source, canonical, disagrees, provenance_of, stating,
+)
+
+OPEN, KEPT, APPLIED, WITHDRAWN = "open", "kept", "applied", "withdrawn"
+STATUSES = (OPEN, KEPT, APPLIED, WITHDRAWN)
+_IN_CHUNK = 500
+
+
+class Held(list):
+    """The value conflicts of a child's source records (rows), each detail opened when first needed."""
+
+    def __init__(self, v, rows):
+        super().__init__(rows)
+        self._v = v
+        self._details: dict[int, dict] = {}
+
+    def detail(self, row) -> dict:
+        if row.id not in self._details:
+            self._details[row.id] = open_detail(self._v, row)
+        return self._details[row.id]
+
+    def choices(self) -> tuple[Choice, ...]:
+        """The settlements in force: each conflict settled for the lower source's value."""
+        made = []
+        for row in self:
+            if row.status == APPLIED:
+                detail = self.detail(row)
+                made.append(Choice(row.id, row.field, row.org_code, row.source_record_id,
+                                   canonical(row.field, detail["submitted"]["value"]),
+                                   canonical(row.field, detail["shown"]["value"])))
+        return tuple(sorted(made, key=lambda c: -c.conflict_id))  # the latest settlement first
+
+
+def open_detail(v, row) -> dict:
+    if row.detail is None:
+        return {}
+    return json.loads(v.open(row.detail, sealed.conflict_context(row.id)))
+
+
+def held_for(conn: Connection, sources: list[Source]) -> Held:
+    """The value conflicts raised by any of ``sources`` (one indexed read)."""
+    v = sealed.vault_of(conn)
+    wanted = {(s.org_code, s.source_record_id) for s in sources}
+    ids = sorted({srid for _, srid in wanted})
+    rows = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows.extend(r for r in conn.execute(select(value_conflicts).where(
+            value_conflicts.c.source_record_id.in_(ids[start:start + _IN_CHUNK])))
+            if (r.org_code, r.source_record_id) in wanted)
+    return Held(v, sorted(rows, key=lambda r: r.id))
+
+
+def _shown(record: dict, field_: str):
+    return (record.get("identity") or {}).get(field_) if field_ in IDENTITY_FIELDS else record.get(field_)
+
+
+def _key(field_: str) -> str:
+    return f"identity.{field_}" if field_ in IDENTITY_FIELDS else field_
+
+
+def _side(source: Source, value) -> dict:
+    return {"org": source.org_code, "kind": source.kind, "source_record_id": source.sent_id or source.source_record_id,
+            "at": provenance_of(source)["at"], "value": value}
+
+
+def note(conn: Connection, child_id: str, sources: list[Source], record: dict, provenance: dict,
+         arrived: set[tuple[str, str]], rules: Rules, held: Held, now: dt.datetime) -> int:
+    """After the child's shown record was derived again: for each source of ``arrived`` ((organisation,
+    stored source record id) just sent), raise or refresh a conflict on each field where it is of a
+    lower tier than the value shown and disagrees with it; withdraw its open ones that no longer
+    disagree. Returns how many conflicts are open for those sources now."""
+    v = sealed.vault_of(conn)
+    by_source = {(s.org_code, s.source_record_id): s for s in sources}
+    still_open = 0
+    for key in sorted(arrived):
+        source = by_source.get(key)
+        if source is None:
+            continue
+        rows = [r for r in held if (r.org_code, r.source_record_id) == key]
+        for field_ in FIELDS:
+            if not rules.tiers.get(field_):
+                continue  # one tier: the most recent wins, nobody is lower
+            found = stating(sources, field_)
+            own = next((value for s, value in found if s is source), None)
+            supplier = provenance.get(_key(field_)) or {}
+            owner = by_source.get((supplier.get("org"), supplier.get("source_record_id")))
+            open_rows = [r for r in rows if r.field == field_ and r.status == OPEN]
+            best = min((rules.tier(field_, s.kind) for s, _ in found), default=0)
+            lower = own is not None and owner is not None and owner is not source and \
+                rules.tier(field_, source.kind) > best
+            shown_value = _shown(record, field_)
+            if not lower or not disagrees(field_, own, shown_value):
+                for row in open_rows:
+                    _set(conn, row.id, status=WITHDRAWN, decided_by=None, decided_at=now, updated_at=now)
+                continue
+            detail = {"field": field_, "submitted": _side(source, own), "shown": _side(owner, shown_value)}
+            asked = (canonical(field_, own), canonical(field_, shown_value))
+            if any(r.status == KEPT and _asked(held.detail(r)) == asked for r in rows if r.field == field_):
+                continue  # an officer kept the shown value against this very value
+            still_open += 1
+            if open_rows:
+                row = open_rows[-1]
+                if held.detail(row) != detail:
+                    _set(conn, row.id, detail=v.seal(json.dumps(detail, sort_keys=True), sealed.conflict_context(row.id)),
+                         owner_org_code=owner.org_code, owner_source_record_id=owner.source_record_id, updated_at=now)
+                continue
+            conflict_id = conn.execute(insert(value_conflicts).values(
+                child_id=child_id, field=field_, org_code=source.org_code, source_record_id=source.source_record_id,
+                owner_org_code=owner.org_code, owner_source_record_id=owner.source_record_id, status=OPEN,
+                created_at=now, updated_at=now)).inserted_primary_key[0]
+            _set(conn, conflict_id, detail=v.seal(json.dumps(detail, sort_keys=True), sealed.conflict_context(conflict_id)))
+    return still_open
+
+
+def _asked(detail: dict) -> tuple[str, str]:
+    field_ = detail.get("field")
+    return (canonical(field_, detail.get("submitted", {}).get("value")),
+            canonical(field_, detail.get("shown", {}).get("value")))
+
+
+def _set(conn: Connection, conflict_id: int, **values) -> None:
+    conn.execute(update(value_conflicts).where(value_conflicts.c.id == conflict_id).values(**values))

@@ -1,0 +1,232 @@
+"""Values have owners (issue 23, item 8), through the real gateway (signed SubmitUpdates over mutual
+TLS, the CLI as a signed-in data-quality officer; SQLite and PostgreSQL): a school re-sending a
+child the local authority holds does not replace the address or the carers' phone every reader
+sees; the disagreement is a value conflict in the review queue with both sources and dates; settling
+it applies and is audited; a higher-precedence source's new value replaces; GetContacts says who
+supplied the address and when, to a caller that asks (IncludeProvenance), and to no other."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+import zeep
+from lxml import etree
+
+import contactgate_schemas as schemas
+from contactgate_wire.soap import CG
+from tests.support import child_update, unique, unique_name
+
+READ = dict(user_id="dr.jones", role="gp", reason_code="care_coordination", reason_text="value owners tests")
+SCHOOL = "OWNSCHOOL"
+XS = "http://www.w3.org/2001/XMLSchema"
+
+
+@pytest.fixture(scope="module")
+def school(gateway):
+    """A push-only school (education) on the shared gateway, added once per backend."""
+    if SCHOOL.lower() not in gateway.certs:
+        gateway.add_org(SCHOOL, "education", ["push"])
+    return SCHOOL.lower()
+
+
+def _moved(update: dict, line1: str, postcode: str, phone: str) -> dict:
+    moved = copy.deepcopy(update)
+    moved["Address"] = {"Line1": line1, "Town": "Leeds", "Postcode": postcode}
+    moved["Carer"] = [{"Name": "Pat Parent", "Relationship": "mother", "Phone": phone}]
+    moved["Involvement"] = []
+    return moved
+
+
+def _la_then_school(clients, school):
+    """The LA's record, then the school's record of the same child with another address and phone."""
+    family, seed = unique_name("Owner"), int(unique()[:6], 16)
+    dob = f"{2010 + seed % 8}-{1 + seed % 12:02d}-{1 + seed % 28:02d}"
+    la_record = child_update(unique("la-"), family, unique_name("Robin"), dob)
+    [la] = clients("la").submit_updates([la_record])
+    school_record = _moved(la_record, f"{seed % 997 + 1} School Lane", "LS2 9JT", "0113 496 0999")
+    school_record["SourceRecordId"] = unique("sch-")
+    [sch] = clients(school).submit_updates([school_record])
+    assert la["Outcome"] == "created" and sch["Outcome"] == "matched" and sch["ChildId"] == la["ChildId"]
+    return la["ChildId"], la_record, school_record
+
+
+def _conflicts(gateway, child_id: str, status: str = "open") -> list[dict]:
+    out = gateway.cli("review", "conflicts", "--status", status, "--json", officer="dora").output
+    return [e for e in map(json.loads, out.splitlines()) if e["child_id"] == child_id]
+
+
+def test_a_schools_resend_does_not_replace_the_local_authoritys_address_or_carer_phone(gateway, clients, school):
+    child_id, la_record, _ = _la_then_school(clients, school)
+    child = clients("health").get_contacts(child_id, **READ)
+    assert child.address.line1 == la_record["Address"]["Line1"]
+    assert child.address.postcode == la_record["Address"]["Postcode"]
+    assert [c.phone for c in child.carers] == ["0113 496 0000"]
+
+
+def test_the_disagreement_is_a_value_conflict_with_both_sources_and_dates(gateway, clients, school):
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    conflicts = {c["field"]: c for c in _conflicts(gateway, child_id)}
+    assert set(conflicts) == {"address", "carers"}
+    address = conflicts["address"]
+    assert address["submitted"]["org"] == SCHOOL and address["shown"]["org"] == "LA"
+    assert address["submitted"]["at"] >= address["shown"]["at"]  # both dates, the school's the later
+    shown = gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora").output
+    entry = json.loads(shown)
+    assert entry["submitted"]["value"]["lines"] == [school_record["Address"]["Line1"]]
+    assert entry["shown"]["value"]["lines"] == [la_record["Address"]["Line1"]]
+    assert entry["submitted"]["source_record_id"] == school_record["SourceRecordId"]
+    # Sent again unchanged, it is the same question, not a second one; the push's audit entry says a
+    # question is open (its answer does not).
+    seq = gateway.audit_seq()
+    [again] = clients(school).submit_updates([copy.deepcopy(school_record)])
+    assert again["Outcome"] == "updated"
+    assert len([c for c in _conflicts(gateway, child_id) if c["field"] == "address"]) == 1
+    [push] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "SubmitUpdates"]
+    assert "value_conflict=1" in push["detail"]
+
+
+def test_settling_a_conflict_applies_it_and_is_audited(gateway, clients, school):
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    conflicts = {c["field"]: c for c in _conflicts(gateway, child_id)}
+    seq = gateway.audit_seq()
+    gateway.cli("review", "settle", str(conflicts["address"]["id"]), "--keep", "submitted", "--officer", "dora")
+    gateway.cli("review", "settle", str(conflicts["carers"]["id"]), "--keep", "shown", "--officer", "dora")
+    child = clients("health").get_contacts(child_id, **READ, include_provenance=True)
+    assert child.address.line1 == school_record["Address"]["Line1"]  # the officer's decision is shown
+    assert child.address_source.organisation == SCHOOL
+    assert [c.phone for c in child.carers] == ["0113 496 0000"]  # kept: the LA's
+    settled = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "review.settle"]
+    assert len(settled) == 2 and all(e["user_id"] == "dora" and child_id in e["child_ids"] for e in settled)
+    assert _conflicts(gateway, child_id) == []
+    # Settling twice is refused, audited, and changes nothing.
+    seq = gateway.audit_seq()
+    again = gateway.cli("review", "settle", str(conflicts["address"]["id"]), "--keep", "shown",
+                        "--officer", "dora", expect_ok=False)
+    assert again.exit_code != 0 and "already" in again.output
+    assert [e["operation"] for e in gateway.audit_entries_after(seq)] == ["officer.refused"]
+    assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
+
+
+def test_a_higher_precedence_sources_new_value_replaces(gateway, clients, school):
+    child_id, la_record, _ = _la_then_school(clients, school)
+    moved = _moved(la_record, "12 New Road", "LS6 2AA", "0113 496 0555")
+    [result] = clients("la").submit_updates([moved])
+    assert result["Outcome"] == "updated"
+    child = clients("health").get_contacts(child_id, **READ, include_provenance=True)
+    assert (child.address.line1, [c.phone for c in child.carers]) == ("12 New Road", ["0113 496 0555"])
+    assert child.address_source.organisation == "LA"
+
+
+def test_get_contacts_says_who_supplied_the_address_and_when_to_a_caller_that_asks(gateway, clients, school):
+    child_id, _, _ = _la_then_school(clients, school)
+    health = clients("health")
+    data = health.build_request("GetContacts", Requester={"UserId": "u", "Role": "gp"},
+                                Reason={"_value_1": "provenance", "code": "care_coordination"},
+                                ChildId=child_id, IncludeProvenance=True)
+    status, envelope = health.post_raw("GetContacts", data)
+    assert status == 200
+    response = envelope.find(f".//{{{CG}}}GetContactsResponse")
+    schema = etree.XMLSchema(etree.fromstring(schemas.read(schemas.XSD_NAME)))
+    assert schema.validate(copy.deepcopy(response)), schema.error_log
+    source = response.find(f"{{{CG}}}Child/{{{CG}}}AddressSource")
+    assert source.findtext(f"{{{CG}}}Organisation") == "LA"
+    assert source.findtext(f"{{{CG}}}Received").endswith("Z")
+
+
+def _schema_before_address_source(directory) -> None:
+    tree = etree.parse(str(directory / "contactgate.xsd"))
+    for name in ("AddressSource", "IncludeProvenance"):
+        for element in list(tree.iter(f"{{{XS}}}element")):
+            if element.get("name") == name:
+                element.getparent().remove(element)
+    tree.write(str(directory / "contactgate.xsd"))
+
+
+def test_a_strict_client_on_the_schema_before_address_source_reads_get_contacts_as_before(
+        gateway, clients, school, tmp_path):
+    from contactgate_schemas import __path__ as schema_dir
+
+    for name in ("contactgate.wsdl", "contactgate.xsd"):
+        shutil.copy(f"{schema_dir[0]}/{name}", tmp_path / name)
+    _schema_before_address_source(tmp_path)
+    old = zeep.Client(str(tmp_path / "contactgate.wsdl"), settings=zeep.Settings(strict=True))
+    child_id, la_record, _ = _la_then_school(clients, school)
+    health = clients("health")
+    data = health.build_request("GetContacts", Requester={"UserId": "u", "Role": "gp"},
+                                Reason={"_value_1": "compat", "code": "care_coordination"}, ChildId=child_id)
+    status, envelope = health.post_raw("GetContacts", data)
+    assert status == 200
+    response = envelope.find(f".//{{{CG}}}GetContactsResponse")
+    assert response.find(f".//{{{CG}}}AddressSource") is None, "AddressSource sent to a caller that did not ask"
+    parsed = old.get_element(f"{{{CG}}}GetContactsResponse").parse(copy.deepcopy(response), old.wsdl.types)
+    assert parsed.Child.Address.Line1 == la_record["Address"]["Line1"]
+
+
+def test_a_shielded_childs_location_conflict_is_withheld_and_cannot_be_settled_blind(gateway, clients, school):
+    child_id, _, _ = _la_then_school(clients, school)
+    clients("shielder").set_shielding(child_id, True, user_id="sw1", role="social worker",
+                                      reason_code="safeguarding", reason_text="value owners tests")
+    hidden = clients("health").get_contacts(child_id, **READ, include_provenance=True)
+    assert hidden.address is None and hidden.address_source is None  # who supplied it would place the child
+    address = next(c for c in _conflicts(gateway, child_id) if c["field"] == "address")
+    assert address["location_withheld"] and address["submitted"] == address["shown"] == {"withheld": "withheld"}
+    shown = json.loads(gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora").output)
+    assert "value" not in json.dumps(shown["submitted"]) and "School Lane" not in json.dumps(shown)
+    seq = gateway.audit_seq()
+    refused = gateway.cli("review", "settle", str(address["id"]), "--keep", "submitted", "--officer", "dora",
+                          expect_ok=False)
+    assert refused.exit_code != 0 and "shielded" in refused.output
+    assert [e["operation"] for e in gateway.audit_entries_after(seq)] == ["officer.refused"]
+    assert [c["status"] for c in _conflicts(gateway, child_id, "all") if c["id"] == address["id"]] == ["open"]
+
+
+def test_the_precedence_is_a_setting_and_a_file_it_cannot_use_is_refused(tmp_path):
+    from gateway.index import precedence
+
+    path = tmp_path / "precedence.json"
+    path.write_text(json.dumps({"fields": {"address": [["education"], ["local_authority"]], "family_name": []}}))
+    rules = precedence.load(path)
+    assert rules.tier("address", "education") < rules.tier("address", "local_authority") < rules.tier("address", "police")
+    assert rules.tiers["carers"] == precedence.DEFAULT_TIERS["carers"]  # not named: its default
+    assert rules.tier("family_name", "health") == rules.tier("family_name", None)
+    for bad in ({"fields": {"address": [["school"]]}}, {"fields": {"colour": []}}, {"roles": {}},
+                {"fields": {"address": [["health"], ["health"]]}}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(precedence.PrecedenceFileError):
+            precedence.load(path)
+    assert precedence.load(tmp_path / "absent.json") is precedence.DEFAULT_RULES
+
+
+def test_what_counts_as_a_disagreement():
+    from gateway.index.precedence import disagrees
+
+    shown = {"lines": ["12 Mill Lane"], "postcode": "LS6 2AB", "town": "Leeds"}
+    assert not disagrees("address", {"lines": ["12, mill lane."], "postcode": "ls62ab"}, shown)
+    assert disagrees("address", {"lines": ["12 Mill Lane"], "postcode": "LS6 2AC", "town": "Leeds"}, shown)
+    carers = [{"name": "Pat Parent", "relationship": "mother", "phone": "0113 496 0000", "email": "p@x.example"},
+              {"name": "Sam Parent", "relationship": "father"}]
+    assert not disagrees("carers", [{"name": "pat parent", "relationship": "Mother", "phone": "+44 113 496 0000"}],
+                         carers)
+    assert disagrees("carers", [{"name": "Pat Parent", "relationship": "mother", "phone": "0113 496 0999"}], carers)
+    assert disagrees("carers", [{"name": "Alex Other", "relationship": "aunt"}], carers)
+
+
+def test_precedence_show_prints_the_table_and_a_file_it_cannot_use_stops_serve(gateway, tmp_path):
+    from click.testing import CliRunner
+    from gateway.cli import main
+
+    shown = gateway.cli("precedence", "show").output
+    assert "address" in shown and "local_authority = health > education > any other" in shown
+    bad = tmp_path / "precedence.json"
+    bad.write_text(json.dumps({"fields": {"address": [["school"]]}}))
+    base = ["--home", str(gateway.home), "--database-url", gateway.database_url]
+    env = {"CONTACTGATE_PRECEDENCE_FILE": str(bad)}
+    if gateway.redis_url:
+        base += ["--redis-url", gateway.redis_url]
+    refused = CliRunner().invoke(main, [*base, "precedence", "show"], env=env)
+    assert refused.exit_code != 0 and "unknown kinds ['school']" in refused.output
+    serve = CliRunner().invoke(main, [*base, "serve", "--bind", "127.0.0.1:0", "--metrics-bind", "none"], env=env)
+    assert serve.exit_code == 3 and "unknown kinds ['school']" in serve.output, serve.output
