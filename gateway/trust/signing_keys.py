@@ -112,3 +112,27 @@ def retire_previous(layout: HomeLayout) -> x509.Certificate:
         raise SigningKeyError("no previous signing certificate is published")
     layout.signing_previous_cert.unlink()
     return keys.previous
+
+
+# ---- where the current key is: the home's key file (the default) or a PKCS#11 token ---------------
+
+def token_key(layout: HomeLayout):
+    """The current signing key in the token CONTACTGATE_PKCS11_SIGNING_KEY names (gateway.security.hsm),
+    found by the public key of ``signing/cert.pem``; None when the key is the home's file. An HsmError
+    when the token is named but cannot be used, or does not hold it: nothing falls back to a file."""
+    from gateway.security import hsm
+
+    cfg = hsm.signing_config()
+    if cfg is None:
+        return None
+    return hsm.TokenKey(cfg, pki.load_cert_pem(layout.signing_cert.read_bytes()))
+
+
+def envelope_signer(layout: HomeLayout):
+    """What signs the gateway's answers: the token's key (C_Sign over SignedInfo) or the home's key file."""
+    from contactgate_wire.wsse import EnvelopeSigner
+
+    in_token = token_key(layout)
+    if in_token is not None:
+        return EnvelopeSigner.with_key_elsewhere(layout.signing_cert.read_bytes(), in_token.sign)
+    return EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes())

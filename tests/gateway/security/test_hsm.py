@@ -63,9 +63,9 @@ def keys_into_token(gateway: Gateway, token: dict, monkeypatch) -> None:
     for name, value in token.items():
         monkeypatch.setenv(name, value)  # the commands run in this process
     gateway.extra_env.update(token)  # and `serve` in its own
-    gateway.cli("hsm", "create-kek")
-    gateway.cli("hsm", "wrap-keyring")
-    gateway.cli("hsm", "import-signing-key")
+    gateway.cli("hsm", "create-kek", officer="senior-s")
+    gateway.cli("hsm", "wrap-keyring", officer="senior-s")
+    gateway.cli("hsm", "import-signing-key", officer="senior-s")
 
 
 def serve_refusal(gateway: Gateway, env: dict) -> subprocess.CompletedProcess:
@@ -80,7 +80,6 @@ def backend_url(request):
         yield request.param, url
 
 
-@pytest.mark.xfail(strict=True, reason="keys in a PKCS#11 token are not built yet")
 def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_open_nothing(
         backend_url, token, tmp_path, monkeypatch):
     backend, url = backend_url
@@ -114,7 +113,7 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
         assert ready.status_code == 200, ready.text
 
         # A rotation of the data keys keeps the keyring sealed in the token; the records still read.
-        gateway.cli("keys", "rotate")
+        gateway.cli("keys", "rotate", officer="senior-s")
         assert hsm.is_wrapped(json.loads((home / "keys" / "data-keys.json").read_text()))
         again = la.get_contacts(created.child_id, **READ)
         assert again["Identity"]["FamilyName"] == family
@@ -143,7 +142,6 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
     assert "hardware security module" in refused.stderr and "holds no" in refused.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="keys in a PKCS#11 token are not built yet")
 def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token, tmp_path, monkeypatch):
     with sqlite_database() as url:
         gateway = Gateway("sqlite", tmp_path / "home", url, None)
