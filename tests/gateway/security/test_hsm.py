@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,21 +52,35 @@ def make_token(directory: Path, pin: str = "4711-2342") -> dict:
             hsm.ENV_PIN_FILE: str(pin_file), hsm.ENV_KEK: KEK_LABEL, hsm.ENV_SIGNING_KEY: SIGNING_LABEL}
 
 
-@pytest.fixture
-def token(tmp_path, monkeypatch):
-    hsm.release()
-    yield make_token(tmp_path / "hsm")
-    hsm.release()
+@dataclass
+class TokenHome:
+    gateway: Gateway
+    token: dict
 
 
-def keys_into_token(gateway: Gateway, token: dict, monkeypatch) -> None:
-    """An existing home's keys moved into the token, as an operator does (docs/operations.md)."""
-    for name, value in token.items():
-        monkeypatch.setenv(name, value)  # the commands run in this process
-    gateway.extra_env.update(token)  # and `serve` in its own
-    gateway.cli("hsm", "create-kek", officer="senior-s")
-    gateway.cli("hsm", "wrap-keyring", officer="senior-s")
-    gateway.cli("hsm", "import-signing-key", officer="senior-s")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def token_home(request, tmp_path_factory):
+    """A home made as usual (keys on disk), then its keys moved into a fresh token as an operator
+    does (docs/operations.md): the commands run in this process, `serve` in its own."""
+    backend = request.param
+    hsm.release()
+    with (postgres_database() if backend == "postgresql" else sqlite_database()) as url, \
+            pytest.MonkeyPatch.context() as patch:
+        token = make_token(tmp_path_factory.mktemp("hsm"))
+        gateway = Gateway(backend, tmp_path_factory.mktemp("hsm-home"), url, None)
+        gateway.cli("init")
+        gateway.add_org("LA", "local_authority", ["push", "query"])
+        for name, value in token.items():
+            patch.setenv(name, value)
+        gateway.extra_env.update(token)
+        gateway.cli("hsm", "create-kek", officer="senior-s")
+        gateway.cli("hsm", "wrap-keyring", officer="senior-s")
+        gateway.cli("hsm", "import-signing-key", officer="senior-s")
+        try:
+            yield TokenHome(gateway, token)
+        finally:
+            gateway.stop()
+            hsm.release()
 
 
 def serve_refusal(gateway: Gateway, env: dict) -> subprocess.CompletedProcess:
@@ -74,19 +89,9 @@ def serve_refusal(gateway: Gateway, env: dict) -> subprocess.CompletedProcess:
                           env={**gateway.env(), **env}, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request):
-    with (postgres_database() if request.param == "postgresql" else sqlite_database()) as url:
-        yield request.param, url
-
-
 def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_open_nothing(
-        backend_url, token, tmp_path, monkeypatch):
-    backend, url = backend_url
-    gateway = Gateway(backend, tmp_path / "home", url, None)
-    gateway.cli("init")
-    gateway.add_org("LA", "local_authority", ["push", "query"])
-    keys_into_token(gateway, token, monkeypatch)
+        token_home, tmp_path, monkeypatch):
+    gateway, token = token_home.gateway, token_home.token
 
     home = gateway.home
     assert not (home / "signing" / "key.pem").exists()  # the private half is in the token only
@@ -99,7 +104,7 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
         for path in (p for p in home.rglob("*") if p.is_file()):
             assert base64.b64encode(key) not in path.read_bytes(), path
 
-    gateway.start(workers=2)
+    gateway.start(workers=1)
     try:
         la = gateway.client("la")
         family = unique_name("Hsm")
@@ -135,33 +140,32 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
     with pytest.raises(vault.KeyringError, match="holds no key-encryption key"):
         vault.read_keyring(copy / "keys" / "data-keys.json")
     hsm.release()
-    copied = Gateway(backend, copy, url, None)
-    copied.certs = gateway.certs
-    refused = serve_refusal(copied, other)
+    copied = Gateway(gateway.backend, copy, gateway.database_url, None)
+    refused = copied.cli("serve", expect_ok=False)  # refused before it listens
+    assert refused.exit_code == 3, refused.output
+    assert "hardware security module" in refused.output and "holds no" in refused.output
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
+def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token_home, tmp_path, monkeypatch):
+    gateway = token_home.gateway
+    hsm.release()
+    wrong_pin = tmp_path / "wrong-pin"
+    wrong_pin.write_text("0000-0000\n")
+    refused = serve_refusal(gateway, {hsm.ENV_PIN_FILE: str(wrong_pin)})  # a real `serve`
     assert refused.returncode == 3, refused.stderr
-    assert "hardware security module" in refused.stderr and "holds no" in refused.stderr
+    assert "refused the PIN" in refused.stderr and "Traceback" not in refused.stderr
 
+    empty = tmp_path / "no-token"
+    empty.mkdir()
+    (empty / "softhsm2.conf").write_text(f"directories.tokendir = {empty}\nobjectstore.backend = file\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(empty / "softhsm2.conf"))
+    refused = gateway.cli("serve", expect_ok=False)  # refused before it listens
+    assert refused.exit_code == 3, refused.output
+    assert f"no token labelled '{TOKEN_LABEL}'" in refused.output
+    hsm.release()
 
-def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token, tmp_path, monkeypatch):
-    with sqlite_database() as url:
-        gateway = Gateway("sqlite", tmp_path / "home", url, None)
-        gateway.cli("init")
-        gateway.add_org("LA", "local_authority", ["query"])
-        keys_into_token(gateway, token, monkeypatch)
-        hsm.release()
-
-        wrong_pin = tmp_path / "wrong-pin"
-        wrong_pin.write_text("0000-0000\n")
-        refused = serve_refusal(gateway, {hsm.ENV_PIN_FILE: str(wrong_pin)})
-        assert refused.returncode == 3
-        assert "refused the PIN" in refused.stderr and "Traceback" not in refused.stderr
-
-        empty = tmp_path / "no-token"
-        empty.mkdir()
-        (empty / "softhsm2.conf").write_text(f"directories.tokendir = {empty}\nobjectstore.backend = file\n")
-        refused = serve_refusal(gateway, {"SOFTHSM2_CONF": str(empty / "softhsm2.conf")})
-        assert refused.returncode == 3
-        assert f"no token labelled '{TOKEN_LABEL}'" in refused.stderr
-
-        refused = serve_refusal(gateway, {hsm.ENV_PIN_FILE: "", hsm.ENV_PIN: ""})
-        assert refused.returncode == 2 and "never from the command line" in refused.stderr
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, "")
+    refused = gateway.cli("serve", expect_ok=False)
+    assert refused.exit_code == 2 and "never from the command line" in refused.output
