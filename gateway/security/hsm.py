@@ -355,6 +355,21 @@ def generate_signing_key(cfg: TokenConfig, *, ec: bool = False):
     return public_key
 
 
+def destroy_signing_key(cfg: TokenConfig, public_key) -> bool:
+    """Remove the token's key pair for ``public_key`` (a discarded or retired signing key)."""
+    import pkcs11
+    from pkcs11 import Attribute
+
+    with _LOCK:
+        try:
+            found = list(session(cfg).get_objects({Attribute.LABEL: cfg.signing_label, Attribute.ID: key_id(public_key)}))
+            for item in found:
+                item.destroy()
+        except pkcs11.PKCS11Error as exc:
+            raise HsmError(f"the token {cfg.token!r} did not remove the signing key: {type(exc).__name__}") from None
+    return bool(found)
+
+
 def _find_private(cfg: TokenConfig, kid: bytes):
     from pkcs11 import ObjectClass
 

@@ -169,3 +169,31 @@ def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token_home
     monkeypatch.setenv(hsm.ENV_PIN_FILE, "")
     refused = gateway.cli("serve", expect_ok=False)
     assert refused.exit_code == 2 and "never from the command line" in refused.output
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)
+def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_retire(token_home):
+    from lxml import etree
+
+    from contactgate_wire import wsse
+    from contactgate_wire.soap import SOAP_ENV
+    from gateway.config import HomeLayout
+    from gateway.trust import signing_keys
+
+    gateway = token_home.gateway
+    layout = HomeLayout(gateway.home)
+    hsm.release()
+    before = signing_keys.load(layout).current
+    gateway.cli("signing-key", "rotate", officer="senior-s")
+    assert layout.signing_next_cert.exists() and not layout.signing_next_key.exists()  # made in the token
+    gateway.cli("signing-key", "promote", "--grace-days", "0", officer="senior-s")
+    assert not layout.signing_key.exists()
+    envelope = etree.fromstring(f'<s:Envelope xmlns:s="{SOAP_ENV}"><s:Body><x xmlns="urn:t">1</x></s:Body></s:Envelope>')
+    envelope = etree.fromstring(etree.tostring(signing_keys.envelope_signer(layout).sign(envelope)))  # as received
+    signed_by = wsse.extract_signer_certificate(envelope)
+    assert signed_by == signing_keys.load(layout).current != before
+    assert wsse.verify(envelope, signed_by).payload.text == "1"
+    cfg = hsm.signing_config()
+    assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is not None  # nodes not yet reloaded sign on
+    gateway.cli("signing-key", "retire", officer="senior-s")
+    assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is None
