@@ -393,11 +393,16 @@ class TokenKey:
         self.certificate = certificate
         self.is_rsa = isinstance(certificate.public_key(), rsa.RSAPublicKey)
         self._id = key_id(certificate.public_key())
+        self._found = None  # (pid, the key's object): found once per process, not per signature
         self._key()  # fail now (at start-up) rather than at the first answer
 
     def _key(self):
+        if self._found is not None and self._found[0] == os.getpid() and _SESSIONS.get(
+                (self._cfg.module, self._cfg.token), (None,))[0] == os.getpid():
+            return self._found[1]
         with _LOCK:
             found = _find_private(self._cfg, self._id)
+            self._found = None if found is None else (os.getpid(), found)
         if found is None:
             raise HsmError(f"the token {self._cfg.token!r} holds no signing key labelled "
                            f"{self._cfg.signing_label!r} for the certificate in signing/cert.pem "
