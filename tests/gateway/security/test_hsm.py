@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from contactgate_wire.soap import DS
+from gateway.backup.archive import BackupKey, decrypt_to, read_manifest
 from gateway.security import hsm, vault
 from tests.support import Gateway, child_update, postgres_database, sqlite_database, unique_name
 
@@ -123,8 +124,26 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
         again = la.get_contacts(created.child_id, **READ)
         assert again["Identity"]["FamilyName"] == family
         assert gateway.cli("audit", "verify").exit_code == 0  # its checkpoint signed in the token
+        rotated = vault.read_keyring(home / "keys" / "data-keys.json")
     finally:
         gateway.stop()
+
+    # A backup keeps the keyring sealed under the token's key inside the archive: the backup key alone
+    # opens no record; a restore (which needs both) puts it back sealed.
+    backup_key = tmp_path / "backup.key"
+    backup_key.write_bytes(os.urandom(32))
+    backup_key.chmod(0o600)
+    archive = tmp_path / "with-token.cgb"
+    gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archive))
+    with (tmp_path / "opened").open("w+b") as plain:
+        decrypt_to(archive, BackupKey.from_file(backup_key), plain)
+        _, where = read_manifest(plain)
+        offset, size = where["home/keys/data-keys.json"]
+        plain.seek(offset)
+        assert hsm.is_wrapped(json.loads(plain.read(size)))
+    gateway.cli("restore", str(archive), "--key-file", str(backup_key))
+    assert hsm.is_wrapped(json.loads((home / "keys" / "data-keys.json").read_text()))
+    assert vault.read_keyring(home / "keys" / "data-keys.json").data_keys == rotated.data_keys
 
     # A database administrator with the database and every file of the host, but not the token.
     copy = tmp_path / "copied-home"
