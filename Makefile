@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient softhsm bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -77,6 +77,37 @@ softhsm:
 		else echo "softhsm2-util not found and cannot be installed here: the PKCS#11 tests will be skipped"; fi; \
 	fi
 
+# The toolchains of the client guides (docs/clients, run by tests/docs/clients): curl + xmlsec1 +
+# xmllint, PHP with soap and dom, a JDK with Debian's JAX-WS RI and WSS4J 1.6 jars, Node.js and npm
+# (apt-get when missing and this user may: root with apt-get), then node-soap pinned by the guide's
+# package-lock.json (npm ci, no global installs). Otherwise those guides' tests skip, except under .ci/run.
+GUIDE_NODE := docs/clients/node-soap
+GUIDE_NODE_STAMP := $(GUIDE_NODE)/node_modules/.installed
+
+client-guides-tools:
+	@need=; \
+	for tool in curl:curl xmlsec1:xmlsec1 xmllint:libxml2-utils openssl:openssl php:php-cli javac:default-jdk-headless \
+		node:nodejs npm:npm; do \
+		command -v $${tool%%:*} >/dev/null 2>&1 || need="$$need $${tool#*:}"; done; \
+	if command -v php >/dev/null 2>&1; then php -m | grep -qx soap || need="$$need php-soap"; \
+		php -m | grep -qx dom || need="$$need php-xml"; else need="$$need php-soap php-xml"; fi; \
+	[ -f /usr/share/java/jaxws-rt.jar ] || need="$$need libjaxws-java"; \
+	[ -f /usr/share/java/wss4j.jar ] || need="$$need libwss4j-java"; \
+	if [ -n "$$need" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing the client guides' toolchains (apt-get):$$need"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need >/dev/null; }; \
+		else echo "missing$$need and cannot install them here: those client guides' tests will be skipped"; fi; \
+	fi
+
+$(GUIDE_NODE_STAMP): $(GUIDE_NODE)/package.json $(GUIDE_NODE)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(GUIDE_NODE) --no-audit --no-fund --loglevel=error && touch $(GUIDE_NODE_STAMP); \
+	else echo "npm not found: the node-soap client guide's test will be skipped"; fi
+
+client-guides: client-guides-tools $(GUIDE_NODE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/contactgate demo
 
@@ -85,7 +116,7 @@ demo: $(STAMP)
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx pgclient softhsm
+test: $(STAMP) $(NODE_STAMP) browser nginx pgclient client-guides softhsm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -108,4 +139,4 @@ bench-push: $(STAMP)
 	$(BIN)/python bench/push.py $(PUSH_ARGS)
 
 clean:
-	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules

@@ -46,6 +46,19 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, ti
     raise RuntimeError(f"{what} did not listen on {port}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def wait_for_port_free(port: int, what: str, timeout_s: float = 30) -> None:
+    """Until nothing accepts on ``port``: a node whose master was killed leaves its workers
+    listening until each sees its parent gone (a second or so). A node started meanwhile would
+    find its port taken, and a probe would reach the dying workers instead of it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what}: something still listens on {port} after {timeout_s:.0f} s")
+
+
 def make_key_and_csr(directory: Path, name: str) -> tuple[Path, Path]:
     """A proxy's key and CSR (CN = its name), as the nginx host makes them (`openssl req -new`)."""
     from cryptography import x509
@@ -99,6 +112,7 @@ class Cluster:
 
     def start_node(self, index: int) -> None:
         log = self.prefix / f"node{index}.log"
+        wait_for_port_free(self.node_ports[index], f"node {index}")
         with open(log, "ab") as out:
             self.nodes[index] = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--behind-proxy", "--workers", str(self.workers),

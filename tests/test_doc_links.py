@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = sorted({ROOT / "README.md", ROOT / "SECURITY.md", *(ROOT / "docs").glob("*.md"),
                     ROOT / "bench" / "README.md", ROOT / "certs" / "README.md",
-                    ROOT / "packaging" / "client" / "README.md", ROOT / "gateway" / "index" / "linkage" / "README.md"})
+                    ROOT / "packaging" / "client" / "README.md", ROOT / "gateway" / "index" / "linkage" / "README.md",
+                    ROOT / "docs" / "clients" / "README.md", *(ROOT / "docs" / "clients").glob("*/README.md")})
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
