@@ -61,7 +61,13 @@ class TokenConfig:
         if self.pin_file is None:
             pin = os.environ.get(ENV_PIN, "")
         else:
+            from gateway.files import loose_mode
+
             try:
+                loose = loose_mode(self.pin_file)
+                if loose is not None:
+                    raise HsmError(f"the token's PIN file {self.pin_file} is readable by others (mode {loose:o}): "
+                                   f"run `chmod 600 {self.pin_file}`")
                 pin = self.pin_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise HsmError(f"cannot read the token's PIN from {self.pin_file} ({ENV_PIN_FILE}): "

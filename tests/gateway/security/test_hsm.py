@@ -172,6 +172,12 @@ def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token_home
     hsm.release()
     wrong_pin = tmp_path / "wrong-pin"
     wrong_pin.write_text("0000-0000\n")
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, str(wrong_pin))
+    wrong_pin.chmod(0o644)
+    refused = gateway.cli("serve", expect_ok=False)  # a PIN others can read is no secret
+    assert refused.exit_code == 3 and "readable by others" in refused.output, refused.output
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, token_home.token[hsm.ENV_PIN_FILE])
+    wrong_pin.chmod(0o600)
     refused = serve_refusal(gateway, {hsm.ENV_PIN_FILE: str(wrong_pin)})  # a real `serve`
     assert refused.returncode == 3, refused.stderr
     assert "refused the PIN" in refused.stderr and "Traceback" not in refused.stderr
@@ -218,7 +224,6 @@ def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_
     assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is None
 
 
-@pytest.mark.xfail(strict=True, reason="init run again makes a new signing key on disk when the key is in the token")
 @pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)
 def test_init_run_again_keeps_the_signing_key_in_the_token(token_home):
     gateway = token_home.gateway
