@@ -325,9 +325,9 @@ def generate_signing_key(cfg: TokenConfig, *, ec: bool = False):
     """A new key pair made in the token (RSA-2048, or EC P-256); returns its public key (cryptography's)."""
     import pkcs11
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
     from pkcs11 import Attribute, KeyType
     from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
-    from pkcs11.util.rsa import encode_rsa_public_key
 
     private_template = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
                         Attribute.PRIVATE: True, Attribute.DECRYPT: False, Attribute.UNWRAP: False}
@@ -340,21 +340,14 @@ def generate_signing_key(cfg: TokenConfig, *, ec: bool = False):
                     Attribute.EC_PARAMS: encode_named_curve_parameters("1.2.840.10045.3.1.7")}, local=True)
                 public, private = parameters.generate_keypair(store=True, label=cfg.signing_label, id=temporary,
                                                               private_template=private_template)
-                der = encode_ec_public_key(public)
+                public_key = serialization.load_der_public_key(encode_ec_public_key(public))  # SubjectPublicKeyInfo
             else:
                 public, private = opened.generate_keypair(KeyType.RSA, 2048, store=True, label=cfg.signing_label,
                                                           id=temporary, private_template=private_template)
-                der = encode_rsa_public_key(public)
+                public_key = RSAPublicNumbers(int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                                              int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token {cfg.token!r} did not make a signing key: {type(exc).__name__}") from None
-        if ec:
-            public_key = serialization.load_der_public_key(der)
-        else:
-            from cryptography.hazmat.primitives.asymmetric import rsa as crypto_rsa
-            from asn1crypto.keys import RSAPublicKey
-
-            numbers = RSAPublicKey.load(der).native
-            public_key = crypto_rsa.RSAPublicNumbers(numbers["public_exponent"], numbers["modulus"]).public_key()
         kid = key_id(public_key)
         private[Attribute.ID] = kid
         public[Attribute.ID] = kid

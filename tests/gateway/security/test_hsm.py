@@ -198,6 +198,8 @@ def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token_home
 
 @pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)
 def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_retire(token_home):
+    """`signing-key rotate --ec` makes the new key in the token; after `promote` the answers are signed
+    there (ECDSA: the token's r || s is XML-DSig's value); the old key leaves the token at `retire`."""
     from lxml import etree
 
     from contactgate_wire import wsse
@@ -209,7 +211,7 @@ def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_
     layout = HomeLayout(gateway.home)
     hsm.release()
     before = signing_keys.load(layout).current
-    gateway.cli("signing-key", "rotate", officer="senior-s")
+    gateway.cli("signing-key", "rotate", "--ec", officer="senior-s")  # ECDSA P-256 this time
     assert layout.signing_next_cert.exists() and not layout.signing_next_key.exists()  # made in the token
     gateway.cli("signing-key", "promote", "--grace-days", "0", officer="senior-s")
     assert not layout.signing_key.exists()
@@ -218,6 +220,7 @@ def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_
     signed_by = wsse.extract_signer_certificate(envelope)
     assert signed_by == signing_keys.load(layout).current != before
     assert wsse.verify(envelope, signed_by).payload.text == "1"
+    assert envelope.find(f".//{{{DS}}}SignatureMethod").get("Algorithm") == wsse.ECDSA_SHA256
     cfg = hsm.signing_config()
     assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is not None  # nodes not yet reloaded sign on
     gateway.cli("signing-key", "retire", officer="senior-s")
