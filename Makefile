@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient client-guides client-guides-tools bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -65,6 +65,18 @@ pgclient:
 		else echo "pg_dump not found and cannot be installed here: the PostgreSQL backup tests will be skipped"; fi; \
 	fi
 
+# The distribution's SoftHSM2 (a PKCS#11 token in software): the tests of keys held in a hardware
+# security module (tests/gateway/security/test_hsm.py) initialise a token of their own with it.
+# Installed when missing and this user may (root with apt-get); otherwise those tests skip, except under .ci/run.
+softhsm:
+	@if ! command -v softhsm2-util >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing softhsm2 (apt-get)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2 >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2 >/dev/null; }; \
+		else echo "softhsm2-util not found and cannot be installed here: the PKCS#11 tests will be skipped"; fi; \
+	fi
+
 # The toolchains of the client guides (docs/clients, run by tests/docs/clients): curl + xmlsec1 +
 # xmllint, PHP with soap and dom, a JDK with Debian's JAX-WS RI and WSS4J 1.6 jars, Node.js and npm
 # (apt-get when missing and this user may: root with apt-get), then node-soap pinned by the guide's
@@ -104,7 +116,7 @@ demo: $(STAMP)
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx pgclient client-guides
+test: $(STAMP) $(NODE_STAMP) browser nginx pgclient client-guides softhsm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)

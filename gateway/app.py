@@ -12,7 +12,6 @@ from flask import Flask, Response, request
 
 import contactgate_schemas as schemas
 from contactgate_wire.soap import SOAP_PATH
-from contactgate_wire.wsse import EnvelopeSigner
 from gateway import forwarded, metrics
 from gateway.audit import AuditTrail
 from gateway.config import Settings
@@ -24,6 +23,7 @@ from gateway.security import vault
 from gateway.pipeline import ReceivedBody, handle
 from gateway.pipeline.context import Services
 from gateway.store import make_store
+from gateway.trust import signing_keys
 from gateway.trust.pki import TrustAnchors
 
 XML = "text/xml; charset=utf-8"
@@ -84,7 +84,7 @@ def build_services(settings: Settings) -> Services:
         store=make_store(settings, engine),
         anchors=FollowingAnchors(settings),
         audit=AuditTrail.from_file(layout.audit_key),
-        signer=EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes()),
+        signer=signing_keys.envelope_signer(layout),  # the home's key file, or C_Sign in a PKCS#11 token
         schema_source=schemas.read(schemas.XSD_NAME),
         roles=disclosure.load(settings.roles_path),  # a bad roles file: the gateway does not start
     )

@@ -16,7 +16,7 @@ from gateway import files
 from gateway.audit import new_key
 from gateway.config import Settings
 from gateway.migrations import upgrade
-from gateway.security import vault
+from gateway.security import hsm, vault
 from gateway.trust import pki
 
 
@@ -108,9 +108,12 @@ def init_home(settings: Settings, server_names: list[str] | None = None, *, sign
         report.add("replaced" if server_exists else "created", f"server TLS certificate ({names})")
 
     kind = "ECDSA P-256" if signing_key == "ec" else "RSA-2048"
-    _keep_or_make_pair(report, "response-signing key" + ("" if layout.signing_cert.exists() else f" ({kind})"),
-                       layout.signing_cert, layout.signing_key,
-                       lambda: pki.issue_signing_cert(ca_key, ca_cert, ec=signing_key == "ec"))
+    if layout.signing_cert.exists() and hsm.signing_config() is not None:  # the key is in a PKCS#11 token
+        report.add("kept", "response-signing key (in the PKCS#11 token)")
+    else:
+        _keep_or_make_pair(report, "response-signing key" + ("" if layout.signing_cert.exists() else f" ({kind})"),
+                           layout.signing_cert, layout.signing_key,
+                           lambda: pki.issue_signing_cert(ca_key, ca_cert, ec=signing_key == "ec"))
 
     if layout.audit_key.exists():
         report.add("kept", "audit chain key")

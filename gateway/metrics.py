@@ -131,6 +131,9 @@ class Readiness:
                 problems.append(f"restored: {restored}")
         except Exception as exc:
             problems.append(f"database: {type(exc).__name__}")
+        token_problem = _token_problem()
+        if token_problem:
+            problems.append(f"hsm: {token_problem}")
         if self.settings.redis_url:
             try:
                 if self._redis is None:
@@ -146,6 +149,18 @@ class Readiness:
         if problems:
             return False, "not ready: " + "; ".join(problems + degraded) + "\n"
         return True, ("ready, degraded: " + "; ".join(degraded) + "\n") if degraded else "ready\n"
+
+
+def _token_problem() -> str | None:
+    """With keys in a PKCS#11 token (gateway.security.hsm): what is wrong with it, or None. A node
+    whose token is gone cannot sign its answers (nor open a rotated keyring): not ready."""
+    from gateway.security import hsm
+
+    try:
+        cfg = hsm.config()
+    except hsm.HsmError as exc:
+        return str(exc)
+    return None if cfg is None else hsm.probe(cfg)
 
 
 def _restore_pending(settings, conn) -> str | None:

@@ -40,7 +40,7 @@ LOCAL_OFFICERS = {
 }
 DEFAULT_OFFICER = "officer-a"
 # Commands that act as a signed-in officer (the rest need no session).
-_OFFICER_COMMANDS = {"org", "cert", "review", "officer", "whoami", "trust", "keys", "signing-key", "proxy",
+_OFFICER_COMMANDS = {"org", "cert", "review", "officer", "whoami", "trust", "keys", "signing-key", "hsm", "proxy",
                      "linkage", "restore"}
 _SESSIONLESS = {("cert", "crl"), ("audit", "verify")}
 

@@ -71,16 +71,31 @@ class EnvelopeSigner:
     SecurityTokenReference (zeep's BinarySignature); ``False`` puts it in X509Data (zeep's Signature).
     """
 
-    def __init__(self, key_pem: bytes, cert_pem: bytes, *, binary_token: bool = True):
+    def __init__(self, key_pem: bytes | None, cert_pem: bytes, *, binary_token: bool = True, sign_signed_info=None):
         # The key alone: each signature's context takes a copy of it, and a copy holding the
         # certificate costs ~30 µs more. KeyInfo (not signed) gets the certificate from _x509_data.
-        self._key = xmlsec.Key.from_memory(key_pem, xmlsec.KeyFormat.PEM, None)
         self.certificate = x509.load_pem_x509_certificate(cert_pem)
         is_rsa = isinstance(self.certificate.public_key(), rsa.RSAPublicKey)
         self._method = xmlsec.Transform.RSA_SHA256 if is_rsa else xmlsec.Transform.ECDSA_SHA256
         self._binary = binary_token
+        self._sign_signed_info = sign_signed_info
+        if sign_signed_info is not None:  # the key is elsewhere (a hardware security module): no xmlsec key
+            if not binary_token:
+                raise ValueError("a key held elsewhere signs with a BinarySecurityToken only")
+            self._key = None
+            self._certificate_text = base64.b64encode(self.certificate.public_bytes(Encoding.DER)).decode()
+            return
+        self._key = xmlsec.Key.from_memory(key_pem, xmlsec.KeyFormat.PEM, None)
         self._x509_data = self._filled_x509_data(key_pem, cert_pem)
         self._certificate_text = self._x509_data.findtext(q(DS, "X509Certificate"))
+
+    @classmethod
+    def with_key_elsewhere(cls, cert_pem: bytes, sign_signed_info) -> "EnvelopeSigner":
+        """A signer whose private key it never holds (a PKCS#11 token): ``sign_signed_info(bytes)``
+        returns the SignatureValue over the exclusive C14N of SignedInfo (RSA PKCS#1 v1.5 with SHA-256,
+        or ECDSA-SHA256 as r || s, after the certificate's key). The message is the one xmlsec makes
+        (`_sign_here` fills the same template), so no verifier sees a difference."""
+        return cls(None, cert_pem, sign_signed_info=sign_signed_info)
 
     def _filled_x509_data(self, key_pem: bytes, cert_pem: bytes) -> etree._Element:
         """ds:X509Data (issuer, serial and certificate) as xmlsec writes it, made once."""
@@ -107,13 +122,17 @@ class EnvelopeSigner:
         key_info = xmlsec.template.ensure_key_info(signature)
         security.insert(0, signature)
         context = xmlsec.SignatureContext()
-        context.key = self._key
+        if self._key is not None:
+            context.key = self._key
         for target in (envelope.find(q(SOAP_ENV, "Body")), timestamp):
             reference = xmlsec.template.add_reference(signature, xmlsec.Transform.SHA256,
                                                       uri="#" + _ensure_id(target))
             xmlsec.template.add_transform(reference, xmlsec.Transform.EXCL_C14N)
             context.register_id(target, "Id", WSU)  # xmlsec does not know wsu:Id by itself
-        context.sign(signature)
+        if self._sign_signed_info is None:
+            context.sign(signature)
+        else:
+            self._sign_here(signature, envelope.find(q(SOAP_ENV, "Body")), timestamp)
         # KeyInfo is not signed: it takes its WS-Security shape now.
         token_reference = etree.SubElement(key_info, q(WSSE, "SecurityTokenReference"))
         if not self._binary:
@@ -124,6 +143,20 @@ class EnvelopeSigner:
         etree.SubElement(token_reference, q(WSSE, "Reference"), {"ValueType": X509V3, "URI": "#" + _ensure_id(token)})
         security.insert(1, token)
         return envelope
+
+
+    def _sign_here(self, signature: etree._Element, body: etree._Element, timestamp: etree._Element) -> None:
+        """What xmlsec's sign does to the template, with the SignatureValue from ``sign_signed_info``:
+        each Reference's digest (SHA-256 of its target's exclusive C14N), then the signature over the
+        exclusive C14N of SignedInfo."""
+        signed_info = signature.find(q(DS, "SignedInfo"))
+        targets = {"#" + _element_id(body): body, "#" + _element_id(timestamp): timestamp}
+        for reference in signed_info.findall(q(DS, "Reference")):
+            target_c14n = etree.tostring(targets[reference.get("URI")], method="c14n", exclusive=True,
+                                         with_comments=False)
+            reference.find(q(DS, "DigestValue")).text = base64.b64encode(hashlib.sha256(target_c14n).digest()).decode()
+        signed_info_c14n = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
+        signature.find(q(DS, "SignatureValue")).text = base64.b64encode(self._sign_signed_info(signed_info_c14n)).decode()
 
 
 def _ensure_id(element: etree._Element) -> str:

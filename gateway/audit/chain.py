@@ -111,7 +111,7 @@ class AuditTrail:
         """The home's trail: its key, its checkpoints file (and ``copies`` of it outside the home), and
         checkpoints signed with the gateway's signing key (loaded when the first checkpoint is written)."""
         return cls.from_file(layout.audit_key, checkpoints=layout.audit_checkpoints, copies=copies,
-                             signer=lambda: CheckpointSigner.from_layout(layout) if layout.signing_key.exists() else None,
+                             signer=lambda: CheckpointSigner.from_layout(layout),
                              certificates=lambda: signing_certificates(layout))
 
     @property

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from gateway.audit.links import timestamp
 from gateway.trust.pki import fingerprint
@@ -31,17 +32,33 @@ def canonical(claims: dict) -> bytes:
 class CheckpointSigner:
     """Signs checkpoint claims with the gateway's signing key (loaded once)."""
 
-    def __init__(self, key_pem: bytes, cert_pem: bytes):
-        self._key = serialization.load_pem_private_key(key_pem, password=None)
+    def __init__(self, key_pem: bytes | None, cert_pem: bytes, *, token_key=None):
+        """``token_key``: the key in a PKCS#11 token (gateway.security.hsm.TokenKey) instead of a PEM."""
+        self._key = serialization.load_pem_private_key(key_pem, password=None) if token_key is None else None
+        self._token_key = token_key
         self.certificate = x509.load_pem_x509_certificate(cert_pem)
 
     @classmethod
-    def from_layout(cls, layout) -> "CheckpointSigner":
+    def from_layout(cls, layout) -> "CheckpointSigner | None":
+        """The gateway's signing key, from its PKCS#11 token or the home's file; None when neither."""
+        from gateway.trust.signing_keys import token_key
+
+        in_token = token_key(layout)
+        if in_token is not None:
+            return cls(None, layout.signing_cert.read_bytes(), token_key=in_token)
+        if not layout.signing_key.exists():
+            return None
         return cls(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes())
 
     def sign(self, claims: dict) -> dict:
         data = canonical(claims)
-        if isinstance(self._key, rsa.RSAPrivateKey):
+        if self._token_key is not None:
+            signature = self._token_key.sign(data)
+            if not self._token_key.is_rsa:  # the token's r || s, as DER (what the verifier reads)
+                half = len(signature) // 2
+                signature = encode_dss_signature(int.from_bytes(signature[:half], "big"),
+                                                 int.from_bytes(signature[half:], "big"))
+        elif isinstance(self._key, rsa.RSAPrivateKey):
             signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
         else:
             signature = self._key.sign(data, ec.ECDSA(hashes.SHA256()))

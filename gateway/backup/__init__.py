@@ -219,7 +219,7 @@ def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, ou
             "needs": list(needs), "until": until.isoformat(), "ca_fingerprint": ca_fingerprint(layout),
             "members": {},
         }
-        keyring_bytes = ring_out.to_json().encode()
+        keyring_bytes = vault.keyring_to_text(ring_out).encode()  # sealed under the token's KEK too, when there is one
         members = {"database." + ("sqlite" if backend == "sqlite" else "pgdump"): database}
         manifest["members"][next(iter(members))] = _digest_file(database)
         blobs = {f"home/{rel}": path.read_bytes() for rel, path in home_files.items()
@@ -335,7 +335,7 @@ def restore(settings: Settings, archive_path: Path, key: BackupKey, *, origin: s
             if here is not None and here != manifest["ca_fingerprint"]:
                 raise BackupError("foreign", "this archive is a backup of another gateway (its CA is not this "
                                              "home's): nothing was restored")
-            archived_ring = vault.Keyring.from_json(_member(plain, where, "home/keys/data-keys.json").decode())
+            archived_ring = vault.keyring_from_text(_member(plain, where, "home/keys/data-keys.json").decode())
             audit_key = _member(plain, where, "home/keys/audit-chain.key")
             db_name = "database.sqlite" if backend == "sqlite" else "database.pgdump"
             checkpoint = manifest["checkpoint"]

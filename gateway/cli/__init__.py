@@ -32,7 +32,7 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, backup, certificates, home, keys, linkage, officers, organisations, portal,
+from gateway.cli import (audit, backup, certificates, home, hsm, keys, linkage, officers, organisations, portal,
                          precedence, proxy, retention, review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
@@ -67,6 +67,7 @@ for _command in (
     proxy.proxy,
     signing_keys.signing_key,
     keys.keys_group,
+    hsm.hsm_group,
     roles.roles_group,
     precedence.precedence_group,
     serve.serve, serve.console,

@@ -244,7 +244,35 @@ class Context:
             raise Refused(f"refusing to serve: {first.path} is open to other users (mode "
                           f"{first.mode & 0o777:04o}): run `{first.fix}`, or `contactgate init` to repair "
                           f"the permissions of the whole home{more}")
+        self.check_token()
         self.require_schema_at_head()
+
+    def check_token(self) -> None:
+        """With keys in a PKCS#11 token (gateway.security.hsm, docs/operations.md "Keys in a hardware
+        security module"): the token is there, takes the PIN, and holds the keys named, or nothing is
+        served (exit 3; a setting missing or contradictory: exit 2). Its session is closed before
+        gunicorn forks the workers, which open their own."""
+        from gateway.security import hsm, vault
+        from gateway.trust import signing_keys
+
+        try:
+            cfg = hsm.config()
+        except hsm.HsmError as exc:
+            raise Refused(str(exc)) from None
+        if cfg is None:
+            return
+        try:
+            problem = hsm.probe(cfg)
+            if problem is None and cfg.signing_label:
+                signing_keys.token_key(self.settings.layout)
+            if problem is None and cfg.kek_label and not os.environ.get(vault.ENV_VAR):
+                vault.read_keyring(self.settings.layout.data_keys)
+        except (hsm.HsmError, vault.KeyringError) as exc:
+            problem = str(exc)
+        finally:
+            hsm.release()
+        if problem is not None:
+            raise CannotRun(f"refusing to serve: the hardware security module: {problem}")
 
     def check_database_reachable(self) -> None:
         """For `init`: a server database must answer before anything is made (SQLite is made by init)."""

@@ -10,9 +10,10 @@ import click
 from cryptography import x509
 
 from gateway import files, officers
-from gateway.cli.base import Context, fail, group, pass_ctx
+from gateway.cli.base import CannotRun, Context, fail, group, pass_ctx
 from gateway.cli.changes import key_entry, key_officer
 from gateway.home import load_ca
+from gateway.security import hsm
 from gateway.trust import pki, signing_keys
 
 
@@ -35,6 +36,8 @@ def _signing_step(ctx: Context, actor: officers.Officer, detail: str, step, *arg
             trail.append(conn, key_entry(actor, "signing_key", f"{detail}: {pki.fingerprint(certificate)}"))
     except signing_keys.SigningKeyError as exc:
         fail(str(exc))
+    except hsm.HsmError as exc:  # the signing key is kept in a PKCS#11 token that cannot be used now
+        raise CannotRun(str(exc)) from None
     return result
 
 

@@ -206,7 +206,42 @@ def read_keyring(path: Path) -> Keyring:
         raise KeyringError(f"no data keys at {path}: run `contactgate init`") from None
     if loose is not None:
         raise KeyringError(f"{path} is readable by others (mode {loose:o}): run `chmod 600 {path}`")
-    return Keyring.from_json(path.read_text(encoding="utf-8"))
+    return keyring_from_text(path.read_text(encoding="utf-8"), where=str(path))
+
+
+def keyring_from_text(text: str, *, where: str = "the data keyring") -> Keyring:
+    """A keyring as its file holds it: in clear (format 1, the embedded default), or sealed under the
+    key-encryption key of a PKCS#11 token (format 2, gateway.security.hsm), opened in the token. With
+    a key-encryption key configured, a keyring in clear is refused: nothing falls back to a file."""
+    from gateway.security import hsm
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    try:
+        if hsm.is_wrapped(doc):
+            return Keyring.from_json(hsm.unwrap(doc).decode("utf-8"))
+        if hsm.kek_config() is not None:
+            raise KeyringError(f"{where} is in clear, but {hsm.ENV_KEK} names a key-encryption key in the token: "
+                               f"run `contactgate hsm wrap-keyring` to seal it under that key")
+    except hsm.HsmError as exc:
+        raise KeyringError(str(exc)) from None
+    return Keyring.from_json(text)
+
+
+def keyring_to_text(ring: Keyring) -> str:
+    """What the keyring file holds: sealed under the token's key-encryption key when one is
+    configured (gateway.security.hsm), else the keyring in clear."""
+    from gateway.security import hsm
+
+    try:
+        cfg = hsm.kek_config()
+        if cfg is None:
+            return ring.to_json()
+        return json.dumps(hsm.wrap(cfg, ring.to_json().encode("utf-8")), indent=2, sort_keys=True) + "\n"
+    except hsm.HsmError as exc:
+        raise KeyringError(str(exc)) from None
 
 
 def write_keyring(path: Path, ring: Keyring) -> None:
@@ -215,7 +250,7 @@ def write_keyring(path: Path, ring: Keyring) -> None:
     the disk (values sealed under a new key that a power cut then lost could never be opened)."""
     from gateway import files
 
-    files.replace_private(path, ring.to_json().encode("utf-8"))
+    files.replace_private(path, keyring_to_text(ring).encode("utf-8"))
 
 
 def for_home(path: Path) -> Vault:

@@ -141,12 +141,16 @@ def issue_signing_cert(ca_key, ca_cert, days: int = 825, *, ec: bool = False):
     """The gateway's response-signing certificate: RSA by default, so any WS-Security client can
     verify it; ECDSA P-256 (``ec``) signs far faster, for clients that accept it."""
     key = new_ec_key() if ec else new_rsa_key()
-    cert = (
-        _leaf_builder(ca_key, ca_cert, _name(SIGNING_CN, "ContactGate"), key.public_key(), days)
+    return key, signing_cert_for(ca_key, ca_cert, key.public_key(), days)
+
+
+def signing_cert_for(ca_key, ca_cert, public_key, days: int = 825) -> x509.Certificate:
+    """A response-signing certificate for a key made elsewhere (in a PKCS#11 token)."""
+    return (
+        _leaf_builder(ca_key, ca_cert, _name(SIGNING_CN, "ContactGate"), public_key, days)
         .add_extension(_key_usage(key_encipherment=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    return key, cert
 
 
 def issue_org_cert(ca_key, ca_cert, org_code: str, org_name: str, public_key, days: int = 397):

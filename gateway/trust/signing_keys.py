@@ -67,6 +67,13 @@ def stage_next(layout: HomeLayout, ca_key, ca_cert, *, ec: bool = False) -> x509
     if keys.next is not None:
         raise SigningKeyError("a new signing key is already staged: promote it (`contactgate signing-key "
                               "promote`) or discard it (`contactgate signing-key discard`)")
+    from gateway.security import hsm
+
+    cfg = hsm.signing_config()
+    if cfg is not None:  # made in the token, never out of it: only the certificate is written
+        cert = pki.signing_cert_for(ca_key, ca_cert, hsm.generate_signing_key(cfg, ec=ec))
+        pki.write_private(layout.signing_next_cert, pki.cert_pem(cert))
+        return cert
     key, cert = pki.issue_signing_cert(ca_key, ca_cert, ec=ec)
     pki.write_private(layout.signing_next_key, pki.key_pem(key))
     pki.write_private(layout.signing_next_cert, pki.cert_pem(cert))
@@ -78,8 +85,18 @@ def discard_next(layout: HomeLayout) -> x509.Certificate:
     if keys.next is None:
         raise SigningKeyError("no signing key is staged")
     layout.signing_next_key.unlink(missing_ok=True)
+    _destroy_in_token(keys.next)
     layout.signing_next_cert.unlink()
     return keys.next
+
+
+def _destroy_in_token(certificate: x509.Certificate) -> None:
+    """The token's private key of ``certificate``, if the signing key is kept in a token."""
+    from gateway.security import hsm
+
+    cfg = hsm.signing_config()
+    if cfg is not None:
+        hsm.destroy_signing_key(cfg, certificate.public_key())
 
 
 def promote(layout: HomeLayout, *, now: dt.datetime | None = None, min_grace: dt.timedelta = dt.timedelta(0),
@@ -102,13 +119,46 @@ def promote(layout: HomeLayout, *, now: dt.datetime | None = None, min_grace: dt
     # The certificate first, then the key: each rename is atomic, and the gateway loads both only
     # when it (re)starts, which the operator does after this command.
     os.replace(layout.signing_next_cert, layout.signing_cert)
-    os.replace(layout.signing_next_key, layout.signing_key)
+    if layout.signing_next_key.exists() or not _key_in_token():
+        os.replace(layout.signing_next_key, layout.signing_key)
+    # In a token the previous private key stays until `retire`: a node not yet reloaded still signs with it.
     return load(layout)
+
+
+def _key_in_token() -> bool:
+    from gateway.security import hsm
+
+    return hsm.signing_config() is not None
 
 
 def retire_previous(layout: HomeLayout) -> x509.Certificate:
     keys = load(layout)
     if keys.previous is None:
         raise SigningKeyError("no previous signing certificate is published")
+    _destroy_in_token(keys.previous)
     layout.signing_previous_cert.unlink()
     return keys.previous
+
+
+# ---- where the current key is: the home's key file (the default) or a PKCS#11 token ---------------
+
+def token_key(layout: HomeLayout):
+    """The current signing key in the token CONTACTGATE_PKCS11_SIGNING_KEY names (gateway.security.hsm),
+    found by the public key of ``signing/cert.pem``; None when the key is the home's file. An HsmError
+    when the token is named but cannot be used, or does not hold it: nothing falls back to a file."""
+    from gateway.security import hsm
+
+    cfg = hsm.signing_config()
+    if cfg is None:
+        return None
+    return hsm.TokenKey(cfg, pki.load_cert_pem(layout.signing_cert.read_bytes()))
+
+
+def envelope_signer(layout: HomeLayout):
+    """What signs the gateway's answers: the token's key (C_Sign over SignedInfo) or the home's key file."""
+    from contactgate_wire.wsse import EnvelopeSigner
+
+    in_token = token_key(layout)
+    if in_token is not None:
+        return EnvelopeSigner.with_key_elsewhere(layout.signing_cert.read_bytes(), in_token.sign)
+    return EnvelopeSigner(layout.signing_key.read_bytes(), layout.signing_cert.read_bytes())

@@ -1,0 +1,239 @@
+"""Keys in a hardware security module (gateway.security.hsm): a SoftHSM2 token made for each test
+(its own SOFTHSM2_CONF and token directory), the data keyring sealed under a key-encryption key in
+the token, the signing key moved into it, a real gateway signing its answers there (C_Sign over
+SignedInfo) and the SDK client verifying them; the database with every file of the home copied
+elsewhere opens nothing without the token; a missing token or a wrong PIN stops `serve`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from contactgate_wire.soap import DS
+from gateway.backup.archive import BackupKey, decrypt_to, read_manifest
+from gateway.security import hsm, vault
+from tests.support import Gateway, child_update, postgres_database, sqlite_database, unique_name
+
+MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
+MODULE = next((m for m in MODULES if os.path.exists(m)), None)
+
+if MODULE is None or shutil.which("softhsm2-util") is None:
+    if os.environ.get("CONTACTGATE_REQUIRE_SOFTHSM"):
+        raise RuntimeError("SoftHSM2 is needed here (make test installs softhsm2)")
+    pytest.skip("SoftHSM2 is not installed (make test installs softhsm2)", allow_module_level=True)
+
+TOKEN_LABEL = "contactgate"
+KEK_LABEL = "contactgate-kek"
+SIGNING_LABEL = "contactgate-signing"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+READ = dict(user_id="hsm.tester", role="gp", reason_code="referral", reason_text="keys in a token")
+
+
+def make_token(directory: Path, pin: str = "4711-2342") -> dict:
+    """A fresh SoftHSM2 token in ``directory``: the environment that names it (the PIN in a file)."""
+    tokens = directory / "tokens"
+    tokens.mkdir(parents=True)
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL, "--pin", pin,
+                    "--so-pin", "so-" + pin], env=env, check=True, capture_output=True)
+    pin_file = directory / "pin"
+    pin_file.write_text(pin + "\n")
+    pin_file.chmod(0o600)
+    return {"SOFTHSM2_CONF": str(conf), hsm.ENV_MODULE: MODULE, hsm.ENV_TOKEN: TOKEN_LABEL,
+            hsm.ENV_PIN_FILE: str(pin_file), hsm.ENV_KEK: KEK_LABEL, hsm.ENV_SIGNING_KEY: SIGNING_LABEL}
+
+
+@dataclass
+class TokenHome:
+    gateway: Gateway
+    token: dict
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def token_home(request, tmp_path_factory):
+    """A home made as usual (keys on disk), then its keys moved into a fresh token as an operator
+    does (docs/operations.md): the commands run in this process, `serve` in its own."""
+    backend = request.param
+    hsm.release()
+    with (postgres_database() if backend == "postgresql" else sqlite_database()) as url, \
+            pytest.MonkeyPatch.context() as patch:
+        token = make_token(tmp_path_factory.mktemp("hsm"))
+        gateway = Gateway(backend, tmp_path_factory.mktemp("hsm-home"), url, None)
+        gateway.cli("init")
+        gateway.add_org("LA", "local_authority", ["push", "query"])
+        for name, value in token.items():
+            patch.setenv(name, value)
+        gateway.extra_env.update(token)
+        gateway.cli("hsm", "create-kek", officer="senior-s")
+        gateway.cli("hsm", "wrap-keyring", officer="senior-s")
+        gateway.cli("hsm", "import-signing-key", officer="senior-s")
+        try:
+            yield TokenHome(gateway, token)
+        finally:
+            gateway.stop()
+            hsm.release()
+
+
+def serve_refusal(gateway: Gateway, env: dict) -> subprocess.CompletedProcess:
+    """`contactgate serve` run with ``env`` where it must not start: its exit and its words."""
+    return subprocess.run([sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1:0"],
+                          env={**gateway.env(), **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_open_nothing(
+        token_home, tmp_path, monkeypatch):
+    gateway, token = token_home.gateway, token_home.token
+
+    home = gateway.home
+    assert not (home / "signing" / "key.pem").exists()  # the private half is in the token only
+    ring = vault.read_keyring(home / "keys" / "data-keys.json")  # opened in the token
+    stored = (home / "keys" / "data-keys.json").read_text()
+    assert hsm.is_wrapped(json.loads(stored))
+    import base64
+
+    for key in (*ring.data_keys.values(), ring.index_key):
+        for path in (p for p in home.rglob("*") if p.is_file()):
+            assert base64.b64encode(key) not in path.read_bytes(), path
+
+    gateway.start(workers=1)
+    try:
+        la = gateway.client("la")
+        family = unique_name("Hsm")
+        [created] = la.submit_updates([child_update("hsm-1", family, "Ada", "2016-03-04")])
+        assert created.outcome == "created"
+        contacts = la.get_contacts(created.child_id, **READ)
+        assert contacts["Identity"]["FamilyName"] == family  # the answer's signature and pin checked by the SDK
+        status, answer = la.post_raw("Ping", la.build_request("Ping", Requester={"UserId": "it", "Role": "onboarding"}))
+        assert status == 200 and answer.find(f".//{{{DS}}}SignatureMethod").get("Algorithm") == RSA_SHA256
+        ready = requests.get(f"http://127.0.0.1:{gateway.metrics_port}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+
+        # A rotation of the data keys keeps the keyring sealed in the token; the records still read.
+        gateway.cli("keys", "rotate", officer="senior-s")
+        assert hsm.is_wrapped(json.loads((home / "keys" / "data-keys.json").read_text()))
+        again = la.get_contacts(created.child_id, **READ)
+        assert again["Identity"]["FamilyName"] == family
+        assert gateway.cli("audit", "verify").exit_code == 0  # its checkpoint signed in the token
+        rotated = vault.read_keyring(home / "keys" / "data-keys.json")
+    finally:
+        gateway.stop()
+
+    # A backup keeps the keyring sealed under the token's key inside the archive: the backup key alone
+    # opens no record; a restore (which needs both) puts it back sealed.
+    backup_key = tmp_path / "backup.key"
+    backup_key.write_bytes(os.urandom(32))
+    backup_key.chmod(0o600)
+    archive = tmp_path / "with-token.cgb"
+    gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archive))
+    with (tmp_path / "opened").open("w+b") as plain:
+        decrypt_to(archive, BackupKey.from_file(backup_key), plain)
+        _, where = read_manifest(plain)
+        offset, size = where["home/keys/data-keys.json"]
+        plain.seek(offset)
+        assert hsm.is_wrapped(json.loads(plain.read(size)))
+    gateway.cli("restore", str(archive), "--key-file", str(backup_key))
+    assert hsm.is_wrapped(json.loads((home / "keys" / "data-keys.json").read_text()))
+    assert vault.read_keyring(home / "keys" / "data-keys.json").data_keys == rotated.data_keys
+
+    # A database administrator with the database and every file of the host, but not the token.
+    copy = tmp_path / "copied-home"
+    shutil.copytree(home, copy)
+    for name in token:
+        monkeypatch.delenv(name)
+    hsm.release()
+    with pytest.raises(vault.KeyringError, match="hardware security module"):
+        vault.read_keyring(copy / "keys" / "data-keys.json")
+    other = make_token(tmp_path / "another-token")  # a token of the same name, without the key
+    for name, value in other.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(vault.KeyringError, match="holds no key-encryption key"):
+        vault.read_keyring(copy / "keys" / "data-keys.json")
+    hsm.release()
+    copied = Gateway(gateway.backend, copy, gateway.database_url, None)
+    refused = copied.cli("serve", expect_ok=False)  # refused before it listens
+    assert refused.exit_code == 3, refused.output
+    assert "hardware security module" in refused.output and "holds no" in refused.output
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
+def test_serve_refuses_to_start_without_the_token_or_with_a_wrong_pin(token_home, tmp_path, monkeypatch):
+    gateway = token_home.gateway
+    hsm.release()
+    wrong_pin = tmp_path / "wrong-pin"
+    wrong_pin.write_text("0000-0000\n")
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, str(wrong_pin))
+    wrong_pin.chmod(0o644)
+    refused = gateway.cli("serve", expect_ok=False)  # a PIN others can read is no secret
+    assert refused.exit_code == 3 and "readable by others" in refused.output, refused.output
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, token_home.token[hsm.ENV_PIN_FILE])
+    wrong_pin.chmod(0o600)
+    refused = serve_refusal(gateway, {hsm.ENV_PIN_FILE: str(wrong_pin)})  # a real `serve`
+    assert refused.returncode == 3, refused.stderr
+    assert "refused the PIN" in refused.stderr and "Traceback" not in refused.stderr
+
+    empty = tmp_path / "no-token"
+    empty.mkdir()
+    (empty / "softhsm2.conf").write_text(f"directories.tokendir = {empty}\nobjectstore.backend = file\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(empty / "softhsm2.conf"))
+    refused = gateway.cli("serve", expect_ok=False)  # refused before it listens
+    assert refused.exit_code == 3, refused.output
+    assert f"no token labelled '{TOKEN_LABEL}'" in refused.output
+    hsm.release()
+
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, "")
+    refused = gateway.cli("serve", expect_ok=False)
+    assert refused.exit_code == 2 and "never from the command line" in refused.output
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)
+def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_retire(token_home):
+    """`signing-key rotate --ec` makes the new key in the token; after `promote` the answers are signed
+    there (ECDSA: the token's r || s is XML-DSig's value); the old key leaves the token at `retire`."""
+    from lxml import etree
+
+    from contactgate_wire import wsse
+    from contactgate_wire.soap import SOAP_ENV
+    from gateway.config import HomeLayout
+    from gateway.trust import signing_keys
+
+    gateway = token_home.gateway
+    layout = HomeLayout(gateway.home)
+    hsm.release()
+    before = signing_keys.load(layout).current
+    gateway.cli("signing-key", "rotate", "--ec", officer="senior-s")  # ECDSA P-256 this time
+    assert layout.signing_next_cert.exists() and not layout.signing_next_key.exists()  # made in the token
+    gateway.cli("signing-key", "promote", "--grace-days", "0", officer="senior-s")
+    assert not layout.signing_key.exists()
+    envelope = etree.fromstring(f'<s:Envelope xmlns:s="{SOAP_ENV}"><s:Body><x xmlns="urn:t">1</x></s:Body></s:Envelope>')
+    envelope = etree.fromstring(etree.tostring(signing_keys.envelope_signer(layout).sign(envelope)))  # as received
+    signed_by = wsse.extract_signer_certificate(envelope)
+    assert signed_by == signing_keys.load(layout).current != before
+    assert wsse.verify(envelope, signed_by).payload.text == "1"
+    assert envelope.find(f".//{{{DS}}}SignatureMethod").get("Algorithm") == wsse.ECDSA_SHA256
+    cfg = hsm.signing_config()
+    assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is not None  # nodes not yet reloaded sign on
+    gateway.cli("signing-key", "retire", officer="senior-s")
+    assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is None
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)
+def test_init_run_again_keeps_the_signing_key_in_the_token(token_home):
+    gateway = token_home.gateway
+    hsm.release()
+    pinned = (gateway.home / "signing" / "cert.pem").read_bytes()
+    again = gateway.cli("init")  # "safe to run twice": what clients pin must not change
+    assert "kept     response-signing key" in again.output
+    assert (gateway.home / "signing" / "cert.pem").read_bytes() == pinned
+    assert not (gateway.home / "signing" / "key.pem").exists()
+    hsm.release()
