@@ -45,6 +45,7 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -185,15 +186,21 @@ def _period(since: dt.datetime, until: dt.datetime) -> tuple:
     return audit_log.c.at >= timestamp(since), audit_log.c.at < timestamp(until)
 
 
+def _rows(conn: Connection, query) -> Iterator:
+    """``query``'s rows in seq order, fetched STREAM_BATCH at a time."""
+    if conn.dialect.name == "postgresql":
+        # A cursor is planned for its first 10 % by default: a walk of the whole table in seq
+        # order, filtered by time. The review reads all of it: the period by its index, sorted.
+        conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1")
+    # (on the statement: Connection.execution_options would stream every later statement too)
+    with contextlib.closing(conn.execute(query.order_by(audit_log.c.seq).execution_options(yield_per=STREAM_BATCH))) \
+            as result:
+        yield from result
+
+
 def _stream(conn: Connection, *where) -> Iterator:
     """Entries in seq order, fetched STREAM_BATCH at a time."""
-    # (on the statement: Connection.execution_options would stream every later statement too)
-    result = conn.execute(select(*_COLUMNS).where(*where).order_by(audit_log.c.seq)
-                          .execution_options(yield_per=STREAM_BATCH))
-    try:
-        yield from result
-    finally:
-        result.close()
+    return _rows(conn, select(*_COLUMNS).where(*where))
 
 
 def _when(row) -> dt.datetime:
@@ -232,8 +239,10 @@ class _Tally:
         self.count += 1
 
     def finding(self, rule: str, subject: str, summary: str, evidence: Iterable[int]) -> Finding:
-        return Finding(rule, subject, summary, list(itertools.islice(evidence, EVIDENCE_LIMIT)), count=self.count,
-                       id=self._digest.hexdigest()[:16])
+        listed = list(itertools.islice(evidence, EVIDENCE_LIMIT))
+        if hasattr(evidence, "close"):  # a generator reading the database: its cursor closed now
+            evidence.close()
+        return Finding(rule, subject, summary, listed, count=self.count, id=self._digest.hexdigest()[:16])
 
 
 class _Kept(_Tally):
@@ -292,14 +301,11 @@ def _whole(rule: str, subject: str, summary: str, seqs: Iterable[int]) -> Findin
 
 
 def _seqs(conn: Connection, *where) -> Iterator[int]:
-    result = conn.execute(select(audit_log.c.seq).where(*where).order_by(audit_log.c.seq)
-                          .execution_options(yield_per=STREAM_BATCH))
-    try:
-        yield from result.scalars()
-    finally:
-        result.close()
+    return (seq for (seq,) in _rows(conn, select(audit_log.c.seq).where(*where)))
 
 
+# Every character str.strip() removes: a pasted reason is the same text whatever whitespace ends it.
+WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 _READS = (audit_log.c.operation == READ, audit_log.c.outcome == "accepted", audit_log.c.child_ids != "")
 
 
@@ -360,28 +366,39 @@ class _Uninvolved(_Rule):
 
 class _Searches:
     """One user's FindChild searches still waiting for a GetContacts of a candidate, in seq order;
-    ``feed`` and ``close`` give back the seqs of those that waited in vain, in seq order."""
+    ``feed`` and ``close`` give back the seqs of those that waited in vain, in seq order. A follow-up
+    is a read within the window after the search by time, whatever their order in the trail (two
+    nodes' clocks differ): reads of the last SKEW are kept for searches logged after them."""
 
-    __slots__ = ("waiting", "total", "window")
+    __slots__ = ("waiting", "recent", "total", "window")
 
     def __init__(self, window: dt.timedelta):
         self.waiting: deque[list] = deque()  # [seq, at, candidates, followed]
+        self.recent: deque[tuple] = deque()  # (at, child) of reads
         self.total, self.window = 0, window
+
+    def _follows(self, read_at: dt.datetime, search_at: dt.datetime) -> bool:
+        return dt.timedelta(0) <= read_at - search_at <= self.window
 
     def feed(self, row) -> list[int]:
         at = _when(row)
         if row.operation == "FindChild":
             self.total += 1
             idle = self.expire(at)
-            self.waiting.append([row.seq, at, frozenset(row.child_ids.split()), False])
+            candidates = frozenset(row.child_ids.split())
+            followed = any(child in candidates and self._follows(read_at, at) for read_at, child in self.recent)
+            self.waiting.append([row.seq, at, candidates, followed])
             return idle
         for search in self.waiting:
-            if not search[3] and row.child_ids in search[2] and dt.timedelta(0) <= at - search[1] <= self.window:
+            if not search[3] and row.child_ids in search[2] and self._follows(at, search[1]):
                 search[3] = True
+        self.recent.append((at, row.child_ids))
         return self.expire(at)
 
     def expire(self, now: dt.datetime) -> list[int]:
         """Those no later entry can follow up (allowing entries logged SKEW out of order)."""
+        while self.recent and now - self.recent[0][0] > _Fishing.SKEW:
+            self.recent.popleft()
         idle = []
         while self.waiting and (self.waiting[0][3] or now - self.waiting[0][1] > self.window + _Fishing.SKEW):
             seq, _, _, followed = self.waiting.popleft()
@@ -392,6 +409,7 @@ class _Searches:
     def close(self) -> list[int]:
         idle = [search[0] for search in self.waiting if not search[3]]
         self.waiting.clear()
+        self.recent.clear()
         return idle
 
 
@@ -437,8 +455,9 @@ class _Fishing(_Rule):
     def findings(self) -> Iterable[Finding]:
         for key, searches in self.users.items():
             self._idle(key, searches.close())
-        for (org, user), tally in self.idle.items():
-            if tally.count >= self.t.fishing_searches:
+        for (org, user) in self.users:  # in the order of each user's first search
+            tally = self.idle.get((org, user))
+            if tally is not None and tally.count >= self.t.fishing_searches:
                 yield tally.finding("fishing", f"{org}:{user}", f"{tally.count} of {self.users[(org, user)].total} "
                                     f"FindChild searches not followed by a GetContacts of a candidate within "
                                     f"{self.t.fishing_follow_up_minutes} min", self._evidence(org, user))
@@ -554,19 +573,31 @@ class _ReasonReuse(_Rule):
     """Counted by the database: there are as many reason texts as reads."""
 
     def findings(self) -> Iterable[Finding]:
-        text = func.trim(audit_log.c.reason_text)
+        text = func.trim(audit_log.c.reason_text, WHITESPACE)
         reads = (*_READS, func.coalesce(text, "") != "", *_period(self.since, self.until))
-        for org, reason, kids in self.conn.execute(
-                select(audit_log.c.org_code, text, func.count(func.distinct(audit_log.c.child_ids))).where(*reads)
-                .group_by(audit_log.c.org_code, text)
-                .having(func.count(func.distinct(audit_log.c.child_ids)) >= self.t.reason_reuse)
-                .order_by(func.min(audit_log.c.seq))).all():
-            these = (*reads, _same(audit_log.c.org_code, org), text == reason)
-            users = sorted(self.conn.execute(select(audit_log.c.user_id).where(*these).distinct()).scalars(),
-                           key=lambda user: (user is None, user or ""))
-            subject = f"{org}:{','.join(map(str, users))}"
-            yield _whole("reason_reuse", subject, f"the reason {reason[:80]!r} given for reads of {kids} children",
-                         _seqs(self.conn, *these))
+        flagged = {(org, reason): kids for org, reason, kids in self.conn.execute(
+            select(audit_log.c.org_code, text, func.count(func.distinct(audit_log.c.child_ids))).where(*reads)
+            .group_by(audit_log.c.org_code, text)
+            .having(func.count(func.distinct(audit_log.c.child_ids)) >= self.t.reason_reuse)
+            .order_by(func.min(audit_log.c.seq)))}
+        if not flagged:
+            return
+        # Two more reads of the period for all of them: who gave each text, then every entry.
+        these = (*reads, text.in_(sorted({reason for _, reason in flagged})))
+        users: dict[tuple, set] = defaultdict(set)
+        for org, reason, user in self.conn.execute(select(audit_log.c.org_code, text, audit_log.c.user_id)
+                                                   .where(*these).distinct()):
+            if (org, reason) in flagged:
+                users[(org, reason)].add(user)
+        subjects = {key: f"{key[0]}:{','.join(map(str, sorted(users[key], key=lambda u: (u is None, u or ''))))}"
+                    for key in flagged}
+        kept = {key: _Kept("reason_reuse", subject) for key, subject in subjects.items()}
+        for seq, org, reason in _rows(self.conn, select(audit_log.c.seq, audit_log.c.org_code, text).where(*these)):
+            if (org, reason) in kept:
+                kept[(org, reason)].add(seq)
+        for (org, reason), kids in flagged.items():
+            yield kept[(org, reason)].finding("reason_reuse", subjects[(org, reason)],
+                                              f"the reason {reason[:80]!r} given for reads of {kids} children")
 
 
 _APPROVED_BY = re.compile(r"approved proposal \d+ \([^)]*\) by (\S+?):")

@@ -14,6 +14,7 @@ from gateway import audit, files
 from gateway.audit.checkpoints import signing_certificates
 from gateway.audit.review import RULES as REVIEW_RULES
 from gateway.cli.base import CannotRun, Context, fail, group, pass_ctx
+from gateway.db import reader
 from gateway.trust import pki, registry
 
 
@@ -269,8 +270,11 @@ def audit_review(ctx: Context, since, until, rules: tuple[str, ...], mark_id: st
     until = until.replace(tzinfo=dt.timezone.utc) if until else None
     if until is not None and until <= since:
         fail("--until must be after --since")
-    with ctx.engine.begin() as conn:
+    # Read in a transaction of its own that takes no write lock (a month's review can take minutes,
+    # and on SQLite a writing transaction would hold every audited request back meanwhile).
+    with reader(ctx.engine).begin() as conn:
         findings = review.run(conn, since, thresholds, until=until, rules=rules or review.RULES)
+    with ctx.engine.begin() as conn:
         if mark_id:
             finding = next((f for f in findings if f.id == mark_id.strip().lower()), None)
             if finding is None:

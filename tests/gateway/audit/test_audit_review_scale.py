@@ -90,3 +90,34 @@ def test_one_reason_pasted_with_stray_spaces_counts_as_one(engine):
                              rules=("reason_reuse",))
     assert (found.subject, found.count, found.evidence) == ("LA:sw.copy,sw.paste", 12, seqs)
     assert "reads of 12 children" in found.summary
+
+
+def test_a_reason_ending_in_a_tab_or_newline_is_the_same_pasted_reason(engine):
+    """Whitespace at either end, whatever it is (a tab, a newline, a no-break space), as str.strip()."""
+    endings = ["", " ", "\t", "\n", "\u00a0", " \r\n"]
+    entries = [{"at": timestamp(MONDAY + dt.timedelta(hours=10, minutes=n)), "operation": "GetContacts",
+                "user_id": "sw.paste", "reason_text": "checking" + endings[n % len(endings)],
+                "child_ids": f"C{n:05d}-0000-0000-0000"} for n in range(12)]
+    entries.append({"at": timestamp(MONDAY + dt.timedelta(hours=11)), "operation": "GetContacts",
+                    "user_id": "sw.blank", "reason_text": "\t\n", "child_ids": "C99999-0000-0000-0000"})
+    seqs = bulk(engine, entries)
+    with engine.connect() as conn:
+        [found] = review.run(conn, MONDAY, review.Thresholds(), until=MONDAY + dt.timedelta(days=7),
+                             rules=("reason_reuse",))
+    assert (found.subject, found.count, found.evidence) == ("LA:sw.paste", 12, seqs[:12])
+    assert found.id == review.Finding("reason_reuse", "LA:sw.paste", "", seqs[:12]).id
+
+
+def test_a_read_logged_just_before_its_search_by_another_node_still_follows_it_up(engine):
+    """Two nodes' clocks a few seconds apart: the read is written first (a lower seq) but is later by
+    time than the search; it is still the search's follow-up, as when the trail was read whole."""
+    entries = []
+    for n in range(12):
+        at = MONDAY + dt.timedelta(hours=10, minutes=5 * n)
+        common = {"user_id": "sw.skew", "reason_text": f"case {n}", "child_ids": f"C{n:05d}-0000-0000-0000"}
+        entries.append({"at": timestamp(at + dt.timedelta(seconds=30)), "operation": "GetContacts", **common})
+        entries.append({"at": timestamp(at), "operation": "FindChild", **common})
+    bulk(engine, entries)
+    with engine.connect() as conn:
+        assert review.run(conn, MONDAY, review.Thresholds(), until=MONDAY + dt.timedelta(days=7),
+                          rules=("fishing",)) == []
