@@ -115,8 +115,8 @@ def _leaf_paths(element, prefix: str = "") -> list[str]:
 def _xml_rows(path: Path, mapping: Mapping, position, offered):
     namespaces = mapping.xml_options.get("namespaces", {})
     record = mapping.xml_options["record"].split(":")[-1]
-    paths = {r.source: etree.XPath(f"string({r.source})", namespaces=namespaces)
-             for r in (mapping.id_rule, *mapping.rules) if r.source is not None}
+    paths = {column: etree.XPath(f"string({column})", namespaces=namespaces)
+             for r in (mapping.id_rule, *mapping.rules) for column in r.reads}
     raw = _open(path, position)
     with raw:
         events = etree.iterparse(raw, events=("end",), tag=f"{{*}}{record}", resolve_entities=False,
