@@ -76,12 +76,10 @@ class InvalidValue(RequestInvalid):
 def _check_date(value, field: str) -> None:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        try:
-            dt.date.fromisoformat(value)
-            return
-        except ValueError:
-            pass
+    # xsd:date's written form (years beyond 9999 and a time zone included: the gateway judges the range)
+    if isinstance(value, str) and re.fullmatch(r"-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(Z|[+-]\d{2}:\d{2})?",
+                                                value):
+        return
     raise InvalidValue(field, f"{value!r} is not a date: give a datetime.date or 'YYYY-MM-DD'")
 
 
@@ -98,7 +96,7 @@ def check_update(record, index: int) -> None:
         elif kind == "boolean":
             if not isinstance(value, bool):
                 raise InvalidValue(field, f"{value!r} is not True or False")
-        elif not isinstance(value, str):
+        elif isinstance(value, (dict, list, tuple)):
             raise InvalidValue(field, f"{value!r} is not text")
         elif node.leaf.enumeration and value not in node.leaf.enumeration:
             raise InvalidValue(field, f"{value!r} is not one of {', '.join(node.leaf.enumeration)}")
@@ -113,7 +111,7 @@ def check_update(record, index: int) -> None:
         for child in node.children:
             inner = f"{field}.{child.name}"
             given = value.get(child.name)
-            if given is None or given == [] or given == "":
+            if given is None or given == []:
                 if child.required:
                     raise MissingField(inner, "required, and missing")
                 continue
