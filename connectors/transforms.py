@@ -29,13 +29,6 @@ import re
 from pathlib import Path
 from typing import Callable
 
-try:  # the regular-expression parser (3.11+: re._parser; before: sre_parse)
-    from re import _constants as sre_constants
-    from re import _parser as sre_parse
-except ImportError:  # pragma: no cover
-    import sre_constants
-    import sre_parse
-
 MAX_PATTERN = 200
 MAX_REGEX_INPUT = 1000
 MAX_LOOKUP_BYTES = 5 * 1024 * 1024
@@ -146,38 +139,55 @@ def _remove(value, base: Path) -> Step:
     return lambda text, what: text.translate(table)
 
 
-def _runaway(parsed) -> str | None:
-    """Why ``parsed`` (sre_parse's tree) could backtrack without end, or None."""
-    repeats = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, getattr(sre_constants, "POSSESSIVE_REPEAT", None))
-
-    def walk(items, inside_repeat: bool) -> str | None:
-        for op, av in items:
-            if op in (sre_constants.GROUPREF, sre_constants.GROUPREF_EXISTS):
-                return "a back-reference"
-            if op in repeats:
-                low, high, sub = av
-                many = high > 1
-                if many and inside_repeat:
+def _runaway(pattern: str) -> str | None:
+    """Why ``pattern`` could backtrack without end, or None: a back-reference, or a group repeated
+    that holds a repetition itself (``(a+)+``, ``(\\w*)*``). Read from the pattern's text (escapes
+    and character classes skipped), conservatively: a pattern refused here can be written without."""
+    if re.search(r"\\[1-9]|\(\?P=|\\g<|\(\?\(", pattern):
+        return "a back-reference"
+    quantifier = re.compile(r"[*+?]|\{\d*,?\d*\}")
+    groups: list[bool] = []  # for each open group: whether it holds a repetition
+    repeated = False  # inside the text read so far at this level
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":  # a character class: to its closing bracket
+            i += 1
+            if i < len(pattern) and pattern[i] == "^":
+                i += 1
+            if i < len(pattern) and pattern[i] == "]":
+                i += 1
+            while i < len(pattern) and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+            continue
+        if c == "(":
+            groups.append(repeated)
+            repeated = False
+            i += 1
+            continue
+        if c == ")":
+            inner = repeated
+            repeated = groups.pop() if groups else False
+            i += 1
+            match = quantifier.match(pattern, i)
+            if match and match.group() != "?":
+                if inner:
                     return "nested repetition such as (a+)+"
-                found = walk(sub, inside_repeat or many)
-                if found:
-                    return found
-            elif op is sre_constants.SUBPATTERN:
-                found = walk(av[-1], inside_repeat)
-                if found:
-                    return found
-            elif op is sre_constants.BRANCH:
-                for branch in av[1]:
-                    found = walk(branch, inside_repeat)
-                    if found:
-                        return found
-            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
-                found = walk(av[1], inside_repeat)
-                if found:
-                    return found
-        return None
-
-    return walk(parsed, False)
+                repeated = True
+            elif inner:
+                repeated = True
+            continue
+        match = quantifier.match(pattern, i)
+        if match and match.group() != "?" and not (i > 0 and pattern[i - 1] == "("):
+            repeated = True
+            i = match.end()
+            continue
+        i += 1
+    return None
 
 
 def _replace(value, base: Path) -> Step:
@@ -188,7 +198,7 @@ def _replace(value, base: Path) -> Step:
         raise TransformError(f"the pattern is longer than {MAX_PATTERN} characters")
     try:
         compiled = re.compile(pattern)
-        why = _runaway(sre_parse.parse(pattern))
+        why = _runaway(pattern)
     except re.error as exc:
         raise TransformError(f"{pattern!r} is not a regular expression ({exc})") from None
     if why:
