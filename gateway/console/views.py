@@ -587,6 +587,38 @@ def audit_page():
     return render_template("audit.html", rows=None, verified=None)
 
 
+@pages.route("/audit/review", methods=["POST"])
+@_needs("auditor")
+def audit_review():
+    """The misuse review (`contactgate audit review`): the same rules and thresholds over the trail
+    from the day given to now, the findings with their review marks; the run is itself an entry in
+    the audit chain, as the command's is. Marking a finding reviewed stays with the command."""
+    from gateway import audit
+    from gateway.audit import review
+
+    text = request.form.get("since", "").strip()
+    try:
+        since = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return render_template("audit.html", rows=None, verified=None, since=text[:20],
+                               review_problem="Give the first day to review as YYYY-MM-DD."), 400
+    now = _now()
+    if since >= now:
+        return render_template("audit.html", rows=None, verified=None, since=text,
+                               review_problem="The first day to review must be in the past."), 400
+    try:
+        thresholds = review.Thresholds.load(_app()["settings"].layout.review_file)
+    except review.ReviewConfigError as exc:
+        return render_template("audit.html", rows=None, verified=None, since=text,
+                               review_problem=f"The review's settings cannot be used: {exc}"), 500
+    with _app()["engine"].begin() as conn:
+        findings = review.run(conn, since, thresholds, until=now)
+        _app()["trail"].append(conn, audit.Entry(
+            operation="audit.review", outcome="done", user_id=g.officer.officer_id, role=g.officer.role_text,
+            detail=f"in the console: since {since:%Y-%m-%d}: {len(findings)} findings"))
+    return render_template("audit.html", rows=None, verified=None, since=text, findings=findings)
+
+
 @pages.route("/audit/verify", methods=["POST"])
 @_needs("auditor")
 def audit_verify():

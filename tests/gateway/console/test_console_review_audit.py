@@ -134,7 +134,6 @@ def test_the_chain_is_verified_on_request(browser):
     assert "Audit chain intact" in page
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, item 8: the Audit page says misuse review is not built yet")
 def test_the_audit_page_runs_the_misuse_review_and_shows_its_findings(browser, console, registry_home, clock):
     """`audit review` exists: the Audit page runs the same rules (from a day the auditor gives) and
     shows the findings with their review marks; the run is in the audit chain as the command's is."""
