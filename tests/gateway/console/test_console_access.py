@@ -242,3 +242,15 @@ def test_a_request_leaves_no_audit_origin_behind_in_its_thread(browser, console,
                                                                             outcome="done"))
     entry = last_audit(registry_home, "unattributed")
     assert entry.source_address is None and entry.request_id is None
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28, item 8: a date input shows the browser's locale")
+def test_the_accreditation_expiry_is_typed_as_its_label_says(browser):
+    """The field is labelled YYYY-MM-DD: a browser's date picker would show it in the browser's
+    locale (07/12/2027, 12/7/2027) instead. It is a text field holding YYYY-MM-DD, checked so."""
+    import re
+
+    page = browser("alice").get("/organisations/LA").get_data(as_text=True)
+    [field] = re.findall(r"<input id=\"expires\"[^>]*>", page)
+    assert 'type="date"' not in field and 'pattern="[0-9]{4}-[0-9]{2}-[0-9]{2}"' in field
+    assert re.search(r'value="\d{4}-\d{2}-\d{2}"', field) and 'placeholder="YYYY-MM-DD"' in field
