@@ -244,7 +244,6 @@ def test_a_request_leaves_no_audit_origin_behind_in_its_thread(browser, console,
     assert entry.source_address is None and entry.request_id is None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, item 8: a date input shows the browser's locale")
 def test_the_accreditation_expiry_is_typed_as_its_label_says(browser):
     """The field is labelled YYYY-MM-DD: a browser's date picker would show it in the browser's
     locale (07/12/2027, 12/7/2027) instead. It is a text field holding YYYY-MM-DD, checked so."""
