@@ -140,9 +140,30 @@ def _stepped_up() -> bool:
                               if refusal.status == 429 else "the console is busy; try again in a moment."), "error")
         return False
     if result.officer is None:
-        flash("Not done: confirm with your password and a current code (each code works once).", "error")
+        if result.refusal and "code already used" in result.refusal:  # the sign-in's own code, within its 30 s
+            flash("Not done: that code was used already (each code works once; signing in used it): wait for "
+                  "the next code, then confirm again. What you typed is kept.", "error")
+        else:
+            flash("Not done: confirm with your password and a current code (each code works once).", "error")
         return False
     return True
+
+
+KEPT_REASON_CHARS = 500
+
+
+def _keep_reason(proposal_id: int) -> None:
+    """Keep a decline's reason for the form shown again after a refused step-up (the session is
+    signed and HTTPS-only; the reason goes into the audit chain when the decline is done anyway)."""
+    kept = dict(session.get("kept_reasons") or {})
+    kept[str(proposal_id)] = request.form.get("reason", "")[:KEPT_REASON_CHARS]
+    session["kept_reasons"] = dict(list(kept.items())[-5:])
+
+
+def _forget_reason(proposal_id: int) -> None:
+    kept = dict(session.get("kept_reasons") or {})
+    if kept.pop(str(proposal_id), None) is not None:
+        session["kept_reasons"] = kept
 
 
 def _not_done(action: str, why: Exception) -> None:
@@ -372,6 +393,7 @@ def proposal_decline(proposal_id: int):
     if proposal.kind in backup.RESTORE_PROPOSALS:
         return _restore_by_command_line(proposal)
     if not _stepped_up():
+        _keep_reason(proposal.id)
         return _back(proposal)
     reason = request.form.get("reason", "")
     if proposal.kind in registry.TRUST_PROPOSALS:
@@ -379,6 +401,7 @@ def proposal_decline(proposal_id: int):
     else:
         done = _change(registry.decline, proposal.org_code, proposal.id, g.officer, reason)
     if done is not None:
+        _forget_reason(proposal.id)
         flash(f"Declined proposal {proposal.id}.", "ok")
     return _back(proposal)
 

@@ -255,7 +255,6 @@ def test_the_accreditation_expiry_is_typed_as_its_label_says(browser):
     assert re.search(r'value="\d{4}-\d{2}-\d{2}"', field) and 'placeholder="YYYY-MM-DD"' in field
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, item 8: a code reused within its 30 s loses what was typed")
 def test_a_step_up_with_the_sign_ins_own_code_keeps_what_was_typed_and_says_to_wait(browser, registry_home):
     """An officer who signs in and declines within the same 30 s gives the code the sign-in used:
     refused (each code works once), but the reason typed is kept and the page says to wait for
