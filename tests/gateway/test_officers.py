@@ -389,7 +389,6 @@ def test_key_commands_need_a_senior_officer_session(gw, tmp_path):
     assert "current" in as_session(gw, senior, "signing-key", "status").output
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, item 8: a refused new password ends the first sign-in (exit 2)")
 def test_the_first_sign_in_changes_the_password_in_the_same_sign_in(gw):
     """At a terminal, the due change is made in the sign-in that used the code: a new password the
     rules refuse is asked for again (not exit 2 with the code spent), and "signed in" is said once
