@@ -77,34 +77,32 @@ def _step(item, base: Path) -> Step:
 
 # ---- named ---------------------------------------------------------------------------------------
 
-def _nhs_number(text: str, what: str) -> str:
-    from stdnum.gb import nhs
-
+def _identifier(text: str, what: str, *, article: str, name: str, shape: str, written_as: str, check: str, is_valid) -> str:
+    """A UK identifier as written (spaces, dashes, dots, case), compacted and checked."""
     written = text.strip()
     if not written:
         return ""
-    compact = re.sub(r"[\s\-./]", "", written)
-    if not re.fullmatch(r"\d{10}", compact):
-        raise RowError(f"{what}: {written!r} is not an NHS number (10 digits, spaces or dashes allowed)")
-    if not nhs.is_valid(compact):
-        raise RowError(f"{what}: {written!r} is not a valid NHS number (check digit): correct it in the "
-                       f"source system")
+    compact = re.sub(r"[\s\-./]", "", written).upper()
+    if not re.fullmatch(shape, compact):
+        raise RowError(f"{what}: {written!r} is not {article} {name} ({written_as})")
+    if not is_valid(compact):
+        raise RowError(f"{what}: {written!r} is not a valid {name} ({check}): correct it in the source system")
     return compact
+
+
+def _nhs_number(text: str, what: str) -> str:
+    from stdnum.gb import nhs
+
+    return _identifier(text, what, article="an", name="NHS number", shape=r"\d{10}", written_as="10 digits, spaces or dashes allowed",
+                       check="check digit", is_valid=nhs.is_valid)
 
 
 def _pupil_number(text: str, what: str) -> str:
     from stdnum.gb import upn
 
-    written = text.strip()
-    if not written:
-        return ""
-    compact = re.sub(r"[\s\-./]", "", written).upper()
-    if not re.fullmatch(r"[A-Z][0-9]{11}[0-9A-Z]", compact):
-        raise RowError(f"{what}: {written!r} is not a unique pupil number (a letter, 11 digits, a digit or letter)")
-    if not upn.is_valid(compact):
-        raise RowError(f"{what}: {written!r} is not a valid unique pupil number (check letter): correct it "
-                       f"in the source system")
-    return compact
+    return _identifier(text, what, article="a", name="unique pupil number",
+                       shape=r"[A-Z][0-9]{11}[0-9A-Z]",
+                       written_as="a letter, 11 digits, a digit or letter", check="check letter", is_valid=upn.is_valid)
 
 
 def _postcode(text: str, what: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from connectors import mapping, sources
+from tests.connectors.test_mapping import mapped
 
 SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
 HEALTH = SAMPLES / "health_patients.yaml"
@@ -53,12 +54,7 @@ def test_an_entry_nested_too_deep_is_one_rejected_row_and_the_rest_go_on(tmp_pat
     extract = tmp_path / "bundle.json"
     extract.write_text('{"resourceType": "Bundle",\n "entry": [' + ",".join(
         '{"resource": ' + r + "}" for r in [lines[0], DEEP, lines[1]]) + "]}\n")
-    good, rejected = [], []
-    for line, row in sources.rows(extract, m):
-        try:
-            good.append(m.record(row))
-        except mapping.RowError as exc:
-            rejected.append((line, str(exc)))
+    good, rejected = mapped(m, extract)
     assert len(good) == 2 and [line for line, _ in rejected] == [2]
     assert "nested more than" in rejected[0][1]
 
