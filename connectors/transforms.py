@@ -93,15 +93,14 @@ def _identifier(text: str, what: str, *, article: str, name: str, shape: str, wr
 def _nhs_number(text: str, what: str) -> str:
     from stdnum.gb import nhs
 
-    return _identifier(text, what, article="an", name="NHS number", shape=r"\d{10}", written_as="10 digits, spaces or dashes allowed",
-                       check="check digit", is_valid=nhs.is_valid)
+    return _identifier(text, what, article="an", name="NHS number", shape=r"\d{10}",
+                       written_as="10 digits, spaces or dashes allowed", check="check digit", is_valid=nhs.is_valid)
 
 
 def _pupil_number(text: str, what: str) -> str:
     from stdnum.gb import upn
 
-    return _identifier(text, what, article="a", name="unique pupil number",
-                       shape=r"[A-Z][0-9]{11}[0-9A-Z]",
+    return _identifier(text, what, article="a", name="unique pupil number", shape=r"[A-Z][0-9]{11}[0-9A-Z]",
                        written_as="a letter, 11 digits, a digit or letter", check="check letter", is_valid=upn.is_valid)
 
 
