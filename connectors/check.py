@@ -35,6 +35,7 @@ SCORER = ("simple (the gateway's linkage engine is not in the client): the same 
 DUPLICATE_THRESHOLD = 0.85
 MAX_LISTED = 100  # of each kind of finding, in the report (the counts are whole)
 MAX_BLOCK = 200  # rows compared with each other under one date of birth (a larger block is sampled)
+MAX_JUDGED = 200_000  # rows judged for duplicates (memory: a few hundred bytes a row); the rest are counted
 
 
 def fields() -> list[dict]:
@@ -129,7 +130,7 @@ def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None) 
     from stdnum.gb import nhs, upn
 
     today = today or dt.date.today()
-    rows = rejected = 0
+    rows = rejected = invalid_count = dates_count = 0
     rejects, invalid, dates, people = [], [], [], []
     filled: dict[str, int] = {r.target: 0 for r in m.rules}
     for line, row in sources.rows(extract, m):
@@ -152,28 +153,34 @@ def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None) 
         identity = record.get("Identity", {})
         number = identity.get("NhsNumber")
         if number and not nhs.is_valid(number):
+            invalid_count += 1
             invalid.append({"line": line, "source_record_id": srid, "field": "Identity.NhsNumber",
                             "problem": "fails its check digit" if re.fullmatch(r"\d{10}", number) else "not 10 digits"})
         pupil = identity.get("PupilNumber")
         if pupil and not upn.is_valid(pupil):
+            invalid_count += 1
             invalid.append({"line": line, "source_record_id": srid, "field": "Identity.PupilNumber",
                             "problem": "fails its check letter"})
+        del invalid[MAX_LISTED:]
         born = identity.get("DateOfBirth")
         why = outside_childhood(dt.date.fromisoformat(born), today) if born else None
         if why:
+            dates_count += 1
             dates.append({"line": line, "source_record_id": srid, "field": "Identity.DateOfBirth", "date": born,
                           "problem": why})
+        del dates[MAX_LISTED:]
         given = identity.get("GivenName") or [""]
-        people.append({"line": line, "srid": srid, "family": _letters(identity.get("FamilyName", "")),
-                       "given": _letters(given[0]), "born": born,
-                       "nhs": number if number and nhs.is_valid(number) else None})
+        if len(people) < MAX_JUDGED:
+                people.append({"line": line, "srid": srid, "family": _letters(identity.get("FamilyName", "")),
+                           "given": _letters(given[0]), "born": born,
+                           "nhs": number if number and nhs.is_valid(number) else None})
     duplicates = _duplicates(people)
     return {"rows": rows, "rejected": rejected, "rejects": rejects,
             "completeness": {target: round(n / rows, 4) if rows else 0.0 for target, n in filled.items()},
-            "invalid_identifiers": invalid[:MAX_LISTED], "invalid_identifiers_count": len(invalid),
-            "dates_outside_childhood": dates[:MAX_LISTED], "dates_outside_childhood_count": len(dates),
+            "invalid_identifiers": invalid[:MAX_LISTED], "invalid_identifiers_count": invalid_count,
+            "dates_outside_childhood": dates[:MAX_LISTED], "dates_outside_childhood_count": dates_count,
             "likely_duplicates": duplicates[:MAX_LISTED], "likely_duplicates_count": len(duplicates),
-            "scorer": SCORER}
+            "duplicates_rows_judged": len(people), "scorer": SCORER}
 
 
 def missing_columns(m: Mapping, extract: Path | str) -> list[dict]:
@@ -208,7 +215,9 @@ def sample_lines(result: dict) -> list[str]:
     out.append(f"dates outside childhood: {result['dates_outside_childhood_count']}")
     out += [f"  line {d['line']} ({d['source_record_id']}): {d['date']}: {d['problem']}"
             for d in result["dates_outside_childhood"]]
-    out.append(f"likely duplicates inside the extract: {result['likely_duplicates_count']} "
+    judged = "" if result["duplicates_rows_judged"] >= result["rows"] - result["rejected"] else (
+        f", among the first {result['duplicates_rows_judged']:,} rows")
+    out.append(f"likely duplicates inside the extract: {result['likely_duplicates_count']}{judged} "
                f"(scorer: {result['scorer']})")
     out += [f"  lines {d['lines'][0]} and {d['lines'][1]} ({d['source_record_ids'][0]}, {d['source_record_ids'][1]}): "
             f"{d['why']} ({d['score']})" for d in result["likely_duplicates"]]
