@@ -3,8 +3,8 @@ connectors.credentials), `contactgate push`: a source extract to the gateway, wi
 and `contactgate wsdl`: the WSDL and XSD for tools that cannot fetch them with a client certificate.
 
 Exit codes: 0 every row sent (or unchanged), 1 some rows rejected (see the reject file), 2 usage or
-a mapping that cannot be used, 3 could not finish (the gateway unreachable or refusing; run again
-to resume)."""
+a mapping that cannot be used, 3 could not finish (the gateway unreachable or refusing, or stopped
+by SIGTERM/SIGINT; run again to resume)."""
 
 from __future__ import annotations
 
@@ -57,58 +57,142 @@ def _progress_printer(err):
 @click.argument("extract", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--mapping", "mapping_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The mapping (YAML) from the extract's columns to the canonical model.")
-@click.option("--url", required=True, help="The gateway, e.g. https://gateway.example:8443")
-@click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--url", help="The gateway, e.g. https://gateway.example:8443 (not with --dry-run).")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="This organisation's certificate (from the officers' `cert approve`).")
-@click.option("--key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Its private key.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Its private key.")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The gateway CA [default: ca.pem beside --cert].")
 @click.option("--gateway-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The gateway's signing certificate(s) [default: gateway-signing.pem beside --cert].")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where what was sent is kept, one state per source, organisation and gateway "
+                   "[default: $XDG_STATE_HOME/contactgate/push, else ~/.local/state/contactgate/push].")
+@click.option("--source-name", default=None,
+              help="Name the source the extract comes from (its state) [default: the extract's path, digits "
+                   "as #: cases-2026-12-08.csv is the same source as cases-2026-12-07.csv].")
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="What was sent, for deltas and resuming [default: MAPPING.state beside the mapping].")
+              help="Use this state file instead (what was sent, for deltas and resuming).")
+@click.option("--forget", is_flag=True, help="Forget what was sent to this gateway from this source, and send "
+                                             "every row again (the gateway updates, never duplicates).")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Rows that could not be sent, with line and reason [default: EXTRACT.rejects.csv].")
+              help="Rows rejected by the mapping or the gateway: line, source id, who, why "
+                   "[default: EXTRACT.rejects.csv].")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the run report here (JSON): counts, the rows sent to review.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
               show_default=True, help="Records per SubmitUpdates.")
 @click.option("--full", is_flag=True, help="The extract is the whole caseload: end the involvements of "
                                            "records sent before and absent now.")
-def push(extract: Path, mapping_file: Path, url: str, cert: Path, key: Path, ca: Path | None,
-         gateway_cert: Path | None, state: Path | None, rejects: Path | None, batch_size: int, full: bool) -> None:
+@click.option("--dry-run", is_flag=True, help="Map and check the extract (`mapping check --sample`); send "
+                                              "nothing, keep no state.")
+def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, key: Path | None, ca: Path | None,
+         gateway_cert: Path | None, state_dir: Path | None, source_name: str | None, state: Path | None,
+         forget: bool, rejects: Path | None, report: Path | None, batch_size: int, full: bool, dry_run: bool) -> None:
     """Push a source extract (any size) to the gateway: each row mapped and checked, bad rows to the
     reject file, the rest in signed batches; retried on network failure or Unavailable; resumed
-    where it stopped when run again; only what changed since the last push is sent."""
+    where it stopped when run again; only what changed since the last push is sent.
+
+    Exit codes: 0 every row sent (or unchanged), 1 some rows rejected (the reject file says why),
+    2 usage or a mapping that cannot be used, 3 could not run or was stopped (SIGTERM, SIGINT: the
+    batch in flight is finished and the state saved; run again to resume)."""
+    import json
+
     from connectors import mapping as mapping_mod
     from connectors import push as push_mod
     from connectors import sources
-    from connectors.client import GatewayClient
 
     try:
         m = mapping_mod.load(mapping_file)
     except mapping_mod.MappingError as exc:
         raise click.UsageError(str(exc)) from None
+    if dry_run:
+        from connectors import check
+
+        try:
+            result = check.check_sample(m, extract)
+        except sources.ExtractError as exc:
+            raise click.UsageError(str(exc)) from None
+        for line in check.sample_lines(result):
+            click.echo(line)
+        click.echo("dry run: nothing was sent, no state kept")
+        sys.exit(1 if check.has_problems(result) else 0)
+    for name, given in (("--url", url), ("--cert", cert), ("--key", key)):
+        if not given:
+            raise click.UsageError(f"{name} is needed (or --dry-run)")
     ca = ca or cert.parent / "ca.pem"
     gateway_cert = gateway_cert or cert.parent / "gateway-signing.pem"
     for needed in (ca, gateway_cert):
         if not needed.exists():
             raise click.UsageError(f"{needed} not found (give --ca and --gateway-cert)")
-    client = GatewayClient(url, cert=cert, key=key, ca=ca, gateway_signing_cert=gateway_cert)
+    if state is None:
+        state = push_mod.state_path(state_dir or push_mod.default_state_dir(),
+                                    source_name or push_mod.source_name_of(extract), push_mod.organisation_of(cert), url)
+        old = push_mod.adopt_state_beside(mapping_file, state)
+        if old is not None:
+            click.echo(f"moved the state file {old} to {state} (the state is now kept per source, organisation "
+                       f"and gateway, not beside the mapping)")
+    if forget:
+        click.echo(f"forgot what was sent to {url} from this source ({state}): every row is sent again")
+    rejects = rejects or extract.with_name(extract.name + ".rejects.csv")
+    stop = _StopOnSignal()
     try:
-        summary = push_mod.push_file(
-            client, extract, m, state=state or mapping_file.with_suffix(".state"),
-            rejects=rejects or extract.with_name(extract.name + ".rejects.csv"), batch_size=batch_size,
-            full=full, progress=_progress_printer(sys.stderr))
+        from connectors.client import GatewayClient
+
+        client = GatewayClient(url, cert=cert, key=key, ca=ca, gateway_signing_cert=gateway_cert)
+        summary = push_mod.push_file(client, extract, m, state=state, rejects=rejects, batch_size=batch_size,
+                                     full=full, progress=_progress_printer(sys.stderr), stop=stop, forget=forget)
     except sources.ExtractError as exc:
         raise click.UsageError(str(exc)) from None
     except push_mod.PushError as exc:
         click.echo(f"push stopped: {exc}", err=True)
         sys.exit(3)
+    except Exception as exc:  # a scheduler acts on the exit code: anything unforeseen is "could not run"
+        click.echo(f"push could not run: {exc.__class__.__name__}: {exc}", err=True)
+        sys.exit(3)
+    finally:
+        stop.restore()
     for line in summary.lines():
         click.echo(line)
+    if report is not None:
+        report.write_text(json.dumps({"extract": str(extract), "mapping": str(mapping_file), "rejects": str(rejects),
+                                      **summary.report()}, indent=2) + "\n")
+    if summary.stopped:
+        click.echo(f"push stopped ({summary.stopped}): the batch in flight was finished and the state saved; "
+                   f"run the push again to resume", err=True)
+        sys.exit(3)
     if summary.rejected_rows or summary.outcomes["rejected"]:
-        click.echo(f"rejected rows are in {rejects or extract.with_name(extract.name + '.rejects.csv')}")
+        click.echo(f"rejected rows are in {rejects}, each with who rejected it and why")
         sys.exit(1)
+
+
+class _StopOnSignal:
+    """SIGTERM and SIGINT ask the push to stop at the next row or batch (it is asked: ``stop()``)."""
+
+    def __init__(self):
+        import signal
+
+        self.reason: str | None = None
+        self._previous = {}
+        for number in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[number] = signal.signal(number, self._handle)
+            except ValueError:  # not the main thread (an embedding program): no handler
+                pass
+
+    def _handle(self, number, frame) -> None:
+        import signal
+
+        self.reason = signal.Signals(number).name
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def restore(self) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 @click.command("csr", context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,6 +263,87 @@ def wsdl(out_dir: Path, url: str) -> None:
     click.echo(f"wrote {wsdl_path} and {xsd_path}")
 
 
+@click.group("mapping", context_settings={"help_option_names": ["-h", "--help"]})
+def mapping() -> None:
+    """Write and check a mapping before anything is sent: `mapping fields` lists what it may target,
+    `mapping check` finds every error at once and judges a sample extract."""
+
+
+@mapping.command("fields")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def mapping_fields(as_json: bool) -> None:
+    """Every field of the canonical model a mapping may target: its type, whether it is required
+    (within an optional group such as an Involvement: in each one sent), the codes it takes."""
+    import json
+
+    from connectors import check
+
+    listed = check.fields()
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    for line in check.field_lines(listed):
+        click.echo(line)
+
+
+@mapping.command("check")
+@click.argument("mapping_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An extract (or a part of one) to judge: completeness, identifiers, dates, duplicates.")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def mapping_check(mapping_file: Path, sample: Path | None, as_json: bool) -> None:
+    """Check a mapping (every error at once, with its line and a suggestion) and, with --sample,
+    what pushing that extract would send. Nothing leaves this machine.
+
+    Exit codes: 0 no problem, 1 the sample has problems (rejected rows, invalid identifiers, dates
+    outside childhood, likely duplicates), 2 the mapping or the sample cannot be used."""
+    import json
+
+    from connectors import check
+    from connectors import mapping as mapping_mod
+    from connectors import sources
+
+    out: dict = {"mapping": str(mapping_file), "errors": []}
+
+    def finish(code: int) -> None:
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+        sys.exit(code)
+
+    try:
+        m = mapping_mod.load(mapping_file)
+    except mapping_mod.MappingError as exc:
+        errors = getattr(exc, "errors", [exc])
+        out["errors"] = [{"line": e.line, "message": str(e).split(": ", 1)[-1] if e.line else str(e)} for e in errors]
+        if not as_json:
+            for e in errors:
+                click.echo(str(e))
+            click.echo(f"{len(errors)} error(s) in {mapping_file}")
+        finish(2)
+    if sample is not None:
+        try:
+            missing = check.missing_columns(m, sample)
+            if missing:
+                out["errors"] = missing
+                if not as_json:
+                    for e in missing:
+                        click.echo(f"{mapping_file}:{e['line']}: {e['message']}")
+                finish(2)
+            out["sample"] = check.check_sample(m, sample)
+        except sources.ExtractError as exc:
+            out["errors"] = [{"line": None, "message": str(exc)}]
+            if not as_json:
+                click.echo(str(exc))
+            finish(2)
+        if not as_json:
+            for line in check.sample_lines(out["sample"]):
+                click.echo(line)
+    if not as_json:
+        click.echo(f"{mapping_file}: the mapping is usable" + (
+            "; the sample has problems (above)" if sample is not None and check.has_problems(out["sample"]) else ""))
+    finish(1 if sample is not None and check.has_problems(out["sample"]) else 0)
+
+
 @click.group("contactgate", context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ContactGate for a connecting organisation (the contactgate-client distribution): make the
@@ -190,3 +355,6 @@ main.add_command(push)
 main.add_command(csr)
 main.add_command(unbundle)
 main.add_command(wsdl)
+
+
+main.add_command(mapping)

@@ -17,12 +17,15 @@ digests) with the same organisation's key. Each answer must be signed by the gat
 response-signing certificate and carry the SHA-256 digest of the exact bytes that were sent;
 otherwise `ResponseNotTrusted` is raised. Faults raise a `GatewayFault` subclass named after the
 contract's fault code (e.g. `ScopeDeniedFault`), with ``.code``; no answer at all (connection,
-handshake, timeout) raises `GatewayUnreachable`.
+handshake, timeout) raises `GatewayUnreachable`. A request the SDK can tell is wrong before it is
+sent raises `RequestInvalid` (a ValueError): `MissingField`, `UnknownField` or `InvalidValue`,
+with ``.field`` naming it (``ChildUpdate[1].Involvement[0].CafAssessment``) and ``.problem``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import ssl
 import threading
 from pathlib import Path
@@ -47,6 +50,80 @@ from contactgate_wire.soap import digest_b64 as request_digest  # SHA-256, base6
 from connectors.results import Candidate, Child, PingAnswer, Shielding, UpdateResult
 
 BINDING = f"{{{CG}}}ContactGateBinding"
+
+
+class RequestInvalid(ValueError):
+    """The request is wrong, found before anything was sent: ``field`` names it (with the record's
+    index: ``ChildUpdate[1].Involvement[0].CafAssessment``), ``problem`` says what is wrong."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+class MissingField(RequestInvalid):
+    """A field the contract requires is missing."""
+
+
+class UnknownField(RequestInvalid):
+    """A field the contract does not have (a typo, or something the index never holds)."""
+
+
+class InvalidValue(RequestInvalid):
+    """A value of the wrong kind: a date not written YYYY-MM-DD, text for a yes/no, a code not in the list."""
+
+
+def _check_date(value, field: str) -> None:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return
+    # xsd:date's written form (years beyond 9999 and a time zone included: the gateway judges the range)
+    if isinstance(value, str) and re.fullmatch(r"-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(Z|[+-]\d{2}:\d{2})?",
+                                                value):
+        return
+    raise InvalidValue(field, f"{value!r} is not a date: give a datetime.date or 'YYYY-MM-DD'")
+
+
+def check_update(record, index: int) -> None:
+    """``record`` (a ChildUpdate dict) against the contract's shape, read from the packaged schema:
+    `RequestInvalid` naming the first field that is wrong."""
+    from connectors import model
+    from connectors.transforms import suggestion
+
+    def leaf(node, value, field: str) -> None:
+        kind = node.leaf.kind
+        if kind == "date":
+            _check_date(value, field)
+        elif kind == "boolean":
+            if not isinstance(value, bool):
+                raise InvalidValue(field, f"{value!r} is not True or False")
+        elif isinstance(value, (dict, list, tuple)):
+            raise InvalidValue(field, f"{value!r} is not text")
+        elif node.leaf.enumeration and value not in node.leaf.enumeration:
+            raise InvalidValue(field, f"{value!r} is not one of {', '.join(node.leaf.enumeration)}")
+
+    def group(node, value, field: str) -> None:
+        names = [c.name for c in node.children]
+        if not isinstance(value, dict):
+            raise InvalidValue(field, f"give a dict of {', '.join(names)}")
+        for key in value:
+            if key not in names:
+                raise UnknownField(f"{field}.{key}", f"not a field of {node.name}{suggestion(key, names)}")
+        for child in node.children:
+            inner = f"{field}.{child.name}"
+            given = value.get(child.name)
+            if given is None or given == []:
+                if child.required:
+                    raise MissingField(inner, "required, and missing")
+                continue
+            if child.repeating and not isinstance(given, (list, tuple)):
+                given = [given]
+            elif not child.repeating and isinstance(given, (list, tuple)):
+                raise InvalidValue(inner, "one value, not a list")
+            for number, item in enumerate(given if child.repeating else [given]):
+                at = f"{inner}[{number}]" if child.repeating and child.leaf is None else inner
+                leaf(child, item, at) if child.leaf is not None else group(child, item, at)
+
+    group(model.tree(), record, f"ChildUpdate[{index}]")
 
 
 class GatewayFault(GatewayError):
@@ -196,7 +273,8 @@ class GatewayClient:
 
     def _call(self, operation: str, **kwargs):
         try:
-            result = getattr(self.service, operation)(**kwargs)
+            with _own_errors():
+                result = getattr(self.service, operation)(**kwargs)
         except zeep.exceptions.Fault as fault:
             raise self._fault(fault) from None
         except (zeep.exceptions.TransportError, requests.RequestException, etree.XMLSyntaxError) as exc:
@@ -234,6 +312,8 @@ class GatewayClient:
                                                       # gateways before issue 22
 
         Sending the same records again (a retry) returns the first answer and applies nothing twice."""
+        for index, record in enumerate(updates):
+            check_update(record, index)
         answer = self._call("SubmitUpdates", ChildUpdate=updates)
         return [UpdateResult.from_wire(r) for r in answer["Result"]]
 
@@ -252,6 +332,8 @@ class GatewayClient:
                 print(candidate.child_id, candidate.given_names, candidate.locality, candidate.score)
 
         No candidate is an empty list: it never says whether the child exists elsewhere."""
+        if date_of_birth is not None:
+            _check_date(date_of_birth, "DateOfBirth")
         call = self._who(user_id, role, reason_code, reason_text)
         criteria = {"FamilyName": family_name, "GivenName": given_name, "DateOfBirth": date_of_birth,
                     "Gender": gender, "Postcode": postcode, "NhsNumber": nhs_number,
@@ -311,8 +393,9 @@ class GatewayClient:
         """The signed request bytes zeep would send for ``operation``."""
         if self._unsigned is None:  # zeep applies its wsse hook in create_message: use a plain twin
             self._unsigned = zeep.Client(self._wsdl, transport=self.transport)
-        envelope = self._unsigned.create_message(self._unsigned.create_service(BINDING, self.endpoint),
-                                                 operation, **kwargs)
+        with _own_errors():
+            envelope = self._unsigned.create_message(self._unsigned.create_service(BINDING, self.endpoint),
+                                                     operation, **kwargs)
         if sign:
             self.signer.sign(envelope, created=created or self.clock())
         return etree_to_string(envelope)
@@ -345,3 +428,19 @@ class GatewayClient:
         return response.status_code, self.verifier.verify(envelope, request_digest(data)).body
 
     fault_code = staticmethod(soap.fault_code)
+
+
+class _own_errors:
+    """zeep's checks of a request, as the SDK's own errors (a ValidationError's path names the field)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, zeep.exceptions.ValidationError):
+            field = ".".join(str(p) for p in (error.path or [])) or "request"
+            raise InvalidValue(field, str(error.message or error)) from None
+        if isinstance(error, TypeError) and "unexpected keyword argument" in str(error):
+            name = re.search(r"argument '([^']+)'", str(error))
+            raise UnknownField(name[1] if name else "request", "not a field of this request") from None
+        return False

@@ -14,17 +14,23 @@ A mapping is a YAML file::
       Involvement[0].Service: {value: "Children's social care"}    # a constant
       Involvement[0].CafAssessment: {from: CAF, map: {Y: true, N: false}, default: false}
 
-Each rule takes its value ``from`` a source column (or a constant ``value``), then in order:
-``name`` (``family`` or ``given`` part of a full name, "SMITH, John" or "John Smith"; ``full``
+Each rule takes its value ``from`` a source column, or several (``from: [House, Street]``, joined
+by ``join``, a space by default, empty parts left out), or a constant ``value``; then in order:
+``transform`` (declarative steps: trim, case, characters, bounded regular expressions, lookup
+tables, a part of a split, and the UK identifiers ``nhs_number``, ``pupil_number``, ``postcode`` in
+the forms people write them: connectors.transforms), ``name`` (``family`` or ``given`` part of a full name, "SMITH, John" or "John Smith"; ``full``
 as it is), ``split`` (a separator, for a repeating field), ``map`` (source code -> model value;
 an unmapped code rejects the row unless ``default`` is given), ``date`` (strptime formats, one or
-a list; written as YYYY-MM-DD), ``default`` (when the value is empty), ``required``.
+a list; written as YYYY-MM-DD), ``default`` (when the value is empty; ``default_when: [{column:
+Team, equals: EH, value: true}, {column: Team, in: [CP, CIN], value: false}]`` gives a default that
+depends on another column, the first that applies, else ``default``), ``required``.
 
 A mapping is plain YAML: anchors and aliases (``&name``, ``*name``) are refused, and so is nesting
 deeper than MAX_DEPTH (a few hundred bytes of either could keep the loader busy for hours or
 exhaust the stack). Loading checks every target against the canonical model (gateway's XSD, `connectors.model`), every
 mapped value against the model's codes, and every key, and refuses what is wrong naming the file
-and line. A row is mapped to a record and checked against the schema alone: a bad row is rejected
+and line; every error of the file at once (`MappingErrors`), each with a "did you mean" when
+a known name is close. A row is mapped to a record and checked against the schema alone: a bad row is rejected
 with its reason, the rest go on. Columns no rule reads never leave the organisation; the run's
 report lists them (`Mapping.unmapped`).
 """
@@ -40,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from connectors import model
+from connectors.transforms import RowError, TransformError, compile_steps, suggestion
 
 SOURCES = ("csv", "xml", "fhir")
 # What a fhir mapping's rules can read of a Patient (documented in the README): connectors.sources
@@ -47,7 +54,8 @@ SOURCES = ("csv", "xml", "fhir")
 FHIR_FIELDS = ("id", "nhs_number", "family", "given", "birth_date", "gender", "deceased_date",
                "address_line1", "address_line2", "address_line3", "address_city", "address_postcode",
                "phone", "email", "gp_code", "gp_name", "contact_name", "contact_relationship", "contact_phone")
-RULE_KEYS = {"from", "value", "name", "split", "map", "date", "default", "required"}
+RULE_KEYS = {"from", "value", "join", "transform", "name", "split", "map", "date", "default", "default_when",
+             "required"}
 TOP_KEYS = {"source", "csv", "xml", "id", "fields", "description"}
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
@@ -61,8 +69,13 @@ class MappingError(ValueError):
         super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
 
 
-class RowError(ValueError):
-    """This row cannot be sent: why (said in the reject file)."""
+class MappingErrors(MappingError):
+    """Every error of a mapping file at once (``errors``, each a MappingError with its line)."""
+
+    def __init__(self, path: Path | str, errors: list[MappingError]):
+        self.errors = sorted(errors, key=lambda e: e.line or 0)
+        ValueError.__init__(self, "\n".join(str(e) for e in self.errors))
+        self.path, self.line = str(path), self.errors[0].line
 
 
 class _Lines(dict):
@@ -126,8 +139,12 @@ class Rule:
     line: int
     leaf: model.Leaf
     indexes: tuple[int, ...]
-    source: str | None = None
+    source: str | None = None  # the column read (the first, when several are joined)
     value: object = None
+    sources: tuple[str, ...] = ()  # every column read, in order (joined by ``join``)
+    join: str = " "
+    steps: tuple = ()  # transforms (connectors.transforms)
+    default_when: tuple[tuple[str, frozenset, object], ...] = ()  # (column, values, default)
     name: str | None = None
     split: str | None = None
     map: dict | None = None
@@ -135,12 +152,35 @@ class Rule:
     default: object = None
     required: bool = False
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The columns this rule reads: its value's, and those its conditional defaults look at."""
+        return (*self.sources, *(column for column, _, _ in self.default_when))
+
+    def _raw(self, row: dict[str, str]):
+        if not self.sources:
+            return self.value
+        if len(self.sources) == 1:
+            return row.get(self.source)
+        return self.join.join(part.strip() for part in (row.get(c) or "" for c in self.sources) if part.strip())
+
+    def _default(self, row: dict[str, str]):
+        for column, values, default in self.default_when:
+            if (row.get(column) or "").strip().casefold() in values:
+                return default
+        return self.default
+
     def apply(self, row: dict[str, str]):
         """The model value (str, bool, list of str) for ``row``; None when empty and not required."""
-        raw = row.get(self.source) if self.source is not None else self.value
+        raw = self._raw(row)
+        if isinstance(raw, str):
+            what = self.source or self.target
+            for step in self.steps:
+                raw = step(raw, what)
         text = raw.strip() if isinstance(raw, str) else raw
+        defaulted = False
         if text in (None, ""):
-            text = self.default
+            text, defaulted = self._default(row), True
         if text in (None, ""):
             if self.required:
                 raise RowError(f"{self.source or self.target} is empty")
@@ -150,17 +190,17 @@ class Rule:
         values = [text] if not self.split or not isinstance(text, str) else [p.strip() for p in text.split(self.split) if p.strip()]
         out = []
         for value in values:
-            if self.map is not None and value is not self.default:
+            if self.map is not None and not defaulted:
                 key = str(value).strip()
                 if key in self.map:
                     value = self.map[key]
                 elif key.casefold() in self._folded:
                     value = self._folded[key.casefold()]
-                elif self.default is not None:
-                    value = self.default
+                elif self._default(row) is not None:
+                    value = self._default(row)
                 else:
                     raise RowError(f"{self.source}: the code {key!r} is not in the mapping for {self.target}")
-            if self.date and value is not self.default:
+            if self.date and not defaulted:
                 value = _parse_date(str(value), self.date, self.source or self.target)
             if self.leaf.kind == "boolean":
                 value = _boolean(value, self.source or self.target)
@@ -168,8 +208,7 @@ class Rule:
         return out if self.leaf.repeating else out[0]
 
     def has_value(self, row: dict[str, str]) -> bool:
-        raw = row.get(self.source) if self.source is not None else None
-        return isinstance(raw, str) and bool(raw.strip())
+        return any(isinstance(row.get(c), str) and bool(row.get(c).strip()) for c in self.sources)
 
     @functools.cached_property
     def _folded(self) -> dict:  # built once per rule, not per row
@@ -219,7 +258,7 @@ class Mapping:
     def columns(self) -> set[str]:
         """The source columns the rules read (every other column stays behind); for XML, the
         record's paths without namespace prefixes."""
-        read = {r.source for r in (self.id_rule, *self.rules) if r.source is not None}
+        read = {column for r in (self.id_rule, *self.rules) for column in r.reads}
         if self.source == "xml":
             read = {re.sub(r"[A-Za-z_][\w.-]*:(?=[A-Za-z_])", "", path) for path in read}
         return read
@@ -281,7 +320,8 @@ def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
 
 
 def load(path: Path | str) -> Mapping:
-    """Read and check a mapping file (MappingError naming the file and line if it is wrong)."""
+    """Read and check a mapping file: MappingError naming the file and line if it cannot be read at
+    all, MappingErrors listing every error with its line otherwise."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -297,47 +337,70 @@ def load(path: Path | str) -> Mapping:
                            f"not YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, _Lines):
         raise MappingError(path, None, "must be a YAML mapping with source, id and fields")
+    errors: list[MappingError] = []
+
+    def fail(line, message: str) -> None:
+        errors.append(MappingError(path, line, message))
+
     for key in data:
         if key not in TOP_KEYS:
-            raise MappingError(path, data.lines[key], f"unknown key {key!r} (known: {', '.join(sorted(TOP_KEYS))})")
+            fail(data.lines[key], f"unknown key {key!r}{suggestion(key, TOP_KEYS)} (known: {', '.join(sorted(TOP_KEYS))})")
     source = data.get("source")
     if source not in SOURCES:
-        raise MappingError(path, data.lines.get("source", data.line),
-                           f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        fail(data.lines.get("source", data.line), f"source must be one of {', '.join(SOURCES)}, not {source!r}"
+                                                  f"{suggestion(source, SOURCES)}")
     csv_options = data.get("csv") or {}
     if not isinstance(csv_options, dict) or set(csv_options) - {"delimiter", "encoding"}:
-        raise MappingError(path, data.lines.get("csv"), "csv takes delimiter and encoding")
+        fail(data.lines.get("csv"), "csv takes delimiter and encoding")
+        csv_options = {}
+
+    def rule_or_none(target: str, spec, line: int) -> Rule | None:
+        try:
+            return _rule(path, target, spec, line)
+        except MappingErrors as exc:
+            errors.extend(exc.errors)
+        except MappingError as exc:
+            errors.append(exc)
+        return None
+
+    id_rule = None
     if "id" not in data:
-        raise MappingError(path, data.line, "no id: which column is the row's id in the source system?")
-    id_rule = _rule(path, "SourceRecordId", data["id"], data.lines["id"])
-    id_rule.required = True
+        fail(data.line, "no id: which column is the row's id in the source system?")
+    else:
+        id_rule = rule_or_none("SourceRecordId", data["id"], data.lines["id"])
+        if id_rule is not None:
+            id_rule.required = True
     fields = data.get("fields")
+    rules: list[Rule] = []
     if not isinstance(fields, _Lines) or not fields:
-        raise MappingError(path, data.lines.get("fields", data.line), "fields must map model fields to rules")
-    rules = [_rule(path, str(target), spec, fields.lines[target]) for target, spec in fields.items()]
+        fail(data.lines.get("fields", data.line), "fields must map model fields to rules")
+    else:
+        rules = [r for r in (rule_or_none(str(target), spec, fields.lines[target]) for target, spec in fields.items())
+                 if r is not None]
+    read_by = [r for r in (id_rule, *rules) if r is not None]
     xml_options = data.get("xml") or {}
     if source == "xml":
         if not isinstance(xml_options, dict) or set(xml_options) - {"record", "namespaces"} or not isinstance(
                 xml_options.get("record"), str) or not isinstance(xml_options.get("namespaces", {}), dict):
-            raise MappingError(path, data.lines.get("xml", data.line), "xml takes record (the element of one "
-                                                                       "record) and namespaces (prefix: URI)")
+            fail(data.lines.get("xml", data.line), "xml takes record (the element of one record) and namespaces "
+                                                   "(prefix: URI)")
+            xml_options = {"record": "", "namespaces": {}}
         from lxml import etree
 
-        for rule in (id_rule, *rules):
-            if rule.source is not None:
+        for rule in read_by:
+            for column in rule.reads:
                 try:
-                    etree.XPath(f"string({rule.source})", namespaces=xml_options.get("namespaces", {}))
+                    etree.XPath(f"string({column})", namespaces=xml_options.get("namespaces", {}))
                 except etree.XPathError as exc:
-                    raise MappingError(path, rule.line, f"{rule.target}: {rule.source!r} is not a path "
-                                                        f"({exc})") from None
+                    fail(rule.line, f"{rule.target}: {column!r} is not a path ({exc})")
     elif "xml" in data:
-        raise MappingError(path, data.lines["xml"], f"xml options on a {source} mapping")
+        fail(data.lines["xml"], f"xml options on a {source} mapping")
     if source == "fhir":
-        for rule in (id_rule, *rules):
-            if rule.source is not None and rule.source not in FHIR_FIELDS:
-                raise MappingError(path, rule.line, f"{rule.target}: a FHIR Patient offers "
-                                                    f"{', '.join(FHIR_FIELDS)}; not {rule.source!r}")
-    mapping = Mapping(path, source, id_rule, rules, dict(csv_options), dict(xml_options))
+        for rule in read_by:
+            for column in rule.reads:
+                if column not in FHIR_FIELDS:
+                    fail(rule.line, f"{rule.target}: a FHIR Patient offers {', '.join(FHIR_FIELDS)}; not "
+                                    f"{column!r}{suggestion(column, FHIR_FIELDS)}")
     targets = {r.target for r in rules}
     for rule in rules:  # a repeating group needs its required fields mapped (else every row is refused)
         if rule.indexes:
@@ -346,19 +409,42 @@ def load(path: Path | str) -> Mapping:
                 prefix = re.sub(r"\[\d+\]", "", group) + "."
                 if (leaf.required and leaf.path.startswith(prefix) and leaf.path.count(".") == prefix.count(".")
                         and f"{group}.{leaf.path[len(prefix):]}" not in targets):
-                    raise MappingError(path, rule.line, f"{group} needs {leaf.path[len(prefix):]} mapped too "
-                                                        f"(the model requires it)")
-    return mapping
+                    fail(rule.line, f"{group} needs {leaf.path[len(prefix):]} mapped too (the model requires it)")
+                    targets.add(f"{group}.{leaf.path[len(prefix):]}")  # said once per group
+    if errors:
+        raise MappingErrors(path, errors)
+    return Mapping(path, source, id_rule, rules, dict(csv_options), dict(xml_options))
+
+
+def _target_suggestion(target: str) -> str:
+    indexes = re.findall(r"\[(\d+)\]", target)
+    shown = {}
+    for leaf in model.leaves():
+        node, parts = model.tree(), []
+        for name in leaf.split("."):
+            node = next(c for c in node.children if c.name == name)
+            parts.append(name + ("[0]" if node.repeating and node.leaf is None else ""))
+        shown[".".join(parts)] = leaf
+    plain = re.sub(r"\[\d+\]", "[0]", target)
+    hint = suggestion(plain, shown)
+    if indexes and hint:
+        hint = hint.replace("[0]", f"[{indexes[0]}]", 1)
+    return hint
 
 
 def _rule(path: Path, target: str, spec, line: int) -> Rule:
+    errors: list[MappingError] = []
+
+    def fail(at, message: str) -> None:
+        errors.append(MappingError(path, at, message))
+
     resolved = model.resolve(target) if target != "SourceRecordId" else (model.leaves()["SourceRecordId"], ())
     if resolved is None:
         known = re.sub(r"\[\d+\]", "", target)
         why = ("give which one, e.g. " + target.replace(".", "[0].", 1) if known in model.leaves() else
-               "the canonical model has no such field (see `connectors.model.leaves()`; case notes and the "
-               "like have nowhere to go, by design)")
-        raise MappingError(path, line, f"unknown target {target!r}: {why}")
+               "the canonical model has no such field (`contactgate mapping fields` lists them; case notes and "
+               "the like have nowhere to go, by design)")
+        raise MappingError(path, line, f"unknown target {target!r}{_target_suggestion(target)}: {why}")
     leaf, indexes = resolved
     if isinstance(spec, str):
         spec = {"from": spec}
@@ -367,36 +453,75 @@ def _rule(path: Path, target: str, spec, line: int) -> Rule:
     lines = getattr(spec, "lines", {})
     for key in spec:
         if key not in RULE_KEYS:
-            raise MappingError(path, lines.get(key, line), f"{target}: unknown rule key {key!r} "
-                                                            f"(known: {', '.join(sorted(RULE_KEYS))})")
+            fail(lines.get(key, line), f"{target}: unknown rule key {key!r}{suggestion(key, RULE_KEYS)} "
+                                       f"(known: {', '.join(sorted(RULE_KEYS))})")
     if ("from" in spec) == ("value" in spec):
-        raise MappingError(path, line, f"{target}: give either from (a column) or value (a constant)")
-    rule = Rule(target, line, leaf, indexes, source=_text(spec.get("from")), value=spec.get("value"),
-                name=spec.get("name"), split=spec.get("split"), map=spec.get("map"), default=spec.get("default"),
-                required=bool(spec.get("required", False)))
+        fail(line, f"{target}: give either from (a column, or a list of columns) or value (a constant)")
+    read = spec.get("from")
+    columns = tuple(str(c) for c in read) if isinstance(read, list) else (() if read is None else (str(read),))
+    if isinstance(read, list) and not columns:
+        fail(lines.get("from", line), f"{target}: from lists no column")
+    rule = Rule(target, line, leaf, indexes, source=columns[0] if columns else None, value=spec.get("value"),
+                sources=columns, join=str(spec.get("join", " ")), name=spec.get("name"), split=spec.get("split"),
+                map=spec.get("map"), default=spec.get("default"), required=bool(spec.get("required", False)))
+    if "join" in spec and len(columns) < 2:
+        fail(lines.get("join", line), f"{target}: join is for several columns (from: [A, B])")
+    if "transform" in spec:
+        try:
+            rule.steps = compile_steps(spec["transform"], path.parent)
+        except TransformError as exc:
+            fail(lines.get("transform", line), f"{target}: {exc}")
     if rule.name not in (None, "family", "given", "full"):
-        raise MappingError(path, lines.get("name", line), f"{target}: name is family, given or full")
+        fail(lines.get("name", line), f"{target}: name is family, given or full")
     if rule.split is not None and not leaf.repeating:
-        raise MappingError(path, lines.get("split", line), f"{target}: split makes a list, and {leaf.path} "
-                                                            f"holds one value")
+        fail(lines.get("split", line), f"{target}: split makes a list, and {leaf.path} holds one value "
+                                       f"(transform: {{part: ...}} takes one part)")
     if rule.map is not None:
         if not isinstance(rule.map, dict) or not rule.map:
-            raise MappingError(path, lines.get("map", line), f"{target}: map is source code -> model value")
-        for code, value in rule.map.items():
-            _check_model_value(path, getattr(rule.map, "lines", {}).get(code, line), leaf, value, target)
+            fail(lines.get("map", line), f"{target}: map is source code -> model value")
+        else:
+            for code, value in rule.map.items():
+                _collect(errors, _check_model_value, path, getattr(rule.map, "lines", {}).get(code, line), leaf,
+                         value, target)
     if rule.default is not None:
-        _check_model_value(path, lines.get("default", line), leaf, rule.default, target)
-    if rule.value is not None and rule.map is None and not rule.date:
-        _check_model_value(path, lines.get("value", line), leaf, rule.value, target)
+        _collect(errors, _check_model_value, path, lines.get("default", line), leaf, rule.default, target)
+    when = spec.get("default_when")
+    if when is not None:
+        conditions = []
+        for condition in (when if isinstance(when, list) else [when]):
+            at = getattr(condition, "line", lines.get("default_when", line))
+            if (not isinstance(condition, dict) or "column" not in condition or "value" not in condition
+                    or len({"equals", "in"} & set(condition)) != 1 or set(condition) - {"column", "equals", "in", "value"}):
+                fail(at, f"{target}: default_when takes [{{column: C, equals: X, value: V}}, {{column: C, in: [X, Y], "
+                         f"value: V}}]")
+                continue
+            values = condition["in"] if "in" in condition else [condition["equals"]]
+            values = values if isinstance(values, list) else [values]
+            _collect(errors, _check_model_value, path, at, leaf, condition["value"], target)
+            conditions.append((str(condition["column"]), frozenset(str(v).strip().casefold() for v in values),
+                               condition["value"]))
+        rule.default_when = tuple(conditions)
+    if rule.value is not None and rule.map is None and not spec.get("date"):
+        _collect(errors, _check_model_value, path, lines.get("value", line), leaf, rule.value, target)
     dates = spec.get("date")
     if dates is not None:
         if leaf.kind != "date":
-            raise MappingError(path, lines.get("date", line), f"{target} is not a date")
-        rule.date = tuple(dates) if isinstance(dates, list) else (str(dates),)
-        for fmt in rule.date:
-            if not re.search(r"%[dYmbByj]", fmt):
-                raise MappingError(path, lines.get("date", line), f"{target}: {fmt!r} is not a strptime format")
+            fail(lines.get("date", line), f"{target} is not a date")
+        else:
+            rule.date = tuple(dates) if isinstance(dates, list) else (str(dates),)
+            for fmt in rule.date:
+                if not re.search(r"%[dYmbByj]", fmt):
+                    fail(lines.get("date", line), f"{target}: {fmt!r} is not a strptime format")
+    if errors:
+        raise MappingErrors(path, errors)
     return rule
+
+
+def _collect(errors: list, check, *args) -> None:
+    try:
+        check(*args)
+    except MappingError as exc:
+        errors.append(exc)
 
 
 def _text(value) -> str | None:

@@ -20,6 +20,13 @@ It keeps a state file (SQLite, 0600, at the connecting organisation: it holds th
   its open involvements ended (today), which ends them for this organisation only.
 - **Retries.** A network failure or an `Unavailable` answer re-sends the same signed message after
   a backoff (1, 2, 4 ... up to 30 s, at most ``attempts`` times).
+- **Every row's outcome.** Each row read is counted once, in one of created, updated, matched,
+  review, rejected (by the mapping, or by the gateway with its reason) or unchanged, including
+  across a resume: the rows of a batch settled on resuming are not counted again when they are
+  read. Every rejected row is in the reject file with its line, source id, who rejected it and why.
+- **Stopping.** ``stop()`` (the CLI's SIGTERM and SIGINT handler) is asked after each row and
+  between retries: a batch in flight is finished (its answer saved), a batch being built is
+  abandoned (its rows are read again on the next run), and `Stopped` says so.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -54,6 +63,17 @@ class PushError(Exception):
     """The push cannot go on (said to the operator; the state keeps what was done)."""
 
 
+class Stopped(PushError):
+    """The push was asked to stop (a signal): what was done is saved; running it again resumes."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"stopped ({reason}): what was sent is saved; run the push again to resume")
+        self.reason = reason
+
+
+REJECT_HEADER = ["line", "source_record_id", "rejected_by", "reason"]
+
+
 @dataclasses.dataclass
 class Summary:
     rows: int = 0  # rows read from the extract
@@ -66,6 +86,26 @@ class Summary:
     retries: int = 0
     resumed: bool = False
     unmapped_columns: list[str] = dataclasses.field(default_factory=list)
+    ended_outcomes: Counter = dataclasses.field(default_factory=Counter)  # of the ended records (not rows)
+    review_rows: list[dict] = dataclasses.field(default_factory=list)  # line, source_record_id, child_id
+    stopped: str | None = None  # why the run stopped before the end (a signal), or None
+    state: str | None = None  # the state file used
+
+    def counts(self) -> dict[str, int]:
+        """Every row read counted once: created + updated + matched + review + rejected + unchanged
+        == rows (less the rows of a batch abandoned by a stop)."""
+        o = self.outcomes
+        return {"rows": self.rows, "created": o["created"], "updated": o["updated"], "matched": o["matched"],
+                "review": o["review"], "rejected": o["rejected"] + self.rejected_rows,
+                "rejected_by_mapping": self.rejected_rows, "rejected_by_gateway": o["rejected"],
+                "unchanged": self.unchanged, "sent": self.sent, "ended": self.ended, "batches": self.batches,
+                "retries": self.retries}
+
+    def report(self) -> dict:
+        """The run report (`contactgate push --report FILE.json`)."""
+        return {"counts": self.counts(), "review": self.review_rows, "resumed": self.resumed,
+                "stopped": self.stopped, "unmapped_columns": self.unmapped_columns, "state": self.state,
+                "ended_outcomes": dict(self.ended_outcomes)}
 
     def lines(self) -> list[str]:
         o = self.outcomes
@@ -80,6 +120,14 @@ class Summary:
             out.append("nothing changed: nothing was sent")
         if self.unmapped_columns:
             out.append(f"columns not mapped, not sent: {', '.join(self.unmapped_columns)}")
+        if self.review_rows:
+            out.append(f"sent to review ({len(self.review_rows)}): a data-quality officer decides whether each "
+                       f"is a child the index holds:")
+            out.extend(f"  line {r['line']}: {r['source_record_id']}" for r in self.review_rows[:20])
+            if len(self.review_rows) > 20:
+                out.append(f"  ... and {len(self.review_rows) - 20} more (all in the --report file)")
+        if self.stopped:
+            out.append(f"stopped ({self.stopped}) before the end of the extract: run the push again to resume")
         return out
 
 
@@ -105,7 +153,9 @@ class State:
         self.db.execute("CREATE TABLE IF NOT EXISTS sent (srid TEXT PRIMARY KEY, digest TEXT NOT NULL, "
                         "record TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0)")
         self.db.execute("CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY CHECK (id = 1), "
-                        "message BLOB NOT NULL, records TEXT NOT NULL, signed_at REAL NOT NULL)")
+                        "message BLOB NOT NULL, records TEXT NOT NULL, signed_at REAL NOT NULL, lines TEXT)")
+        if "lines" not in {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}:
+            self.db.execute("ALTER TABLE pending ADD COLUMN lines TEXT")  # a state from before issue 28
 
     def digest_of(self, srid: str) -> str | None:
         row = self.db.execute("SELECT digest FROM sent WHERE srid = ?", (srid,)).fetchone()
@@ -115,11 +165,25 @@ class State:
         self.db.execute("UPDATE sent SET seen = ? WHERE srid = ?", (run, srid))
 
     def pending(self):
-        return self.db.execute("SELECT message, records, signed_at FROM pending WHERE id = 1").fetchone()
+        """(message, records, signed_at, lines) of the batch in flight, or None."""
+        row = self.db.execute("SELECT message, records, signed_at, lines FROM pending WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        records = json.loads(row[1])
+        lines = json.loads(row[3]) if row[3] else [None] * len(records)
+        return row[0], records, row[2], lines
 
-    def hold(self, message: bytes, records: list[dict]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO pending (id, message, records, signed_at) VALUES (1, ?, ?, ?)",
-                        (message, json.dumps(records), time.time()))
+    def hold(self, message: bytes, records: list[dict], lines: list[int | None]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO pending (id, message, records, signed_at, lines) "
+                        "VALUES (1, ?, ?, ?, ?)", (message, json.dumps(records), time.time(), json.dumps(lines)))
+
+    def forget(self) -> None:
+        """Forget what was sent (and the batch in flight): the next push sends every row again (the
+        gateway takes a source record it holds as an update of it, never a second child)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM sent")
+        self.db.execute("DELETE FROM pending")
+        self.db.execute("COMMIT")
 
     def done(self, records: list[dict], outcomes: dict[str, str], run: int) -> None:
         """The batch was answered: remember what the gateway holds now, and drop the pending batch."""
@@ -163,77 +227,118 @@ def parse_results(body: etree._Element) -> list[UpdateResult]:
 def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path | str, *, state: Path | str,
               rejects: Path | str, batch_size: int = MAX_BATCH, full: bool = False, attempts: int = 8,
               progress: Callable[[int, int, int], None] | None = None,
-              sleep: Callable[[float], None] = time.sleep, message_lifetime_s: float = 240) -> Summary:
+              sleep: Callable[[float], None] = time.sleep, message_lifetime_s: float = 240,
+              stop: Callable[[], str | None] = lambda: None, forget: bool = False) -> Summary:
     """Push ``extract`` through ``client`` (a connectors.client.GatewayClient). ``progress(rows,
-    bytes_read, bytes_total)`` is called as rows are read."""
+    bytes_read, bytes_total)`` is called as rows are read. ``stop()`` returns why to stop (a
+    signal's name) or None: the summary then says ``stopped``. ``forget`` starts again: what the
+    state remembers is dropped first."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
     m = mapping if isinstance(mapping, mapping_mod.Mapping) else mapping_mod.load(mapping)
     extract = Path(extract)
-    summary = Summary(unmapped_columns=m.unmapped(sources.columns(extract, m)))
+    summary = Summary(unmapped_columns=m.unmapped(sources.columns(extract, m)), state=str(state))
     store = State(Path(state))
     run = int(time.time() * 1000)
-    sender = _Sender(client, store, summary, attempts, sleep, message_lifetime_s, run)
     try:
-        held = store.pending()
-        if held is not None:  # the last push was cut off with a batch in flight: settle it first
-            summary.resumed = True
-            sender.send(json.loads(held[1]), message=held[0], signed_at=held[2])
-        position = sources.Position()
-        batch: list[dict] = []
+        if forget:
+            store.forget()
         with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
             reject_rows = CsvWriter(reject_file)  # opened in a spreadsheet: quoted, no formula runs
-            reject_rows.writerow(["line", "source_record_id", "reason"])
-            for line, row in sources.rows(extract, m, position):
-                summary.rows += 1
-                try:
-                    record = m.record(row)
-                except mapping_mod.RowError as exc:
-                    summary.rejected_rows += 1
-                    srid = (row.get(m.id_rule.source) or "").strip() if m.id_rule.source else ""
-                    reject_rows.writerow([line, srid, str(exc)])
-                    continue
-                srid = record["SourceRecordId"]
-                if store.digest_of(srid) == digest(record):
-                    summary.unchanged += 1
-                    if full:  # only a full extract asks which records it no longer has
-                        store.mark_seen(srid, run)
-                else:
-                    batch.append(record)
-                    if len(batch) == batch_size:
-                        sender.send(batch)
-                        batch = []
-                if progress is not None and summary.rows % 100 == 0:
-                    progress(summary.rows, position.bytes, position.total)
-            if batch:
-                sender.send(batch)
-        if full:
-            today = dt.date.today()
-            absent = [_ended(r, today) for r in store.absent(run)]
-            for start in range(0, len(absent), batch_size):
-                chunk = absent[start:start + batch_size]
-                summary.ended += len(chunk)
-                sender.send(chunk)
-        if progress is not None:
-            progress(summary.rows, position.total, position.total)
+            reject_rows.writerow(REJECT_HEADER)
+            sender = _Sender(client, store, summary, attempts, sleep, message_lifetime_s, run, reject_rows, stop)
+            try:
+                _push_rows(m, extract, store, sender, summary, reject_rows, run, batch_size, full, progress, stop)
+            except Stopped as exc:
+                summary.stopped = exc.reason
     finally:
         store.close()
     return summary
 
 
+def _push_rows(m, extract, store: State, sender: "_Sender", summary: Summary, reject_rows, run: int,
+               batch_size: int, full: bool, progress, stop) -> None:
+    settled: dict[str, str] = {}  # source id -> digest: rows of the batch settled on resuming, counted there
+    held = store.pending()
+    if held is not None:  # the last push was cut off with a batch in flight: settle it first
+        summary.resumed = True
+        message, records, signed_at, lines = held
+        sender.send(records, lines, message=message, signed_at=signed_at)
+        settled = {r["SourceRecordId"]: digest(r) for r in records}
+    position = sources.Position()
+    batch: list[dict] = []
+    lines: list[int] = []
+    for line, row in sources.rows(extract, m, position):
+        why = stop()
+        if why:
+            raise Stopped(why)  # the batch being built is abandoned: its rows are read again next time
+        summary.rows += 1
+        try:
+            record = m.record(row)
+        except mapping_mod.RowError as exc:
+            summary.rejected_rows += 1
+            srid = (row.get(m.id_rule.source) or "").strip() if m.id_rule.source else ""
+            reject_rows.writerow([line, srid, "mapping", str(exc)])
+            continue
+        srid = record["SourceRecordId"]
+        if srid in settled and settled.pop(srid) == digest(record):
+            if full:  # counted with the batch settled on resuming: once only
+                store.mark_seen(srid, run)
+        elif store.digest_of(srid) == digest(record):
+            summary.unchanged += 1
+            if full:  # only a full extract asks which records it no longer has
+                store.mark_seen(srid, run)
+        else:
+            batch.append(record)
+            lines.append(line)
+            if len(batch) == batch_size:
+                sender.send(batch, lines)
+                batch, lines = [], []
+        if progress is not None and summary.rows % 100 == 0:
+            progress(summary.rows, position.bytes, position.total)
+    if batch:
+        sender.send(batch, lines)
+    if full:
+        today = dt.date.today()
+        absent = [_ended(r, today) for r in store.absent(run)]
+        for start in range(0, len(absent), batch_size):
+            chunk = absent[start:start + batch_size]
+            summary.ended += len(chunk)
+            sender.send(chunk, [None] * len(chunk), ended=True)
+    if progress is not None:
+        progress(summary.rows, position.total, position.total)
+
+
 class _Sender:
-    def __init__(self, client, store: State, summary: Summary, attempts: int, sleep, lifetime: float, run: int):
+    def __init__(self, client, store: State, summary: Summary, attempts: int, sleep, lifetime: float, run: int,
+                 reject_rows, stop: Callable[[], str | None]):
         self.client, self.store, self.summary = client, store, summary
         self.attempts, self.sleep, self.lifetime, self.run = attempts, sleep, lifetime, run
+        self.reject_rows, self.stop = reject_rows, stop
 
-    def _sign(self, records: list[dict]) -> bytes:
+    def _sign(self, records: list[dict], lines: list[int | None]) -> bytes:
         message = self.client.build_request("SubmitUpdates", ChildUpdate=records)
-        self.store.hold(message, records)  # before it leaves: a crash after this re-sends these bytes
+        self.store.hold(message, records, lines)  # before it leaves: a crash after this re-sends these bytes
         return message
 
-    def send(self, records: list[dict], *, message: bytes | None = None, signed_at: float | None = None) -> None:
+    def _settled(self, records: list[dict], lines: list[int | None], results, ended: bool) -> None:
+        outcomes = {r.source_record_id: r.outcome for r in results}
+        self.store.done(records, outcomes, self.run)
+        self.summary.sent += len(records)
+        self.summary.batches += 1
+        (self.summary.ended_outcomes if ended else self.summary.outcomes).update(r.outcome for r in results)
+        for line, result in zip(lines, results):
+            if result.outcome == "rejected":
+                self.reject_rows.writerow([line if line is not None else "", result.source_record_id, "gateway",
+                                           result.detail or "rejected (the gateway gave no reason)"])
+            elif result.outcome == "review":
+                self.summary.review_rows.append({"line": line, "source_record_id": result.source_record_id,
+                                                 "child_id": result.child_id})
+
+    def send(self, records: list[dict], lines: list[int | None], *, message: bytes | None = None,
+             signed_at: float | None = None, ended: bool = False) -> None:
         if message is None or time.time() - (signed_at or 0) > self.lifetime:
-            message = self._sign(records)
+            message = self._sign(records, lines)
         delay = 1.0
         for attempt in range(1, self.attempts + 1):
             try:
@@ -246,14 +351,10 @@ class _Sender:
                     results = parse_results(body)
                     if len(results) != len(records):
                         raise PushError(f"the gateway answered {len(results)} results for {len(records)} records")
-                    outcomes = {r.source_record_id: r.outcome for r in results}
-                    self.store.done(records, outcomes, self.run)
-                    self.summary.sent += len(records)
-                    self.summary.batches += 1
-                    self.summary.outcomes.update(r.outcome for r in results)
+                    self._settled(records, lines, results, ended)
                     return
                 if code in RESIGN_FAULTS:  # the held message is too old to be taken: the same records, signed now
-                    message = self._sign(records)
+                    message = self._sign(records, lines)
                     problem = f"re-signed after {code}"
                 elif code not in RETRYABLE_FAULTS:
                     reason = body.findtext(f"{q(SOAP_ENV, 'Fault')}/faultstring") or ""
@@ -262,6 +363,65 @@ class _Sender:
                     problem = code
             if attempt == self.attempts:
                 raise PushError(f"gave up after {attempt} attempts ({problem}); run the push again to resume")
+            why = self.stop()
+            if why:  # the batch stays held in the state: the next run sends it first
+                raise Stopped(why)
             self.summary.retries += 1
             self.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+# ---- where the state is kept ---------------------------------------------------------------------
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/contactgate/push``, else ``~/.local/state/contactgate/push``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "contactgate" / "push"
+
+
+def source_name_of(extract: Path) -> str:
+    """The source an extract comes from, when not named (``--source-name``): its absolute path with
+    each run of digits as ``#``, so that tonight's ``cases-2026-12-08.csv`` is the same source as
+    last night's ``cases-2026-12-07.csv``, and ``referrals-2026-12-08.csv`` is another."""
+    return re.sub(r"\d+", "#", str(Path(extract).resolve()))
+
+
+def organisation_of(cert: Path) -> str:
+    """The organisation a certificate names (its subject's common name; the whole subject else):
+    the same after the certificate is renewed."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    certificate = x509.load_pem_x509_certificate(Path(cert).read_bytes())
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else certificate.subject.rfc4514_string()
+
+
+def state_path(state_dir: Path, source: str, organisation: str, gateway_url: str) -> Path:
+    """The state of (source, organisation, gateway) under ``state_dir``: never the mapping's path,
+    so a mapping copied or edited does not forget what was sent. A ``.json`` beside it says whose
+    state it is."""
+    gateway_url = gateway_url.rstrip("/").lower()
+    key = hashlib.sha256(json.dumps([source, organisation, gateway_url]).encode()).hexdigest()[:16]
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", Path(source).stem.replace("#", "")).strip("-")[:40] or "extract"
+    path = Path(state_dir) / f"{stem}-{key}.state"
+    about = path.with_suffix(".json")
+    if not about.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        about.write_text(json.dumps({"source": source, "organisation": organisation, "gateway": gateway_url},
+                                    indent=2) + "\n")
+    return path
+
+
+def adopt_state_beside(mapping_file: Path, path: Path) -> Path | None:
+    """A state kept beside the mapping (``MAPPING.state``, before issue 28) moved to ``path`` when
+    ``path`` has none yet: the old state, or None."""
+    old = Path(mapping_file).with_suffix(".state")
+    if path.exists() or not old.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for suffix in ("", "-wal", "-shm"):
+        if Path(str(old) + suffix).exists():
+            shutil.move(str(old) + suffix, str(path) + suffix)
+    Path(str(old) + ".lock").unlink(missing_ok=True)
+    return old

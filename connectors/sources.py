@@ -6,10 +6,11 @@ it starts on (for the reject file) as a dict of named values the mapping's rules
   read are freed); a rule's ``from`` is an XPath relative to the record, or absolute (``/...``) for
   what the file says once (a school's name and URN above its pupils). Parsed with no DTD, no
   entities and no network: a DOCTYPE is refused.
-- **fhir**: FHIR R4 ``Patient`` resources, as NDJSON (one a line, streamed) or a ``Bundle``, each
-  validated with fhir.resources and offered to the rules under the names in ``FHIR_FIELDS``. A line
-  that is not JSON, or JSON nested more than MAX_JSON_DEPTH levels, is a rejected row; a JSON
-  document nested that deep is refused whole (it is read whole).
+- **fhir**: FHIR R4 ``Patient`` resources, as NDJSON (one a line, streamed) or a ``Bundle``
+  document (its entries streamed one by one with ijson), each validated with fhir.resources and
+  offered to the rules under the names in ``FHIR_FIELDS``. A line or an entry that is not JSON, or
+  nested more than MAX_JSON_DEPTH levels, is a rejected row; a document nested that deep outside its
+  entries is refused whole.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def _leaf_paths(element, prefix: str = "") -> list[str]:
 def _xml_rows(path: Path, mapping: Mapping, position, offered):
     namespaces = mapping.xml_options.get("namespaces", {})
     record = mapping.xml_options["record"].split(":")[-1]
-    paths = {r.source: etree.XPath(f"string({r.source})", namespaces=namespaces)
-             for r in (mapping.id_rule, *mapping.rules) if r.source is not None}
+    paths = {column: etree.XPath(f"string({column})", namespaces=namespaces)
+             for r in (mapping.id_rule, *mapping.rules) for column in r.reads}
     raw = _open(path, position)
     with raw:
         events = etree.iterparse(raw, events=("end",), tag=f"{{*}}{record}", resolve_entities=False,
@@ -140,6 +141,11 @@ def _xml_rows(path: Path, mapping: Mapping, position, offered):
 # A FHIR Patient is a dozen levels deep at most (an extension in an extension in a CodeableConcept...);
 # a Bundle's entry and resource add three. JSON nested deeper is refused before anything reads it.
 MAX_JSON_DEPTH = 64
+
+
+# A first line longer than this is not one resource of NDJSON but a document on one line (a Bundle
+# written without line breaks): it is streamed, not read whole to find out.
+MAX_FIRST_LINE = 1024 * 1024
 
 
 class _TooDeep(ValueError):
@@ -209,12 +215,15 @@ def _fhir_rows(path: Path, mapping: Mapping, position, offered):
 
 def _fhir_resources(path: Path, position):
     """(line or entry number, resource) from NDJSON (a resource a line, streamed; a Bundle on a line
-    gives its entries) or from one JSON document (a Bundle's entries, or a single resource)."""
+    gives its entries) or from one JSON document (a Bundle's entries, streamed one by one, or a
+    single resource)."""
     raw = _open(path, position)
     with raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig")
-        first = text.readline()
+        first = text.readline(MAX_FIRST_LINE + 1)
         try:
+            if len(first) > MAX_FIRST_LINE:  # no resource is that long: a Bundle on one line
+                raise ValueError("a long first line")
             _json(first)
             streamed = True  # the first line is a whole resource: NDJSON
         except _TooDeep:
@@ -222,15 +231,11 @@ def _fhir_resources(path: Path, position):
         except ValueError:
             streamed = False
         if not streamed:
-            text.seek(0)
-            try:
-                document = _json(text.read())
-            except _TooDeep as exc:
-                raise ExtractError(f"{path}: {exc} (a JSON document is read whole; NDJSON rejects such a "
-                                   f"resource alone)") from None
-            except ValueError as exc:
-                raise ExtractError(f"{path}: neither NDJSON nor a JSON document ({exc})") from None
-            yield from _entries(document, 1)
+            text.detach()
+            raw.seek(0)
+            if raw.read(3) != b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as utf-8-sig reads it
+                raw.seek(0)
+            yield from _document_resources(path, raw)
             return
         number = 1
         line = first
@@ -246,6 +251,68 @@ def _fhir_resources(path: Path, position):
                     yield from _entries(resource, number)
             number += 1
             line = text.readline()
+
+
+def _document_resources(path: Path, raw):
+    """A JSON document's resources, read as it is parsed (ijson): each item of the top level's
+    ``entry`` array is built alone, handed on and forgotten, so memory holds one entry, not the
+    Bundle. An entry nested more than MAX_JSON_DEPTH levels is a rejected row (the entry is not
+    built); anything else nested that deep is refused whole. A document with no entries is one
+    resource (built whole: a single resource is small)."""
+    import ijson
+
+    top_builder = ijson.ObjectBuilder()
+    entry_builder = None
+    depth = 0  # of the value being read, the document's own object being 1
+    number = 0
+    too_deep = False
+    in_entries = False
+    top_key = None  # the last key of the document's own object
+    try:
+        # basic_parse: no path with each event (a path is as long as the nesting is deep: building one
+        # per event would make a deeply nested entry quadratic)
+        for event, value in ijson.basic_parse(raw, use_float=True):
+            if event in ("start_map", "start_array"):
+                depth += 1
+            if in_entries and depth >= 3:  # inside one entry (the entry's own object is at depth 3)
+                if depth > MAX_JSON_DEPTH + 3:  # the document, entry and resource add three
+                    too_deep = True
+                if not too_deep:
+                    entry_builder.event(event, value)
+                if event in ("end_map", "end_array"):
+                    depth -= 1
+                if depth == 2:  # the entry is complete
+                    number += 1
+                    if too_deep:
+                        yield number, _Unreadable(str(_TooDeep()))
+                    else:
+                        entry = entry_builder.value
+                        yield number, entry.get("resource") if isinstance(entry, dict) else None
+                    entry_builder, too_deep = ijson.ObjectBuilder(), False
+                continue
+            if event in ("end_map", "end_array"):
+                depth -= 1
+            if depth == 1 and event == "map_key":
+                top_key = value
+            if event == "start_array" and depth == 2 and top_key == "entry" and not in_entries:
+                in_entries, entry_builder = True, ijson.ObjectBuilder()
+                continue
+            if in_entries and event == "end_array" and depth == 1:
+                in_entries = False
+                continue
+            if in_entries and depth == 2:  # an entry that is not an object
+                number += 1
+                yield number, None
+                continue
+            if depth > MAX_JSON_DEPTH:
+                raise ExtractError(f"{path}: {_TooDeep()} (outside a Bundle's entries: refused whole)")
+            top_builder.event(event, value)
+    except ijson.JSONError as exc:
+        raise ExtractError(f"{path}: neither NDJSON nor a JSON document ({exc})") from None
+    if number == 0:
+        document = top_builder.value if hasattr(top_builder, "value") else None
+        if isinstance(document, dict) and document.get("resourceType") != "Bundle":
+            yield 1, document
 
 
 def _entries(resource, number: int):

@@ -39,14 +39,28 @@ def login(ctx: Context, officer_id: str | None, password_stdin: bool, code: str 
     path = officers.session_path()
     officers.write_session(path, result.officer.officer_id, result.token,
                            officers.database_identity(ctx.settings.database_url))
-    click.echo(f"signed in as {result.officer.officer_id} ({result.officer.role_text}); session in {path}")
-    if result.officer.must_change_password:
-        if new_password is None:
-            if password_stdin:
-                fail("a new password is due: give it on the second line of standard input")
-            new_password = click.prompt("a new password is due; new password", hide_input=True,
-                                        confirmation_prompt=True)
-        change_password(ctx, result.officer, new_password)
+    signed_in = f"signed in as {result.officer.officer_id} ({result.officer.role_text}); session in {path}"
+    if result.officer.must_change_password:  # in this sign-in: its code is spent, and the session is open
+        if new_password is None and password_stdin:
+            fail(f"{signed_in}, but a new password is due before anything else: give it on the second line "
+                 f"of standard input, or run `contactgate officer password` now (this session; no new code)")
+        for attempt in range(1, NEW_PASSWORD_ATTEMPTS + 1):
+            if new_password is None:
+                new_password = click.prompt("a new password is due; new password", hide_input=True,
+                                            confirmation_prompt=True)
+            try:
+                change_password(ctx, result.officer, new_password)
+                break
+            except Refused as exc:
+                if password_stdin or attempt == NEW_PASSWORD_ATTEMPTS:
+                    raise Refused(f"{exc.format_message()}; the session is open: `contactgate officer password` "
+                                  f"changes it without a new code") from None
+                click.echo(f"not changed: {exc.format_message()}; try another", err=True)
+                new_password = None
+    click.echo(signed_in)
+
+
+NEW_PASSWORD_ATTEMPTS = 3
 
 
 def change_password(ctx: Context, actor: officers.Officer, new_password: str) -> None:

@@ -140,9 +140,30 @@ def _stepped_up() -> bool:
                               if refusal.status == 429 else "the console is busy; try again in a moment."), "error")
         return False
     if result.officer is None:
-        flash("Not done: confirm with your password and a current code (each code works once).", "error")
+        if result.refusal and "code already used" in result.refusal:  # the sign-in's own code, within its 30 s
+            flash("Not done: that code was used already (each code works once; signing in used it): wait for "
+                  "the next code, then confirm again. What you typed is kept.", "error")
+        else:
+            flash("Not done: confirm with your password and a current code (each code works once).", "error")
         return False
     return True
+
+
+KEPT_REASON_CHARS = 500
+
+
+def _keep_reason(proposal_id: int) -> None:
+    """Keep a decline's reason for the form shown again after a refused step-up (the session is
+    signed and HTTPS-only; the reason goes into the audit chain when the decline is done anyway)."""
+    kept = dict(session.get("kept_reasons") or {})
+    kept[str(proposal_id)] = request.form.get("reason", "")[:KEPT_REASON_CHARS]
+    session["kept_reasons"] = dict(list(kept.items())[-5:])
+
+
+def _forget_reason(proposal_id: int) -> None:
+    kept = dict(session.get("kept_reasons") or {})
+    if kept.pop(str(proposal_id), None) is not None:
+        session["kept_reasons"] = kept
 
 
 def _not_done(action: str, why: Exception) -> None:
@@ -372,6 +393,7 @@ def proposal_decline(proposal_id: int):
     if proposal.kind in backup.RESTORE_PROPOSALS:
         return _restore_by_command_line(proposal)
     if not _stepped_up():
+        _keep_reason(proposal.id)
         return _back(proposal)
     reason = request.form.get("reason", "")
     if proposal.kind in registry.TRUST_PROPOSALS:
@@ -379,6 +401,7 @@ def proposal_decline(proposal_id: int):
     else:
         done = _change(registry.decline, proposal.org_code, proposal.id, g.officer, reason)
     if done is not None:
+        _forget_reason(proposal.id)
         flash(f"Declined proposal {proposal.id}.", "ok")
     return _back(proposal)
 
@@ -626,6 +649,38 @@ def review_settle(conflict_id: int):
 @_needs("auditor")
 def audit_page():
     return render_template("audit.html", rows=None, verified=None)
+
+
+@pages.route("/audit/review", methods=["POST"])
+@_needs("auditor")
+def audit_review():
+    """The misuse review (`contactgate audit review`): the same rules and thresholds over the trail
+    from the day given to now, the findings with their review marks; the run is itself an entry in
+    the audit chain, as the command's is. Marking a finding reviewed stays with the command."""
+    from gateway import audit
+    from gateway.audit import review
+
+    text = request.form.get("since", "").strip()
+    try:
+        since = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return render_template("audit.html", rows=None, verified=None, since=text[:20],
+                               review_problem="Give the first day to review as YYYY-MM-DD."), 400
+    now = _now()
+    if since >= now:
+        return render_template("audit.html", rows=None, verified=None, since=text,
+                               review_problem="The first day to review must be in the past."), 400
+    try:
+        thresholds = review.Thresholds.load(_app()["settings"].layout.review_file)
+    except review.ReviewConfigError as exc:
+        return render_template("audit.html", rows=None, verified=None, since=text,
+                               review_problem=f"The review's settings cannot be used: {exc}"), 500
+    with _app()["engine"].begin() as conn:
+        findings = review.run(conn, since, thresholds, until=now)
+        _app()["trail"].append(conn, audit.Entry(
+            operation="audit.review", outcome="done", user_id=g.officer.officer_id, role=g.officer.role_text,
+            detail=f"in the console: since {since:%Y-%m-%d}: {len(findings)} findings"))
+    return render_template("audit.html", rows=None, verified=None, since=text, findings=findings)
 
 
 @pages.route("/audit/verify", methods=["POST"])

@@ -247,10 +247,12 @@ def test_a_resource_nested_too_deep_is_one_rejected_row_and_the_rest_go_on(tmp_p
         assert "nested more than" in rejected[0][1]
 
 
-def test_a_json_document_nested_too_deep_is_refused_whole_with_the_reason(tmp_path):
+def test_a_json_document_nested_too_deep_outside_its_entries_is_refused_whole_with_the_reason(tmp_path):
+    """(A Bundle's entries are streamed one by one since issue 28: an entry nested too deep is one
+    rejected row, tests/connectors/test_fhir_streaming.py.)"""
     m = mapping.load(HEALTH)
     extract = tmp_path / "bundle.json"
-    extract.write_text('{"resourceType": "Bundle",\n "entry": [{"resource": ' + DEEP + "}]}\n")
+    extract.write_text('{"resourceType": "Bundle",\n "meta": ' + DEEP + ', "entry": []}\n')
     with pytest.raises(sources.ExtractError, match="nested more than"):
         mapped(m, extract)
 

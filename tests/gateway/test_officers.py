@@ -387,3 +387,21 @@ def test_key_commands_need_a_senior_officer_session(gw, tmp_path):
     _, senior = login(gw, "senior-s")
     assert "active" in as_session(gw, senior, "keys", "status").output
     assert "current" in as_session(gw, senior, "signing-key", "status").output
+
+
+def test_the_first_sign_in_changes_the_password_in_the_same_sign_in(gw):
+    """At a terminal, the due change is made in the sign-in that used the code: a new password the
+    rules refuse is asked for again (not exit 2 with the code spent), and "signed in" is said once
+    the account can be used."""
+    added = run(gw, "officer", "add", "fay", "--name", "Fay Example", "--role", "officer", officer="senior-s").output
+    one_time = added.split("first sign-in): ")[1].split()[0]
+    secret = added.split("secret: ")[1].split()[0]
+    session = gw.home / "local" / "fay.json"
+    good = "fay's own new password"
+    result = gw._invoke(_main(), ["login", "--officer", "fay", "--code", pyotp.TOTP(secret).now()],
+                        {"CONTACTGATE_SESSION": str(session)}, "\n".join([one_time, "short", "short", good, good]) + "\n")
+    assert result.exit_code == 0, result.output
+    assert "at least" in result.output and "password changed" in result.output
+    assert result.output.index("password changed") < result.output.index("signed in as fay")
+    as_session(gw, session, "org", "list")
+    assert [r.user_id for r in audit_rows(gw, "officer.password")] == ["fay"]

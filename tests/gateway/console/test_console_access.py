@@ -242,3 +242,39 @@ def test_a_request_leaves_no_audit_origin_behind_in_its_thread(browser, console,
                                                                             outcome="done"))
     entry = last_audit(registry_home, "unattributed")
     assert entry.source_address is None and entry.request_id is None
+
+
+def test_the_accreditation_expiry_is_typed_as_its_label_says(browser):
+    """The field is labelled YYYY-MM-DD: a browser's date picker would show it in the browser's
+    locale (07/12/2027, 12/7/2027) instead. It is a text field holding YYYY-MM-DD, checked so."""
+    import re
+
+    page = browser("alice").get("/organisations/LA").get_data(as_text=True)
+    [field] = re.findall(r"<input id=\"expires\"[^>]*>", page)
+    assert 'type="date"' not in field and 'pattern="[0-9]{4}-[0-9]{2}-[0-9]{2}"' in field
+    assert re.search(r'value="\d{4}-\d{2}-\d{2}"', field) and 'placeholder="YYYY-MM-DD"' in field
+
+
+def test_a_step_up_with_the_sign_ins_own_code_keeps_what_was_typed_and_says_to_wait(browser, registry_home):
+    """An officer who signs in and declines within the same 30 s gives the code the sign-in used:
+    refused (each code works once), but the reason typed is kept and the page says to wait for
+    the next code; with the next code the decline goes through with that reason."""
+    import pyotp
+
+    alice = browser("alice")
+    alice.post("/organisations/new", {"code": "school_w", "name": "School W", "kind": "education"})
+    alice.post("/organisations/SCHOOL_W/accredit", {"scope": ["query"], "expires": "2027-06-30", "evidence": "ISA-9"})
+    proposal = int(registry_home.pending_proposal("SCHOOL_W"))
+    bob = browser("bob")  # signed in just now, with the current code
+    _, secret = registry_home.officer_secrets("bob")
+    same_code = pyotp.TOTP(secret).at(bob.clock.now)
+    reason = "The agreement ISA-9 is unsigned; ask the school for the signed copy"
+    refused = bob.post(f"/proposals/{proposal}/decline", {"reason": reason, "password": bob.password(),
+                                                          "code": same_code})
+    page = bob.get(refused.headers["Location"]).get_data(as_text=True)
+    assert "wait for the next code" in page
+    assert f'value="{reason}"' in page  # what was typed is still in the form
+    assert '"status": "pending_approval"' in registry_home.cli("org", "show", "SCHOOL_W", "--json").output
+    bob.post(f"/proposals/{proposal}/decline", {"reason": reason}, step_up=True)
+    assert last_audit(registry_home, "org.decline").detail.find("unsigned") >= 0
+    assert f'value="{reason}"' not in bob.get("/organisations/SCHOOL_W").get_data(as_text=True)

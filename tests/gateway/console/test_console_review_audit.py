@@ -5,8 +5,10 @@ in a URL, and the CSV report cannot smuggle a formula into a spreadsheet."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 
+import pytest
 from sqlalchemy import select
 
 from gateway.db import audit_children, audit_log, organisations, review_queue, value_conflicts
@@ -157,3 +159,28 @@ def test_a_formula_in_the_trail_is_not_a_formula_in_the_csv(browser, console, re
 def test_the_chain_is_verified_on_request(browser):
     page = browser("auditor-1").post("/audit/verify").get_data(as_text=True)
     assert "Audit chain intact" in page
+
+
+def test_the_audit_page_runs_the_misuse_review_and_shows_its_findings(browser, console, registry_home, clock):
+    """`audit review` exists: the Audit page runs the same rules (from a day the auditor gives) and
+    shows the findings with their review marks; the run is in the audit chain as the command's is."""
+    from gateway import audit
+
+    org = "LA"
+    with registry_home.engine.begin() as conn:
+        for _ in range(10):  # ten refusals of one organisation: the refusals rule's default threshold
+            console.extensions["contactgate"]["trail"].append(conn, audit.Entry(
+                operation="GetContacts", outcome="refused", org_code=org, user_id="probe", fault_code="ScopeDenied"),
+                now=clock() - dt.timedelta(minutes=5))
+    b = browser("auditor-1")
+    page = b.get("/audit").get_data(as_text=True)
+    assert "not built yet" not in page and "Run the misuse review" in page
+    since = (clock() - dt.timedelta(days=1)).date().isoformat()
+    shown = b.post("/audit/review", {"since": since})
+    text = shown.get_data(as_text=True)
+    assert shown.status_code == 200 and "refusals" in text and f"organisation {org}" in text and "NOT REVIEWED" in text
+    with registry_home.engine.connect() as conn:
+        assert conn.execute(select(audit_log.c.seq).where(audit_log.c.operation == "audit.review",
+                                                          audit_log.c.user_id == "auditor-1")).first()
+    assert b.post("/audit/review", {"since": "yesterday"}).status_code == 400
+    assert browser("alice").post("/audit/review", {"since": since}).status_code == 403

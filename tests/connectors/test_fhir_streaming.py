@@ -1,0 +1,71 @@
+"""Large FHIR sources stream (issue 28, item 6): a Bundle document is read entry by entry, as NDJSON
+is read line by line, so memory does not grow with the extract; an entry nested too deep is one
+rejected row, and the rest go on."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from connectors import mapping, sources
+from tests.connectors.test_mapping import mapped
+
+SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
+HEALTH = SAMPLES / "health_patients.yaml"
+DEEP = '{"resourceType": "Patient", "id": "deep", "extension": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def bundle(path: Path, n: int, *, one_line: bool = False) -> Path:
+    """A Bundle of ``n`` Patients, an entry a line (as many systems write it) or all on one line."""
+    patient = json.loads((SAMPLES / "health_patients.ndjson").read_text().splitlines()[0])
+    end = "" if one_line else "\n"
+    with open(path, "w") as out:
+        out.write('{"resourceType": "Bundle", "type": "collection", "entry": [' + end)
+        for i in range(n):
+            out.write(("," if i else "") + json.dumps({"fullUrl": f"urn:uuid:{i}", "resource": {**patient, "id": f"p{i}"}})
+                      + end)
+        out.write("]}")
+    return path
+
+
+def peak_reading(path: Path) -> tuple[int, int]:
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in sources._fhir_resources(path, None))
+        return count, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("one_line", [False, True], ids=["an-entry-a-line", "all-on-one-line"])
+def test_a_bundle_is_read_entry_by_entry_in_flat_memory(tmp_path, monkeypatch, one_line):
+    # a first line longer than MAX_FIRST_LINE (1 MiB) is a document, not NDJSON: smaller here, so that
+    # small Bundles on one line are such documents too (the test's time)
+    monkeypatch.setattr(sources, "MAX_FIRST_LINE", 16 * 1024)
+    small_count, small_peak = peak_reading(bundle(tmp_path / "small.json", 150, one_line=one_line))
+    large_count, large_peak = peak_reading(bundle(tmp_path / "large.json", 600, one_line=one_line))
+    assert (small_count, large_count) == (150, 600)
+    assert large_peak < 1.5 * small_peak, (small_peak, large_peak)  # four times the entries, not the memory
+
+
+def test_an_entry_nested_too_deep_is_one_rejected_row_and_the_rest_go_on(tmp_path):
+    m = mapping.load(HEALTH)
+    lines = (SAMPLES / "health_patients.ndjson").read_text().splitlines()[:2]
+    extract = tmp_path / "bundle.json"
+    extract.write_text('{"resourceType": "Bundle",\n "entry": [' + ",".join(
+        '{"resource": ' + r + "}" for r in [lines[0], DEEP, lines[1]]) + "]}\n")
+    good, rejected = mapped(m, extract)
+    assert len(good) == 2 and [line for line, _ in rejected] == [2]
+    assert "nested more than" in rejected[0][1]
+
+
+def test_a_single_resource_document_is_still_read(tmp_path):
+    first = (SAMPLES / "health_patients.ndjson").read_text().splitlines()[0]
+    extract = tmp_path / "one.json"
+    extract.write_text(json.dumps(json.loads(first), indent=2))  # not NDJSON: a document on many lines
+    m = mapping.load(HEALTH)
+    [(line, row)] = list(sources.rows(extract, m))
+    assert line == 1 and row["id"] == json.loads(first)["id"]

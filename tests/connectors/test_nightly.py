@@ -1,0 +1,214 @@
+"""A nightly load a local authority can leave unattended (issue 28, items 1-3), through the real CLI
+and the running gateway, on both backends: a 2,000-row case-management extract in the shape such a
+system exports (its own column names, DD/MM/YYYY dates, "SMITH, John" names, NHS numbers written
+"943 476 5919") loads with no avoidable rejection; what the gateway rejects is in the rejects file
+with its reason; SIGTERM mid-push exits 3 with the state saved, and the resumed run counts each row
+once; the state follows the data, not the mapping."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from connectors.cli import push
+from tests.support import nhs_number, unique, unique_name
+
+SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
+
+# The mapping a data engineer writes for their system's export: no cleaning outside the tool.
+CASE_SYSTEM_MAPPING = """\
+description: Case-management nightly extract (own column names, as the system exports it)
+source: csv
+id: {from: Case ID}
+fields:
+  Identity.FamilyName: {from: Child Full Name, transform: collapse_spaces, name: family, required: true}
+  Identity.GivenName: {from: Child Full Name, transform: collapse_spaces, name: given, split: " "}
+  Identity.DateOfBirth: {from: Date of Birth, date: "%d/%m/%Y"}
+  Identity.Gender: {from: Gender, transform: lower, map: {male: male, female: female}, default: unknown}
+  Identity.NhsNumber: {from: NHS No, transform: nhs_number}
+  Address.Line1: {from: [House No, Street], join: " ", transform: title}
+  Address.Town: {value: Leeds}
+  Address.Postcode: {from: Post Code, transform: postcode}
+  Carer[0].Name: {from: Main Carer, transform: title}
+  Carer[0].Relationship: {from: Carer Rel, transform: {lookup: {file: relationships.csv, key: code, value: relationship}}}
+  Involvement[0].Service: {value: "Children's social care"}
+  Involvement[0].PractitionerName: {from: Worker}
+  Involvement[0].Role: {value: social worker}
+  Involvement[0].Start: {from: Allocated, date: "%d/%m/%Y"}
+  Involvement[0].End: {from: Closed, date: "%d/%m/%Y"}
+  Involvement[0].CafAssessment: {from: CAF, map: {Y: true, N: false}, default: false,
+                                 default_when: [{column: Team, equals: EH, value: true}]}
+  Involvement[0].LeadProfessional: {value: true}
+"""
+RELATIONSHIPS = "code,relationship\nMUM,mother\nDAD,father\nGRAN,grandmother\n"
+HEADER = ["Case ID", "Child Full Name", "Date of Birth", "Gender", "NHS No", "House No", "Street", "Post Code",
+          "Main Carer", "Carer Rel", "Worker", "Allocated", "Closed", "CAF", "Team", "Case Notes"]
+BAD_CHECK_DIGIT = 10  # rows the source system holds wrongly (the others at 35 % and 75 % of the extract)
+# The issue's 2,000 rows on SQLite; on PostgreSQL the same path with fewer rows (the suite's time: the
+# gateway's linkage of each new child dominates, some 15 s for 2,000 rows on the shared test machine).
+ROWS = {"sqlite": 2000, "postgresql": 200}
+
+
+def wrong_rows(n: int) -> tuple[int, int]:
+    """(a birth date in the future, an involvement that ends before it starts); none in a small extract."""
+    return (n * 7 // 20, n * 3 // 4) if n > BAD_CHECK_DIGIT else (-1, -1)
+
+
+def case_system(directory: Path, tag: str, n: int = 2000) -> tuple[Path, Path]:
+    """(extract, mapping) as a case-management system exports them, every row a different child."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mapping = directory / "cases.yaml"
+    mapping.write_text(CASE_SYSTEM_MAPPING)
+    (directory / "relationships.csv").write_text(RELATIONSHIPS)
+    extract = directory / "cases-2026-12-07.csv"
+    seed = int(unique(), 16) % 10**7
+    FUTURE_BIRTH, ENDS_BEFORE_START = wrong_rows(n)
+    with open(extract, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(HEADER)
+        for i in range(n):
+            born = dt.date(2010, 1, 1) + dt.timedelta(days=(seed + 37 * i) % 5000)
+            nhs = nhs_number(seed * 1000 + i)
+            written = [f"{nhs[:3]} {nhs[3:6]} {nhs[6:]}", f"{nhs[:3]}-{nhs[3:6]}-{nhs[6:]}", nhs, ""][i % 4]
+            closed = ""
+            if i == FUTURE_BIRTH:
+                born = dt.date.today() + dt.timedelta(days=30)
+            if i == ENDS_BEFORE_START:
+                closed = "01/01/2020"
+            if i == BAD_CHECK_DIGIT:
+                written = f"{nhs[:3]} {nhs[3:6]} {nhs[6:9]}{(int(nhs[9]) + 1) % 10}"
+            writer.writerow([f"{tag}-{i:05d}", f"{unique_name().upper()},  {unique_name().title()} {unique_name().title()}",
+                             born.strftime("%d/%m/%Y"), ["Male", "FEMALE", "female", ""][i % 4], written,
+                             str(1 + i % 200), f"{unique_name()} road", f"ls{1 + i % 28}{i % 10}a{'bdefghjl'[i % 8]}",
+                             f"{unique_name()} {unique_name()}", ["MUM", "DAD", "GRAN"][i % 3], "Sam Worker",
+                             "02/09/2024", closed, ["Y", "N", ""][i % 3], ["EH", "CIN"][i % 2], "confidential"])
+    return extract, mapping
+
+
+def push_args(gateway, extract: Path, mapping: Path, *extra: str) -> list[str]:
+    client = gateway.certs["la"]
+    return [str(extract), "--mapping", str(mapping), "--url", gateway.url, "--cert", str(client / "cert.pem"),
+            "--key", str(client / "key.pem"), *extra]
+
+
+def rows_of(path: Path) -> list[dict]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_a_nightly_extract_loads_every_row_once_through_a_sigterm_and_reports_every_outcome(gateway, tmp_path):
+    tag, n = unique("n"), ROWS[gateway.backend]
+    FUTURE_BIRTH, ENDS_BEFORE_START = wrong_rows(n)
+    extract, mapping = case_system(tmp_path / "la", tag, n)
+    state_dir, report = tmp_path / "state", tmp_path / "report.json"
+    rejects = tmp_path / "rejects.csv"
+    batch = n // 8
+    common = ("--state-dir", str(state_dir), "--rejects", str(rejects), "--batch-size", str(batch))
+    before = gateway.child_count()
+    process = subprocess.Popen([sys.executable, "-c", "from connectors.cli import main; main()", "push",
+                                *push_args(gateway, extract, mapping, *common)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # SIGTERM once a batch is done
+            time.sleep(0.05)
+            states = list(state_dir.glob("*.state")) if state_dir.exists() else []
+            if states:
+                try:
+                    with sqlite3.connect(states[0]) as db:
+                        if db.execute("SELECT count(*) FROM sent").fetchone()[0] >= batch:
+                            break
+                except sqlite3.OperationalError:
+                    continue
+        assert process.poll() is None, "the push finished before it could be stopped"
+        os.kill(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, (out, err)
+    assert "stopped (SIGTERM)" in err and "run the push again to resume" in err
+    assert "rows read:" in out  # what was done before the stop is said
+    partial = gateway.child_count() - before
+    assert 0 < partial < n - 3
+
+    result = CliRunner().invoke(push, push_args(gateway, extract, mapping, *common, "--report", str(report)),
+                                catch_exceptions=False)
+    assert result.exit_code == 1, result.output  # some rows rejected: the data is wrong at the source
+    assert gateway.child_count() - before == n - 3  # every good row once; none twice
+    counts = json.loads(report.read_text())["counts"]
+    assert counts["rows"] == n
+    assert counts["rejected"] == 3 and counts["rejected_by_mapping"] == 1 and counts["rejected_by_gateway"] == 2
+    assert sum(counts[k] for k in ("created", "updated", "matched", "review", "rejected", "unchanged")) == n
+    assert counts["unchanged"] >= batch - 1  # sent before the stop: counted once, as unchanged
+    rejected = {r["source_record_id"]: r for r in rows_of(rejects)}
+    assert set(rejected) == {f"{tag}-{i:05d}" for i in (FUTURE_BIRTH, ENDS_BEFORE_START, BAD_CHECK_DIGIT)}
+    future = rejected[f"{tag}-{FUTURE_BIRTH:05d}"]
+    assert future["rejected_by"] == "gateway" and "date of birth is in the future" in future["reason"]
+    assert future["line"] == str(FUTURE_BIRTH + 2)
+    assert "ends before it starts" in rejected[f"{tag}-{ENDS_BEFORE_START:05d}"]["reason"]
+    bad = rejected[f"{tag}-{BAD_CHECK_DIGIT:05d}"]
+    assert bad["rejected_by"] == "mapping" and "not a valid NHS number" in bad["reason"]
+    assert "review: 0" in result.output or "review 0" in result.output
+
+    # the mapping copied to a new folder and edited (a comment): the caseload is not sent again
+    moved = tmp_path / "elsewhere" / "cases-copy.yaml"
+    moved.parent.mkdir()
+    shutil.copy(mapping.parent / "relationships.csv", moved.parent)
+    moved.write_text("# copied\n" + mapping.read_text())
+    again = CliRunner().invoke(push, push_args(gateway, extract, moved, *common), catch_exceptions=False)
+    assert f"unchanged since the last push: {n - 3}" in again.output, again.output
+    assert gateway.child_count() - before == n - 3
+
+
+def small(tmp_path: Path, tag: str) -> tuple[Path, Path]:
+    return case_system(tmp_path / "small", tag, n=3)
+
+
+def test_forget_starts_again_and_an_old_state_beside_the_mapping_is_moved_into_the_state_directory(gateway, tmp_path):
+    tag = unique("g")
+    extract, mapping = small(tmp_path, tag)
+    state_dir = tmp_path / "state"
+    # a push from before this release kept its state beside the mapping (MAPPING.state)
+    old = CliRunner().invoke(push, push_args(gateway, extract, mapping, "--state", str(mapping.with_suffix(".state"))),
+                             catch_exceptions=False)
+    assert old.exit_code == 0, old.output
+    moved = CliRunner().invoke(push, push_args(gateway, extract, mapping, "--state-dir", str(state_dir)),
+                               catch_exceptions=False)
+    assert "moved the state" in moved.output and "unchanged since the last push: 3" in moved.output, moved.output
+    assert not mapping.with_suffix(".state").exists() and list(state_dir.glob("*.state"))
+    forgot = CliRunner().invoke(push, push_args(gateway, extract, mapping, "--state-dir", str(state_dir), "--forget"),
+                                catch_exceptions=False)
+    assert forgot.exit_code == 0 and "forgot what was sent" in forgot.output, forgot.output
+    assert "sent: 3" in forgot.output  # started again: every row sent (the gateway updates, never duplicates)
+
+
+def test_the_state_is_kept_per_source_organisation_and_gateway(gateway, tmp_path):
+    tag = unique("s")
+    extract, mapping = small(tmp_path, tag)
+    other_extract = extract.with_name("referrals-2026-12-07.csv")
+    shutil.copy(extract, other_extract)
+    state_dir = tmp_path / "state"
+    for path in (extract, other_extract):
+        result = CliRunner().invoke(push, push_args(gateway, path, mapping, "--state-dir", str(state_dir)),
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert len(list(state_dir.glob("*.state"))) == 2  # two sources: two states
+    tomorrow = extract.with_name("cases-2026-12-08.csv")  # the same source, the next night's file
+    shutil.copy(extract, tomorrow)
+    result = CliRunner().invoke(push, push_args(gateway, tomorrow, mapping, "--state-dir", str(state_dir)),
+                                catch_exceptions=False)
+    assert "unchanged since the last push: 3" in result.output and len(list(state_dir.glob("*.state"))) == 2
+    assert "--source-name" in CliRunner().invoke(push, ["--help"]).output
