@@ -675,8 +675,11 @@ def audit_review():
     except review.ReviewConfigError as exc:
         return render_template("audit.html", rows=None, verified=None, since=text,
                                review_problem=f"The review's settings cannot be used: {exc}"), 500
-    with _app()["engine"].begin() as conn:
+    from gateway.db import reader
+
+    with reader(_app()["engine"]).begin() as conn:  # no write lock held while the rules run
         findings = review.run(conn, since, thresholds, until=now)
+    with _app()["engine"].begin() as conn:
         _app()["trail"].append(conn, audit.Entry(
             operation="audit.review", outcome="done", user_id=g.officer.officer_id, role=g.officer.role_text,
             detail=f"in the console: since {since:%Y-%m-%d}: {len(findings)} findings"))
