@@ -148,19 +148,7 @@ REFUSED = ("unsigned", "body-only", "wrapped-body", "digest-changed", "header-di
 # signature checks are WSS4J's own; it does not check RequestDigest: see its README).
 JAVA_REFUSED = ("wrapped-body",)
 # Findings not yet fixed in a guide (docs/clients review): strict expected failures.
-KNOWN: dict[tuple[str, str], str] = {
-    ("node-soap", "wrapped-body"): "review 1: Body and Timestamp found anywhere in the document",
-    ("curl-xmlsec1", "header-digest"): "review 4: values read from anywhere in the document",
-    ("curl-xmlsec1", "header-values"): "review 4: values read from anywhere in the document",
-    ("curl-xmlsec1", "expired"): "review 4: the Timestamp's age is never checked",
-    ("zeep", "expired"): "the Timestamp's age is never checked (review 4, in every hand-made check)",
-    ("node-soap", "expired"): "the Timestamp's age is never checked (review 4, in every hand-made check)",
-    ("php", "expired"): "the Timestamp's age is never checked (review 4, in every hand-made check)",
-    ("curl-xmlsec1", "foreign-x509"): "review 2: xmlsec1 trusts a certificate in the answer's X509Data",
-    ("curl-xmlsec1", "system-ca"): "review 3: curl trusts its CApath beside ca.pem",
-    ("zeep", "no-body-id"): "review 8: a Body without wsu:Id raises TypeError",
-    **{(stack, "bundle"): "review 5: only the first certificate of gateway-signing.pem is pinned" for stack in STACKS},
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def known(stack: str, case: str):
@@ -240,7 +228,6 @@ def test_client_guide_shows_only_what_the_answer_signs(stack, case, hostile_runs
     assert all(LINE[op].search(done.stdout) for op in LINE), done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN.get(("zeep", "no-body-id")))
 def test_zeep_guide_refuses_a_body_without_wsu_id_as_an_unverified_signature(hostile_runs):
     """The forged Body of the wrapping case carries no wsu:Id: zeep's verify must say the signature
     fails, not raise a TypeError."""
@@ -271,7 +258,6 @@ def test_client_guide_accepts_an_answer_signed_with_the_second_certificate_of_th
     assert all(LINE[op].search(done.stdout) for op in LINE), done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN.get(("curl-xmlsec1", "foreign-x509")))
 def test_curl_guide_refuses_an_answer_signed_by_a_certificate_it_carries(responder, foreign, gateway_sqlite, request):
     """xmlsec1 reads ds:KeyInfo/ds:X509Data before the pinned key, and trusts a certificate there
     that chains to the system's CAs: here OpenSSL's default store is the foreign CA (SSL_CERT_FILE)
@@ -283,7 +269,6 @@ def test_curl_guide_refuses_an_answer_signed_by_a_certificate_it_carries(respond
     assert done.returncode != 0 and "SubmitUpdates:" not in done.stdout, (done.stdout, done.stderr[-2000:])
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN.get(("curl-xmlsec1", "system-ca")))
 def test_curl_guide_trusts_only_ca_pem_for_tls(responder, foreign, gateway_sqlite, request, tmp_path):
     """curl --cacert still reads its CApath (/etc/ssl/certs on Debian). In a private mount namespace
     whose /etc/ssl/certs holds only the foreign CA, a responder with a TLS certificate from that CA
@@ -303,7 +288,6 @@ def test_curl_guide_trusts_only_ca_pem_for_tls(responder, foreign, gateway_sqlit
     assert done.returncode != 0 and "SubmitUpdates:" not in done.stdout, (done.stdout, done.stderr[-2000:])
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: the zeep guide pins zeep only")
 def test_zeep_guide_installs_the_versions_the_project_pins():
     pinned = dict(re.findall(r'"(zeep\[xmlsec\]|xmlsec|lxml|requests)==([\w.]+)"', (ROOT / "pyproject.toml").read_text()))
     assert len(pinned) == 4
@@ -312,7 +296,6 @@ def test_zeep_guide_installs_the_versions_the_project_pins():
         assert {f"{name}=={version}" for name, version in pinned.items()} <= set(install.replace("'", "").split())
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: Program.cs's compile line lacks two references and the password")
 def test_wcf_guide_compiles_and_runs_as_its_readme_says():
     program = (GUIDES / "dotnet-wcf" / "Program.cs").read_text()
     readme = (GUIDES / "dotnet-wcf" / "README.md").read_text()
