@@ -40,6 +40,8 @@ VARIANTS = {
     "unsigned": "(a) the answer with its ds:Signature removed",
     "body-only": "(b) re-signed over the soap:Body only (the Timestamp present, unsigned)",
     "wrapped-body": "(c) the signed Body moved into a header wrapper, a forged Body (no wsu:Id) in its place",
+    "wrapped-timestamp": "(c') a stale answer: signed an hour ago, its signed Timestamp moved into a header "
+                         "wrapper, a fresh unsigned one in the Security header",
     "digest-changed": "(d) RequestDigest changed, re-signed: an answer to another request",
     "header-digest": "(e) as (d), plus the request's true RequestDigest and a forged ChildId in an unsigned header",
     "header-values": "a good re-signed answer plus forged Outcome, ChildId, FamilyName and the true "
@@ -182,6 +184,18 @@ class Responder:
             wrapper = etree.Element(q(CG, "Wrapper"), nsmap={"cg": CG})
             wrapper.append(body)
             envelope.find(q(SOAP, "Header")).insert(0, wrapper)
+        elif variant == "wrapped-timestamp":
+            sign(envelope, *self.signing, created=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+            header = envelope.find(q(SOAP, "Header"))
+            signed = header.find(f"{q(WSSE, 'Security')}/{q(WSU, 'Timestamp')}")
+            fresh = etree.Element(q(WSU, "Timestamp"))
+            now = dt.datetime.now(dt.timezone.utc)
+            etree.SubElement(fresh, q(WSU, "Created")).text = _time(now)
+            etree.SubElement(fresh, q(WSU, "Expires")).text = _time(now + dt.timedelta(minutes=5))
+            signed.getparent().replace(signed, fresh)
+            wrapper = etree.Element(q(CG, "Wrapper"), nsmap={"cg": CG})
+            wrapper.append(signed)
+            header.insert(0, wrapper)
         elif variant in ("digest-changed", "header-digest"):
             if digest is not None:
                 digest.text = base64.b64encode(hashlib.sha256(b"another request").digest()).decode()

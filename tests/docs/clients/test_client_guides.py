@@ -162,10 +162,12 @@ def test_client_guide_refuses_an_answer_not_signed_by_the_pinned_gateway_key(sta
 # forwards each request unchanged and serves the answer as a variant, re-signed with the gateway's own
 # key from its home. Each stack's variants run at once (they are separate processes, mostly waiting),
 # once for the module; each test then looks at its own run.
-REFUSED = ("unsigned", "body-only", "wrapped-body", "digest-changed", "header-digest", "expired")
+REFUSED = ("unsigned", "body-only", "wrapped-body", "wrapped-timestamp", "digest-changed", "header-digest", "expired")
 # The Java guide's JVM is the slowest start: the signature-wrapping case only (its Timestamp, chain and
-# signature checks are WSS4J's own; it does not check RequestDigest: see its README).
-JAVA_REFUSED = ("wrapped-body",)
+# signature checks are WSS4J's own; it does not check RequestDigest: see its README). The wrapped
+# Timestamp, not the wrapped Body: JAX-WS RI's SAAJ fails on a soap:Body inside a header
+# (NullPointerException) before any handler runs, so only the former reaches the guide's own check.
+JAVA_REFUSED = ("wrapped-timestamp",)
 # Findings not yet fixed in a guide (docs/clients review): strict expected failures.
 KNOWN: dict[tuple[str, str], str] = {}
 
@@ -229,7 +231,7 @@ def hostile_runs(request, responder, gateway_sqlite):
                                            for variant in (JAVA_REFUSED if stack == "java-jaxws-wss4j16" else REFUSED)])
 def test_client_guide_refuses_a_hostile_answer(stack, variant, hostile_runs):
     """Unsigned; signed over the Body only; the signed Body wrapped into the Header and a forged one
-    in its place; RequestDigest of another request (re-signed), alone and with the true digest and a
+    in its place; a stale answer's signed Timestamp wrapped likewise, a fresh one in its place; RequestDigest of another request (re-signed), alone and with the true digest and a
     forged ChildId in an unsigned header; expired. Each guide stops at the first answer, non-zero."""
     done = hostile_runs(stack, variant)
     assert done.returncode != 0 and "SubmitUpdates:" not in done.stdout, (done.stdout, done.stderr[-2000:])
