@@ -66,10 +66,11 @@ class GatewaySignature(BinarySignature):
         signature = security.find(f"{{{DS}}}Signature") if security is not None else None
         if signature is None or timestamp is None or body is None:
             raise fail("the answer is not signed")
-        if len(envelope.findall(f".//{{{SOAP}}}Body")) != 1 or not body.get(f"{{{WSU_NS}}}Id") or not timestamp.get(f"{{{WSU_NS}}}Id"):
+        body_id, timestamp_id = body.get(f"{{{WSU_NS}}}Id"), timestamp.get(f"{{{WSU_NS}}}Id")
+        if len(envelope.findall(f".//{{{SOAP}}}Body")) != 1 or not body_id or not timestamp_id:
             raise fail("the answer's signature does not cover its Body and Timestamp")
         signed = {ref.get("URI") for ref in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")}
-        if signed != {"#" + body.get(f"{{{WSU_NS}}}Id"), "#" + timestamp.get(f"{{{WSU_NS}}}Id")}:
+        if signed != {"#" + body_id, "#" + timestamp_id}:
             raise fail("the answer's signature does not cover its Body and Timestamp")
         now = dt.datetime.now(dt.timezone.utc)
         try:

@@ -231,8 +231,9 @@ def hostile_runs(request, responder, gateway_sqlite):
                                            for variant in (JAVA_REFUSED if stack == "java-jaxws-wss4j16" else REFUSED)])
 def test_client_guide_refuses_a_hostile_answer(stack, variant, hostile_runs):
     """Unsigned; signed over the Body only; the signed Body wrapped into the Header and a forged one
-    in its place; a stale answer's signed Timestamp wrapped likewise, a fresh one in its place; RequestDigest of another request (re-signed), alone and with the true digest and a
-    forged ChildId in an unsigned header; expired. Each guide stops at the first answer, non-zero."""
+    in its place; a stale answer's signed Timestamp wrapped likewise, a fresh one in its place;
+    RequestDigest of another request (re-signed), alone and with the true digest and a forged ChildId
+    in an unsigned header; expired. Each guide stops at the first answer, non-zero."""
     done = hostile_runs(stack, variant)
     assert done.returncode != 0 and "SubmitUpdates:" not in done.stdout, (done.stdout, done.stderr[-2000:])
     assert FORGED not in done.stdout
