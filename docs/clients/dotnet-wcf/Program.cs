@@ -3,9 +3,10 @@
 // the three operations through an untyped Message contract; each answer's signature checked by WCF
 // and pinned to gateway-signing.pem. UNTESTED on .NET Framework; Mono encrypts regardless: see README.md.
 //
-//   csc /r:System.ServiceModel.dll /r:System.Runtime.Serialization.dll Program.cs
+//   csc /r:System.ServiceModel.dll /r:System.Runtime.Serialization.dll /r:System.IdentityModel.dll /r:System.Xml.Linq.dll Program.cs
 //   set CONTACTGATE_URL=https://gateway.example.org:8443
 //   set CONTACTGATE_CREDENTIALS=C:\leeds      (client.p12 made from key.pem + cert.pem, ca.pem, gateway-signing.pem)
+//   set CONTACTGATE_P12_PASSWORD=...          (the password client.p12 was exported with)
 //   Program.exe
 using System;
 using System.IdentityModel.Selectors;
@@ -20,6 +21,7 @@ using System.ServiceModel.Channels;
 using System.ServiceModel.Security;
 using System.ServiceModel.Security.Tokens;
 using System.Text;
+using System.Text.RegularExpressions;
 using System.Xml;
 using System.Xml.Linq;
 
@@ -32,14 +34,15 @@ public interface IContactGate
     Message Call(Message request);
 }
 
-// Accepts only the pinned gateway-signing.pem as the answers' signer.
+// Accepts only a certificate of the pinned gateway-signing.pem as the answers' signer: the bundle holds
+// up to three (current, next, previous), and any may sign.
 sealed class PinnedCertificateValidator : X509CertificateValidator
 {
-    readonly X509Certificate2 pinned;
-    public PinnedCertificateValidator(X509Certificate2 pinned) { this.pinned = pinned; }
+    readonly X509Certificate2Collection pinned;
+    public PinnedCertificateValidator(X509Certificate2Collection pinned) { this.pinned = pinned; }
     public override void Validate(X509Certificate2 certificate)
     {
-        if (certificate == null || certificate.Thumbprint != pinned.Thumbprint)
+        if (certificate == null || !pinned.Cast<X509Certificate2>().Any(c => c.Thumbprint == certificate.Thumbprint))
             throw new SecurityTokenValidationException("the answer is not signed with gateway-signing.pem");
     }
 }
@@ -92,7 +95,11 @@ static class Program
         string credentials = Environment.GetEnvironmentVariable("CONTACTGATE_CREDENTIALS");
         string family = Environment.GetEnvironmentVariable("CONTACTGATE_FAMILY_NAME") ?? "Example";
         var gatewayCa = new X509Certificate2(Path.Combine(credentials, "ca.pem"));
-        var gatewaySigning = new X509Certificate2(Path.Combine(credentials, "gateway-signing.pem"));
+        // Every certificate in the bundle (new X509Certificate2(file) would read the first only).
+        var gatewaySigning = new X509Certificate2Collection();
+        foreach (Match pem in Regex.Matches(File.ReadAllText(Path.Combine(credentials, "gateway-signing.pem")),
+                     "-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", RegexOptions.Singleline))
+            gatewaySigning.Add(new X509Certificate2(Convert.FromBase64String(pem.Groups[1].Value)));
         // .NET Framework reads no PEM private key: make client.p12 with openssl (README.md)
         var client = new X509Certificate2(Path.Combine(credentials, "client.p12"),
             Environment.GetEnvironmentVariable("CONTACTGATE_P12_PASSWORD") ?? "", X509KeyStorageFlags.EphemeralKeySet);
@@ -109,11 +116,13 @@ static class Program
                 && own.ChainElements[own.ChainElements.Count - 1].Certificate.Thumbprint == gatewayCa.Thumbprint;
         };
 
-        // The endpoint's identity is the gateway's signing certificate (its subject CN).
-        var address = new EndpointAddress(new Uri(url + "/soap/v1"), EndpointIdentity.CreateX509CertificateIdentity(gatewaySigning));
+        // The endpoint's identity: the subject CN every gateway signing certificate carries (an X.509
+        // identity would name one certificate, and refuse the answers after a key switch).
+        var address = new EndpointAddress(new Uri(url + "/soap/v1"), EndpointIdentity.CreateDnsIdentity("ContactGate response signing"));
         var factory = new ChannelFactory<IContactGate>(SignOnlyBinding(), address);
         factory.Credentials.ClientCertificate.Certificate = client; // TLS and the signature
-        factory.Credentials.ServiceCertificate.DefaultCertificate = gatewaySigning;
+        // The recipient's token (nothing is encrypted to it); the answers' signer is checked below.
+        factory.Credentials.ServiceCertificate.DefaultCertificate = gatewaySigning[0];
         factory.Credentials.ServiceCertificate.Authentication.CertificateValidationMode = X509CertificateValidationMode.Custom;
         factory.Credentials.ServiceCertificate.Authentication.CustomCertificateValidator = new PinnedCertificateValidator(gatewaySigning);
         var channel = factory.CreateChannel();

@@ -56,6 +56,7 @@ import org.apache.ws.security.components.crypto.Merlin;
 import org.apache.ws.security.message.WSSecHeader;
 import org.apache.ws.security.message.WSSecSignature;
 import org.apache.ws.security.message.WSSecTimestamp;
+import org.apache.ws.security.util.WSSecurityUtil;
 import org.w3c.dom.Document;
 import org.w3c.dom.Element;
 import org.w3c.dom.Node;
@@ -69,9 +70,9 @@ public class Client {
     static final class WsSecurityHandler implements SOAPHandler<SOAPMessageContext> {
         private final Merlin signing = new Merlin();
         private final Merlin verifying = new Merlin();
-        private final X509Certificate gatewaySigning;
+        private final List<X509Certificate> gatewaySigning;
 
-        WsSecurityHandler(KeyStore keys, X509Certificate ca, X509Certificate gatewaySigning) throws Exception {
+        WsSecurityHandler(KeyStore keys, X509Certificate ca, List<X509Certificate> gatewaySigning) throws Exception {
             this.gatewaySigning = gatewaySigning;
             signing.setKeyStore(keys);
             KeyStore trusted = KeyStore.getInstance("PKCS12");
@@ -132,24 +133,31 @@ public class Client {
 
         private void verify(Document doc) throws Exception {
             // WSS4J checks the signature, the Timestamp's freshness and that the signing certificate
-            // chains to ca.pem; then: pinned to gateway-signing.pem, over exactly Body and Timestamp.
+            // chains to ca.pem; then: signed by a certificate of gateway-signing.pem, over exactly the
+            // Envelope's one soap:Body and the Timestamp of the Security header WSS4J processed (both
+            // direct children, never found anywhere in the document: a signed Body moved into a
+            // header, a forged one in its place, is a wrapping attack).
             List<WSSecurityEngineResult> results = new WSSecurityEngine().processSecurityHeader(doc, null, null, verifying);
-            Element body = (Element) doc.getElementsByTagNameNS(SOAP_NS, "Body").item(0);
-            Node timestamp = doc.getElementsByTagNameNS(WSConstants.WSU_NS, "Timestamp").item(0);
-            boolean ok = false;
+            Element body = WSSecurityUtil.findBodyElement(doc);
+            Element security = WSSecurityUtil.getSecurityHeader(doc, null);
+            Element timestamp = security == null ? null
+                    : WSSecurityUtil.getDirectChildElement(security, WSConstants.TIMESTAMP_TOKEN_LN, WSConstants.WSU_NS);
+            boolean ok = body != null && timestamp != null && doc.getElementsByTagNameNS(SOAP_NS, "Body").getLength() == 1;
+            int signatures = 0;
             for (WSSecurityEngineResult result : results == null ? List.<WSSecurityEngineResult>of() : results) {
                 if (!Integer.valueOf(WSConstants.SIGN).equals(result.get(WSSecurityEngineResult.TAG_ACTION))) {
                     continue;
                 }
-                if (!gatewaySigning.equals(result.get(WSSecurityEngineResult.TAG_X509_CERTIFICATE))) {
+                signatures++;
+                if (!gatewaySigning.contains(result.get(WSSecurityEngineResult.TAG_X509_CERTIFICATE))) {
                     throw new SecurityException("the answer is not signed with gateway-signing.pem");
                 }
                 @SuppressWarnings("unchecked")
                 List<WSDataRef> refs = (List<WSDataRef>) result.get(WSSecurityEngineResult.TAG_DATA_REF_URIS);
-                ok = refs.size() == 2 && refs.stream().anyMatch(r -> r.getProtectedElement().isSameNode(body))
+                ok = ok && refs.size() == 2 && refs.stream().anyMatch(r -> r.getProtectedElement().isSameNode(body))
                         && refs.stream().anyMatch(r -> r.getProtectedElement().isSameNode(timestamp));
             }
-            if (!ok) {
+            if (!ok || signatures != 1) {
                 throw new SecurityException("the answer's signature does not cover its Body and Timestamp");
             }
         }
@@ -164,6 +172,17 @@ public class Client {
     static X509Certificate certificate(Path file) throws Exception {
         return (X509Certificate) CertificateFactory.getInstance("X.509")
                 .generateCertificate(new ByteArrayInputStream(Files.readAllBytes(file)));
+    }
+
+    /** Every certificate in a PEM bundle: gateway-signing.pem holds up to three (current, next,
+     *  previous), and any may sign. */
+    static List<X509Certificate> certificates(Path file) throws Exception {
+        List<X509Certificate> all = new ArrayList<>();
+        for (java.security.cert.Certificate c : CertificateFactory.getInstance("X.509")
+                .generateCertificates(new ByteArrayInputStream(Files.readAllBytes(file)))) {
+            all.add((X509Certificate) c);
+        }
+        return all;
     }
 
     static PrivateKey privateKey(Path file) throws Exception { // PKCS#8 PEM ("BEGIN PRIVATE KEY"), RSA
@@ -203,7 +222,7 @@ public class Client {
         request.put(BindingProvider.SOAPACTION_USE_PROPERTY, true);
         @SuppressWarnings("rawtypes")
         List<Handler> chain = new ArrayList<>();
-        chain.add(new WsSecurityHandler(keys, ca, certificate(credentials.resolve("gateway-signing.pem"))));
+        chain.add(new WsSecurityHandler(keys, ca, certificates(credentials.resolve("gateway-signing.pem"))));
         dispatch.getBinding().setHandlerChain(chain);
 
         String requester = "<Requester><UserId>jaxws.example</UserId><Role>social worker</Role></Requester>"

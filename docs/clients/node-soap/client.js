@@ -22,26 +22,55 @@ const SOAP_NS = 'http://schemas.xmlsoap.org/soap/envelope/';
 const WSU = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd';
 const DS = 'http://www.w3.org/2000/09/xmldsig#';
 
-// The answer must be signed by the pinned gateway key, over exactly its soap:Body and wsu:Timestamp,
-// and carry RequestDigest = base64(SHA-256(the request's bytes as sent)).
-function verifyAnswer(client, answer, gatewayCert) {
+const WSSE = 'http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd';
+
+// The element children of `parent` named {ns}name.
+function children(parent, ns, name) {
+  return Array.from(parent ? parent.childNodes : []).filter((node) => node.nodeType === 1
+    && node.namespaceURI === ns && node.localName === name);
+}
+
+// The answer must be signed by a certificate of the pinned gateway-signing.pem (it holds up to three:
+// current, next, previous), over exactly its soap:Body (the one in the document, a child of the
+// Envelope) and the wsu:Timestamp of its Security header, which must be current; and it must carry
+// RequestDigest = base64(SHA-256(the request's bytes as sent)).
+function verifyAnswer(client, answer, gatewayCerts) {
   const xml = client.lastResponse;
   const doc = new DOMParser().parseFromString(xml, 'text/xml');
-  const signatures = doc.getElementsByTagNameNS(DS, 'Signature');
-  if (signatures.length !== 1) {
+  const envelope = doc.documentElement;
+  const [header] = children(envelope, SOAP_NS, 'Header');
+  const [security] = children(header, WSSE, 'Security');
+  const signatures = children(security, DS, 'Signature');
+  const timestamps = children(security, WSU, 'Timestamp');
+  const bodies = children(envelope, SOAP_NS, 'Body');
+  if (signatures.length !== 1 || doc.getElementsByTagNameNS(DS, 'Signature').length !== 1) {
     throw new Error('the answer is not signed');
   }
-  const verifier = new SignedXml({ publicCert: gatewayCert, idMode: 'wssecurity' });
-  verifier.loadSignature(signatures[0]);
-  if (!verifier.checkSignature(xml)) {
+  if (bodies.length !== 1 || doc.getElementsByTagNameNS(SOAP_NS, 'Body').length !== 1 || timestamps.length !== 1
+      || !bodies[0].getAttributeNS(WSU, 'Id') || !timestamps[0].getAttributeNS(WSU, 'Id')) {
+    throw new Error('the answer\'s signature does not cover its Body and Timestamp');
+  }
+  const verifier = gatewayCerts.map((publicCert) => {
+    const candidate = new SignedXml({ publicCert, idMode: 'wssecurity' });
+    candidate.loadSignature(signatures[0]);
+    try {
+      return candidate.checkSignature(xml) ? candidate : null;
+    } catch (error) {
+      return null;
+    }
+  }).find((candidate) => candidate);
+  if (!verifier) {
     throw new Error('the answer\'s signature does not verify with gateway-signing.pem');
   }
-  const body = doc.getElementsByTagNameNS(SOAP_NS, 'Body')[0];
-  const timestamp = doc.getElementsByTagNameNS(WSU, 'Timestamp')[0];
   const signed = verifier.getReferences().map((reference) => reference.uri).sort();
-  const expected = ['#' + body.getAttributeNS(WSU, 'Id'), '#' + timestamp.getAttributeNS(WSU, 'Id')].sort();
+  const expected = ['#' + bodies[0].getAttributeNS(WSU, 'Id'), '#' + timestamps[0].getAttributeNS(WSU, 'Id')].sort();
   if (JSON.stringify(signed) !== JSON.stringify(expected)) {
     throw new Error('the answer\'s signature does not cover its Body and Timestamp');
+  }
+  const time = (name) => Date.parse((children(timestamps[0], WSU, name)[0] || {}).textContent);
+  const now = Date.now();
+  if (!(time('Created') - 60000 <= now && now < time('Expires'))) { // a minute's clock skew
+    throw new Error('the answer\'s Timestamp has expired (or is in the future)');
   }
   const digest = crypto.createHash('sha256').update(client.lastRequest, 'utf8').digest('base64');
   if (answer.RequestDigest !== digest) {
@@ -57,7 +86,9 @@ async function main() {
   const read = (name) => fs.readFileSync(path.join(credentials, name));
   const key = read('key.pem');
   const cert = read('cert.pem');
-  const gatewayCert = read('gateway-signing.pem').toString();
+  // Every certificate in the bundle: after a key switch the gateway signs with the second.
+  const gatewayCerts = read('gateway-signing.pem').toString()
+    .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) || [];
 
   // Mutual TLS: node-soap hands request options to axios; an https.Agent carries the client
   // certificate and trusts only the gateway CA. Needed for the WSDL and for every call.
@@ -71,7 +102,7 @@ async function main() {
   }));
   const call = async (operation, args) => {
     const [answer] = await client[`${operation}Async`](args, { httpsAgent });
-    return verifyAnswer(client, answer, gatewayCert);
+    return verifyAnswer(client, answer, gatewayCerts);
   };
 
   const requester = { UserId: 'node.example', Role: 'social worker' };

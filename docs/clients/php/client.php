@@ -105,8 +105,9 @@ final class ContactGateClient extends SoapClient
         return $doc->saveXML();
     }
 
-    /** The answer is signed with the pinned gateway-signing.pem (not the certificate it carries),
-     *  over exactly its soap:Body and wsu:Timestamp, each digest and the SignatureValue checked. */
+    /** The answer is signed with a certificate of the pinned gateway-signing.pem (not the one it
+     *  carries), over exactly its soap:Body and wsu:Timestamp, each digest and the SignatureValue
+     *  checked, and its Timestamp is current. */
     private function verify(?string $answer): void
     {
         $doc = new DOMDocument();
@@ -143,11 +144,21 @@ final class ContactGateClient extends SoapClient
             || $xpath->evaluate('string(ds:CanonicalizationMethod/@Algorithm)', $signedInfo) !== EXC_C14N) {
             throw new RuntimeException('the answer\'s signature does not cover its Body and Timestamp');
         }
-        $value = base64_decode($xpath->evaluate('string(../ds:SignatureValue)', $signedInfo));
-        $gateway = openssl_pkey_get_public(file_get_contents("$this->credentials/gateway-signing.pem"));
-        if (openssl_verify($signedInfo->C14N(true, false), $value, $gateway, OPENSSL_ALGO_SHA256) !== 1) {
-            throw new RuntimeException('the answer\'s signature does not verify with gateway-signing.pem');
+        $created = strtotime($xpath->evaluate('string(/s:Envelope/s:Header/wsse:Security/wsu:Timestamp/wsu:Created)'));
+        $expires = strtotime($xpath->evaluate('string(/s:Envelope/s:Header/wsse:Security/wsu:Timestamp/wsu:Expires)'));
+        if ($created === false || $expires === false || $created - 60 > time() || time() >= $expires) {  // a minute's skew
+            throw new RuntimeException('the answer\'s Timestamp has expired (or is in the future)');
         }
+        // gateway-signing.pem holds up to three certificates (current, next, previous): any may sign.
+        $value = base64_decode($xpath->evaluate('string(../ds:SignatureValue)', $signedInfo));
+        preg_match_all('/-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----/s',
+            file_get_contents("$this->credentials/gateway-signing.pem"), $pems);
+        foreach ($pems[0] as $pem) {
+            if (openssl_verify($signedInfo->C14N(true, false), $value, openssl_pkey_get_public($pem), OPENSSL_ALGO_SHA256) === 1) {
+                return;
+            }
+        }
+        throw new RuntimeException('the answer\'s signature does not verify with gateway-signing.pem');
     }
 }
 

@@ -1,7 +1,7 @@
 """ContactGate with zeep + python-xmlsec, without the SDK: the three operations, each answer's
 signature checked against the pinned gateway-signing.pem and its RequestDigest against the bytes sent.
 
-    pip install 'zeep[xmlsec]==4.3.3' requests
+    pip install 'zeep[xmlsec]==4.3.3' xmlsec==1.3.17 lxml==6.1.3 requests==2.34.2
     CONTACTGATE_URL=https://gateway.example.org:8443 CONTACTGATE_CREDENTIALS=./leeds python client.py
 
 CONTACTGATE_CREDENTIALS is the folder with key.pem, cert.pem, ca.pem and gateway-signing.pem;
@@ -15,6 +15,7 @@ import base64
 import datetime as dt
 import hashlib
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -42,7 +43,9 @@ class GatewaySignature(BinarySignature):
         # zeep's defaults are RSA-SHA1 and SHA-1: the gateway refuses SHA-1.
         super().__init__(str(key), str(cert), signature_method=xmlsec.Transform.RSA_SHA256,
                          digest_method=xmlsec.Transform.SHA256)
-        self.gateway_key = xmlsec.Key.from_file(str(gateway_signing), xmlsec.KeyFormat.CERT_PEM)
+        # gateway-signing.pem holds up to three certificates (current, next, previous): any may sign.
+        pems = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", gateway_signing.read_bytes(), re.S)
+        self.gateway_keys = [xmlsec.Key.from_memory(pem, xmlsec.KeyFormat.CERT_PEM) for pem in pems]
 
     def apply(self, envelope, headers):
         # zeep signs a wsu:Timestamp only if one is already in the header: add it first.
@@ -54,25 +57,41 @@ class GatewaySignature(BinarySignature):
 
     def verify(self, envelope):
         # zeep's own verify uses the client's certificate (zeep #822): check the answer with the
-        # pinned gateway-signing.pem, and that it signs exactly its soap:Body and wsu:Timestamp.
+        # pinned gateway-signing.pem, that it signs exactly its soap:Body (the one in the document,
+        # a child of the Envelope) and the wsu:Timestamp of its Security header, and that this is fresh.
+        fail = zeep.exceptions.SignatureVerificationFailed
         security = envelope.find(f"{{{SOAP}}}Header/{{{WSSE}}}Security")
         body = envelope.find(f"{{{SOAP}}}Body")
         timestamp = security.find(f"{{{WSU_NS}}}Timestamp") if security is not None else None
         signature = security.find(f"{{{DS}}}Signature") if security is not None else None
-        if signature is None or timestamp is None:
-            raise zeep.exceptions.SignatureVerificationFailed("the answer is not signed")
+        if signature is None or timestamp is None or body is None:
+            raise fail("the answer is not signed")
+        body_id, timestamp_id = body.get(f"{{{WSU_NS}}}Id"), timestamp.get(f"{{{WSU_NS}}}Id")
+        if len(envelope.findall(f".//{{{SOAP}}}Body")) != 1 or not body_id or not timestamp_id:
+            raise fail("the answer's signature does not cover its Body and Timestamp")
         signed = {ref.get("URI") for ref in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")}
-        if signed != {"#" + body.get(f"{{{WSU_NS}}}Id"), "#" + timestamp.get(f"{{{WSU_NS}}}Id")}:
-            raise zeep.exceptions.SignatureVerificationFailed("the answer's signature does not cover Body and Timestamp")
-        context = xmlsec.SignatureContext()
-        context.key = self.gateway_key
-        for node in (body, timestamp):
-            context.register_id(node, "Id", WSU_NS)
+        if signed != {"#" + body_id, "#" + timestamp_id}:
+            raise fail("the answer's signature does not cover its Body and Timestamp")
+        now = dt.datetime.now(dt.timezone.utc)
         try:
-            context.verify(signature)
-        except xmlsec.Error as error:
-            raise zeep.exceptions.SignatureVerificationFailed(f"the answer's signature does not verify: {error}")
-        return envelope
+            created, expires = (dt.datetime.fromisoformat(timestamp.findtext(f"{{{WSU_NS}}}{name}").replace("Z", "+00:00"))
+                                for name in ("Created", "Expires"))
+        except (AttributeError, ValueError):
+            raise fail("the answer's Timestamp is unreadable") from None
+        if not created - dt.timedelta(minutes=1) <= now < expires:  # a minute's clock skew
+            raise fail("the answer's Timestamp has expired (or is in the future)")
+        errors = []
+        for key in self.gateway_keys:
+            context = xmlsec.SignatureContext()
+            context.key = key
+            for node in (body, timestamp):
+                context.register_id(node, "Id", WSU_NS)
+            try:
+                context.verify(signature)
+                return envelope
+            except xmlsec.Error as error:
+                errors.append(str(error))
+        raise fail(f"the answer's signature does not verify with gateway-signing.pem: {'; '.join(errors)}")
 
 
 class RecordingTransport(Transport):

@@ -84,11 +84,12 @@ public final class Client {
         }
     }
 
-    /** After CXF's own check (signature, policy, chain to ca.pem, Timestamp): the signer is exactly gateway-signing.pem. */
+    /** After CXF's own check (signature, policy, chain to ca.pem, Timestamp): the signer is one of
+     *  the certificates in gateway-signing.pem (up to three: current, next, previous; any may sign). */
     static final class PinGatewayKey extends AbstractPhaseInterceptor<Message> {
-        private final X509Certificate gatewaySigning;
+        private final List<X509Certificate> gatewaySigning;
 
-        PinGatewayKey(X509Certificate gatewaySigning) {
+        PinGatewayKey(List<X509Certificate> gatewaySigning) {
             super(Phase.PRE_PROTOCOL);
             addAfter(PolicyBasedWSS4JInInterceptor.class.getName());
             this.gatewaySigning = gatewaySigning;
@@ -101,7 +102,7 @@ public final class Client {
             boolean signed = false;
             for (WSHandlerResult result : results == null ? List.<WSHandlerResult>of() : results) {
                 for (WSSecurityEngineResult r : result.getActionResults().getOrDefault(WSConstants.SIGN, List.of())) {
-                    if (!gatewaySigning.equals(r.get(WSSecurityEngineResult.TAG_X509_CERTIFICATE))) {
+                    if (!gatewaySigning.contains(r.get(WSSecurityEngineResult.TAG_X509_CERTIFICATE))) {
                         throw new Fault(new SecurityException("the answer is not signed with gateway-signing.pem"));
                     }
                     signed = true;
@@ -116,6 +117,12 @@ public final class Client {
     static X509Certificate certificate(Path file) throws Exception {
         return (X509Certificate) CertificateFactory.getInstance("X.509")
                 .generateCertificate(new ByteArrayInputStream(Files.readAllBytes(file)));
+    }
+
+    /** Every certificate in a PEM bundle (gateway-signing.pem). */
+    static List<X509Certificate> certificates(Path file) throws Exception {
+        return CertificateFactory.getInstance("X.509").generateCertificates(new ByteArrayInputStream(Files.readAllBytes(file)))
+                .stream().map(X509Certificate.class::cast).toList();
     }
 
     public static void main(String[] args) throws Exception {
@@ -167,8 +174,9 @@ public final class Client {
         ((HTTPConduit) client.getConduit()).setTlsClientParameters(tls);
         RequestDigestOut requestDigest = new RequestDigestOut();
         client.getOutInterceptors().add(requestDigest);
-        client.getInInterceptors().add(new PinGatewayKey(certificate(credentials.resolve("gateway-signing.pem"))));
-        client.getInFaultInterceptors().add(new PinGatewayKey(certificate(credentials.resolve("gateway-signing.pem"))));
+        List<X509Certificate> gatewaySigning = certificates(credentials.resolve("gateway-signing.pem"));
+        client.getInInterceptors().add(new PinGatewayKey(gatewaySigning));
+        client.getInFaultInterceptors().add(new PinGatewayKey(gatewaySigning));
 
         DatatypeFactory dates = DatatypeFactory.newInstance();
         RequesterType requester = new RequesterType();
