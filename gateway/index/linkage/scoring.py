@@ -24,7 +24,7 @@ from importlib import resources
 from rapidfuzz import fuzz
 from rapidfuzz.distance import JaroWinkler, OSA
 
-from gateway.index.linkage.person import Person, are_nicknames, person_from_query
+from gateway.index.linkage.person import Person, are_nicknames, in_nickname_table, person_from_query
 from gateway.index.model import FindQuery
 
 #: Agreement levels per field, best first. "missing" (either side absent) is implicit and neutral.
@@ -94,6 +94,27 @@ def given_only_through_a_middle_name(incoming: Person, held: Person) -> bool:
     likely twins named after each other as one child known by a middle name."""
     return set(incoming.given_first).isdisjoint(held.given_first) and (
         not set(incoming.given_first).isdisjoint(held.given_all) or not set(incoming.given_all).isdisjoint(held.given_first))
+
+
+def given_names_agree(a: Person, b: Person) -> bool:
+    """The first or preferred names of the two are one name by some measure (the same, a nickname,
+    a slip, an initial), not only through a middle name."""
+    return _given_level(a, b) not in (MISSING, 4) and not given_only_through_a_middle_name(a, b)
+
+
+def known_given_name(name: str, model: Model | None = None) -> bool:
+    """Whether a normalised given name is one the model knows as a name: in its name-frequency
+    table (``term_frequencies``: names that at least 10 training records carry) or in the nickname
+    table. The rules that must tell a misspelling from a twin's own name take a slip that makes a
+    name neither table knows (Charlolte, Imgoen) for a misspelling; two known names a slip apart
+    (Matei, Mateo) may be twins named alike, and so may two unknown ones."""
+    model = model or default_model()
+    return name in model.tf_bits.get("given", {}) or in_nickname_table(name)
+
+
+def a_misspelling(a: str, b: str, model: Model | None = None) -> bool:
+    """Of two given names a slip apart, exactly one is a known name: the other is its misspelling."""
+    return known_given_name(a, model) != known_given_name(b, model)
 
 
 def _name_pairs_level(pairs) -> int:
