@@ -339,6 +339,7 @@ class Comparison:
     split_from: tuple | None = None  # (another child, its Comparison): the record links as strongly there
     given_through_middle: bool = False  # the given names agree only as one's first and the other's middle
     same_first_name: bool = False  # the first given names, whole and normalised, are the same
+    known_names_a_slip_apart: bool = False  # the given names agree only as a slip between two known names
 
     @property
     def demographic_probability(self) -> float:
@@ -380,7 +381,22 @@ def compare(incoming: Person, held: Person, model: Model | None = None) -> Compa
     identifiers = {"agree": "agree", "disagree": "disagree"}.get(levels["identifier"])
     return Comparison(levels=levels, weights=weights, weight=total, probability=probability_from_weight(total),
                       twins=twins, identifiers=identifiers, swapped_names=swapped, given_through_middle=through_middle,
-                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1])
+                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1],
+                      known_names_a_slip_apart=levels["given"] == "typo" and _known_names_a_slip_apart(
+                          incoming, held, swapped, model))
+
+
+def _known_names_a_slip_apart(incoming: Person, held: Person, swapped: bool, model: Model) -> bool:
+    """The given names agree only as a slip, and every slip that makes them agree is between two
+    names the model knows (Ella and Ellie, Mateo and Matei, Sam and Cam): as likely twins named
+    alike as one child's name misspelt into another real name."""
+    if swapped:
+        pairs = ([(a, b) for a in incoming.given_first for b in held.family_names]
+                 + [(a, b) for a in incoming.family_names for b in held.given_first])
+    else:
+        pairs = [(a, b) for a in incoming.given_first for b in held.given_first]
+    slips = [(a, b) for a, b in pairs if a != b and not are_nicknames(a, b) and _is_typo(a, b)]
+    return bool(slips) and all(known_given_name(a, model) and known_given_name(b, model) for a, b in slips)
 
 
 def _agreeing_names(field: str, incoming: Person, held: Person):
