@@ -162,10 +162,12 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
         return "link", child, comparison
     if _only_the_given_name_differs(comparison):
         # Twins look exactly like this, and so does a record whose first name was entered as another
-        # name: never linked automatically, and a question for a person unless something says two
-        # children (the sending organisation already holds the other as a record of its own).
-        if org_code is not None and _held_by(conn, batch, child, org_code):
-            return "create", None, None
+        # name: never linked automatically, and a question for a person. Even when the sending
+        # organisation already holds the other as a record of its own: organisations hold duplicates
+        # (FEBRL's within-organisation duplicates with a replaced first name), and twins are asked
+        # about once (an officer's "distinct" stands; the other organisations' records of each twin
+        # then join their own child). Positive evidence of two children (different NHS or pupil
+        # numbers, stated and different genders) keeps the pair out of the queue.
         return "review", child, comparison
     if comparison.probability >= policy.lower and not comparison.twins and not _looks_like_a_sibling(comparison):
         return "review", child, comparison
@@ -174,7 +176,17 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
 
 def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
     return (comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison)
-            and not _opposite_sex_twins_named_alike(comparison))
+            and not _opposite_sex_twins_named_alike(comparison) and not _twins_named_alike(comparison))
+
+
+def _twins_named_alike(comparison: linkage.Comparison) -> bool:
+    """Given names a slip apart that are both names the model knows (Ella and Ellie, Sam and Cam),
+    the same birth date and family name: twins named alike as often as one child whose name was
+    misspelt into another real one. Not linked automatically: held for review (a slip that makes
+    no known name, Charlolte, is a misspelling and links)."""
+    levels = comparison.levels
+    return (comparison.known_names_a_slip_apart and levels.get("dob") == "exact"
+            and levels.get("family") in ("exact", "part", "typo"))
 
 
 def _opposite_sex_twins_named_alike(comparison: linkage.Comparison) -> bool:
@@ -199,12 +211,6 @@ def _only_the_given_name_differs(comparison: linkage.Comparison) -> bool:
             and levels.get("gender") != "disagree" and comparison.identifiers != "disagree")
 
 
-def _held_by(conn: Connection, batch: _Batch | None, child_id: str, org_code: str) -> bool:
-    """Whether ``org_code`` holds a record of its own on the child."""
-    sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
-    return any(s.org_code == org_code for s in sources)
-
-
 def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child_id: str, org_code: str,
                                    person: linkage.Person) -> str | None:
     """Whether ``org_code`` holds a record of its own on the child whose first given name is another
@@ -213,8 +219,10 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
     the name on the same birth date" with the same family name and address (twins named alike,
     Matei and Mateo, or the organisation's own misspelt duplicate: a question for a person); None
     otherwise (a slip of the name with the birth
-    date slipped too, or given and family names swapped: the organisation's own duplicate)."""
+    date slipped too, or given and family names swapped, or a slip that makes a name the model does
+    not know of one it knows, Charlolte of Charlotte: the organisation's own duplicate)."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
+    model = batch.model if batch is not None else scoring_model(conn)
     found = None
     for source in sources:
         if source.org_code != org_code:
@@ -228,6 +236,8 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
         if comparison.levels.get("given") != "typo":
             return "another name"
         levels = comparison.levels
+        if linkage.a_misspelling(person.given_names[0], own.given_names[0], model):
+            continue  # a misspelling of the organisation's own record, not a twin named alike
         if (levels.get("dob") == "exact" and levels.get("family") == "exact"
                 and levels.get("location") in ("postcode_and_line", "missing")):
             found = "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
@@ -310,18 +320,34 @@ def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str]
         held_people = {child_id: _recent_people(sources.get(child_id, ())) for child_id in child_ids}
     results = []
     for child_id in child_ids:
-        best, twins, disagree = None, False, False
+        best, best_held, twins_of, disagree = None, None, [], False
         for held in held_people[child_id]:
             comparison = (demographic_comparison(person, held, model) if demographic
                           else linkage.compare(person, held, model))
-            twins |= comparison.twins
+            if comparison.twins:
+                twins_of.append(held)
             disagree |= comparison.identifiers == "disagree"
             if best is None or comparison.weight > best.weight:
-                best = comparison
+                best, best_held = comparison, held
+        twins = bool(twins_of) and not _slips_of_one_name(person, best, best_held, twins_of, model)
         if best is not None and (twins or disagree):
             best = replace(best, twins=twins, identifiers="disagree" if disagree else best.identifiers)
         results.append(best)
     return results
+
+
+def _slips_of_one_name(person: linkage.Person, best: linkage.Comparison | None, best_held: linkage.Person | None,
+                       twins_of: list[linkage.Person], model: linkage.Model) -> bool:
+    """The record looks like a twin of some of the child's records only because their names are
+    each a slip of one name: the record's first name is no name the model knows (a misspelling),
+    it agrees with the child's best-matching record by a slip, and that record agrees with every
+    "twin" by its own slip (Imgoen against Imogen and a misspelt Imogenn: two slips apart, one
+    name). A record with a name of its own (Ava against Ivy and a misspelt Iva) stays a twin."""
+    if best is None or best.twins or best.levels.get("given") not in ("exact", "typo") or not person.given_names:
+        return False
+    if linkage.known_given_name(person.given_names[0], model):
+        return False
+    return all(linkage.given_names_agree(best_held, other) for other in twins_of)
 
 
 def _recent_people(sources) -> list[linkage.Person]:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
+
+
 from sqlalchemy import select
 
 from gateway.db import review_queue
@@ -54,11 +58,29 @@ def test_class_1_an_unrelated_given_name_with_all_else_agreeing_goes_to_review(e
     assert paired(engine, first.child_id, second.child_id)
 
 
-def test_class_1_but_one_organisation_holding_both_is_two_children(engine):
+def test_class_1_one_organisation_holding_both_is_still_a_question(engine):
+    """Organisations hold duplicates (the index exists to join them): an organisation's second record
+    told apart only by an unrelated first name is asked about once, never linked automatically."""
     orgs(engine)
     [first] = push(engine, "LA", update("la-1", **HELD))
     [second] = push(engine, "LA", update("la-2", **{**HELD, "given": ("Rosalind",)}), now=at(1))
-    assert not paired(engine, first.child_id, second.child_id)
+    assert not linked(engine, first.child_id, second.child_id)
+    assert paired(engine, first.child_id, second.child_id)
+
+
+def test_class_1_twins_recorded_as_two_children_are_not_asked_about_again(engine):
+    """Once an officer says the pair are two children, another organisation's records of each join
+    their own child and nothing is queued again."""
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **HELD))
+    [second] = push(engine, "GP", update("gp-1", **{**HELD, "given": ("Rosalind",)}), now=at(1))
+    with engine.begin() as conn:
+        [entry] = review.list_entries(conn)
+        review.distinct(conn, TRAIL, entry["id"], "dora", at(2))
+    push(engine, "SCH", update("sch-1", **HELD), update("sch-2", **{**HELD, "given": ("Rosalind",)}), now=at(3))
+    with engine.connect() as conn:
+        assert review.list_entries(conn) == []
+    assert not linked(engine, first.child_id, second.child_id)
 
 
 def test_class_1_but_different_nhs_numbers_are_two_children(engine):
@@ -176,13 +198,49 @@ def test_an_organisations_own_duplicate_with_a_typo_or_swapped_names_still_links
     assert linked(engine, first.child_id, typo.child_id) and linked(engine, first.child_id, swapped.child_id)
 
 
-def test_an_organisations_own_record_a_slip_of_the_name_on_the_same_birth_date_is_a_question(engine):
-    """Twins named alike (Matei and Mateo) or the organisation's misspelt duplicate: a person decides."""
+def test_an_organisations_own_misspelt_duplicate_on_the_same_birth_date_links(engine):
+    """Charlolte is no name the model knows, Charlotte is: a misspelling, not a twin named alike
+    (Matei and Mateo, both names, are still a question)."""
     orgs(engine)
-    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Matei",), "gender": "male"}))
-    [second] = push(engine, "LA", update("la-2", **{**HELD, "given": ("Mateo",), "gender": "male"}), now=at(1))
+    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Charlotte",)}))
+    [second] = push(engine, "LA", update("la-2", **{**HELD, "given": ("Charlolte",)}), now=at(1))
+    assert linked(engine, first.child_id, second.child_id)
+
+
+def test_a_misspelling_of_a_childs_name_links_though_another_misspelling_of_it_is_held(engine):
+    """The child holds Imogen and a misspelt Imogenn; Imgoen is one slip from Imogen and two from
+    Imogenn: a misspelling of the child's name, not a twin of it."""
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **HELD))
+    [second] = push(engine, "GP", update("gp-1", **{**HELD, "given": ("Imogenn",)}), now=at(1))
+    [third] = push(engine, "SCH", update("sch-1", **{**HELD, "given": ("Imgoen",)}), now=at(2))
+    assert linked(engine, first.child_id, second.child_id)
+    assert linked(engine, first.child_id, third.child_id)
+
+
+def test_a_twin_whose_name_is_a_slip_of_a_misspelling_the_child_holds_is_not_linked(engine):
+    """The child holds Ivy and a misspelt Iva; Ava (a name of its own) is a slip of Iva, not of
+    Ivy: a twin, not linked."""
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Ivy",)}))
+    push(engine, "GP", update("gp-1", **{**HELD, "given": ("Iva",)}), now=at(1))
+    [twin] = push(engine, "SCH", update("sch-1", **{**HELD, "given": ("Ava",)}), now=at(2))
+    assert not linked(engine, first.child_id, twin.child_id)
+
+
+@pytest.mark.parametrize("second_org", ["LA", "GP"])  # the organisation's own second record, or another's
+def test_twins_named_alike_a_slip_apart_are_a_question_not_a_link(engine, second_org):
+    """Mateo and Matei, both names: twins named alike as often as one child misspelt; a person decides."""
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Mateo",), "gender": "male"}))
+    [second] = push(engine, second_org, update("x-2", **{**HELD, "given": ("Matei",), "gender": "male"}), now=at(1))
     assert not linked(engine, first.child_id, second.child_id)
     assert paired(engine, first.child_id, second.child_id)
+
+
+def test_a_misspelling_of_a_name_on_the_same_birth_date_links(engine):
+    first, second = held_and_incoming(engine, given=("Imogne",))
+    assert linked(engine, first.child_id, second.child_id)
 
 
 def test_opposite_sex_twins_named_alike_are_not_linked(engine):
