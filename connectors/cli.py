@@ -8,6 +8,7 @@ by SIGTERM/SIGINT; run again to resume)."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,22 @@ def _progress_printer(err):
 
 
 @click.command("push", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("extract", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("extract", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Instead of EXTRACT: push the folder's new files in name order, each moved to done/ or "
+                   "failed/ once its push has finished.")
+@click.option("--sftp", "sftp_url", default=None, metavar="sftp://USER@HOST[:PORT]/FOLDER",
+              help="Instead of EXTRACT: the same for a folder on an SFTP server (with --known-hosts, --sftp-key).")
+@click.option("--known-hosts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The SFTP server's host key (OpenSSH known_hosts): a server not in it is refused.")
+@click.option("--sftp-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The private key that signs in to the SFTP server (no passwords).")
+@click.option("--pattern", default="*", show_default=True, help="With --folder or --sftp: the files to take.")
+@click.option("--sql", "use_sql", is_flag=True,
+              help="Instead of EXTRACT: the rows of the mapping's sql.query (a `source: sql` mapping).")
+@click.option("--database-url", envvar="CONTACTGATE_SOURCE_DATABASE_URL", default=None,
+              help="With --sql: the organisation's database, a SQLAlchemy URL [env CONTACTGATE_SOURCE_DATABASE_URL: "
+                   "keep its password out of the command line].")
 @click.option("--mapping", "mapping_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The mapping (YAML) from the extract's columns to the canonical model.")
 @click.option("--url", help="The gateway, e.g. https://gateway.example:8443 (not with --dry-run).")
@@ -67,7 +83,8 @@ def _progress_printer(err):
               help="The gateway's signing certificate(s) [default: gateway-signing.pem beside --cert].")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where what was sent is kept, one state per source, organisation and gateway "
-                   "[default: $XDG_STATE_HOME/contactgate/push, else ~/.local/state/contactgate/push].")
+                   "[default: $XDG_STATE_HOME/contactgate/push, else ~/.local/state/contactgate/push]. One run "
+                   "at a time per state directory (its push.lock).")
 @click.option("--source-name", default=None,
               help="Name the source the extract comes from (its state) [default: the extract's path, digits "
                    "as #: cases-2026-12-08.csv is the same source as cases-2026-12-07.csv].")
@@ -77,7 +94,7 @@ def _progress_printer(err):
                                              "every row again (the gateway updates, never duplicates).")
 @click.option("--rejects", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Rows rejected by the mapping or the gateway: line, source id, who, why "
-                   "[default: EXTRACT.rejects.csv].")
+                   "[default: EXTRACT.rejects.csv; with --folder or --sftp beside the file in done/ or failed/].")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run report here (JSON): counts, the rows sent to review.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=MAX_BATCH,
@@ -86,29 +103,56 @@ def _progress_printer(err):
                                            "records sent before and absent now.")
 @click.option("--dry-run", is_flag=True, help="Map and check the extract (`mapping check --sample`); send "
                                               "nothing, keep no state.")
-def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, key: Path | None, ca: Path | None,
+def push(extract: Path | None, folder: Path | None, sftp_url: str | None, known_hosts: Path | None,
+         sftp_key: Path | None, pattern: str, use_sql: bool, database_url: str | None, mapping_file: Path,
+         url: str | None, cert: Path | None, key: Path | None, ca: Path | None,
          gateway_cert: Path | None, state_dir: Path | None, source_name: str | None, state: Path | None,
          forget: bool, rejects: Path | None, report: Path | None, batch_size: int, full: bool, dry_run: bool) -> None:
     """Push a source extract (any size) to the gateway: each row mapped and checked, bad rows to the
     reject file, the rest in signed batches; retried on network failure or Unavailable; resumed
     where it stopped when run again; only what changed since the last push is sent.
 
+    The source is EXTRACT, or for a scheduled run --folder DIR, --sftp URL or --sql (the mapping's
+    query on --database-url). One run at a time per state directory: another is refused (exit 3).
+
     Exit codes: 0 every row sent (or unchanged), 1 some rows rejected (the reject file says why),
     2 usage or a mapping that cannot be used, 3 could not run or was stopped (SIGTERM, SIGINT: the
-    batch in flight is finished and the state saved; run again to resume)."""
-    import json
-
+    batch in flight is finished and the state saved; run again to resume). With --folder or --sftp,
+    the worst of the files' codes."""
     from connectors import mapping as mapping_mod
     from connectors import push as push_mod
-    from connectors import sources
+    from connectors import scheduled, sources
 
+    given = [name for name, value in (("EXTRACT", extract), ("--folder", folder), ("--sftp", sftp_url),
+                                      ("--sql", use_sql)) if value]
+    if len(given) != 1:
+        raise click.UsageError("give one source: EXTRACT, --folder DIR, --sftp URL or --sql"
+                               + (f" (not {' and '.join(given)})" if given else ""))
+    if sftp_url and not (known_hosts and sftp_key):
+        raise click.UsageError("--sftp needs --known-hosts (the server's host key: never accepted on first use) "
+                               "and --sftp-key (the key that signs in)")
+    if sftp_url:
+        try:
+            scheduled.parse_sftp_url(sftp_url)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if use_sql and not database_url:
+        raise click.UsageError("--sql needs --database-url (or CONTACTGATE_SOURCE_DATABASE_URL)")
     try:
         m = mapping_mod.load(mapping_file)
     except mapping_mod.MappingError as exc:
         raise click.UsageError(str(exc)) from None
+    if use_sql:
+        if m.source != "sql":
+            raise click.UsageError(f"--sql reads the query of a `source: sql` mapping; {mapping_file} is a "
+                                   f"{m.source} mapping")
+        extract = sources.SqlQuery(database_url, m.sql_options["query"])
+        source_name = source_name or extract.name
     if dry_run:
         from connectors import check
 
+        if folder or sftp_url:
+            raise click.UsageError("--dry-run checks one extract (EXTRACT or --sql), not a folder")
         try:
             result = check.check_sample(m, extract)
         except sources.ExtractError as exc:
@@ -117,53 +161,150 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
             click.echo(line)
         click.echo("dry run: nothing was sent, no state kept")
         sys.exit(1 if check.has_problems(result) else 0)
-    for name, given in (("--url", url), ("--cert", cert), ("--key", key)):
-        if not given:
+    for name, value in (("--url", url), ("--cert", cert), ("--key", key)):
+        if not value:
             raise click.UsageError(f"{name} is needed (or --dry-run)")
     ca = ca or cert.parent / "ca.pem"
     gateway_cert = gateway_cert or cert.parent / "gateway-signing.pem"
     for needed in (ca, gateway_cert):
         if not needed.exists():
             raise click.UsageError(f"{needed} not found (give --ca and --gateway-cert)")
-    if state is None:
-        state = push_mod.state_path(state_dir or push_mod.default_state_dir(),
-                                    source_name or push_mod.source_name_of(extract), push_mod.organisation_of(cert), url)
-        old = push_mod.adopt_state_beside(mapping_file, state)
-        if old is not None:
-            click.echo(f"moved the state file {old} to {state} (the state is now kept per source, organisation "
-                       f"and gateway, not beside the mapping)")
-    if forget:
-        click.echo(f"forgot what was sent to {url} from this source ({state}): every row is sent again")
-    rejects = rejects or extract.with_name(extract.name + ".rejects.csv")
+    state_dir = state.parent if state is not None else (state_dir or push_mod.default_state_dir())
+    try:
+        lock = scheduled.RunLock(state_dir)
+    except scheduled.Locked as exc:
+        click.echo(str(exc))
+        sys.exit(3)
     stop = _StopOnSignal()
     try:
-        from connectors.client import GatewayClient
-
-        client = GatewayClient(url, cert=cert, key=key, ca=ca, gateway_signing_cert=gateway_cert)
-        summary = push_mod.push_file(client, extract, m, state=state, rejects=rejects, batch_size=batch_size,
-                                     full=full, progress=_progress_printer(sys.stderr), stop=stop, forget=forget)
-    except sources.ExtractError as exc:
-        raise click.UsageError(str(exc)) from None
-    except push_mod.PushError as exc:
-        click.echo(f"push stopped: {exc}", err=True)
-        sys.exit(3)
-    except Exception as exc:  # a scheduler acts on the exit code: anything unforeseen is "could not run"
-        click.echo(f"push could not run: {exc.__class__.__name__}: {exc}", err=True)
-        sys.exit(3)
+        run = _Run(m, mapping_file, url, cert, key, ca, gateway_cert, state_dir, state, forget, batch_size, full, stop)
+        if folder or sftp_url:
+            drop = (scheduled.FolderDrop(folder, pattern) if folder
+                    else scheduled.SftpDrop(sftp_url, known_hosts, sftp_key, pattern))
+            code = _push_drop(run, drop, report, source_name)
+        else:
+            code, entry = run.one(extract, source_name, rejects or (None if use_sql else
+                                                                      extract.with_name(extract.name + ".rejects.csv")))
+            if report is not None and "counts" in entry:
+                _write_report(report, {key: value for key, value in entry.items() if key != "exit_code"})
     finally:
         stop.restore()
-    for line in summary.lines():
-        click.echo(line)
+        lock.release()
+    sys.exit(code)
+
+
+def _write_report(path: Path, report: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _push_drop(run: "_Run", drop, report: Path | None, source_name: str | None) -> int:
+    """Each new file of ``drop`` pushed in name order and moved by its exit code; the worst code."""
+    from connectors import scheduled
+
+    entries: list[dict] = []
+    worst = 0
+    try:
+        with drop, scheduled.work_folder(run.state_dir) as work:
+            names = drop.new_files()
+            if not names:
+                click.echo(f"{drop.description}: no new files")
+            for name in names:
+                click.echo(f"{drop.description}: {name}")
+                try:
+                    local = drop.fetch(name, Path(work))
+                except (OSError, scheduled.DropError) as exc:
+                    click.echo(f"{name}: could not be fetched ({exc}): the run stops", err=True)
+                    worst = 3
+                    break
+                rejects = Path(work) / f"{name}.rejects.csv"
+                shown = str(drop.source_path(name))  # the source, for its state: digits as # (as for EXTRACT)
+                code, entry = run.one(local, source_name or re.sub(r"\d+", "#", shown), rejects, shown=shown)
+                entry["moved_to"] = drop.finish(name, code, rejects)
+                if entry["moved_to"]:
+                    click.echo(f"{name}: moved to {entry['moved_to']}")
+                if local.parent == Path(work):
+                    local.unlink(missing_ok=True)
+                entries.append(entry)
+                worst = max(worst, code)
+                if code == 3:
+                    click.echo(f"{name}: left where it is; the run stops (the next run takes it first)", err=True)
+                    break
+    except scheduled.DropError as exc:
+        click.echo(f"push could not run: {exc}")
+        worst = 3
     if report is not None:
-        report.write_text(json.dumps({"extract": str(extract), "mapping": str(mapping_file), "rejects": str(rejects),
-                                      **summary.report()}, indent=2) + "\n")
-    if summary.stopped:
-        click.echo(f"push stopped ({summary.stopped}): the batch in flight was finished and the state saved; "
-                   f"run the push again to resume", err=True)
-        sys.exit(3)
-    if summary.rejected_rows or summary.outcomes["rejected"]:
-        click.echo(f"rejected rows are in {rejects}, each with who rejected it and why")
-        sys.exit(1)
+        _write_report(report, {"source": drop.description, "exit_code": worst, "files": entries})
+    return worst
+
+
+class _Run:
+    """One push of one extract, as the command runs it: (exit code, report entry)."""
+
+    def __init__(self, m, mapping_file, url, cert, key, ca, gateway_cert, state_dir, state, forget, batch_size, full,
+                 stop):
+        self.m, self.mapping_file, self.url, self.cert, self.key = m, mapping_file, url, cert, key
+        self.ca, self.gateway_cert, self.state_dir, self.state = ca, gateway_cert, state_dir, state
+        self.forget, self.batch_size, self.full, self.stop = forget, batch_size, full, stop
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from connectors.client import GatewayClient
+
+            self._client = GatewayClient(self.url, cert=self.cert, key=self.key, ca=self.ca,
+                                         gateway_signing_cert=self.gateway_cert)
+        return self._client
+
+    def one(self, extract, source_name: str | None, rejects: Path | None, shown: str | None = None) -> tuple[int, dict]:
+        from connectors import push as push_mod
+        from connectors import sources
+
+        shown = shown or str(extract)
+        entry: dict = {"extract": shown, "mapping": str(self.mapping_file)}
+        if self.stop():
+            click.echo(f"push stopped ({self.stop()}) before {shown}", err=True)
+            return 3, {**entry, "exit_code": 3}
+        state = self.state
+        if state is None:
+            state = push_mod.state_path(self.state_dir, source_name or push_mod.source_name_of(extract),
+                                        push_mod.organisation_of(self.cert), self.url)
+            old = push_mod.adopt_state_beside(self.mapping_file, state)
+            if old is not None:
+                click.echo(f"moved the state file {old} to {state} (the state is now kept per source, organisation "
+                           f"and gateway, not beside the mapping)")
+        if self.forget:
+            click.echo(f"forgot what was sent to {self.url} from this source ({state}): every row is sent again")
+        if rejects is None:  # a SQL source: beside the state
+            rejects = state.with_suffix(".rejects.csv")
+        entry["rejects"] = str(rejects)
+        try:
+            summary = push_mod.push_file(self.client(), extract, self.m, state=state, rejects=rejects,
+                                         batch_size=self.batch_size, full=self.full,
+                                         progress=_progress_printer(sys.stderr), stop=self.stop, forget=self.forget)
+        except sources.ExtractError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            return 2, {**entry, "exit_code": 2, "error": str(exc)}
+        except push_mod.PushError as exc:
+            click.echo(f"push stopped: {exc}", err=True)
+            return 3, {**entry, "exit_code": 3, "error": str(exc)}
+        except Exception as exc:  # a scheduler acts on the exit code: anything unforeseen is "could not run"
+            click.echo(f"push could not run: {exc.__class__.__name__}: {exc}", err=True)
+            return 3, {**entry, "exit_code": 3, "error": f"{exc.__class__.__name__}: {exc}"}
+        for line in summary.lines():
+            click.echo(line)
+        entry.update(summary.report())
+        code = 0
+        if summary.stopped:
+            click.echo(f"push stopped ({summary.stopped}): the batch in flight was finished and the state saved; "
+                       f"run the push again to resume", err=True)
+            code = 3
+        elif summary.rejected_rows or summary.outcomes["rejected"]:
+            click.echo(f"rejected rows are in {rejects}, each with who rejected it and why")
+            code = 1
+        entry["exit_code"] = code
+        return code, entry
 
 
 class _StopOnSignal:

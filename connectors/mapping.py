@@ -2,7 +2,8 @@
 
 A mapping is a YAML file::
 
-    source: csv                     # csv (columns by name); xml and fhir come with their readers
+    source: csv                     # csv (columns by name); xml and fhir come with their readers;
+                                    # sql: the columns of sql.query, run on the organisation's database
     csv: {delimiter: ",", encoding: utf-8-sig}
     id: {from: CaseRef}             # the SourceRecordId: the row's id in the source system
     fields:
@@ -48,7 +49,7 @@ import yaml
 from connectors import model
 from connectors.transforms import RowError, TransformError, compile_steps, suggestion
 
-SOURCES = ("csv", "xml", "fhir")
+SOURCES = ("csv", "xml", "fhir", "sql")
 # What a fhir mapping's rules can read of a Patient (documented in the README): connectors.sources
 # offers each FHIR Patient to the rules under exactly these names.
 FHIR_FIELDS = ("id", "nhs_number", "family", "given", "birth_date", "gender", "deceased_date",
@@ -56,7 +57,7 @@ FHIR_FIELDS = ("id", "nhs_number", "family", "given", "birth_date", "gender", "d
                "phone", "email", "gp_code", "gp_name", "contact_name", "contact_relationship", "contact_phone")
 RULE_KEYS = {"from", "value", "join", "transform", "name", "split", "map", "date", "default", "default_when",
              "required"}
-TOP_KEYS = {"source", "csv", "xml", "id", "fields", "description"}
+TOP_KEYS = {"source", "csv", "xml", "sql", "id", "fields", "description"}
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 
@@ -253,6 +254,7 @@ class Mapping:
     rules: list[Rule]
     csv_options: dict = field(default_factory=dict)
     xml_options: dict = field(default_factory=dict)  # record (element name), namespaces (prefix -> URI)
+    sql_options: dict = field(default_factory=dict)  # query (its columns are what the rules read)
 
     @property
     def columns(self) -> set[str]:
@@ -395,6 +397,14 @@ def load(path: Path | str) -> Mapping:
                     fail(rule.line, f"{rule.target}: {column!r} is not a path ({exc})")
     elif "xml" in data:
         fail(data.lines["xml"], f"xml options on a {source} mapping")
+    sql_options = data.get("sql") or {}
+    if source == "sql":
+        if not isinstance(sql_options, dict) or set(sql_options) != {"query"} or not isinstance(
+                sql_options.get("query"), str) or not sql_options["query"].strip():
+            fail(data.lines.get("sql", data.line), "sql takes query (a SELECT; its columns are what the rules read)")
+            sql_options = {"query": ""}
+    elif "sql" in data:
+        fail(data.lines["sql"], f"sql options on a {source} mapping")
     if source == "fhir":
         for rule in read_by:
             for column in rule.reads:
@@ -413,7 +423,7 @@ def load(path: Path | str) -> Mapping:
                     targets.add(f"{group}.{leaf.path[len(prefix):]}")  # said once per group
     if errors:
         raise MappingErrors(path, errors)
-    return Mapping(path, source, id_rule, rules, dict(csv_options), dict(xml_options))
+    return Mapping(path, source, id_rule, rules, dict(csv_options), dict(xml_options), dict(sql_options))
 
 
 def _target_suggestion(target: str) -> str:

@@ -236,7 +236,7 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
     m = mapping if isinstance(mapping, mapping_mod.Mapping) else mapping_mod.load(mapping)
-    extract = Path(extract)
+    extract = extract if isinstance(extract, sources.SqlQuery) else Path(extract)
     summary = Summary(unmapped_columns=m.unmapped(sources.columns(extract, m)), state=str(state))
     store = State(Path(state))
     run = int(time.time() * 1000)

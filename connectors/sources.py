@@ -11,6 +11,10 @@ it starts on (for the reject file) as a dict of named values the mapping's rules
   offered to the rules under the names in ``FHIR_FIELDS``. A line or an entry that is not JSON, or
   nested more than MAX_JSON_DEPTH levels, is a rejected row; a document nested that deep outside its
   entries is refused whole.
+- **sql**: the rows of the mapping's ``sql.query``, run on the organisation's own database
+  (`SqlQuery`: a SQLAlchemy URL, whose driver the organisation installs; SQLAlchemy is the client
+  distribution's ``sql`` extra), streamed with a server-side cursor; columns by name, NULL as empty,
+  dates as YYYY-MM-DD. The "line" of a row is its number in the result (1 the first).
 """
 
 from __future__ import annotations
@@ -32,6 +36,82 @@ ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 
 class ExtractError(ValueError):
     """The extract as a whole cannot be read with this mapping (not one bad row)."""
+
+
+@dataclass(frozen=True)
+class SqlQuery:
+    """A SQL source: the mapping's query on the database at ``url`` (a SQLAlchemy URL)."""
+
+    url: str
+    query: str
+
+    def __str__(self) -> str:  # in reports and messages: never the password
+        return f"sql:{_safe_url(self.url)}"
+
+    @property
+    def name(self) -> str:
+        """The source, for its state: the database (without the password) and the query."""
+        return f"sql:{_safe_url(self.url)}:{' '.join(self.query.split())}"
+
+
+def _safe_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: said when it is used
+        return "(a database URL that cannot be read)"
+
+
+def _sql_result(source: SqlQuery):
+    """(engine, connection, result) of the query, streamed; ExtractError if it cannot run."""
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise ExtractError("a sql source needs SQLAlchemy: pip install 'contactgate-client[sql]' and the "
+                           "database's driver") from None
+    try:
+        engine = sqlalchemy.create_engine(source.url)
+    except Exception as exc:  # an unknown dialect, a driver not installed
+        raise ExtractError(f"{source}: cannot use this database URL ({exc.__class__.__name__}: {exc})") from None
+    try:
+        connection = engine.connect()
+        result = connection.execution_options(stream_results=True, yield_per=500).execute(
+            sqlalchemy.text(source.query))
+    except Exception as exc:
+        engine.dispose()
+        raise ExtractError(f"{source}: the query could not run ({exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0]})") from None
+    return engine, connection, result
+
+
+def _sql_value(value) -> str:
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _sql_rows(source: SqlQuery, mapping: Mapping, position, offered):
+    if mapping.source != "sql":
+        raise ExtractError(f"the mapping {mapping.path} is a {mapping.source} mapping: a query needs source: sql")
+    engine, connection, result = _sql_result(source)
+    try:
+        header = list(result.keys())
+        if offered:
+            yield 0, header
+            return
+        missing = mapping.missing(header)
+        if missing:
+            raise ExtractError(f"{source}: the mapping {mapping.path} reads columns the query does not give: "
+                               f"{', '.join(missing)}")
+        for number, row in enumerate(result, start=1):
+            yield number, {name: _sql_value(value) for name, value in zip(header, row)}
+    finally:
+        result.close()
+        connection.close()
+        engine.dispose()
 
 
 class Position:
@@ -62,6 +142,10 @@ def _open(path: Path, position: Position | None):
 def columns(path: Path, mapping: Mapping) -> list[str]:
     """The names the extract offers (a CSV header; an XML record's leaf paths; the FHIR fields a
     Patient carries), from its start: what is not mapped is listed, and never sent."""
+    if isinstance(path, SqlQuery):
+        for _, header in _sql_rows(path, mapping, None, True):
+            return header
+        return []
     if mapping.source == "csv":
         with open(path, newline="", encoding=mapping.csv_options.get("encoding", "utf-8-sig")) as stream:
             return next(csv.reader(stream, delimiter=mapping.csv_options.get("delimiter", ",")), [])
@@ -73,6 +157,12 @@ def columns(path: Path, mapping: Mapping) -> list[str]:
 def rows(path: Path, mapping: Mapping, position: Position | None = None, *,
          offered: bool = False) -> Iterator[tuple[int, dict[str, str] | list[str]]]:
     """(line, record) for each record; the extract must offer every column the mapping reads."""
+    if isinstance(path, SqlQuery):
+        yield from _sql_rows(path, mapping, position, offered)
+        return
+    if mapping.source == "sql":
+        raise ExtractError(f"{path}: the mapping {mapping.path} is a sql mapping: it reads its query (push --sql), "
+                           f"not a file")
     reader = {"csv": _csv_rows, "xml": _xml_rows, "fhir": _fhir_rows}[mapping.source]
     yield from reader(Path(path), mapping, position, offered)
 
