@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -68,6 +68,22 @@ pgclient:
 		else echo "pg_dump not found and cannot be installed here: the PostgreSQL backup tests will be skipped"; fi; \
 	fi
 
+# The distribution's OpenSSH server, for the SFTP source's tests (tests/connectors/test_scheduled_sources.py
+# starts its own sshd on 127.0.0.1 with its own host key and config). Installed when missing and this
+# user may (root with apt-get), without letting the package start its own ssh service; otherwise those
+# tests skip, except under .ci/run.
+sshd:
+	@if [ ! -x /usr/sbin/sshd ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing openssh-server (apt-get)"; \
+			made_policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+				&& chmod +x /usr/sbin/policy-rc.d && made_policy=1; fi; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server >/dev/null \
+			|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server >/dev/null; }; \
+			status=$$?; [ -n "$$made_policy" ] && rm -f /usr/sbin/policy-rc.d; exit $$status; \
+		else echo "sshd not found and cannot be installed here: the SFTP source's tests will be skipped"; fi; \
+	fi
+
 # The distribution's SoftHSM2 (a PKCS#11 token in software): the tests of keys held in a hardware
 # security module (tests/gateway/security/test_hsm.py) initialise a token of their own with it.
 # Installed when missing and this user may (root with apt-get); otherwise those tests skip, except under .ci/run.
@@ -125,7 +141,7 @@ demo: $(STAMP)
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx pgclient client-guides softhsm
+test: $(STAMP) $(NODE_STAMP) browser nginx pgclient sshd client-guides softhsm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)

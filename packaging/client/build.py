@@ -28,19 +28,21 @@ PACKAGES = {"connectors": "connectors", "contactgate_wire": "wire", "contactgate
 PACKAGE_DATA = {"contactgate_schemas": ["*.xsd", "*.wsdl"], "connectors": ["samples/*"]}
 # What the client needs at run time (names as pinned in the repository's pyproject.toml).
 DEPENDENCIES = ("lxml", "zeep", "xmlsec", "cryptography", "requests", "click", "PyYAML", "rich",
-                "fhir.resources", "python-stdnum", "ijson")
+                "fhir.resources", "python-stdnum", "ijson", "paramiko")
+# Optional: `pip install 'contactgate-client[sql]'` for `push --sql` (the organisation adds its database's driver).
+EXTRAS = {"sql": ("SQLAlchemy",)}
 
 
 def _name(requirement: str) -> str:
     return re.split(r"[\[=<>!~ ;]", requirement, maxsplit=1)[0].lower()
 
 
-def pinned(project: dict) -> list[str]:
+def pinned(project: dict, names=DEPENDENCIES) -> list[str]:
     pins = {_name(r): r for r in project["dependencies"]}
-    missing = [d for d in DEPENDENCIES if d.lower() not in pins]
+    missing = [d for d in names if d.lower() not in pins]
     if missing:
         raise SystemExit(f"not pinned in pyproject.toml: {', '.join(missing)}")
-    return [pins[d.lower()] for d in DEPENDENCIES]
+    return [pins[d.lower()] for d in names]
 
 
 def pyproject(project: dict) -> str:
@@ -54,6 +56,8 @@ def pyproject(project: dict) -> str:
         'mappings and resumable bulk push"',
         'readme = "README.md"', f'requires-python = "{project["requires-python"]}"',
         f"dependencies = {toml_list(pinned(project))}", "",
+        "[project.optional-dependencies]",
+        *(f"{extra} = {toml_list(pinned(project, names))}" for extra, names in EXTRAS.items()), "",
         "[project.scripts]", 'contactgate = "connectors.cli:main"', "",
         "[tool.setuptools]", f"packages = {toml_list(PACKAGES)}", "",
         "[tool.setuptools.package-data]",
