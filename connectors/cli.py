@@ -221,7 +221,13 @@ def _push_drop(run: "_Run", drop, report: Path | None, source_name: str | None) 
                 rejects = Path(work) / f"{name}.rejects.csv"
                 shown = str(drop.source_path(name))  # the source, for its state: digits as # (as for EXTRACT)
                 code, entry = run.one(local, source_name or re.sub(r"\d+", "#", shown), rejects, shown=shown)
-                entry["moved_to"] = drop.finish(name, code, rejects)
+                try:
+                    entry["moved_to"] = drop.finish(name, code, rejects)
+                except OSError as exc:  # pushed, but not moved: the next run pushes it again (unchanged rows)
+                    click.echo(f"{name}: pushed but could not be moved ({exc}): the run stops", err=True)
+                    entries.append({**entry, "moved_to": None})
+                    worst = 3
+                    break
                 if entry["moved_to"]:
                     click.echo(f"{name}: moved to {entry['moved_to']}")
                 if local.parent == Path(work):
