@@ -1,13 +1,15 @@
 """docs/operations.md's one-box section is run as written: every ```sh block marked `<!-- one-box -->`,
 in the page's order, in one bash shell as root, on this machine made to look like a fresh host.
 
-The sandbox: a private mount, network and process namespace (`unshare`), with /etc, /opt, /var,
-/usr/local and /root as copy-on-write overlays whose changes are thrown away (the `useradd`, the
-home, the units land there, never on this machine), a loopback of its own (port 8443 and 9464 free
-whatever else runs here), and every process it started ended with it. Three things differ from a
+The sandbox: a private mount, network and process namespace (`unshare`, with its own /proc: the
+stand-in systemctl sees this namespace's pids), with /etc, /opt, /var, /usr/local and /root as
+copy-on-write overlays whose changes are thrown away (the `useradd`, the home, the units land
+there, never on this machine), /tmp and /dev/shm private tmpfs, a loopback of its own (port 8443
+and 9464 free whatever else runs here), an empty environment (`env -i`); after each `systemctl
+stop` port 8443 must be closed, and at the end the services are stopped. Three things differ from a
 real host, each said in the page's "How this page is tested":
 - `<!-- one-box: packages -->`: the packages the block would `apt-get install` are checked to be
-  installed (dpkg), not installed;
+  installed (dpkg status `installed`, not `rc`), not installed;
 - `<!-- one-box: install -->`: /opt/contactgate is this checkout's .venv (read-only), not a new
   venv with `pip install .` (minutes of downloads: the Debian trial did that step);
 - `systemctl` is tests/docs/systemctl_shim.py: it runs what the installed unit files say (User=,
@@ -43,7 +45,9 @@ def packages_check(body: str) -> str:
     wanted = [word for line in body.splitlines() if "apt-get install" in line
               for word in line.split("install", 1)[1].split() if not word.startswith("-")]
     assert wanted, "a packages block names no package"
-    return f"dpkg-query -W {' '.join(wanted)} >/dev/null || {{ echo 'not installed: {' '.join(wanted)}'; exit 1; }}\n"
+    # installed, not merely known to dpkg (a removed package keeps its conffiles: `rc`, which -W lists)
+    return (f"missing=$(dpkg-query -W -f='${{db:Status-Status}} ${{Package}}\\n' {' '.join(wanted)} 2>&1 | grep -v '^installed ' || true)\n"
+            f"[ -z \"$missing\" ] || {{ echo \"not installed: $missing\" >&2; exit 1; }}\n")
 
 
 def script(blocks, sandbox: Path) -> str:
