@@ -90,15 +90,12 @@ def test_the_crl_timer_renews_the_crl_well_before_it_lapses():
     assert service["ReadWritePaths"] == "/var/lib/contactgate"  # it rewrites ca/crl.pem and tls/client-cas.pem there
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (CI has both)")
-def test_cg_reads_the_shipped_environment_file_as_systemd_does(tmp_path):
-    """deploy/cg runs the CLI as the contactgate user with the environment file's settings, taken
-    literally: the shipped example's comment lines are skipped (`env $(cat … | xargs)` broke on them),
-    a `$` in a value is not expanded. In a private mount namespace with /etc and /opt overlaid, so
-    the `useradd` and the stand-in CLI (which prints its user and settings) vanish with it."""
+def _cg_in_a_sandbox(tmp_path, env_text: str, call: str, caller_env: dict | None = None):
+    """deploy/cg run as root in a private mount namespace with /etc and /opt overlaid, so the
+    `useradd` and the stand-in CLI (which prints its user, arguments and environment) vanish with it."""
     env_file = tmp_path / "contactgate.env"
-    env_file.write_text((DEPLOY / "contactgate.env.example").read_text().replace("CHANGE-ME", "pa$$word"))
-    env_file.chmod(0o644)
+    env_file.write_text(env_text)
+    env_file.chmod(0o600)
     lines = ["set -e", "mount --make-rprivate /"]
     for i, where in enumerate(("/etc", "/opt")):
         (tmp_path / f"u{i}").mkdir()
@@ -106,15 +103,57 @@ def test_cg_reads_the_shipped_environment_file_as_systemd_does(tmp_path):
         lines.append(f"mount -t overlay overlay -o lowerdir={where},upperdir={tmp_path}/u{i},workdir={tmp_path}/w{i} {where}")
     lines += ["useradd --system --no-create-home --shell /usr/sbin/nologin contactgate",
               "mkdir -p /opt/contactgate/bin",
-              "printf '#!/bin/sh\\nid -un\\necho \"$@\"\\nenv | grep ^CONTACTGATE_ | sort\\n' > /opt/contactgate/bin/contactgate",
+              "printf '#!/bin/sh\\nid -un\\necho \"$@\"\\nenv | sort\\n' > /opt/contactgate/bin/contactgate",
               "chmod 755 /opt/contactgate/bin/contactgate",
-              f"CONTACTGATE_ENV_FILE={env_file} sh {DEPLOY / 'cg'} audit verify"]
-    result = subprocess.run(["unshare", "--mount", "sh", "-c", "\n".join(lines)], capture_output=True, text=True,
-                            timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+              f"export CONTACTGATE_ENV_FILE={env_file}", call.replace("cg ", f"bash {DEPLOY / 'cg'} ", 1)]
+    return subprocess.run(["unshare", "--mount", "sh", "-c", "\n".join(lines)], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(caller_env or {})})
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (CI has both)")
+def test_cg_reads_the_shipped_environment_file_as_systemd_does(tmp_path):
+    """deploy/cg runs the CLI as the contactgate user with the environment file's settings, taken
+    literally: the shipped example's comment lines are skipped (`env $(cat … | xargs)` broke on them),
+    a `$` in a value is not expanded, spaces, a CR and quotes around a value are dropped as systemd
+    drops them; nothing of the caller's environment reaches the CLI."""
+    text = (DEPLOY / "contactgate.env.example").read_text().replace("CHANGE-ME", "pa$$word")
+    text += '  # an indented comment\r\n  CONTACTGATE_NODES="1"  \r\n'
+    result = _cg_in_a_sandbox(tmp_path, text, "cg audit verify", {"PYTHONPATH": "/tmp/x", "CONTACTGATE_SESSION": "/tmp/s"})
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
     assert out[:2] == ["contactgate", "audit verify"], result.stdout
-    assert sorted(line for line in out[2:] if not line.startswith("CONTACTGATE_ENV_FILE=")) == [
+    assert sorted(line for line in out[2:] if line.startswith("CONTACTGATE_")) == [
         "CONTACTGATE_DATABASE_URL=postgresql+psycopg://contactgate:pa$$word@db.internal:5432/contactgate",
         "CONTACTGATE_HOME=/var/lib/contactgate", "CONTACTGATE_NODES=1",
-        "CONTACTGATE_REDIS_URL=redis://redis.internal:6379/0"], result.stdout
+        "CONTACTGATE_REDIS_URL=redis://redis.internal:6379/0",
+        "CONTACTGATE_SESSION=/var/lib/contactgate/.config/contactgate/root.session.json"], result.stdout
+    assert not [line for line in out[2:] if line.startswith(("PYTHONPATH=", "LD_", "PATH=/tmp"))], result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (CI has both)")
+@pytest.mark.parametrize("line", ["PATH=/tmp/x:/usr/bin:/bin", "LD_PRELOAD=/tmp/x.so", "PYTHONPATH=/tmp/x",
+                                  "CONTACTGATE_SESSION=/var/lib/contactgate/.config/contactgate/t.senior.session.json"])
+def test_cg_refuses_an_environment_file_line_that_is_not_a_setting(tmp_path, line):
+    """Only CONTACTGATE_* settings: a PATH, LD_PRELOAD or PYTHONPATH line would run code (as root,
+    through the runuser found on PATH), a session line would borrow another officer's session."""
+    result = _cg_in_a_sandbox(tmp_path, f"CONTACTGATE_HOME=/var/lib/contactgate\n{line}\n", "cg audit verify")
+    assert result.returncode == 2 and "contactgate" not in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (CI has both)")
+def test_cg_ignores_the_callers_path_and_session_and_names_the_session_after_sudo_user(tmp_path):
+    """A fake runuser first on the caller's PATH is not run; the session file is the sudo user's own,
+    whatever CONTACTGATE_SESSION the caller passes (one officer cannot approve as another)."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "runuser").write_text("#!/bin/sh\necho FAKE RUNUSER\n")
+    (fake / "runuser").chmod(0o755)
+    (fake / "id").write_text("#!/bin/sh\necho FAKE ID\n")
+    (fake / "id").chmod(0o755)
+    call = f"PATH={fake}:$PATH SUDO_USER=sam CONTACTGATE_SESSION=/var/lib/contactgate/.config/contactgate/tess.session.json cg org list"
+    # under sudo, cg reads /etc/contactgate/contactgate.env whatever CONTACTGATE_ENV_FILE says
+    install = "mkdir -p /etc/contactgate && install -m 0600 \"$CONTACTGATE_ENV_FILE\" /etc/contactgate/contactgate.env\n"
+    result = _cg_in_a_sandbox(tmp_path, "CONTACTGATE_HOME=/var/lib/contactgate\n", install + call)
+    assert result.returncode == 0 and "FAKE" not in result.stdout, result.stdout + result.stderr
+    assert "CONTACTGATE_SESSION=/var/lib/contactgate/.config/contactgate/sam.session.json" in result.stdout.splitlines()
+    assert f"PATH={fake}" not in result.stdout

@@ -69,11 +69,14 @@ def environment(service: configparser.SectionProxy) -> dict:
     return env
 
 
-def launcher(service: configparser.SectionProxy):
+def launcher(service: configparser.SectionProxy, new_session: bool = True):
+    """As the unit's User= and UMask=; a service's main process stays in its supervisor's process
+    group (new_session=False), which stands in for the unit's cgroup: `stop` ends the whole group."""
     user, umask = service.get("User"), int(service.get("UMask", "0022"), 8)
 
     def become():
-        os.setsid()
+        if new_session:
+            os.setsid()
         os.umask(umask)
         if user:
             entry = pwd.getpwnam(user)
@@ -149,7 +152,7 @@ def supervise(name: str) -> int:
     signal.signal(signal.SIGHUP, forward)
     while True:
         process = subprocess.Popen(command(service["ExecStart"]), env=environment(service),
-                                   preexec_fn=launcher(service), stdin=subprocess.DEVNULL, cwd="/")
+                                   preexec_fn=launcher(service, new_session=False), stdin=subprocess.DEVNULL, cwd="/")
         code = process.wait()
         if stopping or code == 0 or service.get("Restart") != "on-failure":
             return code
@@ -158,19 +161,40 @@ def supervise(name: str) -> int:
         run(service, "ExecStartPre")
 
 
+def group(pgid: int) -> list[int]:
+    """The live processes of a process group (this namespace's /proc: the test mounts its own)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
 def stop(name: str) -> None:
+    """KillSignal (SIGTERM) to every process of the service (its process group, as systemd's
+    KillMode=control-group), wait for all of them to end, SIGKILL after TimeoutStopSec (30 s). A
+    pidfile whose process is gone is a failure: the service died without systemctl knowing."""
     name = name if "." in name else name + ".service"
-    if not alive(name):
+    if not pidfile(name).exists():
         return
     pid = int(pidfile(name).read_text())
-    os.kill(pid, signal.SIGTERM)
+    if not running(pid):
+        pidfile(name).unlink()
+        sys.exit(f"systemctl (stand-in): {name}: its process {pid} is gone (died without systemctl)")
+    os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not running(pid):
-            break
+    while group(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    if group(pid):
+        print(f"systemctl (stand-in): {name} still running after 30 s: SIGKILL", file=sys.stderr)
+        os.killpg(pid, signal.SIGKILL)
+        while group(pid):
+            time.sleep(0.1)
     pidfile(name).unlink()
 
 
