@@ -8,13 +8,18 @@ second factor, enrolment by a one-time invitation code, sign-in sessions.
   ``Settings.portal_clearance_years``), its training (refreshed every
   ``Settings.portal_training_years``) and an end date. Sign-in is refused, saying which, when any
   has lapsed, and a session ends at the next page once one does (`Practitioner.lapsed`).
-- A user administrator (``user_admin``) creates, changes and disables the practitioners of their
-  own organisation, never another's; the first is appointed by two officers
-  (gateway.portal.appointments). An administrator without a role searches nothing.
+- A user administrator (``user_admin``) creates, changes, disables, resets and re-enables the
+  practitioners of their own organisation, never another's, and never another administrator's
+  account (officers disable, reset and re-enable administrators, four-eyes:
+  gateway.portal.appointments, which also appoints the first). A role — on a new account, or a
+  change of role — is in force only once a second administrator of the organisation, or an officer,
+  approves it (``portal_role_proposals``); taking a role away needs no second say. An administrator
+  without a role searches nothing.
 - Enrolment: the account is made with a TOTP secret (sealed) and a one-time invitation code (its
   SHA-256 kept, for INVITATION_DAYS), handed to the practitioner out of band; with it they see the
   secret once, choose a password and confirm a code. Making the code again (`reinvite`) resets the
-  account: new secret, no password, sessions ended.
+  account: new secret, no password, sessions ended; a disabled account stays disabled (re-enabling
+  is its own action, with a reason: `enable`).
 - Sign-in costs one argon2id verification whatever is refused (a dummy hash for an unknown
   account: gateway.officers), outside any transaction. Failures are counted per account **and
   source address** only: ``Settings.lockout_failures`` in a row from one source lock that source
@@ -30,13 +35,14 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, officers
-from gateway.db import portal_handles, portal_practitioners, portal_sessions, portal_signin_failures, reader
+from gateway.db import (portal_handles, portal_practitioners, portal_role_proposals, portal_sessions,
+                        portal_signin_failures, reader)
 from gateway.index import sealed
 
 INVITATION_DAYS = 14
@@ -264,27 +270,127 @@ def _own(conn: Connection, admin: Practitioner, user_id: str) -> Practitioner:
 
 def add(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, details: Details, *,
         rules, now: dt.datetime | None = None) -> tuple[Practitioner, str]:
+    """A new account without a role; the role asked for is proposed, in force once a second
+    administrator (or an officer) approves it."""
     if not admin.user_admin:
         raise PortalError("this needs a user administrator")
-    return create(conn, trail, admin.org_code, user_id, details, user_admin=False, created_by=admin.who,
-                  rules=rules, now=now, audited_as=("portal.practitioner.add", admin.user_id, ADMIN_ROLE))
+    now = now or _now()
+    details = details.checked(rules)  # the vetting dates a role needs, checked now
+    made, code = create(conn, trail, admin.org_code, user_id, replace(details, role=None), user_admin=False,
+                        created_by=admin.who, rules=rules, now=now,
+                        audited_as=("portal.practitioner.add", admin.user_id, ADMIN_ROLE))
+    if details.role is not None:
+        _propose_role(conn, trail, admin, made, details.role, now)
+    return made, code
+
+
+def _propose_role(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, target: Practitioner, role: str,
+                  now: dt.datetime) -> int:
+    """A role for ``target``, awaiting a second administrator's approval (an earlier pending one for
+    the same account is superseded)."""
+    conn.execute(update(portal_role_proposals).where(
+        portal_role_proposals.c.org_code == target.org_code, portal_role_proposals.c.user_id == target.user_id,
+        portal_role_proposals.c.status == "pending").values(status="superseded", decided_by=admin.who,
+                                                             decided_at=now))
+    proposal_id = conn.execute(portal_role_proposals.insert().values(
+        org_code=target.org_code, user_id=target.user_id, role=role, status="pending", proposed_by=admin.who,
+        proposed_at=now)).inserted_primary_key[0]
+    _audit(conn, trail, "portal.practitioner.role", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"proposed role {role} for {target.who} (role proposal {proposal_id}): a second administrator approves it",
+           "proposed")
+    return proposal_id
+
+
+@dataclass(frozen=True)
+class RoleProposal:
+    id: int
+    org_code: str
+    user_id: str
+    role: str
+    status: str
+    proposed_by: str
+
+    @property
+    def who(self) -> str:
+        return f"{self.org_code}:{self.user_id}"
+
+
+def _role_proposal(row) -> RoleProposal:
+    return RoleProposal(row.id, row.org_code, row.user_id, row.role, row.status, row.proposed_by)
+
+
+def pending_roles(conn: Connection, org_code: str | None = None) -> list[RoleProposal]:
+    query = select(portal_role_proposals).where(portal_role_proposals.c.status == "pending")
+    if org_code is not None:
+        query = query.where(portal_role_proposals.c.org_code == org_code)
+    return [_role_proposal(r) for r in conn.execute(query.order_by(portal_role_proposals.c.id))]
+
+
+def decide_role(conn: Connection, proposal_id: int, decided_by: str, now: dt.datetime, *,
+                org_code: str | None = None) -> RoleProposal:
+    """Put a pending role proposal in force, decided by ``decided_by`` (never its proposer); another
+    organisation's proposal (``org_code`` given) is no proposal at all (LookupError)."""
+    row = conn.execute(select(portal_role_proposals).where(portal_role_proposals.c.id == proposal_id)
+                       .with_for_update()).first()
+    if row is None or (org_code is not None and row.org_code != org_code):
+        raise LookupError(f"no role proposal {proposal_id}")
+    proposal = _role_proposal(row)
+    if proposal.status != "pending":
+        raise PortalError(f"role proposal {proposal.id} is {proposal.status}")
+    if proposal.proposed_by == decided_by:
+        raise PortalError(f"role proposal {proposal.id} was made by {decided_by}: a second administrator approves it")
+    if decided_by == proposal.who:
+        raise PortalError("nobody approves their own role")
+    target = get(conn, proposal.org_code, proposal.user_id)
+    if target is None or target.user_admin:
+        raise PortalError(f"role proposal {proposal.id} is for no practitioner's account")
+    conn.execute(update(portal_role_proposals).where(portal_role_proposals.c.id == proposal.id).values(
+        status="approved", decided_by=decided_by, decided_at=now))
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
+                                                    portal_practitioners.c.user_id == target.user_id)
+                 .values(role=proposal.role, updated_at=now))
+    return proposal
+
+
+def approve_role(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, proposal_id: int,
+                 now: dt.datetime | None = None) -> RoleProposal:
+    """A second administrator of the organisation approves a role another proposed."""
+    if not admin.user_admin:
+        raise PortalError("this needs a user administrator")
+    proposal = decide_role(conn, proposal_id, admin.who, now or _now(), org_code=admin.org_code)
+    _audit(conn, trail, "portal.practitioner.role", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"approved role {proposal.role} for {proposal.who} (role proposal {proposal.id} by {proposal.proposed_by})")
+    return proposal
 
 
 def change(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, details: Details, *,
            rules, now: dt.datetime | None = None) -> Practitioner:
-    target = _own(conn, admin, user_id)
-    if target.user_id == admin.user_id:
-        raise PortalError("a user administrator's own account is changed by another administrator")
+    now = now or _now()
+    target = _actionable(conn, admin, user_id, "changed")
     details = details.checked(rules)
-    values = {k: getattr(details, k) for k in ("name", "role", "job_title", "clearance_number", "clearance_date",
+    values = {k: getattr(details, k) for k in ("name", "job_title", "clearance_number", "clearance_date",
                                                "training_date", "end_date")}
+    if details.role is None:
+        values["role"] = None  # taking a role away needs no second say
     changed = sorted(k for k, v in values.items() if getattr(target, k) != v)
     conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
                                                     portal_practitioners.c.user_id == target.user_id)
-                 .values(updated_at=now or _now(), **values))
+                 .values(updated_at=now, **values))
     _audit(conn, trail, "portal.practitioner.change", admin.org_code, admin.user_id, ADMIN_ROLE,
            f"changed {target.who}: {', '.join(changed) or 'nothing'}")
+    if details.role is not None and details.role != target.role:
+        _propose_role(conn, trail, admin, target, details.role, now)
     return get(conn, target.org_code, target.user_id)
+
+
+def _actionable(conn: Connection, admin: Practitioner, user_id: str, done: str) -> Practitioner:
+    """An account of the administrator's organisation that they may act on: not their own, and not
+    another administrator's (officers act on those, four-eyes: `contactgate portal-admin`)."""
+    target = _own(conn, admin, user_id)
+    if target.user_id == admin.user_id or target.user_admin:
+        raise PortalError(f"a user administrator's account is {done} by the officers (four-eyes), "
+                          f"not by an administrator")
+    return target
 
 
 def _end_sessions(conn: Connection, org_code: str, user_id: str) -> None:
@@ -297,42 +403,75 @@ def _end_sessions(conn: Connection, org_code: str, user_id: str) -> None:
 
 def disable(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, reason: str,
             now: dt.datetime | None = None) -> Practitioner:
-    target = _own(conn, admin, user_id)
-    reason = (reason or "").strip()
-    if not reason:
-        raise PortalError("a reason is required")
-    if target.user_id == admin.user_id:
-        raise PortalError("a user administrator cannot disable their own account")
-    if target.disabled:
-        raise PortalError(f"{target.who} is already disabled")
-    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
-                                                    portal_practitioners.c.user_id == target.user_id)
-                 .values(disabled_at=now or _now(), disabled_reason=reason[:1000], updated_at=now or _now()))
-    # Their open sessions end at their next page (`resume` finds the account disabled and says so).
+    target = _actionable(conn, admin, user_id, "disabled")
+    reason = disable_account(conn, target, reason, now or _now())
     _audit(conn, trail, "portal.practitioner.disable", admin.org_code, admin.user_id, ADMIN_ROLE,
            f"disabled {target.who}: {reason}")
     return get(conn, target.org_code, target.user_id)
 
 
+def _reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise PortalError("a reason is required")
+    return reason[:1000]
+
+
+def disable_account(conn: Connection, target: Practitioner, reason: str, now: dt.datetime) -> str:
+    """Disable ``target`` (the caller audits it); the reason, checked."""
+    reason = _reason(reason)
+    if target.disabled:
+        raise PortalError(f"{target.who} is already disabled")
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
+                                                    portal_practitioners.c.user_id == target.user_id)
+                 .values(disabled_at=now, disabled_reason=reason, updated_at=now))
+    # Their open sessions end at their next page (`resume` finds the account disabled and says so).
+    return reason
+
+
+def enable_account(conn: Connection, target: Practitioner, reason: str, now: dt.datetime) -> str:
+    """Re-enable a disabled account (the caller audits it); the reason, checked."""
+    reason = _reason(reason)
+    if not target.disabled:
+        raise PortalError(f"{target.who} is not disabled")
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
+                                                    portal_practitioners.c.user_id == target.user_id)
+                 .values(disabled_at=None, disabled_reason=None, updated_at=now))
+    return reason
+
+
+def enable(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, reason: str,
+           now: dt.datetime | None = None) -> Practitioner:
+    target = _actionable(conn, admin, user_id, "enabled")
+    reason = enable_account(conn, target, reason, now or _now())
+    _audit(conn, trail, "portal.practitioner.enable", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"enabled {target.who}: {reason}")
+    return get(conn, target.org_code, target.user_id)
+
+
 def reinvite(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str,
              now: dt.datetime | None = None) -> str:
-    """A reset: a new invitation code and TOTP secret, no password, the account enabled, sessions
-    and this account's sign-in failures gone; the practitioner enrols again."""
+    """A reset: a new invitation code and TOTP secret, no password, sessions and this account's
+    sign-in failures gone; the practitioner enrols again. A disabled account stays disabled."""
     now = now or _now()
-    target = _own(conn, admin, user_id)
-    if target.user_id == admin.user_id:
-        raise PortalError("a user administrator's own account is reset by another administrator")
+    target = _actionable(conn, admin, user_id, "reset")
+    code = reset_account(conn, target, now)
+    _audit(conn, trail, "portal.practitioner.reset", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"reset {target.who}: new invitation and authenticator secret, password cleared")
+    return code
+
+
+def reset_account(conn: Connection, target: Practitioner, now: dt.datetime) -> str:
+    """Reset ``target`` (the caller audits it); the new invitation code."""
     code, invitation = _new_invitation(target.org_code, target.user_id, now)
     secret = officers.new_totp_secret()
     conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
                                                     portal_practitioners.c.user_id == target.user_id).values(
-        password_hash=None, totp_last_step=None, disabled_at=None, disabled_reason=None, updated_at=now,
+        password_hash=None, totp_last_step=None, code_failures=0, code_locked_at=None, updated_at=now,
         totp_secret=sealed.vault_of(conn).seal(secret, totp_context(target.org_code, target.user_id)), **invitation))
     _end_sessions(conn, target.org_code, target.user_id)
     conn.execute(delete(portal_signin_failures).where(portal_signin_failures.c.org_code == target.org_code,
                                                       portal_signin_failures.c.user_id == target.user_id))
-    _audit(conn, trail, "portal.practitioner.reset", admin.org_code, admin.user_id, ADMIN_ROLE,
-           f"reset {target.who}: new invitation and authenticator secret, password cleared")
     return code
 
 

@@ -196,6 +196,10 @@ def _admin_only(view):
 @pages.route("/")
 def home():
     if g.practitioner.role is None:
+        if not g.practitioner.user_admin:
+            return render_template("error.html", title="Waiting for approval",
+                                   message="Your account has no role yet: a second user administrator of your "
+                                           "organisation approves the role it was given. Try again later.")
         return redirect(url_for("pages.practitioners"))
     return render_template("search.html", form={}, reasons=access.REASON_CODES, genders=GENDERS)
 
@@ -323,8 +327,19 @@ def practitioners():
     me, settings, today = g.practitioner, _app()["settings"], _now().date()
     with _app()["engine"].connect() as conn:
         everyone = accounts.list_of(conn, me.org_code)
+        roles = accounts.pending_roles(conn, me.org_code)
     rows = [(p, p.lapses_within(settings, today, LAPSING_DAYS), p.lapsed(settings, today)) for p in everyone]
-    return render_template("practitioners.html", rows=rows, settings=settings, days=LAPSING_DAYS)
+    return render_template("practitioners.html", rows=rows, settings=settings, days=LAPSING_DAYS, roles=roles)
+
+
+@pages.route("/admin/roles/<int:proposal_id>/approve", methods=["POST"])
+@_admin_only
+def role_approve(proposal_id: int):
+    """A second administrator puts in force the role another proposed."""
+    done, problem = _admin_change("portal.practitioner.role", accounts.approve_role, proposal_id, _now())
+    flash(f"Not done: {problem}" if problem else f"{done.who} now has the role {done.role}.",
+          "error" if problem else "ok")
+    return redirect(url_for("pages.practitioners"))
 
 
 def _role_choices() -> list[str]:
@@ -371,8 +386,10 @@ def practitioner(user_id: str):
         flash(f"Not changed: {problem}" if problem else f"Changed {account.who}.", "error" if problem else "ok")
         return redirect(url_for("pages.practitioner", user_id=account.user_id))
     settings, today = _app()["settings"], _now().date()
+    with _app()["engine"].connect() as conn:
+        proposed = [r for r in accounts.pending_roles(conn, me.org_code) if r.user_id == account.user_id]
     return render_template("practitioner.html", account=account, roles=_role_choices(),
-                           lapsed=account.lapsed(settings, today), settings=settings)
+                           lapsed=account.lapsed(settings, today), settings=settings, proposed=proposed)
 
 
 def _missing(conn, trail, me, user_id):
@@ -386,6 +403,15 @@ def practitioner_disable(user_id: str):
                                   request.form.get("reason", ""), _now())
     flash(f"Not done: {problem}" if problem else f"Disabled {done.who}; their sessions have ended.",
           "error" if problem else "ok")
+    return redirect(url_for("pages.practitioner", user_id=user_id))
+
+
+@pages.route("/admin/practitioners/<user_id>/enable", methods=["POST"])
+@_admin_only
+def practitioner_enable(user_id: str):
+    done, problem = _admin_change("portal.practitioner.enable", accounts.enable, user_id,
+                                  request.form.get("reason", ""), _now())
+    flash(f"Not done: {problem}" if problem else f"Enabled {done.who}.", "error" if problem else "ok")
     return redirect(url_for("pages.practitioner", user_id=user_id))
 
 

@@ -89,7 +89,7 @@ def _row(gateway, org: str, user: str):
         return conn.execute(select(table).where(table.c.org_code == org, table.c.user_id == user)).one()
 
 
-@pytest.mark.xfail(strict=True, reason="review HIGH 1: officers have no command to disable or reset an administrator")
+
 def test_officers_disable_reset_and_enable_a_user_administrator_four_eyes(gateway):
     from tests.gateway.portal.conftest import Account, appoint_admin, enrol_in_process
 
@@ -115,7 +115,7 @@ def test_officers_disable_reset_and_enable_a_user_administrator_four_eyes(gatewa
     assert _row(gateway, "LA", user).disabled_at is None
 
 
-@pytest.mark.xfail(strict=True, reason="review HIGH 1: one administrator alone gives an account a role")
+
 def test_an_officer_approves_the_role_an_organisations_only_administrator_proposes(gateway):
     from gateway import audit
     from gateway.config import Settings
