@@ -87,11 +87,16 @@ def admins(admin_session, second_admin):
 
 
 @pytest.fixture(scope="module")
-def visitor(portal, gateway, admins):
-    """An enrolled LA health visitor, signed in: (their session, the answer to their sign-in)."""
+def visitor_account(portal, gateway, admins):
+    """An enrolled LA health visitor."""
     account = Account("LA", unique("hv.").lower())
-    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
-    return portal.sign_in(account)
+    return enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+
+
+@pytest.fixture(scope="module")
+def visitor(portal, visitor_account):
+    """The health visitor, signed in: (their session, the answer to their sign-in)."""
+    return portal.sign_in(visitor_account)
 
 
 # ---- in the browser ------------------------------------------------------------------------------
@@ -260,15 +265,22 @@ def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, g
 # ---- web security --------------------------------------------------------------------------------
 
 
-def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_token(portal, visitor):
+def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_token(portal, gateway, visitor):
     session, answer = visitor
     cookie = next(r for r in [*answer.history, answer] if "Set-Cookie" in r.headers).headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert "script-src" not in answer.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
-    forged = portal.post(session, "/search", {"family_name": "Smith", "date_of_birth": "2016-03-14",
-                                              "reason_code": "safeguarding", "reason_text": "x"})
-    assert forged.status_code == 400
+    seq = gateway.audit_seq()
+    search = {"family_name": "Smith", "date_of_birth": "2016-03-14", "reason_code": "safeguarding",
+              "reason_text": "a valid search but for its token"}
+    forged = portal.post(session, "/search", search)
+    assert forged.status_code == 400 and "Form expired" in forged.text
+    token = portal.form(session, "/")
+    elsewhere = session.post(f"{portal.url}/search", data={**search, "csrf_token": token},
+                             headers={"Referer": "https://elsewhere.example/"}, timeout=15)
+    assert elsewhere.status_code == 400 and "Form expired" in elsewhere.text
+    assert not [e for e in gateway.audit_entries_after(seq) if e["operation"] == "FindChild"]
 
 
 
@@ -289,6 +301,11 @@ def test_each_route_is_for_its_role_and_an_administrator_only_for_their_own_orga
     refused = portal.post(admin_session, f"/admin/practitioners/{other}/disable", {"reason": "takeover"},
                           token=token)
     assert refused.status_code == 404
+    assert portal.post(admin_session, f"/admin/practitioners/{other}/reset", {}, token=token).status_code == 404
+    assert portal.post(admin_session, f"/admin/practitioners/{other}/enable", {"reason": "x"},
+                       token=token).status_code == 404
+    changed = portal.post(admin_session, f"/admin/practitioners/{other}", _details_form(other), token=token)
+    assert changed.status_code == 404 and not INVITATION.search(changed.text)
     from sqlalchemy import select
 
     from gateway.db import portal_practitioners as table
@@ -312,9 +329,12 @@ def test_wrong_passwords_lock_out_their_source_not_the_practitioner(portal, gate
     for _ in range(5):
         _, refused = portal.sign_in(guesser, expect_ok=False, code="000000")
         assert refused.status_code == 401
-    # From the guesser's address even the right password and code are refused now (not counted).
-    _, locked = portal.sign_in(account, expect_ok=False, code=pyotp.TOTP(account.secret).now())
+    # From the guesser's address even the right password and a fresh code are refused now (not counted).
+    seq = gateway.audit_seq()
+    _, locked = portal.sign_in(account, expect_ok=False)
     assert locked.status_code == 401
+    [entry] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "portal.login"]
+    assert entry["user_id"] == account.user and "locked out" in entry["detail"]
 
     session = portal.session()
     session.mount("https://", FromAddress("127.0.0.2"))  # another machine
@@ -340,7 +360,17 @@ def test_an_administrator_renews_disables_and_resets_their_practitioners_account
     assert renewed.status_code == 200 and f"Changed LA:{account.user}" in renewed.text
     session, _ = portal.sign_in(account)
 
+    # Training recorded as out of date: the open session ends at its next page, saying why.
     token = portal.form(admin_session, page)
+    portal.post(admin_session, page, {**_details_form(account.user), "training_date": "2020-01-01"}, token=token)
+    ended = session.get(f"{portal.url}/", timeout=15)
+    assert ended.url.endswith("/login") and "training" in ended.text
+    portal.post(admin_session, page, _details_form(account.user), token=token)
+    code = account.code()
+    session, _ = portal.sign_in(account, code=code)
+    _, again = portal.sign_in(account, expect_ok=False, code=code)  # each code is good once
+    assert again.status_code == 401
+
     disabled = portal.post(admin_session, f"{page}/disable", {"reason": "left the service"}, token=token)
     assert "Disabled" in disabled.text
     ended = session.get(f"{portal.url}/", timeout=15)
@@ -353,10 +383,17 @@ def test_an_administrator_renews_disables_and_resets_their_practitioners_account
     assert f"Enabled LA:{account.user}" in enabled.text
     account.last_step = -1  # a new authenticator key
     enrol_in_process(gateway, account, invitation)
+    reused = portal.post(portal.session(), "/enrol", {"org": "LA", "user": account.user, "invitation": invitation},
+                         csrf_from="/enrol")
+    assert reused.status_code == 401 and "not accepted" in reused.text  # an invitation is good once
     portal.sign_in(account)
+    login = [e["detail"] for e in gateway.audit_entries_after(0)
+             if e["operation"] == "portal.login" and e["user_id"] == account.user and e["outcome"] == "refused"]
+    assert any("code already used" in d for d in login)
     operations = [e["operation"] for e in gateway.audit_entries_after(0)
                   if e["org_code"] == "LA" and account.user in (e["detail"] or "") and e["outcome"] == "done"]
     assert operations == ["portal.practitioner.add", "portal.practitioner.role", "portal.practitioner.change",
+                          "portal.practitioner.change", "portal.practitioner.change",
                           "portal.practitioner.disable", "portal.practitioner.reset", "portal.practitioner.enable"]
 
 
@@ -479,3 +516,48 @@ def test_a_role_on_a_new_account_or_a_change_of_role_takes_a_second_administrato
     portal.post(other_session, f"/admin/roles/{proposal}/approve", {},
                 token=portal.form(other_session, "/admin/practitioners"))
     assert _row(gateway, "LA", user).role == "health visitor"
+
+
+def test_an_invitation_expires_after_14_days(portal, gateway, admins):
+    from gateway.portal import accounts
+
+    user = unique("hv.late.").lower()
+    invitation = _add_practitioner(portal, admins, user)
+    late = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=accounts.INVITATION_DAYS, minutes=1)
+    with gateway.engine.connect() as conn:
+        with pytest.raises(accounts.PortalError):
+            accounts.enrolment_secret(conn, "LA", user, invitation, now=late)
+        assert accounts.enrolment_secret(conn, "LA", user, invitation)[0].user_id == user
+
+
+def _search(portal, session, family: str, **more):
+    return portal.post(session, "/search", {"family_name": family, "date_of_birth": "2016-03-14",
+                                            "reason_code": "safeguarding", "reason_text": "visit", **more},
+                       csrf_from="/")
+
+
+def _open(portal, session, handle: str):
+    return portal.post(session, "/child", {"handle": handle, "reason_code": "safeguarding",
+                                           "reason_text": "visit"}, csrf_from="/")
+
+
+def test_a_handle_is_good_only_in_its_session_and_a_health_visitor_sees_what_their_role_may(
+        portal, visitor, visitor_account, children):
+    import re
+
+    (_, plain), (_, shielded) = children
+    session, _ = visitor
+    handles = {}
+    for update in (plain, shielded):
+        found = _search(portal, session, update["Identity"]["FamilyName"])
+        handles[id(update)] = re.search(r'name="handle" value="([^"]+)"', found.text).group(1)
+
+    other, _ = portal.sign_in(visitor_account)  # the same practitioner, another session
+    assert _open(portal, other, handles[id(plain)]).status_code == 404
+
+    shown = _open(portal, session, handles[id(plain)])
+    assert shown.status_code == 200 and "Pat Parent" in shown.text
+    assert "0113 496 0000" not in shown.text  # carers' phones: not for a health visitor
+    shown = _open(portal, session, handles[id(shielded)])
+    assert shown.status_code == 200 and "withheld" in shown.text.lower()
+    assert "Park Surgery" not in shown.text and "Hillside Primary" not in shown.text
