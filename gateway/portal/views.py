@@ -10,6 +10,7 @@ from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
+from contactgate_wire.faults import SchemaInvalid
 from gateway import audit
 from gateway.index.model import FindQuery
 from gateway.portal import access, accounts
@@ -244,15 +245,27 @@ def search():
     _may_query(me)
     form = request.form
     try:
-        query = _query(form)
+        try:
+            query = _query(form)
+        except access.ReadRefused:
+            raise
+        except PortalError as exc:
+            raise access.ReadRefused(str(exc), SchemaInvalid.code) from None
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
         found = access.search(_app()["engine"], _app()["trail"], _app()["settings"], me, query, reason,
                               session_hash=g.session_hash, source=request.remote_addr, request_id=g.request_id,
                               now=_now())
-    except PortalError as exc:
+    except access.ReadRefused as exc:
+        _audit_refused_read("FindChild", exc)
         return render_template("search.html", form=form, reasons=access.REASON_CODES, genders=GENDERS,
                                error=str(exc)), 400
     return render_template("results.html", found=found, form=form, reasons=access.REASON_CODES, genders=GENDERS)
+
+
+def _audit_refused_read(operation: str, refused: access.ReadRefused) -> None:
+    access.audit_refusal(_app()["engine"], _app()["trail"], g.practitioner, operation, refused,
+                         request.form.get("reason_code"), request.form.get("reason_text"),
+                         source=request.remote_addr, request_id=g.request_id)
 
 
 @pages.route("/child/reason", methods=["POST"])
@@ -271,7 +284,8 @@ def child():
     form = request.form
     try:
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
-    except PortalError as exc:
+    except access.ReadRefused as exc:
+        _audit_refused_read("GetContacts", exc)
         return render_template("reason.html", handle=form.get("handle", ""), reasons=access.REASON_CODES,
                                label=form.get("label", ""), error=str(exc)), 400
     shown = access.view(_app()["engine"], _app()["trail"], _app()["settings"], _app()["roles"], me,

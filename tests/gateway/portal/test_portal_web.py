@@ -571,7 +571,6 @@ def test_a_handle_is_good_only_in_its_session_and_a_health_visitor_sees_what_the
     assert "Park Surgery" not in shown.text and "Hillside Primary" not in shown.text
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 4: refused portal reads leave no audit entry")
 def test_refused_reads_are_audited_with_their_fault(portal, gateway, visitor, visitor_account):
     session, _ = visitor
     seq = gateway.audit_seq()
