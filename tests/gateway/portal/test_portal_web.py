@@ -581,3 +581,32 @@ def test_refused_reads_are_audited_with_their_fault(portal, gateway, visitor, vi
                if e["user_id"] == visitor_account.user]
     assert entries == [("FindChild", "refused", "SchemaInvalid"), ("FindChild", "refused", "ReasonRequired"),
                        ("GetContacts", "refused", "NotFound")]
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 2: the code step can be guessed from many addresses")
+def test_wrong_codes_with_the_right_password_from_many_addresses_lock_the_code_step(portal, gateway, admins):
+    """Only someone with the password gets this far: ten wrong codes, from ten addresses, lock the
+    code step of the account until its administrator resets it, and their page says so."""
+    from tests.gateway.console.flood import FromAddress
+
+    account = Account("LA", unique("hv.codes.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    import time
+
+    near = {pyotp.TOTP(account.secret).at(time.time() + d) for d in (-90, -60, -30, 0, 30, 60, 90)}
+    wrong = next(c for c in ("000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777")
+                 if c not in near)
+    for n in range(10):
+        session = portal.session()
+        session.mount("https://", FromAddress(f"127.0.1.{n + 1}"))
+        _, refused = portal.sign_in(account, expect_ok=False, code=wrong, session=session)
+        assert refused.status_code == 401
+    seq = gateway.audit_seq()
+    session = portal.session()
+    session.mount("https://", FromAddress("127.0.2.1"))
+    _, locked = portal.sign_in(account, expect_ok=False, session=session)  # right password, right code
+    assert locked.status_code == 401
+    [entry] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "portal.login"]
+    assert "code step locked" in entry["detail"]
+    listed = admins[0].get(f"{portal.url}/admin/practitioners/{account.user}", timeout=15).text
+    assert "code step locked" in listed.lower()
