@@ -25,7 +25,10 @@ second factor, enrolment by a one-time invitation code, sign-in sessions.
   source address** only: ``Settings.lockout_failures`` in a row from one source lock that source
   out of that account for ``Settings.lockout_minutes``. Nothing locks the account as a whole, so a
   stranger guessing a practitioner's password cannot lock them out (the portal's per-address
-  throttle, gateway.console.throttle, bounds how fast any one address guesses). The answer says
+  throttle, gateway.console.throttle, bounds how fast any one address guesses). Once the password
+  is right, though, wrong codes count across the whole account, whatever the address:
+  ``CODE_FAILURES`` in a row lock the code step until the user administrator resets the account
+  (their Practitioners page shows it) — only someone with the password can do that. The answer says
   only "refused" until both factors are right; then it says why (disabled, ended, lapsed).
 """
 
@@ -46,6 +49,9 @@ from gateway.db import (portal_handles, portal_practitioners, portal_role_propos
 from gateway.index import sealed
 
 INVITATION_DAYS = 14
+# "Password right, code wrong" this many times in a row, from any addresses, locks the code step
+# until a reset: only someone who has the password can do it, so it locks out no stranger's victim.
+CODE_FAILURES = 10
 ADMIN_ROLE = "user administrator"  # the audit's role for an administrator's own actions
 
 
@@ -95,6 +101,7 @@ class Practitioner:
     end_date: dt.date | None
     disabled: bool
     enrolled: bool
+    code_locked: bool = False
 
     @property
     def who(self) -> str:
@@ -162,7 +169,7 @@ def lapsing(conn: Connection, settings, today: dt.date, days: int, org_code: str
 def _from_row(row) -> Practitioner:
     return Practitioner(row.org_code, row.user_id, row.name, row.role, row.job_title, bool(row.user_admin),
                         row.clearance_number, row.clearance_date, row.training_date, row.end_date,
-                        row.disabled_at is not None, row.password_hash is not None)
+                        row.disabled_at is not None, row.password_hash is not None, row.code_locked_at is not None)
 
 
 def get(conn: Connection, org_code: str, user_id: str) -> Practitioner | None:
@@ -599,16 +606,30 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         locked = _aware(pair.locked_until) if pair is not None else None
         if locked is not None and locked > now:
             return refuse(f"locked out from {where} until {locked:%Y-%m-%d %H:%M:%S}Z (not counted)")
+        if password_ok and row.code_locked_at is not None:
+            return refuse(f"code step locked after {CODE_FAILURES} wrong codes with the right password "
+                          f"(until the user administrator resets the account; not counted)")
         code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
         if not (password_ok and code_ok):
             why = "wrong password" if not password_ok else "code already used" if step is not None else "wrong code"
-            return refuse(why + _count_failure(conn, org_code, wanted, where, pair, settings, now))
+            note = _count_failure(conn, org_code, wanted, where, pair, settings, now)
+            if password_ok:  # counted across the whole account, whatever the address
+                failures = (row.code_failures or 0) + 1
+                values = {"code_failures": failures}
+                if failures >= CODE_FAILURES:
+                    values["code_locked_at"] = now
+                    note += (f"; code step locked after {failures} wrong codes with the right password from any "
+                             f"address: the user administrator resets the account")
+                conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == org_code,
+                                                                portal_practitioners.c.user_id == wanted)
+                             .values(**values))
+            return refuse(why + note)
         conn.execute(delete(portal_signin_failures).where(
             portal_signin_failures.c.org_code == org_code, portal_signin_failures.c.user_id == wanted,
             portal_signin_failures.c.source == where))
         conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == org_code,
                                                         portal_practitioners.c.user_id == wanted)
-                     .values(totp_last_step=step))
+                     .values(totp_last_step=step, code_failures=0))
         practitioner = _from_row(row)
         # Both factors are right: from here the person is told why they are refused.
         why = practitioner.lapsed(settings, now.date()) or orgs_in_force(conn, org_code)

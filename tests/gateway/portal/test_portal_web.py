@@ -583,7 +583,6 @@ def test_refused_reads_are_audited_with_their_fault(portal, gateway, visitor, vi
                        ("GetContacts", "refused", "NotFound")]
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 2: the code step can be guessed from many addresses")
 def test_wrong_codes_with_the_right_password_from_many_addresses_lock_the_code_step(portal, gateway, admins):
     """Only someone with the password gets this far: ten wrong codes, from ten addresses, lock the
     code step of the account until its administrator resets it, and their page says so."""
