@@ -18,6 +18,7 @@ import requests
 from gateway.files import write_private
 from tests.gateway.console.conftest import running_console
 
+PER_USER_LIMIT = 8  # reads a minute per practitioner at the tests' portal (each test's user reads fewer)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 INVITATION = re.compile(r"invitation code:?\s*(?:<[^>]+>)?\s*([A-Za-z0-9_-]{16,})", re.I)
 
@@ -118,6 +119,7 @@ def appoint_admin(gateway, org: str, user: str, name: str = "User Admin") -> str
 def portal(gateway, tmp_path_factory):
     roles = tmp_path_factory.mktemp("portal") / "roles.json"
     write_private(roles, json.dumps(ROLES).encode())
-    env = {"CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000"}
+    env = {"CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000",
+           "CONTACTGATE_RATE_LIMIT_PER_USER": str(PER_USER_LIMIT)}
     with running_console(gateway, env, command="portal") as running:
         yield RunningPortal(gateway, running.process, running.url, running.log)

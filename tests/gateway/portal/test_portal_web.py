@@ -609,3 +609,23 @@ def test_wrong_codes_with_the_right_password_from_many_addresses_lock_the_code_s
     assert "code step locked" in entry["detail"]
     listed = admins[0].get(f"{portal.url}/admin/practitioners/{account.user}", timeout=15).text
     assert "code step locked" in listed.lower()
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 3: portal reads have no rate limits")
+def test_a_practitioners_reads_are_rate_limited_as_a_soap_users_are(portal, gateway, admins):
+    from tests.gateway.portal.conftest import PER_USER_LIMIT
+
+    account = Account("LA", unique("hv.busy.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    session, _ = portal.sign_in(account)
+    seq = gateway.audit_seq()
+    token = portal.form(session, "/")
+    # Windows are fixed minutes: 2 x limit + 1 reads put more than the limit in one window.
+    answers = [portal.post(session, "/search", {"family_name": "Nobody", "date_of_birth": "2016-03-14",
+                                                "reason_code": "safeguarding", "reason_text": "busy"},
+                           token=token).status_code for _ in range(2 * PER_USER_LIMIT + 1)]
+    assert 429 in answers and set(answers) == {200, 429}
+    entries = [e for e in gateway.audit_entries_after(seq) if e["user_id"] == account.user]
+    refused = [e for e in entries if e["outcome"] == "refused"]
+    assert len(entries) == len(answers) and len(refused) == answers.count(429)
+    assert {(e["operation"], e["fault_code"]) for e in refused} == {("FindChild", "RateLimited")}
