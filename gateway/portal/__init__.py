@@ -51,9 +51,13 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
                        max_content_length=MAX_FORM_BYTES, static_folder=str(STATIC))
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     linkage_home.configure(settings.layout.root)  # searches score with the model in use
+    engine = engine or make_engine(settings.database_url, keys=settings.layout.data_keys)
+    from gateway.store import make_store
+
     app.extensions["contactgate"] = {
         "settings": settings,
-        "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),
+        "engine": engine,
+        "store": make_store(settings, engine),  # reads count against the SOAP pipeline's rate limits
         "trail": audit.AuditTrail.of_home(settings.layout),
         "clock": clock,
         "signin_gate": SignInGate.from_settings(settings, clock),

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from contactgate_wire.faults import NotFound, ReasonRequired, SchemaInvalid
+from contactgate_wire.faults import NotFound, RateLimited, ReasonRequired, SchemaInvalid
 from gateway import audit
 from gateway.db import portal_handles
 from gateway.index import store as index
 from gateway.index.model import Candidate, ChildView, FindQuery
+from gateway.pipeline.authorisation import RATE_WINDOW_S
 from gateway.pipeline.dispatch import disclosed, has_minimum_criteria, link_policy_of
 from gateway.portal.accounts import Practitioner, PortalError
 
@@ -88,13 +89,31 @@ def _entry(practitioner: Practitioner, operation: str, reason: Reason, child_ids
                        request_id=request_id)
 
 
+def _counted(conn, store, settings, practitioner: Practitioner) -> None:
+    """Count a read against the SOAP pipeline's keys (``org:ORG`` and ``user:ORG:user``, the same
+    limits: gateway.pipeline.authorisation), in the read's transaction where the store counts there
+    (the embedded store on SQLite), else in one round trip of its own; over a limit: RateLimited
+    (the read's transaction rolls back, and the refusal is audited on its own)."""
+    if store is None:
+        return
+    keys = [f"org:{practitioner.org_code}", f"user:{practitioner.org_code}:{practitioner.user_id}"]
+    counts = store.hit_in(conn, keys, RATE_WINDOW_S) if store.counts_in_transaction else store.hit(keys, RATE_WINDOW_S)
+    if counts[0] > settings.rate_limit_per_org:
+        raise ReadRefused(f"your organisation is over {settings.rate_limit_per_org} searches and views a minute: "
+                          f"wait a minute and try again", RateLimited.code)
+    if counts[1] > settings.rate_limit_per_user:
+        raise ReadRefused(f"you are over {settings.rate_limit_per_user} searches and views a minute: wait a "
+                          f"minute and try again", RateLimited.code)
+
+
 def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Practitioner, query: FindQuery,
            reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
-           now: dt.datetime) -> list[Found]:
+           now: dt.datetime, store=None) -> list[Found]:
     """FindChild for a practitioner: the candidates, each with a handle for this session."""
     if not has_minimum_criteria(query):
         raise ReadRefused(MINIMUM, SchemaInvalid.code)
     with engine.begin() as conn:
+        _counted(conn, store, settings, practitioner)
         candidates = index.find_children(conn, query, link_policy_of(settings), now.date())
         found = []
         for candidate in candidates:
@@ -112,11 +131,12 @@ def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Prac
 
 def view(engine: Engine, trail: audit.AuditTrail, settings, roles, practitioner: Practitioner, handle: str,
          reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
-         now: dt.datetime) -> ChildView | None:
+         now: dt.datetime, store=None) -> ChildView | None:
     """GetContacts for a practitioner: the child a handle of this session stands for, as their role
     may see it; None for a handle this session was not given or a child no longer returned to anyone
     (each audited as GetContacts' NotFound)."""
     with engine.begin() as conn:
+        _counted(conn, store, settings, practitioner)
         child_id = conn.execute(select(portal_handles.c.child_id).where(
             portal_handles.c.handle_hash == _handle_hash(handle or ""),
             portal_handles.c.session_hash == session_hash)).scalar()

@@ -10,7 +10,7 @@ from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
-from contactgate_wire.faults import SchemaInvalid
+from contactgate_wire.faults import RateLimited, SchemaInvalid
 from gateway import audit
 from gateway.index.model import FindQuery
 from gateway.portal import access, accounts
@@ -254,12 +254,16 @@ def search():
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
         found = access.search(_app()["engine"], _app()["trail"], _app()["settings"], me, query, reason,
                               session_hash=g.session_hash, source=request.remote_addr, request_id=g.request_id,
-                              now=_now())
+                              now=_now(), store=_app()["store"])
     except access.ReadRefused as exc:
         _audit_refused_read("FindChild", exc)
         return render_template("search.html", form=form, reasons=access.REASON_CODES, genders=GENDERS,
-                               error=str(exc)), 400
+                               error=str(exc)), _status(exc)
     return render_template("results.html", found=found, form=form, reasons=access.REASON_CODES, genders=GENDERS)
+
+
+def _status(refused: access.ReadRefused) -> int:
+    return 429 if refused.fault_code == RateLimited.code else 400
 
 
 def _audit_refused_read(operation: str, refused: access.ReadRefused) -> None:
@@ -288,9 +292,13 @@ def child():
         _audit_refused_read("GetContacts", exc)
         return render_template("reason.html", handle=form.get("handle", ""), reasons=access.REASON_CODES,
                                label=form.get("label", ""), error=str(exc)), 400
-    shown = access.view(_app()["engine"], _app()["trail"], _app()["settings"], _app()["roles"], me,
-                        form.get("handle", ""), reason, session_hash=g.session_hash, source=request.remote_addr,
-                        request_id=g.request_id, now=_now())
+    try:
+        shown = access.view(_app()["engine"], _app()["trail"], _app()["settings"], _app()["roles"], me,
+                            form.get("handle", ""), reason, session_hash=g.session_hash, source=request.remote_addr,
+                            request_id=g.request_id, now=_now(), store=_app()["store"])
+    except access.ReadRefused as exc:
+        _audit_refused_read("GetContacts", exc)
+        return render_template("error.html", title="Not now", message=f"Refused: {exc}."), _status(exc)
     if shown is None:
         abort(404)
     withheld = shown.shielded and me.role not in _app()["settings"].shield_roles

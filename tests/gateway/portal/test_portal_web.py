@@ -611,7 +611,6 @@ def test_wrong_codes_with_the_right_password_from_many_addresses_lock_the_code_s
     assert "code step locked" in listed.lower()
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 3: portal reads have no rate limits")
 def test_a_practitioners_reads_are_rate_limited_as_a_soap_users_are(portal, gateway, admins):
     from tests.gateway.portal.conftest import PER_USER_LIMIT
 
