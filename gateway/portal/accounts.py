@@ -487,7 +487,8 @@ def reset_account(conn: Connection, target: Practitioner, now: dt.datetime) -> s
 _REFUSED_ENROLMENT = "not accepted: check the organisation, user id and invitation code (an invitation is good once)"
 
 
-def _invited_row(conn: Connection, org_code: str, user_id: str, invitation: str, now: dt.datetime):
+def _invited_row(conn: Connection, org_code: str, user_id: str, invitation: str, now: dt.datetime,
+                 orgs_in_force=None):
     try:
         user_id = canonical_user(user_id)
     except PortalError:
@@ -501,20 +502,22 @@ def _invited_row(conn: Connection, org_code: str, user_id: str, invitation: str,
         return None
     if not hmac.compare_digest(row.invitation_hash, _invitation_hash(row.org_code, row.user_id, (invitation or "").strip())):
         return None
+    if orgs_in_force is not None and orgs_in_force(conn, row.org_code) is not None:
+        return None  # an organisation not accredited now enrols nobody
     return row
 
 
 def enrolment_secret(conn: Connection, org_code: str, user_id: str, invitation: str,
-                     now: dt.datetime | None = None) -> tuple[Practitioner, str]:
+                     now: dt.datetime | None = None, orgs_in_force=None) -> tuple[Practitioner, str]:
     """The account and its TOTP secret, for the one who holds its invitation code."""
-    row = _invited_row(conn, org_code, user_id, invitation, now or _now())
+    row = _invited_row(conn, org_code, user_id, invitation, now or _now(), orgs_in_force)
     if row is None:
         raise PortalError(_REFUSED_ENROLMENT)
     return _from_row(row), sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
 
 
 def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, invitation: str, password: str,
-          code: str, *, now: dt.datetime | None = None) -> Practitioner:
+          code: str, *, now: dt.datetime | None = None, orgs_in_force=None) -> Practitioner:
     """Set the password and confirm the authenticator; the invitation is spent. Audited either way."""
     now = now or _now()
     try:
@@ -523,7 +526,7 @@ def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, 
         raise PortalError(str(exc)) from None
     encoded = officers._HASHER.hash(password)  # outside the transaction: ~0.1-0.5 s
     with engine.begin() as conn:
-        row = _invited_row(conn, org_code, user_id, invitation, now)
+        row = _invited_row(conn, org_code, user_id, invitation, now, orgs_in_force)
         step = None
         if row is not None:
             secret = sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
@@ -681,9 +684,11 @@ def refuse_unchecked(engine: Engine, trail: audit.AuditTrail, org_code: str, use
                "refused")
 
 
-def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = None) -> tuple[Practitioner, str]:
-    """The practitioner whose session ``token`` is (and the session's hash), if it is still good and
-    the account still usable; the idle clock restarts."""
+def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = None,
+           orgs_in_force=None) -> tuple[Practitioner, str]:
+    """The practitioner whose session ``token`` is (and the session's hash), if it is still good, the
+    account still usable and (``orgs_in_force(conn, org_code)``: why not, or None) its organisation
+    still accredited; the idle clock restarts."""
     now = now or _now()
     token_hash = _token_hash(token)
     row = conn.execute(select(portal_sessions).where(portal_sessions.c.token_hash == token_hash)).first()
@@ -703,6 +708,8 @@ def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = 
     why = ("your account is gone" if practitioner is None else
            "your account was reset: enrol again" if not practitioner.enrolled else
            practitioner.lapsed(settings, now.date()))
+    if why is None and orgs_in_force is not None:
+        why = orgs_in_force(conn, practitioner.org_code)
     if why is not None:
         end(why)
     conn.execute(update(portal_sessions).where(portal_sessions.c.token_hash == token_hash).values(last_seen=now))

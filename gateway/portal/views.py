@@ -106,7 +106,7 @@ def logout():
 def _enrolment_secret(form):
     with _app()["engine"].connect() as conn:
         return accounts.enrolment_secret(conn, form.get("org", ""), form.get("user", ""), form.get("invitation", ""),
-                                         now=_now())
+                                         now=_now(), orgs_in_force=_org_refusal)
 
 
 @auth.route("/enrol", methods=["GET", "POST"])
@@ -135,7 +135,8 @@ def enrol_finish():
         return render_template("enrol.html", error="The two passwords differ: start again with your invitation."), 400
     checked, refused = _gated("enrol.html", lambda: _refusal_of(
         accounts.enrol, _app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""),
-        form.get("invitation", ""), form.get("password", ""), form.get("code", "").strip(), now=_now()))
+        form.get("invitation", ""), form.get("password", ""), form.get("code", "").strip(), now=_now(),
+        orgs_in_force=_org_refusal))
     if refused is not None:
         return refused
     if checked[1] is not None:
@@ -157,7 +158,8 @@ def _signed_in():
     ended = None
     with _app()["engine"].begin() as conn:
         try:
-            g.practitioner, g.session_hash = accounts.resume(conn, token, settings=_app()["settings"], now=_now())
+            g.practitioner, g.session_hash = accounts.resume(conn, token, settings=_app()["settings"], now=_now(),
+                                                             orgs_in_force=_org_refusal)
         except PortalError as exc:
             ended = str(exc)
     if ended is not None:

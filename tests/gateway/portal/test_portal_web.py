@@ -630,7 +630,6 @@ def test_a_practitioners_reads_are_rate_limited_as_a_soap_users_are(portal, gate
     assert {(e["operation"], e["fault_code"]) for e in refused} == {("FindChild", "RateLimited")}
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 6: accreditation is checked only at sign-in and on reads")
 def test_a_suspension_ends_open_sessions_at_their_next_page_and_stops_enrolment(portal, gateway):
     import re
 
