@@ -651,3 +651,16 @@ def test_a_suspension_ends_open_sessions_at_their_next_page_and_stops_enrolment(
         proposed = gateway.cli("org", "reinstate", "HEALTH", "--reason", "portal test over", officer="officer-a")
         proposal = re.search(r"proposal\D*(\d+)", proposed.output, re.I).group(1)
         gateway.cli("org", "approve", "HEALTH", "--proposal", proposal, officer="officer-b")
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW 5: search input not validated as FindChild's")
+def test_a_search_is_held_to_findchilds_patterns(portal, gateway, visitor, visitor_account):
+    session, _ = visitor
+    seq = gateway.audit_seq()
+    for bad in ({"nhs_number": "x"}, {"nhs_number": "12345"}, {"pupil_number": "not-a-upn"}):
+        answer = portal.post(session, "/search", {"reason_code": "safeguarding", "reason_text": "visit", **bad},
+                             csrf_from="/")
+        assert answer.status_code == 400
+    entries = [(e["outcome"], e["fault_code"]) for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == visitor_account.user]
+    assert entries == [("refused", "SchemaInvalid")] * 3
