@@ -6,6 +6,7 @@ audited."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
@@ -21,6 +22,9 @@ auth = Blueprint("auth", __name__)
 pages = Blueprint("pages", __name__)
 
 GENDERS = ("female", "male", "other", "unknown")
+# FindChild's own patterns (schemas/contactgate.xsd: NhsNumberType, PupilNumberType)
+NHS_NUMBER = re.compile(r"[0-9]{10}")
+PUPIL_NUMBER = re.compile(r"[A-Z][0-9]{11}[0-9A-Z]")
 LAPSING_DAYS = 30
 
 
@@ -226,8 +230,14 @@ def _query(form) -> FindQuery:
         raise PortalError("choose a gender from the list, or leave it blank")
     nhs = text("nhs_number", 14)
     nhs = nhs.replace(" ", "") if nhs else None
+    if nhs is not None and not NHS_NUMBER.fullmatch(nhs):
+        raise PortalError("an NHS number is 10 digits")
+    pupil = text("pupil_number", 13)
+    pupil = pupil.upper() if pupil else None
+    if pupil is not None and not PUPIL_NUMBER.fullmatch(pupil):
+        raise PortalError("a pupil number is a letter, 11 digits and a digit or letter (13 characters)")
     return FindQuery(family_name=text("family_name"), given_name=text("given_name"), date_of_birth=date_of_birth,
-                     gender=gender, postcode=text("postcode", 10), nhs_number=nhs, pupil_number=text("pupil_number", 13),
+                     gender=gender, postcode=text("postcode", 10), nhs_number=nhs, pupil_number=pupil,
                      include_score=True)
 
 

@@ -653,7 +653,6 @@ def test_a_suspension_ends_open_sessions_at_their_next_page_and_stops_enrolment(
         gateway.cli("org", "approve", "HEALTH", "--proposal", proposal, officer="officer-b")
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 5: search input not validated as FindChild's")
 def test_a_search_is_held_to_findchilds_patterns(portal, gateway, visitor, visitor_account):
     session, _ = visitor
     seq = gateway.audit_seq()
