@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 9: two workers can each write a different cookie-signing key")
 def test_workers_making_the_cookie_key_at_once_all_use_the_one_that_was_made_first(tmp_path, monkeypatch):
     from gateway import web
     from gateway.files import write_private
