@@ -663,3 +663,33 @@ def test_a_search_is_held_to_findchilds_patterns(portal, gateway, visitor, visit
     entries = [(e["outcome"], e["fault_code"]) for e in gateway.audit_entries_after(seq)
                if e["user_id"] == visitor_account.user]
     assert entries == [("refused", "SchemaInvalid")] * 3
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW 8: child handles are never cleaned up")
+def test_old_handles_are_swept_at_sign_in_and_a_purged_childs_are_deleted(portal, gateway, admins):
+    import hashlib
+
+    from sqlalchemy import func, select
+
+    from gateway.db import portal_handles
+    from gateway.index import retention
+
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    stale, purged = hashlib.sha256(unique("stale").encode()).hexdigest(), hashlib.sha256(unique("p").encode()).hexdigest()
+    with gateway.engine.begin() as conn:
+        conn.execute(portal_handles.insert().values(handle_hash=stale, session_hash="0" * 64,
+                                                    child_id="TEST-STAL-EHAN-DLE0", created_at=old))
+        conn.execute(portal_handles.insert().values(handle_hash=purged, session_hash="0" * 64,
+                                                    child_id="TEST-PURG-EDCH-ILD0", created_at=dt.datetime.now(dt.timezone.utc)))
+
+    def left(handle):
+        with gateway.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(portal_handles)
+                                .where(portal_handles.c.handle_hash == handle)).scalar()
+
+    with gateway.engine.begin() as conn:
+        retention.purge_child(conn, "TEST-PURG-EDCH-ILD0")
+    account = Account("LA", unique("hv.sweep.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    portal.sign_in(account)
+    assert (left(purged), left(stale)) == (0, 0)
