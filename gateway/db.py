@@ -389,8 +389,8 @@ portal_handles = Table(
     "portal_handles", metadata,
     Column("handle_hash", String(64), primary_key=True),
     Column("session_hash", String(64), nullable=False, index=True),
-    Column("child_id", String(19), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("child_id", String(19), nullable=False, index=True),  # retention deletes a purged child's
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),  # swept at sign-in
 )
 
 # Officers' four-eyes proposals about an organisation's user administrators: appoint, disable, reset, enable.

@@ -49,7 +49,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.audit import chain as audit
 from gateway.db import (
-    blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records,
+    blocking_keys, children, distinct_pairs, involvements, merges, portal_handles, review_queue, source_records,
 )
 
 ADULT_AGE = 18
@@ -288,6 +288,7 @@ def purge_child(conn: Connection, child_id: str) -> None:
     """Delete every row of the (locked) child and of the ids merged into it, everywhere."""
     ids = [child_id, *conn.execute(select(children.c.child_id).where(children.c.merged_into == child_id)).scalars()]
     conn.execute(delete(blocking_keys).where(blocking_keys.c.child_id.in_(ids)))
+    conn.execute(delete(portal_handles).where(portal_handles.c.child_id.in_(ids)))  # the portal's forms
     conn.execute(delete(involvements).where(involvements.c.child_id.in_(ids)))
     conn.execute(delete(source_records).where(source_records.c.child_id.in_(ids)))
     conn.execute(delete(review_queue).where(or_(review_queue.c.child_id.in_(ids),

@@ -639,6 +639,7 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         if why is not None:
             return refuse(why, f"Sign-in refused: {why}.")
         _forget_stale_sessions(conn, org_code, wanted, settings, now)
+        sweep(conn, settings, now)
         token = secrets.token_urlsafe(32)
         conn.execute(portal_sessions.insert().values(
             token_hash=_token_hash(token), org_code=org_code, user_id=wanted, created_at=now, last_seen=now,
@@ -656,6 +657,18 @@ def _forget_stale_sessions(conn: Connection, org_code: str, user_id: str, settin
     if stale:
         conn.execute(delete(portal_handles).where(portal_handles.c.session_hash.in_(stale)))
         conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash.in_(stale)))
+
+
+def sweep(conn: Connection, settings, now: dt.datetime) -> None:
+    """Anyone's sign-in clears what no session can use any more: sessions past their end, and
+    handles older than the longest session (each by an index: cheap)."""
+    oldest = now - dt.timedelta(hours=settings.session_max_hours)
+    conn.execute(delete(portal_handles).where(portal_handles.c.created_at < oldest))
+    ended = [r.token_hash for r in conn.execute(select(portal_sessions.c.token_hash).where(
+        portal_sessions.c.expires_at <= now))]
+    if ended:
+        conn.execute(delete(portal_handles).where(portal_handles.c.session_hash.in_(ended)))
+        conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash.in_(ended)))
 
 
 def _count_failure(conn: Connection, org_code: str, user_id: str, where: str, pair, settings,

@@ -78,8 +78,8 @@ def upgrade() -> None:
         "portal_handles",
         sa.Column("handle_hash", sa.String(64), primary_key=True),
         sa.Column("session_hash", sa.String(64), nullable=False, index=True),
-        sa.Column("child_id", sa.String(19), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("child_id", sa.String(19), nullable=False, index=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     )
     op.create_table(
         "portal_admin_proposals",

@@ -665,7 +665,6 @@ def test_a_search_is_held_to_findchilds_patterns(portal, gateway, visitor, visit
     assert entries == [("refused", "SchemaInvalid")] * 3
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 8: child handles are never cleaned up")
 def test_old_handles_are_swept_at_sign_in_and_a_purged_childs_are_deleted(portal, gateway, admins):
     import hashlib
 
