@@ -47,7 +47,9 @@ def secret_key(path: Path) -> bytes:
 
 
 def hardened_app(import_name: str, settings: Settings, *, secret_path: Path, cookie: str, max_content_length: int,
-                 static_folder: str | None = "static") -> Flask:
+                 static_folder: str | None = "static", csp: str = CSP) -> Flask:
+    """``cookie``: the session cookie's name, its own for each application (browsers send a host's
+    cookies to every port of it); ``csp``: the Content-Security-Policy of every answer."""
     app = Flask(import_name, static_folder=static_folder)
     app.config.update(
         SECRET_KEY=secret_key(secret_path),
@@ -77,7 +79,7 @@ def hardened_app(import_name: str, settings: Settings, *, secret_path: Path, coo
     @app.after_request
     def _headers(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Content-Security-Policy"] = csp
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "same-origin"  # flask-wtf checks the Referer on HTTPS

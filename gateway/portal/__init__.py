@@ -32,9 +32,11 @@ from gateway import audit
 from gateway.config import Settings
 from gateway.console.throttle import SignInGate
 from gateway.db import make_engine
+from gateway import web
 from gateway.web import hardened_app
 
-SESSION_COOKIE = "contactgate_portal"
+SESSION_COOKIE = "contactgate_portal"  # not the console's: the two may share a host name
+CSP = web.CSP  # the portal's own policy (a parameter of gateway.web.hardened_app): no script yet
 MAX_FORM_BYTES = 64 * 1024  # forms only: no uploads
 # One stylesheet for both web applications: the console's (plain, readable, keyboard-first).
 STATIC = Path(__file__).parent.parent / "console" / "static"
@@ -48,7 +50,7 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
     from gateway.index import disclosure, linkage_home
 
     app = hardened_app(__name__, settings, secret_path=secret_key_path(settings), cookie=SESSION_COOKIE,
-                       max_content_length=MAX_FORM_BYTES, static_folder=str(STATIC))
+                       max_content_length=MAX_FORM_BYTES, static_folder=str(STATIC), csp=CSP)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     linkage_home.configure(settings.layout.root)  # searches score with the model in use
     engine = engine or make_engine(settings.database_url, keys=settings.layout.data_keys)

@@ -269,6 +269,13 @@ def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_
     session, answer = visitor
     cookie = next(r for r in [*answer.history, answer] if "Set-Cookie" in r.headers).headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    # Its own name, host-only: a console on the same host name (another port) has its own cookie.
+    from gateway.console import SESSION_COOKIE as CONSOLE_COOKIE
+    from gateway.portal import CSP, SESSION_COOKIE
+
+    assert cookie.startswith(f"{SESSION_COOKIE}=") and SESSION_COOKIE != CONSOLE_COOKIE
+    assert "domain=" not in cookie.lower()
+    assert answer.headers["Content-Security-Policy"] == CSP
     assert "script-src" not in answer.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
     seq = gateway.audit_seq()
