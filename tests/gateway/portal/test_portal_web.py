@@ -699,3 +699,22 @@ def test_old_handles_are_swept_at_sign_in_and_a_purged_childs_are_deleted(portal
     enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
     portal.sign_in(account)
     assert (left(purged), left(stale)) == (0, 0)
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW 7 (not built): a known browser is not exempted from its "
+                                       "address's lock, so a colleague behind one NAT address can lock a practitioner out")
+def test_a_browser_that_signed_in_before_is_not_locked_out_by_a_guesser_at_its_address(portal, gateway, admins):
+    from tests.gateway.console.flood import FromAddress
+
+    account = Account("LA", unique("hv.nat.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    browser = portal.session()
+    browser.mount("https://", FromAddress("127.0.3.1"))
+    portal.sign_in(account, session=browser)  # this browser is known now
+    portal.post(browser, "/logout", {}, csrf_from="/")
+    guesser = portal.session()
+    guesser.mount("https://", FromAddress("127.0.3.1"))  # a colleague behind the same NAT address
+    for _ in range(5):
+        portal.sign_in(Account("LA", account.user, password="not the password at all"), expect_ok=False,
+                       code="000000", session=guesser)
+    portal.sign_in(account, session=browser)
