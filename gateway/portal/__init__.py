@@ -9,7 +9,8 @@ server (Flask, Jinja); no script at all, nothing fetched from elsewhere.
   own organisation's user administrators (the first appointed by two officers:
   gateway.portal.appointments); vetting dates enforced at sign-in and on every page.
 - **Sign-in**: password (argon2id) and TOTP, enrolment by a one-time invitation code; failures
-  lock a source out of an account, never the account; the console's per-address throttle
+  lock a source out of an account, and wrong codes after the right password, from any source, lock
+  the account's code step until a reset; the console's per-address throttle
   (gateway.console.throttle) in front of every password check.
 - **Reads** (gateway.portal.access): a search is FindChild (the same code, criteria, floor), a
   child's page is GetContacts (the same role limits and shielding), each after a stated reason, each
