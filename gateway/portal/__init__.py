@@ -14,7 +14,8 @@ server (Flask, Jinja); no script at all, nothing fetched from elsewhere.
   (gateway.console.throttle) in front of every password check.
 - **Reads** (gateway.portal.access): a search is FindChild (the same code, criteria, floor), a
   child's page is GetContacts (the same role limits and shielding), each after a stated reason, each
-  an audit entry shaped like a SOAP read in the read's own transaction. A child is never in a URL:
+  an audit entry shaped like a SOAP read in the read's own transaction, counted against the SOAP
+  reads' rate limits; a refused one is audited with its fault. A child is never in a URL:
   pages carry opaque handles, good only in the session they were shown in, in POST bodies.
 - **Web hardening** as the console's (gateway.web): ``Secure; HttpOnly; SameSite=Strict`` cookie holding only the
   session token; CSRF tokens (flask-wtf); a CSP without script; ``no-store``; role checked on the
