@@ -23,7 +23,9 @@ second factor, enrolment by a one-time invitation code, sign-in sessions.
 - Sign-in costs one argon2id verification whatever is refused (a dummy hash for an unknown
   account: gateway.officers), outside any transaction. Failures are counted per account **and
   source address** only: ``Settings.lockout_failures`` in a row from one source lock that source
-  out of that account for ``Settings.lockout_minutes``. Nothing locks the account as a whole, so a
+  out of that account for ``Settings.lockout_minutes`` — except a browser the account signed in
+  from before (``known_browser``: the portal's signed cookie), so that colleagues behind one NAT
+  address do not lock each other out. Nothing locks the account as a whole, so a
   stranger guessing a practitioner's password cannot lock them out (the portal's per-address
   throttle, gateway.console.throttle, bounds how fast any one address guesses). Once the password
   is right, though, wrong codes count across the whole account, whatever the address:
@@ -569,7 +571,8 @@ def _token_hash(token: str) -> str:
 
 
 def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, password: str, code: str, *,
-            settings, source: str | None, orgs_in_force, now: dt.datetime | None = None) -> SignIn:
+            settings, source: str | None, orgs_in_force, now: dt.datetime | None = None,
+            known_browser: bool = False) -> SignIn:
     """Check both factors (one argon2id verification whatever the outcome, outside any transaction),
     then decide and audit in one short transaction. ``orgs_in_force(conn, org_code) -> str | None``:
     why the organisation's accreditation does not let its people in, or None."""
@@ -607,7 +610,9 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
             portal_signin_failures.c.org_code == org_code, portal_signin_failures.c.user_id == wanted,
             portal_signin_failures.c.source == where)).first()
         locked = _aware(pair.locked_until) if pair is not None else None
-        if locked is not None and locked > now:
+        # A browser this account signed in from before (the portal's known-browser cookie) is not
+        # held by its address's lock: a colleague behind the same NAT address cannot lock them out.
+        if locked is not None and locked > now and not known_browser:
             return refuse(f"locked out from {where} until {locked:%Y-%m-%d %H:%M:%S}Z (not counted)")
         if password_ok and row.code_locked_at is not None:
             return refuse(f"code step locked after {CODE_FAILURES} wrong codes with the right password "

@@ -80,10 +80,11 @@ def login():
     if request.method == "GET":
         return render_template("login.html")
     form = request.form
+    who = _who(form.get("org", ""), form.get("user", ""))
     result, refused = _gated("login.html", lambda: accounts.sign_in(
         _app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""), form.get("password", ""),
         form.get("code", "").strip(), settings=_app()["settings"], source=request.remote_addr,
-        orgs_in_force=_org_refusal, now=_now()))
+        orgs_in_force=_org_refusal, now=_now(), known_browser=who is not None and who in _known_browser()))
     if refused is not None:
         return refused
     if result.practitioner is None:
@@ -93,7 +94,41 @@ def login():
     session.clear()
     session["token"] = result.token
     session.permanent = True
-    return redirect(url_for("pages.home"))
+    answer = redirect(url_for("pages.home"))
+    known = sorted({*_known_browser(), result.practitioner.who})[-KNOWN_ACCOUNTS:]
+    answer.set_cookie(KNOWN_COOKIE, _known_signer().dumps(known), max_age=KNOWN_DAYS * 86400, secure=True,
+                      httponly=True, samesite="Strict")
+    return answer
+
+
+# A browser an account has signed in from: a signed cookie naming the accounts (ORG:user) that did,
+# which exempts it from its address's lock on those accounts (gateway.portal.accounts.sign_in).
+KNOWN_COOKIE = "contactgate_portal_known"
+KNOWN_DAYS = 180
+KNOWN_ACCOUNTS = 5
+
+
+def _known_signer():
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(current_app.secret_key, salt="contactgate-portal-known-browser")
+
+
+def _known_browser() -> set[str]:
+    from itsdangerous import BadData
+
+    try:
+        names = _known_signer().loads(request.cookies.get(KNOWN_COOKIE, ""), max_age=KNOWN_DAYS * 86400)
+    except BadData:
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _who(org_code: str, user_id: str) -> str | None:
+    try:
+        return f"{(org_code or '').strip().upper()[:32]}:{accounts.canonical_user(user_id)}"
+    except PortalError:
+        return None
 
 
 @auth.route("/logout", methods=["POST"])

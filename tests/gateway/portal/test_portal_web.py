@@ -701,8 +701,6 @@ def test_old_handles_are_swept_at_sign_in_and_a_purged_childs_are_deleted(portal
     assert (left(purged), left(stale)) == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 7 (not built): a known browser is not exempted from its "
-                                       "address's lock, so a colleague behind one NAT address can lock a practitioner out")
 def test_a_browser_that_signed_in_before_is_not_locked_out_by_a_guesser_at_its_address(portal, gateway, admins):
     from tests.gateway.console.flood import FromAddress
 
