@@ -49,8 +49,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from gateway.audit import chain as audit
 from gateway.db import (
-    blocking_keys, children, distinct_pairs, involvements, merges, portal_handles, review_queue, source_records,
+    blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records,
 )
+from gateway.db import portal_handles
 
 ADULT_AGE = 18
 BATCH = 200  # children per transaction in `retention run`
