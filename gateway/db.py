@@ -375,6 +375,9 @@ portal_practitioners = Table(
     Column("invitation_expires", DateTime(timezone=True), nullable=True),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
     Column("disabled_reason", Text, nullable=True),
+    # "password right, code wrong" from any address; at Settings.portal_code_failures the code step locks
+    Column("code_failures", Integer, nullable=False, default=0),
+    Column("code_locked_at", DateTime(timezone=True), nullable=True),
     Column("created_by", String(140), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -409,10 +412,11 @@ portal_handles = Table(
     "portal_handles", metadata,
     Column("handle_hash", String(64), primary_key=True),
     Column("session_hash", String(64), nullable=False, index=True),
-    Column("child_id", String(19), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("child_id", String(19), nullable=False, index=True),  # retention deletes a purged child's
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),  # swept at sign-in
 )
 
+# Officers' four-eyes proposals about an organisation's user administrators: appoint, disable, reset, enable.
 portal_admin_proposals = Table(
     "portal_admin_proposals", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -420,12 +424,31 @@ portal_admin_proposals = Table(
     Column("user_id", String(64), nullable=False),
     Column("name", String(200), nullable=False),
     Column("job_title", String(200), nullable=False),
+    Column("action", String(16), nullable=False),  # appoint, disable, reset, enable
+    Column("why", Text, nullable=True),  # a disable's or enable's reason
     Column("status", String(16), nullable=False),  # pending, approved, declined
     Column("proposed_by", String(64), nullable=False),
     Column("proposed_at", DateTime(timezone=True), nullable=False),
     Column("decided_by", String(64), nullable=True),
     Column("decided_at", DateTime(timezone=True), nullable=True),
     Column("reason", Text, nullable=True),
+)
+
+# A role given to a portal account (new, or changed) by one user administrator, in force once a
+# second administrator of the organisation (or an officer) approves it.
+portal_role_proposals = Table(
+    "portal_role_proposals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_code", String(32), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("role", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, approved, superseded
+    Column("proposed_by", String(140), nullable=False),  # ORG:user
+    Column("proposed_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", String(140), nullable=True),  # ORG:user, or an officer's id
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(["org_code", "user_id"], ["portal_practitioners.org_code", "portal_practitioners.user_id"]),
+    Index("ix_portal_role_proposals_user", "org_code", "user_id"),
 )
 
 

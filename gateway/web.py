@@ -2,7 +2,8 @@
 same way, so that a fix to one is a fix to both.
 
 - The cookie holds a signed session token only: ``Secure; HttpOnly; SameSite=Strict``, signed with
-  a key made once in the home (0600) and shared by the application's workers.
+  a key made once in the home (0600) and shared by the application's workers (`secret_key`: the
+  first worker's, even when several start at once).
 - Every form carries a CSRF token (flask-wtf), checked strictly on HTTPS (the Referer too).
 - Every answer: a Content-Security-Policy without any script or inline style and with
   ``frame-ancestors 'none'``, ``no-store``, HSTS, ``nosniff``, ``X-Frame-Options: DENY``, and the
@@ -16,6 +17,7 @@ same way, so that a fix to one is a fix to both.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 from pathlib import Path
 
@@ -30,14 +32,24 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'
 
 
 def secret_key(path: Path) -> bytes:
-    """The key that signs an application's cookies: made once (0600), then read."""
+    """The key that signs an application's cookies: made once (0600), then read. Workers starting
+    at once may each make one: each is written whole beside the file and linked into place, which
+    only the first does (a link never replaces a file); every worker then reads that one."""
     if not path.exists():
-        files.write_private(path, secrets.token_hex(32).encode())
+        staged = files.stage_private(path, secrets.token_hex(32).encode())
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            pass  # another worker's key is in place: it is the key
+        finally:
+            staged.unlink()
     return path.read_bytes().strip()
 
 
 def hardened_app(import_name: str, settings: Settings, *, secret_path: Path, cookie: str, max_content_length: int,
-                 static_folder: str | None = "static") -> Flask:
+                 static_folder: str | None = "static", csp: str = CSP) -> Flask:
+    """``cookie``: the session cookie's name, its own for each application (browsers send a host's
+    cookies to every port of it); ``csp``: the Content-Security-Policy of every answer."""
     app = Flask(import_name, static_folder=static_folder)
     app.config.update(
         SECRET_KEY=secret_key(secret_path),
@@ -67,7 +79,7 @@ def hardened_app(import_name: str, settings: Settings, *, secret_path: Path, coo
     @app.after_request
     def _headers(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Content-Security-Policy"] = csp
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "same-origin"  # flask-wtf checks the Referer on HTTPS

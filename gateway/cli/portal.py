@@ -1,6 +1,7 @@
 """`contactgate portal` (the practitioners' web portal, served like `console`) and `contactgate
-portal-admin` (officers appoint an organisation's first portal user administrator: one proposes,
-a second approves or declines)."""
+portal-admin` (officers appoint an organisation's first portal user administrator, and disable, reset
+or re-enable administrators' accounts: one proposes, a second approves or declines; officers also
+approve a role an organisation's administrator proposed)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def portal(ctx: Context, bind: str, workers: int) -> None:
 
 @group("portal-admin")
 def portal_admin() -> None:
-    """Appoint an organisation's portal user administrator (four-eyes)."""
+    """Appoint, disable, reset or re-enable an organisation's portal user administrators (four-eyes)."""
 
 
 def _roles(ctx: Context):
@@ -86,17 +87,82 @@ def admin_propose(ctx: Context, org_code: str, user_id: str, name: str, job_titl
 @click.argument("proposal_id", type=int)
 @pass_ctx
 def admin_approve(ctx: Context, proposal_id: int) -> None:
-    """Approve a proposal (not your own): the account is made, and its one-time invitation code is
-    printed, once. Hand it to the administrator out of band (in person, or by a call to a number
-    from the organisation's published switchboard); it is good for 14 days."""
+    """Approve a proposal (not your own). An appointment makes the account, a reset makes a new
+    invitation; either prints its one-time invitation code, once. Hand it to the administrator out
+    of band (in person, or by a call to a number from the organisation's published switchboard); it
+    is good for 14 days. A disable or re-enable takes effect at once."""
     from gateway.portal import appointments
 
     actor = ctx.signed_in(appointments.ROLES, action="portal-admin approve")
     proposal, code = _run(ctx, "portal.admin.approve", actor, appointments.approve, proposal_id, _now(), _roles(ctx),
                           org_code=_org_of(ctx, proposal_id))
     click.echo(f"approved proposal {proposal.id}: {proposal.summary()}")
-    click.echo(f"invitation code: {code}")
-    click.echo(f"  they enrol at the portal's /enrol page with {proposal.org_code}, {proposal.user_id} and this code")
+    if code is not None:
+        click.echo(f"invitation code: {code}")
+        click.echo(f"  they enrol at the portal's /enrol page with {proposal.org_code}, {proposal.user_id} and "
+                   f"this code")
+
+
+def _propose_action(ctx: Context, action: str, org_code: str, user_id: str, reason: str | None) -> None:
+    from gateway.portal import appointments
+
+    actor = ctx.signed_in(appointments.ROLES, action=f"portal-admin {action}")
+    proposal = _run(ctx, "portal.admin.propose", actor, appointments.propose_action, action, org_code, user_id,
+                    reason, _now(), org_code=org_code.strip().upper()[:32])
+    click.echo(f"proposal {proposal.id}: {proposal.summary()}, by {proposal.proposed_by}")
+    click.echo(f"  a second officer approves it with: contactgate portal-admin approve {proposal.id}")
+
+
+@portal_admin.command("disable")
+@click.argument("org_code", metavar="ORG")
+@click.argument("user_id", metavar="USER")
+@click.option("--reason", required=True, help="Why (recorded in the audit).")
+@pass_ctx
+def admin_disable(ctx: Context, org_code: str, user_id: str, reason: str) -> None:
+    """Propose disabling ORG's portal account USER (a user administrator's: no administrator may);
+    a second officer approves it, and the account's sessions end at their next page."""
+    _propose_action(ctx, "disable", org_code, user_id, reason)
+
+
+@portal_admin.command("reset")
+@click.argument("org_code", metavar="ORG")
+@click.argument("user_id", metavar="USER")
+@pass_ctx
+def admin_reset(ctx: Context, org_code: str, user_id: str) -> None:
+    """Propose resetting ORG's portal account USER (new invitation and authenticator key, password
+    cleared); a second officer's approval prints the invitation code. A disabled account stays
+    disabled."""
+    _propose_action(ctx, "reset", org_code, user_id, None)
+
+
+@portal_admin.command("enable")
+@click.argument("org_code", metavar="ORG")
+@click.argument("user_id", metavar="USER")
+@click.option("--reason", required=True, help="Why (recorded in the audit).")
+@pass_ctx
+def admin_enable(ctx: Context, org_code: str, user_id: str, reason: str) -> None:
+    """Propose re-enabling ORG's disabled portal account USER; a second officer approves it."""
+    _propose_action(ctx, "enable", org_code, user_id, reason)
+
+
+@portal_admin.command("approve-role")
+@click.argument("proposal_id", type=int)
+@pass_ctx
+def admin_approve_role(ctx: Context, proposal_id: int) -> None:
+    """Approve the role a user administrator proposed for an account (`portal-admin list` shows them):
+    the second pair of eyes when the organisation has no second administrator."""
+    from gateway.portal import appointments
+
+    actor = ctx.signed_in(appointments.ROLES, action="portal-admin approve-role")
+    with ctx.reader.connect() as conn:
+        from gateway.db import portal_role_proposals
+        from sqlalchemy import select
+
+        org_code = conn.execute(select(portal_role_proposals.c.org_code).where(
+            portal_role_proposals.c.id == proposal_id)).scalar()
+    proposal = _run(ctx, "portal.admin.approve-role", actor, appointments.approve_role, proposal_id, _now(),
+                    org_code=org_code)
+    click.echo(f"approved role proposal {proposal.id}: {proposal.who} as {proposal.role}")
 
 
 @portal_admin.command("decline")
@@ -117,18 +183,22 @@ def admin_decline(ctx: Context, proposal_id: int, reason: str) -> None:
 @JSON_FLAG
 @pass_ctx
 def admin_list(ctx: Context, as_json: bool) -> None:
-    """The proposals awaiting a second officer."""
-    from gateway.portal import appointments
+    """The proposals awaiting a second officer, and the roles awaiting approval."""
+    from gateway.portal import accounts, appointments
 
     ctx.signed_in(action="portal-admin list")
     with ctx.reader.connect() as conn:
         pending = appointments.list_pending(conn)
+        roles = accounts.pending_roles(conn)
     if as_json:
-        echo_json([p.__dict__ for p in pending])
+        echo_json({"proposals": [p.__dict__ for p in pending], "roles": [r.__dict__ for r in roles]})
         return
     for p in pending:
         click.echo(f"proposal {p.id} pending: {p.summary()}, by {p.proposed_by}")
-    if not pending:
+    for r in roles:
+        click.echo(f"role proposal {r.id} pending: {r.who} as {r.role}, by {r.proposed_by} "
+                   f"(approve: contactgate portal-admin approve-role {r.id})")
+    if not pending and not roles:
         click.echo("no proposals pending")
 
 

@@ -51,6 +51,7 @@ from gateway.audit import chain as audit
 from gateway.db import (
     blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records, value_conflicts,
 )
+from gateway.db import portal_handles
 
 ADULT_AGE = 18
 BATCH = 200  # children per transaction in `retention run`
@@ -289,6 +290,7 @@ def purge_child(conn: Connection, child_id: str) -> None:
     """Delete every row of the (locked) child and of the ids merged into it, everywhere."""
     ids = [child_id, *conn.execute(select(children.c.child_id).where(children.c.merged_into == child_id)).scalars()]
     conn.execute(delete(blocking_keys).where(blocking_keys.c.child_id.in_(ids)))
+    conn.execute(delete(portal_handles).where(portal_handles.c.child_id.in_(ids)))  # the portal's forms
     conn.execute(delete(involvements).where(involvements.c.child_id.in_(ids)))
     # Value conflicts hold both values: those raised on these ids and those of their source records.
     sources = select(source_records.c.source_record_id).where(source_records.c.child_id.in_(ids))

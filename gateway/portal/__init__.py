@@ -9,11 +9,13 @@ server (Flask, Jinja); no script at all, nothing fetched from elsewhere.
   own organisation's user administrators (the first appointed by two officers:
   gateway.portal.appointments); vetting dates enforced at sign-in and on every page.
 - **Sign-in**: password (argon2id) and TOTP, enrolment by a one-time invitation code; failures
-  lock a source out of an account, never the account; the console's per-address throttle
+  lock a source out of an account, and wrong codes after the right password, from any source, lock
+  the account's code step until a reset; the console's per-address throttle
   (gateway.console.throttle) in front of every password check.
 - **Reads** (gateway.portal.access): a search is FindChild (the same code, criteria, floor), a
   child's page is GetContacts (the same role limits and shielding), each after a stated reason, each
-  an audit entry shaped like a SOAP read in the read's own transaction. A child is never in a URL:
+  an audit entry shaped like a SOAP read in the read's own transaction, counted against the SOAP
+  reads' rate limits; a refused one is audited with its fault. A child is never in a URL:
   pages carry opaque handles, good only in the session they were shown in, in POST bodies.
 - **Web hardening** as the console's (gateway.web): ``Secure; HttpOnly; SameSite=Strict`` cookie holding only the
   session token; CSRF tokens (flask-wtf); a CSP without script; ``no-store``; role checked on the
@@ -32,9 +34,11 @@ from gateway import audit
 from gateway.config import Settings
 from gateway.console.throttle import SignInGate
 from gateway.db import make_engine
+from gateway import web
 from gateway.web import hardened_app
 
-SESSION_COOKIE = "contactgate_portal"
+SESSION_COOKIE = "contactgate_portal"  # not the console's: the two may share a host name
+CSP = web.CSP  # the portal's own policy (a parameter of gateway.web.hardened_app): no script yet
 MAX_FORM_BYTES = 64 * 1024  # forms only: no uploads
 # One stylesheet for both web applications: the console's (plain, readable, keyboard-first).
 STATIC = Path(__file__).parent.parent / "console" / "static"
@@ -48,12 +52,16 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
     from gateway.index import disclosure, linkage_home
 
     app = hardened_app(__name__, settings, secret_path=secret_key_path(settings), cookie=SESSION_COOKIE,
-                       max_content_length=MAX_FORM_BYTES, static_folder=str(STATIC))
+                       max_content_length=MAX_FORM_BYTES, static_folder=str(STATIC), csp=CSP)
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     linkage_home.configure(settings.layout.root)  # searches score with the model in use
+    engine = engine or make_engine(settings.database_url, keys=settings.layout.data_keys)
+    from gateway.store import make_store
+
     app.extensions["contactgate"] = {
         "settings": settings,
-        "engine": engine or make_engine(settings.database_url, keys=settings.layout.data_keys),
+        "engine": engine,
+        "store": make_store(settings, engine),  # reads count against the SOAP pipeline's rate limits
         "trail": audit.AuditTrail.of_home(settings.layout),
         "clock": clock,
         "signin_gate": SignInGate.from_settings(settings, clock),

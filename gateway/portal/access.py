@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from contactgate_wire.faults import NotFound
+from contactgate_wire.faults import NotFound, RateLimited, ReasonRequired, SchemaInvalid
 from gateway import audit
 from gateway.db import portal_handles
 from gateway.index import store as index
 from gateway.index.model import Candidate, ChildView, FindQuery
+from gateway.pipeline.authorisation import RATE_WINDOW_S
 from gateway.pipeline.dispatch import disclosed, has_minimum_criteria, link_policy_of
 from gateway.portal.accounts import Practitioner, PortalError
 
@@ -42,6 +43,15 @@ REASON_CODES = {
 MINIMUM = "Give the family name and date of birth, or an NHS number or a pupil number."
 
 
+class ReadRefused(PortalError):
+    """A search or view refused, as FindChild or GetContacts would refuse it: ``fault_code`` is the
+    SOAP fault's code; the refusal is an audit entry (`audit_refusal`) and changes nothing else."""
+
+    def __init__(self, message: str, fault_code: str):
+        super().__init__(message)
+        self.fault_code = fault_code
+
+
 @dataclass(frozen=True)
 class Reason:
     code: str
@@ -51,11 +61,11 @@ class Reason:
     def checked(cls, code: str | None, text: str | None) -> "Reason":
         code, text = (code or "").strip(), (text or "").strip()
         if code not in REASON_CODES:
-            raise PortalError("choose the reason for this access")
+            raise ReadRefused("choose the reason for this access", ReasonRequired.code)
         if not text:
-            raise PortalError("say in a few words why you need this record")
+            raise ReadRefused("say in a few words why you need this record", ReasonRequired.code)
         if len(text) > 500:
-            raise PortalError("the reason's text has at most 500 characters")
+            raise ReadRefused("the reason's text has at most 500 characters", ReasonRequired.code)
         return cls(code, text)
 
 
@@ -79,13 +89,31 @@ def _entry(practitioner: Practitioner, operation: str, reason: Reason, child_ids
                        request_id=request_id)
 
 
+def _counted(conn, store, settings, practitioner: Practitioner) -> None:
+    """Count a read against the SOAP pipeline's keys (``org:ORG`` and ``user:ORG:user``, the same
+    limits: gateway.pipeline.authorisation), in the read's transaction where the store counts there
+    (the embedded store on SQLite), else in one round trip of its own; over a limit: RateLimited
+    (the read's transaction rolls back, and the refusal is audited on its own)."""
+    if store is None:
+        return
+    keys = [f"org:{practitioner.org_code}", f"user:{practitioner.org_code}:{practitioner.user_id}"]
+    counts = store.hit_in(conn, keys, RATE_WINDOW_S) if store.counts_in_transaction else store.hit(keys, RATE_WINDOW_S)
+    if counts[0] > settings.rate_limit_per_org:
+        raise ReadRefused(f"your organisation is over {settings.rate_limit_per_org} searches and views a minute: "
+                          f"wait a minute and try again", RateLimited.code)
+    if counts[1] > settings.rate_limit_per_user:
+        raise ReadRefused(f"you are over {settings.rate_limit_per_user} searches and views a minute: wait a "
+                          f"minute and try again", RateLimited.code)
+
+
 def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Practitioner, query: FindQuery,
            reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
-           now: dt.datetime) -> list[Found]:
+           now: dt.datetime, store=None) -> list[Found]:
     """FindChild for a practitioner: the candidates, each with a handle for this session."""
     if not has_minimum_criteria(query):
-        raise PortalError(MINIMUM)
+        raise ReadRefused(MINIMUM, SchemaInvalid.code)
     with engine.begin() as conn:
+        _counted(conn, store, settings, practitioner)
         candidates = index.find_children(conn, query, link_policy_of(settings), now.date())
         found = []
         for candidate in candidates:
@@ -103,15 +131,18 @@ def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Prac
 
 def view(engine: Engine, trail: audit.AuditTrail, settings, roles, practitioner: Practitioner, handle: str,
          reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
-         now: dt.datetime) -> ChildView | None:
+         now: dt.datetime, store=None) -> ChildView | None:
     """GetContacts for a practitioner: the child a handle of this session stands for, as their role
-    may see it; None for a handle this session was not given (nothing read, nothing audited) or a
-    child no longer returned to anyone (audited as GetContacts' NotFound)."""
+    may see it; None for a handle this session was not given or a child no longer returned to anyone
+    (each audited as GetContacts' NotFound)."""
     with engine.begin() as conn:
+        _counted(conn, store, settings, practitioner)
         child_id = conn.execute(select(portal_handles.c.child_id).where(
             portal_handles.c.handle_hash == _handle_hash(handle or ""),
             portal_handles.c.session_hash == session_hash)).scalar()
         if child_id is None:
+            trail.append(conn, _entry(practitioner, "GetContacts", reason, [], "unknown handle (not this session's)",
+                                      source, request_id, outcome="refused", fault_code=NotFound.code))
             return None
         child = index.get_child(conn, child_id, now.date())
         if child is None:
@@ -122,3 +153,15 @@ def view(engine: Engine, trail: audit.AuditTrail, settings, roles, practitioner:
         trail.append(conn, _entry(practitioner, "GetContacts", reason, [child.child_id],
                                   f"contacts={len(child.contacts)} {mark}", source, request_id))
     return child
+
+
+def audit_refusal(engine: Engine, trail: audit.AuditTrail, practitioner: Practitioner, operation: str,
+                  refused: ReadRefused, reason_code: str | None, reason_text: str | None, *, source: str | None,
+                  request_id: str | None) -> None:
+    """A refused search or view, audited as FindChild or GetContacts refused with its fault (the
+    reason as given, if any); nothing else is written."""
+    given = Reason((reason_code or "").strip()[:32] or None, (reason_text or "").strip()[:500] or None)
+    with engine.begin() as conn:
+        trail.append(conn, _entry(practitioner, operation, given, [],
+                                  f"refused: {refused}", source, request_id, outcome="refused",
+                                  fault_code=refused.fault_code))

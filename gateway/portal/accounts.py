@@ -8,19 +8,29 @@ second factor, enrolment by a one-time invitation code, sign-in sessions.
   ``Settings.portal_clearance_years``), its training (refreshed every
   ``Settings.portal_training_years``) and an end date. Sign-in is refused, saying which, when any
   has lapsed, and a session ends at the next page once one does (`Practitioner.lapsed`).
-- A user administrator (``user_admin``) creates, changes and disables the practitioners of their
-  own organisation, never another's; the first is appointed by two officers
-  (gateway.portal.appointments). An administrator without a role searches nothing.
+- A user administrator (``user_admin``) creates, changes, disables, resets and re-enables the
+  practitioners of their own organisation, never another's, and never another administrator's
+  account (officers disable, reset and re-enable administrators, four-eyes:
+  gateway.portal.appointments, which also appoints the first). A role — on a new account, or a
+  change of role — is in force only once a second administrator of the organisation, or an officer,
+  approves it (``portal_role_proposals``); taking a role away needs no second say. An administrator
+  without a role searches nothing.
 - Enrolment: the account is made with a TOTP secret (sealed) and a one-time invitation code (its
   SHA-256 kept, for INVITATION_DAYS), handed to the practitioner out of band; with it they see the
   secret once, choose a password and confirm a code. Making the code again (`reinvite`) resets the
-  account: new secret, no password, sessions ended.
+  account: new secret, no password, sessions ended; a disabled account stays disabled (re-enabling
+  is its own action, with a reason: `enable`).
 - Sign-in costs one argon2id verification whatever is refused (a dummy hash for an unknown
   account: gateway.officers), outside any transaction. Failures are counted per account **and
   source address** only: ``Settings.lockout_failures`` in a row from one source lock that source
-  out of that account for ``Settings.lockout_minutes``. Nothing locks the account as a whole, so a
+  out of that account for ``Settings.lockout_minutes`` — except a browser the account signed in
+  from before (``known_browser``: the portal's signed cookie), so that colleagues behind one NAT
+  address do not lock each other out. Nothing locks the account as a whole, so a
   stranger guessing a practitioner's password cannot lock them out (the portal's per-address
-  throttle, gateway.console.throttle, bounds how fast any one address guesses). The answer says
+  throttle, gateway.console.throttle, bounds how fast any one address guesses). Once the password
+  is right, though, wrong codes count across the whole account, whatever the address:
+  ``CODE_FAILURES`` in a row lock the code step until the user administrator resets the account
+  (their Practitioners page shows it) — only someone with the password can do that. The answer says
   only "refused" until both factors are right; then it says why (disabled, ended, lapsed).
 """
 
@@ -30,16 +40,20 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, officers
-from gateway.db import portal_handles, portal_practitioners, portal_sessions, portal_signin_failures, reader
+from gateway.db import (portal_handles, portal_practitioners, portal_role_proposals, portal_sessions,
+                        portal_signin_failures, reader)
 from gateway.index import sealed
 
 INVITATION_DAYS = 14
+# "Password right, code wrong" this many times in a row, from any addresses, locks the code step
+# until a reset: only someone who has the password can do it, so it locks out no stranger's victim.
+CODE_FAILURES = 10
 ADMIN_ROLE = "user administrator"  # the audit's role for an administrator's own actions
 
 
@@ -89,6 +103,7 @@ class Practitioner:
     end_date: dt.date | None
     disabled: bool
     enrolled: bool
+    code_locked: bool = False
 
     @property
     def who(self) -> str:
@@ -156,7 +171,7 @@ def lapsing(conn: Connection, settings, today: dt.date, days: int, org_code: str
 def _from_row(row) -> Practitioner:
     return Practitioner(row.org_code, row.user_id, row.name, row.role, row.job_title, bool(row.user_admin),
                         row.clearance_number, row.clearance_date, row.training_date, row.end_date,
-                        row.disabled_at is not None, row.password_hash is not None)
+                        row.disabled_at is not None, row.password_hash is not None, row.code_locked_at is not None)
 
 
 def get(conn: Connection, org_code: str, user_id: str) -> Practitioner | None:
@@ -264,27 +279,127 @@ def _own(conn: Connection, admin: Practitioner, user_id: str) -> Practitioner:
 
 def add(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, details: Details, *,
         rules, now: dt.datetime | None = None) -> tuple[Practitioner, str]:
+    """A new account without a role; the role asked for is proposed, in force once a second
+    administrator (or an officer) approves it."""
     if not admin.user_admin:
         raise PortalError("this needs a user administrator")
-    return create(conn, trail, admin.org_code, user_id, details, user_admin=False, created_by=admin.who,
-                  rules=rules, now=now, audited_as=("portal.practitioner.add", admin.user_id, ADMIN_ROLE))
+    now = now or _now()
+    details = details.checked(rules)  # the vetting dates a role needs, checked now
+    made, code = create(conn, trail, admin.org_code, user_id, replace(details, role=None), user_admin=False,
+                        created_by=admin.who, rules=rules, now=now,
+                        audited_as=("portal.practitioner.add", admin.user_id, ADMIN_ROLE))
+    if details.role is not None:
+        _propose_role(conn, trail, admin, made, details.role, now)
+    return made, code
+
+
+def _propose_role(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, target: Practitioner, role: str,
+                  now: dt.datetime) -> int:
+    """A role for ``target``, awaiting a second administrator's approval (an earlier pending one for
+    the same account is superseded)."""
+    conn.execute(update(portal_role_proposals).where(
+        portal_role_proposals.c.org_code == target.org_code, portal_role_proposals.c.user_id == target.user_id,
+        portal_role_proposals.c.status == "pending").values(status="superseded", decided_by=admin.who,
+                                                             decided_at=now))
+    proposal_id = conn.execute(portal_role_proposals.insert().values(
+        org_code=target.org_code, user_id=target.user_id, role=role, status="pending", proposed_by=admin.who,
+        proposed_at=now)).inserted_primary_key[0]
+    _audit(conn, trail, "portal.practitioner.role", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"proposed role {role} for {target.who} (role proposal {proposal_id}): a second administrator approves it",
+           "proposed")
+    return proposal_id
+
+
+@dataclass(frozen=True)
+class RoleProposal:
+    id: int
+    org_code: str
+    user_id: str
+    role: str
+    status: str
+    proposed_by: str
+
+    @property
+    def who(self) -> str:
+        return f"{self.org_code}:{self.user_id}"
+
+
+def _role_proposal(row) -> RoleProposal:
+    return RoleProposal(row.id, row.org_code, row.user_id, row.role, row.status, row.proposed_by)
+
+
+def pending_roles(conn: Connection, org_code: str | None = None) -> list[RoleProposal]:
+    query = select(portal_role_proposals).where(portal_role_proposals.c.status == "pending")
+    if org_code is not None:
+        query = query.where(portal_role_proposals.c.org_code == org_code)
+    return [_role_proposal(r) for r in conn.execute(query.order_by(portal_role_proposals.c.id))]
+
+
+def decide_role(conn: Connection, proposal_id: int, decided_by: str, now: dt.datetime, *,
+                org_code: str | None = None) -> RoleProposal:
+    """Put a pending role proposal in force, decided by ``decided_by`` (never its proposer); another
+    organisation's proposal (``org_code`` given) is no proposal at all (LookupError)."""
+    row = conn.execute(select(portal_role_proposals).where(portal_role_proposals.c.id == proposal_id)
+                       .with_for_update()).first()
+    if row is None or (org_code is not None and row.org_code != org_code):
+        raise LookupError(f"no role proposal {proposal_id}")
+    proposal = _role_proposal(row)
+    if proposal.status != "pending":
+        raise PortalError(f"role proposal {proposal.id} is {proposal.status}")
+    if proposal.proposed_by == decided_by:
+        raise PortalError(f"role proposal {proposal.id} was made by {decided_by}: a second administrator approves it")
+    if decided_by == proposal.who:
+        raise PortalError("nobody approves their own role")
+    target = get(conn, proposal.org_code, proposal.user_id)
+    if target is None or target.user_admin:
+        raise PortalError(f"role proposal {proposal.id} is for no practitioner's account")
+    conn.execute(update(portal_role_proposals).where(portal_role_proposals.c.id == proposal.id).values(
+        status="approved", decided_by=decided_by, decided_at=now))
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
+                                                    portal_practitioners.c.user_id == target.user_id)
+                 .values(role=proposal.role, updated_at=now))
+    return proposal
+
+
+def approve_role(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, proposal_id: int,
+                 now: dt.datetime | None = None) -> RoleProposal:
+    """A second administrator of the organisation approves a role another proposed."""
+    if not admin.user_admin:
+        raise PortalError("this needs a user administrator")
+    proposal = decide_role(conn, proposal_id, admin.who, now or _now(), org_code=admin.org_code)
+    _audit(conn, trail, "portal.practitioner.role", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"approved role {proposal.role} for {proposal.who} (role proposal {proposal.id} by {proposal.proposed_by})")
+    return proposal
 
 
 def change(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, details: Details, *,
            rules, now: dt.datetime | None = None) -> Practitioner:
-    target = _own(conn, admin, user_id)
-    if target.user_id == admin.user_id:
-        raise PortalError("a user administrator's own account is changed by another administrator")
+    now = now or _now()
+    target = _actionable(conn, admin, user_id, "changed")
     details = details.checked(rules)
-    values = {k: getattr(details, k) for k in ("name", "role", "job_title", "clearance_number", "clearance_date",
+    values = {k: getattr(details, k) for k in ("name", "job_title", "clearance_number", "clearance_date",
                                                "training_date", "end_date")}
+    if details.role is None:
+        values["role"] = None  # taking a role away needs no second say
     changed = sorted(k for k, v in values.items() if getattr(target, k) != v)
     conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
                                                     portal_practitioners.c.user_id == target.user_id)
-                 .values(updated_at=now or _now(), **values))
+                 .values(updated_at=now, **values))
     _audit(conn, trail, "portal.practitioner.change", admin.org_code, admin.user_id, ADMIN_ROLE,
            f"changed {target.who}: {', '.join(changed) or 'nothing'}")
+    if details.role is not None and details.role != target.role:
+        _propose_role(conn, trail, admin, target, details.role, now)
     return get(conn, target.org_code, target.user_id)
+
+
+def _actionable(conn: Connection, admin: Practitioner, user_id: str, done: str) -> Practitioner:
+    """An account of the administrator's organisation that they may act on: not their own, and not
+    another administrator's (officers act on those, four-eyes: `contactgate portal-admin`)."""
+    target = _own(conn, admin, user_id)
+    if target.user_id == admin.user_id or target.user_admin:
+        raise PortalError(f"a user administrator's account is {done} by the officers (four-eyes), "
+                          f"not by an administrator")
+    return target
 
 
 def _end_sessions(conn: Connection, org_code: str, user_id: str) -> None:
@@ -297,42 +412,75 @@ def _end_sessions(conn: Connection, org_code: str, user_id: str) -> None:
 
 def disable(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, reason: str,
             now: dt.datetime | None = None) -> Practitioner:
-    target = _own(conn, admin, user_id)
-    reason = (reason or "").strip()
-    if not reason:
-        raise PortalError("a reason is required")
-    if target.user_id == admin.user_id:
-        raise PortalError("a user administrator cannot disable their own account")
-    if target.disabled:
-        raise PortalError(f"{target.who} is already disabled")
-    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
-                                                    portal_practitioners.c.user_id == target.user_id)
-                 .values(disabled_at=now or _now(), disabled_reason=reason[:1000], updated_at=now or _now()))
-    # Their open sessions end at their next page (`resume` finds the account disabled and says so).
+    target = _actionable(conn, admin, user_id, "disabled")
+    reason = disable_account(conn, target, reason, now or _now())
     _audit(conn, trail, "portal.practitioner.disable", admin.org_code, admin.user_id, ADMIN_ROLE,
            f"disabled {target.who}: {reason}")
     return get(conn, target.org_code, target.user_id)
 
 
+def _reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise PortalError("a reason is required")
+    return reason[:1000]
+
+
+def disable_account(conn: Connection, target: Practitioner, reason: str, now: dt.datetime) -> str:
+    """Disable ``target`` (the caller audits it); the reason, checked."""
+    reason = _reason(reason)
+    if target.disabled:
+        raise PortalError(f"{target.who} is already disabled")
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
+                                                    portal_practitioners.c.user_id == target.user_id)
+                 .values(disabled_at=now, disabled_reason=reason, updated_at=now))
+    # Their open sessions end at their next page (`resume` finds the account disabled and says so).
+    return reason
+
+
+def enable_account(conn: Connection, target: Practitioner, reason: str, now: dt.datetime) -> str:
+    """Re-enable a disabled account (the caller audits it); the reason, checked."""
+    reason = _reason(reason)
+    if not target.disabled:
+        raise PortalError(f"{target.who} is not disabled")
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
+                                                    portal_practitioners.c.user_id == target.user_id)
+                 .values(disabled_at=None, disabled_reason=None, updated_at=now))
+    return reason
+
+
+def enable(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str, reason: str,
+           now: dt.datetime | None = None) -> Practitioner:
+    target = _actionable(conn, admin, user_id, "enabled")
+    reason = enable_account(conn, target, reason, now or _now())
+    _audit(conn, trail, "portal.practitioner.enable", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"enabled {target.who}: {reason}")
+    return get(conn, target.org_code, target.user_id)
+
+
 def reinvite(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, user_id: str,
              now: dt.datetime | None = None) -> str:
-    """A reset: a new invitation code and TOTP secret, no password, the account enabled, sessions
-    and this account's sign-in failures gone; the practitioner enrols again."""
+    """A reset: a new invitation code and TOTP secret, no password, sessions and this account's
+    sign-in failures gone; the practitioner enrols again. A disabled account stays disabled."""
     now = now or _now()
-    target = _own(conn, admin, user_id)
-    if target.user_id == admin.user_id:
-        raise PortalError("a user administrator's own account is reset by another administrator")
+    target = _actionable(conn, admin, user_id, "reset")
+    code = reset_account(conn, target, now)
+    _audit(conn, trail, "portal.practitioner.reset", admin.org_code, admin.user_id, ADMIN_ROLE,
+           f"reset {target.who}: new invitation and authenticator secret, password cleared")
+    return code
+
+
+def reset_account(conn: Connection, target: Practitioner, now: dt.datetime) -> str:
+    """Reset ``target`` (the caller audits it); the new invitation code."""
     code, invitation = _new_invitation(target.org_code, target.user_id, now)
     secret = officers.new_totp_secret()
     conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == target.org_code,
                                                     portal_practitioners.c.user_id == target.user_id).values(
-        password_hash=None, totp_last_step=None, disabled_at=None, disabled_reason=None, updated_at=now,
+        password_hash=None, totp_last_step=None, code_failures=0, code_locked_at=None, updated_at=now,
         totp_secret=sealed.vault_of(conn).seal(secret, totp_context(target.org_code, target.user_id)), **invitation))
     _end_sessions(conn, target.org_code, target.user_id)
     conn.execute(delete(portal_signin_failures).where(portal_signin_failures.c.org_code == target.org_code,
                                                       portal_signin_failures.c.user_id == target.user_id))
-    _audit(conn, trail, "portal.practitioner.reset", admin.org_code, admin.user_id, ADMIN_ROLE,
-           f"reset {target.who}: new invitation and authenticator secret, password cleared")
     return code
 
 
@@ -341,7 +489,8 @@ def reinvite(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, use
 _REFUSED_ENROLMENT = "not accepted: check the organisation, user id and invitation code (an invitation is good once)"
 
 
-def _invited_row(conn: Connection, org_code: str, user_id: str, invitation: str, now: dt.datetime):
+def _invited_row(conn: Connection, org_code: str, user_id: str, invitation: str, now: dt.datetime,
+                 orgs_in_force=None):
     try:
         user_id = canonical_user(user_id)
     except PortalError:
@@ -355,20 +504,22 @@ def _invited_row(conn: Connection, org_code: str, user_id: str, invitation: str,
         return None
     if not hmac.compare_digest(row.invitation_hash, _invitation_hash(row.org_code, row.user_id, (invitation or "").strip())):
         return None
+    if orgs_in_force is not None and orgs_in_force(conn, row.org_code) is not None:
+        return None  # an organisation not accredited now enrols nobody
     return row
 
 
 def enrolment_secret(conn: Connection, org_code: str, user_id: str, invitation: str,
-                     now: dt.datetime | None = None) -> tuple[Practitioner, str]:
+                     now: dt.datetime | None = None, orgs_in_force=None) -> tuple[Practitioner, str]:
     """The account and its TOTP secret, for the one who holds its invitation code."""
-    row = _invited_row(conn, org_code, user_id, invitation, now or _now())
+    row = _invited_row(conn, org_code, user_id, invitation, now or _now(), orgs_in_force)
     if row is None:
         raise PortalError(_REFUSED_ENROLMENT)
     return _from_row(row), sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
 
 
 def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, invitation: str, password: str,
-          code: str, *, now: dt.datetime | None = None) -> Practitioner:
+          code: str, *, now: dt.datetime | None = None, orgs_in_force=None) -> Practitioner:
     """Set the password and confirm the authenticator; the invitation is spent. Audited either way."""
     now = now or _now()
     try:
@@ -377,7 +528,7 @@ def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, 
         raise PortalError(str(exc)) from None
     encoded = officers._HASHER.hash(password)  # outside the transaction: ~0.1-0.5 s
     with engine.begin() as conn:
-        row = _invited_row(conn, org_code, user_id, invitation, now)
+        row = _invited_row(conn, org_code, user_id, invitation, now, orgs_in_force)
         step = None
         if row is not None:
             secret = sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
@@ -420,7 +571,8 @@ def _token_hash(token: str) -> str:
 
 
 def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, password: str, code: str, *,
-            settings, source: str | None, orgs_in_force, now: dt.datetime | None = None) -> SignIn:
+            settings, source: str | None, orgs_in_force, now: dt.datetime | None = None,
+            known_browser: bool = False) -> SignIn:
     """Check both factors (one argon2id verification whatever the outcome, outside any transaction),
     then decide and audit in one short transaction. ``orgs_in_force(conn, org_code) -> str | None``:
     why the organisation's accreditation does not let its people in, or None."""
@@ -458,24 +610,41 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
             portal_signin_failures.c.org_code == org_code, portal_signin_failures.c.user_id == wanted,
             portal_signin_failures.c.source == where)).first()
         locked = _aware(pair.locked_until) if pair is not None else None
-        if locked is not None and locked > now:
+        # A browser this account signed in from before (the portal's known-browser cookie) is not
+        # held by its address's lock: a colleague behind the same NAT address cannot lock them out.
+        if locked is not None and locked > now and not known_browser:
             return refuse(f"locked out from {where} until {locked:%Y-%m-%d %H:%M:%S}Z (not counted)")
+        if password_ok and row.code_locked_at is not None:
+            return refuse(f"code step locked after {CODE_FAILURES} wrong codes with the right password "
+                          f"(until the user administrator resets the account; not counted)")
         code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
         if not (password_ok and code_ok):
             why = "wrong password" if not password_ok else "code already used" if step is not None else "wrong code"
-            return refuse(why + _count_failure(conn, org_code, wanted, where, pair, settings, now))
+            note = _count_failure(conn, org_code, wanted, where, pair, settings, now)
+            if password_ok:  # counted across the whole account, whatever the address
+                failures = (row.code_failures or 0) + 1
+                values = {"code_failures": failures}
+                if failures >= CODE_FAILURES:
+                    values["code_locked_at"] = now
+                    note += (f"; code step locked after {failures} wrong codes with the right password from any "
+                             f"address: the user administrator resets the account")
+                conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == org_code,
+                                                                portal_practitioners.c.user_id == wanted)
+                             .values(**values))
+            return refuse(why + note)
         conn.execute(delete(portal_signin_failures).where(
             portal_signin_failures.c.org_code == org_code, portal_signin_failures.c.user_id == wanted,
             portal_signin_failures.c.source == where))
         conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == org_code,
                                                         portal_practitioners.c.user_id == wanted)
-                     .values(totp_last_step=step))
+                     .values(totp_last_step=step, code_failures=0))
         practitioner = _from_row(row)
         # Both factors are right: from here the person is told why they are refused.
         why = practitioner.lapsed(settings, now.date()) or orgs_in_force(conn, org_code)
         if why is not None:
             return refuse(why, f"Sign-in refused: {why}.")
         _forget_stale_sessions(conn, org_code, wanted, settings, now)
+        sweep(conn, settings, now)
         token = secrets.token_urlsafe(32)
         conn.execute(portal_sessions.insert().values(
             token_hash=_token_hash(token), org_code=org_code, user_id=wanted, created_at=now, last_seen=now,
@@ -493,6 +662,18 @@ def _forget_stale_sessions(conn: Connection, org_code: str, user_id: str, settin
     if stale:
         conn.execute(delete(portal_handles).where(portal_handles.c.session_hash.in_(stale)))
         conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash.in_(stale)))
+
+
+def sweep(conn: Connection, settings, now: dt.datetime) -> None:
+    """Anyone's sign-in clears what no session can use any more: sessions past their end, and
+    handles older than the longest session (each by an index: cheap)."""
+    oldest = now - dt.timedelta(hours=settings.session_max_hours)
+    conn.execute(delete(portal_handles).where(portal_handles.c.created_at < oldest))
+    ended = [r.token_hash for r in conn.execute(select(portal_sessions.c.token_hash).where(
+        portal_sessions.c.expires_at <= now))]
+    if ended:
+        conn.execute(delete(portal_handles).where(portal_handles.c.session_hash.in_(ended)))
+        conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash.in_(ended)))
 
 
 def _count_failure(conn: Connection, org_code: str, user_id: str, where: str, pair, settings,
@@ -521,9 +702,11 @@ def refuse_unchecked(engine: Engine, trail: audit.AuditTrail, org_code: str, use
                "refused")
 
 
-def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = None) -> tuple[Practitioner, str]:
-    """The practitioner whose session ``token`` is (and the session's hash), if it is still good and
-    the account still usable; the idle clock restarts."""
+def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = None,
+           orgs_in_force=None) -> tuple[Practitioner, str]:
+    """The practitioner whose session ``token`` is (and the session's hash), if it is still good, the
+    account still usable and (``orgs_in_force(conn, org_code)``: why not, or None) its organisation
+    still accredited; the idle clock restarts."""
     now = now or _now()
     token_hash = _token_hash(token)
     row = conn.execute(select(portal_sessions).where(portal_sessions.c.token_hash == token_hash)).first()
@@ -543,6 +726,8 @@ def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = 
     why = ("your account is gone" if practitioner is None else
            "your account was reset: enrol again" if not practitioner.enrolled else
            practitioner.lapsed(settings, now.date()))
+    if why is None and orgs_in_force is not None:
+        why = orgs_in_force(conn, practitioner.org_code)
     if why is not None:
         end(why)
     conn.execute(update(portal_sessions).where(portal_sessions.c.token_hash == token_hash).values(last_seen=now))

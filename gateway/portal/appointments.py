@@ -1,8 +1,11 @@
-"""Officers appoint an organisation's first user administrator of the portal: one officer proposes,
-a different officer approves (or declines) — four-eyes, as for everything that grants access. Each
+"""Officers appoint an organisation's first user administrator of the portal, and disable, reset and
+re-enable administrators' accounts (which no administrator may touch): one officer proposes, a
+different officer approves (or declines) — four-eyes, as for everything that grants access. Each
 step, and each refusal, is an entry in the audit chain (``portal.admin.propose``, ``.approve``,
-``.decline``) naming the organisation; the approval makes the account and gives the one-time
-invitation code (never stored or audited), which the officers hand over out of band."""
+``.decline``) naming the organisation; approving an appointment or a reset gives the one-time
+invitation code (never stored or audited), which the officers hand over out of band. Officers also
+approve a role one administrator proposed (``approve_role``), e.g. for an organisation that has only
+one administrator."""
 
 from __future__ import annotations
 
@@ -32,9 +35,14 @@ class Proposal:
     status: str
     proposed_by: str
     decided_by: str | None
+    action: str = "appoint"
+    why: str | None = None
 
     def summary(self) -> str:
-        return f"{self.user_id} ({self.name}, {self.job_title}) as {self.org_code}'s user administrator"
+        if self.action == "appoint":
+            return f"{self.user_id} ({self.name}, {self.job_title}) as {self.org_code}'s user administrator"
+        said = f"{self.action} {self.org_code}:{self.user_id} ({self.name}, {self.job_title})"
+        return said + (f": {self.why}" if self.why else "")
 
 
 def _proposal(conn: Connection, proposal_id: int, *, lock: bool = False) -> Proposal | None:
@@ -43,7 +51,7 @@ def _proposal(conn: Connection, proposal_id: int, *, lock: bool = False) -> Prop
     if row is None:
         return None
     return Proposal(row.id, row.org_code, row.user_id, row.name, row.job_title, row.status, row.proposed_by,
-                    row.decided_by)
+                    row.decided_by, row.action, row.why)
 
 
 def list_pending(conn: Connection) -> list[Proposal]:
@@ -83,10 +91,61 @@ def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, org_code:
     if pending is not None:
         raise PortalError(f"proposal {pending.id} already proposes {org.code}:{user_id}")
     proposal_id = conn.execute(portal_admin_proposals.insert().values(
-        org_code=org.code, user_id=user_id, name=name, job_title=job_title, status="pending",
+        org_code=org.code, user_id=user_id, name=name, job_title=job_title, action="appoint", status="pending",
         proposed_by=actor.officer_id, proposed_at=now)).inserted_primary_key[0]
     proposal = _proposal(conn, proposal_id)
     trail.append(conn, _entry("portal.admin.propose", actor, org.code, f"proposal {proposal.id}: {proposal.summary()}"))
+    return proposal
+
+
+ACTIONS = ("disable", "reset", "enable")
+
+
+def propose_action(conn: Connection, trail: audit.AuditTrail, actor: Officer, action: str, org_code: str,
+                   user_id: str, why: str | None, now: dt.datetime) -> Proposal:
+    """Propose to disable, reset or re-enable an account (an administrator's, which no administrator
+    may touch, or any other of the organisation's); a second officer approves it."""
+    _require(actor)
+    if action not in ACTIONS:
+        raise PortalError(f"no such action {action!r}")
+    org_code = (org_code or "").strip().upper()[:32]
+    target = accounts.get(conn, org_code, accounts.canonical_user(user_id))
+    if target is None:
+        raise PortalError(f"{org_code} has no portal account {user_id!r}")
+    why = (why or "").strip() or None
+    if action != "reset" and why is None:
+        raise PortalError("a reason is required")
+    if action == "disable" and target.disabled:
+        raise PortalError(f"{target.who} is already disabled")
+    if action == "enable" and not target.disabled:
+        raise PortalError(f"{target.who} is not disabled")
+    pending = conn.execute(select(portal_admin_proposals.c.id).where(
+        portal_admin_proposals.c.org_code == target.org_code, portal_admin_proposals.c.user_id == target.user_id,
+        portal_admin_proposals.c.action == action, portal_admin_proposals.c.status == "pending")).first()
+    if pending is not None:
+        raise PortalError(f"proposal {pending.id} already proposes to {action} {target.who}")
+    proposal_id = conn.execute(portal_admin_proposals.insert().values(
+        org_code=target.org_code, user_id=target.user_id, name=target.name, job_title=target.job_title,
+        action=action, why=why and why[:1000], status="pending", proposed_by=actor.officer_id,
+        proposed_at=now)).inserted_primary_key[0]
+    proposal = _proposal(conn, proposal_id)
+    trail.append(conn, _entry("portal.admin.propose", actor, target.org_code,
+                              f"proposal {proposal.id}: {proposal.summary()}"))
+    return proposal
+
+
+def approve_role(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int,
+                 now: dt.datetime) -> accounts.RoleProposal:
+    """An officer approves a role an organisation's administrator proposed (its second pair of eyes
+    when it has only one administrator)."""
+    _require(actor)
+    try:
+        proposal = accounts.decide_role(conn, proposal_id, actor.officer_id, now)
+    except LookupError as exc:
+        raise PortalError(str(exc)) from None
+    trail.append(conn, _entry("portal.admin.approve-role", actor, proposal.org_code,
+                              f"approved role {proposal.role} for {proposal.who} (role proposal {proposal.id} by "
+                              f"{proposal.proposed_by})"))
     return proposal
 
 
@@ -110,17 +169,37 @@ def _pending_for_decision(conn: Connection, actor: Officer, proposal_id: int) ->
 
 def approve(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int, now: dt.datetime,
             rules) -> tuple[Proposal, str]:
-    """(the proposal, the new administrator's invitation code)."""
+    """(the proposal, the invitation code of an appointment or a reset; None for others)."""
     proposal = _pending_for_decision(conn, actor, proposal_id)
-    _accredited(conn, proposal.org_code, now.date())
     conn.execute(update(portal_admin_proposals).where(portal_admin_proposals.c.id == proposal.id).values(
         status="approved", decided_by=actor.officer_id, decided_at=now))
+    if proposal.action != "appoint":
+        return _approve_action(conn, trail, actor, proposal, now)
+    _accredited(conn, proposal.org_code, now.date())
     _, code = accounts.create(conn, trail, proposal.org_code, proposal.user_id, accounts.Details(
         proposal.name, None, proposal.job_title, None, None, None, None), user_admin=True,
         created_by=f"officers {proposal.proposed_by}+{actor.officer_id}", rules=rules, now=now)
     trail.append(conn, _entry("portal.admin.approve", actor, proposal.org_code,
                               f"approved proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}; "
                               f"account made, invitation issued"))
+    return _proposal(conn, proposal.id), code
+
+
+def _approve_action(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal: Proposal,
+                    now: dt.datetime) -> tuple[Proposal, str | None]:
+    target = accounts.get(conn, proposal.org_code, proposal.user_id)
+    if target is None:
+        raise PortalError(f"{proposal.org_code} has no portal account {proposal.user_id!r} any more")
+    code = None
+    if proposal.action == "disable":
+        accounts.disable_account(conn, target, proposal.why, now)
+    elif proposal.action == "enable":
+        accounts.enable_account(conn, target, proposal.why, now)
+    else:
+        code = accounts.reset_account(conn, target, now)
+    trail.append(conn, _entry("portal.admin.approve", actor, proposal.org_code,
+                              f"approved proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}"
+                              + ("; new invitation issued" if code else "")))
     return _proposal(conn, proposal.id), code
 
 

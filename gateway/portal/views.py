@@ -6,10 +6,12 @@ audited."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import wraps
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, session, url_for
 
+from contactgate_wire.faults import RateLimited, SchemaInvalid
 from gateway import audit
 from gateway.index.model import FindQuery
 from gateway.portal import access, accounts
@@ -20,6 +22,9 @@ auth = Blueprint("auth", __name__)
 pages = Blueprint("pages", __name__)
 
 GENDERS = ("female", "male", "other", "unknown")
+# FindChild's own patterns (schemas/contactgate.xsd: NhsNumberType, PupilNumberType)
+NHS_NUMBER = re.compile(r"[0-9]{10}")
+PUPIL_NUMBER = re.compile(r"[A-Z][0-9]{11}[0-9A-Z]")
 LAPSING_DAYS = 30
 
 
@@ -75,10 +80,11 @@ def login():
     if request.method == "GET":
         return render_template("login.html")
     form = request.form
+    who = _who(form.get("org", ""), form.get("user", ""))
     result, refused = _gated("login.html", lambda: accounts.sign_in(
         _app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""), form.get("password", ""),
         form.get("code", "").strip(), settings=_app()["settings"], source=request.remote_addr,
-        orgs_in_force=_org_refusal, now=_now()))
+        orgs_in_force=_org_refusal, now=_now(), known_browser=who is not None and who in _known_browser()))
     if refused is not None:
         return refused
     if result.practitioner is None:
@@ -88,7 +94,41 @@ def login():
     session.clear()
     session["token"] = result.token
     session.permanent = True
-    return redirect(url_for("pages.home"))
+    answer = redirect(url_for("pages.home"))
+    known = sorted({*_known_browser(), result.practitioner.who})[-KNOWN_ACCOUNTS:]
+    answer.set_cookie(KNOWN_COOKIE, _known_signer().dumps(known), max_age=KNOWN_DAYS * 86400, secure=True,
+                      httponly=True, samesite="Strict")
+    return answer
+
+
+# A browser an account has signed in from: a signed cookie naming the accounts (ORG:user) that did,
+# which exempts it from its address's lock on those accounts (gateway.portal.accounts.sign_in).
+KNOWN_COOKIE = "contactgate_portal_known"
+KNOWN_DAYS = 180
+KNOWN_ACCOUNTS = 5
+
+
+def _known_signer():
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(current_app.secret_key, salt="contactgate-portal-known-browser")
+
+
+def _known_browser() -> set[str]:
+    from itsdangerous import BadData
+
+    try:
+        names = _known_signer().loads(request.cookies.get(KNOWN_COOKIE, ""), max_age=KNOWN_DAYS * 86400)
+    except BadData:
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _who(org_code: str, user_id: str) -> str | None:
+    try:
+        return f"{(org_code or '').strip().upper()[:32]}:{accounts.canonical_user(user_id)}"
+    except PortalError:
+        return None
 
 
 @auth.route("/logout", methods=["POST"])
@@ -105,7 +145,7 @@ def logout():
 def _enrolment_secret(form):
     with _app()["engine"].connect() as conn:
         return accounts.enrolment_secret(conn, form.get("org", ""), form.get("user", ""), form.get("invitation", ""),
-                                         now=_now())
+                                         now=_now(), orgs_in_force=_org_refusal)
 
 
 @auth.route("/enrol", methods=["GET", "POST"])
@@ -134,7 +174,8 @@ def enrol_finish():
         return render_template("enrol.html", error="The two passwords differ: start again with your invitation."), 400
     checked, refused = _gated("enrol.html", lambda: _refusal_of(
         accounts.enrol, _app()["engine"], _app()["trail"], form.get("org", ""), form.get("user", ""),
-        form.get("invitation", ""), form.get("password", ""), form.get("code", "").strip(), now=_now()))
+        form.get("invitation", ""), form.get("password", ""), form.get("code", "").strip(), now=_now(),
+        orgs_in_force=_org_refusal))
     if refused is not None:
         return refused
     if checked[1] is not None:
@@ -156,7 +197,8 @@ def _signed_in():
     ended = None
     with _app()["engine"].begin() as conn:
         try:
-            g.practitioner, g.session_hash = accounts.resume(conn, token, settings=_app()["settings"], now=_now())
+            g.practitioner, g.session_hash = accounts.resume(conn, token, settings=_app()["settings"], now=_now(),
+                                                             orgs_in_force=_org_refusal)
         except PortalError as exc:
             ended = str(exc)
     if ended is not None:
@@ -196,6 +238,10 @@ def _admin_only(view):
 @pages.route("/")
 def home():
     if g.practitioner.role is None:
+        if not g.practitioner.user_admin:
+            return render_template("error.html", title="Waiting for approval",
+                                   message="Your account has no role yet: a second user administrator of your "
+                                           "organisation approves the role it was given. Try again later.")
         return redirect(url_for("pages.practitioners"))
     return render_template("search.html", form={}, reasons=access.REASON_CODES, genders=GENDERS)
 
@@ -219,8 +265,14 @@ def _query(form) -> FindQuery:
         raise PortalError("choose a gender from the list, or leave it blank")
     nhs = text("nhs_number", 14)
     nhs = nhs.replace(" ", "") if nhs else None
+    if nhs is not None and not NHS_NUMBER.fullmatch(nhs):
+        raise PortalError("an NHS number is 10 digits")
+    pupil = text("pupil_number", 13)
+    pupil = pupil.upper() if pupil else None
+    if pupil is not None and not PUPIL_NUMBER.fullmatch(pupil):
+        raise PortalError("a pupil number is a letter, 11 digits and a digit or letter (13 characters)")
     return FindQuery(family_name=text("family_name"), given_name=text("given_name"), date_of_birth=date_of_birth,
-                     gender=gender, postcode=text("postcode", 10), nhs_number=nhs, pupil_number=text("pupil_number", 13),
+                     gender=gender, postcode=text("postcode", 10), nhs_number=nhs, pupil_number=pupil,
                      include_score=True)
 
 
@@ -240,15 +292,31 @@ def search():
     _may_query(me)
     form = request.form
     try:
-        query = _query(form)
+        try:
+            query = _query(form)
+        except access.ReadRefused:
+            raise
+        except PortalError as exc:
+            raise access.ReadRefused(str(exc), SchemaInvalid.code) from None
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
         found = access.search(_app()["engine"], _app()["trail"], _app()["settings"], me, query, reason,
                               session_hash=g.session_hash, source=request.remote_addr, request_id=g.request_id,
-                              now=_now())
-    except PortalError as exc:
+                              now=_now(), store=_app()["store"])
+    except access.ReadRefused as exc:
+        _audit_refused_read("FindChild", exc)
         return render_template("search.html", form=form, reasons=access.REASON_CODES, genders=GENDERS,
-                               error=str(exc)), 400
+                               error=str(exc)), _status(exc)
     return render_template("results.html", found=found, form=form, reasons=access.REASON_CODES, genders=GENDERS)
+
+
+def _status(refused: access.ReadRefused) -> int:
+    return 429 if refused.fault_code == RateLimited.code else 400
+
+
+def _audit_refused_read(operation: str, refused: access.ReadRefused) -> None:
+    access.audit_refusal(_app()["engine"], _app()["trail"], g.practitioner, operation, refused,
+                         request.form.get("reason_code"), request.form.get("reason_text"),
+                         source=request.remote_addr, request_id=g.request_id)
 
 
 @pages.route("/child/reason", methods=["POST"])
@@ -267,12 +335,17 @@ def child():
     form = request.form
     try:
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
-    except PortalError as exc:
+    except access.ReadRefused as exc:
+        _audit_refused_read("GetContacts", exc)
         return render_template("reason.html", handle=form.get("handle", ""), reasons=access.REASON_CODES,
                                label=form.get("label", ""), error=str(exc)), 400
-    shown = access.view(_app()["engine"], _app()["trail"], _app()["settings"], _app()["roles"], me,
-                        form.get("handle", ""), reason, session_hash=g.session_hash, source=request.remote_addr,
-                        request_id=g.request_id, now=_now())
+    try:
+        shown = access.view(_app()["engine"], _app()["trail"], _app()["settings"], _app()["roles"], me,
+                            form.get("handle", ""), reason, session_hash=g.session_hash, source=request.remote_addr,
+                            request_id=g.request_id, now=_now(), store=_app()["store"])
+    except access.ReadRefused as exc:
+        _audit_refused_read("GetContacts", exc)
+        return render_template("error.html", title="Not now", message=f"Refused: {exc}."), _status(exc)
     if shown is None:
         abort(404)
     withheld = shown.shielded and me.role not in _app()["settings"].shield_roles
@@ -323,8 +396,19 @@ def practitioners():
     me, settings, today = g.practitioner, _app()["settings"], _now().date()
     with _app()["engine"].connect() as conn:
         everyone = accounts.list_of(conn, me.org_code)
+        roles = accounts.pending_roles(conn, me.org_code)
     rows = [(p, p.lapses_within(settings, today, LAPSING_DAYS), p.lapsed(settings, today)) for p in everyone]
-    return render_template("practitioners.html", rows=rows, settings=settings, days=LAPSING_DAYS)
+    return render_template("practitioners.html", rows=rows, settings=settings, days=LAPSING_DAYS, roles=roles)
+
+
+@pages.route("/admin/roles/<int:proposal_id>/approve", methods=["POST"])
+@_admin_only
+def role_approve(proposal_id: int):
+    """A second administrator puts in force the role another proposed."""
+    done, problem = _admin_change("portal.practitioner.role", accounts.approve_role, proposal_id, _now())
+    flash(f"Not done: {problem}" if problem else f"{done.who} now has the role {done.role}.",
+          "error" if problem else "ok")
+    return redirect(url_for("pages.practitioners"))
 
 
 def _role_choices() -> list[str]:
@@ -371,8 +455,10 @@ def practitioner(user_id: str):
         flash(f"Not changed: {problem}" if problem else f"Changed {account.who}.", "error" if problem else "ok")
         return redirect(url_for("pages.practitioner", user_id=account.user_id))
     settings, today = _app()["settings"], _now().date()
+    with _app()["engine"].connect() as conn:
+        proposed = [r for r in accounts.pending_roles(conn, me.org_code) if r.user_id == account.user_id]
     return render_template("practitioner.html", account=account, roles=_role_choices(),
-                           lapsed=account.lapsed(settings, today), settings=settings)
+                           lapsed=account.lapsed(settings, today), settings=settings, proposed=proposed)
 
 
 def _missing(conn, trail, me, user_id):
@@ -386,6 +472,15 @@ def practitioner_disable(user_id: str):
                                   request.form.get("reason", ""), _now())
     flash(f"Not done: {problem}" if problem else f"Disabled {done.who}; their sessions have ended.",
           "error" if problem else "ok")
+    return redirect(url_for("pages.practitioner", user_id=user_id))
+
+
+@pages.route("/admin/practitioners/<user_id>/enable", methods=["POST"])
+@_admin_only
+def practitioner_enable(user_id: str):
+    done, problem = _admin_change("portal.practitioner.enable", accounts.enable, user_id,
+                                  request.form.get("reason", ""), _now())
+    flash(f"Not done: {problem}" if problem else f"Enabled {done.who}.", "error" if problem else "ok")
     return redirect(url_for("pages.practitioner", user_id=user_id))
 
 

@@ -10,8 +10,10 @@ officers' proposals appointing an organisation's first user administrator.
 - ``portal_signin_failures``: failures per (account, source address): a source reaching the limit is
   locked out of that account; every other source is not (no lock of the account as a whole).
 - ``portal_handles``: what a child's opaque handle in a page's form stands for, in one session.
-- ``portal_admin_proposals``: an officer's proposal of a first user administrator; a second officer
-  approves or declines it.
+- ``portal_admin_proposals``: an officer's proposal about a user administrator (appoint, disable,
+  reset, enable); a second officer approves or declines it.
+- ``portal_role_proposals``: a role given to an account by one user administrator, in force once a
+  second administrator (or an officer) approves it.
 
 Revision ID: 0017
 Revises: 0014
@@ -45,6 +47,8 @@ def upgrade() -> None:
         sa.Column("invitation_expires", sa.DateTime(timezone=True), nullable=True),
         sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("disabled_reason", sa.Text(), nullable=True),
+        sa.Column("code_failures", sa.Integer(), nullable=False),
+        sa.Column("code_locked_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.String(140), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -74,8 +78,8 @@ def upgrade() -> None:
         "portal_handles",
         sa.Column("handle_hash", sa.String(64), primary_key=True),
         sa.Column("session_hash", sa.String(64), nullable=False, index=True),
-        sa.Column("child_id", sa.String(19), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("child_id", sa.String(19), nullable=False, index=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
     )
     op.create_table(
         "portal_admin_proposals",
@@ -84,6 +88,8 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(64), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("job_title", sa.String(200), nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),  # appoint, disable, reset, enable
+        sa.Column("why", sa.Text(), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),  # pending, approved, declined
         sa.Column("proposed_by", sa.String(64), nullable=False),
         sa.Column("proposed_at", sa.DateTime(timezone=True), nullable=False),
@@ -91,9 +97,26 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
     )
+    op.create_table(
+        "portal_role_proposals",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("org_code", sa.String(32), nullable=False),
+        sa.Column("user_id", sa.String(64), nullable=False),
+        sa.Column("role", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),  # pending, approved, superseded
+        sa.Column("proposed_by", sa.String(140), nullable=False),
+        sa.Column("proposed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_by", sa.String(140), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["org_code", "user_id"],
+                                ["portal_practitioners.org_code", "portal_practitioners.user_id"]),
+    )
+    op.create_index("ix_portal_role_proposals_user", "portal_role_proposals", ["org_code", "user_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_portal_role_proposals_user", table_name="portal_role_proposals")
+    op.drop_table("portal_role_proposals")
     op.drop_table("portal_admin_proposals")
     op.drop_table("portal_handles")
     op.drop_table("portal_signin_failures")

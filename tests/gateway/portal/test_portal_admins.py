@@ -5,6 +5,7 @@ session's gateway, through the command line."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import pytest
@@ -78,3 +79,60 @@ def test_officers_see_whose_clearance_or_training_lapses_within_30_days(gateway)
                 audited_as=("portal.practitioner.add", "test", accounts.ADMIN_ROLE))
     shown = gateway.cli("portal-admin", "lapsing", officer="officer-a").output
     assert f"LA:{soon}" in shown and "clearance" in shown and f"LA:{later}" not in shown
+
+
+def _row(gateway, org: str, user: str):
+    from sqlalchemy import select
+
+    from gateway.db import portal_practitioners as table
+    with gateway.engine.connect() as conn:
+        return conn.execute(select(table).where(table.c.org_code == org, table.c.user_id == user)).one()
+
+
+
+def test_officers_disable_reset_and_enable_a_user_administrator_four_eyes(gateway):
+    from tests.gateway.portal.conftest import Account, appoint_admin, enrol_in_process
+
+    user = unique("admin.").lower()
+    enrol_in_process(gateway, Account("LA", user), appoint_admin(gateway, "LA", user))
+
+    proposal = _proposal(gateway.cli("portal-admin", "disable", "LA", user, "--reason", "left the council",
+                                     officer="officer-a").output)
+    assert _row(gateway, "LA", user).disabled_at is None
+    assert gateway.cli("portal-admin", "approve", proposal, officer="officer-a", expect_ok=False).exit_code == 2
+    gateway.cli("portal-admin", "approve", proposal, officer="officer-b")
+    assert _row(gateway, "LA", user).disabled_at is not None
+
+    proposal = _proposal(gateway.cli("portal-admin", "reset", "LA", user, officer="officer-b").output)
+    approved = gateway.cli("portal-admin", "approve", proposal, officer="officer-a")
+    assert INVITATION.search(approved.output)
+    row = _row(gateway, "LA", user)
+    assert row.password_hash is None and row.disabled_at is not None  # a reset does not re-enable
+
+    proposal = _proposal(gateway.cli("portal-admin", "enable", "LA", user, "--reason", "came back",
+                                     officer="officer-a").output)
+    gateway.cli("portal-admin", "approve", proposal, officer="officer-b")
+    assert _row(gateway, "LA", user).disabled_at is None
+
+
+
+def test_an_officer_approves_the_role_an_organisations_only_administrator_proposes(gateway):
+    from gateway import audit
+    from gateway.config import Settings
+    from gateway.index import disclosure
+    from gateway.portal import accounts
+
+    trail = audit.AuditTrail.of_home(Settings.from_env({}, home=str(gateway.home),
+                                                       database_url=gateway.database_url).layout)
+    admin_id, user = unique("admin.").lower(), unique("hv.").lower()
+    with gateway.engine.begin() as conn:
+        admin, _ = accounts.create(conn, trail, "LA", admin_id, accounts.Details(
+            "Ann Admin", None, "IT", None, None, None, None), user_admin=True, created_by="test", rules=disclosure.UNCONFIGURED)
+        accounts.add(conn, trail, admin, user, accounts.Details(
+            "Pat Visitor", "health visitor", "Health visitor", "0012345", dt.date.today(), dt.date.today(), None),
+            rules=disclosure.UNCONFIGURED)
+    assert _row(gateway, "LA", user).role is None
+    listed = gateway.cli("portal-admin", "list", officer="officer-a").output
+    proposal = re.search(rf"role proposal (\d+) pending: LA:{re.escape(user)}", listed).group(1)
+    gateway.cli("portal-admin", "approve-role", proposal, officer="officer-a")
+    assert _row(gateway, "LA", user).role == "health visitor"

@@ -51,14 +51,27 @@ def la_admin(portal, gateway):
     return enrol_in_process(gateway, account, appoint_admin(gateway, "LA", account.user))
 
 
-def _add_practitioner(portal, admin_session, user: str, *, role="health visitor", clearance=TODAY,
+def _approve_role(portal, approver, user: str) -> None:
+    """A second administrator approves the role proposed for LA:``user`` (their Practitioners page)."""
+    import re
+
+    listed = approver.get(f"{portal.url}/admin/practitioners", timeout=15).text
+    proposal = re.search(rf"LA:{re.escape(user)}\b.*?/admin/roles/(\d+)/approve", listed, re.S).group(1)
+    answer = portal.post(approver, f"/admin/roles/{proposal}/approve", {}, csrf_from="/admin/practitioners")
+    assert answer.status_code == 200 and f"LA:{user} now has the role" in answer.text, answer.text
+
+
+def _add_practitioner(portal, admins, user: str, *, role="health visitor", clearance=TODAY,
                       training=TODAY, end="") -> str:
-    """An administrator's form adding a practitioner; the invitation code it shows."""
+    """An administrator's form adding a practitioner, and a second administrator's approval of its
+    role; the invitation code the form shows."""
+    admin_session, approver = admins
     answer = portal.post(admin_session, "/admin/practitioners/new", {
         "user": user, "name": f"Practitioner {user}", "role": role, "job_title": "Health visitor",
         "clearance_number": "001234567890", "clearance_date": clearance.isoformat(),
         "training_date": training.isoformat(), "end_date": end}, csrf_from="/admin/practitioners/new")
     assert answer.status_code == 200, answer.text
+    _approve_role(portal, approver, user)
     return INVITATION.search(answer.text).group(1)
 
 
@@ -68,11 +81,22 @@ def admin_session(portal, la_admin):
 
 
 @pytest.fixture(scope="module")
-def visitor(portal, gateway, admin_session):
-    """An enrolled LA health visitor, signed in: (their session, the answer to their sign-in)."""
+def admins(admin_session, second_admin):
+    """(LA's first administrator's session, the second's: who approves the roles the first gives)."""
+    return admin_session, second_admin[1]
+
+
+@pytest.fixture(scope="module")
+def visitor_account(portal, gateway, admins):
+    """An enrolled LA health visitor."""
     account = Account("LA", unique("hv.").lower())
-    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user))
-    return portal.sign_in(account)
+    return enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+
+
+@pytest.fixture(scope="module")
+def visitor(portal, visitor_account):
+    """The health visitor, signed in: (their session, the answer to their sign-in)."""
+    return portal.sign_in(visitor_account)
 
 
 # ---- in the browser ------------------------------------------------------------------------------
@@ -106,7 +130,7 @@ def _typo(name: str) -> str:
 
 
 def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_contacts_limited_by_role(
-        portal, gateway, admin_session, children, chromium, shots):
+        portal, gateway, admin_session, admins, children, chromium, shots):
     (plain_id, plain), (shielded_id, shielded) = children
     urls = []
 
@@ -129,6 +153,7 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     page.get_by_role("button", name="Add").click()
     invitation = page.locator("#invitation-code").inner_text().strip()
     admin.close()
+    _approve_role(portal, admins[1], user)  # a second administrator approves the role
 
     practitioner = Account("LA", user)
     context = chromium.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
@@ -208,10 +233,10 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
 
 
 
-def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, gateway, admin_session, chromium):
+def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, gateway, admins, chromium):
     long_ago = TODAY - dt.timedelta(days=3 * 365 + 10)
     lapsed = Account("LA", unique("hv.lapsed.").lower())
-    enrol_in_process(gateway, lapsed, _add_practitioner(portal, admin_session, lapsed.user, clearance=long_ago))
+    enrol_in_process(gateway, lapsed, _add_practitioner(portal, admins, lapsed.user, clearance=long_ago))
     context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
     page.goto(f"{portal.url}/login")
@@ -225,13 +250,13 @@ def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, g
     context.close()
 
     untrained = Account("LA", unique("hv.untrained.").lower())
-    enrol_in_process(gateway, untrained, _add_practitioner(portal, admin_session, untrained.user,
+    enrol_in_process(gateway, untrained, _add_practitioner(portal, admins, untrained.user,
                                                            training=TODAY - dt.timedelta(days=400)))
     _, answer = portal.sign_in(untrained, expect_ok=False)
     assert answer.status_code == 403 and "training" in answer.text.lower()
 
     ended = Account("LA", unique("hv.ended.").lower())
-    enrol_in_process(gateway, ended, _add_practitioner(portal, admin_session, ended.user,
+    enrol_in_process(gateway, ended, _add_practitioner(portal, admins, ended.user,
                                                        end=(TODAY - dt.timedelta(days=1)).isoformat()))
     _, answer = portal.sign_in(ended, expect_ok=False)
     assert answer.status_code == 403 and "ended" in answer.text.lower()
@@ -240,15 +265,31 @@ def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, g
 # ---- web security --------------------------------------------------------------------------------
 
 
-def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_token(portal, visitor):
+def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_token(portal, gateway, visitor):
     session, answer = visitor
-    cookie = next(r for r in [*answer.history, answer] if "Set-Cookie" in r.headers).headers["Set-Cookie"]
-    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    cookies = [c for r in [*answer.history, answer] for c in r.raw.headers.getlist("Set-Cookie")]
+    assert {c.split("=")[0] for c in cookies} == {"contactgate_portal", "contactgate_portal_known"}
+    assert all("Secure" in c and "HttpOnly" in c and "SameSite=Strict" in c for c in cookies)
+    cookie = next(c for c in cookies if c.startswith("contactgate_portal="))
+    # Its own name, host-only: a console on the same host name (another port) has its own cookie.
+    from gateway.console import SESSION_COOKIE as CONSOLE_COOKIE
+    from gateway.portal import CSP, SESSION_COOKIE
+
+    assert cookie.startswith(f"{SESSION_COOKIE}=") and SESSION_COOKIE != CONSOLE_COOKIE
+    assert not [c for c in cookies if "domain=" in c.lower()]
+    assert answer.headers["Content-Security-Policy"] == CSP
     assert "script-src" not in answer.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
-    forged = portal.post(session, "/search", {"family_name": "Smith", "date_of_birth": "2016-03-14",
-                                              "reason_code": "safeguarding", "reason_text": "x"})
-    assert forged.status_code == 400
+    seq = gateway.audit_seq()
+    search = {"family_name": "Smith", "date_of_birth": "2016-03-14", "reason_code": "safeguarding",
+              "reason_text": "a valid search but for its token"}
+    forged = portal.post(session, "/search", search)
+    assert forged.status_code == 400 and "Form expired" in forged.text
+    token = portal.form(session, "/")
+    elsewhere = session.post(f"{portal.url}/search", data={**search, "csrf_token": token},
+                             headers={"Referer": "https://elsewhere.example/"}, timeout=15)
+    assert elsewhere.status_code == 400 and "Form expired" in elsewhere.text
+    assert not [e for e in gateway.audit_entries_after(seq) if e["operation"] == "FindChild"]
 
 
 
@@ -269,6 +310,11 @@ def test_each_route_is_for_its_role_and_an_administrator_only_for_their_own_orga
     refused = portal.post(admin_session, f"/admin/practitioners/{other}/disable", {"reason": "takeover"},
                           token=token)
     assert refused.status_code == 404
+    assert portal.post(admin_session, f"/admin/practitioners/{other}/reset", {}, token=token).status_code == 404
+    assert portal.post(admin_session, f"/admin/practitioners/{other}/enable", {"reason": "x"},
+                       token=token).status_code == 404
+    changed = portal.post(admin_session, f"/admin/practitioners/{other}", _details_form(other), token=token)
+    assert changed.status_code == 404 and not INVITATION.search(changed.text)
     from sqlalchemy import select
 
     from gateway.db import portal_practitioners as table
@@ -279,7 +325,7 @@ def test_each_route_is_for_its_role_and_an_administrator_only_for_their_own_orga
 
 
 
-def test_wrong_passwords_lock_out_their_source_not_the_practitioner(portal, gateway, admin_session):
+def test_wrong_passwords_lock_out_their_source_not_the_practitioner(portal, gateway, admins):
     """Five wrong passwords from one address (CONTACTGATE_LOCKOUT_FAILURES' default) lock that
     address out of the account, and no count locks the account as a whole: the practitioner, at
     another address, still signs in (the officers' console's global back-off has no equivalent
@@ -287,28 +333,34 @@ def test_wrong_passwords_lock_out_their_source_not_the_practitioner(portal, gate
     from tests.gateway.console.flood import FromAddress
 
     account = Account("LA", unique("hv.lock.").lower())
-    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user))
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
     guesser = Account("LA", account.user, password="not the password at all")
     for _ in range(5):
         _, refused = portal.sign_in(guesser, expect_ok=False, code="000000")
         assert refused.status_code == 401
-    # From the guesser's address even the right password and code are refused now (not counted).
-    _, locked = portal.sign_in(account, expect_ok=False, code=pyotp.TOTP(account.secret).now())
+    # From the guesser's address even the right password and a fresh code are refused now (not counted).
+    seq = gateway.audit_seq()
+    code = account.code()
+    _, locked = portal.sign_in(account, expect_ok=False, code=code)
     assert locked.status_code == 401
+    [entry] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "portal.login"]
+    assert entry["user_id"] == account.user and "locked out" in entry["detail"]
 
     session = portal.session()
     session.mount("https://", FromAddress("127.0.0.2"))  # another machine
     token = portal.form(session, "/login")
     ok = portal.post(session, "/login", {"org": "LA", "user": account.user, "password": account.password,
-                                         "code": account.code()}, token=token)
+                                         "code": code}, token=token)  # the locked attempt did not spend it
     assert ok.status_code == 200 and "Sign out" in ok.text
 
 
-def test_an_administrator_renews_disables_and_resets_their_practitioners_account(portal, gateway, admin_session):
+def test_an_administrator_renews_disables_and_resets_their_practitioners_account(portal, gateway, admin_session,
+                                                                                 admins):
     """A lapsed training date recorded anew lets the practitioner in; disabling ends their open
-    session at its next page; a reset makes a new invitation (and authenticator key) to enrol again."""
+    session at its next page; a reset makes a new invitation (and authenticator key) to enrol again,
+    once the account is enabled again."""
     account = Account("LA", unique("hv.admin.").lower())
-    enrol_in_process(gateway, account, _add_practitioner(portal, admin_session, account.user,
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user,
                                                          training=TODAY - dt.timedelta(days=400)))
     page = f"/admin/practitioners/{account.user}"
     renewed = portal.post(admin_session, page, {
@@ -326,13 +378,20 @@ def test_an_administrator_renews_disables_and_resets_their_practitioners_account
 
     reset = portal.post(admin_session, f"{page}/reset", {}, token=token)
     invitation = INVITATION.search(reset.text).group(1)
+    # A reset leaves a disabled account disabled: enabling it again is its own step, with a reason.
+    enabled = portal.post(admin_session, f"{page}/enable", {"reason": "back in post"}, token=token)
+    assert f"Enabled LA:{account.user}" in enabled.text
     account.last_step = -1  # a new authenticator key
     enrol_in_process(gateway, account, invitation)
+    reused = portal.post(portal.session(), "/enrol", {"org": "LA", "user": account.user, "invitation": invitation},
+                         csrf_from="/enrol")
+    assert reused.status_code == 401 and "not accepted" in reused.text  # an invitation is good once
     portal.sign_in(account)
     operations = [e["operation"] for e in gateway.audit_entries_after(0)
                   if e["org_code"] == "LA" and account.user in (e["detail"] or "") and e["outcome"] == "done"]
-    assert operations == ["portal.practitioner.add", "portal.practitioner.change", "portal.practitioner.disable",
-                          "portal.practitioner.reset"]
+    assert operations == ["portal.practitioner.add", "portal.practitioner.role", "portal.practitioner.change",
+
+                          "portal.practitioner.disable", "portal.practitioner.reset", "portal.practitioner.enable"]
 
 
 def test_nothing_is_served_while_a_restore_awaits_acknowledgement(portal, gateway, visitor):
@@ -353,3 +412,309 @@ def test_nothing_is_served_while_a_restore_awaits_acknowledgement(portal, gatewa
         marker.unlink()
     time.sleep(1.1)
     assert session.get(f"{portal.url}/", timeout=15).status_code == 200
+
+
+# ---- review findings (HIGH 1: an administrator takes over an account) ------------------------------
+
+def _row(gateway, org: str, user: str):
+    from sqlalchemy import select
+
+    from gateway.db import portal_practitioners as table
+    with gateway.engine.connect() as conn:
+        return conn.execute(select(table).where(table.c.org_code == org, table.c.user_id == user)).one()
+
+
+@pytest.fixture(scope="module")
+def second_admin(portal, gateway):
+    """A second LA user administrator, appointed by two officers, enrolled and signed in."""
+    account = Account("LA", unique("la.admin2.").lower())
+    enrol_in_process(gateway, account, appoint_admin(gateway, "LA", account.user))
+    return account, portal.sign_in(account)[0]
+
+
+def _details_form(user: str, role: str = "health visitor") -> dict:
+    return {"user": user, "name": f"Practitioner {user}", "role": role, "job_title": "Health visitor",
+            "clearance_number": "001234567890", "clearance_date": TODAY.isoformat(),
+            "training_date": TODAY.isoformat(), "end_date": ""}
+
+
+
+def test_an_administrator_cannot_change_disable_or_reset_another_administrator(
+        portal, gateway, la_admin, admin_session, second_admin):
+    other, _ = second_admin
+    page = f"/admin/practitioners/{other.user}"
+    token = portal.form(admin_session, page)
+    before = _row(gateway, "LA", other.user)
+    seq = gateway.audit_seq()
+    portal.post(admin_session, page, _details_form(other.user, "social worker"), token=token)
+    portal.post(admin_session, f"{page}/disable", {"reason": "takeover"}, token=token)
+    reset = portal.post(admin_session, f"{page}/reset", {}, token=token)
+    assert not INVITATION.search(reset.text)
+    after = _row(gateway, "LA", other.user)
+    assert (after.role, after.disabled_at, after.password_hash, after.totp_secret) == (
+        before.role, before.disabled_at, before.password_hash, before.totp_secret)
+    refused = [e["operation"] for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == la_admin.user and e["outcome"] == "refused"]
+    assert refused == ["portal.practitioner.change", "portal.practitioner.disable", "portal.practitioner.reset"]
+
+
+
+def test_a_reset_keeps_a_disabled_account_disabled_until_it_is_enabled_with_a_reason(portal, gateway, admin_session,
+                                                                                      admins):
+    from gateway.portal import accounts
+
+    user = unique("hv.reset.").lower()
+    _add_practitioner(portal, admins, user)
+    page = f"/admin/practitioners/{user}"
+    token = portal.form(admin_session, page)
+    portal.post(admin_session, f"{page}/disable", {"reason": "suspended pending an inquiry"}, token=token)
+    invitation = INVITATION.search(portal.post(admin_session, f"{page}/reset", {}, token=token).text).group(1)
+    assert _row(gateway, "LA", user).disabled_at is not None
+    with gateway.engine.connect() as conn, pytest.raises(accounts.PortalError):
+        accounts.enrolment_secret(conn, "LA", user, invitation)  # a disabled account does not enrol
+
+    seq = gateway.audit_seq()
+    portal.post(admin_session, f"{page}/enable", {"reason": ""}, token=token)
+    assert _row(gateway, "LA", user).disabled_at is not None
+    portal.post(admin_session, f"{page}/enable", {"reason": "inquiry closed"}, token=token)
+    assert _row(gateway, "LA", user).disabled_at is None
+    done = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "portal.practitioner.enable"]
+    assert [e["outcome"] for e in done] == ["refused", "done"] and "inquiry closed" in done[1]["detail"]
+
+
+
+def test_a_role_on_a_new_account_or_a_change_of_role_takes_a_second_administrators_approval(
+        portal, gateway, admin_session, second_admin):
+    import re
+
+    _, other_session = second_admin
+    user = unique("hv.role.").lower()
+    made = portal.post(admin_session, "/admin/practitioners/new", _details_form(user, "social worker"),
+                       csrf_from="/admin/practitioners/new")
+    assert made.status_code == 200 and INVITATION.search(made.text)
+    assert _row(gateway, "LA", user).role is None  # not until a second administrator approves
+
+    def pending() -> str:
+        listed = other_session.get(f"{portal.url}/admin/practitioners", timeout=15).text
+        return re.search(rf"LA:{re.escape(user)}\b.*?/admin/roles/(\d+)/approve", listed, re.S).group(1)
+
+    proposal = pending()
+    token = portal.form(admin_session, "/admin/practitioners")
+    portal.post(admin_session, f"/admin/roles/{proposal}/approve", {}, token=token)  # their own: refused
+    assert _row(gateway, "LA", user).role is None
+    portal.post(other_session, f"/admin/roles/{proposal}/approve", {},
+                token=portal.form(other_session, "/admin/practitioners"))
+    assert _row(gateway, "LA", user).role == "social worker"
+
+    page = f"/admin/practitioners/{user}"
+    portal.post(admin_session, page, _details_form(user, "health visitor"), csrf_from=page)
+    assert _row(gateway, "LA", user).role == "social worker"  # the change of role awaits approval too
+    proposal = pending()
+    portal.post(other_session, f"/admin/roles/{proposal}/approve", {},
+                token=portal.form(other_session, "/admin/practitioners"))
+    assert _row(gateway, "LA", user).role == "health visitor"
+
+
+def test_a_code_is_good_once_and_a_lapse_ends_an_open_session_at_its_next_page(portal, gateway, admin_session,
+                                                                               admins):
+    account = Account("LA", unique("hv.lapse.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    code = account.code()
+    session, _ = portal.sign_in(account, code=code)
+    seq = gateway.audit_seq()
+    _, again = portal.sign_in(account, expect_ok=False, code=code)
+    assert again.status_code == 401
+    [entry] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "portal.login"]
+    assert "code already used" in entry["detail"]
+
+    page = f"/admin/practitioners/{account.user}"
+    portal.post(admin_session, page, {**_details_form(account.user), "training_date": "2020-01-01"}, csrf_from=page)
+    ended = session.get(f"{portal.url}/", timeout=15)
+    assert ended.url.endswith("/login") and "training" in ended.text
+
+
+def test_an_invitation_expires_after_14_days(portal, gateway, admins):
+    from gateway.portal import accounts
+
+    user = unique("hv.late.").lower()
+    invitation = _add_practitioner(portal, admins, user)
+    late = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=accounts.INVITATION_DAYS, minutes=1)
+    with gateway.engine.connect() as conn:
+        with pytest.raises(accounts.PortalError):
+            accounts.enrolment_secret(conn, "LA", user, invitation, now=late)
+        assert accounts.enrolment_secret(conn, "LA", user, invitation)[0].user_id == user
+
+
+def _search(portal, session, family: str, **more):
+    return portal.post(session, "/search", {"family_name": family, "date_of_birth": "2016-03-14",
+                                            "reason_code": "safeguarding", "reason_text": "visit", **more},
+                       csrf_from="/")
+
+
+def _open(portal, session, handle: str):
+    return portal.post(session, "/child", {"handle": handle, "reason_code": "safeguarding",
+                                           "reason_text": "visit"}, csrf_from="/")
+
+
+def test_a_handle_is_good_only_in_its_session_and_a_health_visitor_sees_what_their_role_may(
+        portal, gateway, admins, visitor, children):
+    import re
+
+    (_, plain), (_, shielded) = children
+    session, _ = visitor
+    handles = {}
+    for update in (plain, shielded):
+        found = _search(portal, session, update["Identity"]["FamilyName"])
+        handles[id(update)] = re.search(r'name="handle" value="([^"]+)"', found.text).group(1)
+
+    colleague = Account("LA", unique("hv.colleague.").lower())
+    enrol_in_process(gateway, colleague, _add_practitioner(portal, admins, colleague.user))
+    other, _ = portal.sign_in(colleague)  # another session (a colleague's, with the same role)
+    assert _open(portal, other, handles[id(plain)]).status_code == 404
+
+    shown = _open(portal, session, handles[id(plain)])
+    assert shown.status_code == 200 and "Pat Parent" in shown.text
+    assert "0113 496 0000" not in shown.text  # carers' phones: not for a health visitor
+    shown = _open(portal, session, handles[id(shielded)])
+    assert shown.status_code == 200 and "withheld" in shown.text.lower()
+    assert "Park Surgery" not in shown.text and "Hillside Primary" not in shown.text
+
+
+def test_refused_reads_are_audited_with_their_fault(portal, gateway, visitor, visitor_account):
+    session, _ = visitor
+    seq = gateway.audit_seq()
+    assert _search(portal, session, "Smith", date_of_birth="").status_code == 400  # below the minimum
+    assert _search(portal, session, "Smith", reason_text="").status_code == 400  # no reason
+    assert _open(portal, session, "no-such-handle").status_code == 404
+    entries = [(e["operation"], e["outcome"], e["fault_code"]) for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == visitor_account.user]
+    assert entries == [("FindChild", "refused", "SchemaInvalid"), ("FindChild", "refused", "ReasonRequired"),
+                       ("GetContacts", "refused", "NotFound")]
+
+
+def test_wrong_codes_with_the_right_password_from_many_addresses_lock_the_code_step(portal, gateway, admins):
+    """Only someone with the password gets this far: ten wrong codes, from ten addresses, lock the
+    code step of the account until its administrator resets it, and their page says so."""
+    from tests.gateway.console.flood import FromAddress
+
+    account = Account("LA", unique("hv.codes.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    import time
+
+    near = {pyotp.TOTP(account.secret).at(time.time() + d) for d in (-90, -60, -30, 0, 30, 60, 90)}
+    wrong = next(c for c in ("000000", "111111", "222222", "333333", "444444", "555555", "666666", "777777")
+                 if c not in near)
+    for n in range(10):
+        session = portal.session()
+        session.mount("https://", FromAddress(f"127.0.1.{n + 1}"))
+        _, refused = portal.sign_in(account, expect_ok=False, code=wrong, session=session)
+        assert refused.status_code == 401
+    seq = gateway.audit_seq()
+    session = portal.session()
+    session.mount("https://", FromAddress("127.0.2.1"))
+    _, locked = portal.sign_in(account, expect_ok=False, session=session)  # right password, right code
+    assert locked.status_code == 401
+    [entry] = [e for e in gateway.audit_entries_after(seq) if e["operation"] == "portal.login"]
+    assert "code step locked" in entry["detail"]
+    listed = admins[0].get(f"{portal.url}/admin/practitioners/{account.user}", timeout=15).text
+    assert "code step locked" in listed.lower()
+
+
+def test_a_practitioners_reads_are_rate_limited_as_a_soap_users_are(portal, gateway, admins):
+    from tests.gateway.portal.conftest import PER_USER_LIMIT
+
+    account = Account("LA", unique("hv.busy.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    session, _ = portal.sign_in(account)
+    seq = gateway.audit_seq()
+    token = portal.form(session, "/")
+    # Windows are fixed minutes: 2 x limit + 1 reads put more than the limit in one window.
+    answers = [portal.post(session, "/search", {"family_name": "Nobody", "date_of_birth": "2016-03-14",
+                                                "reason_code": "safeguarding", "reason_text": "busy"},
+                           token=token).status_code for _ in range(2 * PER_USER_LIMIT + 1)]
+    assert 429 in answers and set(answers) == {200, 429}
+    entries = [e for e in gateway.audit_entries_after(seq) if e["user_id"] == account.user]
+    refused = [e for e in entries if e["outcome"] == "refused"]
+    assert len(entries) == len(answers) and len(refused) == answers.count(429)
+    assert {(e["operation"], e["fault_code"]) for e in refused} == {("FindChild", "RateLimited")}
+
+
+def test_a_suspension_ends_open_sessions_at_their_next_page_and_stops_enrolment(portal, gateway):
+    import re
+
+    admin = Account("HEALTH", unique("health.admin.").lower())
+    enrol_in_process(gateway, admin, appoint_admin(gateway, "HEALTH", admin.user))
+    session, _ = portal.sign_in(admin)
+    made = portal.post(session, "/admin/practitioners/new", {**_details_form(unique("nurse.").lower()),
+                                                             "role": ""}, csrf_from="/admin/practitioners/new")
+    invitation = INVITATION.search(made.text).group(1)
+    user = re.search(r"HEALTH:([a-z0-9._-]+)", made.text).group(1)
+    gateway.cli("org", "suspend", "HEALTH", "--reason", "portal test: suspended for a moment", officer="officer-a")
+    try:
+        ended = session.get(f"{portal.url}/admin/practitioners", timeout=15)
+        assert ended.url.endswith("/login") and "accreditation" in ended.text
+        refused = portal.post(portal.session(), "/enrol", {"org": "HEALTH", "user": user, "invitation": invitation},
+                              csrf_from="/enrol")
+        assert refused.status_code == 401
+    finally:
+        proposed = gateway.cli("org", "reinstate", "HEALTH", "--reason", "portal test over", officer="officer-a")
+        proposal = re.search(r"proposal\D*(\d+)", proposed.output, re.I).group(1)
+        gateway.cli("org", "approve", "HEALTH", "--proposal", proposal, officer="officer-b")
+
+
+def test_a_search_is_held_to_findchilds_patterns(portal, gateway, visitor, visitor_account):
+    session, _ = visitor
+    seq = gateway.audit_seq()
+    for bad in ({"nhs_number": "x"}, {"nhs_number": "12345"}, {"pupil_number": "not-a-upn"}):
+        answer = portal.post(session, "/search", {"reason_code": "safeguarding", "reason_text": "visit", **bad},
+                             csrf_from="/")
+        assert answer.status_code == 400
+    entries = [(e["outcome"], e["fault_code"]) for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == visitor_account.user]
+    assert entries == [("refused", "SchemaInvalid")] * 3
+
+
+def test_old_handles_are_swept_at_sign_in_and_a_purged_childs_are_deleted(portal, gateway, admins):
+    import hashlib
+
+    from sqlalchemy import func, select
+
+    from gateway.db import portal_handles
+    from gateway.index import retention
+
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)
+    stale, purged = hashlib.sha256(unique("stale").encode()).hexdigest(), hashlib.sha256(unique("p").encode()).hexdigest()
+    with gateway.engine.begin() as conn:
+        conn.execute(portal_handles.insert().values(handle_hash=stale, session_hash="0" * 64,
+                                                    child_id="TEST-STAL-EHAN-DLE0", created_at=old))
+        conn.execute(portal_handles.insert().values(handle_hash=purged, session_hash="0" * 64,
+                                                    child_id="TEST-PURG-EDCH-ILD0", created_at=dt.datetime.now(dt.timezone.utc)))
+
+    def left(handle):
+        with gateway.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(portal_handles)
+                                .where(portal_handles.c.handle_hash == handle)).scalar()
+
+    with gateway.engine.begin() as conn:
+        retention.purge_child(conn, "TEST-PURG-EDCH-ILD0")
+    account = Account("LA", unique("hv.sweep.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
+    portal.sign_in(account)
+    assert (left(purged), left(stale)) == (0, 0)
+
+
+def test_a_browser_that_signed_in_before_is_not_locked_out_by_a_guesser_at_its_address(portal, gateway, admins):
+    from tests.gateway.console.flood import FromAddress
+
+    account = Account("LA", unique("hv.nat.").lower())
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user), earliest=True)
+    browser = portal.session()
+    browser.mount("https://", FromAddress("127.0.3.1"))
+    portal.sign_in(account, session=browser)  # this browser is known now
+    portal.post(browser, "/logout", {}, csrf_from="/")
+    guesser = portal.session()
+    guesser.mount("https://", FromAddress("127.0.3.1"))  # a colleague behind the same NAT address
+    for _ in range(5):
+        portal.sign_in(Account("LA", account.user, password="not the password at all"), expect_ok=False,
+                       code="000000", session=guesser)
+    portal.sign_in(account, session=browser)
