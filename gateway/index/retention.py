@@ -61,7 +61,7 @@ DATA_MANAGER_ROLE = "data_manager"  # who reads an archived record with `retenti
 NOT_HELD = "the child is 18 or over, or has died: not held by the index"
 
 # Tables whose rows a purge deletes (vacuumed afterwards on PostgreSQL).
-PURGED_TABLES = (blocking_keys, involvements, value_conflicts, source_records, review_queue, distinct_pairs, merges,
+PURGED_TABLES = (blocking_keys, involvements, value_conflicts, portal_handles, source_records, review_queue, distinct_pairs, merges,
                  children)
 
 
