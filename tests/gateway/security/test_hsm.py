@@ -57,6 +57,9 @@ def make_token(directory: Path, pin: str = "4711-2342") -> dict:
 class TokenHome:
     gateway: Gateway
     token: dict
+    backup_key: Path
+    before_wrap: Path  # a backup made before `hsm wrap-keyring`: the keyring in clear, signing/key.pem
+    before_import: Path  # a backup made before `hsm import-signing-key`: signing/key.pem in it
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -71,25 +74,38 @@ def token_home(request, tmp_path_factory):
         gateway = Gateway(backend, tmp_path_factory.mktemp("hsm-home"), url, None)
         gateway.cli("init")
         gateway.add_org("LA", "local_authority", ["push", "query"])
+        archives = tmp_path_factory.mktemp("hsm-backups")
+        backup_key = archives / "backup.key"
+        backup_key.write_bytes(os.urandom(32))
+        backup_key.chmod(0o600)
+        gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archives / "before-wrap.cgb"))
         for name, value in token.items():
             patch.setenv(name, value)
         gateway.extra_env.update(token)
         gateway.cli("hsm", "create-kek", officer="senior-s")
         gateway.cli("hsm", "wrap-keyring", officer="senior-s")
+        patch.delenv(hsm.ENV_SIGNING_KEY)  # the signing key is still the file
+        gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archives / "before-import.cgb"))
+        patch.setenv(hsm.ENV_SIGNING_KEY, token[hsm.ENV_SIGNING_KEY])
         gateway.cli("hsm", "import-signing-key", officer="senior-s")
         try:
-            yield TokenHome(gateway, token)
+            yield TokenHome(gateway, token, backup_key, archives / "before-wrap.cgb", archives / "before-import.cgb")
         finally:
             gateway.stop()
             hsm.release()
 
 
-def serve_refusal(gateway: Gateway, env: dict) -> subprocess.CompletedProcess:
-    """`contactgate serve` run with ``env`` where it must not start: its exit and its words."""
-    return subprocess.run([sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1:0"],
-                          env={**gateway.env(), **env}, capture_output=True, text=True, timeout=60)
+def serve_refusal(gateway: Gateway, env: dict, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """`contactgate serve` run with ``env`` where it must not start: its exit and its words (a
+    `serve` that started after all is stopped after ``timeout_s``: returncode None)."""
+    try:
+        return subprocess.run([sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1:0"],
+                              env={**gateway.env(), **env}, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(exc.cmd, None, exc.stdout, str(exc.stderr or ""))
 
 
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # the token, not the database, is tested here
 def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_open_nothing(
         token_home, tmp_path, monkeypatch):
     gateway, token = token_home.gateway, token_home.token
@@ -236,4 +252,56 @@ def test_init_run_again_keeps_the_signing_key_in_the_token(token_home):
     assert "kept     response-signing key" in again.output
     assert (gateway.home / "signing" / "cert.pem").read_bytes() == pinned
     assert not (gateway.home / "signing" / "key.pem").exists()
+    hsm.release()
+
+
+@pytest.mark.xfail(strict=True, reason="review HIGH 1: a clear keyring in CONTACTGATE_DATA_KEYS is accepted under a KEK")
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
+def test_a_clear_keyring_in_the_environment_is_refused_while_a_kek_is_configured(token_home, monkeypatch):
+    gateway = token_home.gateway
+    hsm.release()
+    stored = gateway.home / "keys" / "data-keys.json"
+    clear = vault.read_keyring(stored).to_json()
+    monkeypatch.setenv(vault.ENV_VAR, clear)
+    status = gateway.cli("keys", "status", officer="senior-s", expect_ok=False)
+    assert status.exit_code != 0 and "in clear" in status.output, status.output
+    refused = serve_refusal(gateway, {vault.ENV_VAR: clear}, timeout_s=30)
+    assert refused.returncode == 3, refused.stderr
+    assert "in clear" in refused.stderr and "Traceback" not in refused.stderr
+    monkeypatch.setenv(vault.ENV_VAR, stored.read_text())  # the keyring sealed under the KEK is taken
+    assert gateway.cli("keys", "status", officer="senior-s").exit_code == 0
+    hsm.release()
+
+
+def signing_files(home: Path) -> dict:
+    return {p.name: p.read_bytes() for p in (home / "signing").iterdir() if p.is_file()}
+
+
+@pytest.mark.xfail(strict=True, reason="review HIGH 2: a restore puts signing/key.pem back")
+def test_a_restore_puts_no_signing_key_file_back_once_the_key_is_in_the_token(token_home):
+    """A backup from before `hsm import-signing-key` holds signing/key.pem: restored, the key is
+    not written back to disk, and the certificate of the key the token signs with stays."""
+    from gateway.config import HomeLayout
+    from gateway.trust import signing_keys
+
+    gateway = token_home.gateway
+    hsm.release()
+    before = signing_files(gateway.home)
+    gateway.cli("restore", str(token_home.before_import), "--key-file", str(token_home.backup_key))
+    assert not list((gateway.home / "signing").glob("*key.pem"))
+    assert signing_files(gateway.home) == before
+    signing_keys.token_key(HomeLayout(gateway.home))  # serve would sign in the token
+    hsm.release()
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 7: a backup made before wrap-keyring cannot be restored under a KEK")
+def test_a_backup_made_before_the_keyring_was_sealed_restores_under_the_kek(token_home):
+    gateway = token_home.gateway
+    hsm.release()
+    stored = gateway.home / "keys" / "data-keys.json"
+    now = vault.read_keyring(stored)
+    gateway.cli("restore", str(token_home.before_wrap), "--key-file", str(token_home.backup_key))
+    assert hsm.is_wrapped(json.loads(stored.read_text()))  # sealed again as it is written
+    assert set(vault.read_keyring(stored).data_keys) >= set(now.data_keys)
+    assert not list((gateway.home / "signing").glob("*key.pem"))
     hsm.release()
