@@ -109,7 +109,7 @@ def ca_fingerprint(layout) -> str | None:
 
 def current_keyring(settings: Settings) -> vault.Keyring:
     env = os.environ.get(vault.ENV_VAR)
-    return vault.Keyring.from_json(env) if env else vault.read_keyring(settings.layout.data_keys)
+    return vault.keyring_from_env(env) if env else vault.read_keyring(settings.layout.data_keys)
 
 
 # ---- the record of backups (for `keys destroy`) ---------------------------------------------------

@@ -265,8 +265,9 @@ class Context:
             problem = hsm.probe(cfg)
             if problem is None and cfg.signing_label:
                 signing_keys.token_key(self.settings.layout)
-            if problem is None and cfg.kek_label and not os.environ.get(vault.ENV_VAR):
-                vault.read_keyring(self.settings.layout.data_keys)
+            if problem is None and cfg.kek_label:  # from the environment too: in clear, refused
+                env = os.environ.get(vault.ENV_VAR)
+                vault.keyring_from_env(env) if env else vault.read_keyring(self.settings.layout.data_keys)
         except (hsm.HsmError, vault.KeyringError) as exc:
             problem = str(exc)
         finally:

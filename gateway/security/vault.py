@@ -269,11 +269,17 @@ def load(path: Path) -> Vault:
         return vault
 
 
+def keyring_from_env(text: str) -> Keyring:
+    """The keyring CONTACTGATE_DATA_KEYS holds, read as its file is (``keyring_from_text``): with a
+    key-encryption key configured, only sealed under it."""
+    return keyring_from_text(text, where=ENV_VAR)
+
+
 def _from_env(text: str) -> Vault:
     with _LOCK:
         vault = _BY_ENV.get(text)
         if vault is None:
-            vault = _BY_ENV[text] = Vault(Keyring.from_json(text))
+            vault = _BY_ENV[text] = Vault(keyring_from_env(text))
         return vault
 
 

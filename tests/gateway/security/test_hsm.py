@@ -255,7 +255,6 @@ def test_init_run_again_keeps_the_signing_key_in_the_token(token_home):
     hsm.release()
 
 
-@pytest.mark.xfail(strict=True, reason="review HIGH 1: a clear keyring in CONTACTGATE_DATA_KEYS is accepted under a KEK")
 @pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
 def test_a_clear_keyring_in_the_environment_is_refused_while_a_kek_is_configured(token_home, monkeypatch):
     gateway = token_home.gateway
