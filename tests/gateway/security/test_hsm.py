@@ -276,7 +276,6 @@ def signing_files(home: Path) -> dict:
     return {p.name: p.read_bytes() for p in (home / "signing").iterdir() if p.is_file()}
 
 
-@pytest.mark.xfail(strict=True, reason="review HIGH 2: a restore puts signing/key.pem back")
 def test_a_restore_puts_no_signing_key_file_back_once_the_key_is_in_the_token(token_home):
     """A backup from before `hsm import-signing-key` holds signing/key.pem: restored, the key is
     not written back to disk, and the certificate of the key the token signs with stays."""
@@ -293,7 +292,6 @@ def test_a_restore_puts_no_signing_key_file_back_once_the_key_is_in_the_token(to
     hsm.release()
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 7: a backup made before wrap-keyring cannot be restored under a KEK")
 def test_a_backup_made_before_the_keyring_was_sealed_restores_under_the_kek(token_home):
     gateway = token_home.gateway
     hsm.release()
