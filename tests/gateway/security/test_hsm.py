@@ -302,3 +302,77 @@ def test_a_backup_made_before_the_keyring_was_sealed_restores_under_the_kek(toke
     assert set(vault.read_keyring(stored).data_keys) >= set(now.data_keys)
     assert not list((gateway.home / "signing").glob("*key.pem"))
     hsm.release()
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 3: a fork while the module lock is held hangs the child")
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_a_process_forked_while_the_token_is_in_use_opens_its_own_session(token_home):
+    """gunicorn's master answers /readyz (hsm.probe, under the module's lock) in a thread and forks
+    workers at any moment: a worker forked while the lock is held must not wait for it for ever."""
+    import threading
+    import time
+
+    cfg = hsm.config()
+    assert hsm.probe(cfg) is None  # the parent's session, as the master's after a /readyz
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with hsm._LOCK:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the worker: its own session, a round trip to the token
+            os._exit(0 if hsm.probe(cfg) is None else 1)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked process hung on the token's lock")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        release.set()
+        holder.join()
+        hsm.release()
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 4: signing never recovers after a dropped session")
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_signing_recovers_when_the_token_drops_the_session(token_home):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    from gateway.config import HomeLayout
+    from gateway.trust import signing_keys
+
+    hsm.release()
+    cfg = hsm.config()
+    key = signing_keys.token_key(HomeLayout(token_home.gateway.home))
+
+    def verified(data: bytes) -> None:
+        signature = key.sign(data)
+        public = key.certificate.public_key()
+        if key.is_rsa:
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+            half = len(signature) // 2
+            der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+            public.verify(der, data, ec.ECDSA(hashes.SHA256()))
+
+    verified(b"before")
+    hsm._SESSIONS[(cfg.module, cfg.token)][1].close()  # the token dropped the session (removed, reset)
+    verified(b"after the session was dropped")
+    assert hsm.probe(cfg) is None
+    hsm._SESSIONS[(cfg.module, cfg.token)][1].close()
+    assert hsm.probe(cfg) is not None  # /readyz says so once ...
+    verified(b"after a probe found it dropped")  # ... and signing takes a new session, not the old key object
+    assert hsm.probe(cfg) is None
+    hsm.release()
