@@ -20,7 +20,8 @@ says which: `serve` refuses to start on it, `/readyz` reports it.
 
 PKCS#11 sessions do not survive ``fork``: each process opens its own (gunicorn's master may have
 opened one for its checks before forking the workers; a worker finds the process id changed and
-initialises the library anew).
+initialises the library anew, with a new lock: the master's metrics thread may hold the old one).
+A session the token dropped is replaced on the next use (a signature is tried once more in it).
 """
 
 from __future__ import annotations
@@ -121,6 +122,29 @@ def signing_config() -> TokenConfig | None:
 _LOCK = threading.RLock()
 _SESSIONS: dict[tuple, tuple[int, object]] = {}  # (module, token) -> (pid, session)
 _LIBS: dict[str, int] = {}  # module -> pid that initialised it
+_SIGN_FAILED: dict[tuple, tuple] = {}  # (module, token) -> (why the last signature failed, its TokenKey)
+
+
+def _after_fork_in_child() -> None:
+    """A forked process (a gunicorn worker) may have been forked while another thread of the parent
+    held the lock (the master's /readyz in its metrics thread): that thread does not exist here, so
+    the lock is made anew; the parent's sessions mean nothing here (``_LIBS`` stays: ``_library``
+    sees the pid changed and initialises the library anew)."""
+    global _LOCK
+    _LOCK = threading.RLock()
+    _SESSIONS.clear()
+    _SIGN_FAILED.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _drop_session(cfg: "TokenConfig", opened=None) -> None:
+    """Forget this process's session with the token (the token dropped it), so the next use opens one."""
+    with _LOCK:
+        found = _SESSIONS.get((cfg.module, cfg.token))
+        if found is not None and (opened is None or found[1] is opened):
+            del _SESSIONS[(cfg.module, cfg.token)]
 
 
 def _library(module: str):
@@ -392,16 +416,16 @@ class TokenKey:
         self.certificate = certificate
         self.is_rsa = isinstance(certificate.public_key(), rsa.RSAPublicKey)
         self._id = key_id(certificate.public_key())
-        self._found = None  # (pid, the key's object): found once per process, not per signature
+        self._found = None  # (the session, the key's object in it): found once per session, not per signature
         self._key()  # fail now (at start-up) rather than at the first answer
 
     def _key(self):
-        if self._found is not None and self._found[0] == os.getpid() and _SESSIONS.get(
-                (self._cfg.module, self._cfg.token), (None,))[0] == os.getpid():
-            return self._found[1]
         with _LOCK:
+            opened = session(self._cfg)  # this process's (a fork or a dropped session: a new one)
+            if self._found is not None and self._found[0] is opened:
+                return self._found[1]
             found = _find_private(self._cfg, self._id)
-            self._found = None if found is None else (os.getpid(), found)
+            self._found = None if found is None else (opened, found)
         if found is None:
             raise HsmError(f"the token {self._cfg.token!r} holds no signing key labelled "
                            f"{self._cfg.signing_label!r} for the certificate in signing/cert.pem "
@@ -412,27 +436,47 @@ class TokenKey:
         import pkcs11
         from pkcs11 import Mechanism
 
+        where = (self._cfg.module, self._cfg.token)
         with _LOCK:  # one operation at a time on the process's session
-            try:
-                if self.is_rsa:
-                    return bytes(self._key().sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
-                return bytes(self._key().sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA))
-            except pkcs11.PKCS11Error as exc:
-                raise HsmError(f"the token {self._cfg.token!r} did not sign: {type(exc).__name__}") from None
+            for attempt in (1, 2):  # a session the token dropped: once more in a new one
+                try:
+                    key = self._key()
+                    if self.is_rsa:
+                        signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+                    else:
+                        signature = bytes(key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA))
+                    _SIGN_FAILED.pop(where, None)
+                    return signature
+                except pkcs11.PKCS11Error as exc:
+                    problem = f"the token {self._cfg.token!r} did not sign: {type(exc).__name__}"
+                    _drop_session(self._cfg, self._found[0] if self._found else None)
+                    self._found = None
+                except HsmError as exc:
+                    problem = str(exc)
+                    break
+            _SIGN_FAILED[where] = (problem, self)  # /readyz says so until a signature succeeds
+            raise HsmError(problem)
 
 
 def probe(cfg: TokenConfig) -> str | None:
-    """For readiness: None when the token answers and holds the configured KEK; else what is wrong."""
+    """For readiness: None when the token answers, holds the configured KEK and (when this process's
+    last signature failed) signs again; else what is wrong."""
+    opened = None
     try:
-        opened = session(cfg)
         with _LOCK:
+            opened = session(cfg)
             opened.generate_random(8)  # a round trip to the token (the session may outlive a removed token)
         if cfg.kek_label:
             _kek(cfg)
     except HsmError as exc:
         return str(exc)
     except Exception as exc:  # the library's own errors: a session the token dropped
-        with _LOCK:
-            _SESSIONS.pop((cfg.module, cfg.token), None)
+        _drop_session(cfg, opened)  # the next use (a signature, a probe) opens a new one
         return f"the token {cfg.token!r} does not answer: {type(exc).__name__}"
+    failed = _SIGN_FAILED.get((cfg.module, cfg.token))
+    if failed is not None:  # this process's last signature failed: is it signing again?
+        try:
+            failed[1].sign(b"readiness")
+        except HsmError as exc:
+            return str(exc)
     return None

@@ -121,7 +121,7 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
         for path in (p for p in home.rglob("*") if p.is_file()):
             assert base64.b64encode(key) not in path.read_bytes(), path
 
-    gateway.start(workers=1)
+    gateway.start(workers=2)  # forked after the master's token check: each worker its own session
     try:
         la = gateway.client("la")
         family = unique_name("Hsm")
@@ -304,7 +304,6 @@ def test_a_backup_made_before_the_keyring_was_sealed_restores_under_the_kek(toke
     hsm.release()
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 3: a fork while the module lock is held hangs the child")
 @pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
 def test_a_process_forked_while_the_token_is_in_use_opens_its_own_session(token_home):
     """gunicorn's master answers /readyz (hsm.probe, under the module's lock) in a thread and forks
@@ -342,7 +341,6 @@ def test_a_process_forked_while_the_token_is_in_use_opens_its_own_session(token_
         hsm.release()
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 4: signing never recovers after a dropped session")
 @pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
 def test_signing_recovers_when_the_token_drops_the_session(token_home):
     from cryptography.hazmat.primitives import hashes
