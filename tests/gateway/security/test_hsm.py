@@ -374,3 +374,28 @@ def test_signing_recovers_when_the_token_drops_the_session(token_home):
     verified(b"after a probe found it dropped")  # ... and signing takes a new session, not the old key object
     assert hsm.probe(cfg) is None
     hsm.release()
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 6: nothing in the home records that the signing key is in the token")
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
+def test_commands_run_without_the_token_setting_refuse_to_make_a_signing_key_on_disk(token_home, monkeypatch):
+    """The home records that its signing key is in a token (signing/key.pkcs11): `init`, `signing-key
+    rotate`, `serve` and `restore` run without CONTACTGATE_PKCS11_SIGNING_KEY refuse, and write no key."""
+    gateway = token_home.gateway
+    hsm.release()
+    before = signing_files(gateway.home)
+    assert "key.pkcs11" in before
+    monkeypatch.delenv(hsm.ENV_SIGNING_KEY)
+    without = {k: v for k, v in gateway.extra_env.items() if k != hsm.ENV_SIGNING_KEY}
+    monkeypatch.setattr(gateway, "extra_env", without)
+    for args in (("init",), ("signing-key", "rotate")):
+        refused = gateway.cli(*args, officer="senior-s" if args[0] != "init" else None, expect_ok=False)
+        assert refused.exit_code != 0 and hsm.ENV_SIGNING_KEY in refused.output, refused.output
+        assert signing_files(gateway.home) == before, args
+    refused = gateway.cli("restore", str(token_home.before_import), "--key-file", str(token_home.backup_key),
+                          expect_ok=False)
+    assert refused.exit_code != 0 and hsm.ENV_SIGNING_KEY in refused.output, refused.output
+    assert signing_files(gateway.home) == before
+    refused = serve_refusal(gateway, {}, timeout_s=30)
+    assert refused.returncode == 3 and hsm.ENV_SIGNING_KEY in refused.stderr, refused.stderr
+    hsm.release()
