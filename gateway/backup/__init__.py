@@ -471,10 +471,10 @@ def _signing_members_kept(layout, plain, where: dict) -> set[str]:
     holds it), and a certificate whose key is not in the token (a backup from before a rotation:
     `retire` destroyed its key), for which the home's current one stays."""
     from gateway.security import hsm
-    from gateway.trust import pki
+    from gateway.trust import pki, signing_keys
 
     try:
-        cfg = hsm.signing_config()
+        cfg = signing_keys.token_config(layout)  # the home's record of its key in a token, checked
         if cfg is None:
             return set()
         skipped = set()

@@ -259,6 +259,10 @@ class Context:
             cfg = hsm.config()
         except hsm.HsmError as exc:
             raise Refused(str(exc)) from None
+        try:  # the home records its signing key in a token the environment does not name
+            signing_keys.token_config(self.settings.layout)
+        except hsm.HsmError as exc:
+            raise CannotRun(f"refusing to serve: {exc}") from None
         if cfg is None:
             return
         try:

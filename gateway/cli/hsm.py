@@ -140,6 +140,9 @@ def hsm_import_signing_key(ctx: Context) -> None:
         moved.append(key_path.name)
     if not moved:
         fail(f"no signing key file in {layout.signing_key.parent} to move (already in the token?)")
+    from gateway.trust.signing_keys import record_token
+
+    record_token(layout, cfg)  # init, rotate, serve and restore now refuse to run without the token
     _audited(ctx, actor, f"signing key(s) {', '.join(moved)} moved into token {cfg.token!r} as {cfg.signing_label!r}")
     click.echo(f"moved {', '.join(moved)} into token {cfg.token!r} as {cfg.signing_label!r} (the files are deleted); "
                f"restart the gateway with {hsm.ENV_SIGNING_KEY}={cfg.signing_label}")

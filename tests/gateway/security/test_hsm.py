@@ -376,7 +376,6 @@ def test_signing_recovers_when_the_token_drops_the_session(token_home):
     hsm.release()
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 6: nothing in the home records that the signing key is in the token")
 @pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
 def test_commands_run_without_the_token_setting_refuse_to_make_a_signing_key_on_disk(token_home, monkeypatch):
     """The home records that its signing key is in a token (signing/key.pkcs11): `init`, `signing-key
