@@ -87,7 +87,8 @@ def token_home(request, tmp_path_factory):
         patch.delenv(hsm.ENV_SIGNING_KEY)  # the signing key is still the file
         gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archives / "before-import.cgb"))
         patch.setenv(hsm.ENV_SIGNING_KEY, token[hsm.ENV_SIGNING_KEY])
-        gateway.cli("hsm", "import-signing-key", officer="senior-s")
+        moved = gateway.cli("hsm", "import-signing-key", officer="senior-s")
+        assert "signing-key rotate" in moved.output  # the imported key existed outside: replace it
         try:
             yield TokenHome(gateway, token, backup_key, archives / "before-wrap.cgb", archives / "before-import.cgb")
         finally:
