@@ -92,8 +92,10 @@ def libpq(url: str) -> tuple[str, dict]:
     environment that gives them the password (never on a command line, where `ps` shows it)."""
     from sqlalchemy.engine import make_url
 
+    from gateway.security import hsm
+
     parsed = make_url(url)
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != hsm.ENV_PIN}  # the token's PIN is not pg_dump's
     if parsed.password is not None:
         env["PGPASSWORD"] = str(parsed.password)
     return parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False), env

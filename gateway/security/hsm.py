@@ -60,7 +60,7 @@ class TokenConfig:
 
     def pin(self) -> str:
         if self.pin_file is None:
-            pin = os.environ.get(ENV_PIN, "")
+            pin = os.environ.get(ENV_PIN, "") or _ENV_PIN[0]
         else:
             from gateway.files import loose_mode
 
@@ -69,6 +69,10 @@ class TokenConfig:
                 if loose is not None:
                     raise HsmError(f"the token's PIN file {self.pin_file} is readable by others (mode {loose:o}): "
                                    f"run `chmod 600 {self.pin_file}`")
+                owner = self.pin_file.stat().st_uid
+                if owner != os.geteuid():
+                    raise HsmError(f"the token's PIN file {self.pin_file} is owned by uid {owner}, not by the "
+                                   f"gateway's user (uid {os.geteuid()}): run `chown $(id -un) {self.pin_file}`")
                 pin = self.pin_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise HsmError(f"cannot read the token's PIN from {self.pin_file} ({ENV_PIN_FILE}): "
@@ -78,10 +82,20 @@ class TokenConfig:
         return pin
 
 
+_ENV_PIN = [""]  # CONTACTGATE_PKCS11_PIN, taken out of os.environ: no child process (pg_dump ...) inherits it
+
+
 def config(env=None) -> TokenConfig | None:
     """The token the environment names, or None (keys on disk, the embedded default). A setting
-    missing or contradictory is an HsmError naming the variable."""
-    env = os.environ if env is None else env
+    missing or contradictory is an HsmError naming the variable. A PIN in the environment is moved
+    out of it into this process (forked workers keep it; programs it starts do not get it)."""
+    if env is None:
+        env = os.environ
+        if os.environ.get(ENV_PIN):
+            _ENV_PIN[0] = os.environ.pop(ENV_PIN)
+        env_pin = _ENV_PIN[0]
+    else:
+        env_pin = env.get(ENV_PIN, "")
     module = env.get(ENV_MODULE, "").strip()
     if not module:
         named = [v for v in (ENV_TOKEN, ENV_SIGNING_KEY, ENV_KEK, ENV_PIN_FILE) if env.get(v)]
@@ -97,7 +111,7 @@ def config(env=None) -> TokenConfig | None:
     pin_file = env.get(ENV_PIN_FILE, "").strip()
     if pin_file and env.get(ENV_PIN):
         raise HsmError(f"set {ENV_PIN_FILE} or {ENV_PIN}, not both")
-    if not pin_file and not env.get(ENV_PIN):
+    if not pin_file and not env_pin:
         raise HsmError(f"{ENV_MODULE} is set: the token's PIN comes from the file {ENV_PIN_FILE} names "
                        f"(or from {ENV_PIN}), never from the command line")
     return TokenConfig(module=module, token=token, pin_file=Path(pin_file) if pin_file else None,
@@ -372,9 +386,17 @@ def generate_signing_key(cfg: TokenConfig, *, ec: bool = False):
                                               int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token {cfg.token!r} did not make a signing key: {type(exc).__name__}") from None
-        kid = key_id(public_key)
-        private[Attribute.ID] = kid
-        public[Attribute.ID] = kid
+        try:  # the pair was stored under a temporary id: its real one, or nothing left behind
+            kid = key_id(public_key)
+            private[Attribute.ID] = kid
+            public[Attribute.ID] = kid
+        except pkcs11.PKCS11Error as exc:
+            for item in (private, public):
+                try:
+                    item.destroy()
+                except pkcs11.PKCS11Error:
+                    pass
+            raise HsmError(f"the token {cfg.token!r} did not label the new signing key: {type(exc).__name__}") from None
     return public_key
 
 
