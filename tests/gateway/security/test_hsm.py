@@ -383,6 +383,7 @@ def test_commands_run_without_the_token_setting_refuse_to_make_a_signing_key_on_
     rotate`, `serve` and `restore` run without CONTACTGATE_PKCS11_SIGNING_KEY refuse, and write no key."""
     gateway = token_home.gateway
     hsm.release()
+    gateway.session("senior-s", fresh=True)  # a restore before may have rolled the officer's session back
     before = signing_files(gateway.home)
     assert "key.pkcs11" in before
     monkeypatch.delenv(hsm.ENV_SIGNING_KEY)
@@ -408,6 +409,7 @@ def test_the_pin_is_kept_from_child_processes_and_its_file_must_be_the_gateway_u
     gateway = token_home.gateway
     hsm.release()
     monkeypatch.setattr(hsm, "_ENV_PIN", [""])  # forgotten again after the test
+    gateway.session("senior-s", fresh=True)  # a restore before may have rolled the officer's session back
     pin = Path(token_home.token[hsm.ENV_PIN_FILE]).read_text().strip()
     monkeypatch.delenv(hsm.ENV_PIN_FILE)
     monkeypatch.setenv(hsm.ENV_PIN, pin)  # from a secret store, as systemd's LoadCredential would
