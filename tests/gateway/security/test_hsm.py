@@ -238,6 +238,9 @@ def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_
     assert signed_by == signing_keys.load(layout).current != before
     assert wsse.verify(envelope, signed_by).payload.text == "1"
     assert envelope.find(f".//{{{DS}}}SignatureMethod").get("Algorithm") == wsse.ECDSA_SHA256
+    gateway.cli("audit", "verify")  # records a checkpoint signed in the token with ECDSA (r || s, made DER) ...
+    verified = gateway.cli("audit", "verify")  # ... which the next run verifies and starts from
+    assert verified.exit_code == 0 and "signed checkpoint" in verified.output, verified.output
     cfg = hsm.signing_config()
     assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is not None  # nodes not yet reloaded sign on
     gateway.cli("signing-key", "retire", officer="senior-s")
