@@ -431,3 +431,21 @@ def test_the_pin_is_kept_from_child_processes_and_its_file_must_be_the_gateway_u
     refused = gateway.cli("hsm", "status", officer="senior-s", expect_ok=False)
     assert refused.exit_code != 0 and "owned by" in refused.output, refused.output
     hsm.release()
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW 8 (not fixed): the keyring's AES-GCM associated data is a constant, "
+                                       "so a sealed keyring opens in any home using the same token and KEK")
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_a_sealed_keyring_copied_into_another_home_on_the_same_token_does_not_open(token_home, tmp_path):
+    from gateway import files
+    from gateway.trust import pki
+
+    hsm.release()
+    other = tmp_path / "other-home"
+    shutil.copytree(token_home.gateway.home / "keys", other / "keys")
+    _, ca_cert = pki.make_ca()  # another gateway, another CA, sharing the HSM's token and label
+    (other / "ca").mkdir()
+    files.write_private(other / "ca" / "ca.pem", pki.cert_pem(ca_cert))
+    with pytest.raises(vault.KeyringError):
+        vault.read_keyring(other / "keys" / "data-keys.json")
+    hsm.release()
