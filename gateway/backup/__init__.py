@@ -221,7 +221,7 @@ def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, ou
             "needs": list(needs), "until": until.isoformat(), "ca_fingerprint": ca_fingerprint(layout),
             "members": {},
         }
-        keyring_bytes = vault.keyring_to_text(ring_out).encode()  # sealed under the token's KEK too, when there is one
+        keyring_bytes = vault.keyring_to_text(ring_out, ca=manifest["ca_fingerprint"]).encode()  # sealed under the token's KEK too, when there is one
         members = {"database." + ("sqlite" if backend == "sqlite" else "pgdump"): database}
         manifest["members"][next(iter(members))] = _digest_file(database)
         blobs = {f"home/{rel}": path.read_bytes() for rel, path in home_files.items()
@@ -337,7 +337,7 @@ def restore(settings: Settings, archive_path: Path, key: BackupKey, *, origin: s
             if here is not None and here != manifest["ca_fingerprint"]:
                 raise BackupError("foreign", "this archive is a backup of another gateway (its CA is not this "
                                              "home's): nothing was restored")
-            archived_ring = _archived_keyring(_member(plain, where, "home/keys/data-keys.json"))
+            archived_ring = _archived_keyring(_member(plain, where, "home/keys/data-keys.json"), manifest["ca_fingerprint"])
             kept_signing = _signing_members_kept(layout, plain, where)
             audit_key = _member(plain, where, "home/keys/audit-chain.key")
             db_name = "database.sqlite" if backend == "sqlite" else "database.pgdump"
@@ -449,7 +449,7 @@ def _continue_chain(conn: Connection, trail: audit.AuditTrail, manifest: dict, h
     return Restored(manifest["id"], manifest["created"], int(manifest["checkpoint"]["seq"]), head, seq, lost)
 
 
-def _archived_keyring(text: bytes) -> vault.Keyring:
+def _archived_keyring(text: bytes, ca: str | None) -> vault.Keyring:
     """The keyring in an archive that passed the backup key's check: sealed under the token's
     key-encryption key, opened there; or in clear (a backup made before `hsm wrap-keyring`), taken as
     it is: the restore writes it sealed (vault.write_keyring)."""
@@ -461,7 +461,7 @@ def _archived_keyring(text: bytes) -> vault.Keyring:
         doc = None
     try:
         if hsm.is_wrapped(doc):
-            return vault.keyring_from_text(text.decode("utf-8"), where="the archive's data keyring")
+            return vault.keyring_from_text(text.decode("utf-8"), where="the archive's data keyring", ca=ca)
         return vault.Keyring.from_json(text.decode("utf-8"))
     except (vault.KeyringError, UnicodeDecodeError, ValueError) as exc:
         raise BackupError("refused", f"the archive's data keyring does not open: {exc}: nothing was restored") from None

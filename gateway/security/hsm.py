@@ -276,8 +276,16 @@ def create_kek(cfg: TokenConfig) -> None:
             Attribute.DECRYPT: True, Attribute.WRAP: False, Attribute.UNWRAP: False, Attribute.PRIVATE: True})
 
 
-def wrap(cfg: TokenConfig, plaintext: bytes) -> dict:
-    """``plaintext`` sealed under the token's KEK (AES-256-GCM in the token), as the keyring file holds it."""
+def _aad(label: str, ca: str | None) -> bytes:
+    """AES-GCM's associated data: the KEK's label and the gateway's CA (its fingerprint), so that a
+    sealed keyring does not open in another gateway's home sharing the token. (Keyrings sealed before
+    this was bound, without "ca", carry the constant alone.)"""
+    return WRAP_AAD if ca is None else WRAP_AAD + f"; kek={label}; ca={ca}".encode("utf-8")
+
+
+def wrap(cfg: TokenConfig, plaintext: bytes, *, ca: str | None = None) -> dict:
+    """``plaintext`` sealed under the token's KEK (AES-256-GCM in the token), as the keyring file
+    holds it; bound to the gateway whose CA fingerprint is ``ca``."""
     import pkcs11
     from pkcs11 import Mechanism
     from pkcs11.mechanisms import GCMParams
@@ -286,19 +294,23 @@ def wrap(cfg: TokenConfig, plaintext: bytes) -> dict:
     with _LOCK:
         try:
             sealed = _kek(cfg).encrypt(plaintext, mechanism=Mechanism.AES_GCM,
-                                       mechanism_param=GCMParams(nonce, WRAP_AAD))
+                                       mechanism_param=GCMParams(nonce, _aad(cfg.kek_label, ca)))
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token {cfg.token!r} did not seal the data keyring: {type(exc).__name__}") from None
-    return {"format": WRAP_FORMAT, "wrapped_by": "pkcs11", "kek": cfg.kek_label,
-            "nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode()}
+    doc = {"format": WRAP_FORMAT, "wrapped_by": "pkcs11", "kek": cfg.kek_label,
+           "nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode()}
+    if ca is not None:
+        doc["ca"] = ca
+    return doc
 
 
 def is_wrapped(doc) -> bool:
     return isinstance(doc, dict) and doc.get("format") == WRAP_FORMAT and doc.get("wrapped_by") == "pkcs11"
 
 
-def unwrap(doc: dict) -> bytes:
-    """The keyring a ``wrap`` sealed, opened in the token named by the environment."""
+def unwrap(doc: dict, *, ca: str | None = None) -> bytes:
+    """The keyring a ``wrap`` sealed, opened in the token named by the environment; refused when it
+    was sealed for another gateway than the one whose CA fingerprint is ``ca``."""
     import pkcs11
     from pkcs11 import Mechanism
     from pkcs11.mechanisms import GCMParams
@@ -311,15 +323,21 @@ def unwrap(doc: dict) -> bytes:
     if cfg.kek_label != label:
         raise HsmError(f"the data keyring is sealed under the token's key {label!r}, but {ENV_KEK} is "
                        f"{cfg.kek_label!r}")
+    bound = doc.get("ca")
     try:
         nonce = base64.b64decode(doc["nonce"], validate=True)
         sealed = base64.b64decode(doc["sealed"], validate=True)
+        if bound is not None and not isinstance(bound, str):
+            raise TypeError("ca")
     except (KeyError, TypeError, ValueError):
         raise HsmError("the sealed data keyring is malformed") from None
+    if bound is not None and ca is not None and bound != ca:
+        raise HsmError(f"the data keyring was sealed for another gateway (CA {bound[:23]}…, this home's is "
+                       f"{ca[:23]}…): it is not this home's keyring")
     with _LOCK:
         try:
             return bytes(_kek(cfg).decrypt(sealed, mechanism=Mechanism.AES_GCM,
-                                           mechanism_param=GCMParams(nonce, WRAP_AAD)))
+                                           mechanism_param=GCMParams(nonce, _aad(label, bound))))
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token's key {label!r} does not open the data keyring (altered, or sealed "
                            f"under another token's key): {type(exc).__name__}") from None
