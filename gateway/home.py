@@ -17,7 +17,7 @@ from gateway.audit import new_key
 from gateway.config import Settings
 from gateway.migrations import upgrade
 from gateway.security import hsm, vault
-from gateway.trust import pki
+from gateway.trust import pki, signing_keys
 
 
 class HomeError(Exception):
@@ -89,6 +89,10 @@ def init_home(settings: Settings, server_names: list[str] | None = None, *, sign
     a signature costs the gateway ~0.05 ms instead of ~1 ms). Used only when the key is made; an
     existing key is changed with `contactgate signing-key rotate [--ec]`."""
     layout = settings.layout
+    try:  # a home whose signing key is in a token, run without its settings: nothing is made
+        in_token = signing_keys.token_config(layout) is not None
+    except hsm.HsmError as exc:
+        raise HomeError(str(exc)) from None
     report = InitReport()
     report.add("kept" if layout.root.is_dir() else "created", f"home {layout.root}")
     files.private_dir(layout.root)
@@ -108,7 +112,7 @@ def init_home(settings: Settings, server_names: list[str] | None = None, *, sign
         report.add("replaced" if server_exists else "created", f"server TLS certificate ({names})")
 
     kind = "ECDSA P-256" if signing_key == "ec" else "RSA-2048"
-    if layout.signing_cert.exists() and hsm.signing_config() is not None:  # the key is in a PKCS#11 token
+    if layout.signing_cert.exists() and in_token:  # the key is in a PKCS#11 token
         report.add("kept", "response-signing key (in the PKCS#11 token)")
     else:
         _keep_or_make_pair(report, "response-signing key" + ("" if layout.signing_cert.exists() else f" ({kind})"),

@@ -92,8 +92,10 @@ def libpq(url: str) -> tuple[str, dict]:
     environment that gives them the password (never on a command line, where `ps` shows it)."""
     from sqlalchemy.engine import make_url
 
+    from gateway.security import hsm
+
     parsed = make_url(url)
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != hsm.ENV_PIN}  # the token's PIN is not pg_dump's
     if parsed.password is not None:
         env["PGPASSWORD"] = str(parsed.password)
     return parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False), env
@@ -109,7 +111,7 @@ def ca_fingerprint(layout) -> str | None:
 
 def current_keyring(settings: Settings) -> vault.Keyring:
     env = os.environ.get(vault.ENV_VAR)
-    return vault.Keyring.from_json(env) if env else vault.read_keyring(settings.layout.data_keys)
+    return vault.keyring_from_env(env) if env else vault.read_keyring(settings.layout.data_keys)
 
 
 # ---- the record of backups (for `keys destroy`) ---------------------------------------------------
@@ -219,7 +221,7 @@ def make(settings: Settings, engine, trail: audit.AuditTrail, key: BackupKey, ou
             "needs": list(needs), "until": until.isoformat(), "ca_fingerprint": ca_fingerprint(layout),
             "members": {},
         }
-        keyring_bytes = vault.keyring_to_text(ring_out).encode()  # sealed under the token's KEK too, when there is one
+        keyring_bytes = vault.keyring_to_text(ring_out, ca=manifest["ca_fingerprint"]).encode()  # sealed under the token's KEK too, when there is one
         members = {"database." + ("sqlite" if backend == "sqlite" else "pgdump"): database}
         manifest["members"][next(iter(members))] = _digest_file(database)
         blobs = {f"home/{rel}": path.read_bytes() for rel, path in home_files.items()
@@ -335,7 +337,8 @@ def restore(settings: Settings, archive_path: Path, key: BackupKey, *, origin: s
             if here is not None and here != manifest["ca_fingerprint"]:
                 raise BackupError("foreign", "this archive is a backup of another gateway (its CA is not this "
                                              "home's): nothing was restored")
-            archived_ring = vault.keyring_from_text(_member(plain, where, "home/keys/data-keys.json").decode())
+            archived_ring = _archived_keyring(_member(plain, where, "home/keys/data-keys.json"), manifest["ca_fingerprint"])
+            kept_signing = _signing_members_kept(layout, plain, where)
             audit_key = _member(plain, where, "home/keys/audit-chain.key")
             db_name = "database.sqlite" if backend == "sqlite" else "database.pgdump"
             checkpoint = manifest["checkpoint"]
@@ -363,7 +366,7 @@ def restore(settings: Settings, archive_path: Path, key: BackupKey, *, origin: s
                     done = _continue_chain(conn, trail, manifest, highest, origin)
             finally:
                 engine.dispose()
-            _install_home(layout, plain, where, archived_ring)
+            _install_home(layout, plain, where, archived_ring, kept_signing)
             if backend == "sqlite":
                 for suffix in ("-wal", "-shm", "-journal"):
                     target.with_name(target.name + suffix).unlink(missing_ok=True)
@@ -446,11 +449,57 @@ def _continue_chain(conn: Connection, trail: audit.AuditTrail, manifest: dict, h
     return Restored(manifest["id"], manifest["created"], int(manifest["checkpoint"]["seq"]), head, seq, lost)
 
 
-def _install_home(layout, plain, where: dict, archived_ring: vault.Keyring) -> None:
-    """The archive's home files in place. The keyring is merged: the keys of the backup, any key the
-    home holds now (none is dropped), the active key of the home's keyring if it has one."""
+def _archived_keyring(text: bytes, ca: str | None) -> vault.Keyring:
+    """The keyring in an archive that passed the backup key's check: sealed under the token's
+    key-encryption key, opened there; or in clear (a backup made before `hsm wrap-keyring`), taken as
+    it is: the restore writes it sealed (vault.write_keyring)."""
+    from gateway.security import hsm
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    try:
+        if hsm.is_wrapped(doc):
+            return vault.keyring_from_text(text.decode("utf-8"), where="the archive's data keyring", ca=ca)
+        return vault.Keyring.from_json(text.decode("utf-8"))
+    except (vault.KeyringError, UnicodeDecodeError, ValueError) as exc:
+        raise BackupError("refused", f"the archive's data keyring does not open: {exc}: nothing was restored") from None
+
+
+def _signing_members_kept(layout, plain, where: dict) -> set[str]:
+    """The archive's signing members not to put back while the signing key is in a token: every
+    private key file (the key lives in the token only; a backup from before `hsm import-signing-key`
+    holds it), and a certificate whose key is not in the token (a backup from before a rotation:
+    `retire` destroyed its key), for which the home's current one stays."""
+    from gateway.security import hsm
+    from gateway.trust import pki, signing_keys
+
+    try:
+        cfg = signing_keys.token_config(layout)  # the home's record of its key in a token, checked
+        if cfg is None:
+            return set()
+        skipped = set()
+        for name in where:
+            if not name.startswith("home/signing/"):
+                continue
+            if name.endswith("key.pem"):
+                skipped.add(name)
+            elif name.endswith("cert.pem"):
+                certificate = pki.load_cert_pem(_member(plain, where, name))
+                if hsm._find_private(cfg, hsm.key_id(certificate.public_key())) is None:
+                    skipped.add(name)
+        return skipped
+    except hsm.HsmError as exc:
+        raise BackupError("cannot-run", f"the hardware security module: {exc}: nothing was restored") from None
+
+
+def _install_home(layout, plain, where: dict, archived_ring: vault.Keyring, skipped: set[str] = frozenset()) -> None:
+    """The archive's home files in place (but ``skipped``). The keyring is merged: the keys of the
+    backup, any key the home holds now (none is dropped), the active key of the home's keyring if it
+    has one."""
     for name in sorted(where):
-        if not name.startswith("home/") or name == "home/keys/data-keys.json":
+        if not name.startswith("home/") or name == "home/keys/data-keys.json" or name in skipped:
             continue
         rel = name[len("home/"):]
         path = layout.root / rel

@@ -259,14 +259,19 @@ class Context:
             cfg = hsm.config()
         except hsm.HsmError as exc:
             raise Refused(str(exc)) from None
+        try:  # the home records its signing key in a token the environment does not name
+            signing_keys.token_config(self.settings.layout)
+        except hsm.HsmError as exc:
+            raise CannotRun(f"refusing to serve: {exc}") from None
         if cfg is None:
             return
         try:
             problem = hsm.probe(cfg)
             if problem is None and cfg.signing_label:
                 signing_keys.token_key(self.settings.layout)
-            if problem is None and cfg.kek_label and not os.environ.get(vault.ENV_VAR):
-                vault.read_keyring(self.settings.layout.data_keys)
+            if problem is None and cfg.kek_label:  # from the environment too: in clear, refused
+                env = os.environ.get(vault.ENV_VAR)
+                vault.keyring_from_env(env) if env else vault.read_keyring(self.settings.layout.data_keys)
         except (hsm.HsmError, vault.KeyringError) as exc:
             problem = str(exc)
         finally:

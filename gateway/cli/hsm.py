@@ -110,8 +110,9 @@ def hsm_wrap_keyring(ctx: Context) -> None:
         fail(str(exc))
     _audited(ctx, actor, f"data keyring sealed under key-encryption key {cfg.kek_label!r} of token {cfg.token!r}")
     click.echo(f"data keyring {path} sealed under {cfg.kek_label!r} in token {cfg.token!r} "
-               f"({len(ring.data_keys)} data key(s)); copies of the file in clear (backups of the home) "
-               f"still open the data: destroy them")
+               f"({len(ring.data_keys)} data key(s)); copies of the file in clear (backups of the home, the "
+               f"disk's old blocks) still open the data: follow with `contactgate keys rotate` and `keys retire` "
+               f"(docs/operations.md, section 8c)")
 
 
 @hsm_group.command("import-signing-key")
@@ -140,6 +141,12 @@ def hsm_import_signing_key(ctx: Context) -> None:
         moved.append(key_path.name)
     if not moved:
         fail(f"no signing key file in {layout.signing_key.parent} to move (already in the token?)")
+    from gateway.trust.signing_keys import record_token
+
+    record_token(layout, cfg)  # init, rotate, serve and restore now refuse to run without the token
     _audited(ctx, actor, f"signing key(s) {', '.join(moved)} moved into token {cfg.token!r} as {cfg.signing_label!r}")
     click.echo(f"moved {', '.join(moved)} into token {cfg.token!r} as {cfg.signing_label!r} (the files are deleted); "
-               f"restart the gateway with {hsm.ENV_SIGNING_KEY}={cfg.signing_label}")
+               f"restart the gateway with {hsm.ENV_SIGNING_KEY}={cfg.signing_label}.\n"
+               f"The key existed outside the token: copies remain in earlier backups, other nodes' homes and "
+               f"the disk's old blocks. Replace it with a key made in the token: `contactgate signing-key rotate`, "
+               f"`promote`, `retire` (docs/operations.md, section 8c)")

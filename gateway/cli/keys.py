@@ -50,7 +50,7 @@ def keys_status(ctx: Context) -> None:
     path = ctx.settings.layout.data_keys
     try:
         env = os.environ.get(vault.ENV_VAR)
-        ring = vault.Keyring.from_json(env) if env else vault.read_keyring(path)  # as it is now, not as cached
+        ring = vault.keyring_from_env(env) if env else vault.read_keyring(path)  # as it is now, not as cached
     except vault.KeyringError as exc:
         fail(str(exc))
     usage = _key_usage(ctx)

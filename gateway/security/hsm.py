@@ -20,7 +20,8 @@ says which: `serve` refuses to start on it, `/readyz` reports it.
 
 PKCS#11 sessions do not survive ``fork``: each process opens its own (gunicorn's master may have
 opened one for its checks before forking the workers; a worker finds the process id changed and
-initialises the library anew).
+initialises the library anew, with a new lock: the master's metrics thread may hold the old one).
+A session the token dropped is replaced on the next use (a signature is tried once more in it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class TokenConfig:
 
     def pin(self) -> str:
         if self.pin_file is None:
-            pin = os.environ.get(ENV_PIN, "")
+            pin = os.environ.get(ENV_PIN, "") or _ENV_PIN[0]
         else:
             from gateway.files import loose_mode
 
@@ -68,6 +69,10 @@ class TokenConfig:
                 if loose is not None:
                     raise HsmError(f"the token's PIN file {self.pin_file} is readable by others (mode {loose:o}): "
                                    f"run `chmod 600 {self.pin_file}`")
+                owner = self.pin_file.stat().st_uid
+                if owner != os.geteuid():
+                    raise HsmError(f"the token's PIN file {self.pin_file} is owned by uid {owner}, not by the "
+                                   f"gateway's user (uid {os.geteuid()}): run `chown $(id -un) {self.pin_file}`")
                 pin = self.pin_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise HsmError(f"cannot read the token's PIN from {self.pin_file} ({ENV_PIN_FILE}): "
@@ -77,10 +82,20 @@ class TokenConfig:
         return pin
 
 
+_ENV_PIN = [""]  # CONTACTGATE_PKCS11_PIN, taken out of os.environ: no child process (pg_dump ...) inherits it
+
+
 def config(env=None) -> TokenConfig | None:
     """The token the environment names, or None (keys on disk, the embedded default). A setting
-    missing or contradictory is an HsmError naming the variable."""
-    env = os.environ if env is None else env
+    missing or contradictory is an HsmError naming the variable. A PIN in the environment is moved
+    out of it into this process (forked workers keep it; programs it starts do not get it)."""
+    if env is None:
+        env = os.environ
+        if os.environ.get(ENV_PIN):
+            _ENV_PIN[0] = os.environ.pop(ENV_PIN)
+        env_pin = _ENV_PIN[0]
+    else:
+        env_pin = env.get(ENV_PIN, "")
     module = env.get(ENV_MODULE, "").strip()
     if not module:
         named = [v for v in (ENV_TOKEN, ENV_SIGNING_KEY, ENV_KEK, ENV_PIN_FILE) if env.get(v)]
@@ -96,7 +111,7 @@ def config(env=None) -> TokenConfig | None:
     pin_file = env.get(ENV_PIN_FILE, "").strip()
     if pin_file and env.get(ENV_PIN):
         raise HsmError(f"set {ENV_PIN_FILE} or {ENV_PIN}, not both")
-    if not pin_file and not env.get(ENV_PIN):
+    if not pin_file and not env_pin:
         raise HsmError(f"{ENV_MODULE} is set: the token's PIN comes from the file {ENV_PIN_FILE} names "
                        f"(or from {ENV_PIN}), never from the command line")
     return TokenConfig(module=module, token=token, pin_file=Path(pin_file) if pin_file else None,
@@ -121,6 +136,29 @@ def signing_config() -> TokenConfig | None:
 _LOCK = threading.RLock()
 _SESSIONS: dict[tuple, tuple[int, object]] = {}  # (module, token) -> (pid, session)
 _LIBS: dict[str, int] = {}  # module -> pid that initialised it
+_SIGN_FAILED: dict[tuple, tuple] = {}  # (module, token) -> (why the last signature failed, its TokenKey)
+
+
+def _after_fork_in_child() -> None:
+    """A forked process (a gunicorn worker) may have been forked while another thread of the parent
+    held the lock (the master's /readyz in its metrics thread): that thread does not exist here, so
+    the lock is made anew; the parent's sessions mean nothing here (``_LIBS`` stays: ``_library``
+    sees the pid changed and initialises the library anew)."""
+    global _LOCK
+    _LOCK = threading.RLock()
+    _SESSIONS.clear()
+    _SIGN_FAILED.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _drop_session(cfg: "TokenConfig", opened=None) -> None:
+    """Forget this process's session with the token (the token dropped it), so the next use opens one."""
+    with _LOCK:
+        found = _SESSIONS.get((cfg.module, cfg.token))
+        if found is not None and (opened is None or found[1] is opened):
+            del _SESSIONS[(cfg.module, cfg.token)]
 
 
 def _library(module: str):
@@ -238,8 +276,16 @@ def create_kek(cfg: TokenConfig) -> None:
             Attribute.DECRYPT: True, Attribute.WRAP: False, Attribute.UNWRAP: False, Attribute.PRIVATE: True})
 
 
-def wrap(cfg: TokenConfig, plaintext: bytes) -> dict:
-    """``plaintext`` sealed under the token's KEK (AES-256-GCM in the token), as the keyring file holds it."""
+def _aad(label: str, ca: str | None) -> bytes:
+    """AES-GCM's associated data: the KEK's label and the gateway's CA (its fingerprint), so that a
+    sealed keyring does not open in another gateway's home sharing the token. (Keyrings sealed before
+    this was bound, without "ca", carry the constant alone.)"""
+    return WRAP_AAD if ca is None else WRAP_AAD + f"; kek={label}; ca={ca}".encode("utf-8")
+
+
+def wrap(cfg: TokenConfig, plaintext: bytes, *, ca: str | None = None) -> dict:
+    """``plaintext`` sealed under the token's KEK (AES-256-GCM in the token), as the keyring file
+    holds it; bound to the gateway whose CA fingerprint is ``ca``."""
     import pkcs11
     from pkcs11 import Mechanism
     from pkcs11.mechanisms import GCMParams
@@ -248,19 +294,23 @@ def wrap(cfg: TokenConfig, plaintext: bytes) -> dict:
     with _LOCK:
         try:
             sealed = _kek(cfg).encrypt(plaintext, mechanism=Mechanism.AES_GCM,
-                                       mechanism_param=GCMParams(nonce, WRAP_AAD))
+                                       mechanism_param=GCMParams(nonce, _aad(cfg.kek_label, ca)))
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token {cfg.token!r} did not seal the data keyring: {type(exc).__name__}") from None
-    return {"format": WRAP_FORMAT, "wrapped_by": "pkcs11", "kek": cfg.kek_label,
-            "nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode()}
+    doc = {"format": WRAP_FORMAT, "wrapped_by": "pkcs11", "kek": cfg.kek_label,
+           "nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode()}
+    if ca is not None:
+        doc["ca"] = ca
+    return doc
 
 
 def is_wrapped(doc) -> bool:
     return isinstance(doc, dict) and doc.get("format") == WRAP_FORMAT and doc.get("wrapped_by") == "pkcs11"
 
 
-def unwrap(doc: dict) -> bytes:
-    """The keyring a ``wrap`` sealed, opened in the token named by the environment."""
+def unwrap(doc: dict, *, ca: str | None = None) -> bytes:
+    """The keyring a ``wrap`` sealed, opened in the token named by the environment; refused when it
+    was sealed for another gateway than the one whose CA fingerprint is ``ca``."""
     import pkcs11
     from pkcs11 import Mechanism
     from pkcs11.mechanisms import GCMParams
@@ -273,15 +323,21 @@ def unwrap(doc: dict) -> bytes:
     if cfg.kek_label != label:
         raise HsmError(f"the data keyring is sealed under the token's key {label!r}, but {ENV_KEK} is "
                        f"{cfg.kek_label!r}")
+    bound = doc.get("ca")
     try:
         nonce = base64.b64decode(doc["nonce"], validate=True)
         sealed = base64.b64decode(doc["sealed"], validate=True)
+        if bound is not None and not isinstance(bound, str):
+            raise TypeError("ca")
     except (KeyError, TypeError, ValueError):
         raise HsmError("the sealed data keyring is malformed") from None
+    if bound is not None and ca is not None and bound != ca:
+        raise HsmError(f"the data keyring was sealed for another gateway (CA {bound[:23]}…, this home's is "
+                       f"{ca[:23]}…): it is not this home's keyring")
     with _LOCK:
         try:
             return bytes(_kek(cfg).decrypt(sealed, mechanism=Mechanism.AES_GCM,
-                                           mechanism_param=GCMParams(nonce, WRAP_AAD)))
+                                           mechanism_param=GCMParams(nonce, _aad(label, bound))))
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token's key {label!r} does not open the data keyring (altered, or sealed "
                            f"under another token's key): {type(exc).__name__}") from None
@@ -348,9 +404,17 @@ def generate_signing_key(cfg: TokenConfig, *, ec: bool = False):
                                               int.from_bytes(public[Attribute.MODULUS], "big")).public_key()
         except pkcs11.PKCS11Error as exc:
             raise HsmError(f"the token {cfg.token!r} did not make a signing key: {type(exc).__name__}") from None
-        kid = key_id(public_key)
-        private[Attribute.ID] = kid
-        public[Attribute.ID] = kid
+        try:  # the pair was stored under a temporary id: its real one, or nothing left behind
+            kid = key_id(public_key)
+            private[Attribute.ID] = kid
+            public[Attribute.ID] = kid
+        except pkcs11.PKCS11Error as exc:
+            for item in (private, public):
+                try:
+                    item.destroy()
+                except pkcs11.PKCS11Error:
+                    pass
+            raise HsmError(f"the token {cfg.token!r} did not label the new signing key: {type(exc).__name__}") from None
     return public_key
 
 
@@ -392,16 +456,16 @@ class TokenKey:
         self.certificate = certificate
         self.is_rsa = isinstance(certificate.public_key(), rsa.RSAPublicKey)
         self._id = key_id(certificate.public_key())
-        self._found = None  # (pid, the key's object): found once per process, not per signature
+        self._found = None  # (the session, the key's object in it): found once per session, not per signature
         self._key()  # fail now (at start-up) rather than at the first answer
 
     def _key(self):
-        if self._found is not None and self._found[0] == os.getpid() and _SESSIONS.get(
-                (self._cfg.module, self._cfg.token), (None,))[0] == os.getpid():
-            return self._found[1]
         with _LOCK:
+            opened = session(self._cfg)  # this process's (a fork or a dropped session: a new one)
+            if self._found is not None and self._found[0] is opened:
+                return self._found[1]
             found = _find_private(self._cfg, self._id)
-            self._found = None if found is None else (os.getpid(), found)
+            self._found = None if found is None else (opened, found)
         if found is None:
             raise HsmError(f"the token {self._cfg.token!r} holds no signing key labelled "
                            f"{self._cfg.signing_label!r} for the certificate in signing/cert.pem "
@@ -412,27 +476,47 @@ class TokenKey:
         import pkcs11
         from pkcs11 import Mechanism
 
+        where = (self._cfg.module, self._cfg.token)
         with _LOCK:  # one operation at a time on the process's session
-            try:
-                if self.is_rsa:
-                    return bytes(self._key().sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
-                return bytes(self._key().sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA))
-            except pkcs11.PKCS11Error as exc:
-                raise HsmError(f"the token {self._cfg.token!r} did not sign: {type(exc).__name__}") from None
+            for attempt in (1, 2):  # a session the token dropped: once more in a new one
+                try:
+                    key = self._key()
+                    if self.is_rsa:
+                        signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+                    else:
+                        signature = bytes(key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA))
+                    _SIGN_FAILED.pop(where, None)
+                    return signature
+                except pkcs11.PKCS11Error as exc:
+                    problem = f"the token {self._cfg.token!r} did not sign: {type(exc).__name__}"
+                    _drop_session(self._cfg, self._found[0] if self._found else None)
+                    self._found = None
+                except HsmError as exc:
+                    problem = str(exc)
+                    break
+            _SIGN_FAILED[where] = (problem, self)  # /readyz says so until a signature succeeds
+            raise HsmError(problem)
 
 
 def probe(cfg: TokenConfig) -> str | None:
-    """For readiness: None when the token answers and holds the configured KEK; else what is wrong."""
+    """For readiness: None when the token answers, holds the configured KEK and (when this process's
+    last signature failed) signs again; else what is wrong."""
+    opened = None
     try:
-        opened = session(cfg)
         with _LOCK:
+            opened = session(cfg)
             opened.generate_random(8)  # a round trip to the token (the session may outlive a removed token)
         if cfg.kek_label:
             _kek(cfg)
     except HsmError as exc:
         return str(exc)
     except Exception as exc:  # the library's own errors: a session the token dropped
-        with _LOCK:
-            _SESSIONS.pop((cfg.module, cfg.token), None)
+        _drop_session(cfg, opened)  # the next use (a signature, a probe) opens a new one
         return f"the token {cfg.token!r} does not answer: {type(exc).__name__}"
+    failed = _SIGN_FAILED.get((cfg.module, cfg.token))
+    if failed is not None:  # this process's last signature failed: is it signing again?
+        try:
+            failed[1].sign(b"readiness")
+        except HsmError as exc:
+            return str(exc)
     return None

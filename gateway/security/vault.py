@@ -206,10 +206,23 @@ def read_keyring(path: Path) -> Keyring:
         raise KeyringError(f"no data keys at {path}: run `contactgate init`") from None
     if loose is not None:
         raise KeyringError(f"{path} is readable by others (mode {loose:o}): run `chmod 600 {path}`")
-    return keyring_from_text(path.read_text(encoding="utf-8"), where=str(path))
+    return keyring_from_text(path.read_text(encoding="utf-8"), where=str(path), ca=_home_ca(path))
 
 
-def keyring_from_text(text: str, *, where: str = "the data keyring") -> Keyring:
+def _home_ca(keyring_path: Path) -> str | None:
+    """The fingerprint of the CA of the home whose keyring file is ``keyring_path`` (keys/data-keys.json),
+    which a keyring sealed in a token is bound to; None before the home has a CA."""
+    from gateway.config import HomeLayout
+    from gateway.trust import pki
+
+    ca_cert = HomeLayout(keyring_path.parent.parent).ca_cert
+    try:
+        return pki.fingerprint(pki.load_cert_pem(ca_cert.read_bytes()))
+    except (OSError, ValueError):
+        return None
+
+
+def keyring_from_text(text: str, *, where: str = "the data keyring", ca: str | None = None) -> Keyring:
     """A keyring as its file holds it: in clear (format 1, the embedded default), or sealed under the
     key-encryption key of a PKCS#11 token (format 2, gateway.security.hsm), opened in the token. With
     a key-encryption key configured, a keyring in clear is refused: nothing falls back to a file."""
@@ -221,7 +234,7 @@ def keyring_from_text(text: str, *, where: str = "the data keyring") -> Keyring:
         doc = None
     try:
         if hsm.is_wrapped(doc):
-            return Keyring.from_json(hsm.unwrap(doc).decode("utf-8"))
+            return Keyring.from_json(hsm.unwrap(doc, ca=ca).decode("utf-8"))
         if hsm.kek_config() is not None:
             raise KeyringError(f"{where} is in clear, but {hsm.ENV_KEK} names a key-encryption key in the token: "
                                f"run `contactgate hsm wrap-keyring` to seal it under that key")
@@ -230,16 +243,17 @@ def keyring_from_text(text: str, *, where: str = "the data keyring") -> Keyring:
     return Keyring.from_json(text)
 
 
-def keyring_to_text(ring: Keyring) -> str:
+def keyring_to_text(ring: Keyring, *, ca: str | None = None) -> str:
     """What the keyring file holds: sealed under the token's key-encryption key when one is
-    configured (gateway.security.hsm), else the keyring in clear."""
+    configured (gateway.security.hsm), bound to the gateway whose CA fingerprint is ``ca``; else the
+    keyring in clear."""
     from gateway.security import hsm
 
     try:
         cfg = hsm.kek_config()
         if cfg is None:
             return ring.to_json()
-        return json.dumps(hsm.wrap(cfg, ring.to_json().encode("utf-8")), indent=2, sort_keys=True) + "\n"
+        return json.dumps(hsm.wrap(cfg, ring.to_json().encode("utf-8"), ca=ca), indent=2, sort_keys=True) + "\n"
     except hsm.HsmError as exc:
         raise KeyringError(str(exc)) from None
 
@@ -250,7 +264,7 @@ def write_keyring(path: Path, ring: Keyring) -> None:
     the disk (values sealed under a new key that a power cut then lost could never be opened)."""
     from gateway import files
 
-    files.replace_private(path, keyring_to_text(ring).encode("utf-8"))
+    files.replace_private(path, keyring_to_text(ring, ca=_home_ca(path)).encode("utf-8"))
 
 
 def for_home(path: Path) -> Vault:
@@ -269,11 +283,17 @@ def load(path: Path) -> Vault:
         return vault
 
 
+def keyring_from_env(text: str) -> Keyring:
+    """The keyring CONTACTGATE_DATA_KEYS holds, read as its file is (``keyring_from_text``): with a
+    key-encryption key configured, only sealed under it."""
+    return keyring_from_text(text, where=ENV_VAR)
+
+
 def _from_env(text: str) -> Vault:
     with _LOCK:
         vault = _BY_ENV.get(text)
         if vault is None:
-            vault = _BY_ENV[text] = Vault(Keyring.from_json(text))
+            vault = _BY_ENV[text] = Vault(keyring_from_env(text))
         return vault
 
 

@@ -20,6 +20,7 @@ when it (re)starts, never reads a half-written file.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +70,10 @@ def stage_next(layout: HomeLayout, ca_key, ca_cert, *, ec: bool = False) -> x509
                               "promote`) or discard it (`contactgate signing-key discard`)")
     from gateway.security import hsm
 
-    cfg = hsm.signing_config()
+    cfg = token_config(layout)
     if cfg is not None:  # made in the token, never out of it: only the certificate is written
         cert = pki.signing_cert_for(ca_key, ca_cert, hsm.generate_signing_key(cfg, ec=ec))
+        record_token(layout, cfg)
         pki.write_private(layout.signing_next_cert, pki.cert_pem(cert))
         return cert
     key, cert = pki.issue_signing_cert(ca_key, ca_cert, ec=ec)
@@ -85,16 +87,16 @@ def discard_next(layout: HomeLayout) -> x509.Certificate:
     if keys.next is None:
         raise SigningKeyError("no signing key is staged")
     layout.signing_next_key.unlink(missing_ok=True)
-    _destroy_in_token(keys.next)
+    _destroy_in_token(layout, keys.next)
     layout.signing_next_cert.unlink()
     return keys.next
 
 
-def _destroy_in_token(certificate: x509.Certificate) -> None:
+def _destroy_in_token(layout: HomeLayout, certificate: x509.Certificate) -> None:
     """The token's private key of ``certificate``, if the signing key is kept in a token."""
     from gateway.security import hsm
 
-    cfg = hsm.signing_config()
+    cfg = token_config(layout)
     if cfg is not None:
         hsm.destroy_signing_key(cfg, certificate.public_key())
 
@@ -119,28 +121,58 @@ def promote(layout: HomeLayout, *, now: dt.datetime | None = None, min_grace: dt
     # The certificate first, then the key: each rename is atomic, and the gateway loads both only
     # when it (re)starts, which the operator does after this command.
     os.replace(layout.signing_next_cert, layout.signing_cert)
-    if layout.signing_next_key.exists() or not _key_in_token():
+    if layout.signing_next_key.exists() or token_config(layout) is None:
         os.replace(layout.signing_next_key, layout.signing_key)
     # In a token the previous private key stays until `retire`: a node not yet reloaded still signs with it.
     return load(layout)
-
-
-def _key_in_token() -> bool:
-    from gateway.security import hsm
-
-    return hsm.signing_config() is not None
 
 
 def retire_previous(layout: HomeLayout) -> x509.Certificate:
     keys = load(layout)
     if keys.previous is None:
         raise SigningKeyError("no previous signing certificate is published")
-    _destroy_in_token(keys.previous)
+    _destroy_in_token(layout, keys.previous)
     layout.signing_previous_cert.unlink()
     return keys.previous
 
 
 # ---- where the current key is: the home's key file (the default) or a PKCS#11 token ---------------
+
+def token_marker(layout: HomeLayout) -> Path:
+    """``signing/key.pkcs11``: the home's record that its signing key is in a token (which, under
+    which label), so that nothing run without the token's settings makes a key on disk instead."""
+    return layout.signing_cert.parent / "key.pkcs11"
+
+
+def record_token(layout: HomeLayout, cfg) -> None:
+    pki.write_private(token_marker(layout), (json.dumps(
+        {"token": cfg.token, "label": cfg.signing_label}, indent=2, sort_keys=True) + "\n").encode())
+
+
+def token_config(layout: HomeLayout):
+    """The token holding the signing key (hsm.signing_config), checked against the home's record
+    (``token_marker``): an HsmError when the home's key is in a token the environment does not name."""
+    from gateway.security import hsm
+
+    cfg = hsm.signing_config()
+    marker = token_marker(layout)
+    if not marker.exists():
+        return cfg
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+        token, label = str(recorded["token"]), str(recorded["label"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise hsm.HsmError(f"{marker} (which token holds the signing key) is unreadable: restore it "
+                           f"from a backup") from None
+    if cfg is None:
+        raise hsm.HsmError(f"this home's signing key is in the PKCS#11 token {token!r} as {label!r} ({marker}): "
+                           f"set {hsm.ENV_MODULE}, {hsm.ENV_TOKEN}, the PIN and {hsm.ENV_SIGNING_KEY}={label}; "
+                           f"nothing makes a signing key on disk instead")
+    if (cfg.token, cfg.signing_label) != (token, label):
+        raise hsm.HsmError(f"this home's signing key is in the PKCS#11 token {token!r} as {label!r} ({marker}), "
+                           f"but {hsm.ENV_TOKEN}/{hsm.ENV_SIGNING_KEY} name {cfg.token!r}/{cfg.signing_label!r}")
+    return cfg
+
 
 def token_key(layout: HomeLayout):
     """The current signing key in the token CONTACTGATE_PKCS11_SIGNING_KEY names (gateway.security.hsm),
@@ -148,7 +180,7 @@ def token_key(layout: HomeLayout):
     when the token is named but cannot be used, or does not hold it: nothing falls back to a file."""
     from gateway.security import hsm
 
-    cfg = hsm.signing_config()
+    cfg = token_config(layout)
     if cfg is None:
         return None
     return hsm.TokenKey(cfg, pki.load_cert_pem(layout.signing_cert.read_bytes()))

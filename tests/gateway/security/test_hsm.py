@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from contactgate_local import proposal_id
 from contactgate_wire.soap import DS
 from gateway.backup.archive import BackupKey, decrypt_to, read_manifest
 from gateway.security import hsm, vault
@@ -57,6 +58,9 @@ def make_token(directory: Path, pin: str = "4711-2342") -> dict:
 class TokenHome:
     gateway: Gateway
     token: dict
+    backup_key: Path
+    before_wrap: Path  # a backup made before `hsm wrap-keyring`: the keyring in clear, signing/key.pem
+    before_import: Path  # a backup made before `hsm import-signing-key`: signing/key.pem in it
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -71,25 +75,39 @@ def token_home(request, tmp_path_factory):
         gateway = Gateway(backend, tmp_path_factory.mktemp("hsm-home"), url, None)
         gateway.cli("init")
         gateway.add_org("LA", "local_authority", ["push", "query"])
+        archives = tmp_path_factory.mktemp("hsm-backups")
+        backup_key = archives / "backup.key"
+        backup_key.write_bytes(os.urandom(32))
+        backup_key.chmod(0o600)
+        gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archives / "before-wrap.cgb"))
         for name, value in token.items():
             patch.setenv(name, value)
         gateway.extra_env.update(token)
         gateway.cli("hsm", "create-kek", officer="senior-s")
         gateway.cli("hsm", "wrap-keyring", officer="senior-s")
-        gateway.cli("hsm", "import-signing-key", officer="senior-s")
+        patch.delenv(hsm.ENV_SIGNING_KEY)  # the signing key is still the file
+        gateway.cli("backup", "--key-file", str(backup_key), "--out", str(archives / "before-import.cgb"))
+        patch.setenv(hsm.ENV_SIGNING_KEY, token[hsm.ENV_SIGNING_KEY])
+        moved = gateway.cli("hsm", "import-signing-key", officer="senior-s")
+        assert "signing-key rotate" in moved.output  # the imported key existed outside: replace it
         try:
-            yield TokenHome(gateway, token)
+            yield TokenHome(gateway, token, backup_key, archives / "before-wrap.cgb", archives / "before-import.cgb")
         finally:
             gateway.stop()
             hsm.release()
 
 
-def serve_refusal(gateway: Gateway, env: dict) -> subprocess.CompletedProcess:
-    """`contactgate serve` run with ``env`` where it must not start: its exit and its words."""
-    return subprocess.run([sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1:0"],
-                          env={**gateway.env(), **env}, capture_output=True, text=True, timeout=60)
+def serve_refusal(gateway: Gateway, env: dict, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """`contactgate serve` run with ``env`` where it must not start: its exit and its words (a
+    `serve` that started after all is stopped after ``timeout_s``: returncode None)."""
+    try:
+        return subprocess.run([sys.executable, "-m", "gateway", "serve", "--bind", "127.0.0.1:0"],
+                              env={**gateway.env(), **env}, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(exc.cmd, None, exc.stdout, str(exc.stderr or ""))
 
 
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # the token, not the database, is tested here
 def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_open_nothing(
         token_home, tmp_path, monkeypatch):
     gateway, token = token_home.gateway, token_home.token
@@ -105,7 +123,7 @@ def test_answers_signed_in_the_token_verify_with_the_sdk_and_the_copied_files_op
         for path in (p for p in home.rglob("*") if p.is_file()):
             assert base64.b64encode(key) not in path.read_bytes(), path
 
-    gateway.start(workers=1)
+    gateway.start(workers=2)  # forked after the master's token check: each worker its own session
     try:
         la = gateway.client("la")
         family = unique_name("Hsm")
@@ -221,6 +239,12 @@ def test_a_signing_key_rotated_in_the_token_signs_there_and_the_old_one_goes_at_
     assert signed_by == signing_keys.load(layout).current != before
     assert wsse.verify(envelope, signed_by).payload.text == "1"
     assert envelope.find(f".//{{{DS}}}SignatureMethod").get("Algorithm") == wsse.ECDSA_SHA256
+    proposed = gateway.cli("restore", "acknowledge", officer="senior-s", expect_ok=False)
+    if proposed.exit_code == 0:  # the restore of the first test, acknowledged: audit verify can pass
+        gateway.cli("restore", "acknowledge", "--proposal", proposal_id(proposed.output), officer="senior-t")
+    gateway.cli("audit", "verify")  # records a checkpoint signed in the token with ECDSA (r || s, made DER) ...
+    verified = gateway.cli("audit", "verify")  # ... which the next run verifies and starts from
+    assert "signed checkpoint" in verified.output, verified.output
     cfg = hsm.signing_config()
     assert hsm._find_private(cfg, hsm.key_id(before.public_key())) is not None  # nodes not yet reloaded sign on
     gateway.cli("signing-key", "retire", officer="senior-s")
@@ -236,4 +260,199 @@ def test_init_run_again_keeps_the_signing_key_in_the_token(token_home):
     assert "kept     response-signing key" in again.output
     assert (gateway.home / "signing" / "cert.pem").read_bytes() == pinned
     assert not (gateway.home / "signing" / "key.pem").exists()
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
+def test_a_clear_keyring_in_the_environment_is_refused_while_a_kek_is_configured(token_home, monkeypatch):
+    gateway = token_home.gateway
+    hsm.release()
+    stored = gateway.home / "keys" / "data-keys.json"
+    clear = vault.read_keyring(stored).to_json()
+    monkeypatch.setenv(vault.ENV_VAR, clear)
+    status = gateway.cli("keys", "status", officer="senior-s", expect_ok=False)
+    assert status.exit_code != 0 and "in clear" in status.output, status.output
+    refused = serve_refusal(gateway, {vault.ENV_VAR: clear}, timeout_s=30)
+    assert refused.returncode == 3, refused.stderr
+    assert "in clear" in refused.stderr and "Traceback" not in refused.stderr
+    monkeypatch.setenv(vault.ENV_VAR, stored.read_text())  # the keyring sealed under the KEK is taken
+    assert gateway.cli("keys", "status", officer="senior-s").exit_code == 0
+    hsm.release()
+
+
+def signing_files(home: Path) -> dict:
+    return {p.name: p.read_bytes() for p in (home / "signing").iterdir() if p.is_file()}
+
+
+def test_a_restore_puts_no_signing_key_file_back_once_the_key_is_in_the_token(token_home):
+    """A backup from before `hsm import-signing-key` holds signing/key.pem: restored, the key is
+    not written back to disk, and the certificate of the key the token signs with stays."""
+    from gateway.config import HomeLayout
+    from gateway.trust import signing_keys
+
+    gateway = token_home.gateway
+    hsm.release()
+    before = signing_files(gateway.home)
+    gateway.cli("restore", str(token_home.before_import), "--key-file", str(token_home.backup_key))
+    assert not list((gateway.home / "signing").glob("*key.pem"))
+    assert signing_files(gateway.home) == before
+    signing_keys.token_key(HomeLayout(gateway.home))  # serve would sign in the token
+    hsm.release()
+
+
+def test_a_backup_made_before_the_keyring_was_sealed_restores_under_the_kek(token_home):
+    gateway = token_home.gateway
+    hsm.release()
+    stored = gateway.home / "keys" / "data-keys.json"
+    now = vault.read_keyring(stored)
+    gateway.cli("restore", str(token_home.before_wrap), "--key-file", str(token_home.backup_key))
+    assert hsm.is_wrapped(json.loads(stored.read_text()))  # sealed again as it is written
+    assert set(vault.read_keyring(stored).data_keys) >= set(now.data_keys)
+    assert not list((gateway.home / "signing").glob("*key.pem"))
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_a_process_forked_while_the_token_is_in_use_opens_its_own_session(token_home):
+    """gunicorn's master answers /readyz (hsm.probe, under the module's lock) in a thread and forks
+    workers at any moment: a worker forked while the lock is held must not wait for it for ever."""
+    import threading
+    import time
+
+    cfg = hsm.config()
+    assert hsm.probe(cfg) is None  # the parent's session, as the master's after a /readyz
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with hsm._LOCK:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the worker: its own session, a round trip to the token
+            os._exit(0 if hsm.probe(cfg) is None else 1)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked process hung on the token's lock")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        release.set()
+        holder.join()
+        hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_signing_recovers_when_the_token_drops_the_session(token_home):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    from gateway.config import HomeLayout
+    from gateway.trust import signing_keys
+
+    hsm.release()
+    cfg = hsm.config()
+    key = signing_keys.token_key(HomeLayout(token_home.gateway.home))
+
+    def verified(data: bytes) -> None:
+        signature = key.sign(data)
+        public = key.certificate.public_key()
+        if key.is_rsa:
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+            half = len(signature) // 2
+            der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+            public.verify(der, data, ec.ECDSA(hashes.SHA256()))
+
+    verified(b"before")
+    hsm._SESSIONS[(cfg.module, cfg.token)][1].close()  # the token dropped the session (removed, reset)
+    verified(b"after the session was dropped")
+    assert hsm.probe(cfg) is None
+    hsm._SESSIONS[(cfg.module, cfg.token)][1].close()
+    assert hsm.probe(cfg) is not None  # /readyz says so once ...
+    verified(b"after a probe found it dropped")  # ... and signing takes a new session, not the old key object
+    assert hsm.probe(cfg) is None
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # refused before any storage is touched
+def test_commands_run_without_the_token_setting_refuse_to_make_a_signing_key_on_disk(token_home, monkeypatch):
+    """The home records that its signing key is in a token (signing/key.pkcs11): `init`, `signing-key
+    rotate`, `serve` and `restore` run without CONTACTGATE_PKCS11_SIGNING_KEY refuse, and write no key."""
+    gateway = token_home.gateway
+    hsm.release()
+    gateway.session("senior-s", fresh=True)  # a restore before may have rolled the officer's session back
+    before = signing_files(gateway.home)
+    assert "key.pkcs11" in before
+    monkeypatch.delenv(hsm.ENV_SIGNING_KEY)
+    without = {k: v for k, v in gateway.extra_env.items() if k != hsm.ENV_SIGNING_KEY}
+    monkeypatch.setattr(gateway, "extra_env", without)
+    for args in (("init",), ("signing-key", "rotate")):
+        refused = gateway.cli(*args, officer="senior-s" if args[0] != "init" else None, expect_ok=False)
+        assert refused.exit_code != 0 and hsm.ENV_SIGNING_KEY in refused.output, refused.output
+        assert signing_files(gateway.home) == before, args
+    refused = gateway.cli("restore", str(token_home.before_import), "--key-file", str(token_home.backup_key),
+                          expect_ok=False)
+    assert refused.exit_code != 0 and hsm.ENV_SIGNING_KEY in refused.output, refused.output
+    assert signing_files(gateway.home) == before
+    refused = serve_refusal(gateway, {}, timeout_s=30)
+    assert refused.returncode == 3 and hsm.ENV_SIGNING_KEY in refused.stderr, refused.stderr
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_the_pin_is_kept_from_child_processes_and_its_file_must_be_the_gateway_users(token_home, monkeypatch, tmp_path):
+    from gateway.backup import libpq
+
+    gateway = token_home.gateway
+    hsm.release()
+    monkeypatch.setattr(hsm, "_ENV_PIN", [""])  # forgotten again after the test
+    gateway.session("senior-s", fresh=True)  # a restore before may have rolled the officer's session back
+    pin = Path(token_home.token[hsm.ENV_PIN_FILE]).read_text().strip()
+    monkeypatch.delenv(hsm.ENV_PIN_FILE)
+    monkeypatch.setenv(hsm.ENV_PIN, pin)  # from a secret store, as systemd's LoadCredential would
+    assert "PIN accepted" in gateway.cli("hsm", "status", officer="senior-s").output
+    assert hsm.ENV_PIN not in os.environ  # what pg_dump, pg_restore and any other child inherit
+    assert hsm.ENV_PIN not in libpq("postgresql+psycopg://u:secret@db.example/cg")[1]
+    hsm.release()
+    assert "PIN accepted" in gateway.cli("hsm", "status", officer="senior-s").output  # kept in the process
+
+    foreign = tmp_path / "foreign-pin"
+    foreign.write_text(pin + "\n")
+    foreign.chmod(0o600)
+    os.chown(foreign, 65534, 65534)  # 0600, but another user's: they can change the PIN the gateway presents
+    monkeypatch.setenv(hsm.ENV_PIN_FILE, str(foreign))
+    hsm.release()
+    refused = gateway.cli("hsm", "status", officer="senior-s", expect_ok=False)
+    assert refused.exit_code != 0 and "owned by" in refused.output, refused.output
+    hsm.release()
+
+
+@pytest.mark.parametrize("token_home", ["sqlite"], indirect=True)  # no storage: the token only
+def test_a_sealed_keyring_copied_into_another_home_on_the_same_token_does_not_open(token_home, tmp_path):
+    from gateway import files
+    from gateway.trust import pki
+
+    hsm.release()
+    other = tmp_path / "other-home"
+    shutil.copytree(token_home.gateway.home / "keys", other / "keys")
+    _, ca_cert = pki.make_ca()  # another gateway, another CA, sharing the HSM's token and label
+    (other / "ca").mkdir()
+    files.write_private(other / "ca" / "ca.pem", pki.cert_pem(ca_cert))
+    with pytest.raises(vault.KeyringError, match="sealed for another gateway"):
+        vault.read_keyring(other / "keys" / "data-keys.json")
+    doc = json.loads((other / "keys" / "data-keys.json").read_text())
+    doc["ca"] = pki.fingerprint(ca_cert)  # the binding edited to match: the token's AES-GCM refuses it
+    (other / "keys" / "data-keys.json").write_text(json.dumps(doc))
+    with pytest.raises(vault.KeyringError, match="does not open the data keyring"):
+        vault.read_keyring(other / "keys" / "data-keys.json")
     hsm.release()
