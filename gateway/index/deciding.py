@@ -180,12 +180,14 @@ def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
 
 
 def _twins_named_alike(comparison: linkage.Comparison) -> bool:
-    """Given names a slip apart that are both names the model knows (Ella and Ellie, Sam and Cam),
-    the same birth date and family name: twins named alike as often as one child whose name was
-    misspelt into another real one. Not linked automatically: held for review (a slip that makes
-    no known name, Charlolte, is a misspelling and links)."""
+    """Given names a slip apart (Mia and Mila, Mateo and Matei, Aria and Arya, Charlotte and a
+    misspelt Charlolte), the same birth date and family name: twins named alike look exactly like
+    one child whose name was misspelt. Not linked automatically: held for review. Whether a name is
+    "real" is not asked of the name-frequency table (it is retrained, and lists only names seen
+    often enough in one index: an uncommon or minority-culture name would be taken for a
+    misspelling and its twin merged); a shared NHS or pupil number still links a misspelling."""
     levels = comparison.levels
-    return (comparison.known_names_a_slip_apart and levels.get("dob") == "exact"
+    return (levels.get("given") == "typo" and levels.get("dob") == "exact"
             and levels.get("family") in ("exact", "part", "typo"))
 
 
@@ -219,10 +221,10 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
     the name on the same birth date" with the same family name and address (twins named alike,
     Matei and Mateo, or the organisation's own misspelt duplicate: a question for a person); None
     otherwise (a slip of the name with the birth
-    date slipped too, or given and family names swapped, or a slip that makes a name the model does
-    not know of one it knows, Charlolte of Charlotte: the organisation's own duplicate)."""
+    date slipped too, or given and family names swapped: the organisation's own duplicate). A slip
+    to a name the frequency table does not know (Charlolte, but also Mila, Luna) is the same
+    question: whether a name is real is not read from a retrainable table."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
-    model = batch.model if batch is not None else scoring_model(conn)
     found = None
     for source in sources:
         if source.org_code != org_code:
@@ -236,8 +238,6 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
         if comparison.levels.get("given") != "typo":
             return "another name"
         levels = comparison.levels
-        if linkage.a_misspelling(person.given_names[0], own.given_names[0], model):
-            continue  # a misspelling of the organisation's own record, not a twin named alike
         if (levels.get("dob") == "exact" and levels.get("family") == "exact"
                 and levels.get("location") in ("postcode_and_line", "missing")):
             found = "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
@@ -339,15 +339,15 @@ def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str]
 def _slips_of_one_name(person: linkage.Person, best: linkage.Comparison | None, best_held: linkage.Person | None,
                        twins_of: list[linkage.Person], model: linkage.Model) -> bool:
     """The record looks like a twin of some of the child's records only because their names are
-    each a slip of one name: the record's first name is no name the model knows (a misspelling),
-    it agrees with the child's best-matching record by a slip, and that record agrees with every
-    "twin" by its own slip (Imgoen against Imogen and a misspelt Imogenn: two slips apart, one
-    name). A record with a name of its own (Ava against Ivy and a misspelt Iva) stays a twin."""
-    if best is None or best.twins or best.levels.get("given") not in ("exact", "typo") or not person.given_names:
+    each a slip of one name: the record agrees with the child's best-matching record by a slip,
+    and that record agrees with every "twin" by its own slip (Imgoen against Imogen and a misspelt
+    Imogenn: two slips apart, one name). Not by a nickname or initial: LA's Alexander and the GP's
+    Alex are one child, the school's Alexandre stays his twin. The pair then goes to review
+    (``_twins_named_alike``: a slip on the same birth date is never linked automatically), so a
+    record with a name of its own (Ava against Ivy and a misspelt Iva) is asked about, not merged."""
+    if best is None or best.twins or best.levels.get("given") != "typo" or not person.given_names:
         return False
-    if linkage.known_given_name(person.given_names[0], model):
-        return False
-    return all(linkage.given_names_agree(best_held, other) for other in twins_of)
+    return all(linkage.compare(best_held, other, model).levels.get("given") == "typo" for other in twins_of)
 
 
 def _recent_people(sources) -> list[linkage.Person]:

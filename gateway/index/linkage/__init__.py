@@ -19,6 +19,5 @@ from __future__ import annotations
 from gateway.index.linkage.person import Person, person_from_query, person_from_record, person_from_update  # noqa: F401
 from gateway.index.linkage.blocking import IDENTIFIER_KEY_PREFIXES, blocking_keys, query_keys  # noqa: F401
 from gateway.index.linkage.scoring import (  # noqa: F401
-    Comparison, Model, a_misspelling, compare, default_model, given_names_agree, known_given_name, query_match,
-    query_score,
+    Comparison, Model, compare, default_model, query_match, query_score,
 )

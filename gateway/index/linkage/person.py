@@ -238,10 +238,5 @@ def nickname_groups(name: str) -> frozenset[str]:
     return _nickname_groups().get(name, frozenset((name,)))
 
 
-def in_nickname_table(name: str) -> bool:
-    """Whether a normalised given name is in the nickname table (as a name or a diminutive)."""
-    return name in _nickname_groups()
-
-
 def are_nicknames(a: str, b: str) -> bool:
     return not nickname_groups(a).isdisjoint(nickname_groups(b))

@@ -24,7 +24,7 @@ from importlib import resources
 from rapidfuzz import fuzz
 from rapidfuzz.distance import JaroWinkler, OSA
 
-from gateway.index.linkage.person import Person, are_nicknames, in_nickname_table, person_from_query
+from gateway.index.linkage.person import Person, are_nicknames, person_from_query
 from gateway.index.model import FindQuery
 
 #: Agreement levels per field, best first. "missing" (either side absent) is implicit and neutral.
@@ -94,27 +94,6 @@ def given_only_through_a_middle_name(incoming: Person, held: Person) -> bool:
     likely twins named after each other as one child known by a middle name."""
     return set(incoming.given_first).isdisjoint(held.given_first) and (
         not set(incoming.given_first).isdisjoint(held.given_all) or not set(incoming.given_all).isdisjoint(held.given_first))
-
-
-def given_names_agree(a: Person, b: Person) -> bool:
-    """The first or preferred names of the two are one name by some measure (the same, a nickname,
-    a slip, an initial), not only through a middle name."""
-    return _given_level(a, b) not in (MISSING, 4) and not given_only_through_a_middle_name(a, b)
-
-
-def known_given_name(name: str, model: Model | None = None) -> bool:
-    """Whether a normalised given name is one the model knows as a name: in its name-frequency
-    table (``term_frequencies``: names that at least 10 training records carry) or in the nickname
-    table. The rules that must tell a misspelling from a twin's own name take a slip that makes a
-    name neither table knows (Charlolte, Imgoen) for a misspelling; two known names a slip apart
-    (Matei, Mateo) may be twins named alike, and so may two unknown ones."""
-    model = model or default_model()
-    return name in model.tf_bits.get("given", {}) or in_nickname_table(name)
-
-
-def a_misspelling(a: str, b: str, model: Model | None = None) -> bool:
-    """Of two given names a slip apart, exactly one is a known name: the other is its misspelling."""
-    return known_given_name(a, model) != known_given_name(b, model)
 
 
 def _name_pairs_level(pairs) -> int:
@@ -339,7 +318,6 @@ class Comparison:
     split_from: tuple | None = None  # (another child, its Comparison): the record links as strongly there
     given_through_middle: bool = False  # the given names agree only as one's first and the other's middle
     same_first_name: bool = False  # the first given names, whole and normalised, are the same
-    known_names_a_slip_apart: bool = False  # the given names agree only as a slip between two known names
 
     @property
     def demographic_probability(self) -> float:
@@ -381,22 +359,7 @@ def compare(incoming: Person, held: Person, model: Model | None = None) -> Compa
     identifiers = {"agree": "agree", "disagree": "disagree"}.get(levels["identifier"])
     return Comparison(levels=levels, weights=weights, weight=total, probability=probability_from_weight(total),
                       twins=twins, identifiers=identifiers, swapped_names=swapped, given_through_middle=through_middle,
-                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1],
-                      known_names_a_slip_apart=levels["given"] == "typo" and _known_names_a_slip_apart(
-                          incoming, held, swapped, model))
-
-
-def _known_names_a_slip_apart(incoming: Person, held: Person, swapped: bool, model: Model) -> bool:
-    """The given names agree only as a slip, and every slip that makes them agree is between two
-    names the model knows (Ella and Ellie, Mateo and Matei, Sam and Cam): as likely twins named
-    alike as one child's name misspelt into another real name."""
-    if swapped:
-        pairs = ([(a, b) for a in incoming.given_first for b in held.family_names]
-                 + [(a, b) for a in incoming.family_names for b in held.given_first])
-    else:
-        pairs = [(a, b) for a in incoming.given_first for b in held.given_first]
-    slips = [(a, b) for a, b in pairs if a != b and not are_nicknames(a, b) and _is_typo(a, b)]
-    return bool(slips) and all(known_given_name(a, model) and known_given_name(b, model) for a, b in slips)
+                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1])
 
 
 def _agreeing_names(field: str, incoming: Person, held: Person):
