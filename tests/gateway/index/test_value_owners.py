@@ -239,10 +239,13 @@ def _settle(gateway, conflict_id, keep: str, expect_ok: bool = True):
                        expect_ok=expect_ok)
 
 
-def _other_child(clients):
-    """A child of the LA's that links to nobody else (to merge with)."""
+def _other_child(clients, **leave_out):
+    """A child of the LA's that links to nobody else (to merge with), without the fields named in
+    ``leave_out`` (Address=True: its LA states no address)."""
     family, seed = unique_name("Other"), int(unique()[:6], 16)
-    record = child_update(unique("la-"), family, unique_name("Quinn"), f"{2008 + seed % 3}-0{1 + seed % 9}-1{seed % 9}")
+    record = child_update(unique("la-"), family, unique_name("Quinn"), f"{2012 + seed % 3}-0{1 + seed % 9}-1{seed % 9}")
+    for name in leave_out:
+        record.pop(name)
     [other] = clients("la").submit_updates([record])
     assert other["Outcome"] == "created"
     return other["ChildId"]
@@ -292,7 +295,7 @@ def test_a_shielded_childs_conflict_stays_withheld_after_an_unmerge(gateway, cli
 def test_undoing_a_merge_keeps_a_settlement_made_while_it_stood(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     [address] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
-    merged = gateway.cli("review", "merge", child_id, _other_child(clients), "--officer", "dora").output
+    merged = gateway.cli("review", "merge", child_id, _other_child(clients, Address=True), "--officer", "dora").output
     merge_id = merged.split()[1].rstrip(":")
     _settle(gateway, address["id"], "submitted")
     assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
