@@ -9,7 +9,9 @@ times the gateway received them (``detail``, sealed under the row's id).
 
 A conflict is raised when the lower source sends (the value it sent is the news), never because the
 owner sent a new value of its own (that replaces, as it always did). Sent again unchanged, it is the
-same open question; a value an officer kept the owner's against is not asked again until one of the
+same open question (its dates refreshed); when either value changes, the open question is withdrawn
+and a new one (a new id) is asked, so that a settlement only ever applies the values its officer
+was shown; a value an officer kept the owner's against is not asked again until one of the
 two changes; one that no longer disagrees withdraws its open question.
 
 Rows are found by the lower source record, which a merge moves with its child: a settlement follows
@@ -127,8 +129,12 @@ def note(conn: Connection, child_id: str, sources: list[Source], record: dict, p
             if any(r.status == KEPT and _asked(held.detail(r)) == asked for r in rows if r.field == field_):
                 continue  # an officer kept the shown value against this very value
             still_open += 1
-            if open_rows:
-                row = open_rows[-1]
+            same = [r for r in open_rows if _asked(held.detail(r)) == asked]
+            for row in open_rows:  # a question whose values changed is another question (a new id)
+                if row not in same:
+                    _set(conn, row.id, status=WITHDRAWN, decided_by=None, decided_at=now, updated_at=now)
+            if same:  # the same values again: only the dates (and the owner's record) are news
+                row = same[-1]
                 if held.detail(row) != detail:
                     _set(conn, row.id, detail=v.seal(json.dumps(detail, sort_keys=True), sealed.conflict_context(row.id)),
                          owner_org_code=owner.org_code, owner_source_record_id=owner.source_record_id, updated_at=now)

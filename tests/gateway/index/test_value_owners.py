@@ -251,7 +251,6 @@ def _other_child(clients, **leave_out):
     return other["ChildId"]
 
 
-@pytest.mark.xfail(strict=True, reason="review 1: a re-sent value is written into the open conflict")
 def test_a_settlement_never_applies_a_value_the_officer_did_not_see(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     [seen] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
@@ -267,7 +266,6 @@ def test_a_settlement_never_applies_a_value_the_officer_did_not_see(gateway, cli
     assert entry["submitted"]["value"]["lines"] == ["666 Unseen Road"]
 
 
-@pytest.mark.xfail(strict=True, reason="review 3: shielding decided by the child the conflict was raised on")
 def test_a_shielded_childs_conflict_stays_withheld_after_an_unmerge(gateway, clients, school):
     family, seed = unique_name("Refuge"), int(unique()[:6], 16)
     dob = f"{2010 + seed % 8}-{1 + seed % 12:02d}-{1 + seed % 28:02d}"
@@ -291,7 +289,6 @@ def test_a_shielded_childs_conflict_stays_withheld_after_an_unmerge(gateway, cli
         assert "Refuge Row" not in shown and "SCHOOL" not in shown
 
 
-@pytest.mark.xfail(strict=True, reason="review 2: unmerge restores a record a settlement has overruled since")
 def test_undoing_a_merge_keeps_a_settlement_made_while_it_stood(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     [address] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
