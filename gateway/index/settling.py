@@ -58,21 +58,29 @@ def _withheld(field_: str, shielded: bool, officer_roles: Collection[str], shiel
     return shielded and field_ in LOCATION_FIELDS and not set(officer_roles) & set(shield_roles)
 
 
-def _side(detail: dict, name: str, withheld: bool, with_value: bool) -> dict:
+def _anonymous(shielded: bool, officer_roles: Collection[str], shield_roles: Collection[str]) -> bool:
+    """A shielded child's suppliers are named to shield roles only, on every field."""
+    return shielded and not set(officer_roles) & set(shield_roles)
+
+
+def _side(detail: dict, name: str, withheld: bool, with_value: bool, anonymous: bool = False) -> dict:
     side = dict(detail.get(name) or {})
     if withheld:
         return {"withheld": shielding.WITHHELD}
+    if anonymous:  # a shielded child: who holds it (a GP's, a school's code) would place it
+        side.update({key: shielding.WITHHELD for key in ("org", "kind", "source_record_id") if key in side})
     if not with_value:
         side.pop("value", None)
         side.pop("source_record_id", None)
     return side
 
 
-def _entry(row, detail: dict, child: str, shielded: bool, withheld: bool, with_value: bool) -> dict:
+def _entry(row, detail: dict, child: str, shielded: bool, withheld: bool, with_value: bool,
+           anonymous: bool = False) -> dict:
     return {"id": row.id, "kind": "value_conflict", "status": row.status, "field": row.field,
             "child_id": child, "raised_on": row.child_id, "shielded": shielded, "location_withheld": withheld,
-            "submitted": _side(detail, "submitted", withheld, with_value),
-            "shown": _side(detail, "shown", withheld, with_value),
+            "submitted": _side(detail, "submitted", withheld, with_value, anonymous),
+            "shown": _side(detail, "shown", withheld, with_value, anonymous),
             "created_at": row.created_at.isoformat(), "updated_at": row.updated_at.isoformat(),
             "decided_by": row.decided_by, "decided_at": row.decided_at.isoformat() if row.decided_at else None}
 
@@ -88,7 +96,8 @@ def list_conflicts(conn: Connection, status: str | None = conflicts.OPEN, limit:
     for row in conn.execute(query.order_by(value_conflicts.c.id).limit(limit)).all():
         child, shielded, _ = _now_held(conn, row)
         withheld = _withheld(row.field, shielded, officer_roles, shield_roles)
-        entries.append(_entry(row, conflicts.open_detail(v, row), child, shielded, withheld, with_value=False))
+        entries.append(_entry(row, conflicts.open_detail(v, row), child, shielded, withheld, with_value=False,
+                              anonymous=_anonymous(shielded, officer_roles, shield_roles)))
     return entries
 
 
@@ -111,7 +120,8 @@ def show(conn: Connection, trail: audit.AuditTrail, conflict_id: int, officer: s
                                    child_ids=sorted({row.child_id, child}),
                                    detail=f"value conflict {conflict_id} ({row.field}) shown{mark}"))
     detail = conflicts.open_detail(sealed.vault_of(conn), row)
-    return _entry(row, detail, child, shielded, withheld, with_value=True)
+    return _entry(row, detail, child, shielded, withheld, with_value=True,
+                  anonymous=_anonymous(shielded, officer_roles, shield_roles))
 
 
 def settle(conn: Connection, trail: audit.AuditTrail, conflict_id: int, keep: str, officer: str, now: dt.datetime, *,

@@ -300,7 +300,6 @@ def test_undoing_a_merge_keeps_a_settlement_made_while_it_stood(gateway, clients
     assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
 
 
-@pytest.mark.xfail(strict=True, reason="review 6: a shielded child's owners named outside the location fields")
 def test_a_shielded_childs_conflicts_name_no_organisation_on_any_field(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     seed = int(unique()[:6], 16)
