@@ -314,3 +314,38 @@ def test_a_shielded_childs_conflicts_name_no_organisation_on_any_field(gateway, 
     assert SCHOOL not in json.dumps(pupil) and "education" not in json.dumps(pupil)
     shown = gateway.cli("review", "conflict", str(pupil["id"]), "--json", "--officer", "dora").output
     assert SCHOOL not in shown and school_record["SourceRecordId"] not in shown
+
+
+@pytest.mark.xfail(strict=True, reason="review 4: an owner that stops stating a value lets the disputed one through")
+def test_an_owner_that_stops_stating_the_address_does_not_let_the_disputed_one_through_unasked(
+        gateway, clients, school):
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    [before] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
+    without = copy.deepcopy(la_record)
+    without.pop("Address")
+    [result] = clients("la").submit_updates([without])
+    assert result["Outcome"] == "updated"
+    child = clients("health").get_contacts(child_id, **READ)
+    disputed = child.address is not None and child.address.line1 == school_record["Address"]["Line1"]
+    asked = [c for c in _conflicts(gateway, child_id) if c["field"] == "address" and c["id"] != before["id"]]
+    assert not disputed or asked, "the school's disputed address shown with no question"
+
+
+@pytest.mark.xfail(strict=True, reason="review 5: disagreements only raised when the lower source sends")
+def test_disagreements_are_noted_on_a_merge_and_withdrawn_when_the_owner_comes_to_agree(gateway, clients, school):
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    # The owner comes to agree: the open question is withdrawn.
+    agreed = copy.deepcopy(la_record)
+    agreed["Address"] = dict(school_record["Address"])
+    clients("la").submit_updates([agreed])
+    assert [c["field"] for c in _conflicts(gateway, child_id)] == ["carers"]
+    # A school's record of the same child, held apart until an officer merges it: the merge asks.
+    family, seed = unique_name("Apart"), int(unique()[:6], 16)
+    apart = child_update(unique("sch-"), family, unique_name("Kit"), f"{2012 + seed % 3}-0{1 + seed % 9}-1{seed % 9}")
+    apart["Address"] = {"Line1": "9 Elsewhere Row", "Town": "Leeds", "Postcode": "LS9 9ZZ"}
+    [held_apart] = clients(school).submit_updates([apart])
+    assert held_apart["Outcome"] == "created" and _conflicts(gateway, held_apart["ChildId"]) == []
+    gateway.cli("review", "merge", child_id, held_apart["ChildId"], "--officer", "dora")
+    asked = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
+    assert [c["submitted"]["org"] for c in asked] == [SCHOOL]
+
