@@ -331,7 +331,6 @@ def test_an_owner_that_stops_stating_the_address_does_not_let_the_disputed_one_t
     assert not disputed or asked, "the school's disputed address shown with no question"
 
 
-@pytest.mark.xfail(strict=True, reason="review 5: disagreements only raised when the lower source sends")
 def test_disagreements_are_noted_on_a_merge_and_withdrawn_when_the_owner_comes_to_agree(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     # The owner comes to agree: the open question is withdrawn.
