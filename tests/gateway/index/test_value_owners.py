@@ -348,3 +348,13 @@ def test_disagreements_are_noted_on_a_merge_and_withdrawn_when_the_owner_comes_t
     asked = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
     assert [c["submitted"]["org"] for c in asked] == [SCHOOL]
 
+
+
+@pytest.mark.xfail(strict=True, reason="review 10: 0044 not normalised")
+def test_a_phone_written_with_0044_is_the_same_phone():
+    from gateway.index.precedence import disagrees
+
+    carers = [{"name": "Pat Parent", "relationship": "mother", "phone": "0113 496 0000"}]
+    for written in ("0044 113 496 0000", "+44 (0)113 496 0000", "0044 (0) 113 496 0000"):
+        assert not disagrees("carers", [{**carers[0], "phone": written}], carers), written
+    assert disagrees("carers", [{**carers[0], "phone": "0044 113 496 0999"}], carers)
