@@ -349,8 +349,6 @@ def test_disagreements_are_noted_on_a_merge_and_withdrawn_when_the_owner_comes_t
     assert [c["submitted"]["org"] for c in asked] == [SCHOOL]
 
 
-
-@pytest.mark.xfail(strict=True, reason="review 10: 0044 not normalised")
 def test_a_phone_written_with_0044_is_the_same_phone():
     from gateway.index.precedence import disagrees
 
