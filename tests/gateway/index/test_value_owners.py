@@ -356,3 +356,16 @@ def test_a_phone_written_with_0044_is_the_same_phone():
     for written in ("0044 113 496 0000", "+44 (0)113 496 0000", "0044 (0) 113 496 0000"):
         assert not disagrees("carers", [{**carers[0], "phone": written}], carers), written
     assert disagrees("carers", [{**carers[0], "phone": "0044 113 496 0999"}], carers)
+
+
+@pytest.mark.xfail(strict=True, reason="review 8: an archived child's conflicts still shown")
+def test_an_archived_childs_conflicts_are_not_listed_or_shown(gateway, clients, school):
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    [address] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
+    died = copy.deepcopy(la_record)
+    died["Identity"]["DateOfDeath"] = "2026-01-05"
+    clients("la").submit_updates([died])
+    assert _conflicts(gateway, child_id) == []
+    refused = gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora", expect_ok=False)
+    assert refused.exit_code != 0 and "archived" in refused.output
+    assert school_record["Address"]["Line1"] not in refused.output
