@@ -87,14 +87,17 @@ def _entry(row, detail: dict, child: str, shielded: bool, withheld: bool, with_v
 
 def list_conflicts(conn: Connection, status: str | None = conflicts.OPEN, limit: int = 100, *,
                    officer_roles: Collection[str] = (), shield_roles: Collection[str] = frozenset()) -> list[dict]:
-    """The value conflicts, oldest first: field, child, both suppliers and dates (no values)."""
+    """The value conflicts, oldest first: field, child, both suppliers and dates (no values). An
+    archived child's are left out (and `show` refuses them), as `settle` refuses them."""
     query = select(value_conflicts)
     if status:
         query = query.where(value_conflicts.c.status == status)
     v = sealed.vault_of(conn)
     entries = []
     for row in conn.execute(query.order_by(value_conflicts.c.id).limit(limit)).all():
-        child, shielded, _ = _now_held(conn, row)
+        child, shielded, archived = _now_held(conn, row)
+        if archived:  # retention: an archived child is in no queue (`contactgate retention show`)
+            continue
         withheld = _withheld(row.field, shielded, officer_roles, shield_roles)
         entries.append(_entry(row, conflicts.open_detail(v, row), child, shielded, withheld, with_value=False,
                               anonymous=_anonymous(shielded, officer_roles, shield_roles)))
@@ -113,7 +116,9 @@ def show(conn: Connection, trail: audit.AuditTrail, conflict_id: int, officer: s
          officer_roles: Collection[str] = (), shield_roles: Collection[str] = frozenset()) -> dict:
     """Both values, who supplied each (their source record ids as sent) and when. Audited."""
     row = _row(conn, conflict_id)
-    child, shielded, _ = _now_held(conn, row)
+    child, shielded, archived = _now_held(conn, row)
+    if archived:
+        raise ReviewError(f"child {child} is archived (retention): see `contactgate retention show`")
     withheld = _withheld(row.field, shielded, officer_roles, shield_roles)
     mark = f" {shielding.audit_mark(not withheld)}" if shielded else ""
     trail.append(conn, audit.Entry(operation="review.conflict.show", outcome="done", user_id=officer, role=ROLE,

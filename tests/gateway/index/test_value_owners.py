@@ -358,7 +358,6 @@ def test_a_phone_written_with_0044_is_the_same_phone():
     assert disagrees("carers", [{**carers[0], "phone": "0044 113 496 0999"}], carers)
 
 
-@pytest.mark.xfail(strict=True, reason="review 8: an archived child's conflicts still shown")
 def test_an_archived_childs_conflicts_are_not_listed_or_shown(gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
     [address] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
