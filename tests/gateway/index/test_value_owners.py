@@ -368,3 +368,34 @@ def test_an_archived_childs_conflicts_are_not_listed_or_shown(gateway, clients, 
     refused = gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora", expect_ok=False)
     assert refused.exit_code != 0 and "archived" in refused.output
     assert school_record["Address"]["Line1"] not in refused.output
+
+
+def test_a_settlement_racing_a_push_applies_only_the_value_it_was_shown(gateway, clients, school):
+    """The school re-sends (a new value each time) while an officer settles: no deadlock, and the
+    settlement either applies the very value its conflict showed or is refused."""
+    import threading
+
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    [address] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
+    seen = json.loads(gateway.cli("review", "conflict", str(address["id"]), "--json", "--officer", "dora").output)
+    errors = []
+
+    def push():
+        try:
+            for n in range(4):
+                clients(school).submit_updates([_moved(school_record, f"{n + 1} Racing Row", "LS3 1AA", "0113 496 0999")])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    settled = _settle(gateway, address["id"], "submitted", expect_ok=False)
+    pusher.join(120)
+    assert not pusher.is_alive() and errors == []
+    shown = clients("health").get_contacts(child_id, **READ).address.line1
+    if settled.exit_code == 0:
+        # the value the officer saw, or the LA's again once the school moved on from it
+        assert shown in (seen["submitted"]["value"]["lines"][0], la_record["Address"]["Line1"])
+    else:
+        assert "withdrawn" in settled.output or "changed" in settled.output, settled.output
+        assert shown == la_record["Address"]["Line1"]
