@@ -399,3 +399,20 @@ def test_a_settlement_racing_a_push_applies_only_the_value_it_was_shown(gateway,
     else:
         assert "withdrawn" in settled.output or "changed" in settled.output, settled.output
         assert shown == la_record["Address"]["Line1"]
+
+
+def test_a_key_rotation_keeps_every_conflict_readable_and_every_settlement_in_force(gateway, clients, school):
+    from gateway.index import at_rest
+
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    conflicts = {c["field"]: c for c in _conflicts(gateway, child_id)}
+    _settle(gateway, conflicts["address"]["id"], "submitted")
+    gateway.cli("keys", "rotate", officer="senior-s")
+    with gateway.engine.connect() as conn:
+        if len([k for k, n in at_rest.key_usage(conn).items() if n]) > 1:  # a push sealed under the old key meanwhile
+            gateway.cli("keys", "rotate", "--resume", officer="senior-s")
+    entry = json.loads(gateway.cli("review", "conflict", str(conflicts["carers"]["id"]), "--json", "--officer", "dora").output)
+    assert [c["phone"] for c in entry["submitted"]["value"]] == ["0113 496 0999"]
+    assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
+    clients(school).submit_updates([copy.deepcopy(school_record)])  # derived again after the rotation: still applied
+    assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
