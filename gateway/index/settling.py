@@ -47,8 +47,9 @@ def _now_held(conn: Connection, row) -> tuple[str, bool, bool]:
     where its records are now, not by the child it was raised on."""
     current = _child_of(conn, row.org_code, row.source_record_id, row.child_id)
     owner = _child_of(conn, row.owner_org_code, row.owner_source_record_id, current)
-    flags = {r.child_id: r for r in conn.execute(select(children.c.child_id, children.c.shielded, children.c.archived_at)
-                                                 .where(children.c.child_id.in_(sorted({current, owner}))))}
+    flags = {r.child_id: r for r in conn.execute(
+        select(children.c.child_id, children.c.shielded, children.c.archived_at)
+        .where(children.c.child_id.in_(sorted({current, owner}))))}
     mine = flags.get(current)
     return (current, any(bool(r.shielded) for r in flags.values()),
             bool(mine and mine.archived_at is not None))

@@ -383,7 +383,8 @@ def test_a_settlement_racing_a_push_applies_only_the_value_it_was_shown(gateway,
     def push():
         try:
             for n in range(4):
-                clients(school).submit_updates([_moved(school_record, f"{n + 1} Racing Row", "LS3 1AA", "0113 496 0999")])
+                moved = _moved(school_record, f"{n + 1} Racing Row", "LS3 1AA", "0113 496 0999")
+                clients(school).submit_updates([moved])
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -411,7 +412,8 @@ def test_a_key_rotation_keeps_every_conflict_readable_and_every_settlement_in_fo
     with gateway.engine.connect() as conn:
         if len([k for k, n in at_rest.key_usage(conn).items() if n]) > 1:  # a push sealed under the old key meanwhile
             gateway.cli("keys", "rotate", "--resume", officer="senior-s")
-    entry = json.loads(gateway.cli("review", "conflict", str(conflicts["carers"]["id"]), "--json", "--officer", "dora").output)
+    entry = json.loads(gateway.cli("review", "conflict", str(conflicts["carers"]["id"]), "--json",
+                                   "--officer", "dora").output)
     assert [c["phone"] for c in entry["submitted"]["value"]] == ["0113 496 0999"]
     assert clients("health").get_contacts(child_id, **READ).address.line1 == school_record["Address"]["Line1"]
     clients(school).submit_updates([copy.deepcopy(school_record)])  # derived again after the rotation: still applied
