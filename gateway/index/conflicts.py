@@ -7,9 +7,13 @@ settle (gateway.index.settling; `contactgate review conflicts`, the console's re
 row holds the field, the lower source, the supplier of the shown value, and both values with the
 times the gateway received them (``detail``, sealed under the row's id).
 
-A conflict is raised when the lower source sends (the value it sent is the news), never because the
-owner sent a new value of its own (that replaces, as it always did). Sent again unchanged, it is the
-same open question; a value an officer kept the owner's against is not asked again until one of the
+Disagreements are looked for each time a child's shown record is derived again (a push by any of
+its sources, a merge or unmerge, a settlement): an owner's new value replaces, as it always did, and
+a lower source's standing value that now disagrees with it is asked about; one the owner comes to
+agree with is withdrawn. Sent again unchanged, it is the
+same open question (its dates refreshed); when either value changes, the open question is withdrawn
+and a new one (a new id) is asked, so that a settlement only ever applies the values its officer
+was shown; a value an officer kept the owner's against is not asked again until one of the
 two changes; one that no longer disagrees withdraws its open question.
 
 Rows are found by the lower source record, which a merge moves with its child: a settlement follows
@@ -94,41 +98,51 @@ def _side(source: Source, value) -> dict:
 
 def note(conn: Connection, child_id: str, sources: list[Source], record: dict, provenance: dict,
          arrived: set[tuple[str, str]], rules: Rules, held: Held, now: dt.datetime) -> int:
-    """After the child's shown record was derived again: for each source of ``arrived`` ((organisation,
-    stored source record id) just sent), raise or refresh a conflict on each field where it is of a
-    lower tier than the value shown and disagrees with it; withdraw its open ones that no longer
-    disagree. Returns how many conflicts are open for those sources now."""
+    """After the child's shown record was derived again (a push, a merge or unmerge, a settlement):
+    for each of its sources, raise or refresh a conflict on each field where it is of a lower tier
+    than the value shown and disagrees with it; withdraw its open ones that no longer disagree (or
+    whose source no longer sits on this child's record set as a lower one). Returns how many
+    conflicts are open for the sources of ``arrived`` ((organisation, stored source record id) just
+    sent) now. Each field's stating sources are found once, each source's rows by a dict: the cost
+    is linear in the child's sources, whatever the batch."""
     v = sealed.vault_of(conn)
     by_source = {(s.org_code, s.source_record_id): s for s in sources}
+    rows_of: dict[tuple[str, str], list] = {}
+    for row in held:
+        rows_of.setdefault((row.org_code, row.source_record_id), []).append(row)
     still_open = 0
-    for key in sorted(arrived):
-        source = by_source.get(key)
-        if source is None:
-            continue
-        rows = [r for r in held if (r.org_code, r.source_record_id) == key]
-        for field_ in FIELDS:
-            if not rules.tiers.get(field_):
-                continue  # one tier: the most recent wins, nobody is lower
-            found = stating(sources, field_)
-            own = next((value for s, value in found if s is source), None)
-            supplier = provenance.get(_key(field_)) or {}
-            owner = by_source.get((supplier.get("org"), supplier.get("source_record_id")))
-            open_rows = [r for r in rows if r.field == field_ and r.status == OPEN]
-            best = min((rules.tier(field_, s.kind) for s, _ in found), default=0)
+    for field_ in FIELDS:
+        if not rules.tiers.get(field_):
+            continue  # one tier: the most recent wins, nobody is lower
+        found = stating(sources, field_)
+        values = {id(s): value for s, value in found}
+        supplier = provenance.get(_key(field_)) or {}
+        owner = by_source.get((supplier.get("org"), supplier.get("source_record_id")))
+        best = min((rules.tier(field_, s.kind) for s, _ in found), default=0)
+        shown_value = _shown(record, field_)
+        for key in sorted(by_source):
+            source = by_source[key]
+            own = values.get(id(source))
+            rows = [r for r in rows_of.get(key, ()) if r.field == field_]
+            open_rows = [r for r in rows if r.status == OPEN]
             lower = own is not None and owner is not None and owner is not source and \
                 rules.tier(field_, source.kind) > best
-            shown_value = _shown(record, field_)
             if not lower or not disagrees(field_, own, shown_value):
                 for row in open_rows:
                     _set(conn, row.id, status=WITHDRAWN, decided_by=None, decided_at=now, updated_at=now)
                 continue
             detail = {"field": field_, "submitted": _side(source, own), "shown": _side(owner, shown_value)}
             asked = (canonical(field_, own), canonical(field_, shown_value))
-            if any(r.status == KEPT and _asked(held.detail(r)) == asked for r in rows if r.field == field_):
+            if any(r.status == KEPT and _asked(held.detail(r)) == asked for r in rows):
                 continue  # an officer kept the shown value against this very value
-            still_open += 1
-            if open_rows:
-                row = open_rows[-1]
+            if key in arrived:
+                still_open += 1
+            same = [r for r in open_rows if _asked(held.detail(r)) == asked]
+            for row in open_rows:  # a question whose values changed is another question (a new id)
+                if row not in same:
+                    _set(conn, row.id, status=WITHDRAWN, decided_by=None, decided_at=now, updated_at=now)
+            if same:  # the same values again: only the dates (and the owner's record) are news
+                row = same[-1]
                 if held.detail(row) != detail:
                     _set(conn, row.id, detail=v.seal(json.dumps(detail, sort_keys=True), sealed.conflict_context(row.id)),
                          owner_org_code=owner.org_code, owner_source_record_id=owner.source_record_id, updated_at=now)

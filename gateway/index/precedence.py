@@ -170,7 +170,9 @@ def _address(value: dict | None):
 
 
 def _phone(value) -> str | None:
-    digits = re.sub(r"\D", "", value or "")
+    """A UK phone as its national digits: +44, 0044 and a bracketed (0) after them are one form."""
+    text = re.sub(r"^\s*(\+|00)\s*44\s*(\(\s*0\s*\))?", "0", value or "")
+    digits = re.sub(r"\D", "", text)
     if digits.startswith("44"):
         digits = "0" + digits[2:]
     return digits or None

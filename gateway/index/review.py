@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.audit import chain as audit
 from gateway.db import blocking_keys, children, distinct_pairs, involvements, merges, review_queue, source_records
-from gateway.index import ids, linkage, shielding, store, writing
+from gateway.index import ids, linkage, sealed, shielding, store, writing
 
 ROLE = "data_quality_officer"
 
@@ -340,11 +340,24 @@ def _restore_child(conn: Connection, child_id: str, before: dict, snapshot: dict
     conn.execute(update(children).where(children.c.child_id == child_id).values(
         merged_into=before["merged_into"], shielded=before["shielded"]))
     writing._refresh_child(conn, child_id, now)  # its keys, from its own sources again
-    if held_then == held_now:
+    # Derivation depends on the value conflicts settled for a lower source's value too: one settled
+    # (or no longer in force) while the merge stood leaves the record as derived now.
+    if held_then == held_now and _settled(conn, child_id, before.get("provenance")) == _settled(conn, child_id):
         conn.execute(update(children).where(children.c.child_id == child_id).values(
             record=before["record"], provenance=before["provenance"], family_name_norm=before["family_name_norm"],
             date_of_birth=dt.date.fromisoformat(before["date_of_birth"]),
             updated_at=dt.datetime.fromisoformat(before["updated_at"])))
+
+
+def _settled(conn: Connection, child_id: str, sealed_provenance: str | None | bool = False) -> set:
+    """The value conflicts whose settlement chose a value of the child's record: in the provenance
+    given (as stored), or by default in the one stored now."""
+    if sealed_provenance is False:
+        sealed_provenance = conn.execute(select(children.c.provenance).where(children.c.child_id == child_id)).scalar()
+    if not sealed_provenance:
+        return set()
+    opened = json.loads(sealed.vault_of(conn).open(sealed_provenance, sealed.child_context("provenance", child_id)))
+    return {who.get("settled") for who in opened.values() if isinstance(who, dict) and who.get("settled")}
 
 
 # ---- how a reviewer is shown a record (the CLI's `review show`, the console) -------------------------

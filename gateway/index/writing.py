@@ -139,9 +139,9 @@ def _refresh_child(conn: Connection, child_id: str, now: dt.datetime, retention_
                    arrived: frozenset[tuple[str, str]] = frozenset(), conflicts_schema: bool = True) -> int:
     """Derive what the index shows for the child from its source records, by the precedence in
     force and the value conflicts settled for a lower source's value, and file it under every key
-    any of them gives. The child's row is locked first: a concurrent writer waits. ``arrived``: the
-    (organisation, stored source record id) just sent, whose disagreements with what is shown are
-    raised as value conflicts (gateway.index.conflicts).
+    any of them gives. The child's row is locked first: a concurrent writer waits. Every source's
+    disagreements with what is shown are value conflicts (gateway.index.conflicts); ``arrived``: the
+    (organisation, stored source record id) just sent, whose open conflicts are counted.
     ``retention_schema=False``: only for migration 0005, which runs before the retention columns;
     ``conflicts_schema=False``: migrations before 0015 (no value_conflicts table yet). Returns how
     many value conflicts of ``arrived`` sources are open on the child."""
@@ -157,8 +157,8 @@ def _refresh_child(conn: Connection, child_id: str, now: dt.datetime, retention_
         updated_at=now, **_shown_values(v, child_id, record, provenance),
         **({"archive_due": retention.archive_due(record)} if retention_schema else {})))
     asked = 0
-    if arrived and conflicts_schema:
-        asked = conflicts.note(conn, child_id, sources, record, provenance, set(arrived), rules, held, now)
+    if conflicts_schema and retention_schema:  # every source's disagreements, whoever sent (review 5)
+        asked = conflicts.note(conn, child_id, sources, record, provenance, arrived, rules, held, now)
     if retention_schema and retention.is_archived(conn, child_id):  # ---- retention: filed under no key
         return asked
     wanted = set()

@@ -92,3 +92,21 @@ def test_a_bad_roles_file_stops_the_gateway_from_starting(tmp_path):
     with pytest.raises(Exception):
         gw.start()
     gw.stop()
+
+
+def test_a_role_without_the_address_is_not_told_who_supplied_it(roles_gateway):
+    """IncludeProvenance: AddressSource goes with the address, to a role that may see it, never alone."""
+    from contactgate_wire.soap import CG
+
+    la = roles_gateway.client("la")
+    child_id = _child_with_a_lead_professional(la)
+    found = {}
+    for role in ("social worker", "school nurse", "volunteer"):
+        data = la.build_request("GetContacts", Requester={"UserId": "rf.tester", "Role": role},
+                                Reason={"_value_1": "provenance", "code": "referral"},
+                                ChildId=child_id, IncludeProvenance=True)
+        status, envelope = la.post_raw("GetContacts", data)
+        assert status == 200
+        child = envelope.find(f".//{{{CG}}}GetContactsResponse/{{{CG}}}Child")
+        found[role] = (child.find(f"{{{CG}}}Address") is not None, child.find(f"{{{CG}}}AddressSource") is not None)
+    assert found == {"social worker": (True, True), "school nurse": (False, False), "volunteer": (False, False)}
