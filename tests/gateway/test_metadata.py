@@ -49,6 +49,23 @@ def test_wsdl_and_xsd_are_fetched_without_a_client_certificate_at_relative_locat
     assert requests.get(beside, verify=_ca(gateway), timeout=10).content == xsd.content
 
 
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 2: the WSDL's address is made of the Host header")
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:443", "0.0.0.0", "not a host"])
+def test_a_foreign_host_header_does_not_change_the_wsdls_address_and_nothing_may_cache_it(gateway, host):
+    """The address is the configured --service-url whatever Host the request names (a shared cache or
+    CDN keyed on the path would otherwise keep an attacker's address for every integrator)."""
+    for path in ("/soap/v1?wsdl", f"/{schemas.WSDL_NAME}", f"/soap/{schemas.XSD_NAME}"):
+        answer = requests.get(f"{gateway.metadata_url}{path}", headers={"Host": host}, verify=_ca(gateway),
+                              timeout=10)
+        assert answer.status_code == 200
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Vary"] == "Host"
+        if path != f"/soap/{schemas.XSD_NAME}":
+            location = etree.fromstring(answer.content).find(f".//{{{SOAP_BINDING_NS}}}address").get("location")
+            assert location == f"{gateway.url}/soap/v1"
+    assert b"attacker" not in answer.content
+
+
 def test_zeep_loads_the_wsdl_from_the_metadata_listener_without_a_client_certificate(gateway):
     session = requests.Session()
     session.trust_env = False  # (else a CA bundle named in the environment overrides session.verify)

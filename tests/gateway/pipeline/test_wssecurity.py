@@ -6,6 +6,7 @@ every profile mistake of a message is named in one fault; XML Encryption is refu
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import xmlsec
@@ -35,6 +36,33 @@ def _wss4j_find_child(gateway, client: GatewayClient, signer: str, **options) ->
     directory = gateway.certs[signer]
     return wss4j_signed(without_security(client.build_request("FindChild", **find_kwargs())),
                         (directory / "key.pem").read_bytes(), (directory / "cert.pem").read_bytes(), **options)
+
+
+def _key_info_changed(data: bytes, tag: str, text: str) -> bytes:
+    """The first ``tag`` in ds:KeyInfo given ``text`` (KeyInfo is not signed: the signature still verifies)."""
+    envelope = etree.fromstring(data)
+    envelope.find(f".//{q(DS, 'KeyInfo')}//{tag}").text = text
+    return etree.tostring(envelope)
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 1: the issuer name is parsed whatever its length")
+def test_an_issuer_name_longer_than_1_kib_is_refused_before_it_is_parsed(gateway, clients):
+    """A 100 KB ds:X509IssuerName (1 MB took 8.8 s to parse): refused by its length, saying the limit."""
+    la = clients("la")
+    data = _key_info_changed(_wss4j_find_child(gateway, la, "la", key_identifier="IssuerSerial"),
+                             q(DS, "X509IssuerName"), "CN=" + "a," * 50_000 + "O=x")
+    message = fault_message(assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA"))
+    assert "at most 1024 characters" in message
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 1: a KeyIdentifier of any length is looked up")
+def test_a_key_identifier_longer_than_64_bytes_is_refused_as_not_an_identifier(gateway, clients):
+    la = clients("la")
+    data = _key_info_changed(_wss4j_find_child(gateway, la, "la", key_identifier="SKIKeyIdentifier"),
+                             q(WSSE, "KeyIdentifier"), base64.b64encode(b"\x01" * 65).decode())
+    message = fault_message(assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA"))
+    assert message.startswith("wsse:KeyIdentifier must be the base64 of")
+
 
 
 @pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
