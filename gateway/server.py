@@ -230,7 +230,6 @@ class GatewayServer(FrontApplication):
         self.settings = settings
         self.behind_proxy = behind_proxy
         self.metadata_bind = metadata_bind
-        self.service_port = int(bind.rpartition(":")[2])
         self.service_url = service_url
         _renew_crl(settings)
         crl.write_client_bundle(settings)
@@ -307,7 +306,7 @@ class GatewayServer(FrontApplication):
             [layout.server_cert, layout.server_key])
         limits = replace(FrontLimits.from_settings(self.settings), max_body_bytes=metadata.MAX_REQUEST_BYTES,
                          body_budget_bytes=metadata.MAX_REQUEST_BYTES)
-        return MetadataSetup(parse_address(self.metadata_bind), metadata.application(self.service_port, self.service_url),
+        return MetadataSetup(parse_address(self.metadata_bind), metadata.application(self.service_url),
                              tls, limits)
 
 
@@ -321,7 +320,7 @@ def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, th
     free one, logged), or None (no metrics port).
     ``metadata_bind``: HOST:PORT of the metadata listener (gateway.metadata: the WSDL and XSD without a
     client certificate), or None (none, the default); ``service_url``: the service's address written
-    in the WSDL it serves (default: the host asked for, with ``bind``'s port)."""
+    in the WSDL it serves (required with ``metadata_bind``)."""
     settings = replace(settings, workers=workers)  # each worker's share of the rate limits without Redis
     if threads is not None:
         settings = replace(settings, threads=threads)

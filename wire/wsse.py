@@ -316,6 +316,11 @@ ACCEPTED_KEY_REFERENCES = (
     "certificate's).")
 _KEY_INFO_SHAPE = ("ds:KeyInfo must hold one wsse:SecurityTokenReference or one ds:X509Data naming the signing "
                    "certificate. " + ACCEPTED_KEY_REFERENCES)
+# A reference is read before anything is verified and before any rate limit: bounded. An issuer's
+# distinguished name is parsed in pure Python (1 MB: 9 s); a SHA-1 thumbprint is 20 bytes, a Subject
+# Key Identifier 20 (SHA-1) or at most 32 (SHA-256 methods) in practice.
+MAX_ISSUER_NAME_CHARS = 1024
+MAX_KEY_IDENTIFIER_BYTES = 64
 UNRESOLVED_KEY_REFERENCE = ("The key reference in ds:KeyInfo names no certificate registered to your organisation "
                             "(the TLS client certificate's). " + ACCEPTED_KEY_REFERENCES)
 
@@ -395,11 +400,11 @@ def _key_reference(security: etree._Element, signature: etree._Element) -> KeyRe
         return _x509_data(part)
     if part.tag == q(WSSE, "KeyIdentifier"):
         kind = _KEY_IDENTIFIER_KINDS.get(part.get("ValueType"))
-        identifier = _strict_base64(part)
+        identifier = _strict_base64(part, max_bytes=MAX_KEY_IDENTIFIER_BYTES)
         if kind is None or part.get("EncodingType") not in (None, BASE64) or identifier is None:
             raise _refused("wsse:KeyIdentifier must be the base64 of the certificate's Subject Key Identifier "
                            "(ValueType ...#X509SubjectKeyIdentifier) or SHA-1 thumbprint (ValueType "
-                           "...#ThumbprintSHA1). " + ACCEPTED_KEY_REFERENCES,
+                           "...#ThumbprintSHA1), at most 64 bytes. " + ACCEPTED_KEY_REFERENCES,
                            f"KeyIdentifier ValueType {part.get('ValueType')!r}")
         return KeyReference(kind, identifier=identifier)
     if part.tag != q(WSSE, "Reference"):
@@ -440,6 +445,9 @@ def _issuer_serial(x509_data: etree._Element) -> KeyReference:
     if [c.tag for c in _children(issuer_serial)] != [q(DS, "X509IssuerName"), q(DS, "X509SerialNumber")]:
         raise _refused(public)
     name_text, serial_text = ((c.text or "").strip() for c in _children(issuer_serial))
+    if len(name_text) > MAX_ISSUER_NAME_CHARS:  # (parsed in pure Python, before anything is verified)
+        raise _refused(f"ds:X509IssuerName must be at most {MAX_ISSUER_NAME_CHARS} characters.",
+                       f"X509IssuerName of {len(name_text)} characters")
     try:
         issuer = x509.Name.from_rfc4514_string(name_text)
         serial = int(serial_text, 10) if serial_text.isdigit() and len(serial_text) <= 50 else None
@@ -458,18 +466,20 @@ def _certificate(der_text: str | None) -> x509.Certificate:
                        "certificate expected).", f"signing certificate unreadable: {exc}") from None
 
 
-def _strict_base64(element: etree._Element) -> bytes | None:
-    """The element's base64 content, or None if it is missing, empty, not base64, or mixed with
-    child nodes (comments would make the text the verifier reads differ from the whole)."""
+def _strict_base64(element: etree._Element, *, max_bytes: int | None = None) -> bytes | None:
+    """The element's base64 content, or None if it is missing, empty, not base64, longer than
+    ``max_bytes`` decoded, or mixed with child nodes (comments would make the text the verifier reads
+    differ from the whole)."""
     if len(element):
         return None
     text = "".join((element.text or "").split())
-    if not text:
+    if not text or max_bytes is not None and len(text) > 4 * ((max_bytes + 2) // 3):
         return None
     try:
-        return base64.b64decode(text, validate=True)
+        decoded = base64.b64decode(text, validate=True)
     except ValueError:
         return None
+    return None if max_bytes is not None and len(decoded) > max_bytes else decoded
 
 
 def _signer_key(signer: x509.Certificate):

@@ -49,7 +49,6 @@ def test_wsdl_and_xsd_are_fetched_without_a_client_certificate_at_relative_locat
     assert requests.get(beside, verify=_ca(gateway), timeout=10).content == xsd.content
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 2: the WSDL's address is made of the Host header")
 @pytest.mark.parametrize("host", ["attacker.example", "attacker.example:443", "0.0.0.0", "not a host"])
 def test_a_foreign_host_header_does_not_change_the_wsdls_address_and_nothing_may_cache_it(gateway, host):
     """The address is the configured --service-url whatever Host the request names (a shared cache or

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 2: --metadata-bind starts without --service-url")
 @pytest.mark.parametrize("service_url", [None, "https://gateway.example.org:8443/\"><x",
                                          "https://user@gateway.example.org:8443", "https://gateway.example.org:99999"])
 def test_metadata_bind_without_a_valid_service_url_is_refused_before_anything_starts(service_url, tmp_path):
