@@ -105,6 +105,53 @@ def test_wss4j_reference_to_the_organisations_revoked_certificate_is_refused_as_
     assert message == "The signing certificate has been revoked."
 
 
+def _der_string(attribute: x509.NameAttribute) -> str:
+    """The attribute's value as Java writes an unknown type's: # and the hex of its DER."""
+    tag = attribute._type.value
+    content = attribute.value.encode("utf-16-be" if tag == 30 else "utf-8")
+    length = bytes([len(content)]) if len(content) < 128 else bytes([0x81, len(content)])
+    return "#" + (bytes([tag]) + length + content).hex()
+
+
+ISSUER_NAME_FORMS = {  # (the test CA's name is one RDN: the .NET form of several is tested below)
+    "lower-case attribute types": lambda name: ",".join(
+        "+".join(f"{a.rfc4514_attribute_name.lower()}={a.value}" for a in rdn) for rdn in reversed(name.rdns)),
+    "Java (dotted OIDs, hex DER values)": lambda name: ",".join(
+        "+".join(f"{a.oid.dotted_string}={_der_string(a)}" for a in rdn) for rdn in reversed(name.rdns)),
+    "values in another case, spaced": lambda name: ", ".join(
+        "+".join(f"{a.rfc4514_attribute_name} = {a.value.upper()}" for a in rdn) for rdn in reversed(name.rdns)),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW 6: only cryptography's RFC 4514 form is understood")
+@pytest.mark.parametrize("form", list(ISSUER_NAME_FORMS))
+def test_an_issuer_name_as_other_stacks_write_it_names_the_organisations_certificate(gateway, clients, form):
+    la = clients("la")
+    issuer = x509.load_pem_x509_certificate((gateway.certs["la"] / "cert.pem").read_bytes()).issuer
+    written = ISSUER_NAME_FORMS[form](issuer)
+    assert written != issuer.rfc4514_string()
+    data = _key_info_changed(_wss4j_find_child(gateway, la, "la", key_identifier="IssuerSerial"),
+                             q(DS, "X509IssuerName"), written)
+    status, answer = la.post_raw("FindChild", data)
+    assert status == 200, GatewayClient.fault_code(answer) + ": " + fault_message(answer)
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW 6: E= and EMAILADDRESS= are refused")
+@pytest.mark.parametrize("written", ["CN=Test CA, E=ca@example.org", "CN=Test CA,EMAILADDRESS=CA@Example.org",
+                                     "cn=test ca,1.2.840.113549.1.9.1=#160e6361406578616d706c652e6f7267"])
+def test_an_issuer_name_with_an_email_address_as_stacks_write_it_is_understood(written):
+    public_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    issuer = x509.Name([x509.NameAttribute(NameOID.EMAIL_ADDRESS, "ca@example.org"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")])
+    certificate = _certificate(issuer, 77, "LA", public_key)
+    x509_data = etree.fromstring(f'<ds:X509Data xmlns:ds="{DS}"><ds:X509IssuerSerial><ds:X509IssuerName/>'
+                                 f'<ds:X509SerialNumber>77</ds:X509SerialNumber></ds:X509IssuerSerial></ds:X509Data>')
+    x509_data.find(f".//{q(DS, 'X509IssuerName')}").text = written
+    reference = wsse._x509_data(x509_data)
+    assert reference.names(certificate)
+    assert not wsse.KeyReference(reference.kind, issuer=reference.issuer, serial=78).names(certificate)
+
+
 def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clients):
     """WSS4J 1.6 as the distributions ship it: RSA-SHA1, SHA-1 digests, only the Body signed and no
     Timestamp. One round trip tells the integrator all three settings."""
