@@ -123,7 +123,6 @@ ISSUER_NAME_FORMS = {  # (the test CA's name is one RDN: the .NET form of severa
 }
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 6: only cryptography's RFC 4514 form is understood")
 @pytest.mark.parametrize("form", list(ISSUER_NAME_FORMS))
 def test_an_issuer_name_as_other_stacks_write_it_names_the_organisations_certificate(gateway, clients, form):
     la = clients("la")
@@ -136,7 +135,6 @@ def test_an_issuer_name_as_other_stacks_write_it_names_the_organisations_certifi
     assert status == 200, GatewayClient.fault_code(answer) + ": " + fault_message(answer)
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW 6: E= and EMAILADDRESS= are refused")
 @pytest.mark.parametrize("written", ["CN=Test CA, E=ca@example.org", "CN=Test CA,EMAILADDRESS=CA@Example.org",
                                      "cn=test ca,1.2.840.113549.1.9.1=#160e6361406578616d706c652e6f7267"])
 def test_an_issuer_name_with_an_email_address_as_stacks_write_it_is_understood(written):
