@@ -150,6 +150,32 @@ def test_an_issuer_name_with_an_email_address_as_stacks_write_it_is_understood(w
     assert not wsse.KeyReference(reference.kind, issuer=reference.issuer, serial=78).names(certificate)
 
 
+@pytest.mark.xfail(strict=True, reason="review INFO 8: another organisation's certificate gets its own answer")
+def test_a_carried_certificate_of_another_organisation_gets_the_answer_an_unregistered_one_gets(gateway, clients):
+    """Signed with HEALTH's key and certificate, or with a certificate the gateway's CA issued but no
+    officer registered, over LA's TLS connection: the same code and words (no oracle of whether a
+    certificate belongs to another organisation)."""
+    from cryptography.hazmat.primitives import serialization
+
+    la = clients("la")
+    ca_dir = gateway.home / "ca"
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca-key.pem").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    unregistered = pki.issue_org_cert(ca_key, ca_cert, "LA", "LA", key.public_key())
+    answers = []
+    for signer_key, signer_cert in ((key, unregistered), None):
+        if signer_cert is None:
+            data = clients("health").build_request("FindChild", **find_kwargs())
+        else:
+            signer = wsse.EnvelopeSigner(pki.key_pem(signer_key), pki.cert_pem(signer_cert))
+            data = resign(signer, la.build_request("FindChild", sign=False, **find_kwargs()))
+        fault = assert_post_refused(gateway, la, "FindChild", data, "SignerMismatch", org_code="LA")
+        answers.append(fault_message(fault))
+    assert answers[0] == answers[1]
+    assert "sign with your own organisation's certificate" in answers[0]
+
+
 def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clients):
     """WSS4J 1.6 as the distributions ship it: RSA-SHA1, SHA-1 digests, only the Body signed and no
     Timestamp. One round trip tells the integrator all three settings."""
