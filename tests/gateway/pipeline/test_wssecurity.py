@@ -185,6 +185,23 @@ def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clie
     assert "SignatureMethod must be RSA-SHA256 or ECDSA-SHA256" in message
     assert "DigestMethod must be SHA-256" in message
     assert "wsu:Timestamp" in message and "soap:Body and wsu:Timestamp" in message
+    assert message.startswith("The signature does not follow the profile in 4 ways: (1) ")
+    assert wsse._TIMESTAMP_MISSING in message
+
+
+@pytest.mark.xfail(strict=True, reason="review INFO 7: the audit keeps only the public text of a combined refusal")
+def test_the_audit_keeps_the_offending_values_of_a_combined_refusal_and_the_fault_does_not(gateway, clients):
+    from tests.gateway.pipeline.attacks import baseline
+
+    la = clients("la")
+    data = _wss4j_find_child(gateway, la, "la", signature_method=xmlsec.Transform.RSA_SHA1,
+                             digest_method=xmlsec.Transform.SHA1, timestamp=False)
+    _, seq = baseline(gateway)
+    message = fault_message(assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA"))
+    [entry] = gateway.audit_entries_after(seq)
+    assert "'http://www.w3.org/2000/09/xmldsig#rsa-sha1'" in entry["detail"]
+    assert "'http://www.w3.org/2000/09/xmldsig#sha1'" in entry["detail"]
+    assert "xmldsig#rsa-sha1" not in message
 
 
 def _encrypted_body(unsigned: bytes, recipient_cert_pem: bytes) -> bytes:
