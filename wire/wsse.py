@@ -288,7 +288,7 @@ def profile_problems(envelope: etree._Element) -> tuple["KeyReference | None", l
         reference = _key_reference(security, signature)
     except SignatureInvalid as refusal:
         reference = None
-        problems.append(refusal.public_message)
+        problems.append(_Problem(refusal.public_message, str(refusal)))
     for problem in _signed_info_problems(signature, body, timestamp):
         if problem not in problems:
             problems.append(problem)
@@ -297,10 +297,23 @@ def profile_problems(envelope: etree._Element) -> tuple["KeyReference | None", l
 
 def profile_refusal(problems: list[str]) -> SignatureInvalid:
     """One refusal naming every problem (`profile_problems`): a single one in its own words."""
+    details = "; ".join(getattr(problem, "detail", problem) for problem in problems)
     if len(problems) == 1:
-        return _refused(problems[0])
+        return _refused(str(problems[0]), details)
     listed = " ".join(f"({n}) {problem}" for n, problem in enumerate(problems, 1))
-    return _refused(f"The signature does not follow the profile in {len(problems)} ways: {listed}")
+    return _refused(f"The signature does not follow the profile in {len(problems)} ways: {listed}",
+                    f"{len(problems)} profile mismatches: {details}")
+
+
+class _Problem(str):
+    """A profile mismatch: its public words (the string), and for the audit what was sent (``detail``)."""
+
+    detail: str
+
+    def __new__(cls, public: str, detail: str):
+        problem = super().__new__(cls, public)
+        problem.detail = detail
+        return problem
 
 
 SUBJECT_KEY_IDENTIFIER = ("http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0"
@@ -674,9 +687,10 @@ def _signed_info_problems(signature: etree._Element, body: etree._Element,
             or any(c.tag != q(DS, "Reference") for c in parts[2:]):
         return [_SIGNED_INFO_SHAPE]
     c14n, method, *references = parts
-    problems = [p for p in [_c14n_problem(c14n, _C14N_METHOD)] if p]
+    problems = [_Problem(p, f"CanonicalizationMethod {c14n.get('Algorithm')!r}: {p}")
+                for p in [_c14n_problem(c14n, _C14N_METHOD)] if p]
     if method.get("Algorithm") not in _KEY_FOR_METHOD or _children(method):
-        problems.append(_SIGNATURE_METHODS)
+        problems.append(_Problem(_SIGNATURE_METHODS, f"SignatureMethod {method.get('Algorithm')!r}"))
     uris = set()
     for name, element in (("soap:Body", body), ("wsu:Timestamp", timestamp)):
         element_id = None if element is None else _element_id(element)
@@ -740,12 +754,12 @@ def _reference_problems(references: list[etree._Element], uris: set[str],
         transforms_problem = None
         if any(t.tag != q(DS, "Transform") for t in transforms) or algorithms not in ACCEPTED_TRANSFORMS \
                 or (len(transforms) == 2 and _children(transforms[0])):
-            transforms_problem = _TRANSFORMS
+            transforms_problem = _Problem(_TRANSFORMS, f"Transforms {algorithms!r}")
         else:
             transforms_problem = _c14n_problem(transforms[-1], _TRANSFORMS)
         digest_problem = None
         if digest_method.get("Algorithm") != SHA256 or _children(digest_method):
-            digest_problem = _DIGEST_METHOD
+            digest_problem = _Problem(_DIGEST_METHOD, f"DigestMethod {digest_method.get('Algorithm')!r}")
         digest = _strict_base64(digest_value)
         if digest_problem is None and (digest is None or len(digest) != 32):
             digest_problem = "ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes)."

@@ -189,7 +189,6 @@ def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clie
     assert wsse._TIMESTAMP_MISSING in message
 
 
-@pytest.mark.xfail(strict=True, reason="review INFO 7: the audit keeps only the public text of a combined refusal")
 def test_the_audit_keeps_the_offending_values_of_a_combined_refusal_and_the_fault_does_not(gateway, clients):
     from tests.gateway.pipeline.attacks import baseline
 
