@@ -312,7 +312,7 @@ class _Problem(str):
 
     def __new__(cls, public: str, detail: str):
         problem = super().__new__(cls, public)
-        problem.detail = detail
+        problem.detail = detail if len(detail) <= 300 else detail[:300] + "..."  # (what was sent: any size)
         return problem
 
 
