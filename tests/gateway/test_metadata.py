@@ -99,7 +99,7 @@ def test_metadata_listener_speaks_only_tls(gateway):
     with socket.create_connection(("127.0.0.1", gateway.metadata_port), timeout=10) as connection:
         connection.sendall(b"GET /soap/v1?wsdl HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = connection.recv(4096)
-    assert b"definitions" not in answer and not answer.startswith(b"HTTP/1.1 200")
+    assert b"definitions" not in answer and not answer.startswith(b"HTTP/")  # no HTTP answer at all (not even 400)
 
 
 def test_node_soap_builds_its_client_from_the_metadata_listener_and_calls_the_service(gateway, node_soap):

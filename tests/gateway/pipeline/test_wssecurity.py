@@ -22,7 +22,7 @@ from contactgate_wire.soap import CG, DS, SOAP_ENV, WSSE, q
 from tests.gateway.pipeline.attacks import assert_post_refused, fault_message, find_kwargs, resign
 from gateway.db import certificates
 from gateway.trust import pki
-from tests.wire.wss4j_shaped import KEY_IDENTIFIERS, wss4j_signed, without_security
+from tests.wire.wss4j_shaped import KEY_IDENTIFIERS, key_reference, wss4j_signed, without_security
 
 import pytest
 
@@ -98,9 +98,11 @@ def test_wss4j_key_reference_to_another_organisations_certificate_is_refused_nam
     assert unknown_message == message
 
 
-def test_wss4j_reference_to_the_organisations_revoked_certificate_is_refused_as_revoked(gateway, clients):
+@pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
+def test_wss4j_reference_to_the_organisations_revoked_certificate_is_refused_as_revoked(gateway, clients,
+                                                                                       key_identifier):
     la = clients("la")
-    data = _wss4j_find_child(gateway, la, "la_revoked", key_identifier="IssuerSerial")
+    data = _wss4j_find_child(gateway, la, "la_revoked", key_identifier=key_identifier)
     message = fault_message(assert_post_refused(gateway, la, "FindChild", data, "CertificateRejected", org_code="LA"))
     assert message == "The signing certificate has been revoked."
 
@@ -173,6 +175,22 @@ def test_a_carried_certificate_of_another_organisation_gets_the_answer_an_unregi
         answers.append(fault_message(fault))
     assert answers[0] == answers[1]
     assert "sign with your own organisation's certificate" in answers[0]
+
+
+@pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
+def test_a_reference_to_the_organisations_certificate_on_a_message_signed_by_its_other_key_is_refused(
+        gateway, clients, key_identifier):
+    """Signed with the key of LA's (revoked) second certificate, the reference naming LA's first: the
+    reference resolves to the certificate it names, whose key did not make the signature."""
+    la = clients("la")
+    data = _wss4j_find_child(gateway, la, "la_revoked", key_identifier=key_identifier)
+    envelope = etree.fromstring(data)
+    named = x509.load_pem_x509_certificate((gateway.certs["la"] / "cert.pem").read_bytes())
+    written = envelope.find(f".//{q(DS, 'KeyInfo')}/{q(WSSE, 'SecurityTokenReference')}")
+    written.getparent().replace(written, key_reference(key_identifier, named))
+    data = etree.tostring(envelope)
+    message = fault_message(assert_post_refused(gateway, la, "FindChild", data, "SignatureInvalid", org_code="LA"))
+    assert "revoked" not in message
 
 
 def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clients):
