@@ -193,6 +193,33 @@ def test_a_reference_to_the_organisations_certificate_on_a_message_signed_by_its
     assert "revoked" not in message
 
 
+@pytest.mark.parametrize("key_identifier", KEY_IDENTIFIERS)
+def test_a_reference_to_a_registered_certificate_that_no_longer_chains_is_refused_as_not_accepted(
+        gateway, clients, key_identifier):
+    """A certificate registered to LA but issued by another CA of the same name (the gateway's CA
+    replaced, say): found by the reference, then refused by the chain check, as a carried one is."""
+    from sqlalchemy import delete
+
+    la = clients("la")
+    other_ca_key, other_ca = pki.make_ca()  # "ContactGate Gateway CA" too: issuer-serial matches by name
+    key = pki.new_rsa_key()  # (signed RSA-SHA256, as WSS4J does)
+    stray = pki.issue_org_cert(other_ca_key, other_ca, "LA", "LA", key.public_key())
+    described = pki.describe(stray)
+    with gateway.engine.begin() as conn:
+        conn.execute(certificates.insert().values(org_code="LA", created_at=dt.datetime.now(dt.timezone.utc),
+                                                  **described))
+    try:
+        data = wss4j_signed(without_security(la.build_request("FindChild", **find_kwargs())),
+                            pki.key_pem(key), pki.cert_pem(stray), key_identifier=key_identifier)
+        message = fault_message(assert_post_refused(gateway, la, "FindChild", data, "CertificateRejected",
+                                                    org_code="LA"))
+        assert message.startswith("The signing certificate is not accepted: it must be issued by a CA the gateway "
+                                  "trusts")
+    finally:
+        with gateway.engine.begin() as conn:
+            conn.execute(delete(certificates).where(certificates.c.fingerprint == described["fingerprint"]))
+
+
 def test_wss4j_16_defaults_get_one_fault_naming_all_three_mistakes(gateway, clients):
     """WSS4J 1.6 as the distributions ship it: RSA-SHA1, SHA-1 digests, only the Body signed and no
     Timestamp. One round trip tells the integrator all three settings."""
