@@ -401,11 +401,13 @@ def wsdl(out_dir: Path, url: str) -> None:
     import contactgate_schemas as schemas
     from contactgate_wire.soap import SOAP_PATH
 
-    if not url.startswith(("https://", "http://")):
-        raise click.UsageError(f"--url must be the gateway's https:// address, not {url!r}")
+    try:
+        address = schemas.service_address(url)
+    except ValueError as exc:
+        raise click.UsageError(f"--url {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     wsdl_path, xsd_path = out_dir / schemas.WSDL_NAME, out_dir / schemas.XSD_NAME
-    wsdl_path.write_bytes(schemas.wsdl_for(url.rstrip("/") + SOAP_PATH))
+    wsdl_path.write_bytes(schemas.wsdl_for(address + SOAP_PATH))
     xsd_path.write_bytes(schemas.read(schemas.XSD_NAME))
     click.echo(f"wrote {wsdl_path} and {xsd_path}")
 

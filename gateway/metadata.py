@@ -7,16 +7,16 @@ no health or CRL, no other page; every other path is 404 and every method but GE
 The files sit where their relative ``schemaLocation`` finds them: ``/soap/v1?wsdl`` beside
 ``/soap/contactgate.xsd`` (as on the service's own port), and ``/contactgate.wsdl`` beside
 ``/contactgate.xsd``. The WSDL's ``soap:address`` is the service's (mutual TLS), not this
-listener's: ``service_url`` when given (``--service-url``, for a gateway reached under another name
-or port, e.g. behind nginx), else the host the tool asked for with the service's port.
+listener's: ``service_url`` (``--service-url``, required with ``--metadata-bind``), the same whatever
+Host a request names -- an address made of the Host header would let one request poison a shared
+cache or CDN for every integrator. Nothing here may be cached by a shared cache (no-store, Vary: Host).
+The two files are built once, when the app is made: a request reads no file.
 
 It runs on the same hardened front as the service (gateway/front.py: handshake, head and body
 deadlines, connection caps of its own), in the same worker processes (gateway/server.py).
 """
 
 from __future__ import annotations
-
-import re
 
 import contactgate_schemas as schemas
 from contactgate_wire.soap import SOAP_PATH
@@ -25,24 +25,14 @@ XML = "text/xml; charset=utf-8"
 MAX_REQUEST_BYTES = 1024  # requests here carry no body
 WSDL_PATHS = frozenset({SOAP_PATH, "/" + schemas.WSDL_NAME})
 XSD_PATHS = frozenset({"/soap/" + schemas.XSD_NAME, f"{SOAP_PATH}/{schemas.XSD_NAME}", "/" + schemas.XSD_NAME})
-# A host name or address as a Host header may carry it (the WSDL's soap:address is made of it: no
-# quote, no angle bracket, no space can reach the XML).
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:\d{1,5})?$")
+NOT_CACHED = [("Cache-Control", "no-store"), ("Vary", "Host")]
 
 
-def application(service_port: int, service_url: str | None = None):
-    """The listener's WSGI app: the WSDL (its address ``service_url``, else the requested host with
-    ``service_port``) and the XSD; nothing else."""
+def application(service_url: str):
+    """The listener's WSGI app: the WSDL (its address ``service_url``, checked by
+    `contactgate_schemas.service_address`) and the XSD; nothing else."""
     xsd = schemas.read(schemas.XSD_NAME)
-    fixed_wsdl = schemas.wsdl_for(service_url.rstrip("/") + SOAP_PATH) if service_url else None
-
-    def wsdl_for(environ) -> bytes:
-        if fixed_wsdl is not None:
-            return fixed_wsdl
-        host = environ.get("HTTP_HOST", "")
-        matched = _HOST.match(host)
-        name = matched.group(1) if matched else environ.get("SERVER_NAME", "localhost")
-        return schemas.wsdl_for(f"https://{name}:{service_port}{SOAP_PATH}")
+    wsdl = schemas.wsdl_for(schemas.service_address(service_url) + SOAP_PATH)
 
     def app(environ, start_response):
         method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "")
@@ -52,7 +42,7 @@ def application(service_port: int, service_url: str | None = None):
                            [("Allow", "GET, HEAD")])
         asked_wsdl = any(p.split("=")[0] == "wsdl" for p in environ.get("QUERY_STRING", "").lower().split("&"))
         if path == SOAP_PATH and asked_wsdl or path == "/" + schemas.WSDL_NAME:
-            return _answer(start_response, "200 OK", wsdl_for(environ), XML)
+            return _answer(start_response, "200 OK", wsdl, XML)
         if path in XSD_PATHS:
             return _answer(start_response, "200 OK", xsd, XML)
         return _answer(start_response, "404 Not Found", b"not found: this port serves only /soap/v1?wsdl and "
@@ -62,5 +52,6 @@ def application(service_port: int, service_url: str | None = None):
 
 
 def _answer(start_response, status: str, body: bytes, kind: str, extra: list | None = None):
-    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body))), *(extra or [])])
+    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body))), *NOT_CACHED,
+                            *(extra or [])])
     return [body]

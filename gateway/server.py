@@ -152,10 +152,14 @@ class FrontWorker(Worker):
                       log_query_strings=setup.log_query_strings,
                       uncapped_address=setup.uncapped_address, proxy_hop=setup.proxy_hop)
         fronts = {id(listener): front for listener in self.sockets}
+        metadata_pool = None
         if setup.metadata is not None:  # its listener (bound last) gets a front of its own
             extra = setup.metadata
             [*_, listener] = [s for s in self.sockets if getattr(s, "cfg_addr", None) == extra.address]
-            fronts[id(listener)] = Front(extra.app, self._limits(extra.limits), extra.tls_context, app_pool,
+            # its own thread (the two files are built once: an answer takes no time), so that
+            # however many ask, the service's threads are never theirs
+            metadata_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contactgate-metadata")
+            fronts[id(listener)] = Front(extra.app, self._limits(extra.limits), extra.tls_context, metadata_pool,
                                          access_log=access_log)
         servers = [await asyncio.start_server(fronts[id(listener)].handle, sock=listener.sock, backlog=self.cfg.backlog)
                    for listener in self.sockets]
@@ -173,7 +177,9 @@ class FrontWorker(Worker):
             # within gunicorn's graceful_timeout, after which the master kills the worker
             grace_s = 0.0 if self._quick_exit else max(self.cfg.graceful_timeout - 1, 0)
             await asyncio.gather(*(each.drain(grace_s) for each in {id(f): f for f in fronts.values()}.values()))
-            app_pool.shutdown(wait=not self._quick_exit, cancel_futures=True)
+            for pool in (app_pool, metadata_pool):
+                if pool is not None:
+                    pool.shutdown(wait=not self._quick_exit, cancel_futures=True)
 
 
 def _renew_crl(settings: Settings) -> None:
@@ -230,7 +236,6 @@ class GatewayServer(FrontApplication):
         self.settings = settings
         self.behind_proxy = behind_proxy
         self.metadata_bind = metadata_bind
-        self.service_port = int(bind.rpartition(":")[2])
         self.service_url = service_url
         _renew_crl(settings)
         crl.write_client_bundle(settings)
@@ -307,7 +312,7 @@ class GatewayServer(FrontApplication):
             [layout.server_cert, layout.server_key])
         limits = replace(FrontLimits.from_settings(self.settings), max_body_bytes=metadata.MAX_REQUEST_BYTES,
                          body_budget_bytes=metadata.MAX_REQUEST_BYTES)
-        return MetadataSetup(parse_address(self.metadata_bind), metadata.application(self.service_port, self.service_url),
+        return MetadataSetup(parse_address(self.metadata_bind), metadata.application(self.service_url),
                              tls, limits)
 
 
@@ -321,7 +326,7 @@ def serve(settings: Settings, bind: str = "127.0.0.1:8443", workers: int = 2, th
     free one, logged), or None (no metrics port).
     ``metadata_bind``: HOST:PORT of the metadata listener (gateway.metadata: the WSDL and XSD without a
     client certificate), or None (none, the default); ``service_url``: the service's address written
-    in the WSDL it serves (default: the host asked for, with ``bind``'s port)."""
+    in the WSDL it serves (required with ``metadata_bind``)."""
     settings = replace(settings, workers=workers)  # each worker's share of the rate limits without Redis
     if threads is not None:
         settings = replace(settings, threads=threads)

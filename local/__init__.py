@@ -268,7 +268,7 @@ class LocalGateway:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(workers), "--metrics-bind", f"127.0.0.1:{self.metrics_port}",
-             "--metadata-bind", f"127.0.0.1:{self.metadata_port}"],
+             "--metadata-bind", f"127.0.0.1:{self.metadata_port}", "--service-url", self.url],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=self.start_new_session)
         log.close()
         client_dir = next(iter(self.certs.values()))

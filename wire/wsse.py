@@ -17,6 +17,7 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -287,7 +288,7 @@ def profile_problems(envelope: etree._Element) -> tuple["KeyReference | None", l
         reference = _key_reference(security, signature)
     except SignatureInvalid as refusal:
         reference = None
-        problems.append(refusal.public_message)
+        problems.append(_Problem(refusal.public_message, str(refusal)))
     for problem in _signed_info_problems(signature, body, timestamp):
         if problem not in problems:
             problems.append(problem)
@@ -296,10 +297,23 @@ def profile_problems(envelope: etree._Element) -> tuple["KeyReference | None", l
 
 def profile_refusal(problems: list[str]) -> SignatureInvalid:
     """One refusal naming every problem (`profile_problems`): a single one in its own words."""
+    details = "; ".join(getattr(problem, "detail", problem) for problem in problems)
     if len(problems) == 1:
-        return _refused(problems[0])
+        return _refused(str(problems[0]), details)
     listed = " ".join(f"({n}) {problem}" for n, problem in enumerate(problems, 1))
-    return _refused(f"The signature does not follow the profile in {len(problems)} ways: {listed}")
+    return _refused(f"The signature does not follow the profile in {len(problems)} ways: {listed}",
+                    f"{len(problems)} profile mismatches: {details}")
+
+
+class _Problem(str):
+    """A profile mismatch: its public words (the string), and for the audit what was sent (``detail``)."""
+
+    detail: str
+
+    def __new__(cls, public: str, detail: str):
+        problem = super().__new__(cls, public)
+        problem.detail = detail if len(detail) <= 300 else detail[:300] + "..."  # (what was sent: any size)
+        return problem
 
 
 SUBJECT_KEY_IDENTIFIER = ("http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0"
@@ -316,6 +330,11 @@ ACCEPTED_KEY_REFERENCES = (
     "certificate's).")
 _KEY_INFO_SHAPE = ("ds:KeyInfo must hold one wsse:SecurityTokenReference or one ds:X509Data naming the signing "
                    "certificate. " + ACCEPTED_KEY_REFERENCES)
+# A reference is read before anything is verified and before any rate limit: bounded. An issuer's
+# distinguished name is parsed in pure Python (1 MB: 9 s); a SHA-1 thumbprint is 20 bytes, a Subject
+# Key Identifier 20 (SHA-1) or at most 32 (SHA-256 methods) in practice.
+MAX_ISSUER_NAME_CHARS = 1024
+MAX_KEY_IDENTIFIER_BYTES = 64
 UNRESOLVED_KEY_REFERENCE = ("The key reference in ds:KeyInfo names no certificate registered to your organisation "
                             "(the TLS client certificate's). " + ACCEPTED_KEY_REFERENCES)
 
@@ -328,7 +347,7 @@ class KeyReference:
 
     kind: str
     certificate: x509.Certificate | None = None
-    issuer: x509.Name | None = None
+    issuer: "x509.Name | tuple | None" = None  # (a Name, or `issuer_name`'s normalised form)
     serial: int | None = None
     identifier: bytes = b""
 
@@ -336,7 +355,8 @@ class KeyReference:
         if self.certificate is not None:
             return certificate == self.certificate
         if self.kind == "issuer-serial":
-            return certificate.serial_number == self.serial and certificate.issuer == self.issuer
+            issuer = normalised_name(self.issuer) if isinstance(self.issuer, x509.Name) else self.issuer
+            return certificate.serial_number == self.serial and normalised_name(certificate.issuer) == issuer
         if self.kind == "thumbprint":
             computed = hashlib.sha1(certificate.public_bytes(Encoding.DER)).digest()
         else:
@@ -395,11 +415,11 @@ def _key_reference(security: etree._Element, signature: etree._Element) -> KeyRe
         return _x509_data(part)
     if part.tag == q(WSSE, "KeyIdentifier"):
         kind = _KEY_IDENTIFIER_KINDS.get(part.get("ValueType"))
-        identifier = _strict_base64(part)
+        identifier = _strict_base64(part, max_bytes=MAX_KEY_IDENTIFIER_BYTES)
         if kind is None or part.get("EncodingType") not in (None, BASE64) or identifier is None:
             raise _refused("wsse:KeyIdentifier must be the base64 of the certificate's Subject Key Identifier "
                            "(ValueType ...#X509SubjectKeyIdentifier) or SHA-1 thumbprint (ValueType "
-                           "...#ThumbprintSHA1). " + ACCEPTED_KEY_REFERENCES,
+                           "...#ThumbprintSHA1), at most 64 bytes. " + ACCEPTED_KEY_REFERENCES,
                            f"KeyIdentifier ValueType {part.get('ValueType')!r}")
         return KeyReference(kind, identifier=identifier)
     if part.tag != q(WSSE, "Reference"):
@@ -440,14 +460,133 @@ def _issuer_serial(x509_data: etree._Element) -> KeyReference:
     if [c.tag for c in _children(issuer_serial)] != [q(DS, "X509IssuerName"), q(DS, "X509SerialNumber")]:
         raise _refused(public)
     name_text, serial_text = ((c.text or "").strip() for c in _children(issuer_serial))
-    try:
-        issuer = x509.Name.from_rfc4514_string(name_text)
-        serial = int(serial_text, 10) if serial_text.isdigit() and len(serial_text) <= 50 else None
-    except ValueError:
-        issuer = serial = None
+    if len(name_text) > MAX_ISSUER_NAME_CHARS:  # (parsed in pure Python, before anything is verified)
+        raise _refused(f"ds:X509IssuerName must be at most {MAX_ISSUER_NAME_CHARS} characters.",
+                       f"X509IssuerName of {len(name_text)} characters")
+    issuer = issuer_name(name_text)
+    serial = int(serial_text, 10) if serial_text.isdigit() and len(serial_text) <= 50 else None
     if issuer is None or serial is None:
         raise _refused(public, f"X509IssuerSerial {name_text[:200]!r} {serial_text[:60]!r}")
     return KeyReference("issuer-serial", issuer=issuer, serial=serial)
+
+
+# The attribute types stacks write in an issuer's name (RFC 4514, .NET's and Java's), by their OIDs.
+_ATTRIBUTE_TYPES = {
+    "CN": "2.5.4.3", "C": "2.5.4.6", "L": "2.5.4.7", "ST": "2.5.4.8", "S": "2.5.4.8", "O": "2.5.4.10",
+    "OU": "2.5.4.11", "STREET": "2.5.4.9", "DC": "0.9.2342.19200300.100.1.25", "UID": "0.9.2342.19200300.100.1.1",
+    "E": "1.2.840.113549.1.9.1", "EMAIL": "1.2.840.113549.1.9.1", "EMAILADDRESS": "1.2.840.113549.1.9.1",
+    "SERIALNUMBER": "2.5.4.5", "T": "2.5.4.12", "TITLE": "2.5.4.12", "G": "2.5.4.42", "GIVENNAME": "2.5.4.42",
+    "SN": "2.5.4.4", "SURNAME": "2.5.4.4", "INITIALS": "2.5.4.43", "DNQUALIFIER": "2.5.4.46",
+    "POSTALCODE": "2.5.4.17", "ORGANIZATIONIDENTIFIER": "2.5.4.97",
+}
+_OID = re.compile(r"^(?:OID\.)?([0-2](?:\.\d{1,20}){1,30})$", re.IGNORECASE)
+# DER string types a hex value (#...) may hold, and how their bytes read.
+_DER_STRINGS = {12: "utf-8", 19: "latin-1", 20: "latin-1", 22: "latin-1", 26: "latin-1", 28: "utf-32-be",
+                30: "utf-16-be"}
+
+
+def _normalised_value(value) -> str:
+    """RFC 5280 7.1 in short: compared without case, with inner white space collapsed."""
+    return " ".join(value.split()).casefold() if isinstance(value, str) else "#" + bytes(value).hex()
+
+
+def normalised_name(name: x509.Name) -> tuple:
+    """A Name as `issuer_name` reads one: its RDNs most specific first (as a string writes them), each
+    the set of (OID, normalised value)."""
+    return tuple(frozenset((a.oid.dotted_string, _normalised_value(a.value)) for a in rdn)
+                 for rdn in reversed(name.rdns))
+
+
+def issuer_name(text: str) -> tuple | None:
+    """A distinguished name as the stacks write ds:X509IssuerName -- RFC 4514 (cryptography, xmlsec),
+    .NET's (a space after each comma, E=, S=), Java's (unknown types by OID with the hex of their DER),
+    in any case -- as `normalised_name` gives it; None if it cannot be read (``text`` is bounded)."""
+    rdns, attributes, i, n = [], [], 0, len(text)
+    while i < n:
+        equals = text.find("=", i)
+        if equals < 0:
+            return None
+        kind = text[i:equals].strip()
+        dotted = _OID.match(kind)
+        oid = _ATTRIBUTE_TYPES.get(kind.upper()) or (dotted.group(1) if dotted else None)
+        if oid is None:
+            return None
+        i = equals + 1
+        while i < n and text[i] == " ":
+            i += 1
+        if i < n and text[i] == "#":
+            end = i + 1
+            while end < n and text[end] not in ",;+":
+                end += 1
+            value = _der_string(text[i + 1:end].strip())
+            i = end
+        else:
+            value, i = _string_value(text, i)
+        if value is None:
+            return None
+        attributes.append((oid, _normalised_value(value)))
+        if i < n and text[i] in ",;":
+            rdns.append(frozenset(attributes))
+            attributes = []
+        i += 1 if i < n else 0
+    if not attributes:
+        return None
+    rdns.append(frozenset(attributes))
+    return tuple(rdns)
+
+
+def _string_value(text: str, i: int) -> tuple[str | None, int]:
+    """A string value from ``text[i]`` to the next unescaped , ; or + (or a quoted one), with RFC
+    4514's escapes (\\, and \\ with two hex digits: a UTF-8 byte) undone; and where it ended."""
+    n, out = len(text), bytearray()
+    if i < n and text[i] == '"':
+        end = text.find('"', i + 1)
+        if end < 0:
+            return None, n
+        value, i = text[i + 1:end], end + 1
+        while i < n and text[i] == " ":
+            i += 1
+        return value, i
+    while i < n and text[i] not in ",;+":
+        if text[i] == "\\":
+            pair = text[i + 1:i + 3]
+            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
+                out.append(int(pair, 16))
+                i += 3
+                continue
+            if i + 1 >= n:
+                return None, n
+            out.extend(text[i + 1].encode())
+            i += 2
+            continue
+        out.extend(text[i].encode())
+        i += 1
+    try:
+        return out.decode("utf-8"), i
+    except UnicodeDecodeError:
+        return None, i
+
+
+def _der_string(hex_text: str) -> str | None:
+    """The string a DER string type holds (Java's #hex form of a value), or None."""
+    try:
+        der = bytes.fromhex(hex_text)
+    except ValueError:
+        return None
+    if len(der) < 2 or der[0] not in _DER_STRINGS:
+        return None
+    length, start = der[1], 2
+    if length & 0x80:
+        size = length & 0x7F
+        if size not in (1, 2) or len(der) < 2 + size:
+            return None
+        length, start = int.from_bytes(der[2:2 + size], "big"), 2 + size
+    if len(der) != start + length:
+        return None
+    try:
+        return der[start:].decode(_DER_STRINGS[der[0]])
+    except UnicodeDecodeError:
+        return None
 
 
 def _certificate(der_text: str | None) -> x509.Certificate:
@@ -458,18 +597,20 @@ def _certificate(der_text: str | None) -> x509.Certificate:
                        "certificate expected).", f"signing certificate unreadable: {exc}") from None
 
 
-def _strict_base64(element: etree._Element) -> bytes | None:
-    """The element's base64 content, or None if it is missing, empty, not base64, or mixed with
-    child nodes (comments would make the text the verifier reads differ from the whole)."""
+def _strict_base64(element: etree._Element, *, max_bytes: int | None = None) -> bytes | None:
+    """The element's base64 content, or None if it is missing, empty, not base64, longer than
+    ``max_bytes`` decoded, or mixed with child nodes (comments would make the text the verifier reads
+    differ from the whole)."""
     if len(element):
         return None
     text = "".join((element.text or "").split())
-    if not text:
+    if not text or max_bytes is not None and len(text) > 4 * ((max_bytes + 2) // 3):
         return None
     try:
-        return base64.b64decode(text, validate=True)
+        decoded = base64.b64decode(text, validate=True)
     except ValueError:
         return None
+    return None if max_bytes is not None and len(decoded) > max_bytes else decoded
 
 
 def _signer_key(signer: x509.Certificate):
@@ -546,9 +687,10 @@ def _signed_info_problems(signature: etree._Element, body: etree._Element,
             or any(c.tag != q(DS, "Reference") for c in parts[2:]):
         return [_SIGNED_INFO_SHAPE]
     c14n, method, *references = parts
-    problems = [p for p in [_c14n_problem(c14n, _C14N_METHOD)] if p]
+    problems = [_Problem(p, f"CanonicalizationMethod {c14n.get('Algorithm')!r}: {p}")
+                for p in [_c14n_problem(c14n, _C14N_METHOD)] if p]
     if method.get("Algorithm") not in _KEY_FOR_METHOD or _children(method):
-        problems.append(_SIGNATURE_METHODS)
+        problems.append(_Problem(_SIGNATURE_METHODS, f"SignatureMethod {method.get('Algorithm')!r}"))
     uris = set()
     for name, element in (("soap:Body", body), ("wsu:Timestamp", timestamp)):
         element_id = None if element is None else _element_id(element)
@@ -612,12 +754,12 @@ def _reference_problems(references: list[etree._Element], uris: set[str],
         transforms_problem = None
         if any(t.tag != q(DS, "Transform") for t in transforms) or algorithms not in ACCEPTED_TRANSFORMS \
                 or (len(transforms) == 2 and _children(transforms[0])):
-            transforms_problem = _TRANSFORMS
+            transforms_problem = _Problem(_TRANSFORMS, f"Transforms {algorithms!r}")
         else:
             transforms_problem = _c14n_problem(transforms[-1], _TRANSFORMS)
         digest_problem = None
         if digest_method.get("Algorithm") != SHA256 or _children(digest_method):
-            digest_problem = _DIGEST_METHOD
+            digest_problem = _Problem(_DIGEST_METHOD, f"DigestMethod {digest_method.get('Algorithm')!r}")
         digest = _strict_base64(digest_value)
         if digest_problem is None and (digest is None or len(digest) != 32):
             digest_problem = "ds:DigestValue must be the base64 of a SHA-256 digest (32 bytes)."

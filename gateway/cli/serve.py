@@ -51,8 +51,8 @@ def console(ctx: Context, bind: str, workers: int) -> None:
                    "/soap/v1?wsdl and /soap/contactgate.xsd, nothing else. none (the default): not served; "
                    "`contactgate wsdl --out DIR` writes the same files.")
 @click.option("--service-url", envvar="CONTACTGATE_SERVICE_URL", show_envvar=True, default=None,
-              help="The service's address (https://HOST:PORT) written in the WSDL the metadata listener serves "
-                   "[default: the host the tool asked for, with the --bind port].")
+              help="The service's address (https://HOST[:PORT][/PATH], as the organisations reach it) written in "
+                   "the WSDL the metadata listener serves; required with --metadata-bind.")
 @pass_ctx
 def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_proxy: bool, metrics_bind: str,
           metadata_bind: str, service_url: str | None) -> None:
@@ -69,8 +69,16 @@ def serve(ctx: Context, bind: str, workers: int, threads: int | None, behind_pro
     metadata_at = _address(metadata_bind, "--metadata-bind", "0.0.0.0:8080", lowest_port=1)
     if metadata_at is not None and metadata_bind == bind:
         fail("--metadata-bind must be another address than --bind")
-    if service_url is not None and not service_url.startswith("https://"):
-        fail(f"--service-url must be the service's https:// address, not {service_url!r}")
+    if metadata_at is not None and service_url is None:
+        fail("--metadata-bind needs --service-url (or CONTACTGATE_SERVICE_URL): the service's address as the "
+             "organisations reach it (https://HOST[:PORT]), written in the WSDL served")
+    if service_url is not None:
+        import contactgate_schemas as schemas
+
+        try:
+            service_url = schemas.service_address(service_url)
+        except ValueError as exc:
+            fail(f"--service-url {exc}")
     ctx.preflight_serving()
     ctx.warn_if_redis_unreachable()
     from gateway.cli.linkage import check_in_use

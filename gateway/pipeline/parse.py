@@ -11,13 +11,17 @@ from contactgate_wire.soap import (CG, MAX_NAMESPACES_IN_SCOPE, OPERATIONS, SOAP
 XENC = "http://www.w3.org/2001/04/xmlenc#"
 XML_ENCRYPTION_REFUSED = "XML Encryption is not used: the channel is already encrypted by mutual TLS; sign only."
 
+_ASCII_COMPATIBLE = frozenset({"UTF-8", "UTF8", "US-ASCII", "ASCII"})
+
 
 def refuse_xml_encryption(raw: bytes, envelope) -> None:
     """An xenc:EncryptedData or xenc:EncryptedKey anywhere (WCF encrypts the Body and the Signature
     even with ProtectionLevel.Sign) is refused by name, before anything else is said of the message's
     shape. (The elements' names are looked for in the bytes first -- a name cannot be escaped, and
-    every signed message holds the namespace, in its SHA-256 DigestMethod -- so most are not walked.)"""
-    if b"EncryptedData" not in raw and b"EncryptedKey" not in raw:
+    every signed message holds the namespace, in its SHA-256 DigestMethod -- so most are not walked;
+    a document in another encoding than UTF-8 or ASCII, UTF-16 or UCS-4 say, is always walked.)"""
+    ascii_compatible = (envelope.getroottree().docinfo.encoding or "").upper() in _ASCII_COMPATIBLE
+    if ascii_compatible and b"EncryptedData" not in raw and b"EncryptedKey" not in raw:
         return
     found = next(envelope.iter(q(XENC, "EncryptedData"), q(XENC, "EncryptedKey")), None)
     if found is not None:

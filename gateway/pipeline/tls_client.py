@@ -12,10 +12,13 @@ from __future__ import annotations
 from cryptography import x509
 
 from contactgate_wire.certificates import UNUSABLE_CERTIFICATE
-from contactgate_wire.faults import CertificateRejected
+from contactgate_wire.faults import CertificateRejected, SignerMismatch
 from gateway.pipeline.context import Exchange, Services
 from gateway.trust import pki, proxies, registry
 from gateway.trust.pki import ChainError
+
+NOT_THE_CLIENTS_ORGANISATION = ("The signing certificate is not registered to your organisation (the TLS client "
+                                "certificate's): sign with your own organisation's certificate.")
 
 
 def identify_client(exchange: Exchange, services: Services) -> None:
@@ -35,11 +38,14 @@ def identify_client(exchange: Exchange, services: Services) -> None:
 
 
 def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: str, exchange: Exchange,
-                       services: Services, *, names_the_client: bool = False) -> registry.CertificateRecord:
+                       services: Services, *, names_the_client: bool = False,
+                       org_code: str | None = None) -> registry.CertificateRecord:
     """A certificate must chain to a configured CA (as a client certificate), be registered and not
     be revoked. For the TLS certificate (``names_the_client``) its organisation is read in the same
     transaction and put on the exchange, before the revocation check, so a refusal names it. One
-    whose parts cannot be read (parsed lazily, as the chain is checked) is refused as unusable."""
+    whose parts cannot be read (parsed lazily, as the chain is checked) is refused as unusable. With
+    ``org_code`` (a signing certificate) one not registered to that organisation -- unregistered, or
+    another organisation's, revoked or not -- is refused in the same words either way (SignerMismatch)."""
     try:
         services.anchors.verify_client(certificate, at=exchange.received_at)
     except ChainError as exc:
@@ -56,6 +62,10 @@ def accept_certificate(certificate: x509.Certificate, fingerprint: str, what: st
     if record is None and names_the_client and proxies.get(exchange.lookup_connection(services), fingerprint):
         raise CertificateRejected(f"the proxy certificate {fingerprint} forwarded no Client-Cert header: no client "
                                   "certificate to check")
+    if org_code is not None and (record is None or record.org_code != org_code):
+        raise SignerMismatch(f"{what} {fingerprint} is not registered to any organisation" if record is None else
+                             f"signed by {record.org_code}, TLS client is {org_code}",
+                             public_message=NOT_THE_CLIENTS_ORGANISATION)
     if record is None:
         raise CertificateRejected(f"{what} {fingerprint} is not registered to any organisation",
                                   public_message=f"The {what} is not registered with the gateway.")

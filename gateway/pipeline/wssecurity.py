@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from contactgate_wire.faults import SignatureInvalid, SignerMismatch
+from contactgate_wire.faults import SignatureInvalid
 from gateway.pipeline.context import Exchange, Services
 from contactgate_wire import wsse
 from gateway.pipeline.tls_client import accept_certificate
@@ -66,11 +66,7 @@ def signing_certificate(reference: wsse.KeyReference, exchange: Exchange, servic
 
 
 def check_signing_certificate(signer, fingerprint: str, exchange: Exchange, services: Services) -> None:
-    """A signing certificate other than the TLS one: it too must be accepted, and belong to the TLS
-    client's organisation."""
-    record = accept_certificate(signer, fingerprint, "signing certificate", exchange, services)
-    if record.org_code != exchange.org_code:
-        raise SignerMismatch(
-            f"signed by {record.org_code}, TLS client is {exchange.org_code}",
-            public_message="The message is signed with a certificate registered to another organisation "
-                           "than the TLS client certificate's: sign with your own organisation's certificate.")
+    """A signing certificate other than the TLS one: it too must be accepted, and be registered to the
+    TLS client's organisation (an unregistered one and another organisation's get the same answer:
+    whether a certificate is another organisation's is not told)."""
+    accept_certificate(signer, fingerprint, "signing certificate", exchange, services, org_code=exchange.org_code)

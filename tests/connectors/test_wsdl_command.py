@@ -26,3 +26,25 @@ def test_wsdl_command_writes_the_wsdl_and_the_xsd_beside_it_for_an_offline_tool(
     assert address == "https://gateway.example.org:8443/soap/v1"
     client = zeep.Client(str(out / schemas.WSDL_NAME))  # the relative schemaLocation resolves beside it
     assert "FindChild" in client.service._operations
+
+
+@pytest.mark.parametrize("url", ["http://gateway.example.org:8443", "https://gateway.example.org/\"><x/>",
+                                 "https://gateway.example.org:8443/soap&x", "https://a b.example.org",
+                                 "https://gateway.example.org:123456", "https://user@gateway.example.org"])
+def test_wsdl_command_refuses_an_address_that_is_not_an_https_host_port_and_path(tmp_path, url):
+    from connectors.cli import main
+
+    out = tmp_path / "metadata"
+    result = CliRunner().invoke(main, ["wsdl", "--out", str(out), "--url", url])
+    assert result.exit_code == 2 and "--url" in result.output, result.output
+    assert not out.exists()
+
+
+def test_wsdl_command_keeps_a_path_prefix_in_the_address(tmp_path):
+    from connectors.cli import main
+
+    out = tmp_path / "metadata"
+    result = CliRunner().invoke(main, ["wsdl", "--out", str(out), "--url", "https://gw.example.org/contactgate/"])
+    assert result.exit_code == 0, result.output
+    address = etree.parse(str(out / schemas.WSDL_NAME)).find(f".//{{{SOAP_BINDING_NS}}}address").get("location")
+    assert address == "https://gw.example.org/contactgate/soap/v1"

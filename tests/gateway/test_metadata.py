@@ -49,6 +49,22 @@ def test_wsdl_and_xsd_are_fetched_without_a_client_certificate_at_relative_locat
     assert requests.get(beside, verify=_ca(gateway), timeout=10).content == xsd.content
 
 
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:443", "0.0.0.0", "not a host"])
+def test_a_foreign_host_header_does_not_change_the_wsdls_address_and_nothing_may_cache_it(gateway, host):
+    """The address is the configured --service-url whatever Host the request names (a shared cache or
+    CDN keyed on the path would otherwise keep an attacker's address for every integrator)."""
+    for path in ("/soap/v1?wsdl", f"/{schemas.WSDL_NAME}", f"/soap/{schemas.XSD_NAME}"):
+        answer = requests.get(f"{gateway.metadata_url}{path}", headers={"Host": host}, verify=_ca(gateway),
+                              timeout=10)
+        assert answer.status_code == 200
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Vary"] == "Host"
+        if path != f"/soap/{schemas.XSD_NAME}":
+            location = etree.fromstring(answer.content).find(f".//{{{SOAP_BINDING_NS}}}address").get("location")
+            assert location == f"{gateway.url}/soap/v1"
+    assert b"attacker" not in answer.content
+
+
 def test_zeep_loads_the_wsdl_from_the_metadata_listener_without_a_client_certificate(gateway):
     session = requests.Session()
     session.trust_env = False  # (else a CA bundle named in the environment overrides session.verify)
@@ -83,7 +99,7 @@ def test_metadata_listener_speaks_only_tls(gateway):
     with socket.create_connection(("127.0.0.1", gateway.metadata_port), timeout=10) as connection:
         connection.sendall(b"GET /soap/v1?wsdl HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         answer = connection.recv(4096)
-    assert b"definitions" not in answer and not answer.startswith(b"HTTP/1.1 200")
+    assert b"definitions" not in answer and not answer.startswith(b"HTTP/")  # no HTTP answer at all (not even 400)
 
 
 def test_node_soap_builds_its_client_from_the_metadata_listener_and_calls_the_service(gateway, node_soap):
