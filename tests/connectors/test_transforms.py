@@ -6,6 +6,8 @@ case-management shape."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from connectors import mapping, transforms
@@ -129,3 +131,40 @@ def test_a_regular_expression_that_could_run_away_is_refused_when_the_mapping_lo
 def test_an_unknown_transform_is_refused_with_a_suggestion(tmp_path):
     with pytest.raises(mapping.MappingError, match="unknown transform 'nhsnumber'.*did you mean 'nhs_number'"):
         load(tmp_path, "  Identity.NhsNumber: {from: NHS, transform: nhsnumber}\n")
+
+
+def _replace_in_a_child(pattern: str, text: str, queue) -> None:
+    m = mapping.load(_write(pattern))
+    queue.put(value(m, "Address.Line1", A=text))
+
+
+def _write(pattern: str) -> Path:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "m.yaml").write_text(f"{HEAD}  Address.Line1: {{from: A, transform: {{replace: {{pattern: '{pattern}', "
+                                   f"with: 'x'}}}}}}\n")
+    return folder / "m.yaml"
+
+
+@pytest.mark.parametrize("pattern, text, out", [
+    ("^(a|a)*$", "a" * 40 + "!", "a" * 40 + "!"),
+    ("^" + "a?" * 30 + "a" * 30 + "$", "a" * 30, "x"),
+    ("\\d*\\d*\\d*\\d*\\d*\\d*:", "1" * 1000, "1" * 1000),
+])
+@pytest.mark.xfail(strict=True, reason="review HIGH 2: a backtracking engine")
+def test_a_regular_expression_takes_time_in_proportion_to_the_value(pattern, text, out):
+    """Review HIGH 2: patterns the guard did not see (alternatives repeated, optional parts, repetitions
+    side by side) are run by a linear-time engine: a value of up to 1,000 characters never runs away
+    (a backtracking engine takes hours on these)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_replace_in_a_child, args=(pattern, text, queue))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail(f"{pattern!r} on {len(text)} characters ran for over 60 s")
+    assert queue.get(timeout=5) == out
