@@ -98,3 +98,14 @@ def test_dates_in_childhood_are_judged_against_today():
     assert check.outside_childhood(dt.date(2008, 12, 8), today) is None
     assert "18" in check.outside_childhood(dt.date(2008, 12, 6), today)
     assert "future" in check.outside_childhood(dt.date(2027, 1, 1), today)
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 7: a bad replacement passes the check and crashes mid-push")
+@pytest.mark.parametrize("replacement", ["\\g<5>", "\\g<x>"])
+def test_a_replacement_naming_a_group_the_pattern_lacks_is_a_mapping_error(tmp_path, replacement):
+    """Review MEDIUM 7: found by `mapping check` (exit 2, with its line), not on the first row of a push."""
+    path = tmp_path / "m.yaml"
+    path.write_text("source: csv\nid: {from: Ref}\nfields:\n  Identity.FamilyName: {from: Name}\n"
+                    f"  Address.Line1: {{from: A, transform: {{replace: {{pattern: '(\\d+) x', with: '{replacement}'}}}}}}\n")
+    result = run("mapping", "check", str(path), code=2)
+    assert "m.yaml:5:" in result.output and "group the pattern does not have" in result.output
