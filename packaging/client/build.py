@@ -28,7 +28,7 @@ PACKAGES = {"connectors": "connectors", "contactgate_wire": "wire", "contactgate
 PACKAGE_DATA = {"contactgate_schemas": ["*.xsd", "*.wsdl"], "connectors": ["samples/*"]}
 # What the client needs at run time (names as pinned in the repository's pyproject.toml).
 DEPENDENCIES = ("lxml", "zeep", "xmlsec", "cryptography", "requests", "click", "PyYAML", "rich",
-                "fhir.resources", "python-stdnum", "ijson")
+                "fhir.resources", "python-stdnum", "ijson", "google-re2")
 
 
 def _name(requirement: str) -> str:

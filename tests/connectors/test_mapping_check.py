@@ -100,7 +100,6 @@ def test_dates_in_childhood_are_judged_against_today():
     assert "future" in check.outside_childhood(dt.date(2027, 1, 1), today)
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 7: a bad replacement passes the check and crashes mid-push")
 @pytest.mark.parametrize("replacement", ["\\g<5>", "\\g<x>"])
 def test_a_replacement_naming_a_group_the_pattern_lacks_is_a_mapping_error(tmp_path, replacement):
     """Review MEDIUM 7: found by `mapping check` (exit 2, with its line), not on the first row of a push."""

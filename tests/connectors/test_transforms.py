@@ -117,9 +117,8 @@ def test_postcodes_in_the_forms_people_write_them(tmp_path, written, out):
 
 
 @pytest.mark.parametrize("pattern, words", [
-    ("(a+)+$", "nested repetition"),
-    ("(\\w*)*x", "nested repetition"),
     ("(a)\\1", "back-reference"),
+    ("(?=a)b", "not a regular expression"),  # a look-ahead: RE2 runs without backtracking
     ("x" * 201, "longer than 200"),
     ("(unclosed", "not a regular expression"),
 ])
@@ -152,7 +151,6 @@ def _write(pattern: str) -> Path:
     ("^" + "a?" * 30 + "a" * 30 + "$", "a" * 30, "x"),
     ("\\d*\\d*\\d*\\d*\\d*\\d*:", "1" * 1000, "1" * 1000),
 ])
-@pytest.mark.xfail(strict=True, reason="review HIGH 2: a backtracking engine")
 def test_a_regular_expression_takes_time_in_proportion_to_the_value(pattern, text, out):
     """Review HIGH 2: patterns the guard did not see (alternatives repeated, optional parts, repetitions
     side by side) are run by a linear-time engine: a value of up to 1,000 characters never runs away
