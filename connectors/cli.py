@@ -69,8 +69,8 @@ def _progress_printer(err):
               help="Where what was sent is kept, one state per source, organisation and gateway "
                    "[default: $XDG_STATE_HOME/contactgate/push, else ~/.local/state/contactgate/push].")
 @click.option("--source-name", default=None,
-              help="Name the source the extract comes from (its state) [default: the extract's path, digits "
-                   "as #: cases-2026-12-08.csv is the same source as cases-2026-12-07.csv].")
+              help="Name the source the extract comes from (its state) [default: the extract's path, a date in "
+                   "its file name as #: cases-2026-12-08.csv is the same source as cases-2026-12-07.csv].")
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Use this state file instead (what was sent, for deltas and resuming).")
 @click.option("--forget", is_flag=True, help="Forget what was sent to this gateway from this source, and send "
@@ -141,8 +141,9 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
 
         client = GatewayClient(url, cert=cert, key=key, ca=ca, gateway_signing_cert=gateway_cert)
         summary = push_mod.push_file(client, extract, m, state=state, rejects=rejects, batch_size=batch_size,
-                                     full=full, progress=_progress_printer(sys.stderr), stop=stop, forget=forget)
-    except sources.ExtractError as exc:
+                                     full=full, progress=_progress_printer(sys.stderr), stop=stop, forget=forget,
+                                     source_named=source_name is not None)
+    except (sources.ExtractError, push_mod.OtherSource) as exc:
         raise click.UsageError(str(exc)) from None
     except push_mod.PushError as exc:
         click.echo(f"push stopped: {exc}", err=True)

@@ -63,6 +63,10 @@ class PushError(Exception):
     """The push cannot go on (said to the operator; the state keeps what was done)."""
 
 
+class OtherSource(PushError):
+    """A --full push of an extract from another source than the state's last one (exit 2)."""
+
+
 class Stopped(PushError):
     """The push was asked to stop (a signal): what was done is saved; running it again resumes."""
 
@@ -156,6 +160,14 @@ class State:
                         "message BLOB NOT NULL, records TEXT NOT NULL, signed_at REAL NOT NULL, lines TEXT)")
         if "lines" not in {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}:
             self.db.execute("ALTER TABLE pending ADD COLUMN lines TEXT")  # a state from before issue 28
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def digest_of(self, srid: str) -> str | None:
         row = self.db.execute("SELECT digest FROM sent WHERE srid = ?", (srid,)).fetchone()
@@ -228,11 +240,14 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
               rejects: Path | str, batch_size: int = MAX_BATCH, full: bool = False, attempts: int = 8,
               progress: Callable[[int, int, int], None] | None = None,
               sleep: Callable[[float], None] = time.sleep, message_lifetime_s: float = 240,
-              stop: Callable[[], str | None] = lambda: None, forget: bool = False) -> Summary:
+              stop: Callable[[], str | None] = lambda: None, forget: bool = False,
+              source_named: bool = False) -> Summary:
     """Push ``extract`` through ``client`` (a connectors.client.GatewayClient). ``progress(rows,
     bytes_read, bytes_total)`` is called as rows are read. ``stop()`` returns why to stop (a
     signal's name) or None: the summary then says ``stopped``. ``forget`` starts again: what the
-    state remembers is dropped first."""
+    state remembers is dropped first. A ``full`` push of an extract whose source (`source_name_of`)
+    is not the state's last extract's is refused (`OtherSource`) unless ``source_named``: it would
+    end every record of the other source."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
     m = mapping if isinstance(mapping, mapping_mod.Mapping) else mapping_mod.load(mapping)
@@ -243,6 +258,12 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
     try:
         if forget:
             store.forget()
+        last = store.get("extract")
+        if full and not source_named and not forget and last and source_name_of(Path(last)) != source_name_of(extract):
+            raise OtherSource(f"this state was last used for {last}, another source than {extract.resolve()}: a full "
+                              f"push would end every record of that one; give --source-name (or another --state) if "
+                              f"this extract really is the same source")
+        store.put("extract", str(extract.resolve()))
         with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
             reject_rows = CsvWriter(reject_file)  # opened in a spreadsheet: quoted, no formula runs
             reject_rows.writerow(REJECT_HEADER)
@@ -379,11 +400,17 @@ def default_state_dir() -> Path:
     return Path(base) / "contactgate" / "push"
 
 
+# A date (and time) in a file's name: 2026-12-08, 20261208, 08-12-2026, 08.12.2026, 2026-12-08T0100, ...
+_DATE_IN_NAME = re.compile(r"(?<!\d)(?:\d{4}[-_.]?\d{2}[-_.]?\d{2}|\d{2}[-_.]\d{2}[-_.]\d{4})(?:[T_ -]?\d{4,6})?(?!\d)")
+
+
 def source_name_of(extract: Path) -> str:
     """The source an extract comes from, when not named (``--source-name``): its absolute path with
-    each run of digits as ``#``, so that tonight's ``cases-2026-12-08.csv`` is the same source as
-    last night's ``cases-2026-12-07.csv``, and ``referrals-2026-12-08.csv`` is another."""
-    return re.sub(r"\d+", "#", str(Path(extract).resolve()))
+    a date in the file's *name* as ``#`` (never a folder's digits), so that tonight's
+    ``cases-2026-12-08.csv`` is the same source as last night's ``cases-2026-12-07.csv``, while
+    ``system1/cases.csv`` and ``system2/cases.csv`` are two."""
+    path = Path(extract).resolve()
+    return str(path.parent / _DATE_IN_NAME.sub("#", path.name))
 
 
 def organisation_of(cert: Path) -> str:

@@ -214,7 +214,6 @@ def test_the_state_is_kept_per_source_organisation_and_gateway(gateway, tmp_path
     assert "--source-name" in CliRunner().invoke(push, ["--help"]).output
 
 
-@pytest.mark.xfail(strict=True, reason="review HIGH 1: digits in folders make two sources one")
 def test_two_systems_with_the_same_file_name_keep_two_states_and_full_ends_nothing_of_the_other(gateway, tmp_path):
     """Review HIGH 1: /x/system1/cases.csv and /x/system2/cases.csv are two sources (only a date in
     the file's name is taken as the night's), and a --full push of one never ends the other's."""
