@@ -162,7 +162,7 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
         click.echo(f"push stopped ({summary.stopped}): the batch in flight was finished and the state saved; "
                    f"run the push again to resume", err=True)
         sys.exit(3)
-    if summary.rejected_rows or summary.outcomes["rejected"]:
+    if summary.any_rejected():
         click.echo(f"rejected rows are in {rejects}, each with who rejected it and why")
         sys.exit(1)
 

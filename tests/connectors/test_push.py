@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import re
 import os
 import signal
@@ -181,8 +182,12 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
         if process.poll() is None:
             process.kill()
     assert 0 < gateway.child_count() - before < n
-    output = run_push(gateway, extract, state, "--batch-size", "150")
+    report = tmp_path / "report.json"
+    output = run_push(gateway, extract, state, "--batch-size", "150", "--report", str(report))
     assert "(resumed)" in output and "rejected 0" in output
+    counts = json.loads(report.read_text())["counts"]  # every row counted once, the held batch's too
+    assert counts["rows"] == n
+    assert sum(counts[k] for k in ("created", "updated", "matched", "review", "rejected", "unchanged")) == n, counts
     assert gateway.child_count() - before == n  # every row once: no child twice, none missing
     with gateway.engine.connect() as conn:
         held = conn.execute(select(func.count()).select_from(source_records)
