@@ -296,3 +296,22 @@ def test_a_batch_held_from_last_night_is_reported_against_its_own_extract_and_ea
     assert counts["rows"] == 4
     assert sum(counts[k] for k in ("created", "updated", "matched", "review", "rejected", "unchanged")) == 4, counts
     assert written["resumed_batch"]["records"] == 3 and written["resumed_batch"]["outcomes"]["rejected"] == 1
+
+
+@pytest.mark.xfail(strict=True, reason="review MEDIUM 6: errors before the push starts exit 1 with a traceback")
+def test_a_push_that_cannot_start_exits_2_or_3_not_1(gateway, tmp_path):
+    """Review MEDIUM 6: a certificate that is not PEM is a usage error (2); a state folder that cannot
+    be made is "could not run" (3); never 1, which says rows were rejected."""
+    extract, mapping = small(tmp_path, unique("e"))
+    client = gateway.certs["la"]
+    not_pem = tmp_path / "cert.txt"
+    not_pem.write_text("not a certificate\n")
+    beside = ("--ca", str(client / "ca.pem"), "--gateway-cert", str(client / "gateway-signing.pem"))
+    bad_cert = [str(extract), "--mapping", str(mapping), "--url", gateway.url, "--cert", str(not_pem),
+                "--key", str(client / "key.pem"), *beside, "--state-dir", str(tmp_path / "state")]
+    result = CliRunner().invoke(push, bad_cert)
+    assert result.exit_code == 2 and "certificate" in result.output, result.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = CliRunner().invoke(push, push_args(gateway, extract, mapping, "--state-dir", str(a_file / "state")))
+    assert result.exit_code == 3 and "could not run" in result.output, result.output
