@@ -125,10 +125,18 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
     for needed in (ca, gateway_cert):
         if not needed.exists():
             raise click.UsageError(f"{needed} not found (give --ca and --gateway-cert)")
+    try:
+        organisation = push_mod.organisation_of(cert)
+    except ValueError as exc:
+        raise click.UsageError(f"{cert} is not a PEM certificate ({exc})") from None
     if state is None:
-        state = push_mod.state_path(state_dir or push_mod.default_state_dir(),
-                                    source_name or push_mod.source_name_of(extract), push_mod.organisation_of(cert), url)
-        old = push_mod.adopt_state_beside(mapping_file, state)
+        try:
+            state = push_mod.state_path(state_dir or push_mod.default_state_dir(),
+                                        source_name or push_mod.source_name_of(extract), organisation, url)
+            old = push_mod.adopt_state_beside(mapping_file, state)
+        except OSError as exc:
+            click.echo(f"push could not run: the state cannot be kept: {exc}", err=True)
+            sys.exit(3)
         if old is not None:
             click.echo(f"moved the state file {old} to {state} (the state is now kept per source, organisation "
                        f"and gateway, not beside the mapping)")

@@ -298,7 +298,6 @@ def test_a_batch_held_from_last_night_is_reported_against_its_own_extract_and_ea
     assert written["resumed_batch"]["records"] == 3 and written["resumed_batch"]["outcomes"]["rejected"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 6: errors before the push starts exit 1 with a traceback")
 def test_a_push_that_cannot_start_exits_2_or_3_not_1(gateway, tmp_path):
     """Review MEDIUM 6: a certificate that is not PEM is a usage error (2); a state folder that cannot
     be made is "could not run" (3); never 1, which says rows were rejected."""
