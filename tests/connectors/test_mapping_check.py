@@ -123,7 +123,6 @@ def one_nhs_number(tmp_path: Path, n: int) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM 4: rows sharing an NHS number are paired quadratically")
 def test_rows_sharing_an_nhs_number_are_judged_in_time_proportional_to_their_number(tmp_path):
     """Review MEDIUM 4: each group of rows with one NHS number is paired up to MAX_BLOCK rows and the
     rest counted, so eight times the rows take about eight times as long (not 64), and every pair is
