@@ -140,8 +140,6 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
         if old is not None:
             click.echo(f"moved the state file {old} to {state} (the state is now kept per source, organisation "
                        f"and gateway, not beside the mapping)")
-    if forget:
-        click.echo(f"forgot what was sent to {url} from this source ({state}): every row is sent again")
     rejects = rejects or extract.with_name(extract.name + ".rejects.csv")
     stop = _StopOnSignal()
     try:
@@ -161,6 +159,8 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
         sys.exit(3)
     finally:
         stop.restore()
+    if forget:  # said once done: push_file forgets under the state's lock
+        click.echo(f"forgot what was sent to {url} from this source ({state}): every row is sent again")
     for line in summary.lines():
         click.echo(line)
     if report is not None:
