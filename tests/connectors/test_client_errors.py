@@ -61,7 +61,6 @@ def test_the_readmes_minimal_example_runs_as_written(gateway, capsys):
     assert "# required" in example  # the example marks what must be given
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW: SDK errors repeat the value (into the scheduler's logs)")
 @pytest.mark.parametrize("path, value", [(("Identity", "DateOfBirth"), "04/03/2016 SECRET-A"),
                                          (("Involvement", 0, "CafAssessment"), "SECRET-B"),
                                          (("Identity", "Gender"), "SECRET-C"),
