@@ -71,7 +71,6 @@ def test_a_single_resource_document_is_still_read(tmp_path):
     assert line == 1 and row["id"] == json.loads(first)["id"]
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW: NDJSON lines after the first have no length limit")
 def test_an_ndjson_line_after_the_first_is_read_bounded_and_rejected_when_too_long(tmp_path):
     """Review LOW: a line longer than any resource (the first line's limit) is a rejected row, read
     in bounded pieces, and the lines after it are read as usual."""
