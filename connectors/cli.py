@@ -153,6 +153,9 @@ def push(extract: Path, mapping_file: Path, url: str | None, cert: Path | None, 
         raise click.UsageError(str(exc)) from None
     except push_mod.PushError as exc:
         click.echo(f"push stopped: {exc}", err=True)
+        if report is not None and getattr(exc, "summary", None) is not None:
+            report.write_text(json.dumps({"extract": str(extract), "mapping": str(mapping_file), "rejects": str(rejects),
+                                          "error": str(exc), **exc.summary.report()}, indent=2) + "\n")
         sys.exit(3)
     except Exception as exc:  # a scheduler acts on the exit code: anything unforeseen is "could not run"
         click.echo(f"push could not run: {exc.__class__.__name__}: {exc}", err=True)

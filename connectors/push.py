@@ -285,7 +285,11 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
     m = mapping if isinstance(mapping, mapping_mod.Mapping) else mapping_mod.load(mapping)
     extract = Path(extract)
     summary = Summary(unmapped_columns=m.unmapped(sources.columns(extract, m)), state=str(state))
-    store = State(Path(state))
+    try:
+        store = State(Path(state))
+    except PushError as exc:
+        exc.summary = summary  # the report is written all the same (what was done: nothing)
+        raise
     run = int(time.time() * 1000)
     try:
         if forget:
@@ -307,6 +311,9 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
                 summary.stopped = exc.reason
             finally:
                 sender.report_carried()
+    except PushError as exc:
+        exc.summary = summary  # the report of what was done before it failed is written all the same
+        raise
     finally:
         store.close()
     return summary

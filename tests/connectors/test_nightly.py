@@ -347,7 +347,6 @@ def test_forget_says_it_forgot_only_once_it_has(gateway, tmp_path):
     assert "forgot what was sent" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW: no report when the push fails (exit 3)")
 def test_a_push_that_could_not_run_still_writes_its_report(gateway, tmp_path):
     """Review LOW: a push that stops with exit 3 writes --report too, saying why (a scheduler reads it)."""
     import fcntl
