@@ -129,7 +129,8 @@ def test_a_full_extract_ends_the_involvement_of_a_case_that_left(gateway, client
     run_push(gateway, extract, state, "--full", code=1)
     rows = [r for r in read_rows(extract) if r["CaseRef"] != f"{tag}-LA-000103"]  # Zofia's case closed, not sent
     later = extract_like_the_sample(tmp_path, tag + "-w2", rows=rows)
-    output = run_push(gateway, later, state, "--full", code=1)
+    # another file name, the same source: said so (a --full push from another source is refused)
+    output = run_push(gateway, later, state, "--full", "--source-name", "la-cases", code=1)
     assert "ended (absent from the full extract): 1" in output
     found = one(clients, next(r for r in read_rows(extract) if r["CaseRef"] == f"{tag}-LA-000103"))
     contacts = clients("la").get_contacts(found["ChildId"], **WHO)["Contact"]
