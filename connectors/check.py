@@ -34,7 +34,7 @@ SCORER = ("simple (the gateway's linkage engine is not in the client): the same 
           "date of birth (or day and month swapped) with family and first given names alike (difflib, >= 0.85)")
 DUPLICATE_THRESHOLD = 0.85
 MAX_LISTED = 100  # of each kind of finding, in the report (the counts are whole)
-MAX_BLOCK = 200  # rows compared with each other under one date of birth (a larger block is sampled)
+MAX_BLOCK = 200  # rows compared with each other under one date of birth or one NHS number (the rest: sampled, or counted)
 MAX_JUDGED = 200_000  # rows judged for duplicates (memory: a few hundred bytes a row); the rest are counted
 
 
@@ -93,8 +93,11 @@ def _alike(a: dict, b: dict) -> float:
     return 0.6 * family + 0.4 * given
 
 
-def _duplicates(people: list[dict]) -> list[dict]:
+def _duplicates(people: list[dict]) -> tuple[list[dict], int]:
+    """(the pairs found, how many more pairs share an NHS number beyond the first MAX_BLOCK rows
+    of each number: counted, not listed, so a placeholder number on every row stays linear)."""
     pairs: dict[tuple[int, int], dict] = {}
+    more = 0
     by_nhs, by_birth = defaultdict(list), defaultdict(list)
     for index, person in enumerate(people):
         if person["nhs"]:
@@ -102,8 +105,10 @@ def _duplicates(people: list[dict]) -> list[dict]:
         if person["born"]:
             by_birth[person["born"]].append(index)
     for indexes in by_nhs.values():
-        for i, a in enumerate(indexes):
-            for b in indexes[i + 1:]:
+        if len(indexes) > MAX_BLOCK:
+            more += len(indexes) * (len(indexes) - 1) // 2 - MAX_BLOCK * (MAX_BLOCK - 1) // 2
+        for i, a in enumerate(indexes[:MAX_BLOCK]):
+            for b in indexes[i + 1:MAX_BLOCK]:
                 pairs[(a, b)] = {"score": 1.0, "why": "the same NHS number"}
     for born, indexes in by_birth.items():
         swapped = born[:5] + born[8:10] + "-" + born[5:7] if int(born[8:10]) <= 12 else None
@@ -122,7 +127,7 @@ def _duplicates(people: list[dict]) -> list[dict]:
                                   if pa["born"] == pb["born"] else "names alike, day and month of birth swapped"}
     return [{"lines": [people[a]["line"], people[b]["line"]],
              "source_record_ids": [people[a]["srid"], people[b]["srid"]], **found}
-            for (a, b), found in sorted(pairs.items())]
+            for (a, b), found in sorted(pairs.items())], more
 
 
 def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None) -> dict:
@@ -174,12 +179,12 @@ def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None) 
                 people.append({"line": line, "srid": srid, "family": _letters(identity.get("FamilyName", "")),
                            "given": _letters(given[0]), "born": born,
                            "nhs": number if number and nhs.is_valid(number) else None})
-    duplicates = _duplicates(people)
+    duplicates, more = _duplicates(people)
     return {"rows": rows, "rejected": rejected, "rejects": rejects,
             "completeness": {target: round(n / rows, 4) if rows else 0.0 for target, n in filled.items()},
             "invalid_identifiers": invalid[:MAX_LISTED], "invalid_identifiers_count": invalid_count,
             "dates_outside_childhood": dates[:MAX_LISTED], "dates_outside_childhood_count": dates_count,
-            "likely_duplicates": duplicates[:MAX_LISTED], "likely_duplicates_count": len(duplicates),
+            "likely_duplicates": duplicates[:MAX_LISTED], "likely_duplicates_count": len(duplicates) + more,
             "duplicates_rows_judged": len(people), "scorer": SCORER}
 
 

@@ -8,7 +8,6 @@ by SIGTERM/SIGINT; run again to resume)."""
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -86,8 +85,8 @@ def _progress_printer(err):
                    "[default: $XDG_STATE_HOME/contactgate/push, else ~/.local/state/contactgate/push]. One run "
                    "at a time per state directory (its push.lock).")
 @click.option("--source-name", default=None,
-              help="Name the source the extract comes from (its state) [default: the extract's path, digits "
-                   "as #: cases-2026-12-08.csv is the same source as cases-2026-12-07.csv].")
+              help="Name the source the extract comes from (its state) [default: the extract's path, a date in "
+                   "its file name as #: cases-2026-12-08.csv is the same source as cases-2026-12-07.csv].")
 @click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Use this state file instead (what was sent, for deltas and resuming).")
 @click.option("--forget", is_flag=True, help="Forget what was sent to this gateway from this source, and send "
@@ -169,6 +168,10 @@ def push(extract: Path | None, folder: Path | None, sftp_url: str | None, known_
     for needed in (ca, gateway_cert):
         if not needed.exists():
             raise click.UsageError(f"{needed} not found (give --ca and --gateway-cert)")
+    try:
+        organisation = push_mod.organisation_of(cert)
+    except ValueError as exc:
+        raise click.UsageError(f"{cert} is not a PEM certificate ({exc})") from None
     state_dir = state.parent if state is not None else (state_dir or push_mod.default_state_dir())
     try:
         lock = scheduled.RunLock(state_dir)
@@ -178,6 +181,7 @@ def push(extract: Path | None, folder: Path | None, sftp_url: str | None, known_
     stop = _StopOnSignal()
     try:
         run = _Run(m, mapping_file, url, cert, key, ca, gateway_cert, state_dir, state, forget, batch_size, full, stop)
+        run.organisation = organisation
         if folder or sftp_url:
             drop = (scheduled.FolderDrop(folder, pattern) if folder
                     else scheduled.SftpDrop(sftp_url, known_hosts, sftp_key, pattern))
@@ -185,7 +189,7 @@ def push(extract: Path | None, folder: Path | None, sftp_url: str | None, known_
         else:
             code, entry = run.one(extract, source_name, rejects or (None if use_sql else
                                                                       extract.with_name(extract.name + ".rejects.csv")))
-            if report is not None and "counts" in entry:
+            if report is not None and ("counts" in entry or "error" in entry):
                 _write_report(report, {key: value for key, value in entry.items() if key != "exit_code"})
     finally:
         stop.restore()
@@ -220,7 +224,10 @@ def _push_drop(run: "_Run", drop, report: Path | None, source_name: str | None) 
                     break
                 rejects = Path(work) / f"{name}.rejects.csv"
                 shown = str(drop.source_path(name))  # the source, for its state: digits as # (as for EXTRACT)
-                code, entry = run.one(local, source_name or re.sub(r"\d+", "#", shown), rejects, shown=shown)
+                # the source, for its state: a date in the file's name as # (as for EXTRACT), never a folder's digits
+                folder_part, slash, file_name = shown.rpartition("/")
+                code, entry = run.one(local, source_name or folder_part + slash + push_mod.dated_name(file_name),
+                                      rejects, shown=shown)
                 try:
                     entry["moved_to"] = drop.finish(name, code, rejects)
                 except OSError as exc:  # pushed, but not moved: the next run pushes it again (unchanged rows)
@@ -254,6 +261,7 @@ class _Run:
         self.ca, self.gateway_cert, self.state_dir, self.state = ca, gateway_cert, state_dir, state
         self.forget, self.batch_size, self.full, self.stop = forget, batch_size, full, stop
         self._client = None
+        self.organisation: str = ""
 
     def client(self):
         if self._client is None:
@@ -274,30 +282,36 @@ class _Run:
             return 3, {**entry, "exit_code": 3}
         state = self.state
         if state is None:
-            state = push_mod.state_path(self.state_dir, source_name or push_mod.source_name_of(extract),
-                                        push_mod.organisation_of(self.cert), self.url)
-            old = push_mod.adopt_state_beside(self.mapping_file, state)
+            try:
+                state = push_mod.state_path(self.state_dir, source_name or push_mod.source_name_of(extract),
+                                            self.organisation, self.url)
+                old = push_mod.adopt_state_beside(self.mapping_file, state)
+            except OSError as exc:
+                click.echo(f"push could not run: the state cannot be kept: {exc}", err=True)
+                return 3, {**entry, "exit_code": 3, "error": f"the state cannot be kept: {exc}"}
             if old is not None:
                 click.echo(f"moved the state file {old} to {state} (the state is now kept per source, organisation "
                            f"and gateway, not beside the mapping)")
-        if self.forget:
-            click.echo(f"forgot what was sent to {self.url} from this source ({state}): every row is sent again")
         if rejects is None:  # a SQL source: beside the state
             rejects = state.with_suffix(".rejects.csv")
         entry["rejects"] = str(rejects)
         try:
             summary = push_mod.push_file(self.client(), extract, self.m, state=state, rejects=rejects,
                                          batch_size=self.batch_size, full=self.full,
-                                         progress=_progress_printer(sys.stderr), stop=self.stop, forget=self.forget)
-        except sources.ExtractError as exc:
+                                         progress=_progress_printer(sys.stderr), stop=self.stop, forget=self.forget,
+                                         source_named=source_name is not None)
+        except (sources.ExtractError, push_mod.OtherSource) as exc:
             click.echo(f"Error: {exc}", err=True)
             return 2, {**entry, "exit_code": 2, "error": str(exc)}
         except push_mod.PushError as exc:
             click.echo(f"push stopped: {exc}", err=True)
-            return 3, {**entry, "exit_code": 3, "error": str(exc)}
+            done = exc.summary.report() if getattr(exc, "summary", None) is not None else {}
+            return 3, {**entry, **done, "exit_code": 3, "error": str(exc)}
         except Exception as exc:  # a scheduler acts on the exit code: anything unforeseen is "could not run"
             click.echo(f"push could not run: {exc.__class__.__name__}: {exc}", err=True)
             return 3, {**entry, "exit_code": 3, "error": f"{exc.__class__.__name__}: {exc}"}
+        if self.forget:  # said once done: push_file forgets under the state's lock
+            click.echo(f"forgot what was sent to {self.url} from this source ({state}): every row is sent again")
         for line in summary.lines():
             click.echo(line)
         entry.update(summary.report())
@@ -306,7 +320,7 @@ class _Run:
             click.echo(f"push stopped ({summary.stopped}): the batch in flight was finished and the state saved; "
                        f"run the push again to resume", err=True)
             code = 3
-        elif summary.rejected_rows or summary.outcomes["rejected"]:
+        elif summary.any_rejected():
             click.echo(f"rejected rows are in {rejects}, each with who rejected it and why")
             code = 1
         entry["exit_code"] = code

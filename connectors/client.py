@@ -80,7 +80,7 @@ def _check_date(value, field: str) -> None:
     if isinstance(value, str) and re.fullmatch(r"-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])(Z|[+-]\d{2}:\d{2})?",
                                                 value):
         return
-    raise InvalidValue(field, f"{value!r} is not a date: give a datetime.date or 'YYYY-MM-DD'")
+    raise InvalidValue(field, f"not a date ({type(value).__name__}): give a datetime.date or 'YYYY-MM-DD'")
 
 
 def check_update(record, index: int) -> None:
@@ -95,11 +95,11 @@ def check_update(record, index: int) -> None:
             _check_date(value, field)
         elif kind == "boolean":
             if not isinstance(value, bool):
-                raise InvalidValue(field, f"{value!r} is not True or False")
+                raise InvalidValue(field, f"not True or False ({type(value).__name__}): give a bool")
         elif isinstance(value, (dict, list, tuple)):
-            raise InvalidValue(field, f"{value!r} is not text")
+            raise InvalidValue(field, f"not text ({type(value).__name__}): give a str")
         elif node.leaf.enumeration and value not in node.leaf.enumeration:
-            raise InvalidValue(field, f"{value!r} is not one of {', '.join(node.leaf.enumeration)}")
+            raise InvalidValue(field, f"not one of the codes: give one of {', '.join(node.leaf.enumeration)}")
 
     def group(node, value, field: str) -> None:
         names = [c.name for c in node.children]

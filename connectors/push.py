@@ -22,8 +22,12 @@ It keeps a state file (SQLite, 0600, at the connecting organisation: it holds th
   a backoff (1, 2, 4 ... up to 30 s, at most ``attempts`` times).
 - **Every row's outcome.** Each row read is counted once, in one of created, updated, matched,
   review, rejected (by the mapping, or by the gateway with its reason) or unchanged, including
-  across a resume: the rows of a batch settled on resuming are not counted again when they are
-  read. Every rejected row is in the reject file with its line, source id, who rejected it and why.
+  across a resume: the batch held from a run cut off is settled first and reported on its own
+  (``resumed_batch``: its kind, rows or ended records, and its extract); a row of it that tonight's
+  extract has unchanged is counted once, when it is read, at tonight's line; one tonight's extract
+  has not (or has changed) is listed against the previous run's extract, without a line unless
+  that extract is tonight's, unchanged (path, size, mtime kept with the batch). Every rejected
+  row is in the reject file with its line, source id, who rejected it and why.
 - **Stopping.** ``stop()`` (the CLI's SIGTERM and SIGINT handler) is asked after each row and
   between retries: a batch in flight is finished (its answer saved), a batch being built is
   abandoned (its rows are read again on the next run), and `Stopped` says so.
@@ -63,6 +67,10 @@ class PushError(Exception):
     """The push cannot go on (said to the operator; the state keeps what was done)."""
 
 
+class OtherSource(PushError):
+    """A --full push of an extract from another source than the state's last one (exit 2)."""
+
+
 class Stopped(PushError):
     """The push was asked to stop (a signal): what was done is saved; running it again resumes."""
 
@@ -90,6 +98,8 @@ class Summary:
     review_rows: list[dict] = dataclasses.field(default_factory=list)  # line, source_record_id, child_id
     stopped: str | None = None  # why the run stopped before the end (a signal), or None
     state: str | None = None  # the state file used
+    # the batch held from a run cut off, settled first: kind (rows/ended), extract, records, outcomes
+    resumed_batch: dict | None = None
 
     def counts(self) -> dict[str, int]:
         """Every row read counted once: created + updated + matched + review + rejected + unchanged
@@ -101,11 +111,18 @@ class Summary:
                 "unchanged": self.unchanged, "sent": self.sent, "ended": self.ended, "batches": self.batches,
                 "retries": self.retries}
 
+    def any_rejected(self) -> bool:
+        """Whether the reject file has a row (this run's, or the resumed batch's)."""
+        return bool(self.rejected_rows or self.outcomes["rejected"]
+                    or (self.resumed_batch and self.resumed_batch["outcomes"]["rejected"]))
+
     def report(self) -> dict:
         """The run report (`contactgate push --report FILE.json`)."""
         return {"counts": self.counts(), "review": self.review_rows, "resumed": self.resumed,
                 "stopped": self.stopped, "unmapped_columns": self.unmapped_columns, "state": self.state,
-                "ended_outcomes": dict(self.ended_outcomes)}
+                "ended_outcomes": dict(self.ended_outcomes),
+                "resumed_batch": self.resumed_batch and {**self.resumed_batch,
+                                                         "outcomes": dict(self.resumed_batch["outcomes"])}}
 
     def lines(self) -> list[str]:
         o = self.outcomes
@@ -116,6 +133,11 @@ class Summary:
                f"{o['rejected']} by the gateway)",
                f"unchanged since the last push: {self.unchanged}" + (f"; ended (absent from the full extract): "
                                                                    f"{self.ended}" if self.ended else "")]
+        if self.resumed_batch:
+            held = self.resumed_batch
+            out.append(f"first settled the batch held from the last run ({held['records']} records of "
+                       f"{held['extract'] or 'its extract'}): " + ", ".join(
+                           f"{k} {v}" for k, v in sorted(held["outcomes"].items())))
         if self.sent == 0 and self.unchanged and not self.ended:
             out.append("nothing changed: nothing was sent")
         if self.unmapped_columns:
@@ -156,6 +178,18 @@ class State:
                         "message BLOB NOT NULL, records TEXT NOT NULL, signed_at REAL NOT NULL, lines TEXT)")
         if "lines" not in {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}:
             self.db.execute("ALTER TABLE pending ADD COLUMN lines TEXT")  # a state from before issue 28
+        held_columns = {row[1] for row in self.db.execute("PRAGMA table_info(pending)")}
+        for column in ("kind", "extract"):  # a state from before the review of issue 28
+            if column not in held_columns:
+                self.db.execute(f"ALTER TABLE pending ADD COLUMN {column} TEXT")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def digest_of(self, srid: str) -> str | None:
         row = self.db.execute("SELECT digest FROM sent WHERE srid = ?", (srid,)).fetchone()
@@ -165,17 +199,21 @@ class State:
         self.db.execute("UPDATE sent SET seen = ? WHERE srid = ?", (run, srid))
 
     def pending(self):
-        """(message, records, signed_at, lines) of the batch in flight, or None."""
-        row = self.db.execute("SELECT message, records, signed_at, lines FROM pending WHERE id = 1").fetchone()
+        """(message, records, signed_at, lines, kind, extract) of the batch in flight, or None: kind
+        "rows" (rows of ``extract``, its [path, size, mtime], at ``lines``) or "ended"."""
+        row = self.db.execute("SELECT message, records, signed_at, lines, kind, extract FROM pending "
+                              "WHERE id = 1").fetchone()
         if row is None:
             return None
         records = json.loads(row[1])
         lines = json.loads(row[3]) if row[3] else [None] * len(records)
-        return row[0], records, row[2], lines
+        return row[0], records, row[2], lines, row[4] or "rows", json.loads(row[5]) if row[5] else None
 
-    def hold(self, message: bytes, records: list[dict], lines: list[int | None]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO pending (id, message, records, signed_at, lines) "
-                        "VALUES (1, ?, ?, ?, ?)", (message, json.dumps(records), time.time(), json.dumps(lines)))
+    def hold(self, message: bytes, records: list[dict], lines: list[int | None], kind: str = "rows",
+             extract: list | None = None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO pending (id, message, records, signed_at, lines, kind, extract) "
+                        "VALUES (1, ?, ?, ?, ?, ?, ?)", (message, json.dumps(records), time.time(), json.dumps(lines),
+                                                         kind, json.dumps(extract)))
 
     def forget(self) -> None:
         """Forget what was sent (and the batch in flight): the next push sends every row again (the
@@ -209,6 +247,12 @@ def digest(record: dict) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def extract_identity(extract: Path) -> list:
+    """[path, size, mtime] of an extract: a held batch's line numbers are its rows' only in it."""
+    stat = Path(extract).stat()
+    return [str(Path(extract).resolve()), stat.st_size, stat.st_mtime_ns]
+
+
 def _ended(record: dict, today: dt.date) -> dict:
     record = copy.deepcopy(record)
     for involvement in record.get("Involvement", []):
@@ -228,29 +272,48 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
               rejects: Path | str, batch_size: int = MAX_BATCH, full: bool = False, attempts: int = 8,
               progress: Callable[[int, int, int], None] | None = None,
               sleep: Callable[[float], None] = time.sleep, message_lifetime_s: float = 240,
-              stop: Callable[[], str | None] = lambda: None, forget: bool = False) -> Summary:
+              stop: Callable[[], str | None] = lambda: None, forget: bool = False,
+              source_named: bool = False) -> Summary:
     """Push ``extract`` through ``client`` (a connectors.client.GatewayClient). ``progress(rows,
     bytes_read, bytes_total)`` is called as rows are read. ``stop()`` returns why to stop (a
     signal's name) or None: the summary then says ``stopped``. ``forget`` starts again: what the
-    state remembers is dropped first."""
+    state remembers is dropped first. A ``full`` push of an extract whose source (`source_name_of`)
+    is not the state's last extract's is refused (`OtherSource`) unless ``source_named``: it would
+    end every record of the other source."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
     m = mapping if isinstance(mapping, mapping_mod.Mapping) else mapping_mod.load(mapping)
     extract = extract if isinstance(extract, sources.SqlQuery) else Path(extract)
     summary = Summary(unmapped_columns=m.unmapped(sources.columns(extract, m)), state=str(state))
-    store = State(Path(state))
+    try:
+        store = State(Path(state))
+    except PushError as exc:
+        exc.summary = summary  # the report is written all the same (what was done: nothing)
+        raise
     run = int(time.time() * 1000)
     try:
         if forget:
             store.forget()
+        last = store.get("extract")
+        if full and not source_named and not forget and last and source_name_of(Path(last)) != source_name_of(extract):
+            raise OtherSource(f"this state was last used for {last}, another source than {extract.resolve()}: a full "
+                              f"push would end every record of that one; give --source-name (or another --state) if "
+                              f"this extract really is the same source")
+        store.put("extract", str(extract.resolve()))
         with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
             reject_rows = CsvWriter(reject_file)  # opened in a spreadsheet: quoted, no formula runs
             reject_rows.writerow(REJECT_HEADER)
-            sender = _Sender(client, store, summary, attempts, sleep, message_lifetime_s, run, reject_rows, stop)
+            sender = _Sender(client, store, summary, attempts, sleep, message_lifetime_s, run, reject_rows, stop,
+                             extract_identity(extract))
             try:
                 _push_rows(m, extract, store, sender, summary, reject_rows, run, batch_size, full, progress, stop)
             except Stopped as exc:
                 summary.stopped = exc.reason
+            finally:
+                sender.report_carried()
+    except PushError as exc:
+        exc.summary = summary  # the report of what was done before it failed is written all the same
+        raise
     finally:
         store.close()
     return summary
@@ -258,13 +321,14 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
 
 def _push_rows(m, extract, store: State, sender: "_Sender", summary: Summary, reject_rows, run: int,
                batch_size: int, full: bool, progress, stop) -> None:
-    settled: dict[str, str] = {}  # source id -> digest: rows of the batch settled on resuming, counted there
     held = store.pending()
     if held is not None:  # the last push was cut off with a batch in flight: settle it first
         summary.resumed = True
-        message, records, signed_at, lines = held
-        sender.send(records, lines, message=message, signed_at=signed_at)
-        settled = {r["SourceRecordId"]: digest(r) for r in records}
+        message, records, signed_at, lines, kind, held_extract = held
+        summary.resumed_batch = {"kind": kind, "extract": held_extract[0] if held_extract else None,
+                                 "records": len(records), "outcomes": Counter()}
+        sender.send(records, lines, message=message, signed_at=signed_at, kind=kind, held_extract=held_extract)
+    carried = sender.carried  # its rows' outcomes, counted when tonight's extract has the same row
     position = sources.Position()
     batch: list[dict] = []
     lines: list[int] = []
@@ -281,8 +345,9 @@ def _push_rows(m, extract, store: State, sender: "_Sender", summary: Summary, re
             reject_rows.writerow([line, srid, "mapping", str(exc)])
             continue
         srid = record["SourceRecordId"]
-        if srid in settled and settled.pop(srid) == digest(record):
-            if full:  # counted with the batch settled on resuming: once only
+        if srid in carried and carried[srid][0] == digest(record):  # settled on resuming: counted here, once
+            sender.count(line, carried.pop(srid)[2])
+            if full:
                 store.mark_seen(srid, run)
         elif store.digest_of(srid) == digest(record):
             summary.unchanged += 1
@@ -304,41 +369,75 @@ def _push_rows(m, extract, store: State, sender: "_Sender", summary: Summary, re
         for start in range(0, len(absent), batch_size):
             chunk = absent[start:start + batch_size]
             summary.ended += len(chunk)
-            sender.send(chunk, [None] * len(chunk), ended=True)
+            sender.send(chunk, [None] * len(chunk), kind="ended")
     if progress is not None:
         progress(summary.rows, position.total, position.total)
 
 
 class _Sender:
     def __init__(self, client, store: State, summary: Summary, attempts: int, sleep, lifetime: float, run: int,
-                 reject_rows, stop: Callable[[], str | None]):
+                 reject_rows, stop: Callable[[], str | None], extract: list):
         self.client, self.store, self.summary = client, store, summary
         self.attempts, self.sleep, self.lifetime, self.run = attempts, sleep, lifetime, run
-        self.reject_rows, self.stop = reject_rows, stop
+        self.reject_rows, self.stop, self.extract = reject_rows, stop, extract
+        # rows of the batch held from the last run, settled first: source id -> (digest, line, result)
+        self.carried: dict[str, tuple] = {}
+        self.carried_from: list | None = None  # the extract they were read from
 
-    def _sign(self, records: list[dict], lines: list[int | None]) -> bytes:
+    def _sign(self, records: list[dict], lines: list[int | None], kind: str, extract: list | None) -> bytes:
         message = self.client.build_request("SubmitUpdates", ChildUpdate=records)
-        self.store.hold(message, records, lines)  # before it leaves: a crash after this re-sends these bytes
+        # before it leaves: a crash after this re-sends these bytes
+        self.store.hold(message, records, lines, kind, extract)
         return message
 
-    def _settled(self, records: list[dict], lines: list[int | None], results, ended: bool) -> None:
+    def count(self, line, result, note: str = "") -> None:
+        """One row's outcome: counted, and written to the reject file or the review list."""
+        self.summary.outcomes[result.outcome] += 1
+        self._list(line, result, note)
+
+    def _list(self, line, result, note: str = "") -> None:
+        if result.outcome == "rejected":
+            self.reject_rows.writerow([line if line is not None else "", result.source_record_id, "gateway",
+                                       note + (result.detail or "rejected (the gateway gave no reason)")])
+        elif result.outcome == "review":
+            self.summary.review_rows.append({"line": line, "source_record_id": result.source_record_id,
+                                             "child_id": result.child_id, **({"note": note} if note else {})})
+
+    def report_carried(self) -> None:
+        """Rows of the resumed batch tonight's extract did not have as they were sent: listed against
+        the extract they came from (its line numbers only when it is tonight's, unchanged)."""
+        same = self.carried_from is not None and self.carried_from == self.extract
+        where = self.carried_from[0] if self.carried_from else "an earlier extract"
+        for _, line, result in self.carried.values():
+            self._list(line if same else None, result, "" if same else f"previous run's extract {where}: ")
+        self.carried = {}
+
+    def _settled(self, records: list[dict], lines: list[int | None], results, kind: str,
+                 held_extract: list | None, resumed: bool) -> None:
         outcomes = {r.source_record_id: r.outcome for r in results}
         self.store.done(records, outcomes, self.run)
         self.summary.sent += len(records)
         self.summary.batches += 1
-        (self.summary.ended_outcomes if ended else self.summary.outcomes).update(r.outcome for r in results)
+        if resumed:  # reported as the resumed batch; its rows are counted when tonight's extract has them
+            self.summary.resumed_batch["outcomes"].update(r.outcome for r in results)
+            if kind == "rows":
+                self.carried_from = held_extract
+                self.carried = {result.source_record_id: (digest(record), line, result)
+                                for record, line, result in zip(records, lines, results)}
+                return
+        elif kind == "ended":
+            self.summary.ended_outcomes.update(r.outcome for r in results)
+        else:
+            self.summary.outcomes.update(r.outcome for r in results)
         for line, result in zip(lines, results):
-            if result.outcome == "rejected":
-                self.reject_rows.writerow([line if line is not None else "", result.source_record_id, "gateway",
-                                           result.detail or "rejected (the gateway gave no reason)"])
-            elif result.outcome == "review":
-                self.summary.review_rows.append({"line": line, "source_record_id": result.source_record_id,
-                                                 "child_id": result.child_id})
+            self._list(line, result)
 
     def send(self, records: list[dict], lines: list[int | None], *, message: bytes | None = None,
-             signed_at: float | None = None, ended: bool = False) -> None:
+             signed_at: float | None = None, kind: str = "rows", held_extract: list | None = None) -> None:
+        resumed = message is not None
+        extract = held_extract if resumed else (self.extract if kind == "rows" else None)
         if message is None or time.time() - (signed_at or 0) > self.lifetime:
-            message = self._sign(records, lines)
+            message = self._sign(records, lines, kind, extract)
         delay = 1.0
         for attempt in range(1, self.attempts + 1):
             try:
@@ -351,10 +450,10 @@ class _Sender:
                     results = parse_results(body)
                     if len(results) != len(records):
                         raise PushError(f"the gateway answered {len(results)} results for {len(records)} records")
-                    self._settled(records, lines, results, ended)
+                    self._settled(records, lines, results, kind, extract, resumed)
                     return
                 if code in RESIGN_FAULTS:  # the held message is too old to be taken: the same records, signed now
-                    message = self._sign(records, lines)
+                    message = self._sign(records, lines, kind, extract)
                     problem = f"re-signed after {code}"
                 elif code not in RETRYABLE_FAULTS:
                     reason = body.findtext(f"{q(SOAP_ENV, 'Fault')}/faultstring") or ""
@@ -379,11 +478,22 @@ def default_state_dir() -> Path:
     return Path(base) / "contactgate" / "push"
 
 
+# A date (and time) in a file's name: 2026-12-08, 20261208, 08-12-2026, 08.12.2026, 2026-12-08T0100, ...
+_DATE_IN_NAME = re.compile(r"(?<!\d)(?:\d{4}[-_.]?\d{2}[-_.]?\d{2}|\d{2}[-_.]\d{2}[-_.]\d{4})(?:[T_ -]?\d{4,6})?(?!\d)")
+
+
 def source_name_of(extract: Path) -> str:
     """The source an extract comes from, when not named (``--source-name``): its absolute path with
-    each run of digits as ``#``, so that tonight's ``cases-2026-12-08.csv`` is the same source as
-    last night's ``cases-2026-12-07.csv``, and ``referrals-2026-12-08.csv`` is another."""
-    return re.sub(r"\d+", "#", str(Path(extract).resolve()))
+    a date in the file's *name* as ``#`` (never a folder's digits), so that tonight's
+    ``cases-2026-12-08.csv`` is the same source as last night's ``cases-2026-12-07.csv``, while
+    ``system1/cases.csv`` and ``system2/cases.csv`` are two."""
+    path = Path(extract).resolve()
+    return str(path.parent / dated_name(path.name))
+
+
+def dated_name(name: str) -> str:
+    """A file's name with a date in it as ``#``: one source night after night."""
+    return _DATE_IN_NAME.sub("#", name)
 
 
 def organisation_of(cert: Path) -> str:

@@ -330,7 +330,11 @@ def _fhir_resources(path: Path, position):
         number = 1
         line = first
         while line:
-            if line.strip():
+            if len(line) > MAX_FIRST_LINE:  # no resource is that long: rejected, the rest of it skipped
+                while line and not line.endswith("\n"):
+                    line = text.readline(MAX_FIRST_LINE + 1)
+                yield number, _Unreadable(f"a line longer than {MAX_FIRST_LINE:,} characters: no resource is")
+            elif line.strip():
                 try:
                     resource = _json(line)
                 except _TooDeep as exc:
@@ -340,7 +344,7 @@ def _fhir_resources(path: Path, position):
                 else:
                     yield from _entries(resource, number)
             number += 1
-            line = text.readline()
+            line = text.readline(MAX_FIRST_LINE + 1)
 
 
 def _document_resources(path: Path, raw):

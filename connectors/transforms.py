@@ -8,16 +8,16 @@ Named steps: ``trim``, ``collapse_spaces`` (runs of white space to one space, tr
 ``postcode`` ("ls62ab" -> "LS6 2AB"). python-stdnum checks the two numbers, as the gateway does.
 
 Steps with a value: ``{remove: "*#"}`` (these characters), ``{replace: {pattern: REGEX, with:
-TEXT}}`` (Python regular expressions; ``\\1`` in ``with`` is the first group), ``{lookup: {CODE:
-VALUE, ...}}`` or ``{lookup: {file: FILE.csv, key: COLUMN, value: COLUMN}}`` (a value the table
+TEXT}}`` (RE2 syntax, as Python's without look-arounds or back-references; ``\\1`` in ``with``
+is the first group), ``{lookup: {CODE: VALUE, ...}}`` or ``{lookup: {file: FILE.csv, key: COLUMN, value: COLUMN}}`` (a value the table
 does not have passes as it is: use the rule's ``map`` to refuse unknown codes), ``{part:
 {separator: "/", index: 0}}`` (one part of a split; -1 is the last).
 
-What cannot run away: a regular expression is compiled when the mapping loads, at most
-MAX_PATTERN characters, with no back-reference and no repetition inside a repetition (``(a+)+``,
-the shape that backtracks exponentially); it is applied to values of at most MAX_REGEX_INPUT
-characters. A lookup file is read once, when the mapping loads: inside the mapping's folder, at
-most MAX_LOOKUP_BYTES and MAX_LOOKUP_ROWS rows.
+What cannot run away: a regular expression is compiled when the mapping loads (at most
+MAX_PATTERN characters, its replacement tried then) and run by RE2 (google-re2), whose time grows
+in proportion to the value whatever the pattern: no backtracking, so no back-references; it is
+applied to values of at most MAX_REGEX_INPUT characters. A lookup file is read once, when the
+mapping loads: inside the mapping's folder, at most MAX_LOOKUP_BYTES and MAX_LOOKUP_ROWS rows.
 """
 
 from __future__ import annotations
@@ -136,78 +136,42 @@ def _remove(value, base: Path) -> Step:
     return lambda text, what: text.translate(table)
 
 
-def _runaway(pattern: str) -> str | None:
-    """Why ``pattern`` could backtrack without end, or None: a back-reference, or a group repeated
-    that holds a repetition itself (``(a+)+``, ``(\\w*)*``). Read from the pattern's text (escapes
-    and character classes skipped), conservatively: a pattern refused here can be written without."""
-    if re.search(r"\\[1-9]|\(\?P=|\\g<|\(\?\(", pattern):
-        return "a back-reference"
-    quantifier = re.compile(r"[*+?]|\{\d*,?\d*\}")
-    groups: list[bool] = []  # for each open group: whether it holds a repetition
-    repeated = False  # inside the text read so far at this level
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[":  # a character class: to its closing bracket
-            i += 1
-            if i < len(pattern) and pattern[i] == "^":
-                i += 1
-            if i < len(pattern) and pattern[i] == "]":
-                i += 1
-            while i < len(pattern) and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-            i += 1
-            continue
-        if c == "(":
-            groups.append(repeated)
-            repeated = False
-            i += 1
-            continue
-        if c == ")":
-            inner = repeated
-            repeated = groups.pop() if groups else False
-            i += 1
-            match = quantifier.match(pattern, i)
-            if match and match.group() != "?":
-                if inner:
-                    return "nested repetition such as (a+)+"
-                repeated = True
-            elif inner:
-                repeated = True
-            continue
-        match = quantifier.match(pattern, i)
-        if match and match.group() != "?" and not (i > 0 and pattern[i - 1] == "("):
-            repeated = True
-            i = match.end()
-            continue
-        i += 1
-    return None
+def _re2_options():
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # a pattern refused is said once, in the mapping's error
+    return options
 
 
 def _replace(value, base: Path) -> Step:
+    import re2  # google-re2: linear time in the value, whatever the pattern (no backtracking)
+
     if not isinstance(value, dict) or set(value) != {"pattern", "with"}:
         raise TransformError("replace takes {pattern: REGEX, with: TEXT}")
     pattern, replacement = str(value["pattern"]), str(value["with"] if value["with"] is not None else "")
     if len(pattern) > MAX_PATTERN:
         raise TransformError(f"the pattern is longer than {MAX_PATTERN} characters")
+    if re.search(r"\\[1-9]|\(\?P=|\\g<|\(\?\(", pattern):
+        raise TransformError(f"{pattern!r} has a back-reference, which a regular expression here cannot have")
     try:
-        compiled = re.compile(pattern)
-        why = _runaway(pattern)
-    except re.error as exc:
-        raise TransformError(f"{pattern!r} is not a regular expression ({exc})") from None
-    if why:
-        raise TransformError(f"{pattern!r} has {why}, which can take hours on one value: write it without")
-    groups = {int(n) for n in re.findall(r"\\(\d+)", replacement)}
-    if any(n > compiled.groups for n in groups):
-        raise TransformError(f"with refers to a group the pattern does not have ({replacement!r})")
+        compiled = re2.compile(pattern, _re2_options())
+        # the replacement tried once now (on the pattern or nothing matching ""): a group it names
+        # that the pattern does not have is refused when the mapping loads, not on the first row
+        re2.compile(f"(?:{pattern})|", _re2_options()).search("").expand(replacement)
+    except re2.error as exc:
+        raise TransformError(f"{pattern!r} is not a regular expression this tool runs "
+                             f"({exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc})") from None
+    except (IndexError, ValueError) as exc:
+        raise TransformError(f"with refers to a group the pattern does not have ({replacement!r}: {exc})") from None
 
     def replace(text: str, what: str) -> str:
         if len(text) > MAX_REGEX_INPUT:
             raise RowError(f"{what}: longer than {MAX_REGEX_INPUT} characters: too long for a replace")
-        return compiled.sub(replacement, text)
+        try:
+            return compiled.sub(replacement, text)
+        except (re2.error, IndexError, ValueError) as exc:
+            raise RowError(f"{what}: the replace could not be applied ({exc})") from None
     return replace
 
 

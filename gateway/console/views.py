@@ -125,7 +125,7 @@ def _needs(*roles: str):
     return wrap
 
 
-def _stepped_up() -> bool:
+def _stepped_up(keeps_what_was_typed: bool = False) -> bool:
     """The password and a fresh code, given again in the form of a sensitive action (through the
     same gate as a sign-in: it costs the same check)."""
     with _app()["signin_gate"].attempt(request.remote_addr) as refusal:
@@ -140,11 +140,11 @@ def _stepped_up() -> bool:
                               if refusal.status == 429 else "the console is busy; try again in a moment."), "error")
         return False
     if result.officer is None:
-        if result.refusal and "code already used" in result.refusal:  # the sign-in's own code, within its 30 s
-            flash("Not done: that code was used already (each code works once; signing in used it): wait for "
-                  "the next code, then confirm again. What you typed is kept.", "error")
-        else:
-            flash("Not done: confirm with your password and a current code (each code works once).", "error")
+        # the same words whatever was wrong: saying "code used" only after a right password would tell
+        # whoever holds the session that the password was right
+        flash("Not done: confirm with your password and a current code (each code works once: if you signed "
+              "in within the last 30 s, wait for the next code, then confirm again)."
+              + (" What you typed is kept." if keeps_what_was_typed else ""), "error")
         return False
     return True
 
@@ -152,18 +152,13 @@ def _stepped_up() -> bool:
 KEPT_REASON_CHARS = 500
 
 
-def _keep_reason(proposal_id: int) -> None:
-    """Keep a decline's reason for the form shown again after a refused step-up (the session is
-    signed and HTTPS-only; the reason goes into the audit chain when the decline is done anyway)."""
-    kept = dict(session.get("kept_reasons") or {})
-    kept[str(proposal_id)] = request.form.get("reason", "")[:KEPT_REASON_CHARS]
-    session["kept_reasons"] = dict(list(kept.items())[-5:])
-
-
-def _forget_reason(proposal_id: int) -> None:
-    kept = dict(session.get("kept_reasons") or {})
-    if kept.pop(str(proposal_id), None) is not None:
-        session["kept_reasons"] = kept
+def _shown_again_with_reason(proposal: registry.Proposal):
+    """The page of a decline refused at its step-up, rendered again with the reason as posted (never
+    kept in the session: its cookie is signed, not encrypted, and holds a token only)."""
+    g.kept_reasons = {str(proposal.id): request.form.get("reason", "")[:KEPT_REASON_CHARS]}
+    if proposal.org_code:
+        return organisation(proposal.org_code)
+    return trust()
 
 
 def _not_done(action: str, why: Exception) -> None:
@@ -392,16 +387,14 @@ def proposal_decline(proposal_id: int):
     proposal = _proposal(proposal_id)
     if proposal.kind in backup.RESTORE_PROPOSALS:
         return _restore_by_command_line(proposal)
-    if not _stepped_up():
-        _keep_reason(proposal.id)
-        return _back(proposal)
+    if not _stepped_up(keeps_what_was_typed=True):
+        return _shown_again_with_reason(proposal)
     reason = request.form.get("reason", "")
     if proposal.kind in registry.TRUST_PROPOSALS:
         done = _change(registry.decide_trust_change, proposal.id, g.officer, approve=False, reason=reason)
     else:
         done = _change(registry.decline, proposal.org_code, proposal.id, g.officer, reason)
     if done is not None:
-        _forget_reason(proposal.id)
         flash(f"Declined proposal {proposal.id}.", "ok")
     return _back(proposal)
 

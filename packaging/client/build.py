@@ -28,7 +28,7 @@ PACKAGES = {"connectors": "connectors", "contactgate_wire": "wire", "contactgate
 PACKAGE_DATA = {"contactgate_schemas": ["*.xsd", "*.wsdl"], "connectors": ["samples/*"]}
 # What the client needs at run time (names as pinned in the repository's pyproject.toml).
 DEPENDENCIES = ("lxml", "zeep", "xmlsec", "cryptography", "requests", "click", "PyYAML", "rich",
-                "fhir.resources", "python-stdnum", "ijson", "paramiko")
+                "fhir.resources", "python-stdnum", "ijson", "paramiko", "google-re2")
 # Optional: `pip install 'contactgate-client[sql]'` for `push --sql` (the organisation adds its database's driver).
 EXTRAS = {"sql": ("SQLAlchemy",)}
 

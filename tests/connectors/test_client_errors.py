@@ -59,3 +59,20 @@ def test_the_readmes_minimal_example_runs_as_written(gateway, capsys):
     out = capsys.readouterr().out
     assert "connected as LA" in out and re.search(r"(created|updated|matched) \S+", out), out
     assert "# required" in example  # the example marks what must be given
+
+
+@pytest.mark.parametrize("path, value", [(("Identity", "DateOfBirth"), "04/03/2016 SECRET-A"),
+                                         (("Involvement", 0, "CafAssessment"), "SECRET-B"),
+                                         (("Identity", "Gender"), "SECRET-C"),
+                                         (("Identity", "FamilyName"), {"SECRET": "D"})])
+def test_an_sdk_error_names_the_field_and_the_shape_never_the_value(gateway, clients, path, value):
+    """Review LOW: a client-side error says which field and what shape it takes, not what was given
+    (the value, a child's details, would land in a scheduler's logs)."""
+    record = child_update("sdk-e-5", unique_name(), "Ada", "2016-03-04")
+    node = record
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    with pytest.raises(sdk.InvalidValue) as caught:
+        clients("la").submit_updates([record])
+    assert "SECRET" not in str(caught.value) and path[-1] in caught.value.field

@@ -69,3 +69,43 @@ def test_a_single_resource_document_is_still_read(tmp_path):
     m = mapping.load(HEALTH)
     [(line, row)] = list(sources.rows(extract, m))
     assert line == 1 and row["id"] == json.loads(first)["id"]
+
+
+def test_an_ndjson_line_after_the_first_is_read_bounded_and_rejected_when_too_long(tmp_path):
+    """Review LOW: a line longer than any resource (the first line's limit) is a rejected row, read
+    in bounded pieces, and the lines after it are read as usual."""
+    from click.testing import CliRunner
+
+    from connectors import sources
+    from connectors.cli import main
+
+    first, second = (SAMPLES / "health_patients.ndjson").read_text().splitlines()[:2]
+    extract = tmp_path / "long.ndjson"
+    extract.write_text(first + "\n" + '{"resourceType": "Patient", "note": "' + "x" * (sources.MAX_FIRST_LINE + 10)
+                       + '"}\n' + second + "\n")
+    result = CliRunner().invoke(main, ["mapping", "check", str(SAMPLES / "health_patients.yaml"), "--sample",
+                                       str(extract), "--json"], catch_exceptions=False)
+    sample = json.loads(result.output)["sample"]
+    assert sample["rows"] == 3 and sample["rejected"] == 1, sample
+    assert "longer than" in json.dumps(sample["rejects"])
+
+
+@pytest.mark.xfail(strict=True, reason="review LOW: a Bundle entry is built in memory without a size limit")
+def test_a_bundle_entry_larger_than_any_resource_is_a_rejected_row(tmp_path):
+    """Review LOW: an entry of a FHIR Bundle larger than any resource (the NDJSON line limit) is a
+    rejected row, not built in memory; the entries after it are read as usual."""
+    from click.testing import CliRunner
+
+    from connectors.cli import main
+
+    first, second = (json.loads(line) for line in (SAMPLES / "health_patients.ndjson").read_text().splitlines()[:2])
+    huge = {"resourceType": "Patient", "note": "x" * (sources.MAX_FIRST_LINE + 10)}
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": first}, {"resource": huge}, {"resource": second}]}
+    extract = tmp_path / "bundle.json"
+    extract.write_text(json.dumps(bundle, indent=1))
+    result = CliRunner().invoke(main, ["mapping", "check", str(SAMPLES / "health_patients.yaml"), "--sample",
+                                       str(extract), "--json"], catch_exceptions=False)
+    sample = json.loads(result.output)["sample"]
+    assert sample["rows"] == 3 and sample["rejected"] == 1, sample
+    assert "larger than" in json.dumps(sample["rejects"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,40 @@ def test_dates_in_childhood_are_judged_against_today():
     assert check.outside_childhood(dt.date(2008, 12, 8), today) is None
     assert "18" in check.outside_childhood(dt.date(2008, 12, 6), today)
     assert "future" in check.outside_childhood(dt.date(2027, 1, 1), today)
+
+
+@pytest.mark.parametrize("replacement", ["\\g<5>", "\\g<x>"])
+def test_a_replacement_naming_a_group_the_pattern_lacks_is_a_mapping_error(tmp_path, replacement):
+    """Review MEDIUM 7: found by `mapping check` (exit 2, with its line), not on the first row of a push."""
+    path = tmp_path / "m.yaml"
+    path.write_text("source: csv\nid: {from: Ref}\nfields:\n  Identity.FamilyName: {from: Name}\n"
+                    f"  Address.Line1: {{from: A, transform: {{replace: {{pattern: '(\\d+) x', with: '{replacement}'}}}}}}\n")
+    result = run("mapping", "check", str(path), code=2)
+    assert "m.yaml:5:" in result.output and "group the pattern does not have" in result.output
+
+
+def one_nhs_number(tmp_path: Path, n: int) -> Path:
+    """``n`` rows that all give the same NHS number (a source system's placeholder, say)."""
+    rows = list(csv.DictReader(open(SAMPLES / "la_case_management.csv", newline="")))
+    path = tmp_path / f"same-nhs-{n}.csv"
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, list(rows[0]))
+        writer.writeheader()
+        for i in range(n):
+            writer.writerow({**rows[0], "CaseRef": f"LA-{i:06d}", "ChildName": f"NAME{i}, Child"})
+    return path
+
+
+def test_rows_sharing_an_nhs_number_are_judged_in_time_proportional_to_their_number(tmp_path):
+    """Review MEDIUM 4: each group of rows with one NHS number is paired up to MAX_BLOCK rows and the
+    rest counted, so eight times the rows take about eight times as long (not 64), and every pair is
+    still counted."""
+    mapping_file = str(SAMPLES / "la_case_management.yaml")
+    took = {}
+    for n in (250, 2000):
+        sample = one_nhs_number(tmp_path, n)
+        started = time.perf_counter()
+        result = json.loads(run("mapping", "check", mapping_file, "--sample", str(sample), "--json").output)
+        took[n] = time.perf_counter() - started
+        assert result["sample"]["likely_duplicates_count"] == n * (n - 1) // 2
+    assert took[2000] < 24 * took[250], took

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import re
 import os
 import signal
@@ -128,7 +129,8 @@ def test_a_full_extract_ends_the_involvement_of_a_case_that_left(gateway, client
     run_push(gateway, extract, state, "--full", code=1)
     rows = [r for r in read_rows(extract) if r["CaseRef"] != f"{tag}-LA-000103"]  # Zofia's case closed, not sent
     later = extract_like_the_sample(tmp_path, tag + "-w2", rows=rows)
-    output = run_push(gateway, later, state, "--full", code=1)
+    # another file name, the same source: said so (a --full push from another source is refused)
+    output = run_push(gateway, later, state, "--full", "--source-name", "la-cases", code=1)
     assert "ended (absent from the full extract): 1" in output
     found = one(clients, next(r for r in read_rows(extract) if r["CaseRef"] == f"{tag}-LA-000103"))
     contacts = clients("la").get_contacts(found["ChildId"], **WHO)["Contact"]
@@ -181,8 +183,12 @@ def test_a_push_killed_mid_file_and_run_again_applies_every_row_exactly_once(gat
         if process.poll() is None:
             process.kill()
     assert 0 < gateway.child_count() - before < n
-    output = run_push(gateway, extract, state, "--batch-size", "150")
+    report = tmp_path / "report.json"
+    output = run_push(gateway, extract, state, "--batch-size", "150", "--report", str(report))
     assert "(resumed)" in output and "rejected 0" in output
+    counts = json.loads(report.read_text())["counts"]  # every row counted once, the held batch's too
+    assert counts["rows"] == n
+    assert sum(counts[k] for k in ("created", "updated", "matched", "review", "rejected", "unchanged")) == n, counts
     assert gateway.child_count() - before == n  # every row once: no child twice, none missing
     with gateway.engine.connect() as conn:
         held = conn.execute(select(func.count()).select_from(source_records)

@@ -6,6 +6,8 @@ case-management shape."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from connectors import mapping, transforms
@@ -115,9 +117,8 @@ def test_postcodes_in_the_forms_people_write_them(tmp_path, written, out):
 
 
 @pytest.mark.parametrize("pattern, words", [
-    ("(a+)+$", "nested repetition"),
-    ("(\\w*)*x", "nested repetition"),
     ("(a)\\1", "back-reference"),
+    ("(?=a)b", "not a regular expression"),  # a look-ahead: RE2 runs without backtracking
     ("x" * 201, "longer than 200"),
     ("(unclosed", "not a regular expression"),
 ])
@@ -129,3 +130,39 @@ def test_a_regular_expression_that_could_run_away_is_refused_when_the_mapping_lo
 def test_an_unknown_transform_is_refused_with_a_suggestion(tmp_path):
     with pytest.raises(mapping.MappingError, match="unknown transform 'nhsnumber'.*did you mean 'nhs_number'"):
         load(tmp_path, "  Identity.NhsNumber: {from: NHS, transform: nhsnumber}\n")
+
+
+def _replace_in_a_child(pattern: str, text: str, queue) -> None:
+    m = mapping.load(_write(pattern))
+    queue.put(value(m, "Address.Line1", A=text))
+
+
+def _write(pattern: str) -> Path:
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / "m.yaml").write_text(f"{HEAD}  Address.Line1: {{from: A, transform: {{replace: {{pattern: '{pattern}', "
+                                   f"with: 'x'}}}}}}\n")
+    return folder / "m.yaml"
+
+
+@pytest.mark.parametrize("pattern, text, out", [
+    ("^(a|a)*$", "a" * 40 + "!", "a" * 40 + "!"),
+    ("^" + "a?" * 30 + "a" * 30 + "$", "a" * 30, "x"),
+    ("\\d*\\d*\\d*\\d*\\d*\\d*:", "1" * 1000, "1" * 1000),
+])
+def test_a_regular_expression_takes_time_in_proportion_to_the_value(pattern, text, out):
+    """Review HIGH 2: patterns the guard did not see (alternatives repeated, optional parts, repetitions
+    side by side) are run by a linear-time engine: a value of up to 1,000 characters never runs away
+    (a backtracking engine takes hours on these)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_replace_in_a_child, args=(pattern, text, queue))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail(f"{pattern!r} on {len(text)} characters ran for over 60 s")
+    assert queue.get(timeout=5) == out

@@ -4,6 +4,7 @@ forged requests without a CSRF token, the proposer approving their own proposal,
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from sqlalchemy import select
@@ -271,10 +272,59 @@ def test_a_step_up_with_the_sign_ins_own_code_keeps_what_was_typed_and_says_to_w
     reason = "The agreement ISA-9 is unsigned; ask the school for the signed copy"
     refused = bob.post(f"/proposals/{proposal}/decline", {"reason": reason, "password": bob.password(),
                                                           "code": same_code})
-    page = bob.get(refused.headers["Location"]).get_data(as_text=True)
+    page = refused.get_data(as_text=True)  # the form shown again with what was posted
     assert "wait for the next code" in page
     assert f'value="{reason}"' in page  # what was typed is still in the form
     assert '"status": "pending_approval"' in registry_home.cli("org", "show", "SCHOOL_W", "--json").output
     bob.post(f"/proposals/{proposal}/decline", {"reason": reason}, step_up=True)
     assert last_audit(registry_home, "org.decline").detail.find("unsigned") >= 0
     assert f'value="{reason}"' not in bob.get("/organisations/SCHOOL_W").get_data(as_text=True)
+
+
+def test_a_refused_step_up_says_the_same_whatever_was_wrong_and_keeps_the_reason_out_of_the_cookie(
+        browser, registry_home):
+    """Review LOW (console): a step-up refused with the sign-in's own code says the same with a wrong
+    password as with the right one (no password oracle for whoever holds the session), and the
+    decline's reason is shown again in the form re-rendered from what was posted, never put in the
+    session cookie (signed, not encrypted: it holds a token only). A suspend whose reason is not kept
+    does not say it is."""
+    import pyotp
+
+    alice = browser("alice")
+    alice.post("/organisations/new", {"code": "school_x", "name": "School X", "kind": "education"})
+    alice.post("/organisations/SCHOOL_X/accredit", {"scope": ["query"], "expires": "2027-06-30", "evidence": "ISA-9"})
+    proposal = int(registry_home.pending_proposal("SCHOOL_X"))
+    bob = browser("bob")
+    _, secret = registry_home.officer_secrets("bob")
+    same_code = pyotp.TOTP(secret).at(bob.clock.now)
+    reason = "Unsigned agreement, private note 7Q"
+    pages = []
+    for password in (bob.password(), "not-the-password"):
+        refused = bob.post(f"/proposals/{proposal}/decline", {"reason": reason, "password": password,
+                                                              "code": same_code})
+        assert refused.status_code == 200, refused.status_code  # the form shown again, not a redirect
+        page = refused.get_data(as_text=True)
+        assert f'value="{reason}"' in page and "wait for the next code" in page
+        pages.append(re.search(r'class="flash[^"]*"[^>]*>([^<]*)', page)[1])
+        cookie = " ".join(refused.headers.getlist("Set-Cookie"))
+        assert "7Q" not in cookie and "kept_reasons" not in _session_of(bob)
+    assert pages[0] == pages[1]
+    refused = bob.post("/organisations/SCHOOL_X/suspend", {"reason": "x", "password": "wrong", "code": same_code})
+    page = bob.get(refused.headers["Location"]).get_data(as_text=True) if refused.status_code == 302 else \
+        refused.get_data(as_text=True)
+    assert "What you typed is kept" not in page
+
+
+def _session_of(browser) -> str:
+    """The console's session cookie, decoded (it is signed, not encrypted)."""
+    import base64
+    import zlib
+
+    cookie = browser.client.get_cookie("session", domain="localhost")
+    if cookie is None:
+        return ""
+    value = cookie.value
+    compressed = value.startswith(".")
+    payload = value.lstrip(".").split(".")[0]
+    data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return (zlib.decompress(data) if compressed else data).decode()
