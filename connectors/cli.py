@@ -178,6 +178,9 @@ def push(extract: Path | None, folder: Path | None, sftp_url: str | None, known_
     except scheduled.Locked as exc:
         click.echo(str(exc))
         sys.exit(3)
+    except OSError as exc:
+        click.echo(f"push could not run: the state cannot be kept in {state_dir}: {exc}", err=True)
+        sys.exit(3)
     stop = _StopOnSignal()
     try:
         run = _Run(m, mapping_file, url, cert, key, ca, gateway_cert, state_dir, state, forget, batch_size, full, stop)
@@ -205,6 +208,7 @@ def _write_report(path: Path, report: dict) -> None:
 
 def _push_drop(run: "_Run", drop, report: Path | None, source_name: str | None) -> int:
     """Each new file of ``drop`` pushed in name order and moved by its exit code; the worst code."""
+    from connectors import push as push_mod
     from connectors import scheduled
 
     entries: list[dict] = []

@@ -249,6 +249,8 @@ def digest(record: dict) -> str:
 
 def extract_identity(extract: Path) -> list:
     """[path, size, mtime] of an extract: a held batch's line numbers are its rows' only in it."""
+    if isinstance(extract, sources.SqlQuery):  # a query's rows have no lines of a file
+        return [extract.name, None, None]
     stat = Path(extract).stat()
     return [str(Path(extract).resolve()), stat.st_size, stat.st_mtime_ns]
 
@@ -299,7 +301,7 @@ def push_file(client, extract: Path | str, mapping: mapping_mod.Mapping | Path |
             raise OtherSource(f"this state was last used for {last}, another source than {extract.resolve()}: a full "
                               f"push would end every record of that one; give --source-name (or another --state) if "
                               f"this extract really is the same source")
-        store.put("extract", str(extract.resolve()))
+        store.put("extract", extract.name if isinstance(extract, sources.SqlQuery) else str(extract.resolve()))
         with open(rejects, "w", newline="", encoding="utf-8") as reject_file:
             reject_rows = CsvWriter(reject_file)  # opened in a spreadsheet: quoted, no formula runs
             reject_rows.writerow(REJECT_HEADER)
