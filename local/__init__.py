@@ -106,7 +106,8 @@ class LocalGateway:
         if self._needs_officer(args) or officer is not None:
             env["CONTACTGATE_SESSION"] = str(self.session(officer or DEFAULT_OFFICER))
         result = self._invoke(main, args, env, input)
-        if result.exit_code != 0 and env and "sign in again" in result.output:  # idle past the session's limit
+        # idle or past the session's limit (a long run on a busy machine), or ended: sign in afresh, once
+        if result.exit_code != 0 and env and ("sign in again" in result.output or "not signed in" in result.output):
             env["CONTACTGATE_SESSION"] = str(self.session(officer or DEFAULT_OFFICER, fresh=True))
             result = self._invoke(main, args, env, input)
         if self.echo:
