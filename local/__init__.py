@@ -107,7 +107,7 @@ class LocalGateway:
             env["CONTACTGATE_SESSION"] = str(self.session(officer or DEFAULT_OFFICER))
         result = self._invoke(main, args, env, input)
         # idle or past the session's limit (a long run on a busy machine), or ended: sign in afresh, once
-        if result.exit_code != 0 and env and ("sign in again" in result.output or "not signed in" in result.output):
+        if result.exit_code != 0 and env and any(why in result.output for why in ("sign in again", "session has expired", "not signed in")):
             env["CONTACTGATE_SESSION"] = str(self.session(officer or DEFAULT_OFFICER, fresh=True))
             result = self._invoke(main, args, env, input)
         if self.echo:
