@@ -705,7 +705,7 @@ def certificates_of(conn: Connection, org_code: str) -> list[tuple[CertificateRe
     return [(_cert_from_row(row), _parsed_certificate(row.pem)) for row in conn.execute(_CERTS_OF_ORG, {"code": org_code})]
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # registered certificates, parsed once (bounded: tests/gateway/test_process_caches.py)
 def _parsed_certificate(pem: str) -> x509.Certificate:
     """(a certificate's PEM never changes: parsed once per process)"""
     return x509.load_pem_x509_certificate(pem.encode())
