@@ -64,6 +64,30 @@ class Held(list):
         return tuple(sorted(made, key=lambda c: -c.conflict_id))  # the latest settlement first
 
 
+    def held_back(self, sources: list[Source], rules: Rules) -> frozenset:
+        """The lower values in question: (field, organisation, stored source record id, canonical
+        value) for each open or kept conflict whose source still states the value it was asked about
+        and whose owner's record is still one of the child's, of a better tier by the rules in force.
+        gateway.index.precedence.derive never shows one unasked (its owner stopping to state the
+        field does not let it through)."""
+        by_key = {(s.org_code, s.source_record_id): s for s in sources}
+        found = set()
+        for row in self:
+            if row.status not in (OPEN, KEPT):
+                continue
+            source = by_key.get((row.org_code, row.source_record_id))
+            owner = by_key.get((row.owner_org_code, row.owner_source_record_id))
+            if source is None or owner is None or owner is source:
+                continue
+            if rules.tier(row.field, owner.kind) >= rules.tier(row.field, source.kind):
+                continue  # by the rules in force the lower source is not lower: nothing to hold back
+            asked = canonical(row.field, self.detail(row).get("submitted", {}).get("value"))
+            now_stated = [v for s, v in stating([source], row.field)]
+            if now_stated and canonical(row.field, now_stated[0]) == asked:
+                found.add((row.field, row.org_code, row.source_record_id, asked))
+        return frozenset(found)
+
+
 def open_detail(v, row) -> dict:
     if row.detail is None:
         return {}
@@ -110,6 +134,7 @@ def note(conn: Connection, child_id: str, sources: list[Source], record: dict, p
     rows_of: dict[tuple[str, str], list] = {}
     for row in held:
         rows_of.setdefault((row.org_code, row.source_record_id), []).append(row)
+    held_back = {(f, org, srid) for f, org, srid, _ in held.held_back(sources, rules)}
     still_open = 0
     for field_ in FIELDS:
         if not rules.tiers.get(field_):
@@ -127,32 +152,47 @@ def note(conn: Connection, child_id: str, sources: list[Source], record: dict, p
             open_rows = [r for r in rows if r.status == OPEN]
             lower = own is not None and owner is not None and owner is not source and \
                 rules.tier(field_, source.kind) > best
-            if not lower or not disagrees(field_, own, shown_value):
+            asker, differs = owner, lower and disagrees(field_, own, shown_value)
+            if (field_, *key) in held_back and owner is not source:
+                # A value in question stays in question when its owner stops stating the field (shown:
+                # nothing, or another source's): asked again against what is shown now.
+                asker = owner or _former_owner(rows, by_source)
+                differs = owner is None or disagrees(field_, own, shown_value)
+            if asker is None or not differs:
                 for row in open_rows:
                     _set(conn, row.id, status=WITHDRAWN, decided_by=None, decided_at=now, updated_at=now)
                 continue
-            detail = {"field": field_, "submitted": _side(source, own), "shown": _side(owner, shown_value)}
+            detail = {"field": field_, "submitted": _side(source, own), "shown": _side(asker, shown_value)}
             asked = (canonical(field_, own), canonical(field_, shown_value))
-            if any(r.status == KEPT and _asked(held.detail(r)) == asked for r in rows):
-                continue  # an officer kept the shown value against this very value
-            if key in arrived:
-                still_open += 1
             same = [r for r in open_rows if _asked(held.detail(r)) == asked]
             for row in open_rows:  # a question whose values changed is another question (a new id)
                 if row not in same:
                     _set(conn, row.id, status=WITHDRAWN, decided_by=None, decided_at=now, updated_at=now)
-            if same:  # the same values again: only the dates (and the owner's record) are news
+            if any(r.status == KEPT and _asked(held.detail(r)) == asked for r in rows):
+                continue  # an officer kept the shown value against this very value
+            if key in arrived:
+                still_open += 1
+            if same:  # the same values again: only the dates (and the asker's record) are news
                 row = same[-1]
                 if held.detail(row) != detail:
                     _set(conn, row.id, detail=v.seal(json.dumps(detail, sort_keys=True), sealed.conflict_context(row.id)),
-                         owner_org_code=owner.org_code, owner_source_record_id=owner.source_record_id, updated_at=now)
+                         owner_org_code=asker.org_code, owner_source_record_id=asker.source_record_id, updated_at=now)
                 continue
             conflict_id = conn.execute(insert(value_conflicts).values(
                 child_id=child_id, field=field_, org_code=source.org_code, source_record_id=source.source_record_id,
-                owner_org_code=owner.org_code, owner_source_record_id=owner.source_record_id, status=OPEN,
+                owner_org_code=asker.org_code, owner_source_record_id=asker.source_record_id, status=OPEN,
                 created_at=now, updated_at=now)).inserted_primary_key[0]
             _set(conn, conflict_id, detail=v.seal(json.dumps(detail, sort_keys=True), sealed.conflict_context(conflict_id)))
     return still_open
+
+
+def _former_owner(rows, by_source: dict) -> Source | None:
+    """The owner the latest of a source's conflicts on a field was asked against, if still on the child."""
+    for row in sorted(rows, key=lambda r: r.id, reverse=True):
+        found = by_source.get((row.owner_org_code, row.owner_source_record_id))
+        if found is not None:
+            return found
+    return None
 
 
 def _asked(detail: dict) -> tuple[str, str]:

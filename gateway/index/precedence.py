@@ -28,7 +28,10 @@ names are the union of every source's, in the order first reported, each with it
 A source of a lower tier that states another value than the one shown is a **value conflict**
 (gateway.index.conflicts): its value is kept as its own, readers see the owner's, and a data-quality
 officer settles it. One settled for the lower source's value is a ``Choice``: that value is shown as
-long as its source still states it and the owner still states the value it overruled.
+long as its source still states it and the owner still states the value it overruled. A lower value
+in question (an open conflict, or one an officer kept the owner's value against) is **held back**:
+when its owner stops stating the field it is not shown unasked; the field shows nothing from it
+and a new question (the lower value against none) is asked, which a settlement answers.
 
 The provenance of each shown value is ``{"org", "source_record_id", "at"}`` (and ``"settled"``:
 the value conflict whose settlement chose it).
@@ -279,13 +282,24 @@ def _order(source: Source):
     return at, source.org_code, source.source_record_id
 
 
-def _choose(field_: str, stating: list[tuple[Source, object]], rules: Rules, choices=()):
-    """The (source, value) shown: the most recent of the best tier stating the field, unless a
-    settled conflict chose another value that its source still states over the one derived."""
-    best = min(rules.tier(field_, s.kind) for s, _ in stating)
-    shown = max(((s, v) for s, v in stating if rules.tier(field_, s.kind) == best), key=lambda pair: _order(pair[0]))
+def _choose(field_: str, stating: list[tuple[Source, object]], rules: Rules, choices=(), held_back=frozenset()):
+    """The (source, value, choice) shown: the most recent of the best tier stating the field (a value
+    ``held_back`` does not count: it is in question), unless a settled conflict chose another value
+    that its source still states over the one derived; (None, None, None) when nothing is shown."""
+    eligible = [(s, v) for s, v in stating
+                if (field_, s.org_code, s.source_record_id, canonical(field_, v)) not in held_back]
+    shown: tuple = (None, None)
+    if eligible:
+        best = min(rules.tier(field_, s.kind) for s, _ in eligible)
+        shown = max(((s, v) for s, v in eligible if rules.tier(field_, s.kind) == best),
+                    key=lambda pair: _order(pair[0]))
     for choice in choices:
-        if choice.field != field_ or canonical(field_, shown[1]) != choice.overruled:
+        if choice.field != field_:
+            continue
+        if (shown[0] is not None and (shown[0].org_code, shown[0].source_record_id) == (choice.org_code, choice.source_record_id)
+                and canonical(field_, shown[1]) == choice.chosen):
+            return (*shown, choice)  # the settled value, shown now whatever it overruled
+        if canonical(field_, shown[1]) != choice.overruled:
             continue
         for source, value in stating:
             if ((source.org_code, source.source_record_id) == (choice.org_code, choice.source_record_id)
@@ -309,8 +323,12 @@ def provenance_of(source: Source) -> dict:
             "at": _order(source)[0].isoformat()}
 
 
-def derive(sources: list[Source], rules: Rules = DEFAULT_RULES, choices: tuple[Choice, ...] = ()) -> tuple[dict, dict]:
-    """The shown record and its provenance (field -> supplier), from a child's source records."""
+def derive(sources: list[Source], rules: Rules = DEFAULT_RULES, choices: tuple[Choice, ...] = (),
+           held_back: frozenset = frozenset()) -> tuple[dict, dict]:
+    """The shown record and its provenance (field -> supplier), from a child's source records.
+    ``held_back``: (field, organisation, stored source record id, canonical value) of lower values in
+    question (gateway.index.conflicts.Held.held_back), never shown by default: only a settlement
+    (a Choice) shows one."""
     if not sources:
         raise ValueError("a child has at least one source record")
     ordered = sorted(sources, key=_order)
@@ -322,7 +340,9 @@ def derive(sources: list[Source], rules: Rules = DEFAULT_RULES, choices: tuple[C
         found = stating(ordered, field_)
         if not found:
             return None
-        source, value, choice = _choose(field_, found, rules, choices)
+        source, value, choice = _choose(field_, found, rules, choices, held_back)
+        if source is None:
+            return None
         provenance[key] = provenance_of(source) if choice is None else {**provenance_of(source),
                                                                         "settled": choice.conflict_id}
         return value

@@ -151,7 +151,7 @@ def _refresh_child(conn: Connection, child_id: str, now: dt.datetime, retention_
         return 0
     rules = precedence.rules_of(conn)
     held = conflicts.held_for(conn, sources) if conflicts_schema and retention_schema else conflicts.Held(None, [])
-    record, provenance = derive(sources, rules, held.choices())
+    record, provenance = derive(sources, rules, held.choices(), held.held_back(sources, rules))
     v = sealed.vault_of(conn)
     conn.execute(update(children).where(children.c.child_id == child_id).values(
         updated_at=now, **_shown_values(v, child_id, record, provenance),

@@ -316,7 +316,6 @@ def test_a_shielded_childs_conflicts_name_no_organisation_on_any_field(gateway, 
     assert SCHOOL not in shown and school_record["SourceRecordId"] not in shown
 
 
-@pytest.mark.xfail(strict=True, reason="review 4: an owner that stops stating a value lets the disputed one through")
 def test_an_owner_that_stops_stating_the_address_does_not_let_the_disputed_one_through_unasked(
         gateway, clients, school):
     child_id, la_record, school_record = _la_then_school(clients, school)
@@ -329,6 +328,31 @@ def test_an_owner_that_stops_stating_the_address_does_not_let_the_disputed_one_t
     disputed = child.address is not None and child.address.line1 == school_record["Address"]["Line1"]
     asked = [c for c in _conflicts(gateway, child_id) if c["field"] == "address" and c["id"] != before["id"]]
     assert not disputed or asked, "the school's disputed address shown with no question"
+
+
+def test_a_value_kept_against_stays_back_when_its_owner_stops_stating_it_until_a_settlement_shows_it(
+        gateway, clients, school):
+    """An officer kept the LA's address against the school's; the LA then sends its record without an
+    address: the school's is not shown (the field is empty), a new question asks about it against
+    none, and settling that for the school's value shows it, saying it was settled."""
+    child_id, la_record, school_record = _la_then_school(clients, school)
+    [first] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
+    gateway.cli("review", "settle", str(first["id"]), "--keep", "shown", "--officer", "dora")
+    without = copy.deepcopy(la_record)
+    without.pop("Address")
+    clients("la").submit_updates([without])
+    assert clients("health").get_contacts(child_id, **READ).address is None
+    [asked] = [c for c in _conflicts(gateway, child_id) if c["field"] == "address"]
+    assert asked["id"] != first["id"] and asked["submitted"]["org"] == SCHOOL and asked["shown"]["org"] == "LA"
+    shown = json.loads(gateway.cli("review", "conflict", str(asked["id"]), "--json", "--officer", "dora").output)
+    assert shown["shown"]["value"] is None and shown["submitted"]["value"]["lines"] == [school_record["Address"]["Line1"]]
+    gateway.cli("review", "settle", str(asked["id"]), "--keep", "submitted", "--officer", "dora")
+    child = clients("health").get_contacts(child_id, include_provenance=True, **READ)
+    assert child.address.line1 == school_record["Address"]["Line1"]
+    assert [c for c in _conflicts(gateway, child_id) if c["field"] == "address"] == []
+    # The owner states an address again: its value is shown, as any owner's new value is.
+    clients("la").submit_updates([la_record])
+    assert clients("health").get_contacts(child_id, **READ).address.line1 == la_record["Address"]["Line1"]
 
 
 def test_disagreements_are_noted_on_a_merge_and_withdrawn_when_the_owner_comes_to_agree(gateway, clients, school):
