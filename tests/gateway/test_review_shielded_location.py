@@ -163,3 +163,27 @@ def test_a_pair_without_a_shielded_child_keeps_its_weights_and_score(gateway, cl
     shown = json.loads(gateway.cli("review", "show", str(entry), "--json", officer="dora").output)
     assert isinstance(shown["score"], float) and "location" in shown["comparison_now"]["levels"]
     assert {"weights", "weight", "probability"} <= set(shown["comparison_now"])
+
+
+@pytest.mark.xfail(strict=True, reason="review show/list name the organisations of a shielded pair's records")
+@pytest.mark.parametrize("shield", ["held", "probe"])
+def test_a_shielded_pair_names_no_organisation_or_source_record_in_review_show_or_list(
+        gateway, clients, pusher, shield):
+    """Which organisation holds a shielded child (a school's, a GP's code) places the child, whatever
+    the field it supplied: `review show` (table and JSON) and `review list` name none of the pair's
+    organisations nor their source record ids, unless the officer's role is allowed (as conflicts)."""
+    entry, _ = queued_by_a_probe(gateway, clients, pusher, shield=shield)
+    outputs = [gateway.cli("review", "show", str(entry), "--json", officer="dora").output,
+               gateway.cli("review", "show", str(entry), officer="dora").output,
+               "\n".join(line for line in gateway.cli("review", "list", "--json", "--limit", "10000",
+                                                      officer="dora").output.splitlines()
+                         if f'"id": {entry},' in line)]
+    assert outputs[2], "the entry is listed"
+    with gateway.engine.connect() as conn:
+        probe_org = conn.execute(select(review_queue.c.org_code).where(review_queue.c.id == entry)).scalar_one()
+    shown = json.loads(outputs[0])
+    srids = {s["source_record_id"] for side in ("stored_as", "candidate")
+             for s in shown[side]["provenance"]["sources"] if s.get("source_record_id") != "withheld"}
+    assert srids == set(), srids
+    for output in outputs:
+        assert probe_org not in output and '"LA"' not in output and "LA:" not in output, output[:400]
