@@ -73,10 +73,11 @@ def list_entries(conn: Connection, status: str | None = "open", limit: int = 100
     entries = []
     for r in rows:
         withheld = r.id in shielded and not shown_to_role
+        sender = {"org": r.org_code, "source_record_id": None if withheld else (
+            store.sent_source_id(conn, r.org_code, r.source_record_id) or r.source_record_id)}
         entries.append({
             "id": r.id, "status": r.status, "child_id": r.child_id, "candidate_child_id": r.candidate_child_id,
-            "score": None if withheld else r.score, "org": r.org_code,
-            "source_record_id": store.sent_source_id(conn, r.org_code, r.source_record_id) or r.source_record_id,
+            "score": None if withheld else r.score, **(shielding.anonymous(sender) if withheld else sender),
             "created_at": r.created_at.isoformat(), "decided_by": r.decided_by,
             "shielded": r.id in shielded, "location_withheld": withheld})
     return entries
@@ -123,8 +124,9 @@ def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str
     location's agreement level and every number that would say whether the addresses agree (the
     comparisons keep their other fields' agreement levels only, and the score is None), unless one
     of ``officer_roles`` is in ``shield_roles`` (the setting CONTACTGATE_REVIEW_SHIELD_ROLES; none
-    by default). Either way the audit entry is marked as a read of a shielded child is
-    (gateway.index.shielding)."""
+    by default). Withheld too: who supplied anything of the pair (organisation, kind, source record
+    id), which places the child whatever the field. Either way the audit entry is marked as a read
+    of a shielded child is (gateway.index.shielding)."""
     row = _entry(conn, review_id)
     now_held = {name: store.resolve(conn, child_id) or child_id
                 for name, child_id in (("stored_as", row.child_id), ("candidate", row.candidate_child_id))}
@@ -148,12 +150,14 @@ def show(conn: Connection, trail: audit.AuditTrail, review_id: int, officer: str
         for side in sides.values():
             side["record"] = shielding.record_without_location(side["record"])
             side["provenance"] = {
-                "shown": shielding.provenance_without_location(side["provenance"]["shown"]),
-                "sources": [{**source, "record": shielding.record_without_location(source["record"])}
+                "shown": {name: [shielding.anonymous(w) for w in who] if isinstance(who, list) else shielding.anonymous(who)
+                          for name, who in shielding.provenance_without_location(side["provenance"]["shown"]).items()},
+                "sources": [shielding.anonymous({**source, "record": shielding.record_without_location(source["record"])})
                             for source in side["provenance"]["sources"]]}
         comparisons = {name: shielding.comparison_without_location(c) for name, c in comparisons.items()}
-    return {"id": row.id, "status": row.status, "org": row.org_code,
-            "source_record_id": store.sent_source_id(conn, row.org_code, row.source_record_id) or row.source_record_id,
+    sender = {"org": row.org_code,
+              "source_record_id": store.sent_source_id(conn, row.org_code, row.source_record_id) or row.source_record_id}
+    return {"id": row.id, "status": row.status, **(shielding.anonymous(sender) if withheld else sender),
             "created_at": row.created_at.isoformat(), "decided_by": row.decided_by,
             "decided_at": row.decided_at.isoformat() if row.decided_at else None,
             "score": None if withheld else row.score, "model_version": row.model_version,

@@ -77,6 +77,16 @@ def provenance_without_location(shown: dict) -> dict:
     return {name: who for name, who in shown.items() if name not in LOCATION_FIELDS}
 
 
+SUPPLIER_KEYS = ("org", "kind", "source_record_id")
+
+
+def anonymous(entry: dict) -> dict:
+    """A supplier (a provenance entry, a source) with who it is withheld: which organisation holds a
+    shielded child's record (a school's, a GP's code), and its own id for it, place the child
+    whatever the field it supplied."""
+    return {**entry, **{key: WITHHELD for key in SUPPLIER_KEYS if key in entry}}
+
+
 # What of a comparison says nothing of the addresses: each other field's agreement level (the levels
 # are judged field by field), whether the pair look like twins (names and birth date), and how their
 # NHS / pupil numbers compare.

@@ -165,7 +165,6 @@ def test_a_pair_without_a_shielded_child_keeps_its_weights_and_score(gateway, cl
     assert {"weights", "weight", "probability"} <= set(shown["comparison_now"])
 
 
-@pytest.mark.xfail(strict=True, reason="review show/list name the organisations of a shielded pair's records")
 @pytest.mark.parametrize("shield", ["held", "probe"])
 def test_a_shielded_pair_names_no_organisation_or_source_record_in_review_show_or_list(
         gateway, clients, pusher, shield):
