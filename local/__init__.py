@@ -248,8 +248,9 @@ class LocalGateway:
     def metadata_url(self) -> str:
         return f"https://127.0.0.1:{self.metadata_port}"
 
-    def start(self, workers: int = 2, timeout_s: float = 30, attempts: int = 3) -> None:
-        """Serve on free loopback ports. A port can be taken between `free_port` choosing it and the
+    def start(self, workers: int = 2, timeout_s: float = 90, attempts: int = 3) -> None:
+        """Serve on free loopback ports (``timeout_s``: a generous multiple of the few seconds a start
+        takes, which a machine shared with other work can stretch past 30 s). A port can be taken between `free_port` choosing it and the
         server binding it (another process on this machine choosing at the same moment): then the
         server says so and stops, and it is started again on other ports."""
         for attempt in range(1, attempts + 1):
