@@ -87,10 +87,19 @@ def login():
         orgs_in_force=_org_refusal, now=_now(), known_browser=who is not None and who in _known_browser()))
     if refused is not None:
         return refused
+    if result.next_step is not None:  # the password was right: a security key next
+        from gateway.portal import key_views
+
+        return key_views.next_step_page(result)
     if result.practitioner is None:
         # Until both factors are right: one answer for everything (the audit records which).
         status = 401 if result.said == accounts.REFUSED else 403
         return render_template("login.html", error=result.said), status
+    return signed_in_answer(result)
+
+
+def signed_in_answer(result: accounts.SignIn):
+    """Both factors were right: the new session in the cookie, this browser known to the account."""
     session.clear()
     session["token"] = result.token
     session.permanent = True
