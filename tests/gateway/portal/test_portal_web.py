@@ -2,8 +2,9 @@
 `contactgate portal` per module (conftest.py):
 
 - in a real browser (the distribution's Chromium driven by Playwright): a user administrator
-  appointed by two officers enrols, signs in and adds a practitioner; the practitioner enrols with
-  the invitation code, signs in, searches with a typo in the family name, states a reason, sees the
+  appointed by two officers enrols, signs in and adds a practitioner; the practitioner enrols a
+  security key (Chromium's virtual authenticator, through the DevTools protocol's WebAuthn domain)
+  with the invitation code, signs in with password and key, signs out and in again, searches with a typo in the family name, states a reason, sees the
   contacts limited by their role and a shielded child's location withheld; nothing about a child is
   in any URL; an account whose clearance has lapsed is refused, saying why;
 - over HTTPS with requests: the cookie's flags, CSRF, role per route, an administrator of one
@@ -123,6 +124,27 @@ def shots(tmp_path_factory):
     return directory
 
 
+def virtual_authenticator(context, page) -> tuple:
+    """Chromium's virtual authenticator (DevTools protocol, WebAuthn domain) for ``page``: a USB
+    FIDO2 key that verifies its user and is touched at once. (the CDP session, the authenticator id)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable", {"enableUI": False})
+    made = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "usb", "hasResidentKey": True, "hasUserVerification": True,
+        "isUserVerified": True, "automaticPresenceSimulation": True}})
+    return cdp, made["authenticatorId"]
+
+
+def sign_in_with_key(page, portal, account: Account) -> None:
+    """The sign-in form with the password and no code, then the key (the virtual authenticator)."""
+    page.goto(f"{portal.public_url}/login")
+    page.get_by_label("Organisation").fill(account.org)
+    page.get_by_label("User id").fill(account.user)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Use security key").click()
+
+
 def _typo(name: str) -> str:
     """The family name with two letters swapped (what a hurried practitioner types)."""
     return name[0] + name[2] + name[1] + name[3:]
@@ -155,27 +177,35 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     admin.close()
     _approve_role(portal, admins[1], user)  # a second administrator approves the role
 
+    # The practitioner enrols a security key (Chromium's virtual authenticator) with the invitation
+    # code, at the portal's public URL (https://localhost:PORT: keys are bound to it).
     practitioner = Account("LA", user)
     context = chromium.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.on("request", lambda r: urls.append(r.url))
-    page.goto(f"{portal.url}/enrol")
+    cdp, authenticator = virtual_authenticator(context, page)
+    page.goto(f"{portal.public_url}/enrol")
     page.get_by_label("Organisation").fill("LA")
     page.get_by_label("User id").fill(user)
     page.get_by_label("Invitation code").fill(invitation)
-    page.get_by_role("button", name="Continue").click()
-    practitioner.secret = page.locator("#totp-secret").inner_text().strip()
+    page.get_by_role("button", name="Enrol with a security key").click()
     page.get_by_label("New password", exact=True).fill(practitioner.password)
     page.get_by_label("Repeat the new password").fill(practitioner.password)
-    page.get_by_label("Code from your authenticator app").fill(practitioner.code())
-    page.get_by_role("button", name="Enrol").click()
+    page.get_by_role("button", name="Next: register your key").click()
+    page.get_by_label("A name for this key").fill("Blue key")
+    page.screenshot(path=str(shots / "enrol-key.png"), full_page=True)
+    page.get_by_role("button", name="Register security key").click()
+    page.wait_for_url("**/login")
     assert "enrolled" in page.locator("main").inner_text().lower()
+    [credential] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert credential["rpId"] == "localhost"
 
-    page.get_by_label("Organisation").fill("LA")
-    page.get_by_label("User id").fill(user)
-    page.get_by_label("Password").fill(practitioner.password)
-    page.get_by_label("Code from your authenticator app").fill(practitioner.code())
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_key(page, portal, practitioner)
+    assert "Sign out" in page.locator("header").inner_text()
+    page.get_by_role("button", name="Sign out").click()
+    sign_in_with_key(page, portal, practitioner)  # signed out, and in again: password and key
+    [used] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert used["signCount"] == credential["signCount"] + 2  # counted up at each sign-in (clone detection)
 
     seq = gateway.audit_seq()
     family = plain["Identity"]["FamilyName"]
@@ -197,7 +227,7 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     assert "0113 496 0002" not in shown and "sam.worker@la.example" not in shown  # not their contact details
     assert plain["Address"]["Postcode"] in shown
 
-    page.goto(f"{portal.url}/")
+    page.goto(f"{portal.public_url}/")
     sfamily = shielded["Identity"]["FamilyName"]
     page.get_by_label("Family name").fill(sfamily)
     page.get_by_label("Date of birth").fill("2016-03-14")
