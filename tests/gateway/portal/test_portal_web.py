@@ -263,6 +263,99 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
 
 
 
+def _key_page_answer(page) -> str:
+    """Press the key page's button and hold back the form it would post: the answer (credential JSON)
+    the browser's key gave, unsent (what someone who copied it would hold)."""
+    from urllib.parse import parse_qs
+
+    held = []
+
+    def hold(route):
+        held.append(parse_qs(route.request.post_data)["credential"][0])
+        route.abort()
+
+    page.route("**/login/key", hold)
+    page.get_by_role("button", name="Use security key").click()
+    page.wait_for_timeout(100)
+    deadline = 200
+    while not held and deadline:
+        page.wait_for_timeout(100)
+        deadline -= 1
+    page.unroute("**/login/key")
+    return held[0]
+
+
+def _post_answer(page, answer: str) -> str:
+    """Post ``answer`` in the key page's own form (its CSRF token, its session), bypassing the
+    script; the page's main text after."""
+    page.evaluate("""answer => { const form = document.getElementById('key-form');
+        form.elements.credential.value = answer; HTMLFormElement.prototype.submit.call(form); }""", answer)
+    page.wait_for_load_state()
+    return page.locator("main").inner_text()
+
+
+def test_in_the_browser_a_replayed_answer_another_browsers_challenge_or_an_unregistered_key_gets_no_session(
+        portal, gateway, admins, chromium):
+    account = Account("LA", unique("hv.browser.").lower())
+    invitation = _add_practitioner(portal, admins, account.user)
+    owner = chromium.new_context(ignore_https_errors=True)
+    page = owner.new_page()
+    virtual_authenticator(owner, page)
+    page.goto(f"{portal.public_url}/enrol")
+    page.get_by_label("Organisation").fill("LA")
+    page.get_by_label("User id").fill(account.user)
+    page.get_by_label("Invitation code").fill(invitation)
+    page.get_by_role("button", name="Enrol with a security key").click()
+    page.get_by_label("New password", exact=True).fill(account.password)
+    page.get_by_label("Repeat the new password").fill(account.password)
+    page.get_by_role("button", name="Next: register your key").click()
+    page.get_by_role("button", name="Register security key").click()
+    page.wait_for_url("**/login")
+    seq = gateway.audit_seq()
+
+    # The owner's key answers a challenge in the owner's browser; the answer is held back, and
+    # posted by another browser at its own key step: another browser's challenge.
+    sign_in_page = page
+    sign_in_page.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        sign_in_page.get_by_label(label).fill(value)
+    sign_in_page.get_by_role("button", name="Sign in").click()
+    held = _key_page_answer(sign_in_page)
+    other = chromium.new_context(ignore_https_errors=True)
+    thief = other.new_page()
+    virtual_authenticator(other, thief)  # a key of its own, not registered to the account
+    thief.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        thief.get_by_label(label).fill(value)
+    thief.get_by_role("button", name="Sign in").click()
+    assert "not accepted" in _post_answer(thief, held) and "Sign out" not in thief.content()
+
+    # The owner's own answer, once spent, is refused in the owner's browser too (a replay).
+    sign_in_page.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        sign_in_page.get_by_label(label).fill(value)
+    sign_in_page.get_by_role("button", name="Sign in").click()
+    assert "not accepted" in _post_answer(sign_in_page, held)
+
+    # An unregistered key: the browser finds no key of the account's, and nothing is signed in.
+    thief.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        thief.get_by_label(label).fill(value)
+    thief.get_by_role("button", name="Sign in").click()
+    thief.get_by_role("button", name="Use security key").click()
+    thief.get_by_text("did not answer").wait_for()
+    assert thief.context.cookies() and "Sign out" not in thief.content()
+    other.close()
+
+    sign_in_with_key(sign_in_page, portal, account)  # the owner, with the key: in
+    assert "Sign out" in sign_in_page.locator("header").inner_text()
+    owner.close()
+    refusals = [e["detail"] for e in gateway.audit_entries_after(seq)
+                if e["operation"] == "portal.login" and e["outcome"] == "refused"]
+    assert [r for r in refusals if "challenge issued to another browser session" in r]
+    assert [r for r in refusals if "challenge unknown or already used" in r]
+
+
 def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, gateway, admins, chromium):
     long_ago = TODAY - dt.timedelta(days=3 * 365 + 10)
     lapsed = Account("LA", unique("hv.lapsed.").lower())
