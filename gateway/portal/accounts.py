@@ -533,6 +533,10 @@ def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, 
     with engine.begin() as conn:
         row = _invited_row(conn, org_code, user_id, invitation, now, orgs_in_force)
         step = None
+        from gateway.portal import security_keys
+
+        if row is not None and not security_keys.code_policy(conn, row.org_code).totp_allowed:
+            raise PortalError("not accepted: your organisation accepts security keys only: enrol with a security key")
         if row is not None:
             secret = sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
             step = officers._matching_step(secret, code, now)

@@ -170,6 +170,17 @@ def enrol():
     if problem is not None:
         return render_template("enrol.html", error=f"Enrolment {problem}."), 401
     account, secret = found
+    from gateway.portal import security_keys
+
+    with _app()["engine"].begin() as conn:
+        codes_off = not security_keys.code_policy(conn, account.org_code).totp_allowed
+        if codes_off:
+            accounts._audit(conn, _app()["trail"], "portal.enrol", account.org_code, account.user_id, None,
+                            "enrolment with an authenticator app refused: the organisation accepts security keys "
+                            "only", "refused")
+    if codes_off:  # the secret is not shown: it could not be used
+        return render_template("enrol.html", error=f"{account.org_code} accepts security keys only: press "
+                                                   f"“Enrol with a security key”."), 400
     from gateway.officers import provisioning_uri
 
     return render_template("enrol_secret.html", account=account, secret=secret, invitation=form.get("invitation", ""),

@@ -225,6 +225,11 @@ def test_an_organisation_that_stops_accepting_codes_refuses_them_and_a_code_only
         assert refused.status_code == 403 and "no longer accepts codes" in refused.text
         _, fine, _ = sign_in_with_key(portal, code_only, key)
         assert "Sign out" in fine.text
+        newcomer = Account(org.code, unique("hv.late.").lower())
+        codes_page = portal.post(portal.session(), "/enrol", {"org": org.code, "user": newcomer.user,
+                                                              "invitation": org.invite(newcomer.user)}, csrf_from="/enrol")
+        assert codes_page.status_code == 400 and "accepts security keys only" in codes_page.text
+        assert "totp-secret" not in codes_page.text  # enrolling with codes is not offered, its secret not shown
 
         # Codes back on weakens sign-in: one administrator proposes, another approves.
         proposed = portal.post(first, "/admin/sign-in/codes-on", {}, csrf_from="/admin/sign-in")
