@@ -106,3 +106,17 @@ def test_a_challenge_is_good_once_in_its_own_browser_for_its_own_step_and_not_af
         with pytest.raises(KeyRefused) as refused:
             security_keys.take(conn, mine, "signin", wrong_step, now)
         assert "issued for add" in refused.value.why
+
+
+def test_contactgate_portal_refuses_to_start_with_a_public_url_it_can_tell_is_wrong(gateway):
+    import subprocess
+    import sys
+
+    from contactgate_local import free_port
+
+    port = free_port()  # one case as a user meets it (each refusal is unit-tested above): another port
+    ran = subprocess.run([sys.executable, "-m", "gateway", "portal", "--bind", f"127.0.0.1:{port}"],
+                         env={**gateway.env(), "CONTACTGATE_PORTAL_URL": f"https://localhost:{port + 1}"},
+                         capture_output=True, text=True, timeout=120)
+    said = ran.stdout + ran.stderr
+    assert ran.returncode != 0 and "portal not started" in said and f"names port {port + 1}" in said, said
