@@ -200,6 +200,10 @@ class Settings:
     # is refused once either is past.
     portal_clearance_years: int = 3
     portal_training_years: int = 1
+    # The portal's public URL (https://HOST[:PORT]): WebAuthn's relying party id is its host and the
+    # origin every key signs for is this URL (gateway.portal.security_keys). Unset: https://localhost:PORT
+    # of `portal --bind` when it binds a loopback address; otherwise `portal` refuses to start.
+    portal_url: str | None = None
     # Behind a TLS-terminating proxy (docs/operations.md "nginx in front of several nodes"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
@@ -270,6 +274,7 @@ class Settings:
             "signin_concurrency": ("CONTACTGATE_SIGNIN_CONCURRENCY", positive_int),
             "portal_clearance_years": ("CONTACTGATE_PORTAL_CLEARANCE_YEARS", positive_int),
             "portal_training_years": ("CONTACTGATE_PORTAL_TRAINING_YEARS", positive_int),
+            "portal_url": ("CONTACTGATE_PORTAL_URL", lambda _variable, value: value.strip()),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),

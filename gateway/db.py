@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import (
-    Boolean, Column, Date, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, MetaData,
+    BigInteger, Boolean, Column, Date, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, MetaData,
     String, Table, Text, create_engine, event, text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -451,6 +451,48 @@ portal_role_proposals = Table(
     Index("ix_portal_role_proposals_user", "org_code", "user_id"),
 )
 
+
+# ---- the portal's security keys (migration 0018_webauthn, gateway.portal.security_keys) ----
+
+portal_webauthn_credentials = Table(
+    "portal_webauthn_credentials", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_code", String(32), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("credential_id", String(700), nullable=False, unique=True),  # base64url
+    Column("public_key", Text, nullable=False),  # sealed with the account's and credential's context
+    Column("sign_count", BigInteger, nullable=False),
+    Column("aaguid", String(36), nullable=True),
+    Column("label", String(100), nullable=False),
+    Column("user_verified", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    ForeignKeyConstraint(["org_code", "user_id"], ["portal_practitioners.org_code", "portal_practitioners.user_id"]),
+    Index("ix_portal_webauthn_credentials_user", "org_code", "user_id"),
+)
+
+# A ceremony's challenge: bound to one browser's session, taken once, short-lived.
+portal_webauthn_challenges = Table(
+    "portal_webauthn_challenges", metadata,
+    Column("challenge_hash", String(64), primary_key=True),
+    Column("binding_hash", String(64), nullable=False),
+    Column("purpose", String(16), nullable=False),  # enrol, signin, add, upgrade
+    Column("org_code", String(32), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("password_hash", String(200), nullable=True),  # enrol: the argon2id of the password chosen
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Each organisation's sign-in policy: TOTP codes accepted (the default) or not.
+portal_org_settings = Table(
+    "portal_org_settings", metadata,
+    Column("org_code", String(32), ForeignKey("organisations.code"), primary_key=True),
+    Column("totp_allowed", Boolean, nullable=False),
+    Column("totp_proposed_by", String(140), nullable=True),  # ORG:user proposing codes back on
+    Column("totp_proposed_at", DateTime(timezone=True), nullable=True),
+    Column("updated_by", String(140), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
 
 READ_ONLY_OPTION = "contactgate_read_only"
 

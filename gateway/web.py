@@ -79,7 +79,9 @@ def hardened_app(import_name: str, settings: Settings, *, secret_path: Path, coo
     @app.after_request
     def _headers(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        response.headers["Content-Security-Policy"] = csp
+        # A page that needs one of the application's own script files widens its policy itself
+        # (g.content_security_policy: the portal's security-key pages); every other answer has ``csp``.
+        response.headers["Content-Security-Policy"] = g.get("content_security_policy") or csp
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Referrer-Policy"] = "same-origin"  # flask-wtf checks the Referer on HTTPS

@@ -19,7 +19,8 @@ from gateway.cli.base import JSON_FLAG, Context, command, echo_json, fail, group
 def portal(ctx: Context, bind: str, workers: int) -> None:
     """Run the practitioners' portal, the secure web link (HTTPS with the gateway's server certificate).
 
-    Practitioners of accredited organisations sign in with a password and a TOTP code, search the
+    Practitioners of accredited organisations sign in with a password and a security key (or a
+    TOTP code, where their organisation still accepts codes), search the
     index as FindChild does and see a child's contacts as GetContacts does, stating a reason each
     time; every search and view is audited like a SOAP read. Served by the same front as `serve`
     and `console`, bounded by the same settings. Refuses to start if the home is open to other users."""
@@ -29,8 +30,17 @@ def portal(ctx: Context, bind: str, workers: int) -> None:
     from gateway.cli.linkage import check_in_use
 
     check_in_use(ctx)  # searches score with the linkage model in use
-    click.echo(f"portal on https://{bind}/ (practitioners sign in; see docs/portal.md)")
-    serve_portal(ctx.settings, bind, workers)
+    from dataclasses import replace
+
+    from gateway.config import SettingError
+    from gateway.portal.security_keys import check_portal_url
+
+    try:  # security keys are bound to the public URL: a mismatch the portal can see, it refuses
+        relying_party = check_portal_url(ctx.settings, bind)
+    except SettingError as exc:
+        fail(f"portal not started: {exc}")
+    click.echo(f"portal on https://{bind}/, practitioners open {relying_party.origin}/ (see docs/portal.md)")
+    serve_portal(replace(ctx.settings, portal_url=relying_party.origin), bind, workers)
 
 
 @group("portal-admin")

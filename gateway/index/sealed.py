@@ -66,6 +66,11 @@ def portal_totp_context(org_code: str, user_id: str) -> str:
     return f"portal:{org_code}:{user_id}:totp"
 
 
+def portal_key_context(org_code: str, user_id: str, credential_id: str) -> str:
+    """A portal account's security key (its public key): sealed to the account and the credential."""
+    return f"portal:{org_code}:{user_id}:webauthn:{credential_id}"
+
+
 def submitted_context(review_id: int) -> str:
     return f"review_queue.submitted|{review_id}"
 

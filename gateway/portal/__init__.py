@@ -3,12 +3,15 @@ integrated system find a child and see who else is involved, in a browser.
 
 Served by `contactgate portal` as its own process (gateway.portal.server), HTTPS with the gateway's
 server certificate, behind the same front as `serve` and `console`. Pages are rendered on the
-server (Flask, Jinja); no script at all, nothing fetched from elsewhere.
+server (Flask, Jinja); nothing fetched from elsewhere, and no script except the one small file the
+security-key pages load from the portal itself (static/webauthn.js, gateway.portal.key_views).
 
 - **Accounts** (gateway.portal.accounts): practitioners of accredited organisations, made by their
   own organisation's user administrators (the first appointed by two officers:
   gateway.portal.appointments); vetting dates enforced at sign-in and on every page.
-- **Sign-in**: password (argon2id) and TOTP, enrolment by a one-time invitation code; failures
+- **Sign-in**: password (argon2id) and a security key (WebAuthn: gateway.portal.security_keys, which
+  documents the relying party, challenges, user verification, attestation and clone policies) or,
+  where the organisation still accepts them, a TOTP code; enrolment by a one-time invitation code; failures
   lock a source out of an account, and wrong codes after the right password, from any source, lock
   the account's code step until a reset; the console's per-address throttle
   (gateway.console.throttle) in front of every password check.
@@ -18,7 +21,8 @@ server (Flask, Jinja); no script at all, nothing fetched from elsewhere.
   reads' rate limits; a refused one is audited with its fault. A child is never in a URL:
   pages carry opaque handles, good only in the session they were shown in, in POST bodies.
 - **Web hardening** as the console's (gateway.web): ``Secure; HttpOnly; SameSite=Strict`` cookie holding only the
-  session token; CSRF tokens (flask-wtf); a CSP without script; ``no-store``; role checked on the
+  session token; CSRF tokens (flask-wtf); a CSP without script (``script-src 'self'`` on the
+  security-key pages only); ``no-store``; role checked on the
   server for every route.
 """
 
@@ -72,10 +76,16 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
 
     # After `contactgate restore`, nothing is served until two officers acknowledge it (as `serve`).
     app.extensions["contactgate"]["restore_gate"] = Gate(settings.layout, reader(app.extensions["contactgate"]["engine"]))
-    from gateway.portal import views
+    from gateway.portal import key_views, views
+    from gateway.portal.security_keys import RelyingParty
 
+    # Security keys are bound to the portal's public URL (`contactgate portal` checks it against its
+    # --bind and certificate before it starts: security_keys.check_portal_url).
+    app.extensions["contactgate"]["relying_party"] = RelyingParty.of(settings)
     app.register_blueprint(views.auth)
     app.register_blueprint(views.pages)
+    app.register_blueprint(key_views.keys)
+    app.register_blueprint(key_views.my)
 
     def _error(status: int, title: str, message: str):
         return render_template("error.html", title=title, message=message), status

@@ -466,7 +466,7 @@ def reinvite(conn: Connection, trail: audit.AuditTrail, admin: Practitioner, use
     target = _actionable(conn, admin, user_id, "reset")
     code = reset_account(conn, target, now)
     _audit(conn, trail, "portal.practitioner.reset", admin.org_code, admin.user_id, ADMIN_ROLE,
-           f"reset {target.who}: new invitation and authenticator secret, password cleared")
+           f"reset {target.who}: new invitation and authenticator secret, password and security keys cleared")
     return code
 
 
@@ -481,6 +481,9 @@ def reset_account(conn: Connection, target: Practitioner, now: dt.datetime) -> s
     _end_sessions(conn, target.org_code, target.user_id)
     conn.execute(delete(portal_signin_failures).where(portal_signin_failures.c.org_code == target.org_code,
                                                       portal_signin_failures.c.user_id == target.user_id))
+    from gateway.portal import security_keys
+
+    security_keys.forget_keys(conn, target.org_code, target.user_id)  # and every security key
     return code
 
 
@@ -530,6 +533,10 @@ def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, 
     with engine.begin() as conn:
         row = _invited_row(conn, org_code, user_id, invitation, now, orgs_in_force)
         step = None
+        from gateway.portal import security_keys
+
+        if row is not None and not security_keys.code_policy(conn, row.org_code).totp_allowed:
+            raise PortalError("not accepted: your organisation accepts security keys only: enrol with a security key")
         if row is not None:
             secret = sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
             step = officers._matching_step(secret, code, now)
@@ -564,6 +571,11 @@ class SignIn:
     practitioner: Practitioner | None
     said: str | None = None  # what the person is told when refused
     token: str | None = None
+    # The password was right and a security key comes next: "key" (sign in with one of the
+    # account's keys) or "register" (codes are off for the organisation and this account has no key:
+    # it registers one before its session starts). (org code, user id) in ``account``.
+    next_step: str | None = None
+    account: tuple[str, str] | None = None
 
 
 def _token_hash(token: str) -> str:
@@ -617,6 +629,16 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         if password_ok and row.code_locked_at is not None:
             return refuse(f"code step locked after {CODE_FAILURES} wrong codes with the right password "
                           f"(until the user administrator resets the account; not counted)")
+        from gateway.portal import security_keys
+
+        keys = security_keys.count_keys(conn, org_code, wanted)
+        if not code:  # the password first; the security key next (security_keys), if it has one
+            if password_ok and keys:
+                return SignIn(None, next_step="key", account=(org_code, wanted))
+            if password_ok:
+                return refuse("no code and no security key registered (not counted)",
+                              "Sign-in refused: this account has no security key yet: enter the code from your "
+                              "authenticator app.")
         code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
         if not (password_ok and code_ok):
             why = "wrong password" if not password_ok else "code already used" if step is not None else "wrong code"
@@ -643,14 +665,47 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         why = practitioner.lapsed(settings, now.date()) or orgs_in_force(conn, org_code)
         if why is not None:
             return refuse(why, f"Sign-in refused: {why}.")
-        _forget_stale_sessions(conn, org_code, wanted, settings, now)
-        sweep(conn, settings, now)
-        token = secrets.token_urlsafe(32)
-        conn.execute(portal_sessions.insert().values(
-            token_hash=_token_hash(token), org_code=org_code, user_id=wanted, created_at=now, last_seen=now,
-            expires_at=now + dt.timedelta(hours=settings.session_max_hours)))
-        _audit(conn, trail, "portal.login", org_code, wanted, practitioner.role or ADMIN_ROLE, "signed in")
-        return SignIn(practitioner, None, token)
+        if not security_keys.code_policy(conn, org_code).totp_allowed:
+            if keys:
+                return refuse("an authenticator-app code, which the organisation no longer accepts (it has a key)",
+                              "Sign-in refused: your organisation no longer accepts codes from an authenticator "
+                              "app: sign in with your password and your security key (leave the code empty).")
+            _audit(conn, trail, "portal.login", org_code, wanted, practitioner.role or ADMIN_ROLE,
+                   "password and code right; the organisation no longer accepts codes: a security key must be "
+                   "registered before the session starts", "pending")
+            return SignIn(None, next_step="register", account=(org_code, wanted))
+        return open_session(conn, trail, practitioner, settings, now, "signed in")
+
+
+def open_session(conn: Connection, trail: audit.AuditTrail, practitioner: Practitioner, settings,
+                 now: dt.datetime, said: str) -> SignIn:
+    """Both factors are right and the account usable: a new session (audited ``said``)."""
+    org_code, wanted = practitioner.org_code, practitioner.user_id
+    _forget_stale_sessions(conn, org_code, wanted, settings, now)
+    sweep(conn, settings, now)
+    token = secrets.token_urlsafe(32)
+    conn.execute(portal_sessions.insert().values(
+        token_hash=_token_hash(token), org_code=org_code, user_id=wanted, created_at=now, last_seen=now,
+        expires_at=now + dt.timedelta(hours=settings.session_max_hours)))
+    _audit(conn, trail, "portal.login", org_code, wanted, practitioner.role or ADMIN_ROLE, said)
+    return SignIn(practitioner, None, token)
+
+
+def count_code_failure(conn: Connection, org_code: str, user_id: str, now: dt.datetime) -> str:
+    """A wrong second factor after the right password (a code, or a security key's answer): counted
+    across the whole account; at CODE_FAILURES the second step locks until a reset. The audit's note."""
+    row = conn.execute(select(portal_practitioners.c.code_failures).where(
+        portal_practitioners.c.org_code == org_code, portal_practitioners.c.user_id == user_id)).first()
+    failures = ((row.code_failures if row else 0) or 0) + 1
+    values = {"code_failures": failures}
+    note = ""
+    if failures >= CODE_FAILURES:
+        values["code_locked_at"] = now
+        note = (f"; second step locked after {failures} failures with the right password: the user "
+                f"administrator resets the account")
+    conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == org_code,
+                                                    portal_practitioners.c.user_id == user_id).values(**values))
+    return note
 
 
 def _forget_stale_sessions(conn: Connection, org_code: str, user_id: str, settings, now: dt.datetime) -> None:

@@ -87,10 +87,19 @@ def login():
         orgs_in_force=_org_refusal, now=_now(), known_browser=who is not None and who in _known_browser()))
     if refused is not None:
         return refused
+    if result.next_step is not None:  # the password was right: a security key next
+        from gateway.portal import key_views
+
+        return key_views.next_step_page(result)
     if result.practitioner is None:
         # Until both factors are right: one answer for everything (the audit records which).
         status = 401 if result.said == accounts.REFUSED else 403
         return render_template("login.html", error=result.said), status
+    return signed_in_answer(result)
+
+
+def signed_in_answer(result: accounts.SignIn):
+    """Both factors were right: the new session in the cookie, this browser known to the account."""
     session.clear()
     session["token"] = result.token
     session.permanent = True
@@ -161,6 +170,17 @@ def enrol():
     if problem is not None:
         return render_template("enrol.html", error=f"Enrolment {problem}."), 401
     account, secret = found
+    from gateway.portal import security_keys
+
+    with _app()["engine"].begin() as conn:
+        codes_off = not security_keys.code_policy(conn, account.org_code).totp_allowed
+        if codes_off:
+            accounts._audit(conn, _app()["trail"], "portal.enrol", account.org_code, account.user_id, None,
+                            "enrolment with an authenticator app refused: the organisation accepts security keys "
+                            "only", "refused")
+    if codes_off:  # the secret is not shown: it could not be used
+        return render_template("enrol.html", error=f"{account.org_code} accepts security keys only: press "
+                                                   f"“Enrol with a security key”."), 400
     from gateway.officers import provisioning_uri
 
     return render_template("enrol_secret.html", account=account, secret=secret, invitation=form.get("invitation", ""),

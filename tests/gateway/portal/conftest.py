@@ -58,6 +58,12 @@ class RunningPortal:
     log: Path
 
     @property
+    def public_url(self) -> str:
+        """What a browser opens: security keys are bound to https://localhost:PORT, the portal's public
+        URL by default when it binds a loopback address (gateway.portal.security_keys.RelyingParty)."""
+        return self.url.replace("https://127.0.0.1:", "https://localhost:")
+
+    @property
     def ca(self) -> str:
         return str(self.gateway.home / "ca" / "ca.pem")
 

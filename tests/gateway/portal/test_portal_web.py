@@ -2,8 +2,9 @@
 `contactgate portal` per module (conftest.py):
 
 - in a real browser (the distribution's Chromium driven by Playwright): a user administrator
-  appointed by two officers enrols, signs in and adds a practitioner; the practitioner enrols with
-  the invitation code, signs in, searches with a typo in the family name, states a reason, sees the
+  appointed by two officers enrols, signs in and adds a practitioner; the practitioner enrols a
+  security key (Chromium's virtual authenticator, through the DevTools protocol's WebAuthn domain)
+  with the invitation code, signs in with password and key, signs out and in again, searches with a typo in the family name, states a reason, sees the
   contacts limited by their role and a shielded child's location withheld; nothing about a child is
   in any URL; an account whose clearance has lapsed is refused, saying why;
 - over HTTPS with requests: the cookie's flags, CSRF, role per route, an administrator of one
@@ -123,6 +124,27 @@ def shots(tmp_path_factory):
     return directory
 
 
+def virtual_authenticator(context, page) -> tuple:
+    """Chromium's virtual authenticator (DevTools protocol, WebAuthn domain) for ``page``: a USB
+    FIDO2 key that verifies its user and is touched at once. (the CDP session, the authenticator id)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable", {"enableUI": False})
+    made = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "usb", "hasResidentKey": True, "hasUserVerification": True,
+        "isUserVerified": True, "automaticPresenceSimulation": True}})
+    return cdp, made["authenticatorId"]
+
+
+def sign_in_with_key(page, portal, account: Account) -> None:
+    """The sign-in form with the password and no code, then the key (the virtual authenticator)."""
+    page.goto(f"{portal.public_url}/login")
+    page.get_by_label("Organisation").fill(account.org)
+    page.get_by_label("User id").fill(account.user)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Use security key").click()
+
+
 def _typo(name: str) -> str:
     """The family name with two letters swapped (what a hurried practitioner types)."""
     return name[0] + name[2] + name[1] + name[3:]
@@ -155,27 +177,35 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     admin.close()
     _approve_role(portal, admins[1], user)  # a second administrator approves the role
 
+    # The practitioner enrols a security key (Chromium's virtual authenticator) with the invitation
+    # code, at the portal's public URL (https://localhost:PORT: keys are bound to it).
     practitioner = Account("LA", user)
     context = chromium.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.on("request", lambda r: urls.append(r.url))
-    page.goto(f"{portal.url}/enrol")
+    cdp, authenticator = virtual_authenticator(context, page)
+    page.goto(f"{portal.public_url}/enrol")
     page.get_by_label("Organisation").fill("LA")
     page.get_by_label("User id").fill(user)
     page.get_by_label("Invitation code").fill(invitation)
-    page.get_by_role("button", name="Continue").click()
-    practitioner.secret = page.locator("#totp-secret").inner_text().strip()
+    page.get_by_role("button", name="Enrol with a security key").click()
     page.get_by_label("New password", exact=True).fill(practitioner.password)
     page.get_by_label("Repeat the new password").fill(practitioner.password)
-    page.get_by_label("Code from your authenticator app").fill(practitioner.code())
-    page.get_by_role("button", name="Enrol").click()
+    page.get_by_role("button", name="Next: register your key").click()
+    page.get_by_label("A name for this key").fill("Blue key")
+    page.screenshot(path=str(shots / "enrol-key.png"), full_page=True)
+    page.get_by_role("button", name="Register security key").click()
+    page.wait_for_url("**/login")
     assert "enrolled" in page.locator("main").inner_text().lower()
+    [credential] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert credential["rpId"] == "localhost"
 
-    page.get_by_label("Organisation").fill("LA")
-    page.get_by_label("User id").fill(user)
-    page.get_by_label("Password").fill(practitioner.password)
-    page.get_by_label("Code from your authenticator app").fill(practitioner.code())
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_with_key(page, portal, practitioner)
+    assert "Sign out" in page.locator("header").inner_text()
+    page.get_by_role("button", name="Sign out").click()
+    sign_in_with_key(page, portal, practitioner)  # signed out, and in again: password and key
+    [used] = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert used["signCount"] == credential["signCount"] + 2  # counted up at each sign-in (clone detection)
 
     seq = gateway.audit_seq()
     family = plain["Identity"]["FamilyName"]
@@ -197,7 +227,7 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     assert "0113 496 0002" not in shown and "sam.worker@la.example" not in shown  # not their contact details
     assert plain["Address"]["Postcode"] in shown
 
-    page.goto(f"{portal.url}/")
+    page.goto(f"{portal.public_url}/")
     sfamily = shielded["Identity"]["FamilyName"]
     page.get_by_label("Family name").fill(sfamily)
     page.get_by_label("Date of birth").fill("2016-03-14")
@@ -231,6 +261,99 @@ def test_an_administrator_adds_a_practitioner_who_enrols_searches_and_sees_conta
     by_child = gateway.cli("audit", "report", "--child", plain_id, officer="auditor-1").output
     assert f"LA:{user}" in by_child
 
+
+
+def _key_page_answer(page) -> str:
+    """Press the key page's button and hold back the form it would post: the answer (credential JSON)
+    the browser's key gave, unsent (what someone who copied it would hold)."""
+    from urllib.parse import parse_qs
+
+    held = []
+
+    def hold(route):
+        held.append(parse_qs(route.request.post_data)["credential"][0])
+        route.abort()
+
+    page.route("**/login/key", hold)
+    page.get_by_role("button", name="Use security key").click()
+    page.wait_for_timeout(100)
+    deadline = 200
+    while not held and deadline:
+        page.wait_for_timeout(100)
+        deadline -= 1
+    page.unroute("**/login/key")
+    return held[0]
+
+
+def _post_answer(page, answer: str) -> str:
+    """Post ``answer`` in the key page's own form (its CSRF token, its session), bypassing the
+    script; the page's main text after."""
+    page.evaluate("""answer => { const form = document.getElementById('key-form');
+        form.elements.credential.value = answer; HTMLFormElement.prototype.submit.call(form); }""", answer)
+    page.wait_for_load_state()
+    return page.locator("main").inner_text()
+
+
+def test_in_the_browser_a_replayed_answer_another_browsers_challenge_or_an_unregistered_key_gets_no_session(
+        portal, gateway, admins, chromium):
+    account = Account("LA", unique("hv.browser.").lower())
+    invitation = _add_practitioner(portal, admins, account.user)
+    owner = chromium.new_context(ignore_https_errors=True)
+    page = owner.new_page()
+    virtual_authenticator(owner, page)
+    page.goto(f"{portal.public_url}/enrol")
+    page.get_by_label("Organisation").fill("LA")
+    page.get_by_label("User id").fill(account.user)
+    page.get_by_label("Invitation code").fill(invitation)
+    page.get_by_role("button", name="Enrol with a security key").click()
+    page.get_by_label("New password", exact=True).fill(account.password)
+    page.get_by_label("Repeat the new password").fill(account.password)
+    page.get_by_role("button", name="Next: register your key").click()
+    page.get_by_role("button", name="Register security key").click()
+    page.wait_for_url("**/login")
+    seq = gateway.audit_seq()
+
+    # The owner's key answers a challenge in the owner's browser; the answer is held back, and
+    # posted by another browser at its own key step: another browser's challenge.
+    sign_in_page = page
+    sign_in_page.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        sign_in_page.get_by_label(label).fill(value)
+    sign_in_page.get_by_role("button", name="Sign in").click()
+    held = _key_page_answer(sign_in_page)
+    other = chromium.new_context(ignore_https_errors=True)
+    thief = other.new_page()
+    virtual_authenticator(other, thief)  # a key of its own, not registered to the account
+    thief.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        thief.get_by_label(label).fill(value)
+    thief.get_by_role("button", name="Sign in").click()
+    assert "not accepted" in _post_answer(thief, held) and "Sign out" not in thief.content()
+
+    # The owner's own answer, once spent, is refused in the owner's browser too (a replay).
+    sign_in_page.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        sign_in_page.get_by_label(label).fill(value)
+    sign_in_page.get_by_role("button", name="Sign in").click()
+    assert "not accepted" in _post_answer(sign_in_page, held)
+
+    # An unregistered key: the browser finds no key of the account's, and nothing is signed in.
+    thief.goto(f"{portal.public_url}/login")
+    for label, value in (("Organisation", "LA"), ("User id", account.user), ("Password", account.password)):
+        thief.get_by_label(label).fill(value)
+    thief.get_by_role("button", name="Sign in").click()
+    thief.get_by_role("button", name="Use security key").click()
+    thief.get_by_text("did not answer").wait_for()
+    assert thief.context.cookies() and "Sign out" not in thief.content()
+    other.close()
+
+    sign_in_with_key(sign_in_page, portal, account)  # the owner, with the key: in
+    assert "Sign out" in sign_in_page.locator("header").inner_text()
+    owner.close()
+    refusals = [e["detail"] for e in gateway.audit_entries_after(seq)
+                if e["operation"] == "portal.login" and e["outcome"] == "refused"]
+    assert [r for r in refusals if "challenge issued to another browser session" in r]
+    assert [r for r in refusals if "challenge unknown or already used" in r]
 
 
 def test_a_lapsed_clearance_training_or_end_date_is_refused_saying_why(portal, gateway, admins, chromium):

@@ -1,0 +1,269 @@
+"""Security keys at the portal over HTTPS (issue 26 item 3), on each backend, against the module's
+`contactgate portal` (conftest.py), answered by a key in software (soft_key.py) speaking WebAuthn as
+a browser would; the browser itself, with Chromium's virtual authenticator, is in
+test_portal_keys_browser.py. Each test's organisation is its own (KEYS…), accredited for queries,
+so that turning its codes off touches no other test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+import secrets
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from gateway.db import portal_webauthn_credentials
+from tests.gateway.portal.conftest import CSRF, INVITATION, Account, appoint_admin, enrol_in_process
+from tests.gateway.portal.soft_key import SoftKey, page_options
+from tests.support import unique
+
+TODAY = dt.date.today()
+
+
+class KeyOrg:
+    """An organisation of these tests: its two user administrators' sessions."""
+
+    def __init__(self, portal, gateway):
+        self.portal, self.gateway = portal, gateway
+        self.code = f"KEYS{secrets.token_hex(3).upper()}"
+        gateway.add_org(self.code, "health", ["query"])
+        self.admins = []
+        for n in (1, 2):
+            admin = Account(self.code, unique(f"keys.admin{n}.").lower())
+            enrol_in_process(gateway, admin, appoint_admin(gateway, self.code, admin.user))
+            self.admins.append(portal.sign_in(admin)[0])
+
+    def invite(self, user: str) -> str:
+        """A health visitor added by the first administrator, the role approved by the second; the
+        invitation code."""
+        first, second = self.admins
+        made = self.portal.post(first, "/admin/practitioners/new", {
+            "user": user, "name": f"Practitioner {user}", "role": "health visitor", "job_title": "Health visitor",
+            "clearance_number": "001234567890", "clearance_date": TODAY.isoformat(),
+            "training_date": TODAY.isoformat(), "end_date": ""}, csrf_from="/admin/practitioners/new")
+        assert made.status_code == 200, made.text
+        listed = second.get(f"{self.portal.url}/admin/practitioners", timeout=15).text
+        proposal = re.search(rf"{self.code}:{re.escape(user)}\b.*?/admin/roles/(\d+)/approve", listed, re.S).group(1)
+        approved = self.portal.post(second, f"/admin/roles/{proposal}/approve", {}, csrf_from="/admin/practitioners")
+        assert "now has the role" in approved.text, approved.text
+        return INVITATION.search(made.text).group(1)
+
+
+@pytest.fixture(scope="module")
+def org(portal, gateway):
+    return KeyOrg(portal, gateway)
+
+
+def _key(portal) -> SoftKey:
+    """A key answering for the portal's origin: https://localhost:PORT (its default public URL)."""
+    return SoftKey(f"https://localhost:{portal.url.rsplit(':', 1)[1]}")
+
+
+def _token(page: str) -> str:
+    return CSRF.search(page).group(1)
+
+
+def enrol_with_key(portal, account: Account, invitation: str, key: SoftKey) -> requests.Response:
+    s = portal.session()
+    start = portal.post(s, "/enrol/key/start", {"org": account.org, "user": account.user, "invitation": invitation},
+                        csrf_from="/enrol")
+    assert start.status_code == 200 and "Choose your password" in start.text, start.text
+    ceremony = portal.post(s, "/enrol/key", {"org": account.org, "user": account.user, "invitation": invitation,
+                                             "password": account.password, "password2": account.password},
+                           token=_token(start.text))
+    assert ceremony.status_code == 200 and "Register your security key" in ceremony.text, ceremony.text
+    return portal.post(s, "/enrol/key/finish", {"credential": key.register(page_options(ceremony.text)),
+                                                "label": "Blue key"}, token=_token(ceremony.text))
+
+
+def password_step(portal, account: Account, session: requests.Session | None = None):
+    """(the session, the key step's page) after the right password and no code."""
+    s = session or portal.session()
+    step = portal.post(s, "/login", {"org": account.org, "user": account.user, "password": account.password,
+                                     "code": ""}, csrf_from="/login")
+    assert step.status_code == 200 and "Use your security key" in step.text, step.text
+    return s, step
+
+
+def sign_in_with_key(portal, account: Account, key: SoftKey, **answer):
+    s, step = password_step(portal, account)
+    credential = key.assertion(page_options(step.text), **answer)
+    return s, portal.post(s, "/login/key", {"credential": credential}, token=_token(step.text)), credential
+
+
+def _refusals(gateway, seq: int, user: str) -> list[str]:
+    return [e["detail"] for e in gateway.audit_entries_after(seq)
+            if e["operation"] == "portal.login" and e["outcome"] == "refused" and e["user_id"] == user]
+
+
+def test_a_practitioner_enrols_a_security_key_with_the_invitation_and_signs_in_with_password_and_key(
+        portal, gateway, org):
+    from gateway.portal import CSP
+
+    account, key = Account(org.code, unique("hv.key.").lower()), _key(portal)
+    seq = gateway.audit_seq()
+    enrolled = enrol_with_key(portal, account, org.invite(account.user), key)
+    assert enrolled.status_code == 200 and "You are enrolled" in enrolled.text, enrolled.text
+    again = portal.post(portal.session(), "/enrol/key/start", {"org": account.org, "user": account.user,
+                                                                "invitation": "x" * 22}, csrf_from="/enrol")
+    assert again.status_code == 401  # the invitation is spent (and that one was never it)
+
+    session, step = password_step(portal, account)
+    # Only the key pages may run script, and only the portal's own file.
+    assert step.headers["Content-Security-Policy"] == CSP.replace("default-src 'none';",
+                                                                  "default-src 'none'; script-src 'self';")
+    assert "unsafe-inline" not in step.headers["Content-Security-Policy"]
+    assert not re.search(r"<script(?![^>]*\bsrc=\"/keys/static/webauthn\.js\")", step.text)
+    script = session.get(f"{portal.url}/keys/static/webauthn.js", timeout=15)
+    assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
+    signed_in = portal.post(session, "/login/key", {"credential": key.assertion(page_options(step.text))},
+                            token=_token(step.text))
+    assert signed_in.status_code == 200 and "Sign out" in signed_in.text, signed_in.text
+    assert signed_in.headers["Content-Security-Policy"] == CSP  # the search page: no script
+    keys = session.get(f"{portal.url}/keys", timeout=15)
+    assert "Blue key" in keys.text and "script-src" not in keys.headers["Content-Security-Policy"]
+
+    entries = [(e["operation"], e["outcome"], e["detail"]) for e in gateway.audit_entries_after(seq)
+               if e["user_id"] == account.user]
+    assert ("portal.enrol", "done") == entries[0][:2] and "security key 'Blue key'" in entries[0][2]
+    assert [e[:2] for e in entries[-1:]] == [("portal.login", "done")]
+    assert "signed in with password and security key 'Blue key'" in entries[-1][2]
+    with gateway.engine.connect() as conn:  # sealed, and to this account only
+        row = conn.execute(select(portal_webauthn_credentials).where(
+            portal_webauthn_credentials.c.user_id == account.user)).one()
+    assert row.org_code == org.code and row.credential_id == key.id and row.sign_count == 1
+
+
+def test_a_replayed_answer_another_browsers_challenge_another_accounts_key_and_a_bad_signature_are_refused(
+        portal, gateway, org):
+    account, key = Account(org.code, unique("hv.replay.").lower()), _key(portal)
+    other, other_key = Account(org.code, unique("hv.other.").lower()), _key(portal)
+    for who, its_key in ((account, key), (other, other_key)):
+        assert "You are enrolled" in enrol_with_key(portal, who, org.invite(who.user), its_key).text
+    seq = gateway.audit_seq()
+    _, answer, used = sign_in_with_key(portal, account, key)
+    assert "Sign out" in answer.text
+
+    s, step = password_step(portal, account)  # the same answer again, in a new sign-in
+    replayed = portal.post(s, "/login/key", {"credential": used}, token=_token(step.text))
+    assert replayed.status_code == 401 and "not accepted" in replayed.text
+
+    first, first_step = password_step(portal, account)  # a challenge shown to another browser
+    second, second_step = password_step(portal, account)
+    crossed = portal.post(second, "/login/key", {"credential": key.assertion(page_options(first_step.text))},
+                          token=_token(second_step.text))
+    assert crossed.status_code == 401 and "Sign out" not in crossed.text
+    late = portal.post(first, "/login/key", {"credential": key.assertion(page_options(first_step.text))},
+                       token=_token(first_step.text))
+    assert late.status_code == 401  # spent by the attempt in the other browser
+
+    s, step = password_step(portal, account)  # another account's key, over this account's challenge
+    wrong = portal.post(s, "/login/key", {"credential": other_key.assertion(page_options(step.text))},
+                        token=_token(step.text))
+    assert wrong.status_code == 401 and "not accepted" in wrong.text
+    _, forged, _ = sign_in_with_key(portal, account, key, bad_signature=True)
+    assert forged.status_code == 401
+    _, fine, _ = sign_in_with_key(portal, account, key)
+    assert "Sign out" in fine.text
+    refusals = _refusals(gateway, seq, account.user) + _refusals(gateway, seq, "(unknown)")
+    for said in ("challenge unknown or already used", "challenge issued to another browser session",
+                 "a key not registered to this account", "Could not verify authentication signature"):
+        assert [r for r in refusals if said in r], (said, refusals)
+
+
+def test_a_practitioner_adds_a_second_key_and_removes_one_but_never_the_last(portal, gateway, org):
+    account, key, spare = Account(org.code, unique("hv.two.").lower()), _key(portal), _key(portal)
+    enrol_with_key(portal, account, org.invite(account.user), key)
+    session, _, _ = sign_in_with_key(portal, account, key)
+    ceremony = portal.post(session, "/keys/add", {}, csrf_from="/keys")
+    assert "Add a security key" in ceremony.text and "script-src 'self'" in ceremony.headers["Content-Security-Policy"]
+    added = portal.post(session, "/keys/add/finish", {"credential": spare.register(page_options(ceremony.text)),
+                                                      "label": "Spare key"}, token=_token(ceremony.text))
+    assert "Added the security key" in added.text and "Spare key" in added.text and "Blue key" in added.text
+    twice = portal.post(session, "/keys/add", {}, csrf_from="/keys")
+    refused = portal.post(session, "/keys/add/finish", {"credential": spare.register(page_options(twice.text))},
+                          token=_token(twice.text))
+    assert "Not added" in refused.text  # the same key twice: excluded, and refused if sent anyway
+    with gateway.engine.connect() as conn:
+        ids = dict(conn.execute(select(portal_webauthn_credentials.c.label, portal_webauthn_credentials.c.id).where(
+            portal_webauthn_credentials.c.user_id == account.user)).all())
+    removed = portal.post(session, f"/keys/{ids['Blue key']}/remove", {}, csrf_from="/keys")
+    assert "Removed the security key 'Blue key'" in html.unescape(removed.text)
+    last = portal.post(session, f"/keys/{ids['Spare key']}/remove", {}, csrf_from="/keys")
+    assert "Not removed" in last.text and "only security key" in last.text
+    _, gone, _ = sign_in_with_key(portal, account, key)
+    assert gone.status_code == 401
+    _, fine, _ = sign_in_with_key(portal, account, spare)
+    assert "Sign out" in fine.text
+    operations = [(e["operation"], e["outcome"]) for e in gateway.audit_entries_after(0)
+                  if e["user_id"] == account.user and e["operation"].startswith("portal.key.")]
+    assert operations == [("portal.key.add", "done"), ("portal.key.add", "refused"), ("portal.key.remove", "done"),
+                          ("portal.key.remove", "refused")]
+
+
+def test_an_organisation_that_stops_accepting_codes_refuses_them_and_a_code_only_account_registers_a_key(
+        portal, gateway, org):
+    first, second = org.admins
+    code_only = Account(org.code, unique("hv.codes.").lower())
+    enrol_in_process(gateway, code_only, org.invite(code_only.user))
+    portal.sign_in(code_only)  # codes accepted
+    seq = gateway.audit_seq()
+    off = portal.post(first, "/admin/sign-in/codes-off", {}, csrf_from="/admin/sign-in")
+    assert "no longer accepted" in off.text and "not accepted" in off.text
+    try:
+        s, step = portal.sign_in(code_only, expect_ok=False)
+        assert step.status_code == 200 and "Register a security key to continue" in step.text
+        assert s.get(f"{portal.url}/", timeout=15).url.endswith("/login")  # no session until it is registered
+        key = _key(portal)
+        registered = portal.post(s, "/login/register", {"credential": key.register(page_options(step.text)),
+                                                         "label": "New key"}, token=_token(step.text))
+        assert "Sign out" in registered.text, registered.text
+        _, refused = portal.sign_in(code_only, expect_ok=False)
+        assert refused.status_code == 403 and "no longer accepts codes" in refused.text
+        _, fine, _ = sign_in_with_key(portal, code_only, key)
+        assert "Sign out" in fine.text
+        newcomer = Account(org.code, unique("hv.late.").lower())
+        codes_page = portal.post(portal.session(), "/enrol", {"org": org.code, "user": newcomer.user,
+                                                              "invitation": org.invite(newcomer.user)}, csrf_from="/enrol")
+        assert codes_page.status_code == 400 and "accepts security keys only" in codes_page.text
+        assert "totp-secret" not in codes_page.text  # enrolling with codes is not offered, its secret not shown
+
+        # Codes back on weakens sign-in: one administrator proposes, another approves.
+        proposed = portal.post(first, "/admin/sign-in/codes-on", {}, csrf_from="/admin/sign-in")
+        assert "second administrator approves" in proposed.text
+        own = portal.post(first, "/admin/sign-in/codes-on/approve", {}, csrf_from="/admin/sign-in")
+        assert "Not done" in own.text and "not accepted" in own.text
+    finally:
+        approved = portal.post(second, "/admin/sign-in/codes-on/approve", {}, csrf_from="/admin/sign-in")
+    assert "accepted again" in approved.text and "Codes from an authenticator app are <strong>accepted" in approved.text
+    policy = [(e["outcome"], e["detail"]) for e in gateway.audit_entries_after(seq)
+              if e["operation"] == "portal.signin_policy"]
+    assert [p[0] for p in policy] == ["done", "proposed", "refused", "done"]
+    registered_entry = [e for e in gateway.audit_entries_after(seq)
+                        if e["operation"] == "portal.key.add" and e["user_id"] == code_only.user]
+    assert registered_entry and "no longer accepts codes" in registered_entry[0]["detail"]
+
+
+def test_a_reset_by_the_user_administrator_removes_the_keys_and_issues_a_new_invitation(portal, gateway, org):
+    account, key, new_key = Account(org.code, unique("hv.reset.").lower()), _key(portal), _key(portal)
+    enrol_with_key(portal, account, org.invite(account.user), key)
+    session, _, _ = sign_in_with_key(portal, account, key)
+    page = f"/admin/practitioners/{account.user}"
+    reset = portal.post(org.admins[0], f"{page}/reset", {}, csrf_from=page)
+    invitation = INVITATION.search(reset.text).group(1)
+    assert session.get(f"{portal.url}/", timeout=15).url.endswith("/login")  # the open session ended
+    with gateway.engine.connect() as conn:
+        assert not conn.execute(select(portal_webauthn_credentials).where(
+            portal_webauthn_credentials.c.user_id == account.user)).all()
+    refused = portal.post(portal.session(), "/login", {"org": account.org, "user": account.user,
+                                                       "password": account.password, "code": ""}, csrf_from="/login")
+    assert refused.status_code == 401
+    assert "You are enrolled" in enrol_with_key(portal, account, invitation, new_key).text
+    _, fine, _ = sign_in_with_key(portal, account, new_key)
+    assert "Sign out" in fine.text
+    [entry] = [e for e in gateway.audit_entries_after(0) if e["operation"] == "portal.practitioner.reset"
+               and account.user in e["detail"]]
+    assert "security keys cleared" in entry["detail"]
