@@ -8,12 +8,16 @@
   reject the row for it;
 - **dates outside childhood**: a date of birth in the future, or 18 years ago or more (the index holds
   no adults: the gateway would reject the row);
-- **likely duplicates**: pairs of rows that seem to be one child entered twice. The gateway's linkage
-  engine is not part of the client distribution (it needs the gateway's server packages), so pairs
-  are judged by a simple scorer, said in the output (``scorer``): the same valid NHS number; or the
+- **likely duplicates**: pairs of rows that seem to be one child entered twice, judged by the
+  gateway's own linkage engine in process (`gateway.index.within_extract`: its blocking keys, its
+  model, its rules; no gateway is called), each with the engine's ``decision`` (``link``: the
+  gateway would answer ``matched``; ``review``: a data-quality officer would be asked) and
+  ``score`` (the match probability). The engine is found through the entry point
+  ``contactgate.linkage``, which the full ``contactgate`` distribution declares: this package may
+  not import the gateway. Installed without it (the ``contactgate-client`` wheel), pairs are judged
+  by a simple scorer instead, said in the output (``scorer``): the same valid NHS number; or the
   same date of birth (or its day and month swapped) with family and first given names alike
-  (difflib ratio, weighted 0.6 family, 0.4 given; 0.85 or more). It finds the obvious; the gateway's
-  linkage decides.
+  (difflib ratio, weighted 0.6 family, 0.4 given; 0.85 or more).
 
 `fields()` lists every target field of the canonical model (`contactgate mapping fields`).
 """
@@ -130,11 +134,33 @@ def _duplicates(people: list[dict]) -> tuple[list[dict], int]:
             for (a, b), found in sorted(pairs.items())], more
 
 
-def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None) -> dict:
-    """The data-quality report of ``extract`` read with ``m`` (nothing is sent)."""
+LINKAGE_ENTRY_POINTS = "contactgate.linkage"
+
+
+def linkage_engine():
+    """The gateway's linkage engine for one extract (an object with ``add(line, source_record_id,
+    record)`` and ``result()``: `gateway.index.within_extract.ExtractLinkage`), found through the
+    entry point group ``contactgate.linkage``; None when only the client is installed."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=LINKAGE_ENTRY_POINTS):
+        if entry.name == "extract":
+            try:
+                return entry.load()()
+            except ImportError:  # declared, but the gateway's packages are not installed
+                return None
+    return None
+
+
+def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None, *, engine=None,
+                 simple: bool = False) -> dict:
+    """The data-quality report of ``extract`` read with ``m`` (nothing is sent). Duplicates are
+    judged by ``engine`` (default: `linkage_engine()`), or by the simple scorer when there is none
+    or ``simple``."""
     from stdnum.gb import nhs, upn
 
     today = today or dt.date.today()
+    engine = None if simple else (engine or linkage_engine())
     rows = rejected = invalid_count = dates_count = 0
     rejects, invalid, dates, people = [], [], [], []
     filled: dict[str, int] = {r.target: 0 for r in m.rules}
@@ -175,17 +201,24 @@ def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None) 
                           "problem": why})
         del dates[MAX_LISTED:]
         given = identity.get("GivenName") or [""]
-        if len(people) < MAX_JUDGED:
-                people.append({"line": line, "srid": srid, "family": _letters(identity.get("FamilyName", "")),
+        if engine is not None:
+            engine.add(line, srid, record)
+        elif len(people) < MAX_JUDGED:
+            people.append({"line": line, "srid": srid, "family": _letters(identity.get("FamilyName", "")),
                            "given": _letters(given[0]), "born": born,
                            "nhs": number if number and nhs.is_valid(number) else None})
-    duplicates, more = _duplicates(people)
+    if engine is not None:
+        found = engine.result()
+        duplicates, count, judged, scorer = found["pairs"], found["count"], found["rows_judged"], found["engine"]
+    else:
+        duplicates, more = _duplicates(people)
+        count, judged, scorer = len(duplicates) + more, len(people), SCORER
     return {"rows": rows, "rejected": rejected, "rejects": rejects,
             "completeness": {target: round(n / rows, 4) if rows else 0.0 for target, n in filled.items()},
             "invalid_identifiers": invalid[:MAX_LISTED], "invalid_identifiers_count": invalid_count,
             "dates_outside_childhood": dates[:MAX_LISTED], "dates_outside_childhood_count": dates_count,
-            "likely_duplicates": duplicates[:MAX_LISTED], "likely_duplicates_count": len(duplicates) + more,
-            "duplicates_rows_judged": len(people), "scorer": SCORER}
+            "likely_duplicates": duplicates[:MAX_LISTED], "likely_duplicates_count": count,
+            "duplicates_rows_judged": judged, "scorer": scorer}
 
 
 def missing_columns(m: Mapping, extract: Path | str) -> list[dict]:
@@ -208,6 +241,9 @@ def has_problems(result: dict) -> bool:
                 or result["likely_duplicates_count"])
 
 
+DECISIONS = {"link": "the gateway would link them (matched)", "review": "the gateway would hold them for review"}
+
+
 def sample_lines(result: dict) -> list[str]:
     out = [f"rows: {result['rows']}; rejected by the mapping: {result['rejected']}"]
     out += [f"  line {r['line']} ({r['source_record_id']}): {r['reason']}" for r in result["rejects"]]
@@ -225,5 +261,6 @@ def sample_lines(result: dict) -> list[str]:
     out.append(f"likely duplicates inside the extract: {result['likely_duplicates_count']}{judged} "
                f"(scorer: {result['scorer']})")
     out += [f"  lines {d['lines'][0]} and {d['lines'][1]} ({d['source_record_ids'][0]}, {d['source_record_ids'][1]}): "
-            f"{d['why']} ({d['score']})" for d in result["likely_duplicates"]]
+            + (f"{DECISIONS[d['decision']]}, " if d.get("decision") in DECISIONS else "")
+            + f"score {d['score']}: {d['why']}" for d in result["likely_duplicates"]]
     return out

@@ -350,10 +350,14 @@ def _fhir_resources(path: Path, position):
 def _document_resources(path: Path, raw):
     """A JSON document's resources, read as it is parsed (ijson): each item of the top level's
     ``entry`` array is built alone, handed on and forgotten, so memory holds one entry, not the
-    Bundle. An entry nested more than MAX_JSON_DEPTH levels is a rejected row (the entry is not
-    built); anything else nested that deep is refused whole. A document with no entries is one
-    resource (built whole: a single resource is small)."""
+    Bundle. An entry nested more than MAX_JSON_DEPTH levels, or larger than MAX_FIRST_LINE (no
+    resource is: the NDJSON line limit), is a rejected row naming the entry (it is not built, and a
+    string in it longer than that is never held: `long_values.CutLongStrings`); anything else nested
+    that deep, or a document whose own fields outside its entries are that large, is refused whole.
+    A document with no entries is one resource (built whole: a single resource is small)."""
     import ijson
+
+    from connectors.long_values import CutLongStrings, holds_a_cut_value
 
     top_builder = ijson.ObjectBuilder()
     entry_builder = None
@@ -362,16 +366,26 @@ def _document_resources(path: Path, raw):
     too_deep = False
     in_entries = False
     top_key = None  # the last key of the document's own object
+    size = top_size = 0  # bytes (about: a string's length, and a few for each event) of the entry, the rest
+    too_large = False
+    full_url = entry_key = None  # the entry's fullUrl, to name it in a reject
     try:
         # basic_parse: no path with each event (a path is as long as the nesting is deep: building one
         # per event would make a deeply nested entry quadratic)
-        for event, value in ijson.basic_parse(raw, use_float=True):
+        for event, value in ijson.basic_parse(CutLongStrings(raw, MAX_FIRST_LINE), use_float=True):
             if event in ("start_map", "start_array"):
                 depth += 1
             if in_entries and depth >= 3:  # inside one entry (the entry's own object is at depth 3)
                 if depth > MAX_JSON_DEPTH + 3:  # the document, entry and resource add three
                     too_deep = True
-                if not too_deep:
+                size += len(value) + 4 if isinstance(value, str) else 8
+                if size > MAX_FIRST_LINE or holds_a_cut_value(value):
+                    too_large = True
+                if depth == 3 and event == "map_key":
+                    entry_key = value
+                elif depth == 3 and entry_key == "fullUrl" and event == "string" and not too_large:
+                    full_url = value[:200]
+                if not too_deep and not too_large:
                     entry_builder.event(event, value)
                 if event in ("end_map", "end_array"):
                     depth -= 1
@@ -379,10 +393,15 @@ def _document_resources(path: Path, raw):
                     number += 1
                     if too_deep:
                         yield number, _Unreadable(str(_TooDeep()))
+                    elif too_large:
+                        yield number, _Unreadable(
+                            f"Bundle entry {number}" + (f" ({full_url})" if full_url else "")
+                            + f" is larger than {MAX_FIRST_LINE:,} bytes: no resource is (not read)")
                     else:
                         entry = entry_builder.value
                         yield number, entry.get("resource") if isinstance(entry, dict) else None
-                    entry_builder, too_deep = ijson.ObjectBuilder(), False
+                    entry_builder, too_deep, too_large = ijson.ObjectBuilder(), False, False
+                    size, full_url, entry_key = 0, None, None
                 continue
             if event in ("end_map", "end_array"):
                 depth -= 1
@@ -400,6 +419,10 @@ def _document_resources(path: Path, raw):
                 continue
             if depth > MAX_JSON_DEPTH:
                 raise ExtractError(f"{path}: {_TooDeep()} (outside a Bundle's entries: refused whole)")
+            top_size += len(value) + 4 if isinstance(value, str) else 8
+            if top_size > MAX_FIRST_LINE or holds_a_cut_value(value):
+                raise ExtractError(f"{path}: larger than {MAX_FIRST_LINE:,} bytes outside a Bundle's entries: "
+                                   f"no resource is (refused whole)")
             top_builder.event(event, value)
     except ijson.JSONError as exc:
         raise ExtractError(f"{path}: neither NDJSON nor a JSON document ({exc})") from None

@@ -90,7 +90,6 @@ def test_an_ndjson_line_after_the_first_is_read_bounded_and_rejected_when_too_lo
     assert "longer than" in json.dumps(sample["rejects"])
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW: a Bundle entry is built in memory without a size limit")
 def test_a_bundle_entry_larger_than_any_resource_is_a_rejected_row(tmp_path):
     """Review LOW: an entry of a FHIR Bundle larger than any resource (the NDJSON line limit) is a
     rejected row, not built in memory; the entries after it are read as usual."""
@@ -109,3 +108,65 @@ def test_a_bundle_entry_larger_than_any_resource_is_a_rejected_row(tmp_path):
     sample = json.loads(result.output)["sample"]
     assert sample["rows"] == 3 and sample["rejected"] == 1, sample
     assert "larger than" in json.dumps(sample["rejects"])
+    assert "Bundle entry 2" in json.dumps(sample["rejects"])
+
+
+def huge_entry_bundle(path: Path, shape: str, times: int) -> Path:
+    """A Bundle of three entries, the second ``times`` the entry limit, as one string or many values."""
+    first, second = (json.loads(line) for line in (SAMPLES / "health_patients.ndjson").read_text().splitlines()[:2])
+    size = times * sources.MAX_FIRST_LINE
+    huge = ({"resourceType": "Patient", "note": "x" * size} if shape == "one-long-string"
+            else {"resourceType": "Patient", "extension": [{"url": f"u{i}", "valueString": "y" * 20}
+                                                           for i in range(size // 40)]})
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:first", "resource": first}, {"fullUrl": "urn:uuid:huge", "resource": huge},
+        {"fullUrl": "urn:uuid:last", "resource": second}]}))
+    return path
+
+
+@pytest.mark.parametrize("shape", ["one-long-string", "many-small-values"])
+def test_a_huge_bundle_entry_is_rejected_by_name_in_bounded_memory(tmp_path, monkeypatch, shape):
+    """Issue 28 (c): an entry many times the limit, as one string or as many values, is never held:
+    the reader's peak memory is the same for an entry 4 or 16 times the limit, and the entries after
+    it are read."""
+    monkeypatch.setattr(sources, "MAX_FIRST_LINE", 32 * 1024)
+    peaks = {}
+    for times in (4, 16):
+        extract = huge_entry_bundle(tmp_path / f"bundle-{times}.json", shape, times)
+        tracemalloc.start()
+        try:
+            read = list(sources._fhir_resources(extract, None))
+            peaks[times] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert [number for number, _ in read] == [1, 2, 3]
+        assert isinstance(read[1][1], sources._Unreadable) and "Bundle entry 2 (urn:uuid:huge)" in read[1][1].reason
+        assert read[2][1]["resourceType"] == "Patient"
+    assert peaks[16] < 1.25 * peaks[4] + 64 * 1024, peaks  # four times the entry, not the memory
+
+
+def test_a_string_longer_than_the_limit_outside_the_entries_refuses_the_document(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_FIRST_LINE", 64 * 1024)
+    extract = tmp_path / "bundle.json"
+    extract.write_text(json.dumps({"resourceType": "Bundle", "meta": {"tag": "z" * 10 * sources.MAX_FIRST_LINE},
+                                   "entry": []}))
+    with pytest.raises(sources.ExtractError, match="outside a Bundle's entries"):
+        list(sources._fhir_resources(extract, None))
+
+
+def test_long_strings_are_cut_only_when_longer_than_the_limit_and_json_stays_json():
+    import io
+
+    from connectors.long_values import MARKER_TEXT, CutLongStrings
+
+    doc = {"short": 'a "quoted" \\ value é', "k" * 30: ["x" * 31, "y" * 30], "n": [1.5, True, None]}
+    text = json.dumps(doc, ensure_ascii=False).encode()
+    for read_size in (1, 7, 4096):
+        monkey = CutLongStrings(io.BytesIO(text), 30)
+        import connectors.long_values as long_values
+        saved, long_values.READ_SIZE = long_values.READ_SIZE, read_size
+        try:
+            back = json.loads(monkey.read())
+        finally:
+            long_values.READ_SIZE = saved
+        assert back == {**doc, "k" * 30: [MARKER_TEXT, "y" * 30]}

@@ -114,6 +114,27 @@ def test_the_2000_row_extract_maps_with_no_avoidable_rejection(tmp_path):
     assert [d["line"] for d in sample["dates_outside_childhood"]] == [future + 2]
 
 
+def test_the_2000_row_extract_loads_through_the_gateway_with_no_avoidable_rejection(gateway, tmp_path):
+    """The issue's 2,000 rows through the real CLI and a running gateway: every row the source holds
+    rightly lands (1,997 children); the three it holds wrongly are rejected with their reasons, one
+    by the mapping and two by the gateway; nothing is held for review."""
+    tag = unique("k")
+    extract, mapping = case_system(tmp_path / "la", tag, 2000)
+    report, rejects = tmp_path / "report.json", tmp_path / "rejects.csv"
+    before = gateway.child_count()
+    result = CliRunner().invoke(push, push_args(gateway, extract, mapping, "--state-dir", str(tmp_path / "state"),
+                                                "--rejects", str(rejects), "--report", str(report)),
+                                catch_exceptions=False)
+    assert result.exit_code == 1, result.output  # rows rejected: wrong at the source
+    counts = json.loads(report.read_text())["counts"]
+    assert (counts["rows"], counts["created"], counts["review"]) == (2000, 1997, 0), counts
+    assert (counts["rejected_by_mapping"], counts["rejected_by_gateway"]) == (1, 2), counts
+    assert gateway.child_count() - before == 1997
+    future, ends_early = wrong_rows(2000)
+    assert {r["source_record_id"] for r in rows_of(rejects)} == {
+        f"{tag}-{i:05d}" for i in (future, ends_early, BAD_CHECK_DIGIT)}
+
+
 def push_args(gateway, extract: Path, mapping: Path, *extra: str) -> list[str]:
     client = gateway.certs["la"]
     return [str(extract), "--mapping", str(mapping), "--url", gateway.url, "--cert", str(client / "cert.pem"),
