@@ -4,13 +4,15 @@ A streaming JSON parser (ijson, over yajl) hands on one value at a time, but it 
 string token in memory before it can: one entry of a FHIR Bundle holding a 1 GB string would be
 read whole. `CutLongStrings` wraps the file the parser reads and, as the bytes pass, replaces the
 content of any string (a value or a key) longer than ``limit`` bytes by ``MARKER`` (a string no
-FHIR resource holds: it begins with a NUL character, which FHIR strings may not contain), so the
-parser never holds more than ``limit`` bytes of one string plus a read buffer, and the reader
+FHIR resource holds: it begins with a NUL character, which FHIR strings may not contain), and any
+number longer than that (the parser holds a number token whole too: a decimal of a billion digits)
+by the string ``"MARKER"``, so the parser never holds more than ``limit`` bytes of one token plus a
+read buffer, and the reader
 above can reject the entry that held it by name (`holds_a_cut_value`). Everything else passes
 unchanged.
 
 It follows JSON's string syntax only: a string opens and closes at a ``"`` not escaped by a
-backslash. Bytes it holds back while deciding are at most ``limit`` plus one read (64 KiB). It
+backslash; outside strings, a number is a run of the bytes ``-+.eE0-9``. Bytes it holds back while deciding are at most ``limit`` plus one read (64 KiB). It
 reads at C speed (a few operations per 64 KiB read): a streamed 1 GB extract does not wait on it.
 """
 
@@ -23,6 +25,7 @@ MARKER_TEXT = "\x00contactgate: a value longer than the limit, not read"
 MARKER = b"\\u0000contactgate: a value longer than the limit, not read"  # as JSON text
 READ_SIZE = 64 * 1024
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
+NUMBER_BYTES = b"-+.eE0123456789"
 
 
 def holds_a_cut_value(value) -> bool:
@@ -41,7 +44,11 @@ class CutLongStrings(io.RawIOBase):
         self.held_length = 0
         self.cutting = False  # the open string is longer than limit: its content is dropped
         self.out = bytearray()
-        self.cut = 0  # strings cut so far
+        self.cut = 0  # strings and numbers cut so far
+        self.in_number = False  # a number ended the last chunk: it may go on in the next
+        self.number: list[bytes] = []  # its bytes so far (while not longer than limit)
+        self.number_length = 0
+        self.number_cutting = False
 
     def readable(self) -> bool:
         return True
@@ -50,6 +57,8 @@ class CutLongStrings(io.RawIOBase):
         while not self.out:
             chunk = self.raw.read(min(READ_SIZE, self.limit))
             if not chunk:
+                if self.in_number:
+                    self._end_number()
                 if self.held:  # an unterminated string at the end: the parser says so
                     self.out += b"".join(self.held)
                     self.held, self.held_length = [], 0
@@ -69,6 +78,40 @@ class CutLongStrings(io.RawIOBase):
         if self.held_length > self.limit:
             self.held, self.held_length, self.cutting = [], 0, True
             self.cut += 1
+
+    def _number(self, piece: bytes) -> None:
+        """Bytes of a number that may go on in the next chunk."""
+        self.in_number = True
+        if self.number_cutting or not piece:
+            return
+        self.number.append(piece)
+        self.number_length += len(piece)
+        if self.number_length > self.limit:
+            self.number, self.number_length, self.number_cutting = [], 0, True
+            self.cut += 1
+
+    def _end_number(self) -> None:
+        self.out += b'"' + MARKER + b'"' if self.number_cutting else b"".join(self.number)
+        self.number, self.number_length, self.number_cutting, self.in_number = [], 0, False, False
+
+    def _outside(self, piece: bytes, ends_chunk: bool) -> None:
+        """Bytes outside strings: passed on, but for a number at the end of the chunk, held back
+        until it ends (a number inside one chunk is shorter than the limit). lstrip / rstrip: C
+        speed, and linear."""
+        at = 0
+        if self.in_number:
+            at = len(piece) - len(piece.lstrip(NUMBER_BYTES))
+            self._number(piece[:at])
+            if at == len(piece) and ends_chunk:
+                return  # the number goes on
+            self._end_number()
+        if ends_chunk:
+            end = len(piece.rstrip(NUMBER_BYTES))
+            if end < len(piece) and end >= at:
+                self.out += piece[at:end]
+                self._number(piece[end:])
+                return
+        self.out += piece[at:]
 
     def _filter(self, chunk: bytes) -> None:
         """Pass ``chunk`` on, holding back the open string's content. Only the quotes that open and
@@ -94,9 +137,9 @@ class CutLongStrings(io.RawIOBase):
             self.held, self.held_length, self.cutting, self.in_string = [], 0, False, False
             at = close + 1
         if masked.count(b'"', at) % 2 == 0:
-            self.out += chunk[at:]
+            self._outside(chunk[at:], True)
             return
         opened = masked.rfind(b'"')  # the last quote opens a string the chunk does not close
-        self.out += chunk[at:opened + 1]
+        self._outside(chunk[at:opened + 1], False)
         self.in_string = True
         self._content(chunk[opened + 1:])

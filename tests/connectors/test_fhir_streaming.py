@@ -172,7 +172,6 @@ def test_long_strings_are_cut_only_when_longer_than_the_limit_and_json_stays_jso
         assert back == {**doc, "k" * 30: [MARKER_TEXT, "y" * 30]}
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM: a number token is not cut: the JSON parser holds it whole")
 def test_a_number_longer_than_the_limit_is_cut_and_never_held():
     """Review (close28): a number of many times the limit (a decimal of a million digits) reaches
     the parser whole, and the parser holds the token in memory (64 MB of digits: 130 MiB more).
@@ -197,7 +196,6 @@ def test_a_number_longer_than_the_limit_is_cut_and_never_held():
         assert len(out) < len(text) - 300
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM: a number token is not cut: the JSON parser holds it whole")
 def test_a_bundle_entry_holding_a_huge_number_is_a_rejected_row(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "MAX_FIRST_LINE", 32 * 1024)
     first = json.loads((SAMPLES / "health_patients.ndjson").read_text().splitlines()[0])
