@@ -353,7 +353,8 @@ def _document_resources(path: Path, raw):
     Bundle. An entry nested more than MAX_JSON_DEPTH levels, or larger than MAX_FIRST_LINE (no
     resource is: the NDJSON line limit), is a rejected row naming the entry (it is not built, and a
     string in it longer than that is never held: `long_values.CutLongStrings`); anything else nested
-    that deep, or a document whose own fields outside its entries are that large, is refused whole.
+    that deep, or a document whose own fields outside its entries are that large, is refused whole,
+    as is an entry nested more than MAX_FIRST_LINE levels (the parser keeps a byte a level).
     A document with no entries is one resource (built whole: a single resource is small)."""
     import ijson
 
@@ -378,6 +379,9 @@ def _document_resources(path: Path, raw):
             if in_entries and depth >= 3:  # inside one entry (the entry's own object is at depth 3)
                 if depth > MAX_JSON_DEPTH + 3:  # the document, entry and resource add three
                     too_deep = True
+                    if depth > MAX_FIRST_LINE:  # the parser keeps a byte a level: memory would grow with it
+                        raise ExtractError(f"{path}: a Bundle entry nested more than {MAX_FIRST_LINE:,} levels "
+                                           f"deep: no FHIR document is (refused whole)")
                 size += len(value) + 4 if isinstance(value, str) else 8
                 if size > MAX_FIRST_LINE or holds_a_cut_value(value):
                     too_large = True
