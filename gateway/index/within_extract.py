@@ -23,7 +23,10 @@ Found by the client through the entry point ``contactgate.linkage`` (``pyproject
 connectors may not import the gateway, and a client installed without it (``contactgate-client``)
 falls back to its simple scorer, saying so.
 
-Memory and time are bounded: at most ``MAX_ROWS`` records are judged (the rest are counted), a
+Memory and time are bounded: at most ``MAX_ROWS`` records are judged, and at most
+``MAX_COMPARISONS`` comparisons made in all (an extract of one name, postcode and number would
+otherwise compare every row with 50: 50,000 rows, minutes); the rows after either bound are counted,
+not judged (the report says among how many rows pairs were looked for). A
 blocking key remembers at most ``MAX_ROWS_PER_KEY`` records, and each record is compared with at
 most ``COMPARED_PER_RECORD`` before it, of which at most ``MAX_SHARING_COMPARED`` holding its number
 (a placeholder number on every row stays linear). Pairs sharing a valid NHS or pupil number are always
@@ -43,6 +46,7 @@ from gateway.index.deciding import (
 from gateway.index.linkage.person import first_address_line, make_person
 
 MAX_ROWS = 50_000  # records judged (a Person and its keys: about 2 KB each)
+MAX_COMPARISONS = 250_000  # in all (linkage.compare: about 0.1 ms each on a quiet core)
 MAX_ROWS_PER_KEY = 200  # records remembered under one blocking key
 MAX_SHARING_COMPARED = 10  # records holding the same number a record is compared with (the rest counted)
 MAX_LISTED = 100
@@ -120,6 +124,7 @@ class ExtractLinkage:
         self.numbers: Counter = Counter()  # valid NHS / pupil number -> records judged holding it
         self.judged_sharing: Counter = Counter()  # number -> pairs sharing it compared
         self.rows_seen = 0
+        self.compared = 0
 
     @property
     def engine(self) -> str:
@@ -128,7 +133,7 @@ class ExtractLinkage:
 
     def add(self, line: int, source_record_id: str, record: dict) -> None:
         self.rows_seen += 1
-        if len(self.people) >= MAX_ROWS:
+        if len(self.people) >= MAX_ROWS or self.compared >= MAX_COMPARISONS:
             return
         person = person_of(record)
         if person is None:
@@ -143,7 +148,8 @@ class ExtractLinkage:
         sharing = sorted(i for i in shared if _shared_number(person, self.people[i][2]))[:MAX_SHARING_COMPARED]
         others = sorted((i for i in shared if not _shared_number(person, self.people[i][2])),
                         key=lambda i: (-shared[i], i))
-        for index in [*sharing, *others][:COMPARED_PER_RECORD]:
+        for index in [*sharing, *others][:min(COMPARED_PER_RECORD, MAX_COMPARISONS - self.compared)]:
+            self.compared += 1
             held_line, held_srid, held = self.people[index]
             number = _shared_number(person, held)
             if number:
