@@ -140,16 +140,24 @@ LINKAGE_ENTRY_POINTS = "contactgate.linkage"
 def linkage_engine():
     """The gateway's linkage engine for one extract (an object with ``add(line, source_record_id,
     record)`` and ``result()``: `gateway.index.within_extract.ExtractLinkage`), found through the
-    entry point group ``contactgate.linkage``; None when only the client is installed."""
+    entry point group ``contactgate.linkage``; None when only the client is installed. Declared but
+    failing to load (the gateway's packages missing, or broken): `EngineUnavailable`, saying why."""
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=LINKAGE_ENTRY_POINTS):
         if entry.name == "extract":
             try:
                 return entry.load()()
-            except ImportError:  # declared, but the gateway's packages are not installed
-                return None
+            except Exception as exc:  # noqa: BLE001 - any failure: the simple scorer judges, and says why
+                return EngineUnavailable(f"{type(exc).__name__}: {exc}"[:300])
     return None
+
+
+class EngineUnavailable:
+    """The entry point is declared but its engine could not be loaded: ``why``."""
+
+    def __init__(self, why: str):
+        self.why = why
 
 
 def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None, *, engine=None,
@@ -161,6 +169,11 @@ def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None, 
 
     today = today or dt.date.today()
     engine = None if simple else (engine or linkage_engine())
+    scorer = SCORER
+    if isinstance(engine, EngineUnavailable):
+        scorer = (f"simple (the gateway's linkage engine is installed but could not be loaded: {engine.why})"
+                  + SCORER[SCORER.index("):") + 1:])
+        engine = None
     rows = rejected = invalid_count = dates_count = 0
     rejects, invalid, dates, people = [], [], [], []
     filled: dict[str, int] = {r.target: 0 for r in m.rules}
@@ -212,7 +225,7 @@ def check_sample(m: Mapping, extract: Path | str, today: dt.date | None = None, 
         duplicates, count, judged, scorer = found["pairs"], found["count"], found["rows_judged"], found["engine"]
     else:
         duplicates, more = _duplicates(people)
-        count, judged, scorer = len(duplicates) + more, len(people), SCORER
+        count, judged = len(duplicates) + more, len(people)
     return {"rows": rows, "rejected": rejected, "rejects": rejects,
             "completeness": {target: round(n / rows, 4) if rows else 0.0 for target, n in filled.items()},
             "invalid_identifiers": invalid[:MAX_LISTED], "invalid_identifiers_count": invalid_count,

@@ -95,7 +95,6 @@ class BrokenEntry:
         raise self.error
 
 
-@pytest.mark.xfail(strict=True, reason="review LOW: a declared but broken engine crashes the check, or is replaced silently")
 @pytest.mark.parametrize("error", [ImportError("No module named 'rapidfuzz'"), RuntimeError("a broken engine")])
 def test_a_declared_engine_that_cannot_load_says_so_and_the_simple_scorer_judges(tmp_path, monkeypatch, error):
     """Review (close28): the entry point declared but its engine failing to load either crashed the
