@@ -7,6 +7,7 @@ from sqlalchemy import update
 
 from connectors.client import GatewayClient
 from gateway.db import organisations
+from tests.heavy_first import pytest_collection_modifyitems  # noqa: F401  (the longest files first)
 from tests.support import REDIS_URL, Gateway, postgres_database, sqlite_database
 
 BACKENDS = ["sqlite", "postgresql"]
