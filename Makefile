@@ -140,9 +140,12 @@ demo: $(STAMP)
 # much of their time waiting on servers they start, and each makes its own databases, keys, homes
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
+# Files are handed out in collection order (--no-loadscope-reorder: xdist would otherwise hand out
+# the files with the most tests first, and so the long files of few tests, a browser's or the
+# operations page's, last), and tests/heavy_first.py collects the longest files first.
 TEST_WORKERS ?= auto
 test: $(STAMP) $(NODE_STAMP) browser nginx pgclient sshd client-guides softhsm
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
