@@ -200,6 +200,9 @@ class Settings:
     # is refused once either is past.
     portal_clearance_years: int = 3
     portal_training_years: int = 1
+    # Federated sign-in (gateway.portal.oidc): a provider's issuer on plain http://127.0.0.1 is used
+    # only when this is set (tests against a provider on loopback); never in production.
+    oidc_insecure_http_loopback: bool = False
     # Behind a TLS-terminating proxy (docs/operations.md "nginx in front of several nodes"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
@@ -270,6 +273,8 @@ class Settings:
             "signin_concurrency": ("CONTACTGATE_SIGNIN_CONCURRENCY", positive_int),
             "portal_clearance_years": ("CONTACTGATE_PORTAL_CLEARANCE_YEARS", positive_int),
             "portal_training_years": ("CONTACTGATE_PORTAL_TRAINING_YEARS", positive_int),
+            "oidc_insecure_http_loopback": ("CONTACTGATE_OIDC_INSECURE_HTTP_LOOPBACK",
+                                            lambda _variable, value: value.strip().lower() in ("1", "true", "yes")),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),

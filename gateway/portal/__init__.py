@@ -76,6 +76,9 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
 
     app.register_blueprint(views.auth)
     app.register_blueprint(views.pages)
+    from gateway.portal import oidc_views
+
+    oidc_views.register(app)  # signing in through the organisation's own OpenID provider
 
     def _error(status: int, title: str, message: str):
         return render_template("error.html", title=title, message=message), status

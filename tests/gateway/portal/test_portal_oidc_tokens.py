@@ -73,12 +73,10 @@ def _check(providers, provider, token: str, nonce: str = NONCE) -> dict:
     return oidc.verified_claims(token, providers, found, client_id=CLIENT, now=time.time(), nonce=nonce)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: ID token checks not built yet")
 def test_a_token_signed_with_the_providers_key_for_this_client_is_accepted(providers, provider):
     assert _check(providers, provider, _signed(provider, _claims(provider)))["sub"] == "nurse1"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: ID token checks not built yet")
 @pytest.mark.parametrize("changes, said", [
     ({"aud": "another-client"}, "audience"),
     ({"aud": [CLIENT, "another-client"]}, "azp"),
@@ -97,7 +95,6 @@ def test_a_token_with_a_wrong_claim_is_refused_saying_which(providers, provider,
         _check(providers, provider, _signed(provider, _claims(provider, **changes)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: ID token checks not built yet")
 def test_alg_none_and_hs256_signed_with_the_public_key_are_refused(providers, provider):
     header = {"alg": "none", "kid": provider.signing_key["kid"], "typ": "JWT"}
     unsigned = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(_claims(provider)).encode())}."
@@ -119,7 +116,6 @@ def test_alg_none_and_hs256_signed_with_the_public_key_are_refused(providers, pr
         _check(providers, provider, forged)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: ID token checks not built yet")
 def test_an_unknown_key_id_is_refused_after_one_rate_limited_fetch_of_the_keys(providers, provider, monkeypatch):
     fetched = []
     real = oidc.fetch_json
@@ -143,7 +139,6 @@ def test_an_unknown_key_id_is_refused_after_one_rate_limited_fetch_of_the_keys(p
         _check(providers, provider, _signed(provider, _claims(provider), key=impostor))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: ID token checks not built yet")
 def test_a_rotated_key_is_fetched_when_a_token_names_it(providers, provider):
     from joserfc.jwk import KeySet, RSAKey
 
@@ -154,7 +149,6 @@ def test_a_rotated_key_is_fetched_when_a_token_names_it(providers, provider):
     assert _check(providers, provider, _signed(provider, _claims(provider)))["sub"] == "nurse1"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 27: ID token checks not built yet")
 def test_a_provider_on_plain_http_is_refused_unless_the_loopback_setting_allows_it(provider):
     strict = oidc.Providers(Settings.from_env({}, home="/nonexistent"))
     with pytest.raises(oidc.ProviderMisbehaved, match="https"):
