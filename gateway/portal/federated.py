@@ -180,8 +180,10 @@ def _signed_in(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvid
             conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == found.org_code,
                                                             portal_practitioners.c.user_id == found.user_id)
                          .values(role=role, updated_at=now))
-            _audit(conn, trail, found.org_code, found.user_id, role,
-                   f"role {found.role or '-'} -> {role} from {idp.role_claim} ({_subject(idp, claims)})", "done", source)
+            trail.append(conn, audit.Entry(
+                operation="portal.practitioner.role", outcome="done", org_code=found.org_code, user_id=found.user_id,
+                role=role, detail=f"role {found.role or '-'} -> {role} from the claim {idp.role_claim} "
+                                  f"({_subject(idp, claims)}), as the organisation's registration maps it"))
             found = accounts.get(conn, idp.org_code, user_id)
         why = found.lapsed(settings, now.date()) or orgs_in_force(conn, found.org_code)
     if why is not None:

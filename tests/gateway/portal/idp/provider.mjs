@@ -18,7 +18,7 @@ const provider = new Provider(issuer, {
   clients: config.clients,
   jwks: config.jwks,
   cookies: { keys: [config.cookie_key] },
-  claims: { openid: ['sub'], profile: ['name', 'preferred_username', 'groups'] },
+  claims: { openid: ['sub', 'acr', 'amr'], profile: ['name', 'preferred_username', 'groups'] },
   conformIdTokenClaims: false, // the role and name claims in the ID token itself
   acrValues: ['urn:contactgate:test:mfa', 'urn:contactgate:test:pwd'],
   features: {
