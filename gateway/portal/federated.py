@@ -76,8 +76,8 @@ def provider_in_force(conn: Connection, org_code: str, today: dt.date, orgs_in_f
 
 
 def begin(engine: Engine, providers: oidc.Providers, settings, org_code: str, now: dt.datetime,
-          orgs_in_force) -> str:
-    """The provider's authorisation URL for a new sign-in, and the state (for the browser's cookie)."""
+          orgs_in_force) -> tuple[str, str]:
+    """(the provider's authorisation URL for a new sign-in, its state: for the browser's cookie)."""
     with engine.connect() as conn:
         idp = provider_in_force(conn, (org_code or "").strip().upper()[:32], now.date(), orgs_in_force)
     provider = providers.provider(idp.issuer)
