@@ -5,7 +5,7 @@ exchange and the ID token's checks. The pages are gateway.portal.oidc_views.
 - **Libraries, not hand-written JWT**: Authlib (`OAuth2Session`: the authorisation URL with PKCE
   S256, the token request with ``private_key_jwt`` via `PrivateKeyJWT` or a client secret) and
   joserfc (Authlib's JOSE: the ID token's signature and claims).
-- **Discovery and keys** over https only (plain http only for 127.0.0.1 where
+- **Discovery, keys and the token response** over https only (plain http only for 127.0.0.1 where
   ``Settings.oidc_insecure_http_loopback`` allows: tests), with timeouts, no redirects and a size
   cap, kept per issuer for `CACHE_S`; the discovery document must name the registered issuer. An ID
   token whose ``kid`` is not in the cached key set makes the portal fetch the keys again (a
@@ -243,7 +243,8 @@ def exchange_code(idp: IdentityProvider, provider: Provider, settings, credentia
     session = _client(idp, credential)
     try:
         token = session.fetch_token(endpoint, grant_type="authorization_code", code=code, code_verifier=verifier,
-                                    timeout=TIMEOUT_S, allow_redirects=False)
+                                    timeout=TIMEOUT_S, allow_redirects=False, stream=True,
+                                    hooks={"response": _bounded_json})
     except AuthlibBaseError as exc:
         raise ProviderMisbehaved(f"the token request was refused by the provider: "
                                  f"{getattr(exc, 'error', None) or type(exc).__name__}"
@@ -253,6 +254,20 @@ def exchange_code(idp: IdentityProvider, provider: Provider, settings, credentia
     if not isinstance(token, dict) or not isinstance(token.get("id_token"), str):
         raise ProviderMisbehaved("the token response holds no ID token")
     return dict(token)
+
+
+def _bounded_json(response, *args, **kwargs):
+    """The token response read with the discovery document's bounds (size, nesting) before Authlib
+    parses it."""
+    body = response.raw.read(MAX_DOCUMENT_BYTES + 1, decode_content=True)
+    if len(body) > MAX_DOCUMENT_BYTES:
+        raise ProviderUnreachable(f"the provider's token response is larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        _depth(json.loads(body or b"{}"))
+    except (ValueError, RecursionError):
+        raise ProviderUnreachable("the provider's token response is not usable JSON") from None
+    response._content, response._content_consumed = body, True
+    return response
 
 
 def _header(token: str) -> dict:

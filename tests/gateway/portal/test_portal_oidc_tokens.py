@@ -156,3 +156,24 @@ def test_a_provider_on_plain_http_is_refused_unless_the_loopback_setting_allows_
     with pytest.raises(oidc.ProviderMisbehaved, match="https"):
         oidc.check_url("http://10.0.0.1/", Settings.from_env({"CONTACTGATE_OIDC_INSECURE_HTTP_LOOPBACK": "1"},
                                                             home="/nonexistent"), "issuer")
+
+
+def test_a_token_response_too_large_or_nested_too_deeply_is_refused_before_it_is_parsed():
+    import io
+
+    import requests
+
+    class Raw(io.BytesIO):
+        def read(self, size=-1, decode_content=True):  # urllib3's signature
+            return super().read(size)
+
+    def answer(body: bytes) -> requests.Response:
+        response = requests.Response()
+        response.raw, response.status_code = Raw(body), 200
+        return response
+
+    with pytest.raises(oidc.ProviderUnreachable, match="larger"):
+        oidc._bounded_json(answer(b'{"id_token": "' + b"a" * oidc.MAX_DOCUMENT_BYTES + b'"}'))
+    with pytest.raises(oidc.ProviderUnreachable, match="JSON"):
+        oidc._bounded_json(answer(b"[" * 5000 + b"]" * 5000))
+    assert oidc._bounded_json(answer(b'{"id_token": "x"}')).json() == {"id_token": "x"}
