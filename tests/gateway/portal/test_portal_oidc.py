@@ -23,7 +23,7 @@ from tests.gateway.portal.idp_harness import (CLIENT_ID, ONWARD, accredit, clien
 pytestmark = skip_without_node()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TODAY = dt.date.today()
-REFUSE, STEP, SUSP = "IDPREFUSE", "IDPSTEP", "IDPSUSP"  # this module's organisations
+REFUSE, STEP, SUSP, GONE = "IDPREFUSE", "IDPSTEP", "IDPSUSP", "IDPGONE"  # this module's organisations
 MFA = "urn:contactgate:test:mfa"
 ACCOUNTS = {  # at the provider: claims of each account
     "nurse1": {"preferred_username": "nurse1", "name": "Nora Nurse", "groups": ["staff", "hv"]},
@@ -35,6 +35,7 @@ ACCOUNTS = {  # at the provider: claims of each account
     "stepper": {"preferred_username": "stepper", "name": "Stella Step", "groups": ["hv"]},
     "susp1": {"preferred_username": "susp1", "name": "Sue Spend", "groups": ["hv"]},
     "browser1": {"preferred_username": "browser1", "name": "Bea Browser", "groups": ["hv"]},
+    "gone1": {"preferred_username": "gone1", "name": "Gus Gone", "groups": ["hv"]},
 }
 
 
@@ -65,7 +66,7 @@ def federation(gateway, tmp_path_factory):
     from gateway.files import write_private
 
     write_private(roles, json.dumps(ROLES).encode())
-    for org in (REFUSE, STEP, SUSP):
+    for org in (REFUSE, STEP, SUSP, GONE):
         accredit(gateway, org)
     env = {"CONTACTGATE_ROLES_FILE": str(roles), "CONTACTGATE_SIGNIN_PER_MINUTE": "100000",
            "CONTACTGATE_OIDC_INSECURE_HTTP_LOOPBACK": "1"}
@@ -78,12 +79,12 @@ def federation(gateway, tmp_path_factory):
         clients = []
         for org, extra in ((REFUSE, ("--acr", MFA, "--amr", "otp")), (STEP, ("--amr", "otp", "--without-two-factors",
                                                                              "portal_totp")),
-                           (SUSP, ("--amr", "otp"))):
+                           (SUSP, ("--amr", "otp")), (GONE, ("--amr", "otp"))):
             registration = _register(gateway, org, issuer, portal.url, *extra)
             clients.append(client_metadata(registration, portal.url, org) | {"client_id": registration["client_id"]})
         provider = start_provider(directory, port, clients, ACCOUNTS, rsa_key("provider-key-1"))
-        for user in ("nurse1", "nurse2", "social1", "susp1", "browser1"):
-            _practitioner(gateway, SUSP if user == "susp1" else REFUSE, user)
+        for user in ("nurse1", "nurse2", "social1", "susp1", "browser1", "gone1"):
+            _practitioner(gateway, {"susp1": SUSP, "gone1": GONE}.get(user, REFUSE), user)
         _practitioner(gateway, REFUSE, "lapsed1", training=TODAY - dt.timedelta(days=800))
         invitation = _practitioner(gateway, STEP, "stepper")
         stepper = enrol_in_process(gateway, Account(STEP, "stepper"), invitation)
@@ -212,6 +213,20 @@ def test_a_suspended_organisations_practitioners_are_refused_mid_session(gateway
         proposed = gateway.cli("org", "reinstate", SUSP, "--reason", "test over", officer="officer-a")
         proposal = re.search(r"proposal\D*(\d+)", proposed.output, re.I).group(1)
         gateway.cli("org", "approve", SUSP, "--proposal", proposal, officer="officer-b")
+
+
+def test_removing_the_provider_ends_its_open_sessions_and_its_sign_ins(gateway, federation):
+    portal, provider, _ = federation
+    s, page, _ = federated_sign_in(portal, provider, GONE, "gone1", amr=["otp"])
+    assert "Sign out" in page.text
+    [registration] = [p for p in json.loads(gateway.cli("idp", "list", "--org", GONE, "--json",
+                                                        officer="officer-a").output) if p["status"] == "approved"]
+    gateway.cli("idp", "remove", str(registration["id"]), "--reason", "contract ended", officer="officer-a")
+    ended = s.get(f"{portal.url}/", timeout=15)
+    assert ended.url.endswith("/login") and "no longer in force" in ended.text
+    again = portal.session().get(f"{portal.url}/oidc/start", params={"org": GONE}, timeout=15)
+    assert again.status_code == 404 and "no identity provider" in again.text
+    assert any(e["operation"] == "idp.remove" and e["org_code"] == GONE for e in gateway.audit_entries_after(0))
 
 
 def _logout_token(provider, org: str, **claims) -> str:
