@@ -49,6 +49,7 @@ from gateway import audit, officers
 from gateway.db import (portal_handles, portal_practitioners, portal_role_proposals, portal_sessions,
                         portal_signin_failures, reader)
 from gateway.index import sealed
+from gateway.portal import federated_sessions  # sessions signed in through an organisation's provider
 
 INVITATION_DAYS = 14
 # "Password right, code wrong" this many times in a row, from any addresses, locks the code step
@@ -722,9 +723,7 @@ def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = 
     if now >= _aware(row.last_seen) + dt.timedelta(minutes=settings.session_idle_minutes):
         end(f"your session ended after {settings.session_idle_minutes} minutes without use")
     practitioner = get(conn, row.org_code, row.user_id)
-    from gateway.portal import federated  # a session signed in through the organisation's provider
-
-    through_provider, provider_refusal = federated.session_refusal(conn, token_hash)
+    through_provider, provider_refusal = federated_sessions.session_refusal(conn, token_hash)
     why = ("your account is gone" if practitioner is None else
            "your account was reset: enrol again" if not (practitioner.enrolled or through_provider) else
            provider_refusal or practitioner.lapsed(settings, now.date()))
@@ -747,8 +746,6 @@ def end_session(conn: Connection, trail: audit.AuditTrail, token: str) -> None:
 
 def drop_session(conn: Connection, token_hash: str) -> None:
     """A session, its handles and (signed in through a provider) what the provider said of it."""
-    from gateway.portal import federated
-
     conn.execute(delete(portal_handles).where(portal_handles.c.session_hash == token_hash))
-    federated.forget(conn, token_hash)
+    federated_sessions.forget(conn, token_hash)
     conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash == token_hash))

@@ -28,8 +28,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, officers
-from gateway.db import (identity_providers, portal_oidc_requests, portal_oidc_seen, portal_oidc_sessions,
-                        portal_practitioners, portal_sessions)
+from gateway.db import (portal_oidc_requests, portal_oidc_seen, portal_oidc_sessions, portal_practitioners,
+                        portal_sessions)
 from gateway.index import sealed
 from gateway.portal import accounts, oidc
 from gateway.portal.accounts import PortalError
@@ -271,20 +271,6 @@ def step_up(engine: Engine, trail: audit.AuditTrail, settings, step_up_token: st
 
 
 # ---- a federated session: still good?, sign-out, back-channel logout ------------------------------
-
-def session_refusal(conn: Connection, token_hash: str) -> tuple[bool, str | None]:
-    """(whether the session was signed in through a provider, why it may not go on or None)."""
-    idp_id = conn.execute(select(portal_oidc_sessions.c.idp_id).where(
-        portal_oidc_sessions.c.token_hash == token_hash)).scalar()
-    if idp_id is None:
-        return False, None
-    status = conn.execute(select(identity_providers.c.status).where(identity_providers.c.id == idp_id)).scalar()
-    return True, None if status == "approved" else "your organisation's identity provider is no longer in force"
-
-
-def forget(conn: Connection, token_hash: str) -> None:
-    conn.execute(delete(portal_oidc_sessions).where(portal_oidc_sessions.c.token_hash == token_hash))
-
 
 def end_session_url(conn: Connection, providers: oidc.Providers, settings, token_hash: str) -> str | None:
     """Where the browser goes after the portal's sign-out: the provider's end_session_endpoint

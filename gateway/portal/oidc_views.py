@@ -42,9 +42,13 @@ def providers() -> oidc.Providers:
 
 
 def _orgs_in_force(conn, org_code):
-    from gateway.portal.views import _org_refusal
+    """Why an organisation's people may not sign in, or None (as gateway.portal.views' password sign-in)."""
+    from gateway.trust import registry
 
-    return _org_refusal(conn, org_code)
+    org = registry.get_org(conn, org_code, with_pending=False)
+    if org is None or org.effective_status(_now().date()) != "accredited":
+        return "your organisation's accreditation is not in force"
+    return None
 
 
 def _refused(message: str, status: int = 403):
