@@ -28,6 +28,17 @@ $(NODE_STAMP): $(NODE_INTEROP)/package.json $(NODE_INTEROP)/package-lock.json | 
 		|| echo "npm ci failed in $(NODE_INTEROP): the node-soap interoperability tests will be skipped"; \
 	else echo "npm not found: the node-soap interoperability tests will be skipped"; fi
 
+# panva's oidc-provider (a certified OpenID provider) for the portal's federated sign-in tests
+# (tests/gateway/portal/test_portal_oidc*.py start it on 127.0.0.1), pinned by package-lock.json.
+IDP_NODE := tests/gateway/portal/idp
+IDP_STAMP := $(IDP_NODE)/node_modules/.installed
+
+$(IDP_STAMP): $(IDP_NODE)/package.json $(IDP_NODE)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(IDP_NODE) --no-audit --no-fund --loglevel=error && touch $(IDP_STAMP) \
+		|| echo "npm ci failed in $(IDP_NODE): the federated sign-in tests will be skipped"; \
+	else echo "npm not found: the federated sign-in tests will be skipped"; fi
+
 # The distribution's Chromium for the console's browser tests (tests/gateway/console/test_console_browser.py,
 # Playwright driving the system binary: Playwright's own browser download is not used). Installed when
 # missing and this user may (root with apt-get); otherwise those tests skip, except under .ci/run.
@@ -144,7 +155,7 @@ demo: $(STAMP)
 # the files with the most tests first, and so the long files of few tests, a browser's or the
 # operations page's, last), and tests/heavy_first.py collects the longest files first.
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx pgclient sshd client-guides softhsm
+test: $(STAMP) $(NODE_STAMP) $(IDP_STAMP) browser nginx pgclient sshd client-guides softhsm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -167,4 +178,4 @@ bench-push: $(STAMP)
 	$(BIN)/python bench/push.py $(PUSH_ARGS)
 
 clean:
-	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(IDP_NODE)/node_modules $(GUIDE_NODE)/node_modules

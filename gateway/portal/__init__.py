@@ -86,6 +86,9 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
     app.register_blueprint(views.pages)
     app.register_blueprint(key_views.keys)
     app.register_blueprint(key_views.my)
+    from gateway.portal import oidc_views
+
+    oidc_views.register(app)  # signing in through the organisation's own OpenID provider
 
     def _error(status: int, title: str, message: str):
         return render_template("error.html", title=title, message=message), status

@@ -143,11 +143,18 @@ def _who(org_code: str, user_id: str) -> str | None:
 @auth.route("/logout", methods=["POST"])
 def logout():
     token = session.pop("token", None)
+    onward = None
     if token:
+        from gateway.portal import oidc_views
+
+        onward = oidc_views.end_session_url(accounts._token_hash(token))  # signed in through a provider
         with _app()["engine"].begin() as conn:
             accounts.end_session(conn, _app()["trail"], token)
     session.clear()
     flash("You are signed out.", "ok")
+    if onward:  # the provider's own sign-out next (RP-initiated logout), then back to the sign-in page
+        return render_template("oidc_onward.html", url=onward, title="Signed out",
+                               message="You are signed out of the portal; now signing you out of your organisation.")
     return redirect(url_for("auth.login"))
 
 
