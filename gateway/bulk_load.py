@@ -295,7 +295,7 @@ def _apply_once(engine, trail, verified: Verified, index: int, line: bytes, upda
         if done != index:
             raise MalformedMessage(f"batch {index + 1} of load {verified.load_id[:16]} was applied by another run "
                                    f"meanwhile ({done} applied): run the load once at a time")
-        results = batches.apply_updates(conn, verified.org_code, updates, now, policy, purge_years)
+        results = batches.apply_updates(conn, verified.org_code, updates, now, policy, purge_years, bulk=True)
         tally = Counter(result.recorded_outcome for result in results)
         notes = Counter(tally)
         archived = sum(1 for r in results if r.withheld_child_id)
