@@ -252,14 +252,16 @@ def measure(backend: str, children: int, work: Path, seed: int = 30) -> dict:
             register(a, folders)
             register(b, folders)
             load_before = os.getloadavg()[0]
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             for code, extract in extracts.items():
                 online(a, trail, code, extract, mapping)
             figures["online_s"] = time.monotonic() - started
-            started = time.monotonic()
+            figures["online_cpu_s"] = round(time.process_time() - cpu, 2)  # this process only (not PostgreSQL's)
+            started, cpu = time.monotonic(), time.process_time()
             for code in extracts:
                 load_run(b, trail, anchors, files[code], policy=DEFAULT_POLICY, purge_years=6)
             figures["load_s"] = time.monotonic() - started
+            figures["load_cpu_s"] = round(time.process_time() - cpu, 2)
             figures["loadavg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             same_a, same_b = outcome(a), outcome(b)
             figures["identical"] = same_a == same_b
@@ -270,6 +272,7 @@ def measure(backend: str, children: int, work: Path, seed: int = 30) -> dict:
     figures["online_per_s"] = round(records / figures["online_s"], 1)
     figures["load_per_s"] = round(records / figures["load_s"], 1)
     figures["ratio"] = round(figures["online_s"] / figures["load_s"], 2)
+    figures["cpu_ratio"] = round(figures["online_cpu_s"] / figures["load_cpu_s"], 2)
     return figures
 
 
@@ -295,7 +298,8 @@ def main() -> None:
             else:
                 print(f"{backend:<10} {children:>8} children {figures['records']:>8} records: online "
                       f"{figures['online_per_s']:>7.0f}/s, load {figures['load_per_s']:>7.0f}/s, ratio "
-                      f"{figures['ratio']:.2f}x, identical {figures['identical']}, review pairs "
+                      f"{figures['ratio']:.2f}x (client CPU {figures['online_cpu_s']:.0f} s / {figures['load_cpu_s']:.0f} s = "
+                      f"{figures['cpu_ratio']:.2f}x), identical {figures['identical']}, review pairs "
                       f"{figures['review_pairs']}, load average {figures['loadavg']}", flush=True)
     sys.exit(0 if all(f["identical"] for f in results) else 1)
 
