@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push bench-load client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -176,6 +176,10 @@ client-dist: $(STAMP)
 # contactgate push of a 100,000-row extract end to end (bench/push.py); e.g. make bench-push PUSH_ARGS="--rows 20000"
 bench-push: $(STAMP)
 	$(BIN)/python bench/push.py $(PUSH_ARGS)
+
+# contactgate load against the online path, side by side (bench/load.py); e.g. make bench-load LOAD_ARGS="--children 100000"
+bench-load: $(STAMP)
+	$(BIN)/python bench/load.py $(or $(LOAD_ARGS),--children 10000 --children 100000)
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(IDP_NODE)/node_modules $(GUIDE_NODE)/node_modules

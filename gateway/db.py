@@ -560,6 +560,20 @@ portal_oidc_seen = Table(
 )
 
 
+# How far each signed load file (`contactgate load`) has been applied (migration 0021_bulk_load).
+bulk_loads = Table(
+    "bulk_loads", metadata,
+    Column("load_id", String(64), primary_key=True),  # SHA-256 of the file's signed header
+    Column("org_code", String(32), ForeignKey("organisations.code"), nullable=False),
+    Column("cert_fingerprint", String(64), nullable=False),
+    Column("batches", Integer, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("batches_done", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
 READ_ONLY_OPTION = "contactgate_read_only"
 
 

@@ -19,6 +19,7 @@ group, each holding that group's commands and nothing else.
 - `review`: review ... (the data-quality review queue)
 - `linkage`: linkage ... (train a linkage model from the index; put one in use, four-eyes)
 - `retention`: retention ...
+- `load`: load (an organisation's signed load file: a first or full re-load, gateway.bulk_load)
 
 What they share (exit codes, the preflight, the invocation's `Context`, the command classes) is in
 `base`; what the officers' commands share (audited registry changes, how organisations,
@@ -33,7 +34,7 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, backup, certificates, home, hsm, identity_providers, keys, linkage, officers,
+from gateway.cli import (audit, backup, certificates, home, hsm, identity_providers, keys, linkage, load, officers,
                          organisations, portal, precedence, proxy, retention, review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
@@ -79,6 +80,7 @@ for _command in (
     review.review,
     linkage.linkage,
     retention.retention_group,
+    load.load,
 ):
     main.add_command(_command)
 del _command

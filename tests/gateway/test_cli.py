@@ -105,6 +105,7 @@ SAMPLE_ARGS: dict[str, list[str]] = {
     "review show": ["1", "--officer", "dora"],
     "review unmerge": ["1", "--officer", "dora"],
     "retention run": [],
+    "load": ["{material}/cert.pem"],
     "retention show": ["0000-0000-0000-0000", "--officer", "dora"],
     "serve": ["--bind", "192.0.2.1:9"],
     "console": ["--bind", "192.0.2.1:9"],
