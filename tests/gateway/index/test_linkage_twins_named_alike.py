@@ -9,8 +9,6 @@ review queue (what a data-quality officer then sees).
 
 from __future__ import annotations
 
-import pytest
-
 from gateway.index.model import Address
 from tests.gateway.index.test_linkage_miss_classes import linked, paired
 from tests.gateway.index.test_matching_rules import at, orgs, push, update
@@ -19,7 +17,6 @@ HOME = Address(("7 Mill Race",), "EH41 9FL", "Haddington")
 ELSEWHERE = Address(("22 Argyle Street",), "G3 5FN", "Glasgow")
 
 
-@pytest.mark.xfail(strict=True, reason='a nickname plus a second slip in one household links (seed 3331: Benjamin and Ben merged)')
 def test_a_twin_named_as_a_nickname_with_the_birth_year_and_family_name_slipped_is_not_linked(engine):
     """Benjamin is held (LA); the GP sends his twin Ben at the same address, the family name
     misspelt and the birth year one off: a nickname and a second slip in the household are twins
@@ -33,7 +30,6 @@ def test_a_twin_named_as_a_nickname_with_the_birth_year_and_family_name_slipped_
     assert paired(engine, benjamin.child_id, ben.child_id)
 
 
-@pytest.mark.xfail(strict=True, reason='a nickname plus a slipped birth date in one household links')
 def test_a_nickname_in_the_household_with_only_the_birth_date_slipped_is_a_question(engine):
     """The same household, a nickname and a birth date one digit off (family name as held): the
     same question, not a link."""
@@ -66,7 +62,6 @@ def test_a_nickname_and_a_slipped_birth_date_with_the_same_nhs_number_links(engi
     assert linked(engine, benjamin.child_id, ben.child_id)
 
 
-@pytest.mark.xfail(strict=True, reason="a swapped record is exempt from the organisation's-own-record rule (seed 3331: Ellie and Ella merged)")
 def test_an_organisations_twin_sent_with_names_swapped_and_a_nickname_is_not_linked(engine):
     """The GP holds Ellie Fairwood; it sends her twin Ella Darcy Fairwood with given and family
     names swapped ('Fairwood Darcy' Ella) and another address: crosswise, Ella is a nickname of
