@@ -176,27 +176,7 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
 
 def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
     return (comparison.probability >= policy.upper and not comparison.twins and not _given_names_differ(comparison)
-            and not _opposite_sex_twins_named_alike(comparison) and not _twins_named_alike(comparison)
-            and not _a_variant_name_and_a_second_slip_at_home(comparison))
-
-
-#: Given-name levels that are another form of one name that twins are given (Ben and Benjamin, Ella
-#: and Ellie); a slip of the spelling with a slipped date is an organisation's misspelt duplicate
-#: (test_an_organisations_own_duplicate_with_a_typo_or_swapped_names_still_links) and still links.
-_VARIANT_NAME = frozenset(("nickname", "initial"))
-
-
-def _a_variant_name_and_a_second_slip_at_home(comparison: linkage.Comparison) -> bool:
-    """At one address (postcode and first line), given names that are variants of one name (a
-    nickname or an initial) and the birth date or family name not the same either: in a
-    household the alternative to one child twice corrupted is a twin or sibling named alike (Ben
-    and Benjamin, twins, the HEALTH record with the family name misspelt and the year one off).
-    Not linked automatically: held for review. One variant alone still links (a nickname on the
-    same birth date and family name), and so does a shared NHS or pupil number."""
-    levels = comparison.levels
-    return (levels.get("location") == "postcode_and_line" and levels.get("given") in _VARIANT_NAME
-            and (levels.get("dob") not in ("exact", "missing") or levels.get("family") not in ("exact", "missing"))
-            and comparison.identifiers != "agree")
+            and not _opposite_sex_twins_named_alike(comparison) and not _twins_named_alike(comparison))
 
 
 def _twins_named_alike(comparison: linkage.Comparison) -> bool:
