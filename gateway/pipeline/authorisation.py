@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection
 
 from gateway.pipeline import contactgate_v1 as dialect
-from contactgate_wire.faults import RateLimited, ReasonRequired
+from contactgate_wire.faults import RateLimited, ReasonRequired, SchemaInvalid, ScopeDenied
 from gateway.pipeline.context import Exchange, Services
 
 READ_OPERATIONS = frozenset({"FindChild", "GetContacts"})
@@ -26,6 +26,8 @@ def authorise(exchange: Exchange, services: Services) -> None:
     requester = dialect.read_requester(exchange.payload)
     if requester is not None:
         exchange.user_id, exchange.role = requester.user_id, requester.role
+        if requester.on_behalf_of is not None:
+            _mediated(exchange, services, requester.on_behalf_of)
     if exchange.operation in REASONED_OPERATIONS:
         reason = dialect.read_reason(exchange.payload)
         if reason is not None:
@@ -39,6 +41,31 @@ def authorise(exchange: Exchange, services: Services) -> None:
         exchange.uncounted = keys
         return
     _judge(services.store.hit(keys, RATE_WINDOW_S), services)
+
+
+def _mediated(exchange: Exchange, services: Services, given: dict) -> None:
+    """Requester/OnBehalfOf (gateway.mediation): its details checked (a blank or unusable one:
+    SchemaInvalid, saying which), then who may send it (fail closed: ScopeDenied unless a read, by an
+    organisation whose accreditation holds the scope ``mediate``, with Role ``mediator``). The
+    details are on the exchange from then on, so a refusal's audit entry names the requester too."""
+    from gateway.mediation import SCOPE, MediationRefused, OnBehalfOf, is_mediator
+
+    try:
+        exchange.on_behalf = OnBehalfOf.checked(**given, roles=services.roles)
+    except MediationRefused as exc:
+        raise SchemaInvalid(f"OnBehalfOf: {exc}", public_message=f"OnBehalfOf: {exc}") from None
+    def denied(why: str) -> ScopeDenied:  # the caller's own accreditation and message: said as it is
+        return ScopeDenied(why, public_message=why)
+
+    if exchange.operation not in READ_OPERATIONS:
+        raise denied(f"OnBehalfOf on {exchange.operation}: only FindChild and GetContacts may be made on behalf "
+                     f"of another")
+    org = exchange.organisation
+    if org is None or SCOPE not in org.scopes:
+        raise denied(f"OnBehalfOf needs the organisation to be accredited for mediation (scope {SCOPE}); it is "
+                     f"accredited for {', '.join(sorted(org.scopes)) if org else 'nothing'}")
+    if not is_mediator(exchange.role):
+        raise denied("OnBehalfOf needs Requester/Role mediator")
 
 
 def count_in_transaction(conn: Connection, exchange: Exchange, services: Services, *, judge: bool) -> None:

@@ -126,7 +126,8 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
     child = index.child_view(conn, rows, today, with_provenance=asked_provenance)
     if child is None:
         return None
-    child, mark = disclosed(child, exchange.role, services.settings.shield_roles, services.roles)
+    child, mark = disclosed(child, exchange.role, services.settings.shield_roles, services.roles,
+                            exchange.on_behalf.role if exchange.on_behalf is not None else None)
     answer = signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
     return answer, f"contacts={len(child.contacts)} {mark}", [child.child_id]
 
