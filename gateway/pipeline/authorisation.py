@@ -26,14 +26,14 @@ def authorise(exchange: Exchange, services: Services) -> None:
     requester = dialect.read_requester(exchange.payload)
     if requester is not None:
         exchange.user_id, exchange.role = requester.user_id, requester.role
-        if requester.on_behalf_of is not None:
-            _mediated(exchange, services, requester.on_behalf_of)
     if exchange.operation in REASONED_OPERATIONS:
         reason = dialect.read_reason(exchange.payload)
         if reason is not None:
             exchange.reason_code, exchange.reason_text = reason.code, reason.text
         if reason is None or not reason.code or not reason.text:
             raise ReasonRequired("read without a reason code and text")
+    if requester is not None and requester.on_behalf_of is not None:
+        _mediated(exchange, services, requester.on_behalf_of)
     keys = [f"org:{exchange.org_code}"]
     if exchange.user_id:
         keys.append(f"user:{exchange.org_code}:{exchange.user_id}")
@@ -44,16 +44,13 @@ def authorise(exchange: Exchange, services: Services) -> None:
 
 
 def _mediated(exchange: Exchange, services: Services, given: dict) -> None:
-    """Requester/OnBehalfOf (gateway.mediation): its details checked (a blank or unusable one:
-    SchemaInvalid, saying which), then who may send it (fail closed: ScopeDenied unless a read, by an
-    organisation whose accreditation holds the scope ``mediate``, with Role ``mediator``). The
-    details are on the exchange from then on, so a refusal's audit entry names the requester too."""
+    """Requester/OnBehalfOf (gateway.mediation), after the reason: who may send it (fail closed:
+    ScopeDenied unless a read, by an organisation whose accreditation holds the scope ``mediate``,
+    with Role ``mediator``), then its details (a blank or unusable one: SchemaInvalid, saying which).
+    Once checked they are on the exchange: the read's audit entry, and any later refusal's (a rate
+    limit), names the requester."""
     from gateway.mediation import SCOPE, MediationRefused, OnBehalfOf, is_mediator
 
-    try:
-        exchange.on_behalf = OnBehalfOf.checked(**given, roles=services.roles)
-    except MediationRefused as exc:
-        raise SchemaInvalid(f"OnBehalfOf: {exc}", public_message=f"OnBehalfOf: {exc}") from None
     def denied(why: str) -> ScopeDenied:  # the caller's own accreditation and message: said as it is
         return ScopeDenied(why, public_message=why)
 
@@ -66,6 +63,10 @@ def _mediated(exchange: Exchange, services: Services, given: dict) -> None:
                      f"accredited for {', '.join(sorted(org.scopes)) if org else 'nothing'}")
     if not is_mediator(exchange.role):
         raise denied("OnBehalfOf needs Requester/Role mediator")
+    try:
+        exchange.on_behalf = OnBehalfOf.checked(**given, roles=services.roles)
+    except MediationRefused as exc:
+        raise SchemaInvalid(f"OnBehalfOf: {exc}", public_message=f"OnBehalfOf: {exc}") from None
 
 
 def count_in_transaction(conn: Connection, exchange: Exchange, services: Services, *, judge: bool) -> None:
