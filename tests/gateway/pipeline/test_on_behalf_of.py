@@ -138,6 +138,10 @@ def test_a_mediator_reads_on_behalf_of_a_requester_limited_to_their_role_and_aud
     assert {e["seq"] for e in entries} <= set(seqs)
     table = gateway.cli("audit", "report", "--child", child_id, officer="auditor-1").output
     assert f"{serving.code}:{user} (mediator) on behalf of [Jane Smith (health visitor" in table
+    # light use: the review rule (at its default thresholds) finds nothing about this mediator
+    review = gateway.cli("audit", "review", "--since", entries[0]["at"][:10], "--rule", "mediated", "--json",
+                         officer="auditor-1").output
+    assert f"{serving.code}:{user}" not in review
 
 
 def _schema_before_on_behalf_of(directory: Path) -> str:

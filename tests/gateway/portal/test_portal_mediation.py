@@ -172,3 +172,46 @@ def test_a_mediator_of_an_organisation_not_accredited_for_mediation_is_refused()
     visitor = SimpleNamespace(role="health visitor", org_code="LA")
     assert mediated.refusal(visitor, SimpleNamespace(scopes={"query", "mediate"}), {}) is None
     assert "mediator role" in mediated.refusal(visitor, SimpleNamespace(scopes={"query"}), {"behalf_name": ""})
+
+
+# ---- in the browser (one test: the module's chromium, as test_portal_web.py launches it) ------------
+
+from tests.gateway.portal.test_portal_web import chromium  # noqa: E402,F401  (the fixture)
+
+
+def test_in_the_browser_a_mediator_searches_on_behalf_of_a_caller_and_the_audit_shows_both(
+        portal, gateway, mediator, child, chromium):  # noqa: F811
+    account, session = mediator
+    child_id, update = child
+    context = chromium.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})
+    context.add_cookies([{"name": c.name, "value": c.value, "url": portal.url, "secure": True, "httpOnly": True,
+                          "sameSite": "Strict"} for c in session.cookies if c.name == "contactgate_portal"])
+    page = context.new_page()
+    urls = []
+    page.on("request", lambda r: urls.append(r.url))
+    page.goto(f"{portal.url}/")
+    page.get_by_label("Their name").fill("Omar Caller")
+    page.get_by_label("Their organisation").fill("Hillside Primary School")
+    page.get_by_label("Their role").select_option("health visitor")
+    page.get_by_label("Their phone number").fill("0113 496 0200")
+    page.get_by_label("How you checked who they are").select_option("callback_switchboard")
+    page.get_by_label("What you did to check").fill("called the school office's published number back")
+    page.get_by_label("Family name").fill(update["Identity"]["FamilyName"])
+    page.get_by_label("Date of birth").fill("2016-04-15")
+    page.get_by_label("Reason").select_option("coordination")
+    page.get_by_label("Why you need it").fill("the school's welfare meeting")
+    page.get_by_role("button", name="Search").click()
+    assert "On behalf of Omar Caller" in page.locator("main").inner_text()
+    page.get_by_role("button", name=f"Open {update['Identity']['FamilyName']}").first.click()
+    page.get_by_label("Reason").select_option("coordination")
+    page.get_by_label("Why you need it").fill("who to invite to the welfare meeting")
+    page.get_by_role("button", name="Show contacts").click()
+    shown = page.locator("main").inner_text()
+    context.close()
+    assert "Opened on behalf of Omar Caller" in shown and "Sam Worker" in shown and "0113 496 0002" not in shown
+    assert not any(child_id in u or "Omar" in u for u in urls)  # nothing about the child or caller in a URL
+    report = gateway.cli("audit", "report", "--user", "hillside primary school:omar caller", "--format", "json",
+                         officer="auditor-1").output
+    read = [json.loads(line) for line in report.splitlines()]
+    assert [(r["operation"], r["user_id"]) for r in read] == [("FindChild", account.user), ("GetContacts", account.user)]
+    assert all(json.loads(r["on_behalf_of"])["phone"] == "0113 496 0200" for r in read)
