@@ -699,7 +699,7 @@ class _Mediated(_Rule):
     def findings(self) -> Iterable[Finding]:
         from gateway.audit import review_mediated
 
-        return review_mediated.findings(self)
+        return review_mediated.findings(self, _period, _seqs, _whole)
 
 
 _RULES = {"volume": _Volume, "uninvolved": _Uninvolved, "fishing": _Fishing, "out_of_hours": _OutOfHours,

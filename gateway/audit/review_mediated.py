@@ -26,18 +26,13 @@ from gateway.db import audit_log
 MEDIATED_READS = ("FindChild", "GetContacts")
 
 
-def _mediated(rule) -> tuple:
-    from gateway.audit.review import _period
-
-    return (audit_log.c.on_behalf_of.is_not(None), audit_log.c.operation.in_(MEDIATED_READS),
-            audit_log.c.outcome == "accepted", *_period(rule.since, rule.until))
-
-
-def findings(rule) -> Iterable:
-    """The rule's findings (``rule``: the review's _Rule instance: conn, since, until, thresholds)."""
-    from gateway.audit.review import _seqs, _whole
-
-    conn, t, where = rule.conn, rule.t, _mediated(rule)
+def findings(rule, period, _seqs, _whole) -> Iterable:
+    """The rule's findings (``rule``: the review's _Rule instance: conn, since, until, thresholds;
+    ``period``, ``_seqs``, ``_whole``: the review's own helpers, passed in: this module imports
+    nothing of gateway.audit.review)."""
+    conn, t = rule.conn, rule.t
+    where = (audit_log.c.on_behalf_of.is_not(None), audit_log.c.operation.in_(MEDIATED_READS),
+             audit_log.c.outcome == "accepted", *period(rule.since, rule.until))
     count = func.count()
     for org, user, n in conn.execute(
             select(audit_log.c.org_code, audit_log.c.user_id, count).where(*where)
