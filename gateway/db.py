@@ -314,7 +314,12 @@ audit_log = Table(
     Column("request_id", String(32), nullable=True),
     Column("response_digest", String(44), nullable=True),
     Column("public_hash", String(64), nullable=False),  # the public chain (gateway.audit.chain.public_hash)
+    # 0022_mediation: a mediated read's requester (gateway.mediation): the details as JSON, and organisation:name
+    # (case folded) for `audit report --user`
+    Column("on_behalf_of", Text, nullable=True),
+    Column("behalf_key", String(210), nullable=True),
     Index("ix_audit_user", "org_code", "user_id"),
+    Index("ix_audit_behalf", "behalf_key"),
     Index("ix_audit_at", "at"),  # reviews, reports and exports by date
     # 0014: the few restore entries, read again by an incremental `audit verify` (gateway.audit.chain._anchor)
     Index("ix_audit_restore", "seq", postgresql_where=text(AUDIT_RESTORES), sqlite_where=text(AUDIT_RESTORES)),

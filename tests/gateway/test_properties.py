@@ -205,6 +205,11 @@ def _check_valid_answer(payload: etree._Element, code: str | None, envelope: etr
             assert (result.findtext(f"{{{CG}}}ChildId") is None) == (outcome == "rejected")
             assert (result.findtext(f"{{{CG}}}Detail") is not None) == (outcome == "rejected")
         return
+    behalf = payload.find(f"{{{CG}}}Requester/{{{CG}}}OnBehalfOf") is not None
+    if behalf and not (operation in ("FindChild", "GetContacts") and not _has_reason(payload)):
+        # the sender (LA) is not accredited for mediation (scope mediate): refused, whatever else
+        assert code == "ScopeDenied", f"{operation} with OnBehalfOf answered {code}"
+        return
     if operation == "SetShielding":  # the sender (LA) is not accredited for scope shield
         assert code == "ScopeDenied", f"SetShielding answered {code}"
         return
