@@ -17,7 +17,7 @@ import pytest
 from tests.gateway.portal.conftest import ROLES, Account, appoint_admin, enrol_in_process
 from tests.support import unique
 
-pytestmark = pytest.mark.xfail(strict=True, reason="the CSV bulk import is not built yet")
+
 
 TODAY = dt.date.today().isoformat()
 HEADER = "user_id,name,role,job_title,clearance_number,clearance_date,training_date,end_date"
