@@ -28,6 +28,18 @@ $(NODE_STAMP): $(NODE_INTEROP)/package.json $(NODE_INTEROP)/package-lock.json | 
 		|| echo "npm ci failed in $(NODE_INTEROP): the node-soap interoperability tests will be skipped"; \
 	else echo "npm not found: the node-soap interoperability tests will be skipped"; fi
 
+# axe-core for the accessibility checks in the portal's browser tests (tests/gateway/portal/test_portal_a11y.py),
+# pinned by package-lock.json and read from node_modules into the page under test; no global installs.
+# Without it those checks skip, except under .ci/run.
+A11Y := tests/a11y
+A11Y_STAMP := $(A11Y)/node_modules/.installed
+
+$(A11Y_STAMP): $(A11Y)/package.json $(A11Y)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(A11Y) --no-audit --no-fund --loglevel=error && touch $(A11Y_STAMP) \
+		|| echo "npm ci failed in $(A11Y): the accessibility checks will be skipped"; \
+	else echo "npm not found: the accessibility checks will be skipped"; fi
+
 # The distribution's Chromium for the console's browser tests (tests/gateway/console/test_console_browser.py,
 # Playwright driving the system binary: Playwright's own browser download is not used). Installed when
 # missing and this user may (root with apt-get); otherwise those tests skip, except under .ci/run.
@@ -141,7 +153,7 @@ demo: $(STAMP)
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx pgclient sshd client-guides softhsm
+test: $(STAMP) $(NODE_STAMP) $(A11Y_STAMP) browser nginx pgclient sshd client-guides softhsm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -164,4 +176,4 @@ bench-push: $(STAMP)
 	$(BIN)/python bench/push.py $(PUSH_ARGS)
 
 clean:
-	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules $(A11Y)/node_modules
