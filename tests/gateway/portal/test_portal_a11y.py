@@ -171,8 +171,6 @@ def _context(browser, portal, session=None):
     return context
 
 
-@pytest.mark.xfail(strict=True, reason="a date field's focus is not visible: input:focus does not match while its "
-                                      "day, month or year part has the focus")
 def test_every_page_is_usable_by_keyboard_labelled_fits_390px_and_has_no_serious_axe_violation(
         portal, gateway, people, child, browser, axe_source, shots):
     admin, visitor, (invited, invitation) = people
