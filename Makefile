@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push bench-portal client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -166,6 +166,11 @@ bench-linkage: $(STAMP)
 # The index at national scale on PostgreSQL (bench/index_scale.py); e.g. make bench-scale SCALE_ARGS="--children 100000"
 bench-scale: $(STAMP)
 	$(BIN)/python bench/index_scale.py $(SCALE_ARGS)
+
+# The practitioners' portal under load (bench/portal.py): 50 signed-in practitioners, alone and with SOAP alongside;
+# e.g. make bench-portal PORTAL_ARGS="--users 20 --seconds 30"
+bench-portal: $(STAMP)
+	$(BIN)/python bench/portal.py $(PORTAL_ARGS)
 
 # The contactgate-client wheel (SDK, mappings, push; no server) into dist/ (packaging/client/build.py)
 client-dist: $(STAMP)
