@@ -159,6 +159,7 @@ def _check(page, axe_source: str, what: str, shots: Path | None = None) -> None:
     assert unseen == [], f"{what}: focus not visible on {unseen}"
     assert len(reached) == controls["count"], f"{what}: Tab reaches {len(reached)} of {controls['count']} controls"
     if shots is not None:
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
         page.screenshot(path=str(shots), full_page=True)
 
 
