@@ -386,7 +386,7 @@ def main(argv=None) -> int:
             while time.monotonic() < phases[1][1]:
                 time.sleep(0.05)
             soap["load"] = throughput.run_load(gateway, child_ids, clients=args.soap_clients,
-                                               seconds=args.seconds - 3, requests=None)
+                                               seconds=max(1.0, args.seconds - min(3.0, args.seconds / 2)), requests=None)  # never 0: 0 is unlimited
 
         soap_thread = threading.Thread(target=soap_load, daemon=True)
         if args.soap_clients:
