@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push bench-load client-dist clean
+.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push bench-load bench-portal client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -38,6 +38,18 @@ $(IDP_STAMP): $(IDP_NODE)/package.json $(IDP_NODE)/package-lock.json | client-gu
 		npm ci --prefix $(IDP_NODE) --no-audit --no-fund --loglevel=error && touch $(IDP_STAMP) \
 		|| echo "npm ci failed in $(IDP_NODE): the federated sign-in tests will be skipped"; \
 	else echo "npm not found: the federated sign-in tests will be skipped"; fi
+
+# axe-core for the accessibility checks in the portal's browser tests (tests/gateway/portal/test_portal_a11y.py),
+# pinned by package-lock.json and read from node_modules into the page under test; no global installs.
+# Without it those checks skip, except under .ci/run.
+A11Y := tests/a11y
+A11Y_STAMP := $(A11Y)/node_modules/.installed
+
+$(A11Y_STAMP): $(A11Y)/package.json $(A11Y)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(A11Y) --no-audit --no-fund --loglevel=error && touch $(A11Y_STAMP) \
+		|| echo "npm ci failed in $(A11Y): the accessibility checks will be skipped"; \
+	else echo "npm not found: the accessibility checks will be skipped"; fi
 
 # The distribution's Chromium for the console's browser tests (tests/gateway/console/test_console_browser.py,
 # Playwright driving the system binary: Playwright's own browser download is not used). Installed when
@@ -155,7 +167,7 @@ demo: $(STAMP)
 # the files with the most tests first, and so the long files of few tests, a browser's or the
 # operations page's, last), and tests/heavy_first.py collects the longest files first.
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) $(IDP_STAMP) browser nginx pgclient sshd client-guides softhsm
+test: $(STAMP) $(NODE_STAMP) $(IDP_STAMP) $(A11Y_STAMP) browser nginx pgclient sshd client-guides softhsm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -168,6 +180,11 @@ bench-linkage: $(STAMP)
 # The index at national scale on PostgreSQL (bench/index_scale.py); e.g. make bench-scale SCALE_ARGS="--children 100000"
 bench-scale: $(STAMP)
 	$(BIN)/python bench/index_scale.py $(SCALE_ARGS)
+
+# The practitioners' portal under load (bench/portal.py): 50 signed-in practitioners, alone and with SOAP alongside;
+# e.g. make bench-portal PORTAL_ARGS="--users 20 --seconds 30"
+bench-portal: $(STAMP)
+	$(BIN)/python bench/portal.py $(PORTAL_ARGS)
 
 # The contactgate-client wheel (SDK, mappings, push; no server) into dist/ (packaging/client/build.py)
 client-dist: $(STAMP)
@@ -183,3 +200,5 @@ bench-load: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(IDP_NODE)/node_modules $(GUIDE_NODE)/node_modules
+
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules $(A11Y)/node_modules
