@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push client-dist clean
+.PHONY: demo test install browser nginx pgclient sshd client-guides client-guides-tools softhsm bench bench-linkage bench-scale bench-push bench-load bench-portal client-dist clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -27,6 +27,29 @@ $(NODE_STAMP): $(NODE_INTEROP)/package.json $(NODE_INTEROP)/package-lock.json | 
 		npm ci --prefix $(NODE_INTEROP) --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP) \
 		|| echo "npm ci failed in $(NODE_INTEROP): the node-soap interoperability tests will be skipped"; \
 	else echo "npm not found: the node-soap interoperability tests will be skipped"; fi
+
+# panva's oidc-provider (a certified OpenID provider) for the portal's federated sign-in tests
+# (tests/gateway/portal/test_portal_oidc*.py start it on 127.0.0.1), pinned by package-lock.json.
+IDP_NODE := tests/gateway/portal/idp
+IDP_STAMP := $(IDP_NODE)/node_modules/.installed
+
+$(IDP_STAMP): $(IDP_NODE)/package.json $(IDP_NODE)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(IDP_NODE) --no-audit --no-fund --loglevel=error && touch $(IDP_STAMP) \
+		|| echo "npm ci failed in $(IDP_NODE): the federated sign-in tests will be skipped"; \
+	else echo "npm not found: the federated sign-in tests will be skipped"; fi
+
+# axe-core for the accessibility checks in the portal's browser tests (tests/gateway/portal/test_portal_a11y.py),
+# pinned by package-lock.json and read from node_modules into the page under test; no global installs.
+# Without it those checks skip, except under .ci/run.
+A11Y := tests/a11y
+A11Y_STAMP := $(A11Y)/node_modules/.installed
+
+$(A11Y_STAMP): $(A11Y)/package.json $(A11Y)/package-lock.json | client-guides-tools
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(A11Y) --no-audit --no-fund --loglevel=error && touch $(A11Y_STAMP) \
+		|| echo "npm ci failed in $(A11Y): the accessibility checks will be skipped"; \
+	else echo "npm not found: the accessibility checks will be skipped"; fi
 
 # The distribution's Chromium for the console's browser tests (tests/gateway/console/test_console_browser.py,
 # Playwright driving the system binary: Playwright's own browser download is not used). Installed when
@@ -140,9 +163,12 @@ demo: $(STAMP)
 # much of their time waiting on servers they start, and each makes its own databases, keys, homes
 # and ports. TEST_WORKERS=0 runs it in this one process. At most 4 (each runs gateways with their own
 # pools of PostgreSQL connections: PostgreSQL's default limit is 100).
+# Files are handed out in collection order (--no-loadscope-reorder: xdist would otherwise hand out
+# the files with the most tests first, and so the long files of few tests, a browser's or the
+# operations page's, last), and tests/heavy_first.py collects the longest files first.
 TEST_WORKERS ?= auto
-test: $(STAMP) $(NODE_STAMP) browser nginx pgclient sshd client-guides softhsm
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+test: $(STAMP) $(NODE_STAMP) $(IDP_STAMP) $(A11Y_STAMP) browser nginx pgclient sshd client-guides softhsm
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
@@ -155,6 +181,11 @@ bench-linkage: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python bench/index_scale.py $(SCALE_ARGS)
 
+# The practitioners' portal under load (bench/portal.py): 50 signed-in practitioners, alone and with SOAP alongside;
+# e.g. make bench-portal PORTAL_ARGS="--users 20 --seconds 30"
+bench-portal: $(STAMP)
+	$(BIN)/python bench/portal.py $(PORTAL_ARGS)
+
 # The contactgate-client wheel (SDK, mappings, push; no server) into dist/ (packaging/client/build.py)
 client-dist: $(STAMP)
 	$(BIN)/python packaging/client/build.py --out dist
@@ -163,5 +194,11 @@ client-dist: $(STAMP)
 bench-push: $(STAMP)
 	$(BIN)/python bench/push.py $(PUSH_ARGS)
 
+# contactgate load against the online path, side by side (bench/load.py); e.g. make bench-load LOAD_ARGS="--children 100000"
+bench-load: $(STAMP)
+	$(BIN)/python bench/load.py $(or $(LOAD_ARGS),--children 10000 --children 100000)
+
 clean:
-	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(IDP_NODE)/node_modules $(GUIDE_NODE)/node_modules
+
+	rm -rf $(VENV) var build dist *.egg-info $(NODE_INTEROP)/node_modules $(GUIDE_NODE)/node_modules $(A11Y)/node_modules

@@ -525,3 +525,8 @@ main.add_command(wsdl)
 
 
 main.add_command(mapping)
+
+
+from connectors.cli_load import load_prepare  # noqa: E402 (its own module: the bulk load's file)
+
+main.add_command(load_prepare)

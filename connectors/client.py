@@ -83,6 +83,42 @@ def _check_date(value, field: str) -> None:
     raise InvalidValue(field, f"not a date ({type(value).__name__}): give a datetime.date or 'YYYY-MM-DD'")
 
 
+# Access through another authorised user (Requester/OnBehalfOf): the fields, their limits (the XSD's
+# OnBehalfOfType) and how the requester's identity may have been checked (IdentityCheckCodeType).
+ON_BEHALF_FIELDS = {"name": 100, "organisation": 100, "role": 64, "phone": 32, "identity_check": 32,
+                    "identity_note": 500}
+IDENTITY_CHECKS = ("callback_switchboard", "callback_directory", "known_in_person", "secure_email", "other")
+_PHONE = re.compile(r"\+?[0-9][0-9 ()-]{4,31}")
+
+
+def on_behalf_element(on_behalf_of) -> dict:
+    """``on_behalf_of`` (a dict of ON_BEHALF_FIELDS) checked and shaped as Requester/OnBehalfOf:
+    `MissingField`, `UnknownField` or `InvalidValue` naming the field (``OnBehalfOf.phone``...)."""
+    if not isinstance(on_behalf_of, dict):
+        raise InvalidValue("OnBehalfOf", f"give a dict of {', '.join(ON_BEHALF_FIELDS)}")
+    for key in on_behalf_of:
+        if key not in ON_BEHALF_FIELDS:
+            raise UnknownField(f"OnBehalfOf.{key}", f"not a field of OnBehalfOf (fields: {', '.join(ON_BEHALF_FIELDS)})")
+    values = {}
+    for key, limit in ON_BEHALF_FIELDS.items():
+        value = on_behalf_of.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise MissingField(f"OnBehalfOf.{key}", "required, and not blank")
+        if not isinstance(value, str):
+            raise InvalidValue(f"OnBehalfOf.{key}", f"not text ({type(value).__name__}): give a str")
+        value = " ".join(value.split())
+        if len(value) > limit:
+            raise InvalidValue(f"OnBehalfOf.{key}", f"at most {limit} characters ({len(value)} given)")
+        values[key] = value
+    if not _PHONE.fullmatch(values["phone"]):
+        raise InvalidValue("OnBehalfOf.phone", "not a phone number: digits, spaces, brackets, dashes, a leading +")
+    if values["identity_check"] not in IDENTITY_CHECKS:
+        raise InvalidValue("OnBehalfOf.identity_check", f"not one of the codes: give one of {', '.join(IDENTITY_CHECKS)}")
+    return {"Name": values["name"], "Organisation": values["organisation"], "Role": values["role"],
+            "Phone": values["phone"], "IdentityCheck": {"_value_1": values["identity_note"],
+                                                        "code": values["identity_check"]}}
+
+
 def check_update(record, index: int) -> None:
     """``record`` (a ChildUpdate dict) against the contract's shape, read from the packaged schema:
     `RequestInvalid` naming the first field that is wrong."""
@@ -289,8 +325,11 @@ class GatewayClient:
         return fault_from(code or "Unknown", fault.message or "", request_id)
 
     @staticmethod
-    def _who(user_id: str, role: str, reason_code: str | None, reason_text: str | None) -> dict:
+    def _who(user_id: str, role: str, reason_code: str | None, reason_text: str | None,
+             on_behalf_of: dict | None = None) -> dict:
         call = {"Requester": {"UserId": user_id, "Role": role}}
+        if on_behalf_of is not None:  # only when given: a gateway from before the element refuses it
+            call["Requester"]["OnBehalfOf"] = on_behalf_element(on_behalf_of)
         if reason_code is not None or reason_text is not None:
             call["Reason"] = {"_value_1": reason_text or "", "code": reason_code or ""}
         return call
@@ -321,7 +360,7 @@ class GatewayClient:
                    family_name: str | None = None, given_name: str | None = None,
                    date_of_birth: str | dt.date | None = None, gender: str | None = None,
                    postcode: str | None = None, nhs_number: str | None = None, pupil_number: str | None = None,
-                   include_score: bool = True) -> list[Candidate]:
+                   include_score: bool = True, on_behalf_of: dict | None = None) -> list[Candidate]:
         """Candidates for a child (scope ``query``), best first, at most 10: by ``nhs_number`` or
         ``pupil_number``, or by ``family_name`` + ``date_of_birth`` (``given_name``, ``gender`` and
         ``postcode`` narrow it). Every read names the practitioner and why.
@@ -331,10 +370,21 @@ class GatewayClient:
                                                family_name="Okonkwo", date_of_birth="2016-02-11"):
                 print(candidate.child_id, candidate.given_names, candidate.locality, candidate.score)
 
-        No candidate is an empty list: it never says whether the child exists elsewhere."""
+        No candidate is an empty list: it never says whether the child exists elsewhere.
+
+        ``on_behalf_of``: a mediator's search for a requester with no access of their own (only an
+        organisation accredited for mediation, with ``role="mediator"``; docs/integrators.md):
+
+            client.find_child(user_id="contact.team.1", role="mediator", reason_code="safeguarding",
+                              reason_text="health visitor's home visit tomorrow", family_name="Okonkwo",
+                              date_of_birth="2016-02-11", on_behalf_of={
+                                  "name": "Jane Smith", "organisation": "Leeds Community Healthcare",
+                                  "role": "health visitor", "phone": "0113 496 0000",
+                                  "identity_check": "callback_switchboard",
+                                  "identity_note": "called back on the trust's published switchboard number"})"""
         if date_of_birth is not None:
             _check_date(date_of_birth, "DateOfBirth")
-        call = self._who(user_id, role, reason_code, reason_text)
+        call = self._who(user_id, role, reason_code, reason_text, on_behalf_of)
         criteria = {"FamilyName": family_name, "GivenName": given_name, "DateOfBirth": date_of_birth,
                     "Gender": gender, "Postcode": postcode, "NhsNumber": nhs_number,
                     "PupilNumber": pupil_number, "IncludeScore": include_score}
@@ -342,7 +392,8 @@ class GatewayClient:
         return [Candidate.from_wire(c) for c in self._call("FindChild", **call).get("Candidate") or []]
 
     def get_contacts(self, child_id: str, *, user_id: str, role: str, reason_code: str | None,
-                     reason_text: str | None, include_provenance: bool = False) -> Child:
+                     reason_text: str | None, include_provenance: bool = False,
+                     on_behalf_of: dict | None = None) -> Child:
         """A child's identity and current involvements with their practitioners' contact details
         (scope ``query``), as far as ``role`` may see them.
 
@@ -354,8 +405,11 @@ class GatewayClient:
         ``include_provenance=True``: ``child.address_source`` says which organisation supplied the
         address shown and when the gateway received it (``.organisation``, ``.received``).
 
-        An unknown child and one this organisation may not see are the same `NotFoundFault`."""
-        call = self._who(user_id, role, reason_code, reason_text)
+        An unknown child and one this organisation may not see are the same `NotFoundFault`.
+
+        ``on_behalf_of``: as for `find_child`; the answer is then limited to what both the
+        requester's role and the mediator's may see."""
+        call = self._who(user_id, role, reason_code, reason_text, on_behalf_of)
         if include_provenance:  # only when asked: a gateway from before the element refuses it
             call["IncludeProvenance"] = True
         return Child.from_wire(self._call("GetContacts", ChildId=child_id, **call)["Child"])

@@ -204,6 +204,9 @@ class Settings:
     # origin every key signs for is this URL (gateway.portal.security_keys). Unset: https://localhost:PORT
     # of `portal --bind` when it binds a loopback address; otherwise `portal` refuses to start.
     portal_url: str | None = None
+    # Federated sign-in (gateway.portal.oidc): a provider's issuer on plain http://127.0.0.1 is used
+    # only when this is set (tests against a provider on loopback); never in production.
+    oidc_insecure_http_loopback: bool = False
     # Behind a TLS-terminating proxy (docs/operations.md "nginx in front of several nodes"): the addresses whose Client-Cert
     # header (RFC 9440) is believed. Empty: the header is refused from everyone.
     trusted_proxies: tuple = ()
@@ -275,6 +278,8 @@ class Settings:
             "portal_clearance_years": ("CONTACTGATE_PORTAL_CLEARANCE_YEARS", positive_int),
             "portal_training_years": ("CONTACTGATE_PORTAL_TRAINING_YEARS", positive_int),
             "portal_url": ("CONTACTGATE_PORTAL_URL", lambda _variable, value: value.strip()),
+            "oidc_insecure_http_loopback": ("CONTACTGATE_OIDC_INSECURE_HTTP_LOOPBACK",
+                                            lambda _variable, value: value.strip().lower() in ("1", "true", "yes")),
             "shield_roles": ("CONTACTGATE_SHIELD_ROLES", role_list),
             "review_shield_roles": ("CONTACTGATE_REVIEW_SHIELD_ROLES", officer_role_list),
             "roles_file": ("CONTACTGATE_ROLES_FILE", lambda _variable, value: Path(value)),

@@ -314,7 +314,12 @@ audit_log = Table(
     Column("request_id", String(32), nullable=True),
     Column("response_digest", String(44), nullable=True),
     Column("public_hash", String(64), nullable=False),  # the public chain (gateway.audit.chain.public_hash)
+    # 0022_mediation: a mediated read's requester (gateway.mediation): the details as JSON, and organisation:name
+    # (case folded) for `audit report --user`
+    Column("on_behalf_of", Text, nullable=True),
+    Column("behalf_key", String(210), nullable=True),
     Index("ix_audit_user", "org_code", "user_id"),
+    Index("ix_audit_behalf", "behalf_key"),
     Index("ix_audit_at", "at"),  # reviews, reports and exports by date
     # 0014: the few restore entries, read again by an incremental `audit verify` (gateway.audit.chain._anchor)
     Index("ix_audit_restore", "seq", postgresql_where=text(AUDIT_RESTORES), sqlite_where=text(AUDIT_RESTORES)),
@@ -492,6 +497,86 @@ portal_org_settings = Table(
     Column("totp_proposed_at", DateTime(timezone=True), nullable=True),
     Column("updated_by", String(140), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+# ---- federated sign-in to the portal (migration 0020_identity_providers, gateway.trust.identity_providers,
+# gateway.portal.oidc) ----
+
+# An organisation's OpenID provider, part of its accreditation: proposed by one officer, in force
+# once a second approves it (status approved); one in force per organisation at a time.
+identity_providers = Table(
+    "identity_providers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_code", String(32), ForeignKey("organisations.code"), nullable=False),
+    Column("issuer", String(500), nullable=False),
+    Column("client_id", String(200), nullable=False),
+    Column("client_auth", String(32), nullable=False),  # private_key_jwt, client_secret_basic, client_secret_post
+    Column("client_credential", Text, nullable=False),  # sealed: the private JWK the gateway made, or the secret
+    Column("public_jwk", Text, nullable=True),  # private_key_jwt: what the provider registers
+    Column("redirect_uri", String(500), nullable=False),
+    Column("scopes", String(200), nullable=False),
+    Column("person_claim", String(64), nullable=False),
+    Column("role_claim", String(64), nullable=False),
+    Column("role_map", Text, nullable=False),  # JSON {provider value: roles-file role}
+    Column("acr_values", Text, nullable=False),  # JSON list: what counts as two factors
+    Column("amr_values", Text, nullable=False),  # JSON list
+    Column("without_two_factors", String(16), nullable=False),  # refuse, portal_totp
+    Column("status", String(16), nullable=False),  # pending, approved, declined, superseded, removed
+    Column("proposed_by", String(64), nullable=False),
+    Column("proposed_at", DateTime(timezone=True), nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_identity_providers_org", "org_code", "status"),
+)
+
+# A sign-in under way at a provider: the SHA-256 of its state, its nonce and PKCE verifier; used
+# once (used_at). A step-up (the portal's own second factor) holds the account it is for.
+portal_oidc_requests = Table(
+    "portal_oidc_requests", metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("idp_id", Integer, nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("code_verifier", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Column("stepup_hash", String(64), nullable=True, index=True),
+    Column("org_code", String(32), nullable=True),
+    Column("user_id", String(64), nullable=True),
+    Column("subject", String(255), nullable=True),
+    Column("sid", String(255), nullable=True),
+)
+
+# A portal session signed in through a provider: which, and the provider's subject and session id
+# (a back-channel logout names either).
+portal_oidc_sessions = Table(
+    "portal_oidc_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("idp_id", Integer, nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("sid", String(255), nullable=True),
+    Index("ix_portal_oidc_sessions_subject", "idp_id", "subject"),
+)
+
+# Logout tokens seen (their jti's SHA-256), until they expire: one is honoured once.
+portal_oidc_seen = Table(
+    "portal_oidc_seen", metadata,
+    Column("jti_hash", String(64), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+
+# How far each signed load file (`contactgate load`) has been applied (migration 0021_bulk_load).
+bulk_loads = Table(
+    "bulk_loads", metadata,
+    Column("load_id", String(64), primary_key=True),  # SHA-256 of the file's signed header
+    Column("org_code", String(32), ForeignKey("organisations.code"), nullable=False),
+    Column("cert_fingerprint", String(64), nullable=False),
+    Column("batches", Integer, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("batches_done", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
 )
 
 READ_ONLY_OPTION = "contactgate_read_only"

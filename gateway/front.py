@@ -88,6 +88,9 @@ class FrontLimits:
     # Bytes of request bodies one worker keeps in memory at once, beyond FREE_BODY_BYTES each: a
     # large body that would go past it is refused 503 (Retry-After) instead of being buffered.
     body_budget_bytes: int = 0  # 0: BODY_BUDGET_MESSAGES x max_body_bytes
+    # (path, limit) of the few paths that take a larger body than max_body_bytes (the portal's CSV
+    # import page); every other path has max_body_bytes.
+    path_body_limits: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FrontLimits":
@@ -544,6 +547,9 @@ class Front:
         assert isinstance(request, h11.Request), request
         _refuse_ambiguous_framing(request)
         limit = self.limits.max_body_bytes
+        if self.limits.path_body_limits:
+            path = request.target.decode("latin-1").partition("?")[0]
+            limit = next((size for where, size in self.limits.path_body_limits if where == path), limit)
         body = BodyReader(limit)
         declared = _content_length(request)
         if declared is not None and declared > limit * OVERSIZE_FACTOR:

@@ -55,18 +55,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-_LOCAL_PASSWORDS: dict[str, tuple[str, str]] = {}
+_LOCAL_PASSWORDS: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _local_password(officer_id: str) -> tuple[str, str]:
-    """A local officer's password and its argon2id hash, made once per process (hashing costs ~0.1 s,
-    and the tests make many homes)."""
-    if officer_id not in _LOCAL_PASSWORDS:
-        from argon2 import PasswordHasher
+    """A local officer's password and its argon2id hash, made once per process and argon2 cost
+    (hashing costs ~0.1 s, and the tests make many homes). The hash is made by the hasher the
+    officers' accounts use in this process: the product's (the demo, the benchmarks), or the one the
+    tests set (tests/conftest.py), so that a home's first sign-in pays the cost its later ones do."""
+    from gateway import officers
 
+    hasher = officers._HASHER
+    key = (officer_id, f"{hasher.time_cost}/{hasher.memory_cost}/{hasher.parallelism}")
+    if key not in _LOCAL_PASSWORDS:
         password = f"local-{officer_id}-" + os.urandom(9).hex()
-        _LOCAL_PASSWORDS[officer_id] = (password, PasswordHasher().hash(password))
-    return _LOCAL_PASSWORDS[officer_id]
+        _LOCAL_PASSWORDS[key] = (password, hasher.hash(password))
+    return _LOCAL_PASSWORDS[key]
 
 
 def proposal_id(output: str) -> str:
@@ -249,10 +253,11 @@ class LocalGateway:
         return f"https://127.0.0.1:{self.metadata_port}"
 
     def start(self, workers: int = 2, timeout_s: float = 90, attempts: int = 3) -> None:
-        """Serve on free loopback ports (``timeout_s``: a generous multiple of the few seconds a start
-        takes, which a machine shared with other work can stretch past 30 s). A port can be taken between `free_port` choosing it and the
+        """Serve on free loopback ports. A port can be taken between `free_port` choosing it and the
         server binding it (another process on this machine choosing at the same moment): then the
-        server says so and stops, and it is started again on other ports."""
+        server says so and stops, and it is started again on other ports. ``timeout_s`` is a generous
+        bound, as for the console and the portal: a start takes seconds on an idle machine, over 30 s
+        on a shared one at a load of 17-20."""
         for attempt in range(1, attempts + 1):
             try:
                 return self._start(workers, timeout_s)

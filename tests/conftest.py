@@ -7,6 +7,8 @@ from sqlalchemy import update
 
 from connectors.client import GatewayClient
 from gateway.db import organisations
+from tests.heavy_first import pytest_collection_modifyitems  # noqa: F401  (the longest files first)
+from tests.migrated import MigratedTemplates
 from tests.support import REDIS_URL, Gateway, postgres_database, sqlite_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -146,13 +148,19 @@ def _drop_redis_keys(url, prefix):
         client.delete(key)
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request):
-    """A fresh database with the schema migrated to head, on each backend."""
-    from gateway.db import migrate
+@pytest.fixture(scope="session")
+def migrated_templates():
+    """The migrated databases that database_url copies (tests/migrated.py), dropped at the end."""
+    templates = MigratedTemplates()
+    yield templates
+    templates.drop()
 
-    with _database(request.param) as url:
-        migrate(url)
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, migrated_templates):
+    """A fresh database with the schema migrated to head, on each backend (a copy of one migrated
+    once per test process)."""
+    with migrated_templates.database(request.param) as url:
         yield url
 
 

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import files
@@ -35,6 +35,8 @@ class Entry:
     source_address: str | None = None  # the client's IP address, or "local:<user>" for a command
     request_id: str | None = None  # the id given to the request (X-Request-Id on the answer)
     response_digest: str | None = None  # base64 SHA-256 of the answer sent
+    on_behalf_of: str | None = None  # a mediated read's requester, as JSON (gateway.mediation.OnBehalfOf)
+    behalf_key: str | None = None  # ...and organisation:name, case folded (found by report_for_user)
 
 
 # Where the action being audited came from, for entries whose writer does not say: set once per
@@ -231,6 +233,8 @@ def _append(conn: Connection, entry: Entry, key: bytes, now: dt.datetime | None,
         "source_address": entry.source_address,
         "request_id": entry.request_id,
         "response_digest": entry.response_digest,
+        "on_behalf_of": entry.on_behalf_of,
+        "behalf_key": entry.behalf_key,
     }
     if entry.source_address is None and entry.request_id is None:
         row["source_address"], row["request_id"] = _ORIGIN.get()
@@ -511,7 +515,12 @@ def report_for_child(conn: Connection, child_id: str, since: dt.datetime | None 
 
 
 def report_for_user(conn: Connection, org_code: str, user_id: str, since: dt.datetime | None = None) -> list[dict]:
-    query = (select(audit_log).where(audit_log.c.org_code == org_code, audit_log.c.user_id == user_id)
+    """Every entry of the user ``ORG:user``, and every read made on behalf of a requester of that
+    organisation and name (gateway.mediation: matched case folded, whitespace collapsed)."""
+    from gateway.mediation import behalf_key
+
+    query = (select(audit_log).where(or_(and_(audit_log.c.org_code == org_code, audit_log.c.user_id == user_id),
+                                         audit_log.c.behalf_key == behalf_key(org_code, user_id)))
              .order_by(audit_log.c.seq))
     return [dict(r) for r in conn.execute(_since(query, since)).mappings()]
 

@@ -36,6 +36,9 @@ FORMAT = "contactgate-audit-export/1"
 ENTRY_COLUMNS = ("seq", "at", "org_code", "cert_fingerprint", "user_id", "role", "operation", "reason_code",
                  "reason_text", "child_ids", "outcome", "fault_code", "request_digest", "detail", "source_address",
                  "request_id", "response_digest", "prev_hash", "entry_hash", "public_hash")
+# Exported only where an entry has them (a mediated read's requester, gateway.mediation): an export
+# without them reads as before; one removed from an entry breaks its public link like any other edit.
+OPTIONAL_COLUMNS = ("on_behalf_of", "behalf_key")
 
 
 # ---- export ---------------------------------------------------------------------------------------
@@ -56,11 +59,11 @@ def build(engine: Engine, signer: CheckpointSigner, checkpoints_file: Path, veri
         first, last = conn.execute(bounds).one()
         if first is None:
             raise ExportError("no entries in that period")
-        rows = conn.execute(select(*(audit_log.c[c] for c in ENTRY_COLUMNS)).where(
+        rows = conn.execute(select(*(audit_log.c[c] for c in ENTRY_COLUMNS + OPTIONAL_COLUMNS)).where(
             audit_log.c.seq >= first, audit_log.c.seq <= last).order_by(audit_log.c.seq)).mappings().all()
         prev_public = GENESIS if first == 1 else conn.execute(
             select(audit_log.c.public_hash).where(audit_log.c.seq == first - 1)).scalar_one()
-    entries = [dict(r) for r in rows]
+    entries = [{k: v for k, v in r.items() if k not in OPTIONAL_COLUMNS or v is not None} for r in rows]
     claims = {"kind": "export", "format": FORMAT, "first_seq": first, "last_seq": last, "count": len(entries),
               "prev_public_hash": prev_public, "public_hash": entries[-1]["public_hash"],
               "since": timestamp(since), "until": timestamp(until) if until else None, "at": timestamp()}
@@ -94,7 +97,7 @@ def verify_document(document, certificates: list[x509.Certificate]) -> OfflineRe
     at_seq: dict[int, str] = {}
     prev_entry_hash = None
     for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != set(ENTRY_COLUMNS):
+        if not isinstance(entry, dict) or set(entry) - set(OPTIONAL_COLUMNS) != set(ENTRY_COLUMNS):
             return OfflineResult(False, index, seq, "an entry is not as exported (fields added or removed)")
         if entry["seq"] != seq:
             return OfflineResult(False, index, seq, f"entry {seq} is missing (found {entry['seq']!r})")
@@ -155,7 +158,7 @@ def _audit_event(e: dict) -> dict:
            {"identifier": {"system": "urn:contactgate:officer", "value": e["user_id"]}} if e["user_id"] else
            {"identifier": {"system": "urn:contactgate:org", "value": e["org_code"]}} if e["org_code"] else
            {"display": "unidentified client"})
-    agent = {"who": who, "requestor": True}
+    agent = {"who": who, "requestor": not e.get("on_behalf_of")}
     if e["role"]:
         agent["role"] = [{"text": e["role"]}]
     if e["source_address"] and not e["source_address"].startswith("local:"):
@@ -167,7 +170,7 @@ def _audit_event(e: dict) -> dict:
         "action": _ACTION.get(e["operation"], "E"),
         "recorded": e["at"],
         "outcome": "4" if e["outcome"] == "refused" else "0",
-        "agent": [agent],
+        "agent": [agent, *_requester_agent(e)],
         "source": {"observer": {"display": "ContactGate"},
                    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4",
                              "display": "Application Server"}]},
@@ -193,6 +196,19 @@ def _audit_event(e: dict) -> dict:
     if purpose:
         event["purposeOfEvent"] = [purpose]
     return event
+
+
+def _requester_agent(e: dict) -> list[dict]:
+    """A mediated read's requester (gateway.mediation): the person it was made for, the requestor;
+    the mediator's agent is then not."""
+    from gateway.mediation import from_json
+
+    behalf = from_json(e.get("on_behalf_of"))
+    if behalf is None:
+        return []
+    return [{"who": {"display": f"{behalf.name} ({behalf.organisation}, {behalf.phone})"}, "requestor": True,
+             "role": [{"text": behalf.role}],
+             "policy": [f"urn:contactgate:identity-check:{behalf.identity_check}"]}]
 
 
 def digest_of(data: bytes) -> str:

@@ -22,7 +22,8 @@ HASHED_FIELDS = (
 )
 # Fields added later (migration 0010): hashed when present, so entries written before them verify
 # as they were written, and removing one from a later entry breaks its link like any other edit.
-EXTENDED_FIELDS = ("source_address", "request_id", "response_digest")
+EXTENDED_FIELDS = ("source_address", "request_id", "response_digest",
+                   "on_behalf_of", "behalf_key")  # 0022_mediation: a mediated read's requester (gateway.mediation)
 
 
 def timestamp(now: dt.datetime | None = None) -> str:

@@ -25,7 +25,9 @@ __all__ = ["COLUMNS", "FORMATS", "render", "safe_text", "table_line"]
 COLUMNS = ("seq", "at", "org_code", "user_id", "role", "operation", "outcome", "fault_code",
            "reason_code", "reason_text", "child_ids", "detail",
            # where from, and which exchange: to match an entry to a client's own log
-           "source_address", "cert_fingerprint", "request_id", "request_digest", "response_digest")
+           "source_address", "cert_fingerprint", "request_id", "request_digest", "response_digest",
+           # a mediated read: the requester it was made for (gateway.mediation), as JSON
+           "on_behalf_of")
 FORMATS = ("table", "csv", "json")
 
 
@@ -35,8 +37,18 @@ def table_line(row: dict) -> str:
     what = safe_text(row["fault_code"] or row["outcome"])
     detail = f"  [{safe_text(row['detail'])}]" if row.get("detail") else ""
     source = f"  from {safe_text(row['source_address'])}" if row.get("source_address") else ""
-    return (f"{row['at']}  #{row['seq']}  {who} ({safe_text(row['role']) or '-'})  {safe_text(row['operation'])}  "
+    return (f"{row['at']}  #{row['seq']}  {who} ({safe_text(row['role']) or '-'}){_behalf(row)}  "
+            f"{safe_text(row['operation'])}  "
             f"{what}  reason [{why}]  children [{safe_text(row['child_ids']) or '-'}]{detail}{source}")
+
+
+def _behalf(row: dict) -> str:
+    from gateway.mediation import from_json
+
+    if not row.get("on_behalf_of"):
+        return ""
+    behalf = from_json(row["on_behalf_of"])
+    return f" on behalf of [{safe_text(behalf.summary() if behalf else row['on_behalf_of'])}]"
 
 
 def render(rows: Iterable[dict], fmt: str) -> str:

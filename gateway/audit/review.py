@@ -41,6 +41,8 @@ The rules (thresholds in the home's ``review.json``, see `Thresholds`):
   organisation would try to find out, and a person should ask it why. Keying errors happen too:
   that is why it is a threshold, and a finding, not a block. Shown with the organisation, the
   counts and the period, never a child or a number.
+- ``mediated``: heavy use of access through another authorised user, per mediator and per requester
+  (``mediated_per_mediator``, ``mediated_per_requester``): gateway.audit.review_mediated.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from gateway.audit.links import timestamp
 from gateway.db import audit_log, certificates, children, involvements, source_records
 
 RULES = ("volume", "uninvolved", "fishing", "out_of_hours", "shielded", "refusals", "reason_reuse", "approvals",
-         "additional_certificate", "identifier_probing")
+         "additional_certificate", "identifier_probing", "mediated")
 READ = "GetContacts"
 EVIDENCE_LIMIT = 200  # entries listed per finding (the count says how many there were)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -90,6 +92,8 @@ class Thresholds:
     reason_reuse: int = 10  # children read with one verbatim reason text
     approvals_of_one_proposer: int = 5
     identifier_probing: int = 10  # pushed records of one organisation meeting a held identifier, disagreeing
+    mediated_per_mediator: int = 100  # reads one mediator made on behalf of others (gateway.audit.review_mediated)
+    mediated_per_requester: int = 20  # reads made on behalf of one requester, through any mediator
 
     @classmethod
     def load(cls, path: Path) -> "Thresholds":
@@ -691,9 +695,17 @@ class _IdentifierProbing(_Rule):
                                    f"whose other details disagree, in {kept.count} SubmitUpdates from {first} to {last}")
 
 
+class _Mediated(_Rule):
+    def findings(self) -> Iterable[Finding]:
+        from gateway.audit import review_mediated
+
+        return review_mediated.findings(self, _period, _seqs, _whole)
+
+
 _RULES = {"volume": _Volume, "uninvolved": _Uninvolved, "fishing": _Fishing, "out_of_hours": _OutOfHours,
           "shielded": _Shielded, "refusals": _Refusals, "reason_reuse": _ReasonReuse, "approvals": _Approvals,
-          "additional_certificate": _AdditionalCertificate, "identifier_probing": _IdentifierProbing}
+          "additional_certificate": _AdditionalCertificate, "identifier_probing": _IdentifierProbing,
+          "mediated": _Mediated}
 
 
 # ---- running and marking ------------------------------------------------------------------------

@@ -13,11 +13,13 @@ group, each holding that group's commands and nothing else.
 - `precedence`: precedence ... (which kind of organisation's value of each field is shown)
 - `serve`: serve, console
 - `portal`: portal (the practitioners' web portal), portal-admin ... (appointing its user administrators)
+- `identity_providers`: idp ... (an organisation's OpenID provider for the portal, four-eyes)
 - `audit`: audit ... (the chain, exports, reports, the misuse review)
 - `backup`: backup, restore ... (one encrypted archive; a restore acknowledged by two officers)
 - `review`: review ... (the data-quality review queue)
 - `linkage`: linkage ... (train a linkage model from the index; put one in use, four-eyes)
 - `retention`: retention ...
+- `load`: load (an organisation's signed load file: a first or full re-load, gateway.bulk_load)
 
 What they share (exit codes, the preflight, the invocation's `Context`, the command classes) is in
 `base`; what the officers' commands share (audited registry changes, how organisations,
@@ -32,8 +34,8 @@ import click
 
 from gateway import __version__
 from gateway.audit import reset_origin, set_origin
-from gateway.cli import (audit, backup, certificates, home, hsm, keys, linkage, officers, organisations, portal,
-                         precedence, proxy, retention, review, roles, serve, signing_keys, trust)
+from gateway.cli import (audit, backup, certificates, home, hsm, identity_providers, keys, linkage, load, officers,
+                         organisations, portal, precedence, proxy, retention, review, roles, serve, signing_keys, trust)
 from gateway.cli.base import Context, MainGroup, local_origin
 
 
@@ -72,11 +74,13 @@ for _command in (
     precedence.precedence_group,
     serve.serve, serve.console,
     portal.portal, portal.portal_admin,
+    identity_providers.idp_group,
     audit.audit_group,
     backup.backup, backup.restore,
     review.review,
     linkage.linkage,
     retention.retention_group,
+    load.load,
 ):
     main.add_command(_command)
 del _command

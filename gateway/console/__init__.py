@@ -62,6 +62,9 @@ def create_console(settings: Settings, *, engine=None, clock=None) -> Flask:
 
     app.register_blueprint(views.auth)
     app.register_blueprint(views.pages)
+    from gateway.console import identity_providers
+
+    app.register_blueprint(identity_providers.blueprint)  # organisations' identity providers (issue 27)
 
     @app.errorhandler(CSRFError)
     def _csrf(exc):

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 
 from gateway.db import blocking_keys, children, involvements, organisations, source_records
+from gateway.index import bulk as bulk_mod
 from gateway.index import ids, linkage, retention, sealed
 from gateway.index.deciding import (
     COMPARED_PER_RECORD, DEFAULT_POLICY, LinkPolicy, _compare_with, _decide, _Hits, _key_hits, _model_due,
@@ -37,7 +38,7 @@ _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :bucket)")
 
 def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | UnreadableUpdate],
                   now: dt.datetime, policy: LinkPolicy = DEFAULT_POLICY,
-                  purge_years: int = retention.Policy.purge_years) -> list[UpdateResult]:
+                  purge_years: int = retention.Policy.purge_years, *, bulk: bool = False) -> list[UpdateResult]:
     """Apply a batch inside the caller's transaction, one result per update in order. Each update
     is as if it ran in its own savepoint, so one record the database will not take is rejected
     alone instead of failing the batch; so is one the connector could not read (an
@@ -48,13 +49,18 @@ def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | U
     record lands, so that every record meets exactly the index it would have met had the records
     before it been stored one at a time; new records' rows are written together, and a group the
     database refuses is rolled back and applied again one record at a time (the first way, which
-    the in-memory view follows)."""
+    the in-memory view follows).
+
+    ``bulk`` (`contactgate load`, gateway.bulk_load): the same decisions and rows, with the reads
+    and writes made per child done once for the batch (gateway.index.bulk)."""
     readable = [u for u in updates if isinstance(u, ChildUpdate)]
     v = sealed.vault_of(conn)
     people = {id(u): linkage.person_from_update(u) for u in readable}
     keys = {id(u): _blinded_keys(v, linkage.blocking_keys(people[id(u)])) for u in readable}
     _lock_identities(conn, org_code, readable, keys)
     batch = _Batch(conn, org_code, v, now, policy, len(updates), readable, people, keys)
+    if bulk:
+        bulk_mod.prefetch_sources(batch, readable)
     for index, update_ in enumerate(updates):
         if isinstance(update_, UnreadableUpdate):
             batch.results[index] = UpdateResult(update_.source_record_id, "rejected", detail=update_.reason)
@@ -62,8 +68,11 @@ def apply_updates(conn: Connection, org_code: str, updates: list[ChildUpdate | U
         batch.apply(index, update_)
     batch.flush()
     arrived = frozenset((org_code, stored_id) for stored_id in batch.stored.values())
-    questioned = {child_id for child_id in sorted(batch.changed)  # a lower source's disagreement: a value conflict
-                  if _refresh_child(conn, child_id, now, arrived=arrived)}
+    if bulk:
+        questioned = bulk_mod.refresh_children(conn, sorted(batch.changed), now, arrived=arrived)
+    else:
+        questioned = {child_id for child_id in sorted(batch.changed)  # a lower source's disagreement: a value conflict
+                      if _refresh_child(conn, child_id, now, arrived=arrived)}
     results = [replace(r, value_conflict=True) if r is not None and r.child_id in questioned else r
                for r in batch.results]
     return retention.settle_deaths(conn, updates, results, now, purge_years)  # a recorded death archives

@@ -233,8 +233,8 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
         if own.given_names[:1] == person.given_names[:1]:
             continue
         comparison = linkage.compare(person, own)
-        if comparison.swapped_names:
-            continue
+        if comparison.swapped_names and comparison.levels.get("given") in ("exact", "typo"):
+            continue  # its own duplicate with given and family swapped (crosswise a nickname is another name)
         if comparison.levels.get("given") != "typo":
             return "another name"
         levels = comparison.levels

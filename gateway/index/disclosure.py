@@ -22,7 +22,8 @@ flags). A role not in the file sees the minimum only. Groups:
   leads, not who)
 
 Without a roles file every role sees every field (as before roles existed): `contactgate roles
-show` says which table is in force. A file that cannot be read refuses the gateway's start.
+show` says which table is in force. docs/roles.example.json is the shipped example, with the role
+``mediator`` (gateway.mediation: a mediated read sees what both its roles may). A file that cannot be read refuses the gateway's start.
 Role names match exactly after trimming and case folding.
 """
 

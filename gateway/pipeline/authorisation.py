@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Connection
 
 from gateway.pipeline import contactgate_v1 as dialect
-from contactgate_wire.faults import RateLimited, ReasonRequired
+from contactgate_wire.faults import RateLimited, ReasonRequired, SchemaInvalid, ScopeDenied
 from gateway.pipeline.context import Exchange, Services
 
 READ_OPERATIONS = frozenset({"FindChild", "GetContacts"})
@@ -32,6 +32,8 @@ def authorise(exchange: Exchange, services: Services) -> None:
             exchange.reason_code, exchange.reason_text = reason.code, reason.text
         if reason is None or not reason.code or not reason.text:
             raise ReasonRequired("read without a reason code and text")
+    if requester is not None and requester.on_behalf_of is not None:
+        _mediated(exchange, services, requester.on_behalf_of)
     keys = [f"org:{exchange.org_code}"]
     if exchange.user_id:
         keys.append(f"user:{exchange.org_code}:{exchange.user_id}")
@@ -39,6 +41,32 @@ def authorise(exchange: Exchange, services: Services) -> None:
         exchange.uncounted = keys
         return
     _judge(services.store.hit(keys, RATE_WINDOW_S), services)
+
+
+def _mediated(exchange: Exchange, services: Services, given: dict) -> None:
+    """Requester/OnBehalfOf (gateway.mediation), after the reason: who may send it (fail closed:
+    ScopeDenied unless a read, by an organisation whose accreditation holds the scope ``mediate``,
+    with Role ``mediator``), then its details (a blank or unusable one: SchemaInvalid, saying which).
+    Once checked they are on the exchange: the read's audit entry, and any later refusal's (a rate
+    limit), names the requester."""
+    from gateway.mediation import SCOPE, MediationRefused, OnBehalfOf, is_mediator
+
+    def denied(why: str) -> ScopeDenied:  # the caller's own accreditation and message: said as it is
+        return ScopeDenied(why, public_message=why)
+
+    if exchange.operation not in READ_OPERATIONS:
+        raise denied(f"OnBehalfOf on {exchange.operation}: only FindChild and GetContacts may be made on behalf "
+                     f"of another")
+    org = exchange.organisation
+    if org is None or SCOPE not in org.scopes:
+        raise denied(f"OnBehalfOf needs the organisation to be accredited for mediation (scope {SCOPE}); it is "
+                     f"accredited for {', '.join(sorted(org.scopes)) if org else 'nothing'}")
+    if not is_mediator(exchange.role):
+        raise denied("OnBehalfOf needs Requester/Role mediator")
+    try:
+        exchange.on_behalf = OnBehalfOf.checked(**given, roles=services.roles)
+    except MediationRefused as exc:
+        raise SchemaInvalid(f"OnBehalfOf: {exc}", public_message=f"OnBehalfOf: {exc}") from None
 
 
 def count_in_transaction(conn: Connection, exchange: Exchange, services: Services, *, judge: bool) -> None:

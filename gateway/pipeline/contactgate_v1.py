@@ -82,6 +82,7 @@ def _opt(text: str | None) -> str | None:
 class Requester:
     user_id: str
     role: str
+    on_behalf_of: dict | None = None  # Requester/OnBehalfOf's fields as sent (gateway.mediation checks them)
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,15 @@ def read_requester(payload: etree._Element) -> Requester | None:
     element = _one(payload, "Requester")
     if element is None:
         return None
-    return Requester(user_id=token(_t(element, "UserId")), role=token(_t(element, "Role")))
+    behalf = _one(element, "OnBehalfOf")
+    on_behalf_of = None
+    if behalf is not None:
+        check = _one(behalf, "IdentityCheck")
+        on_behalf_of = {"name": _t(behalf, "Name"), "organisation": _t(behalf, "Organisation"),
+                        "role": _t(behalf, "Role"), "phone": _t(behalf, "Phone"),
+                        "identity_check": check.get("code") if check is not None else None,
+                        "identity_note": check.text if check is not None else None}
+    return Requester(user_id=token(_t(element, "UserId")), role=token(_t(element, "Role")), on_behalf_of=on_behalf_of)
 
 
 def read_reason(payload: etree._Element) -> Reason | None:

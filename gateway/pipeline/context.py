@@ -89,6 +89,7 @@ class Exchange:
     certificate_problem: str | None = None  # why the certificate offered is not believed (gateway.forwarded)
     proxy_der: bytes | None = None  # the TLS peer that forwarded peer_der: must be a registered proxy
     request_id: str = field(default_factory=audit.new_request_id)  # sent back as X-Request-Id
+    on_behalf: object | None = None  # Requester/OnBehalfOf, checked (gateway.mediation.OnBehalfOf)
     # The rate keys of a message authorised but not yet counted (gateway.pipeline.authorisation).
     uncounted: list[str] | None = None
     # The read transaction the steps before the exchange's own transaction share (certificate and
@@ -118,6 +119,8 @@ class Exchange:
             child_ids=self.child_ids if child_ids is None else child_ids, fault_code=fault_code,
             request_digest=self.request_digest, detail=detail, source_address=self.source_address,
             request_id=self.request_id, response_digest=digest(answer) if answer is not None else None,
+            on_behalf_of=self.on_behalf.as_json() if self.on_behalf is not None else None,
+            behalf_key=self.on_behalf.key if self.on_behalf is not None else None,
         )
 
 

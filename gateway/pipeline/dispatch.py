@@ -126,22 +126,29 @@ def _contacts_answer(conn, exchange: Exchange, services: Services, rows: index.C
     child = index.child_view(conn, rows, today, with_provenance=asked_provenance)
     if child is None:
         return None
-    child, mark = disclosed(child, exchange.role, services.settings.shield_roles, services.roles)
+    child, mark = disclosed(child, exchange.role, services.settings.shield_roles, services.roles,
+                            exchange.on_behalf.role if exchange.on_behalf is not None else None)
     answer = signed_response(dialect.write_get_contacts_response(child, exchange.request_digest), services)
     return answer, f"contacts={len(child.contacts)} {mark}", [child.child_id]
 
 
-def disclosed(child, role: str | None, shield_roles, roles: disclosure.RoleRules):
+def disclosed(child, role: str | None, shield_roles, roles: disclosure.RoleRules, on_behalf_role: str | None = None):
     """(the child as ``role`` may see it, the audit's mark of what was disclosed): a shielded child's
     location withheld unless the role is in ``shield_roles``, then the role's field rules
-    (gateway.index.disclosure). The portal's contacts page shows what this returns."""
+    (gateway.index.disclosure). The portal's contacts page shows what this returns.
+
+    ``on_behalf_role``: a mediated read (gateway.mediation): only what both roles may see (the
+    intersection of their field groups; the location only if both are shield roles)."""
     mark = ""
     if child.shielded:  # every access to a shielded child is marked in the audit
-        shown = role in shield_roles
+        shown = role in shield_roles and (
+            on_behalf_role is None or on_behalf_role.casefold() in {r.casefold() for r in shield_roles})
         mark = f"{audit_mark(shown)} "
         if not shown:
             child = withhold_location(child)
     groups = roles.groups_for(role)
+    if on_behalf_role is not None:
+        groups = groups & roles.groups_for(on_behalf_role)
     if not groups >= set(disclosure.GROUPS):  # the role's field rules (gateway.index.disclosure)
         child = disclosure.limit(child, groups)
     # What was disclosed, always: the field groups sent (their names, never their values).

@@ -43,7 +43,7 @@ from gateway.web import hardened_app
 
 SESSION_COOKIE = "contactgate_portal"  # not the console's: the two may share a host name
 CSP = web.CSP  # the portal's own policy (a parameter of gateway.web.hardened_app): no script yet
-MAX_FORM_BYTES = 64 * 1024  # forms only: no uploads
+MAX_FORM_BYTES = 64 * 1024  # forms; the CSV import page alone takes more (gateway.portal.bulk)
 # One stylesheet for both web applications: the console's (plain, readable, keyboard-first).
 STATIC = Path(__file__).parent.parent / "console" / "static"
 
@@ -57,6 +57,9 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
 
     app = hardened_app(__name__, settings, secret_path=secret_key_path(settings), cookie=SESSION_COOKIE,
                        max_content_length=MAX_FORM_BYTES, static_folder=str(STATIC), csp=CSP)
+    from gateway.portal import bulk
+
+    app.request_class = bulk.PortalRequest  # the import page's larger limit, for that page only
     clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
     linkage_home.configure(settings.layout.root)  # searches score with the model in use
     engine = engine or make_engine(settings.database_url, keys=settings.layout.data_keys)
@@ -76,7 +79,7 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
 
     # After `contactgate restore`, nothing is served until two officers acknowledge it (as `serve`).
     app.extensions["contactgate"]["restore_gate"] = Gate(settings.layout, reader(app.extensions["contactgate"]["engine"]))
-    from gateway.portal import key_views, views
+    from gateway.portal import bulk_views, key_views, views  # noqa: F401 (bulk_views adds the import page to views.pages)
     from gateway.portal.security_keys import RelyingParty
 
     # Security keys are bound to the portal's public URL (`contactgate portal` checks it against its
@@ -86,6 +89,9 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
     app.register_blueprint(views.pages)
     app.register_blueprint(key_views.keys)
     app.register_blueprint(key_views.my)
+    from gateway.portal import oidc_views
+
+    oidc_views.register(app)  # signing in through the organisation's own OpenID provider
 
     def _error(status: int, title: str, message: str):
         return render_template("error.html", title=title, message=message), status

@@ -81,12 +81,14 @@ def _handle_hash(handle: str) -> str:
 
 def _entry(practitioner: Practitioner, operation: str, reason: Reason, child_ids: list[str], detail: str,
            source: str | None, request_id: str | None, outcome: str = "accepted",
-           fault_code: str | None = None) -> audit.Entry:
+           fault_code: str | None = None, on_behalf=None) -> audit.Entry:
+    """``on_behalf``: a mediator's read for a requester (gateway.mediation.OnBehalfOf): named too."""
     return audit.Entry(operation=operation, outcome=outcome, org_code=practitioner.org_code,
                        user_id=practitioner.user_id, role=practitioner.role, reason_code=reason.code,
                        reason_text=reason.text, child_ids=child_ids, fault_code=fault_code,
                        detail=f"{CHANNEL} {detail}", source_address=(source or None) and source[:64],
-                       request_id=request_id)
+                       request_id=request_id, on_behalf_of=on_behalf.as_json() if on_behalf else None,
+                       behalf_key=on_behalf.key if on_behalf else None)
 
 
 def _counted(conn, store, settings, practitioner: Practitioner) -> None:
@@ -108,8 +110,9 @@ def _counted(conn, store, settings, practitioner: Practitioner) -> None:
 
 def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Practitioner, query: FindQuery,
            reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
-           now: dt.datetime, store=None) -> list[Found]:
-    """FindChild for a practitioner: the candidates, each with a handle for this session."""
+           now: dt.datetime, store=None, on_behalf=None) -> list[Found]:
+    """FindChild for a practitioner (``on_behalf``: a mediator's, for that requester): the
+    candidates, each with a handle for this session."""
     if not has_minimum_criteria(query):
         raise ReadRefused(MINIMUM, SchemaInvalid.code)
     with engine.begin() as conn:
@@ -125,13 +128,13 @@ def search(engine: Engine, trail: audit.AuditTrail, settings, practitioner: Prac
         trail.append(conn, _entry(practitioner, "FindChild", reason, [c.child_id for c in candidates],
                                   f"candidates={len(candidates)}"
                                   + (f" shielded={shielded} location=withheld" if shielded else ""),
-                                  source, request_id))
+                                  source, request_id, on_behalf=on_behalf))
     return found
 
 
 def view(engine: Engine, trail: audit.AuditTrail, settings, roles, practitioner: Practitioner, handle: str,
          reason: Reason, *, session_hash: str, source: str | None, request_id: str | None,
-         now: dt.datetime, store=None) -> ChildView | None:
+         now: dt.datetime, store=None, on_behalf=None) -> ChildView | None:
     """GetContacts for a practitioner: the child a handle of this session stands for, as their role
     may see it; None for a handle this session was not given or a child no longer returned to anyone
     (each audited as GetContacts' NotFound)."""
@@ -149,9 +152,10 @@ def view(engine: Engine, trail: audit.AuditTrail, settings, roles, practitioner:
             trail.append(conn, _entry(practitioner, "GetContacts", reason, [child_id], "no such child id", source,
                                       request_id, outcome="refused", fault_code=NotFound.code))
             return None
-        child, mark = disclosed(child, practitioner.role, settings.shield_roles, roles)
+        child, mark = disclosed(child, practitioner.role, settings.shield_roles, roles,
+                                on_behalf.role if on_behalf else None)
         trail.append(conn, _entry(practitioner, "GetContacts", reason, [child.child_id],
-                                  f"contacts={len(child.contacts)} {mark}", source, request_id))
+                                  f"contacts={len(child.contacts)} {mark}", source, request_id, on_behalf=on_behalf))
     return child
 
 

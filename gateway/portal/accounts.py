@@ -49,6 +49,7 @@ from gateway import audit, officers
 from gateway.db import (portal_handles, portal_practitioners, portal_role_proposals, portal_sessions,
                         portal_signin_failures, reader)
 from gateway.index import sealed
+from gateway.portal import federated_sessions  # sessions signed in through an organisation's provider
 
 INVITATION_DAYS = 14
 # "Password right, code wrong" this many times in a row, from any addresses, locks the code step
@@ -769,8 +770,7 @@ def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = 
         raise NotSignedIn("you are not signed in")
 
     def end(why: str):
-        conn.execute(delete(portal_handles).where(portal_handles.c.session_hash == token_hash))
-        conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash == token_hash))
+        drop_session(conn, token_hash)
         raise NotSignedIn(why)
 
     if now >= _aware(row.expires_at):
@@ -778,9 +778,10 @@ def resume(conn: Connection, token: str, *, settings, now: dt.datetime | None = 
     if now >= _aware(row.last_seen) + dt.timedelta(minutes=settings.session_idle_minutes):
         end(f"your session ended after {settings.session_idle_minutes} minutes without use")
     practitioner = get(conn, row.org_code, row.user_id)
+    through_provider, provider_refusal = federated_sessions.session_refusal(conn, token_hash)
     why = ("your account is gone" if practitioner is None else
-           "your account was reset: enrol again" if not practitioner.enrolled else
-           practitioner.lapsed(settings, now.date()))
+           "your account was reset: enrol again" if not (practitioner.enrolled or through_provider) else
+           provider_refusal or practitioner.lapsed(settings, now.date()))
     if why is None and orgs_in_force is not None:
         why = orgs_in_force(conn, practitioner.org_code)
     if why is not None:
@@ -794,6 +795,12 @@ def end_session(conn: Connection, trail: audit.AuditTrail, token: str) -> None:
     row = conn.execute(select(portal_sessions).where(portal_sessions.c.token_hash == token_hash)).first()
     if row is None:
         return
-    conn.execute(delete(portal_handles).where(portal_handles.c.session_hash == token_hash))
-    conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash == token_hash))
+    drop_session(conn, token_hash)
     _audit(conn, trail, "portal.logout", row.org_code, row.user_id, None, "signed out")
+
+
+def drop_session(conn: Connection, token_hash: str) -> None:
+    """A session, its handles and (signed in through a provider) what the provider said of it."""
+    conn.execute(delete(portal_handles).where(portal_handles.c.session_hash == token_hash))
+    federated_sessions.forget(conn, token_hash)
+    conn.execute(delete(portal_sessions).where(portal_sessions.c.token_hash == token_hash))

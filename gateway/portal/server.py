@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from gateway.config import Settings
 from gateway.front import BODY_BUDGET_MESSAGES, FrontLimits, server_ssl_context_without_client_certificates
-from gateway.portal import MAX_FORM_BYTES, create_portal
+from gateway.portal import MAX_FORM_BYTES, bulk, create_portal
 from gateway.server import FrontApplication, FrontSetup
 
 
@@ -29,8 +29,10 @@ class PortalServer(FrontApplication):
     def front_setup(self, wsgi) -> FrontSetup:
         layout = self.settings.layout
         tls = server_ssl_context_without_client_certificates(str(layout.server_cert), str(layout.server_key))
+        # The CSV import page alone takes a file larger than a form (gateway.portal.bulk).
         limits = replace(FrontLimits.from_settings(self.settings), max_body_bytes=MAX_FORM_BYTES,
-                         body_budget_bytes=MAX_FORM_BYTES * BODY_BUDGET_MESSAGES)
+                         body_budget_bytes=max(MAX_FORM_BYTES * BODY_BUDGET_MESSAGES, 2 * bulk.IMPORT_BODY_LIMIT),
+                         path_body_limits=((bulk.IMPORT_PATH, bulk.IMPORT_BODY_LIMIT),))
         return FrontSetup(limits, self.settings.threads, tls, audit_refused_handshake=None, log_query_strings=False)
 
 

@@ -14,7 +14,8 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from contactgate_wire.faults import RateLimited, SchemaInvalid
 from gateway import audit
 from gateway.index.model import FindQuery
-from gateway.portal import access, accounts
+from gateway.mediation import is_mediator
+from gateway.portal import access, accounts, mediated
 from gateway.portal.accounts import PortalError
 from gateway.trust import registry
 
@@ -143,11 +144,18 @@ def _who(org_code: str, user_id: str) -> str | None:
 @auth.route("/logout", methods=["POST"])
 def logout():
     token = session.pop("token", None)
+    onward = None
     if token:
+        from gateway.portal import oidc_views
+
+        onward = oidc_views.end_session_url(accounts._token_hash(token))  # signed in through a provider
         with _app()["engine"].begin() as conn:
             accounts.end_session(conn, _app()["trail"], token)
     session.clear()
     flash("You are signed out.", "ok")
+    if onward:  # the provider's own sign-out next (RP-initiated logout), then back to the sign-in page
+        return render_template("oidc_onward.html", url=onward, title="Signed out",
+                               message="You are signed out of the portal; now signing you out of your organisation.")
     return redirect(url_for("auth.login"))
 
 
@@ -303,6 +311,22 @@ def _may_query(practitioner) -> None:
         org = registry.get_org(conn, practitioner.org_code, with_pending=False)
     if org is None or org.effective_status(_now().date()) != "accredited" or "query" not in org.scopes:
         _refuse_route(f"{practitioner.org_code} is not accredited to query the index now")
+    refused = mediated.refusal(practitioner, org, request.form)  # on behalf of another: mediators only
+    if refused is not None:
+        _refuse_route(refused)
+
+
+def _on_behalf(practitioner):
+    """A mediator's requester, from the form (ReadRefused if incomplete); None for anyone else."""
+    return mediated.checked(request.form, _rules()) if is_mediator(practitioner.role) else None
+
+
+@pages.app_context_processor
+def _mediation():
+    me = g.get("practitioner")
+    if me is None or not is_mediator(me.role):
+        return {"mediator": False}
+    return {"mediator": True, "behalf_fields": mediated.FIELDS, **mediated.template_context(_rules())}
 
 
 @pages.route("/search", methods=["POST"])
@@ -318,10 +342,11 @@ def search():
             raise
         except PortalError as exc:
             raise access.ReadRefused(str(exc), SchemaInvalid.code) from None
+        on_behalf = _on_behalf(me)
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
         found = access.search(_app()["engine"], _app()["trail"], _app()["settings"], me, query, reason,
                               session_hash=g.session_hash, source=request.remote_addr, request_id=g.request_id,
-                              now=_now(), store=_app()["store"])
+                              now=_now(), store=_app()["store"], on_behalf=on_behalf)
     except access.ReadRefused as exc:
         _audit_refused_read("FindChild", exc)
         return render_template("search.html", form=form, reasons=access.REASON_CODES, genders=GENDERS,
@@ -354,6 +379,7 @@ def child():
     _may_query(me)
     form = request.form
     try:
+        on_behalf = _on_behalf(me)
         reason = access.Reason.checked(form.get("reason_code"), form.get("reason_text"))
     except access.ReadRefused as exc:
         _audit_refused_read("GetContacts", exc)
@@ -362,14 +388,16 @@ def child():
     try:
         shown = access.view(_app()["engine"], _app()["trail"], _app()["settings"], _app()["roles"], me,
                             form.get("handle", ""), reason, session_hash=g.session_hash, source=request.remote_addr,
-                            request_id=g.request_id, now=_now(), store=_app()["store"])
+                            request_id=g.request_id, now=_now(), store=_app()["store"], on_behalf=on_behalf)
     except access.ReadRefused as exc:
         _audit_refused_read("GetContacts", exc)
         return render_template("error.html", title="Not now", message=f"Refused: {exc}."), _status(exc)
     if shown is None:
         abort(404)
-    withheld = shown.shielded and me.role not in _app()["settings"].shield_roles
-    return render_template("child.html", child=shown, withheld=withheld)
+    shield_roles = _app()["settings"].shield_roles
+    withheld = shown.shielded and not (me.role in shield_roles and (
+        on_behalf is None or on_behalf.role in {r.casefold() for r in shield_roles}))
+    return render_template("child.html", child=shown, withheld=withheld, on_behalf=on_behalf)
 
 
 # ---- user administration (one's own organisation only) ----------------------------------------------

@@ -39,7 +39,7 @@ from gateway.officers import Officer
 from gateway.trust import pki
 
 KINDS = ("local_authority", "health", "education", "youth_offending", "police", "other")
-SCOPES = ("push", "query", "shield")
+SCOPES = ("push", "query", "shield", "mediate")  # mediate: reads on behalf of another (gateway.mediation)
 # Ping needs an accreditation in force but no scope.
 OPERATION_SCOPES = {"SubmitUpdates": "push", "FindChild": "query", "GetContacts": "query", "SetShielding": "shield",
                     "Ping": None}

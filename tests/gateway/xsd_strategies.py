@@ -251,9 +251,16 @@ def _visible(simple: SimpleType) -> st.SearchStrategy[str]:
         lambda v: len(v.split() if simple.base == "token" else v) >= (1 if low else 0))
 
 
+# BehalfPhoneType (Requester/OnBehalfOf/Phone): the same in Python. Drawn without spaces (xs:token
+# collapses them, and a value ending in one would be shorter than it looks) and within maxLength.
+PHONE_PATTERN = r"\+?[0-9][0-9 ()\-]{4,31}"
+
+
 def value_strategy(simple: SimpleType) -> st.SearchStrategy[str]:
     if simple.pattern == VISIBLE_PATTERN:
         return _visible(simple)
+    if simple.pattern == PHONE_PATTERN:
+        return st.from_regex(r"\+?[0-9][0-9()\-]{4,30}", fullmatch=True)
     if simple.enumeration:
         values = st.sampled_from(simple.enumeration)
         return values if simple.base == "string" else st.tuples(

@@ -3,7 +3,8 @@ not slow the test's measurements through the test process's GIL):
 
     python -m tests.gateway.console.flood URL CA SECONDS ADDRESS[,ADDRESS...] THREADS_PER_ADDRESS
 
-Each thread signs in over and over from its address (a loopback address of its own), with an
+It floods for SECONDS at most, or until a line (or the end) comes on its standard input: the test
+says when it has measured what it measures under the flood, and waits no longer than that. Each thread signs in over and over from its address (a loopback address of its own), with an
 officer id of its own (``ghost-N``, which does not exist) or, every fourth thread, a real one
 (``bob``), a wrong password and a wrong code, as fast as the console answers. At the end it prints
 one JSON line: how many answers of each status it had."""
@@ -34,14 +35,14 @@ class FromAddress(requests.adapters.HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def attacker(url: str, ca: str, source: str, officer_id: str, stop: float, answers: collections.Counter,
+def attacker(url: str, ca: str, source: str, officer_id: str, stop: "Deadline", answers: collections.Counter,
              lock: threading.Lock) -> None:
     session = requests.Session()
     session.trust_env = False
     session.verify = ca
     session.mount("https://", FromAddress(source))
     token = None
-    while time.monotonic() < stop:
+    while stop.left() > 0:
         try:
             if token is None:
                 token = CSRF.search(session.get(f"{url}/login", timeout=60).text).group(1)
@@ -54,9 +55,23 @@ def attacker(url: str, ca: str, source: str, officer_id: str, stop: float, answe
             answers[str(status)] += 1
 
 
+class Deadline:
+    """The end of the flood: SECONDS from the start, or sooner when told on standard input."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def stop_when_told(self) -> None:
+        sys.stdin.readline()  # a line, or the end of the input: the test has what it came for
+        self.at = min(self.at, time.monotonic())
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+
 def main(argv: list[str]) -> None:
     url, ca, seconds, addresses, per_address = argv
-    stop = time.monotonic() + float(seconds)
+    stop = Deadline(float(seconds))
     answers: collections.Counter = collections.Counter()
     lock = threading.Lock()
     threads = []
@@ -66,9 +81,10 @@ def main(argv: list[str]) -> None:
                                         daemon=True))
     for thread in threads:
         thread.start()
+    threading.Thread(target=stop.stop_when_told, daemon=True).start()
     print("started", flush=True)
     for thread in threads:
-        thread.join(max(0.0, stop - time.monotonic()) + 70)
+        thread.join(max(0.0, stop.left()) + 70)
     print(json.dumps(dict(answers)), flush=True)
 
 

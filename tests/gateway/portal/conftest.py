@@ -26,7 +26,10 @@ INVITATION = re.compile(r"invitation code:?\s*(?:<[^>]+>)?\s*([A-Za-z0-9_-]{16,}
 # sees the address, settings and who the practitioners are, but not their phone or email.
 ROLES = {"roles": {"health visitor": ["address", "carers", "settings", "practitioners", "lead_professional"],
                    "social worker": ["identifiers", "address", "carers", "carer_contact", "settings",
-                                     "practitioners", "practitioner_contact", "lead_professional"]}}
+                                     "practitioners", "practitioner_contact", "lead_professional"],
+                   # a contact team's (test_portal_mediation.py): sees for a requester what both roles may
+                   "mediator": ["identifiers", "address", "carers", "carer_contact", "settings",
+                                "practitioners", "practitioner_contact", "lead_professional"]}}
 
 
 @dataclasses.dataclass
