@@ -94,7 +94,8 @@ def classify(incoming: linkage.Person, held: linkage.Person, model: linkage.Mode
     if comparison.identifiers == "disagree":
         return None  # two valid, different numbers: two children
     if _linkable(comparison, policy):
-        if incoming.given_names[:1] != held.given_names[:1] and not comparison.swapped_names:
+        crosswise_duplicate = comparison.swapped_names and comparison.levels.get("given") in ("exact", "typo")
+        if incoming.given_names[:1] != held.given_names[:1] and not crosswise_duplicate:
             # the organisation holds the child under another first name (deciding._held_under_another_first_name)
             if comparison.levels.get("given") != "typo":
                 return None  # another name (a nickname, a part of it): twins named so, two children

@@ -42,7 +42,6 @@ def person(family: str, given: str):
                        address_line="1 High Street", nhs_number=None, pupil_number=None)
 
 
-@pytest.mark.xfail(strict=True, reason="review MEDIUM: within_extract copies deciding's rules and missed main's change")
 def test_names_swapped_crosswise_with_a_nickname_are_two_children_as_the_index_decides():
     """Review (close28): `deciding._held_under_another_first_name` now (main, branch linkage) counts
     names swapped crosswise whose given name is a nickname as another name: two children. The
