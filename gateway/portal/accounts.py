@@ -635,10 +635,8 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         if not code:  # the password first; the security key next (security_keys), if it has one
             if password_ok and keys:
                 return SignIn(None, next_step="key", account=(org_code, wanted))
-            if password_ok:
-                return refuse("no code and no security key registered (not counted)",
-                              "Sign-in refused: this account has no security key yet: enter the code from your "
-                              "authenticator app.")
+            if password_ok:  # said as any refusal: the portal then shows a key step as if it had a key
+                return refuse("no code and no security key registered (not counted)")
         code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
         if not (password_ok and code_ok):
             why = "wrong password" if not password_ok else "code already used" if step is not None else "wrong code"

@@ -51,7 +51,7 @@ CHALLENGE_SECONDS = 300
 TIMEOUT_MS = 120_000  # what the browser is told it may take (the challenge outlives it)
 MAX_RESPONSE_BYTES = 16 * 1024  # a registration or assertion response, as JSON; bigger is refused unread
 MAX_KEYS = 10
-PURPOSES = ("enrol", "signin", "add", "upgrade")
+PURPOSES = ("enrol", "signin", "add", "upgrade", "confirm", "decoy")
 
 
 class KeyRefused(PortalError):
@@ -185,9 +185,10 @@ def parsed_response(text: str) -> tuple[dict, bytes]:
     return response, challenge
 
 
-def take(conn: Connection, binding: str | None, purpose: str, challenge: bytes, now: dt.datetime) -> Ceremony:
+def take(conn: Connection, binding: str | None, purpose: str, challenge: bytes, now: dt.datetime, *,
+         also: tuple[str, ...] = ()) -> Ceremony:
     """The ceremony ``challenge`` was issued for, spent now whatever follows; KeyRefused if it is not
-    this browser's, not for this step, expired, or spent already (a replay)."""
+    this browser's, not for this step (``purpose``, or one of ``also``), expired, or spent already (a replay)."""
     challenge_hash = _sha256(challenge)
     row = conn.execute(select(portal_webauthn_challenges).where(
         portal_webauthn_challenges.c.challenge_hash == challenge_hash).with_for_update()).first()
@@ -197,7 +198,7 @@ def take(conn: Connection, binding: str | None, purpose: str, challenge: bytes, 
     ceremony = Ceremony(row.purpose, row.org_code, row.user_id, row.password_hash)
     if binding is None or row.binding_hash != _sha256(binding):
         raise KeyRefused(_AGAIN, f"challenge issued to another browser session ({row.org_code}:{row.user_id})")
-    if row.purpose != purpose:
+    if row.purpose != purpose and row.purpose not in also:
         raise KeyRefused(_AGAIN, f"challenge issued for {row.purpose}, answered at {purpose}")
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.timezone.utc)
     if expires <= now:
@@ -341,6 +342,15 @@ def check_assertion(conn: Connection, rp: RelyingParty, org_code: str, user_id: 
         sign_count=verified.new_sign_count, last_used_at=now))
     return Key(row.id, credential_id, row.label, row.aaguid, bool(row.user_verified), verified.new_sign_count,
                row.created_at, now)
+
+
+def made_up_credential_id(secret: bytes | str, org_code: str, user_id: str) -> str:
+    """The key id the decoy key step lists for a name with no key (gateway.portal.key_views.decoy_page):
+    64 bytes, keyed by the portal's cookie secret, so the same for a name every time and unguessable."""
+    import hmac
+
+    key = secret.encode() if isinstance(secret, str) else secret
+    return _b64url(hmac.new(key, f"contactgate-portal-decoy\n{org_code}\n{user_id}".encode(), hashlib.sha512).digest())
 
 
 def remove_key(conn: Connection, org_code: str, user_id: str, key_id: int) -> Key:
