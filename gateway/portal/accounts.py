@@ -535,19 +535,22 @@ def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, 
         step = None
         from gateway.portal import security_keys
 
-        if row is not None and not security_keys.code_policy(conn, row.org_code).totp_allowed:
-            raise PortalError("not accepted: your organisation accepts security keys only: enrol with a security key")
-        if row is not None:
+        codes_off = row is not None and not security_keys.code_policy(conn, row.org_code).totp_allowed
+        if row is not None and not codes_off:
             secret = sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
             step = officers._matching_step(secret, code, now)
         if row is None or step is None:
-            failure = _REFUSED_ENROLMENT if row is None else "not accepted: the code does not match the secret shown"
+            failure = (_REFUSED_ENROLMENT if row is None else
+                       "not accepted: your organisation accepts security keys only: enrol with a security key"
+                       if codes_off else "not accepted: the code does not match the secret shown")
             refused = (row.org_code, row.user_id) if row is not None else (
                 (org_code or "").strip().upper()[:32] or None, (user_id or "").strip().lower()[:64] or None)
     if row is None or step is None:
         with engine.begin() as conn:
             _audit(conn, trail, "portal.enrol", refused[0], refused[1], None,
-                   f"enrolment refused: {'invitation not accepted' if row is None else 'wrong code'}", "refused")
+                   "enrolment refused: " + ("invitation not accepted" if row is None else
+                                            "with an authenticator app, where the organisation accepts security "
+                                            "keys only" if codes_off else "wrong code"), "refused")
         raise PortalError(failure)
     with engine.begin() as conn:
         done = conn.execute(update(portal_practitioners).where(

@@ -43,9 +43,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.config import SettingError
-from gateway.db import portal_org_settings, portal_webauthn_challenges, portal_webauthn_credentials
+from gateway.db import (portal_org_settings, portal_practitioners, portal_webauthn_challenges,
+                        portal_webauthn_credentials)
 from gateway.index import sealed
 from gateway.portal.accounts import PortalError
+from gateway.security.vault import SealError
 
 CHALLENGE_SECONDS = 300
 TIMEOUT_MS = 120_000  # what the browser is told it may take (the challenge outlives it)
@@ -335,8 +337,12 @@ def check_assertion(conn: Connection, rp: RelyingParty, org_code: str, user_id: 
     if row is None or (row.org_code, row.user_id) != (org_code, user_id):
         raise KeyRefused(_REFUSED_KEY, "a key not registered to this account" + (
             "" if row is None else f" (it is {row.org_code}:{row.user_id}'s)"))
-    public_key = _unb64url(sealed.vault_of(conn).open(
-        row.public_key, sealed.portal_key_context(org_code, user_id, credential_id)))
+    try:
+        public_key = _unb64url(sealed.vault_of(conn).open(
+            row.public_key, sealed.portal_key_context(org_code, user_id, credential_id)))
+    except SealError:  # refused and audited as any wrong key, not a server error
+        raise KeyRefused(_REFUSED_KEY, "the key's stored public key does not open: its row was tampered with or "
+                                       "moved from another account") from None
     verified = verify_assertion(rp, response, challenge, public_key, row.sign_count)
     conn.execute(update(portal_webauthn_credentials).where(portal_webauthn_credentials.c.id == row.id).values(
         sign_count=verified.new_sign_count, last_used_at=now))
@@ -355,6 +361,10 @@ def made_up_credential_id(secret: bytes | str, org_code: str, user_id: str) -> s
 
 def remove_key(conn: Connection, org_code: str, user_id: str, key_id: int) -> Key:
     """Remove one of the account's keys, never its last (KeyRefused: the administrator resets)."""
+    # The account's row locked first: two removals at once queue here, so the second counts what the
+    # first left (never the last key; SQLite's writers queue anyway, PostgreSQL's need the lock).
+    conn.execute(select(portal_practitioners.c.user_id).where(
+        portal_practitioners.c.org_code == org_code, portal_practitioners.c.user_id == user_id).with_for_update())
     keys = keys_of(conn, org_code, user_id)
     key = next((k for k in keys if k.id == key_id), None)
     if key is None:

@@ -401,8 +401,6 @@ def test_an_invitation_enrols_once_even_when_two_browsers_answer_it(portal, gate
     assert "Sign out" in fine.text
 
 
-@pytest.mark.xfail(strict=True, reason="review: enrolling with a code where codes are off is refused without an "
-                                       "audit entry (the refusal rolls back with its transaction)")
 def test_enrolling_with_a_code_where_codes_are_off_is_refused_and_audited(portal, gateway, org):
     first, second = org.admins
     newcomer = Account(org.code, unique("hv.nocodes.").lower())
@@ -434,14 +432,11 @@ def _register_directly(gateway, account: Account, key: SoftKey, label: str):
                                        dt.datetime.now(dt.timezone.utc))
 
 
-def test_two_removals_at_once_never_leave_an_account_without_a_key(portal, gateway, org, request):
+def test_two_removals_at_once_never_leave_an_account_without_a_key(portal, gateway, org):
     import threading
 
     from gateway.portal import security_keys
 
-    if gateway.backend == "postgresql":  # SQLite's writers queue (BEGIN IMMEDIATE): no race there
-        request.applymarker(pytest.mark.xfail(strict=True, reason="review: two removals at once each see two keys "
-                                                                  "and remove both"))
     account, key, spare = Account(org.code, unique("hv.race.").lower()), _key(portal), _key(portal)
     enrol_with_key(portal, account, org.invite(account.user), key)
     ids = [_stored(gateway, key).id, _register_directly(gateway, account, spare, "Spare").id]
@@ -470,8 +465,6 @@ def test_two_removals_at_once_never_leave_an_account_without_a_key(portal, gatew
             "refused", "removed"], outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="review: a key row moved to another account fails to open (SealError): a 500, "
-                                       "and the refusal is not audited")
 def test_a_key_moved_to_another_account_in_the_database_is_refused_and_audited(portal, gateway, org):
     from sqlalchemy import update
 
@@ -488,3 +481,4 @@ def test_a_key_moved_to_another_account_in_the_database_is_refused_and_audited(p
                         token=_token(step.text))
     assert moved.status_code == 401 and "not accepted" in moved.text, moved.text
     assert [r for r in _refusals(gateway, seq, victim.user) if "does not open" in r]
+
