@@ -11,6 +11,7 @@ import html
 import re
 import secrets
 
+import pyotp
 import pytest
 import requests
 from sqlalchemy import select
@@ -482,3 +483,24 @@ def test_a_key_moved_to_another_account_in_the_database_is_refused_and_audited(p
     assert moved.status_code == 401 and "not accepted" in moved.text, moved.text
     assert [r for r in _refusals(gateway, seq, victim.user) if "does not open" in r]
 
+
+def test_an_account_without_a_key_confirms_with_a_code_before_adding_its_first(portal, gateway, org):
+    account, key = Account(org.code, unique("hv.first.").lower()), _key(portal)
+    enrol_in_process(gateway, account, org.invite(account.user))
+    session, _ = portal.sign_in(account)
+    asked = portal.post(session, "/keys/add", {}, csrf_from="/keys")
+    assert "Confirm with a code from your authenticator app" in asked.text, asked.text
+    seq = gateway.audit_seq()
+    wrong = portal.post(session, "/keys/confirm-code", {"code": f"{(int(pyotp.TOTP(account.secret).now()) + 1) % 10**6:06d}",
+                                                        "intent": _intent(asked.text)}, token=_token(asked.text))
+    assert "Not confirmed" in wrong.text
+    asked = portal.post(session, "/keys/add", {}, csrf_from="/keys")
+    added = portal.post(session, "/keys/confirm-code", {"code": account.code(), "intent": _intent(asked.text)},
+                        token=_token(asked.text))
+    assert "<h1>Add a security key</h1>" in added.text, added.text
+    portal.post(session, "/keys/add/finish", {"credential": key.register(page_options(added.text))},
+                token=_token(added.text))
+    assert _stored(gateway, key) is not None
+    confirmations = [(e["outcome"], e["detail"]) for e in gateway.audit_entries_after(seq)
+                     if e["operation"] == "portal.key.confirm" and e["user_id"] == account.user]
+    assert [c[0] for c in confirmations] == ["refused", "done"] and "wrong code" in confirmations[0][1]
