@@ -123,7 +123,7 @@ def enrol_key():
 
 @keys.route("/enrol/key/finish", methods=["POST"])
 def enrol_key_finish():
-    now, refused, done = views._now(), None, None
+    now, refused, done, ceremony = views._now(), None, None, None
     with _app()["engine"].begin() as conn:
         try:
             response, challenge = security_keys.parsed_response(request.form.get("credential", ""))
@@ -150,7 +150,9 @@ def enrol_key_finish():
             done = row
         except KeyRefused as exc:
             refused = exc
-            _audit(conn, "portal.enrol", None, None, None, f"enrolment refused: {exc.why}", "refused")
+            # Against the account its ceremony names, when it got that far (`audit report --user` finds it).
+            _audit(conn, "portal.enrol", ceremony and ceremony.org_code, ceremony and ceremony.user_id, None,
+                   f"enrolment refused: {exc.why}", "refused")
     if refused is not None:
         return render_template("enrol.html", error=f"{refused}."), 400
     flash("You are enrolled: sign in with your password and your security key.", "ok")

@@ -506,8 +506,6 @@ def test_an_account_without_a_key_confirms_with_a_code_before_adding_its_first(p
     assert [c[0] for c in confirmations] == ["refused", "done"] and "wrong code" in confirmations[0][1]
 
 
-@pytest.mark.xfail(strict=True, reason="review: a refused enrolment with a key is audited naming no organisation or "
-                                       "account, though its ceremony names them")
 def test_an_enrolment_refused_at_the_key_is_audited_against_its_account(portal, gateway, org):
     account, key = Account(org.code, unique("hv.gone.").lower()), _key(portal)
     invitation = org.invite(account.user)
