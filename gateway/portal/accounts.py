@@ -536,19 +536,22 @@ def enrol(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str, 
         step = None
         from gateway.portal import security_keys
 
-        if row is not None and not security_keys.code_policy(conn, row.org_code).totp_allowed:
-            raise PortalError("not accepted: your organisation accepts security keys only: enrol with a security key")
-        if row is not None:
+        codes_off = row is not None and not security_keys.code_policy(conn, row.org_code).totp_allowed
+        if row is not None and not codes_off:
             secret = sealed.vault_of(conn).open(row.totp_secret, totp_context(row.org_code, row.user_id))
             step = officers._matching_step(secret, code, now)
         if row is None or step is None:
-            failure = _REFUSED_ENROLMENT if row is None else "not accepted: the code does not match the secret shown"
+            failure = (_REFUSED_ENROLMENT if row is None else
+                       "not accepted: your organisation accepts security keys only: enrol with a security key"
+                       if codes_off else "not accepted: the code does not match the secret shown")
             refused = (row.org_code, row.user_id) if row is not None else (
                 (org_code or "").strip().upper()[:32] or None, (user_id or "").strip().lower()[:64] or None)
     if row is None or step is None:
         with engine.begin() as conn:
             _audit(conn, trail, "portal.enrol", refused[0], refused[1], None,
-                   f"enrolment refused: {'invitation not accepted' if row is None else 'wrong code'}", "refused")
+                   "enrolment refused: " + ("invitation not accepted" if row is None else
+                                            "with an authenticator app, where the organisation accepts security "
+                                            "keys only" if codes_off else "wrong code"), "refused")
         raise PortalError(failure)
     with engine.begin() as conn:
         done = conn.execute(update(portal_practitioners).where(
@@ -636,10 +639,8 @@ def sign_in(engine: Engine, trail: audit.AuditTrail, org_code: str, user_id: str
         if not code:  # the password first; the security key next (security_keys), if it has one
             if password_ok and keys:
                 return SignIn(None, next_step="key", account=(org_code, wanted))
-            if password_ok:
-                return refuse("no code and no security key registered (not counted)",
-                              "Sign-in refused: this account has no security key yet: enter the code from your "
-                              "authenticator app.")
+            if password_ok:  # said as any refusal: the portal then shows a key step as if it had a key
+                return refuse("no code and no security key registered (not counted)")
         code_ok = step is not None and (row.totp_last_step is None or step > row.totp_last_step)
         if not (password_ok and code_ok):
             why = "wrong password" if not password_ok else "code already used" if step is not None else "wrong code"

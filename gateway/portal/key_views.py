@@ -9,6 +9,10 @@ form's CSRF token. Only those pages load the script, so only their Content-Secur
 ``script-src 'self'``; every other page keeps the policy without script. Every outcome, accepted or
 refused, is in the audit chain in the transaction that acts on it.
 
+The key step of signing in is shown whatever the password (decoy_page): a wrong one is told only
+after the key, as a wrong key is. Adding or removing a key needs a fresh confirmation with one of the
+account's keys (/keys/confirm), not the session alone.
+
 Who changes the code policy: codes off (stronger sign-in) is one user administrator's decision;
 codes back on (weaker: a stolen password and a phone's codes suffice again) is proposed by one
 administrator and approved by another of the same organisation (four-eyes, as a role is)."""
@@ -50,10 +54,10 @@ def _binding() -> str:
 
 
 def _ceremony_page(*, heading: str, intro: str, action: str, ceremony: str, options: str, button: str,
-                   error: str | None = None, status: int = 200):
+                   error: str | None = None, status: int = 200, intent: str | None = None):
     g.content_security_policy = SCRIPT_CSP
     return render_template("key_ceremony.html", heading=heading, intro=intro, action=action, ceremony=ceremony,
-                           options=options, button=button, error=error), status
+                           options=options, button=button, error=error, intent=intent), status
 
 
 def _audit(conn, operation: str, org_code, user_id, role, detail: str, outcome: str = "done") -> None:
@@ -119,7 +123,7 @@ def enrol_key():
 
 @keys.route("/enrol/key/finish", methods=["POST"])
 def enrol_key_finish():
-    now, refused, done = views._now(), None, None
+    now, refused, done, ceremony = views._now(), None, None, None
     with _app()["engine"].begin() as conn:
         try:
             response, challenge = security_keys.parsed_response(request.form.get("credential", ""))
@@ -146,7 +150,9 @@ def enrol_key_finish():
             done = row
         except KeyRefused as exc:
             refused = exc
-            _audit(conn, "portal.enrol", None, None, None, f"enrolment refused: {exc.why}", "refused")
+            # Against the account its ceremony names, when it got that far (`audit report --user` finds it).
+            _audit(conn, "portal.enrol", ceremony and ceremony.org_code, ceremony and ceremony.user_id, None,
+                   f"enrolment refused: {exc.why}", "refused")
     if refused is not None:
         return render_template("enrol.html", error=f"{refused}."), 400
     flash("You are enrolled: sign in with your password and your security key.", "ok")
@@ -164,11 +170,7 @@ def next_step_page(result: accounts.SignIn):
         existing = [k.credential_id for k in security_keys.keys_of(conn, org_code, user_id)]
         account = accounts.get(conn, org_code, user_id)
     if result.next_step == "key":
-        return _ceremony_page(heading="Use your security key", action=url_for("keys.login_key"), ceremony="get",
-                              intro="Insert your security key (or use this device's passkey), press the button and "
-                                    "touch the key when it flashes.",
-                              options=security_keys.authentication_options(_rp(), challenge, existing),
-                              button="Use security key")
+        return _key_step_page(challenge, existing)
     return _ceremony_page(
         heading="Register a security key to continue", action=url_for("keys.login_register"), ceremony="create",
         intro=f"{org_code} no longer accepts codes from an authenticator app. Register a security key now: from "
@@ -177,13 +179,48 @@ def next_step_page(result: accounts.SignIn):
         button="Register security key")
 
 
+def _key_step_page(challenge: bytes, allowed: list[str]):
+    return _ceremony_page(heading="Use your security key", action=url_for("keys.login_key"), ceremony="get",
+                          intro="Insert your security key (or use this device's passkey), press the button and "
+                                "touch the key when it flashes. If you sign in with a code from an authenticator "
+                                "app instead, go back and enter it with your password.",
+                          options=security_keys.authentication_options(_rp(), challenge, allowed),
+                          button="Use security key")
+
+
+def decoy_page(org_text: str, user_text: str):
+    """The key step after a refused password step with no code (a wrong password, no such account, a
+    lock): the same page as after the right password, so it tells a guesser nothing. It lists the
+    account's own keys if it has any (as the real step does, whatever the password), else one
+    made-up key id that is the same every time for that name; its challenge ("decoy") is refused at
+    /login/key as a wrong key is, and audited."""
+    org_code = (org_text or "").strip().upper()[:32]
+    try:
+        user_id = accounts.canonical_user(user_text)
+    except PortalError:
+        user_id = None
+    with _app()["engine"].begin() as conn:
+        allowed = [k.credential_id for k in security_keys.keys_of(conn, org_code, user_id)] if user_id else []
+        challenge = security_keys.issue(conn, _binding(), "decoy", org_code or "-",
+                                        user_id or (user_text or "").strip().lower()[:64] or "-", views._now())
+    if not allowed:
+        allowed = [security_keys.made_up_credential_id(current_app.secret_key, org_code,
+                                                       user_id or (user_text or "").strip().lower())]
+    return _key_step_page(challenge, allowed)
+
+
 def _finish_sign_in(purpose: str):
     settings, now, refused, result = _app()["settings"], views._now(), None, None
     with _app()["engine"].begin() as conn:
         org_code = user_id = None
         try:
             response, challenge = security_keys.parsed_response(request.form.get("credential", ""))
-            ceremony = security_keys.take(conn, session.get(BINDING), purpose, challenge, now)
+            ceremony = security_keys.take(conn, session.get(BINDING), purpose, challenge, now,
+                                          also=("decoy",) if purpose == "signin" else ())
+            if ceremony.purpose == "decoy":  # counted at the password step already
+                user_id = ceremony.user_id
+                raise KeyRefused(_REFUSED, f"the key step after a refused password step ({ceremony.org_code}:"
+                                           f"{ceremony.user_id}: a decoy, refused whatever the answer)")
             org_code, user_id = ceremony.org_code, ceremony.user_id
             row = _account_row(conn, org_code, user_id)
             if row is None or row.password_hash is None:
@@ -243,8 +280,121 @@ def my_keys():
     return render_template("keys.html", keys=listed)
 
 
-@my.route("/keys/add", methods=["POST"])
-def add_key():
+# Adding or removing a key needs a fresh second factor in this session, not the session alone: a
+# stolen session cookie (an unlocked desk, a copied cookie) must not register its thief's key (a
+# takeover lasting past the session) nor remove the owner's. One of the account's keys confirms it (or,
+# for an account with no key yet, a code where the organisation still accepts codes); the
+# confirmation is good for FRESH_SECONDS in this session only (the signed session cookie holds it,
+# bound to the session's token).
+FRESH = "key_confirmed"
+FRESH_SECONDS = 300
+
+
+def _is_fresh() -> bool:
+    mark = session.get(FRESH)
+    if not isinstance(mark, dict) or mark.get("session") != g.session_hash:
+        return False
+    return 0 <= views._now().timestamp() - float(mark.get("at", 0)) < FRESH_SECONDS
+
+
+def _mark_fresh() -> None:
+    session[FRESH] = {"session": g.session_hash, "at": views._now().timestamp()}
+
+
+def _confirm_page(intent: str):
+    """Confirm with one of the account's keys (or a code, for an account without one) before ``intent``."""
+    me = g.practitioner
+    with _app()["engine"].begin() as conn:
+        existing = [k.credential_id for k in security_keys.keys_of(conn, me.org_code, me.user_id)]
+        codes = security_keys.code_policy(conn, me.org_code).totp_allowed
+        challenge = security_keys.issue(conn, _binding(), "confirm", me.org_code, me.user_id,
+                                        views._now()) if existing else None
+    if not existing:
+        return render_template("confirm_code.html", intent=intent, codes=codes)
+    return _ceremony_page(heading="Confirm with your security key", action=url_for("my_keys.confirm"), ceremony="get",
+                          intro="Changing your security keys needs one of your keys now, not only this signed-in "
+                                "session: insert it (or use this device's passkey), press the button and touch it.",
+                          options=security_keys.authentication_options(_rp(), challenge, existing),
+                          button="Confirm with security key", intent=intent)
+
+
+def _then(intent: str):
+    """After a confirmation: what it was for."""
+    if intent.startswith("remove:") and intent[7:].isdigit():
+        return _remove(int(intent[7:]))
+    if intent == "add":
+        return _add_page()
+    return redirect(url_for("my_keys.my_keys"))
+
+
+def _confirmed(me, detail: str) -> None:
+    _mark_fresh()
+    with _app()["engine"].begin() as conn:
+        conn.execute(update(portal_practitioners).where(
+            portal_practitioners.c.org_code == me.org_code, portal_practitioners.c.user_id == me.user_id)
+            .values(code_failures=0))
+        _audit(conn, "portal.key.confirm", me.org_code, me.user_id, me.role or ADMIN_ROLE, detail)
+
+
+@my.route("/keys/confirm", methods=["POST"])
+def confirm():
+    me, now, refused = g.practitioner, views._now(), None
+    with _app()["engine"].begin() as conn:
+        try:
+            response, challenge = security_keys.parsed_response(request.form.get("credential", ""))
+            ceremony = security_keys.take(conn, session.get(BINDING), "confirm", challenge, now)
+            if (ceremony.org_code, ceremony.user_id) != (me.org_code, me.user_id):
+                raise KeyRefused(_AGAIN, f"challenge issued to {ceremony.org_code}:{ceremony.user_id}")
+            row = _account_row(conn, me.org_code, me.user_id)
+            if row is None or row.code_locked_at is not None:
+                raise KeyRefused(_AGAIN, "second step locked (until the user administrator resets the account)")
+            key = security_keys.check_assertion(conn, _rp(), me.org_code, me.user_id, response, challenge, now)
+        except KeyRefused as exc:
+            note = accounts.count_code_failure(conn, me.org_code, me.user_id, now)
+            _audit(conn, "portal.key.confirm", me.org_code, me.user_id, me.role or ADMIN_ROLE,
+                   f"refused: {exc.why}{note}", "refused")
+            refused = exc
+    if refused is not None:
+        flash(f"Not confirmed: {refused}.", "error")
+        return redirect(url_for("my_keys.my_keys"))
+    _confirmed(me, f"confirmed with security key {key.label!r} (key {key.id}) to change the account's keys")
+    return _then(request.form.get("intent", ""))
+
+
+@my.route("/keys/confirm-code", methods=["POST"])
+def confirm_code():
+    """An account without a key confirms with a code, where its organisation still accepts codes."""
+    me, now, why = g.practitioner, views._now(), None
+    with _app()["engine"].begin() as conn:
+        row = _account_row(conn, me.org_code, me.user_id)
+        if not security_keys.code_policy(conn, me.org_code).totp_allowed:
+            why = "codes are not accepted by the organisation"
+        elif row is None or row.code_locked_at is not None:
+            why = "second step locked (until the user administrator resets the account)"
+        else:
+            secret = sealed.vault_of(conn).open(row.totp_secret, accounts.totp_context(me.org_code, me.user_id))
+            step = officers._matching_step(secret, request.form.get("code", "").strip(), now)
+            if step is None or (row.totp_last_step is not None and step <= row.totp_last_step):
+                why = ("code already used" if step is not None else "wrong code") + accounts.count_code_failure(
+                    conn, me.org_code, me.user_id, now)
+            else:
+                conn.execute(update(portal_practitioners).where(
+                    portal_practitioners.c.org_code == me.org_code, portal_practitioners.c.user_id == me.user_id)
+                    .values(totp_last_step=step))
+        if why is not None:
+            _audit(conn, "portal.key.confirm", me.org_code, me.user_id, me.role or ADMIN_ROLE, f"refused: {why}",
+                   "refused")
+    if why is not None:
+        flash("Not confirmed: the code was not accepted.", "error")
+        return redirect(url_for("my_keys.my_keys"))
+    _confirmed(me, "confirmed with a code from the authenticator app to change the account's keys")
+    return _then(request.form.get("intent", ""))
+
+
+_AGAIN = "the security key's answer was not accepted: start again"
+
+
+def _add_page():
     me = g.practitioner
     with _app()["engine"].begin() as conn:
         challenge = security_keys.issue(conn, _binding(), "add", me.org_code, me.user_id, views._now())
@@ -257,6 +407,11 @@ def add_key():
                           button="Register security key")
 
 
+@my.route("/keys/add", methods=["POST"])
+def add_key():
+    return _add_page() if _is_fresh() else _confirm_page("add")
+
+
 @my.route("/keys/add/finish", methods=["POST"])
 def add_key_finish():
     me, now = g.practitioner, views._now()
@@ -265,8 +420,9 @@ def add_key_finish():
             response, challenge = security_keys.parsed_response(request.form.get("credential", ""))
             ceremony = security_keys.take(conn, session.get(BINDING), "add", challenge, now)
             if (ceremony.org_code, ceremony.user_id) != (me.org_code, me.user_id):
-                raise KeyRefused("the security key's answer was not accepted: start again",
-                                 f"challenge issued to {ceremony.org_code}:{ceremony.user_id}")
+                raise KeyRefused(_AGAIN, f"challenge issued to {ceremony.org_code}:{ceremony.user_id}")
+            if not _is_fresh():
+                raise KeyRefused("confirm with one of your keys first", "no fresh second factor in this session")
             verified = security_keys.verify_registration(_rp(), response, challenge)
             key = security_keys.store_key(conn, me.org_code, me.user_id, verified, request.form.get("label", ""), now)
             _audit(conn, "portal.key.add", me.org_code, me.user_id, me.role or ADMIN_ROLE,
@@ -282,6 +438,10 @@ def add_key_finish():
 
 @my.route("/keys/<int:key_id>/remove", methods=["POST"])
 def remove_key(key_id: int):
+    return _remove(key_id) if _is_fresh() else _confirm_page(f"remove:{key_id}")
+
+
+def _remove(key_id: int):
     me = g.practitioner
     with _app()["engine"].begin() as conn:
         try:

@@ -43,15 +43,17 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.config import SettingError
-from gateway.db import portal_org_settings, portal_webauthn_challenges, portal_webauthn_credentials
+from gateway.db import (portal_org_settings, portal_practitioners, portal_webauthn_challenges,
+                        portal_webauthn_credentials)
 from gateway.index import sealed
 from gateway.portal.accounts import PortalError
+from gateway.security.vault import SealError
 
 CHALLENGE_SECONDS = 300
 TIMEOUT_MS = 120_000  # what the browser is told it may take (the challenge outlives it)
 MAX_RESPONSE_BYTES = 16 * 1024  # a registration or assertion response, as JSON; bigger is refused unread
 MAX_KEYS = 10
-PURPOSES = ("enrol", "signin", "add", "upgrade")
+PURPOSES = ("enrol", "signin", "add", "upgrade", "confirm", "decoy")
 
 
 class KeyRefused(PortalError):
@@ -185,9 +187,10 @@ def parsed_response(text: str) -> tuple[dict, bytes]:
     return response, challenge
 
 
-def take(conn: Connection, binding: str | None, purpose: str, challenge: bytes, now: dt.datetime) -> Ceremony:
+def take(conn: Connection, binding: str | None, purpose: str, challenge: bytes, now: dt.datetime, *,
+         also: tuple[str, ...] = ()) -> Ceremony:
     """The ceremony ``challenge`` was issued for, spent now whatever follows; KeyRefused if it is not
-    this browser's, not for this step, expired, or spent already (a replay)."""
+    this browser's, not for this step (``purpose``, or one of ``also``), expired, or spent already (a replay)."""
     challenge_hash = _sha256(challenge)
     row = conn.execute(select(portal_webauthn_challenges).where(
         portal_webauthn_challenges.c.challenge_hash == challenge_hash).with_for_update()).first()
@@ -197,7 +200,7 @@ def take(conn: Connection, binding: str | None, purpose: str, challenge: bytes, 
     ceremony = Ceremony(row.purpose, row.org_code, row.user_id, row.password_hash)
     if binding is None or row.binding_hash != _sha256(binding):
         raise KeyRefused(_AGAIN, f"challenge issued to another browser session ({row.org_code}:{row.user_id})")
-    if row.purpose != purpose:
+    if row.purpose != purpose and row.purpose not in also:
         raise KeyRefused(_AGAIN, f"challenge issued for {row.purpose}, answered at {purpose}")
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.timezone.utc)
     if expires <= now:
@@ -334,8 +337,12 @@ def check_assertion(conn: Connection, rp: RelyingParty, org_code: str, user_id: 
     if row is None or (row.org_code, row.user_id) != (org_code, user_id):
         raise KeyRefused(_REFUSED_KEY, "a key not registered to this account" + (
             "" if row is None else f" (it is {row.org_code}:{row.user_id}'s)"))
-    public_key = _unb64url(sealed.vault_of(conn).open(
-        row.public_key, sealed.portal_key_context(org_code, user_id, credential_id)))
+    try:
+        public_key = _unb64url(sealed.vault_of(conn).open(
+            row.public_key, sealed.portal_key_context(org_code, user_id, credential_id)))
+    except SealError:  # refused and audited as any wrong key, not a server error
+        raise KeyRefused(_REFUSED_KEY, "the key's stored public key does not open: its row was tampered with or "
+                                       "moved from another account") from None
     verified = verify_assertion(rp, response, challenge, public_key, row.sign_count)
     conn.execute(update(portal_webauthn_credentials).where(portal_webauthn_credentials.c.id == row.id).values(
         sign_count=verified.new_sign_count, last_used_at=now))
@@ -343,8 +350,21 @@ def check_assertion(conn: Connection, rp: RelyingParty, org_code: str, user_id: 
                row.created_at, now)
 
 
+def made_up_credential_id(secret: bytes | str, org_code: str, user_id: str) -> str:
+    """The key id the decoy key step lists for a name with no key (gateway.portal.key_views.decoy_page):
+    64 bytes, keyed by the portal's cookie secret, so the same for a name every time and unguessable."""
+    import hmac
+
+    key = secret.encode() if isinstance(secret, str) else secret
+    return _b64url(hmac.new(key, f"contactgate-portal-decoy\n{org_code}\n{user_id}".encode(), hashlib.sha512).digest())
+
+
 def remove_key(conn: Connection, org_code: str, user_id: str, key_id: int) -> Key:
     """Remove one of the account's keys, never its last (KeyRefused: the administrator resets)."""
+    # The account's row locked first: two removals at once queue here, so the second counts what the
+    # first left (never the last key; SQLite's writers queue anyway, PostgreSQL's need the lock).
+    conn.execute(select(portal_practitioners.c.user_id).where(
+        portal_practitioners.c.org_code == org_code, portal_practitioners.c.user_id == user_id).with_for_update())
     keys = keys_of(conn, org_code, user_id)
     key = next((k for k in keys if k.id == key_id), None)
     if key is None:

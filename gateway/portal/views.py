@@ -92,6 +92,12 @@ def login():
         from gateway.portal import key_views
 
         return key_views.next_step_page(result)
+    if result.practitioner is None and result.said == accounts.REFUSED and not form.get("code", "").strip():
+        # No code, and refused (a wrong password, no such account, a lock...): a key step all the
+        # same, as the right password gets, so that it tells a guesser nothing (key_views.decoy_page).
+        from gateway.portal import key_views
+
+        return key_views.decoy_page(form.get("org", ""), form.get("user", ""))
     if result.practitioner is None:
         # Until both factors are right: one answer for everything (the audit records which).
         status = 401 if result.said == accounts.REFUSED else 403
