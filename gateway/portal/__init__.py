@@ -85,6 +85,7 @@ def create_portal(settings: Settings, *, engine=None, clock=None) -> Flask:
     # Security keys are bound to the portal's public URL (`contactgate portal` checks it against its
     # --bind and certificate before it starts: security_keys.check_portal_url).
     app.extensions["contactgate"]["relying_party"] = RelyingParty.of(settings)
+    app.extensions["contactgate"]["key_steps"] = key_views  # views' sign-in hands over to its key step
     app.register_blueprint(views.auth)
     app.register_blueprint(views.pages)
     app.register_blueprint(key_views.keys)

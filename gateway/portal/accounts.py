@@ -50,16 +50,13 @@ from gateway.db import (portal_handles, portal_practitioners, portal_role_propos
                         portal_signin_failures, reader)
 from gateway.index import sealed
 from gateway.portal import federated_sessions  # sessions signed in through an organisation's provider
+from gateway.portal.errors import PortalError  # noqa: F401 (raised here; callers catch accounts.PortalError)
 
 INVITATION_DAYS = 14
 # "Password right, code wrong" this many times in a row, from any addresses, locks the code step
 # until a reset: only someone who has the password can do it, so it locks out no stranger's victim.
 CODE_FAILURES = 10
 ADMIN_ROLE = "user administrator"  # the audit's role for an administrator's own actions
-
-
-class PortalError(Exception):
-    """A portal request refused; the message is safe to show to whoever made it."""
 
 
 class NotSignedIn(PortalError):

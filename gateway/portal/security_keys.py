@@ -46,7 +46,7 @@ from gateway.config import SettingError
 from gateway.db import (portal_org_settings, portal_practitioners, portal_webauthn_challenges,
                         portal_webauthn_credentials)
 from gateway.index import sealed
-from gateway.portal.accounts import PortalError
+from gateway.portal.errors import PortalError
 from gateway.security.vault import SealError
 
 CHALLENGE_SECONDS = 300

@@ -88,16 +88,15 @@ def login():
         orgs_in_force=_org_refusal, now=_now(), known_browser=who is not None and who in _known_browser()))
     if refused is not None:
         return refused
+    # The key step's pages (gateway.portal.key_views, which builds on this module) are handed in by
+    # create_portal: this module does not import them.
+    key_steps = _app()["key_steps"]
     if result.next_step is not None:  # the password was right: a security key next
-        from gateway.portal import key_views
-
-        return key_views.next_step_page(result)
+        return key_steps.next_step_page(result)
     if result.practitioner is None and result.said == accounts.REFUSED and not form.get("code", "").strip():
         # No code, and refused (a wrong password, no such account, a lock...): a key step all the
         # same, as the right password gets, so that it tells a guesser nothing (key_views.decoy_page).
-        from gateway.portal import key_views
-
-        return key_views.decoy_page(form.get("org", ""), form.get("user", ""))
+        return key_steps.decoy_page(form.get("org", ""), form.get("user", ""))
     if result.practitioner is None:
         # Until both factors are right: one answer for everything (the audit records which).
         status = 401 if result.said == accounts.REFUSED else 403
