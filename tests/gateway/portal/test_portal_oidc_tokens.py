@@ -177,3 +177,27 @@ def test_a_token_response_too_large_or_nested_too_deeply_is_refused_before_it_is
     with pytest.raises(oidc.ProviderUnreachable, match="JSON"):
         oidc._bounded_json(answer(b"[" * 5000 + b"]" * 5000))
     assert oidc._bounded_json(answer(b'{"id_token": "x"}')).json() == {"id_token": "x"}
+
+
+@pytest.mark.xfail(strict=True, reason="review: NaN/Infinity times pass every comparison")
+@pytest.mark.parametrize("times", [b'"exp": NaN, "iat": NaN', b'"exp": Infinity, "iat": NaN'])
+def test_a_token_whose_times_are_not_finite_numbers_is_refused(providers, provider, times):
+    from joserfc import jws
+    from joserfc.jwk import RSAKey
+
+    payload = (b'{"iss": "%s", "sub": "nurse1", "aud": "%s", "nonce": "%s", %s}'
+               % (provider.issuer.encode(), CLIENT.encode(), NONCE.encode(), times))
+    token = jws.serialize_compact({"alg": "RS256", "kid": provider.signing_key["kid"]}, payload,
+                                  RSAKey.import_key(provider.signing_key))
+    with pytest.raises(oidc.ProviderMisbehaved, match="number"):
+        _check(providers, provider, token)
+
+
+@pytest.mark.xfail(strict=True, reason="review: a logout token without exp is accepted")
+def test_a_logout_token_without_an_expiry_is_refused(providers, provider):
+    claims = _claims(provider, nonce=None, exp=None, jti="logout-1",
+                     events={oidc.BACKCHANNEL_EVENT: {}})
+    found = providers.provider(provider.issuer)
+    with pytest.raises(oidc.ProviderMisbehaved, match="exp"):
+        oidc.verified_claims(_signed(provider, claims), providers, found, client_id=CLIENT, now=time.time(),
+                             nonce=None, logout=True)
