@@ -13,8 +13,8 @@ exchange and the ID token's checks. The pages are gateway.portal.oidc_views.
 - **ID token checks**: ``alg`` in `ALLOWED_ALGS` (asymmetric only: never ``none``, never HS*, which
   would let a public key serve as an HMAC secret) and in what the provider says it signs with; the
   key's type fits the alg (joserfc); ``iss`` the registered issuer, ``aud`` holding the client id,
-  ``azp`` the client id when present (and required when ``aud`` names others); ``exp``, ``nbf`` and
-  ``iat`` within `SKEW_S` of now, ``iat`` no older than `MAX_TOKEN_AGE_S`; the ``nonce`` of this
+  ``azp`` the client id when present (and required when ``aud`` names others); ``exp`` (a logout
+  token's too), ``nbf`` and ``iat`` finite numbers within `SKEW_S` of now, ``iat`` no older than `MAX_TOKEN_AGE_S`; the ``nonce`` of this
   sign-in. Each failure is a `ProviderMisbehaved` naming what failed (for the audit).
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import secrets
 import threading
 import time
@@ -311,8 +312,9 @@ def _number(claims: dict, name: str, *, required: bool) -> float | None:
     value = claims.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ProviderMisbehaved(f"the token's {name} is missing or not a number")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        # NaN and Infinity (which JSON parsers accept) would pass every comparison below
+        raise ProviderMisbehaved(f"the token's {name} is missing or not a finite number")
     return float(value)
 
 
@@ -326,8 +328,8 @@ def _check_claims(claims: dict, *, issuer: str, client_id: str, now: float, nonc
     azp = claims.get("azp")
     if (azp is not None or len(audiences) > 1) and azp != client_id:
         raise ProviderMisbehaved(f"the token's authorised party (azp) {str(azp)[:200]!r} is not the client id")
-    expires = _number(claims, "exp", required=not logout)
-    if expires is not None and now > expires + SKEW_S:
+    expires = _number(claims, "exp", required=True)  # a logout token's too (Back-Channel Logout 1.0, 2.4)
+    if now > expires + SKEW_S:
         raise ProviderMisbehaved(f"the token expired {int(now - expires)} s ago")
     issued = _number(claims, "iat", required=True)
     if issued > now + SKEW_S:

@@ -297,7 +297,6 @@ def test_a_provider_is_registered_by_one_officer_and_approved_by_another(gateway
     assert ("idp.propose", "done") in ops and ("idp.approve", "refused") in ops and ("idp.decline", "done") in ops
 
 
-@pytest.mark.xfail(strict=True, reason="review: the person claim alone picks the local record, whoever the subject")
 def test_another_subject_claiming_a_user_id_already_bound_to_a_subject_is_refused(gateway, federation):
     portal, provider, _ = federation
     _, page, _ = federated_sign_in(portal, provider, REFUSE, "nurse1", acr=MFA, amr=["otp"])
@@ -309,7 +308,6 @@ def test_another_subject_claiming_a_user_id_already_bound_to_a_subject_is_refuse
     assert "subject impostor" in entry["detail"] and "bound to another subject" in entry["detail"]
 
 
-@pytest.mark.xfail(strict=True, reason="review: a mapped role missing from the roles file is written and used")
 def test_a_claim_mapped_to_a_role_not_in_the_roles_file_is_refused(gateway, federation):
     from sqlalchemy import select
 
@@ -326,7 +324,6 @@ def test_a_claim_mapped_to_a_role_not_in_the_roles_file_is_refused(gateway, fede
             portal_practitioners.c.org_code == REFUSE, portal_practitioners.c.user_id == "oddrole")).scalar() is None
 
 
-@pytest.mark.xfail(strict=True, reason="review: two organisations may register the same issuer and client id")
 def test_a_second_organisation_cannot_register_a_client_another_organisation_holds(gateway, federation):
     portal, provider, _ = federation
     accredit(gateway, "IDPTWIN")  # its people would sign in as REFUSE's, or REFUSE's as its own
