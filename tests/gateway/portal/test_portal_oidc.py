@@ -335,6 +335,16 @@ def test_a_second_organisation_cannot_register_a_client_another_organisation_hol
                for e in gateway.audit_entries_after(0))
 
 
+@pytest.mark.xfail(strict=True, reason="review: a sign-in refused before the provider is asked is not audited")
+def test_a_sign_in_refused_before_the_provider_is_asked_is_audited(gateway, federation):
+    portal, _, _ = federation
+    seq = _seq(gateway)
+    refused = portal.session().get(f"{portal.url}/oidc/start", params={"org": "IDPNONE"}, timeout=15)
+    assert refused.status_code == 404
+    [entry] = [e for e in _logins(gateway, seq) if e["outcome"] == "refused"]
+    assert "IDPNONE" in entry["detail"] and "no identity provider" in entry["detail"]
+
+
 # ---- in the browser ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
