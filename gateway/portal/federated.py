@@ -92,6 +92,17 @@ def begin(engine: Engine, providers: oidc.Providers, settings, org_code: str, no
     return url, state
 
 
+def refused_before_provider(engine: Engine, trail: audit.AuditTrail, org_code: str, why: str,
+                            source: str | None) -> None:
+    """A sign-in refused before the provider was asked (no provider in force, an organisation not in
+    force, a provider that cannot be used): audited as every other refusal."""
+    code = (org_code or "").strip().upper()[:32]
+    with engine.begin() as conn:
+        _audit(conn, trail, code or None, "(federated)", None,
+               f"federated sign-in refused before the provider was asked: organisation {code!r}: {why}",
+               "refused", source)
+
+
 def _spend(engine: Engine, state: str, now: dt.datetime):
     """The request ``state`` names, spent now (once: a second use is a replay)."""
     with engine.begin() as conn:

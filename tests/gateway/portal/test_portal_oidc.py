@@ -335,7 +335,6 @@ def test_a_second_organisation_cannot_register_a_client_another_organisation_hol
                for e in gateway.audit_entries_after(0))
 
 
-@pytest.mark.xfail(strict=True, reason="review: a sign-in refused before the provider is asked is not audited")
 def test_a_sign_in_refused_before_the_provider_is_asked_is_audited(gateway, federation):
     portal, _, _ = federation
     seq = _seq(gateway)
