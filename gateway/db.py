@@ -20,7 +20,7 @@ from typing import Iterator
 
 from sqlalchemy import (
     BigInteger, Boolean, Column, Date, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, LargeBinary, MetaData,
-    String, Table, Text, create_engine, event, text,
+    String, Table, Text, UniqueConstraint, create_engine, event, text,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -545,6 +545,19 @@ portal_oidc_requests = Table(
     Column("subject", String(255), nullable=True),
     Column("sid", String(255), nullable=True),
 )
+
+# Which subject of an issuer a practitioner record is bound to (migration 0022_oidc_subjects): only it
+# signs in as the record through a provider, and it signs in as no other record of the organisation.
+portal_oidc_subjects = Table(
+    "portal_oidc_subjects", metadata,
+    Column("org_code", String(32), primary_key=True),
+    Column("user_id", String(64), primary_key=True),
+    Column("issuer", String(500), primary_key=True),
+    Column("subject", String(255), nullable=False),
+    Column("bound_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_code", "issuer", "subject", name="uq_portal_oidc_subjects_subject"),
+)
+
 
 # A portal session signed in through a provider: which, and the provider's subject and session id
 # (a back-channel logout names either).

@@ -5,7 +5,8 @@ pages (gateway.portal.oidc_views) do in the database and the audit; the protocol
 - `complete`: the provider's answer. The request is spent first, in its own transaction, so a
   replayed answer (the same state, the same code) is refused whatever follows; then the code is
   exchanged, the ID token checked, and the person found: the ``person_claim`` is their user id in
-  the organisation; the ``role_claim``'s mapped value their role (written to their record, audited).
+  the organisation, and the record is bound to the token's subject (``portal_oidc_subjects``: the
+  first subject seen holds it; another subject naming it is refused); the ``role_claim``'s mapped value their role (written to their record, audited).
   No local record: one is made just in time, without vetting dates, so the sign-in is held until
   their user administrator records them. The local record's vetting dates and the organisation's
   accreditation decide, whatever the provider says.
@@ -28,8 +29,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, officers
-from gateway.db import (portal_oidc_requests, portal_oidc_seen, portal_oidc_sessions, portal_practitioners,
-                        portal_sessions)
+from gateway.db import (portal_oidc_requests, portal_oidc_seen, portal_oidc_sessions, portal_oidc_subjects,
+                        portal_practitioners, portal_sessions)
 from gateway.index import sealed
 from gateway.portal import accounts, oidc
 from gateway.portal.accounts import PortalError
@@ -89,6 +90,17 @@ def begin(engine: Engine, providers: oidc.Providers, settings, org_code: str, no
         conn.execute(portal_oidc_requests.insert().values(state_hash=oidc.state_hash(state), idp_id=idp.id,
                                                           nonce=nonce, code_verifier=verifier, created_at=now))
     return url, state
+
+
+def refused_before_provider(engine: Engine, trail: audit.AuditTrail, org_code: str, why: str,
+                            source: str | None) -> None:
+    """A sign-in refused before the provider was asked (no provider in force, an organisation not in
+    force, a provider that cannot be used): audited as every other refusal."""
+    code = (org_code or "").strip().upper()[:32]
+    with engine.begin() as conn:
+        _audit(conn, trail, code or None, "(federated)", None,
+               f"federated sign-in refused before the provider was asked: organisation {code!r}: {why}",
+               "refused", source)
 
 
 def _spend(engine: Engine, state: str, now: dt.datetime):
@@ -166,6 +178,10 @@ def _signed_in(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvid
     if role is None:
         raise _refuse(f"{_subject(idp, claims)}: no value of {idp.role_claim} maps to a role",
                       "Sign-in refused: your organisation's sign-in gives you no role in the portal.", user_id)
+    if rules is not None and rules.configured and role.casefold() not in rules.roles:
+        # mapped when the registration was approved, since gone from (or never in) the portal's roles file
+        raise _refuse(f"{_subject(idp, claims)}: {idp.role_claim} maps to {role!r}, not a role of the roles file",
+                      "Sign-in refused: your organisation's sign-in gives you no role in the portal.", user_id)
     evidence = oidc.two_factors(idp, claims)
     with engine.begin() as conn:
         found = accounts.get(conn, idp.org_code, user_id)
@@ -176,6 +192,7 @@ def _signed_in(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvid
                                                                      None, None, None, None),
                 user_admin=False, created_by=f"provider {idp.id}", rules=rules, now=now,
                 audited_as=("portal.practitioner.add", user_id, None))
+        _bind(conn, idp, found, claims, now)
         if found.role != role:
             conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == found.org_code,
                                                             portal_practitioners.c.user_id == found.user_id)
@@ -213,6 +230,30 @@ def _signed_in(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvid
         _audit(conn, trail, found.org_code, found.user_id, role,
                f"signed in through {_subject(idp, claims)}; two factors: {evidence}", "done", source)
     return Done(found, token)
+
+
+def _bind(conn: Connection, idp: idps.IdentityProvider, found: accounts.Practitioner, claims: dict,
+          now: dt.datetime) -> None:
+    """The record bound to the token's subject (the first time: whoever the provider first signs in as
+    it, or whose sign-in made it); refused when it is bound to another subject of this issuer, or the
+    subject to another record: the person claim (a user name, often editable or reused at the
+    provider) never moves a record to another person by itself."""
+    subject = str(claims["sub"])[:255]
+    bound = conn.execute(select(portal_oidc_subjects.c.subject).where(
+        portal_oidc_subjects.c.org_code == found.org_code, portal_oidc_subjects.c.user_id == found.user_id,
+        portal_oidc_subjects.c.issuer == idp.issuer)).scalar()
+    if bound is not None and bound != subject:
+        raise _refuse(f"{_subject(idp, claims)}: {found.org_code}:{found.user_id} is bound to another subject of "
+                      f"{idp.issuer} ({bound[:80]})", SAID, found.user_id)
+    other = conn.execute(select(portal_oidc_subjects.c.user_id).where(
+        portal_oidc_subjects.c.org_code == found.org_code, portal_oidc_subjects.c.issuer == idp.issuer,
+        portal_oidc_subjects.c.subject == subject)).scalar()
+    if other is not None and other != found.user_id:
+        raise _refuse(f"{_subject(idp, claims)}: the subject is bound to {found.org_code}:{other}, not "
+                      f"{found.user_id}", SAID, found.user_id)
+    if bound is None:
+        conn.execute(portal_oidc_subjects.insert().values(org_code=found.org_code, user_id=found.user_id,
+                                                          issuer=idp.issuer, subject=subject, bound_at=now))
 
 
 def _new_session(conn: Connection, idp: idps.IdentityProvider, found: accounts.Practitioner, subject: str,

@@ -5,16 +5,17 @@ exchange and the ID token's checks. The pages are gateway.portal.oidc_views.
 - **Libraries, not hand-written JWT**: Authlib (`OAuth2Session`: the authorisation URL with PKCE
   S256, the token request with ``private_key_jwt`` via `PrivateKeyJWT` or a client secret) and
   joserfc (Authlib's JOSE: the ID token's signature and claims).
-- **Discovery, keys and the token response** over https only (plain http only for 127.0.0.1 where
-  ``Settings.oidc_insecure_http_loopback`` allows: tests), with timeouts, no redirects and a size
+- **Discovery, keys and the token response** over https only, from public addresses only (never
+  loopback, private, link-local or reserved ones: `check_address`; plain http and 127.0.0.1 only
+  where ``Settings.oidc_insecure_http_loopback`` allows: tests), with timeouts, no redirects and a size
   cap, kept per issuer for `CACHE_S`; the discovery document must name the registered issuer. An ID
   token whose ``kid`` is not in the cached key set makes the portal fetch the keys again (a
   provider's rotation), at most once per `REFETCH_S` per issuer; still unknown: refused.
 - **ID token checks**: ``alg`` in `ALLOWED_ALGS` (asymmetric only: never ``none``, never HS*, which
   would let a public key serve as an HMAC secret) and in what the provider says it signs with; the
   key's type fits the alg (joserfc); ``iss`` the registered issuer, ``aud`` holding the client id,
-  ``azp`` the client id when present (and required when ``aud`` names others); ``exp``, ``nbf`` and
-  ``iat`` within `SKEW_S` of now, ``iat`` no older than `MAX_TOKEN_AGE_S`; the ``nonce`` of this
+  ``azp`` the client id when present (and required when ``aud`` names others); ``exp`` (a logout
+  token's too), ``nbf`` and ``iat`` finite numbers within `SKEW_S` of now, ``iat`` no older than `MAX_TOKEN_AGE_S`; the ``nonce`` of this
   sign-in. Each failure is a `ProviderMisbehaved` naming what failed (for the audit).
 """
 
@@ -22,8 +23,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
+import math
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,9 +80,31 @@ def check_url(url: str, settings, what: str) -> None:
     raise ProviderMisbehaved(f"{what} {url!r} is not https")
 
 
+def check_address(url: str, settings, what: str) -> None:
+    """What the portal itself fetches (discovery, keys, token endpoint) only from public addresses:
+    an issuer an officer registered, or endpoints its discovery document names, must not make the
+    portal reach loopback, private, link-local (cloud metadata) or reserved addresses. (127.0.0.1
+    only where ``oidc_insecure_http_loopback`` allows: tests.) The name is resolved here and again
+    by the connection: a name that changes its address in between is not caught."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host == "127.0.0.1" and settings.oidc_insecure_http_loopback:
+        return
+    try:
+        found = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        raise ProviderUnreachable(f"the provider's {what} host {host[:100]!r} could not be resolved") from None
+    for *_unused, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+        if not ip.is_global or ip.is_multicast:
+            raise ProviderMisbehaved(f"{what} {host[:100]!r} is at {ip}, not a public address")
+
+
 def fetch_json(url: str, settings, what: str) -> dict:
-    """A provider's JSON document: https, no redirects, bounded time and size and nesting."""
+    """A provider's JSON document: https, a public address, no redirects, bounded time and size and
+    nesting."""
     check_url(url, settings, what)
+    check_address(url, settings, what)
     try:
         with requests.get(url, timeout=TIMEOUT_S, stream=True, allow_redirects=False,
                           headers={"Accept": "application/json"}) as answer:
@@ -240,6 +266,7 @@ def exchange_code(idp: IdentityProvider, provider: Provider, settings, credentia
     from authlib.common.errors import AuthlibBaseError
 
     endpoint = provider.endpoint("token_endpoint", settings)
+    check_address(endpoint, settings, "token_endpoint")
     session = _client(idp, credential)
     try:
         token = session.fetch_token(endpoint, grant_type="authorization_code", code=code, code_verifier=verifier,
@@ -311,8 +338,9 @@ def _number(claims: dict, name: str, *, required: bool) -> float | None:
     value = claims.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ProviderMisbehaved(f"the token's {name} is missing or not a number")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        # NaN and Infinity (which JSON parsers accept) would pass every comparison below
+        raise ProviderMisbehaved(f"the token's {name} is missing or not a finite number")
     return float(value)
 
 
@@ -326,8 +354,8 @@ def _check_claims(claims: dict, *, issuer: str, client_id: str, now: float, nonc
     azp = claims.get("azp")
     if (azp is not None or len(audiences) > 1) and azp != client_id:
         raise ProviderMisbehaved(f"the token's authorised party (azp) {str(azp)[:200]!r} is not the client id")
-    expires = _number(claims, "exp", required=not logout)
-    if expires is not None and now > expires + SKEW_S:
+    expires = _number(claims, "exp", required=True)  # a logout token's too (Back-Channel Logout 1.0, 2.4)
+    if now > expires + SKEW_S:
         raise ProviderMisbehaved(f"the token expired {int(now - expires)} s ago")
     issued = _number(claims, "iat", required=True)
     if issued > now + SKEW_S:
@@ -358,6 +386,8 @@ def at_hash_matches(claims: dict, access_token: str | None, alg: str) -> bool:
     """The ID token's at_hash (when present) matches the access token (OIDC Core 3.1.3.6)."""
     if "at_hash" not in claims or access_token is None:
         return True
+    if not isinstance(access_token, str) or not access_token.isascii():
+        return False  # an access token is ASCII text (RFC 6749 A.12): anything else matches nothing
     digest = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}[alg[-3:]](
         access_token.encode("ascii")).digest()
     expected = base64.urlsafe_b64encode(digest[:len(digest) // 2]).rstrip(b"=").decode()

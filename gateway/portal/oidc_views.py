@@ -66,9 +66,13 @@ def start():
                 url, state = federated.begin(_app()["engine"], providers(), _app()["settings"], org, _now(),
                                              _orgs_in_force)
             except federated.FederatedRefused as exc:
+                federated.refused_before_provider(_app()["engine"], _app()["trail"], org, str(exc),
+                                                  request.remote_addr)
                 return _refused(exc.said, 404 if "no identity provider" in str(exc) else 403)
-            except (oidc.ProviderMisbehaved, oidc.ProviderUnreachable):
+            except (oidc.ProviderMisbehaved, oidc.ProviderUnreachable) as exc:
                 current_app.logger.warning("identity provider of %s not usable", org[:32], exc_info=True)
+                federated.refused_before_provider(_app()["engine"], _app()["trail"], org,
+                                                  f"the provider could not be used: {exc}", request.remote_addr)
                 return _refused("Your organisation's sign-in service could not be reached. Try again later, or sign "
                                 "in with your password and code.", 502)
     if refusal is not None:

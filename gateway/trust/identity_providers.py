@@ -2,7 +2,8 @@
 in to the portal through it, as its systems reach the gateway through its certificates.
 
 One officer proposes the registration (`propose`), a second approves (`approve`) or declines it; in
-force once approved, one per organisation (approving another supersedes it). Removing it (`remove`)
+force once approved, one per organisation (approving another supersedes it). An issuer's client id
+belongs to one organisation (its ID tokens' audience is all that tells the organisations apart). Removing it (`remove`)
 takes access away, so one officer may; its portal sessions end at their next page. Each step, and
 each refusal, is an audit entry (``idp.propose``, ``.approve``, ``.decline``, ``.remove``) naming the
 organisation and the officer.
@@ -236,6 +237,7 @@ def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, registrat
         identity_providers.c.org_code == org.code, identity_providers.c.status == "pending")).first()
     if pending is not None:
         raise IdentityProviderError(f"proposal {pending.id} already proposes {org.code}'s provider: decline it first")
+    _held_by_another(conn, org.code, reg.issuer, reg.client_id)
     public = None
     if reg.client_auth == "private_key_jwt":
         key = ECKey.generate_key("P-256", parameters={"use": "sig", "alg": CLIENT_KEY_ALG}, private=True)
@@ -257,6 +259,20 @@ def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, registrat
     return idp
 
 
+def _held_by_another(conn: Connection, org_code: str, issuer: str, client_id: str) -> None:
+    """Refused when another organisation's provider, in force or proposed, has this issuer and client
+    id: the portal could not tell their ID tokens apart (the audience is the client id), so one
+    organisation's people would sign in as the other's."""
+    same_issuer = {issuer, issuer.rstrip("/"), issuer.rstrip("/") + "/"}  # one provider, however written
+    row = conn.execute(select(identity_providers.c.id, identity_providers.c.org_code).where(
+        identity_providers.c.issuer.in_(same_issuer), identity_providers.c.client_id == client_id,
+        identity_providers.c.org_code != org_code,
+        identity_providers.c.status.in_(("pending", "approved")))).first()
+    if row is not None:
+        raise IdentityProviderError(f"the client id {client_id!r} of {issuer} is already registered for {row.org_code} "
+                                    f"(provider {row.id}): each organisation needs its own client at the provider")
+
+
 def _pending(conn: Connection, actor: Officer, idp_id: int) -> IdentityProvider:
     _require(actor)
     idp = get(conn, idp_id, lock=True)
@@ -276,6 +292,7 @@ def approve(conn: Connection, trail: audit.AuditTrail, actor: Officer, idp_id: i
     org = registry.get_org(conn, idp.org_code, with_pending=False)
     if org is None or org.effective_status(now.date()) != "accredited":
         raise IdentityProviderError(f"{idp.org_code} is not accredited now: its provider cannot be approved")
+    _held_by_another(conn, idp.org_code, idp.issuer, idp.client_id)
     conn.execute(update(identity_providers).where(identity_providers.c.org_code == idp.org_code,
                                                   identity_providers.c.status == "approved")
                  .values(status="superseded", decided_at=now))

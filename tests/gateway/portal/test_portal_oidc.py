@@ -36,7 +36,10 @@ ACCOUNTS = {  # at the provider: claims of each account
     "susp1": {"preferred_username": "susp1", "name": "Sue Spend", "groups": ["hv"]},
     "browser1": {"preferred_username": "browser1", "name": "Bea Browser", "groups": ["hv"]},
     "gone1": {"preferred_username": "gone1", "name": "Gus Gone", "groups": ["hv"]},
+    "impostor": {"preferred_username": "nurse1", "name": "Ivy Impostor", "groups": ["hv"]},  # nurse1's user id
+    "oddrole": {"preferred_username": "oddrole", "name": "Otto Odd", "groups": ["odd"]},
 }
+NOT_A_ROLE = "chief constable"  # mapped by REFUSE's registration, not in the portal's roles file
 
 
 def _trail(gateway):
@@ -77,13 +80,13 @@ def federation(gateway, tmp_path_factory):
         port = free_port()
         issuer = f"http://127.0.0.1:{port}"
         clients = []
-        for org, extra in ((REFUSE, ("--acr", MFA, "--amr", "otp")), (STEP, ("--amr", "otp", "--without-two-factors",
+        for org, extra in ((REFUSE, ("--acr", MFA, "--amr", "otp", "--role", f"odd={NOT_A_ROLE}")), (STEP, ("--amr", "otp", "--without-two-factors",
                                                                              "portal_totp")),
                            (SUSP, ("--amr", "otp")), (GONE, ("--amr", "otp"))):
             registration = _register(gateway, org, issuer, portal.url, *extra)
             clients.append(client_metadata(registration, portal.url, org) | {"client_id": registration["client_id"]})
         provider = start_provider(directory, port, clients, ACCOUNTS, rsa_key("provider-key-1"))
-        for user in ("nurse1", "nurse2", "social1", "susp1", "browser1", "gone1"):
+        for user in ("nurse1", "nurse2", "social1", "susp1", "browser1", "gone1", "oddrole"):
             _practitioner(gateway, {"susp1": SUSP, "gone1": GONE}.get(user, REFUSE), user)
         _practitioner(gateway, REFUSE, "lapsed1", training=TODAY - dt.timedelta(days=800))
         invitation = _practitioner(gateway, STEP, "stepper")
@@ -292,6 +295,53 @@ def test_a_provider_is_registered_by_one_officer_and_approved_by_another(gateway
     assert "declined" in declined.output
     ops = [(e["operation"], e["outcome"]) for e in gateway.audit_entries_after(0) if e["org_code"] == "IDPREG"]
     assert ("idp.propose", "done") in ops and ("idp.approve", "refused") in ops and ("idp.decline", "done") in ops
+
+
+def test_another_subject_claiming_a_user_id_already_bound_to_a_subject_is_refused(gateway, federation):
+    portal, provider, _ = federation
+    _, page, _ = federated_sign_in(portal, provider, REFUSE, "nurse1", acr=MFA, amr=["otp"])
+    assert "Sign out" in page.text  # nurse1's record is bound to the provider's subject nurse1
+    seq = _seq(gateway)
+    _, page, _ = federated_sign_in(portal, provider, REFUSE, "impostor", acr=MFA, amr=["otp"])
+    assert page.status_code == 403 and "Sign out" not in page.text
+    [entry] = [e for e in _logins(gateway, seq) if e["outcome"] == "refused"]
+    assert "subject impostor" in entry["detail"] and "bound to another subject" in entry["detail"]
+
+
+def test_a_claim_mapped_to_a_role_not_in_the_roles_file_is_refused(gateway, federation):
+    from sqlalchemy import select
+
+    from gateway.db import portal_practitioners
+
+    portal, provider, _ = federation
+    seq = _seq(gateway)
+    _, page, _ = federated_sign_in(portal, provider, REFUSE, "oddrole", acr=MFA, amr=["otp"])
+    assert page.status_code == 403 and "Sign out" not in page.text
+    [entry] = [e for e in _logins(gateway, seq) if e["outcome"] == "refused"]
+    assert NOT_A_ROLE in entry["detail"] and "roles file" in entry["detail"]
+    with gateway.engine.connect() as conn:
+        assert conn.execute(select(portal_practitioners.c.role).where(
+            portal_practitioners.c.org_code == REFUSE, portal_practitioners.c.user_id == "oddrole")).scalar() is None
+
+
+def test_a_second_organisation_cannot_register_a_client_another_organisation_holds(gateway, federation):
+    portal, provider, _ = federation
+    accredit(gateway, "IDPTWIN")  # its people would sign in as REFUSE's, or REFUSE's as its own
+    twin = gateway.cli("idp", "propose", "IDPTWIN", "--issuer", provider.issuer, "--client-id",
+                       f"{CLIENT_ID}-{REFUSE.lower()}", "--redirect-uri", f"{portal.url}/oidc/callback", "--role",
+                       "hv=health visitor", "--amr", "otp", officer="officer-a", expect_ok=False)
+    assert twin.exit_code != 0 and "already registered" in twin.output, twin.output
+    assert any(e["operation"] == "idp.propose" and e["outcome"] == "refused" and e["org_code"] == "IDPTWIN"
+               for e in gateway.audit_entries_after(0))
+
+
+def test_a_sign_in_refused_before_the_provider_is_asked_is_audited(gateway, federation):
+    portal, _, _ = federation
+    seq = _seq(gateway)
+    refused = portal.session().get(f"{portal.url}/oidc/start", params={"org": "IDPNONE"}, timeout=15)
+    assert refused.status_code == 404
+    [entry] = [e for e in _logins(gateway, seq) if e["outcome"] == "refused"]
+    assert "IDPNONE" in entry["detail"] and "no identity provider" in entry["detail"]
 
 
 # ---- in the browser ------------------------------------------------------------------------------

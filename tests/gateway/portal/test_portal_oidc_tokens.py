@@ -177,3 +177,76 @@ def test_a_token_response_too_large_or_nested_too_deeply_is_refused_before_it_is
     with pytest.raises(oidc.ProviderUnreachable, match="JSON"):
         oidc._bounded_json(answer(b"[" * 5000 + b"]" * 5000))
     assert oidc._bounded_json(answer(b'{"id_token": "x"}')).json() == {"id_token": "x"}
+
+
+@pytest.mark.parametrize("times", [b'"exp": NaN, "iat": NaN', b'"exp": Infinity, "iat": NaN'])
+def test_a_token_whose_times_are_not_finite_numbers_is_refused(providers, provider, times):
+    from joserfc import jws
+    from joserfc.jwk import RSAKey
+
+    payload = (b'{"iss": "%s", "sub": "nurse1", "aud": "%s", "nonce": "%s", %s}'
+               % (provider.issuer.encode(), CLIENT.encode(), NONCE.encode(), times))
+    token = jws.serialize_compact({"alg": "RS256", "kid": provider.signing_key["kid"]}, payload,
+                                  RSAKey.import_key(provider.signing_key))
+    with pytest.raises(oidc.ProviderMisbehaved, match="number"):
+        _check(providers, provider, token)
+
+
+def test_a_logout_token_without_an_expiry_is_refused(providers, provider):
+    claims = _claims(provider, nonce=None, exp=None, jti="logout-1",
+                     events={oidc.BACKCHANNEL_EVENT: {}})
+    found = providers.provider(provider.issuer)
+    with pytest.raises(oidc.ProviderMisbehaved, match="exp"):
+        oidc.verified_claims(_signed(provider, claims), providers, found, client_id=CLIENT, now=time.time(),
+                             nonce=None, logout=True)
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.2:1/jwks", "https://localhost:1/jwks",
+                                 "https://169.254.169.254:1/latest/meta-data"])
+def test_a_providers_document_on_an_internal_address_is_not_fetched(url):
+    settings = Settings.from_env({"CONTACTGATE_OIDC_INSECURE_HTTP_LOOPBACK": "1"}, home="/nonexistent")
+    with pytest.raises(oidc.ProviderMisbehaved, match="not a public address"):
+        oidc.fetch_json(url, settings, "keys (jwks_uri)")
+
+
+def test_an_at_hash_against_an_access_token_that_is_not_ascii_text_is_a_mismatch():
+    assert oidc.at_hash_matches({"at_hash": "x"}, "acc\u00e8s", "RS256") is False
+    assert oidc.at_hash_matches({"at_hash": "x"}, 12345, "RS256") is False
+
+
+def _logout_claims(provider, **changes) -> dict:
+    return _claims(provider, **({"nonce": None, "jti": "logout-" + str(time.time()),
+                                  "events": {oidc.BACKCHANNEL_EVENT: {}}} | changes))
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"events": None}, "event"),
+    ({"events": {"http://schemas.openid.net/event/something-else": {}}}, "event"),
+    ({"nonce": NONCE}, "nonce"),
+    ({"sub": None}, "neither a subject nor a session"),
+    ({"jti": None}, "jti"),
+    ({"aud": "another-client"}, "audience"),
+    ({"iat": int(time.time()) - 7200}, "issued"),
+])
+def test_a_logout_token_with_a_wrong_claim_is_refused_saying_which(providers, provider, changes, said):
+    found = providers.provider(provider.issuer)
+    with pytest.raises(oidc.ProviderMisbehaved, match=said):
+        oidc.verified_claims(_signed(provider, _logout_claims(provider, **changes)), providers, found,
+                             client_id=CLIENT, now=time.time(), nonce=None, logout=True)
+
+
+def test_an_id_token_is_not_a_logout_token_and_a_logout_token_is_not_an_id_token(providers, provider):
+    found = providers.provider(provider.issuer)
+    with pytest.raises(oidc.ProviderMisbehaved, match="event"):
+        oidc.verified_claims(_signed(provider, _claims(provider)), providers, found, client_id=CLIENT,
+                             now=time.time(), nonce=None, logout=True)
+    with pytest.raises(oidc.ProviderMisbehaved, match="nonce"):
+        _check(providers, provider, _signed(provider, _logout_claims(provider)))
+
+
+def test_the_at_hash_is_the_left_half_of_the_access_tokens_digest():
+    digest = hashlib.sha256(b"an-access-token").digest()
+    at_hash = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+    assert oidc.at_hash_matches({"at_hash": at_hash}, "an-access-token", "RS256")
+    assert not oidc.at_hash_matches({"at_hash": at_hash}, "another-access-token", "RS256")
+    assert not oidc.at_hash_matches({"at_hash": at_hash}, "an-access-token", "RS512")
