@@ -546,7 +546,7 @@ portal_oidc_requests = Table(
     Column("sid", String(255), nullable=True),
 )
 
-# Which subject of an issuer a practitioner record is bound to (migration 0022_oidc_subjects): only it
+# Which subject of an issuer a practitioner record is bound to (migration 0023_oidc_subjects): only it
 # signs in as the record through a provider, and it signs in as no other record of the organisation.
 portal_oidc_subjects = Table(
     "portal_oidc_subjects", metadata,

@@ -3,14 +3,14 @@ bound to (``portal_oidc_subjects``), so that only that subject signs in as it: t
 organisation's provider signs in as a record (or whose sign-in made it just in time) holds it; another
 subject naming the same user id, or that subject naming another user id, is refused.
 
-Revision ID: 0022_oidc_subjects
-Revises: 0021_bulk_load
+Revision ID: 0023_oidc_subjects
+Revises: 0022_mediation
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022_oidc_subjects"
-down_revision = "0021_bulk_load"
+revision = "0023_oidc_subjects"
+down_revision = "0022_mediation"
 branch_labels = None
 depends_on = None
 
