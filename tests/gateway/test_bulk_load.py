@@ -301,8 +301,6 @@ def test_a_signature_that_is_not_base64_does_not_hold(material):
 
 # ---- replay: a load file applied once, and never over newer data (review of issue 30 item 1) ----
 
-@pytest.mark.xfail(strict=True, reason="review: the load's id is the SHA-256 of the header line as written, so "
-                   "the same signed file with its header re-serialised is a new load and is applied again")
 def test_a_loaded_file_with_its_header_rewritten_is_not_applied_again(fresh, material, tmp_path):
     """The operator re-serialises the header line (spaces, key order: the signed fields unchanged,
     the signature still holds): still the same load, already loaded, nothing applied again."""
@@ -319,8 +317,6 @@ def test_a_loaded_file_with_its_header_rewritten_is_not_applied_again(fresh, mat
     assert _count(fresh, bulk_loads) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review: a load file made before the organisation's later pushes is "
-                   "applied over them (the 14-day window alone lets a stale caseload overwrite newer records)")
 def test_a_file_made_before_the_organisations_later_pushes_is_refused(fresh, material):
     """LA pushes (online) after its load file was made; the operator then loads the older file: it
     would restate every record as it stood before the pushes. Refused, audited, nothing changed."""

@@ -53,9 +53,6 @@ def test_a_bulk_batch_does_what_a_push_of_it_does(engine, batch):
     bulk_and_online(engine, "LA", batch)
 
 
-@pytest.mark.xfail(strict=True, reason="review: bulk.refresh_children derives without Held.held_back (added to "
-                   "writing._refresh_child by the value-owners fix merged after bulkload): a load shows a lower "
-                   "source's disputed value once its owner stops stating the field")
 def test_a_bulk_batch_holds_back_a_disputed_value_as_a_push_does(engine):
     """The LA (owner of the address) and the school disagree on the address (a value conflict,
     open); the LA's next record states no address: a push shows no address unasked; so must a load."""
