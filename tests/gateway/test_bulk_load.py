@@ -333,3 +333,22 @@ def test_a_file_made_before_the_organisations_later_pushes_is_refused(fresh, mat
         assert conn.execute(select(source_records.c.source_record_id, source_records.c.record)
                             .order_by(source_records.c.source_record_id)).all() == before
     assert _count(fresh, bulk_loads) == 0
+
+
+def test_a_push_accepted_while_a_load_runs_stops_it_before_its_next_batch(fresh, material):
+    """LA pushes after the first batch of its (older) load file is committed: the next batch's
+    transaction finds the push and refuses the rest of the file; the first batch stays."""
+    from contactgate_wire.faults import MessageExpired
+
+    pushed = []
+
+    def push_after_the_first_batch(summary):
+        if summary.batches_applied == 1 and not pushed:
+            pushed.append(bench_load.online(fresh, TRAIL, "LA", material["extracts"]["LA"], material["mapping"],
+                                            batch_size=100))
+
+    with pytest.raises(MessageExpired):
+        _load(fresh, material, "LA", progress=push_after_the_first_batch)
+    assert [e["outcome"] for e in _entries(fresh)] == ["accepted", "refused"]
+    with fresh.connect() as conn:
+        assert conn.execute(select(bulk_loads.c.batches_done)).scalar_one() == 1
