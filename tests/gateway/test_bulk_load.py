@@ -352,3 +352,17 @@ def test_a_push_accepted_while_a_load_runs_stops_it_before_its_next_batch(fresh,
     assert [e["outcome"] for e in _entries(fresh)] == ["accepted", "refused"]
     with fresh.connect() as conn:
         assert conn.execute(select(bulk_loads.c.batches_done)).scalar_one() == 1
+
+
+@pytest.mark.xfail(strict=True, reason="review: a batch line JSON cannot turn into UTF-8 XML (a lone surrogate) or "
+                   "nests past the recursion limit escapes load_file.batch_xml as UnicodeEncodeError/RecursionError: "
+                   "a traceback, not an audited refusal")
+@pytest.mark.parametrize("bad_line", [b'"\\ud800"', b"[" * 100_000], ids=["lone-surrogate", "deep-json"])
+def test_a_signed_batch_that_is_not_a_json_string_of_xml_is_refused_and_audited(fresh, material, tmp_path, bad_line):
+    """The organisation's own key signs it (a faulty load-prepare): refused, audited, nothing applied."""
+    def sign_it(header):
+        header["batches"][0] = load_file.batch_digest(bad_line)
+        _resign(header, material["folders"]["LA"] / "key.pem")
+
+    path = _rewrite(material, tmp_path, change_header=sign_it, change_lines=lambda lines: [bad_line, *lines[1:]])
+    _refused(fresh, material, path, MalformedMessage)
