@@ -210,13 +210,16 @@ def _batch_lines(stream, count: int):
         raise SignatureInvalid(f"the file holds {index + 1} batches; its header signs {count} (cut short?)")
 
 
-def check_batches(path: Path, verified: Verified, header_length: int) -> None:
-    """Every batch line's SHA-256 is the one the header signs (before anything is written)."""
+def check_batches(path: Path, verified: Verified, header_length: int, schema: etree.XMLSchema) -> None:
+    """Every batch line's SHA-256 is the one the header signs, and every batch can be read (the
+    hardened parser, the XSD, the dialect's reading), before anything is written: a batch refused
+    half-way through would leave the load half applied, and unable to go on."""
     with open(path, "rb") as stream:
         stream.seek(header_length)
         for index, line in _batch_lines(stream, len(verified.digests)):
             if load_file.batch_digest(line) != verified.digests[index]:
                 raise SignatureInvalid(f"batch {index + 1} is not the one the header signs (altered)")
+            _read_batch(line, index, schema)
 
 
 def _refuse(engine, trail: audit.AuditTrail, refusal: Refusal, path: Path, verified: Verified | None,
@@ -250,7 +253,7 @@ def run(engine, trail: audit.AuditTrail, anchors: pki.TrustAnchors, path: Path, 
         header_line = header_line.rstrip(b"\n")
         with engine.begin() as conn:
             verified = verify_header(conn, anchors, header_line, clock())
-        check_batches(path, verified, header_length)
+        check_batches(path, verified, header_length, schema)
         summary.load_id, summary.org_code = verified.load_id, verified.org_code
         summary.batches = len(verified.digests)
         done = _start(engine, verified, clock())

@@ -354,9 +354,6 @@ def test_a_push_accepted_while_a_load_runs_stops_it_before_its_next_batch(fresh,
         assert conn.execute(select(bulk_loads.c.batches_done)).scalar_one() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review: only the batches' digests are checked before the first batch is "
-                   "applied, not their content: a signed batch the XSD or the reader refuses, last in the file, is "
-                   "refused after the batches before it were applied (the docs say the whole file is checked first)")
 @pytest.mark.parametrize("bad_line", [
     b'"\\ud800"', b"[" * 100_000,
     load_file.batch_line(b'<cg:SubmitUpdates xmlns:cg="urn:contactgate:v1"><cg:Nonsense/></cg:SubmitUpdates>'),
