@@ -22,10 +22,9 @@ from contactgate_wire.faults import (
 )
 from gateway import bulk_load
 from gateway.audit import chain as audit
-from gateway.db import audit_log, bulk_loads, certificates, make_engine, migrate, organisations, source_records
+from gateway.db import audit_log, bulk_loads, certificates, make_engine, organisations, source_records
 from gateway.index import batches
 from gateway.index.deciding import DEFAULT_POLICY
-from tests.support import postgres_database, sqlite_database
 
 BACKENDS = ["sqlite", "postgresql"]
 CHILDREN = 100
@@ -46,15 +45,11 @@ def material(tmp_path_factory):
                "folders": folders, "files": files}
 
 
-def _database(backend):
-    return postgres_database() if backend == "postgresql" else sqlite_database()
-
-
 @pytest.fixture(params=BACKENDS)
-def fresh(request, material):
-    """A fresh database with the organisations registered and accredited (push and query)."""
-    with _database(request.param) as url:
-        migrate(url)
+def fresh(request, material, migrated_templates):
+    """A fresh database with the organisations registered and accredited (push and query): a copy of
+    the session's migrated template (migrating each test's database cost 5-7 s on PostgreSQL)."""
+    with migrated_templates.database(request.param) as url:
         engine = make_engine(url)
         bench_load.register(engine, material["folders"])
         yield engine
@@ -88,13 +83,11 @@ def _batches(material, code) -> int:
 # ---- the same outcomes as the online path ------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_load_links_the_records_exactly_as_pushes_do(backend, material):
+def test_a_load_links_the_records_exactly_as_pushes_do(backend, material, migrated_templates):
     """The same extracts through the online path (mapped as `push` maps them, SubmitUpdates'
     apply_updates per push batch) and through the load file, into two fresh databases: the same
     clusters of source records, the same review pairs, the same counts of every table."""
-    with _database(backend) as url_online, _database(backend) as url_load:
-        migrate(url_online)
-        migrate(url_load)
+    with migrated_templates.database(backend) as url_online, migrated_templates.database(backend) as url_load:
         online, loaded = make_engine(url_online), make_engine(url_load)
         try:
             bench_load.register(online, material["folders"])
