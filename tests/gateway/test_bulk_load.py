@@ -360,3 +360,24 @@ def test_a_signed_last_batch_that_cannot_be_read_is_refused_before_anything_is_a
 
     path = _rewrite(material, tmp_path, change_header=sign_it, change_lines=lambda lines: [*lines[:-1], bad_line])
     _refused(fresh, material, path, MalformedMessage if b"cg:" not in bad_line else SchemaInvalid)
+
+
+def test_a_batch_changed_on_disk_after_the_file_was_checked_is_not_applied(fresh, material, tmp_path, monkeypatch):
+    """The operator swaps the last batch for one of their own after the whole file was checked and
+    before it is applied (time of check, time of use): the batch is checked again as it is read for
+    applying, refused, and not applied; the batches before it, as signed, stay applied."""
+    path = tmp_path / "swapped.cgload"
+    path.write_bytes(material["files"]["LA"].read_bytes())
+    real = bulk_load.check_batches
+
+    def then_swap(*args, **kwargs):
+        real(*args, **kwargs)
+        _rewrite(material, tmp_path, change_lines=lambda lines: [*lines[:-1], *_forged_batch(material)([lines[-1]])],
+                 name="swapped.cgload")
+
+    monkeypatch.setattr(bulk_load, "check_batches", then_swap)
+    with pytest.raises(SignatureInvalid):
+        bulk_load.run(
+            fresh, TRAIL, material["anchors"], path, policy=DEFAULT_POLICY, purge_years=6)
+    assert [e["outcome"] for e in _entries(fresh)] == ["accepted"] * (_batches(material, "LA") - 1) + ["refused"]
+    assert _count(fresh, source_records) <= BATCH * (_batches(material, "LA") - 1)  # not the forged record
