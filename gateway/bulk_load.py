@@ -342,7 +342,6 @@ def _apply_once(engine, trail, verified: Verified, index: int, line: bytes, upda
         if done != index:
             raise MalformedMessage(f"batch {index + 1} of load {verified.load_id[:16]} was applied by another run "
                                    f"meanwhile ({done} applied): run the load once at a time")
-        _refuse_if_stale(conn, verified, since_seq=verified.seen_seq)  # a push since the batch before
         results = batches.apply_updates(conn, verified.org_code, updates, now, policy, purge_years, bulk=True)
         tally = Counter(result.recorded_outcome for result in results)
         notes = Counter(tally)
@@ -362,6 +361,10 @@ def _apply_once(engine, trail, verified: Verified, index: int, line: bytes, upda
             child_ids=[r.child_id or r.withheld_child_id for r in results if r.child_id or r.withheld_child_id],
             detail=f"load {verified.load_id[:16]} batch {index + 1}/{len(verified.digests)}: "
                    + " ".join(f"{k}={v}" for k, v in sorted(notes.items()))))
+        # A push since the batch before: looked for once the batch's entry is appended, so while this
+        # transaction holds the trail's head (every accepted push appends under it): a push that
+        # committed while this batch waited for its locks is seen; one not yet committed lands after it.
+        _refuse_if_stale(conn, verified, since_seq=verified.seen_seq)
         conn.execute(update(bulk_loads).where(bulk_loads.c.load_id == verified.load_id).values(
             batches_done=index + 1, updated_at=now, **({"finished_at": now} if last else {})))
         seen = _head_seq(conn)
