@@ -6,8 +6,13 @@ to the organisation the file names and not be revoked; the header's signature mu
 organisation must be accredited (not suspended, not expired) with the ``push`` scope. The operator
 who runs the command cannot forge, change, add, drop or reorder a batch: the signed header holds
 every batch's SHA-256, each checked before anything is written (the whole file first, then each
-batch again just before it is applied). A file older than MAX_AGE is refused (a stale caseload must
-not overwrite a newer one). A refusal is audited, in its own transaction, and changes nothing.
+batch again just before it is applied). A file older than MAX_AGE is refused, and so is a file made
+before any change the organisation made since (a push accepted, or another load's batch, after the
+file's ``created``): a stale caseload must not overwrite a newer one; this is checked when a run
+starts and again in each batch's transaction (the entries appended since the batch before). A load
+is the file's signed content (``load_id``: the SHA-256 of ``signed_bytes(header)``, the signature
+left out), so the same file with its header written another way is the same load, not a new one.
+A refusal is audited, in its own transaction, and changes nothing.
 
 Each batch is one push's worth of records and goes through what SubmitUpdates does after its
 signature step: the hardened parser, the XSD, the v1 dialect's reading, and
@@ -33,7 +38,7 @@ from typing import Callable
 
 from cryptography import x509
 from lxml import etree
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 import contactgate_schemas as schemas
@@ -45,7 +50,8 @@ from contactgate_wire.faults import (
 )
 from contactgate_wire.soap import UnsafeXML, digest_b64, parse_untrusted
 from gateway.audit import chain as audit
-from gateway.db import bulk_loads
+from gateway.audit import links as audit_links
+from gateway.db import audit_log, bulk_loads
 from gateway.index import batches
 from gateway.index.deciding import LinkPolicy
 from gateway.pipeline import contactgate_v1 as dialect
@@ -70,6 +76,8 @@ class Verified:
     fingerprint: str
     digests: list[str]
     records: int
+    created: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    seen_seq: int = 0  # the audit trail's head when the organisation's later changes were last looked for
 
 
 @dataclasses.dataclass
@@ -147,8 +155,44 @@ def verify_header(conn, anchors: pki.TrustAnchors, header_line: bytes, now: dt.d
     if needed not in organisation.scopes:
         raise ScopeDenied(f"a load is a push: it needs scope {needed}; {organisation.code} is accredited for "
                           f"{sorted(organisation.scopes)}")
-    return Verified(load_id=hashlib.sha256(header_line).hexdigest(), org_code=record.org_code,
-                    fingerprint=fingerprint, digests=list(header["batches"]), records=header["records"])
+    # The load is the signed content, not the line's bytes: re-serialising the header (spacing, key
+    # order) or re-encoding the signature (ECDSA's (r, n - s)) must not make a loaded file a new load.
+    verified = Verified(load_id=hashlib.sha256(load_file.signed_bytes(header)).hexdigest(), org_code=record.org_code,
+                        fingerprint=fingerprint, digests=list(header["batches"]), records=header["records"],
+                        created=created)
+    verified.seen_seq = _head_seq(conn)
+    _refuse_if_stale(conn, verified, since_at=created)
+    return verified
+
+
+_CHANGES = ("SubmitUpdates", OPERATION)  # what changes an organisation's records
+
+
+def _head_seq(conn) -> int:
+    return conn.execute(select(func.coalesce(func.max(audit_log.c.seq), 0))).scalar_one()
+
+
+def _refuse_if_stale(conn, verified: Verified, *, since_at: dt.datetime | None = None,
+                     since_seq: int | None = None) -> None:
+    """MessageExpired if the organisation changed its records after the file was made (a push
+    accepted, or a batch of another load, audited after ``created``): applying the older file would
+    restate every record as it stood before. ``since_at``: looked for by time (a run's start);
+    ``since_seq``: among the entries appended after that sequence number (each batch)."""
+    query = select(audit_log.c.seq, audit_log.c.operation, audit_log.c.at).where(
+        audit_log.c.org_code == verified.org_code, audit_log.c.outcome == "accepted",
+        audit_log.c.operation.in_(_CHANGES),
+        or_(audit_log.c.operation != OPERATION, audit_log.c.detail.is_(None),
+            ~audit_log.c.detail.startswith(f"load {verified.load_id[:16]} batch ", autoescape=True)))
+    if since_at is not None:
+        query = query.where(audit_log.c.at > audit_links.timestamp(since_at))
+    if since_seq is not None:
+        query = query.where(audit_log.c.seq > since_seq)
+    newer = conn.execute(query.order_by(audit_log.c.seq).limit(1)).first()
+    if newer is not None:
+        raise MessageExpired(
+            f"{verified.org_code} changed its records after this load file was made ({newer.operation} at "
+            f"{newer.at}, audit entry {newer.seq}): loading it would restate them as they were; make the file "
+            f"again with `contactgate load-prepare`")
 
 
 def _batch_lines(stream, count: int):
@@ -166,13 +210,16 @@ def _batch_lines(stream, count: int):
         raise SignatureInvalid(f"the file holds {index + 1} batches; its header signs {count} (cut short?)")
 
 
-def check_batches(path: Path, verified: Verified, header_length: int) -> None:
-    """Every batch line's SHA-256 is the one the header signs (before anything is written)."""
+def check_batches(path: Path, verified: Verified, header_length: int, schema: etree.XMLSchema) -> None:
+    """Every batch line's SHA-256 is the one the header signs, and every batch can be read (the
+    hardened parser, the XSD, the dialect's reading), before anything is written: a batch refused
+    half-way through would leave the load half applied, and unable to go on."""
     with open(path, "rb") as stream:
         stream.seek(header_length)
         for index, line in _batch_lines(stream, len(verified.digests)):
             if load_file.batch_digest(line) != verified.digests[index]:
                 raise SignatureInvalid(f"batch {index + 1} is not the one the header signs (altered)")
+            _read_batch(line, index, schema)
 
 
 def _refuse(engine, trail: audit.AuditTrail, refusal: Refusal, path: Path, verified: Verified | None,
@@ -206,7 +253,7 @@ def run(engine, trail: audit.AuditTrail, anchors: pki.TrustAnchors, path: Path, 
         header_line = header_line.rstrip(b"\n")
         with engine.begin() as conn:
             verified = verify_header(conn, anchors, header_line, clock())
-        check_batches(path, verified, header_length)
+        check_batches(path, verified, header_length, schema)
         summary.load_id, summary.org_code = verified.load_id, verified.org_code
         summary.batches = len(verified.digests)
         done = _start(engine, verified, clock())
@@ -314,6 +361,12 @@ def _apply_once(engine, trail, verified: Verified, index: int, line: bytes, upda
             child_ids=[r.child_id or r.withheld_child_id for r in results if r.child_id or r.withheld_child_id],
             detail=f"load {verified.load_id[:16]} batch {index + 1}/{len(verified.digests)}: "
                    + " ".join(f"{k}={v}" for k, v in sorted(notes.items()))))
+        # A push since the batch before: looked for once the batch's entry is appended, so while this
+        # transaction holds the trail's head (every accepted push appends under it): a push that
+        # committed while this batch waited for its locks is seen; one not yet committed lands after it.
+        _refuse_if_stale(conn, verified, since_seq=verified.seen_seq)
         conn.execute(update(bulk_loads).where(bulk_loads.c.load_id == verified.load_id).values(
             batches_done=index + 1, updated_at=now, **({"finished_at": now} if last else {})))
+        seen = _head_seq(conn)
+    verified.seen_seq = seen  # committed: the next batch looks only at what was appended after it
     return tally

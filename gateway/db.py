@@ -581,7 +581,7 @@ portal_oidc_seen = Table(
 # How far each signed load file (`contactgate load`) has been applied (migration 0021_bulk_load).
 bulk_loads = Table(
     "bulk_loads", metadata,
-    Column("load_id", String(64), primary_key=True),  # SHA-256 of the file's signed header
+    Column("load_id", String(64), primary_key=True),  # SHA-256 of the header's signed fields (signed_bytes)
     Column("org_code", String(32), ForeignKey("organisations.code"), nullable=False),
     Column("cert_fingerprint", String(64), nullable=False),
     Column("batches", Integer, nullable=False),

@@ -106,8 +106,11 @@ def batch_xml(line: bytes) -> bytes:
     """The XML of one batch line (its digest already checked against the signed header)."""
     try:
         text = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise LoadFileError("a batch line is not a JSON string") from None
     if not isinstance(text, str):
         raise LoadFileError("a batch line is not a JSON string")
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): no XML can hold it
+        raise LoadFileError("a batch line holds text that is not Unicode (a lone surrogate)") from None

@@ -78,7 +78,7 @@ def refresh_children(conn: Connection, child_ids: list[str], now: dt.datetime, *
             continue
         held = conflicts.Held(v, sorted((r for s in own for r in rows_of.get((s.org_code, s.source_record_id), ())),
                                         key=lambda r: r.id))
-        record, provenance = derive(own, rules, held.choices())
+        record, provenance = derive(own, rules, held.choices(), held.held_back(own, rules))
         shown.append({f"b_{k}": value for k, value in dict(
             child_id=child_id, updated_at=now, **_shown_values(v, child_id, record, provenance),
             archive_due=retention.archive_due(record)).items()})

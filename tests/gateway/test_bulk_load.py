@@ -18,14 +18,13 @@ from sqlalchemy import func, select, update
 from bench import load as bench_load
 from contactgate_wire import load_file
 from contactgate_wire.faults import (
-    CertificateRejected, MalformedMessage, NotAccredited, Refusal, ScopeDenied, SignatureInvalid,
+    CertificateRejected, MalformedMessage, NotAccredited, Refusal, SchemaInvalid, ScopeDenied, SignatureInvalid,
 )
 from gateway import bulk_load
 from gateway.audit import chain as audit
-from gateway.db import audit_log, bulk_loads, certificates, make_engine, migrate, organisations, source_records
+from gateway.db import audit_log, bulk_loads, certificates, make_engine, organisations, source_records
 from gateway.index import batches
 from gateway.index.deciding import DEFAULT_POLICY
-from tests.support import postgres_database, sqlite_database
 
 BACKENDS = ["sqlite", "postgresql"]
 CHILDREN = 100
@@ -46,15 +45,11 @@ def material(tmp_path_factory):
                "folders": folders, "files": files}
 
 
-def _database(backend):
-    return postgres_database() if backend == "postgresql" else sqlite_database()
-
-
 @pytest.fixture(params=BACKENDS)
-def fresh(request, material):
-    """A fresh database with the organisations registered and accredited (push and query)."""
-    with _database(request.param) as url:
-        migrate(url)
+def fresh(request, material, migrated_templates):
+    """A fresh database with the organisations registered and accredited (push and query): a copy of
+    the session's migrated template (migrating each test's database cost 5-7 s on PostgreSQL)."""
+    with migrated_templates.database(request.param) as url:
         engine = make_engine(url)
         bench_load.register(engine, material["folders"])
         yield engine
@@ -88,13 +83,11 @@ def _batches(material, code) -> int:
 # ---- the same outcomes as the online path ------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_load_links_the_records_exactly_as_pushes_do(backend, material):
+def test_a_load_links_the_records_exactly_as_pushes_do(backend, material, migrated_templates):
     """The same extracts through the online path (mapped as `push` maps them, SubmitUpdates'
     apply_updates per push batch) and through the load file, into two fresh databases: the same
     clusters of source records, the same review pairs, the same counts of every table."""
-    with _database(backend) as url_online, _database(backend) as url_load:
-        migrate(url_online)
-        migrate(url_load)
+    with migrated_templates.database(backend) as url_online, migrated_templates.database(backend) as url_load:
         online, loaded = make_engine(url_online), make_engine(url_load)
         try:
             bench_load.register(online, material["folders"])
@@ -297,3 +290,94 @@ def test_a_signature_that_is_not_base64_does_not_hold(material):
     assert not load_file.signature_holds({**header, "signature": "!!"}, cert)
     assert not load_file.signature_holds({**header, "records": header["records"] + 1}, cert)
     assert not load_file.signature_holds({**header, "signature": base64.b64encode(b"x" * 64).decode()}, cert)
+
+
+# ---- replay: a load file applied once, and never over newer data (review of issue 30 item 1) ----
+
+def test_a_loaded_file_with_its_header_rewritten_is_not_applied_again(fresh, material, tmp_path):
+    """The operator re-serialises the header line (spaces, key order: the signed fields unchanged,
+    the signature still holds): still the same load, already loaded, nothing applied again."""
+    first = _load(fresh, material, "LA")
+    with open(material["files"]["LA"], "rb") as f:
+        header = json.loads(f.readline())
+        rest = f.read()
+    path = tmp_path / "reserialised.cgload"  # keys reversed, no spaces: other bytes, the same signed fields
+    path.write_bytes(json.dumps(dict(reversed(list(header.items()))), separators=(",", ":")).encode() + b"\n" + rest)
+    assert path.read_bytes().split(b"\n", 1)[0] != material["files"]["LA"].read_bytes().split(b"\n", 1)[0]
+    again = bulk_load.run(fresh, TRAIL, material["anchors"], path, policy=DEFAULT_POLICY, purge_years=6)
+    assert again.already_loaded and again.batches_applied == 0
+    assert len(_entries(fresh)) == first.batches_applied
+    assert _count(fresh, bulk_loads) == 1
+
+
+def test_a_file_made_before_the_organisations_later_pushes_is_refused(fresh, material):
+    """LA pushes (online) after its load file was made; the operator then loads the older file: it
+    would restate every record as it stood before the pushes. Refused, audited, nothing changed."""
+    from contactgate_wire.faults import MessageExpired
+
+    bench_load.online(fresh, TRAIL, "LA", material["extracts"]["LA"], material["mapping"], batch_size=100)
+    with fresh.connect() as conn:
+        before = conn.execute(select(source_records.c.source_record_id, source_records.c.record)
+                              .order_by(source_records.c.source_record_id)).all()
+    with pytest.raises(MessageExpired):
+        _load(fresh, material, "LA")
+    assert [e["outcome"] for e in _entries(fresh)] == ["refused"]
+    with fresh.connect() as conn:
+        assert conn.execute(select(source_records.c.source_record_id, source_records.c.record)
+                            .order_by(source_records.c.source_record_id)).all() == before
+    assert _count(fresh, bulk_loads) == 0
+
+
+def test_a_push_accepted_while_a_load_runs_stops_it_before_its_next_batch(fresh, material):
+    """LA pushes after the first batch of its (older) load file is committed: the next batch's
+    transaction finds the push and refuses the rest of the file; the first batch stays."""
+    from contactgate_wire.faults import MessageExpired
+
+    pushed = []
+
+    def push_after_the_first_batch(summary):
+        if summary.batches_applied == 1 and not pushed:
+            pushed.append(bench_load.online(fresh, TRAIL, "LA", material["extracts"]["LA"], material["mapping"],
+                                            batch_size=100))
+
+    with pytest.raises(MessageExpired):
+        _load(fresh, material, "LA", progress=push_after_the_first_batch)
+    assert [e["outcome"] for e in _entries(fresh)] == ["accepted", "refused"]
+    with fresh.connect() as conn:
+        assert conn.execute(select(bulk_loads.c.batches_done)).scalar_one() == 1
+
+
+@pytest.mark.parametrize("bad_line", [
+    b'"\\ud800"', b"[" * 100_000,
+    load_file.batch_line(b'<cg:SubmitUpdates xmlns:cg="urn:contactgate:v1"><cg:Nonsense/></cg:SubmitUpdates>'),
+], ids=["lone-surrogate", "deep-json", "schema-invalid"])
+def test_a_signed_last_batch_that_cannot_be_read_is_refused_before_anything_is_applied(
+        fresh, material, tmp_path, bad_line):
+    """The organisation's own key signs it (a faulty load-prepare): refused, audited, nothing applied."""
+    def sign_it(header):
+        header["batches"][-1] = load_file.batch_digest(bad_line)
+        _resign(header, material["folders"]["LA"] / "key.pem")
+
+    path = _rewrite(material, tmp_path, change_header=sign_it, change_lines=lambda lines: [*lines[:-1], bad_line])
+    _refused(fresh, material, path, MalformedMessage if b"cg:" not in bad_line else SchemaInvalid)
+
+
+def test_a_batch_changed_on_disk_after_the_file_was_checked_is_not_applied(fresh, material, tmp_path, monkeypatch):
+    """The operator swaps the last batch for one of their own after the whole file was checked and
+    before it is applied (time of check, time of use): the batch is checked again as it is read for
+    applying, refused, and not applied; the batches before it, as signed, stay applied."""
+    path = tmp_path / "swapped.cgload"
+    path.write_bytes(material["files"]["LA"].read_bytes())
+    real = bulk_load.check_batches
+
+    def then_swap(*args, **kwargs):
+        real(*args, **kwargs)
+        _rewrite(material, tmp_path, change_lines=lambda lines: [*lines[:-1], *_forged_batch(material)([lines[-1]])],
+                 name="swapped.cgload")
+
+    monkeypatch.setattr(bulk_load, "check_batches", then_swap)
+    with pytest.raises(SignatureInvalid):
+        bulk_load.run(
+            fresh, TRAIL, material["anchors"], path, policy=DEFAULT_POLICY, purge_years=6)
+    assert [e["outcome"] for e in _entries(fresh)] == ["accepted"] * (_batches(material, "LA") - 1) + ["refused"]
+    assert _count(fresh, source_records) <= BATCH * (_batches(material, "LA") - 1)  # not the forged record
