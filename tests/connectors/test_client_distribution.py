@@ -91,4 +91,4 @@ print(json.dumps({{"organisation": answer.organisation, "typed": isinstance(answ
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert seen["organisation"] == "LA" and seen["typed"] and not seen["gateway_importable"]
     assert all(path.startswith(str(target)) for path in seen["from"])
-    assert seen["commands"] == ["csr", "mapping", "push", "unbundle", "wsdl"]  # the connecting side's commands (client README)
+    assert seen["commands"] == ["csr", "load-prepare", "mapping", "push", "unbundle", "wsdl"]  # the connecting side's commands (client README)
