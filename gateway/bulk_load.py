@@ -50,6 +50,7 @@ from contactgate_wire.faults import (
 )
 from contactgate_wire.soap import UnsafeXML, digest_b64, parse_untrusted
 from gateway.audit import chain as audit
+from gateway.db import write_transaction, writer_turns
 from gateway.audit import links as audit_links
 from gateway.db import audit_log, bulk_loads
 from gateway.index import batches
@@ -274,6 +275,8 @@ def run(engine, trail: audit.AuditTrail, anchors: pki.TrustAnchors, path: Path, 
                     raise SignatureInvalid(f"batch {index + 1} is not the one the header signs (altered)")
                 updates = _read_batch(line, index, schema)
                 tally = _apply(engine, trail, verified, index, line, updates, clock, policy, purge_years)
+                if _turns(engine) is not None:
+                    time.sleep(YIELD_S)  # the write lock to a waiting reader's audit entry before the next batch
                 summary.outcomes.update(tally)
                 summary.batches_applied += 1
                 summary.records_applied += len(updates)
@@ -328,6 +331,21 @@ def _apply(engine, trail, verified: Verified, index: int, line: bytes, updates, 
     raise AssertionError("not reached")
 
 
+_TURNS: dict = {}
+TURN_TIMEOUT_S = 60.0
+# On SQLite, a pause between batches in which a serving gateway waiting for the write lock (a read's
+# audit entry) takes its turn: without it the next batch took the lock back first, every time.
+YIELD_S = 0.05
+
+
+def _turns(engine):
+    """This process's turns at ``engine``'s SQLite write lock (None on PostgreSQL), made once."""
+    key = str(engine.url)
+    if key not in _TURNS:
+        _TURNS[key] = writer_turns(engine, TURN_TIMEOUT_S)
+    return _TURNS[key]
+
+
 class _AlreadyApplied(Exception):
     pass
 
@@ -336,7 +354,10 @@ def _apply_once(engine, trail, verified: Verified, index: int, line: bytes, upda
                 policy: LinkPolicy, purge_years: int) -> Counter:
     """One batch, its audit entry and the load's progress, in one transaction. The progress row is
     locked and checked first: two runs of one file never apply a batch twice."""
-    with engine.begin() as conn:
+    # In the serving gateway's turns at a SQLite database's write lock (gateway.db.WriterTurns): without
+    # them the load took the lock back batch after batch while a read's audit entry waited in SQLite's
+    # busy handler, and reads were answered only when the load had ended.
+    with write_transaction(engine, _turns(engine)) as conn:
         done = conn.execute(select(bulk_loads.c.batches_done).where(bulk_loads.c.load_id == verified.load_id)
                             .with_for_update()).scalar_one()
         if done != index:

@@ -56,6 +56,7 @@ def test_a_load_killed_part_way_resumes_and_applies_each_record_once(prepared):
     header = json.loads(path.read_bytes().split(b"\n", 1)[0])
     total, records = len(header["batches"]), header["records"]
     la = gw.client("la")
+    la.ping(user_id=READ["user_id"], role=READ["role"])  # its TLS session and WSDL ready: the read below is quick
     loader = subprocess.Popen([CONTACTGATE, "load", str(path)], env=gw.env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     try:
@@ -68,6 +69,8 @@ def test_a_load_killed_part_way_resumes_and_applies_each_record_once(prepared):
         answered = la.get_contacts(child_id, **READ)  # read while the load runs: answered
         assert answered["ChildId"] == child_id
     finally:
+        # Killed now, part-way: of its ~55 batches of 4 the load had done 2 when the read began, and
+        # a read takes what one exchange takes (the client was ready before the load started).
         os.kill(loader.pid, signal.SIGKILL)
         loader.communicate()
     killed_at = _done(gw.engine)
