@@ -83,9 +83,10 @@ def test_a_token_signed_with_the_providers_key_for_this_client_is_accepted(provi
     ({"aud": [CLIENT, "another-client"], "azp": "another-client"}, "azp"),
     ({"iss": "https://impostor.example"}, "issuer"),
     ({"exp": int(time.time()) - 3600, "iat": int(time.time()) - 3700}, "expired"),
-    ({"iat": int(time.time()) + 3600, "exp": int(time.time()) + 7200}, "future"),
-    ({"iat": int(time.time()) - 7200, "exp": int(time.time()) + 300}, "issued"),
-    ({"nbf": int(time.time()) + 3600}, "nbf"),
+    # (times taken when the tests are collected: far enough off that a long run still sees them so)
+    ({"iat": int(time.time()) + 6 * 3600, "exp": int(time.time()) + 7 * 3600}, "future"),
+    ({"iat": int(time.time()) - 7200, "exp": int(time.time()) + 6 * 3600}, "issued"),
+    ({"nbf": int(time.time()) + 6 * 3600}, "nbf"),
     ({"nonce": "another-sign-in"}, "nonce"),
     ({"nonce": None}, "nonce"),
     ({"sub": None}, "subject"),
