@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -35,6 +36,8 @@ from gateway.index import sealed
 from gateway.portal import accounts, oidc
 from gateway.portal.accounts import PortalError
 from gateway.trust import identity_providers as idps
+
+log = logging.getLogger(__name__)
 
 SAID = "Sign-in through your organisation refused."
 
@@ -323,7 +326,8 @@ def end_session_url(conn: Connection, providers: oidc.Providers, settings, token
         return None
     try:
         endpoint = providers.provider(idp.issuer).endpoint("end_session_endpoint", settings, required=False)
-    except (oidc.ProviderMisbehaved, oidc.ProviderUnreachable):
+    except (oidc.ProviderMisbehaved, oidc.ProviderUnreachable) as exc:  # signed out of the portal all the same
+        log.warning("sign-out: the provider's end-session endpoint is not offered (%s)", exc)
         return None
     if endpoint is None:
         return None
