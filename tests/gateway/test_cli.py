@@ -12,13 +12,14 @@ import tempfile
 from pathlib import Path
 
 import click
+from click.testing import CliRunner
 import pytest
 from sqlalchemy import create_engine, inspect
 
 from gateway.cli import main
 from gateway.migrations import head_revision
 from gateway.trust import pki
-from tests.gateway.cli_runner import CONTACTGATE, SETPRIV, clean_env, contactgate, init_and_sign_in, tree
+from tests.gateway.cli_runner import CONTACTGATE, SETPRIV, Run, clean_env, contactgate, init_and_sign_in, tree
 from tests.support import postgres_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -252,22 +253,43 @@ def test_version(tmp_path):
 
 # ---- before init ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("command", sorted(SAMPLE_ARGS))
-def test_every_command_before_init_says_run_init_and_creates_nothing(command, backend, material,
-                                                                     empty_postgres, tmp_path):
+# Every command is run through click in this process (what the script runs, without a new
+# interpreter's 1-2 s of start-up per command); a sample also through the real script.
+SCRIPT_SAMPLE = ("org list", "serve", "audit verify", "load", "cert issue")
+
+
+def _before_init(command, backend, material, empty_postgres, tmp_path, monkeypatch, *, script: bool):
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     home = workspace / "home"
     args = [a.format(material=material, out=workspace / "out") for a in SAMPLE_ARGS[command]]
-    env = clean_env(CONTACTGATE_HOME=str(home),
-                    CONTACTGATE_DATABASE_URL=_database_url(backend, empty_postgres))
+    settings = {"CONTACTGATE_HOME": str(home), "CONTACTGATE_DATABASE_URL": _database_url(backend, empty_postgres)}
     before = tree(workspace)
-    run = contactgate(*command.split(), *args, env=env, cwd=workspace)
+    if script:
+        run = contactgate(*command.split(), *args, env=clean_env(**settings), cwd=workspace)
+    else:
+        monkeypatch.chdir(workspace)
+        env = {k: None for k in os.environ if k.startswith("CONTACTGATE_")} | settings
+        result = CliRunner().invoke(main, [*command.split(), *args], env=env, prog_name="contactgate")
+        run = Run(tuple(command.split()), result.exit_code, result.stdout, result.stderr)
     run.assert_clean_failure(3, "contactgate init")
     assert tree(workspace) == before
     if backend == "postgresql":
         assert _tables(empty_postgres) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("command", sorted(SAMPLE_ARGS))
+def test_every_command_before_init_says_run_init_and_creates_nothing(command, backend, material, empty_postgres,
+                                                                     tmp_path, monkeypatch):
+    _before_init(command, backend, material, empty_postgres, tmp_path, monkeypatch, script=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("command", SCRIPT_SAMPLE)
+def test_the_script_before_init_says_run_init_and_creates_nothing(command, backend, material, empty_postgres,
+                                                                  tmp_path, monkeypatch):
+    _before_init(command, backend, material, empty_postgres, tmp_path, monkeypatch, script=True)
 
 
 def test_default_home_is_not_created_by_a_command_before_init(tmp_path):
