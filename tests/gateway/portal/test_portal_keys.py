@@ -486,7 +486,7 @@ def test_a_key_moved_to_another_account_in_the_database_is_refused_and_audited(p
 
 def test_an_account_without_a_key_confirms_with_a_code_before_adding_its_first(portal, gateway, org):
     account, key = Account(org.code, unique("hv.first.").lower()), _key(portal)
-    enrol_in_process(gateway, account, org.invite(account.user), earliest=True)  # three codes, no wait
+    enrol_in_process(gateway, account, org.invite(account.user))  # three codes, no wait
     session, _ = portal.sign_in(account)
     asked = portal.post(session, "/keys/add", {}, csrf_from="/keys")
     assert "Confirm with a code from your authenticator app" in asked.text, asked.text

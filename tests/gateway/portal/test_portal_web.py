@@ -830,7 +830,7 @@ def test_a_browser_that_signed_in_before_is_not_locked_out_by_a_guesser_at_its_a
     from tests.gateway.console.flood import FromAddress
 
     account = Account("LA", unique("hv.nat.").lower())
-    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user), earliest=True)
+    enrol_in_process(gateway, account, _add_practitioner(portal, admins, account.user))
     browser = portal.session()
     browser.mount("https://", FromAddress("127.0.3.1"))
     portal.sign_in(account, session=browser)  # this browser is known now
