@@ -73,30 +73,31 @@ def propose():
     return redirect(url_for("idps.listing", shown=done.id))
 
 
+def _stepped_up_then(idp_id: int, operation: str, fn, *args, said: str):
+    """``fn(…, idp_id, *args, now)`` on an existing provider once the officer has confirmed with their
+    password and a code; when done, ``said`` (with {id} and {org}) is flashed."""
+    found = _found(idp_id)
+    if views._stepped_up() and _run(operation, fn, idp_id, *args, views._now(), org_code=found.org_code):
+        flash(said.format(id=idp_id, org=found.org_code), "ok")
+    return redirect(url_for("idps.listing"))
+
+
 @blueprint.route("/identity-providers/<int:idp_id>/approve", methods=["POST"])
 @views._needs(*idps.ROLES)
 def approve(idp_id: int):
-    found = _found(idp_id)
-    if views._stepped_up() and _run("idp.approve", idps.approve, idp_id, views._now(), org_code=found.org_code):
-        flash(f"Provider {idp_id} approved: {found.org_code}'s practitioners may sign in through it.", "ok")
-    return redirect(url_for("idps.listing"))
+    return _stepped_up_then(idp_id, "idp.approve", idps.approve,
+                            said="Provider {id} approved: {org}'s practitioners may sign in through it.")
 
 
 @blueprint.route("/identity-providers/<int:idp_id>/decline", methods=["POST"])
 @views._needs(*idps.ROLES)
 def decline(idp_id: int):
-    found = _found(idp_id)
-    if views._stepped_up() and _run("idp.decline", idps.decline, idp_id, request.form.get("reason", ""),
-                                     views._now(), org_code=found.org_code):
-        flash(f"Provider {idp_id} declined.", "ok")
-    return redirect(url_for("idps.listing"))
+    return _stepped_up_then(idp_id, "idp.decline", idps.decline, request.form.get("reason", ""),
+                            said="Provider {id} declined.")
 
 
 @blueprint.route("/identity-providers/<int:idp_id>/remove", methods=["POST"])
 @views._needs(*idps.ROLES)
 def remove(idp_id: int):
-    found = _found(idp_id)
-    if views._stepped_up() and _run("idp.remove", idps.remove, idp_id, request.form.get("reason", ""),
-                                    views._now(), org_code=found.org_code):
-        flash(f"Provider {idp_id} removed: its portal sessions end at their next page.", "ok")
-    return redirect(url_for("idps.listing"))
+    return _stepped_up_then(idp_id, "idp.remove", idps.remove, request.form.get("reason", ""),
+                            said="Provider {id} removed: its portal sessions end at their next page.")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from gateway import audit
 from gateway.db import portal_admin_proposals
+from gateway.four_eyes import FourEyes
 from gateway.officers import Officer
 from gateway.portal import accounts
 from gateway.portal.accounts import PortalError
@@ -54,6 +55,11 @@ def _proposal(conn: Connection, proposal_id: int, *, lock: bool = False) -> Prop
                     row.decided_by, row.action, row.why)
 
 
+FOUR_EYES = FourEyes(portal_admin_proposals, PortalError, "portal.admin", ROLES, "appointing a user administrator",
+                     "portal-admin proposal", _proposal, summarised=True)
+run = FOUR_EYES.run  # fn(conn, trail, actor, *args) in one transaction; a refusal audited, then raised
+
+
 def list_pending(conn: Connection) -> list[Proposal]:
     ids = conn.execute(select(portal_admin_proposals.c.id).where(portal_admin_proposals.c.status == "pending")
                        .order_by(portal_admin_proposals.c.id)).scalars().all()
@@ -70,14 +76,9 @@ def _accredited(conn: Connection, org_code: str, today: dt.date) -> registry.Org
     return org
 
 
-def _entry(operation: str, actor: Officer, org_code: str | None, detail: str, outcome: str = "done") -> audit.Entry:
-    return audit.Entry(operation=operation, outcome=outcome, org_code=org_code, user_id=actor.officer_id,
-                       role=actor.role_text, detail=detail)
-
-
 def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, org_code: str, user_id: str, name: str,
             job_title: str, now: dt.datetime) -> Proposal:
-    _require(actor)
+    FOUR_EYES.require(actor)
     org = _accredited(conn, org_code, now.date())
     user_id = accounts.canonical_user(user_id)
     name, job_title = (name or "").strip(), (job_title or "").strip()
@@ -90,12 +91,8 @@ def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, org_code:
         portal_admin_proposals.c.status == "pending")).first()
     if pending is not None:
         raise PortalError(f"proposal {pending.id} already proposes {org.code}:{user_id}")
-    proposal_id = conn.execute(portal_admin_proposals.insert().values(
-        org_code=org.code, user_id=user_id, name=name, job_title=job_title, action="appoint", status="pending",
-        proposed_by=actor.officer_id, proposed_at=now)).inserted_primary_key[0]
-    proposal = _proposal(conn, proposal_id)
-    trail.append(conn, _entry("portal.admin.propose", actor, org.code, f"proposal {proposal.id}: {proposal.summary()}"))
-    return proposal
+    return FOUR_EYES.proposed(conn, trail, actor, now, org_code=org.code, user_id=user_id, name=name,
+                              job_title=job_title, action="appoint")
 
 
 ACTIONS = ("disable", "reset", "enable")
@@ -105,7 +102,7 @@ def propose_action(conn: Connection, trail: audit.AuditTrail, actor: Officer, ac
                    user_id: str, why: str | None, now: dt.datetime) -> Proposal:
     """Propose to disable, reset or re-enable an account (an administrator's, which no administrator
     may touch, or any other of the organisation's); a second officer approves it."""
-    _require(actor)
+    FOUR_EYES.require(actor)
     if action not in ACTIONS:
         raise PortalError(f"no such action {action!r}")
     org_code = (org_code or "").strip().upper()[:32]
@@ -124,65 +121,36 @@ def propose_action(conn: Connection, trail: audit.AuditTrail, actor: Officer, ac
         portal_admin_proposals.c.action == action, portal_admin_proposals.c.status == "pending")).first()
     if pending is not None:
         raise PortalError(f"proposal {pending.id} already proposes to {action} {target.who}")
-    proposal_id = conn.execute(portal_admin_proposals.insert().values(
-        org_code=target.org_code, user_id=target.user_id, name=target.name, job_title=target.job_title,
-        action=action, why=why and why[:1000], status="pending", proposed_by=actor.officer_id,
-        proposed_at=now)).inserted_primary_key[0]
-    proposal = _proposal(conn, proposal_id)
-    trail.append(conn, _entry("portal.admin.propose", actor, target.org_code,
-                              f"proposal {proposal.id}: {proposal.summary()}"))
-    return proposal
+    return FOUR_EYES.proposed(conn, trail, actor, now, org_code=target.org_code, user_id=target.user_id,
+                              name=target.name, job_title=target.job_title, action=action, why=why and why[:1000])
 
 
 def approve_role(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int,
                  now: dt.datetime) -> accounts.RoleProposal:
     """An officer approves a role an organisation's administrator proposed (its second pair of eyes
     when it has only one administrator)."""
-    _require(actor)
+    FOUR_EYES.require(actor)
     try:
         proposal = accounts.decide_role(conn, proposal_id, actor.officer_id, now)
     except LookupError as exc:
         raise PortalError(str(exc)) from None
-    trail.append(conn, _entry("portal.admin.approve-role", actor, proposal.org_code,
-                              f"approved role {proposal.role} for {proposal.who} (role proposal {proposal.id} by "
-                              f"{proposal.proposed_by})"))
-    return proposal
-
-
-def _require(actor: Officer) -> None:
-    if not actor.holds(*ROLES):
-        raise PortalError(f"appointing a user administrator needs the role {' or '.join(ROLES)}")
-
-
-def _pending_for_decision(conn: Connection, actor: Officer, proposal_id: int) -> Proposal:
-    _require(actor)
-    proposal = _proposal(conn, proposal_id, lock=True)
-    if proposal is None:
-        raise PortalError(f"no portal-admin proposal {proposal_id}")
-    if proposal.status != "pending":
-        raise PortalError(f"proposal {proposal.id} ({proposal.summary()}) is {proposal.status} already")
-    if proposal.proposed_by == actor.officer_id:
-        raise PortalError(f"proposal {proposal.id} ({proposal.summary()}) was made by {actor.officer_id}: "
-                          f"a second officer decides it")
+    trail.append(conn, FOUR_EYES.entry("portal.admin.approve-role", actor, proposal.org_code,
+                                       f"approved role {proposal.role} for {proposal.who} (role proposal "
+                                       f"{proposal.id} by {proposal.proposed_by})"))
     return proposal
 
 
 def approve(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int, now: dt.datetime,
             rules) -> tuple[Proposal, str]:
     """(the proposal, the invitation code of an appointment or a reset; None for others)."""
-    proposal = _pending_for_decision(conn, actor, proposal_id)
-    conn.execute(update(portal_admin_proposals).where(portal_admin_proposals.c.id == proposal.id).values(
-        status="approved", decided_by=actor.officer_id, decided_at=now))
+    proposal = FOUR_EYES.pending(conn, actor, proposal_id)
     if proposal.action != "appoint":
         return _approve_action(conn, trail, actor, proposal, now)
     _accredited(conn, proposal.org_code, now.date())
     _, code = accounts.create(conn, trail, proposal.org_code, proposal.user_id, accounts.Details(
         proposal.name, None, proposal.job_title, None, None, None, None), user_admin=True,
         created_by=f"officers {proposal.proposed_by}+{actor.officer_id}", rules=rules, now=now)
-    trail.append(conn, _entry("portal.admin.approve", actor, proposal.org_code,
-                              f"approved proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}; "
-                              f"account made, invitation issued"))
-    return _proposal(conn, proposal.id), code
+    return FOUR_EYES.approved(conn, trail, actor, proposal, now, "; account made, invitation issued"), code
 
 
 def _approve_action(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal: Proposal,
@@ -197,33 +165,10 @@ def _approve_action(conn: Connection, trail: audit.AuditTrail, actor: Officer, p
         accounts.enable_account(conn, target, proposal.why, now)
     else:
         code = accounts.reset_account(conn, target, now)
-    trail.append(conn, _entry("portal.admin.approve", actor, proposal.org_code,
-                              f"approved proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}"
-                              + ("; new invitation issued" if code else "")))
-    return _proposal(conn, proposal.id), code
+    return FOUR_EYES.approved(conn, trail, actor, proposal, now, "; new invitation issued" if code else ""), code
 
 
 def decline(conn: Connection, trail: audit.AuditTrail, actor: Officer, proposal_id: int, reason: str,
             now: dt.datetime) -> Proposal:
-    reason = (reason or "").strip()
-    if not reason:
-        raise PortalError("a reason is required")
-    proposal = _pending_for_decision(conn, actor, proposal_id)
-    conn.execute(update(portal_admin_proposals).where(portal_admin_proposals.c.id == proposal.id).values(
-        status="declined", decided_by=actor.officer_id, decided_at=now, reason=reason))
-    trail.append(conn, _entry("portal.admin.decline", actor, proposal.org_code,
-                              f"declined proposal {proposal.id} by {proposal.proposed_by}: {proposal.summary()}: "
-                              f"{reason}"))
-    return _proposal(conn, proposal.id)
+    return FOUR_EYES.decline(conn, trail, actor, proposal_id, reason, now)
 
-
-def run(engine: Engine, trail: audit.AuditTrail, operation: str, actor: Officer, fn, *args, org_code=None, **kwargs):
-    """``fn(conn, trail, actor, *args)`` in one transaction; a refusal changes nothing and is audited
-    (``operation``, outcome refused) in a transaction of its own, then raised."""
-    try:
-        with engine.begin() as conn:
-            return fn(conn, trail, actor, *args, **kwargs)
-    except PortalError as exc:
-        with engine.begin() as conn:
-            trail.append(conn, _entry(operation, actor, org_code, f"refused: {exc}", "refused"))
-        raise

@@ -31,10 +31,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from gateway import audit
 from gateway.db import identity_providers
+from gateway.four_eyes import FourEyes
 from gateway.index import sealed
 from gateway.officers import Officer
 from gateway.trust import registry
@@ -210,14 +211,9 @@ def client_credential(conn: Connection, idp: IdentityProvider) -> str:
     return sealed.vault_of(conn).open(token, _credential_context(idp.org_code, idp.client_id))
 
 
-def _entry(operation: str, actor: Officer, org_code: str | None, detail: str, outcome: str = "done") -> audit.Entry:
-    return audit.Entry(operation=operation, outcome=outcome, org_code=org_code, user_id=actor.officer_id,
-                       role=actor.role_text, detail=detail)
-
-
-def _require(actor: Officer) -> None:
-    if not actor.holds(*ROLES):
-        raise IdentityProviderError(f"registering an identity provider needs the role {' or '.join(ROLES)}")
+FOUR_EYES = FourEyes(identity_providers, IdentityProviderError, "idp", ROLES, "registering an identity provider",
+                     "identity provider proposal", get, reason_limit=1000)
+run = FOUR_EYES.run  # fn(conn, trail, actor, *args) in one transaction; a refusal audited, then raised
 
 
 def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, registration: Registration, now: dt.datetime,
@@ -226,7 +222,7 @@ def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, registrat
     JWK is in the answer); a second officer approves it."""
     from joserfc.jwk import ECKey
 
-    _require(actor)
+    FOUR_EYES.require(actor)
     reg = registration.checked(rules)
     org = registry.get_org(conn, reg.org_code, with_pending=False)
     if org is None:
@@ -247,16 +243,13 @@ def propose(conn: Connection, trail: audit.AuditTrail, actor: Officer, registrat
     else:
         credential = reg.client_secret
     sealed_credential = sealed.vault_of(conn).seal(credential, _credential_context(org.code, reg.client_id))
-    idp_id = conn.execute(identity_providers.insert().values(
+    return FOUR_EYES.proposed(
+        conn, trail, actor, now,
         org_code=org.code, issuer=reg.issuer, client_id=reg.client_id, client_auth=reg.client_auth,
         client_credential=sealed_credential, public_jwk=public, redirect_uri=reg.redirect_uri, scopes=reg.scopes,
         person_claim=reg.person_claim, role_claim=reg.role_claim, role_map=json.dumps(reg.role_map, sort_keys=True),
         acr_values=json.dumps(list(reg.acr_values)), amr_values=json.dumps(list(reg.amr_values)),
-        without_two_factors=reg.without_two_factors, status="pending", proposed_by=actor.officer_id,
-        proposed_at=now)).inserted_primary_key[0]
-    idp = get(conn, idp_id)
-    trail.append(conn, _entry("idp.propose", actor, org.code, f"proposal {idp.id}: {idp.summary()}"))
-    return idp
+        without_two_factors=reg.without_two_factors)
 
 
 def _held_by_another(conn: Connection, org_code: str, issuer: str, client_id: str) -> None:
@@ -273,22 +266,10 @@ def _held_by_another(conn: Connection, org_code: str, issuer: str, client_id: st
                                     f"(provider {row.id}): each organisation needs its own client at the provider")
 
 
-def _pending(conn: Connection, actor: Officer, idp_id: int) -> IdentityProvider:
-    _require(actor)
-    idp = get(conn, idp_id, lock=True)
-    if idp is None:
-        raise IdentityProviderError(f"no identity provider proposal {idp_id}")
-    if idp.status != "pending":
-        raise IdentityProviderError(f"proposal {idp.id} is {idp.status} already")
-    if idp.proposed_by == actor.officer_id:
-        raise IdentityProviderError(f"proposal {idp.id} was made by {actor.officer_id}: a second officer decides it")
-    return idp
-
-
 def approve(conn: Connection, trail: audit.AuditTrail, actor: Officer, idp_id: int, now: dt.datetime) -> IdentityProvider:
     """In force from now; the organisation's provider before it (if any) is superseded, and its
     sessions end at their next page."""
-    idp = _pending(conn, actor, idp_id)
+    idp = FOUR_EYES.pending(conn, actor, idp_id)
     org = registry.get_org(conn, idp.org_code, with_pending=False)
     if org is None or org.effective_status(now.date()) != "accredited":
         raise IdentityProviderError(f"{idp.org_code} is not accredited now: its provider cannot be approved")
@@ -296,30 +277,18 @@ def approve(conn: Connection, trail: audit.AuditTrail, actor: Officer, idp_id: i
     conn.execute(update(identity_providers).where(identity_providers.c.org_code == idp.org_code,
                                                   identity_providers.c.status == "approved")
                  .values(status="superseded", decided_at=now))
-    conn.execute(update(identity_providers).where(identity_providers.c.id == idp.id).values(
-        status="approved", decided_by=actor.officer_id, decided_at=now))
-    trail.append(conn, _entry("idp.approve", actor, idp.org_code,
-                              f"approved proposal {idp.id} by {idp.proposed_by}: {idp.summary()}"))
-    return get(conn, idp.id)
+    return FOUR_EYES.approved(conn, trail, actor, idp, now)
 
 
 def decline(conn: Connection, trail: audit.AuditTrail, actor: Officer, idp_id: int, reason: str,
             now: dt.datetime) -> IdentityProvider:
-    reason = (reason or "").strip()
-    if not reason:
-        raise IdentityProviderError("a reason is required")
-    idp = _pending(conn, actor, idp_id)
-    conn.execute(update(identity_providers).where(identity_providers.c.id == idp.id).values(
-        status="declined", decided_by=actor.officer_id, decided_at=now, reason=reason[:1000]))
-    trail.append(conn, _entry("idp.decline", actor, idp.org_code,
-                              f"declined proposal {idp.id} by {idp.proposed_by}: {reason}"))
-    return get(conn, idp.id)
+    return FOUR_EYES.decline(conn, trail, actor, idp_id, reason, now)
 
 
 def remove(conn: Connection, trail: audit.AuditTrail, actor: Officer, idp_id: int, reason: str,
            now: dt.datetime) -> IdentityProvider:
     """Takes access away (one officer may): no more sign-ins through it; its sessions end."""
-    _require(actor)
+    FOUR_EYES.require(actor)
     reason = (reason or "").strip()
     if not reason:
         raise IdentityProviderError("a reason is required")
@@ -328,17 +297,7 @@ def remove(conn: Connection, trail: audit.AuditTrail, actor: Officer, idp_id: in
         raise IdentityProviderError(f"no identity provider {idp_id} in force or pending")
     conn.execute(update(identity_providers).where(identity_providers.c.id == idp.id).values(
         status="removed", decided_by=actor.officer_id, decided_at=now, reason=reason[:1000]))
-    trail.append(conn, _entry("idp.remove", actor, idp.org_code, f"removed {idp.id} ({idp.issuer}): {reason}"))
+    trail.append(conn, FOUR_EYES.entry("idp.remove", actor, idp.org_code,
+                                       f"removed {idp.id} ({idp.issuer}): {reason}"))
     return get(conn, idp.id)
 
-
-def run(engine: Engine, trail: audit.AuditTrail, operation: str, actor: Officer, fn, *args, org_code=None, **kwargs):
-    """``fn(conn, trail, actor, *args)`` in one transaction; a refusal changes nothing and is audited
-    (``operation``, outcome refused) in a transaction of its own, then raised."""
-    try:
-        with engine.begin() as conn:
-            return fn(conn, trail, actor, *args, **kwargs)
-    except IdentityProviderError as exc:
-        with engine.begin() as conn:
-            trail.append(conn, _entry(operation, actor, org_code, f"refused: {exc}", "refused"))
-        raise
