@@ -192,6 +192,47 @@ def test_a_first_sign_in_makes_a_record_held_until_the_administrator_records_the
     assert "Sign out" in page.text and "Ned New" in page.text
 
 
+@pytest.mark.xfail(strict=True, reason="the second sign-in's insert meets the first's record: IntegrityError, "
+                                       "a server error the audit never sees")
+def test_two_first_sign_ins_of_one_person_at_once_are_both_answered_never_a_server_error(gateway, federation,
+                                                                                      monkeypatch):
+    """Two first sign-ins of one person at the same moment (two tabs, a double click at the provider):
+    each finds no record and makes one. On PostgreSQL the two transactions interleave (SQLite's writers
+    queue, BEGIN IMMEDIATE, so there the second finds the first's record): the second meets the first's
+    insert and is answered as the first was, a refusal the callback audits, never an error."""
+    if gateway.backend != "postgresql":
+        pytest.skip("SQLite's writers queue (BEGIN IMMEDIATE): two sign-ins cannot interleave there")
+    from gateway.config import Settings
+    from gateway.portal import accounts, federated
+    from gateway.trust import identity_providers as idps
+
+    with gateway.engine.connect() as conn:
+        idp = idps.in_force(conn, REFUSE)
+    claims = {"sub": "racer", "preferred_username": "racer", "name": "Rae Racer", "groups": ["hv"], "acr": MFA,
+              "amr": ["otp"]}
+    settings = Settings.from_env({}, home=str(gateway.home), database_url=gateway.database_url)
+    trail, now = _trail(gateway), dt.datetime.now(dt.timezone.utc)
+    original, raced = accounts.get, []
+
+    def sign_in():
+        return federated._signed_in(gateway.engine, trail, idp, claims, settings, None, now, "203.0.113.9",
+                                    lambda conn, org_code: None)
+
+    def get_while_the_other_signs_in(conn, org_code, user_id):
+        found = original(conn, org_code, user_id)
+        if not raced:  # the other sign-in runs to its end between this one's read and its insert
+            raced.append(True)
+            with pytest.raises(federated.FederatedRefused) as first:
+                sign_in()
+            raced.append(first.value)
+        return found
+
+    monkeypatch.setattr(accounts, "get", get_while_the_other_signs_in)
+    with pytest.raises(federated.FederatedRefused) as second:
+        sign_in()
+    assert "clearance" in raced[1].said and second.value.said == raced[1].said  # held until vetted, both
+
+
 def test_a_lapsed_practitioner_or_one_without_a_mapped_role_is_refused_whatever_the_provider_says(gateway, federation):
     portal, provider, _ = federation
     _, page, _ = federated_sign_in(portal, provider, REFUSE, "lapsed1", acr=MFA, amr=["otp"])
