@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection, Engine
 
 from gateway import audit, officers
@@ -186,26 +187,15 @@ def _signed_in(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvid
         raise _refuse(f"{_subject(idp, claims)}: {idp.role_claim} maps to {role!r}, not a role of the roles file",
                       "Sign-in refused: your organisation's sign-in gives you no role in the portal.", user_id)
     evidence = oidc.two_factors(idp, claims)
-    with engine.begin() as conn:
-        found = accounts.get(conn, idp.org_code, user_id)
-        if found is None:
-            name = claims.get("name") if isinstance(claims.get("name"), str) else user_id
-            found, _unused = accounts.create(
-                conn, trail, idp.org_code, user_id, accounts.Details(name[:200] or user_id, None, "(from provider)",
-                                                                     None, None, None, None),
-                user_admin=False, created_by=f"provider {idp.id}", rules=rules, now=now,
-                audited_as=("portal.practitioner.add", user_id, None))
-        _bind(conn, idp, found, claims, now)
-        if found.role != role:
-            conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == found.org_code,
-                                                            portal_practitioners.c.user_id == found.user_id)
-                         .values(role=role, updated_at=now))
-            trail.append(conn, audit.Entry(
-                operation="portal.practitioner.role", outcome="done", org_code=found.org_code, user_id=found.user_id,
-                role=role, detail=f"role {found.role or '-'} -> {role} from the claim {idp.role_claim} "
-                                  f"({_subject(idp, claims)}), as the organisation's registration maps it"))
-            found = accounts.get(conn, idp.org_code, user_id)
-        why = found.lapsed(settings, now.date()) or orgs_in_force(conn, found.org_code)
+    for attempt in (1, 2):  # a second time when another sign-in of this person made the record or binding first
+        try:
+            found, why = _recorded(engine, trail, idp, claims, user_id, role, settings, rules, now, orgs_in_force)
+            break
+        except (IntegrityError, _Raced):
+            if attempt == 2:
+                raise _refuse(f"{_subject(idp, claims)}: another sign-in made or bound {idp.org_code}:{user_id} at "
+                              f"the same moment, twice", "Sign-in refused: another sign-in as you was under way. "
+                              "Try again.", user_id) from None
     if why is not None:
         raise _refuse(f"{_subject(idp, claims)}: {why}", f"Sign-in refused: {why}.", user_id)
     sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
@@ -233,6 +223,42 @@ def _signed_in(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvid
         _audit(conn, trail, found.org_code, found.user_id, role,
                f"signed in through {_subject(idp, claims)}; two factors: {evidence}", "done", source)
     return Done(found, token)
+
+
+class _Raced(Exception):
+    """Another sign-in of the same person made their record between this one's look and its insert."""
+
+
+def _recorded(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvider, claims: dict, user_id: str,
+              role: str, settings, rules, now: dt.datetime, orgs_in_force):
+    """The person's record (made at their first sign-in), bound to the token's subject and given the
+    role the claim maps to, in one transaction; (the record, why it may not sign in or None)."""
+    with engine.begin() as conn:
+        found = accounts.get(conn, idp.org_code, user_id)
+        if found is None:
+            name = claims.get("name") if isinstance(claims.get("name"), str) else user_id
+            try:
+                found, _unused = accounts.create(
+                    conn, trail, idp.org_code, user_id, accounts.Details(name[:200] or user_id, None,
+                                                                         "(from provider)", None, None, None, None),
+                    user_admin=False, created_by=f"provider {idp.id}", rules=rules, now=now,
+                    audited_as=("portal.practitioner.add", user_id, None))
+            except PortalError:
+                if accounts.get(conn, idp.org_code, user_id) is None:
+                    raise
+                raise _Raced() from None  # made by another sign-in since this one looked
+        _bind(conn, idp, found, claims, now)
+        if found.role != role:
+            conn.execute(update(portal_practitioners).where(portal_practitioners.c.org_code == found.org_code,
+                                                            portal_practitioners.c.user_id == found.user_id)
+                         .values(role=role, updated_at=now))
+            trail.append(conn, audit.Entry(
+                operation="portal.practitioner.role", outcome="done", org_code=found.org_code, user_id=found.user_id,
+                role=role, detail=f"role {found.role or '-'} -> {role} from the claim {idp.role_claim} "
+                                  f"({_subject(idp, claims)}), as the organisation's registration maps it"))
+            found = accounts.get(conn, idp.org_code, user_id)
+        why = found.lapsed(settings, now.date()) or orgs_in_force(conn, found.org_code)
+    return found, why
 
 
 def _bind(conn: Connection, idp: idps.IdentityProvider, found: accounts.Practitioner, claims: dict,

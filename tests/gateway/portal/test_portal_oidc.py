@@ -192,8 +192,6 @@ def test_a_first_sign_in_makes_a_record_held_until_the_administrator_records_the
     assert "Sign out" in page.text and "Ned New" in page.text
 
 
-@pytest.mark.xfail(strict=True, reason="the second sign-in's insert meets the first's record: IntegrityError, "
-                                       "a server error the audit never sees")
 def test_two_first_sign_ins_of_one_person_at_once_are_both_answered_never_a_server_error(gateway, federation,
                                                                                       monkeypatch):
     """Two first sign-ins of one person at the same moment (two tabs, a double click at the provider):
