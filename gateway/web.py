@@ -3,7 +3,7 @@ same way, so that a fix to one is a fix to both.
 
 - The cookie holds a signed session token only: ``Secure; HttpOnly; SameSite=Strict``, signed with
   a key made once in the home (0600) and shared by the application's workers (`secret_key`: the
-  first worker's, even when several start at once).
+  first worker's, even when several start at once); sent only by an answer that changed it.
 - Every form carries a CSRF token (flask-wtf), checked strictly on HTTPS (the Referer too).
 - Every answer: a Content-Security-Policy without any script or inline style and with
   ``frame-ancestors 'none'``, ``no-store``, HSTS, ``nosniff``, ``X-Frame-Options: DENY``, and the
@@ -58,6 +58,12 @@ def hardened_app(import_name: str, settings: Settings, *, secret_path: Path, coo
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=settings.session_max_hours),
+        # Only an answer that changed the session sends the cookie. Re-sent by every answer, a late one
+        # (the favicon a browser fetches after a page has loaded, while it follows the page on) put
+        # back the cookie its request came with, and with it a session without the form token the
+        # next page had put in: that form was then refused as expired. The server ends sessions
+        # (idle, and at most session_max_hours after sign-in), not the cookie's date.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=settings.session_max_hours * 3600,
         WTF_CSRF_SSL_STRICT=True,
         MAX_CONTENT_LENGTH=max_content_length,

@@ -332,7 +332,6 @@ def _session_of(browser) -> str:
     return (zlib.decompress(data) if compressed else data).decode()
 
 
-@pytest.mark.xfail(strict=True, reason="every answer re-sends the session cookie as its request found it")
 def test_an_answer_that_changes_nothing_in_the_session_sets_no_cookie(browser):
     """As the portal's (tests/gateway/portal/test_portal_web.py): a late answer (a favicon's) that
     re-sent the cookie its request came with could undo a newer one holding a form's CSRF token."""

@@ -416,7 +416,6 @@ def test_the_session_cookie_is_secure_httponly_strict_and_forms_need_their_csrf_
 
 
 
-@pytest.mark.xfail(strict=True, reason="every answer re-sends the session cookie as its request found it")
 def test_an_answer_that_changes_nothing_in_the_session_sets_no_cookie_so_a_late_one_cannot_undo_a_form_token(
         portal, visitor):
     """A browser fetches the favicon after a page has loaded, while it already follows that page on
