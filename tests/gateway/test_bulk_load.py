@@ -383,7 +383,6 @@ def test_a_batch_changed_on_disk_after_the_file_was_checked_is_not_applied(fresh
     assert _count(fresh, source_records) <= BATCH * (_batches(material, "LA") - 1)  # not the forged record
 
 
-@pytest.mark.xfail(strict=True, reason="a load compiles the XSD again on every run instead of the message pipeline's")
 def test_a_load_validates_with_the_compiled_schema_the_message_pipeline_holds():
     """The XSD is compiled once per thread, as the message pipeline holds it (Services.schema), and a
     load validates with that one: not compiled again for every load."""
