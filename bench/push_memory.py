@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,31 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "connectors" / "samples"
 KINDS = ("csv", "ndjson", "bundle")
 
-CSV_MAPPING = """\
-description: Case-management nightly extract (own column names, as the system exports it)
-source: csv
-id: {from: Case ID}
-fields:
-  Identity.FamilyName: {from: Child Full Name, transform: collapse_spaces, name: family, required: true}
-  Identity.GivenName: {from: Child Full Name, transform: collapse_spaces, name: given, split: " "}
-  Identity.DateOfBirth: {from: Date of Birth, date: "%d/%m/%Y"}
-  Identity.Gender: {from: Gender, transform: lower, map: {male: male, female: female}, default: unknown}
-  Identity.NhsNumber: {from: NHS No, transform: nhs_number}
-  Address.Line1: {from: [House No, Street], join: " ", transform: title}
-  Address.Town: {value: Leeds}
-  Address.Postcode: {from: Post Code, transform: postcode}
-  Carer[0].Name: {from: Main Carer, transform: title}
-  Carer[0].Relationship: {from: Carer Rel, transform: {lookup: {file: relationships.csv, key: code, value: relationship}}}
-  Involvement[0].Service: {value: "Children's social care"}
-  Involvement[0].PractitionerName: {from: Worker}
-  Involvement[0].Role: {value: social worker}
-  Involvement[0].Start: {from: Allocated, date: "%d/%m/%Y"}
-  Involvement[0].CafAssessment: {from: CAF, map: {Y: true, N: false}, default: false,
-                                 default_when: [{column: Team, equals: EH, value: true}]}
-  Involvement[0].LeadProfessional: {value: true}
-"""
+# the case-management system's nightly export and its lookup file (tests/connectors/test_nightly.py's too)
+CSV_MAPPING = SAMPLES / "case_system.yaml"
+CSV_LOOKUP = SAMPLES / "case_system_relationships.csv"
 CSV_HEADER = ["Case ID", "Child Full Name", "Date of Birth", "Gender", "NHS No", "House No", "Street", "Post Code",
-              "Main Carer", "Carer Rel", "Worker", "Allocated", "CAF", "Team", "Case Notes"]
+              "Main Carer", "Carer Rel", "Worker", "Allocated", "Closed", "CAF", "Team", "Case Notes"]
 SYLLABLES = [c + v for c in "bdfghjklmnprstvwz" for v in "aeiou"]
 
 
@@ -81,9 +62,9 @@ def _name(rng: random.Random, n: int = 3) -> str:
 def write_csv(directory: Path, megabytes: float) -> tuple[Path, Path]:
     import csv
 
-    (directory / "relationships.csv").write_text("code,relationship\nMUM,mother\nDAD,father\nGRAN,grandmother\n")
+    shutil.copy(CSV_LOOKUP, directory)
     mapping = directory / "cases.yaml"
-    mapping.write_text(CSV_MAPPING)
+    shutil.copy(CSV_MAPPING, mapping)
     extract = directory / "cases.csv"
     rng, limit, i = random.Random(7), megabytes * 2**20, 0
     with open(extract, "w", newline="") as stream:
@@ -98,7 +79,7 @@ def write_csv(directory: Path, megabytes: float) -> tuple[Path, Path]:
                                  [f"{nhs[:3]} {nhs[3:6]} {nhs[6:]}", f"{nhs[:3]}-{nhs[3:6]}-{nhs[6:]}", nhs, ""][i % 4],
                                  str(1 + i % 200), f"{_name(rng)} road", f"ls{1 + i % 28}{i % 10}a{'bdefghjl'[i % 8]}",
                                  f"{_name(rng)} {_name(rng, 4)}", ["MUM", "DAD", "GRAN"][i % 3], "Sam Worker",
-                                 "02/09/2024", ["Y", "N", ""][i % 3], ["EH", "CIN"][i % 2], "confidential notes"])
+                                 "02/09/2024", "", ["Y", "N", ""][i % 3], ["EH", "CIN"][i % 2], "confidential notes"])
                 i += 1
     return extract, mapping
 

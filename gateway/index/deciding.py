@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import time
 from dataclasses import dataclass, replace
+from typing import Callable, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -64,6 +65,7 @@ class LinkPolicy:
 
 
 DEFAULT_POLICY = LinkPolicy()
+_Child = TypeVar("_Child")  # a child id, or what stands for one (the local check's held record)
 
 
 def _rejection(update_: ChildUpdate, today: dt.date) -> str | None:
@@ -124,42 +126,79 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
         compared = sorted(((c, child) for child, c in zip(children_, _compare_with(
             conn, person, children_, demographic=True, batch=batch)) if c is not None),
             key=lambda pair: (-pair[0].weight, pair[1]))
-        if not compared:
-            return "create", None, None
-        agreeing = [(c, child) for c, child in compared if c.identifiers != "disagree" and not c.twins
-                    and c.probability >= policy.lower and not _looks_like_a_sibling(c)]
-        if len(agreeing) == 1:
-            # One holder of the number is this child by the rest too; any other holder disagrees, and
-            # was paired with one of them for review when it came. Linked as it would be had the
-            # others not held the number: else a second record with a number another child holds
-            # would be answered unlike the second of a number no one held, telling the sender so.
-            comparison, child = agreeing[0]
-            return "link", child, comparison
-        comparison, child = compared[0]
-        return "review", child, comparison  # one number, two children alike, or a number the rest denies
+        return decide_by_number(compared, policy)
 
     compared = sorted(((comparison, child) for child, comparison in zip(
         hits.ranked, _compare_with(conn, person, hits.ranked, batch=batch))
-        if comparison is not None and comparison.identifiers != "disagree"),  # two valid, different numbers
+        if comparison is not None and not numbers_differ(comparison)),
         key=lambda pair: (pair[0].weight, pair[1]), reverse=True)
     if not compared:
         return "create", None, None
     comparison, child = compared[0]
-    held_as = (_held_under_another_first_name(conn, batch, child, org_code, person)
-               if _linkable(comparison, policy) and org_code is not None else None)
-    if held_as == "another name":
-        # The sending organisation already holds this child under another record with another first
-        # name: it says they are two children (twins named alike), which the demographics cannot tell.
+    decision, _why = decide_on_best(comparison, policy, lambda: (
+        _held_under_another_first_name(conn, batch, child, org_code, person) if org_code is not None else None))
+    if decision == "create":
         return "create", None, None
-    if held_as is not None:
+    if decision == "review":
         return "review", child, comparison
-    if _linkable(comparison, policy):
-        for other, other_child in compared[1:]:
-            if not _linkable(other, policy):
-                break
-            if not _one_organisation_holds_both(conn, batch, child, other_child):
-                return "link", child, replace(comparison, split_from=(other_child, other))
+    for other, other_child in compared[1:]:
+        if not _linkable(other, policy):
+            break
+        if not _one_organisation_holds_both(conn, batch, child, other_child):
+            return "link", child, replace(comparison, split_from=(other_child, other))
+    return "link", child, comparison
+
+
+# ---- the rules for one record and its candidates: `_decide`'s, and the local check's -------------
+# (gateway.index.within_extract.classify judges the pairs inside one extract by these same functions)
+
+def numbers_differ(comparison: linkage.Comparison) -> bool:
+    """Two valid, different NHS or pupil numbers: two children, never compared further."""
+    return comparison.identifiers == "disagree"
+
+
+def decide_by_number(compared: list[tuple[linkage.Comparison, _Child]], policy: LinkPolicy,
+                     ) -> tuple[str, _Child | None, linkage.Comparison | None]:
+    """Rule 2: ("link" | "review" | "create", the child, its comparison) for a record whose valid NHS
+    or pupil number ``compared``'s children hold, each with its `demographic_comparison`, the
+    strongest first."""
+    if not compared:
+        return "create", None, None
+    agreeing = [(c, child) for c, child in compared if _agrees_beside_the_number(c, policy)]
+    if len(agreeing) == 1:
+        # One holder of the number is this child by the rest too; any other holder disagrees, and
+        # was paired with one of them for review when it came. Linked as it would be had the
+        # others not held the number: else a second record with a number another child holds
+        # would be answered unlike the second of a number no one held, telling the sender so.
+        comparison, child = agreeing[0]
         return "link", child, comparison
+    comparison, child = compared[0]
+    return "review", child, comparison  # one number, two children alike, or a number the rest denies
+
+
+def _agrees_beside_the_number(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
+    """A holder of the record's number that is this child by the rest of the identity too."""
+    return (not numbers_differ(comparison) and not comparison.twins
+            and comparison.probability >= policy.lower and not _looks_like_a_sibling(comparison))
+
+
+def decide_on_best(comparison: linkage.Comparison, policy: LinkPolicy,
+                   held_as: Callable[[], str | None]) -> tuple[str, str]:
+    """Rule 3: ("link" | "review" | "create", why) for the best candidate by ``comparison``.
+    ``held_as`` is asked only of a pair the model would link: what the sending organisation's own
+    records of the candidate say (`own_record_says`: "another name", "a slip of the name on the
+    same birth date", or None). A "link" is the caller's to split (``_reconcile_split``)."""
+    if numbers_differ(comparison):
+        return "create", "two valid, different NHS or pupil numbers"
+    if _linkable(comparison, policy):
+        held = held_as()
+        if held == "another name":
+            # The sending organisation already holds this child under another record with another first
+            # name: it says they are two children (twins named alike), which the demographics cannot tell.
+            return "create", "another first name the organisation holds: twins named so"
+        if held is not None:
+            return "review", "a slip of the first name on the same birth date: twins, or one child"
+        return "link", "the same child by the linkage model"
     if _only_the_given_name_differs(comparison):
         # Twins look exactly like this, and so does a record whose first name was entered as another
         # name: never linked automatically, and a question for a person. Even when the sending
@@ -168,10 +207,34 @@ def _decide(conn: Connection, person: linkage.Person, hits: _Hits, policy: LinkP
         # about once (an officer's "distinct" stands; the other organisations' records of each twin
         # then join their own child). Positive evidence of two children (different NHS or pupil
         # numbers, stated and different genders) keeps the pair out of the queue.
-        return "review", child, comparison
+        return "review", "only the given names differ: twins, or one child under two first names"
     if comparison.probability >= policy.lower and not comparison.twins and not _looks_like_a_sibling(comparison):
-        return "review", child, comparison
-    return "create", None, None
+        return "review", "the linkage model is unsure"
+    return "create", "two children by the linkage model"
+
+
+def own_record_says(incoming: linkage.Person, own: linkage.Person,
+                    comparison: linkage.Comparison | None = None) -> str | None:
+    """What a record of the sending organisation's own on a candidate (``own``) says of the incoming
+    record (``comparison``: the two compared, else compared here; its levels are the same whatever
+    the model): "another name" when its first given name is another name than the incoming one's (a
+    nickname, a part of it, a name agreeing only as a middle name), "a slip of the name on the same
+    birth date" with the same family name and address, None otherwise (the same first name, a slip
+    with the birth date slipped too, or given and family names swapped: the organisation's own
+    duplicate)."""
+    if own.given_names[:1] == incoming.given_names[:1]:
+        return None
+    if comparison is None:
+        comparison = linkage.compare(incoming, own)
+    if comparison.swapped_names and comparison.levels.get("given") in ("exact", "typo"):
+        return None  # its own duplicate with given and family swapped (crosswise a nickname is another name)
+    levels = comparison.levels
+    if levels.get("given") != "typo":
+        return "another name"
+    if (levels.get("dob") == "exact" and levels.get("family") == "exact"
+            and levels.get("location") in ("postcode_and_line", "missing")):
+        return "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
+    return None
 
 
 def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
@@ -229,18 +292,10 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
     for source in sources:
         if source.org_code != org_code:
             continue
-        own = _person_of(source)
-        if own.given_names[:1] == person.given_names[:1]:
-            continue
-        comparison = linkage.compare(person, own)
-        if comparison.swapped_names and comparison.levels.get("given") in ("exact", "typo"):
-            continue  # its own duplicate with given and family swapped (crosswise a nickname is another name)
-        if comparison.levels.get("given") != "typo":
-            return "another name"
-        levels = comparison.levels
-        if (levels.get("dob") == "exact" and levels.get("family") == "exact"
-                and levels.get("location") in ("postcode_and_line", "missing")):
-            found = "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
+        says = own_record_says(person, _person_of(source))
+        if says == "another name":
+            return says
+        found = says or found
     return found
 
 

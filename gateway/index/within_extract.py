@@ -3,15 +3,15 @@ check MAPPING --sample EXTRACT` and `push --dry-run` (connectors.check) before a
 
 In process, on the extract's mapped records (the SubmitUpdates ``ChildUpdate`` shape the mapping
 makes), with no database and no gateway: each record is made a `linkage.Person` as a pushed record
-is, filed under the same blocking keys, compared with the records before it that share the most
-keys (at most ``deciding.COMPARED_PER_RECORD``, as a pushed record is with the index's children) by
-`linkage.compare` with the model, and classed by the rules `deciding._decide` applies to one
-candidate: ``link`` (the gateway would answer ``matched``: one child) or ``review`` (a new child
-and the pair in the review queue), with the engine's reason. Pairs it would create as two
-children are not reported. As in the index, all rows of one extract are one organisation's
-records: a pair the model would link whose first given names are another name (a nickname, a part
-of it) is two children (twins named alike), and a slip of the name on the same birth date is a
-question for review.
+is, filed under the same blocking keys, compared with the records before it that share the most keys
+(at most ``deciding.COMPARED_PER_RECORD``, as a pushed record is with the index's children) by
+`linkage.compare` with the model, and classed by the functions `deciding._decide` applies to one
+candidate (`deciding.decide_by_number`, `decide_on_best`, `own_record_says`): ``link`` (the gateway
+would answer ``matched``: one child) or ``review`` (a new child and the pair in the review queue),
+with the engine's reason. Pairs it would create as two children are not reported. As in the index,
+all rows of one extract are one organisation's records: a pair the model would link whose first
+given names are another name (a nickname, a part of it) is two children (twins named alike), and a
+slip of the name on the same birth date is a question for review.
 
 The model is the shipped one (`linkage.default_model`, its version said in the output) with the
 prior it was trained with: the model two officers approved for a gateway lives in that gateway's
@@ -40,8 +40,8 @@ from collections import Counter
 
 from gateway.index import linkage
 from gateway.index.deciding import (
-    COMPARED_PER_RECORD, DEFAULT_POLICY, LinkPolicy, _linkable, _looks_like_a_sibling,
-    _only_the_given_name_differs, demographic_comparison,
+    COMPARED_PER_RECORD, DEFAULT_POLICY, LinkPolicy, decide_by_number, decide_on_best, demographic_comparison,
+    own_record_says,
 )
 from gateway.index.linkage.person import first_address_line, make_person
 
@@ -83,33 +83,18 @@ def _shared_number(a: linkage.Person, b: linkage.Person) -> str | None:
 def classify(incoming: linkage.Person, held: linkage.Person, model: linkage.Model,
              policy: LinkPolicy = DEFAULT_POLICY) -> tuple[str, linkage.Comparison, str] | None:
     """("link" | "review", the comparison, why) as the index would decide ``incoming`` against a
-    child known only by ``held``, both sent by one organisation; None for two children."""
+    child known only by ``held``, both sent by one organisation; None for two children. Decided by
+    the functions `deciding._decide` decides by (`decide_by_number`, `decide_on_best`,
+    `own_record_says`), so that the two cannot part."""
     if _shared_number(incoming, held):
         comparison = demographic_comparison(incoming, held, model)
-        agrees = (comparison.identifiers != "disagree" and not comparison.twins
-                  and comparison.probability >= policy.lower and not _looks_like_a_sibling(comparison))
-        return (("link", comparison, "the same NHS or pupil number, the rest agreeing") if agrees else
+        decision, _held, _comparison = decide_by_number([(comparison, held)], policy)
+        return (("link", comparison, "the same NHS or pupil number, the rest agreeing") if decision == "link" else
                 ("review", comparison, "the same NHS or pupil number, the rest of the identity disagreeing"))
     comparison = linkage.compare(incoming, held, model)
-    if comparison.identifiers == "disagree":
-        return None  # two valid, different numbers: two children
-    if _linkable(comparison, policy):
-        crosswise_duplicate = comparison.swapped_names and comparison.levels.get("given") in ("exact", "typo")
-        if incoming.given_names[:1] != held.given_names[:1] and not crosswise_duplicate:
-            # the organisation holds the child under another first name (deciding._held_under_another_first_name)
-            if comparison.levels.get("given") != "typo":
-                return None  # another name (a nickname, a part of it): twins named so, two children
-            levels = comparison.levels
-            if (levels.get("dob") == "exact" and levels.get("family") == "exact"
-                    and levels.get("location") in ("postcode_and_line", "missing")):
-                return "review", comparison, "a slip of the first name on the same birth date: twins, or one child"
-        return "link", comparison, "the same child by the linkage model"
-    if _only_the_given_name_differs(comparison):
-        return "review", comparison, "only the given names differ: twins, or one child under two first names"
-    if (comparison.probability >= policy.lower and not comparison.twins
-            and not _looks_like_a_sibling(comparison)):
-        return "review", comparison, "the linkage model is unsure"
-    return None
+    # one organisation's extract: ``held`` is the organisation's own record of the candidate
+    decision, why = decide_on_best(comparison, policy, lambda: own_record_says(incoming, held, comparison))
+    return None if decision == "create" else (decision, comparison, why)
 
 
 class ExtractLinkage:

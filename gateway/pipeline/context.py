@@ -36,7 +36,6 @@ class Services:
     schema_source: bytes
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
     roles: disclosure.RoleRules = disclosure.UNCONFIGURED  # which fields each practitioner role may see
-    _local: threading.local = field(default_factory=threading.local, repr=False)
     reader: Engine = field(init=False, repr=False)  # the engine for lookups (see gateway.db.reader)
     turns: db.WriterTurns | None = field(init=False, repr=False)  # SQLite: see gateway.db.WriterTurns
     restore_gate: Gate = field(init=False, repr=False)  # a restore not yet acknowledged: serve nothing
@@ -53,11 +52,23 @@ class Services:
 
     @property
     def schema(self) -> etree.XMLSchema:
-        """The compiled XSD, one per thread (validation contexts are not shared across threads)."""
-        schema = getattr(self._local, "schema", None)
-        if schema is None:
-            schema = self._local.schema = etree.XMLSchema(etree.fromstring(self.schema_source))
-        return schema
+        """The compiled XSD (`compiled_schema`)."""
+        return compiled_schema(self.schema_source)
+
+
+_COMPILED = threading.local()
+
+
+def compiled_schema(source: bytes) -> etree.XMLSchema:
+    """The XSD ``source`` compiled, once per thread (validation contexts are not shared across
+    threads) and kept: the message pipeline's (``Services.schema``) and the bulk load's."""
+    held = getattr(_COMPILED, "schemas", None)
+    if held is None:
+        held = _COMPILED.schemas = {}
+    schema = held.get(source)
+    if schema is None:
+        schema = held[source] = etree.XMLSchema(etree.fromstring(source))
+    return schema
 
 
 @dataclass

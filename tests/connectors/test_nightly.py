@@ -27,32 +27,10 @@ from tests.support import nhs_number, unique, unique_name
 
 SAMPLES = Path(__file__).resolve().parents[2] / "connectors" / "samples"
 
-# The mapping a data engineer writes for their system's export: no cleaning outside the tool.
-CASE_SYSTEM_MAPPING = """\
-description: Case-management nightly extract (own column names, as the system exports it)
-source: csv
-id: {from: Case ID}
-fields:
-  Identity.FamilyName: {from: Child Full Name, transform: collapse_spaces, name: family, required: true}
-  Identity.GivenName: {from: Child Full Name, transform: collapse_spaces, name: given, split: " "}
-  Identity.DateOfBirth: {from: Date of Birth, date: "%d/%m/%Y"}
-  Identity.Gender: {from: Gender, transform: lower, map: {male: male, female: female}, default: unknown}
-  Identity.NhsNumber: {from: NHS No, transform: nhs_number}
-  Address.Line1: {from: [House No, Street], join: " ", transform: title}
-  Address.Town: {value: Leeds}
-  Address.Postcode: {from: Post Code, transform: postcode}
-  Carer[0].Name: {from: Main Carer, transform: title}
-  Carer[0].Relationship: {from: Carer Rel, transform: {lookup: {file: relationships.csv, key: code, value: relationship}}}
-  Involvement[0].Service: {value: "Children's social care"}
-  Involvement[0].PractitionerName: {from: Worker}
-  Involvement[0].Role: {value: social worker}
-  Involvement[0].Start: {from: Allocated, date: "%d/%m/%Y"}
-  Involvement[0].End: {from: Closed, date: "%d/%m/%Y"}
-  Involvement[0].CafAssessment: {from: CAF, map: {Y: true, N: false}, default: false,
-                                 default_when: [{column: Team, equals: EH, value: true}]}
-  Involvement[0].LeadProfessional: {value: true}
-"""
-RELATIONSHIPS = "code,relationship\nMUM,mother\nDAD,father\nGRAN,grandmother\n"
+# The mapping a data engineer writes for their system's export (no cleaning outside the tool), and its
+# lookup file: samples that bench/push_memory.py pushes too.
+CASE_SYSTEM_MAPPING = SAMPLES / "case_system.yaml"
+RELATIONSHIPS = SAMPLES / "case_system_relationships.csv"
 HEADER = ["Case ID", "Child Full Name", "Date of Birth", "Gender", "NHS No", "House No", "Street", "Post Code",
           "Main Carer", "Carer Rel", "Worker", "Allocated", "Closed", "CAF", "Team", "Case Notes"]
 BAD_CHECK_DIGIT = 10  # rows the source system holds wrongly (the others at 35 % and 75 % of the extract)
@@ -70,8 +48,8 @@ def case_system(directory: Path, tag: str, n: int = 2000) -> tuple[Path, Path]:
     """(extract, mapping) as a case-management system exports them, every row a different child."""
     directory.mkdir(parents=True, exist_ok=True)
     mapping = directory / "cases.yaml"
-    mapping.write_text(CASE_SYSTEM_MAPPING)
-    (directory / "relationships.csv").write_text(RELATIONSHIPS)
+    shutil.copy(CASE_SYSTEM_MAPPING, mapping)
+    shutil.copy(RELATIONSHIPS, directory)
     extract = directory / "cases-2026-12-07.csv"
     seed = int(unique(), 16) % 10**7
     FUTURE_BIRTH, ENDS_BEFORE_START = wrong_rows(n)
@@ -204,7 +182,7 @@ def test_a_nightly_extract_loads_every_row_once_through_a_sigterm_and_reports_ev
     # the mapping copied to a new folder and edited (a comment): the caseload is not sent again
     moved = tmp_path / "elsewhere" / "cases-copy.yaml"
     moved.parent.mkdir()
-    shutil.copy(mapping.parent / "relationships.csv", moved.parent)
+    shutil.copy(mapping.parent / RELATIONSHIPS.name, moved.parent)
     moved.write_text("# copied\n" + mapping.read_text())
     again = CliRunner().invoke(push, push_args(gateway, extract, moved, *common), catch_exceptions=False)
     assert f"unchanged since the last push: {n - 3}" in again.output, again.output

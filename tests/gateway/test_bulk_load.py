@@ -381,3 +381,12 @@ def test_a_batch_changed_on_disk_after_the_file_was_checked_is_not_applied(fresh
             fresh, TRAIL, material["anchors"], path, policy=DEFAULT_POLICY, purge_years=6)
     assert [e["outcome"] for e in _entries(fresh)] == ["accepted"] * (_batches(material, "LA") - 1) + ["refused"]
     assert _count(fresh, source_records) <= BATCH * (_batches(material, "LA") - 1)  # not the forged record
+
+
+def test_a_load_validates_with_the_compiled_schema_the_message_pipeline_holds():
+    """The XSD is compiled once per thread, as the message pipeline holds it (Services.schema), and a
+    load validates with that one: not compiled again for every load."""
+    import contactgate_schemas as schemas
+    from gateway.pipeline.context import compiled_schema
+
+    assert bulk_load._schema() is bulk_load._schema() is compiled_schema(schemas.read(schemas.XSD_NAME))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -138,3 +140,32 @@ def portal(gateway, tmp_path_factory):
            "CONTACTGATE_RATE_LIMIT_PER_USER": str(PER_USER_LIMIT)}
     with running_console(gateway, env, command="portal") as running:
         yield RunningPortal(gateway, running.process, running.url, running.log)
+
+
+# ---- in the browser ------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """The distribution's Chromium driven by Playwright, one per module: skipped where there is none,
+    an error under CONTACTGATE_REQUIRE_BROWSER."""
+    if CHROMIUM is None:
+        if os.environ.get("CONTACTGATE_REQUIRE_BROWSER"):
+            raise RuntimeError("the browser tests need the distribution's chromium (`make browser`)")
+        pytest.skip("no chromium on this machine: `make browser` installs it")
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def screenshots(tmp_path_factory, name: str) -> Path:
+    """Where a browser test saves its screenshots: CONTACTGATE_SCREENSHOTS=DIR keeps them (docs/portal/),
+    else a temporary folder ``name``."""
+    directory = Path(os.environ.get("CONTACTGATE_SCREENSHOTS") or tmp_path_factory.mktemp(name))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory

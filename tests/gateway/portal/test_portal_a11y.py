@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.portal.conftest import INVITATION, Account, appoint_admin, enrol_in_process
+from tests.gateway.portal.conftest import INVITATION, Account, appoint_admin, enrol_in_process, screenshots
 from tests.support import child_update, unique, unique_name
 
 AXE = Path(__file__).parents[2] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
@@ -43,27 +43,8 @@ def axe_source():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    import shutil
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        if os.environ.get("CONTACTGATE_REQUIRE_BROWSER"):
-            raise RuntimeError("the browser tests need the distribution's chromium (`make browser`)")
-        pytest.skip("no chromium on this machine: `make browser` installs it")
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    directory = Path(os.environ.get("CONTACTGATE_SCREENSHOTS") or tmp_path_factory.mktemp("a11y-screenshots"))
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    return screenshots(tmp_path_factory, "a11y-screenshots")
 
 
 def _detail_form(user: str) -> dict:
@@ -163,8 +144,8 @@ def _check(page, axe_source: str, what: str, shots: Path | None = None) -> None:
         page.screenshot(path=str(shots), full_page=True)
 
 
-def _context(browser, portal, session=None):
-    context = browser.new_context(ignore_https_errors=True, bypass_csp=True,
+def _context(chromium, portal, session=None):
+    context = chromium.new_context(ignore_https_errors=True, bypass_csp=True,
                                   viewport={"width": WIDTH, "height": 844})
     if session is not None:
         context.add_cookies([{"name": c.name, "value": c.value, "url": portal.url, "secure": True,
@@ -173,7 +154,7 @@ def _context(browser, portal, session=None):
 
 
 def test_every_page_is_usable_by_keyboard_labelled_fits_390px_and_has_no_serious_axe_violation(
-        portal, gateway, people, child, browser, axe_source, shots):
+        portal, gateway, people, child, chromium, axe_source, shots):
     admin, visitor, (invited, invitation) = people
     checked = []
 
@@ -181,7 +162,7 @@ def test_every_page_is_usable_by_keyboard_labelled_fits_390px_and_has_no_serious
         _check(page, axe_source, what, shots / shot if shot else None)
         checked.append(what)
 
-    stranger = _context(browser, portal)
+    stranger = _context(chromium, portal)
     page = stranger.new_page()
     page.goto(f"{portal.url}/login")
     check(page, "sign-in", "login.png")
@@ -204,7 +185,7 @@ def test_every_page_is_usable_by_keyboard_labelled_fits_390px_and_has_no_serious
     check(page, "error page (404)")
     stranger.close()
 
-    practitioner = _context(browser, portal, visitor)
+    practitioner = _context(chromium, portal, visitor)
     page = practitioner.new_page()
     page.goto(f"{portal.url}/")
     check(page, "search", "search.png")
@@ -235,7 +216,7 @@ def test_every_page_is_usable_by_keyboard_labelled_fits_390px_and_has_no_serious
     check(page, "error page (403)")
     practitioner.close()
 
-    administrator = _context(browser, portal, admin)
+    administrator = _context(chromium, portal, admin)
     page = administrator.new_page()
     page.goto(f"{portal.url}/admin/practitioners")
     check(page, "practitioners", "practitioners.png")

@@ -174,13 +174,11 @@ def test_a_mediator_of_an_organisation_not_accredited_for_mediation_is_refused()
     assert "mediator role" in mediated.refusal(visitor, SimpleNamespace(scopes={"query"}), {"behalf_name": ""})
 
 
-# ---- in the browser (one test: the module's chromium, as test_portal_web.py launches it) ------------
-
-from tests.gateway.portal.test_portal_web import chromium  # noqa: E402,F401  (the fixture)
+# ---- in the browser (one test: the module's chromium, conftest.py's) ----------------------------------
 
 
 def test_in_the_browser_a_mediator_searches_on_behalf_of_a_caller_and_the_audit_shows_both(
-        portal, gateway, mediator, child, chromium):  # noqa: F811
+        portal, gateway, mediator, child, chromium):
     account, session = mediator
     child_id, update = child
     context = chromium.new_context(ignore_https_errors=True, viewport={"width": 390, "height": 844})

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import time
 
 import pytest
@@ -21,7 +19,6 @@ from tests.gateway.portal.idp_harness import (CLIENT_ID, ONWARD, accredit, clien
                                               query_of, rsa_key, skip_without_node, start_provider)
 
 pytestmark = skip_without_node()
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TODAY = dt.date.today()
 REFUSE, STEP, SUSP, GONE = "IDPREFUSE", "IDPSTEP", "IDPSUSP", "IDPGONE"  # this module's organisations
 MFA = "urn:contactgate:test:mfa"
@@ -384,20 +381,6 @@ def test_a_sign_in_refused_before_the_provider_is_asked_is_audited(gateway, fede
 
 
 # ---- in the browser ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium():
-    if CHROMIUM is None:
-        if os.environ.get("CONTACTGATE_REQUIRE_BROWSER"):
-            raise RuntimeError("the browser tests need the distribution's chromium (`make browser`)")
-        pytest.skip("no chromium on this machine: `make browser` installs it")
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
 
 def test_in_the_browser_a_practitioner_signs_in_through_their_organisation_and_out_again(gateway, federation,
                                                                                        chromium):

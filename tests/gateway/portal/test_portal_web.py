@@ -16,17 +16,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-from pathlib import Path
 
 import pyotp
 import pytest
 
-from tests.gateway.portal.conftest import INVITATION, Account, appoint_admin, enrol_in_process
+from tests.gateway.portal.conftest import INVITATION, Account, appoint_admin, enrol_in_process, screenshots
 from tests.support import child_update, unique, unique_name
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 TODAY = dt.date.today()
 
@@ -103,25 +98,9 @@ def visitor(portal, visitor_account):
 # ---- in the browser ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chromium():
-    if CHROMIUM is None:
-        if os.environ.get("CONTACTGATE_REQUIRE_BROWSER"):
-            raise RuntimeError("the browser tests need the distribution's chromium (`make browser`)")
-        pytest.skip("no chromium on this machine: `make browser` installs it")
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory):
     """Where the browser test saves its screenshots (CONTACTGATE_SCREENSHOTS=DIR keeps them: docs/portal/)."""
-    directory = Path(os.environ.get("CONTACTGATE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
+    return screenshots(tmp_path_factory, "screenshots")
 
 
 def virtual_authenticator(context, page) -> tuple:
