@@ -396,10 +396,10 @@ def test_in_the_browser_a_practitioner_signs_in_through_their_organisation_and_o
         assert page.url.rstrip("/") == portal.url and f"{REFUSE}:browser1" in page.content()
         page.click("text=Sign out")
         # The portal's sign-out page sends the browser on to the provider's own sign-out: a refresh, and
-        # a link for a browser that does not follow it (a CSP form-action 'self' stops a redirect). In
-        # two of three full runs on a loaded machine the browser was not at the provider 30 s after the
-        # portal had answered the sign-out (cause not found; alone, the test passed every time): the
-        # link is then what its user clicks, and the test clicks it too, saying so in its output.
+        # a link for a browser that does not follow it (a CSP form-action 'self' stops a redirect): the
+        # link is then what its user clicks, and the test clicks it too, saying so in its output. (This
+        # test failed now and then because the sign-out form was refused as expired: a late favicon's
+        # answer had put back a cookie without the form's token; see gateway/web.py.)
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
         def at_provider_or_login(url: str) -> bool:
