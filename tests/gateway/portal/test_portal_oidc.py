@@ -228,6 +228,26 @@ def test_two_first_sign_ins_of_one_person_at_once_are_both_answered_never_a_serv
     assert "clearance" in raced[1].said and second.value.said == raced[1].said  # held until vetted, both
 
 
+@pytest.mark.xfail(strict=True, reason="a blank name claim raises the record's own PortalError, which the callback "
+                                       "neither catches nor audits: a server error")
+def test_a_blank_name_claim_makes_the_record_under_the_user_id_never_a_server_error(gateway, federation):
+    """A provider's ``name`` claim of spaces only: the record is named by the user id, as when there is
+    no name claim at all, and the first sign-in is held until the vetting is recorded, as any is."""
+    from gateway.config import Settings
+    from gateway.portal import federated
+    from gateway.trust import identity_providers as idps
+
+    with gateway.engine.connect() as conn:
+        idp = idps.in_force(conn, REFUSE)
+    claims = {"sub": "blankname", "preferred_username": "blankname", "name": "   ", "groups": ["hv"], "acr": MFA,
+              "amr": ["otp"]}
+    settings = Settings.from_env({}, home=str(gateway.home), database_url=gateway.database_url)
+    with pytest.raises(federated.FederatedRefused) as refused:
+        federated._signed_in(gateway.engine, _trail(gateway), idp, claims, settings, None,
+                             dt.datetime.now(dt.timezone.utc), "203.0.113.9", lambda conn, org_code: None)
+    assert "clearance" in refused.value.said
+
+
 def test_a_lapsed_practitioner_or_one_without_a_mapped_role_is_refused_whatever_the_provider_says(gateway, federation):
     portal, provider, _ = federation
     _, page, _ = federated_sign_in(portal, provider, REFUSE, "lapsed1", acr=MFA, amr=["otp"])
