@@ -149,7 +149,7 @@ def complete(engine: Engine, trail: audit.AuditTrail, providers: oidc.Providers,
         if not oidc.at_hash_matches(claims, token.get("access_token"), oidc._header(token["id_token"])["alg"]):
             raise oidc.ProviderMisbehaved("the ID token's at_hash does not match the access token")
         return _signed_in(engine, trail, idp, claims, settings, rules, now, source, orgs_in_force)
-    except (oidc.ProviderMisbehaved, oidc.ProviderUnreachable, FederatedRefused) as exc:
+    except (oidc.ProviderMisbehaved, oidc.ProviderUnreachable, PortalError) as exc:  # FederatedRefused among them
         said = exc.said if isinstance(exc, FederatedRefused) else (
             "Sign-in refused: your organisation's sign-in service could not be reached. Try again later."
             if isinstance(exc, oidc.ProviderUnreachable) else SAID)
@@ -239,7 +239,7 @@ def _recorded(engine: Engine, trail: audit.AuditTrail, idp: idps.IdentityProvide
             name = claims.get("name") if isinstance(claims.get("name"), str) else user_id
             try:
                 found, _unused = accounts.create(
-                    conn, trail, idp.org_code, user_id, accounts.Details(name[:200] or user_id, None,
+                    conn, trail, idp.org_code, user_id, accounts.Details(name.strip()[:200] or user_id, None,
                                                                          "(from provider)", None, None, None, None),
                     user_admin=False, created_by=f"provider {idp.id}", rules=rules, now=now,
                     audited_as=("portal.practitioner.add", user_id, None))

@@ -228,8 +228,6 @@ def test_two_first_sign_ins_of_one_person_at_once_are_both_answered_never_a_serv
     assert "clearance" in raced[1].said and second.value.said == raced[1].said  # held until vetted, both
 
 
-@pytest.mark.xfail(strict=True, reason="a blank name claim raises the record's own PortalError, which the callback "
-                                       "neither catches nor audits: a server error")
 def test_a_blank_name_claim_makes_the_record_under_the_user_id_never_a_server_error(gateway, federation):
     """A provider's ``name`` claim of spaces only: the record is named by the user id, as when there is
     no name claim at all, and the first sign-in is held until the vetting is recorded, as any is."""
