@@ -198,12 +198,50 @@ def test_an_organisations_own_duplicate_with_a_typo_or_swapped_names_still_links
     assert linked(engine, first.child_id, typo.child_id) and linked(engine, first.child_id, swapped.child_id)
 
 
-def test_an_organisations_own_misspelt_duplicate_on_the_same_birth_date_is_a_question(engine):
-    """Charlolte looks like a misspelling of Charlotte, but whether a name is real is not read from
-    the frequency table (Mila, Luna are missing from it too): a person decides, nothing is merged."""
+MISSPELT = "a misspelling that makes no name is not yet told from a twin's own name"
+
+
+@pytest.mark.xfail(strict=True, reason=MISSPELT)
+def test_an_organisations_own_duplicate_misspelt_to_no_name_on_the_same_birth_date_links(engine):
+    """Charlolte is no name anyone is given (gateway/index/linkage/names.py: the SSA's 96,174 names,
+    the nicknames and the UK supplement): the organisation's own misspelt duplicate of Charlotte."""
     orgs(engine)
     [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Charlotte",)}))
     [second] = push(engine, "LA", update("la-2", **{**HELD, "given": ("Charlolte",)}), now=at(1))
+    assert linked(engine, first.child_id, second.child_id)
+
+
+@pytest.mark.xfail(strict=True, reason=MISSPELT)
+def test_misspellings_that_make_no_name_on_the_same_birth_date_link(engine):
+    """A transposition, a doubled letter, a dropped letter, a neighbouring key: each makes no name,
+    so each is a misspelling of the held child's name, from another organisation, either way round
+    (the held record misspelt, the incoming one right)."""
+    orgs(engine)
+    pairs = [("Isabella", "Isablela"), ("Hannah", "Hananh"), ("Nicholas", "Nichokas"), ("Emiily", "Emily")]
+    for n, (held, incoming) in enumerate(pairs):
+        family = f"Hartley-{'ABCD'[n]}"
+        [first] = push(engine, "LA", update(f"la-{n}", **{**HELD, "family": family, "given": (held,)}), now=at(2 * n))
+        [second] = push(engine, "GP", update(f"gp-{n}", **{**HELD, "family": family, "given": (incoming,)}),
+                        now=at(2 * n + 1))
+        assert linked(engine, first.child_id, second.child_id), (held, incoming)
+
+
+def test_a_slip_between_two_names_not_on_the_lists_is_still_a_question(engine):
+    """Neither Xandrion nor Xandrian is on the lists: no list says which is the name, so a twin is as
+    likely as a misspelling: a person decides."""
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Xandrion",)}))
+    [second] = push(engine, "GP", update("gp-1", **{**HELD, "given": ("Xandrian",)}), now=at(1))
+    assert not linked(engine, first.child_id, second.child_id)
+    assert paired(engine, first.child_id, second.child_id)
+
+
+def test_twins_with_a_welsh_and_an_english_name_a_slip_apart_are_a_question(engine):
+    """Tomos and Tomas: the Welsh name is on the UK supplement (the SSA's files lack it), so the pair
+    is two names, not a misspelling: twins, or one child; a person decides."""
+    orgs(engine)
+    [first] = push(engine, "LA", update("la-1", **{**HELD, "given": ("Tomos",), "gender": "male"}))
+    [second] = push(engine, "GP", update("gp-1", **{**HELD, "given": ("Tomas",), "gender": "male"}), now=at(1))
     assert not linked(engine, first.child_id, second.child_id)
     assert paired(engine, first.child_id, second.child_id)
 
@@ -217,20 +255,21 @@ def test_a_misspelling_on_the_same_birth_date_with_the_same_nhs_number_links(eng
     assert linked(engine, first.child_id, second.child_id)
 
 
-def test_a_misspelling_of_a_childs_name_is_asked_about_though_another_misspelling_of_it_is_held(engine):
-    """The child holds Imogen and a misspelt Imogenn (a question first, linked by an officer); Imgoen
-    is one slip from Imogen and two from Imogenn: not kept off the child as a twin of Imogenn, but
-    asked about (a slip on one birth date is never linked automatically)."""
+@pytest.mark.xfail(strict=True, reason=MISSPELT)
+def test_a_misspelling_of_a_childs_name_links_though_another_misspelling_of_it_is_held(engine):
+    """The child holds Imogen and a misspelt Imogenn (linked by an officer: the first record came
+    before the name lists did, or an officer chose so); Imgoen is one slip from Imogen and two from
+    Imogenn: not kept off the child as a twin of Imogenn, and, being no name, a misspelling: linked."""
     orgs(engine)
     [first] = push(engine, "LA", update("la-1", **HELD))
     [second] = push(engine, "GP", update("gp-1", **{**HELD, "given": ("Imogenn",)}), now=at(1))
-    with engine.begin() as conn:
-        [entry] = review.list_entries(conn)
-        review.link(conn, TRAIL, entry["id"], "dora", at(2))
+    if not linked(engine, first.child_id, second.child_id):
+        with engine.begin() as conn:
+            [entry] = review.list_entries(conn)
+            review.link(conn, TRAIL, entry["id"], "dora", at(2))
     assert linked(engine, first.child_id, second.child_id)
     [third] = push(engine, "SCH", update("sch-1", **{**HELD, "given": ("Imgoen",)}), now=at(3))
-    assert not linked(engine, first.child_id, third.child_id)
-    assert paired(engine, first.child_id, third.child_id)
+    assert linked(engine, first.child_id, third.child_id)
 
 
 def test_a_twin_whose_name_is_a_slip_of_a_misspelling_the_child_holds_is_not_linked(engine):
@@ -253,12 +292,12 @@ def test_twins_named_alike_a_slip_apart_are_a_question_not_a_link(engine, second
     assert paired(engine, first.child_id, second.child_id)
 
 
-def test_a_misspelling_of_a_name_on_the_same_birth_date_is_a_question(engine):
-    """Imogne is a slip of Imogen on the same birth date: as like twins named alike (Mia and Mila)
-    as a misspelling, and no table says which: review."""
+@pytest.mark.xfail(strict=True, reason=MISSPELT)
+def test_a_misspelling_that_makes_no_name_on_the_same_birth_date_links(engine):
+    """Imogne is a slip of Imogen on the same birth date and no name anyone is given: a misspelling
+    (Mia and Mila, both names, stay a question: test_linkage_twins_named_alike)."""
     first, second = held_and_incoming(engine, given=("Imogne",))
-    assert not linked(engine, first.child_id, second.child_id)
-    assert paired(engine, first.child_id, second.child_id)
+    assert linked(engine, first.child_id, second.child_id)
 
 
 def test_opposite_sex_twins_named_alike_are_not_linked(engine):
