@@ -219,9 +219,9 @@ def own_record_says(incoming: linkage.Person, own: linkage.Person,
     record (``comparison``: the two compared, else compared here; its levels are the same whatever
     the model): "another name" when its first given name is another name than the incoming one's (a
     nickname, a part of it, a name agreeing only as a middle name), "a slip of the name on the same
-    birth date" with the same family name and address, None otherwise (the same first name, a slip
-    with the birth date slipped too, or given and family names swapped: the organisation's own
-    duplicate)."""
+    birth date" between two names with the same family name and address, None otherwise (the same
+    first name, a slip that makes no name, a slip with the birth date slipped too, or given and
+    family names swapped: the organisation's own duplicate)."""
     if own.given_names[:1] == incoming.given_names[:1]:
         return None
     if comparison is None:
@@ -231,9 +231,11 @@ def own_record_says(incoming: linkage.Person, own: linkage.Person,
     levels = comparison.levels
     if levels.get("given") != "typo":
         return "another name"
+    if comparison.given_misspelt:
+        return None  # a slip that makes no name (Charlolte): its own misspelt duplicate
     if (levels.get("dob") == "exact" and levels.get("family") == "exact"
             and levels.get("location") in ("postcode_and_line", "missing")):
-        return "a slip of the name on the same birth date"  # twins (Matei, Mateo), or a misspelt duplicate
+        return "a slip of the name on the same birth date"  # twins named alike (Matei, Mateo)
     return None
 
 
@@ -243,14 +245,17 @@ def _linkable(comparison: linkage.Comparison, policy: LinkPolicy) -> bool:
 
 
 def _twins_named_alike(comparison: linkage.Comparison) -> bool:
-    """Given names a slip apart (Mia and Mila, Mateo and Matei, Aria and Arya, Charlotte and a
-    misspelt Charlolte), the same birth date and family name: twins named alike look exactly like
-    one child whose name was misspelt. Not linked automatically: held for review. Whether a name is
-    "real" is not asked of the name-frequency table (it is retrained, and lists only names seen
-    often enough in one index: an uncommon or minority-culture name would be taken for a
-    misspelling and its twin merged); a shared NHS or pupil number still links a misspelling."""
+    """Given names a slip apart that are both names (Mia and Mila, Mateo and Matei, Aria and Arya),
+    or both on no list, the same birth date and family name: twins named alike look exactly like
+    one child whose name was misspelt. Not linked automatically: held for review. A slip that
+    makes no name (Charlotte and Charlolte: ``Comparison.given_misspelt``) is a misspelling. Whether
+    a name is a name is read from the fixed, sourced list of gateway/index/linkage/names.py (the
+    SSA's 96,174 names, the nicknames, a UK supplement), never from the name-frequency table (it is
+    retrained, and lists only names seen often enough in one index: an uncommon or minority-culture
+    name would be taken for a misspelling and its twin merged); a shared NHS or pupil number still
+    links a misspelling of two names."""
     levels = comparison.levels
-    return (levels.get("given") == "typo" and levels.get("dob") == "exact"
+    return (levels.get("given") == "typo" and not comparison.given_misspelt and levels.get("dob") == "exact"
             and levels.get("family") in ("exact", "part", "typo"))
 
 
@@ -281,12 +286,11 @@ def _held_under_another_first_name(conn: Connection, batch: _Batch | None, child
     """Whether ``org_code`` holds a record of its own on the child whose first given name is another
     name than the incoming one's: "another name" (a nickname, a part of it, a name agreeing only as
     a middle name: how twins are often named, Harrison and Harry, Ivy and Ivy-Rose), or "a slip of
-    the name on the same birth date" with the same family name and address (twins named alike,
-    Matei and Mateo, or the organisation's own misspelt duplicate: a question for a person); None
-    otherwise (a slip of the name with the birth
-    date slipped too, or given and family names swapped: the organisation's own duplicate). A slip
-    to a name the frequency table does not know (Charlolte, but also Mila, Luna) is the same
-    question: whether a name is real is not read from a retrainable table."""
+    the name on the same birth date" with the same family name and address between two names
+    (twins named alike, Matei and Mateo: a question for a person); None otherwise (a slip that
+    makes no name, Charlolte; a slip of the name with the birth date slipped too; given and family
+    names swapped: the organisation's own duplicate). Whether a name is a name is read from the
+    fixed list of gateway/index/linkage/names.py, never from the retrainable frequency table."""
     sources = batch.sources_of([child_id])[child_id] if batch is not None else _sources(conn, child_id)
     found = None
     for source in sources:

@@ -24,6 +24,7 @@ from importlib import resources
 from rapidfuzz import fuzz
 from rapidfuzz.distance import JaroWinkler, OSA
 
+from gateway.index.linkage.names import is_a_name
 from gateway.index.linkage.person import Person, are_nicknames, person_from_query
 from gateway.index.model import FindQuery
 
@@ -318,6 +319,7 @@ class Comparison:
     split_from: tuple | None = None  # (another child, its Comparison): the record links as strongly there
     given_through_middle: bool = False  # the given names agree only as one's first and the other's middle
     same_first_name: bool = False  # the first given names, whole and normalised, are the same
+    given_misspelt: bool = False  # the given names are a slip apart and each slip makes no name (``misspelt``)
 
     @property
     def demographic_probability(self) -> float:
@@ -359,7 +361,25 @@ def compare(incoming: Person, held: Person, model: Model | None = None) -> Compa
     identifiers = {"agree": "agree", "disagree": "disagree"}.get(levels["identifier"])
     return Comparison(levels=levels, weights=weights, weight=total, probability=probability_from_weight(total),
                       twins=twins, identifiers=identifiers, swapped_names=swapped, given_through_middle=through_middle,
-                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1])
+                      same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1],
+                      given_misspelt=levels["given"] == "typo" and misspelt(incoming, held, swapped))
+
+
+def misspelt(incoming: Person, held: Person, swapped: bool = False) -> bool:
+    """The given names agree only by a slip, and every slip is between a name people are given and
+    one that is no name (Charlotte and Charlolte, either way round: gateway/index/linkage/names.py,
+    a fixed, sourced list, never the retrainable frequency table). Two names a slip apart (Mia and
+    Mila, Mateo and Matei) or two names on no list are not a misspelling: twins are named so.
+    ``swapped``: the names were compared crosswise (``comparison_vector``), and so are the slips
+    (Jack Nicoll against "Nicoll Jadk"; a slip of the family name, Desilva and Desllva, is on no
+    list of given names: not a misspelling by this rule)."""
+    if swapped:
+        pairs = [(a, b) for a in incoming.given_first for b in held.family_names]
+        pairs += [(a, b) for a in incoming.family_names for b in held.given_first]
+    else:
+        pairs = [(a, b) for a in incoming.given_first for b in held.given_first]
+    slips = [(a, b) for a, b in pairs if a != b and _is_typo(a, b)]
+    return bool(slips) and all(is_a_name(a) != is_a_name(b) for a, b in slips)
 
 
 def _agreeing_names(field: str, incoming: Person, held: Person):
