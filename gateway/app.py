@@ -57,11 +57,12 @@ class FollowingAnchors:
 def check_linkage_model(settings: Settings, engine) -> None:
     """This process reads its linkage models from the home, and the model in use loads and is the
     approved one (gateway.index.linkage.versions); raises ModelUnavailable if not."""
-    from gateway.index.linkage import versions
+    from gateway.index.linkage import names, versions
 
     versions.IN_USE.configure(settings.layout.root)
     with engine.connect() as conn:
         versions.IN_USE.model(conn)
+    names.is_a_name("")  # the list of given names read now (~0.1 s), not in the first push that needs it
 
 
 def build_services(settings: Settings) -> Services:

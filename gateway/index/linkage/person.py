@@ -232,6 +232,11 @@ def _nickname_groups() -> dict[str, frozenset[str]]:
     return {name: frozenset(g) for name, g in groups.items()}
 
 
+def nickname_names() -> frozenset[str]:
+    """Every name of data/nicknames.csv, formal and nickname, normalised."""
+    return frozenset(_nickname_groups())
+
+
 @functools.lru_cache(maxsize=CACHED_STRINGS)
 def nickname_groups(name: str) -> frozenset[str]:
     """The groups (named by their formal name) a normalised given name belongs to; itself if unknown."""
