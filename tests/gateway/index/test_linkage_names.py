@@ -84,9 +84,23 @@ def test_a_comparison_says_whether_a_given_name_slip_makes_no_name(held, incomin
 @pytest.mark.parametrize("held, incoming, misspelt", [
     (("Jack", "Nicoll"), ("Nicoll", "Jadk"), True),  # given and family swapped, the given name misspelt
     (("Jack", "Nicoll"), ("Nicoll", "Jace"), False),  # swapped, and two names
-    (("Jasper", "Desilva"), ("Desllva", "Jasper"), False),  # swapped, the family name slipped: no list says
+    (("Xandrion", "Braunack"), ("Braunak", "Xandrion"), False),  # what agrees is on no list: which is the given name?
 ])
 def test_names_compared_crosswise_are_judged_crosswise(held, incoming, misspelt):
+    def person(given, family):
+        return make_person(family_names=[family], given_names=[given], date_of_birth=__import__("datetime").date(2014, 6, 17),
+                           postcode="LS62AB", address_line="14 larch grove")
+    comparison = linkage.compare(person(*incoming), person(*held))
+    assert comparison.swapped_names and comparison.levels["given"] == "typo"
+    assert comparison.given_misspelt is misspelt
+
+
+@pytest.mark.xfail(strict=True, reason="a slip of the family name in names recorded the other way round is taken for a question about the given name")
+@pytest.mark.parametrize("held, incoming, misspelt", [
+    (("Laura", "Braunack"), ("Braunak", "Laura"), True),  # Laura agrees (a name): the slip is the family name's
+    (("Jasper", "Desilva"), ("Desllva", "Jasper"), True),
+])
+def test_a_family_name_slip_in_names_recorded_the_other_way_round_is_no_question_of_the_given_name(held, incoming, misspelt):
     def person(given, family):
         return make_person(family_names=[family], given_names=[given], date_of_birth=__import__("datetime").date(2014, 6, 17),
                            postcode="LS62AB", address_line="14 larch grove")
