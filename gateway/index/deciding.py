@@ -379,18 +379,25 @@ def _compare_with(conn: Connection, person: linkage.Person, child_ids: list[str]
         held_people = {child_id: _recent_people(sources.get(child_id, ())) for child_id in child_ids}
     results = []
     for child_id in child_ids:
-        best, best_held, twins_of, disagree = None, None, [], False
+        best, best_held, twins_of, disagree, two_names = None, None, [], False, False
         for held in held_people[child_id]:
             comparison = (demographic_comparison(person, held, model) if demographic
                           else linkage.compare(person, held, model))
             if comparison.twins:
                 twins_of.append(held)
             disagree |= comparison.identifiers == "disagree"
+            two_names |= comparison.levels.get("given") == "typo" and not comparison.given_misspelt
             if best is None or comparison.weight > best.weight:
                 best, best_held = comparison, held
         twins = bool(twins_of) and not _slips_of_one_name(person, best, best_held, twins_of, model)
         if best is not None and (twins or disagree):
             best = replace(best, twins=twins, identifiers="disagree" if disagree else best.identifiers)
+        if best is not None and best.given_misspelt and (two_names or twins_of):
+            # A misspelling of one of the child's records, but a name of its own against another of
+            # them (Mia against the child's Mila and its misspelt Mla), or taken off the twin guard
+            # only because the child's records are slips of one name (Ellie against Millie and a
+            # misspelt Mllie): which child is meant is a question, not a link.
+            best = replace(best, given_misspelt=False)
         results.append(best)
     return results
 
@@ -402,8 +409,9 @@ def _slips_of_one_name(person: linkage.Person, best: linkage.Comparison | None, 
     and that record agrees with every "twin" by its own slip (Imgoen against Imogen and a misspelt
     Imogenn: two slips apart, one name). Not by a nickname or initial: LA's Alexander and the GP's
     Alex are one child, the school's Alexandre stays his twin. The pair then goes to review
-    (``_twins_named_alike``: a slip on the same birth date is never linked automatically), so a
-    record with a name of its own (Ava against Ivy and a misspelt Iva) is asked about, not merged."""
+    (``_compare_with`` takes its ``given_misspelt`` away, and ``_twins_named_alike`` holds a slip on
+    the same birth date), so a record with a name of its own (Ava against Ivy and a misspelt Iva)
+    is asked about, not merged."""
     if best is None or best.twins or best.levels.get("given") != "typo" or not person.given_names:
         return False
     return all(linkage.compare(best_held, other, model).levels.get("given") == "typo" for other in twins_of)

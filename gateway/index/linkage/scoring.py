@@ -24,7 +24,7 @@ from importlib import resources
 from rapidfuzz import fuzz
 from rapidfuzz.distance import JaroWinkler, OSA
 
-from gateway.index.linkage.names import is_a_name
+from gateway.index.linkage.names import is_a_name, other_names_a_slip_from, plain_letters
 from gateway.index.linkage.person import Person, are_nicknames, person_from_query
 from gateway.index.model import FindQuery
 
@@ -362,24 +362,37 @@ def compare(incoming: Person, held: Person, model: Model | None = None) -> Compa
     return Comparison(levels=levels, weights=weights, weight=total, probability=probability_from_weight(total),
                       twins=twins, identifiers=identifiers, swapped_names=swapped, given_through_middle=through_middle,
                       same_first_name=bool(incoming.given_names) and incoming.given_names[:1] == held.given_names[:1],
-                      given_misspelt=levels["given"] == "typo" and misspelt(incoming, held, swapped))
+                      given_misspelt=levels["given"] == "typo" and misspelt(
+                          incoming, held, swapped, model.tf_bits.get("given", frozenset())))
 
 
-def misspelt(incoming: Person, held: Person, swapped: bool = False) -> bool:
+def misspelt(incoming: Person, held: Person, swapped: bool = False, also: frozenset[str] | dict = frozenset()) -> bool:
     """The given names agree only by a slip, and every slip is between a name people are given and
-    one that is no name (Charlotte and Charlolte, either way round: gateway/index/linkage/names.py,
-    a fixed, sourced list, never the retrainable frequency table). Two names a slip apart (Mia and
-    Mila, Mateo and Matei) or two names on no list are not a misspelling: twins are named so.
+    a string that is no name and a slip of no other name (Charlotte and Charlolte, either way
+    round: gateway/index/linkage/names.py, a fixed, sourced list; ``also``, the model's name
+    table, may only add names). Two names a slip apart (Mia and Mila, Mateo and Matei), two strings
+    on no list, a string a slip from another established name that sounds otherwise (Mla: Mila or
+    Mia? names.other_names_a_slip_from) or one with a letter of another script are not a
+    misspelling: twins are named so, and no list can say which twin is meant.
     ``swapped``: the names were compared crosswise (``comparison_vector``), and so are the slips
-    (Jack Nicoll against "Nicoll Jadk"; a slip of the family name, Desilva and Desllva, is on no
-    list of given names: not a misspelling by this rule)."""
+    (Jack Nicoll against "Nicoll Jadk"); a slip of the family name there is on no list of given
+    names, so stays a question."""
     if swapped:
         pairs = [(a, b) for a in incoming.given_first for b in held.family_names]
         pairs += [(a, b) for a in incoming.family_names for b in held.given_first]
     else:
         pairs = [(a, b) for a in incoming.given_first for b in held.given_first]
     slips = [(a, b) for a, b in pairs if a != b and _is_typo(a, b)]
-    return bool(slips) and all(is_a_name(a) != is_a_name(b) for a, b in slips)
+    if not slips:
+        return False
+    for a, b in slips:
+        a_named, b_named = is_a_name(a, also), is_a_name(b, also)
+        if a_named == b_named:
+            return False
+        unlisted, listed = (b, a) if a_named else (a, b)
+        if not plain_letters(unlisted) or other_names_a_slip_from(unlisted, listed, also):
+            return False
+    return True
 
 
 def _agreeing_names(field: str, incoming: Person, held: Person):
