@@ -227,12 +227,20 @@ def _name_part(full: str, part: str) -> str:
 
 
 def _parse_date(text: str, formats: tuple[str, ...], what: str) -> str:
+    iso = _date_iso(text.strip(), formats)
+    if iso is None:
+        raise RowError(f"{what}: {text!r} is not a date in the form {' or '.join(formats)}")
+    return iso
+
+
+@functools.lru_cache(maxsize=8192)  # an extract's dates repeat (birthdays, allocation days): strptime once each
+def _date_iso(text: str, formats: tuple[str, ...]) -> str | None:
     for fmt in formats:
         try:
-            return dt.datetime.strptime(text.strip(), fmt).date().isoformat()
+            return dt.datetime.strptime(text, fmt).date().isoformat()
         except ValueError:
             continue
-    raise RowError(f"{what}: {text!r} is not a date in the form {' or '.join(formats)}")
+    return None
 
 
 def _boolean(value, what: str) -> bool:
@@ -305,11 +313,16 @@ class Mapping:
         return record
 
 
-def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
+@functools.lru_cache(maxsize=None)  # a mapping's few targets: split once, not per row
+def _steps(target: str) -> tuple[tuple[tuple[str, str], ...], str]:
     parts = target.split(".")
+    return tuple((name, rest) for name, _, rest in (part.partition("[") for part in parts[:-1])), parts[-1]
+
+
+def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
+    steps, last = _steps(target)
     node, index_iter = record, iter(indexes)
-    for part in parts[:-1]:
-        name, _, rest = part.partition("[")
+    for name, rest in steps:
         if rest:
             items = node.setdefault(name, [])
             i = next(index_iter)
@@ -318,7 +331,7 @@ def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
             node = items[i]
         else:
             node = node.setdefault(name, {})
-    node[parts[-1]] = value
+    node[last] = value
 
 
 def load(path: Path | str) -> Mapping:
