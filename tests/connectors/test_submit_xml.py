@@ -167,9 +167,6 @@ def test_a_batch_built_from_the_schema_is_signed_and_taken_by_a_real_gateway(gat
         [(r.outcome, r.detail) for r in results]
 
 
-@pytest.mark.xfail(strict=True, reason="the fast builder follows the packaged schema even for a client given "
-                                       "another WSDL: it builds and sends a field that WSDL does not have, where "
-                                       "zeep refuses it with the SDK's UnknownField")
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 def test_a_client_given_another_wsdl_builds_its_requests_as_that_wsdl_says(gateway, tmp_path):
     """``GatewayClient(wsdl=...)`` (a gateway's own "<base>/soap/v1?wsdl", of another version than the
