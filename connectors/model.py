@@ -173,7 +173,10 @@ _SUBMIT_UPDATES = f"{{{CG}}}SubmitUpdates"
 def schema_problem(record: dict) -> str | None:
     """What the gateway's schema says is wrong with ``record`` sent alone in a SubmitUpdates, or None."""
     message = etree.Element(_SUBMIT_UPDATES)
-    message.append(record_element(record))
+    try:
+        message.append(record_element(record))
+    except ValueError as exc:  # a text lxml refuses (a control character): connectors.mapping names it first
+        return f"a value XML cannot carry: {exc}"
     schema = _schema()
     if schema.validate(message):
         return None

@@ -501,7 +501,7 @@ def _patient_fields(p: dict) -> dict[str, str]:
         "id": p.get("id", ""),
         "nhs_number": (_first(p.get("identifier"), lambda i: i.get("system") == NHS_NUMBER_SYSTEM) or {}).get("value", ""),
         "family": name.get("family", ""),
-        "given": " ".join(name.get("given") or []),
+        "given": " ".join(given for given in name.get("given") or [] if given is not None),  # null: _given says why
         "birth_date": p.get("birthDate", ""),
         "gender": p.get("gender", ""),
         "deceased_date": (p.get("deceasedDateTime") or "")[:10],
@@ -515,8 +515,9 @@ def _patient_fields(p: dict) -> dict[str, str]:
         "gp_code": ((gp.get("identifier") or {}) if (gp.get("identifier") or {}).get("system") == ODS_SYSTEM
                     else {}).get("value", ""),
         "gp_name": gp.get("display", ""),
-        "contact_name": contact_name.get("text") or " ".join([*(contact_name.get("given") or []),
-                                                               contact_name.get("family", "")]).strip(),
+        "contact_name": contact_name.get("text") or " ".join(
+            [*(given for given in contact_name.get("given") or [] if given is not None),
+             contact_name.get("family", "")]).strip(),
         "contact_relationship": (_first(relationship.get("coding")) or {}).get("code", "") or relationship.get("text", ""),
         "contact_phone": (_first(contact.get("telecom"), lambda t: t.get("system") == "phone") or {}).get("value", ""),
     }

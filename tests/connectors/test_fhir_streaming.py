@@ -277,9 +277,6 @@ def _patients_that_stopped_a_push(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="a control character in a Patient's text raises ValueError out of "
-                                       "Mapping.record, and a null given name (with its _given extension) "
-                                       "TypeError out of the reader: either stops the whole push")
 def test_a_patient_with_a_control_character_is_one_rejected_row_and_a_null_given_name_is_skipped(tmp_path):
     m = mapping.load(HEALTH)
     outcomes = {}
