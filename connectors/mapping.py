@@ -249,8 +249,13 @@ def _checked(rule: "Rule", value):
     return value
 
 
+_CACHED_DATE_TEXT = 40  # a longer text is parsed without being kept: the cache stays small however long a cell
+
+
 def _parse_date(text: str, formats: tuple[str, ...], what: str) -> str:
-    iso = _date_iso(text.strip(), formats)
+    stripped = text.strip()
+    parse = _date_iso if len(stripped) <= _CACHED_DATE_TEXT else _date_iso.__wrapped__
+    iso = parse(stripped, formats)
     if iso is None:
         raise RowError(f"{what}: {text!r} is not a date in the form {' or '.join(formats)}")
     return iso

@@ -270,8 +270,6 @@ def test_the_push_command_knows_the_batch_limit_without_loading_the_push_machine
     assert cli.MAX_BATCH == push.MAX_BATCH == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="the date cache keeps up to 8,192 distinct texts however long: long "
-                                       "texts in a date column stay in memory, which grows with the extract")
 def test_long_texts_in_a_date_column_do_not_stay_in_memory():
     import csv
     import tracemalloc
