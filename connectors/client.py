@@ -48,6 +48,7 @@ from contactgate_wire.faults import FAULT_CODES
 from contactgate_wire.soap import CG, SOAP_ACTION_PREFIX, SOAP_PATH
 from contactgate_wire.soap import digest_b64 as request_digest  # SHA-256, base64: what RequestDigest carries
 from connectors.results import Candidate, Child, PingAnswer, Shielding, UpdateResult
+from connectors.submit_xml import submit_updates_envelope
 
 BINDING = f"{{{CG}}}ContactGateBinding"
 
@@ -278,6 +279,8 @@ class GatewayClient:
                                 wsse=_WsSecurity(self.signer, self.verifier, self.transport, self._now))
         self.service = self.zeep.create_service(BINDING, self.endpoint)
         self._wsdl = wsdl
+        # connectors.submit_xml builds from the packaged schema: only for a client of the packaged WSDL
+        self._built_from_schema = wsdl == self._packaged_wsdl()
         self._unsigned: zeep.Client | None = None
 
     def close(self) -> None:
@@ -444,15 +447,26 @@ class GatewayClient:
 
     def build_request(self, operation: str, *, sign: bool = True, created: dt.datetime | None = None,
                       **kwargs) -> bytes:
-        """The signed request bytes zeep would send for ``operation``."""
-        if self._unsigned is None:  # zeep applies its wsse hook in create_message: use a plain twin
-            self._unsigned = zeep.Client(self._wsdl, transport=self.transport)
-        with _own_errors():
-            envelope = self._unsigned.create_message(self._unsigned.create_service(BINDING, self.endpoint),
-                                                     operation, **kwargs)
+        """The signed request bytes zeep would send for ``operation``. A SubmitUpdates is built
+        straight from the schema's types (`connectors.submit_xml`: the same bytes, ~8 times faster)
+        when its records are plain dicts of str and bool and the client uses the packaged WSDL, by
+        zeep otherwise (a client given another WSDL builds as that one says)."""
+        envelope = None
+        if operation == "SubmitUpdates" and self._built_from_schema and set(kwargs) == {"ChildUpdate"}:
+            envelope = submit_updates_envelope(kwargs["ChildUpdate"])
+        if envelope is None:
+            envelope = self._zeep_envelope(operation, **kwargs)
         if sign:
             self.signer.sign(envelope, created=created or self.clock())
         return etree_to_string(envelope)
+
+    def _zeep_envelope(self, operation: str, **kwargs) -> etree._Element:
+        """The unsigned envelope zeep builds for ``operation`` (its checks as the SDK's own errors)."""
+        if self._unsigned is None:  # zeep applies its wsse hook in create_message: use a plain twin
+            self._unsigned = zeep.Client(self._wsdl, transport=self.transport)
+        with _own_errors():
+            return self._unsigned.create_message(self._unsigned.create_service(BINDING, self.endpoint),
+                                                 operation, **kwargs)
 
     def _post(self, operation: str, data: bytes) -> requests.Response:
         return self.session.post(self.endpoint, data=data, timeout=self.timeout, headers={

@@ -226,13 +226,49 @@ def _name_part(full: str, part: str) -> str:
     return (family if part == "family" else given).strip()
 
 
+# What XML 1.0 cannot carry, and lxml refuses: C0 controls but tab, LF and CR; lone surrogates; U+FFFE, U+FFFF
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _not_xml(value) -> str | None:
+    """What in ``value`` (a rule's: str, bool or list of str) XML cannot carry, or None."""
+    for text in (value if isinstance(value, list) else (value,)):
+        found = _NOT_XML.search(text) if isinstance(text, str) else None
+        if found:
+            code = ord(found.group())
+            kind = ("a control character" if code < 0x20 else "an unpaired surrogate" if 0xD800 <= code <= 0xDFFF
+                    else "a non-character")
+            return f"{kind} (U+{code:04X}) at character {found.start() + 1}: XML cannot carry it"
+    return None
+
+
+def _checked(rule: "Rule", value):
+    problem = _not_xml(value)
+    if problem:
+        raise RowError(f"{rule.source} ({rule.target}): {problem}" if rule.source else f"{rule.target}: {problem}")
+    return value
+
+
+_CACHED_DATE_TEXT = 40  # a longer text is parsed without being kept: the cache stays small however long a cell
+
+
 def _parse_date(text: str, formats: tuple[str, ...], what: str) -> str:
+    stripped = text.strip()
+    parse = _date_iso if len(stripped) <= _CACHED_DATE_TEXT else _date_iso.__wrapped__
+    iso = parse(stripped, formats)
+    if iso is None:
+        raise RowError(f"{what}: {text!r} is not a date in the form {' or '.join(formats)}")
+    return iso
+
+
+@functools.lru_cache(maxsize=8192)  # an extract's dates repeat (birthdays, allocation days): strptime once each
+def _date_iso(text: str, formats: tuple[str, ...]) -> str | None:
     for fmt in formats:
         try:
-            return dt.datetime.strptime(text.strip(), fmt).date().isoformat()
+            return dt.datetime.strptime(text, fmt).date().isoformat()
         except ValueError:
             continue
-    raise RowError(f"{what}: {text!r} is not a date in the form {' or '.join(formats)}")
+    return None
 
 
 def _boolean(value, what: str) -> bool:
@@ -284,7 +320,7 @@ class Mapping:
         """The ChildUpdate (zeep-style dict) for ``row``; RowError if it cannot be sent."""
         if "__invalid__" in row:  # the reader could not make a record of it (e.g. an invalid FHIR Patient)
             raise RowError(row["__invalid__"])
-        record: dict = {"SourceRecordId": self.id_rule.apply(row)}
+        record: dict = {"SourceRecordId": _checked(self.id_rule, self.id_rule.apply(row))}
         # A repeating group (Carer[0]) is sent only if the row has something of its own for it: a
         # row with no carer gets no carer made of defaults. A group of constants only is always sent.
         drop = {group for group, rules in self._groups.items()
@@ -292,7 +328,7 @@ class Mapping:
         for rule in self.rules:
             if rule.indexes and rule.target.rsplit(".", 1)[0] in drop:
                 continue
-            value = rule.apply(row)
+            value = _checked(rule, rule.apply(row))  # a control character: this row rejected, saying so
             if value is None or value == []:
                 continue
             _put(record, rule.target, rule.indexes, value)
@@ -305,11 +341,16 @@ class Mapping:
         return record
 
 
-def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
+@functools.lru_cache(maxsize=None)  # a mapping's few targets: split once, not per row
+def _steps(target: str) -> tuple[tuple[tuple[str, str], ...], str]:
     parts = target.split(".")
+    return tuple((name, rest) for name, _, rest in (part.partition("[") for part in parts[:-1])), parts[-1]
+
+
+def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
+    steps, last = _steps(target)
     node, index_iter = record, iter(indexes)
-    for part in parts[:-1]:
-        name, _, rest = part.partition("[")
+    for name, rest in steps:
         if rest:
             items = node.setdefault(name, [])
             i = next(index_iter)
@@ -318,7 +359,7 @@ def _put(record: dict, target: str, indexes: tuple[int, ...], value) -> None:
             node = items[i]
         else:
             node = node.setdefault(name, {})
-    node[parts[-1]] = value
+    node[last] = value
 
 
 def load(path: Path | str) -> Mapping:

@@ -132,21 +132,33 @@ def resolve(target: str) -> tuple[Leaf, tuple[int, ...]] | None:
 def record_element(record: dict) -> etree._Element:
     """``record`` (a zeep-style dict: {"Identity": {...}, "Carer": [{...}], ...}) as a cg:ChildUpdate
     element in the schema's order, for validation."""
-    def fill(parent: etree._Element, node: Node, value) -> None:
-        for child in node.children:
-            if child.name not in value:
+    sub = etree.SubElement
+
+    def fill(parent: etree._Element, plan, value) -> None:
+        for name, tag, is_leaf, inner in plan:
+            if name not in value:
                 continue
-            items = value[child.name]
+            items = value[name]
             for item in (items if isinstance(items, list) else [items]):
-                element = etree.SubElement(parent, f"{{{CG}}}{child.name}")
-                if child.leaf is not None:
+                element = sub(parent, tag)
+                if is_leaf:
                     element.text = ("true" if item else "false") if isinstance(item, bool) else str(item)
                 else:
-                    fill(element, child, item)
+                    fill(element, inner, item)
 
     root = etree.Element(f"{{{CG}}}ChildUpdate")
-    fill(root, tree(), record)
+    fill(root, _element_plan(), record)
     return root
+
+
+@functools.lru_cache(maxsize=1)
+def _element_plan() -> tuple:
+    """The tree as (name, tag, leaf or not, the children's plan) in the schema's order: built once."""
+    def plan(node: Node) -> tuple:
+        return tuple((child.name, f"{{{CG}}}{child.name}", child.leaf is not None,
+                      plan(child) if child.leaf is None else None) for child in node.children)
+
+    return plan(tree())
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,10 +167,16 @@ def _schema() -> etree.XMLSchema:
                                                                             no_network=True)))
 
 
+_SUBMIT_UPDATES = f"{{{CG}}}SubmitUpdates"
+
+
 def schema_problem(record: dict) -> str | None:
     """What the gateway's schema says is wrong with ``record`` sent alone in a SubmitUpdates, or None."""
-    message = etree.Element(f"{{{CG}}}SubmitUpdates")
-    message.append(record_element(record))
+    message = etree.Element(_SUBMIT_UPDATES)
+    try:
+        message.append(record_element(record))
+    except ValueError as exc:  # a text lxml refuses (a control character): connectors.mapping names it first
+        return f"a value XML cannot carry: {exc}"
     schema = _schema()
     if schema.validate(message):
         return None

@@ -223,14 +223,14 @@ class State:
         self.db.execute("DELETE FROM pending")
         self.db.execute("COMMIT")
 
-    def done(self, records: list[dict], outcomes: dict[str, str], run: int) -> None:
-        """The batch was answered: remember what the gateway holds now, and drop the pending batch."""
+    def done(self, records: list[dict], outcomes: dict[str, str], run: int,
+             digests: list[str] | None = None) -> None:
+        """The batch was answered: remember what the gateway holds now, and drop the pending batch.
+        ``digests``: the records' digests, when already computed."""
         self.db.execute("BEGIN IMMEDIATE")
-        for record in records:
-            srid = record["SourceRecordId"]
-            if outcomes.get(srid, "rejected") != "rejected":
-                self.db.execute("INSERT OR REPLACE INTO sent (srid, digest, record, seen) VALUES (?, ?, ?, ?)",
-                                (srid, digest(record), json.dumps(record), run))
+        self.db.executemany("INSERT OR REPLACE INTO sent (srid, digest, record, seen) VALUES (?, ?, ?, ?)", [
+            (record["SourceRecordId"], digests[i] if digests is not None else digest(record), json.dumps(record), run)
+            for i, record in enumerate(records) if outcomes.get(record["SourceRecordId"], "rejected") != "rejected"])
         self.db.execute("DELETE FROM pending WHERE id = 1")
         self.db.execute("COMMIT")
 
@@ -334,6 +334,7 @@ def _push_rows(m, extract, store: State, sender: "_Sender", summary: Summary, re
     position = sources.Position()
     batch: list[dict] = []
     lines: list[int] = []
+    digests: list[str] = []  # the batch's records' digests, computed once
     for line, row in sources.rows(extract, m, position):
         why = stop()
         if why:
@@ -347,24 +348,26 @@ def _push_rows(m, extract, store: State, sender: "_Sender", summary: Summary, re
             reject_rows.writerow([line, srid, "mapping", str(exc)])
             continue
         srid = record["SourceRecordId"]
-        if srid in carried and carried[srid][0] == digest(record):  # settled on resuming: counted here, once
+        record_digest = digest(record)
+        if srid in carried and carried[srid][0] == record_digest:  # settled on resuming: counted here, once
             sender.count(line, carried.pop(srid)[2])
             if full:
                 store.mark_seen(srid, run)
-        elif store.digest_of(srid) == digest(record):
+        elif store.digest_of(srid) == record_digest:
             summary.unchanged += 1
             if full:  # only a full extract asks which records it no longer has
                 store.mark_seen(srid, run)
         else:
             batch.append(record)
             lines.append(line)
+            digests.append(record_digest)
             if len(batch) == batch_size:
-                sender.send(batch, lines)
-                batch, lines = [], []
+                sender.send(batch, lines, digests=digests)
+                batch, lines, digests = [], [], []
         if progress is not None and summary.rows % 100 == 0:
             progress(summary.rows, position.bytes, position.total)
     if batch:
-        sender.send(batch, lines)
+        sender.send(batch, lines, digests=digests)
     if full:
         today = dt.date.today()
         absent = [_ended(r, today) for r in store.absent(run)]
@@ -415,9 +418,9 @@ class _Sender:
         self.carried = {}
 
     def _settled(self, records: list[dict], lines: list[int | None], results, kind: str,
-                 held_extract: list | None, resumed: bool) -> None:
+                 held_extract: list | None, resumed: bool, digests: list[str] | None = None) -> None:
         outcomes = {r.source_record_id: r.outcome for r in results}
-        self.store.done(records, outcomes, self.run)
+        self.store.done(records, outcomes, self.run, digests)
         self.summary.sent += len(records)
         self.summary.batches += 1
         if resumed:  # reported as the resumed batch; its rows are counted when tonight's extract has them
@@ -435,7 +438,8 @@ class _Sender:
             self._list(line, result)
 
     def send(self, records: list[dict], lines: list[int | None], *, message: bytes | None = None,
-             signed_at: float | None = None, kind: str = "rows", held_extract: list | None = None) -> None:
+             signed_at: float | None = None, kind: str = "rows", held_extract: list | None = None,
+             digests: list[str] | None = None) -> None:
         resumed = message is not None
         extract = held_extract if resumed else (self.extract if kind == "rows" else None)
         if message is None or time.time() - (signed_at or 0) > self.lifetime:
@@ -452,7 +456,7 @@ class _Sender:
                     results = parse_results(body)
                     if len(results) != len(records):
                         raise PushError(f"the gateway answered {len(results)} results for {len(records)} records")
-                    self._settled(records, lines, results, kind, extract, resumed)
+                    self._settled(records, lines, results, kind, extract, resumed, digests)
                     return
                 if code in RESIGN_FAULTS:  # the held message is too old to be taken: the same records, signed now
                     message = self._sign(records, lines, kind, extract)

@@ -259,7 +259,9 @@ def _json(text: str):
         value = json.loads(text)
     except RecursionError:
         raise _TooDeep() from None
-    if _deeper_than(value, MAX_JSON_DEPTH):
+    # nested no deeper than the text has brackets (those in strings only add to the count): the walk
+    # is needed only when there are more
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
         raise _TooDeep()
     return value
 
@@ -300,7 +302,7 @@ def _fhir_rows(path: Path, mapping: Mapping, position, offered):
             yield line, {"__invalid__": f"not a valid FHIR Patient: {exc.errors()[0].get('msg', 'invalid')} at "
                                         f"{'.'.join(str(p) for p in exc.errors()[0].get('loc', ()))}"}
             continue
-        yield line, _patient_fields(patient.model_dump(mode="json", exclude_none=True))
+        yield line, _patient_fields(Dumped(patient))
 
 
 def _fhir_resources(path: Path, position):
@@ -444,6 +446,40 @@ def _entries(resource, number: int):
         yield number, resource
 
 
+class Dumped:
+    """A validated FHIR model read as its ``model_dump(mode="json", exclude_none=True)`` reads, without
+    dumping it whole (dumping a Patient takes longer than validating it): ``get(key, default)``
+    gives what the dump's dict would, a field absent, None or an empty list being the default, a
+    nested model read the same way, a list item by item, a str as it is and a date or time as
+    pydantic's JSON writes it. tests/connectors/test_fhir_streaming.py compares the fields read
+    both ways."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model):
+        self.model = model
+
+    def get(self, key, default=None):
+        if key not in type(self.model).model_fields:
+            return default
+        value = getattr(self.model, key)
+        if value is None or (isinstance(value, list) and not value):
+            return default
+        return _dumped(value)
+
+
+def _dumped(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [_dumped(item) for item in value]
+    if hasattr(type(value), "model_fields"):  # a pydantic model: an element of the resource
+        return Dumped(value)
+    from pydantic_core import to_jsonable_python  # a date, a time, a number: as the dump writes it
+
+    return to_jsonable_python(value)
+
+
 def _first(items, wanted=None):
     for item in items or []:
         if wanted is None or wanted(item):
@@ -465,7 +501,7 @@ def _patient_fields(p: dict) -> dict[str, str]:
         "id": p.get("id", ""),
         "nhs_number": (_first(p.get("identifier"), lambda i: i.get("system") == NHS_NUMBER_SYSTEM) or {}).get("value", ""),
         "family": name.get("family", ""),
-        "given": " ".join(name.get("given") or []),
+        "given": " ".join(given for given in name.get("given") or [] if given is not None),  # null: _given says why
         "birth_date": p.get("birthDate", ""),
         "gender": p.get("gender", ""),
         "deceased_date": (p.get("deceasedDateTime") or "")[:10],
@@ -479,8 +515,9 @@ def _patient_fields(p: dict) -> dict[str, str]:
         "gp_code": ((gp.get("identifier") or {}) if (gp.get("identifier") or {}).get("system") == ODS_SYSTEM
                     else {}).get("value", ""),
         "gp_name": gp.get("display", ""),
-        "contact_name": contact_name.get("text") or " ".join([*(contact_name.get("given") or []),
-                                                               contact_name.get("family", "")]).strip(),
+        "contact_name": contact_name.get("text") or " ".join(
+            [*(given for given in contact_name.get("given") or [] if given is not None),
+             contact_name.get("family", "")]).strip(),
         "contact_relationship": (_first(relationship.get("coding")) or {}).get("code", "") or relationship.get("text", ""),
         "contact_phone": (_first(contact.get("telecom"), lambda t: t.get("system") == "phone") or {}).get("value", ""),
     }

@@ -219,3 +219,75 @@ def test_nesting_deeper_than_any_entry_may_be_large_refuses_the_document(tmp_pat
                        + "[" * levels + "]" * levels + "}}]}")
     with pytest.raises(sources.ExtractError, match="refused whole"):
         list(sources._fhir_resources(extract, None))
+
+
+def _patients_of_every_shape() -> list[dict]:
+    """Patients with and without each element a mapping reads: official and other names, home and
+    other addresses, partial dates, times of death with zones and fractions, contacts by text or by
+    parts, practices with and without an ODS code, unicode, empty lists."""
+    sample = [json.loads(line) for line in (SAMPLES / "health_patients.ndjson").read_text().splitlines()]
+    first = sample[0]
+    nhs = {"system": sources.NHS_NUMBER_SYSTEM, "value": "9434765919"}
+    variants = [
+        {"resourceType": "Patient", "id": "bare"},
+        {**first, "name": [{"use": "usual", "family": "Nguyễn", "given": ["Thị", "Lan"]},
+                           {"use": "official", "family": "Ó Súilleabháin", "given": ["Zoë"]}]},
+        {**first, "name": [{"given": ["OnlyGiven"]}], "address": [{"use": "work", "line": ["1 Work St", "Floor 2", "Desk 3"],
+                                                                    "city": "Bradford"}, {"use": "home", "postalCode": "BD1 1AA"}]},
+        {**first, "birthDate": "2015", "deceasedDateTime": "2020-01-01T10:00:00Z"},
+        {**first, "birthDate": "2015-03", "deceasedDateTime": "2021-06-30T23:59:59.123+05:30"},
+        {**first, "deceasedDateTime": "2022-02-02"},
+        {**first, "deceasedDateTime": "2019"},
+        {**first, "deceasedBoolean": True},
+        {**first, "identifier": [{"system": "https://example/other", "value": "X"}, nhs], "telecom": [
+            {"system": "email", "value": "a@b.example"}, {"system": "phone", "value": "+44 113 496 0000"}]},
+        {**first, "generalPractitioner": [{"identifier": {"system": "https://other", "value": "Q1"}, "display": "Elsewhere"}]},
+        {**first, "generalPractitioner": [{"reference": "Organization/1"}]},
+        {**first, "contact": [{"name": {"given": ["Ann", "Marie"], "family": "Lee"}, "relationship": [{"text": "aunt"}]}]},
+        {**first, "contact": [{"name": {"family": "Solo"}, "relationship": [{"coding": [{"code": "C"}]}],
+                               "telecom": [{"system": "email", "value": "x@y.example"}]}]},
+        {**first, "contact": [{"relationship": [{"coding": [{"system": "s"}], "text": "t"}]}]},
+        {**first, "name": [{"use": "official", "family": "  spaced  ", "given": [" a ", "b\tc"]}], "gender": "unknown"},
+        {**first, "address": [{"use": "home", "line": ["Ünïcødé Road"], "city": "Łódź", "postalCode": "ls6 2ab"}]},
+    ]
+    return sample + variants
+
+
+def test_the_fields_read_from_a_validated_patient_are_those_its_whole_dump_gives():
+    from fhir.resources.R4B.patient import Patient
+
+    for resource in _patients_of_every_shape():
+        patient = Patient.model_validate(resource)
+        expected = sources._patient_fields(patient.model_dump(mode="json", exclude_none=True))
+        assert sources._patient_fields(sources.Dumped(patient)) == expected, resource
+
+
+def _patients_that_stopped_a_push(tmp_path: Path) -> Path:
+    first = json.loads((SAMPLES / "health_patients.ndjson").read_text().splitlines()[0])
+    extension = {"extension": [{"url": "https://example.org/why-absent", "valueString": "withheld"}]}
+    nul = json.loads(json.dumps(first))
+    nul["id"], nul["name"][0]["family"] = "nul", "Oka\u0000for"
+    tab = json.loads(json.dumps(first))
+    tab["id"], tab["address"][0]["line"][0] = "vt", "12\u000bAsh Grove"
+    absent_given = json.loads(json.dumps(first))  # FHIR: a null in a primitive list, its extension beside
+    absent_given["id"], absent_given["name"][0]["given"] = "absent-given", ["Chidera", None]
+    absent_given["name"][0]["_given"] = [None, extension]
+    path = tmp_path / "patients.ndjson"
+    path.write_text("\n".join(json.dumps(p) for p in (first, nul, tab, absent_given, {**first, "id": "last"})) + "\n")
+    return path
+
+
+def test_a_patient_with_a_control_character_is_one_rejected_row_and_a_null_given_name_is_skipped(tmp_path):
+    m = mapping.load(HEALTH)
+    outcomes = {}
+    for _, row in sources.rows(_patients_that_stopped_a_push(tmp_path), m):
+        try:
+            outcomes[row["id"]] = m.record(row)
+        except mapping.RowError as exc:
+            outcomes[row["id"]] = str(exc)
+    assert list(outcomes) == ["pt-1001", "nul", "vt", "absent-given", "last"]
+    assert isinstance(outcomes["pt-1001"], dict)
+    assert "family" in outcomes["nul"] and "control character" in outcomes["nul"] and "U+0000" in outcomes["nul"]
+    assert "address_line1" in outcomes["vt"] and "control character" in outcomes["vt"] and "U+000B" in outcomes["vt"]
+    assert outcomes["absent-given"]["Identity"]["GivenName"] == ["Chidera"]
+    assert isinstance(outcomes["last"], dict)

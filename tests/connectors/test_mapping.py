@@ -268,3 +268,21 @@ def test_the_push_command_knows_the_batch_limit_without_loading_the_push_machine
     from connectors import cli, push
 
     assert cli.MAX_BATCH == push.MAX_BATCH == 1000
+
+
+def test_long_texts_in_a_date_column_do_not_stay_in_memory():
+    import csv
+    import tracemalloc
+
+    m = mapping.load(LA)
+    with open(LA_CSV, newline="", encoding="utf-8-sig") as stream:
+        row = next(csv.DictReader(stream))
+    tracemalloc.start()
+    try:
+        for i in range(200):  # the csv module's cell limit is 131,072 characters
+            with pytest.raises(mapping.RowError, match="is not a date"):
+                m.record({**row, "DOB": f"{i:04d}" + "x" * 100_000})
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2_000_000, f"{held:,} bytes still held after 200 rows"

@@ -297,3 +297,25 @@ def test_two_pushes_cannot_share_one_state(gateway, tmp_path):
         assert "another push is using" in output
     finally:
         first.close()
+
+
+def test_a_control_character_in_a_cell_rejects_that_row_naming_the_field_and_the_rest_are_sent(gateway, tmp_path):
+    """A character XML cannot carry (NUL, vertical tab, unit separator...) inside a cell: that row is
+    in the rejects file with a reason naming its column and the character; the good rows are sent;
+    exit code 1 (some rows rejected)."""
+    tag = unique("ctl")
+    rows = read_rows(extract_like_the_sample(tmp_path, tag))  # rows 0-3 and 5 good, 4 and 6 bad
+    rows[0]["AddressLine1"] = rows[0]["AddressLine1"].replace(" ", "\x0b", 1)
+    rows[1]["MainCarer"] = "Siobhan\x00Walsh"
+    rows[2]["Town"] = "Lee\x1fds"
+    rows[3]["MainCarer"] = "\x1f" + rows[3]["MainCarer"] + "\x1c"  # at a cell's edge Python strips it as a space
+    extract, state = extract_like_the_sample(tmp_path, tag + "-c", rows=rows), tmp_path / "ctl.state"
+    output = run_push(gateway, extract, state, code=1)
+    assert "sent: 2 in 1 batch(es)" in output and "rejected 5 (5 before sending, 0 by the gateway)" in output, output
+    rejects = {r["source_record_id"]: r for r in read_rows(Path(str(extract) + ".rejects"))}
+    for row, column, character in ((rows[0], "AddressLine1", "U+000B"), (rows[1], "MainCarer", "U+0000"),
+                                   (rows[2], "Town", "U+001F")):
+        reject = rejects[row["CaseRef"]]
+        assert reject["rejected_by"] == "mapping" and column in reject["reason"], reject
+        assert "control character" in reject["reason"] and character in reject["reason"], reject
+    assert rows[3]["CaseRef"] not in rejects and rows[5]["CaseRef"] not in rejects
