@@ -77,15 +77,18 @@ def invoke(*args: str, env: dict | None = None, cwd: Path | None = None, umask: 
         if umask is not None:
             previous_umask = os.umask(umask)
         result = CliRunner().invoke(main, list(args), env=runner_env, input=input, prog_name="contactgate")
+        err = result.stderr
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            err += "".join(traceback.format_exception(*result.exc_info))  # shown by Run's failure message
+        run = Run(tuple(args), result.exit_code, result.stdout, err)
+        del result  # its exc_info (even a SystemExit's) holds the command's frames, and their engines
     finally:
         if previous_umask is not None:
             os.umask(previous_umask)
         os.chdir(previous_dir)
-        gc.collect()  # the command's engine, and its connections, closed now as at a process's end
-    err = result.stderr
-    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
-        err += "".join(traceback.format_exception(*result.exc_info))  # shown by Run's failure message
-    return Run(tuple(args), result.exit_code, result.stdout, err)
+    gc.collect()  # the command's engines and their connections closed now, as at a process's end: no
+    #               SQLite database is left open (with its -wal and -shm) by this process after a command
+    return run
 
 
 def tree(root: Path) -> dict[str, int]:
