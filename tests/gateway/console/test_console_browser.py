@@ -100,15 +100,16 @@ class Officer:
 
     def code(self) -> str:
         """A code this officer has not used. The first (no code of this officer's used yet) is the
-        previous step's, still good for the rest of this step (taken with 5 s or more of it left), so
-        that an officer's three codes (a sign-in and two step-ups) wait for no new step; then
-        the harness's next unused one (registry_home.totp_code)."""
+        previous step's, still good for the rest of this step (taken with 10 s or more of it left: the
+        browser types and sends it well within that on a busy machine), so that an officer's three
+        codes (a sign-in and two step-ups) wait for no new step; then the harness's next unused one
+        (registry_home.totp_code)."""
         used = getattr(self.gateway, "_totp_steps", {})
         if self.officer_id in used:
             return self.gateway.totp_code(self.officer_id)
         import pyotp
 
-        if 30 - time.time() % 30 < 5:
+        if 30 - time.time() % 30 < 10:
             time.sleep(30 - time.time() % 30 + 0.1)
         step = int(time.time()) // 30 - 1
         self.gateway._totp_steps = {**used, self.officer_id: step}
