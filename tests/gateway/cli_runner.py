@@ -54,6 +54,43 @@ def contactgate(*args: str, env: dict | None = None, cwd: Path | None = None, um
     return Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
 
 
+def invoke(*args: str, env: dict | None = None, cwd: Path | None = None, umask: int | None = None,
+           input: str | None = None) -> Run:
+    """The same command through click in this process (gateway.cli.main, which the script runs, with
+    its entry-point commands), as ``contactgate`` would run it with ``env``'s CONTACTGATE_* settings
+    and no others: without a new interpreter's 1-2 s of start-up. For a test whose point is not the
+    process boundary; what only the script shows (its exit codes as a shell sees them, signals,
+    another user) stays with ``contactgate``."""
+    import gc
+    import traceback
+
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    settings = {k: v for k, v in (clean_env() if env is None else env).items() if k.startswith("CONTACTGATE_")}
+    runner_env = {k: None for k in os.environ if k.startswith("CONTACTGATE_")} | settings
+    previous_dir, previous_umask = os.getcwd(), None
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        if umask is not None:
+            previous_umask = os.umask(umask)
+        result = CliRunner().invoke(main, list(args), env=runner_env, input=input, prog_name="contactgate")
+        err = result.stderr
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            err += "".join(traceback.format_exception(*result.exc_info))  # shown by Run's failure message
+        run = Run(tuple(args), result.exit_code, result.stdout, err)
+        del result  # its exc_info (even a SystemExit's) holds the command's frames, and their engines
+    finally:
+        if previous_umask is not None:
+            os.umask(previous_umask)
+        os.chdir(previous_dir)
+    gc.collect()  # the command's engines and their connections closed now, as at a process's end: no
+    #               SQLite database is left open (with its -wal and -shm) by this process after a command
+    return run
+
+
 def tree(root: Path) -> dict[str, int]:
     """Every path under ``root`` (relative) with its mode bits: to show that nothing was created."""
     if not root.exists():
@@ -90,16 +127,18 @@ def officers_file(directory: Path) -> Path:
     return path
 
 
-def init_and_sign_in(env: dict, directory: Path, umask: int | None = None) -> dict:
+def init_and_sign_in(env: dict, directory: Path, umask: int | None = None, *, in_process: bool = False) -> dict:
     """`contactgate init --officers ...` then `login`: the environment, with CONTACTGATE_SESSION, of a
-    signed-in officer holding every role."""
+    signed-in officer holding every role. ``in_process``: both through click in this process (invoke),
+    for a test that needs a home, not these two commands' process."""
     officers = officers_file(directory)
-    run = contactgate("init", "--officers", str(officers), env=env, umask=umask)
+    run = (invoke if in_process else contactgate)("init", "--officers", str(officers), env=env, umask=umask)
     assert run.code == 0, run
-    return sign_in(env, directory, umask=umask)
+    return sign_in(env, directory, umask=umask, in_process=in_process)
 
 
-def sign_in(env: dict, directory: Path, umask: int | None = None, officer: str = OFFICER) -> dict:
+def sign_in(env: dict, directory: Path, umask: int | None = None, officer: str = OFFICER, *,
+            in_process: bool = False) -> dict:
     import json
     import time
 
@@ -111,8 +150,8 @@ def sign_in(env: dict, directory: Path, umask: int | None = None, officer: str =
         time.sleep(0.5)
     _USED_STEPS[entry["totp_secret"]] = step
     signed = {**env, "CONTACTGATE_SESSION": str(directory / f"session-{officer}.json")}
-    run = contactgate("login", "--officer", entry["id"], "--password-stdin", "--code",
-                      pyotp.TOTP(entry["totp_secret"]).at(step * 30), env=signed, umask=umask,
-                      input=entry["password"] + "\n")
+    run = (invoke if in_process else contactgate)(
+        "login", "--officer", entry["id"], "--password-stdin", "--code", pyotp.TOTP(entry["totp_secret"]).at(step * 30),
+        env=signed, umask=umask, input=entry["password"] + "\n")
     assert run.code == 0, run
     return signed

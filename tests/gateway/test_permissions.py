@@ -20,7 +20,8 @@ from gateway.db import make_engine
 from contactgate_local import free_port
 from gateway.trust.crl import write_client_bundle
 from gateway.trust import pki
-from tests.gateway.cli_runner import SECOND, CONTACTGATE, clean_env, contactgate, init_and_sign_in, sign_in, tree
+from tests.gateway.cli_runner import (SECOND, CONTACTGATE, clean_env, contactgate, init_and_sign_in, invoke, sign_in,
+                                      tree)
 from tests.support import postgres_database
 
 UMASKS = (0o000,)  # the loosest umask: a file private under it is private under any (022 ran the same paths)
@@ -92,14 +93,17 @@ def running_server(env: dict, client_dir: Path, umask: int):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("umask", UMASKS, ids=["umask000"])
 def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend, tmp_path):
+    """`init` and `login` through the real script under the umask on SQLite; the commands after them,
+    and PostgreSQL's, through click in this process with the process's umask set (the same code
+    writing the same files: a umask is the process's, in either); the server, the real one."""
     home = tmp_path / "home"
     ca = pki.make_ca("Regional CA")[1]
     pki.write_public(tmp_path / "regional-ca.pem", pki.cert_pem(ca))
     with backend_env(backend, home) as env:
-        env = init_and_sign_in(env, tmp_path, umask=umask)
+        env = init_and_sign_in(env, tmp_path, umask=umask, in_process=backend != "sqlite")
 
         def cg(*args):
-            run = contactgate(*args, env=env, umask=umask)
+            run = invoke(*args, env=env, umask=umask)
             assert run.code == 0, run
             return run
 
@@ -111,13 +115,13 @@ def test_home_and_every_file_in_it_are_private_whatever_the_umask(umask, backend
         request.write_bytes(made.request_path.read_bytes())
         made.request_path.unlink()
         second = sign_in({k: v for k, v in env.items() if k != "CONTACTGATE_SESSION"}, tmp_path, umask=umask,
-                         officer=SECOND)
+                         officer=SECOND, in_process=True)
         issuing = cg("cert", "issue", "LA", "--csr", str(request)).out
-        approved = contactgate("cert", "approve", "LA", "--proposal", issuing.split()[1], "--out-dir",
-                               str(home / "clients" / "la"), env=second, umask=umask)  # inside the home: private
+        approved = invoke("cert", "approve", "LA", "--proposal", issuing.split()[1], "--out-dir",
+                          str(home / "clients" / "la"), env=second, umask=umask)  # inside the home: private
         assert approved.code == 0, approved
         proposed = cg("trust", "add-ca", str(tmp_path / "regional-ca.pem")).out
-        approved = contactgate("trust", "approve", "--proposal", proposed.split()[1], env=second, umask=umask)
+        approved = invoke("trust", "approve", "--proposal", proposed.split()[1], env=second, umask=umask)
         assert approved.code == 0, approved
         cg("audit", "verify")  # writes the checkpoints file
         with running_server(env, home / "clients" / "la", umask):  # writes the client CA bundle
@@ -171,16 +175,17 @@ def test_file_writers_are_private_under_umask_000(tmp_path):
 def test_the_organisations_key_and_the_handed_over_certificates_whatever_the_umask(tmp_path):
     """`contactgate csr` (the organisation's side) keeps its key 0600 in a 0700 directory; `cert
     approve --out-dir` writes the certificates 0644, for handing over."""
-    env = init_and_sign_in(clean_env(CONTACTGATE_HOME=str(tmp_path / "home")), tmp_path)
-    assert contactgate("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=env).code == 0
+    env = init_and_sign_in(clean_env(CONTACTGATE_HOME=str(tmp_path / "home")), tmp_path, in_process=True)
+    assert invoke("org", "add", "LA", "--name", "Leeds", "--kind", "local_authority", env=env).code == 0
     mine = tmp_path / "organisation" / "la"
     made = contactgate("csr", "--org", "LA", "--out-dir", str(mine), env=env, umask=0o000)
     assert made.code == 0, made
     assert mine.stat().st_mode & 0o777 == 0o700 and mine.parent.stat().st_mode & 0o777 == 0o700
     assert (mine / "key.pem").stat().st_mode & 0o777 == 0o600
-    proposed = contactgate("cert", "issue", "LA", "--csr", str(mine / "request.csr"), env=env, umask=0o000)
+    proposed = invoke("cert", "issue", "LA", "--csr", str(mine / "request.csr"), env=env, umask=0o000)
     assert proposed.code == 0, proposed
-    second = sign_in({k: v for k, v in env.items() if k != "CONTACTGATE_SESSION"}, tmp_path, officer=SECOND)
+    second = sign_in({k: v for k, v in env.items() if k != "CONTACTGATE_SESSION"}, tmp_path, officer=SECOND,
+                     in_process=True)
     out = tmp_path / "handover" / "la"
     run = contactgate("cert", "approve", "LA", "--proposal", proposed.out.split()[1], "--out-dir", str(out),
                       env=second, umask=0o000)
@@ -215,7 +220,7 @@ def _loosen(home: Path) -> list[Path]:
 def test_init_tightens_an_older_home_and_says_so(tmp_path):
     home = tmp_path / "home"
     env = clean_env(CONTACTGATE_HOME=str(home))
-    assert contactgate("init", env=env).code == 0
+    assert invoke("init", env=env).code == 0
     loosened = _loosen(home)
     run = contactgate("init", env=env)
     assert run.code == 0, run
@@ -223,38 +228,38 @@ def test_init_tightens_an_older_home_and_says_so(tmp_path):
         name = "home" if path == home else str(path.relative_to(home))
         assert any(line.startswith("tightened") and name in line for line in run.out.splitlines()), (name, run)
     assert loose(home) == {}
-    assert "tightened" not in contactgate("init", env=env).out
+    assert "tightened" not in invoke("init", env=env).out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_serve_refuses_a_loose_home_naming_the_file_and_the_fix(backend, tmp_path):
     home = tmp_path / "home"
-    with backend_env(backend, home) as env:
-        assert contactgate("init", env=env).code == 0
+    with backend_env(backend, home) as env:  # the first refusal through the real script, the rest in-process
+        assert invoke("init", env=env).code == 0
         key = home / "ca" / "ca-key.pem"
         key.chmod(0o640)
         contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(
             2, str(key), f"chmod 600 {key}", "contactgate init")
         key.chmod(0o600)
         home.chmod(0o755)
-        contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(
+        invoke("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(
             2, f"chmod 700 {home}")
         home.chmod(0o700)
         if backend == "sqlite":
             database = home / "contactgate.db"
             database.chmod(0o644)
-            contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(
+            invoke("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(
                 2, f"chmod 600 {database}")
             database.chmod(0o600)
         (home / "notes.txt").write_text("left by an operator")
         (home / "notes.txt").chmod(0o644)
-        contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(2, "notes.txt")
+        invoke("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(2, "notes.txt")
 
 
 def test_serve_checks_a_sqlite_database_outside_the_home(tmp_path):
     database = tmp_path / "data" / "gateway.db"
     env = clean_env(CONTACTGATE_HOME=str(tmp_path / "home"), CONTACTGATE_DATABASE_URL=f"sqlite:///{database}")
-    assert contactgate("init", env=env, umask=0o022).code == 0
+    assert invoke("init", env=env, umask=0o022).code == 0
     assert database.stat().st_mode & 0o777 == 0o600
     database.chmod(0o644)
     contactgate("serve", "--bind", "192.0.2.1:9", env=env).assert_clean_failure(2, f"chmod 600 {database}")

@@ -103,12 +103,18 @@ class RunningPortal:
         return s, answer
 
 
-def enrol_in_process(gateway, account: Account, invitation: str, *, earliest: bool = True) -> Account:
+def enrol_in_process(gateway, account: Account, invitation: str, *, earliest: bool = True,
+                     ago: int = 0) -> Account:
     """Enrol through gateway.portal.accounts in this process: the same code as the portal's enrolment
     page, but the password hashed at the tests' argon2id cost (tests/conftest.py), so that every
     later sign-in at the portal verifies it cheaply (a hash carries its cost). The page itself is
     tested once, in the browser, at the product's cost. The code is the previous step's when it is
-    still good (``earliest``: used at once, here), so that an account's next two codes wait for none."""
+    still good (``earliest``: used at once, here), so that an account's next two codes wait for none.
+    ``ago``: seconds by which the enrolment's clock (accounts.enrol's ``now``, the clock the product
+    lets a caller give) is set back, its code that moment's step: an account enrolled a minute ago,
+    whose next three codes (``code(earliest=True)``, then ``code()`` twice) wait for none."""
+    import datetime as dt
+
     from gateway import audit
     from gateway.config import Settings
     from gateway.portal import accounts
@@ -117,8 +123,14 @@ def enrol_in_process(gateway, account: Account, invitation: str, *, earliest: bo
                                                        database_url=gateway.database_url).layout)
     with gateway.engine.connect() as conn:
         _, account.secret = accounts.enrolment_secret(conn, account.org, account.user, invitation)
-    accounts.enrol(gateway.engine, trail, account.org, account.user, invitation, account.password,
-                   account.code(earliest=earliest))
+    if ago:
+        now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=ago)
+        account.last_step = int(now.timestamp()) // 30
+        accounts.enrol(gateway.engine, trail, account.org, account.user, invitation, account.password,
+                       pyotp.TOTP(account.secret).at(account.last_step * 30), now=now)
+    else:
+        accounts.enrol(gateway.engine, trail, account.org, account.user, invitation, account.password,
+                       account.code(earliest=earliest))
     return account
 
 
