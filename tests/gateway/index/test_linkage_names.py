@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import io
@@ -69,9 +70,13 @@ def test_the_list_is_rebuilt_from_the_ssas_own_files(tmp_path):
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(target.read_bytes()).digest()  # reproducible
 
 
-def _child(given: str):
-    return make_person(family_names=["Hartley"], given_names=[given], date_of_birth=__import__("datetime").date(2014, 6, 17),
+def _person(given: str, family: str = "Hartley"):
+    return make_person(family_names=[family], given_names=[given], date_of_birth=dt.date(2014, 6, 17),
                        postcode="LS62AB", address_line="14 larch grove")
+
+
+def _child(given: str):
+    return _person(given)
 
 
 @pytest.mark.parametrize("held, incoming, misspelt", [
@@ -91,10 +96,7 @@ def test_a_comparison_says_whether_a_given_name_slip_makes_no_name(held, incomin
     (("Xandrion", "Braunack"), ("Braunak", "Xandrion"), False),  # what agrees is on no list: which is the given name?
 ])
 def test_names_compared_crosswise_are_judged_crosswise(held, incoming, misspelt):
-    def person(given, family):
-        return make_person(family_names=[family], given_names=[given], date_of_birth=__import__("datetime").date(2014, 6, 17),
-                           postcode="LS62AB", address_line="14 larch grove")
-    comparison = linkage.compare(person(*incoming), person(*held))
+    comparison = linkage.compare(_person(*incoming), _person(*held))
     assert comparison.swapped_names and comparison.levels["given"] == "typo"
     assert comparison.given_misspelt is misspelt
 
@@ -108,10 +110,7 @@ def test_names_compared_crosswise_are_judged_crosswise(held, incoming, misspelt)
     (("Jasper", "Desilva"), ("Desllva", "Jasper"), True),
 ])
 def test_a_family_name_slip_in_names_recorded_the_other_way_round_is_no_question_of_the_given_name(held, incoming, misspelt):
-    def person(given, family):
-        return make_person(family_names=[family], given_names=[given], date_of_birth=__import__("datetime").date(2014, 6, 17),
-                           postcode="LS62AB", address_line="14 larch grove")
-    comparison = linkage.compare(person(*incoming), person(*held))
+    comparison = linkage.compare(_person(*incoming), _person(*held))
     assert comparison.swapped_names and comparison.levels["given"] == "typo"
     assert comparison.given_misspelt is misspelt
 
