@@ -122,6 +122,9 @@ def sign_in_with_key(page, portal, account: Account) -> None:
     page.get_by_label("Password").fill(account.password)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("button", name="Use security key").click()
+    # The key's answer is posted by the page's script, then the portal redirects to the home page:
+    # wait for that (a loaded machine took longer than the next assertion's read of the header).
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
 
 
 def _typo(name: str) -> str:
