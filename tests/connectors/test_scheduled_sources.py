@@ -31,8 +31,7 @@ def run(*args: str):
     return CliRunner().invoke(push, list(args), catch_exceptions=False)
 
 
-def test_a_folder_source_pushes_new_files_in_name_order_and_moves_each_to_done_or_failed(gateway_sqlite, tmp_path):
-    gateway = gateway_sqlite
+def test_a_folder_source_pushes_new_files_in_name_order_and_moves_each_to_done_or_failed(gateway, tmp_path):
     tag = unique("f")
     first, mapping = case_system(tmp_path / "la", tag, n=3)
     inbox = tmp_path / "inbox"
@@ -66,8 +65,7 @@ def test_a_folder_source_pushes_new_files_in_name_order_and_moves_each_to_done_o
     assert gateway.child_count() - before == 4
 
 
-def test_a_second_run_while_one_holds_the_lock_exits_3_and_changes_nothing(gateway_sqlite, tmp_path):
-    gateway = gateway_sqlite
+def test_a_second_run_while_one_holds_the_lock_exits_3_and_changes_nothing(gateway, tmp_path):
     extract, mapping = case_system(tmp_path / "la", unique("l"), n=3)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
@@ -121,9 +119,8 @@ def organisation_database():
         admin.dispose()
 
 
-def test_a_sql_source_pushes_the_rows_of_a_query_on_the_organisations_postgresql(gateway_sqlite, tmp_path,
+def test_a_sql_source_pushes_the_rows_of_a_query_on_the_organisations_postgresql(gateway, tmp_path,
                                                                                   organisation_database):
-    gateway = gateway_sqlite
     tag = unique("q")
     engine = create_engine(organisation_database)
     with engine.begin() as conn:
@@ -205,8 +202,7 @@ def sshd(tmp_path):
         process.wait(timeout=10)
 
 
-def test_an_sftp_drop_is_pushed_and_a_wrong_host_key_is_refused(gateway_sqlite, tmp_path, sshd):
-    gateway = gateway_sqlite
+def test_an_sftp_drop_is_pushed_and_a_wrong_host_key_is_refused(gateway, tmp_path, sshd):
     port, host_line, client_key, drop = sshd
     tag = unique("t")
     extract, mapping = case_system(tmp_path / "la", tag, n=3)
