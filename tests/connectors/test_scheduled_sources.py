@@ -1,5 +1,5 @@
 """Scheduled sources, unattended (issue 28, item 5), through the real CLI and the running gateway
-(SQLite: these are client-side features): a folder whose new files are pushed in name order and
+(each backend): a folder whose new files are pushed in name order and
 moved to done/ or failed/; one run at a time per state directory (a lock); a SQL query against the
 organisation's own database (PostgreSQL); an SFTP drop on the distribution's OpenSSH server, started
 here on 127.0.0.1 with its own host key, whose key is checked against the operator's known_hosts."""
