@@ -29,8 +29,8 @@ import zipfile
 from importlib import resources
 from pathlib import Path
 
-import jellyfish
 
+from gateway.index.linkage.blocking import phonetic  # the blocking keys' metaphone, cached
 from gateway.index.linkage.person import nickname_names
 from gateway.index.model import normalise_name
 
@@ -103,7 +103,7 @@ def other_names_a_slip_from(name: str, meant: str, also: frozenset[str] | dict =
     added or changed, two neighbours swapped; on its ASCII fold) and that a child may really be
     called: established (``ESTABLISHED``), and not sounding like ``meant`` (a spelling of the same
     name, Isabela for Isabella, is no other child's). Mla is a slip of Mila as much as of Mia."""
-    word, sound = fold(name), jellyfish.metaphone(fold(meant))
+    word, sound = fold(name), phonetic(fold(meant))
     variants = set()
     for i in range(len(word) + 1):
         head, tail = word[:i], word[i:]
@@ -115,7 +115,7 @@ def other_names_a_slip_from(name: str, meant: str, also: frozenset[str] | dict =
         variants.update(head + c + tail for c in _LETTERS)
     variants -= {word, meant, fold(meant)}
     known = _known()
-    return {v for v in variants if (known.get(v, 0) >= ESTABLISHED or v in also) and jellyfish.metaphone(v) != sound}
+    return {v for v in variants if (known.get(v, 0) >= ESTABLISHED or v in also) and phonetic(v) != sound}
 
 
 # ---- rebuilding the list ---------------------------------------------------------------------------
